@@ -1,0 +1,1 @@
+"""Configuration and database plumbing shared by the web app, the senders and the scripts."""

@@ -1,0 +1,43 @@
+"""Settings, read only from the environment (CONTRACT.md lists them)."""
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+
+
+class ConfigError(Exception):
+    """Bad configuration: the message is one line saying what is wrong and what to do."""
+
+
+def database_url():
+    """DATABASE_URL / DB_URI when given, else the embedded cluster's URL (None if not created)."""
+    url = os.environ.get("DATABASE_URL") or os.environ.get("DB_URI")
+    if url:
+        # Heroku-style postgres:// is accepted by libpq; nothing to rewrite.
+        return url
+    stored = VAR / "pg" / "url"
+    return stored.read_text().strip() if stored.exists() else None
+
+
+def require_database_url():
+    url = database_url()
+    if not url:
+        raise ConfigError("no database: set DATABASE_URL, or run `make db` to create the embedded one")
+    return url
+
+
+def port():
+    return int(os.environ.get("PORT", "3000"))
+
+
+def default_timezone():
+    return os.environ.get("TZ") or "Asia/Kuala_Lumpur"
+
+
+def transport_name():
+    return os.environ.get("WA_TRANSPORT", "sim")
+
+
+def sender_processes():
+    return int(os.environ.get("SENDER_PROCESSES", "2"))

@@ -1,0 +1,29 @@
+"""Connections: one helper so every process connects the same way and fails with one clear line."""
+import psycopg
+from psycopg.rows import dict_row
+
+from common.config import ConfigError, require_database_url
+
+
+def connect(url=None, autocommit=True, **kw):
+    url = url or require_database_url()
+    try:
+        return psycopg.connect(url, autocommit=autocommit, row_factory=dict_row,
+                               application_name=kw.pop("application_name", "wa"), **kw)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ConfigError(f"cannot reach the database ({first}); check DATABASE_URL or run `make db`") from exc
+
+
+def with_database(url, name):
+    """The same server address with another database name (URL form kept, for yoyo and neonize)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def database_name(url):
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path.lstrip("/")

@@ -1,0 +1,19 @@
+-- Scheduled work. One list, app_jobs(), feeds both pg_cron (scripts/apply.py schedules it) and the
+-- Procfile `clock` process (which runs the same commands where pg_cron is not installed).
+
+CREATE OR REPLACE FUNCTION app_jobs()
+RETURNS TABLE (name text, schedule text, command text)
+LANGUAGE sql IMMUTABLE AS $$
+  VALUES
+    ('purge-history', '17 * * * *', 'SELECT purge_history()')
+$$;
+COMMENT ON FUNCTION app_jobs() IS
+  'The scheduled jobs: name, cron schedule (minute granularity) and the SQL each runs.';
+
+CREATE OR REPLACE FUNCTION purge_history()
+RETURNS void LANGUAGE sql AS $$
+  DELETE FROM device_send_minutes WHERE minute < now() - interval '3 days';
+  DELETE FROM login_attempts WHERE attempted_at < now() - interval '1 day';
+$$;
+COMMENT ON FUNCTION purge_history() IS
+  'Drops bookkeeping no cap or chart reads any more (send minutes after 3 days, login attempts after 1).';

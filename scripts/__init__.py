@@ -1,0 +1,1 @@
+"""Operational scripts: the embedded database, the apply path, demo data, benchmarks."""

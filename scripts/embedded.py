@@ -1,0 +1,220 @@
+"""The embedded PostgreSQL cluster: a private cluster under var/pg, created on first use.
+
+It listens on a unix socket inside its folder and on a loopback port, preloads pg_cron for the
+application database, and runs as the invoking user (as the `postgres` OS user when invoked as
+root, since PostgreSQL refuses to run as root).
+
+    python -m scripts.embedded up      # create if needed, start if stopped; prints DATABASE_URL
+    python -m scripts.embedded stop
+    python -m scripts.embedded status
+"""
+import glob
+import hashlib
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common.config import ROOT, VAR, ConfigError
+
+PORT = int(os.environ.get("EMBEDDED_PG_PORT", "54329"))
+DB_NAME = "wa"
+APP_ROLE = "wa"
+RUN_AS_ROOT = os.geteuid() == 0
+
+
+def bin_dir():
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+                   key=lambda p: int(Path(p).parent.parent.name))
+    if not found:
+        raise ConfigError("no PostgreSQL server binaries under /usr/lib/postgresql; run `make db` "
+                          "(it installs them) or set DATABASE_URL")
+    return Path(found[-1]).parent
+
+
+def _os_user():
+    return "postgres" if RUN_AS_ROOT else pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _as_cluster_user(cmd, **kw):
+    """Run a server command as the cluster's OS user."""
+    if RUN_AS_ROOT:
+        cmd = ["runuser", "-u", "postgres", "--"] + cmd
+    return subprocess.run(cmd, **kw)
+
+
+def home():
+    """var/pg, or a folder the postgres user can reach when the checkout is not traversable by it
+    (a clone under /root, for example); var/pg then links there."""
+    link = VAR / "pg"
+    if link.is_symlink() or link.exists():
+        return link.resolve()
+    VAR.mkdir(parents=True, exist_ok=True)
+    if RUN_AS_ROOT and _as_cluster_user(["test", "-x", str(VAR)]).returncode != 0:
+        target = Path("/var/lib/wa-embedded") / hashlib.sha1(str(ROOT).encode()).hexdigest()[:12]
+        target.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target)
+        return target
+    link.mkdir()
+    return link
+
+
+def paths():
+    h = home()
+    return {"home": h, "data": h / "data", "socket": h / "socket", "log": h / "server.log",
+            "password": h / "password", "url": VAR / "pg" / "url"}
+
+
+def _chown(path):
+    if RUN_AS_ROOT:
+        shutil.chown(path, "postgres", "postgres")
+
+
+def is_running(p=None):
+    p = p or paths()
+    if not (p["data"] / "PG_VERSION").exists():
+        return False
+    r = _as_cluster_user([str(bin_dir() / "pg_ctl"), "status", "-D", str(p["data"])],
+                         capture_output=True)
+    return r.returncode == 0
+
+
+def _port_in_use(port):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _has_pg_cron():
+    return (bin_dir().parent / "lib" / "pg_cron.so").exists()
+
+
+def init(p):
+    p["home"].mkdir(parents=True, exist_ok=True)
+    p["socket"].mkdir(exist_ok=True)
+    os.chmod(p["home"], 0o700)
+    os.chmod(p["socket"], 0o700)
+    for d in (p["home"], p["socket"]):
+        _chown(d)
+    pwfile = p["home"] / "superuser-pw"
+    pwfile.write_text(secrets.token_hex(16))
+    _chown(pwfile)
+    r = _as_cluster_user([str(bin_dir() / "initdb"), "-D", str(p["data"]), "-U", "postgres",
+                          "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust",
+                          "--auth-host=scram-sha-256", f"--pwfile={pwfile}"],
+                         capture_output=True, text=True)
+    pwfile.unlink()
+    if r.returncode != 0:
+        raise ConfigError(f"initdb failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+    conf = [
+        "listen_addresses = '127.0.0.1'",
+        f"port = {PORT}",
+        f"unix_socket_directories = '{p['socket']}'",
+        "max_connections = 400",
+        "shared_buffers = '1GB'",
+        "timezone = 'UTC'",
+        "log_timezone = 'UTC'",
+        "logging_collector = off",
+        "fsync = on",
+    ]
+    if _has_pg_cron():
+        conf += ["shared_preload_libraries = 'pg_cron'", f"cron.database_name = '{DB_NAME}'",
+                 "cron.use_background_workers = on", "max_worker_processes = 32"]
+    with open(p["data"] / "postgresql.auto.conf", "a") as f:
+        f.write("\n".join(conf) + "\n")
+
+
+def start(p):
+    if _port_in_use(PORT):
+        raise ConfigError(f"port {PORT} on 127.0.0.1 is in use by another program; stop it or set "
+                          "EMBEDDED_PG_PORT to a free port")
+    log = p["log"]
+    log.touch()
+    _chown(log)
+    r = _as_cluster_user([str(bin_dir() / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(p["data"]),
+                          "-l", str(log)], capture_output=True, text=True)
+    if r.returncode != 0:
+        tail = log.read_text().strip().splitlines()[-1:] or [r.stderr.strip()]
+        raise ConfigError(f"the embedded PostgreSQL did not start: {tail[0]} (see {log})")
+
+
+def psql_super(sql, db="postgres"):
+    p = paths()
+    psql = bin_dir() / "psql"
+    r = _as_cluster_user([str(psql) if psql.exists() else "psql",
+                          "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(p["socket"]), "-p", str(PORT),
+                          "-U", "postgres", "-d", db, "-tA", "-c", sql],
+                         capture_output=True, text=True)
+    if r.returncode != 0:
+        raise ConfigError(f"embedded database set-up failed: {r.stderr.strip()}")
+    return r.stdout.strip()
+
+
+def ensure_app_database(p):
+    """The application role (not a superuser: it must work like a managed database) and its DB."""
+    if not p["password"].exists():
+        p["password"].write_text(secrets.token_hex(16))
+        os.chmod(p["password"], 0o600)
+    pw = p["password"].read_text().strip()
+    psql_super(f"""DO $$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+          CREATE ROLE {APP_ROLE} LOGIN CREATEDB PASSWORD '{pw}';
+        END IF; END $$;""")
+    if psql_super(f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'") != "1":
+        psql_super(f"CREATE DATABASE {DB_NAME} OWNER {APP_ROLE}")
+    if _has_pg_cron():
+        psql_super("CREATE EXTENSION IF NOT EXISTS pg_cron; GRANT USAGE ON SCHEMA cron TO wa;", db=DB_NAME)
+    url = f"postgresql://{APP_ROLE}:{pw}@127.0.0.1:{PORT}/{DB_NAME}?sslmode=disable"
+    p["url"].write_text(url + "\n")
+    return url
+
+
+def up():
+    """Create and start the cluster if needed; return the application's DATABASE_URL."""
+    p = paths()
+    if not (p["data"] / "PG_VERSION").exists():
+        init(p)
+    if not is_running(p):
+        start(p)
+    for _ in range(50):
+        if _as_cluster_user([str(bin_dir() / "pg_isready"), "-q", "-h", str(p["socket"]), "-p", str(PORT)]).returncode == 0:
+            break
+        time.sleep(0.1)
+    return ensure_app_database(p)
+
+
+def stop():
+    p = paths()
+    if is_running(p):
+        _as_cluster_user([str(bin_dir() / "pg_ctl"), "stop", "-m", "fast", "-w", "-D", str(p["data"])],
+                         capture_output=True)
+
+
+def main(argv):
+    cmd = argv[1] if len(argv) > 1 else "up"
+    try:
+        if cmd == "up":
+            print(up())
+        elif cmd == "stop":
+            stop()
+        elif cmd == "status":
+            print("running" if is_running() else "stopped")
+        else:
+            raise ConfigError(f"unknown command {cmd!r}: use up, stop or status")
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

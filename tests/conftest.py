@@ -1,0 +1,100 @@
+"""pytest against a real PostgreSQL.
+
+- A template database is created once per test run through the one apply path (scripts/apply.py).
+- Each test module gets its own clone of it (`module_db_url`), so modules never see each other.
+- `db` is a connection inside a transaction rolled back after each test.
+- `committed_db_url` / `connect_committed` are for tests that need commits, NOTIFY or several
+  connections: they use the module's clone, so clean-up is dropping the clone.
+"""
+import os
+import uuid
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from common.config import database_url
+from common.db import database_name, with_database
+from scripts import apply
+
+RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+
+def _admin(url):
+    return psycopg.connect(url, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def base_url():
+    url = database_url()
+    if not url:
+        pytest.exit("no database: run `make test` (it starts the embedded cluster)", returncode=2)
+    return url
+
+
+@pytest.fixture(scope="session")
+def template_url(base_url):
+    name = f"wa_tpl_{RUN_ID}"
+    with _admin(base_url) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    url = with_database(base_url, name)
+    apply.apply(url)
+    with _admin(base_url) as c:
+        # No connection may stay on a template while it is cloned.
+        c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
+    yield url
+    with _admin(base_url) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def clone_database(base_url, template_url, label):
+    name = f"wa_t_{RUN_ID}_{label}"[:63]
+    template = database_name(template_url)
+    with _admin(base_url) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+    return name, with_database(base_url, name)
+
+
+def drop_database(base_url, name):
+    with _admin(base_url) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def module_db_url(request, base_url, template_url):
+    label = uuid.uuid4().hex[:8]
+    name, url = clone_database(base_url, template_url, label)
+    yield url
+    drop_database(base_url, name)
+
+
+@pytest.fixture
+def db(module_db_url):
+    """A connection in a transaction that is rolled back after the test."""
+    conn = psycopg.connect(module_db_url, row_factory=dict_row)
+    try:
+        yield conn
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+@pytest.fixture
+def committed_db_url(module_db_url):
+    """The module's clone, for tests whose work must commit (NOTIFY, several connections)."""
+    return module_db_url
+
+
+@pytest.fixture
+def connect_committed(committed_db_url):
+    conns = []
+
+    def _connect(**kw):
+        c = psycopg.connect(committed_db_url, autocommit=True, row_factory=dict_row, **kw)
+        conns.append(c)
+        return c
+
+    yield _connect
+    for c in conns:
+        c.close()
