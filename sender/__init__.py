@@ -1,0 +1,1 @@
+"""Sender processes: device leases, the claim -> send -> complete loop, transports."""
