@@ -98,3 +98,17 @@ def connect_committed(committed_db_url):
     yield _connect
     for c in conns:
         c.close()
+
+
+@pytest.fixture(scope="module")
+def app(module_db_url):
+    from web import create_app
+
+    application = create_app(module_db_url, testing=True)
+    yield application
+    application.extensions["db_pool"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

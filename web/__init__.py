@@ -1,0 +1,74 @@
+"""The dashboard: Flask app factory. Pages render what SQL views compute; JSON lives under /api/."""
+import os
+import secrets
+
+from flask import Flask, jsonify, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+from werkzeug.exceptions import HTTPException
+
+from common.config import VAR, ConfigError, require_database_url
+
+csrf = CSRFProtect()
+
+# Each area is one blueprint module in web/ exposing `bp`.
+BLUEPRINTS = ["health", "auth", "pages"]
+
+
+def _secret_key():
+    """SECRET_KEY from the environment; in development a random key kept under var/ (git-ignored)."""
+    key = os.environ.get("SECRET_KEY")
+    if key:
+        return key
+    path = VAR / "secret_key"
+    if not path.exists():
+        VAR.mkdir(exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def create_app(database_url=None, testing=False):
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=_secret_key(),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        MAX_CONTENT_LENGTH=64 * 1024 * 1024,
+        TESTING=testing,
+        WTF_CSRF_TIME_LIMIT=None,
+        WTF_CSRF_CHECK_DEFAULT=False,  # web.auth checks every cookie-authenticated write itself
+    )
+    url = database_url or require_database_url()
+    app.extensions["db_pool"] = ConnectionPool(
+        url, min_size=1, max_size=int(os.environ.get("WEB_DB_POOL", "10")), open=True,
+        kwargs={"autocommit": True, "row_factory": dict_row, "application_name": "wa-web"})
+    csrf.init_app(app)
+
+    import importlib
+    for name in BLUEPRINTS:
+        app.register_blueprint(importlib.import_module(f"web.{name}").bp)
+
+    _register_errors(app)
+    return app
+
+
+def _wants_json():
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
+def _register_errors(app):
+    @app.errorhandler(CSRFError)
+    def csrf_error(e):
+        return jsonify(error=f"CSRF check failed: {e.description}"), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(e):
+        if _wants_json():
+            return jsonify(error=e.description), e.code
+        return e
+
+    @app.errorhandler(ConfigError)
+    def config_error(e):
+        return jsonify(error=str(e)), 503

@@ -1,0 +1,38 @@
+"""Database access for request handlers: a pooled connection per call, errors mapped to 4xx."""
+from contextlib import contextmanager
+
+import psycopg
+from flask import abort, current_app
+
+# SQLSTATE classes raised by our functions and constraints for bad input -> 400/409, not 500.
+_BAD_INPUT = {"22", "23"}
+_STATE_CONFLICT = {"P0001"}
+
+
+def _message(exc):
+    diag = exc.diag
+    return diag.message_primary or str(exc).splitlines()[0]
+
+
+@contextmanager
+def conn():
+    with current_app.extensions["db_pool"].connection() as c:
+        try:
+            yield c
+        except psycopg.Error as exc:
+            state = exc.sqlstate or ""
+            if state[:2] in _BAD_INPUT:
+                abort(409 if state == "23505" else 400, description=_message(exc))
+            if state in _STATE_CONFLICT:
+                abort(409, description=_message(exc))
+            raise
+
+
+def one(sql, params=()):
+    with conn() as c:
+        return c.execute(sql, params).fetchone()
+
+
+def all_rows(sql, params=()):
+    with conn() as c:
+        return c.execute(sql, params).fetchall()
