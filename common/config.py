@@ -3,7 +3,8 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VAR = ROOT / "var"
+# Runtime state (database cluster, logs, pids): git-ignored; WA_VAR moves it (tests use that).
+VAR = Path(os.environ.get("WA_VAR") or ROOT / "var")
 
 
 class ConfigError(Exception):

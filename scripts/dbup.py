@@ -15,6 +15,10 @@ def main():
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc} ({exc.filename or ''}); check the folder's permissions or set WA_VAR",
+              file=sys.stderr)
+        return 1
     print(url)
     return 0
 

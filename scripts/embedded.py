@@ -134,9 +134,6 @@ def init(p):
 
 
 def start(p):
-    if _port_in_use(PORT):
-        raise ConfigError(f"port {PORT} on 127.0.0.1 is in use by another program; stop it or set "
-                          "EMBEDDED_PG_PORT to a free port")
     log = p["log"]
     log.touch()
     _chown(log)
@@ -181,9 +178,13 @@ def ensure_app_database(p):
 def up():
     """Create and start the cluster if needed; return the application's DATABASE_URL."""
     p = paths()
+    running = is_running(p)
+    if not running and _port_in_use(PORT):
+        raise ConfigError(f"port {PORT} on 127.0.0.1 is in use by another program; stop it or set "
+                          "EMBEDDED_PG_PORT to a free port")
     if not (p["data"] / "PG_VERSION").exists():
         init(p)
-    if not is_running(p):
+    if not running:
         start(p)
     for _ in range(50):
         if _as_cluster_user([str(bin_dir() / "pg_isready"), "-q", "-h", str(p["socket"]), "-p", str(PORT)]).returncode == 0:
@@ -212,6 +213,10 @@ def main(argv):
             raise ConfigError(f"unknown command {cmd!r}: use up, stop or status")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc} ({exc.filename or ''}); check the folder's permissions or set WA_VAR",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -1,0 +1,122 @@
+"""`make run` / `make stop`: the Procfile's processes (web, sender, clock) started in the
+background with the simulated WhatsApp and demo data, logs under var/log, pids under var/run.
+
+    python -m scripts.run start | stop
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from common.config import ROOT, VAR, ConfigError, port, require_database_url
+from scripts import demo
+
+PROCESSES = ("web", "sender", "clock")
+RUN, LOGS = VAR / "run", VAR / "log"
+
+
+def procfile():
+    entries = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if ":" in line and not line.startswith("#"):
+            name, cmd = line.split(":", 1)
+            entries[name.strip()] = cmd.strip()
+    return entries
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _pid(name):
+    f = RUN / f"{name}.pid"
+    if f.exists():
+        pid = int(f.read_text())
+        if _alive(pid):
+            return pid
+        f.unlink()
+    return None
+
+
+def _port_free(p):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", p))
+            return True
+        except OSError:
+            return False
+
+
+def _wait_healthy(url, seconds=40):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
+def start():
+    url = require_database_url()
+    RUN.mkdir(parents=True, exist_ok=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    web_port = port()
+    if _pid("web") is None and not _port_free(web_port):
+        raise ConfigError(f"port {web_port} is in use by another program; stop it or set PORT")
+    login = demo.ensure_demo(url)
+    env = dict(os.environ, DATABASE_URL=url, PORT=str(web_port), WA_TRANSPORT=os.environ.get("WA_TRANSPORT", "sim"),
+               PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}")
+    commands = procfile()
+    for name in PROCESSES:
+        if _pid(name):
+            continue
+        with open(LOGS / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(["bash", "-c", f"exec {commands[name]}"], cwd=ROOT, env=env,
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        (RUN / f"{name}.pid").write_text(str(proc.pid))
+    if not _wait_healthy(f"http://127.0.0.1:{web_port}/healthz"):
+        raise ConfigError(f"the web process did not answer /healthz; see {LOGS / 'web.log'}")
+    print(f"WA Broadcast is running (simulated WhatsApp: WA_TRANSPORT={env['WA_TRANSPORT']}).")
+    print(f"Logs: {LOGS}/   Stop: make stop")
+    print(f"Demo login: {login[0]} / {login[1]}")
+    print(f"Dashboard: http://localhost:{web_port}/dashboard")
+
+
+def stop():
+    for name in PROCESSES:
+        pid = _pid(name)
+        if pid is None:
+            continue
+        os.killpg(pid, signal.SIGTERM)   # senders finish in-flight sends and release leases
+        for _ in range(150):
+            if not _alive(pid):
+                break
+            time.sleep(0.1)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+        (RUN / f"{name}.pid").unlink(missing_ok=True)
+
+
+def main(argv):
+    try:
+        {"start": start, "stop": stop}[argv[1] if len(argv) > 1 else "start"]()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

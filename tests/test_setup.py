@@ -1,0 +1,55 @@
+"""Set-up commands: bad configuration ends with one clear line, never a traceback; make db is
+idempotent and fast when the database is up."""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from common.config import ROOT
+
+
+def run(module, *args, **env):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DB_URI")}
+    full_env.update(env)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_one_clear_line(result, *words):
+    assert result.returncode != 0
+    lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_unreachable_database_url(tmp_path):
+    r = run("scripts.dbup", DATABASE_URL="postgresql://nobody@127.0.0.1:1/none?connect_timeout=2",
+            WA_VAR=str(tmp_path))
+    assert_one_clear_line(r, "cannot reach the database", "DATABASE_URL")
+
+
+def test_port_in_use(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        r = run("scripts.embedded", "up", WA_VAR=str(tmp_path), EMBEDDED_PG_PORT=str(busy))
+    assert_one_clear_line(r, f"port {busy}", "EMBEDDED_PG_PORT")
+
+
+def test_unwritable_state_folder():
+    r = run("scripts.embedded", "up", WA_VAR="/proc/wa-not-writable")
+    assert_one_clear_line(r, "WA_VAR")
+
+
+def test_make_db_again_is_fast_and_prints_the_url_last():
+    started = time.monotonic()
+    r = subprocess.run(["make", "-s", "db"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       env={k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DB_URI")})
+    elapsed = time.monotonic() - started
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1].startswith("postgresql://")
+    assert elapsed < 5, f"make db took {elapsed:.1f}s"
