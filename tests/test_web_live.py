@@ -1,0 +1,116 @@
+"""The /ws live channel against a real server and real NOTIFY: routing per user, refusal of
+another user's device, coalescing, bounded queues, the handshake's authentication."""
+import psycopg
+import pytest
+import simple_websocket
+from psycopg.rows import dict_row
+
+from tests.factories import make_device, make_user
+from tests.liveserver import LiveClient, serving, session_cookie
+from web import live
+
+
+@pytest.fixture(scope="module")
+def server(app):
+    with serving(app) as host:
+        yield host
+
+
+@pytest.fixture(scope="module")
+def people(module_db_url):
+    with psycopg.connect(module_db_url, autocommit=True, row_factory=dict_row) as c:
+        a, b = make_user(c), make_user(c)
+        emails = {u: c.execute("SELECT email FROM users WHERE id = %s", [u]).fetchone()["email"] for u in (a, b)}
+        devices = {a: make_device(c, a), b: make_device(c, b)}
+    return {"a": a, "b": b, "emails": emails, "devices": devices}
+
+
+def notify(url, user_id, type_, data):
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("SELECT notify_user(%s, %s, %s::jsonb)", [user_id, type_, psycopg.types.json.Jsonb(data)])
+
+
+def client_for(app, server, people, who):
+    return LiveClient(server, session_cookie(app, people["emails"][people[who]]))
+
+
+def test_each_user_receives_only_their_own_events(app, server, people, module_db_url):
+    ca, cb = client_for(app, server, people, "a"), client_for(app, server, people, "b")
+    try:
+        live_hub = app.extensions["live_hub"]
+        assert live_hub.listening.wait(5)
+        notify(module_db_url, people["a"], "device_status", {"device_id": 1, "status": "online"})
+        notify(module_db_url, people["b"], "chat_message", {"device_id": 2, "text": "for b"})
+        got_a, got_b = ca.collect(0.6), cb.collect(0.6)
+        assert [e["type"] for e in got_a] == ["device_status"]
+        assert got_a[0]["data"] == {"device_id": 1, "status": "online"}
+        assert [e["data"] for e in got_b] == [{"device_id": 2, "text": "for b"}]
+    finally:
+        ca.close(), cb.close()
+
+
+def test_watching_another_users_device_is_refused(app, server, people, module_db_url):
+    ca = client_for(app, server, people, "a")
+    try:
+        ca.send({"type": "watch", "device_id": people["devices"][people["b"]]})
+        refused = ca.wait_for("live.error")
+        assert refused["data"]["error"] == "device not found"
+        own = people["devices"][people["a"]]
+        ca.send({"type": "watch", "device_id": own})
+        assert ca.wait_for("live.watching")["data"] == {"device_id": own}
+        # Watching narrows chat events to that device; other event types still arrive.
+        notify(module_db_url, people["a"], "chat_message", {"device_id": own + 1000, "text": "other"})
+        notify(module_db_url, people["a"], "chat_message", {"device_id": own, "text": "mine"})
+        notify(module_db_url, people["a"], "campaign_progress", {"campaign_id": 5, "sent": 1})
+        got = ca.collect(0.6)
+        assert [(e["type"], e["data"].get("text")) for e in got] == [("chat_message", "mine"), ("campaign_progress", None)]
+    finally:
+        ca.close()
+
+
+def test_a_burst_leaves_in_one_frame_with_states_coalesced(app, server, people, module_db_url):
+    ca = client_for(app, server, people, "a")
+    try:
+        with psycopg.connect(module_db_url, autocommit=False) as c:  # one commit: one burst
+            for sent in range(1, 51):
+                c.execute("SELECT notify_user(%s, 'campaign_progress', jsonb_build_object('campaign_id', 9, 'sent', %s::int))",
+                          [people["a"], sent])
+            for text in ("one", "two"):
+                c.execute("SELECT notify_user(%s, 'chat_message', jsonb_build_object('device_id', 3, 'text', %s::text))",
+                          [people["a"], text])
+        frame = ca.next_events(timeout=3)
+        assert [(e["type"], e["data"].get("sent") or e["data"].get("text")) for e in frame] == [
+            ("campaign_progress", 50), ("chat_message", "one"), ("chat_message", "two")]
+    finally:
+        ca.close()
+
+
+def test_anonymous_and_cross_site_handshakes_are_refused(app, server, people):
+    with pytest.raises(simple_websocket.ConnectionError) as anonymous:
+        simple_websocket.Client.connect(f"ws://{server}/ws")
+    assert anonymous.value.status_code == 401
+    cookie = session_cookie(app, people["emails"][people["a"]])
+    with pytest.raises(simple_websocket.ConnectionError) as cross_site:
+        simple_websocket.Client.connect(f"ws://{server}/ws", headers={
+            "Cookie": f"session={cookie}", "Origin": "http://evil.example"})
+    assert cross_site.value.status_code == 403
+
+
+def test_a_full_queue_drops_the_oldest_and_asks_for_a_resync():
+    sub = live.Subscriber(1)
+    for n in range(live.QUEUE_LIMIT + 10):
+        sub.put({"type": "chat_message", "data": {"n": n}})
+    batch = sub.take(0)
+    assert batch[0]["type"] == "live.resync"
+    assert len(batch) == live.QUEUE_LIMIT + 1
+    assert batch[1]["data"]["n"] == 10 and batch[-1]["data"]["n"] == live.QUEUE_LIMIT + 9
+
+
+def test_malformed_payloads_are_ignored():
+    h = live.Hub("postgresql:///unused")
+    sub = live.Subscriber(7)
+    h._subscribers[7].add(sub)
+    for payload in ("not json", '{"type": "x"}', '{"user_id": "abc", "type": "x"}'):
+        h.dispatch(payload)
+    h.dispatch('{"user_id": 7, "type": "device_status", "data": {"device_id": 1}}')
+    assert sub.take(0) == [{"type": "device_status", "data": {"device_id": 1}}]

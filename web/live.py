@@ -1,0 +1,229 @@
+"""Live events: the /ws websocket, fed by one LISTEN thread per process on channel wa_events.
+
+SQL sends events with notify_user(user_id, type, data); each payload names its owner, and the hub
+hands it only to that user's browsers. Per browser: a bounded queue (past QUEUE_LIMIT the oldest
+events go and the browser is told to resync), bursts leave in one frame after DEBOUNCE_SECONDS,
+and an idle socket gets a ping every PING_SECONDS.
+
+Frames to the browser: {"events": [{"type": ..., "data": {...}}, ...]}.
+Frames from the browser: {"type": "watch", "device_id": N} (only that device's chat events from
+now on; another user's device is refused) and {"type": "ping"}.
+"""
+import collections
+import json
+import logging
+import threading
+import time
+from urllib.parse import urlsplit
+
+import psycopg
+from flask import Blueprint, abort, current_app, g, request
+from flask_sock import Sock
+from simple_websocket import ConnectionClosed
+
+from web.db import one
+
+bp = Blueprint("live", __name__)
+sock = Sock()
+log = logging.getLogger(__name__)
+
+CHANNEL = "wa_events"
+QUEUE_LIMIT = 500
+DEBOUNCE_SECONDS = 0.05
+PING_SECONDS = 25
+POLL_SECONDS = 0.25  # how often a socket's thread looks for messages from its browser
+
+
+def _is_state(event_type):
+    """Events named *status / *progress carry a state: only the latest per entity matters."""
+    return event_type.endswith("status") or event_type.endswith("progress")
+
+
+def coalesce(events):
+    """Within one burst keep every event, except that a state event replaces an earlier one for
+    the same entity (same type and same *_id / id fields)."""
+    latest = {}
+    for index, event in enumerate(events):
+        data = event.get("data") or {}
+        if _is_state(event["type"]):
+            key = (event["type"],) + tuple(sorted(
+                (k, str(v)) for k, v in data.items() if k == "id" or k.endswith("_id")))
+        else:
+            key = index
+        latest.pop(key, None)  # re-inserting keeps the order of the latest occurrence
+        latest[key] = event
+    return list(latest.values())
+
+
+class Subscriber:
+    """One browser: its user, the devices whose chat events it watches, its bounded queue."""
+
+    def __init__(self, user_id):
+        self.user_id = user_id
+        self.watched = set()
+        self._events = collections.deque()
+        self._overflowed = False
+        self._cond = threading.Condition()
+
+    def wants(self, event):
+        if not self.watched or not event["type"].startswith("chat"):
+            return True
+        return (event.get("data") or {}).get("device_id") in self.watched
+
+    def put(self, event):
+        with self._cond:
+            if len(self._events) >= QUEUE_LIMIT:
+                self._events.popleft()
+                self._overflowed = True
+            self._events.append(event)
+            self._cond.notify()
+
+    def take(self, timeout):
+        """Waits up to `timeout` for an event, lets the burst gather, returns it coalesced."""
+        with self._cond:
+            if not self._events:
+                self._cond.wait(timeout)
+            if not self._events and not self._overflowed:
+                return []
+        time.sleep(DEBOUNCE_SECONDS)
+        with self._cond:
+            batch = coalesce(list(self._events))
+            self._events.clear()
+            if self._overflowed:
+                batch.insert(0, {"type": "live.resync", "data": {"reason": "queue full"}})
+                self._overflowed = False
+        return batch
+
+
+class Hub:
+    """One per process: a LISTEN connection routing each payload to its owner's subscribers."""
+
+    def __init__(self, url):
+        self.url = url
+        self.listening = threading.Event()
+        self._subscribers = collections.defaultdict(set)
+        self._lock = threading.Lock()
+        self._thread = None
+
+    def subscribe(self, sub):
+        with self._lock:
+            self._subscribers[sub.user_id].add(sub)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._listen, name="wa-live-listen", daemon=True)
+                self._thread.start()
+
+    def unsubscribe(self, sub):
+        with self._lock:
+            subs = self._subscribers.get(sub.user_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subscribers[sub.user_id]
+
+    def dispatch(self, payload):
+        try:
+            message = json.loads(payload)
+            user_id = int(message["user_id"])
+            event = {"type": str(message["type"]), "data": message.get("data") or {}}
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring malformed %s payload: %.200s", CHANNEL, payload)
+            return
+        with self._lock:
+            subs = list(self._subscribers.get(user_id, ()))
+        for sub in subs:
+            if sub.wants(event):
+                sub.put(event)
+
+    def _broadcast_resync(self, reason):
+        with self._lock:
+            subs = [s for group in self._subscribers.values() for s in group]
+        for sub in subs:
+            sub.put({"type": "live.resync", "data": {"reason": reason}})
+
+    def _listen(self):
+        backoff, connected_before = 0.5, False
+        while True:
+            try:
+                with psycopg.connect(self.url, autocommit=True, application_name="wa-web-live") as c:
+                    c.execute(f"LISTEN {CHANNEL}")
+                    self.listening.set()
+                    if connected_before:  # events committed while we were away are lost: say so
+                        self._broadcast_resync("listener reconnected")
+                    connected_before, backoff = True, 0.5
+                    for note in c.notifies():
+                        self.dispatch(note.payload)
+            except psycopg.Error as exc:
+                self.listening.clear()
+                log.warning("live listener lost the database (%s); retrying in %.1fs", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 30)
+
+
+_hub_lock = threading.Lock()
+
+
+def hub():
+    """The process's hub, created on first use."""
+    with _hub_lock:
+        h = current_app.extensions.get("live_hub")
+        if h is None:
+            h = current_app.extensions["live_hub"] = Hub(current_app.extensions["db_pool"].conninfo)
+        return h
+
+
+@bp.before_request
+def authenticate_socket():
+    # Checked before the websocket handshake, so a refused browser gets a plain HTTP status.
+    if g.user is None:
+        abort(401, description="sign in first")
+    origin = request.headers.get("Origin")
+    if origin and urlsplit(origin).netloc != request.host:
+        abort(403, description="cross-site websocket refused")
+
+
+def _handle_browser_message(ws, sub, raw):
+    try:
+        message = json.loads(raw)
+        kind = message.get("type")
+    except (ValueError, AttributeError):
+        kind = None
+    if kind == "ping":
+        reply = {"type": "pong", "data": {}}
+    elif kind == "watch":
+        device_id = message.get("device_id")
+        allowed = isinstance(device_id, int) and one(
+            "SELECT live_device_allowed(%s, %s) AS ok", [sub.user_id, device_id])["ok"]
+        if allowed:
+            sub.watched.add(device_id)
+            reply = {"type": "live.watching", "data": {"device_id": device_id}}
+        else:
+            reply = {"type": "live.error", "data": {"error": "device not found", "device_id": device_id}}
+    else:
+        reply = {"type": "live.error", "data": {"error": "unknown message"}}
+    ws.send(json.dumps({"events": [reply]}))
+
+
+@sock.route("/ws", bp=bp)
+def websocket(ws):
+    """Live events for the signed-in user's own devices, campaigns and chats."""
+    sub = Subscriber(g.user["id"])
+    h = hub()
+    h.subscribe(sub)
+    try:
+        ws.send(json.dumps({"events": [{"type": "live.hello", "data": {"user_id": sub.user_id}}]}))
+        last_sent = time.monotonic()
+        while ws.connected:
+            raw = ws.receive(timeout=0)
+            while raw is not None:
+                _handle_browser_message(ws, sub, raw)
+                raw = ws.receive(timeout=0)
+            batch = sub.take(POLL_SECONDS)
+            if not batch and time.monotonic() - last_sent >= PING_SECONDS:
+                batch = [{"type": "ping", "data": {}}]
+            if batch:
+                ws.send(json.dumps({"events": batch}, default=str))
+                last_sent = time.monotonic()
+    except ConnectionClosed:
+        pass
+    finally:
+        h.unsubscribe(sub)
