@@ -41,3 +41,16 @@ if [ -z "${DATABASE_URL:-}${DB_URI:-}" ]; then
     apt_install "postgresql-$major-cron" || echo "warning: pg_cron unavailable; the clock process will run the ticks" >&2
   fi
 fi
+
+# Browser libraries (Chart.js): node_modules from package-lock.json, reinstalled only when it changes.
+command -v npm >/dev/null || apt_install npm
+stamp=node_modules/.package-lock.sha
+want=$(sha1sum package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "installing browser libraries into node_modules" >&2
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1 || die "npm ci failed"
+  echo "$want" > "$stamp"
+fi
+
+# Browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+[ -x /usr/bin/chromium ] || apt_install chromium
