@@ -27,11 +27,12 @@ def procfile():
     return entries
 
 
-def _alive(pid):
+def alive(pid):
+    """Running, not a zombie (a container's PID 1 may never reap our orphans)."""
     try:
-        os.kill(pid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
 
 
@@ -39,7 +40,7 @@ def _pid(name):
     f = RUN / f"{name}.pid"
     if f.exists():
         pid = int(f.read_text())
-        if _alive(pid):
+        if alive(pid):
             return pid
         f.unlink()
     return None
@@ -99,13 +100,19 @@ def stop():
         pid = _pid(name)
         if pid is None:
             continue
-        os.killpg(pid, signal.SIGTERM)   # senders finish in-flight sends and release leases
+        try:
+            os.killpg(pid, signal.SIGTERM)   # senders finish in-flight sends and release leases
+        except ProcessLookupError:
+            pass
         for _ in range(150):
-            if not _alive(pid):
+            if not alive(pid):
                 break
             time.sleep(0.1)
         else:
-            os.killpg(pid, signal.SIGKILL)
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         (RUN / f"{name}.pid").unlink(missing_ok=True)
 
 
