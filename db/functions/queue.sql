@@ -33,3 +33,238 @@ COMMENT ON FUNCTION render_message(text, text, text) IS
   'The text to store on a queued message: {name} (case-insensitive; "Customer" when the name is empty) and '
   '{phone} are filled first, then spintax {a|b|c} (nested allowed) picks one option per group at random. '
   'Field values are never read as spintax. Call it in the INSERT that queues the row.';
+
+-- Wake-ups ----------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION notify_dispatch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('wa_dispatch', '');
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION notify_dispatch() IS
+  'Statement trigger: wakes the senders (channel wa_dispatch) once per statement that queued or released work.';
+
+CREATE OR REPLACE TRIGGER broadcast_messages_wake AFTER INSERT ON broadcast_messages
+  FOR EACH STATEMENT EXECUTE FUNCTION notify_dispatch();
+-- Un-holding (campaign resumed, sequence re-activated) or rescheduling also releases work.
+CREATE OR REPLACE TRIGGER broadcast_messages_wake_release AFTER UPDATE OF held, scheduled_at ON broadcast_messages
+  FOR EACH STATEMENT EXECUTE FUNCTION notify_dispatch();
+
+-- Claim -------------------------------------------------------------------------------------
+-- One statement: for each device this sender leases (online, pacing due, with due work), in
+-- order of its next allowed send time (a round robin under zero delays), take the rows pacing
+-- and caps allow now. Row 1 goes at now(); a later row only if the random delays before it
+-- sum to zero, so with real delays that is one row per device per claim. Caps: hour_count is
+-- an upper bound of the trailing hour; at the cap it is recounted from device_send_minutes
+-- (buckets from the minute an hour ago: never less than the true rolling hour).
+CREATE OR REPLACE FUNCTION claim_messages(p_sender_id text, p_limit integer, p_per_device integer DEFAULT 100)
+RETURNS TABLE (id bigint, device_id bigint, user_id bigint, recipient_phone text, recipient_name text,
+               message_type text, content text, media_url text, claimed_at timestamptz)
+LANGUAGE sql VOLATILE AS $$
+WITH dev AS (
+  SELECT p.device_id, p.hour_count, p.day_start, p.day_count,
+         d.hourly_limit, d.daily_limit, d.min_delay_seconds AS dev_min, d.max_delay_seconds AS dev_max,
+         date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone AS today
+    FROM device_leases l
+    JOIN user_devices d ON d.id = l.device_id
+    JOIN users u ON u.id = d.user_id
+    JOIN device_pacing p ON p.device_id = l.device_id
+   WHERE l.sender_id = p_sender_id AND l.expires_at > now()
+     AND d.status = 'online'
+     AND p.next_send_at <= now()
+     AND EXISTS (SELECT 1 FROM broadcast_messages m
+                  WHERE m.device_id = l.device_id AND m.status = 'pending' AND NOT m.held
+                    AND m.scheduled_at <= now())
+   ORDER BY p.next_send_at, p.device_id
+),
+room AS (
+  SELECT dev.*,
+         dev.hour_count >= dev.hourly_limit AS recounted,
+         CASE WHEN dev.hour_count < dev.hourly_limit THEN dev.hour_count
+              ELSE (SELECT coalesce(sum(s.sends), 0)::int FROM device_send_minutes s
+                     WHERE s.device_id = dev.device_id
+                       AND s.minute >= date_trunc('minute', now() - interval '1 hour')) END AS hour_base,
+         CASE WHEN dev.day_start = dev.today THEN dev.day_count ELSE 0 END AS day_base
+    FROM dev
+),
+cand AS MATERIALIZED (
+  SELECT r.device_id, r.recounted, r.hour_base, r.today, c.id, c.delay
+    FROM room r
+    CROSS JOIN LATERAL (
+      SELECT w.id, w.delay FROM (
+        SELECT b.id, b.delay,
+               coalesce(sum(b.delay) OVER (ORDER BY b.scheduled_at, b.id
+                                           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+          FROM (SELECT m.id, m.scheduled_at,
+                       lo + random() * (greatest(hi, lo) - lo) AS delay
+                  FROM broadcast_messages m,
+                       LATERAL (SELECT coalesce(m.min_delay_seconds, r.dev_min) AS lo,
+                                       coalesce(m.max_delay_seconds, r.dev_max) AS hi) bounds
+                 WHERE m.device_id = r.device_id AND m.status = 'pending' AND NOT m.held
+                   AND m.scheduled_at <= now()
+                 ORDER BY m.scheduled_at, m.id
+                 LIMIT greatest(0, least(p_per_device, r.hourly_limit - r.hour_base,
+                                         r.daily_limit - r.day_base))) b
+      ) w
+      WHERE w.before = 0
+    ) c
+   LIMIT p_limit
+),
+locked_dev AS (
+  SELECT p.device_id FROM device_pacing p
+   WHERE p.device_id IN (SELECT cand.device_id FROM cand) AND p.next_send_at <= now()
+   FOR UPDATE SKIP LOCKED
+),
+locked AS (
+  SELECT m.id FROM broadcast_messages m
+   WHERE m.id IN (SELECT cand.id FROM cand JOIN locked_dev USING (device_id))
+     AND m.status = 'pending' AND NOT m.held
+   FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+  UPDATE broadcast_messages m
+     SET status = 'queued', claimed_at = now(), claimed_by = p_sender_id
+    FROM locked WHERE m.id = locked.id
+  RETURNING m.id, m.device_id, m.user_id, m.recipient_phone, m.recipient_name, m.message_type,
+            m.content, m.media_url, m.claimed_at
+),
+per_dev AS (
+  SELECT c.device_id, count(*)::int AS k, sum(c.delay) AS total_delay,
+         bool_or(c.recounted) AS recounted, max(c.hour_base) AS hour_base, max(c.today) AS today
+    FROM claimed JOIN cand c ON c.id = claimed.id
+   GROUP BY c.device_id
+),
+paced AS (
+  UPDATE device_pacing p
+     SET next_send_at    = now() + make_interval(secs => d.total_delay),
+         hour_count      = CASE WHEN d.recounted THEN d.hour_base ELSE p.hour_count END + d.k,
+         hour_counted_at = CASE WHEN d.recounted THEN now() ELSE p.hour_counted_at END,
+         day_count       = CASE WHEN p.day_start = d.today THEN p.day_count ELSE 0 END + d.k,
+         day_start       = d.today
+    FROM per_dev d WHERE p.device_id = d.device_id
+),
+minutes AS (
+  INSERT INTO device_send_minutes AS s (device_id, minute, sends)
+  SELECT d.device_id, date_trunc('minute', now()), d.k FROM per_dev d
+  ON CONFLICT (device_id, minute) DO UPDATE SET sends = s.sends + excluded.sends
+)
+SELECT claimed.id, claimed.device_id, claimed.user_id, claimed.recipient_phone, claimed.recipient_name,
+       claimed.message_type, claimed.content, claimed.media_url, claimed.claimed_at
+  FROM claimed
+$$;
+COMMENT ON FUNCTION claim_messages(text, integer, integer) IS
+  'Claims up to p_limit due messages (status pending -> queued) for the online devices leased by p_sender_id, '
+  'at most p_per_device per device and only what pacing (random min..max delay between sends) and the '
+  'hourly (rolling 60 min) and daily (owner''s calendar day) caps allow now. Rows and pacing rows are taken '
+  'with SKIP LOCKED, so concurrent senders never claim a row twice. Returns what to send.';
+
+CREATE OR REPLACE FUNCTION next_dispatch_at(p_sender_id text)
+RETURNS timestamptz LANGUAGE sql STABLE AS $$
+  SELECT min(greatest(p.next_send_at, first_due.scheduled_at))
+    FROM device_leases l
+    JOIN user_devices d ON d.id = l.device_id AND d.status = 'online'
+    JOIN device_pacing p ON p.device_id = l.device_id
+    CROSS JOIN LATERAL (SELECT m.scheduled_at FROM broadcast_messages m
+                         WHERE m.device_id = l.device_id AND m.status = 'pending' AND NOT m.held
+                         ORDER BY m.scheduled_at, m.id LIMIT 1) first_due
+   WHERE l.sender_id = p_sender_id AND l.expires_at > now()
+$$;
+COMMENT ON FUNCTION next_dispatch_at(text) IS
+  'Earliest time a device leased by p_sender_id may send its next pending message (pacing and schedule; '
+  'caps excluded), or NULL when it has none: how long an idle sender may sleep.';
+
+-- Complete and fail -------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION complete_messages(p_sender_id text, p_ids bigint[], p_wa_message_ids text[])
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE v_done integer;
+BEGIN
+  IF cardinality(p_ids) IS DISTINCT FROM cardinality(p_wa_message_ids) THEN
+    RAISE EXCEPTION 'complete_messages: % ids but % WhatsApp message ids',
+      cardinality(p_ids), cardinality(p_wa_message_ids) USING ERRCODE = '22023';
+  END IF;
+  WITH done AS (
+    UPDATE broadcast_messages m
+       SET status = 'sent', sent_at = now(), wa_message_id = x.wa_id
+      FROM unnest(p_ids, p_wa_message_ids) AS x(id, wa_id)
+     WHERE m.id = x.id AND m.status = 'queued' AND m.claimed_by = p_sender_id
+    RETURNING m.device_id
+  ), per_device AS (
+    SELECT done.device_id, count(*) AS n FROM done WHERE done.device_id IS NOT NULL GROUP BY done.device_id
+  ), stamped AS (
+    UPDATE device_pacing p SET last_sent_at = now() FROM per_device d WHERE p.device_id = d.device_id
+  )
+  SELECT coalesce(sum(n), 0) INTO v_done FROM per_device;
+  RETURN v_done;
+END $$;
+COMMENT ON FUNCTION complete_messages(text, bigint[], text[]) IS
+  'Marks messages this sender claimed as sent (queued -> sent) with their WhatsApp ids. Guarded: rows '
+  'not queued by p_sender_id (already failed as stuck, say) are left alone. Returns how many changed.';
+
+CREATE OR REPLACE FUNCTION fail_messages(p_sender_id text, p_ids bigint[], p_errors text[])
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE v_done integer;
+BEGIN
+  IF cardinality(p_ids) IS DISTINCT FROM cardinality(p_errors) THEN
+    RAISE EXCEPTION 'fail_messages: % ids but % errors', cardinality(p_ids), cardinality(p_errors)
+      USING ERRCODE = '22023';
+  END IF;
+  UPDATE broadcast_messages m
+     SET status = 'failed', failed_at = now(), error_message = coalesce(nullif(x.error, ''), 'send failed')
+    FROM unnest(p_ids, p_errors) AS x(id, error)
+   WHERE m.id = x.id AND m.status = 'queued' AND m.claimed_by = p_sender_id;
+  GET DIAGNOSTICS v_done = ROW_COUNT;
+  RETURN v_done;
+END $$;
+COMMENT ON FUNCTION fail_messages(text, bigint[], text[]) IS
+  'Marks messages this sender claimed as failed (queued -> failed) with their errors. Guarded like '
+  'complete_messages; a failed message is never re-sent by the queue. Returns how many changed.';
+
+-- At most once: stuck and undeliverable rows ------------------------------------------------
+CREATE OR REPLACE FUNCTION recover_stuck(p_timeout interval DEFAULT '5 minutes')
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE v_done integer;
+BEGIN
+  UPDATE broadcast_messages
+     SET status = 'failed', failed_at = now(), error_message = 'stuck: sender vanished'
+   WHERE status = 'queued' AND claimed_at < now() - p_timeout;
+  GET DIAGNOSTICS v_done = ROW_COUNT;
+  RETURN v_done;
+END $$;
+COMMENT ON FUNCTION recover_stuck(interval) IS
+  'Fails messages claimed more than p_timeout ago and never completed (their sender died mid-send). '
+  'They are never re-queued: whether WhatsApp got them is unknown, and a message is sent at most once.';
+
+CREATE OR REPLACE FUNCTION skip_undeliverable(p_offline_grace interval DEFAULT '30 minutes')
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE v_done integer;
+BEGIN
+  WITH reason AS (
+    SELECT d.id AS device_id,
+           CASE WHEN d.status = 'logged_out' THEN 'skipped: device logged out'
+                WHEN d.status = 'banned' AND d.banned_until IS NULL THEN 'skipped: device banned'
+                WHEN d.status = 'banned' AND d.banned_until < now() - p_offline_grace
+                  THEN 'skipped: device still banned ' || p_offline_grace::text || ' after its ban expired'
+                WHEN d.status IN ('offline', 'connecting') AND d.status_changed_at < now() - p_offline_grace
+                  THEN 'skipped: device offline for more than ' || p_offline_grace::text
+           END AS why
+      FROM user_devices d
+     WHERE d.status <> 'online'
+  ), skipped AS (
+    UPDATE broadcast_messages m
+       SET status = 'skipped', failed_at = now(), error_message = r.why
+      FROM reason r
+     WHERE r.why IS NOT NULL AND m.device_id = r.device_id
+       AND m.status = 'pending' AND NOT m.held AND m.scheduled_at <= now()
+    RETURNING 1
+  ), orphaned AS (
+    UPDATE broadcast_messages m
+       SET status = 'skipped', failed_at = now(), error_message = 'skipped: device deleted'
+     WHERE m.device_id IS NULL AND m.status = 'pending' AND NOT m.held AND m.scheduled_at <= now()
+    RETURNING 1
+  )
+  SELECT (SELECT count(*) FROM skipped) + (SELECT count(*) FROM orphaned) INTO v_done;
+  RETURN v_done;
+END $$;
+COMMENT ON FUNCTION skip_undeliverable(interval) IS
+  'Skips due pending messages that cannot go out: device logged out, banned without end (or still banned '
+  'p_offline_grace after its ban ended), deleted, or offline/connecting for longer than p_offline_grace. '
+  'A temporary ban or a brief disconnect only delays them. Returns how many were skipped.';

@@ -1,0 +1,83 @@
+-- Device state from transport events: status changes (with the lifecycle log and a live event
+-- to the owner's dashboards), pairing, pairing codes, and delivery/read receipts on the queue.
+
+CREATE OR REPLACE FUNCTION set_device_status(p_device_id bigint, p_status text, p_reason text DEFAULT NULL,
+                                             p_banned_until timestamptz DEFAULT NULL)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE v_user_id bigint;
+BEGIN
+  IF p_status NOT IN ('online', 'offline', 'connecting', 'logged_out', 'banned') THEN
+    RAISE EXCEPTION 'unknown device status "%"', p_status USING ERRCODE = '22023';
+  END IF;
+  UPDATE user_devices d
+     SET status            = p_status,
+         status_reason     = p_reason,
+         status_changed_at = CASE WHEN d.status = p_status THEN d.status_changed_at ELSE now() END,
+         banned_until      = CASE WHEN p_status = 'banned' THEN p_banned_until END,
+         last_seen         = CASE WHEN p_status = 'online' THEN now() ELSE d.last_seen END,
+         -- A logged-out session is gone: the number may be paired again, on this or another device.
+         jid               = CASE WHEN p_status = 'logged_out' THEN NULL ELSE d.jid END
+   WHERE d.id = p_device_id
+  RETURNING d.user_id INTO v_user_id;
+  IF v_user_id IS NULL THEN
+    RETURN false;  -- deleted meanwhile
+  END IF;
+  INSERT INTO device_events (device_id, event, detail)
+  VALUES (p_device_id, p_status, concat_ws(' ', p_reason, 'until ' || p_banned_until::text));
+  PERFORM notify_user(v_user_id, 'device_status',
+                      jsonb_build_object('device_id', p_device_id, 'status', p_status, 'reason', p_reason,
+                                         'banned_until', p_banned_until));
+  RETURN true;
+END $$;
+COMMENT ON FUNCTION set_device_status(bigint, text, text, timestamptz) IS
+  'Applies a transport event to a device: online/offline/connecting/logged_out/banned (banned_until for a '
+  'temporary ban; logged_out forgets the session jid). Logs it in device_events and pushes it live. '
+  'False when the device no longer exists.';
+
+CREATE OR REPLACE FUNCTION device_paired(p_device_id bigint, p_jid text, p_phone text)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE v_user_id bigint;
+BEGIN
+  IF p_phone !~ '^[1-9][0-9]{6,14}$' THEN
+    RAISE EXCEPTION 'paired phone "%" is not digits with the country code first', p_phone USING ERRCODE = '22023';
+  END IF;
+  -- The same number paired earlier on another device of ours: that session is gone.
+  UPDATE user_devices SET jid = NULL WHERE jid = p_jid AND id <> p_device_id;
+  UPDATE user_devices SET jid = p_jid, phone = p_phone WHERE id = p_device_id RETURNING user_id INTO v_user_id;
+  IF v_user_id IS NULL THEN
+    RETURN false;
+  END IF;
+  INSERT INTO device_events (device_id, event, detail) VALUES (p_device_id, 'paired', p_jid);
+  PERFORM notify_user(v_user_id, 'device_paired', jsonb_build_object('device_id', p_device_id, 'phone', p_phone));
+  RETURN true;
+END $$;
+COMMENT ON FUNCTION device_paired(bigint, text, text) IS
+  'Stores the session identity (jid) and phone number a device paired with. False when the device is gone.';
+
+CREATE OR REPLACE FUNCTION publish_pairing_code(p_device_id bigint, p_kind text, p_code text)
+RETURNS void LANGUAGE sql AS $$
+  SELECT notify_user(d.user_id, 'device_pairing', jsonb_build_object('device_id', d.id, 'kind', p_kind, 'code', p_code))
+    FROM user_devices d WHERE d.id = p_device_id
+$$;
+COMMENT ON FUNCTION publish_pairing_code(bigint, text, text) IS
+  'Pushes a pairing QR string (kind qr) or phone code (kind code) to the owner''s dashboards; not stored.';
+
+CREATE OR REPLACE FUNCTION record_receipts(p_device_id bigint, p_wa_message_ids text[], p_kind text, p_at timestamptz)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE v_done integer;
+BEGIN
+  IF p_kind NOT IN ('delivered', 'read') THEN
+    RAISE EXCEPTION 'unknown receipt kind "%"', p_kind USING ERRCODE = '22023';
+  END IF;
+  -- A read receipt implies delivery (receipts do not always arrive, nor in order).
+  UPDATE broadcast_messages m
+     SET delivered_at = coalesce(m.delivered_at, p_at),
+         read_at      = CASE WHEN p_kind = 'read' THEN coalesce(m.read_at, p_at) ELSE m.read_at END
+   WHERE m.wa_message_id = ANY (p_wa_message_ids) AND m.device_id = p_device_id AND m.status = 'sent'
+     AND (m.delivered_at IS NULL OR (p_kind = 'read' AND m.read_at IS NULL));
+  GET DIAGNOSTICS v_done = ROW_COUNT;
+  RETURN v_done;
+END $$;
+COMMENT ON FUNCTION record_receipts(bigint, text[], text, timestamptz) IS
+  'Sets delivered_at (and read_at for read receipts) on the sent messages of one device with these '
+  'WhatsApp ids; the first receipt of each kind wins. Returns how many messages changed.';

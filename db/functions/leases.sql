@@ -1,0 +1,121 @@
+-- Senders and device leases: each device is run by exactly one sender at a time. A sender
+-- registers, takes free or expired leases up to its fair share, renews them with its heartbeat,
+-- sheds the excess when other senders join, and releases everything when it stops. A dead
+-- sender's devices are taken over once their leases expire.
+
+CREATE OR REPLACE FUNCTION register_sender(p_sender_id text, p_hostname text, p_pid integer, p_capacity integer)
+RETURNS void LANGUAGE sql AS $$
+  INSERT INTO senders (id, hostname, pid, capacity) VALUES (p_sender_id, p_hostname, p_pid, p_capacity)
+  ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, pid = excluded.pid, capacity = excluded.capacity,
+                                 heartbeat_at = now(), stopping = false
+$$;
+COMMENT ON FUNCTION register_sender(text, text, integer, integer) IS
+  'Records a live sender process (or refreshes it) before it takes leases.';
+
+CREATE OR REPLACE FUNCTION sender_fair_share(p_sender_id text, p_capacity integer, p_ttl interval)
+RETURNS integer LANGUAGE sql STABLE AS $$
+  SELECT least(p_capacity,
+               ceil((SELECT count(*) FROM user_devices WHERE status <> 'logged_out')::numeric
+                    / greatest(1, (SELECT count(*) FROM senders
+                                    WHERE (heartbeat_at > now() - p_ttl AND NOT stopping) OR id = p_sender_id)))::int)
+$$;
+COMMENT ON FUNCTION sender_fair_share(text, integer, interval) IS
+  'How many devices one sender should run: runnable devices (not logged out) spread over live senders, '
+  'at most its capacity.';
+
+CREATE OR REPLACE FUNCTION acquire_leases(p_sender_id text, p_capacity integer, p_ttl interval DEFAULT '30 seconds')
+RETURNS TABLE (device_id bigint, jid text, phone text)
+LANGUAGE plpgsql AS $$
+DECLARE v_room integer;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM senders s WHERE s.id = p_sender_id AND NOT s.stopping) THEN
+    RAISE EXCEPTION 'sender % is not registered (or is stopping)', p_sender_id USING ERRCODE = '22023';
+  END IF;
+  v_room := sender_fair_share(p_sender_id, p_capacity, p_ttl)
+            - (SELECT count(*) FROM device_leases l WHERE l.sender_id = p_sender_id);
+  IF v_room <= 0 THEN
+    RETURN;
+  END IF;
+  RETURN QUERY
+  WITH wanted AS (
+    SELECT d.id FROM user_devices d
+      LEFT JOIN device_leases l ON l.device_id = d.id
+     WHERE d.status <> 'logged_out' AND (l.device_id IS NULL OR l.expires_at <= now())
+     ORDER BY d.id
+     LIMIT v_room
+     FOR UPDATE OF d SKIP LOCKED
+  ), taken AS (
+    INSERT INTO device_leases AS dl (device_id, sender_id, acquired_at, expires_at)
+    SELECT wanted.id, p_sender_id, now(), now() + p_ttl FROM wanted
+    ON CONFLICT ON CONSTRAINT device_leases_pkey DO UPDATE
+       SET sender_id = excluded.sender_id, acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
+     WHERE dl.expires_at <= now()
+    RETURNING dl.device_id
+  )
+  SELECT d.id, d.jid, d.phone FROM taken JOIN user_devices d ON d.id = taken.device_id;
+END $$;
+COMMENT ON FUNCTION acquire_leases(text, integer, interval) IS
+  'Gives p_sender_id free or expired leases (devices not logged out) up to its fair share and capacity, '
+  'for p_ttl; returns the newly leased devices (with their stored session jid) to start.';
+
+CREATE OR REPLACE FUNCTION sender_heartbeat(p_sender_id text, p_capacity integer, p_ttl interval DEFAULT '30 seconds')
+RETURNS TABLE (device_id bigint, shed boolean)
+LANGUAGE plpgsql AS $$
+DECLARE v_fair integer;
+BEGIN
+  UPDATE senders SET heartbeat_at = now() WHERE id = p_sender_id AND NOT stopping;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'sender % is not registered (or is stopping)', p_sender_id USING ERRCODE = '22023';
+  END IF;
+  v_fair := sender_fair_share(p_sender_id, p_capacity, p_ttl);
+  RETURN QUERY
+  WITH renewed AS (
+    UPDATE device_leases l SET expires_at = now() + p_ttl
+     WHERE l.sender_id = p_sender_id
+    RETURNING l.device_id
+  )
+  SELECT r.device_id, row_number() OVER (ORDER BY r.device_id) > v_fair
+    FROM renewed r;
+END $$;
+COMMENT ON FUNCTION sender_heartbeat(text, integer, interval) IS
+  'A sender''s heartbeat: renews it and all its leases for p_ttl; returns the devices it holds, with shed '
+  'true for those above its fair share (stop them, then release_leases, so other senders take them).';
+
+CREATE OR REPLACE FUNCTION release_leases(p_sender_id text, p_device_ids bigint[])
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE v_done integer;
+BEGIN
+  WITH gone AS (
+    DELETE FROM device_leases l
+     WHERE l.sender_id = p_sender_id AND l.device_id = ANY (p_device_ids)
+    RETURNING l.device_id
+  ), idle AS (
+    UPDATE user_devices d
+       SET status = 'offline', status_reason = 'sender released the device', status_changed_at = now()
+      FROM gone WHERE d.id = gone.device_id AND d.status IN ('online', 'connecting')
+  )
+  SELECT count(*) INTO v_done FROM gone;
+  RETURN v_done;
+END $$;
+COMMENT ON FUNCTION release_leases(text, bigint[]) IS
+  'Gives up this sender''s leases on the devices (after it stopped them); a running device shows offline '
+  'until the next sender connects it. Returns how many leases were released.';
+
+CREATE OR REPLACE FUNCTION retire_sender(p_sender_id text)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE v_done integer;
+BEGIN
+  v_done := release_leases(p_sender_id,
+                           ARRAY(SELECT l.device_id FROM device_leases l WHERE l.sender_id = p_sender_id));
+  DELETE FROM senders WHERE id = p_sender_id;
+  RETURN v_done;
+END $$;
+COMMENT ON FUNCTION retire_sender(text) IS
+  'A sender''s clean exit: releases all its leases and removes it. Returns how many leases it held.';
+
+CREATE OR REPLACE FUNCTION sender_stopping(p_sender_id text)
+RETURNS void LANGUAGE sql AS $$
+  UPDATE senders SET stopping = true WHERE id = p_sender_id
+$$;
+COMMENT ON FUNCTION sender_stopping(text) IS
+  'Marks a sender as draining: it takes no new leases and no longer counts for fair shares.';
