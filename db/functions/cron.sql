@@ -5,7 +5,8 @@ CREATE OR REPLACE FUNCTION app_jobs()
 RETURNS TABLE (name text, schedule text, command text)
 LANGUAGE sql IMMUTABLE AS $$
   VALUES
-    ('purge-history', '17 * * * *', 'SELECT purge_history()')
+    ('purge-history', '17 * * * *', 'SELECT purge_history()'),
+    ('device-health', '* * * * *', 'SELECT device_health_tick()')
 $$;
 COMMENT ON FUNCTION app_jobs() IS
   'The scheduled jobs: name, cron schedule (minute granularity) and the SQL each runs.';

@@ -1,0 +1,259 @@
+-- Chats: inbound messages into whatsapp_chats / whatsapp_messages, replies and opt-outs, and the
+-- SQL behind the dashboard's chat view. A chat's outgoing messages are not copied: they are the
+-- broadcast_messages rows of that device and number (one place for a message's state).
+
+-- Identities --------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION jid_phone(p_jid text)
+RETURNS text LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  v_user   text := split_part(split_part(p_jid, '@', 1), ':', 1);
+  v_server text := split_part(p_jid, '@', 2);
+  v_pn     text;
+BEGIN
+  IF v_server = 's.whatsapp.net' AND v_user ~ '^[1-9][0-9]{6,14}$' THEN
+    RETURN v_user;
+  END IF;
+  -- whatsmeow learns lid -> phone pairs as it meets them; its table exists once neonize ran here.
+  IF v_server = 'lid' AND to_regclass('whatsmeow_lid_map') IS NOT NULL THEN
+    EXECUTE 'SELECT pn FROM whatsmeow_lid_map WHERE lid = $1' INTO v_pn USING v_user;
+    IF v_pn ~ '^[1-9][0-9]{6,14}$' THEN
+      RETURN v_pn;
+    END IF;
+  END IF;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION jid_phone(text) IS
+  'The phone number (digits) behind a WhatsApp JID: user@s.whatsapp.net directly, an @lid identity through '
+  'whatsmeow_lid_map when known; NULL for groups and unknown identities.';
+
+CREATE OR REPLACE FUNCTION is_opt_out_text(p_text text)
+RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT upper(regexp_replace(coalesce(p_text, ''), '^[[:space:][:punct:]]+|[[:space:][:punct:]]+$', '', 'g'))
+         IN ('STOP', 'UNSUBSCRIBE', 'BERHENTI')
+$$;
+COMMENT ON FUNCTION is_opt_out_text(text) IS
+  'True when a whole message asks to stop: STOP, UNSUBSCRIBE or BERHENTI, any case, surrounding punctuation ignored.';
+
+-- Replies and opt-outs ----------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION stop_sequences_if_possible(p_user_id bigint, p_phone text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  -- The sequences family stops enrollments itself when it is installed; without it the lead's
+  -- replied_at / the opt-out row is what its activation checks.
+  IF to_regprocedure('stop_sequences_for_reply(bigint, text)') IS NOT NULL THEN
+    EXECUTE 'SELECT stop_sequences_for_reply($1, $2)' USING p_user_id, p_phone;
+  END IF;
+END $$;
+COMMENT ON FUNCTION stop_sequences_if_possible(bigint, text) IS
+  'Calls stop_sequences_for_reply(user, phone) when the sequences functions exist; otherwise does nothing.';
+
+CREATE OR REPLACE FUNCTION mark_lead_replied(p_user_id bigint, p_phone text, p_at timestamptz DEFAULT now())
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE v_leads integer;
+BEGIN
+  UPDATE leads SET replied_at = greatest(replied_at, p_at), updated_at = now()
+   WHERE user_id = p_user_id AND phone = p_phone;
+  GET DIAGNOSTICS v_leads = ROW_COUNT;
+  PERFORM stop_sequences_if_possible(p_user_id, p_phone);
+  RETURN v_leads;
+END $$;
+COMMENT ON FUNCTION mark_lead_replied(bigint, text, timestamptz) IS
+  'A number wrote to the owner: sets replied_at on the owner''s leads with that phone (on every device) and '
+  'stops its sequences. Returns the number of leads marked.';
+
+CREATE OR REPLACE FUNCTION opt_out_phone(p_user_id bigint, p_phone text, p_reason text DEFAULT 'manual')
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE v_skipped integer;
+BEGIN
+  IF p_phone IS NULL OR p_phone !~ '^[1-9][0-9]{6,14}$' THEN
+    RAISE EXCEPTION 'phone must be digits with the country code first, got "%"', p_phone USING ERRCODE = '22023';
+  END IF;
+  INSERT INTO opt_outs (user_id, phone, reason) VALUES (p_user_id, p_phone, coalesce(p_reason, ''))
+  ON CONFLICT (user_id, phone) DO NOTHING;
+  -- Campaign and sequence messages still waiting are dropped; manual chat messages stay (the
+  -- operator may confirm the opt-out).
+  UPDATE broadcast_messages
+     SET status = 'skipped', failed_at = now(), error_message = 'opted out', held = false
+   WHERE user_id = p_user_id AND recipient_phone = p_phone AND status = 'pending'
+     AND (campaign_id IS NOT NULL OR sequence_id IS NOT NULL);
+  GET DIAGNOSTICS v_skipped = ROW_COUNT;
+  PERFORM stop_sequences_if_possible(p_user_id, p_phone);
+  PERFORM notify_user(p_user_id, 'opt_out', jsonb_build_object('phone', p_phone, 'skipped', v_skipped));
+  RETURN v_skipped;
+END $$;
+COMMENT ON FUNCTION opt_out_phone(bigint, text, text) IS
+  'Puts a number on the owner''s opt-out list (idempotent), skips its pending campaign and sequence messages '
+  'and stops its sequences. Every later campaign and sequence excludes opt_outs. Returns messages skipped.';
+
+CREATE OR REPLACE FUNCTION remove_opt_out(p_user_id bigint, p_phone text)
+RETURNS boolean LANGUAGE sql AS $$
+  WITH gone AS (DELETE FROM opt_outs WHERE user_id = p_user_id AND phone = p_phone RETURNING 1)
+  SELECT EXISTS (SELECT 1 FROM gone)
+$$;
+COMMENT ON FUNCTION remove_opt_out(bigint, text) IS 'Takes a number off the owner''s opt-out list (it asked to receive again).';
+
+CREATE OR REPLACE FUNCTION is_opted_out(p_user_id bigint, p_phone text)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+  SELECT EXISTS (SELECT 1 FROM opt_outs WHERE user_id = p_user_id AND phone = p_phone)
+$$;
+COMMENT ON FUNCTION is_opted_out(bigint, text) IS 'True when the number is on the owner''s opt-out list.';
+
+-- Inbound -----------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION record_inbound_message(p_device_id bigint, p_wa_message_id text, p_chat_jid text,
+                                                  p_sender_jid text, p_sender_phone text, p_content text,
+                                                  p_sent_at timestamptz, p_from_me boolean DEFAULT false,
+                                                  p_message_type text DEFAULT 'text', p_push_name text DEFAULT '')
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+  v_user    bigint;
+  v_group   boolean := p_chat_jid LIKE '%@g.us';
+  v_phone   text;
+  v_chat    whatsapp_chats%ROWTYPE;
+  v_msg     bigint;
+  v_type    text := CASE WHEN p_message_type IN ('text', 'image') THEN p_message_type ELSE 'other' END;
+  v_content text := left(coalesce(p_content, ''), 65536);
+BEGIN
+  SELECT user_id INTO v_user FROM user_devices WHERE id = p_device_id;
+  IF v_user IS NULL THEN
+    RETURN NULL;  -- the device was deleted while the event was in flight
+  END IF;
+  IF NOT v_group THEN
+    v_phone := coalesce(CASE WHEN p_sender_phone ~ '^[1-9][0-9]{6,14}$' THEN p_sender_phone END,
+                        jid_phone(p_chat_jid), CASE WHEN NOT p_from_me THEN jid_phone(p_sender_jid) END);
+  END IF;
+
+  -- One chat per person: an @lid chat whose number is known is filed under the number's JID.
+  INSERT INTO whatsapp_chats AS c (user_id, device_id, chat_jid, phone, name)
+  VALUES (v_user, p_device_id,
+          CASE WHEN v_phone IS NOT NULL THEN v_phone || '@s.whatsapp.net' ELSE p_chat_jid END,
+          v_phone, CASE WHEN p_from_me THEN '' ELSE coalesce(p_push_name, '') END)
+  ON CONFLICT (device_id, chat_jid) DO UPDATE
+     SET name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE c.name END
+  RETURNING * INTO v_chat;
+
+  INSERT INTO whatsapp_messages (user_id, device_id, chat_id, wa_message_id, from_me, sender_jid,
+                                 message_type, content, sent_at)
+  VALUES (v_user, p_device_id, v_chat.id, p_wa_message_id, p_from_me, p_sender_jid, v_type, v_content, p_sent_at)
+  ON CONFLICT (device_id, wa_message_id) DO NOTHING
+  RETURNING id INTO v_msg;
+  IF v_msg IS NULL THEN
+    RETURN NULL;  -- delivered twice: already stored, already counted
+  END IF;
+
+  UPDATE whatsapp_chats
+     SET last_message_at = greatest(last_message_at, p_sent_at),
+         last_message_preview = CASE WHEN last_message_at IS NULL OR p_sent_at >= last_message_at
+                                     THEN left(v_content, 200) ELSE last_message_preview END,
+         unread_count = unread_count + CASE WHEN p_from_me THEN 0 ELSE 1 END
+   WHERE id = v_chat.id
+  RETURNING * INTO v_chat;
+
+  IF NOT p_from_me AND v_phone IS NOT NULL THEN
+    PERFORM mark_lead_replied(v_user, v_phone, p_sent_at);
+    IF is_opt_out_text(v_content) THEN
+      PERFORM opt_out_phone(v_user, v_phone, 'replied ' || upper(btrim(v_content)));
+    END IF;
+  END IF;
+
+  PERFORM notify_user(v_user, 'message', jsonb_build_object(
+    'device_id', p_device_id, 'chat_id', v_chat.id, 'message_id', v_msg, 'phone', v_phone,
+    'name', v_chat.name, 'from_me', p_from_me, 'content', left(v_content, 500), 'sent_at', p_sent_at,
+    'unread_count', v_chat.unread_count));
+  RETURN v_msg;
+END $$;
+COMMENT ON FUNCTION record_inbound_message(bigint, text, text, text, text, text, timestamptz, boolean, text, text) IS
+  'Stores a message the device received (or one its phone sent, p_from_me) in its chat, once per device and '
+  'WhatsApp message id (a repeat returns NULL and changes nothing). A reply marks the owner''s leads replied and '
+  'stops their sequences; STOP / UNSUBSCRIBE / BERHENTI opts the number out. Pushes a live "message" event.';
+
+-- The chat view -----------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION chat_list(p_user_id bigint, p_device_id bigint, p_limit integer DEFAULT 50,
+                                     p_before timestamptz DEFAULT NULL)
+RETURNS TABLE (id bigint, chat_jid text, phone text, name text, last_message_at timestamptz,
+               last_message_preview text, unread_count integer, lead_name text, opted_out boolean)
+LANGUAGE sql STABLE AS $$
+  SELECT c.id, c.chat_jid, c.phone, c.name, c.last_message_at, c.last_message_preview, c.unread_count,
+         (SELECT l.name FROM leads l WHERE l.user_id = c.user_id AND l.phone = c.phone
+           ORDER BY l.device_id = c.device_id DESC NULLS LAST, l.id LIMIT 1),
+         EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = c.phone)
+    FROM whatsapp_chats c
+   WHERE c.user_id = p_user_id AND c.device_id = p_device_id
+     AND (p_before IS NULL OR c.last_message_at < p_before)
+   ORDER BY c.last_message_at DESC NULLS LAST, c.id DESC
+   LIMIT least(greatest(p_limit, 1), 200)
+$$;
+COMMENT ON FUNCTION chat_list(bigint, bigint, integer, timestamptz) IS
+  'The chat view''s left column: a device''s chats, newest first, with preview, unread count, the lead''s name '
+  'and whether the number opted out. Page with p_before = the last row''s last_message_at.';
+
+CREATE OR REPLACE FUNCTION chat_messages(p_user_id bigint, p_chat_id bigint, p_limit integer DEFAULT 50,
+                                         p_before_at timestamptz DEFAULT NULL, p_before_key text DEFAULT NULL)
+RETURNS TABLE (key text, source text, id bigint, from_me boolean, message_type text, content text,
+               media_url text, at timestamptz, status text, error_message text,
+               delivered_at timestamptz, read_at timestamptz)
+LANGUAGE sql STABLE AS $$
+  WITH chat AS (SELECT c.id, c.device_id, c.phone FROM whatsapp_chats c WHERE c.id = p_chat_id AND c.user_id = p_user_id),
+  merged AS (
+    SELECT 'in:' || lpad(m.id::text, 19, '0') AS key, 'chat'::text AS source, m.id, m.from_me, m.message_type,
+           m.content, m.media_url, m.sent_at AS at, CASE WHEN m.from_me THEN 'sent' ELSE 'received' END AS status,
+           NULL::text AS error_message, m.delivered_at, m.read_at
+      FROM whatsapp_messages m JOIN chat ON m.chat_id = chat.id
+    UNION ALL
+    SELECT 'out:' || lpad(b.id::text, 19, '0'), 'queue', b.id, true, b.message_type, b.content, b.media_url,
+           coalesce(b.sent_at, b.failed_at, b.created_at), b.status, b.error_message, b.delivered_at, b.read_at
+      FROM broadcast_messages b JOIN chat ON b.device_id = chat.device_id AND b.recipient_phone = chat.phone
+  )
+  SELECT merged.key, merged.source, merged.id, merged.from_me, merged.message_type, merged.content,
+         merged.media_url, merged.at, merged.status, merged.error_message, merged.delivered_at, merged.read_at
+    FROM merged
+   WHERE p_before_at IS NULL OR (merged.at, merged.key) < (p_before_at, coalesce(p_before_key, ''))
+   ORDER BY merged.at DESC, merged.key DESC
+   LIMIT least(greatest(p_limit, 1), 200)
+$$;
+COMMENT ON FUNCTION chat_messages(bigint, bigint, integer, timestamptz, text) IS
+  'A chat''s history newest first: received messages (source chat) merged with the queue''s messages to that '
+  'number from that device (source queue, with status, delivered_at, read_at). Page backwards with the last '
+  'row''s (at, key) as (p_before_at, p_before_key). Another owner''s chat gives no rows.';
+
+CREATE OR REPLACE FUNCTION mark_chat_read(p_user_id bigint, p_chat_id bigint)
+RETURNS boolean LANGUAGE sql AS $$
+  WITH r AS (UPDATE whatsapp_chats SET unread_count = 0 WHERE id = p_chat_id AND user_id = p_user_id RETURNING 1)
+  SELECT EXISTS (SELECT 1 FROM r)
+$$;
+COMMENT ON FUNCTION mark_chat_read(bigint, bigint) IS 'Clears a chat''s unread count (the operator opened it); false when not the owner''s.';
+
+CREATE OR REPLACE FUNCTION send_chat_message(p_user_id bigint, p_device_id bigint, p_phone text, p_content text)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+  v_msg  bigint;
+  v_chat bigint;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM user_devices WHERE id = p_device_id AND user_id = p_user_id) THEN
+    RAISE EXCEPTION 'no such device' USING ERRCODE = '22023';
+  END IF;
+  IF p_phone IS NULL OR p_phone !~ '^[1-9][0-9]{6,14}$' THEN
+    RAISE EXCEPTION 'phone must be digits with the country code first, got "%"', p_phone USING ERRCODE = '22023';
+  END IF;
+  IF length(btrim(coalesce(p_content, ''))) = 0 OR length(p_content) > 4096 THEN
+    RAISE EXCEPTION 'a message needs 1 to 4096 characters' USING ERRCODE = '22023';
+  END IF;
+  -- Manual messages skip the human-like delay (the operator is typing) but not the caps.
+  INSERT INTO broadcast_messages (user_id, device_id, lead_id, recipient_phone, recipient_name, content,
+                                  min_delay_seconds, max_delay_seconds)
+  VALUES (p_user_id, p_device_id,
+          (SELECT l.id FROM leads l WHERE l.user_id = p_user_id AND l.phone = p_phone
+            ORDER BY l.device_id = p_device_id DESC NULLS LAST, l.id LIMIT 1),
+          p_phone, NULL, p_content, 0, 0)
+  RETURNING id INTO v_msg;
+  INSERT INTO whatsapp_chats AS c (user_id, device_id, chat_jid, phone, last_message_at, last_message_preview)
+  VALUES (p_user_id, p_device_id, p_phone || '@s.whatsapp.net', p_phone, now(), left(p_content, 200))
+  ON CONFLICT (device_id, chat_jid) DO UPDATE
+     SET last_message_at = now(), last_message_preview = excluded.last_message_preview, unread_count = 0
+  RETURNING id INTO v_chat;
+  PERFORM notify_user(p_user_id, 'chat', jsonb_build_object('device_id', p_device_id, 'chat_id', v_chat,
+                                                             'broadcast_message_id', v_msg));
+  RETURN v_msg;
+END $$;
+COMMENT ON FUNCTION send_chat_message(bigint, bigint, text, text) IS
+  'Queues a message typed in the chat view: a broadcast_messages row on that device (no random delay; caps '
+  'apply) and the chat brought to the top. Returns the queued message id; its state then lives in the queue.';

@@ -1,0 +1,237 @@
+"""Inbound messages into chats, replies, opt-outs and the chat view's SQL (db/functions/chats.sql)."""
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from tests.factories import make_device, make_user
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+
+
+def inbound(db, device_id, wa_id, phone, text, at=T0, chat_jid=None, sender_jid=None, sender_phone="same",
+            from_me=False, push_name="Ali"):
+    chat_jid = chat_jid or f"{phone}@s.whatsapp.net"
+    return db.execute(
+        "SELECT record_inbound_message(%s, %s, %s, %s, %s, %s, %s, %s, 'text', %s) AS id",
+        [device_id, wa_id, chat_jid, sender_jid or chat_jid, phone if sender_phone == "same" else sender_phone,
+         text, at, from_me, push_name]).fetchone()["id"]
+
+
+def add_lead(db, user_id, device_id, phone, name="Ali"):
+    return db.execute("INSERT INTO leads (user_id, device_id, name, phone) VALUES (%s, %s, %s, %s) RETURNING id",
+                      [user_id, device_id, name, phone]).fetchone()["id"]
+
+
+def queue(db, user_id, device_id, phone, content="hello", campaign_id=None, status="pending"):
+    return db.execute("""
+        INSERT INTO broadcast_messages (user_id, device_id, campaign_id, recipient_phone, content)
+        VALUES (%s, %s, %s, %s, %s) RETURNING id""", [user_id, device_id, campaign_id, phone, content]).fetchone()["id"]
+
+
+def make_campaign(db, user_id):
+    return db.execute("""
+        INSERT INTO campaigns (user_id, title, message, campaign_date, time_schedule, scheduled_at)
+        VALUES (%s, 'c', 'hi', current_date, '09:00', now()) RETURNING id""", [user_id]).fetchone()["id"]
+
+
+@pytest.fixture
+def owner(db):
+    uid = make_user(db)
+    return uid, make_device(db, uid)
+
+
+def test_inbound_message_creates_chat_and_message_once(db, owner):
+    uid, dev = owner
+    first = inbound(db, dev, "WA1", "60123456789", "hi there")
+    assert first is not None
+    assert inbound(db, dev, "WA1", "60123456789", "hi there") is None   # delivered twice: stored once
+    chat = db.execute("SELECT * FROM whatsapp_chats WHERE device_id = %s", [dev]).fetchone()
+    assert (chat["phone"], chat["chat_jid"], chat["name"]) == ("60123456789", "60123456789@s.whatsapp.net", "Ali")
+    assert (chat["unread_count"], chat["last_message_preview"], chat["last_message_at"]) == (1, "hi there", T0)
+    assert db.execute("SELECT count(*) FROM whatsapp_messages WHERE device_id = %s", [dev]).fetchone()["count"] == 1
+
+
+def test_same_message_id_on_another_device_is_another_message(db, owner):
+    uid, dev = owner
+    other = make_device(db, uid)
+    assert inbound(db, dev, "WA1", "60123456789", "a") and inbound(db, other, "WA1", "60123456789", "a")
+
+
+def test_older_message_does_not_replace_the_preview(db, owner):
+    uid, dev = owner
+    inbound(db, dev, "new", "60123456789", "newer", at=T0)
+    inbound(db, dev, "old", "60123456789", "older", at=T0 - timedelta(hours=1))
+    chat = db.execute("SELECT * FROM whatsapp_chats WHERE device_id = %s", [dev]).fetchone()
+    assert (chat["last_message_preview"], chat["last_message_at"], chat["unread_count"]) == ("newer", T0, 2)
+
+
+def test_lid_sender_is_mapped_to_the_phone_through_whatsmeow_lid_map(db, owner):
+    uid, dev = owner
+    lead = add_lead(db, uid, dev, "60199998888")
+    # whatsmeow's own table (created by neonize at first connect): lid user -> phone user.
+    db.execute("CREATE TABLE whatsmeow_lid_map (lid text PRIMARY KEY, pn text UNIQUE NOT NULL)")
+    db.execute("INSERT INTO whatsmeow_lid_map VALUES ('123456789012345', '60199998888')")
+    inbound(db, dev, "L1", None, "interested", chat_jid="123456789012345@lid", sender_phone=None)
+    chat = db.execute("SELECT chat_jid, phone FROM whatsapp_chats WHERE device_id = %s", [dev]).fetchone()
+    assert chat == {"chat_jid": "60199998888@s.whatsapp.net", "phone": "60199998888"}
+    assert db.execute("SELECT replied_at FROM leads WHERE id = %s", [lead]).fetchone()["replied_at"] == T0
+
+
+def test_unknown_lid_is_kept_as_its_own_chat_without_a_phone(db, owner):
+    uid, dev = owner
+    assert db.execute("SELECT jid_phone('5555@lid') AS p").fetchone()["p"] is None
+    inbound(db, dev, "L2", None, "hello", chat_jid="5555@lid", sender_phone=None)
+    chat = db.execute("SELECT chat_jid, phone FROM whatsapp_chats WHERE device_id = %s", [dev]).fetchone()
+    assert chat == {"chat_jid": "5555@lid", "phone": None}
+
+
+def test_jid_phone_reads_device_jids_and_refuses_groups(db):
+    row = db.execute("""SELECT jid_phone('60123456789:12@s.whatsapp.net') AS dev, jid_phone('1203630@g.us') AS grp,
+                               jid_phone('abc@s.whatsapp.net') AS junk""").fetchone()
+    assert row == {"dev": "60123456789", "grp": None, "junk": None}
+
+
+def test_reply_marks_every_lead_of_the_owner_with_that_phone(db, owner):
+    uid, dev = owner
+    other_dev = make_device(db, uid)
+    a, b = add_lead(db, uid, dev, "60111111111"), add_lead(db, uid, other_dev, "60111111111")
+    stranger = make_user(db)
+    c = add_lead(db, stranger, make_device(db, stranger), "60111111111")
+    inbound(db, dev, "R1", "60111111111", "ok")
+    rows = {r["id"]: r["replied_at"] for r in db.execute("SELECT id, replied_at FROM leads WHERE id IN (%s, %s, %s)", [a, b, c])}
+    assert rows == {a: T0, b: T0, c: None}
+
+
+def test_message_from_me_is_stored_but_is_no_reply(db, owner):
+    uid, dev = owner
+    lead = add_lead(db, uid, dev, "60111111112")
+    inbound(db, dev, "M1", "60111111112", "STOP", from_me=True)
+    assert db.execute("SELECT replied_at FROM leads WHERE id = %s", [lead]).fetchone()["replied_at"] is None
+    assert not db.execute("SELECT is_opted_out(%s, '60111111112') AS o", [uid]).fetchone()["o"]
+    assert db.execute("SELECT unread_count FROM whatsapp_chats WHERE device_id = %s", [dev]).fetchone()["unread_count"] == 0
+
+
+@pytest.mark.parametrize("text,opt", [("STOP", True), (" stop. ", True), ("Unsubscribe!", True),
+                                      ("berhenti", True), ("please stop sending", False), ("stopped", False)])
+def test_opt_out_words(db, text, opt):
+    assert db.execute("SELECT is_opt_out_text(%s) AS o", [text]).fetchone()["o"] is opt
+
+
+def test_stop_opts_out_and_skips_waiting_campaign_messages_only(db, owner):
+    uid, dev = owner
+    campaign = make_campaign(db, uid)
+    waiting = queue(db, uid, dev, "60122222222", campaign_id=campaign)
+    manual = queue(db, uid, dev, "60122222222")
+    other = queue(db, uid, dev, "60133333333", campaign_id=campaign)
+    inbound(db, dev, "S1", "60122222222", "STOP")
+    opt = db.execute("SELECT reason FROM opt_outs WHERE user_id = %s AND phone = '60122222222'", [uid]).fetchone()
+    assert opt["reason"] == "replied STOP"
+    states = {r["id"]: (r["status"], r["error_message"]) for r in db.execute(
+        "SELECT id, status, error_message FROM broadcast_messages WHERE id IN (%s, %s, %s)", [waiting, manual, other])}
+    assert states == {waiting: ("skipped", "opted out"), manual: ("pending", None), other: ("pending", None)}
+
+
+def test_opt_out_is_per_owner_and_reversible(db, owner):
+    uid, dev = owner
+    stranger = make_user(db)
+    db.execute("SELECT opt_out_phone(%s, '60144444444', 'asked by phone')", [uid])
+    db.execute("SELECT opt_out_phone(%s, '60144444444', 'again')", [uid])   # idempotent
+    assert db.execute("SELECT is_opted_out(%s, '60144444444') AS a, is_opted_out(%s, '60144444444') AS b",
+                      [uid, stranger]).fetchone() == {"a": True, "b": False}
+    assert db.execute("SELECT remove_opt_out(%s, '60144444444') AS r", [uid]).fetchone()["r"] is True
+    assert not db.execute("SELECT is_opted_out(%s, '60144444444') AS a", [uid]).fetchone()["a"]
+
+
+def test_opt_out_rejects_a_bad_number(db, owner):
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        db.execute("SELECT opt_out_phone(%s, '+60 12', 'x')", [owner[0]])
+
+
+def test_inbound_for_a_deleted_device_is_dropped(db):
+    assert inbound(db, 987654321, "X", "60123456789", "hi") is None
+
+
+def test_inbound_pushes_a_live_event_to_the_owner(connect_committed):
+    conn = connect_committed()
+    listener = connect_committed()
+    listener.execute("LISTEN wa_events")
+    uid = make_user(conn)
+    dev = make_device(conn, uid)
+    inbound(conn, dev, "N1", "60155555555", "hello")
+    import json
+    events = [json.loads(n.payload) for n in listener.notifies(timeout=2, stop_after=10)]
+    message = next(e for e in events if e["type"] == "message")
+    assert message["user_id"] == uid
+    assert message["data"]["content"] == "hello" and message["data"]["unread_count"] == 1
+
+
+# The chat view -------------------------------------------------------------------------------
+def test_chat_list_is_newest_first_with_lead_name_and_opt_out(db, owner):
+    uid, dev = owner
+    add_lead(db, uid, dev, "60166666666", name="Siti")
+    inbound(db, dev, "a", "60166666666", "first", at=T0)
+    inbound(db, dev, "b", "60177777777", "STOP", at=T0 + timedelta(minutes=1))
+    rows = db.execute("SELECT * FROM chat_list(%s, %s)", [uid, dev]).fetchall()
+    assert [(r["phone"], r["lead_name"], r["opted_out"]) for r in rows] == [
+        ("60177777777", None, True), ("60166666666", "Siti", False)]
+    older = db.execute("SELECT phone FROM chat_list(%s, %s, 50, %s)", [uid, dev, rows[0]["last_message_at"]]).fetchall()
+    assert [r["phone"] for r in older] == ["60166666666"]
+    assert db.execute("SELECT count(*) FROM chat_list(%s, %s)", [make_user(db), dev]).fetchone()["count"] == 0
+
+
+def test_chat_messages_merge_inbound_and_queue_and_page_backwards(db, owner):
+    uid, dev = owner
+    phone = "60188888888"
+    for i in range(3):
+        inbound(db, dev, f"in{i}", phone, f"in {i}", at=T0 + timedelta(minutes=2 * i))
+    sent = queue(db, uid, dev, phone, content="our offer")
+    db.execute("""UPDATE broadcast_messages SET status = 'sent', claimed_at = %s, claimed_by = 's', sent_at = %s,
+                         delivered_at = %s WHERE id = %s""",
+               [T0 + timedelta(minutes=1), T0 + timedelta(minutes=1), T0 + timedelta(minutes=2), sent])
+    queue(db, uid, make_device(db, uid), phone, content="from another device")  # not this chat
+    chat = db.execute("SELECT id FROM whatsapp_chats WHERE device_id = %s", [dev]).fetchone()["id"]
+
+    page1 = db.execute("SELECT * FROM chat_messages(%s, %s, 2)", [uid, chat]).fetchall()
+    assert [m["content"] for m in page1] == ["in 2", "in 1"]
+    last = page1[-1]
+    page2 = db.execute("SELECT * FROM chat_messages(%s, %s, 10, %s, %s)", [uid, chat, last["at"], last["key"]]).fetchall()
+    assert [(m["content"], m["source"], m["status"]) for m in page2] == [
+        ("our offer", "queue", "sent"), ("in 0", "chat", "received")]
+    assert page2[0]["delivered_at"] == T0 + timedelta(minutes=2) and page2[0]["from_me"]
+    assert db.execute("SELECT count(*) FROM chat_messages(%s, %s)", [make_user(db), chat]).fetchone()["count"] == 0
+
+
+def test_send_chat_message_queues_on_that_device_and_lifts_the_chat(db, owner):
+    uid, dev = owner
+    lead = add_lead(db, uid, dev, "60199990000")
+    inbound(db, dev, "q", "60199990000", "price?")
+    msg = db.execute("SELECT send_chat_message(%s, %s, '60199990000', 'RM 99') AS id", [uid, dev]).fetchone()["id"]
+    row = db.execute("SELECT * FROM broadcast_messages WHERE id = %s", [msg]).fetchone()
+    assert (row["device_id"], row["status"], row["content"], row["lead_id"], row["max_delay_seconds"]) == (
+        dev, "pending", "RM 99", lead, 0)
+    chat = db.execute("SELECT * FROM whatsapp_chats WHERE device_id = %s", [dev]).fetchone()
+    assert (chat["last_message_preview"], chat["unread_count"]) == ("RM 99", 0)
+    history = db.execute("SELECT content, status FROM chat_messages(%s, %s)", [uid, chat["id"]]).fetchall()
+    assert history[0] == {"content": "RM 99", "status": "pending"}
+
+
+@pytest.mark.parametrize("args", [("60199990000", ""), ("0123", "hi"), ("60199990000", "x" * 4097)])
+def test_send_chat_message_refuses_bad_input(db, owner, args):
+    uid, dev = owner
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        db.execute("SELECT send_chat_message(%s, %s, %s, %s)", [uid, dev, *args])
+
+
+def test_send_chat_message_refuses_another_owners_device(db, owner):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="no such device"):
+        db.execute("SELECT send_chat_message(%s, %s, '60199990000', 'hi')", [make_user(db), owner[1]])
+
+
+def test_mark_chat_read(db, owner):
+    uid, dev = owner
+    inbound(db, dev, "u", "60100000001", "hi")
+    chat = db.execute("SELECT id FROM whatsapp_chats WHERE device_id = %s", [dev]).fetchone()["id"]
+    assert not db.execute("SELECT mark_chat_read(%s, %s) AS r", [make_user(db), chat]).fetchone()["r"]
+    assert db.execute("SELECT mark_chat_read(%s, %s) AS r", [uid, chat]).fetchone()["r"]
+    assert db.execute("SELECT unread_count FROM whatsapp_chats WHERE id = %s", [chat]).fetchone()["unread_count"] == 0
