@@ -1,12 +1,17 @@
-"""Pages shared by every area: the overview, and the template helpers (times in the user's zone)."""
+"""Pages shared by every area: the overview, monitoring, the template helpers (times in the
+user's zone) and the browser libraries installed by npm."""
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, g, redirect, render_template, url_for
+from flask import Blueprint, abort, g, jsonify, redirect, render_template, send_file, url_for
 
-from common.config import default_timezone
+from common.config import ROOT, default_timezone
 from web.auth import login_required
+from web.db import all_rows, one
 
 bp = Blueprint("pages", __name__)
+
+# Files served from node_modules (installed by scripts/bootstrap.sh with `npm ci`), by public name.
+VENDOR_FILES = {"chart.js": ROOT / "node_modules/chart.js/dist/chart.umd.min.js"}
 
 
 @bp.app_template_filter("localtime")
@@ -18,12 +23,65 @@ def localtime(value, fmt="%Y-%m-%d %H:%M"):
     return value.astimezone(tz).strftime(fmt)
 
 
+@bp.route("/vendor/<name>")
+def vendor(name):
+    path = VENDOR_FILES.get(name)
+    if path is None or not path.exists():
+        abort(404, description=f"{name} is not installed (run scripts/bootstrap.sh)")
+    return send_file(path, mimetype="text/javascript", max_age=86400)
+
+
 @bp.route("/")
 def index():
     return redirect(url_for("pages.dashboard"))
 
 
+def overview_data():
+    uid = g.user["id"]
+    today = one("SELECT * FROM dashboard_today(%s)", [uid])
+    hourly = all_rows("SELECT * FROM dashboard_hourly(%s, 24)", [uid])
+    return {
+        "today": {k: today[k] for k in ("sent", "failed", "pending", "in_flight")},
+        "day_start": today["day_start"].isoformat(),
+        "hourly": [{"hour": localtime(h["hour_start"], "%H:00"), "hour_start": h["hour_start"].isoformat(),
+                    "sent": h["sent"], "failed": h["failed"]} for h in hourly],
+        "devices_by_status": {r["status"]: r["devices"] for r in all_rows(
+            "SELECT * FROM dashboard_devices_by_health(%s)", [uid])},
+    }
+
+
 @bp.route("/dashboard")
 @login_required
 def dashboard():
-    return render_template("dashboard.html")
+    return render_template("dashboard.html", data=overview_data())
+
+
+@bp.route("/api/overview")
+@login_required
+def api_overview():
+    """Today's sent, failed and pending messages (owner's day), messages per hour over the last
+    24 hours, and the owner's devices counted by status."""
+    return jsonify(overview_data())
+
+
+def monitoring_data():
+    uid = g.user["id"]
+    return {
+        "queue": all_rows("SELECT * FROM monitor_queue_depth(%s)", [uid]),
+        "senders": all_rows("SELECT * FROM monitor_senders(%s)", [uid]),
+        "devices": all_rows("SELECT * FROM monitor_device_load(%s)", [uid]),
+    }
+
+
+@bp.route("/monitoring")
+@login_required
+def monitoring():
+    return render_template("monitoring.html", data=monitoring_data())
+
+
+@bp.route("/api/monitoring")
+@login_required
+def api_monitoring():
+    """Queue depth per device, the senders running the owner's devices with their heartbeats,
+    and each device's load against its hourly and daily caps."""
+    return jsonify(monitoring_data())

@@ -1,0 +1,89 @@
+"""Overview and monitoring: figures computed in SQL for the owner's day and zone, nothing of
+another user's, and the pages render them."""
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from tests.factories import make_device, make_user
+from tests.webutil import signed_in_user
+
+
+def add_message(c, user_id, device_id, status, at_sql="now()", **kw):
+    """A broadcast_messages row in `status`, its state timestamps at `at_sql`."""
+    cols = {"pending": "", "queued": ", claimed_at, claimed_by", "sent": ", claimed_at, claimed_by, sent_at",
+            "failed": ", claimed_at, claimed_by, failed_at, error_message"}[status]
+    vals = {"pending": "", "queued": f", {at_sql}, 's1'", "sent": f", {at_sql}, 's1', {at_sql}",
+            "failed": f", {at_sql}, 's1', {at_sql}, 'boom'"}[status]
+    c.execute(f"""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, status,
+                  scheduled_at, held{cols})
+                  VALUES (%s, %s, '60123456789', 'hi', %s, {kw.get('scheduled', 'now()')}, {kw.get('held', 'false')}{vals})""",
+              [user_id, device_id, status])
+
+
+@pytest.fixture
+def owner(client, committed_db_url):
+    uid, token = signed_in_user(client, committed_db_url, timezone="Asia/Kuala_Lumpur")
+    with psycopg.connect(committed_db_url, autocommit=True, row_factory=dict_row) as c:
+        online, banned = make_device(c, uid, status="online"), make_device(c, uid, status="banned")
+        for _ in range(3):
+            add_message(c, uid, online, "sent")
+        # earlier today (local midnight may be less than 3 hours ago)
+        add_message(c, uid, online, "sent", f"greatest(owner_day_start({uid}), now() - interval '3 hours')")
+        add_message(c, uid, online, "sent", "now() - interval '3 days'")   # not today, not in 24 h
+        add_message(c, uid, online, "failed")
+        add_message(c, uid, online, "pending")
+        add_message(c, uid, online, "pending", scheduled="now() + interval '1 day'")
+        add_message(c, uid, online, "pending", held="true")                  # paused: not counted
+        add_message(c, uid, banned, "queued")
+        c.execute("INSERT INTO device_send_minutes VALUES (%s, date_trunc('minute', now()), 5)", [online])
+        # Another user's traffic never shows.
+        other = make_user(c)
+        add_message(c, other, make_device(c, other), "sent")
+    return {"id": uid, "online": online, "banned": banned}
+
+
+def test_overview_counts_the_owners_day(client, owner):
+    data = client.get("/api/overview").get_json()
+    assert data["today"] == {"sent": 4, "failed": 1, "pending": 2, "in_flight": 1}
+    assert data["devices_by_status"] == {"online": 1, "connecting": 0, "offline": 0, "banned": 1, "logged_out": 0}
+    assert len(data["hourly"]) == 24
+    assert sum(h["sent"] for h in data["hourly"]) == 4
+    assert data["hourly"][-1]["sent"] >= 3 and data["hourly"][-1]["failed"] == 1
+
+
+def test_overview_page_renders_figures_and_chart(client, owner):
+    html = client.get("/dashboard").get_data(as_text=True)
+    assert 'data-stat="failed">1<' in html
+    assert 'id="hourly-chart"' in html and "/vendor/chart.js" in html
+    assert 'data-status="banned">1<' in html
+
+
+def test_chart_library_is_served_from_node_modules(client):
+    r = client.get("/vendor/chart.js")
+    assert r.status_code == 200 and b"Chart" in r.data[:2000]
+    assert client.get("/vendor/nothing.js").status_code == 404
+
+
+def test_monitoring_shows_queue_load_and_senders(client, owner, committed_db_url):
+    with psycopg.connect(committed_db_url, autocommit=True) as c:
+        c.execute("INSERT INTO senders (id, hostname, pid, capacity) VALUES ('s1', 'host-a', 42, 10), ('s2', 'host-b', 43, 10)")
+        c.execute("INSERT INTO device_leases (device_id, sender_id, expires_at) VALUES (%s, 's1', now() + interval '30 s')",
+                  [owner["online"]])
+    data = client.get("/api/monitoring").get_json()
+    queue = {q["device_id"]: q for q in data["queue"]}
+    assert (queue[owner["online"]]["due_now"], queue[owner["online"]]["scheduled_later"]) == (1, 1)
+    assert queue[owner["banned"]]["in_flight"] == 1
+    load = {d["device_id"]: d for d in data["devices"]}
+    assert (load[owner["online"]]["messages_hour"], load[owner["online"]]["hourly_limit"]) == (5, 80)
+    assert load[owner["online"]]["sender_id"] == "s1"
+    # Only the sender running this owner's device is shown to a non-admin.
+    assert [(s["sender_id"], s["alive"], s["own_devices_leased"]) for s in data["senders"]] == [("s1", True, 1)]
+    html = client.get("/monitoring").get_data(as_text=True)
+    assert "host-a · 42" in html and "host-b" not in html and "5 / 80" in html
+
+
+def test_admin_sees_every_sender(client, committed_db_url):
+    signed_in_user(client, committed_db_url, is_admin=True)
+    with psycopg.connect(committed_db_url, autocommit=True) as c:
+        c.execute("INSERT INTO senders (id, hostname, pid, capacity) VALUES ('s9', 'host-z', 1, 1) ON CONFLICT DO NOTHING")
+    assert "s9" in [s["sender_id"] for s in client.get("/api/monitoring").get_json()["senders"]]

@@ -1,0 +1,53 @@
+// The overview: figures, the hourly chart and devices by health, refreshed on live events.
+(function () {
+  "use strict";
+  let chart = null;
+
+  function render(data) {
+    Object.entries(data.today).forEach(function ([key, n]) {
+      const el = document.querySelector('[data-stat="' + key + '"]');
+      if (el) el.textContent = n;
+    });
+    Object.entries(data.devices_by_status).forEach(function ([status, n]) {
+      const el = document.querySelector('[data-status="' + status + '"]');
+      if (el) el.textContent = n;
+    });
+    const labels = data.hourly.map(function (h) { return h.hour; });
+    const sent = data.hourly.map(function (h) { return h.sent; });
+    const failed = data.hourly.map(function (h) { return h.failed; });
+    if (!window.Chart) return;  // library missing: the figures above still work
+    if (!chart) {
+      chart = new Chart(document.getElementById("hourly-chart"), {
+        type: "bar",
+        data: { labels: labels, datasets: [
+          { label: "Sent", data: sent, backgroundColor: "#00a884" },
+          { label: "Failed", data: failed, backgroundColor: "#ea0038" }] },
+        options: { animation: false, responsive: true, scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } } },
+      });
+    } else {
+      chart.data.labels = labels;
+      chart.data.datasets[0].data = sent;
+      chart.data.datasets[1].data = failed;
+      chart.update();
+    }
+  }
+
+  // Many events can arrive in a second (a campaign sending): refetch at most every 1.5 s.
+  let timer = null;
+  function refresh() {
+    if (timer) return;
+    timer = setTimeout(function () {
+      timer = null;
+      fetch("/api/overview", { headers: { Accept: "application/json" } })
+        .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+        .then(render)
+        .catch(function (err) { console.warn("overview refresh failed", err); });
+    }, 1500);
+  }
+
+  render(JSON.parse(document.getElementById("overview-data").textContent));
+  ["device_status", "device_paired", "message", "message_status", "campaign_progress", "chat",
+   "live.reconnected", "live.resync"].forEach(function (type) { live.on(type, refresh); });
+  // Hour buckets and "today" move with the clock even without events.
+  setInterval(refresh, 60000);
+})();
