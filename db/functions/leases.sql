@@ -26,6 +26,7 @@ COMMENT ON FUNCTION sender_fair_share(text, integer, interval) IS
 CREATE OR REPLACE FUNCTION acquire_leases(p_sender_id text, p_capacity integer, p_ttl interval DEFAULT '30 seconds')
 RETURNS TABLE (device_id bigint, jid text, phone text)
 LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 DECLARE v_room integer;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM senders s WHERE s.id = p_sender_id AND NOT s.stopping) THEN
@@ -59,8 +60,9 @@ COMMENT ON FUNCTION acquire_leases(text, integer, interval) IS
   'for p_ttl; returns the newly leased devices (with their stored session jid) to start.';
 
 CREATE OR REPLACE FUNCTION sender_heartbeat(p_sender_id text, p_capacity integer, p_ttl interval DEFAULT '30 seconds')
-RETURNS TABLE (device_id bigint, shed boolean)
+RETURNS TABLE (device_id bigint, jid text, phone text, shed boolean)
 LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 DECLARE v_fair integer;
 BEGIN
   UPDATE senders SET heartbeat_at = now() WHERE id = p_sender_id AND NOT stopping;
@@ -74,11 +76,12 @@ BEGIN
      WHERE l.sender_id = p_sender_id
     RETURNING l.device_id
   )
-  SELECT r.device_id, row_number() OVER (ORDER BY r.device_id) > v_fair
-    FROM renewed r;
+  SELECT r.device_id, d.jid, d.phone, row_number() OVER (ORDER BY r.device_id) > v_fair
+    FROM renewed r JOIN user_devices d ON d.id = r.device_id;
 END $$;
 COMMENT ON FUNCTION sender_heartbeat(text, integer, interval) IS
-  'A sender''s heartbeat: renews it and all its leases for p_ttl; returns the devices it holds, with shed '
+  'A sender''s heartbeat: renews it and all its leases for p_ttl; returns the devices it holds (with their '
+  'session jid), shed '
   'true for those above its fair share (stop them, then release_leases, so other senders take them).';
 
 CREATE OR REPLACE FUNCTION release_leases(p_sender_id text, p_device_ids bigint[])

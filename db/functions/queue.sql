@@ -56,10 +56,14 @@ CREATE OR REPLACE TRIGGER broadcast_messages_wake_release AFTER UPDATE OF held, 
 -- sum to zero, so with real delays that is one row per device per claim. Caps: hour_count is
 -- an upper bound of the trailing hour; at the cap it is recounted from device_send_minutes
 -- (buckets from the minute an hour ago: never less than the true rolling hour).
+-- PL/pgSQL so the statement's plan is cached: planning it costs more than running it when idle.
 CREATE OR REPLACE FUNCTION claim_messages(p_sender_id text, p_limit integer, p_per_device integer DEFAULT 100)
 RETURNS TABLE (id bigint, device_id bigint, user_id bigint, recipient_phone text, recipient_name text,
                message_type text, content text, media_url text, claimed_at timestamptz)
-LANGUAGE sql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
 WITH dev AS (
   SELECT p.device_id, p.hour_count, p.day_start, p.day_count,
          d.hourly_limit, d.daily_limit, d.min_delay_seconds AS dev_min, d.max_delay_seconds AS dev_max,
@@ -149,8 +153,8 @@ minutes AS (
 )
 SELECT claimed.id, claimed.device_id, claimed.user_id, claimed.recipient_phone, claimed.recipient_name,
        claimed.message_type, claimed.content, claimed.media_url, claimed.claimed_at
-  FROM claimed
-$$;
+  FROM claimed;
+END $$;
 COMMENT ON FUNCTION claim_messages(text, integer, integer) IS
   'Claims up to p_limit due messages (status pending -> queued) for the online devices leased by p_sender_id, '
   'at most p_per_device per device and only what pacing (random min..max delay between sends) and the '
