@@ -6,6 +6,8 @@ RETURNS TABLE (name text, schedule text, command text)
 LANGUAGE sql IMMUTABLE AS $$
   VALUES
     ('purge-history', '17 * * * *', 'SELECT purge_history()'),
+    ('dispatch-stuck', '* * * * *', 'SELECT recover_stuck()'),
+    ('dispatch-skip', '* * * * *', 'SELECT skip_undeliverable()'),
     ('device-health', '* * * * *', 'SELECT device_health_tick()')
 $$;
 COMMENT ON FUNCTION app_jobs() IS
