@@ -1,0 +1,129 @@
+"""The WhatsApp Web view of one device: chat list, history paged backwards, sending text and
+images (compressed in the browser), new messages and receipts arriving live over /ws."""
+import hashlib
+import io
+import secrets
+
+from flask import Blueprint, abort, g, jsonify, render_template, request, send_from_directory, url_for
+from PIL import Image, UnidentifiedImageError
+
+from common.config import VAR
+from web.auth import login_required
+from web.db import all_rows, one
+
+bp = Blueprint("chat", __name__)
+
+MAX_IMAGE_BYTES = 350 * 1024  # the browser compresses to this; the server refuses anything larger
+MEDIA_DIR = VAR / "media"
+HISTORY_PAGE = 40
+
+
+def _device_or_404(device_id):
+    device = one("SELECT * FROM chat_view_device(%s, %s)", [g.user["id"], device_id])
+    if device is None:
+        abort(404, description="device not found")
+    return device
+
+
+def _chat_or_404(chat_id):
+    chat = one("SELECT * FROM chat_view_chat(%s, %s)", [g.user["id"], chat_id])
+    if chat is None:
+        abort(404, description="chat not found")
+    return chat
+
+
+def _iso(value):
+    return value.isoformat() if value is not None else None
+
+
+@bp.route("/device/<int:device_id>/whatsapp-web")
+@login_required
+def view(device_id):
+    return render_template("chat/view.html", device=_device_or_404(device_id))
+
+
+@bp.route("/api/devices/<int:device_id>/chats")
+@login_required
+def list_chats(device_id):
+    """The device's chats with a message in the last 30 days, newest first. Query: `q` searches
+    names, numbers and last messages."""
+    _device_or_404(device_id)
+    rows = all_rows("SELECT * FROM chat_search(%s, %s, %s, 30, 200)",
+                    [g.user["id"], device_id, request.args.get("q")])
+    return jsonify(chats=[{**r, "last_message_at": _iso(r["last_message_at"])} for r in rows])
+
+
+@bp.route("/api/chats/<int:chat_id>/messages")
+@login_required
+def history(chat_id):
+    """A chat's messages, newest first, HISTORY_PAGE at a time. Query: `before_at` and
+    `before_key` (the oldest row already shown) page backwards; `next` in the answer is the
+    cursor for the page before, null at the start of the chat."""
+    _chat_or_404(chat_id)
+    rows = all_rows("SELECT * FROM chat_messages(%s, %s, %s, %s, %s)",
+                    [g.user["id"], chat_id, HISTORY_PAGE, request.args.get("before_at") or None,
+                     request.args.get("before_key") or None])
+    messages = [{**r, "at": _iso(r["at"]), "delivered_at": _iso(r["delivered_at"]),
+                 "read_at": _iso(r["read_at"])} for r in rows]
+    cursor = ({"before_at": messages[-1]["at"], "before_key": messages[-1]["key"]}
+              if len(messages) == HISTORY_PAGE else None)
+    return jsonify(messages=messages, next=cursor)
+
+
+@bp.route("/api/chats/<int:chat_id>/read", methods=["POST"])
+@login_required
+def mark_read(chat_id):
+    """Clears the chat's unread badge."""
+    if not one("SELECT mark_chat_read(%s, %s) AS ok", [g.user["id"], chat_id])["ok"]:
+        abort(404, description="chat not found")
+    return jsonify(ok=True)
+
+
+@bp.route("/api/chats/<int:chat_id>/messages", methods=["POST"])
+@login_required
+def send(chat_id):
+    """Queues a message to the chat's number from its device: JSON {"text"}, or a multipart form
+    with `image` (JPEG/PNG/WebP, at most 350 KB) and an optional `caption`."""
+    chat = _chat_or_404(chat_id)
+    if chat["phone"] is None:
+        abort(400, description="this chat has no phone number to send to")
+    image = request.files.get("image")
+    if image is None:
+        text = (request.get_json(silent=True) or {}).get("text")
+        if not isinstance(text, str):
+            abort(400, description='send JSON {"text": "..."} or a form with an image')
+        message_id = one("SELECT send_chat_message(%s, %s, %s, %s) AS id",
+                         [g.user["id"], chat["device_id"], chat["phone"], text])["id"]
+    else:
+        media_url = _store_image(image.read(MAX_IMAGE_BYTES + 1))
+        message_id = one("SELECT send_chat_image(%s, %s, %s, %s, %s) AS id",
+                         [g.user["id"], chat["device_id"], chat["phone"], request.form.get("caption", ""),
+                          media_url])["id"]
+    return jsonify(id=message_id), 201
+
+
+def _store_image(data):
+    """Checks an uploaded image and keeps it under an unguessable name; returns its URL, which
+    the sender fetches like any campaign image."""
+    if len(data) > MAX_IMAGE_BYTES:
+        abort(400, description="the image is larger than 350 KB")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            kind = img.format
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        abort(400, description="the file is not an image")
+    if kind not in ("JPEG", "PNG", "WEBP"):
+        abort(400, description="send a JPEG, PNG or WebP image")
+    name = hashlib.sha256(secrets.token_bytes(16) + data).hexdigest() + "." + kind.lower()
+    MEDIA_DIR.mkdir(parents=True, exist_ok=True)
+    (MEDIA_DIR / name).write_bytes(data)
+    return url_for("chat.media", name=name, _external=True)
+
+
+@bp.route("/media/<name>")
+def media(name):
+    # No sign-in: the sender fetches these. The 256-bit random name is the capability.
+    if len(name) > 80 or "/" in name:
+        abort(404)
+    return send_from_directory(MEDIA_DIR, name, max_age=86400)
