@@ -1,0 +1,74 @@
+"""GET /api/openapi.json: the JSON API described from the app itself, so it cannot drift.
+
+Every rule under /api/ in the url_map becomes an operation: its methods, its path parameters
+(typed from the URL converters), its summary and description from the view's docstring, and the
+common error shape. A view may add request/response details with the `api_doc` decorator."""
+import inspect
+import re
+
+from flask import Blueprint, current_app, jsonify
+
+bp = Blueprint("openapi", __name__)
+
+_CONVERTER_TYPES = {"int": {"type": "integer"}, "float": {"type": "number"}, "uuid": {"type": "string", "format": "uuid"}}
+_PARAM = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
+_ERROR = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def api_doc(**operation):
+    """Extra OpenAPI fields for one view (e.g. requestBody=..., responses=...)."""
+    def decorate(view):
+        view.openapi = operation
+        return view
+    return decorate
+
+
+def _operation(rule, method, view):
+    doc = inspect.getdoc(view) or ""
+    summary, _, description = doc.partition("\n\n")
+    op = {
+        "operationId": f"{rule.endpoint}.{method.lower()}",
+        "summary": " ".join(summary.split()),
+        "tags": [rule.endpoint.split(".")[0]],
+        "parameters": [{"name": name, "in": "path", "required": True,
+                        "schema": _CONVERTER_TYPES.get(conv or "", {"type": "string"})}
+                       for conv, name in _PARAM.findall(rule.rule)],
+        "responses": {"200": {"description": "OK", "content": {"application/json": {}}},
+                      "400": _ERROR, "401": _ERROR, "404": _ERROR},
+    }
+    if description:
+        op["description"] = " ".join(description.split())
+    op.update(getattr(view, "openapi", {}))
+    return op
+
+
+def build_document(app):
+    paths = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if not rule.rule.startswith("/api/"):
+            continue
+        view = app.view_functions[rule.endpoint]
+        path = _PARAM.sub(r"{\2}", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            paths.setdefault(path, {})[method.lower()] = _operation(rule, method, view)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "WA Broadcast API", "version": "1",
+                 "description": "Authenticate with the session cookie (writes need the X-CSRFToken header) "
+                                "or with Authorization: Bearer <api token> from POST /api/tokens."},
+        "servers": [{"url": "/"}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "cookie": {"type": "apiKey", "in": "cookie", "name": "session"}},
+            "schemas": {"Error": {"type": "object", "required": ["error"],
+                                  "properties": {"error": {"type": "string"}}}},
+        },
+        "security": [{"bearer": []}, {"cookie": []}],
+        "paths": paths,
+    }
+
+
+@bp.route("/api/openapi.json")
+def document():
+    """This document: every /api route with its methods, path parameters and docstring."""
+    return jsonify(build_document(current_app))
