@@ -1,0 +1,69 @@
+"""Browser tests: Playwright driving Debian's Chromium (headless) against the app served on a
+free loopback port over the module's database. Each test saves a screenshot under artifacts/."""
+import os
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from tests.factories import PASSWORD, make_user
+from tests.liveserver import serving
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def server(app):
+    with serving(app) as host:
+        yield f"http://{host}"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/bootstrap.sh installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def user(committed_db_url):
+    with psycopg.connect(committed_db_url, autocommit=True, row_factory=dict_row) as c:
+        uid = make_user(c)
+        email = c.execute("SELECT email FROM users WHERE id = %s", [uid]).fetchone()["email"]
+    return {"id": uid, "email": email}
+
+
+@pytest.fixture
+def page_for(browser, server, request):
+    """page_for(viewport=...) -> a new page; a screenshot of each is saved when the test ends."""
+    contexts = []
+
+    def make(viewport=None):
+        ctx = browser.new_context(viewport=viewport or {"width": 1280, "height": 800}, base_url=server)
+        ctx.set_default_timeout(8000)
+        contexts.append(ctx)
+        return ctx.new_page()
+
+    yield make
+    ARTIFACTS.mkdir(exist_ok=True)
+    for n, ctx in enumerate(contexts):
+        for page in ctx.pages:
+            page.screenshot(path=str(ARTIFACTS / f"{request.node.name}{'-' + str(n) if n else ''}.png"), full_page=True)
+        ctx.close()
+
+
+def sign_in(page, email):
+    page.goto("/login")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/dashboard")
+    # The live socket is open once the shared client says so.
+    page.wait_for_function("document.documentElement.dataset.live === 'open'")
