@@ -251,3 +251,17 @@ COMMENT ON FUNCTION device_health_tick(interval, interval) IS
   'Periodic device check: refreshes last_seen of devices a live sender runs, marks online/connecting '
   'devices no sender ran for p_silent_after offline ("silent"), and expires commands older than '
   'p_command_timeout (a delete then happens without the logout). Returns how many devices went silent.';
+
+CREATE OR REPLACE FUNCTION whatsmeow_session_exists(p_jid text)
+RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+DECLARE v_found boolean := false;
+BEGIN
+  -- whatsmeow_device exists once neonize has run against this database.
+  IF p_jid IS NOT NULL AND to_regclass('whatsmeow_device') IS NOT NULL THEN
+    EXECUTE 'SELECT EXISTS (SELECT 1 FROM whatsmeow_device WHERE jid = $1)' INTO v_found USING p_jid;
+  END IF;
+  RETURN v_found;
+END $$;
+COMMENT ON FUNCTION whatsmeow_session_exists(text) IS
+  'True when neonize''s store holds the session of this jid. neonize aborts the process when asked to resume '
+  'a jid without one, so the transport checks before every resume.';
