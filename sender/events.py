@@ -1,0 +1,167 @@
+"""Transport events -> SQL: a dispatch table with one small handler per event type.
+
+Transports call `EventSink.put` from their own threads; one thread applies the events in order
+on its own connection. Receipts are batched (one record_receipts call per device and kind).
+To handle another event type, add a function decorated with `@handles(EventType)` here; it gets
+(conn, event). `listeners` are called after the SQL, for the worker's own reactions (stop a
+logged-out device, release its lease).
+"""
+import logging
+import queue
+import threading
+from collections import defaultdict
+
+import psycopg
+
+from common.db import connect
+from sender.transport.base import (Connected, ConnectFailed, Disconnected, LoggedOut, PairCode,
+                                   Paired, QRCode, Receipt, StreamReplaced, TemporaryBan)
+
+log = logging.getLogger("sender.events")
+
+HANDLERS = {}
+
+
+def handles(*event_types):
+    def register(fn):
+        for t in event_types:
+            HANDLERS[t] = fn
+        return fn
+    return register
+
+
+def _status(conn, device_id, status, reason=None, banned_until=None):
+    conn.execute("SELECT set_device_status(%s, %s, %s, %s)", [device_id, status, reason, banned_until])
+
+
+@handles(Connected)
+def on_connected(conn, ev):
+    _status(conn, ev.device_id, "online")
+
+
+@handles(Disconnected)
+def on_disconnected(conn, ev):
+    _status(conn, ev.device_id, "offline", ev.reason or "disconnected")
+
+
+@handles(ConnectFailed)
+def on_connect_failed(conn, ev):
+    _status(conn, ev.device_id, "offline", ev.error)
+
+
+@handles(LoggedOut)
+def on_logged_out(conn, ev):
+    _status(conn, ev.device_id, "logged_out", ev.reason or "logged out")
+
+
+@handles(StreamReplaced)
+def on_stream_replaced(conn, ev):
+    _status(conn, ev.device_id, "offline", "stream replaced: another client runs this session")
+
+
+@handles(TemporaryBan)
+def on_temporary_ban(conn, ev):
+    _status(conn, ev.device_id, "banned", f"temporary ban (code {ev.code})", ev.expires_at)
+
+
+@handles(Paired)
+def on_paired(conn, ev):
+    conn.execute("SELECT device_paired(%s, %s, %s)", [ev.device_id, ev.jid, ev.phone])
+
+
+@handles(QRCode)
+def on_qr(conn, ev):
+    conn.execute("SELECT publish_pairing_code(%s, 'qr', %s)", [ev.device_id, ev.code])
+
+
+@handles(PairCode)
+def on_pair_code(conn, ev):
+    conn.execute("SELECT publish_pairing_code(%s, 'code', %s)", [ev.device_id, ev.code])
+
+
+def record_receipts(conn, receipts):
+    """Receipts grouped per device and kind: one statement each (they arrive by the thousand)."""
+    groups = defaultdict(list)
+    latest = {}
+    for r in receipts:
+        key = (r.device_id, r.kind)
+        groups[key].extend(r.wa_message_ids)
+        latest[key] = max(latest.get(key, r.timestamp), r.timestamp)
+    for (device_id, kind), ids in groups.items():
+        conn.execute("SELECT record_receipts(%s, %s, %s, %s)", [device_id, ids, kind, latest[(device_id, kind)]])
+
+
+class EventSink:
+    def __init__(self, url, listeners=()):
+        self.url = url
+        self.listeners = list(listeners)
+        self._queue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = None
+
+    def put(self, event):
+        self._queue.put(event)
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="event-sink", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout=5.0):
+        """Applies what is queued, then ends."""
+        self._stop.set()
+        self._queue.put(None)
+        if self._thread:
+            self._thread.join(timeout)
+
+    def _take_batch(self):
+        first = self._queue.get(timeout=0.5)
+        batch = [first]
+        while len(batch) < 5000:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return [e for e in batch if e is not None]
+
+    def _run(self):
+        conn = None
+        while True:
+            try:
+                batch = self._take_batch()
+            except queue.Empty:
+                if self._stop.is_set():
+                    break
+                continue
+            if not batch:
+                if self._stop.is_set() and self._queue.empty():
+                    break
+                continue
+            for attempt in (1, 2):
+                try:
+                    conn = conn or connect(self.url, application_name="wa-sender-events")
+                    self.apply(conn, batch)
+                    break
+                except psycopg.OperationalError as exc:
+                    log.warning("database unavailable while applying events (%s); retrying", exc)
+                    conn = None
+                    self._stop.wait(1.0)
+        if conn:
+            conn.close()
+
+    def apply(self, conn, batch):
+        receipts = [e for e in batch if isinstance(e, Receipt)]
+        if receipts:
+            record_receipts(conn, receipts)
+        for event in batch:
+            if isinstance(event, Receipt):
+                continue
+            handler = HANDLERS.get(type(event))
+            try:
+                if handler:
+                    handler(conn, event)
+                for listener in self.listeners:
+                    listener(event)
+            except psycopg.OperationalError:
+                raise
+            except Exception:
+                log.exception("event %r could not be applied", event)

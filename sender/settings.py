@@ -1,0 +1,26 @@
+"""Sender settings, from the environment (defaults suit one machine running the simulated network)."""
+import os
+from dataclasses import dataclass, fields
+
+
+@dataclass
+class SenderSettings:
+    capacity: int = 5000            # SENDER_CAPACITY: most devices one worker process runs
+    in_flight: int = 4000           # SENDER_IN_FLIGHT: claimed but not yet completed, per worker
+    claim_batch: int = 1000         # SENDER_CLAIM_BATCH: most rows per claim
+    per_device: int = 100           # SENDER_PER_DEVICE: most rows of one device per claim
+    send_threads: int = 64          # SENDER_SEND_THREADS: concurrent sends (transport latency)
+    poll_seconds: float = 1.0       # SENDER_POLL_SECONDS: longest sleep without a NOTIFY
+    heartbeat_seconds: float = 5.0  # SENDER_HEARTBEAT_SECONDS
+    lease_seconds: float = 30.0     # SENDER_LEASE_SECONDS: a dead worker's devices move after this
+    stuck_seconds: float = 300.0    # SENDER_STUCK_SECONDS: the stuck timeout (recover_stuck's default)
+    drain_seconds: float = 60.0     # SENDER_DRAIN_SECONDS: how long SIGTERM waits for in-flight sends
+
+    @classmethod
+    def from_env(cls):
+        values = {}
+        for f in fields(cls):
+            raw = os.environ.get("SENDER_" + f.name.upper())
+            if raw is not None:
+                values[f.name] = type(f.default)(raw)
+        return cls(**values)
