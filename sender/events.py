@@ -14,8 +14,8 @@ from collections import defaultdict
 import psycopg
 
 from common.db import connect
-from sender.transport.base import (Connected, ConnectFailed, Disconnected, LoggedOut, PairCode,
-                                   Paired, QRCode, Receipt, StreamReplaced, TemporaryBan)
+from sender.transport.base import (Connected, ConnectFailed, Disconnected, IncomingMessage, LoggedOut,
+                                   PairCode, Paired, QRCode, Receipt, StreamReplaced, TemporaryBan)
 
 log = logging.getLogger("sender.events")
 
@@ -77,6 +77,14 @@ def on_qr(conn, ev):
 @handles(PairCode)
 def on_pair_code(conn, ev):
     conn.execute("SELECT publish_pairing_code(%s, 'code', %s)", [ev.device_id, ev.code])
+
+
+@handles(IncomingMessage)
+def on_incoming_message(conn, ev):
+    """Into the device's chat (once per message id); replies and opt-outs (db/functions/chats.sql)."""
+    conn.execute("SELECT record_inbound_message(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                 [ev.device_id, ev.wa_message_id, ev.chat_jid, ev.sender_jid, ev.sender_phone, ev.text,
+                  ev.timestamp, ev.from_me, ev.message_type])
 
 
 def record_receipts(conn, receipts):
