@@ -9,6 +9,6 @@ def make_transport(on_event, name=None):
         from sender.transport.sim import SimTransport
         return SimTransport(on_event)
     if name == "neonize":
-        from sender.transport.neonize import NeonizeTransport
+        from sender.transport.neonize_transport import NeonizeTransport
         return NeonizeTransport(on_event)
     raise ConfigError(f"unknown WA_TRANSPORT {name!r}: use sim or neonize")
