@@ -13,7 +13,7 @@ from common.config import VAR, ConfigError, require_database_url
 csrf = CSRFProtect()
 
 # Each area is one blueprint module in web/ exposing `bp`.
-BLUEPRINTS = ["health", "auth", "pages", "live", "chat", "openapi"]
+BLUEPRINTS = ["health", "auth", "pages", "live", "chat", "openapi", "sequences"]
 
 
 def _secret_key():

@@ -1,0 +1,173 @@
+"""Drip sequences: the summary page and GET /api/sequences/summary (CONTRACT.md), the per-flow
+detail page with the contacts behind each figure, the builder, and the sequence CRUD API.
+Every figure comes from SQL functions scoped to the signed-in owner (db/functions/sequences.sql)."""
+from flask import Blueprint, abort, g, jsonify, render_template, request
+from psycopg.types.json import Jsonb
+
+from web.auth import login_required
+from web.db import all_rows, one
+
+bp = Blueprint("sequences", __name__)
+
+CONTACTS_PAGE = 100
+KINDS = ("done", "failed", "remaining")
+
+
+def _definition_or_404(sequence_id):
+    row = one("SELECT sequence_definition(%s, %s) AS d", [g.user["id"], sequence_id])
+    if row["d"] is None:
+        abort(404, description="sequence not found")
+    return row["d"]
+
+
+def _json_body():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(400, description="send the sequence as a JSON object")
+    return Jsonb(body)
+
+
+def _date_range():
+    """The completed_at filter (?from=YYYY-MM-DD&to=YYYY-MM-DD, owner's zone); SQL rejects bad dates."""
+    return request.args.get("from") or None, request.args.get("to") or None
+
+
+def _flows(sequence_id, day_from, day_to):
+    return all_rows("SELECT * FROM sequence_flows(%s, %s, %s::date, %s::date)",
+                    [g.user["id"], sequence_id, day_from, day_to])
+
+
+def _flow_contacts(step_id, kind, day_from, day_to, offset=0):
+    if kind not in KINDS:
+        abort(400, description=f"kind must be one of {', '.join(KINDS)}")
+    return all_rows("SELECT * FROM sequence_flow_contacts(%s, %s, %s, %s::date, %s::date, %s, %s)",
+                    [g.user["id"], step_id, kind, day_from, day_to, CONTACTS_PAGE, offset])
+
+
+def _iso(row):
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+# Pages ---------------------------------------------------------------------------------------
+
+@bp.route("/sequences")
+@login_required
+def index():
+    summary = one("SELECT sequence_summary(%s) AS s", [g.user["id"]])["s"]
+    sequences = all_rows("SELECT * FROM sequence_overview(%s)", [g.user["id"]])
+    return render_template("sequences/index.html", summary=summary, sequences=sequences)
+
+
+@bp.route("/sequences/<int:sequence_id>")
+@login_required
+def detail(sequence_id):
+    sequence = _definition_or_404(sequence_id)
+    day_from, day_to = _date_range()
+    step_id = request.args.get("step", type=int)
+    kind = request.args.get("kind", "done")
+    contacts = _flow_contacts(step_id, kind, day_from, day_to) if step_id else None
+    return render_template("sequences/detail.html", sequence=sequence, flows=_flows(sequence_id, day_from, day_to),
+                           day_from=day_from or "", day_to=day_to or "", step_id=step_id, kind=kind,
+                           contacts=contacts)
+
+
+@bp.route("/sequences/new")
+@login_required
+def new():
+    return render_template("sequences/builder.html", sequence=None, others=_others(None))
+
+
+@bp.route("/sequences/<int:sequence_id>/edit")
+@login_required
+def edit(sequence_id):
+    return render_template("sequences/builder.html", sequence=_definition_or_404(sequence_id),
+                           others=_others(sequence_id))
+
+
+def _others(sequence_id):
+    """Sequences a last step may chain to."""
+    return [s for s in all_rows("SELECT * FROM sequence_overview(%s)", [g.user["id"]]) if s["id"] != sequence_id]
+
+
+# JSON API ------------------------------------------------------------------------------------
+
+@bp.route("/api/sequences/summary")
+@login_required
+def api_summary():
+    """Sequence counts, flow and send totals, and the newest sequences (shape fixed by CONTRACT.md)."""
+    return jsonify(one("SELECT sequence_summary(%s) AS s", [g.user["id"]])["s"])
+
+
+@bp.route("/api/sequences")
+@login_required
+def api_list():
+    """The owner's sequences with their flows and should/done/failed/remaining sends."""
+    return jsonify(sequences=[_iso(r) for r in all_rows("SELECT * FROM sequence_overview(%s)", [g.user["id"]])])
+
+
+@bp.route("/api/sequences", methods=["POST"])
+@login_required
+def api_create():
+    """Creates a sequence (inactive) with its steps.
+
+    Body: {name, niche, trigger, schedule_time "HH:MM" or null, schedule_tolerance_minutes,
+    min_delay_seconds, max_delay_seconds, stop_on_reply, steps: [{day_number, content, media_url,
+    trigger, next_trigger, trigger_delay_hours, is_entry_point, chain_sequence_id}]}."""
+    sid = one("SELECT save_sequence(%s, NULL, %s) AS id", [g.user["id"], _json_body()])["id"]
+    return jsonify(_definition_or_404(sid)), 201
+
+
+@bp.route("/api/sequences/<int:sequence_id>")
+@login_required
+def api_get(sequence_id):
+    """One sequence with its steps."""
+    return jsonify(_definition_or_404(sequence_id))
+
+
+@bp.route("/api/sequences/<int:sequence_id>", methods=["PUT"])
+@login_required
+def api_update(sequence_id):
+    """Replaces a sequence's settings and steps (steps matched by day_number keep their history)."""
+    sid = one("SELECT save_sequence(%s, %s, %s) AS id", [g.user["id"], sequence_id, _json_body()])["id"]
+    if sid is None:
+        abort(404, description="sequence not found")
+    return jsonify(_definition_or_404(sid))
+
+
+@bp.route("/api/sequences/<int:sequence_id>/<any(activate, deactivate):action>", methods=["POST"])
+@login_required
+def api_status(sequence_id, action):
+    """Activates (resumes held steps, enrolls leads with the trigger) or deactivates (holds pending steps)."""
+    status = "active" if action == "activate" else "inactive"
+    if not one("SELECT set_sequence_status(%s, %s, %s) AS ok", [g.user["id"], sequence_id, status])["ok"]:
+        abort(404, description="sequence not found")
+    return jsonify(_definition_or_404(sequence_id))
+
+
+@bp.route("/api/sequences/<int:sequence_id>", methods=["DELETE"])
+@login_required
+def api_delete(sequence_id):
+    """Deletes a sequence with its steps, enrollments and step messages."""
+    if not one("SELECT delete_sequence(%s, %s) AS ok", [g.user["id"], sequence_id])["ok"]:
+        abort(404, description="sequence not found")
+    return jsonify(ok=True)
+
+
+@bp.route("/api/sequences/<int:sequence_id>/flows")
+@login_required
+def api_flows(sequence_id):
+    """Per flow (step): should/done/failed/remaining; ?from=&to= (YYYY-MM-DD) limit done and failed
+    to completions on those days in the owner's zone."""
+    _definition_or_404(sequence_id)
+    return jsonify(flows=_flows(sequence_id, *_date_range()))
+
+
+@bp.route("/api/sequences/<int:sequence_id>/flows/<int:step_id>/contacts")
+@login_required
+def api_flow_contacts(sequence_id, step_id):
+    """The contacts behind one figure: ?kind=done|failed|remaining, ?from=&to=, ?offset= (100 a page)."""
+    if not any(s["id"] == step_id for s in _definition_or_404(sequence_id)["steps"]):
+        abort(404, description="step not found")
+    rows = _flow_contacts(step_id, request.args.get("kind", "done"), *_date_range(),
+                          offset=request.args.get("offset", 0, type=int))
+    return jsonify(contacts=[_iso(r) for r in rows])

@@ -1,0 +1,83 @@
+// Sequences: the builder (JSON to /api/sequences) and the activate/deactivate/delete buttons.
+(function () {
+  "use strict";
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+
+  async function send(method, url, body) {
+    const res = await fetch(url, {
+      method, credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(data.error || res.statusText);
+    return data;
+  }
+
+  document.querySelectorAll("[data-sequence-action]").forEach((btn) => {
+    btn.addEventListener("click", async () => {
+      const id = btn.dataset.sequenceId, action = btn.dataset.sequenceAction;
+      if (action === "delete" && !confirm("Delete this sequence, its contacts and its step history?")) return;
+      try {
+        if (action === "delete") { await send("DELETE", `/api/sequences/${id}`); location.href = "/sequences"; }
+        else { await send("POST", `/api/sequences/${id}/${action}`); location.reload(); }
+      } catch (e) { alert(e.message); }
+    });
+  });
+
+  const form = document.getElementById("sequence-builder");
+  if (!form) return;
+  const steps = document.getElementById("steps");
+  const template = document.getElementById("step-template");
+  const existing = JSON.parse(document.getElementById("sequence-data").textContent || "null");
+
+  function addStep(step) {
+    const node = template.content.firstElementChild.cloneNode(true);
+    const used = [...steps.querySelectorAll('[name="day_number"]')].map((i) => +i.value);
+    step = step || { day_number: used.length ? Math.max(...used) + 1 : 1, trigger_delay_hours: used.length ? 24 : 0 };
+    for (const [key, value] of Object.entries(step)) {
+      const input = node.querySelector(`[name="${key}"]`);
+      if (!input || value === null) continue;
+      if (input.type === "radio") input.checked = !!value; else input.value = value;
+    }
+    node.querySelector(".remove-step").addEventListener("click", () => node.remove());
+    steps.appendChild(node);
+  }
+
+  if (existing) {
+    for (const key of ["name", "niche", "trigger", "schedule_time", "schedule_tolerance_minutes",
+                       "min_delay_seconds", "max_delay_seconds"]) {
+      if (existing[key] !== null) form.elements[key].value = existing[key];
+    }
+    form.elements.stop_on_reply.checked = existing.stop_on_reply;
+    existing.steps.forEach(addStep);
+  } else {
+    addStep();
+  }
+  document.getElementById("add-step").addEventListener("click", () => addStep());
+
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = form.elements;
+    const body = {
+      name: f.name.value, niche: f.niche.value, trigger: f.trigger.value,
+      schedule_time: f.schedule_time.value || null,
+      schedule_tolerance_minutes: f.schedule_tolerance_minutes.value,
+      min_delay_seconds: f.min_delay_seconds.value, max_delay_seconds: f.max_delay_seconds.value,
+      stop_on_reply: f.stop_on_reply.checked,
+      steps: [...steps.querySelectorAll("fieldset.step")].map((node) => {
+        const v = (n) => node.querySelector(`[name="${n}"]`).value;
+        return { day_number: v("day_number"), trigger_delay_hours: v("trigger_delay_hours"), trigger: v("trigger"),
+                 next_trigger: v("next_trigger"), content: v("content"), media_url: v("media_url"),
+                 chain_sequence_id: v("chain_sequence_id"),
+                 is_entry_point: node.querySelector('[name="is_entry_point"]').checked };
+      }),
+    };
+    const error = document.getElementById("builder-error");
+    try {
+      const id = form.dataset.sequenceId;
+      const saved = await send(id ? "PUT" : "POST", id ? `/api/sequences/${id}` : "/api/sequences", body);
+      location.href = `/sequences/${saved.id}`;
+    } catch (e) { error.textContent = e.message; error.hidden = false; }
+  });
+})();
