@@ -8,7 +8,9 @@ LANGUAGE sql IMMUTABLE AS $$
     ('purge-history', '17 * * * *', 'SELECT purge_history()'),
     ('dispatch-stuck', '* * * * *', 'SELECT recover_stuck()'),
     ('dispatch-skip', '* * * * *', 'SELECT skip_undeliverable()'),
-    ('device-health', '* * * * *', 'SELECT device_health_tick()')
+    ('device-health', '* * * * *', 'SELECT device_health_tick()'),
+    ('sequence-tick', '* * * * *', 'CALL sequence_tick()'),
+    ('sequence-sweep', '*/10 * * * *', 'SELECT sequence_enrollment_sweep()')
 $$;
 COMMENT ON FUNCTION app_jobs() IS
   'The scheduled jobs: name, cron schedule (minute granularity) and the SQL each runs.';
