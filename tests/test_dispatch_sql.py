@@ -1,0 +1,283 @@
+"""The queue in SQL: claim (leases, pacing, caps), complete/fail guards, stuck recovery, skip rules,
+the wake-up NOTIFY and the load monitors. Each test runs in one rolled-back transaction, so now()
+is one instant throughout: a device paced by a delay cannot send twice within a test."""
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+from tests.factories import make_device, make_user
+
+
+def lease(db, device_ids, sender="s1", ttl="30 seconds"):
+    db.execute("SELECT register_sender(%s, 'host', 1, 1000)", [sender])
+    for d in device_ids:
+        db.execute("""INSERT INTO device_leases (device_id, sender_id, acquired_at, expires_at)
+                      VALUES (%s, %s, now() - interval '1 hour', now() + %s::interval)""", [d, sender, ttl])
+
+
+def queue(db, user_id, device_id, n, scheduled="0 seconds", min_delay=None, max_delay=None, held=False):
+    return [r["id"] for r in db.execute(
+        """INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, scheduled_at,
+                                           min_delay_seconds, max_delay_seconds, held)
+           SELECT %s, %s, '6012' || lpad(g::text, 7, '0'), 'msg ' || g, now() + %s::interval, %s, %s, %s
+             FROM generate_series(1, %s) g RETURNING id""",
+        [user_id, device_id, scheduled, min_delay, max_delay, held, n])]
+
+
+def claim(db, sender="s1", limit=1000, per_device=100):
+    return db.execute("SELECT * FROM claim_messages(%s, %s, %s)", [sender, limit, per_device]).fetchall()
+
+
+def pacing(db, device_id):
+    return db.execute("""SELECT next_send_at - now() AS wait, hour_count, day_count, last_sent_at,
+                                CASE WHEN isfinite(day_start) THEN day_start END AS day_start
+                           FROM device_pacing WHERE device_id = %s""",
+                      [device_id]).fetchone()
+
+
+def send_history(db, device_id, minutes_ago, sends):
+    db.execute("""INSERT INTO device_send_minutes (device_id, minute, sends)
+                  VALUES (%s, date_trunc('minute', now() - make_interval(mins => %s)), %s)""",
+               [device_id, minutes_ago, sends])
+
+
+@pytest.fixture
+def uid(db):
+    return make_user(db)
+
+
+def test_claims_only_leased_online_devices_due_rows(db, uid):
+    mine, offline, unleased, expired = (make_device(db, uid) for _ in range(4))
+    db.execute("UPDATE user_devices SET status = 'offline' WHERE id = %s", [offline])
+    lease(db, [mine, offline])
+    lease(db, [expired], ttl="-1 second")
+    for d in (mine, offline, unleased, expired):
+        queue(db, uid, d, 3)
+    queue(db, uid, mine, 2, scheduled="1 hour")      # not due yet
+    queue(db, uid, mine, 2, held=True)               # paused campaign
+    rows = claim(db)
+    assert {r["device_id"] for r in rows} == {mine}
+    assert len(rows) == 3
+    states = db.execute("""SELECT status, claimed_by, count(*) FROM broadcast_messages WHERE device_id = %s
+                           GROUP BY 1, 2 ORDER BY 1""", [mine]).fetchall()
+    assert [(s["status"], s["claimed_by"], s["count"]) for s in states] == [("pending", None, 4), ("queued", "s1", 3)]
+
+
+def test_claim_respects_limit_and_per_device(db, uid):
+    devices = [make_device(db, uid) for _ in range(3)]
+    lease(db, devices)
+    for d in devices:
+        queue(db, uid, d, 10)
+    assert len(claim(db, limit=1000, per_device=4)) == 12
+    assert len(claim(db, limit=5, per_device=100)) == 5
+
+
+def test_zero_delay_device_sends_many_paced_device_one_per_claim(db, uid):
+    fast = make_device(db, uid, min_delay=0, max_delay=0)
+    slow = make_device(db, uid, min_delay=30, max_delay=60)
+    lease(db, [fast, slow])
+    queue(db, uid, fast, 5)
+    queue(db, uid, slow, 5)
+    rows = claim(db)
+    assert sum(r["device_id"] == fast for r in rows) == 5
+    assert sum(r["device_id"] == slow for r in rows) == 1
+    assert claim(db) == []  # slow waits for its delay, fast has nothing left
+    wait = pacing(db, slow)["wait"]
+    assert timedelta(seconds=30) <= wait <= timedelta(seconds=60)
+    assert pacing(db, fast)["wait"] == timedelta(0)
+
+
+def test_message_delays_override_the_device_and_stay_inside_min_max(db, uid):
+    devices = [make_device(db, uid, min_delay=0, max_delay=0) for _ in range(40)]
+    lease(db, devices)
+    for d in devices:
+        queue(db, uid, d, 3, min_delay=10, max_delay=20)   # a campaign's own delays
+    rows = claim(db)
+    assert len(rows) == 40   # one each: a non-zero delay follows the first
+    waits = [pacing(db, d)["wait"].total_seconds() for d in devices]
+    assert all(10 <= w <= 20 for w in waits)
+    assert max(waits) - min(waits) > 2   # random, not a constant
+
+
+def test_zero_delay_rows_behind_a_delayed_row_wait(db, uid):
+    dev = make_device(db, uid, min_delay=0, max_delay=0)
+    lease(db, [dev])
+    queue(db, uid, dev, 1, min_delay=5, max_delay=5)
+    queue(db, uid, dev, 3)
+    assert len(claim(db)) == 1
+    assert pacing(db, dev)["wait"] == timedelta(seconds=5)
+
+
+def test_hourly_cap_counts_any_rolling_hour(db, uid):
+    dev = make_device(db, uid, hourly_limit=10)
+    lease(db, [dev])
+    send_history(db, dev, 59, 7)      # inside the trailing hour
+    send_history(db, dev, 75, 50)     # outside it
+    db.execute("UPDATE device_pacing SET hour_count = 10 WHERE device_id = %s", [dev])  # stale upper bound
+    queue(db, uid, dev, 20)
+    rows = claim(db)
+    assert len(rows) == 3             # recounted: 7 in the hour, room for 3
+    p = pacing(db, dev)
+    assert p["hour_count"] == 10
+    assert db.execute("SELECT messages_hour FROM device_load_balance WHERE device_id = %s",
+                      [dev]).fetchone()["messages_hour"] == 10
+
+
+def test_hourly_cap_full_claims_nothing(db, uid):
+    dev = make_device(db, uid, hourly_limit=5)
+    lease(db, [dev])
+    send_history(db, dev, 30, 5)
+    db.execute("UPDATE device_pacing SET hour_count = 5 WHERE device_id = %s", [dev])
+    queue(db, uid, dev, 3)
+    assert claim(db) == []
+    assert not db.execute("SELECT is_available FROM device_load_balance WHERE device_id = %s",
+                          [dev]).fetchone()["is_available"]
+
+
+def test_upper_bound_below_cap_needs_no_recount(db, uid):
+    dev = make_device(db, uid, hourly_limit=10)
+    lease(db, [dev])
+    db.execute("UPDATE device_pacing SET hour_count = 4 WHERE device_id = %s", [dev])
+    queue(db, uid, dev, 20)
+    assert len(claim(db)) == 6        # the bound is trusted: never more than the cap
+    assert pacing(db, dev)["hour_count"] == 10
+
+
+def test_daily_cap_in_the_owners_calendar_day(db):
+    uid = make_user(db, timezone="America/New_York")
+    dev = make_device(db, uid, daily_limit=8, hourly_limit=1000)
+    lease(db, [dev])
+    midnight = db.execute("SELECT date_trunc('day', now() AT TIME ZONE 'America/New_York') "
+                          "AT TIME ZONE 'America/New_York' AS m").fetchone()["m"]
+    db.execute("UPDATE device_pacing SET day_start = %s, day_count = 6 WHERE device_id = %s", [midnight, dev])
+    queue(db, uid, dev, 10)
+    assert len(claim(db)) == 2
+    assert pacing(db, dev)["day_count"] == 8
+    # Yesterday's count does not hold today back.
+    db.execute("UPDATE device_pacing SET day_start = %s, day_count = 8, next_send_at = '-infinity' WHERE device_id = %s",
+               [midnight - timedelta(days=1), dev])
+    assert len(claim(db)) == 8
+    assert pacing(db, dev)["day_start"] == midnight and pacing(db, dev)["day_count"] == 8
+
+
+def test_claim_records_sends_per_minute(db, uid):
+    devices = [make_device(db, uid) for _ in range(2)]
+    lease(db, devices)
+    queue(db, uid, devices[0], 4)
+    queue(db, uid, devices[1], 2)
+    claim(db)
+    rows = db.execute("SELECT device_id, sends FROM device_send_minutes ORDER BY device_id").fetchall()
+    assert [(r["device_id"], r["sends"]) for r in rows] == [(devices[0], 4), (devices[1], 2)]
+
+
+def test_complete_and_fail_are_guarded(db, uid):
+    dev = make_device(db, uid)
+    lease(db, [dev])
+    ids = queue(db, uid, dev, 4)
+    claim(db)
+    done = db.execute("SELECT complete_messages('s1', %s, %s) AS n", [ids[:2], ["wa1", "wa2"]]).fetchone()["n"]
+    assert done == 2
+    # Another sender cannot complete what it did not claim; a second completion changes nothing.
+    assert db.execute("SELECT complete_messages('s2', %s, %s) AS n", [ids[2:3], ["x"]]).fetchone()["n"] == 0
+    assert db.execute("SELECT fail_messages('s1', %s, %s) AS n", [ids[:3], ["e1", "e2", "boom"]]).fetchone()["n"] == 1
+    rows = {r["id"]: r for r in db.execute("SELECT * FROM broadcast_messages WHERE id = ANY(%s)", [ids])}
+    assert [rows[i]["status"] for i in ids] == ["sent", "sent", "failed", "queued"]
+    assert rows[ids[0]]["wa_message_id"] == "wa1" and rows[ids[2]]["error_message"] == "boom"
+    assert pacing(db, dev)["last_sent_at"] is not None
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        db.execute("SELECT complete_messages('s1', %s, %s)", [ids[3:], []])
+
+
+def test_recover_stuck_fails_never_requeues(db, uid):
+    dev = make_device(db, uid)
+    lease(db, [dev])
+    ids = queue(db, uid, dev, 2)
+    claim(db)
+    db.execute("UPDATE broadcast_messages SET claimed_at = now() - interval '6 minutes' WHERE id = %s", [ids[0]])
+    assert db.execute("SELECT recover_stuck() AS n").fetchone()["n"] == 1
+    assert db.execute("SELECT recover_stuck('0 seconds') AS n").fetchone()["n"] == 0  # same instant
+    db.execute("UPDATE broadcast_messages SET claimed_at = now() - interval '2 seconds' WHERE id = %s", [ids[1]])
+    assert db.execute("SELECT recover_stuck('1 second') AS n").fetchone()["n"] == 1
+    rows = db.execute("SELECT status, error_message FROM broadcast_messages WHERE id = ANY(%s)", [ids]).fetchall()
+    assert {(r["status"], r["error_message"]) for r in rows} == {("failed", "stuck: sender vanished")}
+    assert db.execute("SELECT complete_messages('s1', %s, %s) AS n", [ids, ["a", "b"]]).fetchone()["n"] == 0
+
+
+def test_skip_rules(db, uid):
+    def dev(status, changed_ago="0 seconds", banned_until=None):
+        d = make_device(db, uid, status=status)
+        db.execute("UPDATE user_devices SET status_changed_at = now() - %s::interval, banned_until = %s WHERE id = %s",
+                   [changed_ago, banned_until, d])
+        return d
+
+    now = db.execute("SELECT now() AS n").fetchone()["n"]
+    cases = {
+        "logged_out": (dev("logged_out"), "skipped: device logged out"),
+        "banned": (dev("banned"), "skipped: device banned"),
+        "ban_expired_long_ago": (dev("banned", banned_until=now - timedelta(hours=1)), "still banned"),
+        "offline_long": (dev("offline", "31 minutes"), "offline for more than"),
+        "connecting_long": (dev("connecting", "2 hours"), "offline for more than"),
+        "temporarily_banned": (dev("banned", banned_until=now + timedelta(hours=1)), None),
+        "brief_disconnect": (dev("offline", "5 minutes"), None),
+        "online": (dev("online"), None),
+    }
+    ids = {name: queue(db, uid, d, 2) for name, (d, _) in cases.items()}
+    future = queue(db, uid, cases["logged_out"][0], 1, scheduled="1 day")
+    held = queue(db, uid, cases["logged_out"][0], 1, held=True)
+    deleted = make_device(db, uid)
+    orphan = queue(db, uid, deleted, 1)
+    db.execute("DELETE FROM user_devices WHERE id = %s", [deleted])
+
+    assert db.execute("SELECT skip_undeliverable() AS n").fetchone()["n"] == 2 * 5 + 1
+    for name, (_, reason) in cases.items():
+        rows = db.execute("SELECT status, error_message, failed_at FROM broadcast_messages WHERE id = ANY(%s)",
+                          [ids[name]]).fetchall()
+        if reason is None:
+            assert {r["status"] for r in rows} == {"pending"}, name
+        else:
+            assert {r["status"] for r in rows} == {"skipped"}, name
+            assert all(reason in r["error_message"] and r["failed_at"] for r in rows), name
+    assert db.execute("SELECT status, error_message FROM broadcast_messages WHERE id = %s", orphan).fetchone() == \
+        {"status": "skipped", "error_message": "skipped: device deleted"}
+    assert db.execute("SELECT count(*) FROM broadcast_messages WHERE id = ANY(%s) AND status = 'pending'",
+                      [future + held]).fetchone()["count"] == 2
+    # A shorter grace is a parameter.
+    assert db.execute("SELECT skip_undeliverable('1 minute') AS n").fetchone()["n"] == 2
+
+
+def test_insert_notifies_once_per_statement(connect_committed):
+    listener = connect_committed()
+    listener.execute("LISTEN wa_dispatch")
+    c = connect_committed()
+    uid = make_user(c)
+    dev = make_device(c, uid)
+    queue(c, uid, dev, 500)
+    queue(c, uid, dev, 3)
+    c.execute("UPDATE broadcast_messages SET held = false WHERE device_id = %s", [dev])
+    c.execute("UPDATE broadcast_messages SET content = 'x' WHERE device_id = %s", [dev])  # not a release
+    notes = list(listener.notifies(timeout=0.5))
+    assert [n.channel for n in notes] == ["wa_dispatch"] * 3
+
+
+def test_device_performance_monitor(db, uid):
+    dev = make_device(db, uid, hourly_limit=50, daily_limit=500)
+    lease(db, [dev])
+    ids = queue(db, uid, dev, 3)
+    claim(db)
+    db.execute("SELECT complete_messages('s1', %s, %s)", [ids[:1], ["w1"]])
+    row = db.execute("SELECT * FROM device_performance_monitor WHERE device_id = %s", [dev]).fetchone()
+    assert row["device_status"] == "online" and row["user_id"] == uid
+    assert (row["messages_hour"], row["messages_today"], row["processing_now"]) == (3, 3, 2)
+    assert (row["hourly_limit"], row["daily_limit"]) == (50, 500)
+    assert row["last_sent_at"] is not None
+
+
+def test_next_dispatch_at(db, uid):
+    dev = make_device(db, uid, min_delay=30, max_delay=30)
+    lease(db, [dev])
+    assert db.execute("SELECT next_dispatch_at('s1') AS t").fetchone()["t"] is None
+    queue(db, uid, dev, 2)
+    claim(db)
+    t = db.execute("SELECT next_dispatch_at('s1') - now() AS t").fetchone()["t"]
+    assert t == timedelta(seconds=30)
