@@ -27,6 +27,7 @@ import psycopg
 
 from common.config import require_database_url
 from common.db import connect
+from sender.device_commands import DeviceCommands
 from sender.events import EventSink
 from sender.media import MediaError, prepare_image
 from sender.settings import SenderSettings
@@ -49,6 +50,9 @@ class Worker:
         self.sender_id = sender_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.events = EventSink(self.url, listeners=[self._on_event])
         self.transport = transport_factory(self.events.put)
+        self.commands = DeviceCommands(self.url, self.sender_id, self.transport, stop_device=self._stop_device,
+                                       start_device=lambda d, jid, phone: self._start_device(
+                                           {"device_id": d, "jid": jid, "phone": phone}))
         self.pool = ThreadPoolExecutor(self.settings.send_threads, thread_name_prefix="send")
         self._wake = threading.Event()        # dispatch loop: work may be available
         self._lease_wake = threading.Event()  # lease loop: devices may be available
@@ -76,6 +80,7 @@ class Worker:
                      [self.sender_id, socket.gethostname(), os.getpid(), self.settings.capacity])
         log.info("sender %s started", self.sender_id)
         self.events.start()
+        self.commands.start()
         for target in (self._listen_loop, self._lease_loop):
             t = threading.Thread(target=target, name=target.__name__.strip("_"), daemon=True)
             t.start()
@@ -86,6 +91,7 @@ class Worker:
             self._shutdown(conn)
 
     def _shutdown(self, conn):
+        self.commands.stop()
         for t in self._threads:
             t.join(timeout=5)
         with self._devices_lock:

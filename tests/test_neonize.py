@@ -236,24 +236,26 @@ def test_go_stdout_goes_to_the_sink_and_python_output_stays(tmp_path):
 
 
 def test_the_transport_reports_into_the_device_row(committed_db_url, transport_factory):
-    """End to end with the dispatch helper's event handling: the offline failure lands on the device."""
-    events = pytest.importorskip("sender.events")
-    with psycopg.connect(committed_db_url, autocommit=True) as c:
-        from psycopg.rows import dict_row
-        c.row_factory = dict_row
-        uid = make_user(c)
-        dev = make_device(c, uid, status="connecting")
-    handle = events.EventHandler(committed_db_url) if hasattr(events, "EventHandler") else None
-    if handle is None:
-        pytest.skip("sender.events has no EventHandler yet")
-    t, rec = transport_factory(max_attempts=1)
-    t.on_event = handle
-    t.start(DeviceSession(dev))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with psycopg.connect(committed_db_url) as c:
-            status, reason = c.execute("SELECT status, status_reason FROM user_devices WHERE id = %s", [dev]).fetchone()
-        if status == "offline" and reason and "gave up" in reason:
-            break
-        time.sleep(0.1)
-    assert status == "offline" and "gave up after 1 attempts" in reason
+    """End to end with the sender's event sink: the offline failure lands on the device row."""
+    from psycopg.rows import dict_row
+
+    from sender.events import EventSink
+    with psycopg.connect(committed_db_url, autocommit=True, row_factory=dict_row) as c:
+        dev = make_device(c, make_user(c), status="connecting")
+    sink = EventSink(committed_db_url)
+    sink.start()
+    try:
+        t, rec = transport_factory(max_attempts=1)
+        t.on_event = sink.put
+        t.start(DeviceSession(dev))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with psycopg.connect(committed_db_url) as c:
+                status, reason = c.execute("SELECT status, status_reason FROM user_devices WHERE id = %s",
+                                           [dev]).fetchone()
+            if status == "offline":
+                break
+            time.sleep(0.1)
+    finally:
+        sink.stop()
+    assert status == "offline" and "gave up after 1 attempts" in reason and "dial" in reason

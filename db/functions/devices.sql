@@ -265,3 +265,17 @@ END $$;
 COMMENT ON FUNCTION whatsmeow_session_exists(text) IS
   'True when neonize''s store holds the session of this jid. neonize aborts the process when asked to resume '
   'a jid without one, so the transport checks before every resume.';
+
+CREATE OR REPLACE FUNCTION finish_device_delete(p_command_id bigint)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE v_cmd device_commands%ROWTYPE;
+BEGIN
+  SELECT * INTO v_cmd FROM device_commands WHERE id = p_command_id AND command = 'delete' AND status = 'taken';
+  IF NOT FOUND THEN
+    RETURN NULL;   -- deleted already (say, by the health tick's fallback)
+  END IF;
+  RETURN delete_device(v_cmd.user_id, v_cmd.device_id);   -- the command row goes with the device
+END $$;
+COMMENT ON FUNCTION finish_device_delete(bigint) IS
+  'The sender''s last step of a delete command, after logging the device out: delete_device for its owner. '
+  'NULL when the device is gone already.';

@@ -1,0 +1,96 @@
+"""Dashboard commands for this sender's devices (device_commands rows, db/functions/devices.sql).
+
+The web never reaches a WhatsApp connection: it inserts a command and NOTIFYs wa_device_commands;
+this thread (one per sender process) wakes, takes the commands for devices this sender leases and
+runs them on the transport, then records each outcome (pushed live to the owner). A command no
+sender takes expires in device_health_tick.
+"""
+import logging
+import threading
+
+import psycopg
+
+from common.db import connect
+
+log = logging.getLogger("sender.device_commands")
+
+CHANNEL = "wa_device_commands"
+
+
+class DeviceCommands:
+    def __init__(self, url, sender_id, transport, start_device, stop_device, poll_seconds=5.0):
+        """start_device(device_id, jid, phone) and stop_device(device_id) are the worker's own, so
+        its record of which devices run stays true."""
+        self.url, self.sender_id, self.transport = url, sender_id, transport
+        self.start_device, self.stop_device = start_device, stop_device
+        self.poll_seconds = poll_seconds
+        self._stopping = threading.Event()
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._loop, name="device-commands", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout=5.0):
+        self._stopping.set()
+        if self._thread:
+            self._thread.join(timeout)
+
+    def _loop(self):
+        while not self._stopping.is_set():
+            try:
+                with connect(self.url, application_name="wa-sender-commands") as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    while not self._stopping.is_set():
+                        self.run_pending(conn)
+                        for _ in conn.notifies(timeout=self.poll_seconds, stop_after=1):
+                            pass
+            except psycopg.OperationalError as exc:
+                log.warning("device commands: database unavailable (%s)", str(exc).splitlines()[0] if str(exc) else exc)
+                self._stopping.wait(1.0)
+
+    def run_pending(self, conn):
+        """Takes and runs every pending command of this sender's devices; returns how many ran."""
+        commands = conn.execute("SELECT * FROM take_device_commands(%s)", [self.sender_id]).fetchall()
+        for cmd in commands:
+            try:
+                result = self.run(conn, cmd)
+                error = None
+            except Exception as exc:  # noqa: BLE001 - a failed command is reported, never fatal
+                result, error = None, str(exc) or exc.__class__.__name__
+                log.warning("device %s: %s failed: %s", cmd["device_id"], cmd["command"], error)
+            if cmd["command"] != "delete" or error:
+                conn.execute("SELECT finish_device_command(%s, %s, %s)", [cmd["id"], error, result])
+        return len(commands)
+
+    def run(self, conn, cmd):
+        device_id, command = cmd["device_id"], cmd["command"]
+        if command == "pair":
+            self.stop_device(device_id)
+            self.start_device(device_id, None, None)
+            return "pairing: scan the QR code"
+        if command == "pair_phone":
+            self.transport.pair_phone(device_id, cmd["phone"])
+            return "pairing: type the code on the phone"
+        if command == "simulate_scan":
+            scan = getattr(self.transport, "scan", None)
+            if scan is None:
+                raise RuntimeError("simulate scan works only with the simulated transport (WA_TRANSPORT=sim)")
+            scan(device_id)
+            return "scanned"
+        if command == "logout":
+            self.transport.logout(device_id)
+            return "logged out"
+        if command == "reconnect":
+            self.stop_device(device_id)
+            self.start_device(device_id, cmd["jid"], None)
+            return "reconnecting with the stored session"
+        if command == "delete":
+            try:
+                self.transport.logout(device_id)   # off the phone's Linked Devices, when connected
+            except Exception as exc:  # noqa: BLE001 - the device goes anyway; its rows are removed below
+                log.info("device %s: logout before delete failed: %s", device_id, exc)
+            self.stop_device(device_id)
+            conn.execute("SELECT finish_device_delete(%s)", [cmd["id"]])
+            return "deleted"
+        raise ValueError(f"unknown command {command!r}")
