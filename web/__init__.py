@@ -13,7 +13,7 @@ from common.config import VAR, ConfigError, require_database_url
 csrf = CSRFProtect()
 
 # Each area is one blueprint module in web/ exposing `bp`.
-BLUEPRINTS = ["health", "auth", "pages", "live", "chat", "openapi", "sequences"]
+BLUEPRINTS = ["health", "auth", "pages", "live", "chat", "openapi", "sequences", "devices"]
 
 
 def _secret_key():

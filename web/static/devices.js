@@ -1,0 +1,98 @@
+// Devices page: add, rename, delete, pair (QR or phone code), simulate scan, log out, reconnect.
+// Status, QR codes, pairing codes and command outcomes arrive live (window.live, /ws); the QR
+// payload is rendered to SVG by the server (POST, so the pairing secret stays out of URLs).
+(function () {
+  "use strict";
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+
+  async function send(method, url, body) {
+    const res = await fetch(url, {
+      method, credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(data.error || res.statusText);
+    return data;
+  }
+
+  function row(deviceId) { return document.querySelector(`tr[data-device-id="${deviceId}"]`); }
+
+  async function showQr(deviceId, code) {
+    const tr = row(deviceId);
+    if (!tr) return;
+    const res = await fetch(`/api/devices/${deviceId}/qr.svg`, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+      body: JSON.stringify({ code }),
+    });
+    if (!res.ok) return;
+    const img = tr.querySelector(".pairing img");
+    if (img.src) URL.revokeObjectURL(img.src);
+    img.src = URL.createObjectURL(await res.blob());
+    img.hidden = false;
+    tr.querySelector(".pairing").hidden = false;
+  }
+
+  function showCode(deviceId, code) {
+    const tr = row(deviceId);
+    if (!tr) return;
+    tr.querySelector(".pairing img").hidden = true;
+    tr.querySelector(".pairing .code").textContent = "Type this code on the phone: " + code;
+    tr.querySelector(".pairing").hidden = false;
+  }
+
+  const actions = {
+    rename: async (id, tr) => {
+      const name = prompt("New name", tr.querySelector(".name").textContent);
+      if (name === null) return;
+      await send("PATCH", `/api/devices/${id}`, { device_name: name });
+      tr.querySelector(".name").textContent = name.trim();
+    },
+    "pair-phone": async (id) => {
+      const phone = prompt("The phone's WhatsApp number, country code first (e.g. 60123456789)");
+      if (phone) await send("POST", `/api/devices/${id}/pair-phone`, { phone });
+    },
+    delete: async (id) => {
+      if (!confirm("Delete this device? Its leads go back to the AI pool and its waiting messages are skipped.")) return;
+      const out = await send("DELETE", `/api/devices/${id}`);
+      if (out.pending) alert("The device is logging out; it disappears when its sender confirms.");
+      else location.reload();
+    },
+  };
+  ["pair", "simulate-scan", "logout", "reconnect"].forEach((name) => {
+    actions[name] = (id) => send("POST", `/api/devices/${id}/${name}`, {});
+  });
+
+  document.getElementById("devices").addEventListener("click", async (e) => {
+    const btn = e.target.closest("[data-action]");
+    if (!btn) return;
+    const tr = btn.closest("tr");
+    btn.disabled = true;
+    try { await actions[btn.dataset.action](tr.dataset.deviceId, tr); }
+    catch (err) { alert(err.message); }
+    finally { btn.disabled = false; }
+  });
+
+  document.getElementById("device-add").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await send("POST", "/api/devices", { device_name: e.target.device_name.value });
+      location.reload();
+    } catch (err) { alert(err.message); }
+  });
+
+  if (!window.live) return;
+  live.on("device_pairing", (d) => (d.kind === "qr" ? showQr(d.device_id, d.code) : showCode(d.device_id, d.code)));
+  live.on("device_status", (d) => {
+    const tr = row(d.device_id);
+    if (!tr) return;
+    if (tr.dataset.status !== d.status) {
+      // Status changes the buttons a device offers: redraw from the server.
+      location.reload();
+    }
+  });
+  live.on("device_command", (d) => { if (d.status === "failed") alert(`${d.command}: ${d.error}`); });
+  live.on("device_deleted", () => location.reload());
+  live.on("live.reconnected", () => location.reload());
+})();
