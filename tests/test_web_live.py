@@ -107,7 +107,7 @@ def test_a_full_queue_drops_the_oldest_and_asks_for_a_resync():
 
 
 def test_malformed_payloads_are_ignored():
-    h = live.Hub("postgresql:///unused")
+    h = live.Hub(pool=None)
     sub = live.Subscriber(7)
     h._subscribers[7].add(sub)
     for payload in ("not json", '{"type": "x"}', '{"user_id": "abc", "type": "x"}'):

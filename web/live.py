@@ -98,8 +98,8 @@ class Subscriber:
 class Hub:
     """One per process: a LISTEN connection routing each payload to its owner's subscribers."""
 
-    def __init__(self, url):
-        self.url = url
+    def __init__(self, pool):
+        self.pool = pool  # the app's pool: its conninfo to LISTEN with; once closed, the listener ends
         self.listening = threading.Event()
         self._subscribers = collections.defaultdict(set)
         self._lock = threading.Lock()
@@ -142,18 +142,21 @@ class Hub:
 
     def _listen(self):
         backoff, connected_before = 0.5, False
-        while True:
+        while not self.pool.closed:
             try:
-                with psycopg.connect(self.url, autocommit=True, application_name="wa-web-live") as c:
+                with psycopg.connect(self.pool.conninfo, autocommit=True, application_name="wa-web-live") as c:
                     c.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
                     if connected_before:  # events committed while we were away are lost: say so
                         self._broadcast_resync("listener reconnected")
                     connected_before, backoff = True, 0.5
-                    for note in c.notifies():
-                        self.dispatch(note.payload)
+                    while not self.pool.closed:
+                        for note in c.notifies(timeout=1.0):
+                            self.dispatch(note.payload)
             except psycopg.Error as exc:
                 self.listening.clear()
+                if self.pool.closed:
+                    break
                 log.warning("live listener lost the database (%s); retrying in %.1fs", exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 30)
@@ -167,7 +170,7 @@ def hub():
     with _hub_lock:
         h = current_app.extensions.get("live_hub")
         if h is None:
-            h = current_app.extensions["live_hub"] = Hub(current_app.extensions["db_pool"].conninfo)
+            h = current_app.extensions["live_hub"] = Hub(current_app.extensions["db_pool"])
         return h
 
 

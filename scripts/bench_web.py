@@ -1,0 +1,159 @@
+"""Dashboard benchmark: server time (p95) of every page and API list with a large history loaded,
+and the latency of a live event from its commit to a websocket client.
+
+Targets (issue 7): p95 <= 200 ms per page/API list with 1M leads and 10M messages; live event
+<= 500 ms. Run under `flock /tmp/bench.lock .venv/bin/python -m scripts.bench_web [--quick]`.
+A dedicated database is created, applied through scripts.apply.apply, and dropped afterwards.
+The last line is `ratio=<worst of p95/200 ms and live p95/500 ms>` (<= 1 meets the targets)."""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import psycopg
+from psycopg.rows import dict_row
+
+from common.config import require_database_url
+from common.db import with_database
+from scripts import apply
+
+FULL = {"leads": 1_000_000, "messages": 10_000_000, "devices": 50, "chats": 20_000, "chat_messages": 1_000_000, "runs": 40}
+QUICK = {"leads": 50_000, "messages": 300_000, "devices": 20, "chats": 2_000, "chat_messages": 60_000, "runs": 15}
+PAGE_TARGET_MS, LIVE_TARGET_MS = 200, 500
+
+
+def load(url, size):
+    """One owner holding the whole history (the worst case for per-owner queries), plus a
+    second owner so scoping is exercised."""
+    from tests.factories import PASSWORD_HASH
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as c:
+        owner = c.execute("SELECT create_user('bench@example.com', 'Bench', %s) AS id", [PASSWORD_HASH]).fetchone()["id"]
+        c.execute("SELECT create_user('other@example.com', 'Other', %s)", [PASSWORD_HASH])
+        for n in range(size["devices"]):
+            c.execute("SELECT create_device(%s, %s)", [owner, f"device {n}"])
+        c.execute("UPDATE user_devices SET status = 'online', phone = (60110000000 + id)::text WHERE user_id = %s", [owner])
+        devices = [r["id"] for r in c.execute("SELECT id FROM user_devices WHERE user_id = %s ORDER BY id", [owner])]
+        d0, nd = devices[0], len(devices)
+        c.execute("""INSERT INTO leads (user_id, device_id, name, phone, niche, target_status)
+                     SELECT %s, %s + g %% %s, 'Lead ' || g, (60120000000 + g)::text,
+                            (ARRAY['fitness','food','beauty'])[1 + g %% 3], (ARRAY['prospect','customer'])[1 + g %% 2]
+                       FROM generate_series(1, %s) g""", [owner, d0, nd, size["leads"]])
+        # 30 days of history: 88 % sent, 4 % failed, the rest pending (some due, some later).
+        c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, status, scheduled_at,
+                                                     claimed_at, claimed_by, sent_at, failed_at, error_message, created_at)
+                     SELECT %s, %s + g %% %s, (60120000000 + g %% %s)::text, 'hello', s.status, t.at,
+                            CASE WHEN s.status <> 'pending' THEN t.at END, CASE WHEN s.status <> 'pending' THEN 'bench' END,
+                            CASE WHEN s.status = 'sent' THEN t.at END, CASE WHEN s.status = 'failed' THEN t.at END,
+                            CASE WHEN s.status = 'failed' THEN 'bench failure' END, t.at
+                       FROM generate_series(1, %s) g
+                      CROSS JOIN LATERAL (SELECT CASE WHEN g %% 25 < 22 THEN 'sent' WHEN g %% 25 = 22 THEN 'failed'
+                                                      ELSE 'pending' END AS status) s
+                      CROSS JOIN LATERAL (SELECT CASE WHEN s.status = 'pending' THEN now() + (g %% 7200 - 3600) * interval '1 second'
+                                                      ELSE now() - (g::float / %s) * interval '30 days' END AS at) t""",
+                  [owner, d0, nd, size["leads"], size["messages"], size["messages"]])
+        c.execute("""INSERT INTO whatsapp_chats (user_id, device_id, chat_jid, phone, name, last_message_at, last_message_preview, unread_count)
+                     SELECT %s, %s + g %% %s, (60120000000 + g)::text || '@s.whatsapp.net', (60120000000 + g)::text,
+                            'Lead ' || g, now() - (g %% 2000) * interval '30 minutes', 'hi there', g %% 3
+                       FROM generate_series(1, %s) g""", [owner, d0, nd, size["chats"]])
+        c.execute("""INSERT INTO whatsapp_messages (user_id, device_id, chat_id, wa_message_id, from_me, content, sent_at)
+                     SELECT %s, ch.device_id, ch.id, 'w' || g, false, 'message ' || g, now() - (g %% 40000) * interval '1 minute'
+                       FROM generate_series(1, %s) g
+                       JOIN whatsapp_chats ch ON ch.id = (SELECT min(id) FROM whatsapp_chats) + g %% %s""",
+                  [owner, size["chat_messages"], size["chats"]])
+        c.execute("""INSERT INTO device_send_minutes (device_id, minute, sends)
+                     SELECT d, date_trunc('minute', now()) - m * interval '1 minute', 1
+                       FROM unnest(%s::bigint[]) d, generate_series(0, 1439, 3) m""", [devices])
+        c.execute("VACUUM ANALYZE")
+    return owner
+
+
+def time_routes(app, runs):
+    """p95 server time (ms) of every signed-in GET page and API list, ids filled with the owner's."""
+    from tests.test_authz_matrix import PUBLIC, resource_for
+    from tests.webutil import login
+    client = app.test_client()
+    assert login(client, "bench@example.com").status_code == 302
+    pool = app.extensions["db_pool"]
+    with pool.connection() as c:
+        ids = c.execute("""SELECT (SELECT min(id) FROM user_devices) AS device,
+                                  (SELECT id FROM whatsapp_chats ORDER BY last_message_at DESC LIMIT 1) AS chat,
+                                  (SELECT min(id) FROM leads) AS lead""").fetchone()
+    results = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if "GET" not in rule.methods or rule.websocket or rule.endpoint == "static" or PUBLIC.match(rule.rule):
+            continue
+        values = {arg: ids.get(resource_for(rule, arg)) for arg in rule.arguments}
+        if any(v is None for v in values.values()):
+            continue
+        url = rule.build(values, append_unknown=False)[1] if values else rule.rule
+        samples, status = [], None
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            status = client.get(url).status_code
+            samples.append((time.perf_counter() - t0) * 1000)
+        results[url] = (statistics.quantiles(samples, n=20)[18], status)
+    return results
+
+
+def live_latency(app, events=40):
+    """ms from a notify_user commit to its arrival at a websocket client, per event."""
+    from tests.liveserver import LiveClient, serving, session_cookie
+    with serving(app) as host, psycopg.connect(app.extensions["db_pool"].conninfo, autocommit=True) as c:
+        owner = c.execute("SELECT id FROM users WHERE email = 'bench@example.com'").fetchone()[0]
+        client = LiveClient(host, session_cookie(app, "bench@example.com"))
+        assert app.extensions["live_hub"].listening.wait(5)
+        samples = []
+        for n in range(events):
+            t0 = time.time()
+            c.execute("SELECT notify_user(%s, 'bench', jsonb_build_object('n', %s::int))", [owner, n])
+            event = client.wait_for("bench", timeout=5)
+            assert event["data"]["n"] == n
+            samples.append((time.time() - t0) * 1000)
+            time.sleep(0.05)
+        client.close()
+    return samples
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller data, under a minute")
+    args = parser.parse_args(argv)
+    size = QUICK if args.quick else FULL
+    base = require_database_url()
+    name = f"wa_bench_web_{os.getpid()}"
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    url = with_database(base, name)
+    try:
+        apply.apply(url)
+        t0 = time.monotonic()
+        load(url, size)
+        print(f"loaded {size['leads']:,} leads, {size['messages']:,} messages, {size['chats']:,} chats "
+              f"({size['chat_messages']:,} chat messages) in {time.monotonic() - t0:.0f} s")
+        from web import create_app
+        app = create_app(url)
+        try:
+            routes = time_routes(app, size["runs"])
+            for url_, (p95, status) in routes.items():
+                print(f"  p95 {p95:7.1f} ms  {status}  GET {url_}")
+            live = live_latency(app)
+        finally:
+            app.extensions["db_pool"].close()
+    finally:
+        with psycopg.connect(base, autocommit=True) as c:
+            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    worst_url, (worst, _) = max(routes.items(), key=lambda kv: kv[1][0])
+    live_p95 = statistics.quantiles(live, n=20)[18]
+    print(f"worst page p95 {worst:.1f} ms ({worst_url}); target {PAGE_TARGET_MS} ms")
+    print(f"live event commit->websocket: p50 {statistics.median(live):.1f} ms, p95 {live_p95:.1f} ms, "
+          f"max {max(live):.1f} ms; target {LIVE_TARGET_MS} ms")
+    ratio = max(worst / PAGE_TARGET_MS, live_p95 / LIVE_TARGET_MS)
+    print(f"ratio={ratio:.3f} page_p95_ms={worst:.1f} live_p95_ms={live_p95:.1f} "
+          f"leads={size['leads']} messages={size['messages']} (<= 1 meets both targets)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
