@@ -52,7 +52,8 @@ class Worker:
         self.transport = transport_factory(self.events.put)
         self.commands = DeviceCommands(self.url, self.sender_id, self.transport, stop_device=self._stop_device,
                                        start_device=lambda d, jid, phone: self._start_device(
-                                           {"device_id": d, "jid": jid, "phone": phone}))
+                                           {"device_id": d, "jid": jid, "phone": phone}),
+                                       poll_seconds=min(self.settings.poll_seconds, 1.0))
         self.pool = ThreadPoolExecutor(self.settings.send_threads, thread_name_prefix="send")
         self._wake = threading.Event()        # dispatch loop: work may be available
         self._lease_wake = threading.Event()  # lease loop: devices may be available

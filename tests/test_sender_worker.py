@@ -1,0 +1,200 @@
+"""The worker in-process against the real database and the simulated network: sends, pacing,
+caps, the truth of device_load_balance, NOTIFY wake-ups and transport events."""
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+
+import pytest
+
+from tests.test_sender_support import (add_devices, assert_no_duplicates, conn, new_owner, queue, received,
+                                       reset, running_worker, statuses, wait_until)
+
+
+@pytest.fixture
+def c(committed_db_url):
+    with conn(committed_db_url) as c:
+        reset(c)
+        yield c
+
+
+@pytest.fixture
+def store(tmp_path):
+    return tmp_path / "simnet"
+
+
+def device_status(c, device_id):
+    return c.execute("SELECT status, status_reason, banned_until, jid FROM user_devices WHERE id = %s",
+                     [device_id]).fetchone()
+
+
+def test_sends_every_message_once_with_rendered_content(c, committed_db_url, store):
+    uid = new_owner(c)
+    devices = add_devices(c, uid, 10)
+    with running_worker(committed_db_url, store):
+        ids = queue(c, uid, devices, 30, content="{Hi|Hello} {name}")
+        wait_until(lambda: statuses(c, ids) == {"sent": 300}, what="all sent")
+    got = {r["message_id"]: r for r in received(store)}
+    assert set(got) == set(ids) and len(received(store)) == 300
+    assert {r["text"].split(" ", 1)[0] for r in got.values()} == {"Hi", "Hello"}
+    assert all(r["text"].split(" ", 1)[1].startswith("Lead ") for r in got.values())
+    rows = c.execute("SELECT id, wa_message_id FROM broadcast_messages WHERE id = ANY(%s)", [ids]).fetchall()
+    assert all(r["wa_message_id"] == got[r["id"]]["wa_message_id"] for r in rows)
+
+
+def test_pacing_delays_stay_inside_min_max(c, committed_db_url, store):
+    uid = new_owner(c)
+    devices = add_devices(c, uid, 3, min_delay=1, max_delay=2)
+    with running_worker(committed_db_url, store):
+        ids = queue(c, uid, devices, 3)
+        wait_until(lambda: statuses(c, ids) == {"sent": 9}, timeout=15, what="paced sends")
+    claims = defaultdict(list)
+    for r in c.execute("SELECT device_id, claimed_at FROM broadcast_messages WHERE id = ANY(%s) ORDER BY claimed_at",
+                       [ids]):
+        claims[r["device_id"]].append(r["claimed_at"])
+    gaps = [(b - a).total_seconds() for times in claims.values() for a, b in zip(times, times[1:])]
+    assert len(gaps) == 6
+    assert all(1.0 <= g for g in gaps), gaps                 # never sooner than min
+    assert all(g <= 2.0 + 0.4 for g in gaps), gaps           # woken at the next allowed time, not late
+
+
+def test_hourly_cap_holds_and_load_balance_is_true(c, committed_db_url, store):
+    uid = new_owner(c)
+    capped = add_devices(c, uid, 2, hourly_limit=5)
+    free = add_devices(c, uid, 2)
+    with running_worker(committed_db_url, store):
+        ids = queue(c, uid, capped + free, 12)
+        wait_until(lambda: statuses(c, ids) == {"sent": 10 + 24, "pending": 14}, what="capped devices stop at 5")
+        time.sleep(0.5)   # several more claim rounds: still capped
+        assert statuses(c, ids) == {"sent": 34, "pending": 14}
+        available = {r["device_id"]: r["is_available"] for r in c.execute(
+            "SELECT device_id, is_available FROM device_load_balance WHERE device_id = ANY(%s)", [capped + free])}
+    assert available == {d: d in free for d in capped + free}
+    sent_by_device = defaultdict(int)
+    for r in received(store):
+        sent_by_device[r["device_id"]] += 1
+    truth = {r["device_id"]: r for r in c.execute("""
+        SELECT device_id, count(*) FILTER (WHERE status = 'sent') AS sent,
+               count(*) FILTER (WHERE claimed_at > now() - interval '1 hour') AS claimed_hour
+          FROM broadcast_messages WHERE id = ANY(%s) GROUP BY 1""", [ids])}
+    view = {r["device_id"]: r for r in c.execute(
+        "SELECT * FROM device_load_balance WHERE device_id = ANY(%s)", [capped + free])}
+    for d in capped + free:
+        expected = 5 if d in capped else 12
+        assert truth[d]["sent"] == truth[d]["claimed_hour"] == sent_by_device[d] == expected
+        assert view[d]["messages_hour"] == view[d]["messages_today"] == expected
+
+
+def test_notify_wakes_an_idle_worker(c, committed_db_url, store):
+    uid = new_owner(c)
+    devices = add_devices(c, uid, 1)
+    with running_worker(committed_db_url, store, poll_seconds=30):
+        wait_until(lambda: device_status(c, devices[0])["status"] == "online", what="device online")
+        time.sleep(0.3)   # idle, sleeping on LISTEN
+        latencies = []
+        for i in range(5):
+            t0 = time.time()
+            ids = queue(c, uid, devices, 1)
+            wait_until(lambda: any(r["message_id"] == ids[0] for r in received(store)), timeout=5, step=0.002,
+                       what="the send")
+            at = next(r["at"] for r in received(store) if r["message_id"] == ids[0])
+            latencies.append(at - t0)
+        assert max(latencies) < 0.25, latencies   # far below the 30 s poll: woken by NOTIFY
+
+
+def test_temporary_ban_delays_then_resumes(c, committed_db_url, store):
+    uid = new_owner(c)
+    (dev,) = add_devices(c, uid, 1)
+    with running_worker(committed_db_url, store) as w:
+        wait_until(lambda: device_status(c, dev)["status"] == "online", what="online")
+        w.transport.ban(dev, seconds=1.5)
+        wait_until(lambda: device_status(c, dev)["status"] == "banned", what="banned")
+        s = device_status(c, dev)
+        assert s["banned_until"] > datetime.now(timezone.utc) and "463" in s["status_reason"]
+        ids = queue(c, uid, [dev], 3)
+        time.sleep(0.5)
+        assert statuses(c, ids) == {"pending": 3}
+        assert c.execute("SELECT skip_undeliverable() AS n").fetchone()["n"] == 0   # a ban only delays
+        wait_until(lambda: statuses(c, ids) == {"sent": 3}, timeout=5, what="sent after the ban")
+        assert device_status(c, dev)["banned_until"] is None
+
+
+def test_logout_releases_the_device_and_its_messages_are_skipped(c, committed_db_url, store):
+    uid = new_owner(c)
+    (dev,) = add_devices(c, uid, 1)
+    with running_worker(committed_db_url, store) as w:
+        wait_until(lambda: device_status(c, dev)["status"] == "online", what="online")
+        w.transport.remote_logout(dev)
+        wait_until(lambda: device_status(c, dev)["status"] == "logged_out", what="logged out")
+        wait_until(lambda: c.execute("SELECT count(*) AS n FROM device_leases WHERE device_id = %s",
+                                     [dev]).fetchone()["n"] == 0, what="lease released")
+        assert device_status(c, dev)["jid"] is None
+        ids = queue(c, uid, [dev], 2)
+        assert c.execute("SELECT skip_undeliverable() AS n").fetchone()["n"] == 2
+    assert statuses(c, ids) == {"skipped": 2}
+
+
+def test_pairing_by_qr_then_receipts_and_brief_disconnect(c, committed_db_url, store):
+    uid = new_owner(c)
+    (dev,) = add_devices(c, uid, 1, jid=False)
+    listener = conn(committed_db_url)
+    listener.execute("LISTEN wa_events")
+    sim = dict(delivered_after_s=0.05, read_rate=1.0, read_after_s=0.05)
+    with running_worker(committed_db_url, store, sim=sim) as w:
+        qr = wait_until(lambda: [n for n in listener.notifies(timeout=0.2) if '"device_pairing"' in n.payload],
+                        what="a QR pushed to the owner")
+        assert f'"device_id": {dev}' in qr[0].payload and '"qr"' in qr[0].payload
+        jid = w.transport.scan(dev, phone="60111222333")
+        wait_until(lambda: device_status(c, dev)["status"] == "online", what="paired and online")
+        assert device_status(c, dev)["jid"] == jid
+        ids = queue(c, uid, [dev], 2)
+        wait_until(lambda: c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE id = ANY(%s) "
+                                     "AND read_at IS NOT NULL AND delivered_at <= read_at", [ids]).fetchone()["n"] == 2,
+                   what="delivered and read receipts")
+        w.transport.disconnect(dev, reconnect_after_s=0.5)
+        wait_until(lambda: device_status(c, dev)["status"] == "offline", what="offline")
+        more = queue(c, uid, [dev], 2)
+        assert c.execute("SELECT skip_undeliverable() AS n").fetchone()["n"] == 0   # brief: only delayed
+        wait_until(lambda: statuses(c, more) == {"sent": 2}, what="sent after reconnecting")
+    listener.close()
+    events = [r["event"] for r in c.execute("SELECT event FROM device_events WHERE device_id = %s ORDER BY id", [dev])]
+    assert events[:2] == ["paired", "online"] and "offline" in events
+
+
+def test_send_failures_fail_the_message_once(c, committed_db_url, store):
+    uid = new_owner(c)
+    devices = add_devices(c, uid, 4)
+    with running_worker(committed_db_url, store, sim=dict(failure_rate=0.3, seed=7)):
+        ids = queue(c, uid, devices, 25)
+        wait_until(lambda: set(statuses(c, ids)) <= {"sent", "failed"}, what="all done")
+    s = statuses(c, ids)
+    assert s["sent"] + s["failed"] == 100 and 10 <= s["failed"] <= 50
+    assert assert_no_duplicates(store) == set(r["id"] for r in c.execute(
+        "SELECT id FROM broadcast_messages WHERE id = ANY(%s) AND status = 'sent'", [ids]))
+    errors = {r["error_message"] for r in c.execute(
+        "SELECT error_message FROM broadcast_messages WHERE id = ANY(%s) AND status = 'failed'", [ids])}
+    assert errors == {"simulated network failure"}
+
+
+def test_image_messages_are_normalised_and_bad_ones_fail_clearly(c, committed_db_url, store):
+    import base64
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGBA", (64, 64), (0, 255, 0, 100)).save(buf, "PNG")
+    good = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    bad = "data:image/png;base64," + base64.b64encode(b"garbage").decode()
+    uid = new_owner(c)
+    (dev,) = add_devices(c, uid, 1)
+    with running_worker(committed_db_url, store):
+        ids = [r["id"] for r in c.execute("""
+            INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, message_type, content, media_url)
+            VALUES (%s, %s, '60123000001', 'image', 'caption', %s), (%s, %s, '60123000002', 'image', 'caption', %s)
+            RETURNING id""", [uid, dev, good, uid, dev, bad])]
+        wait_until(lambda: set(statuses(c, ids)) == {"sent", "failed"}, what="both done")
+    rows = {r["id"]: r for r in c.execute("SELECT id, status, error_message FROM broadcast_messages WHERE id = ANY(%s)",
+                                          [ids])}
+    assert rows[ids[0]]["status"] == "sent" and rows[ids[1]]["status"] == "failed"
+    assert rows[ids[1]]["error_message"].startswith("image is unreadable")
+    (sent,) = received(store)
+    assert sent["message_id"] == ids[0] and 0 < sent["image_bytes"] <= 350 * 1024
