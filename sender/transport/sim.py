@@ -51,17 +51,25 @@ class SimConfig:
     qr_every_s: float = 20.0         # pairing QR rotation
     qr_codes: int = 6                # codes shown before pairing times out
     store_dir: Path = field(default_factory=lambda: VAR / "simnet")
+    # Scripted fault, fired once per store_dir (the process restarted after it behaves):
+    # "crash-at-send:N" aborts the process right after the network received its Nth message (as a
+    # Go panic would); "hang-connect" leaves every stored-session connect hanging until the
+    # watchdog ends the process after hung_after_s (exit 75, as the neonize transport's does).
+    fault: str = ""
+    hung_after_s: float = 120.0
 
     @classmethod
     def from_env(cls):
         """WA_SIM_SEED, WA_SIM_LATENCY_MS, WA_SIM_FAILURE_RATE, WA_SIM_RECEIPTS (0/1),
-        WA_SIM_REPLY_RATE, WA_SIM_DIR."""
+        WA_SIM_REPLY_RATE, WA_SIM_DIR, WA_SIM_FAULT, WA_SIM_HUNG_AFTER_S."""
         return cls(seed=int(os.environ.get("WA_SIM_SEED", "0")),
                    latency_ms=_env_float("WA_SIM_LATENCY_MS", 0.0),
                    failure_rate=_env_float("WA_SIM_FAILURE_RATE", 0.0),
                    receipts=os.environ.get("WA_SIM_RECEIPTS", "1") not in ("0", "false", "no"),
                    reply_rate=_env_float("WA_SIM_REPLY_RATE", 0.0),
-                   store_dir=Path(os.environ.get("WA_SIM_DIR") or VAR / "simnet"))
+                   store_dir=Path(os.environ.get("WA_SIM_DIR") or VAR / "simnet"),
+                   fault=os.environ.get("WA_SIM_FAULT", ""),
+                   hung_after_s=_env_float("WA_SIM_HUNG_AFTER_S", 120.0))
 
 
 class SimNetwork:
@@ -105,6 +113,7 @@ class _Device:
     phone: Optional[str] = None
     sent: itertools.count = field(default_factory=itertools.count)
     generation: int = 0             # bumps on every start/stop so stale timers do nothing
+    connect_started: Optional[float] = None   # monotonic start of a hanging connect (fault)
 
 
 class SimTransport:
@@ -124,6 +133,12 @@ class SimTransport:
         self._closed = False
         self._timer_thread = threading.Thread(target=self._run_timers, name="sim-timers", daemon=True)
         self._timer_thread.start()
+        self._sends = itertools.count(1)
+        kind, _, arg = self.config.fault.partition(":")
+        self._crash_at = int(arg) if kind == "crash-at-send" else None
+        self._hang = kind == "hang-connect" and self._claim_fault(kind)
+        if self._hang:
+            threading.Thread(target=self._watch_hung_connects, name="sim-watchdog", daemon=True).start()
 
     # Transport protocol ----------------------------------------------------------------------
     def start(self, session: DeviceSession) -> None:
@@ -137,7 +152,10 @@ class SimTransport:
             dev.jid, dev.phone = session.jid, session.phone
             if dev.jid:
                 dev.state = "connecting"
-                self._after(self.config.connect_after_s, dev, self._connect)
+                if self._hang:
+                    dev.connect_started = time.monotonic()
+                else:
+                    self._after(self.config.connect_after_s, dev, self._connect)
             else:
                 dev.state = "pairing"
                 self._after(0, dev, self._show_qr, 0)
@@ -179,6 +197,8 @@ class SimTransport:
         wa_id = f"SIM{message.device_id:X}{n:08X}"
         now = time.time()
         self.network.record(message, wa_id, now)
+        if self._crash_at is not None and next(self._sends) >= self._crash_at and self._claim_fault("crash-at-send"):
+            os.abort()
         if self.config.receipts:
             self._after_send(message, wa_id, delivered_after, read, replies)
         return SendResult(wa_id, datetime.fromtimestamp(now, timezone.utc))
@@ -267,6 +287,24 @@ class SimTransport:
             return dev.state if dev else "stopped"
 
     # Internals -------------------------------------------------------------------------------
+    def _claim_fault(self, kind) -> bool:
+        """True for the one process that gets to fire this fault in this store_dir."""
+        try:
+            os.close(os.open(self.config.store_dir / f"fault-{kind}.fired", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            return False
+
+    def _watch_hung_connects(self):
+        while not self._closed:
+            time.sleep(0.1)
+            now = time.monotonic()
+            with self._lock:
+                hung = [d for d in self._devices.values() if d.state == "connecting" and d.connect_started
+                        and now - d.connect_started > self.config.hung_after_s]
+            if hung:
+                os._exit(75)
+
     def _require(self, device_id) -> _Device:
         dev = self._devices.get(device_id)
         if dev is None:
