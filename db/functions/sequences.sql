@@ -39,7 +39,8 @@ COMMENT ON FUNCTION sequence_send_time(timestamptz, time, integer, text) IS
 -- Statement triggers hand their transition rows to these (the same code for insert, update and
 -- delete): a row counts in its (sequence, step) and the delta is new rows minus old rows.
 CREATE OR REPLACE FUNCTION record_message_count_deltas(p_new broadcast_messages[], p_old broadcast_messages[])
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
   -- A message counts as in flight (pending/queued), sent, or failed (failed/skipped), on the
   -- all-time row (day NULL) and, once done, on its completion day in the owner's zone.
   INSERT INTO sequence_counter_deltas (sequence_id, step_id, day, in_flight, sent, failed)
@@ -57,20 +58,24 @@ RETURNS void LANGUAGE sql AS $$
            (r.status IN ('failed', 'skipped'))::int)) AS k(day, in_flight, sent, failed)
    WHERE k.day IS NULL OR r.done_at IS NOT NULL
    GROUP BY 1, 2, 3
-  HAVING sum(r.sign * k.in_flight) <> 0 OR sum(r.sign * k.sent) <> 0 OR sum(r.sign * k.failed) <> 0
-$$;
+  HAVING sum(r.sign * k.in_flight) <> 0 OR sum(r.sign * k.sent) <> 0 OR sum(r.sign * k.failed) <> 0;
+END $$;
 COMMENT ON FUNCTION record_message_count_deltas(broadcast_messages[], broadcast_messages[]) IS
   'Appends to sequence_counter_deltas what the new sequence-step messages count minus what the old ones counted.';
 
 CREATE OR REPLACE FUNCTION sequence_message_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  v_new broadcast_messages[] := '{}';
+  v_old broadcast_messages[] := '{}';
 BEGIN
-  IF TG_OP = 'INSERT' THEN
-    PERFORM record_message_count_deltas(array(SELECT n::broadcast_messages FROM new_rows n WHERE n.sequence_stepid IS NOT NULL), '{}');
-  ELSIF TG_OP = 'UPDATE' THEN
-    PERFORM record_message_count_deltas(array(SELECT n::broadcast_messages FROM new_rows n WHERE n.sequence_stepid IS NOT NULL),
-                                        array(SELECT o::broadcast_messages FROM old_rows o WHERE o.sequence_stepid IS NOT NULL));
-  ELSE
-    PERFORM record_message_count_deltas('{}', array(SELECT o::broadcast_messages FROM old_rows o WHERE o.sequence_stepid IS NOT NULL));
+  IF TG_OP <> 'DELETE' THEN
+    v_new := array(SELECT n::broadcast_messages FROM new_rows n WHERE n.sequence_stepid IS NOT NULL);
+  END IF;
+  IF TG_OP <> 'INSERT' THEN
+    v_old := array(SELECT o::broadcast_messages FROM old_rows o WHERE o.sequence_stepid IS NOT NULL);
+  END IF;
+  IF v_new <> '{}' OR v_old <> '{}' THEN   -- campaign traffic stops here
+    PERFORM record_message_count_deltas(v_new, v_old);
   END IF;
   RETURN NULL;
 END $$;
@@ -78,7 +83,8 @@ COMMENT ON FUNCTION sequence_message_counts() IS
   'Statement trigger on broadcast_messages: counts the sequence-step rows changed (campaign rows are ignored).';
 
 CREATE OR REPLACE FUNCTION record_enrollment_count_deltas(p_new sequence_enrollments[], p_old sequence_enrollments[])
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
   -- Per sequence (step_id NULL): contacts and their status; per step: active contacts waiting for it.
   INSERT INTO sequence_counter_deltas (sequence_id, step_id, contacts, active, completed, stopped, waiting)
   SELECT r.sequence_id, k.step_id, sum(r.sign * k.contacts), sum(r.sign * k.active), sum(r.sign * k.completed),
@@ -92,21 +98,23 @@ RETURNS void LANGUAGE sql AS $$
    WHERE k.step_id IS NOT NULL OR k.contacts = 1
    GROUP BY 1, 2
   HAVING sum(r.sign * k.contacts) <> 0 OR sum(r.sign * k.active) <> 0 OR sum(r.sign * k.completed) <> 0
-      OR sum(r.sign * k.stopped) <> 0 OR sum(r.sign * k.waiting) <> 0
-$$;
+      OR sum(r.sign * k.stopped) <> 0 OR sum(r.sign * k.waiting) <> 0;
+END $$;
 COMMENT ON FUNCTION record_enrollment_count_deltas(sequence_enrollments[], sequence_enrollments[]) IS
   'Appends to sequence_counter_deltas the change in contacts/active/completed/stopped and per-step waiting between old and new enrollment rows.';
 
 CREATE OR REPLACE FUNCTION sequence_enrollment_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  v_new sequence_enrollments[] := '{}';
+  v_old sequence_enrollments[] := '{}';
 BEGIN
-  IF TG_OP = 'INSERT' THEN
-    PERFORM record_enrollment_count_deltas(array(SELECT n::sequence_enrollments FROM new_rows n), '{}');
-  ELSIF TG_OP = 'UPDATE' THEN
-    PERFORM record_enrollment_count_deltas(array(SELECT n::sequence_enrollments FROM new_rows n),
-                                           array(SELECT o::sequence_enrollments FROM old_rows o));
-  ELSE
-    PERFORM record_enrollment_count_deltas('{}', array(SELECT o::sequence_enrollments FROM old_rows o));
+  IF TG_OP <> 'DELETE' THEN
+    v_new := array(SELECT n::sequence_enrollments FROM new_rows n);
   END IF;
+  IF TG_OP <> 'INSERT' THEN
+    v_old := array(SELECT o::sequence_enrollments FROM old_rows o);
+  END IF;
+  PERFORM record_enrollment_count_deltas(v_new, v_old);
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION sequence_enrollment_counts() IS
@@ -318,20 +326,23 @@ RETURNS integer LANGUAGE sql AS $$
      WHERE s.status = 'active'
        AND sequence_window_open(s.schedule_time, s.schedule_tolerance_minutes, u.timezone, p_now)),
   candidates AS (   -- earliest due first across all open sequences, never by step number
-    SELECT c.id, c.next_step_id FROM open_sequences s
+    SELECT c.id FROM open_sequences s
      CROSS JOIN LATERAL (
-       SELECT e.id, e.next_step_id, e.next_due_at FROM sequence_enrollments e
+       SELECT e.id, e.next_due_at FROM sequence_enrollments e
         WHERE e.sequence_id = s.id AND e.status = 'active' AND e.next_due_at <= p_now
           AND e.next_step_id IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM broadcast_messages b
                            WHERE b.enrollment_id = e.id AND b.status IN ('pending', 'queued'))
         ORDER BY e.next_due_at LIMIT p_limit) c
      ORDER BY c.next_due_at LIMIT p_limit),
-  locked AS (       -- re-checked under the lock: a concurrent tick may have advanced the row
+  -- Re-checked under the lock. A row another tick advanced meanwhile and that is due again has
+  -- an active message: the unique index turns its insert into nothing, and nothing advances.
+  locked AS (
     SELECT e.id, e.user_id, e.sequence_id, e.next_step_id, e.device_id, e.lead_id, e.contact_phone, e.contact_name
-      FROM sequence_enrollments e JOIN candidates c ON c.id = e.id AND c.next_step_id = e.next_step_id
-     WHERE e.status = 'active' AND e.next_due_at <= p_now
-       FOR UPDATE OF e SKIP LOCKED),
+      FROM sequence_enrollments e
+     WHERE e.id = ANY (array(SELECT id FROM candidates)) AND e.status = 'active' AND e.next_due_at <= p_now
+       AND e.next_step_id IS NOT NULL
+       FOR UPDATE SKIP LOCKED),
 
   loads AS (
     SELECT l.device_id, l.user_id, l.messages_hour,
