@@ -5,6 +5,11 @@ from psycopg.rows import dict_row
 from common.config import ConfigError, require_database_url
 
 
+class DatabaseUnreachable(ConfigError, psycopg.OperationalError):
+    """A connection could not be made: one clear line for commands (ConfigError), and an
+    OperationalError for the long-running loops that wait and reconnect after a database restart."""
+
+
 def connect(url=None, autocommit=True, **kw):
     url = url or require_database_url()
     try:
@@ -12,7 +17,7 @@ def connect(url=None, autocommit=True, **kw):
                                application_name=kw.pop("application_name", "wa"), **kw)
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise ConfigError(f"cannot reach the database ({first}); check DATABASE_URL or run `make db`") from exc
+        raise DatabaseUnreachable(f"cannot reach the database ({first}); check DATABASE_URL or run `make db`") from exc
 
 
 def with_database(url, name):

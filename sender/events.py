@@ -144,7 +144,8 @@ class EventSink:
                 if self._stop.is_set() and self._queue.empty():
                     break
                 continue
-            for attempt in (1, 2):
+            # Until the database is back (a lost Connected would leave a working device offline).
+            while True:
                 try:
                     conn = conn or connect(self.url, application_name="wa-sender-events")
                     self.apply(conn, batch)
@@ -152,7 +153,8 @@ class EventSink:
                 except psycopg.OperationalError as exc:
                     log.warning("database unavailable while applying events (%s); retrying", exc)
                     conn = None
-                    self._stop.wait(1.0)
+                    if self._stop.wait(1.0):
+                        break
         if conn:
             conn.close()
 

@@ -4,8 +4,9 @@ import secrets
 
 from flask import Flask, jsonify, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
+import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from common.config import VAR, ConfigError, require_database_url
@@ -43,6 +44,7 @@ def create_app(database_url=None, testing=False):
     url = database_url or require_database_url()
     app.extensions["db_pool"] = ConnectionPool(
         url, min_size=1, max_size=int(os.environ.get("WEB_DB_POOL", "10")), open=True,
+        check=ConnectionPool.check_connection,  # after a database restart, no request gets a dead connection
         kwargs={"autocommit": True, "row_factory": dict_row, "application_name": "wa-web"})
     csrf.init_app(app)
 
@@ -72,3 +74,8 @@ def _register_errors(app):
     @app.errorhandler(ConfigError)
     def config_error(e):
         return jsonify(error=str(e)), 503
+
+    @app.errorhandler(psycopg.OperationalError)
+    @app.errorhandler(PoolTimeout)
+    def database_unavailable(e):
+        return jsonify(error="database unavailable; try again shortly"), 503
