@@ -41,13 +41,14 @@ def _is_state(event_type):
 
 def coalesce(events):
     """Within one burst keep every event, except that a state event replaces an earlier one for
-    the same entity (same type and same *_id / id fields)."""
+    the same entity (same type and same *_id / id fields; events naming no entity are kept)."""
     latest = {}
     for index, event in enumerate(events):
         data = event.get("data") or {}
-        if _is_state(event["type"]):
-            key = (event["type"],) + tuple(sorted(
-                (k, str(v)) for k, v in data.items() if k == "id" or k.endswith("_id")))
+        entity = tuple(sorted((k, str(v)) for k, v in data.items() if k == "id" or k.endswith("_id")))
+        # A batch event (message_status with ids[], say) names no single entity: every one is kept.
+        if _is_state(event["type"]) and entity:
+            key = (event["type"],) + entity
         else:
             key = index
         latest.pop(key, None)  # re-inserting keeps the order of the latest occurrence

@@ -65,19 +65,27 @@ COMMENT ON FUNCTION publish_pairing_code(bigint, text, text) IS
 CREATE OR REPLACE FUNCTION record_receipts(p_device_id bigint, p_wa_message_ids text[], p_kind text, p_at timestamptz)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_done integer;
+        v_ids bigint[]; v_users bigint[]; v_devices bigint[]; v_campaigns bigint[];
 BEGIN
   IF p_kind NOT IN ('delivered', 'read') THEN
     RAISE EXCEPTION 'unknown receipt kind "%"', p_kind USING ERRCODE = '22023';
   END IF;
   -- A read receipt implies delivery (receipts do not always arrive, nor in order).
-  UPDATE broadcast_messages m
-     SET delivered_at = coalesce(m.delivered_at, p_at),
-         read_at      = CASE WHEN p_kind = 'read' THEN coalesce(m.read_at, p_at) ELSE m.read_at END
-   WHERE m.wa_message_id = ANY (p_wa_message_ids) AND m.device_id = p_device_id AND m.status = 'sent'
-     AND (m.delivered_at IS NULL OR (p_kind = 'read' AND m.read_at IS NULL));
-  GET DIAGNOSTICS v_done = ROW_COUNT;
+  WITH marked AS (
+    UPDATE broadcast_messages m
+       SET delivered_at = coalesce(m.delivered_at, p_at),
+           read_at      = CASE WHEN p_kind = 'read' THEN coalesce(m.read_at, p_at) ELSE m.read_at END
+     WHERE m.wa_message_id = ANY (p_wa_message_ids) AND m.device_id = p_device_id AND m.status = 'sent'
+       AND (m.delivered_at IS NULL OR (p_kind = 'read' AND m.read_at IS NULL))
+    RETURNING m.id, m.user_id, m.device_id, m.campaign_id
+  )
+  SELECT count(*), array_agg(marked.id), array_agg(marked.user_id), array_agg(marked.device_id),
+         array_agg(marked.campaign_id)
+    INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM marked;
+  PERFORM notify_queue_changes(p_kind, v_ids, v_users, v_devices, v_campaigns);
   RETURN v_done;
 END $$;
 COMMENT ON FUNCTION record_receipts(bigint, text[], text, timestamptz) IS
   'Sets delivered_at (and read_at for read receipts) on the sent messages of one device with these '
-  'WhatsApp ids; the first receipt of each kind wins. Returns how many messages changed.';
+  'WhatsApp ids; the first receipt of each kind wins. Pushes one message_status (status delivered or read) '
+  'and campaign_progress event for the batch. Returns how many messages changed.';

@@ -7,3 +7,38 @@ RETURNS void LANGUAGE sql AS $$
 $$;
 COMMENT ON FUNCTION notify_user(bigint, text, jsonb) IS
   'Sends a live event to one user''s dashboards (channel wa_events; delivered at commit). Keep data small (< 7 kB).';
+
+-- Queue outcomes, aggregated: the callers (complete, fail, receipts) pass the rows one statement
+-- changed, and each owner gets one message_status and at most one campaign_progress event for
+-- all of them, never one per row.
+CREATE OR REPLACE FUNCTION notify_queue_changes(p_status text, p_ids bigint[], p_user_ids bigint[],
+                                                p_device_ids bigint[], p_campaign_ids bigint[])
+RETURNS void LANGUAGE sql AS $$
+  WITH changed AS (
+    SELECT * FROM unnest(p_ids, p_user_ids, p_device_ids, p_campaign_ids) AS r(id, user_id, device_id, campaign_id)
+  ), per_user AS (
+    SELECT user_id, count(*) AS n,
+           (array_agg(id ORDER BY id))[1:200] AS ids,
+           array_agg(DISTINCT device_id) FILTER (WHERE device_id IS NOT NULL) AS device_ids
+      FROM changed GROUP BY user_id
+  ), per_campaign AS (
+    SELECT user_id, jsonb_agg(jsonb_build_object('id', campaign_id, 'count', n) ORDER BY campaign_id) AS campaigns
+      FROM (SELECT user_id, campaign_id, count(*) AS n FROM changed
+             WHERE campaign_id IS NOT NULL GROUP BY user_id, campaign_id) c
+     GROUP BY user_id
+  )
+  SELECT count(*) FROM (
+    SELECT notify_user(u.user_id, 'message_status',
+                       jsonb_build_object('status', p_status, 'count', u.n, 'device_ids', u.device_ids,
+                                          'ids', u.ids, 'truncated', u.n > 200))
+      FROM per_user u
+    UNION ALL
+    SELECT notify_user(c.user_id, 'campaign_progress', jsonb_build_object('status', p_status, 'campaigns', c.campaigns))
+      FROM per_campaign c
+  ) sent
+$$;
+COMMENT ON FUNCTION notify_queue_changes(text, bigint[], bigint[], bigint[], bigint[]) IS
+  'Pushes what one statement did to queued messages (parallel arrays of message id, owner, device, campaign), '
+  'one event per owner: message_status {status, count, device_ids, ids (first 200), truncated} and, when '
+  'campaign messages changed, campaign_progress {status, campaigns: [{id, count}]} (counts are this change''s). '
+  'status is sent, failed, delivered or read.';

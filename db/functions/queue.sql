@@ -180,6 +180,7 @@ COMMENT ON FUNCTION next_dispatch_at(text) IS
 CREATE OR REPLACE FUNCTION complete_messages(p_sender_id text, p_ids bigint[], p_wa_message_ids text[])
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_done integer;
+        v_ids bigint[]; v_users bigint[]; v_devices bigint[]; v_campaigns bigint[];
 BEGIN
   IF cardinality(p_ids) IS DISTINCT FROM cardinality(p_wa_message_ids) THEN
     RAISE EXCEPTION 'complete_messages: % ids but % WhatsApp message ids',
@@ -190,37 +191,45 @@ BEGIN
        SET status = 'sent', sent_at = now(), wa_message_id = x.wa_id
       FROM unnest(p_ids, p_wa_message_ids) AS x(id, wa_id)
      WHERE m.id = x.id AND m.status = 'queued' AND m.claimed_by = p_sender_id
-    RETURNING m.device_id
-  ), per_device AS (
-    SELECT done.device_id, count(*) AS n FROM done WHERE done.device_id IS NOT NULL GROUP BY done.device_id
+    RETURNING m.id, m.user_id, m.device_id, m.campaign_id
   ), stamped AS (
-    UPDATE device_pacing p SET last_sent_at = now() FROM per_device d WHERE p.device_id = d.device_id
+    UPDATE device_pacing p SET last_sent_at = now() WHERE p.device_id IN (SELECT done.device_id FROM done)
   )
-  SELECT coalesce(sum(n), 0) INTO v_done FROM per_device;
+  SELECT count(*), array_agg(done.id), array_agg(done.user_id), array_agg(done.device_id), array_agg(done.campaign_id)
+    INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM done;
+  PERFORM notify_queue_changes('sent', v_ids, v_users, v_devices, v_campaigns);
   RETURN v_done;
 END $$;
 COMMENT ON FUNCTION complete_messages(text, bigint[], text[]) IS
   'Marks messages this sender claimed as sent (queued -> sent) with their WhatsApp ids. Guarded: rows '
-  'not queued by p_sender_id (already failed as stuck, say) are left alone. Returns how many changed.';
+  'not queued by p_sender_id (already failed as stuck, say) are left alone. Pushes one message_status (and '
+  'campaign_progress) event per owner for the whole batch. Returns how many changed.';
 
 CREATE OR REPLACE FUNCTION fail_messages(p_sender_id text, p_ids bigint[], p_errors text[])
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_done integer;
+        v_ids bigint[]; v_users bigint[]; v_devices bigint[]; v_campaigns bigint[];
 BEGIN
   IF cardinality(p_ids) IS DISTINCT FROM cardinality(p_errors) THEN
     RAISE EXCEPTION 'fail_messages: % ids but % errors', cardinality(p_ids), cardinality(p_errors)
       USING ERRCODE = '22023';
   END IF;
-  UPDATE broadcast_messages m
-     SET status = 'failed', failed_at = now(), error_message = coalesce(nullif(x.error, ''), 'send failed')
-    FROM unnest(p_ids, p_errors) AS x(id, error)
-   WHERE m.id = x.id AND m.status = 'queued' AND m.claimed_by = p_sender_id;
-  GET DIAGNOSTICS v_done = ROW_COUNT;
+  WITH failed AS (
+    UPDATE broadcast_messages m
+       SET status = 'failed', failed_at = now(), error_message = coalesce(nullif(x.error, ''), 'send failed')
+      FROM unnest(p_ids, p_errors) AS x(id, error)
+     WHERE m.id = x.id AND m.status = 'queued' AND m.claimed_by = p_sender_id
+    RETURNING m.id, m.user_id, m.device_id, m.campaign_id
+  )
+  SELECT count(*), array_agg(failed.id), array_agg(failed.user_id), array_agg(failed.device_id), array_agg(failed.campaign_id)
+    INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM failed;
+  PERFORM notify_queue_changes('failed', v_ids, v_users, v_devices, v_campaigns);
   RETURN v_done;
 END $$;
 COMMENT ON FUNCTION fail_messages(text, bigint[], text[]) IS
   'Marks messages this sender claimed as failed (queued -> failed) with their errors. Guarded like '
-  'complete_messages; a failed message is never re-sent by the queue. Returns how many changed.';
+  'complete_messages, pushed live the same way; a failed message is never re-sent by the queue. Returns how '
+  'many changed.';
 
 -- At most once: stuck and undeliverable rows ------------------------------------------------
 CREATE OR REPLACE FUNCTION recover_stuck(p_timeout interval DEFAULT '5 minutes')

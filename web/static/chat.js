@@ -225,8 +225,9 @@
     }
   }));
   live.on("chat", forThisDevice(function (d) { reloadChatsSoon(); if (open && Number(d.chat_id) === open.id) refreshLatest(); }));
-  ["message_status", "receipt"].forEach(function (type) {
-    live.on(type, forThisDevice(function () { refreshLatest(); }));
+  // Sends, failures and receipts arrive batched per owner: {status, device_ids, ids, ...}.
+  live.on("message_status", function (d) {
+    if ((d.device_ids || []).map(Number).indexOf(deviceId) >= 0) refreshLatest();
   });
   live.on("device_status", forThisDevice(function (d) {
     const badge = $("wa-device-status");
