@@ -19,40 +19,57 @@ from common.config import require_database_url
 from common.db import with_database
 from scripts import apply
 
-FULL = {"leads": 1_000_000, "messages": 10_000_000, "devices": 50, "chats": 20_000, "chat_messages": 1_000_000, "runs": 40}
-QUICK = {"leads": 50_000, "messages": 300_000, "devices": 20, "chats": 2_000, "chat_messages": 60_000, "runs": 15}
+# History consistent with the caps (800 sends per device per day): OWNERS owners with DEVICES
+# devices each. The measured owner's devices send at their daily cap for DAYS days and have a
+# pending backlog of BACKLOG (a large campaign queued); the rest of the messages are spread over
+# the other owners' devices (well under their caps). The owner holds every lead and chat.
+FULL = {"leads": 1_000_000, "messages": 10_000_000, "owners": 60, "devices": 50, "days": 30, "backlog": 200_000,
+        "chats": 20_000, "chat_messages": 1_000_000, "runs": 40}
+QUICK = {"leads": 50_000, "messages": 300_000, "owners": 6, "devices": 20, "days": 3, "backlog": 20_000,
+         "chats": 2_000, "chat_messages": 60_000, "runs": 15}
 PAGE_TARGET_MS, LIVE_TARGET_MS = 200, 500
+DAILY_CAP = 800
+
+
+def _messages(c, devices, count, days, pending):
+    """count messages over `devices` in the last `days` days (4 % failed), then `pending` due
+    within the hour around now; rows round-robin over the devices, so each gets count/len/days a day."""
+    c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, status, scheduled_at,
+                                                 claimed_at, claimed_by, sent_at, failed_at, error_message, created_at)
+                 SELECT d.user_id, d.id, (60120000000 + g %% 1000000)::text, 'hello', s.status, t.at,
+                        CASE WHEN s.status <> 'pending' THEN t.at END, CASE WHEN s.status <> 'pending' THEN 'bench' END,
+                        CASE WHEN s.status = 'sent' THEN t.at END, CASE WHEN s.status = 'failed' THEN t.at END,
+                        CASE WHEN s.status = 'failed' THEN 'bench failure' END, t.at
+                   FROM generate_series(1, %s + %s) g
+                   JOIN user_devices d ON d.id = (%s::bigint[])[1 + g %% %s]
+                  CROSS JOIN LATERAL (SELECT CASE WHEN g > %s THEN 'pending' WHEN g %% 25 = 0 THEN 'failed'
+                                                  ELSE 'sent' END AS status) s
+                  CROSS JOIN LATERAL (SELECT CASE WHEN s.status = 'pending' THEN now() + (g %% 7200 - 3600) * interval '1 second'
+                                                  ELSE now() - (g::float / %s) * make_interval(days => %s) END AS at) t""",
+              [count, pending, devices, len(devices), count, count, days])
 
 
 def load(url, size):
-    """One owner holding the whole history (the worst case for per-owner queries), plus a
-    second owner so scoping is exercised."""
+    """The measured owner (bench@example.com) and OWNERS - 1 others, so scoping is exercised."""
     from tests.factories import PASSWORD_HASH
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as c:
         owner = c.execute("SELECT create_user('bench@example.com', 'Bench', %s) AS id", [PASSWORD_HASH]).fetchone()["id"]
-        c.execute("SELECT create_user('other@example.com', 'Other', %s)", [PASSWORD_HASH])
-        for n in range(size["devices"]):
-            c.execute("SELECT create_device(%s, %s)", [owner, f"device {n}"])
-        c.execute("UPDATE user_devices SET status = 'online', phone = (60110000000 + id)::text WHERE user_id = %s", [owner])
+        c.execute("SELECT create_user('other' || n || '@example.com', 'Other', %s) FROM generate_series(2, %s) n",
+                  [PASSWORD_HASH, size["owners"]])
+        c.execute("SELECT create_device(u.id, 'device ' || n) FROM users u, generate_series(1, %s) n ORDER BY u.id, n",
+                  [size["devices"]])
+        c.execute("UPDATE user_devices SET status = 'online', phone = (60110000000 + id)::text")
         devices = [r["id"] for r in c.execute("SELECT id FROM user_devices WHERE user_id = %s ORDER BY id", [owner])]
+        others = [r["id"] for r in c.execute("SELECT id FROM user_devices WHERE user_id <> %s ORDER BY id", [owner])]
         d0, nd = devices[0], len(devices)
         c.execute("""INSERT INTO leads (user_id, device_id, name, phone, niche, target_status)
                      SELECT %s, %s + g %% %s, 'Lead ' || g, (60120000000 + g)::text,
                             (ARRAY['fitness','food','beauty'])[1 + g %% 3], (ARRAY['prospect','customer'])[1 + g %% 2]
                        FROM generate_series(1, %s) g""", [owner, d0, nd, size["leads"]])
-        # 30 days of history: 88 % sent, 4 % failed, the rest pending (some due, some later).
-        c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, status, scheduled_at,
-                                                     claimed_at, claimed_by, sent_at, failed_at, error_message, created_at)
-                     SELECT %s, %s + g %% %s, (60120000000 + g %% %s)::text, 'hello', s.status, t.at,
-                            CASE WHEN s.status <> 'pending' THEN t.at END, CASE WHEN s.status <> 'pending' THEN 'bench' END,
-                            CASE WHEN s.status = 'sent' THEN t.at END, CASE WHEN s.status = 'failed' THEN t.at END,
-                            CASE WHEN s.status = 'failed' THEN 'bench failure' END, t.at
-                       FROM generate_series(1, %s) g
-                      CROSS JOIN LATERAL (SELECT CASE WHEN g %% 25 < 22 THEN 'sent' WHEN g %% 25 = 22 THEN 'failed'
-                                                      ELSE 'pending' END AS status) s
-                      CROSS JOIN LATERAL (SELECT CASE WHEN s.status = 'pending' THEN now() + (g %% 7200 - 3600) * interval '1 second'
-                                                      ELSE now() - (g::float / %s) * interval '30 days' END AS at) t""",
-                  [owner, d0, nd, size["leads"], size["messages"], size["messages"]])
+        owned = DAILY_CAP * nd * size["days"]
+        _messages(c, devices, owned, size["days"], size["backlog"])
+        rest = max(size["messages"] - owned - size["backlog"], 0)
+        _messages(c, others, rest, size["days"], rest // 20)
         c.execute("""INSERT INTO whatsapp_chats (user_id, device_id, chat_jid, phone, name, last_message_at, last_message_preview, unread_count)
                      SELECT %s, %s + g %% %s, (60120000000 + g)::text || '@s.whatsapp.net', (60120000000 + g)::text,
                             'Lead ' || g, now() - (g %% 2000) * interval '30 minutes', 'hi there', g %% 3
@@ -62,11 +79,13 @@ def load(url, size):
                        FROM generate_series(1, %s) g
                        JOIN whatsapp_chats ch ON ch.id = (SELECT min(id) FROM whatsapp_chats) + g %% %s""",
                   [owner, size["chat_messages"], size["chats"]])
+        # The claims behind the owner's last day of sends, one bucket every 2 minutes (~720 a day).
         c.execute("""INSERT INTO device_send_minutes (device_id, minute, sends)
                      SELECT d, date_trunc('minute', now()) - m * interval '1 minute', 1
-                       FROM unnest(%s::bigint[]) d, generate_series(0, 1439, 3) m""", [devices])
+                       FROM unnest(%s::bigint[]) d, generate_series(0, 1439, 2) m""", [devices])
         c.execute("VACUUM ANALYZE")
-    return owner
+        total = c.execute("SELECT count(*) AS n FROM broadcast_messages").fetchone()["n"]
+    return owner, total
 
 
 def time_routes(app, runs):
@@ -129,9 +148,11 @@ def main(argv):
     try:
         apply.apply(url)
         t0 = time.monotonic()
-        load(url, size)
-        print(f"loaded {size['leads']:,} leads, {size['messages']:,} messages, {size['chats']:,} chats "
-              f"({size['chat_messages']:,} chat messages) in {time.monotonic() - t0:.0f} s")
+        _owner, total = load(url, size)
+        print(f"loaded {size['leads']:,} leads, {total:,} messages ({size['owners']} owners x {size['devices']} "
+              f"devices; the measured owner's at {DAILY_CAP}/day for {size['days']} days plus a "
+              f"{size['backlog']:,} backlog), {size['chats']:,} chats ({size['chat_messages']:,} chat messages) "
+              f"in {time.monotonic() - t0:.0f} s")
         from web import create_app
         app = create_app(url)
         try:
