@@ -1,6 +1,7 @@
 // Devices page: add, rename, delete, pair (QR or phone code), simulate scan, log out, reconnect.
-// Status, QR codes, pairing codes and command outcomes arrive live (window.live, /ws); the QR
-// payload is rendered to SVG by the server (POST, so the pairing secret stays out of URLs).
+// Status, QR codes, pairing codes and command outcomes arrive live (window.live, /ws) and update
+// the device's row in place; the QR payload is rendered to SVG by the server (POST, so the
+// pairing secret stays out of URLs).
 (function () {
   "use strict";
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
@@ -17,6 +18,39 @@
   }
 
   function row(deviceId) { return document.querySelector(`tr[data-device-id="${deviceId}"]`); }
+
+  // The actions a device offers follow from its status and whether it has a session (jid).
+  const offered = {
+    pair: (online) => !online,
+    "pair-phone": (online) => !online,
+    "simulate-scan": (online) => !online,
+    reconnect: (online, session) => session && !online,
+    logout: (online, session) => session,
+  };
+  function showActions(tr) {
+    const online = tr.dataset.status === "online", session = tr.dataset.session === "true";
+    Object.entries(offered).forEach(([action, show]) => {
+      const btn = tr.querySelector(`[data-action="${action}"]`);
+      if (btn) btn.hidden = !show(online, session);
+    });
+  }
+
+  function applyStatus(tr, d) {
+    tr.dataset.status = d.status;
+    const badge = tr.querySelector(".status");
+    badge.textContent = d.status;
+    badge.className = `status status-${d.status}`;
+    const until = d.banned_until ? ` until ${new Date(d.banned_until).toLocaleString()}` : "";
+    tr.querySelector(".reason").textContent = (d.reason || "") + until;
+    tr.querySelector(".silent").hidden = true;  // a sender just reported it
+    if (d.status === "online") {
+      tr.querySelector(".last-seen").textContent = new Date().toLocaleString();
+      tr.querySelector(".pairing").hidden = true;
+    }
+    if (d.status === "logged_out") tr.dataset.session = "false";
+    showActions(tr);
+  }
+  document.querySelectorAll("tr[data-device-id]").forEach(showActions);
 
   async function showQr(deviceId, code) {
     const tr = row(deviceId);
@@ -53,11 +87,11 @@
       const phone = prompt("The phone's WhatsApp number, country code first (e.g. 60123456789)");
       if (phone) await send("POST", `/api/devices/${id}/pair-phone`, { phone });
     },
-    delete: async (id) => {
+    delete: async (id, tr) => {
       if (!confirm("Delete this device? Its leads go back to the AI pool and its waiting messages are skipped.")) return;
       const out = await send("DELETE", `/api/devices/${id}`);
       if (out.pending) alert("The device is logging out; it disappears when its sender confirms.");
-      else location.reload();
+      else tr.remove();
     },
   };
   ["pair", "simulate-scan", "logout", "reconnect"].forEach((name) => {
@@ -84,15 +118,19 @@
 
   if (!window.live) return;
   live.on("device_pairing", (d) => (d.kind === "qr" ? showQr(d.device_id, d.code) : showCode(d.device_id, d.code)));
-  live.on("device_status", (d) => {
+  live.on("device_status", (d) => { const tr = row(d.device_id); if (tr) applyStatus(tr, d); });
+  live.on("device_paired", (d) => {
     const tr = row(d.device_id);
     if (!tr) return;
-    if (tr.dataset.status !== d.status) {
-      // Status changes the buttons a device offers: redraw from the server.
-      location.reload();
-    }
+    tr.dataset.session = "true";
+    tr.querySelector(".phone").textContent = d.phone || "";
+    showActions(tr);
   });
   live.on("device_command", (d) => { if (d.status === "failed") alert(`${d.command}: ${d.error}`); });
-  live.on("device_deleted", () => location.reload());
+  live.on("device_deleted", (d) => {
+    const tr = row(d.device_id);
+    if (tr) tr.remove();
+  });
+  // Events may have been missed while the socket was down: redraw from the server.
   live.on("live.reconnected", () => location.reload());
 })();

@@ -1,0 +1,47 @@
+"""In a real browser with the real sender pool (`python -m sender`, simulated WhatsApp): add a
+device, pair it by QR, simulate the phone's scan, and watch the row turn online live, in place."""
+import re
+import signal
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import sign_in
+from tests.test_sender_support import spawn_worker
+
+
+@pytest.fixture
+def sender(committed_db_url, tmp_path):
+    proc = spawn_worker(committed_db_url, tmp_path / "simnet", module="sender", SENDER_PROCESSES="1")
+    yield proc
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except Exception:
+        proc.kill()
+        proc.wait()
+
+
+def test_pair_a_simulated_device_and_watch_it_come_online(page_for, user, sender):
+    page = page_for()
+    sign_in(page, user["email"])
+    page.goto("/devices")
+    page.fill("#device-add input[name=device_name]", "Front desk")
+    page.click("#device-add button[type=submit]")
+    tr = page.locator("tr[data-device-id]", has_text="Front desk")
+    expect(tr.locator(".status")).to_have_text("offline")
+    expect(tr.locator('[data-action="logout"]')).to_be_hidden()
+    page.wait_for_function("document.documentElement.dataset.live === 'open'")
+    page.evaluate("window.notReloaded = true")  # gone if the page reloads instead of updating in place
+
+    tr.locator('[data-action="pair"]').click()
+    expect(tr.locator(".status")).to_have_text("connecting")
+    expect(tr.locator(".pairing img.qr")).to_be_visible(timeout=10000)  # the sender's QR, pushed live
+
+    tr.locator('[data-action="simulate-scan"]').click()
+    expect(tr.locator(".status")).to_have_text("online", timeout=10000)
+    expect(tr.locator(".phone")).to_have_text(re.compile(r"^\d{7,15}$"))
+    expect(tr.locator('[data-action="logout"]')).to_be_visible()
+    expect(tr.locator('[data-action="pair"]')).to_be_hidden()
+    expect(tr.locator(".pairing")).to_be_hidden()
+    assert page.evaluate("window.notReloaded === true")
