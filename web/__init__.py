@@ -8,6 +8,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from common.config import VAR, ConfigError, require_database_url
 
@@ -15,6 +16,14 @@ csrf = CSRFProtect()
 
 # Each area is one blueprint module in web/ exposing `bp`.
 BLUEPRINTS = ["health", "auth", "pages", "live", "chat", "openapi", "sequences", "devices"]
+
+
+class BigintConverter(IntegerConverter):
+    """<int:...> ids are bigint: a larger number matches no route (404) instead of failing in SQL."""
+
+    def __init__(self, url_map, *args, **kwargs):
+        kwargs.setdefault("max", 2 ** 63 - 1)
+        super().__init__(url_map, *args, **kwargs)
 
 
 def _secret_key():
@@ -47,6 +56,7 @@ def create_app(database_url=None, testing=False):
         check=ConnectionPool.check_connection,  # after a database restart, no request gets a dead connection
         kwargs={"autocommit": True, "row_factory": dict_row, "application_name": "wa-web"})
     csrf.init_app(app)
+    app.url_map.converters["int"] = BigintConverter
 
     import importlib
     for name in BLUEPRINTS:
@@ -74,6 +84,11 @@ def _register_errors(app):
     @app.errorhandler(ConfigError)
     def config_error(e):
         return jsonify(error=str(e)), 503
+
+    @app.errorhandler(RecursionError)
+    def too_deep(e):
+        # json.loads of a hostile body nested thousands deep (get_json(silent=True) only absorbs ValueError).
+        return jsonify(error="the request body is nested too deeply"), 400
 
     @app.errorhandler(psycopg.OperationalError)
     @app.errorhandler(PoolTimeout)

@@ -145,7 +145,8 @@ def change_password():
 @login_required
 def create_token():
     """Issues a personal API token (or, with purpose=webhook, a lead-intake secret); shown once."""
-    body = request.get_json(silent=True) or request.form
+    body = request.get_json(silent=True)
+    body = body if isinstance(body, dict) and body else request.form   # JSON that is not an object: the form
     purpose = body.get("purpose", "api")
     if purpose not in ("api", "webhook"):
         abort(400, description="purpose must be 'api' or 'webhook'")

@@ -89,7 +89,8 @@ def send(chat_id):
         abort(400, description="this chat has no phone number to send to")
     image = request.files.get("image")
     if image is None:
-        text = (request.get_json(silent=True) or {}).get("text")
+        body = request.get_json(silent=True)
+        text = body.get("text") if isinstance(body, dict) else None
         if not isinstance(text, str):
             abort(400, description='send JSON {"text": "..."} or a form with an image')
         message_id = one("SELECT send_chat_message(%s, %s, %s, %s) AS id",

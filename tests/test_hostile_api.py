@@ -1,0 +1,182 @@
+"""Hostile input against every operation of the JSON API, read from its own OpenAPI document
+(/api/openapi.json), so an operation added later is fuzzed without touching this file.
+
+Signed in as user A, every operation gets: hypothesis-generated path parameters (A's ids, user B's
+ids, zero, negative, past bigint), query strings and bodies (JSON of any shape with the field names
+the handlers read, invalid JSON, forms), and then, deterministically, every SQL-injection string and
+an oversized value in every field the handlers read. For every response: no 5xx, none of B's data
+(B's rows carry a marker), and a rejected write (4xx) changed nothing of A's or B's."""
+import json
+import re
+from pathlib import Path
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from psycopg.rows import dict_row
+
+from tests.factories import make_device, make_user
+from tests.webutil import login, csrf_token
+
+MARK = "ZZLEAKB"
+EXAMPLES = 30                       # generated requests per operation (bounded: the file runs in < 1 minute)
+SQL_INJECTION = [
+    "' OR '1'='1", "'; DROP TABLE users; --", "1; SELECT pg_sleep(5)", "\" OR 1=1 --", "1 UNION SELECT * FROM users",
+    "$$; DELETE FROM leads; $$", "\\'; TRUNCATE broadcast_messages; --", "%' AND 1=0 UNION SELECT email FROM users --",
+]
+OVERSIZED = "A" * 65_536          # in every field at once: a multi-megabyte body
+ODD = ["", " ", "\x00", "null", "-1", "0", "9" * 40, "1e309", "NaN", "ü\u202e🙂", "<script>alert(1)</script>",
+       "{name}{{nested|spin}}", "../../etc/passwd", "2026-02-30", "24:61"]
+INT_PARAMS = [0, -1, 2 ** 31, 2 ** 63 - 1, 2 ** 63, 10 ** 30]
+
+
+def handler_field_names():
+    """The names handlers read from bodies and query strings (literal keys in web/*.py)."""
+    names = set()
+    for path in (Path(__file__).resolve().parent.parent / "web").glob("*.py"):
+        names |= set(re.findall(r"""(?:\.get\(|\[)\s*["']([a-z_]{2,40})["']""", path.read_text()))
+    return sorted(names)
+
+
+FIELDS = handler_field_names()
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=50),
+                    st.sampled_from(SQL_INJECTION + ODD))
+JSON_VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                            st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+                           max_leaves=12)
+
+
+def _conn(url):
+    return psycopg.connect(url, autocommit=True, row_factory=dict_row)
+
+
+def seed(c, uid, label):
+    devices = [make_device(c, uid, name=f"{label} device {n}") for n in range(2)]
+    c.execute("""INSERT INTO leads (user_id, device_id, name, phone, niche, trigger)
+                 SELECT %s, %s, %s || ' lead ' || g, (60140000000 + %s * 100 + g)::text, 'niche', 'hostile'
+                   FROM generate_series(1, 5) g""", [uid, devices[0], label, uid])
+    seq = c.execute("SELECT save_sequence(%s, NULL, %s::jsonb) AS id", [uid, json.dumps({
+        "name": f"{label} sequence", "trigger": "hostile", "min_delay_seconds": 0, "max_delay_seconds": 0,
+        "steps": [{"day_number": 1, "content": f"{label} step one", "trigger_delay_hours": 0},
+                  {"day_number": 2, "content": f"{label} step two", "trigger_delay_hours": 24}]})]).fetchone()["id"]
+    c.execute("""SELECT record_inbound_message(%s, %s, %s, %s, %s, %s, now(), false, 'text')""",
+              [devices[0], f"IN{uid}", f"6015{uid:07d}@s.whatsapp.net", f"6015{uid:07d}@s.whatsapp.net",
+               f"6015{uid:07d}", f"{label} says hello"])
+    return {"device": devices, "sequence": [seq],
+            "chat": [r["id"] for r in c.execute("SELECT id FROM whatsapp_chats WHERE device_id = %s", [devices[0]])],
+            "step": [r["id"] for r in c.execute("SELECT id FROM sequence_steps WHERE sequence_id = %s", [seq])]}
+
+
+def snapshot(c):
+    """A digest of every row of every table holding users' data (rows of both users)."""
+    tables = [r["table_name"] for r in c.execute("""
+        SELECT DISTINCT table_name FROM information_schema.columns
+         WHERE table_schema = 'public' AND column_name IN ('user_id', 'device_id', 'sequence_id', 'chat_id')
+           AND table_name IN (SELECT table_name FROM information_schema.tables
+                               WHERE table_schema = 'public' AND table_type = 'BASE TABLE')
+           AND table_name NOT IN ('login_attempts', 'device_events', 'sequence_counter_deltas')""")]
+    return {t: c.execute(f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) AS h FROM {t} x")
+            .fetchone()["h"] for t in tables}
+
+
+@pytest.fixture(scope="module")
+def world(app, module_db_url):
+    with _conn(module_db_url) as c:
+        a, b = make_user(c), make_user(c, email=f"{MARK.lower()}@example.com")
+        c.execute("UPDATE users SET full_name = %s WHERE id = %s", [MARK + " owner", b])
+        ids = {"a": seed(c, a, "alpha"), "b": seed(c, b, MARK)}
+        email = c.execute("SELECT email FROM users WHERE id = %s", [a]).fetchone()["email"]
+    client = app.test_client()
+    assert login(client, email).status_code == 302
+    token = csrf_token(client, "/dashboard")
+    operations = [(path, method.upper()) for path, ops in client.get("/api/openapi.json").get_json()["paths"].items()
+                  for method in ops]
+    return {"client": client, "token": token, "ids": ids, "operations": operations, "url": module_db_url,
+            "tried": 0}
+
+
+def param_values(world, name):
+    kind = name.removesuffix("_id")
+    own, other = world["ids"]["a"].get(kind, []), world["ids"]["b"].get(kind, [])
+    if name == "action":
+        return ["activate", "deactivate", "pause"] + SQL_INJECTION[:3]
+    return own + other + INT_PARAMS
+
+
+def fill(path, params):
+    return re.sub(r"\{(\w+)\}", lambda m: str(params[m.group(1)]), path)
+
+
+def call(world, method, path, query=None, body=None, raw=None, form=None):
+    """One request as A; checks the promise on the response and, for a rejected write, the data."""
+    client, url = world["client"], world["url"]
+    headers = {"X-CSRFToken": world["token"]}
+    write = method not in ("GET", "HEAD")
+    before = None
+    if write:
+        with _conn(url) as c:
+            before = snapshot(c)
+    kw = {"query_string": query or {}, "headers": headers}
+    if raw is not None:
+        kw.update(data=raw, content_type="application/json")
+    elif form is not None:
+        kw.update(data=form)
+    elif body is not None:
+        kw["json"] = body
+    r = client.open(path, method=method, **kw)
+    world["tried"] += 1
+    text = r.get_data(as_text=True)
+    assert r.status_code < 500, f"{method} {path} -> {r.status_code}: {text[:300]}"
+    assert MARK not in text and MARK.lower() not in text, f"{method} {path} leaked user B's data"
+    if write and 400 <= r.status_code < 500:
+        with _conn(url) as c:
+            assert snapshot(c) == before, f"{method} {path} -> {r.status_code} but data changed"
+    return r
+
+
+def test_every_operation_survives_generated_input(world):
+    for path, method in world["operations"]:
+        names = re.findall(r"\{(\w+)\}", path)
+        params = st.fixed_dictionaries({n: st.sampled_from(param_values(world, n)) for n in names})
+        bodies = st.one_of(st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=6), JSON_VALUES)
+        queries = st.dictionaries(st.sampled_from(FIELDS), st.sampled_from(SQL_INJECTION + ODD), max_size=3)
+        raws = st.sampled_from([None, None, None, b"{", b"[1,", b"\xff\xfe", b'{"a":' * 2000])
+
+        @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(params=params, body=bodies, query=queries, raw=raws)
+        def one_request(params, body, query, raw):
+            call(world, method, fill(path, params), query=query, body=body, raw=raw)
+
+        one_request()
+
+
+@pytest.mark.parametrize("value", SQL_INJECTION + [OVERSIZED])
+def test_injection_and_oversized_values_in_every_field(world, value):
+    for path, method in world["operations"]:
+        params = {n: param_values(world, n)[0] for n in re.findall(r"\{(\w+)\}", path)}
+        target = fill(path, params)
+        if method == "DELETE":
+            continue                     # deleting A's own object is not an input problem; fuzzed above
+        call(world, method, target, query={f: value for f in FIELDS[:20]})
+        if method != "GET":
+            call(world, method, target, body={f: value for f in FIELDS})
+            call(world, method, target, form={f: value for f in FIELDS})
+
+
+def test_a_body_past_the_size_limit_is_refused_whole(world):
+    path = next(p for p, m in world["operations"] if m == "POST" and "{" not in p)
+    r = call(world, "POST", path, raw=b'{"x": "' + b"A" * (65 * 1024 * 1024) + b'"}')
+    assert r.status_code == 413
+
+
+def test_b_is_untouched_and_report(world):
+    with _conn(world["url"]) as c:
+        b = c.execute("SELECT id FROM users WHERE email = %s", [f"{MARK.lower()}@example.com"]).fetchone()["id"]
+        rows = c.execute("""SELECT (SELECT count(*) FROM user_devices WHERE user_id = %(b)s) AS devices,
+                                   (SELECT count(*) FROM leads WHERE user_id = %(b)s) AS leads,
+                                   (SELECT count(*) FROM sequences WHERE user_id = %(b)s) AS sequences,
+                                   (SELECT count(*) FROM whatsapp_chats c JOIN user_devices d ON d.id = c.device_id
+                                     WHERE d.user_id = %(b)s) AS chats""", {"b": b}).fetchone()
+    assert rows == {"devices": 2, "leads": 5, "sequences": 1, "chats": 1}
+    print(f"\nhostile API: {len(world['operations'])} operations, {world['tried']} requests, no 5xx, no leak")
