@@ -112,7 +112,7 @@ def _store_image(data):
         with Image.open(io.BytesIO(data)) as img:
             kind = img.format
             img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError):
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError):
         abort(400, description="the file is not an image")
     if kind not in ("JPEG", "PNG", "WEBP"):
         abort(400, description="send a JPEG, PNG or WebP image")

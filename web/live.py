@@ -195,7 +195,8 @@ def _handle_browser_message(ws, sub, raw):
         reply = {"type": "pong", "data": {}}
     elif kind == "watch":
         device_id = message.get("device_id")
-        allowed = isinstance(device_id, int) and one(
+        # type() is: True is an int to isinstance; past bigint SQL would fail, not answer.
+        allowed = type(device_id) is int and 0 < device_id < 2 ** 63 and one(
             "SELECT live_device_allowed(%s, %s) AS ok", [sub.user_id, device_id])["ok"]
         if allowed:
             sub.watched.add(device_id)
