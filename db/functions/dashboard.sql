@@ -1,6 +1,7 @@
 -- The overview and monitoring pages: every count scoped to one owner, days and hours in the
--- owner's zone. Each function reads narrow indexes, so its cost follows the owner's day, not
--- the size of the history.
+-- owner's zone. Sent/failed figures come from a rollup (message_outcome_counts) and queue depth
+-- from narrow partial indexes, so the cost follows the owner's devices and backlog, not the
+-- size of the history nor the day's volume.
 
 CREATE OR REPLACE FUNCTION owner_day_start(p_user_id bigint)
 RETURNS timestamptz LANGUAGE sql STABLE AS $$
@@ -8,24 +9,88 @@ RETURNS timestamptz LANGUAGE sql STABLE AS $$
 $$;
 COMMENT ON FUNCTION owner_day_start(bigint) IS 'The instant of the owner''s most recent local midnight.';
 
+-- Outcome rollup ------------------------------------------------------------------------------
+-- message_outcome_counts (migration 0551) mirrors count(*) of sent/failed messages per owner and
+-- quarter hour: every statement that inserts, deletes or moves messages into or out of sent/failed
+-- (or changes their sent_at/failed_at) adds its rows' buckets and removes the old ones. One upsert
+-- per owner and quarter hour per statement; rows staying pending/queued cost a filter.
+CREATE OR REPLACE FUNCTION message_outcome_bucket(p_at timestamptz)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT date_bin('15 minutes', p_at, timestamptz '2000-01-01 00:00+00')
+$$;
+COMMENT ON FUNCTION message_outcome_bucket(timestamptz) IS 'The quarter hour message_outcome_counts files an instant under.';
+
+CREATE OR REPLACE FUNCTION add_message_outcomes(p_user_ids bigint[], p_buckets timestamptz[], p_sent bigint[],
+                                                p_failed bigint[])
+RETURNS void LANGUAGE sql AS $$
+  INSERT INTO message_outcome_counts AS c (user_id, bucket, sent, failed)
+  SELECT r.user_id, r.bucket, sum(r.sent), sum(r.failed)
+    FROM unnest(p_user_ids, p_buckets, p_sent, p_failed) AS r(user_id, bucket, sent, failed)
+   WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id)  -- an owner being deleted takes its rollup along
+   GROUP BY r.user_id, r.bucket
+  HAVING sum(r.sent) <> 0 OR sum(r.failed) <> 0
+   ORDER BY r.user_id, r.bucket  -- one lock order for every writer
+  ON CONFLICT (user_id, bucket) DO UPDATE SET sent = c.sent + excluded.sent, failed = c.failed + excluded.failed
+$$;
+COMMENT ON FUNCTION add_message_outcomes(bigint[], timestamptz[], bigint[], bigint[]) IS
+  'Adds signed sent/failed counts (parallel arrays: owner, quarter hour, sent, failed) to message_outcome_counts.';
+
+CREATE OR REPLACE FUNCTION count_message_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  v_users bigint[] := '{}'; v_buckets timestamptz[] := '{}'; v_sent bigint[] := '{}'; v_failed bigint[] := '{}';
+BEGIN
+  -- Rows are aggregated per owner and quarter hour here; only those few cross into the upsert.
+  IF TG_OP <> 'DELETE' THEN
+    SELECT v_users || array_agg(t.user_id), v_buckets || array_agg(t.bucket), v_sent || array_agg(t.sent),
+           v_failed || array_agg(t.failed)
+      INTO v_users, v_buckets, v_sent, v_failed
+      FROM (SELECT n.user_id, message_outcome_bucket(coalesce(n.sent_at, n.failed_at)) AS bucket,
+                   count(*) FILTER (WHERE n.status = 'sent') AS sent, count(*) FILTER (WHERE n.status = 'failed') AS failed
+              FROM new_rows n WHERE n.status IN ('sent', 'failed') GROUP BY 1, 2) t;
+  END IF;
+  IF TG_OP <> 'INSERT' THEN
+    SELECT v_users || array_agg(t.user_id), v_buckets || array_agg(t.bucket), v_sent || array_agg(-t.sent),
+           v_failed || array_agg(-t.failed)
+      INTO v_users, v_buckets, v_sent, v_failed
+      FROM (SELECT o.user_id, message_outcome_bucket(coalesce(o.sent_at, o.failed_at)) AS bucket,
+                   count(*) FILTER (WHERE o.status = 'sent') AS sent, count(*) FILTER (WHERE o.status = 'failed') AS failed
+              FROM old_rows o WHERE o.status IN ('sent', 'failed') GROUP BY 1, 2) t;
+  END IF;
+  IF cardinality(v_users) > 0 THEN
+    PERFORM add_message_outcomes(v_users, v_buckets, v_sent, v_failed);
+  END IF;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION count_message_outcomes() IS
+  'Statement trigger on broadcast_messages: keeps message_outcome_counts equal to the sent/failed rows per owner '
+  'and quarter hour.';
+
+CREATE OR REPLACE TRIGGER broadcast_messages_outcomes_ins AFTER INSERT ON broadcast_messages
+  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_message_outcomes();
+-- Every UPDATE (transition tables allow no column list); rows staying pending/queued are filtered
+-- out, and a sent row that only got a receipt nets to zero before the upsert.
+CREATE OR REPLACE TRIGGER broadcast_messages_outcomes_upd AFTER UPDATE ON broadcast_messages
+  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_message_outcomes();
+CREATE OR REPLACE TRIGGER broadcast_messages_outcomes_del AFTER DELETE ON broadcast_messages
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION count_message_outcomes();
+
+-- Overview ------------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION dashboard_today(p_user_id bigint)
 RETURNS TABLE (day_start timestamptz, sent bigint, failed bigint, pending bigint, in_flight bigint)
 LANGUAGE sql STABLE AS $$
   WITH day AS (SELECT owner_day_start(p_user_id) AS t0),
+  done AS (SELECT coalesce(sum(o.sent), 0)::bigint AS sent, coalesce(sum(o.failed), 0)::bigint AS failed
+             FROM message_outcome_counts o, day WHERE o.user_id = p_user_id AND o.bucket >= day.t0),
   queue AS (SELECT coalesce(sum(q.due_now + q.scheduled_later), 0)::bigint AS pending,
                    coalesce(sum(q.in_flight), 0)::bigint AS in_flight
               FROM monitor_queue_depth(p_user_id) q)
-  SELECT day.t0,
-         (SELECT count(*) FROM broadcast_messages m
-           WHERE m.user_id = p_user_id AND m.status = 'sent' AND m.sent_at >= day.t0),
-         (SELECT count(*) FROM broadcast_messages m
-           WHERE m.user_id = p_user_id AND m.status = 'failed' AND m.failed_at >= day.t0),
-         queue.pending, queue.in_flight
-    FROM day, queue
+  SELECT day.t0, done.sent, done.failed, queue.pending, queue.in_flight
+    FROM day, done, queue
 $$;
 COMMENT ON FUNCTION dashboard_today(bigint) IS
-  'Overview figures for the owner''s calendar day: messages sent and failed since local midnight, and the '
-  'queue now: pending (waiting for a device, held ones excluded) and in flight (claimed by a sender).';
+  'Overview figures for the owner''s calendar day: messages sent and failed since local midnight (from '
+  'message_outcome_counts), and the queue now: pending (waiting for a device, held ones excluded) and in '
+  'flight (claimed by a sender).';
 
 CREATE OR REPLACE FUNCTION dashboard_hourly(p_user_id bigint, p_hours integer DEFAULT 24)
 RETURNS TABLE (hour_start timestamptz, sent bigint, failed bigint)
@@ -35,25 +100,20 @@ LANGUAGE sql STABLE AS $$
     SELECT (date_trunc('hour', now() AT TIME ZONE zone.tz) - make_interval(hours => n)) AT TIME ZONE zone.tz AS h
       FROM zone, generate_series(least(greatest(p_hours, 1), 168) - 1, 0, -1) AS n
   ),
-  sent AS (
-    SELECT date_trunc('hour', m.sent_at AT TIME ZONE zone.tz) AT TIME ZONE zone.tz AS h, count(*) AS n
-      FROM broadcast_messages m, zone
-     WHERE m.user_id = p_user_id AND m.status = 'sent' AND m.sent_at >= (SELECT min(h) FROM hours)
-     GROUP BY 1
-  ),
-  failed AS (
-    SELECT date_trunc('hour', m.failed_at AT TIME ZONE zone.tz) AT TIME ZONE zone.tz AS h, count(*) AS n
-      FROM broadcast_messages m, zone
-     WHERE m.user_id = p_user_id AND m.status = 'failed' AND m.failed_at >= (SELECT min(h) FROM hours)
+  done AS (
+    SELECT date_trunc('hour', o.bucket AT TIME ZONE zone.tz) AT TIME ZONE zone.tz AS h,
+           sum(o.sent)::bigint AS sent, sum(o.failed)::bigint AS failed
+      FROM message_outcome_counts o, zone
+     WHERE o.user_id = p_user_id AND o.bucket >= (SELECT min(h) FROM hours)
      GROUP BY 1
   )
-  SELECT hours.h, coalesce(sent.n, 0), coalesce(failed.n, 0)
-    FROM hours LEFT JOIN sent USING (h) LEFT JOIN failed USING (h)
+  SELECT hours.h, coalesce(done.sent, 0), coalesce(done.failed, 0)
+    FROM hours LEFT JOIN done USING (h)
    ORDER BY hours.h
 $$;
 COMMENT ON FUNCTION dashboard_hourly(bigint, integer) IS
   'Messages sent and failed per hour of the owner''s zone over the last p_hours hours (1..168), oldest first, '
-  'every hour present (zeros included).';
+  'every hour present (zeros included); read from message_outcome_counts.';
 
 CREATE OR REPLACE FUNCTION dashboard_devices_by_health(p_user_id bigint)
 RETURNS TABLE (status text, devices bigint)
