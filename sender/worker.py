@@ -66,11 +66,14 @@ class Worker:
         self._to_release = set()              # devices the lease loop must stop and release
         self._devices_lock = threading.Lock()
         self._threads = []
+        self._stop_requested_at = None
+        self.parent_pid = None                # set when run by the pool: exit if the pool is gone
         self.stuck_after = timedelta(seconds=self.settings.stuck_seconds) - STUCK_MARGIN
 
     # Lifecycle -------------------------------------------------------------------------------
     def stop(self):
         """Begin a graceful stop: no new claims, in-flight sends finish, leases are released."""
+        self._stop_requested_at = self._stop_requested_at or time.monotonic()
         self._stopping.set()
         self._wake.set()
         self._lease_wake.set()
@@ -130,11 +133,11 @@ class Worker:
             try:
                 self._write_results(conn)
                 if self._stopping.is_set():
+                    if self._in_flight == 0 or self._drain_overdue():
+                        return
                     if not stopping_marked:
                         conn.execute("SELECT sender_stopping(%s)", [self.sender_id])
                         stopping_marked = True
-                    if self._in_flight == 0:
-                        return
                     self._wake.wait(0.05)
                     continue
                 room = s.in_flight - self._in_flight
@@ -152,6 +155,8 @@ class Worker:
                     timeout = s.poll_seconds
             except psycopg.OperationalError as exc:
                 log.warning("database unavailable (%s); reconnecting", str(exc).splitlines()[0] if str(exc) else exc)
+                if self._stopping.is_set() and self._drain_overdue():
+                    return
                 time.sleep(1)
                 try:
                     conn = connect(self.url, application_name="wa-sender")
@@ -159,6 +164,13 @@ class Worker:
                     pass
                 continue
             self._wake.wait(timeout)
+
+    def _drain_overdue(self):
+        overdue = time.monotonic() - self._stop_requested_at > self.settings.drain_seconds
+        if overdue:
+            log.error("in-flight sends did not finish within %ss; stopping anyway (stuck recovery fails them)",
+                      self.settings.drain_seconds)
+        return overdue
 
     def _idle_timeout(self, conn):
         """Sleep until the earliest next allowed send, at most poll_seconds."""
@@ -227,6 +239,10 @@ class Worker:
     def _lease_loop(self):
         conn = None
         while not self._stopping.is_set():
+            if self.parent_pid and os.getppid() != self.parent_pid:
+                log.error("the sender pool (pid %s) is gone; stopping", self.parent_pid)
+                self.stop()
+                break
             try:
                 conn = conn or connect(self.url, application_name="wa-sender-leases")
                 self._lease_round(conn)
@@ -310,6 +326,8 @@ def main():
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
                         format=f"%(asctime)s sender[{os.getpid()}] %(levelname)s %(message)s")
     worker = Worker()
+    if os.environ.get("SENDER_SLOT") is not None:   # started by the pool
+        worker.parent_pid = os.getppid()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     worker.run()

@@ -108,3 +108,23 @@ def test_pool_restarts_a_dead_worker(c, committed_db_url, tmp_path, procs):
     pool.send_signal(signal.SIGTERM)
     assert pool.wait(30) == 0
     assert len(received(store)) == 15
+
+
+def test_workers_exit_when_the_pool_is_killed(c, committed_db_url, tmp_path, procs):
+    pool = spawn_worker(committed_db_url, tmp_path / "simnet", module="sender", processes=2)
+    procs.append(pool)
+    wait_until(lambda: c.execute("SELECT count(*) AS n FROM senders").fetchone()["n"] == 2, timeout=15, what="workers")
+    pids = [r["pid"] for r in c.execute("SELECT pid FROM senders")]
+    pool.send_signal(signal.SIGKILL)
+    pool.wait()
+
+    def gone(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] == "Z"   # exited, waiting to be reaped
+
+    wait_until(lambda: all(gone(p) for p in pids), timeout=15, what="orphaned workers to stop")
+    assert c.execute("SELECT count(*) AS n FROM senders").fetchone()["n"] == 0   # they retired cleanly

@@ -1,0 +1,289 @@
+"""Dispatch benchmark: the sender pool against the raw-SQL limit, measured in the same run.
+
+    flock /tmp/bench.lock .venv/bin/python -m scripts.bench_dispatch [--quick]
+
+On a database of its own (created, applied through scripts.apply, dropped at the end):
+1. raw limit: the same claim-and-mark as a bare SQL loop (claim 100 pending rows with SKIP LOCKED,
+   then mark them sent: two transactions), in as many processes as the pool has workers;
+2. dispatch: `python -m sender` (SENDER_PROCESSES workers, simulated transport with zero latency,
+   no receipts) on DEVICES devices with caps that do not bind, MESSAGES messages due now;
+   every delivery is counted in the simulated network's store: 0 duplicates, 0 lost;
+3. caps binding: devices with hourly_limit CAP that already sent part of it 30 minutes ago;
+   reports the highest count any device sent in any rolling 60 minutes;
+4. idle NOTIFY-to-send latency: single inserts into an idle pool, commit to the network's record;
+5. memory: peak RSS of each worker process.
+Prints its figures and, last, `ratio=<dispatch/raw> msgs_per_s=<dispatch> ...`.
+"""
+import argparse
+import multiprocessing
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from bisect import bisect_left
+from collections import defaultdict
+
+import psycopg
+from psycopg.rows import dict_row
+
+from common.config import ROOT, require_database_url
+from common.db import with_database
+from scripts import apply
+from sender.transport.sim import SimNetwork
+
+BENCH_DB = "wa_bench_dispatch"
+WORKERS = 2
+CAP = 20
+
+
+def admin(url):
+    return psycopg.connect(url, autocommit=True)
+
+
+def connect(url):
+    return psycopg.connect(url, autocommit=True, row_factory=dict_row)
+
+
+def create_database(base_url):
+    with admin(base_url) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {BENCH_DB}")
+    url = with_database(base_url, BENCH_DB)
+    apply.apply(url)
+    return url
+
+
+def drop_database(base_url):
+    with admin(base_url) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+
+
+def setup_devices(c, user_id, n, label, hourly_limit=1_000_000, daily_limit=1_000_000):
+    return [r["id"] for r in c.execute("""
+        INSERT INTO user_devices (user_id, device_name, phone, jid, status, min_delay_seconds, max_delay_seconds,
+                                  hourly_limit, daily_limit)
+        SELECT %s, %s || g, '6019' || lpad(g::text, 8, '0'), %s || g, 'offline', 0, 0, %s, %s
+          FROM generate_series(1, %s) g RETURNING id""",
+                                       [user_id, label, f"bench-{label}-", hourly_limit, daily_limit, n])]
+
+
+def queue_messages(c, user_id, device_ids, total):
+    """`total` messages due now, spread evenly over the devices, in one statement (one NOTIFY)."""
+    c.execute("""
+        INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content)
+        SELECT %s, d.ids[1 + g %% cardinality(d.ids)], '6012' || lpad(g::text, 9, '0'), 'Hello lead ' || g
+          FROM generate_series(1, %s) g, (SELECT %s::bigint[] AS ids) d""", [user_id, total, device_ids])
+
+
+def raw_worker(url, done):
+    with psycopg.connect(url, autocommit=True) as c:
+        while True:
+            ids = [r[0] for r in c.execute("""
+                UPDATE broadcast_messages SET status = 'queued', claimed_at = now(), claimed_by = 'raw'
+                 WHERE id IN (SELECT id FROM broadcast_messages
+                               WHERE status = 'pending' AND NOT held AND scheduled_at <= now()
+                               LIMIT 100 FOR UPDATE SKIP LOCKED)
+                RETURNING id""")]
+            if not ids:
+                break
+            c.execute("UPDATE broadcast_messages SET status = 'sent', sent_at = now(), wa_message_id = 'raw' "
+                      "WHERE id = ANY(%s) AND status = 'queued'", [ids])
+            done.value += len(ids)
+
+
+def measure_raw(url, user_id, device_ids, total):
+    with connect(url) as c:
+        queue_messages(c, user_id, device_ids, total)
+        c.execute("VACUUM ANALYZE broadcast_messages")
+    done = multiprocessing.Value("q", 0, lock=False)
+    procs = [multiprocessing.Process(target=raw_worker, args=(url, done)) for _ in range(WORKERS)]
+    t0 = time.perf_counter()
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    elapsed = time.perf_counter() - t0
+    with connect(url) as c:
+        sent = c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE status = 'sent'").fetchone()["n"]
+        c.execute("TRUNCATE broadcast_messages CASCADE")
+        c.execute("TRUNCATE device_send_minutes")
+    assert sent == total, f"raw loop sent {sent} of {total}"
+    return total / elapsed
+
+
+def start_pool(url, store_dir):
+    env = dict(os.environ, DATABASE_URL=url, WA_TRANSPORT="sim", WA_SIM_DIR=str(store_dir), WA_SIM_RECEIPTS="0",
+               WA_SIM_LATENCY_MS="0", SENDER_PROCESSES=str(WORKERS), SENDER_HEARTBEAT_SECONDS="1",
+               LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "sender"], env=env, cwd=ROOT)
+
+
+def wait_for(fn, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not fn():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def pool_ready(c, n_devices):
+    leases = c.execute("SELECT sender_id, count(*) AS n FROM device_leases GROUP BY 1").fetchall()
+    online = c.execute("SELECT count(*) AS n FROM user_devices WHERE status = 'online'").fetchone()["n"]
+    return (len(leases) == WORKERS and sum(r["n"] for r in leases) == n_devices
+            and max(r["n"] for r in leases) - min(r["n"] for r in leases) <= 1 and online == n_devices)
+
+
+def queue_drained(c):
+    return c.execute("""SELECT NOT EXISTS (SELECT 1 FROM broadcast_messages WHERE status = 'pending' AND NOT held)
+                           AND NOT EXISTS (SELECT 1 FROM broadcast_messages WHERE status = 'queued') AS done""").fetchone()["done"]
+
+
+def measure_dispatch(c, user_id, device_ids, total, store_dir):
+    c.execute("ANALYZE")
+    t0 = time.perf_counter()
+    queue_messages(c, user_id, device_ids, total)
+    t_committed = time.perf_counter()
+    while not queue_drained(c):
+        time.sleep(0.25)
+    elapsed = time.perf_counter() - t_committed
+    statuses = {r["status"]: r["n"] for r in c.execute(
+        "SELECT status, count(*) AS n FROM broadcast_messages GROUP BY 1")}
+    got = [r["message_id"] for r in SimNetwork.received(store_dir)]
+    duplicates = len(got) - len(set(got))
+    lost = total - statuses.get("sent", 0)
+    return total / elapsed, elapsed, t_committed - t0, statuses, duplicates, lost, len(set(got))
+
+
+def max_rolling_hour(times):
+    """Highest number of sends inside any 60-minute window of a sorted list of epoch seconds."""
+    best = 0
+    for i, t in enumerate(times):
+        best = max(best, i + 1 - bisect_left(times, t - 3600 + 1e-9, 0, i + 1))
+    return best
+
+
+def measure_caps(c, user_id, device_ids, per_device):
+    """Each device already sent CAP-5 messages 30 minutes ago (recorded as a claim would);
+    then per_device more are due now. No device may exceed CAP in any rolling hour."""
+    earlier = CAP - 5
+    c.execute("""
+        WITH past AS (SELECT d, now() - interval '30 minutes' AS at FROM unnest(%s::bigint[]) d)
+        INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, status, claimed_at,
+                                        claimed_by, sent_at, scheduled_at)
+        SELECT %s, past.d, '6013' || lpad((past.d * 100 + g)::text, 9, '0'), 'earlier', 'sent', past.at,
+               'earlier', past.at, past.at
+          FROM past, generate_series(1, %s) g""", [device_ids, user_id, earlier])
+    c.execute("""INSERT INTO device_send_minutes (device_id, minute, sends)
+                 SELECT d, date_trunc('minute', now() - interval '30 minutes'), %s FROM unnest(%s::bigint[]) d""",
+              [earlier, device_ids])
+    c.execute("UPDATE device_pacing SET hour_count = %s WHERE device_id = ANY(%s)", [earlier, device_ids])
+    queue_messages(c, user_id, device_ids, per_device * len(device_ids))
+    expected = len(device_ids) * 5
+    sent_now = lambda: c.execute("""SELECT count(*) AS n FROM broadcast_messages
+                                     WHERE device_id = ANY(%s) AND status = 'sent' AND claimed_by <> 'earlier'""",
+                                 [device_ids]).fetchone()["n"]
+    wait_for(lambda: sent_now() >= expected, 60, "capped devices to fill their hour")
+    time.sleep(3)   # more claim rounds: the caps must keep holding
+    times = defaultdict(list)
+    for r in c.execute("""SELECT device_id, extract(epoch FROM claimed_at)::float8 AS t FROM broadcast_messages
+                           WHERE device_id = ANY(%s) AND claimed_at IS NOT NULL ORDER BY 2""", [device_ids]):
+        times[r["device_id"]].append(r["t"])
+    return max(max_rolling_hour(ts) for ts in times.values()), sent_now()
+
+
+def measure_notify_latency(c, user_id, device_id, samples, store_dir):
+    committed = {}
+    for i in range(samples):
+        mid = c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content)
+                           VALUES (%s, %s, '60140000000', 'ping') RETURNING id""", [user_id, device_id]).fetchone()["id"]
+        committed[mid] = time.time()
+        time.sleep(0.05)
+    wait_for(lambda: c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE id = ANY(%s) AND status = 'sent'",
+                               [list(committed)]).fetchone()["n"] == samples, 30, "latency probes sent")
+    at = {r["message_id"]: r["at"] for r in SimNetwork.received(store_dir) if r["message_id"] in committed}
+    lat = sorted((at[m] - committed[m]) * 1000 for m in committed)
+    return lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+
+
+def worker_rss_mb(c):
+    peaks = []
+    for r in c.execute("SELECT pid FROM senders"):
+        try:
+            with open(f"/proc/{r['pid']}/status") as f:
+                fields = dict(line.split(":", 1) for line in f)
+            peaks.append(int(fields["VmHWM"].split()[0]) / 1024)
+        except OSError:
+            pass
+    return peaks
+
+
+def log(t0, what):
+    print(f"[{time.perf_counter() - t0:6.1f}s] {what}", file=sys.stderr, flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts, under 60 s")
+    args = parser.parse_args()
+    devices, messages = (300, 100_000) if args.quick else (3000, 1_000_000)
+    capped_devices, latency_samples = (20, 40) if args.quick else (100, 200)
+
+    started = time.perf_counter()
+    base = require_database_url()
+    url = create_database(base)
+    log(started, "database created")
+    store_dir = tempfile.mkdtemp(prefix="bench-simnet-")
+    pool = None
+    try:
+        with connect(url) as c:
+            user_id = c.execute("SELECT create_user('bench@example.com', 'Bench', %s) AS id",
+                                ["$argon2id$v=19$m=65536,t=3,p=4$bench$bench"]).fetchone()["id"]
+            device_ids = setup_devices(c, user_id, devices, "fast")
+            capped_ids = setup_devices(c, user_id, capped_devices, "capped", hourly_limit=CAP)
+
+        raw = measure_raw(url, user_id, device_ids, messages)
+        print(f"raw SQL limit: {raw:,.0f} rows/s ({WORKERS} processes, batch 100, two transactions, {messages:,} rows)")
+
+        pool = start_pool(url, store_dir)
+        with connect(url) as c:
+            wait_for(lambda: pool_ready(c, devices + capped_devices), 120, "the pool to lease and connect every device")
+            log(started, "pool ready")
+            rate, elapsed, insert_s, statuses, duplicates, lost, delivered = measure_dispatch(
+                c, user_id, device_ids, messages, store_dir)
+            print(f"dispatch: {rate:,.0f} msgs/s ({messages:,} messages on {devices} devices in {elapsed:.1f} s; "
+                  f"queued in {insert_s:.1f} s; statuses {statuses})")
+            print(f"network received {delivered:,} distinct messages; duplicates={duplicates} lost={lost}")
+
+            log(started, "dispatch measured")
+            worst, capped_sent = measure_caps(c, user_id, capped_ids, per_device=50)
+            print(f"caps binding: {capped_devices} devices, hourly_limit {CAP} with {CAP - 5} sent 30 min earlier: "
+                  f"{capped_sent} sent now; highest count in any rolling hour = {worst}")
+
+            log(started, "caps measured")
+            p50, p99 = measure_notify_latency(c, user_id, device_ids[0], latency_samples, store_dir)
+            print(f"idle NOTIFY-to-send latency: p50 {p50:.2f} ms, p99 {p99:.2f} ms ({latency_samples} samples)")
+            rss = worker_rss_mb(c)
+            print(f"memory: peak RSS per worker process {', '.join(f'{m:.0f} MB' for m in rss)} "
+                  f"({(devices + capped_devices) // WORKERS} devices each)")
+        log(started, "latency measured")
+        ratio = rate / raw
+        print(f"ratio={ratio:.2f} msgs_per_s={rate:.0f} raw_per_s={raw:.0f} duplicates={duplicates} lost={lost} "
+              f"max_rolling_hour={worst} cap={CAP} notify_p50_ms={p50:.2f} notify_p99_ms={p99:.2f} "
+              f"rss_mb={max(rss):.0f}")
+    finally:
+        if pool and pool.poll() is None:
+            pool.send_signal(signal.SIGTERM)
+            try:
+                pool.wait(60)
+            except subprocess.TimeoutExpired:
+                pool.kill()
+        shutil.rmtree(store_dir, ignore_errors=True)
+        drop_database(base)
+
+
+if __name__ == "__main__":
+    main()
