@@ -9,6 +9,8 @@ LANGUAGE sql IMMUTABLE AS $$
     ('dispatch-stuck', '* * * * *', 'SELECT recover_stuck()'),
     ('dispatch-skip', '* * * * *', 'SELECT skip_undeliverable()'),
     ('device-health', '* * * * *', 'SELECT device_health_tick()'),
+    ('campaigns', '* * * * *', 'CALL run_campaigns()'),
+    ('lead-imports', '* * * * *', 'CALL run_lead_imports()'),
     ('sequence-tick', '* * * * *', 'CALL sequence_tick()'),
     ('sequence-sweep', '*/10 * * * *', 'SELECT sequence_enrollment_sweep()')
 $$;

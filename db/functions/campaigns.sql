@@ -1,0 +1,466 @@
+-- Campaigns: create/edit/cancel/pause/resume, the fan-out into broadcast_messages (chunked for
+-- broadcasts, spread over devices for AI campaigns), retries, and the one status rule.
+-- Nothing here sends: the dispatch engine claims the queued rows.
+
+-- Time --------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION owner_local_instant(p_user_id bigint, p_date date, p_time time) RETURNS timestamptz
+LANGUAGE sql STABLE AS $$ SELECT (p_date + p_time) AT TIME ZONE u.timezone FROM users u WHERE u.id = p_user_id $$;
+COMMENT ON FUNCTION owner_local_instant(bigint, date, time) IS
+  'The instant a wall-clock date and time denote in the owner''s time zone (09:00 Kuala Lumpur = 01:00 UTC).';
+
+-- The status rule -----------------------------------------------------------------------------
+-- The only place a campaign's status is decided, from what is true of it now.
+CREATE OR REPLACE FUNCTION campaign_status_rule(p_status text, p_cancel boolean, p_due boolean, p_expanded boolean,
+                                                p_has_live boolean, p_has_sent boolean, p_has_failed boolean,
+                                                p_has_rows boolean, p_has_devices boolean,
+                                                OUT status text, OUT reason text)
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE WHEN p_status = 'cancelled' OR p_cancel THEN 'cancelled'
+              WHEN p_status = 'pending' AND NOT p_due THEN 'pending'
+              WHEN NOT p_expanded THEN 'triggered'
+              WHEN p_has_live THEN 'processing'
+              WHEN NOT p_has_rows OR (p_has_failed AND NOT p_has_sent) THEN 'failed'
+              ELSE 'finished' END,
+         CASE WHEN p_status = 'cancelled' OR p_cancel THEN 'cancelled by its owner'
+              WHEN (p_status = 'pending' AND NOT p_due) OR NOT p_expanded OR p_has_live THEN NULL
+              WHEN NOT p_has_rows AND NOT p_has_devices THEN 'no device to send from'
+              WHEN NOT p_has_rows THEN 'no lead in the audience (or all opted out)'
+              WHEN p_has_failed AND NOT p_has_sent THEN 'no message could be sent'
+         END
+$$;
+COMMENT ON FUNCTION campaign_status_rule(text, boolean, boolean, boolean, boolean, boolean, boolean, boolean, boolean) IS
+  'The campaign status rule: pending until due, triggered while expanding, processing while any message is '
+  'pending or in flight, then finished (failed when nothing was queued, or nothing sent and some failed); '
+  'cancelled stays cancelled. A retry re-opens an ended campaign (processing again).';
+
+CREATE OR REPLACE FUNCTION settle_campaign(p_campaign_id bigint, p_cancel boolean DEFAULT false) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE c campaigns;
+        v_rule record;
+BEGIN
+  SELECT * INTO c FROM campaigns WHERE id = p_campaign_id FOR UPDATE;
+  IF NOT FOUND THEN RETURN NULL; END IF;
+  -- Index probes only (broadcast_messages_campaign), so settling a 1M-message campaign stays cheap.
+  v_rule := campaign_status_rule(
+    c.status, p_cancel, c.scheduled_at <= now(), c.expanded_at IS NOT NULL,
+    EXISTS (SELECT 1 FROM broadcast_messages m WHERE m.campaign_id = c.id AND m.status IN ('pending', 'queued')),
+    EXISTS (SELECT 1 FROM broadcast_messages m WHERE m.campaign_id = c.id AND m.status = 'sent'),
+    EXISTS (SELECT 1 FROM broadcast_messages m WHERE m.campaign_id = c.id AND m.status = 'failed'),
+    EXISTS (SELECT 1 FROM broadcast_messages m WHERE m.campaign_id = c.id),
+    EXISTS (SELECT 1 FROM user_devices d WHERE d.user_id = c.user_id
+             AND (c.device_ids IS NULL OR d.id = ANY (c.device_ids))));
+  IF v_rule.status IS DISTINCT FROM c.status THEN
+    UPDATE campaigns
+       SET status = v_rule.status, status_reason = v_rule.reason,
+           triggered_at = CASE WHEN v_rule.status = 'cancelled' THEN triggered_at ELSE coalesce(triggered_at, now()) END,
+           finished_at = CASE WHEN v_rule.status IN ('finished', 'failed', 'cancelled') THEN now() END
+     WHERE id = p_campaign_id;
+    PERFORM notify_user(c.user_id, 'campaign', jsonb_build_object('id', c.id, 'status', v_rule.status,
+                                                                  'reason', v_rule.reason));
+  END IF;
+  RETURN v_rule.status;
+END $$;
+COMMENT ON FUNCTION settle_campaign(bigint, boolean) IS
+  'Applies campaign_status_rule to a campaign (p_cancel: its owner cancels it), stamping triggered_at/finished_at '
+  'and pushing a campaign event on change. Every status change goes through here. Returns the status.';
+
+-- Create and edit -------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION check_campaign_input(p_user_id bigint, p_kind text, p_device_ids bigint[],
+                                                p_ai_limit_per_device integer, p_min_delay integer,
+                                                p_max_delay integer, p_date date, p_time time)
+RETURNS void LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  IF p_kind IS NULL OR p_kind NOT IN ('broadcast', 'ai') THEN
+    RAISE EXCEPTION 'campaign kind must be broadcast or ai' USING ERRCODE = '22023';
+  END IF;
+  IF p_kind = 'ai' AND coalesce(p_ai_limit_per_device, 0) < 1 THEN
+    RAISE EXCEPTION 'an AI campaign needs a limit of leads per device (1 or more)' USING ERRCODE = '22023';
+  END IF;
+  IF NOT coalesce(p_device_ids, '{}') <@ own_device_ids(p_user_id) THEN
+    RAISE EXCEPTION 'device % is not one of your devices',
+      (SELECT min(x) FROM unnest(p_device_ids) x WHERE NOT x = ANY (own_device_ids(p_user_id)))
+      USING ERRCODE = '22023';
+  END IF;
+  IF p_min_delay IS NULL OR p_max_delay IS NULL OR p_min_delay < 0 OR p_max_delay < p_min_delay THEN
+    RAISE EXCEPTION 'delays must satisfy 0 <= min (%) <= max (%)', p_min_delay, p_max_delay USING ERRCODE = '22023';
+  END IF;
+  IF p_date IS NULL OR p_time IS NULL THEN
+    RAISE EXCEPTION 'a campaign needs a date and a time' USING ERRCODE = '22023';
+  END IF;
+END $$;
+COMMENT ON FUNCTION check_campaign_input(bigint, text, bigint[], integer, integer, integer, date, time) IS
+  'Raises 22023 with the reason when campaign fields are invalid (kind, AI limit, foreign devices, delays, schedule).';
+
+CREATE OR REPLACE FUNCTION create_campaign(p_user_id bigint, p_kind text, p_title text, p_niche text,
+                                           p_target_status text, p_message text, p_image_url text,
+                                           p_device_ids bigint[], p_ai_limit_per_device integer,
+                                           p_date date, p_time time, p_min_delay integer, p_max_delay integer)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE v_id bigint;
+BEGIN
+  PERFORM check_campaign_input(p_user_id, p_kind, p_device_ids, p_ai_limit_per_device, p_min_delay, p_max_delay,
+                               p_date, p_time);
+  INSERT INTO campaigns (user_id, kind, title, niche, target_status, message, image_url, device_ids,
+                         ai_limit_per_device, campaign_date, time_schedule, scheduled_at,
+                         min_delay_seconds, max_delay_seconds)
+  VALUES (p_user_id, p_kind, btrim(coalesce(p_title, '')), btrim(coalesce(p_niche, '')),
+          coalesce(nullif(p_target_status, ''), 'all'), p_message, nullif(btrim(coalesce(p_image_url, '')), ''),
+          nullif(p_device_ids, '{}'), CASE WHEN p_kind = 'ai' THEN p_ai_limit_per_device END,
+          p_date, p_time, owner_local_instant(p_user_id, p_date, p_time), p_min_delay, p_max_delay)
+  RETURNING id INTO v_id;
+  RETURN v_id;
+END $$;
+COMMENT ON FUNCTION create_campaign(bigint, text, text, text, text, text, text, bigint[], integer, date, time, integer, integer) IS
+  'Creates a pending campaign (kind broadcast or ai); date and time are wall clock in the owner''s zone and '
+  'scheduled_at is the instant they denote. Returns its id.';
+
+CREATE OR REPLACE FUNCTION update_campaign(p_user_id bigint, p_campaign_id bigint, p_title text, p_niche text,
+                                           p_target_status text, p_message text, p_image_url text,
+                                           p_device_ids bigint[], p_ai_limit_per_device integer,
+                                           p_date date, p_time time, p_min_delay integer, p_max_delay integer)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE c campaigns;
+BEGIN
+  SELECT * INTO c FROM campaigns WHERE id = p_campaign_id AND user_id = p_user_id FOR UPDATE;
+  IF NOT FOUND THEN RETURN NULL; END IF;
+  IF c.status <> 'pending' THEN
+    RAISE EXCEPTION 'campaign % is % and can no longer be edited', c.id, c.status;
+  END IF;
+  PERFORM check_campaign_input(p_user_id, c.kind, p_device_ids, p_ai_limit_per_device, p_min_delay, p_max_delay,
+                               p_date, p_time);
+  UPDATE campaigns
+     SET title = btrim(coalesce(p_title, '')), niche = btrim(coalesce(p_niche, '')),
+         target_status = coalesce(nullif(p_target_status, ''), 'all'), message = p_message,
+         image_url = nullif(btrim(coalesce(p_image_url, '')), ''), device_ids = nullif(p_device_ids, '{}'),
+         ai_limit_per_device = CASE WHEN c.kind = 'ai' THEN p_ai_limit_per_device END,
+         campaign_date = p_date, time_schedule = p_time, scheduled_at = owner_local_instant(p_user_id, p_date, p_time),
+         min_delay_seconds = p_min_delay, max_delay_seconds = p_max_delay
+   WHERE id = c.id;
+  RETURN c.id;
+END $$;
+COMMENT ON FUNCTION update_campaign(bigint, bigint, text, text, text, text, text, bigint[], integer, date, time, integer, integer) IS
+  'Edits one of the owner''s campaigns while it is pending (not yet due); NULL when the owner has no such campaign.';
+
+-- Owner actions ----------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION owned_campaign_for_update(p_user_id bigint, p_campaign_id bigint) RETURNS campaigns
+LANGUAGE sql AS $$ SELECT * FROM campaigns WHERE id = p_campaign_id AND user_id = p_user_id FOR UPDATE $$;
+COMMENT ON FUNCTION owned_campaign_for_update(bigint, bigint) IS
+  'One of the owner''s campaigns, locked for a state change (NULL fields when not theirs).';
+
+CREATE OR REPLACE FUNCTION cancel_campaign(p_user_id bigint, p_campaign_id bigint) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE c campaigns := owned_campaign_for_update(p_user_id, p_campaign_id);
+BEGIN
+  IF c.id IS NULL THEN RETURN NULL; END IF;
+  IF c.status IN ('finished', 'failed', 'cancelled') THEN
+    RAISE EXCEPTION 'campaign % is already %', c.id, c.status;
+  END IF;
+  UPDATE broadcast_messages
+     SET status = 'skipped', held = false, failed_at = now(), error_message = 'campaign cancelled'
+   WHERE campaign_id = c.id AND status = 'pending';
+  RETURN settle_campaign(c.id, true);
+END $$;
+COMMENT ON FUNCTION cancel_campaign(bigint, bigint) IS
+  'Cancels a campaign: its unsent (pending) messages become skipped (''campaign cancelled''); in-flight ones finish. '
+  'NULL when the owner has no such campaign.';
+
+CREATE OR REPLACE FUNCTION pause_campaign(p_user_id bigint, p_campaign_id bigint, p_pause boolean) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE c campaigns := owned_campaign_for_update(p_user_id, p_campaign_id);
+BEGIN
+  IF c.id IS NULL THEN RETURN NULL; END IF;
+  IF c.status IN ('finished', 'failed', 'cancelled') THEN
+    RAISE EXCEPTION 'campaign % is % and cannot be %', c.id, c.status, CASE WHEN p_pause THEN 'paused' ELSE 'resumed' END;
+  END IF;
+  IF (c.paused_at IS NOT NULL) = p_pause THEN
+    RETURN c.status;  -- already so: nothing to do
+  END IF;
+  UPDATE campaigns SET paused_at = CASE WHEN p_pause THEN now() END WHERE id = c.id;
+  UPDATE broadcast_messages SET held = p_pause
+   WHERE campaign_id = c.id AND status = 'pending' AND held <> p_pause;
+  PERFORM notify_user(c.user_id, 'campaign', jsonb_build_object('id', c.id, 'status', c.status, 'paused', p_pause));
+  RETURN c.status;
+END $$;
+COMMENT ON FUNCTION pause_campaign(bigint, bigint, boolean) IS
+  'Pauses (p_pause) or resumes a campaign: its pending messages are held or released, and messages it queues '
+  'meanwhile are held. NULL when the owner has no such campaign.';
+
+-- Fan-out -------------------------------------------------------------------------------------
+-- Messages are rendered as they are queued. Most templates have no field or spintax at all, and
+-- the fan-out is the hot path, so those skip the call.
+CREATE OR REPLACE FUNCTION campaign_content(p_template text, p_name text, p_phone text) RETURNS text
+LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
+  SELECT CASE WHEN strpos(p_template, '{') = 0 THEN p_template ELSE render_message(p_template, p_name, p_phone) END
+$$;
+COMMENT ON FUNCTION campaign_content(text, text, text) IS
+  'A campaign message for one lead: render_message, skipped for templates without braces.';
+
+-- One chunk of a broadcast: the next p_chunk leads of the audience by id, each on its own device.
+CREATE OR REPLACE FUNCTION expand_broadcast_chunk(c campaigns, p_chunk integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE v_last bigint; v_seen integer; v_queued integer;
+BEGIN
+  WITH batch AS MATERIALIZED (
+    SELECT l.id, l.device_id, l.name, l.phone
+      FROM leads l
+     WHERE l.user_id = c.user_id AND l.id > c.expand_cursor AND l.device_id IS NOT NULL
+       AND (c.device_ids IS NULL OR l.device_id = ANY (c.device_ids))
+       AND lead_in_audience(l.niche_tokens, l.target_status, lead_tokens(c.niche), c.target_status)
+     ORDER BY l.id
+     LIMIT p_chunk
+  ), queued AS (
+    INSERT INTO broadcast_messages (user_id, device_id, campaign_id, lead_id, recipient_phone, recipient_name,
+                                    message_type, content, media_url, min_delay_seconds, max_delay_seconds,
+                                    scheduled_at, held)
+    SELECT c.user_id, b.device_id, c.id, b.id, b.phone, b.name,
+           CASE WHEN c.image_url IS NULL THEN 'text' ELSE 'image' END,
+           campaign_content(c.message, b.name, b.phone), c.image_url, c.min_delay_seconds, c.max_delay_seconds,
+           c.scheduled_at, c.paused_at IS NOT NULL
+      FROM batch b
+     WHERE NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = b.phone)
+    ON CONFLICT (campaign_id, recipient_phone) WHERE campaign_id IS NOT NULL AND status IN ('pending', 'queued', 'sent')
+    DO NOTHING
+    RETURNING 1
+  )
+  SELECT max(b.id), count(*), (SELECT count(*) FROM queued) INTO v_last, v_seen, v_queued FROM batch b;
+  UPDATE campaigns
+     SET expand_cursor = coalesce(v_last, expand_cursor),
+         expanded_at = CASE WHEN v_seen < p_chunk THEN now() END
+   WHERE id = c.id;
+  RETURN v_queued;
+END $$;
+COMMENT ON FUNCTION expand_broadcast_chunk(campaigns, integer) IS
+  'Queues one chunk of a broadcast (next p_chunk audience leads after expand_cursor, on their own devices, '
+  'opted-out numbers left out, one message per phone); marks the fan-out done after the last chunk. Returns rows queued.';
+
+-- Device score for spreading: lower is less loaded (the load-balance score).
+CREATE OR REPLACE FUNCTION ai_campaign_devices(c campaigns)
+RETURNS TABLE (device_id bigint, score numeric, room integer)
+LANGUAGE sql STABLE AS $$
+  SELECT d.id,
+         coalesce(pm.messages_hour, 0) * 0.7 + coalesce(pm.processing_now, 0) * 0.3,
+         c.ai_limit_per_device - (SELECT count(*)::int FROM broadcast_messages m
+                                   WHERE m.campaign_id = c.id AND m.device_id = d.id
+                                     AND m.status IN ('pending', 'queued', 'sent'))
+    FROM user_devices d
+    LEFT JOIN device_performance_monitor pm ON pm.device_id = d.id
+   WHERE d.user_id = c.user_id AND d.status = 'online'
+     AND (c.device_ids IS NULL OR d.id = ANY (c.device_ids))
+$$;
+COMMENT ON FUNCTION ai_campaign_devices(campaigns) IS
+  'The devices an AI campaign may use now (online, in its device set), their load-balance score '
+  '(messages_hour*0.7 + processing_now*0.3) and how many more leads each may take under the per-device limit.';
+
+-- Spreads leads over the AI campaign's devices: slot k of every device before slot k+1 of any,
+-- devices by score, so the least loaded get the first leads and none gets more than its room.
+-- Candidates: pool leads the campaign has not touched (only while first expanding), then leads
+-- whose message was stranded on a dropped device (moved: a new row with retry_of, history kept).
+CREATE OR REPLACE FUNCTION spread_ai_campaign(c campaigns) RETURNS integer
+LANGUAGE sql AS $$
+  WITH slots AS MATERIALIZED (
+    SELECT d.device_id, row_number() OVER (ORDER BY s.n, d.score, d.device_id) AS slot
+      FROM ai_campaign_devices(c) d, generate_series(1, d.room) AS s(n)
+  ), stranded AS (
+    SELECT m.id AS retry_of, m.lead_id, m.recipient_name AS name, m.recipient_phone AS phone, 0 AS pass, m.id AS ord
+      FROM broadcast_messages m LEFT JOIN user_devices d ON d.id = m.device_id
+     WHERE m.campaign_id = c.id AND m.status IN ('failed', 'skipped')
+       AND (d.id IS NULL OR d.status IN ('banned', 'logged_out'))
+       AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id)
+  ), fresh AS (
+    SELECT NULL::bigint AS retry_of, l.id AS lead_id, l.name, l.phone, 1 AS pass, l.id AS ord
+      FROM leads l
+     WHERE c.expanded_at IS NULL AND l.user_id = c.user_id AND l.device_id IS NULL
+       AND lead_in_audience(l.niche_tokens, l.target_status, lead_tokens(c.niche), c.target_status)
+       AND NOT EXISTS (SELECT 1 FROM broadcast_messages m WHERE m.campaign_id = c.id AND m.recipient_phone = l.phone)
+  ), candidates AS (
+    SELECT x.*, row_number() OVER (ORDER BY x.pass, x.ord) AS slot
+      FROM (SELECT retry_of, lead_id, name, phone, pass, ord FROM stranded
+            UNION ALL SELECT retry_of, lead_id, name, phone, pass, ord FROM fresh) x
+     WHERE NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = x.phone)
+  ), queued AS (
+    INSERT INTO broadcast_messages (user_id, device_id, campaign_id, lead_id, retry_of, recipient_phone,
+                                    recipient_name, message_type, content, media_url, min_delay_seconds,
+                                    max_delay_seconds, scheduled_at, held)
+    SELECT c.user_id, s.device_id, c.id, k.lead_id, k.retry_of, k.phone, k.name,
+           CASE WHEN c.image_url IS NULL THEN 'text' ELSE 'image' END,
+           campaign_content(c.message, k.name, k.phone), c.image_url, c.min_delay_seconds, c.max_delay_seconds,
+           greatest(c.scheduled_at, now()), c.paused_at IS NOT NULL
+      FROM candidates k JOIN slots s USING (slot)
+    ON CONFLICT (campaign_id, recipient_phone) WHERE campaign_id IS NOT NULL AND status IN ('pending', 'queued', 'sent')
+    DO NOTHING
+    RETURNING 1
+  )
+  SELECT count(*)::int FROM queued
+$$;
+COMMENT ON FUNCTION spread_ai_campaign(campaigns) IS
+  'Queues AI-campaign leads on its online devices by load-balance score, at most ai_limit_per_device live '
+  'messages per device: untouched pool leads (first spread only) and leads stranded on dropped devices.';
+
+CREATE OR REPLACE FUNCTION expand_campaign_chunk(p_campaign_id bigint, p_chunk integer DEFAULT 50000) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE c campaigns;
+        v_queued integer;
+BEGIN
+  -- The row lock serialises expansions of one campaign; the unique index would stop duplicates anyway.
+  SELECT * INTO c FROM campaigns WHERE id = p_campaign_id FOR UPDATE;
+  IF NOT FOUND OR c.status <> 'triggered' OR c.expanded_at IS NOT NULL THEN
+    RETURN NULL;
+  END IF;
+  IF c.kind = 'ai' THEN
+    v_queued := spread_ai_campaign(c);
+    UPDATE campaigns SET expanded_at = now() WHERE id = c.id;
+  ELSE
+    v_queued := expand_broadcast_chunk(c, p_chunk);
+  END IF;
+  PERFORM notify_user(c.user_id, 'campaign_progress', jsonb_build_object('id', c.id, 'queued', v_queued));
+  PERFORM settle_campaign(c.id);
+  RETURN v_queued;
+END $$;
+COMMENT ON FUNCTION expand_campaign_chunk(bigint, integer) IS
+  'One fan-out step of a triggered campaign (a chunk of a broadcast, or the whole AI spread), then its status '
+  'is settled. NULL when there is nothing to expand. Safe to call concurrently.';
+
+-- The tick --------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION trigger_due_campaigns() RETURNS integer
+LANGUAGE sql AS $$
+  SELECT count(*)::int FROM (
+    SELECT settle_campaign(id) FROM campaigns WHERE status = 'pending' AND scheduled_at <= now()
+  ) s
+$$;
+COMMENT ON FUNCTION trigger_due_campaigns() IS 'Moves pending campaigns whose time has come to triggered. Returns how many.';
+
+CREATE OR REPLACE FUNCTION expand_next_campaign_chunk(p_chunk integer DEFAULT 50000) RETURNS integer
+LANGUAGE sql AS $$
+  SELECT expand_campaign_chunk(id, p_chunk) FROM (
+    SELECT id FROM campaigns WHERE status = 'triggered' AND expanded_at IS NULL
+     ORDER BY scheduled_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+  ) next
+$$;
+COMMENT ON FUNCTION expand_next_campaign_chunk(integer) IS
+  'Expands one chunk of the oldest triggered campaign no other session is expanding; NULL when none is waiting.';
+
+CREATE OR REPLACE FUNCTION rebalance_ai_campaigns() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE c campaigns;
+        v_moved integer := 0;
+BEGIN
+  FOR c IN SELECT * FROM campaigns WHERE kind = 'ai' AND status = 'processing' FOR UPDATE SKIP LOCKED LOOP
+    UPDATE broadcast_messages m
+       SET status = 'skipped', held = false, failed_at = now(),
+           error_message = 'device dropped from the campaign ('
+                           || coalesce((SELECT d.status FROM user_devices d WHERE d.id = m.device_id), 'deleted') || ')'
+     WHERE m.campaign_id = c.id AND m.status = 'pending'
+       AND NOT EXISTS (SELECT 1 FROM user_devices d WHERE d.id = m.device_id AND d.status NOT IN ('banned', 'logged_out'));
+    v_moved := v_moved + spread_ai_campaign(c);
+    PERFORM settle_campaign(c.id);
+  END LOOP;
+  RETURN v_moved;
+END $$;
+COMMENT ON FUNCTION rebalance_ai_campaigns() IS
+  'Drops banned, logged-out and deleted devices from running AI campaigns: their unsent messages are skipped '
+  'and queued again on the other devices (retry_of), within each device''s limit. Returns messages moved.';
+
+CREATE OR REPLACE FUNCTION settle_running_campaigns() RETURNS integer
+LANGUAGE sql AS $$
+  SELECT count(*)::int FROM (
+    SELECT settle_campaign(id) AS s FROM campaigns WHERE status = 'processing'
+  ) x WHERE x.s <> 'processing'
+$$;
+COMMENT ON FUNCTION settle_running_campaigns() IS
+  'Re-applies the status rule to processing campaigns (their messages move on without them). Returns how many ended.';
+
+CREATE OR REPLACE PROCEDURE run_campaigns(p_max_seconds integer DEFAULT 50, p_chunk integer DEFAULT 50000)
+LANGUAGE plpgsql AS $$
+DECLARE v_until timestamptz := clock_timestamp() + make_interval(secs => p_max_seconds);
+BEGIN
+  PERFORM trigger_due_campaigns();
+  COMMIT;
+  -- A commit per chunk: each chunk's messages are claimable at once, and no transaction grows large.
+  WHILE clock_timestamp() < v_until AND expand_next_campaign_chunk(p_chunk) IS NOT NULL LOOP
+    COMMIT;
+  END LOOP;
+  COMMIT;
+  PERFORM rebalance_ai_campaigns();
+  COMMIT;
+  PERFORM settle_running_campaigns();
+END $$;
+COMMENT ON PROCEDURE run_campaigns(integer, integer) IS
+  'The campaign tick (every minute): triggers due campaigns, expands them chunk by chunk (a commit each) for '
+  'up to p_max_seconds, moves AI-campaign leads off dropped devices, and ends campaigns whose messages are done.';
+
+-- Retry ---------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION retry_failed_messages(p_user_id bigint, p_campaign_id bigint, p_device_id bigint DEFAULT NULL)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE c campaigns := owned_campaign_for_update(p_user_id, p_campaign_id);
+        v_queued integer;
+BEGIN
+  IF c.id IS NULL THEN RETURN NULL; END IF;
+  IF c.status IN ('pending', 'triggered', 'cancelled') THEN
+    RAISE EXCEPTION 'campaign % is % : only a running or ended campaign''s failed messages can be retried', c.id, c.status;
+  END IF;
+  IF p_device_id IS NOT NULL AND NOT p_device_id = ANY (own_device_ids(p_user_id)) THEN
+    RAISE EXCEPTION 'device % is not one of your devices', p_device_id USING ERRCODE = '22023';
+  END IF;
+  INSERT INTO broadcast_messages (user_id, device_id, campaign_id, lead_id, retry_of, recipient_phone, recipient_name,
+                                  message_type, content, media_url, min_delay_seconds, max_delay_seconds, held)
+  SELECT m.user_id, coalesce(p_device_id, m.device_id), m.campaign_id, m.lead_id, m.id, m.recipient_phone,
+         m.recipient_name, m.message_type, m.content, m.media_url, m.min_delay_seconds, m.max_delay_seconds,
+         c.paused_at IS NOT NULL
+    FROM broadcast_messages m
+   WHERE m.campaign_id = c.id AND m.status = 'failed'
+     AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id)
+     AND NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = m.recipient_phone)
+  ON CONFLICT (campaign_id, recipient_phone) WHERE campaign_id IS NOT NULL AND status IN ('pending', 'queued', 'sent')
+  DO NOTHING;
+  GET DIAGNOSTICS v_queued = ROW_COUNT;
+  PERFORM settle_campaign(c.id);
+  RETURN v_queued;
+END $$;
+COMMENT ON FUNCTION retry_failed_messages(bigint, bigint, bigint) IS
+  'Queues a new message (retry_of = the failed one) for each failed, not yet retried message of a campaign, '
+  'on p_device_id or the same device; failed rows stay as they are. Returns how many; NULL when not the owner''s.';
+
+-- Report detail ---------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION campaign_report_leads(p_user_id bigint, p_campaign_id bigint, p_device_id bigint,
+                                                 p_bucket text, p_limit integer DEFAULT 100, p_offset integer DEFAULT 0)
+RETURNS TABLE (message_id bigint, lead_id bigint, recipient_phone text, recipient_name text, device_id bigint,
+               device_name text, status text, error_message text, sent_at timestamptz, delivered_at timestamptz,
+               read_at timestamptz)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  IF p_bucket NOT IN ('should_send', 'sent', 'failed', 'skipped', 'pending', 'delivered', 'read') THEN
+    RAISE EXCEPTION 'unknown report column "%"', p_bucket USING ERRCODE = '22023';
+  END IF;
+  RETURN QUERY
+  SELECT m.id, m.lead_id, m.recipient_phone, m.recipient_name, m.device_id, d.device_name, m.status,
+         m.error_message, m.sent_at, m.delivered_at, m.read_at
+    FROM campaign_messages_current m
+    JOIN campaigns c ON c.id = m.campaign_id AND c.user_id = p_user_id
+    LEFT JOIN user_devices d ON d.id = m.device_id
+   WHERE m.campaign_id = p_campaign_id
+     AND (p_device_id IS NULL OR m.device_id = p_device_id)
+     AND CASE p_bucket WHEN 'should_send' THEN true
+                       WHEN 'pending' THEN m.status IN ('pending', 'queued')
+                       WHEN 'delivered' THEN m.delivered_at IS NOT NULL
+                       WHEN 'read' THEN m.read_at IS NOT NULL
+                       ELSE m.status = p_bucket END
+   ORDER BY m.id
+   LIMIT least(greatest(p_limit, 1), 1000) OFFSET greatest(p_offset, 0);
+END $$;
+COMMENT ON FUNCTION campaign_report_leads(bigint, bigint, bigint, text, integer, integer) IS
+  'The leads behind one number of a campaign report (should_send, sent, failed, skipped, pending, delivered, '
+  'read), optionally for one device; only for the owner''s campaigns.';
+
+CREATE OR REPLACE FUNCTION get_campaign(p_user_id bigint, p_campaign_id bigint)
+RETURNS TABLE (id bigint, kind text, title text, niche text, target_status text, message text, image_url text,
+               device_ids bigint[], ai_limit_per_device integer, campaign_date date, time_schedule time,
+               scheduled_at timestamptz, min_delay_seconds integer, max_delay_seconds integer, status text,
+               status_reason text, paused_at timestamptz, created_at timestamptz, triggered_at timestamptz,
+               expanded_at timestamptz, finished_at timestamptz)
+LANGUAGE sql STABLE AS $$
+  SELECT id, kind, title, niche, target_status, message, image_url, device_ids, ai_limit_per_device, campaign_date,
+         time_schedule, scheduled_at, min_delay_seconds, max_delay_seconds, status, status_reason, paused_at,
+         created_at, triggered_at, expanded_at, finished_at
+    FROM campaigns WHERE id = p_campaign_id AND user_id = p_user_id
+$$;
+COMMENT ON FUNCTION get_campaign(bigint, bigint) IS 'One of the owner''s campaigns (no row for another owner''s id).';

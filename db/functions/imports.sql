@@ -1,0 +1,223 @@
+-- CSV lead imports. The web process streams the upload into lead_import_lines with COPY (one text
+-- array per record); everything after that is here: header check, per-line validation with a
+-- reason, the merge of good rows (merge_leads), progress and the downloadable report.
+
+CREATE OR REPLACE FUNCTION start_lead_import(p_user_id bigint, p_device_id bigint, p_filename text,
+                                             p_bytes_total bigint) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE v_id bigint;
+BEGIN
+  IF p_device_id IS NOT NULL AND NOT p_device_id = ANY (own_device_ids(p_user_id)) THEN
+    RAISE EXCEPTION 'device % is not one of your devices', p_device_id USING ERRCODE = '22023';
+  END IF;
+  INSERT INTO lead_imports (user_id, device_id, filename, bytes_total)
+  VALUES (p_user_id, p_device_id, left(coalesce(p_filename, ''), 255), p_bytes_total)
+  RETURNING id INTO v_id;
+  RETURN v_id;
+END $$;
+COMMENT ON FUNCTION start_lead_import(bigint, bigint, text, bigint) IS
+  'Opens an import job (status uploading); p_device_id is used for rows whose device_id column is blank (NULL: the AI pool).';
+
+CREATE OR REPLACE FUNCTION lead_import_event(i lead_imports) RETURNS void
+LANGUAGE sql AS $$
+  SELECT notify_user(i.user_id, 'lead_import', jsonb_build_object(
+    'id', i.id, 'status', i.status, 'bytes_read', i.bytes_read, 'bytes_total', i.bytes_total,
+    'lines_processed', i.lines_processed, 'lines_total', i.lines_total, 'inserted', i.rows_inserted,
+    'merged', i.rows_merged, 'bad', i.rows_bad, 'error', i.error))
+$$;
+COMMENT ON FUNCTION lead_import_event(lead_imports) IS 'Pushes an import''s progress to its owner''s dashboards (event lead_import).';
+
+CREATE OR REPLACE FUNCTION lead_import_uploaded(p_import_id bigint, p_bytes_read bigint, p_lines integer,
+                                               p_done boolean) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE v lead_imports;
+BEGIN
+  UPDATE lead_imports
+     SET bytes_read = p_bytes_read, lines_total = p_lines, updated_at = now(),
+         status = CASE WHEN p_done THEN 'validating' ELSE status END
+   WHERE id = p_import_id AND status = 'uploading'
+  RETURNING * INTO v;
+  IF FOUND THEN PERFORM lead_import_event(v); END IF;
+END $$;
+COMMENT ON FUNCTION lead_import_uploaded(bigint, bigint, integer, boolean) IS
+  'Upload progress (bytes and lines staged so far); p_done moves the import on to validation.';
+
+CREATE OR REPLACE FUNCTION fail_lead_import(p_import_id bigint, p_error text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE v lead_imports;
+BEGIN
+  UPDATE lead_imports SET status = 'failed', error = p_error, finished_at = now(), updated_at = now()
+   WHERE id = p_import_id AND status IN ('uploading', 'validating')
+  RETURNING * INTO v;
+  DELETE FROM lead_import_lines WHERE import_id = p_import_id;
+  IF FOUND THEN PERFORM lead_import_event(v); END IF;
+END $$;
+COMMENT ON FUNCTION fail_lead_import(bigint, text) IS 'Ends an import as failed with the reason, dropping its staged lines.';
+
+-- The header names the columns (any order, a subset of lead_csv_columns(), phone required).
+-- Returns the columns, or raises 22023 saying what is wrong.
+CREATE OR REPLACE FUNCTION lead_import_header(p_import_id bigint) RETURNS text[]
+LANGUAGE plpgsql STABLE AS $$
+DECLARE v_cols text[];
+        v_bad text;
+BEGIN
+  SELECT array_agg(lower(btrim(f)) ORDER BY n) INTO v_cols
+    FROM lead_import_lines s, unnest(s.fields) WITH ORDINALITY AS u(f, n)
+   WHERE s.import_id = p_import_id AND s.line_no = 1;
+  IF v_cols IS NULL THEN
+    RAISE EXCEPTION 'the file is empty or its first line is unreadable; it must start with a header such as %',
+      array_to_string(lead_csv_columns(), ',') USING ERRCODE = '22023';
+  END IF;
+  v_cols[1] := regexp_replace(v_cols[1], '^\ufeff', '');  -- a byte-order mark from spreadsheet exports
+  SELECT c INTO v_bad FROM unnest(v_cols) AS c WHERE NOT c = ANY (lead_csv_columns()) LIMIT 1;
+  IF v_bad IS NOT NULL THEN
+    RAISE EXCEPTION 'unknown column "%" in the header line (known: %)', left(v_bad, 40),
+      array_to_string(lead_csv_columns(), ', ') USING ERRCODE = '22023';
+  END IF;
+  IF NOT 'phone' = ANY (v_cols) THEN
+    RAISE EXCEPTION 'the header line has no phone column' USING ERRCODE = '22023';
+  END IF;
+  IF (SELECT count(DISTINCT c) FROM unnest(v_cols) AS c) <> cardinality(v_cols) THEN
+    RAISE EXCEPTION 'the header line names a column twice' USING ERRCODE = '22023';
+  END IF;
+  RETURN v_cols;
+END $$;
+COMMENT ON FUNCTION lead_import_header(bigint) IS 'The column names of an import''s header line, checked.';
+
+-- Validates and merges the next p_lines staged lines. Returns false when there is nothing left
+-- (the import is then finished) or another session is working on it.
+CREATE OR REPLACE FUNCTION lead_import_step(p_import_id bigint, p_lines integer DEFAULT 100000)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE v lead_imports;
+        v_cols text[];
+        v_to integer;
+        v_bad integer;
+        v_good integer;
+        v_inserted integer;
+        v_own bigint[];
+        v_country text;
+BEGIN
+  SELECT * INTO v FROM lead_imports WHERE id = p_import_id AND status = 'validating' FOR UPDATE SKIP LOCKED;
+  IF NOT FOUND THEN RETURN false; END IF;
+  v_own := own_device_ids(v.user_id);
+  v_country := user_country(v.user_id);
+  BEGIN
+    v_cols := lead_import_header(p_import_id);
+  EXCEPTION WHEN invalid_parameter_value THEN
+    PERFORM fail_lead_import(p_import_id, SQLERRM);
+    RETURN false;
+  END;
+  v_to := least(greatest(v.lines_processed, 1) + p_lines, v.lines_total);
+
+  WITH staged AS (
+    SELECT s.line_no, s.fields, s.defect,
+           s.fields[array_position(v_cols, 'name')] AS name,
+           s.fields[array_position(v_cols, 'phone')] AS phone,
+           s.fields[array_position(v_cols, 'niche')] AS niche,
+           s.fields[array_position(v_cols, 'target_status')] AS target_status,
+           s.fields[array_position(v_cols, 'trigger')] AS trigger,
+           btrim(s.fields[array_position(v_cols, 'device_id')]) AS device_text
+      FROM lead_import_lines s
+     WHERE s.import_id = p_import_id AND s.line_no > greatest(v.lines_processed, 1) AND s.line_no <= v_to
+       AND (s.defect IS NOT NULL OR btrim(array_to_string(s.fields, '')) <> '')   -- blank lines are no rows
+  ), typed AS (
+    SELECT st.*,
+           CASE WHEN coalesce(device_text, '') = '' THEN v.device_id
+                WHEN device_text ~ '^[0-9]{1,18}$' THEN device_text::bigint END AS device_id
+      FROM staged st
+  ), checked AS (
+    SELECT t.*,
+           CASE WHEN t.defect IS NOT NULL THEN t.defect
+                WHEN cardinality(t.fields) <> cardinality(v_cols)
+                  THEN format('expected %s columns, found %s', cardinality(v_cols), cardinality(t.fields))
+                WHEN t.device_id IS NULL AND coalesce(t.device_text, '') <> ''
+                  THEN format('device_id "%s" is not a number', left(t.device_text, 40))
+                ELSE lead_problem(t.phone, t.target_status, t.device_id, v_own, v_country)
+           END AS reason
+      FROM typed t
+  ), bad AS (
+    INSERT INTO lead_import_errors (import_id, line_no, reason, content)
+    SELECT p_import_id, line_no, reason, left(coalesce(array_to_string(fields, ',', ''), ''), 200)
+      FROM checked WHERE reason IS NOT NULL
+    RETURNING 1
+  ), good AS (
+    SELECT array_agg(device_id ORDER BY line_no) AS devices, array_agg(name ORDER BY line_no) AS names,
+           array_agg(normalize_phone(phone, v_country) ORDER BY line_no) AS phones,
+           array_agg(niche ORDER BY line_no) AS niches, array_agg(target_status ORDER BY line_no) AS statuses,
+           array_agg(trigger ORDER BY line_no) AS triggers, count(*) AS n
+      FROM checked WHERE reason IS NULL
+  ), merged AS (
+    SELECT m.inserted FROM good, merge_leads(v.user_id, good.devices, good.names, good.phones, good.niches,
+                                             good.statuses, good.triggers) AS m
+     WHERE good.n > 0
+  )
+  SELECT (SELECT count(*) FROM bad), (SELECT n FROM good), (SELECT count(*) FILTER (WHERE inserted) FROM merged)
+    INTO v_bad, v_good, v_inserted;
+
+  UPDATE lead_imports
+     SET lines_processed = v_to, rows_bad = rows_bad + v_bad, rows_inserted = rows_inserted + v_inserted,
+         rows_merged = rows_merged + v_good - v_inserted, updated_at = now(),
+         status = CASE WHEN v_to >= lines_total THEN 'finished' ELSE status END,
+         finished_at = CASE WHEN v_to >= lines_total THEN now() END
+   WHERE id = p_import_id
+  RETURNING * INTO v;
+  IF v.status = 'finished' THEN
+    DELETE FROM lead_import_lines WHERE import_id = p_import_id;
+  END IF;
+  PERFORM lead_import_event(v);
+  RETURN v.status = 'validating';
+END $$;
+COMMENT ON FUNCTION lead_import_step(bigint, integer) IS
+  'Validates the next p_lines staged lines of an import: bad ones to lead_import_errors with a reason, good ones merged into leads; true while lines remain.';
+
+CREATE OR REPLACE PROCEDURE run_lead_imports(p_max_seconds integer DEFAULT 50)
+LANGUAGE plpgsql AS $$
+DECLARE v_until timestamptz := clock_timestamp() + make_interval(secs => p_max_seconds);
+        v_id bigint;
+BEGIN
+  -- Uploads whose web process died never finish staging.
+  FOR v_id IN SELECT id FROM lead_imports WHERE status = 'uploading' AND updated_at < now() - interval '10 minutes' LOOP
+    PERFORM fail_lead_import(v_id, 'the upload was interrupted; upload the file again');
+    COMMIT;
+  END LOOP;
+  -- Validations left behind (their web thread died): one chunk per transaction, so progress sticks.
+  FOR v_id IN SELECT id FROM lead_imports WHERE status = 'validating' AND updated_at < now() - interval '2 minutes' LOOP
+    WHILE clock_timestamp() < v_until AND lead_import_step(v_id) LOOP
+      COMMIT;
+    END LOOP;
+    COMMIT;
+  END LOOP;
+END $$;
+COMMENT ON PROCEDURE run_lead_imports(integer) IS
+  'Scheduled recovery: fails uploads interrupted for 10 minutes and resumes validations idle for 2 minutes.';
+
+CREATE OR REPLACE FUNCTION lead_import_status(p_user_id bigint, p_import_id bigint)
+RETURNS TABLE (id bigint, filename text, status text, error text, bytes_total bigint, bytes_read bigint,
+               lines_total integer, lines_processed integer, rows_inserted integer, rows_merged integer,
+               rows_bad integer, progress_pct numeric, created_at timestamptz, finished_at timestamptz)
+LANGUAGE sql STABLE AS $$
+  SELECT i.id, i.filename, i.status, i.error, i.bytes_total, i.bytes_read, i.lines_total, i.lines_processed,
+         i.rows_inserted, i.rows_merged, i.rows_bad,
+         -- uploading is the first half of the bar, validating the second
+         round(CASE i.status
+                 WHEN 'uploading' THEN 50.0 * i.bytes_read / nullif(i.bytes_total, 0)
+                 WHEN 'validating' THEN 50 + 50.0 * i.lines_processed / nullif(i.lines_total, 0)
+                 ELSE 100 END, 1),
+         i.created_at, i.finished_at
+    FROM lead_imports i
+   WHERE i.user_id = p_user_id AND (p_import_id IS NULL OR i.id = p_import_id)
+   ORDER BY i.id DESC
+   LIMIT 20
+$$;
+COMMENT ON FUNCTION lead_import_status(bigint, bigint) IS
+  'One of the owner''s imports (or, with NULL, the 20 latest) with counts and progress percentage.';
+
+CREATE OR REPLACE FUNCTION lead_import_report(p_user_id bigint, p_import_id bigint)
+RETURNS TABLE (line_no integer, reason text, content text)
+LANGUAGE sql STABLE AS $$
+  SELECT e.line_no, e.reason, e.content
+    FROM lead_import_errors e JOIN lead_imports i ON i.id = e.import_id
+   WHERE i.user_id = p_user_id AND e.import_id = p_import_id
+   ORDER BY e.line_no
+$$;
+COMMENT ON FUNCTION lead_import_report(bigint, bigint) IS 'The rejected lines of one of the owner''s imports, by line number.';

@@ -1,0 +1,244 @@
+-- Leads: phone normalisation, validation, create/edit/delete, search, the one merge rule shared by
+-- the form, the webhook and CSV import, and the audience test campaigns use.
+
+-- Phone numbers ---------------------------------------------------------------------------------
+-- Digits with the country code first. `012-345 6789` (national, leading 0) takes the owner's
+-- country code; `+60 12-345 6789` and `0060...` are international; a bare `60123456789` is kept.
+-- These are single expressions on purpose: PostgreSQL inlines them into the calling query, which
+-- matters when a CSV import checks a million numbers (a nested, non-inlined call costs ~100x).
+-- Those using format() are STABLE, as format() is: a function marked more strictly is not inlined.
+CREATE OR REPLACE FUNCTION phone_stripped(p_raw text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT translate(coalesce(p_raw, ''), E' \t\r\n\u00a0().-', '') $$;
+COMMENT ON FUNCTION phone_stripped(text) IS 'A raw phone number without spaces, dashes, dots and brackets.';
+
+CREATE OR REPLACE FUNCTION phone_candidate(p_raw text, p_country text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE
+           WHEN phone_stripped(p_raw) LIKE '+%' THEN substr(phone_stripped(p_raw), 2)
+           WHEN phone_stripped(p_raw) LIKE '00%' THEN substr(phone_stripped(p_raw), 3)
+           WHEN phone_stripped(p_raw) LIKE '0%' THEN p_country || substr(phone_stripped(p_raw), 2)
+           ELSE phone_stripped(p_raw)
+         END
+$$;
+COMMENT ON FUNCTION phone_candidate(text, text) IS
+  'A raw phone number with separators removed and the country code put first (not yet validated).';
+
+CREATE OR REPLACE FUNCTION normalize_phone(p_raw text, p_country text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN phone_candidate(p_raw, p_country) ~ '^[1-9][0-9]{6,14}$' THEN phone_candidate(p_raw, p_country) END
+$$;
+COMMENT ON FUNCTION normalize_phone(text, text) IS
+  'The phone number as stored (digits, country code first, 7-15 digits), or NULL when invalid (phone_problem says why).';
+
+CREATE OR REPLACE FUNCTION phone_problem(p_raw text, p_country text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+  SELECT CASE
+           WHEN normalize_phone(p_raw, p_country) IS NOT NULL THEN NULL
+           WHEN btrim(coalesce(p_raw, '')) = '' THEN 'phone number is empty'
+           WHEN phone_candidate(p_raw, p_country) !~ '^[0-9]*$'
+             THEN format('phone number "%s" may only hold digits, spaces, dashes, dots, brackets and a leading +', left(p_raw, 40))
+           WHEN phone_candidate(p_raw, p_country) LIKE '0%'
+             THEN format('phone number "%s" has no valid country code', left(p_raw, 40))
+           WHEN length(phone_candidate(p_raw, p_country)) < 7
+             THEN format('phone number "%s" is too short (%s digits with the country code; at least 7)',
+                         left(p_raw, 40), length(phone_candidate(p_raw, p_country)))
+           ELSE format('phone number "%s" is too long (%s digits with the country code; at most 15)',
+                       left(p_raw, 40), length(phone_candidate(p_raw, p_country)))
+         END
+$$;
+COMMENT ON FUNCTION phone_problem(text, text) IS
+  'Why a raw phone number cannot be stored (NULL when normalize_phone accepts it).';
+
+-- Validation ----------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION user_country(p_user_id bigint) RETURNS text
+LANGUAGE sql STABLE AS $$ SELECT country_code FROM users WHERE id = p_user_id $$;
+COMMENT ON FUNCTION user_country(bigint) IS 'The owner''s default country calling code for national numbers (60 by default).';
+
+CREATE OR REPLACE FUNCTION own_device_ids(p_user_id bigint) RETURNS bigint[]
+LANGUAGE sql STABLE AS $$ SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM user_devices WHERE user_id = p_user_id $$;
+COMMENT ON FUNCTION own_device_ids(bigint) IS 'The ids of the owner''s devices.';
+
+CREATE OR REPLACE FUNCTION lead_problem(p_phone text, p_target_status text, p_device_id bigint,
+                                        p_own_devices bigint[], p_country text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+  SELECT coalesce(
+    phone_problem(p_phone, p_country),
+    CASE WHEN lower(btrim(coalesce(p_target_status, ''))) NOT IN ('', 'prospect', 'customer')
+         THEN format('unknown target status "%s" (prospect or customer)', left(p_target_status, 40)) END,
+    CASE WHEN p_device_id IS NOT NULL AND NOT p_device_id = ANY (p_own_devices)
+         THEN format('device %s is not one of your devices', p_device_id) END)
+$$;
+COMMENT ON FUNCTION lead_problem(text, text, bigint, bigint[], text) IS
+  'Why a lead''s fields cannot be stored (bad phone, unknown target status, foreign device), or NULL.';
+
+CREATE OR REPLACE FUNCTION target_status_or_default(p_raw text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT coalesce(nullif(lower(btrim(coalesce(p_raw, ''))), ''), 'prospect') $$;
+COMMENT ON FUNCTION target_status_or_default(text) IS 'A target status as stored: lower-case, blank meaning prospect.';
+
+CREATE OR REPLACE FUNCTION require_valid_lead(p_user_id bigint, p_phone text, p_target_status text, p_device_id bigint)
+RETURNS text LANGUAGE plpgsql STABLE AS $$
+DECLARE v_problem text := lead_problem(p_phone, p_target_status, p_device_id,
+                                       own_device_ids(p_user_id), user_country(p_user_id));
+BEGIN
+  IF v_problem IS NOT NULL THEN
+    RAISE EXCEPTION '%', v_problem USING ERRCODE = '22023';
+  END IF;
+  RETURN normalize_phone(p_phone, user_country(p_user_id));
+END $$;
+COMMENT ON FUNCTION require_valid_lead(bigint, text, text, bigint) IS
+  'Raises 22023 with the reason when the lead''s fields are invalid; returns the normalised phone.';
+
+-- The merge rule --------------------------------------------------------------------------------
+-- Leads are unique by (owner, device, phone). A repeat merges into the existing lead: non-blank
+-- incoming fields win, blank ones keep what is there. Callers pass validated, normalised fields;
+-- within one call the last occurrence of a key wins.
+CREATE OR REPLACE FUNCTION merge_leads(p_user_id bigint, p_device_ids bigint[], p_names text[], p_phones text[],
+                                       p_niches text[], p_target_statuses text[], p_triggers text[])
+RETURNS TABLE (lead_id bigint, inserted boolean)
+LANGUAGE sql AS $$
+  INSERT INTO leads AS l (user_id, device_id, name, phone, niche, target_status, trigger)
+  SELECT DISTINCT ON (device_id, phone)
+         p_user_id, device_id, left(btrim(coalesce(name, '')), 200), phone, btrim(coalesce(niche, '')),
+         target_status_or_default(target_status), nullif(btrim(coalesce(trigger, '')), '')
+    FROM unnest(p_device_ids, p_names, p_phones, p_niches, p_target_statuses, p_triggers)
+         WITH ORDINALITY AS r(device_id, name, phone, niche, target_status, trigger, ord)
+   ORDER BY device_id, phone, ord DESC
+  ON CONFLICT ON CONSTRAINT leads_owner_device_phone DO UPDATE
+     SET name = coalesce(nullif(EXCLUDED.name, ''), l.name),
+         niche = coalesce(nullif(EXCLUDED.niche, ''), l.niche),
+         target_status = CASE WHEN EXCLUDED.target_status <> l.target_status THEN EXCLUDED.target_status
+                              ELSE l.target_status END,
+         trigger = coalesce(EXCLUDED.trigger, l.trigger),
+         updated_at = now()
+  RETURNING l.id, (l.xmax = 0)
+$$;
+COMMENT ON FUNCTION merge_leads(bigint, bigint[], text[], text[], text[], text[], text[]) IS
+  'Inserts leads or merges them into the existing (owner, device, phone) lead (non-blank fields win); returns ids and whether new.';
+
+-- Create, edit, delete -------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION create_lead(p_user_id bigint, p_device_id bigint, p_name text, p_phone text,
+                                       p_niche text, p_target_status text, p_trigger text)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE v_phone text := require_valid_lead(p_user_id, p_phone, p_target_status, p_device_id);
+        v_id bigint;
+BEGIN
+  INSERT INTO leads (user_id, device_id, name, phone, niche, target_status, trigger)
+  VALUES (p_user_id, p_device_id, btrim(coalesce(p_name, '')), v_phone, btrim(coalesce(p_niche, '')),
+          target_status_or_default(p_target_status), nullif(btrim(coalesce(p_trigger, '')), ''))
+  RETURNING id INTO v_id;
+  RETURN v_id;
+EXCEPTION WHEN unique_violation THEN
+  RAISE EXCEPTION 'a lead with phone % already exists on this device', v_phone USING ERRCODE = '23505';
+END $$;
+COMMENT ON FUNCTION create_lead(bigint, bigint, text, text, text, text, text) IS
+  'Adds a lead (device NULL: the AI pool) after validating and normalising its phone; returns its id.';
+
+CREATE OR REPLACE FUNCTION update_lead(p_user_id bigint, p_lead_id bigint, p_device_id bigint, p_name text,
+                                       p_phone text, p_niche text, p_target_status text, p_trigger text)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE v_phone text := require_valid_lead(p_user_id, p_phone, p_target_status, p_device_id);
+        v_id bigint;
+BEGIN
+  UPDATE leads SET device_id = p_device_id, name = btrim(coalesce(p_name, '')), phone = v_phone,
+                   niche = btrim(coalesce(p_niche, '')), target_status = target_status_or_default(p_target_status),
+                   trigger = nullif(btrim(coalesce(p_trigger, '')), ''), updated_at = now()
+   WHERE id = p_lead_id AND user_id = p_user_id
+  RETURNING id INTO v_id;
+  RETURN v_id;
+EXCEPTION WHEN unique_violation THEN
+  RAISE EXCEPTION 'a lead with phone % already exists on this device', v_phone USING ERRCODE = '23505';
+END $$;
+COMMENT ON FUNCTION update_lead(bigint, bigint, bigint, text, text, text, text, text) IS
+  'Edits one of the owner''s leads; returns its id, or NULL when the owner has no such lead.';
+
+CREATE OR REPLACE FUNCTION delete_lead(p_user_id bigint, p_lead_id bigint) RETURNS boolean
+LANGUAGE sql AS $$
+  WITH gone AS (DELETE FROM leads WHERE id = p_lead_id AND user_id = p_user_id RETURNING 1)
+  SELECT EXISTS (SELECT 1 FROM gone)
+$$;
+COMMENT ON FUNCTION delete_lead(bigint, bigint) IS 'Deletes one of the owner''s leads; false when there is no such lead.';
+
+CREATE OR REPLACE FUNCTION intake_lead(p_user_id bigint, p_device_id bigint, p_name text, p_phone text,
+                                       p_niche text, p_target_status text, p_trigger text)
+RETURNS TABLE (lead_id bigint, created boolean) LANGUAGE sql AS $$
+  SELECT m.lead_id, m.inserted
+    FROM merge_leads(p_user_id, ARRAY[p_device_id], ARRAY[p_name],
+                     ARRAY[require_valid_lead(p_user_id, p_phone, p_target_status, p_device_id)],
+                     ARRAY[p_niche], ARRAY[p_target_status], ARRAY[p_trigger]) AS m
+$$;
+COMMENT ON FUNCTION intake_lead(bigint, bigint, text, text, text, text, text) IS
+  'Webhook intake: validates one lead and merges it by (owner, device, phone), so repeats change nothing new.';
+
+-- Reading ------------------------------------------------------------------------------------
+-- Audience: any of the wanted niche tokens (none wanted: every lead), and the target status
+-- ('all' for both). Whole tokens only: `fit` never matches `fitness`.
+CREATE OR REPLACE FUNCTION lead_in_audience(p_lead_niche_tokens text[], p_lead_status text,
+                                            p_niche_tokens text[], p_target_status text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT (cardinality(p_niche_tokens) = 0 OR p_lead_niche_tokens && p_niche_tokens)
+     AND (p_target_status = 'all' OR p_lead_status = p_target_status)
+$$;
+COMMENT ON FUNCTION lead_in_audience(text[], text, text[], text) IS
+  'True when a lead (its niche tokens and status) is in an audience (niche tokens, any of; target status or all).';
+
+-- The leads page's filters (device, niche tokens, target status, trigger tokens), shared by list and export.
+CREATE OR REPLACE FUNCTION lead_filter(l_device_id bigint, l_niche_tokens text[], l_target_status text, l_trigger text,
+                                       l_trigger_tokens text[], p_device_id bigint, p_niche text,
+                                       p_target_status text, p_trigger text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT (p_device_id IS NULL OR l_device_id = p_device_id)
+     AND lead_in_audience(l_niche_tokens, l_target_status, lead_tokens(p_niche), coalesce(nullif(p_target_status, ''), 'all'))
+     AND (coalesce(p_trigger, '') = '' OR (l_trigger IS NOT NULL AND l_trigger_tokens && lead_tokens(p_trigger)))
+$$;
+COMMENT ON FUNCTION lead_filter(bigint, text[], text, text, text[], bigint, text, text, text) IS
+  'True when a lead (its columns first) passes the leads page filters; blank filters pass everything.';
+
+CREATE OR REPLACE FUNCTION find_leads(p_user_id bigint, p_device_id bigint DEFAULT NULL, p_niche text DEFAULT '',
+                                      p_target_status text DEFAULT 'all', p_trigger text DEFAULT '',
+                                      p_search text DEFAULT '', p_pool_only boolean DEFAULT false,
+                                      p_before_id bigint DEFAULT NULL, p_limit integer DEFAULT 50)
+RETURNS TABLE (id bigint, device_id bigint, device_name text, name text, phone text, niche text,
+               target_status text, trigger text, created_at timestamptz, updated_at timestamptz)
+LANGUAGE sql STABLE AS $$
+  SELECT l.id, l.device_id, d.device_name, l.name, l.phone, l.niche, l.target_status, l.trigger,
+         l.created_at, l.updated_at
+    FROM leads l LEFT JOIN user_devices d ON d.id = l.device_id
+   WHERE l.user_id = p_user_id
+     AND lead_filter(l.device_id, l.niche_tokens, l.target_status, l.trigger, l.trigger_tokens,
+                     p_device_id, p_niche, p_target_status, p_trigger)
+     AND (NOT p_pool_only OR l.device_id IS NULL)
+     AND (coalesce(p_search, '') = '' OR l.name ILIKE '%' || p_search || '%' OR l.phone LIKE '%' || regexp_replace(p_search, '\D', '', 'g') || '%' AND p_search ~ '\d')
+     AND (p_before_id IS NULL OR l.id < p_before_id)
+   ORDER BY l.id DESC
+   LIMIT least(greatest(coalesce(p_limit, 50), 1), 500)
+$$;
+COMMENT ON FUNCTION find_leads(bigint, bigint, text, text, text, text, boolean, bigint, integer) IS
+  'One page of the owner''s leads, newest first (keyset: ids below p_before_id), filtered by device, niche tokens (any), status, trigger tokens (any) and name/phone search.';
+
+CREATE OR REPLACE FUNCTION get_lead(p_user_id bigint, p_lead_id bigint)
+RETURNS TABLE (id bigint, device_id bigint, name text, phone text, niche text, target_status text,
+               trigger text, created_at timestamptz, updated_at timestamptz)
+LANGUAGE sql STABLE AS $$
+  SELECT id, device_id, name, phone, niche, target_status, trigger, created_at, updated_at
+    FROM leads WHERE id = p_lead_id AND user_id = p_user_id
+$$;
+COMMENT ON FUNCTION get_lead(bigint, bigint) IS 'One of the owner''s leads (no row for another owner''s id).';
+
+-- The CSV columns, in order: what export writes is exactly what import reads.
+CREATE OR REPLACE FUNCTION lead_csv_columns() RETURNS text[]
+LANGUAGE sql IMMUTABLE AS $$ SELECT ARRAY['name', 'phone', 'niche', 'target_status', 'trigger', 'device_id'] $$;
+COMMENT ON FUNCTION lead_csv_columns() IS 'The lead CSV header: export writes these columns, import reads them.';
+
+CREATE OR REPLACE FUNCTION export_leads(p_user_id bigint, p_device_id bigint DEFAULT NULL, p_niche text DEFAULT '',
+                                        p_target_status text DEFAULT 'all', p_trigger text DEFAULT '')
+RETURNS TABLE (name text, phone text, niche text, target_status text, trigger text, device_id bigint)
+LANGUAGE sql STABLE AS $$
+  SELECT l.name, l.phone, l.niche, l.target_status, coalesce(l.trigger, ''), l.device_id
+    FROM leads l
+   WHERE l.user_id = p_user_id
+     AND lead_filter(l.device_id, l.niche_tokens, l.target_status, l.trigger, l.trigger_tokens,
+                     p_device_id, p_niche, p_target_status, p_trigger)
+   ORDER BY l.id
+$$;
+COMMENT ON FUNCTION export_leads(bigint, bigint, text, text, text) IS
+  'The owner''s leads as CSV rows in lead_csv_columns() order, with the same filters as find_leads.';

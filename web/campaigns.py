@@ -1,0 +1,138 @@
+"""Campaigns: list, create, edit, cancel, pause, resume, retry failed, and the report (per campaign
+and per device, with the leads behind each number). Fan-out and status live in SQL
+(db/functions/campaigns.sql); this module passes the owner's id with every call."""
+from flask import Blueprint, abort, g, jsonify, render_template, request
+
+from web.auth import login_required
+from web.db import all_rows, one
+from web.leads import my_devices, optional_int
+
+bp = Blueprint("campaigns", __name__)
+
+BUCKETS = ("should_send", "sent", "failed", "skipped", "pending", "delivered", "read")
+
+
+def campaign_or_404(campaign_id):
+    row = one("SELECT * FROM get_campaign(%s, %s)", [g.user["id"], campaign_id])
+    if row is None:
+        abort(404, description="no such campaign")
+    return row
+
+
+def report(campaign_id):
+    return {
+        "campaign": campaign_or_404(campaign_id),
+        "report": one("SELECT * FROM campaign_report WHERE user_id = %s AND campaign_id = %s",
+                      [g.user["id"], campaign_id]),
+        "devices": all_rows("SELECT * FROM campaign_device_report WHERE user_id = %s AND campaign_id = %s"
+                            " ORDER BY device_name NULLS LAST, device_id", [g.user["id"], campaign_id]),
+    }
+
+
+def device_ids(value):
+    if value in (None, "", []):
+        return None
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, list):
+        abort(400, description="device_ids must be a list of device ids")
+    return [optional_int(v, "device_ids") for v in value]
+
+
+def campaign_fields(body):
+    """The editable fields, in the SQL functions' order after the kind."""
+    return [body.get("title", ""), body.get("niche", ""), body.get("target_status") or "all",
+            body.get("message", ""), body.get("image_url"), device_ids(body.get("device_ids")),
+            optional_int(body.get("ai_limit_per_device"), "ai_limit_per_device"),
+            body.get("campaign_date") or None, body.get("time_schedule") or None,
+            optional_int(body.get("min_delay_seconds", 30), "min_delay_seconds"),
+            optional_int(body.get("max_delay_seconds", 60), "max_delay_seconds")]
+
+
+# Pages ---------------------------------------------------------------------------------------
+
+@bp.route("/campaigns")
+@login_required
+def page():
+    campaigns = all_rows("SELECT * FROM campaign_report WHERE user_id = %s ORDER BY scheduled_at DESC, campaign_id DESC"
+                         " LIMIT 200", [g.user["id"]])
+    return render_template("campaigns/index.html", campaigns=campaigns, devices=my_devices())
+
+
+@bp.route("/campaigns/<int:campaign_id>")
+@login_required
+def detail(campaign_id):
+    return render_template("campaigns/detail.html", buckets=BUCKETS, own_devices=my_devices(), **report(campaign_id))
+
+
+# JSON API ------------------------------------------------------------------------------------
+
+@bp.route("/api/campaigns")
+@login_required
+def api_list():
+    return jsonify(campaigns=all_rows("SELECT * FROM campaign_report WHERE user_id = %s"
+                                      " ORDER BY scheduled_at DESC, campaign_id DESC LIMIT 200", [g.user["id"]]))
+
+
+@bp.route("/api/campaigns", methods=["POST"])
+@login_required
+def api_create():
+    body = request.get_json(silent=True) or {}
+    campaign_id = one("SELECT create_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s) AS id",
+                      [g.user["id"], body.get("kind") or "broadcast", *campaign_fields(body)])["id"]
+    return jsonify(report(campaign_id)), 201
+
+
+@bp.route("/api/campaigns/<int:campaign_id>")
+@login_required
+def api_get(campaign_id):
+    return jsonify(report(campaign_id))
+
+
+@bp.route("/api/campaigns/<int:campaign_id>", methods=["PUT"])
+@login_required
+def api_update(campaign_id):
+    campaign_or_404(campaign_id)
+    body = request.get_json(silent=True) or {}
+    one("SELECT update_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s)",
+        [g.user["id"], campaign_id, *campaign_fields(body)])
+    return jsonify(report(campaign_id))
+
+
+ACTIONS = {
+    "cancel": "SELECT cancel_campaign(%s, %s) AS r",
+    "pause": "SELECT pause_campaign(%s, %s, true) AS r",
+    "resume": "SELECT pause_campaign(%s, %s, false) AS r",
+}
+
+
+@bp.route("/api/campaigns/<int:campaign_id>/<any(cancel, pause, resume):action>", methods=["POST"])
+@login_required
+def api_action(campaign_id, action):
+    if one(ACTIONS[action], [g.user["id"], campaign_id])["r"] is None:
+        abort(404, description="no such campaign")
+    return jsonify(report(campaign_id))
+
+
+@bp.route("/api/campaigns/<int:campaign_id>/retry", methods=["POST"])
+@login_required
+def api_retry(campaign_id):
+    """Queues new messages for the failed ones (optionally on another device); history stays."""
+    body = request.get_json(silent=True) or {}
+    queued = one("SELECT retry_failed_messages(%s, %s, %s) AS n",
+                 [g.user["id"], campaign_id, optional_int(body.get("device_id"), "device_id")])["n"]
+    if queued is None:
+        abort(404, description="no such campaign")
+    return jsonify(queued=queued, **report(campaign_id))
+
+
+@bp.route("/api/campaigns/<int:campaign_id>/leads")
+@login_required
+def api_report_leads(campaign_id):
+    campaign_or_404(campaign_id)
+    rows = all_rows("SELECT * FROM campaign_report_leads(%s, %s, %s, %s, %s, %s)",
+                    [g.user["id"], campaign_id, optional_int(request.args.get("device_id"), "device_id"),
+                     request.args.get("bucket", "should_send"),
+                     optional_int(request.args.get("limit"), "limit") or 100,
+                     optional_int(request.args.get("offset"), "offset") or 0])
+    return jsonify(leads=rows)

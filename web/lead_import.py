@@ -1,0 +1,102 @@
+"""CSV lead import: stream an upload into lead_import_lines with COPY, then let SQL validate and
+merge it (lead_import_step) in a background thread.
+
+Python only frames the bytes: it splits lines with a bounded buffer (a 10 MB line is skipped, not
+held), decodes UTF-8 and splits CSV fields. Every rule about what a good lead is lives in SQL,
+which reports each bad line with its number and reason.
+
+Why a thread and not pgqueuer: the upload must be read by the web process that receives it, and
+once staged the rest is a loop of short SQL steps that needs no worker process. A thread whose
+process dies leaves the import 'validating'; the `lead-imports` job (run_lead_imports) resumes it.
+"""
+import csv
+import io
+import logging
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 64 * 1024
+READ_BYTES = 1 << 20
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+def _binary(stream):
+    """A buffered binary reader, so readline runs in C whatever the upload object is."""
+    if isinstance(stream, io.RawIOBase):
+        return io.BufferedReader(stream, READ_BYTES)
+    return stream
+
+
+def framed_lines(stream, max_line=MAX_LINE_BYTES):
+    """Yields (line_no, fields, defect, bytes_read) for each physical line. fields is the CSV record,
+    or None with defect saying why the line could not be read. Memory stays bounded by max_line."""
+    stream = _binary(stream)
+    line_no = 0
+    bytes_read = 0
+    while True:
+        raw = stream.readline(max_line + 1)
+        if not raw:
+            return
+        line_no += 1
+        bytes_read += len(raw)
+        if len(raw) > max_line and not raw.endswith(b"\n"):
+            length = len(raw)
+            while not raw.endswith(b"\n"):          # skip the rest of the over-long line
+                raw = stream.readline(READ_BYTES)
+                if not raw:
+                    break
+                length += len(raw)
+                bytes_read += len(raw)
+            yield line_no, None, f"line too long ({length} bytes; at most {max_line})", bytes_read
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield line_no, None, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at position {exc.start + 1})", bytes_read
+            continue
+        if "\x00" in text:                              # PostgreSQL text cannot hold it
+            yield line_no, None, "contains a NUL character", bytes_read
+            continue
+        yield line_no, next(csv.reader((text.rstrip("\r\n"),)), []), None, bytes_read
+
+
+def stage(conn, progress_conn, import_id, stream):
+    """COPYs the upload into lead_import_lines and marks it uploaded. conn is used for the COPY;
+    progress_conn reports progress meanwhile (it must be another connection). Returns lines staged."""
+    lines = bytes_read = 0
+    next_report = time.monotonic() + PROGRESS_EVERY_SECONDS
+    with conn.cursor() as cur:
+        # Binary COPY: text arrays travel without quoting/escaping, ~4x faster than text format here.
+        with cur.copy("COPY lead_import_lines (import_id, line_no, fields, defect) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "int4", "text[]", "text"])
+            for lines, fields, defect, bytes_read in framed_lines(stream):
+                copy.write_row((import_id, lines, fields, defect))
+                if time.monotonic() >= next_report:
+                    progress_conn.execute("SELECT lead_import_uploaded(%s, %s, %s, false)",
+                                          [import_id, bytes_read, lines])
+                    next_report = time.monotonic() + PROGRESS_EVERY_SECONDS
+    progress_conn.execute("SELECT lead_import_uploaded(%s, %s, %s, true)", [import_id, bytes_read, lines])
+    return lines
+
+
+def validate(conn, import_id):
+    """Runs the SQL validation chunk by chunk (a commit each, so progress shows) until done."""
+    while conn.execute("SELECT lead_import_step(%s) AS more", [import_id]).fetchone()["more"]:
+        pass
+
+
+def validate_in_background(pool, import_id):
+    def run():
+        try:
+            with pool.connection() as conn:
+                validate(conn, import_id)
+        except Exception as exc:  # leave a clear reason on the job instead of a silent thread death
+            log.exception("lead import %s failed", import_id)
+            with pool.connection() as conn:
+                conn.execute("SELECT fail_lead_import(%s, %s)", [import_id, f"validation failed: {exc}"])
+
+    thread = threading.Thread(target=run, name=f"lead-import-{import_id}", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,188 @@
+"""Leads: the page, the JSON API (create, edit, delete, search), CSV import (streamed into the
+database, validated in SQL) and export. Every call passes g.user["id"], so another owner's lead is
+simply not found (404)."""
+from flask import (Blueprint, Response, abort, current_app, g, jsonify, render_template, request,
+                   stream_with_context)
+
+from web import lead_import
+from web.auth import login_required
+from web.db import all_rows, conn, one
+
+bp = Blueprint("leads", __name__)
+
+FILTERS = ("device_id", "niche", "target_status", "trigger")
+PAGE = 50
+
+
+def optional_int(value, field):
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        abort(400, description=f"{field} must be a whole number")
+
+
+def lead_filters(args):
+    return {"device_id": optional_int(args.get("device_id"), "device_id"),
+            "niche": args.get("niche", ""), "target_status": args.get("target_status") or "all",
+            "trigger": args.get("trigger", "")}
+
+
+def search_leads(args):
+    f = lead_filters(args)
+    limit = min(optional_int(args.get("limit"), "limit") or PAGE, 500)
+    rows = all_rows("SELECT * FROM find_leads(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    [g.user["id"], f["device_id"], f["niche"], f["target_status"], f["trigger"],
+                     args.get("q", ""), args.get("pool") in ("1", "true"),
+                     optional_int(args.get("before"), "before"), limit + 1])
+    return rows[:limit], (rows[limit - 1]["id"] if len(rows) > limit else None)
+
+
+def lead_fields(body):
+    return [optional_int(body.get("device_id"), "device_id"), body.get("name", ""), body.get("phone", ""),
+            body.get("niche", ""), body.get("target_status", ""), body.get("trigger")]
+
+
+def get_lead_or_404(lead_id):
+    lead = one("SELECT * FROM get_lead(%s, %s)", [g.user["id"], lead_id])
+    if lead is None:
+        abort(404, description="no such lead")
+    return lead
+
+
+def my_devices():
+    return all_rows("SELECT device_id AS id, device_name, device_status AS status FROM device_performance_monitor"
+                    " WHERE user_id = %s ORDER BY device_id", [g.user["id"]])
+
+
+# Pages ---------------------------------------------------------------------------------------
+
+@bp.route("/leads")
+@login_required
+def page():
+    leads, next_before = search_leads(request.args)
+    imports = all_rows("SELECT * FROM lead_import_status(%s, NULL)", [g.user["id"]])
+    return render_template("leads/index.html", leads=leads, next_before=next_before, devices=my_devices(),
+                           imports=imports, args=request.args)
+
+
+# JSON API ------------------------------------------------------------------------------------
+
+@bp.route("/api/leads")
+@login_required
+def api_list():
+    leads, next_before = search_leads(request.args)
+    return jsonify(leads=leads, next_before=next_before)
+
+
+@bp.route("/api/leads", methods=["POST"])
+@login_required
+def api_create():
+    body = request.get_json(silent=True) or {}
+    lead_id = one("SELECT create_lead(%s, %s, %s, %s, %s, %s, %s) AS id", [g.user["id"], *lead_fields(body)])["id"]
+    return jsonify(get_lead_or_404(lead_id)), 201
+
+
+@bp.route("/api/leads/<int:lead_id>")
+@login_required
+def api_get(lead_id):
+    return jsonify(get_lead_or_404(lead_id))
+
+
+@bp.route("/api/leads/<int:lead_id>", methods=["PUT"])
+@login_required
+def api_update(lead_id):
+    body = request.get_json(silent=True) or {}
+    get_lead_or_404(lead_id)  # another owner's id: 404 before any validation message
+    done = one("SELECT update_lead(%s, %s, %s, %s, %s, %s, %s, %s) AS id",
+               [g.user["id"], lead_id, *lead_fields(body)])["id"]
+    if done is None:
+        abort(404, description="no such lead")
+    return jsonify(get_lead_or_404(lead_id))
+
+
+@bp.route("/api/leads/<int:lead_id>", methods=["DELETE"])
+@login_required
+def api_delete(lead_id):
+    if not one("SELECT delete_lead(%s, %s) AS ok", [g.user["id"], lead_id])["ok"]:
+        abort(404, description="no such lead")
+    return "", 204
+
+
+# CSV import and export --------------------------------------------------------------------------
+
+def upload_stream():
+    """The CSV bytes: a multipart `file` (spooled to disk by the server) or the raw request body."""
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            abort(400, description="send the CSV as the multipart field 'file'")
+        return upload.filename or "", upload.stream, None
+    return request.args.get("filename", ""), request.stream, request.content_length
+
+
+@bp.route("/api/leads/import", methods=["POST"])
+@login_required
+def api_import():
+    device_id = optional_int(request.values.get("device_id"), "device_id")
+    filename, stream, size = upload_stream()
+    import_id = one("SELECT start_lead_import(%s, %s, %s, %s) AS id",
+                    [g.user["id"], device_id, filename, size])["id"]
+    pool = current_app.extensions["db_pool"]
+    try:
+        with pool.connection() as copy_conn, pool.connection() as progress_conn:
+            lead_import.stage(copy_conn, progress_conn, import_id, stream)
+    except Exception as exc:
+        one("SELECT fail_lead_import(%s, %s)", [import_id, f"upload failed: {exc}"])
+        raise
+    lead_import.validate_in_background(pool, import_id)
+    return jsonify(import_status(import_id)), 202
+
+
+def import_status(import_id):
+    row = one("SELECT * FROM lead_import_status(%s, %s)", [g.user["id"], import_id])
+    if row is None:
+        abort(404, description="no such import")
+    return row
+
+
+@bp.route("/api/leads/imports")
+@login_required
+def api_imports():
+    return jsonify(imports=all_rows("SELECT * FROM lead_import_status(%s, NULL)", [g.user["id"]]))
+
+
+@bp.route("/api/leads/imports/<int:import_id>")
+@login_required
+def api_import_status(import_id):
+    return jsonify(import_status(import_id))
+
+
+def csv_download(filename, query, params):
+    """Streams `COPY (query) TO STDOUT` as a CSV attachment, chunk by chunk."""
+    def generate():
+        with conn() as c, c.cursor().copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)", params) as copy:
+            for chunk in copy:
+                yield bytes(chunk)
+
+    return Response(stream_with_context(generate()), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@bp.route("/leads/imports/<int:import_id>/report.csv")
+@login_required
+def import_report(import_id):
+    import_status(import_id)
+    return csv_download(f"import-{import_id}-errors.csv",
+                        "SELECT line_no, reason, content FROM lead_import_report(%s, %s)",
+                        [g.user["id"], import_id])
+
+
+@bp.route("/leads/export.csv")
+@login_required
+def export():
+    f = lead_filters(request.args)
+    return csv_download("leads.csv",
+                        "SELECT * FROM export_leads(%s, %s, %s, %s, %s)",
+                        [g.user["id"], f["device_id"], f["niche"], f["target_status"], f["trigger"]])

@@ -1,0 +1,78 @@
+// Campaigns: create (list page); pause/resume/cancel/retry and the leads behind each report
+// number (detail page). Live `campaign` / `campaign_progress` events refresh the view.
+(function () {
+  "use strict";
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+
+  function api(method, url, body) {
+    return fetch(url, {
+      method: method, credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    }).then(function (r) {
+      return r.json().then(function (data) { if (!r.ok) throw new Error(data.error || r.statusText); return data; });
+    });
+  }
+
+  function showError(box, err) { box.textContent = err.message; box.hidden = false; }
+
+  const form = document.getElementById("campaign-form");
+  if (form) {
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      const data = Object.fromEntries(new FormData(form));
+      data.device_ids = new FormData(form).getAll("device_ids");
+      api("POST", "/api/campaigns", data).then(function (r) {
+        location.href = "/campaigns/" + r.campaign.id;
+      }, function (err) { showError(form.querySelector(".error"), err); });
+    });
+  }
+
+  const box = document.getElementById("campaign");
+  if (!box) {
+    if (window.live) live.on("campaign", function () { location.reload(); });
+    return;
+  }
+  const id = box.dataset.campaignId;
+
+  box.addEventListener("click", function (ev) {
+    const action = ev.target.dataset.action;
+    if (!action) return;
+    if (action === "cancel" && !confirm("Cancel this campaign? Unsent messages are skipped.")) return;
+    const body = action === "retry" ? { device_id: document.getElementById("retry-device").value } : {};
+    api("POST", "/api/campaigns/" + id + "/" + action, body)
+      .then(function () { location.reload(); }, function (err) { showError(box.querySelector(".error"), err); });
+  });
+
+  document.getElementById("report").addEventListener("click", function (ev) {
+    const bucket = ev.target.dataset.bucket;
+    if (!bucket) return;
+    ev.preventDefault();
+    const device = ev.target.dataset.device || "";
+    fetch("/api/campaigns/" + id + "/leads?bucket=" + bucket + "&device_id=" + device, { credentials: "same-origin" })
+      .then(function (r) { return r.json(); })
+      .then(function (data) {
+        const table = document.getElementById("report-leads"), title = document.getElementById("leads-title");
+        title.textContent = bucket.replace("_", " ") + (device ? " on device " + device : "") + " (first 100)";
+        title.hidden = table.hidden = false;
+        const tbody = table.querySelector("tbody");
+        tbody.textContent = "";
+        data.leads.forEach(function (l) {
+          const tr = document.createElement("tr");
+          [l.recipient_phone, l.recipient_name, l.device_name, l.status, l.error_message, l.sent_at, l.delivered_at, l.read_at]
+            .forEach(function (v) { const td = document.createElement("td"); td.textContent = v == null ? "" : v; tr.appendChild(td); });
+          tbody.appendChild(tr);
+        });
+      });
+  });
+
+  if (window.live) {
+    let timer = null;
+    const refresh = function (data) {
+      if (String(data.id) !== id || timer) return;
+      timer = setTimeout(function () { location.reload(); }, 2000);  // coalesce bursts of progress
+    };
+    live.on("campaign", refresh);
+    live.on("campaign_progress", refresh);
+  }
+})();

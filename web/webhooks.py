@@ -1,0 +1,20 @@
+"""Webhook lead intake: POST /api/webhooks/leads with the owner's webhook secret (header
+X-Webhook-Token, or ?token=). Idempotent: the same (owner, device, phone) merges into one lead.
+No session and no CSRF token: the secret is the authentication."""
+from flask import Blueprint, abort, jsonify, request
+
+from web.db import one
+from web.leads import lead_fields
+
+bp = Blueprint("webhooks", __name__)
+
+
+@bp.route("/api/webhooks/leads", methods=["POST"])
+def intake():
+    secret = request.headers.get("X-Webhook-Token") or request.args.get("token")
+    user_id = one("SELECT token_user(%s, 'webhook') AS uid", [secret])["uid"] if secret else None
+    if user_id is None:
+        abort(401, description="send the webhook secret in the X-Webhook-Token header")
+    body = request.get_json(silent=True) or request.form
+    row = one("SELECT * FROM intake_lead(%s, %s, %s, %s, %s, %s, %s)", [user_id, *lead_fields(body)])
+    return jsonify(id=row["lead_id"], created=row["created"]), 201 if row["created"] else 200
