@@ -453,14 +453,15 @@ COMMENT ON FUNCTION campaign_report_leads(bigint, bigint, bigint, text, integer,
 
 CREATE OR REPLACE FUNCTION get_campaign(p_user_id bigint, p_campaign_id bigint)
 RETURNS TABLE (id bigint, kind text, title text, niche text, target_status text, message text, image_url text,
-               device_ids bigint[], ai_limit_per_device integer, campaign_date date, time_schedule time,
+               device_ids bigint[], ai_limit_per_device integer, campaign_date text, time_schedule text,
                scheduled_at timestamptz, min_delay_seconds integer, max_delay_seconds integer, status text,
                status_reason text, paused_at timestamptz, created_at timestamptz, triggered_at timestamptz,
                expanded_at timestamptz, finished_at timestamptz)
 LANGUAGE sql STABLE AS $$
-  SELECT id, kind, title, niche, target_status, message, image_url, device_ids, ai_limit_per_device, campaign_date,
-         time_schedule, scheduled_at, min_delay_seconds, max_delay_seconds, status, status_reason, paused_at,
+  SELECT id, kind, title, niche, target_status, message, image_url, device_ids, ai_limit_per_device,
+         to_char(campaign_date, 'YYYY-MM-DD'), to_char(time_schedule, 'HH24:MI'), scheduled_at, min_delay_seconds, max_delay_seconds, status, status_reason, paused_at,
          created_at, triggered_at, expanded_at, finished_at
     FROM campaigns WHERE id = p_campaign_id AND user_id = p_user_id
 $$;
-COMMENT ON FUNCTION get_campaign(bigint, bigint) IS 'One of the owner''s campaigns (no row for another owner''s id).';
+COMMENT ON FUNCTION get_campaign(bigint, bigint) IS
+  'One of the owner''s campaigns (no row for another owner''s id); date and time as the owner typed them (YYYY-MM-DD, HH24:MI).';

@@ -1,0 +1,99 @@
+"""AI campaigns: the pool (leads_ai) spread over chosen devices by load-balance score, at most N per
+device; a device banned mid-run is dropped and its unsent leads move to the others; per-device report."""
+from tests.factories import make_device, make_user
+from tests.test_campaigns import campaign, expand_all, lead, mark, messages, status
+
+
+def per_device(db, cid):
+    return {r["device_id"]: r for r in db.execute("SELECT * FROM campaign_device_report WHERE campaign_id = %s", [cid])}
+
+
+def load(db, device_id, sends):
+    db.execute("INSERT INTO device_send_minutes (device_id, minute, sends) VALUES (%s, date_trunc('minute', now()), %s)",
+               [device_id, sends])
+
+
+def test_pool_spread_at_most_n_per_device_least_loaded_first(db):
+    uid = make_user(db)
+    busy, idle, quiet, unused = (make_device(db, uid) for _ in range(4))
+    offline = make_device(db, uid, status="offline")
+    load(db, busy, 50)
+    load(db, quiet, 5)
+    pool = [lead(db, uid, None, f"01{i}6666666", f"P{i}") for i in range(5)]
+    lead(db, uid, busy, "0199999999")   # has a device: not in the pool
+    cid = campaign(db, uid, kind="ai", ai_limit=2, devices=[busy, idle, quiet, offline])
+    expand_all(db, cid)
+    rows = messages(db, cid)
+    assert sorted(r["lead_id"] for r in rows) == sorted(pool)
+    by_device = {}
+    for r in rows:
+        by_device.setdefault(r["device_id"], []).append(r["lead_id"])
+    # Slot 1 of every device by score (idle 0, quiet 3.5, busy 35), then slot 2: 5 leads -> 2, 2, 1.
+    assert {d: len(v) for d, v in by_device.items()} == {idle: 2, quiet: 2, busy: 1}
+    assert by_device[idle][0] == pool[0] and by_device[quiet][0] == pool[1] and by_device[busy] == [pool[2]]
+    assert unused not in by_device and offline not in by_device
+    report = per_device(db, cid)
+    assert report[idle]["limit_reached"] and report[quiet]["limit_reached"] and not report[busy]["limit_reached"]
+    assert status(db, cid)["status"] == "processing"
+
+
+def test_more_leads_than_room_leaves_the_rest_in_the_pool(db):
+    uid = make_user(db)
+    d1, d2 = make_device(db, uid), make_device(db, uid)
+    for i in range(7):
+        lead(db, uid, None, f"01{i}7777777")
+    cid = campaign(db, uid, kind="ai", ai_limit=3)
+    expand_all(db, cid)
+    assert len(messages(db, cid)) == 6
+    assert {r["assigned"] for r in per_device(db, cid).values()} == {3}
+    assert db.execute("SELECT count(*) AS n FROM leads_ai WHERE user_id = %s", [uid]).fetchone()["n"] == 7
+    assert d1 != d2
+
+
+def test_banned_device_is_dropped_and_its_unsent_leads_move(db):
+    uid = make_user(db)
+    d1, d2, d3 = (make_device(db, uid) for _ in range(3))
+    for i in range(6):
+        lead(db, uid, None, f"01{i}8888888")
+    cid = campaign(db, uid, kind="ai", ai_limit=4)
+    expand_all(db, cid)
+    on_d1 = [r for r in messages(db, cid) if r["device_id"] == d1]
+    assert len(on_d1) == 2
+    mark(db, [on_d1[0]["id"]], "sent")                     # one went out before the ban
+    db.execute("SELECT set_device_status(%s, 'banned', 'test ban')", [d1])
+    assert db.execute("SELECT rebalance_ai_campaigns() AS n").fetchone()["n"] == 1
+    rows = messages(db, cid)
+    moved = [r for r in rows if r["retry_of"] == on_d1[1]["id"]]
+    assert len(moved) == 1 and moved[0]["device_id"] in (d2, d3) and moved[0]["status"] == "pending"
+    original = next(r for r in rows if r["id"] == on_d1[1]["id"])
+    assert original["status"] == "skipped" and "device dropped" in original["error_message"]
+    report = per_device(db, cid)
+    assert (report[d1]["assigned"], report[d1]["sent"], report[d1]["moved_away"], report[d1]["device_status"]) == (
+        2, 1, 1, "banned")
+    assert report[d2]["assigned"] + report[d3]["assigned"] == 5
+    assert db.execute("SELECT rebalance_ai_campaigns() AS n").fetchone()["n"] == 0   # nothing left to move
+    live = db.execute("""SELECT count(*) AS n FROM broadcast_messages WHERE campaign_id = %s
+                          AND status IN ('pending', 'queued', 'sent')""", [cid]).fetchone()["n"]
+    assert live == 6   # every lead still has exactly one live message
+
+
+def test_moved_leads_respect_the_limit(db):
+    uid = make_user(db)
+    d1, d2 = make_device(db, uid), make_device(db, uid)
+    for i in range(4):
+        lead(db, uid, None, f"01{i}9999999")
+    cid = campaign(db, uid, kind="ai", ai_limit=2)
+    expand_all(db, cid)
+    db.execute("SELECT set_device_status(%s, 'logged_out')", [d1])
+    assert db.execute("SELECT rebalance_ai_campaigns() AS n").fetchone()["n"] == 0   # d2 is full
+    assert per_device(db, cid)[d1]["skipped"] == 2
+    assert per_device(db, cid)[d2]["limit_reached"]
+
+
+def test_ai_campaign_without_online_devices_fails(db):
+    uid = make_user(db)
+    make_device(db, uid, status="offline")
+    lead(db, uid, None, "0112345678")
+    cid = campaign(db, uid, kind="ai", ai_limit=5)
+    expand_all(db, cid)
+    assert status(db, cid)["status"] == "failed"

@@ -1,0 +1,295 @@
+"""Campaigns: schedule in the owner's zone, fan-out (own device, audience tokens, opt-outs, one
+message per phone, chunks), the status rule, pause/resume/cancel, retry, reports, concurrent
+expansion, and owner scoping through the API."""
+import threading
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from tests.factories import make_device, make_user
+from tests.webutil import signed_in_user
+
+
+def lead(conn, uid, device_id, phone, name="Lead", niche="", status="prospect"):
+    return conn.execute("SELECT create_lead(%s, %s, %s, %s, %s, %s, NULL) AS id",
+                        [uid, device_id, name, phone, niche, status]).fetchone()["id"]
+
+
+def campaign(conn, uid, kind="broadcast", niche="", target="all", message="Hi {name}", image=None, devices=None,
+             ai_limit=None, date="2020-01-01", time="09:00"):
+    return conn.execute("SELECT create_campaign(%s, %s, 'Promo', %s, %s, %s, %s, %s, %s, %s, %s, 0, 0) AS id",
+                        [uid, kind, niche, target, message, image, devices, ai_limit, date, time]).fetchone()["id"]
+
+
+def expand_all(conn, campaign_id, chunk=50000):
+    conn.execute("SELECT trigger_due_campaigns()")
+    while conn.execute("SELECT expand_campaign_chunk(%s, %s) AS n", [campaign_id, chunk]).fetchone()["n"] is not None:
+        pass
+
+
+def status(conn, campaign_id):
+    return conn.execute("SELECT status, status_reason FROM campaigns WHERE id = %s", [campaign_id]).fetchone()
+
+
+def messages(conn, campaign_id):
+    return conn.execute("SELECT * FROM broadcast_messages WHERE campaign_id = %s ORDER BY id", [campaign_id]).fetchall()
+
+
+def mark(conn, ids, outcome):
+    """Plays the dispatch engine's part: the rows were claimed and then sent or failed."""
+    if outcome == "sent":
+        conn.execute("UPDATE broadcast_messages SET status = 'sent', claimed_at = now(), claimed_by = 't', "
+                     "sent_at = now() WHERE id = ANY(%s)", [ids])
+    else:
+        conn.execute("UPDATE broadcast_messages SET status = 'failed', claimed_at = now(), claimed_by = 't', "
+                     "failed_at = now(), error_message = 'boom' WHERE id = ANY(%s)", [ids])
+
+
+@pytest.mark.parametrize("zone, local, utc", [
+    ("Asia/Kuala_Lumpur", "09:00", "01:00"),
+    ("America/New_York", "09:00", "14:00"),   # EST in January
+    ("UTC", "09:00", "09:00"),
+])
+def test_wall_clock_time_is_the_owners_zone(db, zone, local, utc):
+    uid = make_user(db, timezone=zone)
+    cid = campaign(db, uid, date="2031-01-15", time=local)
+    at = db.execute("SELECT to_char(scheduled_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS t FROM campaigns WHERE id = %s",
+                    [cid]).fetchone()["t"]
+    assert at == f"2031-01-15 {utc}"
+    assert status(db, cid)["status"] == "pending"
+    db.execute("SELECT trigger_due_campaigns()")
+    assert status(db, cid)["status"] == "pending"  # not due yet
+
+
+def test_fan_out_each_lead_on_its_own_device_with_audience_and_opt_outs(db):
+    uid = make_user(db)
+    d1, d2 = make_device(db, uid), make_device(db, uid)
+    a = lead(db, uid, d1, "0111111111", "Ali", niche="fit")
+    b = lead(db, uid, d2, "0122222222", "Bee", niche="gym, FIT", status="customer")
+    lead(db, uid, d1, "0133333333", "Cee", niche="fitness")        # substring only: out
+    lead(db, uid, None, "0144444444", "Pool", niche="fit")          # no device: the AI pool, out
+    lead(db, uid, d2, "0155555555", "Opted", niche="fit")
+    db.execute("INSERT INTO opt_outs (user_id, phone) VALUES (%s, '60155555555')", [uid])
+    other = make_user(db)
+    lead(db, other, make_device(db, other), "0166666666", niche="fit")  # another owner's: out
+    cid = campaign(db, uid, niche="fit", message="Hi {name}", image="https://x/img.jpg")
+    expand_all(db, cid)
+    rows = messages(db, cid)
+    assert {(r["lead_id"], r["device_id"], r["content"], r["message_type"], r["media_url"]) for r in rows} == {
+        (a, d1, "Hi Ali", "image", "https://x/img.jpg"), (b, d2, "Hi Bee", "image", "https://x/img.jpg")}
+    assert status(db, cid)["status"] == "processing"
+
+    customers = campaign(db, uid, niche="fit", target="customer", devices=[d2])
+    expand_all(db, customers)
+    assert [r["lead_id"] for r in messages(db, customers)] == [b]
+
+
+def test_one_message_per_phone_even_when_on_two_devices(db):
+    uid = make_user(db)
+    d1, d2 = make_device(db, uid), make_device(db, uid)
+    lead(db, uid, d1, "0111111111")
+    lead(db, uid, d2, "0111111111")
+    cid = campaign(db, uid)
+    expand_all(db, cid)
+    assert len(messages(db, cid)) == 1
+
+
+def test_chunks_move_the_cursor_and_status(db):
+    uid = make_user(db)
+    d = make_device(db, uid)
+    for i in range(5):
+        lead(db, uid, d, f"01{i}1111111")
+    cid = campaign(db, uid)
+    db.execute("SELECT trigger_due_campaigns()")
+    assert status(db, cid)["status"] == "triggered"
+    assert db.execute("SELECT expand_campaign_chunk(%s, 2) AS n", [cid]).fetchone()["n"] == 2
+    assert status(db, cid)["status"] == "triggered"
+    assert db.execute("SELECT expand_next_campaign_chunk(2) AS n").fetchone()["n"] == 2
+    assert db.execute("SELECT expand_next_campaign_chunk(2) AS n").fetchone()["n"] == 1
+    assert status(db, cid)["status"] == "processing"
+    assert db.execute("SELECT expand_next_campaign_chunk(2) AS n").fetchone()["n"] is None
+    assert len(messages(db, cid)) == 5
+
+
+def test_status_rule_finished_failed_and_reasons(db):
+    uid = make_user(db)
+    d = make_device(db, uid)
+    ids = [lead(db, uid, d, f"01{i}2222222") for i in range(3)]
+    cid = campaign(db, uid)
+    expand_all(db, cid)
+    rows = [r["id"] for r in messages(db, cid)]
+    mark(db, rows[:2], "sent")
+    db.execute("SELECT settle_running_campaigns()")
+    assert status(db, cid)["status"] == "processing"
+    mark(db, rows[2:], "failed")
+    db.execute("SELECT settle_running_campaigns()")
+    assert status(db, cid)["status"] == "finished"
+    assert len(ids) == 3
+
+    all_failed = campaign(db, uid)
+    expand_all(db, all_failed)
+    mark(db, [r["id"] for r in messages(db, all_failed)], "failed")
+    db.execute("SELECT settle_running_campaigns()")
+    assert status(db, all_failed) == {"status": "failed", "status_reason": "no message could be sent"}
+
+    nobody = campaign(db, uid, niche="nosuchniche")
+    expand_all(db, nobody)
+    assert status(db, nobody)["status"] == "failed" and "no lead" in status(db, nobody)["status_reason"]
+
+    lonely = make_user(db)
+    no_devices = campaign(db, lonely)
+    expand_all(db, no_devices)
+    assert status(db, no_devices) == {"status": "failed", "status_reason": "no device to send from"}
+
+
+def test_pause_resume_cancel(db):
+    uid = make_user(db)
+    d = make_device(db, uid)
+    for i in range(3):
+        lead(db, uid, d, f"01{i}3333333")
+    cid = campaign(db, uid)
+    expand_all(db, cid)
+    db.execute("SELECT pause_campaign(%s, %s, true)", [uid, cid])
+    assert {r["held"] for r in messages(db, cid)} == {True}
+    db.execute("SELECT pause_campaign(%s, %s, false)", [uid, cid])
+    assert {r["held"] for r in messages(db, cid)} == {False}
+    first = messages(db, cid)[0]["id"]
+    mark(db, [first], "sent")
+    assert db.execute("SELECT cancel_campaign(%s, %s) AS s", [uid, cid]).fetchone()["s"] == "cancelled"
+    rows = messages(db, cid)
+    assert [(r["status"], r["error_message"]) for r in rows] == [
+        ("sent", None), ("skipped", "campaign cancelled"), ("skipped", "campaign cancelled")]
+    with pytest.raises(psycopg.errors.RaiseException, match="already cancelled"):
+        db.execute("SELECT cancel_campaign(%s, %s)", [uid, cid])
+
+
+def test_a_campaign_paused_before_its_time_queues_held_messages(db):
+    uid = make_user(db)
+    d = make_device(db, uid)
+    lead(db, uid, d, "0114444444")
+    cid = campaign(db, uid)
+    db.execute("SELECT pause_campaign(%s, %s, true)", [uid, cid])
+    expand_all(db, cid)
+    assert [r["held"] for r in messages(db, cid)] == [True]
+
+
+def test_retry_failed_queues_new_rows_and_keeps_history(db):
+    uid = make_user(db)
+    d1, d2 = make_device(db, uid), make_device(db, uid)
+    for i in range(3):
+        lead(db, uid, d1, f"01{i}5555555")
+    cid = campaign(db, uid)
+    expand_all(db, cid)
+    rows = messages(db, cid)
+    mark(db, [rows[0]["id"]], "sent")
+    mark(db, [rows[1]["id"], rows[2]["id"]], "failed")
+    db.execute("SELECT settle_running_campaigns()")
+    assert status(db, cid)["status"] == "finished"
+    assert db.execute("SELECT retry_failed_messages(%s, %s, %s) AS n", [uid, cid, d2]).fetchone()["n"] == 2
+    assert db.execute("SELECT retry_failed_messages(%s, %s, %s) AS n", [uid, cid, d2]).fetchone()["n"] == 0
+    after = messages(db, cid)
+    assert [(r["status"], r["error_message"]) for r in after[:3]] == [("sent", None), ("failed", "boom"), ("failed", "boom")]
+    assert [(r["retry_of"], r["device_id"], r["status"]) for r in after[3:]] == [
+        (rows[1]["id"], d2, "pending"), (rows[2]["id"], d2, "pending")]
+    assert status(db, cid)["status"] == "processing"
+    report = db.execute("SELECT * FROM campaign_report WHERE campaign_id = %s", [cid]).fetchone()
+    assert (report["should_send"], report["sent"], report["failed"], report["pending"], report["retried"]) == (3, 1, 0, 2, 2)
+    per_device = {r["device_id"]: r for r in db.execute("SELECT * FROM campaign_device_report WHERE campaign_id = %s", [cid])}
+    assert (per_device[d1]["assigned"], per_device[d1]["sent"], per_device[d1]["moved_away"]) == (3, 1, 2)
+    assert per_device[d2]["pending"] == 2
+    pending = db.execute("SELECT recipient_phone FROM campaign_report_leads(%s, %s, NULL, 'pending')", [uid, cid]).fetchall()
+    assert {r["recipient_phone"] for r in pending} == {rows[1]["recipient_phone"], rows[2]["recipient_phone"]}
+    assert db.execute("SELECT count(*) AS n FROM campaign_report_leads(%s, %s, NULL, 'pending')", [make_user(db), cid]).fetchone()["n"] == 0
+
+
+def test_two_concurrent_expansions_never_duplicate(committed_db_url, connect_committed):
+    setup = connect_committed()
+    uid = make_user(setup)
+    devices = [make_device(setup, uid) for _ in range(3)]
+    setup.execute("""INSERT INTO leads (user_id, device_id, phone)
+                     SELECT %s, (%s::bigint[])[1 + g %% 3], (60120000000 + g %% 700)::text FROM generate_series(1, 2000) g
+                     ON CONFLICT DO NOTHING""", [uid, devices])
+    cid = campaign(setup, uid)
+    setup.execute("SELECT trigger_due_campaigns()")
+    # Rewind the cursor half-way through so the second pass overlaps the first: only the unique
+    # index stands between the overlap and duplicates.
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def expand(rewind):
+        try:
+            c = connect_committed()
+            barrier.wait()
+            while True:
+                if rewind:
+                    c.execute("UPDATE campaigns SET expand_cursor = 0 WHERE id = %s AND expanded_at IS NULL", [cid])
+                    rewind = False
+                if c.execute("SELECT expand_campaign_chunk(%s, 150) AS n", [cid]).fetchone()["n"] is None:
+                    break
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=expand, args=(i == 1,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    counts = setup.execute("""SELECT count(*) AS n, count(DISTINCT recipient_phone) AS phones
+                                FROM broadcast_messages WHERE campaign_id = %s""", [cid]).fetchone()
+    expected = setup.execute("SELECT count(DISTINCT phone) AS n FROM leads WHERE user_id = %s", [uid]).fetchone()["n"]
+    assert counts == {"n": expected, "phones": expected}
+
+
+# API ------------------------------------------------------------------------------------------
+
+def test_api_create_edit_act_and_report(client, module_db_url):
+    uid, token = signed_in_user(client, module_db_url)
+    h = {"X-CSRFToken": token}
+    with psycopg.connect(module_db_url, autocommit=True, row_factory=dict_row) as c:
+        dev = make_device(c, uid)
+        lead(c, uid, dev, "0117777777", "Ana", niche="fit")
+    body = {"title": "Launch", "niche": "fit", "target_status": "all", "message": "Hello {name}",
+            "device_ids": [dev], "campaign_date": "2999-01-01", "time_schedule": "09:30",
+            "min_delay_seconds": 5, "max_delay_seconds": 10}
+    r = client.post("/api/campaigns", json=body, headers=h)
+    assert r.status_code == 201, r.get_json()
+    cid = r.get_json()["campaign"]["id"]
+    assert r.get_json()["campaign"]["scheduled_at"].endswith("01:30:00 GMT")
+    bad = client.post("/api/campaigns", json={**body, "min_delay_seconds": 9, "max_delay_seconds": 1}, headers=h)
+    assert bad.status_code == 400 and "delays" in bad.get_json()["error"]
+    r = client.put(f"/api/campaigns/{cid}", json={**body, "title": "Launch 2", "campaign_date": "2000-01-01"}, headers=h)
+    assert r.status_code == 200 and r.get_json()["campaign"]["title"] == "Launch 2"
+    with psycopg.connect(module_db_url, autocommit=True, row_factory=dict_row) as c:
+        expand_all(c, cid)
+    assert client.put(f"/api/campaigns/{cid}", json=body, headers=h).status_code == 409  # no longer pending
+    r = client.post(f"/api/campaigns/{cid}/pause", headers=h)
+    assert r.status_code == 200 and r.get_json()["campaign"]["paused_at"] is not None
+    assert client.post(f"/api/campaigns/{cid}/resume", headers=h).get_json()["campaign"]["paused_at"] is None
+    rep = client.get(f"/api/campaigns/{cid}").get_json()
+    assert (rep["report"]["should_send"], rep["report"]["pending"]) == (1, 1)
+    assert [d["device_id"] for d in rep["devices"]] == [dev]
+    leads = client.get(f"/api/campaigns/{cid}/leads?bucket=pending").get_json()["leads"]
+    assert [x["recipient_name"] for x in leads] == ["Ana"]
+    assert client.get(f"/api/campaigns/{cid}/leads?bucket=nonsense").status_code == 400
+    assert client.get("/campaigns").status_code == 200
+    assert client.get(f"/campaigns/{cid}").status_code == 200
+    assert client.post(f"/api/campaigns/{cid}/cancel", headers=h).get_json()["campaign"]["status"] == "cancelled"
+
+
+def test_api_one_user_cannot_see_or_touch_anothers_campaign(app, module_db_url):
+    alice, bob = app.test_client(), app.test_client()
+    _, a_token = signed_in_user(alice, module_db_url)
+    _, b_token = signed_in_user(bob, module_db_url)
+    body = {"title": "Mine", "message": "Hi", "campaign_date": "2999-01-01", "time_schedule": "09:00"}
+    cid = alice.post("/api/campaigns", json=body, headers={"X-CSRFToken": a_token}).get_json()["campaign"]["id"]
+    hb = {"X-CSRFToken": b_token}
+    assert bob.get(f"/api/campaigns/{cid}").status_code == 404
+    assert bob.get(f"/campaigns/{cid}").status_code == 404
+    assert bob.put(f"/api/campaigns/{cid}", json=body, headers=hb).status_code == 404
+    for action in ("cancel", "pause", "resume", "retry"):
+        assert bob.post(f"/api/campaigns/{cid}/{action}", json={}, headers=hb).status_code == 404
+    assert bob.get(f"/api/campaigns/{cid}/leads").status_code == 404
+    assert cid not in [c["campaign_id"] for c in bob.get("/api/campaigns").get_json()["campaigns"]]
+    assert alice.get(f"/api/campaigns/{cid}").get_json()["campaign"]["status"] == "pending"

@@ -1,0 +1,153 @@
+"""CSV lead import and export: bad rows reported by line with a reason while good rows land,
+duplicates merged by (owner, device, phone), progress, the downloadable report, and an export that
+imports back unchanged."""
+import io
+import time
+
+import psycopg
+from psycopg.rows import dict_row
+
+from tests.factories import make_device, make_user
+from tests.webutil import signed_in_user
+from web import lead_import
+
+TEN_MB = 10 * 1024 * 1024
+
+
+def sample_csv(own_device, foreign_device):
+    lines = [
+        b"name,phone,niche,target_status,trigger,device_id",          # 1 header
+        b"Ali,012-345 6789,fit,prospect,,",                            # 2 good, default device
+        b"Bad,12ab,,,,",                                               # 3 bad phone
+        b"Vee,0131111111,,vip,,",                                      # 4 unknown status
+        b"only,0141111111",                                            # 5 wrong column count
+        b"Caf\xe9,0151111111,,,,",                                     # 6 not UTF-8
+        b"A" * TEN_MB + b",0161111111,,,,",                            # 7 a 10 MB line
+        b"Ali Baba,+60 12 345 6789,gym,customer,,",                    # 8 duplicate of 2: merged
+        b"",                                                           # 9 blank: no row
+        b"Dee,0181111111,,customer,,%d" % own_device,                  # 10 good, explicit device
+        b"Eve,0191111111,,,,%d" % foreign_device,                      # 11 another owner's device
+        b"Fay,0101111111,,,,abc",                                      # 12 device not a number
+        b'"Tan, Ah Kow",0171111111,"fit, gym",Customer,promo,\r',      # 13 good, quoted, CRLF
+    ]
+    return b"\n".join(lines) + b"\n"
+
+
+EXPECTED_BAD = {
+    3: "may only hold digits", 4: 'unknown target status "vip"', 5: "expected 6 columns, found 2",
+    6: "not UTF-8", 7: "line too long", 11: "not one of your devices", 12: 'device_id "abc" is not a number',
+}
+
+
+def check_outcome(conn, uid, default_device, own_device, status, report):
+    assert status["status"] == "finished", status
+    assert (status["rows_inserted"], status["rows_merged"], status["rows_bad"]) == (3, 1, len(EXPECTED_BAD))
+    assert {r["line_no"] for r in report} == set(EXPECTED_BAD)
+    for r in report:
+        assert EXPECTED_BAD[r["line_no"]] in r["reason"], r
+    leads = conn.execute("SELECT name, phone, niche, target_status, trigger, device_id FROM leads WHERE user_id = %s "
+                         "ORDER BY phone", [uid]).fetchall()
+    assert leads == [
+        {"name": "Ali Baba", "phone": "60123456789", "niche": "gym", "target_status": "customer", "trigger": None,
+         "device_id": default_device},
+        {"name": "Tan, Ah Kow", "phone": "60171111111", "niche": "fit, gym", "target_status": "customer",
+         "trigger": "promo", "device_id": default_device},
+        {"name": "Dee", "phone": "60181111111", "niche": "", "target_status": "customer", "trigger": None,
+         "device_id": own_device},
+    ]
+
+
+def test_framing_keeps_memory_bounded_and_names_defects():
+    data = io.BytesIO(b"a,b\n" + b"x" * (TEN_MB + 5) + b"\n\xff\xfe\nc,d")
+    rows = list(lead_import.framed_lines(data, max_line=1024))
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        (1, ["a", "b"], None),
+        (2, None, f"line too long ({TEN_MB + 6} bytes; at most 1024)"),
+        (3, None, "not UTF-8 text (byte 0xff at position 1)"),
+        (4, ["c", "d"], None),
+    ]
+
+
+def test_import_reports_bad_rows_and_keeps_good_ones(connect_committed):
+    conn, progress = connect_committed(), connect_committed()
+    uid = make_user(conn)
+    default_device, own_device = make_device(conn, uid), make_device(conn, uid)
+    foreign = make_device(conn, make_user(conn))
+    import_id = conn.execute("SELECT start_lead_import(%s, %s, 'leads.csv', NULL) AS id",
+                             [uid, default_device]).fetchone()["id"]
+    with progress.cursor() as cur:
+        cur.execute("LISTEN wa_events")
+    assert lead_import.stage(conn, progress, import_id, io.BytesIO(sample_csv(own_device, foreign))) == 13
+    lead_import.validate(conn, import_id)
+    status = conn.execute("SELECT * FROM lead_import_status(%s, %s)", [uid, import_id]).fetchone()
+    report = conn.execute("SELECT * FROM lead_import_report(%s, %s)", [uid, import_id]).fetchall()
+    check_outcome(conn, uid, default_device, own_device, status, report)
+    events = [n.payload for n in progress.notifies(timeout=0.5, stop_after=10)]
+    assert any('"type": "lead_import"' in e and '"finished"' in e for e in events)
+    assert conn.execute("SELECT count(*) AS n FROM lead_import_lines WHERE import_id = %s",
+                        [import_id]).fetchone()["n"] == 0   # staging emptied
+    # Another owner sees neither the import nor its report.
+    other = make_user(conn)
+    assert conn.execute("SELECT * FROM lead_import_status(%s, %s)", [other, import_id]).fetchall() == []
+    assert conn.execute("SELECT * FROM lead_import_report(%s, %s)", [other, import_id]).fetchall() == []
+
+
+def test_a_file_without_a_proper_header_fails_with_the_reason(connect_committed):
+    conn = connect_committed()
+    uid = make_user(conn)
+    import_id = conn.execute("SELECT start_lead_import(%s, NULL, 'x.csv', NULL) AS id", [uid]).fetchone()["id"]
+    lead_import.stage(conn, conn, import_id, io.BytesIO(b"name,mobile\nA,0123456789\n"))
+    lead_import.validate(conn, import_id)
+    row = conn.execute("SELECT status, error FROM lead_import_status(%s, %s)", [uid, import_id]).fetchone()
+    assert row["status"] == "failed" and 'unknown column "mobile"' in row["error"]
+
+
+def wait_finished(client, import_id, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get(f"/api/leads/imports/{import_id}").get_json()
+        if status["status"] in ("finished", "failed"):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"import {import_id} did not finish: {status}")
+
+
+def test_api_upload_report_and_export_round_trip(client, module_db_url):
+    uid, token = signed_in_user(client, module_db_url)
+    with psycopg.connect(module_db_url, autocommit=True, row_factory=dict_row) as c:
+        default_device, own_device = make_device(c, uid), make_device(c, uid)
+        foreign = make_device(c, make_user(c))
+    r = client.post("/api/leads/import", headers={"X-CSRFToken": token},
+                    data={"device_id": str(default_device),
+                          "file": (io.BytesIO(sample_csv(own_device, foreign)), "leads.csv")},
+                    content_type="multipart/form-data")
+    assert r.status_code == 202, r.get_json()
+    import_id = r.get_json()["id"]
+    status = wait_finished(client, import_id)
+    report_csv = client.get(f"/leads/imports/{import_id}/report.csv").get_data(as_text=True).splitlines()
+    assert report_csv[0] == "line_no,reason,content"
+    assert [int(line.split(",", 1)[0]) for line in report_csv[1:]] == sorted(EXPECTED_BAD)
+    with psycopg.connect(module_db_url, row_factory=dict_row) as c:
+        report = c.execute("SELECT * FROM lead_import_report(%s, %s)", [uid, import_id]).fetchall()
+        check_outcome(c, uid, default_device, own_device, status, report)
+
+    exported = client.get("/leads/export.csv").get_data()
+    assert exported.splitlines()[0] == b"name,phone,niche,target_status,trigger,device_id"
+    assert len(exported.splitlines()) == 4
+    # The export imports back as it is: every row merges into its lead, nothing new, nothing bad.
+    r = client.post("/api/leads/import?filename=again.csv", data=exported,
+                    headers={"X-CSRFToken": token, "Content-Type": "text/csv"})
+    assert r.status_code == 202, r.get_json()
+    again = wait_finished(client, r.get_json()["id"])
+    assert (again["rows_inserted"], again["rows_merged"], again["rows_bad"]) == (0, 3, 0)
+    assert client.get("/leads").status_code == 200
+
+
+def test_import_into_another_owners_device_is_refused(client, module_db_url):
+    _, token = signed_in_user(client, module_db_url)
+    with psycopg.connect(module_db_url, autocommit=True, row_factory=dict_row) as c:
+        foreign = make_device(c, make_user(c))
+    r = client.post(f"/api/leads/import?device_id={foreign}", data=b"phone\n0123456789\n",
+                    headers={"X-CSRFToken": token, "Content-Type": "text/csv"})
+    assert r.status_code == 400 and "not one of your devices" in r.get_json()["error"]
+    assert client.get("/api/leads/imports/999999999").status_code == 404
