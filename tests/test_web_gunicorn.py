@@ -34,10 +34,10 @@ def procfile_web_command(port):
     return [sys.executable, "-m", "gunicorn"] + [a.replace("0.0.0.0", "127.0.0.1") for a in argv[1:]]
 
 
-@pytest.fixture(scope="module")
-def gunicorn(module_db_url):
+def start_gunicorn(db_url):
+    """The Procfile's web process on a free loopback port, once it answers; returns (proc, host)."""
     port = free_port()
-    env = dict(os.environ, DATABASE_URL=module_db_url, SECRET_KEY="gunicorn-test-key", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, DATABASE_URL=db_url, SECRET_KEY="gunicorn-test-key", PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(procfile_web_command(port), cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     host = f"127.0.0.1:{port}"
@@ -52,6 +52,12 @@ def gunicorn(module_db_url):
             proc.kill()
             pytest.fail("gunicorn did not start: " + proc.stderr.read().decode()[-2000:])
         time.sleep(0.2)
+    return proc, host
+
+
+@pytest.fixture(scope="module")
+def gunicorn(module_db_url):
+    proc, host = start_gunicorn(module_db_url)
     yield host
     proc.terminate()
     try:
@@ -94,3 +100,21 @@ def test_websocket_refused_without_a_session(gunicorn):
                                                           "Sec-WebSocket-Version": "13",
                                                           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
     assert res.status_code == 401
+
+
+def test_sigterm_closes_open_websockets_and_stops_at_once(module_db_url):
+    proc, host = start_gunicorn(module_db_url)
+    try:
+        with psycopg.connect(module_db_url, autocommit=True, row_factory=dict_row) as c:
+            uid = make_user(c)
+            email = c.execute("SELECT email FROM users WHERE id = %s", [uid]).fetchone()["email"]
+        client = LiveClient(host, signed_in_cookie(host, email))
+        t0 = time.monotonic()
+        proc.terminate()
+        proc.wait(10)                        # without the close, gunicorn waits graceful_timeout (30 s)
+        assert time.monotonic() - t0 < 5
+        assert client.ws.close_reason == 1001   # going away: the browser reconnects elsewhere
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

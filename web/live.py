@@ -164,6 +164,14 @@ class Hub:
 
 
 _hub_lock = threading.Lock()
+# Set when the server process is shutting down: sockets never end by themselves, and a worker
+# waits for its open requests, so each socket closes itself (1001 "going away"; browsers reconnect).
+_stopping = threading.Event()
+
+
+def stop_all():
+    """Ends every websocket of this process within POLL_SECONDS (gunicorn.conf.py calls it on SIGTERM)."""
+    _stopping.set()
 
 
 def hub():
@@ -217,7 +225,7 @@ def websocket(ws):
     try:
         ws.send(json.dumps({"events": [{"type": "live.hello", "data": {"user_id": sub.user_id}}]}))
         last_sent = time.monotonic()
-        while ws.connected:
+        while ws.connected and not _stopping.is_set():
             raw = ws.receive(timeout=0)
             while raw is not None:
                 _handle_browser_message(ws, sub, raw)
@@ -228,6 +236,8 @@ def websocket(ws):
             if batch:
                 ws.send(json.dumps({"events": batch}, default=str))
                 last_sent = time.monotonic()
+        if _stopping.is_set():
+            ws.close(reason=1001, message="server restarting")
     except ConnectionClosed:
         pass
     finally:
