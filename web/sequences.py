@@ -128,6 +128,7 @@ def api_get(sequence_id):
 @login_required
 def api_update(sequence_id):
     """Replaces a sequence's settings and steps (steps matched by day_number keep their history)."""
+    _definition_or_404(sequence_id)  # another owner's id is "not found", whatever the body says
     sid = one("SELECT save_sequence(%s, %s, %s) AS id", [g.user["id"], sequence_id, _json_body()])["id"]
     if sid is None:
         abort(404, description="sequence not found")
