@@ -40,3 +40,14 @@ def test_clock_stops_on_signal_and_survives_a_missing_database(monkeypatch):
         await asyncio.wait_for(task, 5)
 
     asyncio.run(run_then_stop())
+
+
+def test_every_app_job_runs_through_the_clock_runner(committed_db_url):
+    """Each job's SQL (procedures that COMMIT per chunk included) runs as the clock runs it."""
+    _, jobs = clock.load_jobs(committed_db_url)
+
+    async def run_all():
+        for job in jobs:
+            await clock._runner(committed_db_url, job)(None)
+
+    asyncio.run(run_all())
