@@ -32,7 +32,7 @@ from sender.events import EventSink
 from sender.media import MediaError, prepare_image
 from sender.settings import SenderSettings
 from sender.transport import make_transport
-from sender.transport.base import DeviceSession, LoggedOut, OutgoingMessage, SendError, StreamReplaced
+from sender.transport.base import DeviceSession, LoggedOut, NotSent, OutgoingMessage, SendError, StreamReplaced
 
 log = logging.getLogger("sender.worker")
 
@@ -58,7 +58,7 @@ class Worker:
         self._wake = threading.Event()        # dispatch loop: work may be available
         self._lease_wake = threading.Event()  # lease loop: devices may be available
         self._stopping = threading.Event()
-        self._results = deque()               # (message id, device id, wa id or None, error or None)
+        self._results = deque()               # (message id, device id, outcome, wa id or error)
         self._in_flight = 0                   # claimed, result not yet written (dispatch thread only)
         self._in_flight_by_device = defaultdict(int)
         self._running = set()                 # devices started on the transport
@@ -194,12 +194,14 @@ class Worker:
         """One device's rows, in order (a phone sends one message at a time)."""
         for row in rows:
             try:
-                result = (self._send_one(row), None)
+                result = ("sent", self._send_one(row))
+            except NotSent as exc:
+                result = ("not_sent", str(exc))
             except (SendError, MediaError) as exc:
-                result = (None, str(exc))
+                result = ("failed", str(exc))
             except Exception as exc:  # noqa: BLE001 - a transport bug fails the message, not the worker
                 log.exception("send of message %s crashed", row["id"])
-                result = (None, f"send crashed: {exc!r}"[:500])
+                result = ("failed", f"send crashed: {exc!r}"[:500])
             self._results.append((row["id"], row["device_id"]) + result)
             self._wake.set()
 
@@ -217,15 +219,19 @@ class Worker:
             results.append(self._results.popleft())
         if not results:
             return
-        sent = [(i, wa) for i, _, wa, err in results if err is None]
-        failed = [(i, err) for i, _, wa, err in results if err is not None]
+        by_outcome = defaultdict(list)
+        for message_id, _, outcome, detail in results:
+            by_outcome[outcome].append((message_id, detail))
         try:
-            if sent:
-                conn.execute("SELECT complete_messages(%s, %s, %s)",
-                             [self.sender_id, [i for i, _ in sent], [wa for _, wa in sent]])
-            if failed:
-                conn.execute("SELECT fail_messages(%s, %s, %s)",
-                             [self.sender_id, [i for i, _ in failed], [e for _, e in failed]])
+            if by_outcome["sent"]:
+                ids, wa_ids = zip(*by_outcome["sent"])
+                conn.execute("SELECT complete_messages(%s, %s, %s)", [self.sender_id, list(ids), list(wa_ids)])
+            if by_outcome["failed"]:
+                ids, errors = zip(*by_outcome["failed"])
+                conn.execute("SELECT fail_messages(%s, %s, %s)", [self.sender_id, list(ids), list(errors)])
+            if by_outcome["not_sent"]:
+                ids, _ = zip(*by_outcome["not_sent"])
+                conn.execute("SELECT release_messages(%s, %s)", [self.sender_id, list(ids)])
         except psycopg.OperationalError:
             self._results.extendleft(reversed(results))  # guarded writes: retrying is safe
             raise
@@ -259,8 +265,15 @@ class Worker:
     def _lease_round(self, conn):
         s = self.settings
         ttl = timedelta(seconds=s.lease_seconds)
-        held = conn.execute("SELECT * FROM sender_heartbeat(%s, %s, %s)",
-                            [self.sender_id, s.capacity, ttl]).fetchall()
+        try:
+            held = conn.execute("SELECT * FROM sender_heartbeat(%s, %s, %s)",
+                                [self.sender_id, s.capacity, ttl]).fetchall()
+        except psycopg.errors.InvalidParameterValue:
+            # Our senders row is gone (removed by hand, say) while we still run: register again.
+            log.warning("sender %s was not registered; registering again", self.sender_id)
+            conn.execute("SELECT register_sender(%s, %s, %s, %s)",
+                         [self.sender_id, socket.gethostname(), os.getpid(), s.capacity])
+            return
         held_ids = {r["device_id"] for r in held}
         with self._devices_lock:
             lost = self._running - held_ids

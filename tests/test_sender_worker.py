@@ -198,3 +198,19 @@ def test_image_messages_are_normalised_and_bad_ones_fail_clearly(c, committed_db
     assert rows[ids[1]]["error_message"].startswith("image is unreadable")
     (sent,) = received(store)
     assert sent["message_id"] == ids[0] and 0 < sent["image_bytes"] <= 350 * 1024
+
+
+def test_a_send_that_never_left_goes_back_to_the_queue(c, committed_db_url, store):
+    uid = new_owner(c)
+    (dev,) = add_devices(c, uid, 1, jid=False)   # pairing on the transport ...
+    with running_worker(committed_db_url, store) as w:
+        wait_until(lambda: w.transport.state(dev) == "pairing", what="pairing")
+        c.execute("UPDATE user_devices SET status = 'online' WHERE id = %s", [dev])   # ... yet online in the DB
+        ids = queue(c, uid, [dev], 2)
+        wait_until(lambda: c.execute("SELECT next_send_at > now() AS later FROM device_pacing WHERE device_id = %s",
+                                     [dev]).fetchone()["later"], what="a release that holds the device")
+        assert statuses(c, ids) == {"pending": 2}        # not failed: it never left
+        assert c.execute("SELECT claimed_at FROM broadcast_messages WHERE id = %s", ids[:1]).fetchone()["claimed_at"] is None
+        w.transport.scan(dev)
+        wait_until(lambda: statuses(c, ids) == {"sent": 2}, timeout=10, what="sent once connected")
+    assert assert_no_duplicates(store) == set(ids)

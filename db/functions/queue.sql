@@ -56,11 +56,15 @@ CREATE OR REPLACE TRIGGER broadcast_messages_wake_release AFTER UPDATE OF held, 
 -- sum to zero, so with real delays that is one row per device per claim. Caps: hour_count is
 -- an upper bound of the trailing hour; at the cap it is recounted from device_send_minutes
 -- (buckets from the minute an hour ago: never less than the true rolling hour).
--- PL/pgSQL so the statement's plan is cached: planning it costs more than running it when idle.
+-- PL/pgSQL so the statement's plan is cached (see plan_cache_mode below).
 CREATE OR REPLACE FUNCTION claim_messages(p_sender_id text, p_limit integer, p_per_device integer DEFAULT 100)
 RETURNS TABLE (id bigint, device_id bigint, user_id bigint, recipient_phone text, recipient_name text,
                message_type text, content text, media_url text, claimed_at timestamptz)
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE
+-- The generic plan is as good here (the sender id does not change the best plan) and planning
+-- the statement costs ~1.5 ms, more than running it: never re-plan per call.
+SET plan_cache_mode = force_generic_plan
+AS $$
 #variable_conflict use_column
 BEGIN
 RETURN QUERY
@@ -230,6 +234,28 @@ COMMENT ON FUNCTION fail_messages(text, bigint[], text[]) IS
   'Marks messages this sender claimed as failed (queued -> failed) with their errors. Guarded like '
   'complete_messages, pushed live the same way; a failed message is never re-sent by the queue. Returns how '
   'many changed.';
+
+CREATE OR REPLACE FUNCTION release_messages(p_sender_id text, p_ids bigint[], p_retry_after interval DEFAULT '5 seconds')
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE v_done integer;
+BEGIN
+  WITH back AS (
+    UPDATE broadcast_messages m
+       SET status = 'pending', claimed_at = NULL, claimed_by = NULL
+     WHERE m.id = ANY (p_ids) AND m.status = 'queued' AND m.claimed_by = p_sender_id
+    RETURNING m.device_id
+  ), later AS (
+    -- The device's status may lag its connection by a moment: do not spin on it.
+    UPDATE device_pacing p SET next_send_at = greatest(p.next_send_at, now() + p_retry_after)
+     WHERE p.device_id IN (SELECT back.device_id FROM back)
+  )
+  SELECT count(*) INTO v_done FROM back;
+  RETURN v_done;
+END $$;
+COMMENT ON FUNCTION release_messages(text, bigint[], interval) IS
+  'Puts messages this sender claimed but certainly did not send (the device was not connected) back to '
+  'pending, and holds their devices for p_retry_after. Only for sends that never left; anything uncertain '
+  'is failed instead (at most once). Returns how many went back.';
 
 -- At most once: stuck and undeliverable rows ------------------------------------------------
 CREATE OR REPLACE FUNCTION recover_stuck(p_timeout interval DEFAULT '5 minutes')

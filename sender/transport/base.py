@@ -108,6 +108,11 @@ class SendError(Exception):
         self.permanent = permanent
 
 
+class NotSent(SendError):
+    """The message certainly did not leave (the device was not connected when asked to send):
+    the sender puts it back in the queue instead of failing it, so a brief disconnect only delays."""
+
+
 @dataclass
 class DeviceSession:
     """What a transport needs to run a device."""

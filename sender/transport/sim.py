@@ -27,8 +27,8 @@ from typing import Callable, Optional
 
 from common.config import VAR
 from sender.transport.base import (Connected, ConnectFailed, DeviceSession, Disconnected, Event,
-                                   IncomingMessage, LoggedOut, OutgoingMessage, PairCode, Paired,
-                                   QRCode, Receipt, SendError, SendResult, StreamReplaced,
+                                   IncomingMessage, LoggedOut, NotSent, OutgoingMessage, PairCode,
+                                   Paired, QRCode, Receipt, SendError, SendResult, StreamReplaced,
                                    TemporaryBan)
 
 
@@ -182,7 +182,7 @@ class SimTransport:
         with self._lock:
             dev = self._devices.get(message.device_id)
             if dev is None or dev.state != "connected":
-                raise SendError(f"device {message.device_id} is not connected")
+                raise NotSent(f"device {message.device_id} is not connected")
             rng = dev.rng
             wait = self.config.latency_ms * rng.uniform(0.5, 1.5) / 1000.0
             fails = self.config.failure_rate > 0 and rng.random() < self.config.failure_rate
