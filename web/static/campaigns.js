@@ -28,9 +28,21 @@
     });
   }
 
+  // campaign events name one campaign (id); campaign_progress from sends lists several (campaigns[].id).
+  function names(data, id) {
+    return (data.campaigns || [data]).some(function (c) { return String(c.id) === id; });
+  }
+
   const box = document.getElementById("campaign");
   if (!box) {
-    if (window.live) live.on("campaign", function () { location.reload(); });
+    if (window.live) {
+      let listTimer = null;
+      const reloadList = function () {
+        if (!listTimer) listTimer = setTimeout(function () { location.reload(); }, 2000);  // bursts: one reload
+      };
+      live.on("campaign", reloadList);
+      live.on("campaign_progress", reloadList);
+    }
     return;
   }
   const id = box.dataset.campaignId;
@@ -69,7 +81,7 @@
   if (window.live) {
     let timer = null;
     const refresh = function (data) {
-      if (String(data.id) !== id || timer) return;
+      if (!names(data, id) || timer) return;
       timer = setTimeout(function () { location.reload(); }, 2000);  // coalesce bursts of progress
     };
     live.on("campaign", refresh);
