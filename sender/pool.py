@@ -16,6 +16,7 @@ from sender.settings import SenderSettings
 
 log = logging.getLogger("sender.pool")
 RESTART_BACKOFF_MAX = 30.0
+STABLE_AFTER = 60.0
 
 
 class Pool:
@@ -24,11 +25,13 @@ class Pool:
         self.drain_seconds = drain_seconds
         self.children = {}       # slot -> Popen
         self.backoff = {}        # slot -> seconds to wait before the next restart
+        self.started_at = {}     # slot -> when its current worker started
         self.stopping = False
 
     def spawn(self, slot):
         env = dict(os.environ, SENDER_SLOT=str(slot))
         self.children[slot] = subprocess.Popen([sys.executable, "-m", "sender.worker"], env=env)
+        self.started_at[slot] = time.monotonic()
         log.info("worker %s started (pid %s)", slot, self.children[slot].pid)
 
     def stop(self, *_):
@@ -49,6 +52,8 @@ class Pool:
                 code = child.poll()
                 if code is None:
                     continue
+                if time.monotonic() - self.started_at[slot] > STABLE_AFTER:
+                    self.backoff[slot] = 0.5   # it had been running fine: restart at once
                 wait = self.backoff.get(slot, 0.5)
                 log.warning("worker %s (pid %s) exited with %s; restarting in %.1fs", slot, child.pid, code, wait)
                 self.backoff[slot] = min(wait * 2, RESTART_BACKOFF_MAX)
