@@ -69,7 +69,8 @@ def test_complete_sends_one_event_per_owner_with_ids_and_campaign_progress(world
     assert sorted(by_user[owner]["device_ids"]) == sorted([d1, d2])
     assert by_user[other]["ids"] == sorted(theirs) and by_user[other]["device_ids"] == [d3]
     progress = [e for e in events if e[1] == "campaign_progress"]
-    assert progress == [(owner, "campaign_progress", {"status": "sent", "campaigns": [{"id": promo, "count": 5}]})]
+    assert progress == [(owner, "campaign_progress",
+                         {"status": "sent", "campaigns": [{"id": promo, "count": 5}], "truncated": False})]
 
 
 def test_fail_and_receipts_push_their_status(world):
@@ -88,15 +89,23 @@ def test_fail_and_receipts_push_their_status(world):
         [(owner, "read", sorted(sending[:2]), [d1])]
 
 
-def test_a_large_batch_stays_one_small_event(world):
+def test_a_large_batch_over_many_campaigns_stays_one_small_event_each(world):
     c, listener, owner, _other, (d1, _d2, _d3) = world
-    ids = claimed(c, owner, d1, 450)
+    campaigns = [campaign(c, owner) for _ in range(300)]
+    ids = []
+    for k, promo in enumerate(campaigns):       # 2 messages in each of 300 campaigns, distinct phones
+        ids += [r["id"] for r in c.execute(
+            """INSERT INTO broadcast_messages (user_id, device_id, campaign_id, recipient_phone, content, status,
+                                               claimed_at, claimed_by)
+               SELECT %s, %s, %s, '6015' || lpad((%s * 10 + g)::text, 7, '0'), 'hi', 'queued', now(), 's1'
+                 FROM generate_series(1, 2) g RETURNING id""", [owner, d1, promo, k])]
     c.execute("SELECT complete_messages('s1', %s, %s)", [ids, [f"b{i}" for i in ids]])
-    events = [e for e in drain(listener) if e[1] == "message_status"]
-    assert len(events) == 1
-    data = events[0][2]
-    assert data["count"] == 450 and data["truncated"] is True and len(data["ids"]) == 200
-    assert len(json.dumps(data)) < 7000
+    events = drain(listener)
+    [status] = [e[2] for e in events if e[1] == "message_status"]
+    assert status["count"] == 600 and status["truncated"] is True and len(status["ids"]) == 200
+    [progress] = [e[2] for e in events if e[1] == "campaign_progress"]
+    assert progress["truncated"] is True and len(progress["campaigns"]) == 100
+    assert all(len(json.dumps(e[2])) < 7000 for e in events)
 
 
 def test_batch_events_survive_the_websocket_coalescing():

@@ -17,28 +17,35 @@ RETURNS void LANGUAGE sql AS $$
   WITH changed AS (
     SELECT * FROM unnest(p_ids, p_user_ids, p_device_ids, p_campaign_ids) AS r(id, user_id, device_id, campaign_id)
   ), per_user AS (
+    -- Lists are capped (a NOTIFY payload must stay under 8000 bytes); truncated says so.
     SELECT user_id, count(*) AS n,
            (array_agg(id ORDER BY id))[1:200] AS ids,
-           array_agg(DISTINCT device_id) FILTER (WHERE device_id IS NOT NULL) AS device_ids
+           (array_agg(DISTINCT device_id) FILTER (WHERE device_id IS NOT NULL))[1:100] AS device_ids,
+           count(DISTINCT device_id) > 100 AS many_devices
       FROM changed GROUP BY user_id
   ), per_campaign AS (
-    SELECT user_id, jsonb_agg(jsonb_build_object('id', campaign_id, 'count', n) ORDER BY campaign_id) AS campaigns
-      FROM (SELECT user_id, campaign_id, count(*) AS n FROM changed
-             WHERE campaign_id IS NOT NULL GROUP BY user_id, campaign_id) c
+    SELECT user_id,
+           jsonb_agg(jsonb_build_object('id', campaign_id, 'count', n) ORDER BY campaign_id)
+             FILTER (WHERE rank <= 100) AS campaigns,
+           count(*) > 100 AS truncated
+      FROM (SELECT user_id, campaign_id, count(*) AS n,
+                   row_number() OVER (PARTITION BY user_id ORDER BY campaign_id) AS rank
+              FROM changed WHERE campaign_id IS NOT NULL GROUP BY user_id, campaign_id) c
      GROUP BY user_id
   )
   SELECT count(*) FROM (
     SELECT notify_user(u.user_id, 'message_status',
                        jsonb_build_object('status', p_status, 'count', u.n, 'device_ids', u.device_ids,
-                                          'ids', u.ids, 'truncated', u.n > 200))
+                                          'ids', u.ids, 'truncated', u.n > 200 OR u.many_devices))
       FROM per_user u
     UNION ALL
-    SELECT notify_user(c.user_id, 'campaign_progress', jsonb_build_object('status', p_status, 'campaigns', c.campaigns))
+    SELECT notify_user(c.user_id, 'campaign_progress',
+                       jsonb_build_object('status', p_status, 'campaigns', c.campaigns, 'truncated', c.truncated))
       FROM per_campaign c
   ) sent
 $$;
 COMMENT ON FUNCTION notify_queue_changes(text, bigint[], bigint[], bigint[], bigint[]) IS
   'Pushes what one statement did to queued messages (parallel arrays of message id, owner, device, campaign), '
-  'one event per owner: message_status {status, count, device_ids, ids (first 200), truncated} and, when '
-  'campaign messages changed, campaign_progress {status, campaigns: [{id, count}]} (counts are this change''s). '
-  'status is sent, failed, delivered or read.';
+  'one event per owner: message_status {status, count, device_ids (first 100), ids (first 200), truncated} and, '
+  'when campaign messages changed, campaign_progress {status, campaigns: [{id, count}] (first 100), truncated} '
+  '(counts are this change''s). status is sent, failed, delivered or read. truncated: refetch instead.';
