@@ -1,0 +1,226 @@
+"""Soak (issue 8): thousands of simulated devices sending campaigns and drip sequences together
+with realistic pacing on a compressed clock, for a bounded time; then the operator's promise is
+counted: duplicates (must be 0), losses (must be 0), the highest rolling-hour count per device
+against its cap, and sender and database memory at start and end.
+
+The compressed clock:
+- pacing: real devices wait 30-60 s between sends; here 1-2 s (30x; delays are whole seconds);
+- caps: SQL enforces the hourly cap over a real rolling hour, which a 1-10 minute run never leaves,
+  so the cap is scaled down to what a device reaches within the run (quick 8, full 80) while the
+  load offered per device is several times larger: the cap is what stops each device;
+- sequences: steps 0.01 h (36 s, the column's smallest step) apart instead of days;
+- the clock: the scheduled jobs (app_jobs(): campaigns, sequence ticks, stuck recovery, skip
+  rules) run every 5 s instead of every minute.
+
+    flock /tmp/bench.lock .venv/bin/python -m scripts.soak [--quick] [--devices 3000]
+
+A dedicated database is created, applied through scripts.apply.apply, and dropped afterwards.
+The last line is `ratio=<sent per second / offered per second at the caps> ...`."""
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from common.config import ROOT, require_database_url
+from common.db import with_database
+from scripts import apply
+from sender.transport.sim import SimNetwork
+
+FULL = {"seconds": 600, "hourly_cap": 80, "leads_per_device": 40}
+QUICK = {"seconds": 60, "hourly_cap": 8, "leads_per_device": 4}
+DEVICES_PER_OWNER = 100
+TICK_SECONDS = 5
+MIN_DELAY, MAX_DELAY = 1, 2
+STEPS = 3                   # sequence steps per lead, next to one campaign message per lead
+
+
+def connect(url):
+    return psycopg.connect(url, autocommit=True, row_factory=dict_row)
+
+
+def load(c, devices, size):
+    """Owners of DEVICES_PER_OWNER devices each (stored sessions: they connect at once), their leads
+    spread over the devices, one campaign due now and one active sequence per owner."""
+    from tests.factories import PASSWORD_HASH
+    owners = []
+    for n in range(0, devices, DEVICES_PER_OWNER):
+        uid = c.execute("SELECT create_user(%s, 'Soak', %s) AS id", [f"soak{n}@example.com", PASSWORD_HASH]).fetchone()["id"]
+        owners.append(uid)
+        c.execute("""INSERT INTO user_devices (user_id, device_name, phone, jid, status, min_delay_seconds,
+                                               max_delay_seconds, hourly_limit, daily_limit)
+                     SELECT %s, 'soak ' || g, (601100000000 + %s * 1000 + g)::text, 'sim-' || gen_random_uuid(),
+                            'offline', %s, %s, %s, 100000
+                       FROM generate_series(1, %s) g""",
+                  [uid, n, MIN_DELAY, MAX_DELAY, size["hourly_cap"], min(DEVICES_PER_OWNER, devices - n)])
+        seq = c.execute("SELECT save_sequence(%s, NULL, %s) AS id", [uid, Jsonb({
+            "name": "soak drip", "trigger": "soak", "min_delay_seconds": MIN_DELAY, "max_delay_seconds": MAX_DELAY,
+            "steps": [{"day_number": d, "content": f"{{Hi|Hello}} {{name}}, day {d}",
+                       "trigger_delay_hours": 0 if d == 1 else 0.01} for d in range(1, STEPS + 1)]})]).fetchone()["id"]
+        c.execute("SELECT set_sequence_status(%s, %s, 'active')", [uid, seq])
+        c.execute("""INSERT INTO leads (user_id, device_id, name, phone, niche, trigger)
+                     SELECT %s, d.id, 'Lead ' || g, (62800000000 + d.id * 1000 + g)::text, 'soak', 'soak'
+                       FROM user_devices d, generate_series(1, %s) g WHERE d.user_id = %s""",
+                  [uid, size["leads_per_device"], uid])
+        c.execute("""SELECT create_campaign(%s, 'broadcast', 'soak', 'soak', 'all', '{Promo|Offer} for {name}', NULL,
+                                            NULL, NULL, current_date + 1, '09:00', %s, %s)""", [uid, MIN_DELAY, MAX_DELAY])
+    c.execute("UPDATE campaigns SET scheduled_at = now()")   # due now (created for tomorrow, moved forward)
+    c.execute("VACUUM ANALYZE")
+    return owners
+
+
+def compressed_clock(url, stop):
+    """The scheduled jobs every TICK_SECONDS, as the clock would run them every minute."""
+    with connect(url) as c:
+        jobs = [j["command"] for j in c.execute("SELECT command FROM app_jobs() ORDER BY name")]
+        while not stop.wait(TICK_SECONDS):
+            for command in jobs:
+                try:
+                    c.execute(command)
+                except psycopg.Error as exc:
+                    print(f"tick {command!r} failed: {exc}", file=sys.stderr)
+
+
+def rss_kb(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def pss_kb(pid):
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children(pid):
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def memory(c, pool_pid, dbname):
+    """Sender pool + workers resident MB; the soak database's backends' proportional share MB
+    (shared buffers counted once across them) and its size on disk."""
+    senders = rss_kb(pool_pid) + sum(rss_kb(p) for p in children(pool_pid))
+    pids = [r["pid"] for r in c.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [dbname])]
+    db = sum(pss_kb(p) for p in pids)
+    size = c.execute("SELECT pg_database_size(%s) AS b", [dbname]).fetchone()["b"]
+    return {"sender_mb": senders / 1024, "db_backends_mb": db / 1024, "db_backends": len(pids), "db_disk_mb": size / 2**20}
+
+
+def verdict(c, store):
+    rows = {r["id"]: r for r in c.execute("SELECT id, status, error_message FROM broadcast_messages")}
+    received = [r["message_id"] for r in SimNetwork.received(store)]
+    counts = Counter(received)
+    duplicates = sum(n - 1 for n in counts.values() if n > 1)
+    status = Counter(r["status"] for r in rows.values())
+    lost = [i for i, r in rows.items() if r["status"] == "sent" and i not in counts]              # marked sent, never arrived
+    lost += [i for i in counts if i not in rows or rows[i]["status"] not in ("sent", "failed")]   # arrived, not recorded
+    lost += [i for i, r in rows.items() if r["status"] == "queued"]                               # claimed and left
+    lost += [i for i, r in rows.items() if r["status"] in ("failed", "skipped") and not r["error_message"]]
+    cap = c.execute("""
+        SELECT max(n) AS worst, max(hourly_limit) AS cap, count(*) FILTER (WHERE n > hourly_limit) AS over
+          FROM (SELECT m.device_id, d.hourly_limit,
+                       count(*) OVER (PARTITION BY m.device_id ORDER BY m.claimed_at
+                                      RANGE BETWEEN interval '1 hour' PRECEDING AND CURRENT ROW) AS n
+                  FROM broadcast_messages m JOIN user_devices d ON d.id = m.device_id
+                 WHERE m.claimed_at IS NOT NULL) w""").fetchone()
+    return {"status": dict(status), "received": len(received), "duplicates": duplicates, "losses": len(lost),
+            "worst_hour": cap["worst"], "cap": cap["cap"], "devices_over_cap": cap["over"]}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1 minute instead of 10")
+    ap.add_argument("--devices", type=int, default=3000)
+    ap.add_argument("--senders", type=int, default=2, help="sender worker processes")
+    args = ap.parse_args(argv)
+    size = QUICK if args.quick else FULL
+    base = require_database_url()
+    dbname = f"wa_soak_{os.getpid()}"
+    with connect(base) as admin:
+        admin.execute(f"CREATE DATABASE {dbname}")
+    url = with_database(base, dbname)
+    store = Path(tempfile.mkdtemp(prefix="wa-soak-"))
+    pool, stop = None, threading.Event()
+    try:
+        apply.apply(url)
+        with connect(url) as c:
+            t = time.monotonic()
+            owners = load(c, args.devices, size)
+            print(f"loaded {args.devices} devices, {len(owners)} owners, "
+                  f"{args.devices * size['leads_per_device']} leads in {time.monotonic() - t:.1f}s", flush=True)
+            env = dict(os.environ, DATABASE_URL=url, WA_TRANSPORT="sim", WA_SIM_DIR=str(store), WA_SIM_LATENCY_MS="50",
+                       WA_SIM_REPLY_RATE="0.01", SENDER_PROCESSES=str(args.senders), LOG_LEVEL="WARNING",
+                       PYTHONPATH=str(ROOT))
+            pool = subprocess.Popen([sys.executable, "-m", "sender"], cwd=ROOT, env=env)
+            clock = threading.Thread(target=compressed_clock, args=(url, stop), daemon=True)
+            clock.start()
+            time.sleep(5)
+            start_mem = memory(c, pool.pid, dbname)
+            started = time.monotonic()
+            while time.monotonic() - started < size["seconds"]:
+                time.sleep(min(30, size["seconds"] - (time.monotonic() - started)))
+                s = Counter({r["status"]: r["n"] for r in c.execute(
+                    "SELECT status, count(*) AS n FROM broadcast_messages GROUP BY 1")})
+                print(f"  {time.monotonic() - started:5.0f}s  {dict(s)}", flush=True)
+            end_mem = memory(c, pool.pid, dbname)
+            stop.set()
+            pool.send_signal(signal.SIGTERM)
+            pool.wait(120)
+            clock.join(30)
+            elapsed = time.monotonic() - started
+            v = verdict(c, store)
+    finally:
+        stop.set()
+        if pool and pool.poll() is None:
+            pool.kill()
+        with connect(base) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+        for f in store.glob("*"):
+            f.unlink()
+        store.rmdir()
+    sent = v["status"].get("sent", 0)
+    offered = args.devices * min(v["cap"], elapsed / ((MIN_DELAY + MAX_DELAY) / 2)) / elapsed
+    print(f"devices={args.devices} seconds={elapsed:.0f} messages={sum(v['status'].values())} "
+          f"statuses={v['status']} received={v['received']}")
+    print(f"duplicates={v['duplicates']} losses={v['losses']} "
+          f"worst_rolling_hour={v['worst_hour']} cap={v['cap']} devices_over_cap={v['devices_over_cap']}")
+    print(f"memory start: {fmt(start_mem)}")
+    print(f"memory end:   {fmt(end_mem)}")
+    ok = v["duplicates"] == 0 and v["losses"] == 0 and v["devices_over_cap"] == 0
+    print(f"ratio={sent / elapsed / offered:.2f} sent_per_s={sent / elapsed:.0f} offered_per_s={offered:.0f} "
+          f"duplicates={v['duplicates']} losses={v['losses']} caps_held={v['devices_over_cap'] == 0} ok={ok}")
+    return 0 if ok else 1
+
+
+def fmt(m):
+    return (f"senders {m['sender_mb']:.0f} MB, database backends {m['db_backends_mb']:.0f} MB "
+            f"({m['db_backends']} connections), database on disk {m['db_disk_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
