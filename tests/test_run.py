@@ -8,7 +8,9 @@ import sys
 import time
 import urllib.request
 
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from common.config import ROOT
 from scripts.run import alive
@@ -47,6 +49,18 @@ def test_run_starts_everything_and_prints_the_login(running):
     time.sleep(1)
     dead = [name for name, pid in pids.items() if not alive(pid)]
     assert dead == [], f"crashed at start: {dead}"
+    with psycopg.connect(env["DATABASE_URL"], row_factory=dict_row) as c:
+        demo = c.execute("""SELECT (SELECT count(*) FROM campaigns) AS campaigns,
+                                   (SELECT count(*) FROM sequence_enrollments) AS enrolled,
+                                   (SELECT count(*) FROM leads) AS leads""").fetchone()
+        assert demo["campaigns"] == 1 and demo["enrolled"] >= 10 and demo["leads"] == 120
+        # The paired demo phones come online through the simulated network and the sender.
+        for _ in range(100):
+            online = c.execute("SELECT count(*) AS n FROM user_devices WHERE status = 'online'").fetchone()["n"]
+            if online == 2:
+                break
+            time.sleep(0.2)
+        assert online == 2
 
 
 def test_stop_leaves_no_process(running):
