@@ -10,7 +10,8 @@ COUNTED = """SELECT user_id, date_bin('15 minutes', coalesce(sent_at, failed_at)
 
 def assert_rollup_matches(db):
     rolled = {(r["user_id"], r["bucket"]): (r["sent"], r["failed"]) for r in db.execute(
-        "SELECT user_id, bucket, sent, failed FROM message_outcome_counts WHERE sent <> 0 OR failed <> 0")}
+        """SELECT user_id, bucket, sum(sent) AS sent, sum(failed) AS failed FROM message_outcome_counts
+            GROUP BY 1, 2 HAVING sum(sent) <> 0 OR sum(failed) <> 0""")}
     counted = {(r["user_id"], r["bucket"]): (r["sent"], r["failed"]) for r in db.execute(COUNTED)}
     assert rolled == counted
     return counted

@@ -23,14 +23,15 @@ COMMENT ON FUNCTION message_outcome_bucket(timestamptz) IS 'The quarter hour mes
 CREATE OR REPLACE FUNCTION add_message_outcomes(p_user_ids bigint[], p_buckets timestamptz[], p_sent bigint[],
                                                 p_failed bigint[])
 RETURNS void LANGUAGE sql AS $$
-  INSERT INTO message_outcome_counts AS c (user_id, bucket, sent, failed)
-  SELECT r.user_id, r.bucket, sum(r.sent), sum(r.failed)
+  -- The shard follows the connection: two senders' statements never wait on each other's row.
+  INSERT INTO message_outcome_counts AS c (user_id, bucket, shard, sent, failed)
+  SELECT r.user_id, r.bucket, pg_backend_pid() % 16, sum(r.sent), sum(r.failed)
     FROM unnest(p_user_ids, p_buckets, p_sent, p_failed) AS r(user_id, bucket, sent, failed)
    WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id)  -- an owner being deleted takes its rollup along
    GROUP BY r.user_id, r.bucket
   HAVING sum(r.sent) <> 0 OR sum(r.failed) <> 0
    ORDER BY r.user_id, r.bucket  -- one lock order for every writer
-  ON CONFLICT (user_id, bucket) DO UPDATE SET sent = c.sent + excluded.sent, failed = c.failed + excluded.failed
+  ON CONFLICT (user_id, bucket, shard) DO UPDATE SET sent = c.sent + excluded.sent, failed = c.failed + excluded.failed
 $$;
 COMMENT ON FUNCTION add_message_outcomes(bigint[], timestamptz[], bigint[], bigint[]) IS
   'Adds signed sent/failed counts (parallel arrays: owner, quarter hour, sent, failed) to message_outcome_counts.';
