@@ -73,13 +73,14 @@ def test_chat_view_send_receive_and_receipts_live(page_for, user, chat_device, c
     expect(out.locator(".tick.pending")).to_have_count(1)
     expect(page.locator("#wa-text")).to_have_value("")
 
-    # The sender sends it and the phone reads it: receipts arrive live.
-    with db(committed_db_url) as c, c.transaction():
-        msg = c.execute("""UPDATE broadcast_messages SET status = 'sent', claimed_at = now(), claimed_by = 'sim',
-                             sent_at = now(), delivered_at = now(), read_at = now(), wa_message_id = 'OUT1'
+    # A sender claims and sends it, then the phone reads it: the queue's own events update the ticks live.
+    with db(committed_db_url) as c:
+        msg = c.execute("""UPDATE broadcast_messages SET status = 'queued', claimed_at = now(), claimed_by = 'sim'
                             WHERE device_id = %s AND content = 'Yes, it is!' RETURNING id""", [chat_device]).fetchone()
-        c.execute("SELECT notify_user(%s, 'message_status', jsonb_build_object('device_id', %s::bigint, 'id', %s::bigint, 'status', 'read'))",
-                  [user["id"], chat_device, msg["id"]])
+        c.execute("SELECT complete_messages('sim', %s, %s)", [[msg["id"]], ["OUT1"]])
+    expect(out.locator(".tick.sent")).to_have_count(1, timeout=5000)
+    with db(committed_db_url) as c:
+        c.execute("SELECT record_receipts(%s, %s, 'read', now())", [chat_device, ["OUT1"]])
     expect(out.locator(".tick.read")).to_have_count(1, timeout=5000)
 
     # A reply arrives live, without reloading.
