@@ -5,7 +5,7 @@ from flask import Blueprint, abort, g, jsonify, render_template, request
 
 from web.auth import login_required
 from web.db import all_rows, one
-from web.leads import my_devices, optional_int
+from web.leads import json_body, my_devices, optional_int, text
 
 bp = Blueprint("campaigns", __name__)
 
@@ -41,10 +41,10 @@ def device_ids(value):
 
 def campaign_fields(body):
     """The editable fields, in the SQL functions' order after the kind."""
-    return [body.get("title", ""), body.get("niche", ""), body.get("target_status") or "all",
-            body.get("message", ""), body.get("image_url"), device_ids(body.get("device_ids")),
+    return [text(body, "title"), text(body, "niche"), text(body, "target_status") or "all",
+            text(body, "message"), text(body, "image_url", None), device_ids(body.get("device_ids")),
             optional_int(body.get("ai_limit_per_device"), "ai_limit_per_device"),
-            body.get("campaign_date") or None, body.get("time_schedule") or None,
+            text(body, "campaign_date") or None, text(body, "time_schedule") or None,
             optional_int(body.get("min_delay_seconds", 30), "min_delay_seconds"),
             optional_int(body.get("max_delay_seconds", 60), "max_delay_seconds")]
 
@@ -77,9 +77,9 @@ def api_list():
 @bp.route("/api/campaigns", methods=["POST"])
 @login_required
 def api_create():
-    body = request.get_json(silent=True) or {}
+    body = json_body()
     campaign_id = one("SELECT create_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s) AS id",
-                      [g.user["id"], body.get("kind") or "broadcast", *campaign_fields(body)])["id"]
+                      [g.user["id"], text(body, "kind") or "broadcast", *campaign_fields(body)])["id"]
     return jsonify(report(campaign_id)), 201
 
 
@@ -93,7 +93,7 @@ def api_get(campaign_id):
 @login_required
 def api_update(campaign_id):
     campaign_or_404(campaign_id)
-    body = request.get_json(silent=True) or {}
+    body = json_body()
     one("SELECT update_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s)",
         [g.user["id"], campaign_id, *campaign_fields(body)])
     return jsonify(report(campaign_id))
@@ -118,7 +118,7 @@ def api_action(campaign_id, action):
 @login_required
 def api_retry(campaign_id):
     """Queues new messages for the failed ones (optionally on another device); history stays."""
-    body = request.get_json(silent=True) or {}
+    body = json_body()
     queued = one("SELECT retry_failed_messages(%s, %s, %s) AS n",
                  [g.user["id"], campaign_id, optional_int(body.get("device_id"), "device_id")])["n"]
     if queued is None:
@@ -132,7 +132,7 @@ def api_report_leads(campaign_id):
     campaign_or_404(campaign_id)
     rows = all_rows("SELECT * FROM campaign_report_leads(%s, %s, %s, %s, %s, %s)",
                     [g.user["id"], campaign_id, optional_int(request.args.get("device_id"), "device_id"),
-                     request.args.get("bucket", "should_send"),
+                     text(request.args, "bucket", "should_send"),
                      optional_int(request.args.get("limit"), "limit") or 100,
                      optional_int(request.args.get("offset"), "offset") or 0])
     return jsonify(leads=rows)

@@ -1,12 +1,11 @@
 """Leads: the page, the JSON API (create, edit, delete, search), CSV import (streamed into the
 database, validated in SQL) and export. Every call passes g.user["id"], so another owner's lead is
 simply not found (404)."""
-from flask import (Blueprint, Response, abort, current_app, g, jsonify, render_template, request,
-                   stream_with_context)
+from flask import Blueprint, Response, abort, current_app, g, jsonify, render_template, request
 
 from web import lead_import
 from web.auth import login_required
-from web.db import all_rows, conn, one
+from web.db import all_rows, one
 
 bp = Blueprint("leads", __name__)
 
@@ -14,34 +13,64 @@ FILTERS = ("device_id", "niche", "target_status", "trigger")
 PAGE = 50
 
 
+BIGINT = 2 ** 63
+
+
+def json_body():
+    """The JSON object sent (an empty one when none); anything else is a 400."""
+    body = request.get_json(silent=True)
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        abort(400, description="send a JSON object")
+    return body
+
+
 def optional_int(value, field):
     if value in (None, ""):
         return None
     try:
-        return int(value)
+        if isinstance(value, (bool, float)):
+            raise ValueError
+        number = int(value)
     except (TypeError, ValueError):
         abort(400, description=f"{field} must be a whole number")
+    if not -BIGINT <= number < BIGINT:
+        abort(400, description=f"{field} is out of range")
+    return number
+
+
+def text(body, field, default=""):
+    """A text field (numbers accepted as text, e.g. a phone); lists, objects and NUL bytes are a 400."""
+    value = body.get(field, default)
+    if value is None or isinstance(value, str):
+        if value and "\x00" in value:
+            abort(400, description=f"{field} must not contain NUL characters")
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    abort(400, description=f"{field} must be text")
 
 
 def lead_filters(args):
     return {"device_id": optional_int(args.get("device_id"), "device_id"),
-            "niche": args.get("niche", ""), "target_status": args.get("target_status") or "all",
-            "trigger": args.get("trigger", "")}
+            "niche": text(args, "niche"), "target_status": text(args, "target_status") or "all",
+            "trigger": text(args, "trigger")}
 
 
 def search_leads(args):
     f = lead_filters(args)
-    limit = min(optional_int(args.get("limit"), "limit") or PAGE, 500)
+    limit = max(1, min(optional_int(args.get("limit"), "limit") or PAGE, 500))
     rows = all_rows("SELECT * FROM find_leads(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     [g.user["id"], f["device_id"], f["niche"], f["target_status"], f["trigger"],
-                     args.get("q", ""), args.get("pool") in ("1", "true"),
+                     text(args, "q"), args.get("pool") in ("1", "true"),
                      optional_int(args.get("before"), "before"), limit + 1])
     return rows[:limit], (rows[limit - 1]["id"] if len(rows) > limit else None)
 
 
 def lead_fields(body):
-    return [optional_int(body.get("device_id"), "device_id"), body.get("name", ""), body.get("phone", ""),
-            body.get("niche", ""), body.get("target_status", ""), body.get("trigger")]
+    return [optional_int(body.get("device_id"), "device_id"), text(body, "name"), text(body, "phone"),
+            text(body, "niche"), text(body, "target_status"), text(body, "trigger", None)]
 
 
 def get_lead_or_404(lead_id):
@@ -79,7 +108,7 @@ def api_list():
 @bp.route("/api/leads", methods=["POST"])
 @login_required
 def api_create():
-    body = request.get_json(silent=True) or {}
+    body = json_body()
     lead_id = one("SELECT create_lead(%s, %s, %s, %s, %s, %s, %s) AS id", [g.user["id"], *lead_fields(body)])["id"]
     return jsonify(get_lead_or_404(lead_id)), 201
 
@@ -93,7 +122,7 @@ def api_get(lead_id):
 @bp.route("/api/leads/<int:lead_id>", methods=["PUT"])
 @login_required
 def api_update(lead_id):
-    body = request.get_json(silent=True) or {}
+    body = json_body()
     get_lead_or_404(lead_id)  # another owner's id: 404 before any validation message
     done = one("SELECT update_lead(%s, %s, %s, %s, %s, %s, %s, %s) AS id",
                [g.user["id"], lead_id, *lead_fields(body)])["id"]
@@ -118,8 +147,8 @@ def upload_stream():
         upload = request.files.get("file")
         if upload is None:
             abort(400, description="send the CSV as the multipart field 'file'")
-        return upload.filename or "", upload.stream, None
-    return request.args.get("filename", ""), request.stream, request.content_length
+        return (upload.filename or "").replace("\x00", ""), upload.stream, None
+    return text(request.args, "filename"), request.stream, request.content_length
 
 
 @bp.route("/api/leads/import", methods=["POST"])
@@ -161,12 +190,15 @@ def api_import_status(import_id):
 
 def csv_download(filename, query, params):
     """Streams `COPY (query) TO STDOUT` as a CSV attachment, chunk by chunk."""
+    pool = current_app.extensions["db_pool"]   # the generator runs after the request context is gone
+
     def generate():
-        with conn() as c, c.cursor().copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)", params) as copy:
+        with pool.connection() as c, c.cursor().copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)",
+                                                     params) as copy:
             for chunk in copy:
                 yield bytes(chunk)
 
-    return Response(stream_with_context(generate()), mimetype="text/csv",
+    return Response(generate(), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 

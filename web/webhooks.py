@@ -4,17 +4,17 @@ No session and no CSRF token: the secret is the authentication."""
 from flask import Blueprint, abort, jsonify, request
 
 from web.db import one
-from web.leads import lead_fields
+from web.leads import json_body, lead_fields, text
 
 bp = Blueprint("webhooks", __name__)
 
 
 @bp.route("/api/webhooks/leads", methods=["POST"])
 def intake():
-    secret = request.headers.get("X-Webhook-Token") or request.args.get("token")
+    secret = request.headers.get("X-Webhook-Token") or text(request.args, "token")
     user_id = one("SELECT token_user(%s, 'webhook') AS uid", [secret])["uid"] if secret else None
     if user_id is None:
         abort(401, description="send the webhook secret in the X-Webhook-Token header")
-    body = request.get_json(silent=True) or request.form
+    body = json_body() if request.is_json else request.form
     row = one("SELECT * FROM intake_lead(%s, %s, %s, %s, %s, %s, %s)", [user_id, *lead_fields(body)])
     return jsonify(id=row["lead_id"], created=row["created"]), 201 if row["created"] else 200
