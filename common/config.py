@@ -42,3 +42,19 @@ def transport_name():
 
 def sender_processes():
     return int(os.environ.get("SENDER_PROCESSES", "2"))
+
+
+def run_command(body, *args):
+    """Runs a command-line entry point: bad configuration ends with one line on stderr, exit 1."""
+    import sys
+
+    try:
+        body(*args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}; check the folder's permissions or set WA_VAR", file=sys.stderr)
+        return 1
+    return 0

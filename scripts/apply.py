@@ -5,11 +5,10 @@ changes nothing.
     python -m scripts.apply [DATABASE_URL]
 """
 import sys
-from pathlib import Path
 
 from yoyo import get_backend, read_migrations
 
-from common.config import ROOT, ConfigError, require_database_url
+from common.config import ROOT, require_database_url, run_command
 from common.db import connect
 
 DB = ROOT / "db"
@@ -91,15 +90,9 @@ def apply(url=None):
         return apply_jobs(conn)
 
 
-def main(argv):
-    try:
-        where = apply(argv[1] if len(argv) > 1 else None)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"database applied; scheduled jobs run by {where}", file=sys.stderr)
-    return 0
+def main(url=None):
+    print(f"database applied; scheduled jobs run by {apply(url)}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(run_command(main, *sys.argv[1:2]))

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from common.config import ROOT, VAR, ConfigError
+from common.config import ROOT, VAR, ConfigError, run_command
 
 PORT = int(os.environ.get("EMBEDDED_PG_PORT", "54329"))
 DB_NAME = "wa"
@@ -200,26 +200,16 @@ def stop():
                          capture_output=True)
 
 
-def main(argv):
-    cmd = argv[1] if len(argv) > 1 else "up"
-    try:
-        if cmd == "up":
-            print(up())
-        elif cmd == "stop":
-            stop()
-        elif cmd == "status":
-            print("running" if is_running() else "stopped")
-        else:
-            raise ConfigError(f"unknown command {cmd!r}: use up, stop or status")
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"error: {exc.strerror or exc} ({exc.filename or ''}); check the folder's permissions or set WA_VAR",
-              file=sys.stderr)
-        return 1
-    return 0
+def main(cmd="up"):
+    if cmd == "up":
+        print(up())
+    elif cmd == "stop":
+        stop()
+    elif cmd == "status":
+        print("running" if is_running() else "stopped")
+    else:
+        raise ConfigError(f"unknown command {cmd!r}: use up, stop or status")
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(run_command(main, *sys.argv[1:2]))

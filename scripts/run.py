@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 
-from common.config import ROOT, VAR, ConfigError, port, require_database_url
+from common.config import ROOT, VAR, ConfigError, port, require_database_url, run_command
 from scripts import demo
 
 PROCESSES = ("web", "sender", "clock")
@@ -116,14 +116,12 @@ def stop():
         (RUN / f"{name}.pid").unlink(missing_ok=True)
 
 
-def main(argv):
-    try:
-        {"start": start, "stop": stop}[argv[1] if len(argv) > 1 else "start"]()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+def main(cmd="start"):
+    commands = {"start": start, "stop": stop}
+    if cmd not in commands:
+        raise ConfigError(f"unknown command {cmd!r}: use start or stop")
+    commands[cmd]()
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(run_command(main, *sys.argv[1:2]))
