@@ -1,0 +1,194 @@
+"""Campaign fan-out benchmark: expanding a campaign against a bare INSERT ... SELECT of the same
+rows into the same table, measured in the same run, while senders keep sending.
+
+    flock /tmp/bench.lock .venv/bin/python -m scripts.bench_fanout [--quick]
+
+On a database of its own (created, applied through scripts.apply, dropped at the end):
+1. the campaign owner's LEADS leads on DEVICES devices (logged out, so no sender leases them and the
+   queued rows stay put), and a sender pool (simulated transport, zero latency) draining a backlog
+   on SENDER_DEVICES devices of another owner;
+2. bare: one INSERT ... SELECT of the same rows (user, device, campaign, lead, phone, name, content,
+   delays, schedule) from leads into broadcast_messages; then those rows are deleted and vacuumed;
+3. fan-out: the campaign tick (CALL run_campaigns: trigger, chunked expansion with a commit per
+   chunk, audience tokens, opt-outs, rendering, ON CONFLICT on the one-message-per-phone index);
+4. sender throughput before (baseline) and while each of 2 and 3 runs.
+Prints its figures and, last, `ratio=<bare_s/fanout_s> ...` (1.0 = as fast as the bare insert).
+"""
+import argparse
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import psycopg
+from psycopg.rows import dict_row
+
+from common.config import require_database_url
+from common.db import with_database
+from scripts import apply
+from scripts.bench_dispatch import pool_ready, start_pool, wait_for
+
+BENCH_DB = "wa_bench_fanout"
+CHUNK = 50_000
+BASELINE_SECONDS = 5
+
+
+def connect(url):
+    return psycopg.connect(url, autocommit=True, row_factory=dict_row)
+
+
+def recreate_database(base_url):
+    with psycopg.connect(base_url, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {BENCH_DB}")
+    url = with_database(base_url, BENCH_DB)
+    apply.apply(url)
+    return url
+
+
+def drop_database(base_url):
+    with psycopg.connect(base_url, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+
+
+def make_owner(c, email):
+    return c.execute("SELECT create_user(%s, 'Bench', %s) AS id",
+                     [email, "$argon2id$v=19$m=65536,t=3,p=4$bench$bench"]).fetchone()["id"]
+
+
+def make_devices(c, user_id, n, label, status):
+    return [r["id"] for r in c.execute("""
+        INSERT INTO user_devices (user_id, device_name, phone, status, min_delay_seconds, max_delay_seconds,
+                                  hourly_limit, daily_limit)
+        SELECT %s, %s || g, '6019' || lpad((%s * 1000000 + g)::text, 8, '0'), %s, 0, 0, 1000000, 1000000
+          FROM generate_series(1, %s) g RETURNING id""", [user_id, label, len(label), status, n])]
+
+
+def make_leads(c, user_id, device_ids, n):
+    """n leads spread over the devices, a niche on every other one, and 1% of them opted out."""
+    c.execute("""
+        INSERT INTO leads (user_id, device_id, name, phone, niche, target_status)
+        SELECT %s, d.ids[1 + g %% cardinality(d.ids)], 'Lead ' || g, (60120000000 + g)::text,
+               CASE WHEN g %% 2 = 0 THEN 'fitness, gym' ELSE 'beauty' END,
+               CASE WHEN g %% 3 = 0 THEN 'customer' ELSE 'prospect' END
+          FROM generate_series(1, %s) g, (SELECT %s::bigint[] AS ids) d""", [user_id, n, device_ids])
+    c.execute("INSERT INTO opt_outs (user_id, phone) SELECT %s, (60120000000 + g)::text "
+              "FROM generate_series(100, %s, 100) g", [user_id, n])
+
+
+def make_campaign(c, user_id, title, days_ahead):
+    return c.execute("""SELECT create_campaign(%s, 'broadcast', %s, '', 'all', 'Hello {name}, our offer is on.', NULL,
+                                               NULL, NULL, current_date + %s, '09:00', 30, 60) AS id""",
+                     [user_id, title, days_ahead]).fetchone()["id"]
+
+
+def queue_backlog(c, user_id, device_ids, n):
+    c.execute("""
+        INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content)
+        SELECT %s, d.ids[1 + g %% cardinality(d.ids)], '6013' || lpad(g::text, 9, '0'), 'backlog ' || g
+          FROM generate_series(1, %s) g, (SELECT %s::bigint[] AS ids) d""", [user_id, n, device_ids])
+
+
+def sent_count(c, user_id):
+    return c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE user_id = %s AND status = 'sent'",
+                     [user_id]).fetchone()["n"]
+
+
+def timed(monitor, sender_owner, fn):
+    """Runs fn; returns (seconds, sender messages per second meanwhile)."""
+    before = sent_count(monitor, sender_owner)
+    t0 = time.perf_counter()
+    fn()
+    elapsed = time.perf_counter() - t0
+    return elapsed, (sent_count(monitor, sender_owner) - before) / elapsed
+
+
+def bare_insert(c, user_id, campaign_id):
+    # The same rows the fan-out writes, without its logic: a baseline for the table's own cost.
+    c.execute("""
+        INSERT INTO broadcast_messages (user_id, device_id, campaign_id, lead_id, recipient_phone, recipient_name,
+                                        content, min_delay_seconds, max_delay_seconds, scheduled_at)
+        SELECT l.user_id, l.device_id, %s, l.id, l.phone, l.name, 'Hello ' || l.name || ', our offer is on.',
+               30, 60, now()
+          FROM leads l WHERE l.user_id = %s""", [campaign_id, user_id])
+
+
+def log(t0, what):
+    print(f"[{time.perf_counter() - t0:6.1f}s] {what}", file=sys.stderr, flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts, under 60 s")
+    args = parser.parse_args()
+    leads, devices, sender_devices, backlog = ((150_000, 300, 50, 300_000) if args.quick
+                                               else (1_000_000, 3000, 100, 1_500_000))
+    started = time.perf_counter()
+    base = require_database_url()
+    url = recreate_database(base)
+    log(started, "database created")
+    store_dir = tempfile.mkdtemp(prefix="bench-fanout-simnet-")
+    pool = None
+    try:
+        with connect(url) as c, connect(url) as monitor:
+            owner = make_owner(c, "fanout@example.com")
+            sender_owner = make_owner(c, "senders@example.com")
+            owner_devices = make_devices(c, owner, devices, "fan", "logged_out")
+            busy_devices = make_devices(c, sender_owner, sender_devices, "busy", "offline")
+            make_leads(c, owner, owner_devices, leads)
+            c.execute("VACUUM ANALYZE")
+            log(started, f"{leads:,} leads on {devices} devices")
+
+            pool = start_pool(url, store_dir)
+            wait_for(lambda: pool_ready(monitor, sender_devices), 120, "the sender pool to lease its devices")
+            queue_backlog(c, sender_owner, busy_devices, backlog)
+            time.sleep(1)
+            _, baseline = timed(monitor, sender_owner, lambda: time.sleep(BASELINE_SECONDS))
+            log(started, "senders at speed")
+
+            bare_campaign = make_campaign(c, owner, "bare", 365)   # never due: only a campaign_id for its rows
+            bare_s, bare_rate = timed(monitor, sender_owner, lambda: bare_insert(c, owner, bare_campaign))
+            c.execute("DELETE FROM broadcast_messages WHERE campaign_id = %s", [bare_campaign])
+            c.execute("VACUUM ANALYZE broadcast_messages")
+            log(started, "bare insert measured")
+
+            campaign = make_campaign(c, owner, "fan-out", -1)
+            fan_s, fan_rate = timed(monitor, sender_owner,
+                                    lambda: c.execute("CALL run_campaigns(%s, %s)", [3600, CHUNK]))
+            log(started, "fan-out measured")
+            state = c.execute("SELECT status, expanded_at IS NOT NULL AS expanded FROM campaigns WHERE id = %s",
+                              [campaign]).fetchone()
+            queued = c.execute("""SELECT count(*) AS n, count(DISTINCT recipient_phone) AS phones
+                                    FROM broadcast_messages WHERE campaign_id = %s""", [campaign]).fetchone()
+            expected = leads - leads // 100
+            left = c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE user_id = %s AND status = 'pending'",
+                             [sender_owner]).fetchone()["n"]
+
+        print(f"bare INSERT ... SELECT: {leads:,} rows in {bare_s:.2f} s ({leads / bare_s:,.0f} rows/s)")
+        print(f"fan-out (CALL run_campaigns, chunks of {CHUNK:,}): {queued['n']:,} messages in {fan_s:.2f} s "
+              f"({queued['n'] / fan_s:,.0f} rows/s); status {state['status']}, expanded={state['expanded']}, "
+              f"distinct phones {queued['phones']:,}, expected {expected:,} (1% opted out)")
+        print(f"senders ({sender_devices} devices, simulated, zero latency): baseline {baseline:,.0f} msgs/s; "
+              f"during bare insert {bare_rate:,.0f} msgs/s ({bare_rate / baseline:.0%}); "
+              f"during fan-out {fan_rate:,.0f} msgs/s ({fan_rate / baseline:.0%}); backlog left {left:,}")
+        if left == 0:
+            print("warning: the sender backlog ran dry; throughput during the runs is understated")
+        if queued["n"] != expected or queued["phones"] != expected:
+            raise SystemExit(f"bench: fan-out queued {queued['n']} rows for {queued['phones']} phones, expected {expected}")
+        print(f"ratio={bare_s / fan_s:.2f} fanout_s={fan_s:.2f} bare_s={bare_s:.2f} rows={queued['n']} "
+              f"devices={devices} senders_during_fanout={fan_rate / baseline:.2f} sender_baseline_per_s={baseline:.0f}")
+    finally:
+        if pool and pool.poll() is None:
+            pool.send_signal(signal.SIGTERM)
+            try:
+                pool.wait(60)
+            except subprocess.TimeoutExpired:
+                pool.kill()
+        shutil.rmtree(store_dir, ignore_errors=True)
+        drop_database(base)
+
+
+if __name__ == "__main__":
+    main()
