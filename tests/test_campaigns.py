@@ -293,3 +293,19 @@ def test_api_one_user_cannot_see_or_touch_anothers_campaign(app, module_db_url):
     assert bob.get(f"/api/campaigns/{cid}/leads").status_code == 404
     assert cid not in [c["campaign_id"] for c in bob.get("/api/campaigns").get_json()["campaigns"]]
     assert alice.get(f"/api/campaigns/{cid}").get_json()["campaign"]["status"] == "pending"
+
+
+def test_the_scheduled_tick_triggers_expands_in_committed_chunks_and_settles(connect_committed):
+    c = connect_committed()
+    uid = make_user(c)
+    d = make_device(c, uid)
+    for i in range(3):
+        lead(c, uid, d, f"01{i}6666666")
+    due, later = campaign(c, uid), campaign(c, uid, date="2999-01-01")
+    c.execute("CALL run_campaigns(10, 2)")   # chunks of 2: two committed chunks
+    assert status(c, due)["status"] == "processing" and len(messages(c, due)) == 3
+    assert status(c, later)["status"] == "pending"
+    mark(c, [r["id"] for r in messages(c, due)], "sent")
+    c.execute("CALL run_campaigns()")
+    assert status(c, due)["status"] == "finished"
+    assert c.execute("SELECT command FROM app_jobs() WHERE name = 'campaigns'").fetchone()["command"] == "CALL run_campaigns()"
