@@ -272,6 +272,8 @@ def main():
                   f"{capped_sent} sent now; highest count in any rolling hour = {worst}")
 
             log(started, "caps measured")
+            # "Idle" as a settled system is: autovacuum has cleaned the burst's dead index entries.
+            c.execute("VACUUM broadcast_messages")
             p50, p99 = measure_notify_latency(c, user_id, device_ids[0], latency_samples, store_dir)
             print(f"idle NOTIFY-to-send latency: p50 {p50:.2f} ms, p99 {p99:.2f} ms ({latency_samples} samples)")
             rss = worker_rss_mb(c)
