@@ -28,7 +28,7 @@ from psycopg.rows import dict_row
 from common.config import require_database_url
 from common.db import with_database
 from scripts import apply
-from scripts.bench_dispatch import pool_ready, start_pool, wait_for
+from scripts.bench_dispatch import pool_ready, setup_devices, start_pool, wait_for
 
 BENCH_DB = "wa_bench_fanout"
 CHUNK = 50_000
@@ -58,12 +58,12 @@ def make_owner(c, email):
                      [email, "$argon2id$v=19$m=65536,t=3,p=4$bench$bench"]).fetchone()["id"]
 
 
-def make_devices(c, user_id, n, label, status):
+def make_logged_out_devices(c, user_id, n):
+    """The campaign owner's devices: logged out, so no sender leases them and their queue stays put."""
     return [r["id"] for r in c.execute("""
-        INSERT INTO user_devices (user_id, device_name, phone, status, min_delay_seconds, max_delay_seconds,
-                                  hourly_limit, daily_limit)
-        SELECT %s, %s || g, '6019' || lpad((%s * 1000000 + g)::text, 8, '0'), %s, 0, 0, 1000000, 1000000
-          FROM generate_series(1, %s) g RETURNING id""", [user_id, label, len(label), status, n])]
+        INSERT INTO user_devices (user_id, device_name, phone, status)
+        SELECT %s, 'fan' || g, '6018' || lpad(g::text, 8, '0'), 'logged_out'
+          FROM generate_series(1, %s) g RETURNING id""", [user_id, n])]
 
 
 def make_leads(c, user_id, device_ids, n):
@@ -135,8 +135,8 @@ def main():
         with connect(url) as c, connect(url) as monitor:
             owner = make_owner(c, "fanout@example.com")
             sender_owner = make_owner(c, "senders@example.com")
-            owner_devices = make_devices(c, owner, devices, "fan", "logged_out")
-            busy_devices = make_devices(c, sender_owner, sender_devices, "busy", "offline")
+            owner_devices = make_logged_out_devices(c, owner, devices)
+            busy_devices = setup_devices(c, sender_owner, sender_devices, "busy")   # paired (jid), no caps
             make_leads(c, owner, owner_devices, leads)
             c.execute("VACUUM ANALYZE")
             log(started, f"{leads:,} leads on {devices} devices")
