@@ -111,8 +111,8 @@ def test_sigterm_closes_open_websockets_and_stops_at_once(module_db_url):
         client = LiveClient(host, signed_in_cookie(host, email))
         t0 = time.monotonic()
         proc.terminate()
-        proc.wait(10)                        # without the close, gunicorn waits graceful_timeout (30 s)
-        assert time.monotonic() - t0 < 5
+        proc.wait(25)                        # without the close, gunicorn waits graceful_timeout (30 s)
+        assert time.monotonic() - t0 < 15     # ~1 s idle; the margin is for a loaded machine
         assert client.ws.close_reason == 1001   # going away: the browser reconnects elsewhere
     finally:
         if proc.poll() is None:
