@@ -4,18 +4,7 @@
 // pairing secret stays out of URLs).
 (function () {
   "use strict";
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
-
-  async function send(method, url, body) {
-    const res = await fetch(url, {
-      method, credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const data = await res.json().catch(() => ({}));
-    if (!res.ok) throw new Error(data.error || res.statusText);
-    return data;
-  }
+  const send = window.api;
 
   function row(deviceId) { return document.querySelector(`tr[data-device-id="${deviceId}"]`); }
 
@@ -55,11 +44,7 @@
   async function showQr(deviceId, code) {
     const tr = row(deviceId);
     if (!tr) return;
-    const res = await fetch(`/api/devices/${deviceId}/qr.svg`, {
-      method: "POST", credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: JSON.stringify({ code }),
-    });
+    const res = await window.api.request("POST", `/api/devices/${deviceId}/qr.svg`, { code });
     if (!res.ok) return;
     const img = tr.querySelector(".pairing img");
     if (img.src) URL.revokeObjectURL(img.src);

@@ -1,18 +1,7 @@
 // Sequences: the builder (JSON to /api/sequences) and the activate/deactivate/delete buttons.
 (function () {
   "use strict";
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
-
-  async function send(method, url, body) {
-    const res = await fetch(url, {
-      method, credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const data = await res.json().catch(() => ({}));
-    if (!res.ok) throw new Error(data.error || res.statusText);
-    return data;
-  }
+  const send = window.api;
 
   document.querySelectorAll("[data-sequence-action]").forEach((btn) => {
     btn.addEventListener("click", async () => {
@@ -28,6 +17,8 @@
   const form = document.getElementById("sequence-builder");
   if (!form) return;
   const steps = document.getElementById("steps");
+  // Steps have trigger inputs too, so form.elements.trigger is a list: name the entry trigger by id.
+  const entryTrigger = document.getElementById("sequence-trigger");
   const template = document.getElementById("step-template");
   const existing = JSON.parse(document.getElementById("sequence-data").textContent || "null");
 
@@ -45,10 +36,11 @@
   }
 
   if (existing) {
-    for (const key of ["name", "niche", "trigger", "schedule_time", "schedule_tolerance_minutes",
+    for (const key of ["name", "niche", "schedule_time", "schedule_tolerance_minutes",
                        "min_delay_seconds", "max_delay_seconds"]) {
       if (existing[key] !== null) form.elements[key].value = existing[key];
     }
+    entryTrigger.value = existing.trigger;
     form.elements.stop_on_reply.checked = existing.stop_on_reply;
     existing.steps.forEach(addStep);
   } else {
@@ -60,7 +52,7 @@
     ev.preventDefault();
     const f = form.elements;
     const body = {
-      name: f.name.value, niche: f.niche.value, trigger: f.trigger.value,
+      name: f.name.value, niche: f.niche.value, trigger: entryTrigger.value,
       schedule_time: f.schedule_time.value || null,
       schedule_tolerance_minutes: f.schedule_tolerance_minutes.value,
       min_delay_seconds: f.min_delay_seconds.value, max_delay_seconds: f.max_delay_seconds.value,
