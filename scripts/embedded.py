@@ -165,7 +165,9 @@ def ensure_app_database(p):
     psql_super(f"""DO $$ BEGIN
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
           CREATE ROLE {APP_ROLE} LOGIN CREATEDB PASSWORD '{pw}';
-        END IF; END $$;""")
+        END IF; END $$;
+        -- Lets the tests' DROP DATABASE ... WITH (FORCE) end sessions of the database they made.
+        GRANT pg_signal_backend TO {APP_ROLE};""")
     if psql_super(f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'") != "1":
         psql_super(f"CREATE DATABASE {DB_NAME} OWNER {APP_ROLE}")
     if _has_pg_cron():
