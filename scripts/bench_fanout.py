@@ -124,7 +124,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smaller counts, under 60 s")
     args = parser.parse_args()
     leads, devices, sender_devices, backlog = ((150_000, 300, 50, 300_000) if args.quick
-                                               else (1_000_000, 3000, 100, 1_500_000))
+                                               else (1_000_000, 3000, 100, 600_000))
     started = time.perf_counter()
     base = require_database_url()
     url = recreate_database(base)
@@ -148,12 +148,16 @@ def main():
             _, baseline = timed(monitor, sender_owner, lambda: time.sleep(BASELINE_SECONDS))
             log(started, "senders at speed")
 
+            # Enough backlog that the senders cannot run dry during a phase (inserts run >= 15k rows/s).
+            per_phase = int(baseline * max(10, leads / 15_000))
+            queue_backlog(c, sender_owner, busy_devices, per_phase)
             bare_campaign = make_campaign(c, owner, "bare", 365)   # never due: only a campaign_id for its rows
             bare_s, bare_rate = timed(monitor, sender_owner, lambda: bare_insert(c, owner, bare_campaign))
             c.execute("DELETE FROM broadcast_messages WHERE campaign_id = %s", [bare_campaign])
             c.execute("VACUUM ANALYZE broadcast_messages")
             log(started, "bare insert measured")
 
+            queue_backlog(c, sender_owner, busy_devices, per_phase)
             campaign = make_campaign(c, owner, "fan-out", -1)
             fan_s, fan_rate = timed(monitor, sender_owner,
                                     lambda: c.execute("CALL run_campaigns(%s, %s)", [3600, CHUNK]))
