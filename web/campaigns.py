@@ -70,6 +70,7 @@ def detail(campaign_id):
 @bp.route("/api/campaigns")
 @login_required
 def api_list():
+    """Your campaigns with their progress (should send, sent, failed, skipped, pending)."""
     return jsonify(campaigns=all_rows("SELECT * FROM campaign_report WHERE user_id = %s"
                                       " ORDER BY scheduled_at DESC, campaign_id DESC LIMIT 200", [g.user["id"]]))
 
@@ -77,6 +78,7 @@ def api_list():
 @bp.route("/api/campaigns", methods=["POST"])
 @login_required
 def api_create():
+    """Creates a campaign: kind broadcast or ai, audience (niche, target_status), optional device_ids, message, image_url, date and time in your zone, min/max delay."""
     body = json_body()
     campaign_id = one("SELECT create_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s) AS id",
                       [g.user["id"], text(body, "kind") or "broadcast", *campaign_fields(body)])["id"]
@@ -86,12 +88,14 @@ def api_create():
 @bp.route("/api/campaigns/<int:campaign_id>")
 @login_required
 def api_get(campaign_id):
+    """One campaign with its report per device (should send, sent, failed, skipped, pending, delivered, read)."""
     return jsonify(report(campaign_id))
 
 
 @bp.route("/api/campaigns/<int:campaign_id>", methods=["PUT"])
 @login_required
 def api_update(campaign_id):
+    """Edits a campaign that has not started yet."""
     campaign_or_404(campaign_id)
     body = json_body()
     one("SELECT update_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s)",
@@ -109,6 +113,7 @@ ACTIONS = {
 @bp.route("/api/campaigns/<int:campaign_id>/<any(cancel, pause, resume):action>", methods=["POST"])
 @login_required
 def api_action(campaign_id, action):
+    """Cancels, pauses or resumes a campaign."""
     if one(ACTIONS[action], [g.user["id"], campaign_id])["r"] is None:
         abort(404, description="no such campaign")
     return jsonify(report(campaign_id))
@@ -129,6 +134,7 @@ def api_retry(campaign_id):
 @bp.route("/api/campaigns/<int:campaign_id>/leads")
 @login_required
 def api_report_leads(campaign_id):
+    """The leads behind one report number: status (sent, failed, ...) and optionally device_id."""
     campaign_or_404(campaign_id)
     rows = all_rows("SELECT * FROM campaign_report_leads(%s, %s, %s, %s, %s, %s)",
                     [g.user["id"], campaign_id, optional_int(request.args.get("device_id"), "device_id"),

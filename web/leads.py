@@ -101,6 +101,7 @@ def page():
 @bp.route("/api/leads")
 @login_required
 def api_list():
+    """Lists your leads, newest first: filters device_id, niche, target_status, trigger (whole tokens), q (name or phone); page with before=<id>."""
     leads, next_before = search_leads(request.args)
     return jsonify(leads=leads, next_before=next_before)
 
@@ -108,6 +109,7 @@ def api_list():
 @bp.route("/api/leads", methods=["POST"])
 @login_required
 def api_create():
+    """Creates a lead (phone normalised, country code first); the same (device, phone) merges into the existing lead."""
     body = json_body()
     lead_id = one("SELECT create_lead(%s, %s, %s, %s, %s, %s, %s) AS id", [g.user["id"], *lead_fields(body)])["id"]
     return jsonify(get_lead_or_404(lead_id)), 201
@@ -116,12 +118,14 @@ def api_create():
 @bp.route("/api/leads/<int:lead_id>")
 @login_required
 def api_get(lead_id):
+    """One of your leads."""
     return jsonify(get_lead_or_404(lead_id))
 
 
 @bp.route("/api/leads/<int:lead_id>", methods=["PUT"])
 @login_required
 def api_update(lead_id):
+    """Edits a lead: name, phone, niche, target_status, trigger, device_id."""
     body = json_body()
     get_lead_or_404(lead_id)  # another owner's id: 404 before any validation message
     done = one("SELECT update_lead(%s, %s, %s, %s, %s, %s, %s, %s) AS id",
@@ -134,6 +138,7 @@ def api_update(lead_id):
 @bp.route("/api/leads/<int:lead_id>", methods=["DELETE"])
 @login_required
 def api_delete(lead_id):
+    """Deletes a lead."""
     if not one("SELECT delete_lead(%s, %s) AS ok", [g.user["id"], lead_id])["ok"]:
         abort(404, description="no such lead")
     return "", 204
@@ -154,6 +159,7 @@ def upload_stream():
 @bp.route("/api/leads/import", methods=["POST"])
 @login_required
 def api_import():
+    """Uploads a CSV of leads (multipart field `file`, or the raw body): streamed into the database and checked in the background; poll or watch `lead_import` events."""
     device_id = optional_int(request.values.get("device_id"), "device_id")
     filename, stream, size = upload_stream()
     import_id = one("SELECT start_lead_import(%s, %s, %s, %s) AS id",
@@ -179,12 +185,14 @@ def import_status(import_id):
 @bp.route("/api/leads/imports")
 @login_required
 def api_imports():
+    """Your CSV imports with their progress and counts."""
     return jsonify(imports=all_rows("SELECT * FROM lead_import_status(%s, NULL)", [g.user["id"]]))
 
 
 @bp.route("/api/leads/imports/<int:import_id>")
 @login_required
 def api_import_status(import_id):
+    """One import: status, rows read, landed, merged and bad."""
     return jsonify(import_status(import_id))
 
 

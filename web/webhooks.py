@@ -11,6 +11,7 @@ bp = Blueprint("webhooks", __name__)
 
 @bp.route("/api/webhooks/leads", methods=["POST"])
 def intake():
+    """Lead intake for other systems: authenticated by your webhook secret (X-Webhook-Token header or ?token=), idempotent on (device, phone)."""
     secret = request.headers.get("X-Webhook-Token") or text(request.args, "token")
     user_id = one("SELECT token_user(%s, 'webhook') AS uid", [secret])["uid"] if secret else None
     if user_id is None:
