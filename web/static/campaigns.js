@@ -2,17 +2,7 @@
 // number (detail page). Live `campaign` / `campaign_progress` events refresh the view.
 (function () {
   "use strict";
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
-
-  function api(method, url, body) {
-    return fetch(url, {
-      method: method, credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    }).then(function (r) {
-      return r.json().then(function (data) { if (!r.ok) throw new Error(data.error || r.statusText); return data; });
-    });
-  }
+  const api = window.api;   // shared JSON helper (api.js)
 
   function showError(box, err) { box.textContent = err.message; box.hidden = false; }
 

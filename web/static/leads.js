@@ -2,18 +2,8 @@
 // upload itself and then by live `lead_import` events.
 (function () {
   "use strict";
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
-
-  function api(method, url, body) {
-    return fetch(url, {
-      method: method, credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    }).then(function (r) {
-      if (r.status === 204) return null;
-      return r.json().then(function (data) { if (!r.ok) throw new Error(data.error || r.statusText); return data; });
-    });
-  }
+  const api = window.api;   // shared JSON helper (api.js)
+  const csrf = api.csrf();  // the upload below is an XHR, for its progress events
 
   function showError(form, err) {
     const box = form.querySelector(".error");
