@@ -77,7 +77,8 @@ def activate_chunks(c):
         n = c.execute("SELECT activate_due_steps(%s) AS n", [CHUNK]).fetchone()["n"]
         chunks.append(time.perf_counter() - t)
         tick += chunks[-1]
-        if n < CHUNK or tick > TICK_BUDGET_S:   # the tick ends here; the next minute's tick goes on
+        # As sequence_tick: no chunk starts unless one more of the last one's length fits the budget.
+        if n < CHUNK or tick + chunks[-1] > TICK_BUDGET_S:   # the tick ends; the next minute's goes on
             ticks.append(tick)
             tick = 0.0
         if n < CHUNK:

@@ -428,3 +428,17 @@ def test_tick_procedure_runs_the_whole_cycle(connect_committed):
     assert c.execute("SELECT count(*) AS n FROM sequence_counter_deltas").fetchone()["n"] == 0
     assert c.execute("SELECT sent, completed FROM sequence_progress_monitor WHERE sequence_id = %s",
                      [sid]).fetchone() == {"sent": 1, "completed": 1}
+
+
+def test_tick_starts_no_chunk_past_its_budget(connect_committed):
+    """A minute's tick stays inside its budget: a chunk starts only while one more fits."""
+    c = connect_committed()
+    uid = make_user(c)
+    make_device(c, uid, hourly_limit=1000)
+    sid = make_sequence(c, uid, trigger="budget", steps=1)
+    for i in range(3):
+        add_lead(c, uid, f"6016000000{i}", "budget")
+    c.execute("CALL sequence_tick(1, '0 seconds')")
+    assert messages(c, sid) == []                 # no room for even one chunk
+    c.execute("CALL sequence_tick(1, '1 minute')")
+    assert len(messages(c, sid)) == 3             # with room, chunk after chunk until none is due

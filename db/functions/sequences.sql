@@ -723,21 +723,28 @@ CREATE OR REPLACE PROCEDURE sequence_tick(p_chunk integer DEFAULT 5000, p_budget
 LANGUAGE plpgsql AS $$
 DECLARE
   v_deadline timestamptz := clock_timestamp() + p_budget;
-  v_done integer;
+  v_started  timestamptz;
+  v_last     interval := '0';  -- the last chunk's time: no chunk starts unless one more fits the budget
+  v_done     integer;
 BEGIN
   -- Chunks commit as they go. Overlapping ticks (pg_cron and a clock) are safe: rows are taken
   -- with SKIP LOCKED and the unique indexes allow one message per step and contact.
   PERFORM fold_sequence_counters();
   COMMIT;
   LOOP
+    v_started := clock_timestamp();
     v_done := complete_finished_enrollments(p_chunk);
     COMMIT;
-    EXIT WHEN v_done < p_chunk OR clock_timestamp() > v_deadline;
+    v_last := clock_timestamp() - v_started;
+    EXIT WHEN v_done < p_chunk OR clock_timestamp() + v_last > v_deadline;
   END LOOP;
   LOOP
+    EXIT WHEN clock_timestamp() + v_last > v_deadline;
+    v_started := clock_timestamp();
     v_done := activate_due_steps(p_chunk);
     COMMIT;
-    EXIT WHEN v_done < p_chunk OR clock_timestamp() > v_deadline;
+    v_last := clock_timestamp() - v_started;
+    EXIT WHEN v_done < p_chunk;
   END LOOP;
 END $$;
 COMMENT ON PROCEDURE sequence_tick(integer, interval) IS
