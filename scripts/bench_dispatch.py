@@ -18,8 +18,6 @@ import argparse
 import multiprocessing
 import os
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,11 +26,9 @@ from bisect import bisect_left
 from collections import defaultdict
 
 import psycopg
-from psycopg.rows import dict_row
 
 from common.config import ROOT, require_database_url
-from common.db import with_database
-from scripts import apply
+from scripts.benchlib import connect, create_scratch_database, drop_scratch_database, log, stop_pool
 from sender.transport.sim import SimNetwork
 
 BENCH_DB = "wa_bench_dispatch"
@@ -40,26 +36,10 @@ WORKERS = 2
 CAP = 20
 
 
-def admin(url):
-    return psycopg.connect(url, autocommit=True)
 
 
-def connect(url):
-    return psycopg.connect(url, autocommit=True, row_factory=dict_row)
 
 
-def create_database(base_url):
-    with admin(base_url) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {BENCH_DB}")
-    url = with_database(base_url, BENCH_DB)
-    apply.apply(url)
-    return url
-
-
-def drop_database(base_url):
-    with admin(base_url) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
 
 
 def setup_devices(c, user_id, n, label, hourly_limit=1_000_000, daily_limit=1_000_000):
@@ -77,6 +57,7 @@ def queue_messages(c, user_id, device_ids, total):
         INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content)
         SELECT %s, d.ids[1 + g %% cardinality(d.ids)], '6012' || lpad(g::text, 9, '0'), 'Hello lead ' || g
           FROM generate_series(1, %s) g, (SELECT %s::bigint[] AS ids) d""", [user_id, total, device_ids])
+    c.execute("SELECT refresh_queue_stats(%s)", [total])   # as campaign fan-out does after each chunk
 
 
 def raw_worker(url, done):
@@ -227,8 +208,6 @@ def worker_rss_mb(c):
     return peaks
 
 
-def log(t0, what):
-    print(f"[{time.perf_counter() - t0:6.1f}s] {what}", file=sys.stderr, flush=True)
 
 
 def main():
@@ -240,7 +219,7 @@ def main():
 
     started = time.perf_counter()
     base = require_database_url()
-    url = create_database(base)
+    url = create_scratch_database(base, BENCH_DB)
     log(started, "database created")
     store_dir = tempfile.mkdtemp(prefix="bench-simnet-")
     pool = None
@@ -286,14 +265,9 @@ def main():
               f"max_rolling_hour={worst} cap={CAP} notify_p50_ms={p50:.2f} notify_p99_ms={p99:.2f} "
               f"rss_mb={max(rss):.0f}")
     finally:
-        if pool and pool.poll() is None:
-            pool.send_signal(signal.SIGTERM)
-            try:
-                pool.wait(60)
-            except subprocess.TimeoutExpired:
-                pool.kill()
+        stop_pool(pool)
         shutil.rmtree(store_dir, ignore_errors=True)
-        drop_database(base)
+        drop_scratch_database(base, BENCH_DB)
 
 
 if __name__ == "__main__":

@@ -16,18 +16,12 @@ Prints its figures and, last, `ratio=<bare_s/fanout_s> ...` (1.0 = as fast as th
 """
 import argparse
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 
-import psycopg
-from psycopg.rows import dict_row
 
 from common.config import require_database_url
-from common.db import with_database
-from scripts import apply
+from scripts.benchlib import connect, create_scratch_database, drop_scratch_database, log, stop_pool
 from scripts.bench_dispatch import pool_ready, setup_devices, start_pool, wait_for
 
 BENCH_DB = "wa_bench_fanout"
@@ -35,22 +29,10 @@ CHUNK = 50_000
 BASELINE_SECONDS = 5
 
 
-def connect(url):
-    return psycopg.connect(url, autocommit=True, row_factory=dict_row)
 
 
-def recreate_database(base_url):
-    with psycopg.connect(base_url, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {BENCH_DB}")
-    url = with_database(base_url, BENCH_DB)
-    apply.apply(url)
-    return url
 
 
-def drop_database(base_url):
-    with psycopg.connect(base_url, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
 
 
 def make_owner(c, email):
@@ -115,8 +97,6 @@ def bare_insert(c, user_id, campaign_id):
           FROM leads l WHERE l.user_id = %s""", [campaign_id, user_id])
 
 
-def log(t0, what):
-    print(f"[{time.perf_counter() - t0:6.1f}s] {what}", file=sys.stderr, flush=True)
 
 
 def main():
@@ -127,7 +107,7 @@ def main():
                                                else (1_000_000, 3000, 100, 600_000))
     started = time.perf_counter()
     base = require_database_url()
-    url = recreate_database(base)
+    url = create_scratch_database(base, BENCH_DB)
     log(started, "database created")
     store_dir = tempfile.mkdtemp(prefix="bench-fanout-simnet-")
     pool = None
@@ -184,14 +164,9 @@ def main():
         print(f"ratio={bare_s / fan_s:.2f} fanout_s={fan_s:.2f} bare_s={bare_s:.2f} rows={queued['n']} "
               f"devices={devices} senders_during_fanout={fan_rate / baseline:.2f} sender_baseline_per_s={baseline:.0f}")
     finally:
-        if pool and pool.poll() is None:
-            pool.send_signal(signal.SIGTERM)
-            try:
-                pool.wait(60)
-            except subprocess.TimeoutExpired:
-                pool.kill()
+        stop_pool(pool)
         shutil.rmtree(store_dir, ignore_errors=True)
-        drop_database(base)
+        drop_scratch_database(base, BENCH_DB)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ database is created, applied through scripts.apply.apply, and dropped afterwards
 `ratio=<bare/activation> ...`."""
 import argparse
 import os
-import statistics
 import sys
 import time
 

@@ -6,7 +6,6 @@ Targets (issue 7): p95 <= 200 ms per page/API list with 1M leads and 10M message
 A dedicated database is created, applied through scripts.apply.apply, and dropped afterwards.
 The last line is `ratio=<worst of p95/200 ms and live p95/500 ms>` (<= 1 meets the targets)."""
 import argparse
-import json
 import os
 import statistics
 import sys

@@ -7,7 +7,6 @@ import functools
 import hashlib
 import io
 import urllib.request
-from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 

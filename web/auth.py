@@ -11,7 +11,7 @@ from flask import (Blueprint, abort, flash, g, jsonify, redirect, render_templat
                    session, url_for)
 
 from web import csrf
-from web.db import all_rows, one
+from web.db import one
 
 bp = Blueprint("auth", __name__)
 hasher = PasswordHasher()

@@ -371,12 +371,19 @@ COMMENT ON FUNCTION settle_running_campaigns() IS
 
 CREATE OR REPLACE PROCEDURE run_campaigns(p_max_seconds integer DEFAULT 50, p_chunk integer DEFAULT 50000)
 LANGUAGE plpgsql AS $$
-DECLARE v_until timestamptz := clock_timestamp() + make_interval(secs => p_max_seconds);
+DECLARE
+  v_until timestamptz := clock_timestamp() + make_interval(secs => p_max_seconds);
+  v_added integer;
 BEGIN
   PERFORM trigger_due_campaigns();
   COMMIT;
   -- A commit per chunk: each chunk's messages are claimable at once, and no transaction grows large.
-  WHILE clock_timestamp() < v_until AND expand_next_campaign_chunk(p_chunk) IS NOT NULL LOOP
+  LOOP
+    EXIT WHEN clock_timestamp() >= v_until;
+    v_added := expand_next_campaign_chunk(p_chunk);
+    EXIT WHEN v_added IS NULL;
+    COMMIT;
+    PERFORM refresh_queue_stats(v_added);
     COMMIT;
   END LOOP;
   COMMIT;

@@ -743,6 +743,8 @@ BEGIN
     v_started := clock_timestamp();
     v_done := activate_due_steps(p_chunk);
     COMMIT;
+    PERFORM refresh_queue_stats(v_done);
+    COMMIT;
     v_last := clock_timestamp() - v_started;
     EXIT WHEN v_done < p_chunk;
   END LOOP;
