@@ -7,22 +7,10 @@ import time
 import pytest
 
 from tests.test_faults_support import assert_accounted
-from tests.test_sender_support import (add_devices, conn, new_owner, queue, received, reset, spawn_worker,
-                                       statuses, wait_until)
+from tests.test_sender_support import c, store  # noqa: F401 (fixtures)
+from tests.test_sender_support import (add_devices, new_owner, queue, received, spawn_worker, statuses, wait_until)
 
 PACED = dict(min_delay=1, max_delay=1)   # one row per device per claim and second, as real pacing gives
-
-
-@pytest.fixture
-def c(committed_db_url):
-    with conn(committed_db_url) as c:
-        reset(c)
-        yield c
-
-
-@pytest.fixture
-def store(tmp_path):
-    return tmp_path / "simnet"
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """Helpers for the sender tests (no tests here): a clean committed database, devices and messages,
-workers in-process (threads) or as real processes, and waiting for a condition."""
+workers in-process (threads) or as real processes, and waiting for a condition. The fixtures `c`
+(a clean committed connection) and `store` (the simulated network's folder) are imported by the
+test modules that use them."""
 import contextlib
 import os
 import subprocess
@@ -8,6 +10,7 @@ import threading
 import time
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 from common.config import ROOT
@@ -17,6 +20,18 @@ from sender.worker import Worker
 from tests.factories import make_user
 
 FAST = dict(heartbeat_seconds=0.2, lease_seconds=2.0, poll_seconds=0.2)
+
+
+@pytest.fixture
+def c(committed_db_url):
+    with conn(committed_db_url) as c:
+        reset(c)
+        yield c
+
+
+@pytest.fixture
+def store(tmp_path):
+    return tmp_path / "simnet"
 
 
 def conn(url):

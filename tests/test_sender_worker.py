@@ -4,22 +4,9 @@ import time
 from collections import defaultdict
 from datetime import datetime, timezone
 
-import pytest
 
-from tests.test_sender_support import (add_devices, assert_no_duplicates, conn, new_owner, queue, received,
-                                       reset, running_worker, statuses, wait_until)
-
-
-@pytest.fixture
-def c(committed_db_url):
-    with conn(committed_db_url) as c:
-        reset(c)
-        yield c
-
-
-@pytest.fixture
-def store(tmp_path):
-    return tmp_path / "simnet"
+from tests.test_sender_support import c, store  # noqa: F401 (fixtures)
+from tests.test_sender_support import (add_devices, assert_no_duplicates, conn, new_owner, queue, received, running_worker, statuses, wait_until)
 
 
 def device_status(c, device_id):
