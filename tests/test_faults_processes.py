@@ -8,7 +8,8 @@ import pytest
 
 from tests.test_faults_support import assert_accounted
 from tests.test_sender_support import c, store  # noqa: F401 (fixtures)
-from tests.test_sender_support import (add_devices, new_owner, queue, received, spawn_worker, statuses, wait_until)
+from tests.test_sender_support import (add_devices, new_owner, queue, received, spawn_worker, statuses,
+                                       wait_until)
 
 PACED = dict(min_delay=1, max_delay=1)   # one row per device per claim and second, as real pacing gives
 

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from tests.test_sender_support import c  # noqa: F401 (fixtures)
-from tests.test_sender_support import (add_devices, assert_no_duplicates, new_owner, queue, received, spawn_worker, statuses, wait_until)
+from tests.test_sender_support import (add_devices, assert_no_duplicates, new_owner, queue, received,
+                                       spawn_worker, statuses, wait_until)
 
 SLOW_SIM = dict(WA_SIM_LATENCY_MS=150, send_threads=4, in_flight=40, claim_batch=40)
 

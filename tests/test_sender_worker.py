@@ -6,7 +6,8 @@ from datetime import datetime, timezone
 
 
 from tests.test_sender_support import c, store  # noqa: F401 (fixtures)
-from tests.test_sender_support import (add_devices, assert_no_duplicates, conn, new_owner, queue, received, running_worker, statuses, wait_until)
+from tests.test_sender_support import (add_devices, assert_no_duplicates, conn, new_owner, queue, received,
+                                       running_worker, statuses, wait_until)
 
 
 def device_status(c, device_id):
