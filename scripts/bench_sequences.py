@@ -23,8 +23,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from common.config import require_database_url
-from common.db import with_database
-from scripts import apply
+from scripts.benchlib import create_scratch_database, drop_scratch_database
 
 FULL = {"contacts": 1_000_000, "messages_per_contact": 10, "devices": 50, "runs": 200, "completions": 5000}
 QUICK = {"contacts": 20_000, "messages_per_contact": 10, "devices": 10, "runs": 60, "completions": 1000}
@@ -177,11 +176,8 @@ def main(argv):
     size = QUICK if args.quick else FULL
     base = require_database_url()
     name = f"wa_bench_seq_{os.getpid()}"
-    with psycopg.connect(base, autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name}")
-    url = with_database(base, name)
+    url = create_scratch_database(base, name)
     try:
-        apply.apply(url)
         with psycopg.connect(url, autocommit=True, row_factory=dict_row) as c:
             seqs, enroll_s = load(c, size)
             n = size["contacts"]
@@ -210,8 +206,7 @@ def main(argv):
               f"summary_p50_ms={pct(summary, 50):.1f} summary_p99_ms={pct(summary, 99):.1f} "
               f"flows_p99_ms={pct(flows, 99):.1f} trigger_us={cost['with'] - cost['without']:.0f}")
     finally:
-        with psycopg.connect(base, autocommit=True) as c:
-            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        drop_scratch_database(base, name)
     return 0
 
 

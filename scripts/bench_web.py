@@ -15,8 +15,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from common.config import require_database_url
-from common.db import with_database
-from scripts import apply
+from scripts.benchlib import create_scratch_database, drop_scratch_database
 
 # History consistent with the caps (800 sends per device per day): OWNERS owners with DEVICES
 # devices each. The measured owner's devices send at their daily cap for DAYS days and have a
@@ -141,11 +140,8 @@ def main(argv):
     size = QUICK if args.quick else FULL
     base = require_database_url()
     name = f"wa_bench_web_{os.getpid()}"
-    with psycopg.connect(base, autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name}")
-    url = with_database(base, name)
+    url = create_scratch_database(base, name)
     try:
-        apply.apply(url)
         t0 = time.monotonic()
         _owner, total = load(url, size)
         print(f"loaded {size['leads']:,} leads, {total:,} messages ({size['owners']} owners x {size['devices']} "
@@ -162,8 +158,7 @@ def main(argv):
         finally:
             app.extensions["db_pool"].close()
     finally:
-        with psycopg.connect(base, autocommit=True) as c:
-            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        drop_scratch_database(base, name)
     worst_url, (worst, _) = max(routes.items(), key=lambda kv: kv[1][0])
     live_p95 = statistics.quantiles(live, n=20)[18]
     print(f"worst page p95 {worst:.1f} ms ({worst_url}); target {PAGE_TARGET_MS} ms")

@@ -1,6 +1,7 @@
 """Browser tests: Playwright driving Debian's Chromium (headless) against the app served on a
 free loopback port over the module's database. Each test saves a screenshot under artifacts/."""
 import os
+import signal
 from pathlib import Path
 
 import psycopg
@@ -9,6 +10,7 @@ from psycopg.rows import dict_row
 
 from tests.factories import PASSWORD, make_user
 from tests.liveserver import serving
+from tests.test_sender_support import spawn_worker
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -30,6 +32,19 @@ def browser():
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         yield b
         b.close()
+
+
+@pytest.fixture
+def sender(committed_db_url, tmp_path):
+    """The real sender pool (`python -m sender`, simulated WhatsApp) on the module's database."""
+    proc = spawn_worker(committed_db_url, tmp_path / "simnet", module="sender", SENDER_PROCESSES="1")
+    yield proc
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except Exception:  # noqa: BLE001 - never leave a process behind
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture

@@ -1,25 +1,10 @@
 """In a real browser with the real sender pool (`python -m sender`, simulated WhatsApp): add a
 device, pair it by QR, simulate the phone's scan, and watch the row turn online live, in place."""
 import re
-import signal
 
-import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import sign_in
-from tests.test_sender_support import spawn_worker
-
-
-@pytest.fixture
-def sender(committed_db_url, tmp_path):
-    proc = spawn_worker(committed_db_url, tmp_path / "simnet", module="sender", SENDER_PROCESSES="1")
-    yield proc
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except Exception:
-        proc.kill()
-        proc.wait()
 
 
 def test_pair_a_simulated_device_and_watch_it_come_online(page_for, user, sender):

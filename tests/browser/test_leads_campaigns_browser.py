@@ -2,7 +2,6 @@
 it run to finished with the real sender pool (`python -m sender`, simulated WhatsApp) and the
 campaign tick driven as the clock would drive it."""
 import re
-import signal
 import threading
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -13,7 +12,7 @@ from playwright.sync_api import expect
 from psycopg.rows import dict_row
 
 from tests.browser.conftest import sign_in
-from tests.test_sender_support import add_devices, spawn_worker
+from tests.test_sender_support import add_devices
 
 ROWS = 120_000  # two validation chunks of 100k: progress moves in steps the page must show
 FULL = re.compile(r"width: 100(\.0)?%")
@@ -40,18 +39,6 @@ def test_import_a_csv_and_watch_the_progress_bar(page_for, user):
     expect(row.locator(".progress > span")).to_have_attribute("style", FULL)
     seen = page.evaluate("Array.from(window.widths)")
     assert any(0 < w < 100 for w in seen), seen   # the bar moved through the import, not just at its end
-
-
-@pytest.fixture
-def sender(committed_db_url, tmp_path):
-    proc = spawn_worker(committed_db_url, tmp_path / "simnet", module="sender", SENDER_PROCESSES="1")
-    yield proc
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except Exception:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture
