@@ -117,7 +117,6 @@ def init(p):
         raise ConfigError(f"initdb failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
     conf = [
         "listen_addresses = '127.0.0.1'",
-        f"port = {PORT}",
         f"unix_socket_directories = '{p['socket']}'",
         "max_connections = 400",
         "shared_buffers = '1GB'",
@@ -133,15 +132,42 @@ def init(p):
         f.write("\n".join(conf) + "\n")
 
 
+def _port_taken(port):
+    return ConfigError(f"port {port} on 127.0.0.1 is in use by another program (another cluster?): stop it, "
+                       "or set EMBEDDED_PG_PORT to a free port")
+
+
+def running_port(p):
+    """The port the running server listens on (line 4 of postmaster.pid), or None."""
+    try:
+        return int((p["data"] / "postmaster.pid").read_text().splitlines()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _configure_port(p):
+    """EMBEDDED_PG_PORT holds on every start, not only the first: the setting is rewritten."""
+    conf = p["data"] / "postgresql.auto.conf"
+    lines = [line for line in conf.read_text().splitlines() if not line.startswith("port =")]
+    conf.write_text("\n".join(lines + [f"port = {PORT}"]) + "\n")
+
+
 def start(p):
+    _configure_port(p)
     log = p["log"]
     log.touch()
     _chown(log)
+    logged_before = log.stat().st_size
     r = _as_cluster_user([str(bin_dir() / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(p["data"]),
                           "-l", str(log)], capture_output=True, text=True)
     if r.returncode != 0:
-        tail = log.read_text().strip().splitlines()[-1:] or [r.stderr.strip()]
-        raise ConfigError(f"the embedded PostgreSQL did not start: {tail[0]} (see {log})")
+        with open(log, errors="replace") as f:
+            f.seek(logged_before)
+            lines = f.read().strip().splitlines()
+        if any("could not bind" in line or "Address already in use" in line for line in lines):
+            raise _port_taken(PORT)   # taken between our check and the server's bind
+        cause = next((line for line in lines if " FATAL: " in line), lines[-1] if lines else r.stderr.strip())
+        raise ConfigError(f"the embedded PostgreSQL did not start: {cause} (see {log})")
 
 
 def psql_super(sql, db="postgres"):
@@ -181,9 +207,11 @@ def up():
     """Create and start the cluster if needed; return the application's DATABASE_URL."""
     p = paths()
     running = is_running(p)
+    if running and running_port(p) not in (None, PORT):
+        raise ConfigError(f"the embedded cluster is running on port {running_port(p)}, not {PORT} "
+                          "(EMBEDDED_PG_PORT): `make stop` it first to move it")
     if not running and _port_in_use(PORT):
-        raise ConfigError(f"port {PORT} on 127.0.0.1 is in use by another program; stop it or set "
-                          "EMBEDDED_PG_PORT to a free port")
+        raise _port_taken(PORT)
     if not (p["data"] / "PG_VERSION").exists():
         init(p)
     if not running:

@@ -1,5 +1,7 @@
 """A real HTTP server around the app (websockets and browsers need one): werkzeug, threaded,
-on a free loopback port, in a daemon thread."""
+on a free loopback port, in a daemon thread; and a websocket client of /ws for tests.
+
+Waits here are generous deadlines on events, never fixed sleeps: a busy machine only makes them slower."""
 import contextlib
 import json
 import threading
@@ -19,7 +21,12 @@ def serving(app):
     try:
         yield f"127.0.0.1:{server.server_port}"
     finally:
+        # Websocket handlers never end by themselves: close them, then the server.
+        hub = app.extensions.get("live_hub")
+        if hub is not None:
+            hub.close()
         server.shutdown()
+        server.server_close()
         thread.join(5)
 
 
@@ -30,20 +37,35 @@ def session_cookie(app, email):
     return client.get_cookie("session").value
 
 
+DEADLINE = 20.0   # seconds: what a loaded 2-core machine may need for one event
+
+
 class LiveClient:
-    """A websocket client of /ws that collects events."""
+    """A websocket client of /ws that collects events. Use it as a context manager (or close()
+    it): its reader thread is not a daemon."""
 
     def __init__(self, host, cookie):
         self.ws = simple_websocket.Client.connect(f"ws://{host}/ws", headers={"Cookie": f"session={cookie}"})
-        hello = self.next_events(timeout=5)
-        assert hello and hello[0]["type"] == "live.hello", hello
+        try:
+            hello = self.next_events(timeout=DEADLINE)
+            assert hello and hello[0]["type"] == "live.hello", hello
+        except BaseException:
+            self.close()
+            raise
 
-    def next_events(self, timeout=2.0):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def next_events(self, timeout=DEADLINE):
         raw = self.ws.receive(timeout=timeout)
         return json.loads(raw)["events"] if raw is not None else None
 
     def collect(self, seconds):
-        """Every non-ping event arriving within `seconds`."""
+        """Every non-ping event arriving within `seconds` (for "nothing arrives" checks only;
+        to wait for events use until())."""
         deadline, events = time.monotonic() + seconds, []
         while (left := deadline - time.monotonic()) > 0:
             batch = self.next_events(timeout=left)
@@ -51,13 +73,20 @@ class LiveClient:
                 events += [e for e in batch if e["type"] != "ping"]
         return events
 
-    def wait_for(self, type_, timeout=3.0):
-        deadline = time.monotonic() + timeout
+    def until(self, type_, timeout=DEADLINE):
+        """Every non-ping event up to and including the first of `type_` (a sentinel sent last)."""
+        deadline, events = time.monotonic() + timeout, []
         while (left := deadline - time.monotonic()) > 0:
             for event in self.next_events(timeout=left) or []:
+                if event["type"] == "ping":
+                    continue
+                events.append(event)
                 if event["type"] == type_:
-                    return event
-        raise AssertionError(f"no {type_} event within {timeout}s")
+                    return events
+        raise AssertionError(f"no {type_} event within {timeout}s; got {events}")
+
+    def wait_for(self, type_, timeout=DEADLINE):
+        return self.until(type_, timeout)[-1]
 
     def send(self, obj):
         self.ws.send(json.dumps(obj))

@@ -109,6 +109,7 @@ def test_websocket_messages_about_another_users_device(app, module_db_url, peopl
             with _conn(module_db_url) as c:
                 c.execute("SELECT notify_user(%s, 'chat_message', %s::jsonb)",
                           [people["b"], json.dumps({"device_id": people["dev_b"], "text": "secret of b"})])
-            assert all("secret of b" not in json.dumps(e) for e in ws.collect(0.8))
+                c.execute("SELECT notify_user(%s, 'test.end', '{}')", [people["a"]])
+            assert all("secret of b" not in json.dumps(e) for e in ws.until("test.end"))
         finally:
             ws.close()

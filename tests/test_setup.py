@@ -53,3 +53,32 @@ def test_make_db_again_is_fast_and_prints_the_url_last():
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1].startswith("postgresql://")
     assert elapsed < 5, f"make db took {elapsed:.1f}s"
+
+
+def test_embedded_port_is_honoured_on_every_start():
+    """A cluster made on one port starts on whatever EMBEDDED_PG_PORT says later; a port in use, or a
+    running cluster asked to be elsewhere, is one line saying so and what to do."""
+    from tests.test_faults_support import PrivateCluster, free_port
+
+    cluster, other = PrivateCluster(), str(free_port())
+    try:
+        first = cluster.env["EMBEDDED_PG_PORT"]
+        assert f":{first}/" in cluster.url
+        r = run("scripts.embedded", "up", **{**cluster.env, "EMBEDDED_PG_PORT": other})
+        assert_one_clear_line(r, f"running on port {first}", "make stop")
+        cluster._embedded("stop")
+        with socket.socket() as s:            # the new port is taken: the error names it, not the old one
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            busy = s.getsockname()[1]
+            r = run("scripts.embedded", "up", **{**cluster.env, "EMBEDDED_PG_PORT": str(busy)})
+        assert_one_clear_line(r, f"port {busy}", "EMBEDDED_PG_PORT")
+        r = run("scripts.embedded", "up", **{**cluster.env, "EMBEDDED_PG_PORT": other})
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip().splitlines()[-1].startswith(f"postgresql://wa:") and f":{other}/" in r.stdout
+        import psycopg
+        with psycopg.connect(r.stdout.strip().splitlines()[-1], connect_timeout=10) as c:
+            assert c.execute("SHOW port").fetchone()[0] == other
+    finally:
+        cluster.env["EMBEDDED_PG_PORT"] = other
+        cluster.remove()

@@ -6,7 +6,7 @@ import simple_websocket
 from psycopg.rows import dict_row
 
 from tests.factories import make_device, make_user
-from tests.liveserver import LiveClient, serving, session_cookie
+from tests.liveserver import DEADLINE, LiveClient, serving, session_cookie
 from web import live
 
 
@@ -34,24 +34,26 @@ def client_for(app, server, people, who):
     return LiveClient(server, session_cookie(app, people["emails"][people[who]]))
 
 
+def end_marker(url, *users):
+    """A last event to each user: NOTIFYs arrive in commit order, so what came before it is all."""
+    for user_id in users:
+        notify(url, user_id, "test.end", {})
+
+
 def test_each_user_receives_only_their_own_events(app, server, people, module_db_url):
-    ca, cb = client_for(app, server, people, "a"), client_for(app, server, people, "b")
-    try:
-        live_hub = app.extensions["live_hub"]
-        assert live_hub.listening.wait(5)
+    with client_for(app, server, people, "a") as ca, client_for(app, server, people, "b") as cb:
+        assert app.extensions["live_hub"].listening.wait(DEADLINE)
         notify(module_db_url, people["a"], "device_status", {"device_id": 1, "status": "online"})
         notify(module_db_url, people["b"], "chat_message", {"device_id": 2, "text": "for b"})
-        got_a, got_b = ca.collect(0.6), cb.collect(0.6)
+        end_marker(module_db_url, people["a"], people["b"])
+        got_a, got_b = ca.until("test.end")[:-1], cb.until("test.end")[:-1]
         assert [e["type"] for e in got_a] == ["device_status"]
         assert got_a[0]["data"] == {"device_id": 1, "status": "online"}
         assert [e["data"] for e in got_b] == [{"device_id": 2, "text": "for b"}]
-    finally:
-        ca.close(), cb.close()
 
 
 def test_watching_another_users_device_is_refused(app, server, people, module_db_url):
-    ca = client_for(app, server, people, "a")
-    try:
+    with client_for(app, server, people, "a") as ca:
         ca.send({"type": "watch", "device_id": people["devices"][people["b"]]})
         refused = ca.wait_for("live.error")
         assert refused["data"]["error"] == "device not found"
@@ -62,15 +64,13 @@ def test_watching_another_users_device_is_refused(app, server, people, module_db
         notify(module_db_url, people["a"], "chat_message", {"device_id": own + 1000, "text": "other"})
         notify(module_db_url, people["a"], "chat_message", {"device_id": own, "text": "mine"})
         notify(module_db_url, people["a"], "campaign_progress", {"campaign_id": 5, "sent": 1})
-        got = ca.collect(0.6)
+        end_marker(module_db_url, people["a"])
+        got = ca.until("test.end")[:-1]
         assert [(e["type"], e["data"].get("text")) for e in got] == [("chat_message", "mine"), ("campaign_progress", None)]
-    finally:
-        ca.close()
 
 
 def test_a_burst_leaves_in_one_frame_with_states_coalesced(app, server, people, module_db_url):
-    ca = client_for(app, server, people, "a")
-    try:
+    with client_for(app, server, people, "a") as ca:
         with psycopg.connect(module_db_url, autocommit=False) as c:  # one commit: one burst
             for sent in range(1, 51):
                 c.execute("SELECT notify_user(%s, 'campaign_progress', jsonb_build_object('campaign_id', 9, 'sent', %s::int))",
@@ -78,11 +78,9 @@ def test_a_burst_leaves_in_one_frame_with_states_coalesced(app, server, people, 
             for text in ("one", "two"):
                 c.execute("SELECT notify_user(%s, 'chat_message', jsonb_build_object('device_id', 3, 'text', %s::text))",
                           [people["a"], text])
-        frame = ca.next_events(timeout=3)
+        frame = ca.next_events()
         assert [(e["type"], e["data"].get("sent") or e["data"].get("text")) for e in frame] == [
             ("campaign_progress", 50), ("chat_message", "one"), ("chat_message", "two")]
-    finally:
-        ca.close()
 
 
 def test_anonymous_and_cross_site_handshakes_are_refused(app, server, people):
@@ -110,7 +108,6 @@ def test_malformed_payloads_are_ignored():
     h = live.Hub(pool=None)
     sub = live.Subscriber(7)
     h._subscribers[7].add(sub)
-    for payload in ("not json", '{"type": "x"}', '{"user_id": "abc", "type": "x"}'):
-        h.dispatch(payload)
-    h.dispatch('{"user_id": 7, "type": "device_status", "data": {"device_id": 1}}')
+    h.dispatch("not json", '{"type": "x"}', '{"user_id": "abc", "type": "x"}',
+               '{"user_id": 7, "type": "device_status", "data": {"device_id": 1}}')
     assert sub.take(0) == [{"type": "device_status", "data": {"device_id": 1}}]

@@ -71,12 +71,14 @@ class Subscriber:
             return True
         return (event.get("data") or {}).get("device_id") in self.watched
 
-    def put(self, event):
+    def put(self, *events):
+        """Queues events at once: the events of one commit (one burst) leave in one frame."""
         with self._cond:
-            if len(self._events) >= QUEUE_LIMIT:
-                self._events.popleft()
-                self._overflowed = True
-            self._events.append(event)
+            for event in events:
+                if len(self._events) >= QUEUE_LIMIT:
+                    self._events.popleft()
+                    self._overflowed = True
+                self._events.append(event)
             self._cond.notify()
 
     def take(self, timeout):
@@ -102,6 +104,7 @@ class Hub:
     def __init__(self, pool):
         self.pool = pool  # the app's pool: its conninfo to LISTEN with; once closed, the listener ends
         self.listening = threading.Event()
+        self.closing = threading.Event()  # set by close(): every socket of this hub ends
         self._subscribers = collections.defaultdict(set)
         self._lock = threading.Lock()
         self._thread = None
@@ -121,19 +124,27 @@ class Hub:
                 if not subs:
                     del self._subscribers[sub.user_id]
 
-    def dispatch(self, payload):
-        try:
-            message = json.loads(payload)
-            user_id = int(message["user_id"])
-            event = {"type": str(message["type"]), "data": message.get("data") or {}}
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring malformed %s payload: %.200s", CHANNEL, payload)
-            return
-        with self._lock:
-            subs = list(self._subscribers.get(user_id, ()))
-        for sub in subs:
-            if sub.wants(event):
-                sub.put(event)
+    def close(self):
+        """Ends every websocket of this hub within POLL_SECONDS (an app being torn down)."""
+        self.closing.set()
+
+    def dispatch(self, *payloads):
+        """Routes payloads (one burst: what arrived together) to their owners' subscribers."""
+        by_user = collections.defaultdict(list)
+        for payload in payloads:
+            try:
+                message = json.loads(payload)
+                user_id = int(message["user_id"])
+                by_user[user_id].append({"type": str(message["type"]), "data": message.get("data") or {}})
+            except (ValueError, KeyError, TypeError):
+                log.warning("ignoring malformed %s payload: %.200s", CHANNEL, payload)
+        for user_id, events in by_user.items():
+            with self._lock:
+                subs = list(self._subscribers.get(user_id, ()))
+            for sub in subs:
+                wanted = [e for e in events if sub.wants(e)]
+                if wanted:
+                    sub.put(*wanted)
 
     def _broadcast_resync(self, reason):
         with self._lock:
@@ -143,7 +154,7 @@ class Hub:
 
     def _listen(self):
         backoff, connected_before = 0.5, False
-        while not self.pool.closed:
+        while not (self.pool.closed or self.closing.is_set()):
             try:
                 with psycopg.connect(self.pool.conninfo, autocommit=True, application_name="wa-web-live") as c:
                     c.execute(f"LISTEN {CHANNEL}")
@@ -151,9 +162,12 @@ class Hub:
                     if connected_before:  # events committed while we were away are lost: say so
                         self._broadcast_resync("listener reconnected")
                     connected_before, backoff = True, 0.5
-                    while not self.pool.closed:
-                        for note in c.notifies(timeout=1.0):
-                            self.dispatch(note.payload)
+                    while not (self.pool.closed or self.closing.is_set()):
+                        # One packet's notifications (a commit's), then whatever else is already here.
+                        burst = list(c.notifies(timeout=1.0, stop_after=1))
+                        if burst:
+                            burst += c.notifies(timeout=0)
+                            self.dispatch(*(note.payload for note in burst))
             except psycopg.Error as exc:
                 self.listening.clear()
                 if self.pool.closed:
@@ -225,7 +239,7 @@ def websocket(ws):
     try:
         ws.send(json.dumps({"events": [{"type": "live.hello", "data": {"user_id": sub.user_id}}]}))
         last_sent = time.monotonic()
-        while ws.connected and not _stopping.is_set():
+        while ws.connected and not (_stopping.is_set() or h.closing.is_set()):
             raw = ws.receive(timeout=0)
             while raw is not None:
                 _handle_browser_message(ws, sub, raw)
@@ -236,7 +250,7 @@ def websocket(ws):
             if batch:
                 ws.send(json.dumps({"events": batch}, default=str))
                 last_sent = time.monotonic()
-        if _stopping.is_set():
+        if _stopping.is_set() or h.closing.is_set():
             ws.close(reason=1001, message="server restarting")
     except ConnectionClosed:
         pass
