@@ -63,6 +63,15 @@ class LiveClient:
         raw = self.ws.receive(timeout=timeout)
         return json.loads(raw)["events"] if raw is not None else None
 
+    def next_frame(self, timeout=DEADLINE):
+        """The events of the next frame that carries more than keep-alive pings."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            events = [e for e in self.next_events(timeout=left) or [] if e["type"] != "ping"]
+            if events:
+                return events
+        raise AssertionError(f"no frame of events within {timeout}s")
+
     def collect(self, seconds):
         """Every non-ping event arriving within `seconds` (for "nothing arrives" checks only;
         to wait for events use until())."""
