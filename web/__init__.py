@@ -15,7 +15,7 @@ from common.config import VAR, ConfigError, require_database_url
 csrf = CSRFProtect()
 
 # Each area is one blueprint module in web/ exposing `bp`.
-BLUEPRINTS = ["health", "auth", "pages", "live", "chat", "openapi", "sequences", "devices", "leads", "webhooks", "campaigns"]
+BLUEPRINTS = ["health", "auth", "pages", "live", "chat", "openapi", "sequences", "devices", "leads", "webhooks", "campaigns", "media"]
 
 
 class BigintConverter(IntegerConverter):
