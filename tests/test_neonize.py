@@ -206,7 +206,7 @@ def test_temporary_ban_reports_expiry_stops_and_restarts_after_it(transport_fact
     assert 0 < (ban.expires_at - datetime.now(timezone.utc)).total_seconds() <= 1
     assert client.stopped.wait(2)
     # At expiry the device is started again (here: a real connect that fails offline).
-    rec.wait_for(lambda e: isinstance(e, ConnectFailed) and e.device_id == 802, timeout=5)
+    rec.wait_for(lambda e: isinstance(e, ConnectFailed) and e.device_id == 802, timeout=30)
 
 
 def test_logged_out_event_stops_the_device(transport_factory):

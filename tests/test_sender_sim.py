@@ -30,7 +30,7 @@ def run_sends(tmp_path, seed, n=200):
 def wait_connected(events, n):
     got = 0
     while got < n:
-        if isinstance(events.get(timeout=2), Connected):
+        if isinstance(events.get(timeout=20), Connected):
             got += 1
 
 
@@ -62,7 +62,7 @@ def test_scripted_lifecycle(tmp_path):
 
     def next_of(kind):
         while True:
-            ev = events.get(timeout=2)
+            ev = events.get(timeout=20)
             if isinstance(ev, kind):
                 return ev
 

@@ -83,11 +83,11 @@ def test_notify_wakes_an_idle_worker(c, committed_db_url, store):
         for i in range(5):
             t0 = time.time()
             ids = queue(c, uid, devices, 1)
-            wait_until(lambda: any(r["message_id"] == ids[0] for r in received(store)), timeout=5, step=0.002,
-                       what="the send")
+            wait_until(lambda: any(r["message_id"] == ids[0] for r in received(store)), timeout=20, step=0.002,
+                       what="the send (woken by NOTIFY: the poll is 30 s)")
             at = next(r["at"] for r in received(store) if r["message_id"] == ids[0])
             latencies.append(at - t0)
-        assert max(latencies) < 0.25, latencies   # far below the 30 s poll: woken by NOTIFY
+        assert max(latencies) < 5, latencies   # far below the 30 s poll: woken by NOTIFY
 
 
 def test_temporary_ban_delays_then_resumes(c, committed_db_url, store):
@@ -95,7 +95,7 @@ def test_temporary_ban_delays_then_resumes(c, committed_db_url, store):
     (dev,) = add_devices(c, uid, 1)
     with running_worker(committed_db_url, store) as w:
         wait_until(lambda: device_status(c, dev)["status"] == "online", what="online")
-        w.transport.ban(dev, seconds=1.5)
+        w.transport.ban(dev, seconds=4)
         wait_until(lambda: device_status(c, dev)["status"] == "banned", what="banned")
         s = device_status(c, dev)
         assert s["banned_until"] > datetime.now(timezone.utc) and "463" in s["status_reason"]
@@ -103,7 +103,7 @@ def test_temporary_ban_delays_then_resumes(c, committed_db_url, store):
         time.sleep(0.5)
         assert statuses(c, ids) == {"pending": 3}
         assert c.execute("SELECT skip_undeliverable() AS n").fetchone()["n"] == 0   # a ban only delays
-        wait_until(lambda: statuses(c, ids) == {"sent": 3}, timeout=5, what="sent after the ban")
+        wait_until(lambda: statuses(c, ids) == {"sent": 3}, timeout=30, what="sent after the ban")
         assert device_status(c, dev)["banned_until"] is None
 
 
