@@ -66,3 +66,26 @@ def test_logout_ends_the_session(client, committed_db_url):
     _, token = signed_in_user(client, committed_db_url)
     client.post("/logout", data={"csrf_token": token})
     assert client.get("/dashboard").status_code == 302
+
+
+def test_after_login_only_paths_of_this_site(client, committed_db_url):
+    with psycopg.connect(committed_db_url, autocommit=True, row_factory=dict_row) as c:
+        make_user(c, email="next@example.com")
+    # Query strings as sent: browsers drop the tab of "/<TAB>/evil.example" and go to evil.example.
+    cases = {"next=/%09/evil.example": "/dashboard", "next=//evil.example": "/dashboard",
+             "next=/%5Cevil.example": "/dashboard", "next=/%5C/evil.example": "/dashboard",
+             "next=https://evil.example/": "/dashboard", "next=/%0d/x": "/dashboard", "next=/%0a/x": "/dashboard",
+             "next=javascript:alert(1)": "/dashboard", "next=%2Fleads%3Fniche%3Da%2520b": "/leads?niche=a%20b"}
+    for query, expected in cases.items():
+        token = csrf_token(client)
+        r = client.post(f"/login?{query}", data={"email": "next@example.com", "password": "password",
+                                                 "csrf_token": token})
+        assert (r.status_code, r.headers["Location"]) == (302, expected), query
+        client.post("/logout", data={"csrf_token": csrf_token(client, "/dashboard")})
+
+
+def test_url_for_options_in_a_query_string_are_plain_parameters(client, committed_db_url):
+    signed_in_user(client, committed_db_url)
+    for option in ("_scheme", "_external", "_anchor", "_method", "_host"):
+        r = client.get(f"/leads?{option}=x&niche=fit")
+        assert r.status_code == 200 and b"niche=fit" in r.data, option

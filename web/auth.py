@@ -3,6 +3,7 @@
 A request is signed in by the session cookie (forms and the browser's fetch calls, CSRF-checked)
 or by `Authorization: Bearer <api token>` (scripts; no cookie, so no CSRF check)."""
 import functools
+import re
 import secrets
 
 from argon2 import PasswordHasher
@@ -73,8 +74,14 @@ def _check_password(stored_hash, password):
         return False
 
 
+# Where to go after signing in: a path on this site only. One leading "/", then URL characters
+# only: browsers drop tabs and newlines and read a backslash as "/", so "/<TAB>/evil.example" or
+# "/<backslash>evil.example" would leave the site, and a CR or LF cannot go into a Location header.
+_LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*")
+
+
 def _safe_next(target):
-    return target if target and target.startswith("/") and not target.startswith("//") else url_for("pages.dashboard")
+    return target if target and _LOCAL_PATH.fullmatch(target) else url_for("pages.dashboard")
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -92,8 +92,10 @@ def my_devices():
 def page():
     leads, next_before = search_leads(request.args)
     imports = all_rows("SELECT * FROM lead_import_status(%s, NULL)", [g.user["id"]])
+    # Only the filters go back into links: url_for reads _scheme, _external, ... as its own options.
+    args = {k: v for k, v in request.args.items() if k in (*FILTERS, "q", "pool")}
     return render_template("leads/index.html", leads=leads, next_before=next_before, devices=my_devices(),
-                           imports=imports, args=request.args)
+                           imports=imports, args=args)
 
 
 # JSON API ------------------------------------------------------------------------------------
