@@ -52,20 +52,78 @@ def test_form_post_without_csrf_token_is_rejected(client, committed_db_url):
     assert r.status_code == 400 and "CSRF" in r.get_json()["error"]
 
 
-def test_api_token_authenticates_without_cookie_or_csrf(app, committed_db_url):
+def _token(browser, **body):
+    return browser.post("/api/tokens", json={"name": "script", **body},
+                        headers={"X-CSRFToken": csrf_token(browser, "/dashboard")})
+
+
+def test_api_tokens_are_named_listed_expiring_revocable_and_cannot_mint(app, committed_db_url):
     browser = app.test_client()
     signed_in_user(browser, committed_db_url)
-    token = browser.post("/api/tokens", json={"name": "script"},
-                         headers={"X-CSRFToken": csrf_token(browser, "/dashboard")}).get_json()["token"]
+    assert _token(browser, name="").status_code == 400                       # named
+    assert _token(browser, expires_in_days=0).status_code == 400
+    assert _token(browser, expires_in_days=366).status_code == 400
+    made = _token(browser, expires_in_days=30)
+    assert made.status_code == 201 and made.get_json()["name"] == "script"
+    token, token_id = made.get_json()["token"], made.get_json()["id"]
     script = app.test_client()
-    assert script.post("/api/tokens", json={}, headers={"Authorization": f"Bearer {token}"}).status_code == 201
-    assert script.post("/api/tokens", json={}, headers={"Authorization": "Bearer nope"}).status_code == 401
+    bearer = {"Authorization": f"Bearer {token}"}
+    listed = script.get("/api/tokens", headers=bearer).get_json()["tokens"]
+    assert [t["id"] for t in listed] == [token_id] and token not in str(listed) and listed[0]["last_used_at"]
+    assert script.post("/api/tokens", json={"name": "more"}, headers=bearer).status_code == 403   # no minting
+    assert script.get("/api/leads", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert browser.get("/account").status_code == 200 and b"script" in browser.get("/account").data
+    assert browser.delete(f"/api/tokens/{token_id}",
+                          headers={"X-CSRFToken": csrf_token(browser, "/dashboard")}).status_code == 204
+    assert script.get("/api/leads", headers=bearer).status_code == 401                 # revoked: at once
+    other = _token(browser).get_json()
+    with psycopg.connect(committed_db_url, autocommit=True) as c:
+        c.execute("UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE id = %s", [other["id"]])
+    assert script.get("/api/leads", headers={"Authorization": f"Bearer {other['token']}"}).status_code == 401
 
 
-def test_logout_ends_the_session(client, committed_db_url):
-    _, token = signed_in_user(client, committed_db_url)
-    client.post("/logout", data={"csrf_token": token})
-    assert client.get("/dashboard").status_code == 302
+def test_logout_ends_the_session_on_the_server(app, committed_db_url):
+    browser = app.test_client()
+    _, token = signed_in_user(browser, committed_db_url)
+    stolen = browser.get_cookie("session").value
+    browser.post("/logout", data={"csrf_token": token})
+    assert browser.get("/dashboard").status_code == 302
+    thief = app.test_client()
+    thief.set_cookie("session", stolen)
+    assert thief.get("/dashboard").status_code == 302                 # the copied cookie is dead too
+
+
+def test_a_password_change_signs_out_every_other_browser(app, committed_db_url):
+    with psycopg.connect(committed_db_url, autocommit=True, row_factory=dict_row) as c:
+        make_user(c, email="pw@example.com")
+    here, elsewhere = app.test_client(), app.test_client()
+    for browser in (here, elsewhere):
+        assert login(browser, "pw@example.com").status_code == 302
+    r = here.post("/account/password", data={"current_password": "password", "new_password": "n3w-passw0rd",
+                                             "csrf_token": csrf_token(here, "/account/password")})
+    assert r.status_code == 302
+    assert here.get("/dashboard").status_code == 200
+    assert elsewhere.get("/dashboard").status_code == 302
+
+
+def test_security_headers_and_secure_cookies_over_https(app, committed_db_url):
+    with psycopg.connect(committed_db_url, autocommit=True, row_factory=dict_row) as c:
+        make_user(c, email="tls@example.com")
+    plain = app.test_client()
+    for r in (plain.get("/login"), plain.get("/api/leads"), plain.get("/healthz")):
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+        assert "Strict-Transport-Security" not in r.headers
+    assert login(plain, "tls@example.com").status_code == 302
+    assert not plain.get_cookie("session").secure
+    tls = app.test_client()
+    token = csrf_token(tls, "https://localhost/login")
+    r = tls.post("https://localhost/login", data={"email": "tls@example.com", "password": "password",
+                                                   "csrf_token": token},
+                 headers={"Referer": "https://localhost/login"})     # checked over https, as browsers send it
+    assert r.status_code == 302 and r.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert "Secure" in r.headers["Set-Cookie"]
 
 
 def test_after_login_only_paths_of_this_site(client, committed_db_url):

@@ -16,12 +16,13 @@ from werkzeug.routing import AnyConverter
 from tests.factories import make_device, make_user
 from tests.webutil import csrf_token, login
 
-PUBLIC = re.compile(r"^/($|login|logout|register|healthz|static/|vendor/|media/|api/openapi\.json|.*webhook)")
+PUBLIC = re.compile(r"^/($|login|logout|register|healthz|static/|vendor/|api/openapi\.json|.*webhook)")
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 # Path parameter -> the owner's resource it names (by parameter name, or by the path segment before `<id>`).
 RESOURCES = {"device": "device", "devices": "device", "chat": "chat", "chats": "chat", "campaign": "campaign",
              "campaigns": "campaign", "lead": "lead", "leads": "lead", "sequence": "sequence",
-             "sequences": "sequence", "step": "step", "steps": "step", "import": "import", "imports": "import"}
+             "sequences": "sequence", "step": "step", "steps": "step", "import": "import", "imports": "import",
+             "media": "media", "token": "token", "tokens": "token"}
 
 
 def owner_resources(c, uid):
@@ -39,6 +40,9 @@ def owner_resources(c, uid):
                                  [uid]).fetchone()["id"]}
     ids["step"] = c.execute("""INSERT INTO sequence_steps (sequence_id, day_number, trigger, content, is_entry_point)
                                VALUES (%s, 1, 'start', 'day one', true) RETURNING id""", [ids["sequence"]]).fetchone()["id"]
+    ids["media"] = c.execute("SELECT store_media(%s, '\\xffd8'::bytea) AS id", [uid]).fetchone()["id"]
+    ids["token"] = c.execute("SELECT id FROM issue_token(%s, 'api', 'matrix', 'secret-of-the-owner', 30)",
+                             [uid]).fetchone()["id"]
     if c.execute("SELECT to_regclass('lead_imports') AS t").fetchone()["t"]:
         ids["import"] = c.execute("SELECT start_lead_import(%s, NULL, 'a.csv', NULL) AS id", [uid]).fetchone()["id"]
     return ids

@@ -1,22 +1,50 @@
 """Accounts: register, log in/out, change password, API tokens; the `login_required` guard.
 
 A request is signed in by the session cookie (forms and the browser's fetch calls, CSRF-checked)
-or by `Authorization: Bearer <api token>` (scripts; no cookie, so no CSRF check)."""
+or by `Authorization: Bearer <api token>` (scripts; no cookie, so no CSRF check). The cookie holds
+only a random session token; the session itself is a row (user_sessions), so logging out or
+changing the password ends it on the server, not just in this browser."""
 import functools
 import re
 import secrets
+from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from flask import (Blueprint, abort, flash, g, jsonify, redirect, render_template, request,
                    session, url_for)
+from flask.sessions import SecureCookieSessionInterface
 
 from web import csrf
-from web.db import one
+from web.db import all_rows, one
 
 bp = Blueprint("auth", __name__)
 hasher = PasswordHasher()
 MIN_PASSWORD = 8
+SESSION_LIFETIME = timedelta(days=31)
+TOKEN_DAYS = 90          # an API token's life unless the request says otherwise (1 to 365)
+
+
+class _SessionCookies(SecureCookieSessionInterface):
+    """Flask's signed cookie, marked Secure whenever the request came over https."""
+
+    def get_cookie_secure(self, app):
+        return request.is_secure or super().get_cookie_secure(app)
+
+
+@bp.record_once
+def _sessions(state):
+    state.app.config["PERMANENT_SESSION_LIFETIME"] = SESSION_LIFETIME
+    state.app.session_interface = _SessionCookies()
+
+
+def start_session(user_id):
+    """Signs this browser in: a new server-side session, the old cookie's content dropped."""
+    token = secrets.token_urlsafe(32)
+    one("SELECT open_session(%s, %s, %s)", [user_id, token, SESSION_LIFETIME])
+    session.clear()
+    session["sid"] = token
+    session.permanent = True
 
 
 @bp.before_app_request
@@ -26,17 +54,17 @@ def load_user():
     if header.startswith("Bearer "):
         uid = one("SELECT token_user(%s, 'api') AS uid", [header[7:].strip()])["uid"]
         if uid is None:
-            abort(401, description="unknown API token")
+            abort(401, description="unknown, expired or revoked API token")
         g.user = one("SELECT * FROM session_user_info(%s)", [uid])
         g.via_token = True
         return
     g.via_token = False
     if request.method not in ("GET", "HEAD", "OPTIONS") and (session or not request.path.startswith("/api/webhooks/")):
         csrf.protect()  # only a cookie-less webhook call (it carries its own secret) skips the check
-    uid = session.get("uid")
-    if uid is not None:
-        g.user = one("SELECT * FROM session_user_info(%s)", [uid])
-        if g.user is None:
+    sid = session.get("sid")
+    if isinstance(sid, str):
+        g.user = one("SELECT * FROM session_account(%s)", [sid])
+        if g.user is None:       # logged out, expired, or ended by a password change
             session.clear()
 
 
@@ -99,14 +127,14 @@ def login():
     if not ok:
         flash("Wrong email or password.")
         return render_template("login.html", email=email), 401
-    session.clear()
-    session["uid"] = user["id"]
-    session.permanent = True
+    start_session(user["id"])
     return redirect(_safe_next(request.args.get("next")))
 
 
 @bp.route("/logout", methods=["POST"])
 def logout():
+    if isinstance(session.get("sid"), str):
+        one("SELECT close_session(%s)", [session["sid"]])
     session.clear()
     return redirect(url_for("auth.login"))
 
@@ -124,8 +152,7 @@ def register():
     uid = one("SELECT create_user(%s, %s, %s, %s, false) AS id",
               [f.get("email", ""), f.get("full_name", ""), pw_hash,
                f.get("timezone") or "Asia/Kuala_Lumpur"])["id"]
-    session.clear()
-    session["uid"] = uid
+    start_session(uid)
     return redirect(url_for("pages.dashboard"))
 
 
@@ -143,21 +170,47 @@ def change_password():
     except ValueError as exc:
         flash(str(exc))
         return render_template("password.html"), 400
-    one("SELECT set_user_password(%s, %s)", [g.user["id"], pw_hash])
-    flash("Password changed.")
+    one("SELECT set_user_password(%s, %s)", [g.user["id"], pw_hash])   # ends every session ...
+    start_session(g.user["id"])                                          # ... but this browser's
+    flash("Password changed; every other browser is signed out.")
     return redirect(url_for("pages.dashboard"))
+
+
+@bp.route("/account")
+@login_required
+def account():
+    return render_template("account.html", tokens=all_rows("SELECT * FROM list_tokens(%s)", [g.user["id"]]),
+                           token_days=TOKEN_DAYS)
+
+
+@bp.route("/api/tokens")
+@login_required
+def list_tokens():
+    """Your API tokens and webhook secrets: name, purpose, when made, last used and expiring (never the secret)."""
+    return jsonify(tokens=all_rows("SELECT * FROM list_tokens(%s)", [g.user["id"]]))
 
 
 @bp.route("/api/tokens", methods=["POST"])
 @login_required
 def create_token():
-    """Issues a personal API token (or, with purpose=webhook, a lead-intake secret); shown once."""
+    """Issues a named personal API token (or, with purpose=webhook, a lead-intake secret) that expires after expires_in_days (1 to 365, default 90); the secret is shown once. Only a signed-in browser can do this, not a token."""
+    if g.via_token:
+        abort(403, description="an API token cannot create tokens; sign in to the dashboard to make one")
     body = request.get_json(silent=True)
     body = body if isinstance(body, dict) and body else request.form   # JSON that is not an object: the form
-    purpose = body.get("purpose", "api")
-    if purpose not in ("api", "webhook"):
-        abort(400, description="purpose must be 'api' or 'webhook'")
+    days = body.get("expires_in_days", TOKEN_DAYS)
+    if isinstance(days, bool) or not str(days).isdigit() or len(str(days)) > 3:
+        abort(400, description="expires_in_days must be a whole number of days from 1 to 365")
     token = secrets.token_urlsafe(32)
-    token_id = one("SELECT issue_token(%s, %s, %s, %s) AS id",
-                   [g.user["id"], purpose, str(body.get("name", ""))[:100], token])["id"]
-    return jsonify(id=token_id, purpose=purpose, token=token), 201
+    row = one("SELECT * FROM issue_token(%s, %s, %s, %s, %s)",
+              [g.user["id"], str(body.get("purpose", "api")), str(body.get("name", "")), token, int(days)])
+    return jsonify(**row, token=token), 201
+
+
+@bp.route("/api/tokens/<int:token_id>", methods=["DELETE"])
+@login_required
+def revoke_token(token_id):
+    """Revokes one of your tokens: it stops working at once."""
+    if not one("SELECT revoke_token(%s, %s) AS ok", [g.user["id"], token_id])["ok"]:
+        abort(404, description="no such token")
+    return "", 204
