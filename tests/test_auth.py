@@ -1,4 +1,6 @@
 """Accounts: hashed passwords, login throttling, CSRF, sessions and API tokens."""
+import re
+
 import psycopg
 from psycopg.rows import dict_row
 
@@ -147,3 +149,83 @@ def test_url_for_options_in_a_query_string_are_plain_parameters(client, committe
     for option in ("_scheme", "_external", "_anchor", "_method", "_host"):
         r = client.get(f"/leads?{option}=x&niche=fit")
         assert r.status_code == 200 and b"niche=fit" in r.data, option
+
+
+def _from(app, address):
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def test_a_guesser_locks_out_only_their_own_address(app, committed_db_url):
+    with psycopg.connect(committed_db_url, autocommit=True, row_factory=dict_row) as c:
+        make_user(c, email="target@example.com")
+        make_user(c, email="bystander@example.com")
+    guesser = _from(app, "203.0.113.7")
+    for _ in range(5):
+        assert login(guesser, "target@example.com", "wrong-guess").status_code == 401
+    assert login(guesser, "target@example.com").status_code == 429           # even the right password
+    assert login(_from(app, "198.51.100.1"), "target@example.com").status_code == 302   # the owner is not locked out
+    for n in range(25):                                      # 30 failures from one address, any emails
+        assert login(guesser, f"nobody{n}@example.com", "x-guess").status_code == 401
+    assert login(guesser, "bystander@example.com").status_code == 429
+    assert login(_from(app, "198.51.100.2"), "bystander@example.com").status_code == 302
+
+
+def test_no_account_enumeration_by_message_or_by_skipping_the_hash(app, committed_db_url, monkeypatch):
+    from web import auth
+    with psycopg.connect(committed_db_url, autocommit=True, row_factory=dict_row) as c:
+        make_user(c, email="exists@example.com")
+    checks, real = [], auth.hasher
+
+    class Counting:
+        hash = real.hash
+
+        def verify(self, stored, password):
+            checks.append(stored)
+            return real.verify(stored, password)
+    monkeypatch.setattr(auth, "hasher", Counting())
+    answers = []
+    for email in ("exists@example.com", "missing@example.com"):
+        r = login(_from(app, "192.0.2.10"), email, "wrong-guess")
+        page = re.sub(r'"[\w.-]{40,}"', "TOKEN", r.get_data(as_text=True))      # CSRF tokens differ
+        answers.append((r.status_code, page.replace(email, "EMAIL")))
+    assert answers[0] == answers[1] and answers[0][0] == 401
+    assert len(checks) == 2                                   # a hash was checked for the missing account too
+
+
+def test_concurrent_guesses_are_counted_before_any_hashing(db):
+    ids = [db.execute("SELECT begin_auth_attempt('login', 'race@example.com', '192.0.2.20') AS id").fetchone()["id"]
+           for _ in range(6)]
+    assert all(ids[:5]) and ids[5] is None                    # five in flight: the sixth waits its turn
+
+
+def test_registrations_per_address_are_limited(app):
+    client = _from(app, "192.0.2.30")
+    statuses = []
+    for n in range(6):
+        token = csrf_token(client, "/register")
+        statuses.append(client.post("/register", data={"email": f"reg{n}@example.com", "password": "s3cret-pass",
+                                                       "csrf_token": token}).status_code)
+        client.post("/logout", data={"csrf_token": csrf_token(client, "/register")})
+    assert statuses == [302] * 5 + [429]
+    token = csrf_token(client, "/register")
+    r = _from(app, "192.0.2.31").post("/register", data={"email": "reg0@example.com", "password": "s3cret-pass",
+                                                         "csrf_token": token})
+    assert r.status_code in (400, 409)          # a taken email: the form again with the reason, not an error page
+
+
+def test_password_hashing_is_bounded_per_process(app, committed_db_url, monkeypatch):
+    import threading
+
+    from web import auth
+    with psycopg.connect(committed_db_url, autocommit=True, row_factory=dict_row) as c:
+        make_user(c, email="busy@example.com")
+    monkeypatch.setattr(auth, "_HASHING", threading.BoundedSemaphore(1))
+    monkeypatch.setattr(auth, "HASH_WAIT_SECONDS", 0.05)
+    auth._HASHING.acquire()                                   # another sign-in is hashing
+    try:
+        assert login(_from(app, "192.0.2.40"), "busy@example.com").status_code == 503
+    finally:
+        auth._HASHING.release()
+    assert login(_from(app, "192.0.2.40"), "busy@example.com").status_code == 302

@@ -4,9 +4,11 @@ A request is signed in by the session cookie (forms and the browser's fetch call
 or by `Authorization: Bearer <api token>` (scripts; no cookie, so no CSRF check). The cookie holds
 only a random session token; the session itself is a row (user_sessions), so logging out or
 changing the password ends it on the server, not just in this browser."""
+import contextlib
 import functools
 import re
 import secrets
+import threading
 from datetime import timedelta
 
 from argon2 import PasswordHasher
@@ -14,6 +16,7 @@ from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from flask import (Blueprint, abort, flash, g, jsonify, redirect, render_template, request,
                    session, url_for)
 from flask.sessions import SecureCookieSessionInterface
+from werkzeug.exceptions import HTTPException
 
 from web import csrf
 from web.db import all_rows, one
@@ -89,17 +92,47 @@ def admin_required(view):
     return wrapped
 
 
+# argon2 takes 64 MiB and tens of milliseconds a call: at most this many at once per process, so
+# a burst of logins or registrations cannot take the web tier's memory.
+_HASHING = threading.BoundedSemaphore(2)
+HASH_WAIT_SECONDS = 10.0
+
+
+@contextlib.contextmanager
+def _hashing():
+    if not _HASHING.acquire(timeout=HASH_WAIT_SECONDS):
+        abort(503, description="too many sign-ins at this moment; try again shortly")
+    try:
+        yield
+    finally:
+        _HASHING.release()
+
+
 def hash_password(password):
     if len(password or "") < MIN_PASSWORD:
         raise ValueError(f"the password must have at least {MIN_PASSWORD} characters")
-    return hasher.hash(password)
+    with _hashing():
+        return hasher.hash(password)
+
+
+@functools.cache
+def _no_account_hash():
+    """Checked when the email has no account, so that answer takes as long as a wrong password."""
+    return hasher.hash(secrets.token_hex(16))
 
 
 def _check_password(stored_hash, password):
-    try:
-        return hasher.verify(stored_hash, password)
-    except (VerifyMismatchError, InvalidHashError):
-        return False
+    with _hashing():
+        try:
+            return hasher.verify(stored_hash or _no_account_hash(), password) and stored_hash is not None
+        except (VerifyMismatchError, InvalidHashError):
+            return False
+
+
+def _attempt(kind, email):
+    """Records a login or registration attempt from this address before any password work; None
+    when this address or email has tried too often (the same answer whether or not the account exists)."""
+    return one("SELECT begin_auth_attempt(%s, %s, %s) AS id", [kind, email, request.remote_addr])["id"]
 
 
 # Where to go after signing in: a path on this site only. One leading "/", then URL characters
@@ -118,15 +151,16 @@ def login():
         return render_template("login.html")
     email = request.form.get("email", "").strip()
     password = request.form.get("password", "")
-    if one("SELECT login_throttled(%s) AS t", [email])["t"]:
-        flash("Too many failed attempts for this email. Try again in 15 minutes.")
+    attempt = _attempt("login", email)
+    if attempt is None:
+        flash("Too many attempts. Try again in 15 minutes.")
         return render_template("login.html", email=email), 429
     user = one("SELECT * FROM user_for_login(%s)", [email])
-    ok = user is not None and _check_password(user["password_hash"], password)
-    one("SELECT record_login(%s, %s)", [email, ok])
+    ok = _check_password(user and user["password_hash"], password)
     if not ok:
         flash("Wrong email or password.")
         return render_template("login.html", email=email), 401
+    one("SELECT finish_auth_attempt(%s, true)", [attempt])
     start_session(user["id"])
     return redirect(_safe_next(request.args.get("next")))
 
@@ -144,14 +178,20 @@ def register():
     if request.method == "GET":
         return render_template("register.html")
     f = request.form
+    if _attempt("register", f.get("email", "")) is None:
+        flash("Too many accounts registered from your address. Try again in an hour.")
+        return render_template("register.html", email=f.get("email", "")), 429
     try:
         pw_hash = hash_password(f.get("password", ""))
+        uid = one("SELECT create_user(%s, %s, %s, %s, false) AS id",
+                  [f.get("email", ""), f.get("full_name", ""), pw_hash,
+                   f.get("timezone") or "Asia/Kuala_Lumpur"])["id"]
     except ValueError as exc:
         flash(str(exc))
         return render_template("register.html", email=f.get("email", "")), 400
-    uid = one("SELECT create_user(%s, %s, %s, %s, false) AS id",
-              [f.get("email", ""), f.get("full_name", ""), pw_hash,
-               f.get("timezone") or "Asia/Kuala_Lumpur"])["id"]
+    except HTTPException as exc:   # bad email or time zone, or the email is taken
+        flash(exc.description)
+        return render_template("register.html", email=f.get("email", "")), exc.code
     start_session(uid)
     return redirect(url_for("pages.dashboard"))
 
@@ -161,10 +201,15 @@ def register():
 def change_password():
     if request.method == "GET":
         return render_template("password.html")
+    attempt = _attempt("login", g.user["email"])   # guessing the current password is guessing a login
+    if attempt is None:
+        flash("Too many attempts. Try again in 15 minutes.")
+        return render_template("password.html"), 429
     stored = one("SELECT password_hash FROM user_for_login(%s)", [g.user["email"]])
     if not _check_password(stored["password_hash"], request.form.get("current_password", "")):
         flash("The current password is wrong.")
         return render_template("password.html"), 400
+    one("SELECT finish_auth_attempt(%s, true)", [attempt])
     try:
         pw_hash = hash_password(request.form.get("new_password", ""))
     except ValueError as exc:
@@ -180,7 +225,7 @@ def change_password():
 @login_required
 def account():
     return render_template("account.html", tokens=all_rows("SELECT * FROM list_tokens(%s)", [g.user["id"]]),
-                           token_days=TOKEN_DAYS)
+                           token_days=TOKEN_DAYS, quotas=all_rows("SELECT * FROM account_quotas(%s)", [g.user["id"]]))
 
 
 @bp.route("/api/tokens")

@@ -103,6 +103,7 @@ DECLARE v_id bigint;
 BEGIN
   PERFORM check_campaign_input(p_user_id, p_kind, p_device_ids, p_ai_limit_per_device, p_min_delay, p_max_delay,
                                p_date, p_time);
+  PERFORM require_quota(p_user_id, 'campaigns', 1);
   INSERT INTO campaigns (user_id, kind, title, niche, target_status, message, image_url, media_id, device_ids,
                          ai_limit_per_device, campaign_date, time_schedule, scheduled_at,
                          min_delay_seconds, max_delay_seconds)

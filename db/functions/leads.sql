@@ -122,6 +122,7 @@ RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE v_phone text := require_valid_lead(p_user_id, p_phone, p_target_status, p_device_id);
         v_id bigint;
 BEGIN
+  PERFORM require_quota(p_user_id, 'leads', 1);
   INSERT INTO leads (user_id, device_id, name, phone, niche, target_status, trigger)
   VALUES (p_user_id, p_device_id, btrim(coalesce(p_name, '')), v_phone, btrim(coalesce(p_niche, '')),
           target_status_or_default(p_target_status), nullif(btrim(coalesce(p_trigger, '')), ''))
@@ -131,7 +132,7 @@ EXCEPTION WHEN unique_violation THEN
   RAISE EXCEPTION 'a lead with phone % already exists on this device', v_phone USING ERRCODE = '23505';
 END $$;
 COMMENT ON FUNCTION create_lead(bigint, bigint, text, text, text, text, text) IS
-  'Adds a lead (device NULL: the AI pool) after validating and normalising its phone; returns its id.';
+  'Adds a lead (device NULL: the AI pool) after validating and normalising its phone, within the lead quota; returns its id.';
 
 CREATE OR REPLACE FUNCTION update_lead(p_user_id bigint, p_lead_id bigint, p_device_id bigint, p_name text,
                                        p_phone text, p_niche text, p_target_status text, p_trigger text)
@@ -160,14 +161,17 @@ COMMENT ON FUNCTION delete_lead(bigint, bigint) IS 'Deletes one of the owner''s 
 
 CREATE OR REPLACE FUNCTION intake_lead(p_user_id bigint, p_device_id bigint, p_name text, p_phone text,
                                        p_niche text, p_target_status text, p_trigger text)
-RETURNS TABLE (lead_id bigint, created boolean) LANGUAGE sql AS $$
+RETURNS TABLE (lead_id bigint, created boolean) LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN QUERY
   SELECT m.lead_id, m.inserted
     FROM merge_leads(p_user_id, ARRAY[p_device_id], ARRAY[p_name],
                      ARRAY[require_valid_lead(p_user_id, p_phone, p_target_status, p_device_id)],
-                     ARRAY[p_niche], ARRAY[p_target_status], ARRAY[p_trigger]) AS m
-$$;
+                     ARRAY[p_niche], ARRAY[p_target_status], ARRAY[p_trigger]) AS m;
+  PERFORM require_quota(p_user_id, 'leads', 0);   -- a merge adds nothing; a new lead must fit
+END $$;
 COMMENT ON FUNCTION intake_lead(bigint, bigint, text, text, text, text, text) IS
-  'Webhook intake: validates one lead and merges it by (owner, device, phone), so repeats change nothing new.';
+  'Webhook intake: validates one lead and merges it by (owner, device, phone), so repeats change nothing new; a new lead must fit the lead quota.';
 
 -- Reading ------------------------------------------------------------------------------------
 -- Audience: any of the wanted niche tokens (none wanted: every lead), and the target status

@@ -10,6 +10,7 @@ BEGIN
   IF FOUND THEN
     RETURN v_id;   -- the same picture again: one copy
   END IF;
+  PERFORM require_quota(p_user_id, 'media', 1);
   INSERT INTO media (user_id, jpeg, sha256, source)
   VALUES (p_user_id, p_jpeg, v_sha, coalesce(p_source, ''))
   ON CONFLICT ON CONSTRAINT media_owner_content DO UPDATE SET source = media.source

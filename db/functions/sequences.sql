@@ -495,6 +495,7 @@ BEGIN
   END IF;
 
   IF v_id IS NULL THEN
+    PERFORM require_quota(p_user_id, 'sequences', 1);
     INSERT INTO sequences (user_id, name, niche, trigger) VALUES (p_user_id, btrim(p_def->>'name'), '', v_trigger)
     RETURNING id INTO v_id;
   ELSIF NOT EXISTS (SELECT 1 FROM sequences WHERE id = v_id AND user_id = p_user_id FOR UPDATE) THEN

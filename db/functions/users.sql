@@ -27,20 +27,50 @@ LANGUAGE sql STABLE AS $$
 $$;
 COMMENT ON FUNCTION user_for_login(text) IS 'The account (with its password hash) for a login email, if any.';
 
-CREATE OR REPLACE FUNCTION login_throttled(p_email text, p_max_failures integer DEFAULT 5,
-                                           p_window interval DEFAULT '15 minutes')
-RETURNS boolean LANGUAGE sql STABLE AS $$
-  SELECT count(*) >= p_max_failures FROM login_attempts
-   WHERE lower(email) = lower(btrim(p_email)) AND NOT succeeded AND attempted_at > now() - p_window
-$$;
-COMMENT ON FUNCTION login_throttled(text, integer, interval) IS
-  'True when the email had p_max_failures failed logins inside p_window: refuse further tries for now.';
+-- Throttling ----------------------------------------------------------------------------------
+-- An attempt is recorded (as failed) before the password is hashed or checked, under locks per
+-- address and per email, so a burst of concurrent guesses counts in full. Limits, per 15 minutes:
+-- 5 failed logins for one email from one address, 30 from one address, 100 for one email from
+-- anywhere (a victim is locked out only by a spread attack); 5 registrations per address an hour.
+CREATE OR REPLACE FUNCTION begin_auth_attempt(p_kind text, p_email text, p_address text)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE v_email text := lower(btrim(coalesce(p_email, '')));
+        v_address text := left(coalesce(p_address, ''), 64);
+        v_id bigint;
+BEGIN
+  IF p_kind IS NULL OR p_kind NOT IN ('login', 'register') THEN
+    RAISE EXCEPTION 'attempt kind must be login or register' USING ERRCODE = '22023';
+  END IF;
+  -- Always the address first, then the email: no two callers wait on each other in a cycle.
+  PERFORM pg_advisory_xact_lock(hashtextextended('auth address ' || v_address, 0));
+  PERFORM pg_advisory_xact_lock(hashtextextended('auth email ' || v_email, 0));
+  IF p_kind = 'register' THEN
+    IF (SELECT count(*) FROM login_attempts WHERE address = v_address AND kind = 'register'
+          AND attempted_at > now() - interval '1 hour') >= 5 THEN
+      RETURN NULL;
+    END IF;
+  ELSIF (SELECT count(*) FROM login_attempts WHERE lower(email) = v_email AND address = v_address
+           AND kind = 'login' AND NOT succeeded AND attempted_at > now() - interval '15 minutes') >= 5
+     OR (SELECT count(*) FROM login_attempts WHERE address = v_address
+           AND kind = 'login' AND NOT succeeded AND attempted_at > now() - interval '15 minutes') >= 30
+     OR (SELECT count(*) FROM login_attempts WHERE lower(email) = v_email
+           AND kind = 'login' AND NOT succeeded AND attempted_at > now() - interval '15 minutes') >= 100 THEN
+    RETURN NULL;
+  END IF;
+  INSERT INTO login_attempts (email, succeeded, kind, address) VALUES (v_email, false, p_kind, v_address)
+  RETURNING id INTO v_id;
+  RETURN v_id;
+END $$;
+COMMENT ON FUNCTION begin_auth_attempt(text, text, text) IS
+  'Records a login or registration attempt from p_address before any password work and returns its id; NULL '
+  'when throttled (5 failed logins per email and address, 30 per address, 100 per email in 15 minutes; 5 '
+  'registrations per address an hour). A login counts as failed until finish_auth_attempt says otherwise.';
 
-CREATE OR REPLACE FUNCTION record_login(p_email text, p_succeeded boolean)
+CREATE OR REPLACE FUNCTION finish_auth_attempt(p_attempt_id bigint, p_succeeded boolean)
 RETURNS void LANGUAGE sql AS $$
-  INSERT INTO login_attempts (email, succeeded) VALUES (lower(btrim(p_email)), p_succeeded)
+  UPDATE login_attempts SET succeeded = p_succeeded WHERE id = p_attempt_id
 $$;
-COMMENT ON FUNCTION record_login(text, boolean) IS 'Records a login attempt for throttling.';
+COMMENT ON FUNCTION finish_auth_attempt(bigint, boolean) IS 'Marks a login attempt as succeeded (or failed) once the password is checked.';
 
 CREATE OR REPLACE FUNCTION set_user_password(p_user_id bigint, p_password_hash text)
 RETURNS void LANGUAGE sql AS $$
@@ -98,6 +128,7 @@ BEGIN
   IF p_expires_in_days IS NULL OR p_expires_in_days NOT BETWEEN 1 AND 365 THEN
     RAISE EXCEPTION 'expires_in_days must be from 1 to 365' USING ERRCODE = '22023';
   END IF;
+  PERFORM require_quota(p_user_id, 'tokens', 1);
   RETURN QUERY
   INSERT INTO api_tokens AS t (user_id, purpose, name, token_hash, expires_at)
   VALUES (p_user_id, p_purpose, btrim(p_name), sha256(convert_to(p_token, 'UTF8')),
