@@ -229,3 +229,15 @@ def test_password_hashing_is_bounded_per_process(app, committed_db_url, monkeypa
     finally:
         auth._HASHING.release()
     assert login(_from(app, "192.0.2.40"), "busy@example.com").status_code == 302
+
+
+def test_healthz_names_no_host_user_or_driver_error(client, monkeypatch):
+    from web import health
+
+    def down(*_):
+        raise psycopg.OperationalError('connection to server at "10.1.2.3", port 5432 failed: '
+                                  'FATAL:  password authentication failed for user "wa"')
+    monkeypatch.setattr(health, "one", down)
+    r = client.get("/healthz")
+    assert r.status_code == 503 and r.get_json() == {"status": "error", "database": False,
+                                                     "error": "database unavailable"}

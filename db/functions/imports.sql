@@ -113,11 +113,11 @@ BEGIN
   BEGIN   -- one chunk, whole or not at all
   WITH staged AS (
     SELECT s.line_no, s.fields, s.defect,
-           s.fields[array_position(v_cols, 'name')] AS name,
+           csv_restored(s.fields[array_position(v_cols, 'name')]) AS name,
            s.fields[array_position(v_cols, 'phone')] AS phone,
-           s.fields[array_position(v_cols, 'niche')] AS niche,
+           csv_restored(s.fields[array_position(v_cols, 'niche')]) AS niche,
            s.fields[array_position(v_cols, 'target_status')] AS target_status,
-           s.fields[array_position(v_cols, 'trigger')] AS trigger,
+           csv_restored(s.fields[array_position(v_cols, 'trigger')]) AS trigger,
            btrim(s.fields[array_position(v_cols, 'device_id')]) AS device_text
       FROM lead_import_lines s
      WHERE s.import_id = p_import_id AND s.line_no > greatest(v.lines_processed, 1) AND s.line_no <= v_to
@@ -223,9 +223,10 @@ COMMENT ON FUNCTION lead_import_status(bigint, bigint) IS
 CREATE OR REPLACE FUNCTION lead_import_report(p_user_id bigint, p_import_id bigint)
 RETURNS TABLE (line_no integer, reason text, content text)
 LANGUAGE sql STABLE AS $$
-  SELECT e.line_no, e.reason, e.content
+  SELECT e.line_no, e.reason, csv_neutralised(e.content)
     FROM lead_import_errors e JOIN lead_imports i ON i.id = e.import_id
    WHERE i.user_id = p_user_id AND e.import_id = p_import_id
    ORDER BY e.line_no
 $$;
-COMMENT ON FUNCTION lead_import_report(bigint, bigint) IS 'The rejected lines of one of the owner''s imports, by line number.';
+COMMENT ON FUNCTION lead_import_report(bigint, bigint) IS
+  'The rejected lines of one of the owner''s imports, by line number (content neutralised for spreadsheets).';

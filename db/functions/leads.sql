@@ -228,6 +228,22 @@ LANGUAGE sql STABLE AS $$
 $$;
 COMMENT ON FUNCTION get_lead(bigint, bigint) IS 'One of the owner''s leads (no row for another owner''s id).';
 
+-- Spreadsheet formulas: a cell starting with = + - @ (or a tab or carriage return) is run as a
+-- formula by Excel and LibreOffice when the CSV is opened, so exports quote it with a leading
+-- apostrophe, and imports take that apostrophe off again.
+CREATE OR REPLACE FUNCTION csv_neutralised(p_value text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN left(p_value, 1) IN ('=', '+', '-', '@', E'\t', E'\r') THEN '''' || p_value ELSE p_value END
+$$;
+COMMENT ON FUNCTION csv_neutralised(text) IS
+  'A text cell for a CSV download: one a spreadsheet would run as a formula (= + - @ tab CR first) gets a leading apostrophe.';
+
+CREATE OR REPLACE FUNCTION csv_restored(p_value text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN p_value ~ E'^''[=+\\-@\\t\\r]' THEN substr(p_value, 2) ELSE p_value END
+$$;
+COMMENT ON FUNCTION csv_restored(text) IS 'Undoes csv_neutralised for an imported cell, so an export imports back as it was.';
+
 -- The CSV columns, in order: what export writes is exactly what import reads.
 CREATE OR REPLACE FUNCTION lead_csv_columns() RETURNS text[]
 LANGUAGE sql IMMUTABLE AS $$ SELECT ARRAY['name', 'phone', 'niche', 'target_status', 'trigger', 'device_id'] $$;
@@ -237,7 +253,8 @@ CREATE OR REPLACE FUNCTION export_leads(p_user_id bigint, p_device_id bigint DEF
                                         p_target_status text DEFAULT 'all', p_trigger text DEFAULT '')
 RETURNS TABLE (name text, phone text, niche text, target_status text, trigger text, device_id bigint)
 LANGUAGE sql STABLE AS $$
-  SELECT l.name, l.phone, l.niche, l.target_status, coalesce(l.trigger, ''), l.device_id
+  SELECT csv_neutralised(l.name), l.phone, csv_neutralised(l.niche), l.target_status,
+         csv_neutralised(coalesce(l.trigger, '')), l.device_id
     FROM leads l
    WHERE l.user_id = p_user_id
      AND lead_filter(l.device_id, l.niche_tokens, l.target_status, l.trigger, l.trigger_tokens,
@@ -245,4 +262,5 @@ LANGUAGE sql STABLE AS $$
    ORDER BY l.id
 $$;
 COMMENT ON FUNCTION export_leads(bigint, bigint, text, text, text) IS
-  'The owner''s leads as CSV rows in lead_csv_columns() order, with the same filters as find_leads.';
+  'The owner''s leads as CSV rows in lead_csv_columns() order, with the same filters as find_leads; text cells '
+  'that a spreadsheet would run as formulas are neutralised (csv_neutralised).';
