@@ -23,6 +23,8 @@ def conn():
             yield c
         except psycopg.Error as exc:
             state = exc.sqlstate or ""
+            if isinstance(exc, psycopg.DataError) and not state:   # refused by the driver: a NUL in text
+                abort(400, description=f"bad value: {exc}")
             if state[:2] in _BAD_INPUT:
                 abort(409 if state == "23505" else 400, description=_message(exc))
             if state in _STATE_CONFLICT:
