@@ -46,7 +46,7 @@ def start_gunicorn(db_url):
         try:
             if requests.get(f"http://{host}/healthz", timeout=1).status_code in (200, 503):
                 break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):   # not up yet, or slow on a busy machine
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
