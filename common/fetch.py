@@ -156,5 +156,5 @@ def fetch(url, *, max_bytes=MAX_BYTES, seconds=TOTAL_SECONDS, deadline=None, all
         # One message for refused, reset, silent, slow and TLS failures alike: which ports answer
         # how is nobody's business.
         raise FetchError(f"the image at {host} could not be downloaded "
-                         f"(no complete answer within {seconds:.0f} s)") from None
+                         f"(no complete answer within {seconds:g} s)") from None
     raise FetchError(f"the image URL redirects more than {MAX_REDIRECTS} times")

@@ -17,7 +17,7 @@ import time
 from urllib.parse import urlsplit
 
 import psycopg
-from flask import Blueprint, abort, current_app, g, request
+from flask import Blueprint, abort, current_app, g, request, session
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
@@ -34,6 +34,7 @@ MAX_MESSAGE_BYTES = 16 * 1024   # browsers send tiny JSON; a bigger frame closes
 QUEUE_LIMIT = 500
 DEBOUNCE_SECONDS = 0.05
 PING_SECONDS = 25
+SESSION_CHECK_SECONDS = 30   # how soon an open socket notices that its session was ended
 POLL_SECONDS = 0.25  # how often a socket's thread looks for messages from its browser
 
 
@@ -268,10 +269,17 @@ def websocket(ws):
     sub = Subscriber(g.user["id"])
     h = hub()
     h.subscribe(sub)
+    sid = session.get("sid")
     try:
         ws.send(json.dumps({"events": [{"type": "live.hello", "data": {"user_id": sub.user_id}}]}))
-        last_sent = time.monotonic()
+        last_sent = next_check = time.monotonic()
         while ws.connected and not (_stopping.is_set() or h.closing.is_set()):
+            if sid is not None and time.monotonic() >= next_check:
+                # A socket outlives its page: once the session ends (logout, password change) it ends too.
+                if one("SELECT id FROM session_account(%s)", [sid]) is None:
+                    ws.close(reason=1008, message="signed out")
+                    break
+                next_check = time.monotonic() + SESSION_CHECK_SECONDS
             raw = ws.receive(timeout=0)
             while raw is not None:
                 _handle_browser_message(ws, sub, raw)
