@@ -244,11 +244,11 @@ def create_token():
     body = request.get_json(silent=True)
     body = body if isinstance(body, dict) and body else request.form   # JSON that is not an object: the form
     days = body.get("expires_in_days", TOKEN_DAYS)
-    if isinstance(days, bool) or not str(days).isdigit() or len(str(days)) > 3:
+    if isinstance(days, bool) or not re.fullmatch(r"[0-9]{1,3}", str(days)):
         abort(400, description="expires_in_days must be a whole number of days from 1 to 365")
     token = secrets.token_urlsafe(32)
     row = one("SELECT * FROM issue_token(%s, %s, %s, %s, %s)",
-              [g.user["id"], str(body.get("purpose", "api")), str(body.get("name", "")), token, int(days)])
+              [g.user["id"], str(body.get("purpose") or "api"), str(body.get("name") or ""), token, int(days)])
     return jsonify(**row, token=token), 201
 
 
