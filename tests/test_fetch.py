@@ -2,6 +2,8 @@
 link-local addresses; real fetches and redirects go only to a local server on 127.0.0.1, and
 every connection the fetcher opens is recorded to prove nothing else was ever contacted."""
 import socket
+import ssl
+import subprocess
 import time
 
 import pytest
@@ -170,3 +172,20 @@ def test_a_closed_port_and_a_silent_one_give_the_same_message(server):
         silent.close()
         closed.close()
     assert len(messages) == 1 and "refused" not in messages.pop().lower()
+
+
+def test_https_verifies_the_certificate_against_the_url_host(tmp_path, monkeypatch):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=local",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    with local_http({"/img.png": _png}) as srv:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(cert, key)
+        srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+        target = f"https://127.0.0.1:{srv.server_port}/img.png"
+        with pytest.raises(FetchError, match="could not be downloaded"):
+            fetch(target, seconds=5, allowed=ONLY_LOCAL)             # self-signed: not trusted
+        trusting = ssl.create_default_context(cafile=str(cert))
+        monkeypatch.setattr(guarded.ssl, "create_default_context", lambda: trusting)
+        assert fetch(target, seconds=5, allowed=ONLY_LOCAL) == b"\x89PNG"
