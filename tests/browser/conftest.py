@@ -26,7 +26,8 @@ def server(app):
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: scripts/bootstrap.sh installs Debian's chromium")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+    expect.set_options(timeout=30_000)   # assertions retry until then (5 s by default: too short under load)
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -63,19 +64,19 @@ def page_for(browser, server, request):
 
     def make(viewport=None):
         ctx = browser.new_context(viewport=viewport or {"width": 1280, "height": 800}, base_url=server)
-        ctx.set_default_timeout(8000)
+        ctx.set_default_timeout(30000)   # a loaded 2-core machine is slow; waits end on their condition
         contexts.append(ctx)
         page = ctx.new_page()
         page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
         return page
 
     yield make
-    assert not blocked, f"blocked by the Content-Security-Policy: {blocked}"
     ARTIFACTS.mkdir(exist_ok=True)
     for n, ctx in enumerate(contexts):
         for page in ctx.pages:
             page.screenshot(path=str(ARTIFACTS / f"{request.node.name}{'-' + str(n) if n else ''}.png"), full_page=True)
         ctx.close()
+    assert not blocked, f"blocked by the Content-Security-Policy: {blocked}"
 
 
 def sign_in(page, email):
