@@ -11,6 +11,24 @@ class ConfigError(Exception):
     """Bad configuration: the message is one line saying what is wrong and what to do."""
 
 
+def private_dir(path):
+    """A folder only this OS user can read (runtime state: logs, pids)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def write_private(path, text):
+    """Writes a secret file that is never readable by others, not even for a moment: created
+    0600 under a temporary name, then renamed over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def database_url():
     """DATABASE_URL / DB_URI when given, else the embedded cluster's URL (None if not created)."""
     url = os.environ.get("DATABASE_URL") or os.environ.get("DB_URI")

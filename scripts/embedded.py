@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from common.config import ROOT, VAR, ConfigError, run_command
+from common.config import ROOT, VAR, ConfigError, run_command, write_private
 
 PORT = int(os.environ.get("EMBEDDED_PG_PORT", "54329"))
 DB_NAME = "wa"
@@ -106,7 +106,7 @@ def init(p):
     for d in (p["home"], p["socket"]):
         _chown(d)
     pwfile = p["home"] / "superuser-pw"
-    pwfile.write_text(secrets.token_hex(16))
+    write_private(pwfile, secrets.token_hex(16))
     _chown(pwfile)
     r = _as_cluster_user([str(bin_dir() / "initdb"), "-D", str(p["data"]), "-U", "postgres",
                           "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust",
@@ -192,8 +192,7 @@ def superuser_conninfo(db):
 def ensure_app_database(p):
     """The application role (not a superuser: it must work like a managed database) and its DB."""
     if not p["password"].exists():
-        p["password"].write_text(secrets.token_hex(16))
-        os.chmod(p["password"], 0o600)
+        write_private(p["password"], secrets.token_hex(16))
     pw = p["password"].read_text().strip()
     psql_super(f"""DO $$ BEGIN
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
@@ -206,7 +205,7 @@ def ensure_app_database(p):
     if _has_pg_cron():
         psql_super("CREATE EXTENSION IF NOT EXISTS pg_cron; GRANT USAGE ON SCHEMA cron TO wa;", db=DB_NAME)
     url = f"postgresql://{APP_ROLE}:{pw}@127.0.0.1:{PORT}/{DB_NAME}?sslmode=disable"
-    p["url"].write_text(url + "\n")
+    write_private(p["url"], url + "\n")   # it holds the password
     return url
 
 

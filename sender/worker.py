@@ -29,7 +29,7 @@ from common.config import require_database_url
 from common.db import connect
 from sender.device_commands import DeviceCommands
 from sender.events import EventSink
-from sender.media import MediaError, prepare_image
+from sender.media import MediaError, prepare_image, use_database
 from sender.settings import SenderSettings
 from sender.transport import make_transport
 from sender.transport.base import DeviceSession, LoggedOut, NotSent, OutgoingMessage, SendError, StreamReplaced
@@ -46,6 +46,7 @@ STUCK_MARGIN = timedelta(seconds=30)
 class Worker:
     def __init__(self, url=None, settings=None, transport_factory=make_transport, sender_id=None):
         self.url = url or require_database_url()
+        use_database(self.url)   # the stored images messages send
         self.settings = settings or SenderSettings.from_env()
         self.sender_id = sender_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.events = EventSink(self.url, listeners=[self._on_event])

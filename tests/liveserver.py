@@ -22,7 +22,7 @@ def serving(app):
         yield f"127.0.0.1:{server.server_port}"
     finally:
         # Websocket handlers never end by themselves: close them, then the server.
-        hub = app.extensions.get("live_hub")
+        hub = app.extensions.pop("live_hub", None)   # the next server of this app gets a fresh one
         if hub is not None:
             hub.close()
         server.shutdown()
@@ -101,4 +101,5 @@ class LiveClient:
         self.ws.send(json.dumps(obj))
 
     def close(self):
-        self.ws.close()
+        with contextlib.suppress(simple_websocket.ConnectionClosed):   # the server may have closed it
+            self.ws.close()

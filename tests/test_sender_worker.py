@@ -4,6 +4,7 @@ import time
 from collections import defaultdict
 from datetime import datetime, timezone
 
+import pytest
 
 from tests.test_sender_support import c, store  # noqa: F401 (fixtures)
 from tests.test_sender_support import (add_devices, assert_no_duplicates, conn, new_owner, queue, received,
@@ -163,27 +164,37 @@ def test_send_failures_fail_the_message_once(c, committed_db_url, store):
     assert errors == {"simulated network failure"}
 
 
-def test_image_messages_are_normalised_and_bad_ones_fail_clearly(c, committed_db_url, store):
-    import base64
-    import io
+def test_stored_images_are_sent_and_urls_are_never_fetched(c, committed_db_url, store):
+    import socket
 
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.new("RGBA", (64, 64), (0, 255, 0, 100)).save(buf, "PNG")
-    good = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    bad = "data:image/png;base64," + base64.b64encode(b"garbage").decode()
+    from common.images import normalise_jpeg
+    from tests.test_media import png
     uid = new_owner(c)
     (dev,) = add_devices(c, uid, 1)
-    with running_worker(committed_db_url, store):
-        ids = [r["id"] for r in c.execute("""
-            INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, message_type, content, media_url)
-            VALUES (%s, %s, '60123000001', 'image', 'caption', %s), (%s, %s, '60123000002', 'image', 'caption', %s)
-            RETURNING id""", [uid, dev, good, uid, dev, bad])]
-        wait_until(lambda: set(statuses(c, ids)) == {"sent", "failed"}, what="both done")
+    image = c.execute("SELECT store_media(%s, %s, '') AS id", [uid, normalise_jpeg(png())]).fetchone()["id"]
+    listener = socket.socket()                     # a URL on this machine: a sender must never ask it
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0)
+    unstored = f"http://127.0.0.1:{listener.getsockname()[1]}/secret.png"
+    try:
+        with running_worker(committed_db_url, store):
+            ids = [r["id"] for r in c.execute("""
+                INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, message_type, content, media_url)
+                VALUES (%s, %s, '60123000001', 'image', 'caption', %s), (%s, %s, '60123000002', 'image', 'caption', %s),
+                       (%s, %s, '60123000003', 'image', 'caption', '/media/999999')
+                RETURNING id""", [uid, dev, f"/media/{image}", uid, dev, unstored, uid, dev])]
+            wait_until(lambda: sum(statuses(c, ids).values()) == 3 and set(statuses(c, ids)) == {"sent", "failed"},
+                       what="all done")
+        with pytest.raises(BlockingIOError):
+            listener.accept()                      # nobody connected
+    finally:
+        listener.close()
     rows = {r["id"]: r for r in c.execute("SELECT id, status, error_message FROM broadcast_messages WHERE id = ANY(%s)",
                                           [ids])}
-    assert rows[ids[0]]["status"] == "sent" and rows[ids[1]]["status"] == "failed"
-    assert rows[ids[1]]["error_message"].startswith("image is unreadable")
+    assert [rows[i]["status"] for i in ids] == ["sent", "failed", "failed"]
+    assert rows[ids[1]]["error_message"].startswith("image was not stored")
+    assert rows[ids[2]]["error_message"] == "stored image 999999 no longer exists"
     (sent,) = received(store)
     assert sent["message_id"] == ids[0] and 0 < sent["image_bytes"] <= 350 * 1024
 

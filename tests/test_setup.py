@@ -82,3 +82,26 @@ def test_embedded_port_is_honoured_on_every_start():
     finally:
         cluster.env["EMBEDDED_PG_PORT"] = other
         cluster.remove()
+
+
+def test_secrets_under_var_are_private_from_their_first_byte(tmp_path, monkeypatch):
+    from common import config
+    from scripts import demo
+    from web import _secret_key
+    monkeypatch.setattr(config, "VAR", tmp_path)
+    monkeypatch.setattr(demo, "VAR", tmp_path)
+    monkeypatch.setattr("web.VAR", tmp_path)
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    # Right at creation, not fixed afterwards: with chmod doing nothing and no umask to help, a
+    # file written first and made private second would stay readable by everyone.
+    monkeypatch.setattr("pathlib.Path.chmod", lambda *a, **k: None)
+    old = os.umask(0)
+    try:
+        key = _secret_key()
+        demo._demo_password()
+        config.private_dir(tmp_path / "log")
+    finally:
+        os.umask(old)
+    assert len(key) == 64
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"secret_key": 0o600, "demo_login": 0o600, "log": 0o700}

@@ -6,12 +6,13 @@ CREATE OR REPLACE FUNCTION create_device(p_user_id bigint, p_device_name text,
                                          p_hourly_limit integer DEFAULT 80,
                                          p_daily_limit integer DEFAULT 800)
 RETURNS bigint LANGUAGE sql AS $$
+  SELECT require_quota(p_user_id, 'devices', 1);
   INSERT INTO user_devices (user_id, device_name, min_delay_seconds, max_delay_seconds, hourly_limit, daily_limit)
   VALUES (p_user_id, btrim(p_device_name), p_min_delay_seconds, p_max_delay_seconds, p_hourly_limit, p_daily_limit)
   RETURNING id
 $$;
 COMMENT ON FUNCTION create_device(bigint, text, integer, integer, integer, integer) IS
-  'Adds a device (status offline until paired) with its delays and caps; returns its id.';
+  'Adds a device (status offline until paired) with its delays and caps, within the owner''s device quota; returns its id.';
 
 CREATE OR REPLACE FUNCTION device_pacing_row() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -12,7 +12,12 @@
       ev.preventDefault();
       const data = Object.fromEntries(new FormData(form));
       data.device_ids = new FormData(form).getAll("device_ids");
-      api("POST", "/api/campaigns", data).then(function (r) {
+      const file = data.image_file;
+      delete data.image_file;
+      (file && file.size ? api.upload(file) : Promise.resolve(null)).then(function (image) {
+        if (image) data.media_id = image.id;
+        return api("POST", "/api/campaigns", data);
+      }).then(function (r) {
         location.href = "/campaigns/" + r.campaign.id;
       }, function (err) { showError(form.querySelector(".error"), err); });
     });
