@@ -8,9 +8,7 @@ sender takes expires in device_health_tick.
 import logging
 import threading
 
-import psycopg
-
-from common.db import connect
+from sender.reconnecting import reconnecting
 
 log = logging.getLogger("sender.device_commands")
 
@@ -37,17 +35,14 @@ class DeviceCommands:
             self._thread.join(timeout)
 
     def _loop(self):
+        reconnecting(self.url, "wa-sender-commands", self._serve, self._stopping)
+
+    def _serve(self, conn):
+        conn.execute(f"LISTEN {CHANNEL}")
         while not self._stopping.is_set():
-            try:
-                with connect(self.url, application_name="wa-sender-commands") as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    while not self._stopping.is_set():
-                        self.run_pending(conn)
-                        for _ in conn.notifies(timeout=self.poll_seconds, stop_after=1):
-                            pass
-            except psycopg.OperationalError as exc:
-                log.warning("device commands: database unavailable (%s)", str(exc).splitlines()[0] if str(exc) else exc)
-                self._stopping.wait(1.0)
+            self.run_pending(conn)
+            for _ in conn.notifies(timeout=self.poll_seconds, stop_after=1):
+                pass
 
     def run_pending(self, conn):
         """Takes and runs every pending command of this sender's devices; returns how many ran."""
