@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: db run test stop bootstrap
+.PHONY: db run test stop bootstrap schema
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -15,6 +15,10 @@ run: db
 
 test: db
 	@$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Regenerates db/schema.snapshot (the applied catalogue tests compare against) after a schema change.
+schema: db
+	@$(PY) -m scripts.schema_snapshot --write
 
 stop:
 	@if [ -x $(PY) ]; then $(PY) -m scripts.run stop; $(PY) -m scripts.embedded stop; fi

@@ -23,14 +23,15 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def _children(pid):
-    """Every live descendant of pid, deepest first, read from /proc."""
+    """Every live descendant of pid (zombies aside: they hold nothing), deepest first, from /proc."""
     parents = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
             continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        if state != "Z":
+            parents.setdefault(int(ppid), []).append(int(stat.parent.name))
     found, todo = [], [pid]
     while todo:
         for child in parents.get(todo.pop(), []):
@@ -39,9 +40,16 @@ def _children(pid):
     return list(reversed(found))
 
 
+def _command(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
 def _kill_children():
-    left = _children(os.getpid())
-    for pid in left:
+    left = [(pid, _command(pid)) for pid in _children(os.getpid())]
+    for pid, _ in left:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -59,7 +67,9 @@ def pytest_unconfigure(config):
         return  # pytest ended before running a session (usage error, --help): nothing to guard
     killed = _kill_children()
     if killed:
-        print(f"\nsession guard: killed {len(killed)} leftover child process(es): {killed}", file=sys.stderr)
+        print(f"\nsession guard: killed {len(killed)} leftover child process(es):", file=sys.stderr)
+        for pid, command in killed:
+            print(f"  {pid}: {command[:200]}", file=sys.stderr)
     deadline = time.monotonic() + GRACE_SECONDS
     while _lingering() and time.monotonic() < deadline:
         time.sleep(0.1)

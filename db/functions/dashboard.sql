@@ -38,7 +38,8 @@ COMMENT ON FUNCTION add_message_outcomes(bigint[], timestamptz[], bigint[], bigi
 
 CREATE OR REPLACE FUNCTION count_message_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-  v_users bigint[] := '{}'; v_buckets timestamptz[] := '{}'; v_sent bigint[] := '{}'; v_failed bigint[] := '{}';
+  v_users bigint[] := '{}'::bigint[]; v_buckets timestamptz[] := '{}'::timestamptz[];
+  v_sent bigint[] := '{}'::bigint[]; v_failed bigint[] := '{}'::bigint[];
 BEGIN
   -- Rows are aggregated per owner and quarter hour here; only those few cross into the upsert.
   IF TG_OP <> 'DELETE' THEN

@@ -65,8 +65,8 @@ COMMENT ON FUNCTION record_message_count_deltas(broadcast_messages[], broadcast_
 
 CREATE OR REPLACE FUNCTION sequence_message_counts() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-  v_new broadcast_messages[] := '{}';
-  v_old broadcast_messages[] := '{}';
+  v_new broadcast_messages[] := '{}'::broadcast_messages[];
+  v_old broadcast_messages[] := '{}'::broadcast_messages[];
 BEGIN
   IF TG_OP <> 'DELETE' THEN
     v_new := array(SELECT n::broadcast_messages FROM new_rows n WHERE n.sequence_stepid IS NOT NULL);
@@ -105,8 +105,8 @@ COMMENT ON FUNCTION record_enrollment_count_deltas(sequence_enrollments[], seque
 
 CREATE OR REPLACE FUNCTION sequence_enrollment_counts() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-  v_new sequence_enrollments[] := '{}';
-  v_old sequence_enrollments[] := '{}';
+  v_new sequence_enrollments[] := '{}'::sequence_enrollments[];
+  v_old sequence_enrollments[] := '{}'::sequence_enrollments[];
 BEGIN
   IF TG_OP <> 'DELETE' THEN
     v_new := array(SELECT n::sequence_enrollments FROM new_rows n);
@@ -724,7 +724,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
   v_deadline timestamptz := clock_timestamp() + p_budget;
   v_started  timestamptz;
-  v_last     interval := '0';  -- the last chunk's time: no chunk starts unless one more fits the budget
+  v_last     interval := interval '0';  -- the last chunk's time: no chunk starts unless one more fits the budget
   v_done     integer;
 BEGIN
   -- Chunks commit as they go. Overlapping ticks (pg_cron and a clock) are safe: rows are taken

@@ -1,0 +1,122 @@
+"""Static checks of every SQL function: plpgsql_check over each PL/pgSQL function (each trigger
+function against its table and transition tables), and PostgreSQL's own validator over each
+LANGUAGE sql body (apply creates them with check_function_bodies off, so nothing else would).
+
+plpgsql_check is created only in this module's clone of the template, never in the application's
+database. whatsmeow's tables, which some functions reach, are created by neonize itself, so those
+functions are checked against the real session store."""
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from common.db import database_name
+
+# (function, message fragment) -> why this finding is accepted. Empty is the goal; each entry needs a reason.
+WAIVED: dict[tuple[str, str], str] = {}
+
+OURS = """n.nspname = 'public' AND NOT EXISTS (
+            SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"""
+
+
+def _create_extension(url):
+    try:
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute("CREATE EXTENSION IF NOT EXISTS plpgsql_check")
+        return
+    except psycopg.Error:
+        pass  # the application role is not a superuser: the embedded cluster's superuser makes it
+    from scripts import embedded
+    try:
+        embedded.psql_super("CREATE EXTENSION IF NOT EXISTS plpgsql_check", db=database_name(url))
+    except Exception as exc:  # noqa: BLE001 - reported as the test's failure, with the way out
+        pytest.fail(f"plpgsql_check cannot be created ({exc}); scripts/bootstrap.sh installs "
+                    "postgresql-<major>-plpgsql-check for the embedded cluster")
+
+
+def _create_whatsmeow_tables(url):
+    """neonize creates its 17 tables on the first connect, which fails here (no network) after that."""
+    from neonize.client import NewClient
+    from neonize.exc import NeonizeError
+
+    from sender.transport.neonize_transport import neonize_store_address
+    client = NewClient(neonize_store_address(url), uuid="static-check")
+    try:
+        client.connect()
+    except NeonizeError:
+        pass
+    with psycopg.connect(url) as c:
+        assert c.execute("SELECT to_regclass('whatsmeow_device') IS NOT NULL").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def lint(module_db_url):
+    _create_extension(module_db_url)
+    _create_whatsmeow_tables(module_db_url)
+    with psycopg.connect(module_db_url, autocommit=True, row_factory=dict_row) as c:
+        yield c
+
+
+def _findings(rows):
+    out = []
+    for r in rows:
+        key = next((k for k in WAIVED if k[0] == r["fn"] and k[1] in r["message"]), None)
+        if key is None:
+            out.append(f"{r['fn']} line {r['lineno']}: {r['level']}: {r['message']}"
+                       + (f" ({r['detail']})" if r.get("detail") else ""))
+    return out
+
+
+def test_plpgsql_functions_are_clean(lint):
+    rows = lint.execute(f"""
+        SELECT p.oid::regprocedure::text AS fn, r.lineno, r.level, r.message, r.detail
+          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang,
+               LATERAL plpgsql_check_function_tb(p.oid, fatal_errors => false, extra_warnings => false) r
+         WHERE {OURS} AND l.lanname = 'plpgsql' AND p.prorettype <> 'trigger'::regtype
+         ORDER BY 1, 2""").fetchall()
+    assert _findings(rows) == []
+
+
+def test_trigger_functions_are_clean_against_their_tables(lint):
+    """Each trigger function once per table it serves, with every transition table its triggers
+    there declare (a function branching on TG_OP reads new_rows in one branch, old_rows in another)."""
+    rows = lint.execute(f"""
+        WITH uses AS (
+          SELECT t.tgfoid, t.tgrelid, max(t.tgnewtable) AS newtable, max(t.tgoldtable) AS oldtable
+            FROM pg_trigger t WHERE NOT t.tgisinternal GROUP BY 1, 2)
+        SELECT p.oid::regprocedure::text || ' on ' || u.tgrelid::regclass::text AS fn, r.lineno, r.level,
+               r.message, r.detail
+          FROM uses u JOIN pg_proc p ON p.oid = u.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace
+          JOIN pg_language l ON l.oid = p.prolang,
+               LATERAL plpgsql_check_function_tb(p.oid, u.tgrelid, fatal_errors => false, extra_warnings => false,
+                                                 newtable => u.newtable, oldtable => u.oldtable) r
+         WHERE {OURS} AND l.lanname = 'plpgsql'
+         ORDER BY 1, 2""").fetchall()
+    assert _findings(rows) == []
+    triggers = lint.execute("SELECT count(*) AS n FROM pg_trigger WHERE NOT tgisinternal").fetchone()["n"]
+    assert triggers > 0   # the query above saw the triggers it was meant to check
+
+
+def test_every_trigger_function_serves_a_trigger(lint):
+    orphans = lint.execute(f"""
+        SELECT p.oid::regprocedure::text AS fn FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE {OURS} AND p.prorettype = 'trigger'::regtype
+           AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgfoid = p.oid)""").fetchall()
+    assert orphans == []   # such a function would escape the check above
+
+
+def test_sql_function_bodies_are_valid(lint):
+    functions = lint.execute(f"""
+        SELECT p.oid, p.oid::regprocedure::text AS fn
+          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang
+         WHERE {OURS} AND l.lanname = 'sql' ORDER BY 2""").fetchall()
+    assert functions
+    broken = []
+    with lint.transaction(force_rollback=True):
+        lint.execute("SET LOCAL check_function_bodies = on")
+        for f in functions:
+            try:
+                with lint.transaction():
+                    lint.execute("SELECT fmgr_sql_validator(%s)", [f["oid"]])
+            except psycopg.Error as exc:
+                broken.append(f"{f['fn']}: {exc.diag.message_primary}")
+    assert broken == []
