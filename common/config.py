@@ -41,7 +41,9 @@ def transport_name():
 
 
 def sender_processes():
-    return int(os.environ.get("SENDER_PROCESSES", "2"))
+    """SENDER_PROCESSES when given; None lets the pool size itself from the devices to run."""
+    value = os.environ.get("SENDER_PROCESSES")
+    return int(value) if value else None
 
 
 def run_command(body, *args):

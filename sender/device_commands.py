@@ -16,12 +16,13 @@ CHANNEL = "wa_device_commands"
 
 
 class DeviceCommands:
-    def __init__(self, url, sender_id, transport, start_device, stop_device, poll_seconds=5.0):
+    def __init__(self, url, sender_id, transport, start_device, stop_device, poll_seconds=5.0, logout_wait_s=10.0):
         """start_device(device_id, jid, phone) and stop_device(device_id) are the worker's own, so
-        its record of which devices run stays true."""
+        its record of which devices run stays true. A logout waits up to logout_wait_s for a
+        dropped connection to come back."""
         self.url, self.sender_id, self.transport = url, sender_id, transport
         self.start_device, self.stop_device = start_device, stop_device
-        self.poll_seconds = poll_seconds
+        self.poll_seconds, self.logout_wait_s = poll_seconds, logout_wait_s
         self._stopping = threading.Event()
         self._thread = None
 
@@ -74,18 +75,20 @@ class DeviceCommands:
             scan(device_id)
             return "scanned"
         if command == "logout":
-            self.transport.logout(device_id)
+            self.transport.logout(device_id, self.logout_wait_s)
             return "logged out"
         if command == "reconnect":
             self.stop_device(device_id)
             self.start_device(device_id, cmd["jid"], None)
             return "reconnecting with the stored session"
         if command == "delete":
-            try:
-                self.transport.logout(device_id)   # off the phone's Linked Devices, when connected
-            except Exception as exc:  # noqa: BLE001 - the device goes anyway; its rows are removed below
+            try:   # off the phone's Linked Devices when the connection allows
+                self.transport.logout(device_id, self.logout_wait_s)
+                unlinked = "logged out from the phone"
+            except Exception as exc:  # noqa: BLE001 - the device goes anyway; its session rows are removed below
                 log.info("device %s: logout before delete failed: %s", device_id, exc)
-            self.stop_device(device_id)
+                unlinked = "not logged out (no connection): remove it under Linked Devices on the phone"
+            self.stop_device(device_id)   # before the rows go: a running client would write them again
             conn.execute("SELECT finish_device_delete(%s)", [cmd["id"]])
-            return "deleted"
+            return f"deleted; {unlinked}"
         raise ValueError(f"unknown command {command!r}")

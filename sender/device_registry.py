@@ -4,9 +4,10 @@ Three threads read and change it (dispatch, leases, events), so it owns its lock
 read and change goes through a method here.
 
 - running: started on the transport (the lease keeper and device commands start and stop them);
-- parked: leased but not to be run until the operator acts (stream replaced, client outdated,
-  pairing expired): kept leased so no other sender fights for the session;
-- to release: devices the lease keeper must stop and give up (logged out, gave up connecting);
+- parked: leased but not to be run until the operator acts (stream replaced, client outdated):
+  kept leased so no other sender fights for the session or repeats the failure;
+- to release: devices the lease keeper must stop and give up (logged out, pairing expired,
+  gave up connecting);
 - in flight: claimed messages whose result is not yet written, per device (a device with
   messages in flight is not shed).
 """

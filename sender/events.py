@@ -14,8 +14,9 @@ from collections import defaultdict
 import psycopg
 
 from sender.reconnecting import reconnecting
-from sender.transport.base import (Connected, ConnectFailed, Disconnected, IncomingMessage, LoggedOut,
-                                   PairCode, Paired, QRCode, Receipt, StreamReplaced, TemporaryBan)
+from sender.transport.base import (ClientOutdated, Connected, ConnectFailed, Disconnected, IncomingMessage,
+                                   LoggedOut, PairCode, Paired, PairingExpired, QRCode, Receipt, StreamReplaced,
+                                   TemporaryBan)
 
 log = logging.getLogger("sender.events")
 
@@ -46,7 +47,21 @@ def on_disconnected(conn, ev):
 
 @handles(ConnectFailed)
 def on_connect_failed(conn, ev):
-    _status(conn, ev.device_id, "offline", ev.error)
+    if ev.resume_at is None:
+        _status(conn, ev.device_id, "offline", ev.error)
+    else:   # the transport gave up: its sender releases it, nobody retries before resume_at
+        conn.execute("SELECT hold_device(%s, %s, %s)", [ev.device_id, ev.error, ev.resume_at])
+
+
+@handles(PairingExpired)
+def on_pairing_expired(conn, ev):
+    _status(conn, ev.device_id, "logged_out", "pairing expired: no code was scanned in time; press Pair for a new one")
+
+
+@handles(ClientOutdated)
+def on_client_outdated(conn, ev):
+    _status(conn, ev.device_id, "offline", "WhatsApp no longer accepts this client version (error 405): "
+                                           "update neonize and restart the senders")
 
 
 @handles(LoggedOut)

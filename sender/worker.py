@@ -29,7 +29,7 @@ from sender.lease_keeper import LeaseKeeper
 from sender.reconnecting import reconnecting
 from sender.settings import SenderSettings
 from sender.transport import make_transport
-from sender.transport.base import LoggedOut, StreamReplaced
+from sender.transport.base import ClientOutdated, ConnectFailed, LoggedOut, PairingExpired, StreamReplaced
 
 log = logging.getLogger("sender.worker")
 
@@ -38,21 +38,25 @@ DEVICES_CHANNEL = "wa_devices"
 
 
 class Worker:
-    def __init__(self, url=None, settings=None, transport_factory=make_transport, sender_id=None):
+    def __init__(self, url=None, settings=None, transport_factory=None, sender_id=None):
         self.url = url or require_database_url()
         self.settings = settings or SenderSettings.from_env()
         self.sender_id = sender_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stopping = threading.Event()
         self.registry = DeviceRegistry()
         self.events = EventSink(self.url, listeners=[self._on_event])
-        self.transport = transport_factory(self.events.put)
+        self.transport = (transport_factory or self._default_transport)(self.events.put)
         self.dispatcher = Dispatcher(self.sender_id, self.settings, self.transport, self.registry, self._stopping)
         self.leases = LeaseKeeper(self.url, self.sender_id, self.settings, self.transport, self.registry,
                                   self._stopping, self.dispatcher.wake, on_orphaned=self.stop)
         self.commands = DeviceCommands(self.url, self.sender_id, self.transport, stop_device=self.leases.stop_device,
                                        start_device=self.leases.start_device,
-                                       poll_seconds=min(self.settings.poll_seconds, 1.0))
+                                       poll_seconds=min(self.settings.poll_seconds, 1.0),
+                                       logout_wait_s=self.settings.logout_wait_seconds)
         self._threads = []
+
+    def _default_transport(self, on_event):
+        return make_transport(on_event, capacity=self.settings.capacity)
 
     @property
     def parent_pid(self):
@@ -103,12 +107,14 @@ class Worker:
         log.info("sender %s stopped; released %s leases", self.sender_id, released)
 
     def _on_event(self, event):
-        """After the event's SQL: a logged-out device is released; a replaced stream is parked
-        (kept leased so no other sender fights for the session, but not run)."""
-        if isinstance(event, LoggedOut):
+        """After the event's SQL. A device with nothing left to run here is released: logged out,
+        its pairing expired, or given up on by the transport. One that must not be retried is
+        parked, kept leased so no other sender fights for the session or repeats the failure:
+        stream replaced (another client runs it), client outdated (WhatsApp refuses this version)."""
+        if isinstance(event, (LoggedOut, PairingExpired)) or (isinstance(event, ConnectFailed) and event.resume_at):
             self.registry.release_later(event.device_id)
             self.leases.wake.set()
-        elif isinstance(event, StreamReplaced):
+        elif isinstance(event, (StreamReplaced, ClientOutdated)):
             self.registry.park(event.device_id)
 
     # Wake-ups --------------------------------------------------------------------------------
