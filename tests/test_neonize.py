@@ -102,6 +102,22 @@ def test_offline_resume_is_retried_then_given_up_with_gos_error(transport_factor
     assert db_connections(url) <= t.connects_made + 2
 
 
+def test_session_stores_share_a_few_backends_through_pgbouncer(transport_factory, url):
+    """Each connect opens a pool neonize never closes; through the embedded cluster's PgBouncer
+    (transaction pooling, binary_parameters for lib/pq) 20 clients' pools cost a few backends."""
+    jids = [f"6019999200{n:02d}:1@s.whatsapp.net" for n in range(20)]
+    for jid in jids:
+        store_session(url, jid)
+    before = db_connections(url)
+    t, rec = transport_factory(capacity=20, policy=ConnectPolicy(attempts=1, hold_s=60))
+    assert "binary_parameters=yes" in t.store and "pgbouncer" in t.store
+    for n, jid in enumerate(jids):
+        t.start(DeviceSession(900 + n, jid=jid))
+    for n in range(20):
+        rec.wait_for(gave_up(900 + n))
+    assert t.connects_made == 20 and db_connections(url) - before <= 5
+
+
 def test_the_connection_budget_recycles_the_process(transport_factory, url):
     for n in (1, 2, 3):
         store_session(url, f"6019999100{n}:1@s.whatsapp.net")

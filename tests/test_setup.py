@@ -79,6 +79,32 @@ def test_embedded_port_is_honoured_on_every_start():
         import psycopg
         with psycopg.connect(r.stdout.strip().splitlines()[-1], connect_timeout=10) as c:
             assert c.execute("SHOW port").fetchone()[0] == other
+        assert_pooler_serves_the_cluster(cluster, other)
+        cluster._embedded("stop")
+        assert not pooler_running(cluster)                  # stopped with the cluster
     finally:
         cluster.env["EMBEDDED_PG_PORT"] = other
         cluster.remove()
+
+
+def pooler_running(cluster):
+    pidfile = cluster.var / "pg" / "pgbouncer" / "pgbouncer.pid"
+    try:
+        os.kill(int(pidfile.read_text()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def assert_pooler_serves_the_cluster(cluster, port):
+    """PgBouncer started with the cluster: neonize's store address goes through its socket, by
+    transaction, with lib/pq's binary_parameters (libpq itself does not know that parameter)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    import psycopg
+    store = urlsplit((cluster.var / "pg" / "store_url").read_text().strip())
+    query = parse_qs(store.query)
+    assert query["binary_parameters"] == ["yes"] and pooler_running(cluster)
+    with psycopg.connect(host=query["host"][0], port=query["port"][0], dbname=store.path.lstrip("/"),
+                         user=store.username, password=store.password, connect_timeout=10) as c:
+        assert c.execute("SHOW port").fetchone()[0] == port           # the cluster, behind the pooler

@@ -50,7 +50,7 @@ from neonize.events import (ClientOutdatedEv, ConnectedEv, ConnectFailureEv, Dis
 from neonize.exc import NeonizeError  # noqa: E402
 from neonize.utils.jid import build_jid  # noqa: E402
 
-from common.config import require_database_url  # noqa: E402
+from common.config import neonize_store_url, require_database_url  # noqa: E402
 from common.db import connect  # noqa: E402
 from sender.transport import neonize_events as mapping  # noqa: E402
 from sender.transport.base import (CONNECT_POLICY, PAIRING_WINDOW, ClientOutdated, Connected,  # noqa: E402
@@ -163,8 +163,7 @@ class NeonizeTransport:
             divert_native_stdout()
         self.on_event = on_event
         self.database_url = database_url or require_database_url()
-        # NEONIZE_STORE_URL: the session store through a pooler (PgBouncer); the database itself by default.
-        self.store = neonize_store_address(os.environ.get("NEONIZE_STORE_URL") or self.database_url)
+        self.store = neonize_store_address(neonize_store_url(self.database_url))
         self.policy, self.pairing, self.max_pairings = policy, pairing, max_pairings
         self.connection_budget = capacity * policy.attempts
         self.settle_s, self.hung_after_s = settle_s, hung_after_s
