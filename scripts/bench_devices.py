@@ -20,37 +20,16 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psycopg
 
 from common.config import ROOT, neonize_store_url, require_database_url
-from scripts.benchlib import connect, create_scratch_database, drop_scratch_database, log, stop_pool
+from scripts.benchlib import (children, connect, create_scratch_database, drop_scratch_database, log, proc_status,
+                              stop_pool)
 from scripts.embedded import POOL_SIZE
 
 SIZES, QUICK_SIZES = (100, 500, 1000, 3000), (100, 500)
 BACKENDS_GOAL = 150
-
-
-def proc_status(pid, field):
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def workers_of(pool_pid):
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pool_pid:
-                out.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
 
 
 def create_session_tables(url):
@@ -106,7 +85,7 @@ def run_size(url, dbname, n, t0):
 
         def sample():
             while not stop.wait(0.5):
-                for pid in workers_of(pool.pid):
+                for pid in children(pool.pid):
                     peak[pid] = max(peak.get(pid, 0), proc_status(pid, "Threads"))
         threading.Thread(target=sample, daemon=True).start()
         try:
@@ -126,7 +105,7 @@ def run_size(url, dbname, n, t0):
             leases = [r["n"] for r in c.execute("SELECT count(*) AS n FROM device_leases GROUP BY sender_id ORDER BY 1")]
             workers = [{"pid": pid, "threads": proc_status(pid, "Threads"), "peak_threads": peak.get(pid, 0),
                         "rss_mb": proc_status(pid, "VmRSS") / 1024, "files": len(os.listdir(f"/proc/{pid}/fd"))}
-                       for pid in workers_of(pool.pid)]
+                       for pid in children(pool.pid)]
             clients = pooler_clients(url)
         finally:
             stop.set()

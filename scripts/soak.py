@@ -38,6 +38,7 @@ from psycopg.types.json import Jsonb
 from common.config import ROOT, require_database_url
 from common.db import with_database
 from scripts import apply
+from scripts.benchlib import children, proc_status
 from sender.transport.sim import SimNetwork
 
 FULL = {"seconds": 600, "hourly_cap": 80, "leads_per_device": 40}
@@ -95,16 +96,6 @@ def compressed_clock(url, stop):
                     print(f"tick {command!r} failed: {exc}", file=sys.stderr)
 
 
-def rss_kb(pid):
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def pss_kb(pid):
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
@@ -115,21 +106,10 @@ def pss_kb(pid):
     return 0
 
 
-def children(pid):
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
-
-
 def memory(c, pool_pid, dbname):
     """Sender pool + workers resident MB; the soak database's backends' proportional share MB
     (shared buffers counted once across them) and its size on disk."""
-    senders = rss_kb(pool_pid) + sum(rss_kb(p) for p in children(pool_pid))
+    senders = proc_status(pool_pid, "VmRSS") + sum(proc_status(p, "VmRSS") for p in children(pool_pid))
     pids = [r["pid"] for r in c.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [dbname])]
     db = sum(pss_kb(p) for p in pids)
     size = c.execute("SELECT pg_database_size(%s) AS b", [dbname]).fetchone()["b"]
