@@ -17,7 +17,6 @@ import glob
 import hashlib
 import os
 import pwd
-import resource
 import secrets
 import shutil
 import signal
@@ -262,8 +261,11 @@ def start_pooler(p, password):
     d.mkdir(exist_ok=True)
     os.chmod(d, 0o700)
     _chown(d)
-    # Each client's pool is a connection here that neonize never closes: as many as the file limit allows.
-    max_clients = max(1000, resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200)
+    # Each client's pool is a connection here that neonize never closes: as many as the cluster user's
+    # file limit allows (PgBouncer raises its soft limit to it below; the usual soft 1024 would make
+    # it refuse connections past a thousand numbers).
+    files = int(_as_cluster_user(["bash", "-c", "ulimit -Hn"], capture_output=True, text=True).stdout.strip() or 1024)
+    max_clients = max(100, files - 200)
     (d / "userlist.txt").write_text(f'"{APP_ROLE}" "{password}"\n')
     (d / "pgbouncer.ini").write_text(f"""[databases]
 * = host={p['socket']} port={PORT}
@@ -288,15 +290,17 @@ pidfile = {d / 'pgbouncer.pid'}
         os.chmod(d / f, 0o600)
         _chown(d / f)
     if _pooler_pid(p) is None:
-        r = _as_cluster_user([binary, "-d", "-q", str(d / "pgbouncer.ini")], capture_output=True, text=True)
+        r = _as_cluster_user(["bash", "-c", f'ulimit -n {files} && exec {binary} -d -q {d / "pgbouncer.ini"}'],
+                             capture_output=True, text=True)
         for _ in range(50):
             if (d / f".s.PGSQL.{PORT}").exists():
                 break
             time.sleep(0.1)
         else:
             raise ConfigError(f"PgBouncer did not start: {(r.stderr or r.stdout).strip()} (see {d / 'pgbouncer.log'})")
+    # connect_timeout: a pooler that does not answer fails a connect instead of hanging it.
     url = (f"postgresql://{APP_ROLE}:{password}@/{DB_NAME}?host={d}&port={PORT}"
-           "&sslmode=disable&binary_parameters=yes")
+           "&sslmode=disable&binary_parameters=yes&connect_timeout=10")
     p["store_url"].write_text(url + "\n")
     return url
 

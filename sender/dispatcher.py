@@ -139,7 +139,8 @@ class Dispatcher:
                 conn.execute("SELECT fail_messages(%s, %s, %s)", [self.sender_id, list(ids), list(errors)])
             if by_outcome["not_sent"]:
                 ids, _ = zip(*by_outcome["not_sent"])
-                conn.execute("SELECT release_messages(%s, %s)", [self.sender_id, list(ids)])
+                conn.execute("SELECT release_messages(%s, %s, %s)",
+                             [self.sender_id, list(ids), timedelta(seconds=self.settings.not_sent_hold_seconds)])
         except psycopg.OperationalError:
             self._results.extendleft(reversed(results))  # guarded writes: retrying is safe
             raise

@@ -16,6 +16,8 @@ class SenderSettings:
     stuck_seconds: float = 300.0    # SENDER_STUCK_SECONDS: the stuck timeout (recover_stuck's default)
     drain_seconds: float = 60.0     # SENDER_DRAIN_SECONDS: how long SIGTERM waits for in-flight sends
     logout_wait_seconds: float = 10.0  # SENDER_LOGOUT_WAIT_SECONDS: how long a logout waits for a dropped connection
+    not_sent_hold_seconds: float = 5.0  # SENDER_NOT_SENT_HOLD_SECONDS: a device pauses this long after a send
+                                        # that never left (its status may lag its connection)
 
     def __post_init__(self):
         if not self.capacity:

@@ -164,7 +164,7 @@ def test_image_messages_are_normalised_and_bad_ones_fail_clearly(c, committed_db
 def test_a_send_that_never_left_goes_back_to_the_queue(c, committed_db_url, store):
     uid = new_owner(c)
     (dev,) = add_devices(c, uid, 1, jid=False)   # pairing on the transport ...
-    with running_worker(committed_db_url, store) as w:
+    with running_worker(committed_db_url, store, not_sent_hold_seconds=1.0) as w:
         wait_until(lambda: w.transport.state(dev) == "pairing", what="pairing")
         c.execute("UPDATE user_devices SET status = 'online' WHERE id = %s", [dev])   # ... yet online in the DB
         ids = queue(c, uid, [dev], 2)

@@ -108,3 +108,7 @@ def assert_pooler_serves_the_cluster(cluster, port):
     with psycopg.connect(host=query["host"][0], port=query["port"][0], dbname=store.path.lstrip("/"),
                          user=store.username, password=store.password, connect_timeout=10) as c:
         assert c.execute("SHOW port").fetchone()[0] == port           # the cluster, behind the pooler
+    # One connection per WhatsApp client's pool: the pooler may open as many files as it is allowed.
+    pid = int((cluster.var / "pg" / "pgbouncer" / "pgbouncer.pid").read_text())
+    limits = next(line for line in open(f"/proc/{pid}/limits") if line.startswith("Max open files")).split()
+    assert limits[3] == limits[4], limits

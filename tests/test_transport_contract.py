@@ -24,7 +24,8 @@ from tests.test_sender_support import running_worker
 from tests.fake_whatsmeow import FakeWhatsApp, create_whatsmeow_tables, session_stored
 
 TIME = 0.05                                  # WhatsApp's 60 s first code -> 3 s here
-SETTINGS = dict(logout_wait_seconds=3.0)     # with the sender tests' fast heartbeat, lease and poll
+# With the sender tests' fast heartbeat, lease and poll.
+SETTINGS = dict(logout_wait_seconds=1.5, not_sent_hold_seconds=0.5)
 
 
 def wait_until(fn, timeout=15.0, what="condition"):

@@ -27,6 +27,7 @@ Event handlers run on neonize's threads: they map the event, move the run's stat
 """
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
@@ -562,6 +563,8 @@ class NeonizeTransport:
 
     @staticmethod
     def _exit_for_restart(device_ids):
-        log.critical("neonize hung for %s: exiting so the supervisor restarts this shard", device_ids)
+        log.critical("neonize hung for %s: exiting so the supervisor restarts this shard; the threads were:",
+                     device_ids)
+        faulthandler.dump_traceback(all_threads=True)   # where it hung, for the operator
         logging.shutdown()
         os._exit(75)
