@@ -328,7 +328,7 @@ def test_a_session_cut_off_for_good_is_parked_not_retried(side, c, committed_db_
         getattr(side.net, cut_off)(dev)
         row = wait_until(status_is(c, dev, "offline"), what="offline")
         assert reason in row["status_reason"]
-        time.sleep(1.0)                                 # several lease rounds: nobody reconnects it
+        time.sleep(0.6)                                 # three lease rounds: nobody reconnects it
         assert side.net.connects(dev) == connects and running(c, dev) and device(c, dev)["status"] == "offline"
 
 
