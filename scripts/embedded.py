@@ -189,6 +189,13 @@ def psql_super(sql, db="postgres"):
     return r.stdout.strip()
 
 
+def superuser_conninfo(db):
+    """libpq conninfo of the cluster's superuser over the unix socket (tests that must load
+    extensions or settings the application role may not)."""
+    p = paths()
+    return f"host={p['socket']} port={PORT} user=postgres dbname={db}"
+
+
 def ensure_app_database(p):
     """The application role (not a superuser: it must work like a managed database) and its DB."""
     if not p["password"].exists():

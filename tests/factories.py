@@ -1,5 +1,6 @@
 """Small builders for test data, going through the same SQL functions the app uses."""
 import itertools
+import uuid
 
 # argon2id hash of "password" (hashing for real in every test would cost ~50 ms each).
 PASSWORD = "password"
@@ -23,3 +24,17 @@ def make_device(conn, user_id, name=None, status="online", min_delay=0, max_dela
     conn.execute("UPDATE user_devices SET status = %s, phone = %s WHERE id = %s",
                  [status, phone or f"6011{device_id:08d}", device_id])
     return device_id
+
+
+def drain_notifies(listener, channel="wa_events", deadline=30):
+    """Every notification on `channel` committed before this call, in commit order. The listener
+    (autocommit, LISTENing) notifies itself a marker that PostgreSQL delivers after all of them, so
+    the wait ends on an event, never on a pause tuned to an idle machine."""
+    marker = f"drain-marker-{uuid.uuid4()}"
+    listener.execute("SELECT pg_notify(%s, %s)", [channel, marker])
+    notes = []
+    for note in listener.notifies(timeout=deadline):
+        if note.payload == marker:
+            return notes
+        notes.append(note)
+    raise AssertionError(f"the {channel} marker did not arrive within {deadline}s")

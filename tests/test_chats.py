@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from tests.factories import make_device, make_user
+from tests.factories import drain_notifies, make_device, make_user
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -160,7 +160,7 @@ def test_inbound_pushes_a_live_event_to_the_owner(connect_committed):
     dev = make_device(conn, uid)
     inbound(conn, dev, "N1", "60155555555", "hello")
     import json
-    events = [json.loads(n.payload) for n in listener.notifies(timeout=2, stop_after=10)]
+    events = [json.loads(n.payload) for n in drain_notifies(listener)]
     message = next(e for e in events if e["type"] == "message")
     assert message["user_id"] == uid
     assert message["data"]["content"] == "hello" and message["data"]["unread_count"] == 1

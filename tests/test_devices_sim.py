@@ -13,17 +13,8 @@ from psycopg.rows import dict_row
 from sender.settings import SenderSettings
 from sender.transport.sim import SimConfig, SimTransport
 from sender.worker import Worker
-from tests.factories import make_user
-
-
-def wait_until(fn, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.factories import drain_notifies, make_user
+from tests.test_sender_support import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -86,14 +77,11 @@ def paired_device(conn, sim_sender, uid, name="phone"):
 
 def test_pair_by_qr_and_simulated_scan(conn, sim_sender):
     uid = make_user(conn)
-    listener_events = []
     conn.execute("LISTEN wa_events")
     dev = paired_device(conn, sim_sender, uid)
     row = device(conn, dev)
     assert row["jid"] and row["phone"] and row["status"] == "online"
-    for note in conn.notifies(timeout=0.5, stop_after=200):
-        listener_events.append(json.loads(note.payload))
-    mine = [e for e in listener_events if e["user_id"] == uid]
+    mine = [e for e in map(json.loads, (n.payload for n in drain_notifies(conn))) if e["user_id"] == uid]
     assert any(e["type"] == "device_pairing" and e["data"]["kind"] == "qr" for e in mine)
     assert any(e["type"] == "device_paired" for e in mine)
     assert any(e["type"] == "device_status" and e["data"]["status"] == "online" for e in mine)

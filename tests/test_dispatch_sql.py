@@ -6,7 +6,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from tests.factories import make_device, make_user
+from tests.factories import drain_notifies, make_device, make_user
 
 
 def lease(db, device_ids, sender="s1", ttl="30 seconds"):
@@ -256,7 +256,7 @@ def test_insert_notifies_once_per_statement(connect_committed):
     queue(c, uid, dev, 3)
     c.execute("UPDATE broadcast_messages SET held = false WHERE device_id = %s", [dev])
     c.execute("UPDATE broadcast_messages SET content = 'x' WHERE device_id = %s", [dev])  # not a release
-    notes = list(listener.notifies(timeout=0.5))
+    notes = drain_notifies(listener, "wa_dispatch")
     assert [n.channel for n in notes] == ["wa_dispatch"] * 3
 
 

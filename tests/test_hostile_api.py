@@ -134,6 +134,7 @@ def call(world, method, path, query=None, body=None, raw=None, form=None):
     return r
 
 
+@pytest.mark.timeout(1200)   # ~1 minute idle, but every operation × EXAMPLES: 5 × longer on a loaded machine
 def test_every_operation_survives_generated_input(world):
     for path, method in world["operations"]:
         names = re.findall(r"\{(\w+)\}", path)

@@ -7,7 +7,7 @@ import time
 import psycopg
 from psycopg.rows import dict_row
 
-from tests.factories import make_device, make_user
+from tests.factories import drain_notifies, make_device, make_user
 from tests.webutil import signed_in_user
 from web import lead_import
 
@@ -82,7 +82,7 @@ def test_import_reports_bad_rows_and_keeps_good_ones(connect_committed):
     status = conn.execute("SELECT * FROM lead_import_status(%s, %s)", [uid, import_id]).fetchone()
     report = conn.execute("SELECT * FROM lead_import_report(%s, %s)", [uid, import_id]).fetchall()
     check_outcome(conn, uid, default_device, own_device, status, report)
-    events = [n.payload for n in progress.notifies(timeout=0.5, stop_after=10)]
+    events = [n.payload for n in drain_notifies(progress)]
     assert any('"type": "lead_import"' in e and '"finished"' in e for e in events)
     assert conn.execute("SELECT count(*) AS n FROM lead_import_lines WHERE import_id = %s",
                         [import_id]).fetchone()["n"] == 0   # staging emptied

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.factories import make_device, make_user
+from tests.factories import drain_notifies, make_device, make_user
 
 
 def listen(conn):
@@ -15,13 +15,7 @@ def listen(conn):
 
 def drain(conn):
     """Every wa_events payload committed so far, as (user_id, type, data)."""
-    events = []
-    for note in conn.notifies(timeout=0.5, stop_after=None):
-        msg = json.loads(note.payload)
-        events.append((msg["user_id"], msg["type"], msg["data"]))
-        if len(events) > 100:
-            break
-    return events
+    return [(m["user_id"], m["type"], m["data"]) for m in (json.loads(n.payload) for n in drain_notifies(conn))]
 
 
 def claimed(c, user_id, device_id, n, campaign_id=None, sender="s1"):

@@ -34,7 +34,7 @@ def test_pacing_delays_stay_inside_min_max(c, committed_db_url, store):
     devices = add_devices(c, uid, 3, min_delay=1, max_delay=2)
     with running_worker(committed_db_url, store):
         ids = queue(c, uid, devices, 3)
-        wait_until(lambda: statuses(c, ids) == {"sent": 9}, timeout=15, what="paced sends")
+        wait_until(lambda: statuses(c, ids) == {"sent": 9}, timeout=60, what="paced sends")
     claims = defaultdict(list)
     for r in c.execute("SELECT device_id, claimed_at FROM broadcast_messages WHERE id = ANY(%s) ORDER BY claimed_at",
                        [ids]):
@@ -82,11 +82,11 @@ def test_notify_wakes_an_idle_worker(c, committed_db_url, store):
         for i in range(5):
             t0 = time.time()
             ids = queue(c, uid, devices, 1)
-            wait_until(lambda: any(r["message_id"] == ids[0] for r in received(store)), timeout=5, step=0.002,
-                       what="the send")
+            wait_until(lambda: any(r["message_id"] == ids[0] for r in received(store)), timeout=20, step=0.002,
+                       what="the send (woken by NOTIFY: the poll is 30 s)")
             at = next(r["at"] for r in received(store) if r["message_id"] == ids[0])
             latencies.append(at - t0)
-        assert max(latencies) < 0.25, latencies   # far below the 30 s poll: woken by NOTIFY
+        assert max(latencies) < 5, latencies   # far below the 30 s poll: woken by NOTIFY
 
 
 def test_temporary_ban_delays_then_resumes(c, committed_db_url, store):
@@ -94,7 +94,7 @@ def test_temporary_ban_delays_then_resumes(c, committed_db_url, store):
     (dev,) = add_devices(c, uid, 1)
     with running_worker(committed_db_url, store) as w:
         wait_until(lambda: device_status(c, dev)["status"] == "online", what="online")
-        w.transport.ban(dev, seconds=1.5)
+        w.transport.ban(dev, seconds=4)
         wait_until(lambda: device_status(c, dev)["status"] == "banned", what="banned")
         s = device_status(c, dev)
         assert s["banned_until"] > datetime.now(timezone.utc) and "SEND_TO_TOO_MANY_PEOPLE" in s["status_reason"]
@@ -102,7 +102,7 @@ def test_temporary_ban_delays_then_resumes(c, committed_db_url, store):
         time.sleep(0.5)
         assert statuses(c, ids) == {"pending": 3}
         assert c.execute("SELECT skip_undeliverable() AS n").fetchone()["n"] == 0   # a ban only delays
-        wait_until(lambda: statuses(c, ids) == {"sent": 3}, timeout=5, what="sent after the ban")
+        wait_until(lambda: statuses(c, ids) == {"sent": 3}, timeout=30, what="sent after the ban")
         assert device_status(c, dev)["banned_until"] is None
 
 
@@ -173,5 +173,5 @@ def test_a_send_that_never_left_goes_back_to_the_queue(c, committed_db_url, stor
         assert statuses(c, ids) == {"pending": 2}        # not failed: it never left
         assert c.execute("SELECT claimed_at FROM broadcast_messages WHERE id = %s", ids[:1]).fetchone()["claimed_at"] is None
         w.transport.scan(dev)
-        wait_until(lambda: statuses(c, ids) == {"sent": 2}, timeout=10, what="sent once connected")
+        wait_until(lambda: statuses(c, ids) == {"sent": 2}, timeout=60, what="sent once connected")
     assert assert_no_duplicates(store) == set(ids)

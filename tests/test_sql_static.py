@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from common.db import database_name
 from tests.fake_whatsmeow import create_whatsmeow_tables
+from tests.superuser import superuser
 
 # (function, message fragment) -> why this finding is accepted. Empty is the goal; each entry needs a reason.
 WAIVED: dict[tuple[str, str], str] = {}
@@ -20,18 +20,12 @@ OURS = """n.nspname = 'public' AND NOT EXISTS (
 
 
 def _create_extension(url):
-    try:
-        with psycopg.connect(url, autocommit=True) as c:
+    with superuser(url) as c:
+        try:
             c.execute("CREATE EXTENSION IF NOT EXISTS plpgsql_check")
-        return
-    except psycopg.Error:
-        pass  # the application role is not a superuser: the embedded cluster's superuser makes it
-    from scripts import embedded
-    try:
-        embedded.psql_super("CREATE EXTENSION IF NOT EXISTS plpgsql_check", db=database_name(url))
-    except Exception as exc:  # noqa: BLE001 - reported as the test's failure, with the way out
-        pytest.fail(f"plpgsql_check cannot be created ({exc}); scripts/bootstrap.sh installs "
-                    "postgresql-<major>-plpgsql-check for the embedded cluster")
+        except psycopg.Error as exc:
+            pytest.fail(f"plpgsql_check cannot be created ({exc.diag.message_primary}); scripts/bootstrap.sh "
+                        "installs postgresql-<major>-plpgsql-check for the embedded cluster")
 
 
 @pytest.fixture(scope="module")

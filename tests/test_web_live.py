@@ -78,7 +78,7 @@ def test_a_burst_leaves_in_one_frame_with_states_coalesced(app, server, people, 
             for text in ("one", "two"):
                 c.execute("SELECT notify_user(%s, 'chat_message', jsonb_build_object('device_id', 3, 'text', %s::text))",
                           [people["a"], text])
-        frame = ca.next_events()
+        frame = ca.next_frame()
         assert [(e["type"], e["data"].get("sent") or e["data"].get("text")) for e in frame] == [
             ("campaign_progress", 50), ("chat_message", "one"), ("chat_message", "two")]
 

@@ -33,8 +33,10 @@ COMMENT ON FUNCTION campaign_status_rule(text, boolean, boolean, boolean, boolea
   'pending or in flight, then finished (failed when nothing was queued, or nothing sent and some failed); '
   'cancelled stays cancelled. A retry re-opens an ended campaign (processing again).';
 
+-- enable_seqscan off: a campaign holding half the table makes the planner expect an early hit from
+-- a sequential scan, and a probe with no hit (no failed message yet) would then read all history.
 CREATE OR REPLACE FUNCTION settle_campaign(p_campaign_id bigint, p_cancel boolean DEFAULT false) RETURNS text
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE c campaigns;
         v_rule record;
 BEGIN

@@ -38,7 +38,7 @@ def test_overview_updates_live_when_a_device_comes_online(page_for, user, commit
         c.execute("UPDATE user_devices SET status = 'online' WHERE id = %s", [device])
         c.execute("SELECT notify_user(%s, 'device_status', jsonb_build_object('device_id', %s::bigint, 'status', 'online'))",
                   [user["id"], device])
-    expect(page.locator('[data-status="online"]')).to_have_text("1", timeout=5000)
+    expect(page.locator('[data-status="online"]')).to_have_text("1")
     expect(page.locator('[data-status="offline"]')).to_have_text("0")
 
 
@@ -78,15 +78,15 @@ def test_chat_view_send_receive_and_receipts_live(page_for, user, chat_device, c
         msg = c.execute("""UPDATE broadcast_messages SET status = 'queued', claimed_at = now(), claimed_by = 'sim'
                             WHERE device_id = %s AND content = 'Yes, it is!' RETURNING id""", [chat_device]).fetchone()
         c.execute("SELECT complete_messages('sim', %s, %s)", [[msg["id"]], ["OUT1"]])
-    expect(out.locator(".tick.sent")).to_have_count(1, timeout=5000)
+    expect(out.locator(".tick.sent")).to_have_count(1)
     with db(committed_db_url) as c:
         c.execute("SELECT record_receipts(%s, %s, 'read', now())", [chat_device, ["OUT1"]])
-    expect(out.locator(".tick.read")).to_have_count(1, timeout=5000)
+    expect(out.locator(".tick.read")).to_have_count(1)
 
     # A reply arrives live, without reloading.
     with db(committed_db_url) as c:
         inbound(c, chat_device, "60111111111", "Great, I'll take two", f"in-{chat_device}-2")
-    expect(page.locator("#wa-messages .wa-msg.in").last).to_contain_text("Great, I'll take two", timeout=5000)
+    expect(page.locator("#wa-messages .wa-msg.in").last).to_contain_text("Great, I'll take two")
     expect(chat.locator(".preview")).to_have_text("Great, I'll take two")
 
 
@@ -130,10 +130,9 @@ def test_phone_viewport_shows_list_then_conversation_full_screen(page_for, user,
     assert chats.bounding_box()["width"] == pytest.approx(390, abs=2)
     assert conv.bounding_box()["x"] >= 380  # off-screen to the right
     page.locator("#wa-chats .wa-chat").first.click()
-    page.wait_for_timeout(400)  # the slide transition
+    page.wait_for_function("document.querySelector('.wa-conv').getBoundingClientRect().x < 2")  # slid in
     box = conv.bounding_box()
     assert box["x"] == pytest.approx(0, abs=2) and box["width"] == pytest.approx(390, abs=2)
     expect(page.locator("#wa-back")).to_be_visible()
     page.click("#wa-back")
-    page.wait_for_timeout(400)
-    assert conv.bounding_box()["x"] >= 380
+    page.wait_for_function("document.querySelector('.wa-conv').getBoundingClientRect().x >= 380")  # slid out
