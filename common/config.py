@@ -39,6 +39,23 @@ def database_url():
     return stored.read_text().strip() if stored.exists() else None
 
 
+def neonize_store_url(database_url):
+    """Where neonize keeps its sessions for the database at database_url: NEONIZE_STORE_URL when
+    given (a pooler in front of that database), the embedded cluster's PgBouncer for the embedded
+    cluster's databases (it serves every database of the cluster), or the database itself."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    given = os.environ.get("NEONIZE_STORE_URL")
+    if given:
+        return given
+    pooler, embedded = VAR / "pg" / "store_url", VAR / "pg" / "url"
+    if pooler.exists() and embedded.exists():
+        ours, theirs = urlsplit(database_url), urlsplit(embedded.read_text().strip())
+        if (ours.hostname, ours.port) == (theirs.hostname, theirs.port):
+            return urlunsplit(urlsplit(pooler.read_text().strip())._replace(path=ours.path))
+    return database_url
+
+
 def require_database_url():
     url = database_url()
     if not url:
@@ -59,7 +76,9 @@ def transport_name():
 
 
 def sender_processes():
-    return int(os.environ.get("SENDER_PROCESSES", "2"))
+    """SENDER_PROCESSES when given; None lets the pool size itself from the devices to run."""
+    value = os.environ.get("SENDER_PROCESSES")
+    return int(value) if value else None
 
 
 def run_command(body, *args):

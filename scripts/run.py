@@ -89,7 +89,8 @@ def start():
         (RUN / f"{name}.pid").write_text(str(proc.pid))
     if not _wait_healthy(f"http://127.0.0.1:{web_port}/healthz"):
         raise ConfigError(f"the web process did not answer /healthz; see {LOGS / 'web.log'}")
-    print(f"WA Broadcast is running (simulated WhatsApp: WA_TRANSPORT={env['WA_TRANSPORT']}).")
+    kind = "simulated WhatsApp" if env["WA_TRANSPORT"] == "sim" else "real WhatsApp"
+    print(f"WA Broadcast is running ({kind}: WA_TRANSPORT={env['WA_TRANSPORT']}).")
     print(f"Logs: {LOGS}/   Stop: make stop")
     print(f"Demo login: {login[0]} / {login[1]}")
     print(f"Dashboard: http://localhost:{web_port}/dashboard")

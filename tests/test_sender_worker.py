@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.test_sender_support import c, store  # noqa: F401 (fixtures)
-from tests.test_sender_support import (add_devices, assert_no_duplicates, conn, new_owner, queue, received,
+from tests.test_sender_support import (add_devices, assert_no_duplicates, new_owner, queue, received,
                                        running_worker, statuses, wait_until)
 
 
@@ -98,7 +98,7 @@ def test_temporary_ban_delays_then_resumes(c, committed_db_url, store):
         w.transport.ban(dev, seconds=4)
         wait_until(lambda: device_status(c, dev)["status"] == "banned", what="banned")
         s = device_status(c, dev)
-        assert s["banned_until"] > datetime.now(timezone.utc) and "463" in s["status_reason"]
+        assert s["banned_until"] > datetime.now(timezone.utc) and "SEND_TO_TOO_MANY_PEOPLE" in s["status_reason"]
         ids = queue(c, uid, [dev], 3)
         time.sleep(0.5)
         assert statuses(c, ids) == {"pending": 3}
@@ -120,33 +120,6 @@ def test_logout_releases_the_device_and_its_messages_are_skipped(c, committed_db
         ids = queue(c, uid, [dev], 2)
         assert c.execute("SELECT skip_undeliverable() AS n").fetchone()["n"] == 2
     assert statuses(c, ids) == {"skipped": 2}
-
-
-def test_pairing_by_qr_then_receipts_and_brief_disconnect(c, committed_db_url, store):
-    uid = new_owner(c)
-    (dev,) = add_devices(c, uid, 1, jid=False)
-    listener = conn(committed_db_url)
-    listener.execute("LISTEN wa_events")
-    sim = dict(delivered_after_s=0.05, read_rate=1.0, read_after_s=0.05)
-    with running_worker(committed_db_url, store, sim=sim) as w:
-        qr = wait_until(lambda: [n for n in listener.notifies(timeout=0.2) if '"device_pairing"' in n.payload],
-                        what="a QR pushed to the owner")
-        assert f'"device_id": {dev}' in qr[0].payload and '"qr"' in qr[0].payload
-        jid = w.transport.scan(dev, phone="60111222333")
-        wait_until(lambda: device_status(c, dev)["status"] == "online", what="paired and online")
-        assert device_status(c, dev)["jid"] == jid
-        ids = queue(c, uid, [dev], 2)
-        wait_until(lambda: c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE id = ANY(%s) "
-                                     "AND read_at IS NOT NULL AND delivered_at <= read_at", [ids]).fetchone()["n"] == 2,
-                   what="delivered and read receipts")
-        w.transport.disconnect(dev, reconnect_after_s=0.5)
-        wait_until(lambda: device_status(c, dev)["status"] == "offline", what="offline")
-        more = queue(c, uid, [dev], 2)
-        assert c.execute("SELECT skip_undeliverable() AS n").fetchone()["n"] == 0   # brief: only delayed
-        wait_until(lambda: statuses(c, more) == {"sent": 2}, what="sent after reconnecting")
-    listener.close()
-    events = [r["event"] for r in c.execute("SELECT event FROM device_events WHERE device_id = %s ORDER BY id", [dev])]
-    assert events[:2] == ["paired", "online"] and "offline" in events
 
 
 def test_send_failures_fail_the_message_once(c, committed_db_url, store):
@@ -202,7 +175,7 @@ def test_stored_images_are_sent_and_urls_are_never_fetched(c, committed_db_url, 
 def test_a_send_that_never_left_goes_back_to_the_queue(c, committed_db_url, store):
     uid = new_owner(c)
     (dev,) = add_devices(c, uid, 1, jid=False)   # pairing on the transport ...
-    with running_worker(committed_db_url, store) as w:
+    with running_worker(committed_db_url, store, not_sent_hold_seconds=1.0) as w:
         wait_until(lambda: w.transport.state(dev) == "pairing", what="pairing")
         c.execute("UPDATE user_devices SET status = 'online' WHERE id = %s", [dev])   # ... yet online in the DB
         ids = queue(c, uid, [dev], 2)
