@@ -21,7 +21,8 @@ WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 # Path parameter -> the owner's resource it names (by parameter name, or by the path segment before `<id>`).
 RESOURCES = {"device": "device", "devices": "device", "chat": "chat", "chats": "chat", "campaign": "campaign",
              "campaigns": "campaign", "lead": "lead", "leads": "lead", "sequence": "sequence",
-             "sequences": "sequence", "step": "step", "steps": "step", "import": "import", "imports": "import"}
+             "sequences": "sequence", "step": "step", "steps": "step", "import": "import", "imports": "import",
+             "message": "message"}
 
 
 def owner_resources(c, uid):
@@ -30,6 +31,9 @@ def owner_resources(c, uid):
               "'60111111111', 'hi', now())", [device])
     ids = {"device": device,
            "chat": c.execute("SELECT id FROM whatsapp_chats WHERE device_id = %s", [device]).fetchone()["id"],
+           "message": c.execute("SELECT record_inbound_message(%s, 'w2', '60111111111@s.whatsapp.net', "
+                                "'60111111111@s.whatsapp.net', '60111111111', '', now(), false, 'image', '', "
+                                "'\\xffd8'::bytea) AS id", [device]).fetchone()["id"],
            "lead": c.execute("INSERT INTO leads (user_id, device_id, name, phone) VALUES (%s, %s, 'L', '60122222222') "
                              "RETURNING id", [uid, device]).fetchone()["id"],
            "campaign": c.execute("""INSERT INTO campaigns (user_id, title, message, campaign_date, time_schedule, scheduled_at)
