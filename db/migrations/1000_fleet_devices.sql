@@ -13,3 +13,6 @@ CREATE INDEX user_devices_user_name ON user_devices (user_id, lower(device_name)
 ALTER TABLE sequences ADD COLUMN device_ids bigint[];
 COMMENT ON COLUMN sequences.device_ids IS
   'The devices that may send this sequence''s steps (NULL: every device of the owner).';
+
+-- Renaming is one of the settings update_devices changes.
+DROP FUNCTION IF EXISTS rename_device(bigint, bigint, text);
