@@ -224,9 +224,10 @@ BEGIN
     SELECT d.id, d.device_name, d.phone, d.status, d.paused_at IS NOT NULL AS paused,
            -- one key per kind of order; the others are NULL for this sort
            CASE p_sort WHEN 'name' THEN lower(d.device_name) WHEN 'phone' THEN d.phone END AS text_key,
-           CASE WHEN p_sort = 'status'
-                THEN array_position(ARRAY['online', 'connecting', 'offline', 'banned', 'logged_out'], d.status) END AS rank_key,
-           CASE p_sort WHEN 'last_seen' THEN d.last_seen WHEN 'created' THEN d.created_at END AS time_key
+           CASE p_sort WHEN 'status'
+                       THEN array_position(ARRAY['online', 'connecting', 'offline', 'banned', 'logged_out'], d.status)::bigint
+                       WHEN 'created' THEN d.id END AS rank_key,   -- ids grow in the order devices were added
+           CASE WHEN p_sort = 'last_seen' THEN d.last_seen END AS time_key
       FROM user_devices d
      WHERE d.user_id = p_user_id
        AND (v_query = '' OR strpos(lower(d.device_name || ' ' || coalesce(d.phone, '')), v_query) > 0)
