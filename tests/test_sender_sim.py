@@ -1,11 +1,13 @@
 """The simulated WhatsApp on its own: deterministic under a seed, its record survives the process,
 and every lifecycle event can be scripted."""
+import io
 import queue
 
 import pytest
+from PIL import Image
 
-from sender.transport.base import (Connected, ConnectFailed, DeviceSession, LoggedOut, NotSent, OutgoingMessage,
-                                   Paired, QRCode, Receipt, SendError, StreamReplaced, TemporaryBan)
+from sender.transport.base import (Connected, ConnectFailed, DeviceSession, IncomingMessage, LoggedOut, NotSent,
+                                   OutgoingMessage, Paired, QRCode, Receipt, SendError, StreamReplaced, TemporaryBan)
 from sender.transport.sim import SimConfig, SimNetwork, SimTransport
 
 
@@ -90,3 +92,25 @@ def test_scripted_lifecycle(tmp_path):
     next_of(LoggedOut)
     assert sim.state(1) == "stopped"
     sim.close()
+
+
+def test_contacts_answer_some_messages_with_text_or_a_photo(tmp_path):
+    events = queue.SimpleQueue()
+    sim = SimTransport(events.put, SimConfig(store_dir=tmp_path, delivered_after_s=0.01, read_rate=0.0,
+                                             reply_rate=1.0, reply_after_s=0.01))
+    sim.start(DeviceSession(5, jid="j5"))
+    wait_connected(events, 1)
+    for n in range(40):
+        sim.send(OutgoingMessage(n, 5, f"601300000{n:02d}", "offer"))
+    replies = []
+    while len(replies) < 40:
+        ev = events.get(timeout=20)
+        if isinstance(ev, IncomingMessage):
+            replies.append(ev)
+    sim.close()
+    assert {r.sender_phone for r in replies} == {f"601300000{n:02d}" for n in range(40)}
+    photos = [r for r in replies if r.message_type == "image"]
+    assert 0 < len(photos) < 40 and all(r.thumbnail is None for r in replies if r.message_type == "text")
+    for p in photos:   # a real JPEG preview, small like WhatsApp's
+        assert p.thumbnail[:2] == b"\xff\xd8" and len(p.thumbnail) < 10_000
+        assert Image.open(io.BytesIO(p.thumbnail)).size == (96, 72)

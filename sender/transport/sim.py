@@ -14,6 +14,7 @@ it back (`SimNetwork.received`) to count every delivery and prove none was dupli
 from __future__ import annotations
 
 import heapq
+import io
 import itertools
 import json
 import os
@@ -25,11 +26,23 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
+from PIL import Image
+
 from common.config import VAR
 from sender.transport.base import (Connected, ConnectFailed, DeviceSession, Disconnected, Event,
                                    IncomingMessage, LoggedOut, NotSent, OutgoingMessage, PairCode,
                                    Paired, QRCode, Receipt, SendError, SendResult, StreamReplaced,
                                    TemporaryBan)
+
+
+PHOTO_REPLY_SHARE = 0.25   # of the simulated replies, the share that are photos
+
+
+def _photo_preview(colour) -> bytes:
+    """A small JPEG like the preview WhatsApp sends along with a photo (a plain colour here)."""
+    out = io.BytesIO()
+    Image.new("RGB", (96, 72), colour).save(out, "JPEG", quality=60)
+    return out.getvalue()
 
 
 def _env_float(name, default):
@@ -271,15 +284,16 @@ class SimTransport:
             dev.state = "stopped"
         self.on_event(StreamReplaced(device_id))
 
-    def reply(self, device_id: int, from_phone: str, text: str):
-        """An inbound message from a contact."""
+    def reply(self, device_id: int, from_phone: str, text: str, thumbnail: Optional[bytes] = None):
+        """An inbound message from a contact: text, or a photo (its caption and the JPEG preview
+        WhatsApp sends along with an image)."""
         with self._lock:
             dev = self._require(device_id)
             n = next(dev.sent)
         self.on_event(IncomingMessage(
             device_id, wa_message_id=f"SIMIN{device_id:X}{n:08X}", chat_jid=f"{from_phone}@s.whatsapp.net",
             sender_jid=f"{from_phone}@s.whatsapp.net", sender_phone=from_phone, text=text,
-            timestamp=datetime.now(timezone.utc)))
+            timestamp=datetime.now(timezone.utc), message_type="image" if thumbnail else "text", thumbnail=thumbnail))
 
     def state(self, device_id: int) -> str:
         with self._lock:
@@ -346,8 +360,12 @@ class SimTransport:
         self.on_event(Receipt(dev.session.device_id, (wa_id,), kind, datetime.now(timezone.utc)))
 
     def _reply_to(self, dev: _Device, message: OutgoingMessage):
-        self.reply(dev.session.device_id, message.to_phone,
-                   dev.rng.choice(["Ok thanks", "How much?", "Stop", "Interested", "👍"]))
+        with self._lock:
+            photo = dev.rng.random() < PHOTO_REPLY_SHARE
+            text = dev.rng.choice(["Is this the one?", "My receipt", ""] if photo else
+                                  ["Ok thanks", "How much?", "Stop", "Interested", "👍"])
+            colour = tuple(dev.rng.randrange(40, 220) for _ in range(3))
+        self.reply(dev.session.device_id, message.to_phone, text, thumbnail=_photo_preview(colour) if photo else None)
 
     def _after(self, seconds, dev, fn, *args):
         """Caller holds the lock. Runs fn(dev, *args) later unless the device restarted or stopped."""

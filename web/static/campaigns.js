@@ -10,8 +10,7 @@
   if (form) {
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
-      const data = Object.fromEntries(new FormData(form));
-      data.device_ids = new FormData(form).getAll("device_ids");
+      const data = Object.fromEntries(new FormData(form));   // device_ids: the picker's "1,2,3"
       api("POST", "/api/campaigns", data).then(function (r) {
         location.href = "/campaigns/" + r.campaign.id;
       }, function (err) { showError(form.querySelector(".error"), err); });
