@@ -74,12 +74,13 @@ class SimConfig:
     @classmethod
     def from_env(cls):
         """WA_SIM_SEED, WA_SIM_LATENCY_MS, WA_SIM_FAILURE_RATE, WA_SIM_RECEIPTS (0/1),
-        WA_SIM_REPLY_RATE, WA_SIM_DIR, WA_SIM_FAULT, WA_SIM_HUNG_AFTER_S."""
+        WA_SIM_REPLY_RATE, WA_SIM_REPLY_AFTER_S, WA_SIM_DIR, WA_SIM_FAULT, WA_SIM_HUNG_AFTER_S."""
         return cls(seed=int(os.environ.get("WA_SIM_SEED", "0")),
                    latency_ms=_env_float("WA_SIM_LATENCY_MS", 0.0),
                    failure_rate=_env_float("WA_SIM_FAILURE_RATE", 0.0),
                    receipts=os.environ.get("WA_SIM_RECEIPTS", "1") not in ("0", "false", "no"),
                    reply_rate=_env_float("WA_SIM_REPLY_RATE", 0.0),
+                   reply_after_s=_env_float("WA_SIM_REPLY_AFTER_S", 10.0),
                    store_dir=Path(os.environ.get("WA_SIM_DIR") or VAR / "simnet"),
                    fault=os.environ.get("WA_SIM_FAULT", ""),
                    hung_after_s=_env_float("WA_SIM_HUNG_AFTER_S", 120.0))

@@ -35,16 +35,29 @@ def browser():
 
 
 @pytest.fixture
-def sender(committed_db_url, tmp_path):
-    """The real sender pool (`python -m sender`, simulated WhatsApp) on the module's database."""
-    proc = spawn_worker(committed_db_url, tmp_path / "simnet", module="sender", SENDER_PROCESSES="1")
-    yield proc
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except Exception:  # noqa: BLE001 - never leave a process behind
-        proc.kill()
-        proc.wait()
+def start_sender(committed_db_url, tmp_path):
+    """start_sender(**env) -> the real sender pool (`python -m sender`, simulated WhatsApp) on the
+    module's database; env such as WA_SIM_REPLY_RATE shapes the simulated network."""
+    procs = []
+
+    def start(**env):
+        procs.append(spawn_worker(committed_db_url, tmp_path / "simnet", module="sender", SENDER_PROCESSES="1", **env))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except Exception:  # noqa: BLE001 - never leave a process behind
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def sender(start_sender):
+    """The real sender pool with the simulated network's defaults."""
+    return start_sender()
 
 
 @pytest.fixture
