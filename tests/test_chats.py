@@ -314,3 +314,13 @@ def test_a_received_image_keeps_its_thumbnail_for_its_owner_only(db, owner):
                      "'60170000007@s.whatsapp.net', '60170000007', 'big', now(), false, 'image', '', %s) AS id",
                      [dev, b"\xff" * 70000]).fetchone()["id"]
     assert db.execute("SELECT thumbnail IS NULL AS gone FROM chat_inbound WHERE id = %s", [big]).fetchone()["gone"]
+
+
+def test_the_replaced_systems_chat_tables_refuse_writes(db, owner):
+    uid, dev = owner
+    inbound(db, dev, "X1", "60170000011", "hi")
+    for sql in ("INSERT INTO whatsapp_chats (user_id, device_id, chat_jid) VALUES (%s, %s, 'x@s.whatsapp.net')",
+                "UPDATE whatsapp_chats SET unread_count = 0 WHERE user_id = %s AND device_id = %s",
+                "DELETE FROM whatsapp_messages WHERE user_id = %s AND device_id = %s"):
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="read-only view"), db.transaction():
+            db.execute(sql, [uid, dev])

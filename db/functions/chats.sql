@@ -172,6 +172,15 @@ COMMENT ON FUNCTION record_inbound_message(bigint, text, text, text, text, text,
   'and its caption. A reply marks the owner''s leads replied and stops their sequences; STOP / UNSUBSCRIBE / '
   'BERHENTI opts the number out. Pushes a live "message" event.';
 
+-- The replaced system's chat tables are read-only views (db/views/60_chats.sql) ------------
+CREATE OR REPLACE FUNCTION refuse_view_write() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION '% is a read-only view: chats change through the functions of db/functions/chats.sql',
+    TG_TABLE_NAME USING ERRCODE = '55000';
+END $$;
+COMMENT ON FUNCTION refuse_view_write() IS
+  'INSTEAD OF trigger: refuses writes to a read-only view (whatsapp_chats, whatsapp_messages) with the reason.';
+
 -- The chat view -----------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION chat_preview(p_message_type text, p_content text)
 RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$

@@ -19,6 +19,9 @@ COMMENT ON VIEW whatsapp_chats IS
   'last_message_preview / last_message_at), unread_count, and read_through, when the operator last read it. '
   'Chats open on the first message either way, the queue''s sends included.';
 
+CREATE TRIGGER whatsapp_chats_read_only INSTEAD OF INSERT OR UPDATE OR DELETE ON whatsapp_chats
+  FOR EACH ROW EXECUTE FUNCTION refuse_view_write();
+
 CREATE VIEW whatsapp_messages (source, id, user_id, device_id, chat_id, chat_jid, message_id, sender_jid,
                                is_sent, message_type, message_text, media_url, status, is_read, "timestamp",
                                sent_at, delivered_at, read_at) AS
@@ -44,3 +47,5 @@ COMMENT ON VIEW whatsapp_messages IS
   'message_text the text or caption, is_sent true for what the device sent, is_read the recipient''s read '
   'receipt for a sent message and the operator''s read mark (whatsapp_chats.read_through) for a received one, '
   '"timestamp" Unix seconds as the replaced system stored it (sent_at is the same instant as timestamptz).';
+CREATE TRIGGER whatsapp_messages_read_only INSTEAD OF INSERT OR UPDATE OR DELETE ON whatsapp_messages
+  FOR EACH ROW EXECUTE FUNCTION refuse_view_write();
