@@ -1,7 +1,6 @@
 """Browser tests: Playwright driving Debian's Chromium (headless) against the app served on a
 free loopback port over the module's database. Each test saves a screenshot under artifacts/."""
 import os
-import signal
 from pathlib import Path
 
 import psycopg
@@ -10,7 +9,7 @@ from psycopg.rows import dict_row
 
 from tests.factories import PASSWORD, make_user
 from tests.liveserver import serving
-from tests.test_sender_support import spawn_worker
+from tests.test_sender_support import spawn_worker, stop_process
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -46,12 +45,7 @@ def start_sender(committed_db_url, tmp_path):
 
     yield start
     for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except Exception:  # noqa: BLE001 - never leave a process behind
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=15)
 
 
 @pytest.fixture
