@@ -11,6 +11,7 @@
   const $ = (id) => document.getElementById(id);
   const filter = $("device-filter"), bulkBar = $("bulk-bar"), dialog = $("device-settings");
   const selected = new Set();   // device ids (strings), kept across pages and filters
+  const pairing = new Map();    // device id -> the QR or code on show, redrawn when the list is swapped
 
   function row(deviceId) { return document.querySelector(`tr[data-device-id="${deviceId}"]`); }
 
@@ -70,6 +71,8 @@
     document.querySelectorAll("tr[data-device-id]").forEach((tr) => {
       showActions(tr);
       tr.querySelector(".pick-device").checked = selected.has(tr.dataset.deviceId);
+      const shown = pairing.get(tr.dataset.deviceId);
+      if (shown) showPairing(tr.dataset.deviceId, shown);
     });
     $("matching-count").textContent = $("device-list").dataset.total;
     showSelection();
@@ -86,28 +89,29 @@
     if (d.status === "online") {
       tr.querySelector(".last-seen").textContent = new Date().toLocaleString();
       tr.querySelector(".pairing").hidden = true;
+      pairing.delete(tr.dataset.deviceId);
     }
     if (d.status === "logged_out") tr.dataset.session = "false";
     showActions(tr);
   }
 
-  async function showQr(deviceId, code) {
-    const tr = row(deviceId);
+  // A pairing QR (rendered to SVG by the server once) or phone code, in the device's row.
+  async function showPairing(deviceId, shown) {
+    const id = String(deviceId);
+    if (shown.kind === "qr" && !shown.svg) {
+      const res = await send.request("POST", `/api/devices/${id}/qr.svg`, { code: shown.code });
+      if (!res.ok) return;
+      shown.svg = URL.createObjectURL(await res.blob());
+    }
+    const old = pairing.get(id);
+    if (old && old !== shown && old.svg) URL.revokeObjectURL(old.svg);
+    pairing.set(id, shown);
+    const tr = row(id);
     if (!tr) return;
-    const res = await send.request("POST", `/api/devices/${deviceId}/qr.svg`, { code });
-    if (!res.ok) return;
     const img = tr.querySelector(".pairing img");
-    if (img.src) URL.revokeObjectURL(img.src);
-    img.src = URL.createObjectURL(await res.blob());
-    img.hidden = false;
-    tr.querySelector(".pairing").hidden = false;
-  }
-
-  function showCode(deviceId, code) {
-    const tr = row(deviceId);
-    if (!tr) return;
-    tr.querySelector(".pairing img").hidden = true;
-    tr.querySelector(".pairing .code").textContent = "Type this code on the phone: " + code;
+    img.hidden = shown.kind !== "qr";
+    if (shown.kind === "qr") img.src = shown.svg;
+    tr.querySelector(".pairing .code").textContent = shown.kind === "qr" ? "" : "Type this code on the phone: " + shown.code;
     tr.querySelector(".pairing").hidden = false;
   }
 
@@ -225,7 +229,7 @@
   if (!window.live) return;
   let reloading = null;
   const reloadSoon = () => { clearTimeout(reloading); reloading = setTimeout(() => load(), 300); };
-  live.on("device_pairing", (d) => (d.kind === "qr" ? showQr(d.device_id, d.code) : showCode(d.device_id, d.code)));
+  live.on("device_pairing", (d) => showPairing(d.device_id, { kind: d.kind, code: d.code }));
   live.on("device_status", (d) => { const tr = row(d.device_id); if (tr) applyStatus(tr, d); });
   live.on("device_paired", (d) => {
     const tr = row(d.device_id);
@@ -248,6 +252,7 @@
     const tr = row(d.device_id);
     if (tr) tr.remove();
     selected.delete(String(d.device_id));
+    pairing.delete(String(d.device_id));
     showSelection();
   });
   // Events may have been missed while the socket was down: redraw from the server.
