@@ -23,7 +23,6 @@ COMMANDS = {"pair": "pair", "pair-phone": "pair_phone", "simulate-scan": "simula
 SORTS = {"name": "Name", "phone": "Number", "status": "Status", "last_seen": "Last seen", "created": "Added"}
 STATUSES = ("online", "connecting", "offline", "banned", "logged_out", "paused")
 PER_PAGE, MAX_PER_PAGE, PICKER_PAGE = 50, 500, 100
-SETTINGS = ("device_name", "min_delay_seconds", "max_delay_seconds", "hourly_limit", "daily_limit")
 
 
 def _json(row):
@@ -42,13 +41,16 @@ def _listing(args):
     descending = args.get("dir") == "desc"
     per_page = max(1, min(optional_int(args.get("per_page"), "per_page") or PER_PAGE, MAX_PER_PAGE))
     page = max(1, optional_int(args.get("page"), "page") or 1)
-    rows = all_rows("SELECT * FROM device_page(%s, %s, %s, %s, %s, %s, %s)",
-                    [g.user["id"], query, status, sort, descending, per_page, (page - 1) * per_page])
+
+    def rows_of(n):
+        return all_rows("SELECT * FROM device_page(%s, %s, %s, %s, %s, %s, %s)",
+                        [g.user["id"], query, status, sort, descending, per_page, (n - 1) * per_page])
+
+    rows = rows_of(page)
     if not rows and page > 1:  # past the end (devices were deleted meanwhile): the last page
         first = one("SELECT total FROM device_search(%s, %s, %s, 'name', false, 1, 0)", [g.user["id"], query, status])
         page = max(1, math.ceil((first["total"] if first else 0) / per_page))
-        rows = all_rows("SELECT * FROM device_page(%s, %s, %s, %s, %s, %s, %s)",
-                        [g.user["id"], query, status, sort, descending, per_page, (page - 1) * per_page])
+        rows = rows_of(page)
     total = rows[0]["total"] if rows else 0
     return {"devices": rows, "total": total, "page": page, "per_page": per_page,
             "pages": max(1, math.ceil(total / per_page)), "q": query or "", "status": status or "", "sort": sort,
