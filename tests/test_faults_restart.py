@@ -60,9 +60,9 @@ def test_database_restart_mid_dispatch(url, tmp_path):
             uid = new_owner(c)
             devices = add_devices(c, uid, 30, min_delay=1, max_delay=1)
             wait_until(lambda: c.execute("SELECT count(*) AS n FROM user_devices WHERE status = 'online'")
-                       .fetchone()["n"] == 30, timeout=20, what="devices online")
+                       .fetchone()["n"] == 30, timeout=60, what="devices online")
             ids = queue(c, uid, devices, 8)
-            wait_until(lambda: statuses(c, ids).get("sent", 0) >= 60, timeout=30, what="dispatch under way")
+            wait_until(lambda: statuses(c, ids).get("sent", 0) >= 60, timeout=60, what="dispatch under way")
             senders = {r["id"] for r in c.execute("SELECT id FROM senders")}
         assert len(senders) == 2
 
@@ -82,21 +82,21 @@ def test_database_restart_mid_dispatch(url, tmp_path):
         for path in ("/healthz", "/api/sequences/summary", "/api/sequences/summary", "/dashboard"):
             assert client.get(path).status_code == 200, path
         with conn(db_url) as c:
-            wait_until(lambda: "pending" not in statuses(c, ids), timeout=40, what="dispatch resumed")
+            wait_until(lambda: "pending" not in statuses(c, ids), timeout=90, what="dispatch resumed")
             # The same sender processes heartbeat again (reconnected, not replaced).
             wait_until(lambda: {r["id"] for r in c.execute(
                 "SELECT id FROM senders WHERE heartbeat_at > to_timestamp(%s)", [crashed_at + DOWN_SECONDS])} == senders,
-                timeout=15, what="the same senders heartbeating")
+                timeout=60, what="the same senders heartbeating")
             # Idle senders are woken by NOTIFY again: far sooner than their 30 s poll.
             time.sleep(1.5)
             more = queue(c, uid, devices[:1], 1)
             wait_until(lambda: statuses(c, more) == {"sent": 1}, timeout=20, what="a NOTIFY wake-up, not the 30 s poll")
             # Transport events reach the database again (delivered receipts of messages sent after it).
             wait_until(lambda: c.execute("SELECT delivered_at FROM broadcast_messages WHERE id = %s",
-                                         more).fetchone()["delivered_at"], timeout=10, what="a receipt applied")
+                                         more).fetchone()["delivered_at"], timeout=30, what="a receipt applied")
             # The clock is connected again.
             wait_until(lambda: c.execute("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name "
-                                         "LIKE 'wa-clock%%'").fetchone()["n"] > 0, timeout=40, what="the clock back")
+                                         "LIKE 'wa-clock%%'").fetchone()["n"] > 0, timeout=90, what="the clock back (its back-off reaches 30 s)")
             assert clock.poll() is None and pool.poll() is None
     finally:
         stop(pool)

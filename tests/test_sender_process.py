@@ -46,7 +46,7 @@ def test_kill_9_mid_batch(c, committed_db_url, tmp_path, procs):
 
     second = spawn_worker(committed_db_url, store, **SLOW_SIM)
     procs.append(second)
-    wait_until(lambda: lease_holders(c) and dead_sender not in lease_holders(c), timeout=15,
+    wait_until(lambda: lease_holders(c) and dead_sender not in lease_holders(c), timeout=60,
                what="devices taken over after the lease expired")
     wait_until(lambda: statuses(c, ids) == {"sent": len(ids) - len(stuck), "queued": len(stuck)}, timeout=30,
                what="the rest sent by the new sender")
@@ -70,9 +70,9 @@ def test_sigterm_drains_the_pool(c, committed_db_url, tmp_path, procs):
     store = tmp_path / "simnet"
     pool = spawn_worker(committed_db_url, store, module="sender", processes=2, **SLOW_SIM)
     procs.append(pool)
-    wait_until(lambda: c.execute("SELECT count(*) AS n FROM senders").fetchone()["n"] == 2, timeout=15,
+    wait_until(lambda: c.execute("SELECT count(*) AS n FROM senders").fetchone()["n"] == 2, timeout=60,
                what="two workers")
-    wait_until(lambda: len(lease_holders(c)) == 2, timeout=15, what="devices shared by both workers")
+    wait_until(lambda: len(lease_holders(c)) == 2, timeout=60, what="devices shared by both workers")
     ids = queue(c, uid, devices, 30)
     wait_until(lambda: statuses(c, ids).get("queued", 0) > 0 and statuses(c, ids).get("sent", 0) > 0,
                timeout=20, what="sends in flight")
@@ -93,9 +93,9 @@ def test_pool_restarts_a_dead_worker(c, committed_db_url, tmp_path, procs):
     store = tmp_path / "simnet"
     pool = spawn_worker(committed_db_url, store, module="sender", processes=1)
     procs.append(pool)
-    pid = wait_until(lambda: c.execute("SELECT pid FROM senders").fetchone(), timeout=15, what="a worker")["pid"]
+    pid = wait_until(lambda: c.execute("SELECT pid FROM senders").fetchone(), timeout=60, what="a worker")["pid"]
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: c.execute("SELECT pid FROM senders WHERE pid <> %s", [pid]).fetchone(), timeout=15,
+    wait_until(lambda: c.execute("SELECT pid FROM senders WHERE pid <> %s", [pid]).fetchone(), timeout=60,
                what="a restarted worker")
     ids = queue(c, uid, devices, 5)
     wait_until(lambda: statuses(c, ids) == {"sent": 15}, timeout=20, what="sent by the restarted worker")
@@ -107,7 +107,7 @@ def test_pool_restarts_a_dead_worker(c, committed_db_url, tmp_path, procs):
 def test_workers_exit_when_the_pool_is_killed(c, committed_db_url, tmp_path, procs):
     pool = spawn_worker(committed_db_url, tmp_path / "simnet", module="sender", processes=2)
     procs.append(pool)
-    wait_until(lambda: c.execute("SELECT count(*) AS n FROM senders").fetchone()["n"] == 2, timeout=15, what="workers")
+    wait_until(lambda: c.execute("SELECT count(*) AS n FROM senders").fetchone()["n"] == 2, timeout=60, what="workers")
     pids = [r["pid"] for r in c.execute("SELECT pid FROM senders")]
     pool.send_signal(signal.SIGKILL)
     pool.wait()
@@ -120,5 +120,5 @@ def test_workers_exit_when_the_pool_is_killed(c, committed_db_url, tmp_path, pro
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split()[2] == "Z"   # exited, waiting to be reaped
 
-    wait_until(lambda: all(gone(p) for p in pids), timeout=15, what="orphaned workers to stop")
+    wait_until(lambda: all(gone(p) for p in pids), timeout=60, what="orphaned workers to stop")
     assert c.execute("SELECT count(*) AS n FROM senders").fetchone()["n"] == 0   # they retired cleanly

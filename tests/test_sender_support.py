@@ -68,7 +68,7 @@ def new_owner(c, **kw):
     return make_user(c, **kw)
 
 
-def wait_until(fn, timeout=10.0, step=0.02, what="condition"):
+def wait_until(fn, timeout=60.0, step=0.02, what="condition"):
     deadline = time.monotonic() + timeout
     while True:
         value = fn()

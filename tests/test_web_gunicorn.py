@@ -41,12 +41,12 @@ def start_gunicorn(db_url):
     proc = subprocess.Popen(procfile_web_command(port), cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     host = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 90
     while True:
         try:
-            if requests.get(f"http://{host}/healthz", timeout=1).status_code in (200, 503):
+            if requests.get(f"http://{host}/healthz", timeout=10).status_code in (200, 503):
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:   # not listening yet, or still importing the app
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()

@@ -25,7 +25,8 @@ def server(app):
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: scripts/bootstrap.sh installs Debian's chromium")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+    expect.set_options(timeout=30_000)   # assertions retry until then (5 s by default: too short under load)
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -69,7 +70,7 @@ def page_for(browser, server, request):
 
     def make(viewport=None):
         ctx = browser.new_context(viewport=viewport or {"width": 1280, "height": 800}, base_url=server)
-        ctx.set_default_timeout(8000)
+        ctx.set_default_timeout(30000)   # a loaded 2-core machine is slow; waits end on their condition
         contexts.append(ctx)
         return ctx.new_page()
 

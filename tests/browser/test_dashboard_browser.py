@@ -43,7 +43,7 @@ def test_overview_updates_live_when_a_device_comes_online(page_for, user, commit
         c.execute("UPDATE user_devices SET status = 'online' WHERE id = %s", [device])
         c.execute("SELECT notify_user(%s, 'device_status', jsonb_build_object('device_id', %s::bigint, 'status', 'online'))",
                   [user["id"], device])
-    expect(page.locator('[data-status="online"]')).to_have_text("1", timeout=5000)
+    expect(page.locator('[data-status="online"]')).to_have_text("1")
     expect(page.locator('[data-status="offline"]')).to_have_text("0")
 
 
@@ -83,15 +83,15 @@ def test_chat_view_send_receive_and_receipts_live(page_for, user, chat_device, c
         msg = c.execute("""UPDATE broadcast_messages SET status = 'queued', claimed_at = now(), claimed_by = 'sim'
                             WHERE device_id = %s AND content = 'Yes, it is!' RETURNING id""", [chat_device]).fetchone()
         c.execute("SELECT complete_messages('sim', %s, %s)", [[msg["id"]], ["OUT1"]])
-    expect(out.locator(".tick.sent")).to_have_count(1, timeout=5000)
+    expect(out.locator(".tick.sent")).to_have_count(1)
     with db(committed_db_url) as c:
         c.execute("SELECT record_receipts(%s, %s, 'read', now())", [chat_device, ["OUT1"]])
-    expect(out.locator(".tick.read")).to_have_count(1, timeout=5000)
+    expect(out.locator(".tick.read")).to_have_count(1)
 
     # A reply arrives live, without reloading.
     with db(committed_db_url) as c:
         inbound(c, chat_device, "60111111111", "Great, I'll take two", f"in-{chat_device}-2")
-    expect(page.locator("#wa-messages .wa-msg.in").last).to_contain_text("Great, I'll take two", timeout=5000)
+    expect(page.locator("#wa-messages .wa-msg.in").last).to_contain_text("Great, I'll take two")
     expect(chat.locator(".preview")).to_have_text("Great, I'll take two")
 
 
@@ -135,13 +135,12 @@ def test_phone_viewport_shows_list_then_conversation_full_screen(page_for, user,
     assert chats.bounding_box()["width"] == pytest.approx(390, abs=2)
     assert conv.bounding_box()["x"] >= 380  # off-screen to the right
     page.locator("#wa-chats .wa-chat").first.click()
-    page.wait_for_timeout(400)  # the slide transition
+    page.wait_for_function("document.querySelector('.wa-conv').getBoundingClientRect().x < 2")  # slid in
     box = conv.bounding_box()
     assert box["x"] == pytest.approx(0, abs=2) and box["width"] == pytest.approx(390, abs=2)
     expect(page.locator("#wa-back")).to_be_visible()
     page.click("#wa-back")
-    page.wait_for_timeout(400)
-    assert conv.bounding_box()["x"] >= 380
+    page.wait_for_function("document.querySelector('.wa-conv').getBoundingClientRect().x >= 380")  # slid out
 
 
 def photo_preview():
@@ -193,10 +192,10 @@ def test_chat_view_shows_the_queues_sends_ticks_thumbnails_and_whatsapp_times(pa
     expect(out.locator(".tick.sent")).to_have_count(1)
     with db(committed_db_url) as c:
         c.execute("SELECT record_receipts(%s, %s, 'delivered', now())", [device, ["OUT-A"]])
-    expect(out.locator(".tick.delivered")).to_have_count(1, timeout=5000)
+    expect(out.locator(".tick.delivered")).to_have_count(1)
     with db(committed_db_url) as c:
         c.execute("SELECT record_receipts(%s, %s, 'read', now())", [device, ["OUT-A"]])
-    expect(out.locator(".tick.read")).to_have_count(1, timeout=5000)
+    expect(out.locator(".tick.read")).to_have_count(1)
 
     # A received photo shows as its thumbnail, under yesterday's label.
     chats.nth(1).click()
@@ -209,7 +208,7 @@ def test_chat_view_shows_the_queues_sends_ticks_thumbnails_and_whatsapp_times(pa
     # A new campaign send opens its chat in the list live.
     with db(committed_db_url) as c:
         campaign_send(c, user["id"], device, "60122222209", "Hi Eve, a new offer", "OUT-E")
-    expect(chats).to_have_count(5, timeout=5000)
+    expect(chats).to_have_count(5)
     expect(chats.first.locator(".preview")).to_have_text("Hi Eve, a new offer")
 
 
@@ -220,14 +219,14 @@ def test_the_simulated_contacts_answer_so_the_chat_view_is_alive(page_for, user,
     page = page_for(viewport={"width": 1400, "height": 900})
     sign_in(page, user["email"])
     page.goto(f"/device/{device}/whatsapp-web")
-    expect(page.locator("#wa-device-status")).to_have_text("online", timeout=20000)
+    expect(page.locator("#wa-device-status")).to_have_text("online")
     with db(committed_db_url) as c:
         c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content)
                      VALUES (%s, %s, '60123333301', 'Hi Ann, are you coming?')""", [user["id"], device])
     chat = page.locator("#wa-chats .wa-chat")
-    expect(chat).to_have_count(1, timeout=20000)                   # the send opened it, live
+    expect(chat).to_have_count(1)                   # the send opened it, live
     chat.first.click()
     expect(page.locator("#wa-messages .wa-msg.out")).to_contain_text("Hi Ann, are you coming?")
     # The simulated contact answers (text, or now and then a photo) and the thread shows it live.
-    expect(page.locator("#wa-messages .wa-msg.in")).to_have_count(1, timeout=20000)
+    expect(page.locator("#wa-messages .wa-msg.in")).to_have_count(1)
     expect(page.locator("#wa-messages .wa-msg.out .tick.delivered, #wa-messages .wa-msg.out .tick.read")).to_have_count(1)

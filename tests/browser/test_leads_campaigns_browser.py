@@ -34,7 +34,7 @@ def test_import_a_csv_and_watch_the_progress_bar(page_for, user):
     page.click("#import-form button[type=submit]")
 
     row = page.locator("#imports tr[data-import-id]:not([data-import-id=upload])").first
-    expect(row.locator(".status")).to_have_text("finished", timeout=25000)
+    expect(row.locator(".status")).to_have_text("finished", timeout=60000)
     expect(row.locator(".inserted")).to_have_text(str(ROWS))
     expect(row.locator(".progress > span")).to_have_attribute("style", FULL)
     seen = page.evaluate("Array.from(window.widths)")
@@ -79,7 +79,7 @@ def test_create_a_campaign_and_watch_it_finish(page_for, user, committed_db_url,
     page.wait_for_url("**/campaigns/*")
 
     box = page.locator("#campaign")
-    expect(box.locator(".status")).to_have_text("finished", timeout=25000)
+    expect(box.locator(".status")).to_have_text("finished", timeout=60000)
     expect(box.locator(".progress > span")).to_have_attribute("style", FULL)
     with psycopg.connect(committed_db_url) as c:
         assert c.execute("SELECT status, count(*) FROM broadcast_messages WHERE device_id = %s GROUP BY 1",
