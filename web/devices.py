@@ -173,24 +173,14 @@ def update_many():
     return jsonify(updated=n)
 
 
-def _set_paused(paused):
-    n = one("SELECT set_devices_paused(%s, %s, %s) AS n", [g.user["id"], _device_ids(json_body()), paused])["n"]
+@bp.route("/api/devices/<any(pause, resume):action>", methods=["POST"])
+@login_required
+def pause(action):
+    """Pauses or resumes devices. JSON: device_ids. A paused device stays connected and keeps its
+    queue; nothing is sent from it until it is resumed. Answers with how many `changed`."""
+    n = one("SELECT set_devices_paused(%s, %s, %s) AS n",
+            [g.user["id"], _device_ids(json_body()), action == "pause"])["n"]
     return jsonify(changed=n)
-
-
-@bp.route("/api/devices/pause", methods=["POST"])
-@login_required
-def pause():
-    """Pauses devices. JSON: device_ids. A paused device stays connected and keeps its queue;
-    nothing is sent from it until it is resumed. Answers with how many `changed`."""
-    return _set_paused(True)
-
-
-@bp.route("/api/devices/resume", methods=["POST"])
-@login_required
-def resume():
-    """Resumes paused devices. JSON: device_ids. Answers with how many `changed`."""
-    return _set_paused(False)
 
 
 @bp.route("/api/devices/<int:device_id>", methods=["DELETE"])

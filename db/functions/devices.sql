@@ -37,6 +37,9 @@ BEGIN
   IF p_first_number IS NULL OR p_first_number NOT BETWEEN 0 AND 1000000 THEN
     RAISE EXCEPTION 'the first number must be 0 to 1000000' USING ERRCODE = '22023';
   END IF;
+  IF replace(v_pattern, '{n}', '') !~ '\S' THEN
+    RAISE EXCEPTION 'a device name needs 1 to 100 characters besides the number' USING ERRCODE = '22023';
+  END IF;
   -- Several devices are numbered: "{n}" in the pattern, else " <n>" at its end.
   IF p_count > 1 AND strpos(v_pattern, '{n}') = 0 THEN
     v_pattern := v_pattern || ' {n}';
