@@ -1,7 +1,7 @@
 // The device picker of the campaign and sequence forms: thousands of devices, searched and
 // filtered by the server (/api/devices/choices, 100 at a time, "Show more" for the next), chosen
-// one by one or all at once ("All online", "All shown": every device matching the search and
-// status, from /api/devices/ids). The chosen ids live in the fieldset's hidden input as "1,2,3";
+// one by one or all at once ("All online": the online ones among the search, "All shown": every
+// device matching the search and status; both from /api/devices/ids). The chosen ids live in the fieldset's hidden input as "1,2,3";
 // none chosen means every device.
 (function () {
   "use strict";
@@ -24,16 +24,17 @@
       list.querySelectorAll('input[type="checkbox"]').forEach((c) => { c.checked = chosen.has(c.value); });
     }
     function item(d) {
-      const li = document.createElement("li"), label = document.createElement("label"), box_ = document.createElement("input");
-      box_.type = "checkbox";
-      box_.value = String(d.device_id);
-      box_.checked = chosen.has(box_.value);
+      const li = document.createElement("li"), label = document.createElement("label");
+      const check = document.createElement("input");
+      check.type = "checkbox";
+      check.value = String(d.device_id);
+      check.checked = chosen.has(check.value);
       const name = document.createElement("span");
       name.textContent = d.device_name;
       const meta = document.createElement("span");
       meta.className = "muted";
       meta.textContent = [d.phone, d.status + (d.paused ? ", paused" : "")].filter(Boolean).join(" · ");
-      label.append(box_, name, meta);
+      label.append(check, name, meta);
       li.append(label);
       return li;
     }
