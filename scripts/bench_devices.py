@@ -1,94 +1,171 @@
-"""How many devices one sender process holds: memory per simulated device and per idle
-(unconnected) neonize client, each measured in a fresh process (RSS from /proc).
+"""What devices cost a sender process, and whether 3000 real WhatsApp numbers fit (issue 12).
 
-    flock /tmp/bench.lock .venv/bin/python -m scripts.bench_devices [--sim 5000] [--neonize 400]
+For N in 100, 500, 1000 and 3000 (--quick: 100 and 500) devices with stored sessions (rows shaped
+like whatsmeow's in whatsmeow_device) in a scratch database, the sender pool runs exactly as
+`make run` starts it with WA_TRANSPORT=neonize: it sizes its processes from the devices to run and
+the measured devices per process, and every device gets a real neonize client whose connect fails
+at the dial (no network here; the sessions, their stores, database pools and threads are real).
+Once every device has been attempted: the PostgreSQL backends of the scratch database, PgBouncer's
+client connections (the stores' pools), and per sender process its devices, OS threads (peak and
+now), open files and RSS. Then memory per simulated device, in one process.
 
-No network here, so neonize clients are created but not connected (a connected whatsmeow session
-costs more: two OS threads, a websocket and a database pool each; peers publish ~50 MB per session).
-Prints the figures and, last, ratio=<neonize idle client memory / simulated device memory>.
+    flock /tmp/bench.lock .venv/bin/python -m scripts.bench_devices [--quick]
+
+Prints the figures and, last, ratio=<backends at the largest N / 150> (goal: at most 1).
 """
 import argparse
 import json
 import os
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 
+import psycopg
 
-def rss_kb():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+from common.config import ROOT, neonize_store_url, require_database_url
+from scripts.benchlib import (children, connect, create_scratch_database, drop_scratch_database, log, proc_status,
+                              stop_pool)
+from scripts.embedded import POOL_SIZE
 
-
-def child_sim(n):
-    from sender.transport.base import DeviceSession
-    from sender.transport.sim import SimConfig, SimTransport
-    events = []
-    t = SimTransport(events.append, SimConfig(store_dir=tempfile.mkdtemp(prefix="bench-sim-")))
-    base = rss_kb()
-    for i in range(n):
-        t.start(DeviceSession(i + 1, jid=f"601{i:08d}:1@s.whatsapp.net", phone=f"601{i:08d}"))
-    deadline = time.monotonic() + 60
-    while sum(1 for e in events if type(e).__name__ == "Connected") < n and time.monotonic() < deadline:
-        time.sleep(0.05)
-    connected = sum(1 for e in events if type(e).__name__ == "Connected")
-    after = rss_kb()
-    t.close()
-    return {"base_kb": base, "after_kb": after, "devices": n, "connected": connected}
+SIZES, QUICK_SIZES = (100, 500, 1000, 3000), (100, 500)
+BACKENDS_GOAL = 150
 
 
-def child_neonize(n, url):
-    os.environ.setdefault("NEONIZE_BOT_TAG", "off")
-    before_import = rss_kb()
-    from neonize.client import NewClient
-
-    from sender.transport.neonize_transport import neonize_store_address
-    base = rss_kb()
-    store = neonize_store_address(url)
-    clients = [NewClient(store, uuid=f"bench-{i}", new_device=True) for i in range(n)]   # kept referenced
-    after = rss_kb()
-    return {"before_import_kb": before_import, "base_kb": base, "after_kb": after, "devices": len(clients),
-            "threads": len(os.listdir("/proc/self/task"))}
+def create_session_tables(url):
+    """neonize creates whatsmeow's tables on its first connect (which then fails at the dial)."""
+    code = ("from neonize.client import NewClient; from neonize.exc import NeonizeError;"
+            "from sender.transport.neonize_transport import neonize_store_address as a;"
+            f"c = NewClient(a({url!r}), uuid='tables');\ntry: c.connect()\nexcept NeonizeError: pass")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
 
 
-def run_child(kind, n, url=None):
-    out = subprocess.run([sys.executable, "-m", "scripts.bench_devices", "--child", kind, "--n", str(n)]
-                         + (["--url", url] if url else []),
-                         capture_output=True, text=True, check=True)
+def load(c, n):
+    """One owner, n devices with stored sessions."""
+    c.execute("DELETE FROM users")
+    c.execute("DELETE FROM whatsmeow_device")
+    from tests.factories import PASSWORD_HASH
+    uid = c.execute("SELECT create_user('bench@example.com', 'Bench', %s) AS id", [PASSWORD_HASH]).fetchone()["id"]
+    c.execute("""INSERT INTO user_devices (user_id, device_name, phone, jid)
+                 SELECT %s, 'bench ' || g, (601000000000 + g)::text, (601000000000 + g)::text || ':1@s.whatsapp.net'
+                   FROM generate_series(1, %s) g""", [uid, n])
+    cols = c.execute("""SELECT column_name, data_type FROM information_schema.columns
+                         WHERE table_name = 'whatsmeow_device' AND is_nullable = 'NO' AND column_name <> 'jid'""").fetchall()
+    sig64 = {"signed_pre_key_sig", "adv_account_sig", "adv_device_sig"}
+    values = [f"decode(repeat('01', {64 if r['column_name'] in sig64 else 32}), 'hex')" if r["data_type"] == "bytea"
+              else ("'1'" if r["data_type"] == "text" else "1") for r in cols]
+    c.execute(f"""INSERT INTO whatsmeow_device (jid, {', '.join(r['column_name'] for r in cols)})
+                  SELECT jid, {', '.join(values)} FROM user_devices""")
+
+
+def pooler_clients(url):
+    """Client connections PgBouncer holds for this database (the stores' pools), from SHOW POOLS."""
+    store = neonize_store_url(url)
+    if store == url:
+        return None
+    from urllib.parse import parse_qs, urlsplit
+    parts, query = urlsplit(store), parse_qs(urlsplit(store).query)
+    with psycopg.connect(host=query["host"][0], port=query["port"][0], dbname="pgbouncer", user=parts.username,
+                         password=parts.password, autocommit=True, cursor_factory=psycopg.ClientCursor) as admin:
+        cur = admin.execute("SHOW POOLS")
+        names = [d.name for d in cur.description]
+        rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    dbname = urlsplit(url).path.lstrip("/")
+    return sum(r["cl_active"] + r["cl_waiting"] for r in rows if r["database"] == dbname)
+
+
+def run_size(url, dbname, n, t0):
+    with connect(url) as c:
+        load(c, n)
+        env = dict(os.environ, DATABASE_URL=url, WA_TRANSPORT="neonize", LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT),
+                   NEONIZE_STDOUT=os.devnull)
+        env.pop("SENDER_PROCESSES", None)
+        pool = subprocess.Popen([sys.executable, "-m", "sender"], cwd=ROOT, env=env)
+        peak, stop = {}, threading.Event()
+
+        def sample():
+            while not stop.wait(0.5):
+                for pid in children(pool.pid):
+                    peak[pid] = max(peak.get(pid, 0), proc_status(pid, "Threads"))
+        threading.Thread(target=sample, daemon=True).start()
+        try:
+            deadline = time.monotonic() + 120 + n * 0.5
+            while True:
+                attempted = c.execute("""SELECT count(DISTINCT device_id) AS n FROM device_events
+                                          WHERE event = 'offline'""").fetchone()["n"]
+                if attempted >= n or time.monotonic() > deadline:
+                    break
+                time.sleep(2)
+            log(t0, f"{n} devices: {attempted} attempted")
+            backends = {r["app"]: r["n"] for r in c.execute(
+                """SELECT coalesce(nullif(application_name, ''), backend_type) AS app, count(*) AS n
+                     FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() GROUP BY 1""", [dbname])}
+            budget = c.execute("SELECT count(*) AS n FROM user_devices WHERE status_reason LIKE %s",
+                               ["%connects (each leaks%"]).fetchone()["n"]
+            leases = [r["n"] for r in c.execute("SELECT count(*) AS n FROM device_leases GROUP BY sender_id ORDER BY 1")]
+            workers = [{"pid": pid, "threads": proc_status(pid, "Threads"), "peak_threads": peak.get(pid, 0),
+                        "rss_mb": proc_status(pid, "VmRSS") / 1024, "files": len(os.listdir(f"/proc/{pid}/fd"))}
+                       for pid in children(pool.pid)]
+            clients = pooler_clients(url)
+        finally:
+            stop.set()
+            stop_pool(pool)
+    return {"devices": n, "attempted": attempted, "budget_exhausted": budget, "backends": sum(backends.values()),
+            "by_app": backends, "pooler_clients": clients, "leases": leases, "workers": workers}
+
+
+def sim_memory(n=5000):
+    """kB per simulated device in one process."""
+    code = f"""
+import json, tempfile, time
+from sender.transport.base import DeviceSession
+from sender.transport.sim import SimConfig, SimTransport
+def rss():
+    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS:')).split()[1])
+events = []
+t = SimTransport(events.append, SimConfig(store_dir=tempfile.mkdtemp(prefix='bench-sim-')))
+base = rss()
+for i in range({n}):
+    t.start(DeviceSession(i + 1, jid=f'601{{i:08d}}:1@s.whatsapp.net'))
+deadline = time.monotonic() + 60
+while sum(type(e).__name__ == 'Connected' for e in events) < {n} and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps({{'kb': (rss() - base) / {n}, 'mb': rss() / 1024}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sim", type=int, default=5000)
-    ap.add_argument("--neonize", type=int, default=400)
-    ap.add_argument("--budget", type=int, default=int(os.environ.get("NEONIZE_CONNECTION_BUDGET", "200")))
-    ap.add_argument("--child")
-    ap.add_argument("--n", type=int)
-    ap.add_argument("--url")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="100 and 500 devices only")
     args = ap.parse_args()
-    if args.child:
-        result = child_sim(args.n) if args.child == "sim" else child_neonize(args.n, args.url)
-        print(json.dumps(result))
-        return
-
-    from common.config import require_database_url
-    sim = run_child("sim", args.sim)
-    neo = run_child("neonize", args.neonize, require_database_url())
-    sim_kb = (sim["after_kb"] - sim["base_kb"]) / sim["devices"]
-    neo_kb = (neo["after_kb"] - neo["base_kb"]) / neo["devices"]
-    neo_base_mb = neo["base_kb"] / 1024
-    print(f"simulated: {sim['devices']} devices ({sim['connected']} connected) in one process: "
-          f"{sim_kb:.1f} kB per device, process {sim['after_kb'] / 1024:.0f} MB")
-    print(f"neonize: process with neonize loaded {neo_base_mb:.0f} MB (python alone {neo['before_import_kb'] / 1024:.0f} MB); "
-          f"{neo['devices']} idle unconnected clients: {neo_kb:.1f} kB per client, {neo['threads']} threads")
-    budget_mb = neo_base_mb + args.budget * neo_kb / 1024
-    print(f"one sender process holds: {sim['devices']} simulated devices (SENDER_CAPACITY default) in "
-          f"{sim['after_kb'] / 1024:.0f} MB; up to {args.budget} neonize devices (NEONIZE_CONNECTION_BUDGET: "
-          f"every connect holds >= 1 PostgreSQL connection) at >= {budget_mb:.0f} MB idle, "
-          f"plus 2 OS threads and a websocket per connected session")
-    print(f"ratio={neo_kb / sim_kb:.1f} (neonize idle client memory / simulated device memory)")
+    t0 = time.perf_counter()
+    base = require_database_url()
+    name = f"wa_bench_devices_{os.getpid()}"
+    url = create_scratch_database(base, name)
+    results = []
+    try:
+        create_session_tables(url)
+        store = neonize_store_url(url)
+        print(f"session store: {'PgBouncer, transaction pooling' if store != url else 'the database itself'}; "
+              f"store pool at most {POOL_SIZE} server connections per database")
+        for n in (QUICK_SIZES if args.quick else SIZES):
+            r = run_size(url, name, n, t0)
+            results.append(r)
+            w = r["workers"]
+            print(f"{n} devices: attempted {r['attempted']}, budget exhausted {r['budget_exhausted']}; "
+                  f"PostgreSQL backends {r['backends']} {r['by_app']}; PgBouncer clients {r['pooler_clients']}; "
+                  f"{len(w)} sender processes, devices {r['leases']}, threads now "
+                  f"{[x['threads'] for x in w]} peak {[x['peak_threads'] for x in w]}, open files "
+                  f"{[x['files'] for x in w]}, RSS MB {[round(x['rss_mb']) for x in w]}", flush=True)
+    finally:
+        drop_scratch_database(base, name)
+    sim = sim_memory()
+    print(f"simulated: 5000 devices in one process, {sim['kb']:.1f} kB per device, process {sim['mb']:.0f} MB")
+    largest = results[-1]
+    print(f"ratio={largest['backends'] / BACKENDS_GOAL:.2f} (PostgreSQL backends at {largest['devices']} devices "
+          f"/ {BACKENDS_GOAL})")
 
 
 if __name__ == "__main__":

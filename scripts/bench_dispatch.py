@@ -102,8 +102,11 @@ def measure_raw(url, user_id, device_ids, total, triggers=True):
 
 
 def start_pool(url, store_dir):
+    """The sender pool on the simulated network, its WhatsApp rules off: this measures the queue at
+    zero latency and unbounded pace, which real WhatsApp would answer with timelocks and bans
+    (the soak runs with the rules on)."""
     env = dict(os.environ, DATABASE_URL=url, WA_TRANSPORT="sim", WA_SIM_DIR=str(store_dir), WA_SIM_RECEIPTS="0",
-               WA_SIM_LATENCY_MS="0", SENDER_PROCESSES=str(WORKERS), SENDER_HEARTBEAT_SECONDS="1",
+               WA_SIM_LATENCY_MS="0", WA_SIM_RULES="off", SENDER_PROCESSES=str(WORKERS), SENDER_HEARTBEAT_SECONDS="1",
                LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, "-m", "sender"], env=env, cwd=ROOT)
 

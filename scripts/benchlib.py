@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
@@ -43,3 +44,26 @@ def stop_pool(pool, grace=60):
             pool.wait(grace)
         except subprocess.TimeoutExpired:
             pool.kill()
+
+
+def proc_status(pid, field):
+    """A number field of /proc/<pid>/status (VmRSS in kB, Threads, ...); 0 when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children(pid):
+    """The live child processes of pid, from /proc."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out

@@ -40,6 +40,8 @@ if [ -z "${DATABASE_URL:-}${DB_URI:-}" ]; then
   if [ ! -f "/usr/lib/postgresql/$major/lib/pg_cron.so" ]; then
     apt_install "postgresql-$major-cron" || echo "warning: pg_cron unavailable; the clock process will run the ticks" >&2
   fi
+  # PgBouncer pools neonize's session-store connections (one database pool per WhatsApp client).
+  command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
   # Static checks of the PL/pgSQL functions (tests only; never created in the application database).
   if [ ! -f "/usr/lib/postgresql/$major/lib/plpgsql_check.so" ]; then
     apt_install "postgresql-$major-plpgsql-check" || echo "warning: plpgsql_check unavailable; its test will fail" >&2

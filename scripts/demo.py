@@ -2,7 +2,7 @@
 The password is random per installation, kept in var/demo_login (git-ignored), printed by make run."""
 import secrets
 
-from common.config import VAR
+from common.config import VAR, write_private
 from common.db import connect
 
 DEMO_EMAIL = "demo@example.com"
@@ -11,8 +11,7 @@ DEMO_EMAIL = "demo@example.com"
 def _demo_password():
     f = VAR / "demo_login"
     if not f.exists():
-        f.write_text(secrets.token_urlsafe(9))
-        f.chmod(0o600)
+        write_private(f, secrets.token_urlsafe(9))
     return f.read_text().strip()
 
 

@@ -4,6 +4,11 @@ It listens on a unix socket inside its folder and on a loopback port, preloads p
 application database, and runs as the invoking user (as the `postgres` OS user when invoked as
 root, since PostgreSQL refuses to run as root).
 
+Beside it runs PgBouncer (when installed), started and stopped with it, on a unix socket of its
+own: neonize's session stores reach the database through it (each WhatsApp client opens a pool of
+its own), so thousands of clients cost a few backends. It pools by transaction; its address
+(var/pg/store_url) carries binary_parameters=yes, which lib/pq needs under transaction pooling.
+
     python -m scripts.embedded up      # create if needed, start if stopped; prints DATABASE_URL
     python -m scripts.embedded stop
     python -m scripts.embedded status
@@ -14,13 +19,14 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common.config import ROOT, VAR, ConfigError, run_command
+from common.config import ROOT, VAR, ConfigError, run_command, write_private
 
 PORT = int(os.environ.get("EMBEDDED_PG_PORT", "54329"))
 DB_NAME = "wa"
@@ -67,7 +73,8 @@ def home():
 def paths():
     h = home()
     return {"home": h, "data": h / "data", "socket": h / "socket", "log": h / "server.log",
-            "password": h / "password", "url": VAR / "pg" / "url"}
+            "password": h / "password", "url": VAR / "pg" / "url", "pooler": h / "pgbouncer",
+            "store_url": VAR / "pg" / "store_url"}
 
 
 def _chown(path):
@@ -106,7 +113,7 @@ def init(p):
     for d in (p["home"], p["socket"]):
         _chown(d)
     pwfile = p["home"] / "superuser-pw"
-    pwfile.write_text(secrets.token_hex(16))
+    write_private(pwfile, secrets.token_hex(16))
     _chown(pwfile)
     r = _as_cluster_user([str(bin_dir() / "initdb"), "-D", str(p["data"]), "-U", "postgres",
                           "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust",
@@ -192,8 +199,7 @@ def superuser_conninfo(db):
 def ensure_app_database(p):
     """The application role (not a superuser: it must work like a managed database) and its DB."""
     if not p["password"].exists():
-        p["password"].write_text(secrets.token_hex(16))
-        os.chmod(p["password"], 0o600)
+        write_private(p["password"], secrets.token_hex(16))
     pw = p["password"].read_text().strip()
     psql_super(f"""DO $$ BEGIN
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
@@ -206,7 +212,7 @@ def ensure_app_database(p):
     if _has_pg_cron():
         psql_super("CREATE EXTENSION IF NOT EXISTS pg_cron; GRANT USAGE ON SCHEMA cron TO wa;", db=DB_NAME)
     url = f"postgresql://{APP_ROLE}:{pw}@127.0.0.1:{PORT}/{DB_NAME}?sslmode=disable"
-    p["url"].write_text(url + "\n")
+    write_private(p["url"], url + "\n")   # it holds the password
     return url
 
 
@@ -227,11 +233,97 @@ def up():
         if _as_cluster_user([str(bin_dir() / "pg_isready"), "-q", "-h", str(p["socket"]), "-p", str(PORT)]).returncode == 0:
             break
         time.sleep(0.1)
-    return ensure_app_database(p)
+    url = ensure_app_database(p)
+    start_pooler(p, p["password"].read_text().strip())
+    return url
+
+
+# PgBouncer for neonize's session stores -----------------------------------------------------
+POOL_SIZE = 20          # server connections per database: the session stores' share of the backends
+
+
+def _pooler_binary():
+    found = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    return found if os.path.exists(found) else None
+
+
+def _pooler_pid(p):
+    try:
+        pid = int((p["pooler"] / "pgbouncer.pid").read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def start_pooler(p, password):
+    """Starts PgBouncer unless it runs; returns neonize's store address through it (None when
+    PgBouncer is not installed: the stores then connect straight to the database)."""
+    binary = _pooler_binary()
+    if binary is None:
+        p["store_url"].unlink(missing_ok=True)
+        return None
+    d = p["pooler"]
+    d.mkdir(exist_ok=True)
+    os.chmod(d, 0o700)
+    _chown(d)
+    # Each client's pool is a connection here that neonize never closes: as many as the cluster user's
+    # file limit allows (PgBouncer raises its soft limit to it below; the usual soft 1024 would make
+    # it refuse connections past a thousand numbers).
+    files = int(_as_cluster_user(["bash", "-c", "ulimit -Hn"], capture_output=True, text=True).stdout.strip() or 1024)
+    max_clients = max(100, files - 200)
+    (d / "userlist.txt").write_text(f'"{APP_ROLE}" "{password}"\n')
+    (d / "pgbouncer.ini").write_text(f"""[databases]
+* = host={p['socket']} port={PORT}
+
+[pgbouncer]
+listen_addr =
+unix_socket_dir = {d}
+listen_port = {PORT}
+auth_type = scram-sha-256
+auth_file = {d / 'userlist.txt'}
+stats_users = {APP_ROLE}
+pool_mode = transaction
+default_pool_size = {POOL_SIZE}
+max_client_conn = {max_clients}
+ignore_startup_parameters = extra_float_digits
+log_connections = 0
+log_disconnections = 0
+logfile = {d / 'pgbouncer.log'}
+pidfile = {d / 'pgbouncer.pid'}
+""")
+    for f in ("userlist.txt", "pgbouncer.ini"):
+        os.chmod(d / f, 0o600)
+        _chown(d / f)
+    if _pooler_pid(p) is None:
+        r = _as_cluster_user(["bash", "-c", f'ulimit -n {files} && exec {binary} -d -q {d / "pgbouncer.ini"}'],
+                             capture_output=True, text=True)
+        for _ in range(50):
+            if (d / f".s.PGSQL.{PORT}").exists():
+                break
+            time.sleep(0.1)
+        else:
+            raise ConfigError(f"PgBouncer did not start: {(r.stderr or r.stdout).strip()} (see {d / 'pgbouncer.log'})")
+    # connect_timeout: a pooler that does not answer fails a connect instead of hanging it.
+    url = (f"postgresql://{APP_ROLE}:{password}@/{DB_NAME}?host={d}&port={PORT}"
+           "&sslmode=disable&binary_parameters=yes&connect_timeout=10")
+    p["store_url"].write_text(url + "\n")
+    return url
+
+
+def stop_pooler(p):
+    pid = _pooler_pid(p)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            if _pooler_pid(p) is None:
+                break
+            time.sleep(0.1)
 
 
 def stop():
     p = paths()
+    stop_pooler(p)
     if is_running(p):
         _as_cluster_user([str(bin_dir() / "pg_ctl"), "stop", "-m", "fast", "-w", "-D", str(p["data"])],
                          capture_output=True)

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 
-from common.config import ROOT, VAR, ConfigError, port, require_database_url, run_command
+from common.config import ROOT, VAR, ConfigError, port, private_dir, require_database_url, run_command
 from scripts import demo
 
 PROCESSES = ("web", "sender", "clock")
@@ -71,8 +71,8 @@ def _wait_healthy(url, seconds=40):
 
 def start():
     url = require_database_url()
-    RUN.mkdir(parents=True, exist_ok=True)
-    LOGS.mkdir(parents=True, exist_ok=True)
+    private_dir(RUN)
+    private_dir(LOGS)
     web_port = port()
     if _pid("web") is None and not _port_free(web_port):
         raise ConfigError(f"port {web_port} is in use by another program; stop it or set PORT")
@@ -85,14 +85,15 @@ def start():
     for name in PROCESSES:
         if _pid(name):
             continue
-        with open(LOGS / f"{name}.log", "ab") as log:
+        with open(os.open(LOGS / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
             proc = subprocess.Popen(["bash", "-c", f"exec {commands[name]}"], cwd=ROOT, env=env,
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
         (RUN / f"{name}.pid").write_text(str(proc.pid))
     if not _wait_healthy(f"http://127.0.0.1:{web_port}/healthz"):
         raise ConfigError(f"the web process did not answer /healthz; see {LOGS / 'web.log'}")
-    print(f"WA Broadcast is running (simulated WhatsApp: WA_TRANSPORT={env['WA_TRANSPORT']}).")
+    kind = "simulated WhatsApp" if env["WA_TRANSPORT"] == "sim" else "real WhatsApp"
+    print(f"WA Broadcast is running ({kind}: WA_TRANSPORT={env['WA_TRANSPORT']}).")
     print(f"Logs: {LOGS}/   Stop: make stop")
     print(f"Demo login: {login[0]} / {login[1]}")
     print(f"Dashboard: http://localhost:{web_port}/dashboard")

@@ -10,7 +10,11 @@ The compressed clock:
   load offered per device is several times larger: the cap is what stops each device;
 - sequences: steps 0.01 h (36 s, the column's smallest step) apart instead of days;
 - the clock: the scheduled jobs (app_jobs(): campaigns, sequence ticks, stuck recovery, skip
-  rules) run every 5 s instead of every minute.
+  rules) run every 5 s instead of every minute;
+- WhatsApp's rules (the simulator's default) run on the same 30x clock (WA_SIM_TIME_SCALE): each
+  connection drops about once a minute and returns within a second, sends meanwhile are not sent;
+  a device that messages 30 new contacts within 2 minutes is timelocked for new contacts (463);
+  120 sends within 20 s earn a temporary ban; QR codes expire.
 
     flock /tmp/bench.lock .venv/bin/python -m scripts.soak [--quick] [--devices 3000]
 
@@ -34,6 +38,7 @@ from psycopg.types.json import Jsonb
 from common.config import ROOT, require_database_url
 from common.db import with_database
 from scripts import apply
+from scripts.benchlib import children, proc_status
 from sender.transport.sim import SimNetwork
 
 FULL = {"seconds": 600, "hourly_cap": 80, "leads_per_device": 40}
@@ -41,6 +46,7 @@ QUICK = {"seconds": 60, "hourly_cap": 8, "leads_per_device": 4}
 DEVICES_PER_OWNER = 100
 TICK_SECONDS = 5
 MIN_DELAY, MAX_DELAY = 1, 2
+TIME_SCALE = 1 / 30         # WhatsApp's durations on the compressed clock
 STEPS = 3                   # sequence steps per lead, next to one campaign message per lead
 
 
@@ -90,16 +96,6 @@ def compressed_clock(url, stop):
                     print(f"tick {command!r} failed: {exc}", file=sys.stderr)
 
 
-def rss_kb(pid):
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def pss_kb(pid):
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
@@ -110,21 +106,10 @@ def pss_kb(pid):
     return 0
 
 
-def children(pid):
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
-
-
 def memory(c, pool_pid, dbname):
     """Sender pool + workers resident MB; the soak database's backends' proportional share MB
     (shared buffers counted once across them) and its size on disk."""
-    senders = rss_kb(pool_pid) + sum(rss_kb(p) for p in children(pool_pid))
+    senders = proc_status(pool_pid, "VmRSS") + sum(proc_status(p, "VmRSS") for p in children(pool_pid))
     pids = [r["pid"] for r in c.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [dbname])]
     db = sum(pss_kb(p) for p in pids)
     size = c.execute("SELECT pg_database_size(%s) AS b", [dbname]).fetchone()["b"]
@@ -148,8 +133,11 @@ def verdict(c, store):
                                       RANGE BETWEEN interval '1 hour' PRECEDING AND CURRENT ROW) AS n
                   FROM broadcast_messages m JOIN user_devices d ON d.id = m.device_id
                  WHERE m.claimed_at IS NOT NULL) w""").fetchone()
+    lifecycle = {r["event"]: r["n"] for r in c.execute("SELECT event, count(*) AS n FROM device_events GROUP BY 1")}
+    lifecycle["timelock_refusals"] = sum(1 for r in rows.values()
+                                         if (r["error_message"] or "").startswith("reach-out timelock"))
     return {"status": dict(status), "received": len(received), "duplicates": duplicates, "losses": len(lost),
-            "worst_hour": cap["worst"], "cap": cap["cap"], "devices_over_cap": cap["over"]}
+            "worst_hour": cap["worst"], "cap": cap["cap"], "devices_over_cap": cap["over"], "lifecycle": lifecycle}
 
 
 def main(argv=None):
@@ -174,8 +162,8 @@ def main(argv=None):
             print(f"loaded {args.devices} devices, {len(owners)} owners, "
                   f"{args.devices * size['leads_per_device']} leads in {time.monotonic() - t:.1f}s", flush=True)
             env = dict(os.environ, DATABASE_URL=url, WA_TRANSPORT="sim", WA_SIM_DIR=str(store), WA_SIM_LATENCY_MS="50",
-                       WA_SIM_REPLY_RATE="0.01", SENDER_PROCESSES=str(args.senders), LOG_LEVEL="WARNING",
-                       PYTHONPATH=str(ROOT))
+                       WA_SIM_REPLY_RATE="0.01", WA_SIM_RULES="on", WA_SIM_TIME_SCALE=str(TIME_SCALE),
+                       SENDER_PROCESSES=str(args.senders), LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
             pool = subprocess.Popen([sys.executable, "-m", "sender"], cwd=ROOT, env=env)
             clock = threading.Thread(target=compressed_clock, args=(url, stop), daemon=True)
             clock.start()
@@ -207,6 +195,7 @@ def main(argv=None):
     offered = args.devices * min(v["cap"], elapsed / ((MIN_DELAY + MAX_DELAY) / 2)) / elapsed
     print(f"devices={args.devices} seconds={elapsed:.0f} messages={sum(v['status'].values())} "
           f"statuses={v['status']} received={v['received']}")
+    print(f"whatsapp: device events {v['lifecycle']}")
     print(f"duplicates={v['duplicates']} losses={v['losses']} "
           f"worst_rolling_hour={v['worst_hour']} cap={v['cap']} devices_over_cap={v['devices_over_cap']}")
     print(f"memory start: {fmt(start_mem)}")

@@ -8,9 +8,7 @@ sender takes expires in device_health_tick.
 import logging
 import threading
 
-import psycopg
-
-from common.db import connect
+from sender.reconnecting import reconnecting
 
 log = logging.getLogger("sender.device_commands")
 
@@ -18,12 +16,13 @@ CHANNEL = "wa_device_commands"
 
 
 class DeviceCommands:
-    def __init__(self, url, sender_id, transport, start_device, stop_device, poll_seconds=5.0):
+    def __init__(self, url, sender_id, transport, start_device, stop_device, poll_seconds=5.0, logout_wait_s=10.0):
         """start_device(device_id, jid, phone) and stop_device(device_id) are the worker's own, so
-        its record of which devices run stays true."""
+        its record of which devices run stays true. A logout waits up to logout_wait_s for a
+        dropped connection to come back."""
         self.url, self.sender_id, self.transport = url, sender_id, transport
         self.start_device, self.stop_device = start_device, stop_device
-        self.poll_seconds = poll_seconds
+        self.poll_seconds, self.logout_wait_s = poll_seconds, logout_wait_s
         self._stopping = threading.Event()
         self._thread = None
 
@@ -37,17 +36,14 @@ class DeviceCommands:
             self._thread.join(timeout)
 
     def _loop(self):
+        reconnecting(self.url, "wa-sender-commands", self._serve, self._stopping)
+
+    def _serve(self, conn):
+        conn.execute(f"LISTEN {CHANNEL}")
         while not self._stopping.is_set():
-            try:
-                with connect(self.url, application_name="wa-sender-commands") as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    while not self._stopping.is_set():
-                        self.run_pending(conn)
-                        for _ in conn.notifies(timeout=self.poll_seconds, stop_after=1):
-                            pass
-            except psycopg.OperationalError as exc:
-                log.warning("device commands: database unavailable (%s)", str(exc).splitlines()[0] if str(exc) else exc)
-                self._stopping.wait(1.0)
+            self.run_pending(conn)
+            for _ in conn.notifies(timeout=self.poll_seconds, stop_after=1):
+                pass
 
     def run_pending(self, conn):
         """Takes and runs every pending command of this sender's devices; returns how many ran."""
@@ -79,18 +75,20 @@ class DeviceCommands:
             scan(device_id)
             return "scanned"
         if command == "logout":
-            self.transport.logout(device_id)
+            self.transport.logout(device_id, self.logout_wait_s)
             return "logged out"
         if command == "reconnect":
             self.stop_device(device_id)
             self.start_device(device_id, cmd["jid"], None)
             return "reconnecting with the stored session"
         if command == "delete":
-            try:
-                self.transport.logout(device_id)   # off the phone's Linked Devices, when connected
-            except Exception as exc:  # noqa: BLE001 - the device goes anyway; its rows are removed below
+            try:   # off the phone's Linked Devices when the connection allows
+                self.transport.logout(device_id, self.logout_wait_s)
+                unlinked = "logged out from the phone"
+            except Exception as exc:  # noqa: BLE001 - the device goes anyway; its session rows are removed below
                 log.info("device %s: logout before delete failed: %s", device_id, exc)
-            self.stop_device(device_id)
+                unlinked = "not logged out (no connection): remove it under Linked Devices on the phone"
+            self.stop_device(device_id)   # before the rows go: a running client would write them again
             conn.execute("SELECT finish_device_delete(%s)", [cmd["id"]])
-            return "deleted"
+            return f"deleted; {unlinked}"
         raise ValueError(f"unknown command {command!r}")

@@ -13,9 +13,10 @@ from collections import defaultdict
 
 import psycopg
 
-from common.db import connect
-from sender.transport.base import (Connected, ConnectFailed, Disconnected, IncomingMessage, LoggedOut,
-                                   PairCode, Paired, QRCode, Receipt, StreamReplaced, TemporaryBan)
+from sender.reconnecting import reconnecting
+from sender.transport.base import (ClientOutdated, Connected, ConnectFailed, Disconnected, IncomingMessage,
+                                   LoggedOut, PairCode, Paired, PairingExpired, QRCode, Receipt, StreamReplaced,
+                                   TemporaryBan)
 
 log = logging.getLogger("sender.events")
 
@@ -46,7 +47,21 @@ def on_disconnected(conn, ev):
 
 @handles(ConnectFailed)
 def on_connect_failed(conn, ev):
-    _status(conn, ev.device_id, "offline", ev.error)
+    if ev.resume_at is None:
+        _status(conn, ev.device_id, "offline", ev.error)
+    else:   # the transport gave up: its sender releases it, nobody retries before resume_at
+        conn.execute("SELECT hold_device(%s, %s, %s)", [ev.device_id, ev.error, ev.resume_at])
+
+
+@handles(PairingExpired)
+def on_pairing_expired(conn, ev):
+    _status(conn, ev.device_id, "logged_out", "pairing expired: no code was scanned in time; press Pair for a new one")
+
+
+@handles(ClientOutdated)
+def on_client_outdated(conn, ev):
+    _status(conn, ev.device_id, "offline", "WhatsApp no longer accepts this client version (error 405): "
+                                           "update neonize and restart the senders")
 
 
 @handles(LoggedOut)
@@ -106,6 +121,7 @@ class EventSink:
         self._queue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread = None
+        self._pending = None       # the batch being applied (kept when the database goes away)
 
     def put(self, event):
         self._queue.put(event)
@@ -132,31 +148,27 @@ class EventSink:
         return [e for e in batch if e is not None]
 
     def _run(self):
-        conn = None
+        reconnecting(self.url, "wa-sender-events", self._apply_queued, self._stop)
+
+    def _apply_queued(self, conn):
+        """Applies batches until stopped and drained. A batch whose database went away stays
+        pending and is applied first on the next connection (a lost Connected would leave a
+        working device offline)."""
         while True:
-            try:
-                batch = self._take_batch()
-            except queue.Empty:
-                if self._stop.is_set():
-                    break
-                continue
-            if not batch:
-                if self._stop.is_set() and self._queue.empty():
-                    break
-                continue
-            # Until the database is back (a lost Connected would leave a working device offline).
-            while True:
+            if self._pending is None:
                 try:
-                    conn = conn or connect(self.url, application_name="wa-sender-events")
-                    self.apply(conn, batch)
-                    break
-                except psycopg.OperationalError as exc:
-                    log.warning("database unavailable while applying events (%s); retrying", exc)
-                    conn = None
-                    if self._stop.wait(1.0):
-                        break
-        if conn:
-            conn.close()
+                    batch = self._take_batch()
+                except queue.Empty:
+                    if self._stop.is_set():
+                        return
+                    continue
+                if not batch:
+                    if self._stop.is_set() and self._queue.empty():
+                        return
+                    continue
+                self._pending = batch
+            self.apply(conn, self._pending)
+            self._pending = None
 
     def apply(self, conn, batch):
         receipts = [e for e in batch if isinstance(e, Receipt)]

@@ -5,7 +5,7 @@ from dataclasses import dataclass, fields
 
 @dataclass
 class SenderSettings:
-    capacity: int = 5000            # SENDER_CAPACITY: most devices one worker process runs
+    capacity: int = 0               # SENDER_CAPACITY: most devices one worker runs (0: the transport's measured figure)
     in_flight: int = 4000           # SENDER_IN_FLIGHT: claimed but not yet completed, per worker
     claim_batch: int = 1000         # SENDER_CLAIM_BATCH: most rows per claim
     per_device: int = 100           # SENDER_PER_DEVICE: most rows of one device per claim
@@ -15,6 +15,14 @@ class SenderSettings:
     lease_seconds: float = 30.0     # SENDER_LEASE_SECONDS: a dead worker's devices move after this
     stuck_seconds: float = 300.0    # SENDER_STUCK_SECONDS: the stuck timeout (recover_stuck's default)
     drain_seconds: float = 60.0     # SENDER_DRAIN_SECONDS: how long SIGTERM waits for in-flight sends
+    logout_wait_seconds: float = 10.0  # SENDER_LOGOUT_WAIT_SECONDS: how long a logout waits for a dropped connection
+    not_sent_hold_seconds: float = 5.0  # SENDER_NOT_SENT_HOLD_SECONDS: a device pauses this long after a send
+                                        # that never left (its status may lag its connection)
+
+    def __post_init__(self):
+        if not self.capacity:
+            from sender.transport import devices_per_process
+            self.capacity = devices_per_process()
 
     @classmethod
     def from_env(cls):

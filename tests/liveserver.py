@@ -22,7 +22,7 @@ def serving(app):
         yield f"127.0.0.1:{server.server_port}"
     finally:
         # Websocket handlers never end by themselves: close them, then the server.
-        hub = app.extensions.get("live_hub")
+        hub = app.extensions.pop("live_hub", None)   # the next server of this app gets a fresh one
         if hub is not None:
             hub.close()
         server.shutdown()
@@ -63,6 +63,15 @@ class LiveClient:
         raw = self.ws.receive(timeout=timeout)
         return json.loads(raw)["events"] if raw is not None else None
 
+    def next_frame(self, timeout=DEADLINE):
+        """The events of the next frame that carries more than keep-alive pings."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            events = [e for e in self.next_events(timeout=left) or [] if e["type"] != "ping"]
+            if events:
+                return events
+        raise AssertionError(f"no frame of events within {timeout}s")
+
     def collect(self, seconds):
         """Every non-ping event arriving within `seconds` (for "nothing arrives" checks only;
         to wait for events use until())."""
@@ -92,4 +101,5 @@ class LiveClient:
         self.ws.send(json.dumps(obj))
 
     def close(self):
-        self.ws.close()
+        with contextlib.suppress(simple_websocket.ConnectionClosed):   # the server may have closed it
+            self.ws.close()

@@ -2,7 +2,8 @@
 
 - anonymous: 302 to /login or 401 everywhere except the public routes;
 - other user: 404 on every route that names one of the owner's resources, for every method;
-- owner and admin: never refused, never a server error, on every GET;
+- owner and admin: never refused, never a server error, on every GET (but the owner gets 403 on
+  the administrators' routes);
 - every cookie-authenticated write without a CSRF token: 400.
 Routes are read from app.url_map, so a new route is covered the day it is added; a route whose
 path parameter cannot be filled here fails the test until RESOURCES learns it."""
@@ -16,13 +17,14 @@ from werkzeug.routing import AnyConverter
 from tests.factories import make_device, make_user
 from tests.webutil import csrf_token, login
 
-PUBLIC = re.compile(r"^/($|login|logout|register|healthz|static/|vendor/|media/|api/openapi\.json|.*webhook)")
+PUBLIC = re.compile(r"^/($|login|logout|register|healthz|static/|vendor/|api/openapi\.json|.*webhook)")
+ADMIN_ONLY = re.compile(r"^/api/admin/")
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 # Path parameter -> the owner's resource it names (by parameter name, or by the path segment before `<id>`).
 RESOURCES = {"device": "device", "devices": "device", "chat": "chat", "chats": "chat", "campaign": "campaign",
              "campaigns": "campaign", "lead": "lead", "leads": "lead", "sequence": "sequence",
              "sequences": "sequence", "step": "step", "steps": "step", "import": "import", "imports": "import",
-             "message": "message"}
+             "media": "media", "token": "token", "tokens": "token", "message": "message"}
 
 
 def owner_resources(c, uid):
@@ -43,6 +45,9 @@ def owner_resources(c, uid):
                                  [uid]).fetchone()["id"]}
     ids["step"] = c.execute("""INSERT INTO sequence_steps (sequence_id, day_number, trigger, content, is_entry_point)
                                VALUES (%s, 1, 'start', 'day one', true) RETURNING id""", [ids["sequence"]]).fetchone()["id"]
+    ids["media"] = c.execute("SELECT store_media(%s, '\\xffd8'::bytea) AS id", [uid]).fetchone()["id"]
+    ids["token"] = c.execute("SELECT id FROM issue_token(%s, 'api', 'matrix', 'secret-of-the-owner', 30)",
+                             [uid]).fetchone()["id"]
     if c.execute("SELECT to_regclass('lead_imports') AS t").fetchone()["t"]:
         ids["import"] = c.execute("SELECT start_lead_import(%s, NULL, 'a.csv', NULL) AS id", [uid]).fetchone()["id"]
     return ids
@@ -154,6 +159,10 @@ def test_signed_in_gets_are_never_refused_or_broken(app, world, who):
         if url is None:
             continue
         r = call(client, method, url)
+        if who == "owner" and ADMIN_ONLY.match(rule.rule):
+            if r.status_code != 403:
+                wrong.append(f"{method} {url} -> {r.status_code}, not 403 for a non-administrator")
+            continue
         refused = r.status_code in (401, 403) or r.status_code >= 500
         if who == "owner":
             refused = refused or r.status_code == 404 or (r.status_code == 302 and "/login" in r.headers["Location"])

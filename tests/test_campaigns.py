@@ -17,9 +17,10 @@ def lead(conn, uid, device_id, phone, name="Lead", niche="", status="prospect"):
 
 
 def campaign(conn, uid, kind="broadcast", niche="", target="all", message="Hi {name}", image=None, devices=None,
-             ai_limit=None, date="2020-01-01", time="09:00"):
-    return conn.execute("SELECT create_campaign(%s, %s, 'Promo', %s, %s, %s, %s, %s, %s, %s, %s, 0, 0) AS id",
-                        [uid, kind, niche, target, message, image, devices, ai_limit, date, time]).fetchone()["id"]
+             ai_limit=None, date="2020-01-01", time="09:00", media_id=None):
+    return conn.execute("SELECT create_campaign(%s, %s, 'Promo', %s, %s, %s, %s, %s, %s, %s, %s, 0, 0, %s) AS id",
+                        [uid, kind, niche, target, message, image, devices, ai_limit, date, time,
+                         media_id]).fetchone()["id"]
 
 
 def expand_all(conn, campaign_id, chunk=50000):
@@ -73,11 +74,13 @@ def test_fan_out_each_lead_on_its_own_device_with_audience_and_opt_outs(db):
     db.execute("INSERT INTO opt_outs (user_id, phone) VALUES (%s, '60155555555')", [uid])
     other = make_user(db)
     lead(db, other, make_device(db, other), "0166666666", niche="fit")  # another owner's: out
-    cid = campaign(db, uid, niche="fit", message="Hi {name}", image="https://x/img.jpg")
+    image = db.execute("SELECT store_media(%s, '\\xffd8'::bytea, 'https://x/img.jpg') AS id", [uid]).fetchone()["id"]
+    cid = campaign(db, uid, niche="fit", message="Hi {name}", image="https://x/img.jpg", media_id=image)
     expand_all(db, cid)
     rows = messages(db, cid)
+    stored = f"/media/{image}"      # the stored copy, never the URL it came from
     assert {(r["lead_id"], r["device_id"], r["content"], r["message_type"], r["media_url"]) for r in rows} == {
-        (a, d1, "Hi Ali", "image", "https://x/img.jpg"), (b, d2, "Hi Bee", "image", "https://x/img.jpg")}
+        (a, d1, "Hi Ali", "image", stored), (b, d2, "Hi Bee", "image", stored)}
     assert status(db, cid)["status"] == "processing"
 
     customers = campaign(db, uid, niche="fit", target="customer", devices=[d2])

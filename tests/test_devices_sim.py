@@ -1,7 +1,8 @@
-"""Device lifecycle end to end with the simulated transport: a real sender worker (leases, event sink,
-device commands) against the test database, the dashboard's commands going through device_commands.
-Pair by QR and "simulate scan", disconnect and reconnect without QR, logout, ban and recovery,
-stream replaced, a reply stopping a lead's sequence, and an opt-out respected by a later campaign."""
+"""Devices end to end with the simulated transport (WhatsApp's rules on, its clock scaled): a real
+sender worker (leases, event sink, device commands) against the test database, the dashboard's
+commands going through device_commands. Pair by QR and the dashboard's "simulate scan", a reply
+stopping a lead's sequence, and an opt-out respected by a later campaign. The other lifecycle
+events are the transport contract's (test_transport_contract.py), run on both transports."""
 import json
 import threading
 import time
@@ -10,7 +11,6 @@ import pytest
 from psycopg.rows import dict_row
 
 from sender.settings import SenderSettings
-from sender.transport.base import QRCode
 from sender.transport.sim import SimConfig, SimTransport
 from sender.worker import Worker
 from tests.factories import drain_notifies, make_user
@@ -23,8 +23,7 @@ def sim_sender(module_db_url, tmp_path_factory):
     holder = {}
 
     def factory(on_event):
-        holder["sim"] = SimTransport(on_event, SimConfig(store_dir=tmp_path_factory.mktemp("simnet"),
-                                                         qr_every_s=0.3, qr_codes=1000))
+        holder["sim"] = SimTransport(on_event, SimConfig(store_dir=tmp_path_factory.mktemp("simnet"), time_scale=0.05))
         return holder["sim"]
 
     settings = SenderSettings(heartbeat_seconds=0.2, lease_seconds=10, poll_seconds=0.2)
@@ -86,64 +85,6 @@ def test_pair_by_qr_and_simulated_scan(conn, sim_sender):
     assert any(e["type"] == "device_pairing" and e["data"]["kind"] == "qr" for e in mine)
     assert any(e["type"] == "device_paired" for e in mine)
     assert any(e["type"] == "device_status" and e["data"]["status"] == "online" for e in mine)
-
-
-def test_disconnect_and_reconnect_without_a_new_qr(conn, sim_sender):
-    worker, sim = sim_sender
-    uid = make_user(conn)
-    dev = paired_device(conn, sim_sender, uid)
-    jid = device(conn, dev)["jid"]
-    qrs = []
-    sim.on_event = (lambda orig: lambda ev: (qrs.append(ev) if isinstance(ev, QRCode) and ev.device_id == dev
-                                            else None, orig(ev)))(sim.on_event)
-    sim.disconnect(dev, reconnect_after_s=0.3)
-    wait_until(status_is(conn, dev, "offline"), what="offline")
-    wait_until(status_is(conn, dev, "online"), what="back online")
-    assert device(conn, dev)["jid"] == jid and qrs == []
-    # The dashboard's "reconnect" also resumes the stored session, no QR.
-    assert run_command(conn, uid, dev, "reconnect")["status"] == "done"
-    wait_until(status_is(conn, dev, "online"))
-    assert qrs == []
-
-
-def test_logout_from_the_dashboard(conn, sim_sender):
-    uid = make_user(conn)
-    dev = paired_device(conn, sim_sender, uid)
-    assert run_command(conn, uid, dev, "logout")["status"] == "done"
-    wait_until(status_is(conn, dev, "logged_out"), what="logged out")
-    row = device(conn, dev)
-    assert row["jid"] is None and row["phone"]          # the number stays for re-pairing
-    wait_until(lambda: not conn.execute("SELECT device_is_running(%s) AS r", [dev]).fetchone()["r"],
-               what="the lease to be released")
-    # Pairing again makes it runnable: a sender takes it and shows a QR.
-    command(conn, uid, dev, "pair")
-    wait_until(lambda: sim_sender[1].state(dev) == "pairing", what="pairing again")
-
-
-def test_temporary_ban_and_recovery(conn, sim_sender):
-    worker, sim = sim_sender
-    uid = make_user(conn)
-    dev = paired_device(conn, sim_sender, uid)
-    sim.ban(dev, 0.8)
-    wait_until(status_is(conn, dev, "banned"), what="banned")
-    assert device(conn, dev)["banned_until"] is not None
-    wait_until(status_is(conn, dev, "online"), what="online after the ban expired")
-    health = conn.execute("SELECT bans_total FROM device_health WHERE device_id = %s", [dev]).fetchone()
-    assert health["bans_total"] == 1
-
-
-def test_stream_replaced_stops_the_device_without_fighting(conn, sim_sender):
-    worker, sim = sim_sender
-    uid = make_user(conn)
-    dev = paired_device(conn, sim_sender, uid)
-    sim.replace_stream(dev)
-    wait_until(status_is(conn, dev, "offline"), what="offline")
-    assert "stream replaced" in device(conn, dev)["status_reason"]
-    time.sleep(0.6)                                      # several lease rounds: nobody restarts it
-    assert sim.state(dev) == "stopped" and device(conn, dev)["status"] == "offline"
-    # The operator takes the session back explicitly.
-    assert run_command(conn, uid, dev, "reconnect")["status"] == "done"
-    wait_until(status_is(conn, dev, "online"), what="online after reconnect")
 
 
 def test_inbound_reply_stops_the_leads_sequence(conn, sim_sender):

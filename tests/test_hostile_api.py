@@ -5,7 +5,12 @@ Signed in as user A, every operation gets: hypothesis-generated path parameters 
 ids, zero, negative, past bigint), query strings and bodies (JSON of any shape with the field names
 the handlers read, invalid JSON, forms), and then, deterministically, every SQL-injection string and
 an oversized value in every field the handlers read. For every response: no 5xx, none of B's data
-(B's rows carry a marker), and a rejected write (4xx) changed nothing of A's or B's."""
+(B's rows carry a marker), and a rejected write (4xx) changed nothing of A's or B's.
+
+The pages get the same treatment (hostile query strings, url_for's own option names among them,
+and hostile login, registration and password forms), and every image URL field gets SSRF targets:
+loopback, private, link-local and metadata addresses in every spelling, refused before any
+connection is opened."""
 import json
 import re
 from pathlib import Path
@@ -134,6 +139,7 @@ def call(world, method, path, query=None, body=None, raw=None, form=None):
     return r
 
 
+@pytest.mark.timeout(1200)   # ~1 minute idle, but every operation × EXAMPLES: 5 × longer on a loaded machine
 def test_every_operation_survives_generated_input(world):
     for path, method in world["operations"]:
         names = re.findall(r"\{(\w+)\}", path)
@@ -180,3 +186,52 @@ def test_b_is_untouched_and_report(world):
                                      WHERE d.user_id = %(b)s) AS chats""", {"b": b}).fetchone()
     assert rows == {"devices": 2, "leads": 5, "sequences": 1, "chats": 1}
     print(f"\nhostile API: {len(world['operations'])} operations, {world['tried']} requests, no 5xx, no leak")
+
+
+# SSRF: image URLs aimed at this machine, its private networks and the cloud metadata address,
+# spelled every way a resolver accepts. Each is refused before any connection is opened.
+SSRF_TARGETS = [
+    "http://127.0.0.1:54329/", "http://localhost:5432/", "http://127.1/", "http://2130706433/", "http://0x7f000001/",
+    "http://0.0.0.0:3000/", "http://[::1]:3000/", "http://[::ffff:127.0.0.1]/", "http://169.254.169.254/latest/meta-data/",
+    "http://[fd00:ec2::254]/", "http://10.0.0.1/", "http://172.16.0.1:8080/", "http://192.168.1.1/", "http://100.64.0.1/",
+    "https://127.0.0.1:443/", "http://[fe80::1]/",
+]
+
+
+def test_ssrf_targets_in_every_image_url_are_refused_without_a_connection(world, monkeypatch):
+    from common import fetch
+
+    opened = []
+    monkeypatch.setattr(fetch.socket, "create_connection", lambda *a, **k: opened.append(a) or 1 / 0)
+    for url in SSRF_TARGETS:
+        r = call(world, "POST", "/api/campaigns", body={"title": "t", "message": "m", "campaign_date": "2030-01-01",
+                                                        "time_schedule": "09:00", "image_url": url})
+        assert r.status_code == 400 and "not a public internet address" in r.get_json()["error"], (url, r.get_json())
+        r = call(world, "POST", "/api/sequences", body={"name": "s", "trigger": "ssrf", "steps": [
+            {"day_number": 1, "content": "hi", "media_url": url}]})
+        assert r.status_code == 400 and "not a public internet address" in r.get_json()["error"], (url, r.get_json())
+    assert opened == []
+
+
+PAGE_VALUES = [SQL_INJECTION[0], "A" * 4096, "\x00", "ü\u202e🙂<script>alert(1)</script>", "/\r/x", "/\t/evil.example"]
+URL_FOR_OPTIONS = ["_scheme", "_external", "_anchor", "_method", "_host", "next"]
+
+
+def test_every_page_survives_hostile_query_strings_and_forms(app, world):
+    pages = sorted({r.rule for r in app.url_map.iter_rules()
+                    if not r.rule.startswith(("/api/", "/static/")) and not r.websocket and "GET" in r.methods})
+    for rule in pages:
+        path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(param_values(world, m.group(1))[0])
+                      if m.group(1) != "name" else "chart.js", rule)
+        for value in PAGE_VALUES:
+            call(world, "GET", path, query={f: value for f in FIELDS[:20] + URL_FOR_OPTIONS})
+    stranger = app.test_client()                  # forms of the signed-out pages, from someone else
+    token = csrf_token(stranger, "/login")
+    for value in PAGE_VALUES:
+        form = {"email": value, "password": value, "full_name": value, "timezone": value, "csrf_token": token}
+        for path in ("/login", "/register", f"/login?next={value[:100]}"):
+            r = stranger.post(path, data=form)
+            assert r.status_code < 500, (path, value[:40], r.status_code)
+        r = call(world, "POST", "/account/password", form={"current_password": value, "new_password": value,
+                                                          "csrf_token": world["token"]})
+    print(f"\nhostile pages: {len(pages)} pages, {len(pages) * len(PAGE_VALUES)} hostile GETs, forms of 3 pages")

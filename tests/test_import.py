@@ -1,6 +1,7 @@
 """CSV lead import and export: bad rows reported by line with a reason while good rows land,
 duplicates merged by (owner, device, phone), progress, the downloadable report, and an export that
 imports back unchanged."""
+import csv
 import io
 import time
 
@@ -151,3 +152,24 @@ def test_import_into_another_owners_device_is_refused(client, module_db_url):
                     headers={"X-CSRFToken": token, "Content-Type": "text/csv"})
     assert r.status_code == 400 and "not one of your devices" in r.get_json()["error"]
     assert client.get("/api/leads/imports/999999999").status_code == 404
+
+
+def test_export_neutralises_spreadsheet_formulas_and_imports_back_unchanged(app, module_db_url):
+    client = app.test_client()
+    uid, token = signed_in_user(client, module_db_url)
+    hostile = ["=HYPERLINK(\"http://evil.example\",\"x\")", "+1+2", "-3+4", "@SUM(A1)", "\t=1", "plain"]
+    with psycopg.connect(module_db_url, autocommit=True, row_factory=dict_row) as c:
+        for n, name in enumerate(hostile):
+            c.execute("INSERT INTO leads (user_id, name, phone, niche, trigger) VALUES (%s, %s, %s, %s, %s)",
+                      [uid, name, f"6017000000{n}", name, "=cmd" if n == 0 else None])
+    exported = client.get("/leads/export.csv").get_data(as_text=True)
+    cells = [cell for row in csv.reader(io.StringIO(exported)) for cell in row]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")], cells
+    assert "'=HYPERLINK(\"http://evil.example\",\"x\")" in cells and "plain" in cells and "'=cmd" in cells
+    r = client.post("/api/leads/import?filename=again.csv", data=exported.encode(),
+                    headers={"X-CSRFToken": token, "Content-Type": "text/csv"})
+    again = wait_finished(client, r.get_json()["id"])
+    assert (again["rows_inserted"], again["rows_merged"], again["rows_bad"]) == (0, len(hostile), 0)
+    with psycopg.connect(module_db_url, row_factory=dict_row) as c:
+        names = [r["name"] for r in c.execute("SELECT name FROM leads WHERE user_id = %s ORDER BY phone", [uid])]
+    assert names == hostile                     # the apostrophes came off again

@@ -158,8 +158,10 @@ def test_api_one_user_cannot_see_or_touch_anothers_leads(app, module_db_url):
 def test_webhook_requires_its_token_and_is_idempotent(client, module_db_url):
     uid, token = signed_in_user(client, module_db_url)
     dev = _device(module_db_url, uid)
-    secret = client.post("/api/tokens", json={"purpose": "webhook"}, headers={"X-CSRFToken": token}).get_json()["token"]
-    api_token = client.post("/api/tokens", json={"purpose": "api"}, headers={"X-CSRFToken": token}).get_json()["token"]
+    secret = client.post("/api/tokens", json={"purpose": "webhook", "name": "crm"},
+                         headers={"X-CSRFToken": token}).get_json()["token"]
+    api_token = client.post("/api/tokens", json={"purpose": "api", "name": "script"},
+                            headers={"X-CSRFToken": token}).get_json()["token"]
     anon = client.application.test_client()
     body = {"device_id": dev, "name": "Web Lead", "phone": "+60 17-222 3333", "niche": "fit"}
     assert anon.post("/api/webhooks/leads", json=body).status_code == 401
@@ -167,7 +169,8 @@ def test_webhook_requires_its_token_and_is_idempotent(client, module_db_url):
     assert anon.post("/api/webhooks/leads", json=body, headers={"X-Webhook-Token": api_token}).status_code == 401
     first = anon.post("/api/webhooks/leads", json=body, headers={"X-Webhook-Token": secret})
     assert first.status_code == 201, first.get_json()
-    again = anon.post(f"/api/webhooks/leads?token={secret}", json=body)
+    assert anon.post(f"/api/webhooks/leads?token={secret}", json=body).status_code == 401   # never in a URL
+    again = anon.post("/api/webhooks/leads", json=body, headers={"X-Webhook-Token": secret})
     assert again.status_code == 200
     assert again.get_json()["id"] == first.get_json()["id"] and again.get_json()["created"] is False
     bad = anon.post("/api/webhooks/leads", json={**body, "phone": "x"}, headers={"X-Webhook-Token": secret})

@@ -122,3 +122,16 @@ def test_workers_exit_when_the_pool_is_killed(c, committed_db_url, tmp_path, pro
 
     wait_until(lambda: all(gone(p) for p in pids), timeout=60, what="orphaned workers to stop")
     assert c.execute("SELECT count(*) AS n FROM senders").fetchone()["n"] == 0   # they retired cleanly
+
+
+def test_the_pool_sizes_itself_from_the_devices_to_run(c, committed_db_url):
+    """Workers = runnable devices / devices per process, rounded up: logged-out and held devices
+    do not count, and a fleet that grows gets more workers at the next look."""
+    from sender.pool import processes_needed
+    uid = new_owner(c)
+    devices = add_devices(c, uid, 7)
+    c.execute("UPDATE user_devices SET status = 'logged_out' WHERE id = %s", devices[:1])
+    c.execute("SELECT hold_device(%s, 'gave up', now() + interval '10 minutes')", devices[1:2])
+    assert processes_needed(committed_db_url, capacity=2) == 3      # 5 runnable
+    add_devices(c, uid, 2)
+    assert processes_needed(committed_db_url, capacity=2) == 4

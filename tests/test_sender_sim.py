@@ -1,113 +1,137 @@
 """The simulated WhatsApp on its own: deterministic under a seed, its record survives the process,
-and every lifecycle event can be scripted."""
+and WhatsApp's rules hold at a scaled clock: QR codes rotate on WhatsApp's schedule and expire,
+connections drop and come back, a burst to new contacts earns a reach-out timelock, sustained
+overload a temporary ban; contacts answer some messages, now and then with a photo. (The lifecycle
+against a sender is in test_transport_contract.py.)"""
 import io
 import queue
+import time
 
 import pytest
 from PIL import Image
 
-from sender.transport.base import (Connected, ConnectFailed, DeviceSession, IncomingMessage, LoggedOut, NotSent,
-                                   OutgoingMessage, Paired, QRCode, Receipt, SendError, StreamReplaced, TemporaryBan)
+from sender.transport.base import (PAIRING_WINDOW, Connected, DeviceSession, Disconnected, IncomingMessage, NotSent,
+                                   OutgoingMessage, PairingExpired, QRCode, SendError, TemporaryBan)
 from sender.transport.sim import SimConfig, SimNetwork, SimTransport
 
 
-def run_sends(tmp_path, seed, n=200):
-    events = queue.SimpleQueue()
-    sim = SimTransport(events.put, SimConfig(seed=seed, failure_rate=0.2, receipts=False, store_dir=tmp_path))
-    outcomes = []
-    try:
-        for device_id in (1, 2):
-            sim.start(DeviceSession(device_id, jid=f"j{device_id}"))
-        wait_connected(events, 2)
-        for i in range(n):
-            try:
-                outcomes.append(sim.send(OutgoingMessage(i, 1 + i % 2, "60123456789", f"m{i}")).wa_message_id)
-            except SendError as exc:
-                outcomes.append(str(exc))
-    finally:
+def next_of(events, kind, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        ev = events.get(timeout=max(0.01, deadline - time.monotonic()))
+        if isinstance(ev, kind):
+            return ev
+
+
+@pytest.fixture
+def make_sim(tmp_path):
+    made = []
+
+    def make(**config):
+        events = queue.SimpleQueue()
+        sim = SimTransport(events.put, SimConfig(store_dir=tmp_path, receipts=False, **config))
+        made.append(sim)
+        return sim, events
+
+    yield make
+    for sim in made:
         sim.close()
+
+
+def connected(sim, events, device_id=1):
+    sim.start(DeviceSession(device_id, jid=f"j{device_id}"))
+    next_of(events, Connected)
+
+
+def send(sim, n, to, device_id=1):
+    return sim.send(OutgoingMessage(n, device_id, to, f"m{n}"))
+
+
+def run_sends(make_sim, seed, n=200):
+    sim, events = make_sim(seed=seed, failure_rate=0.2)
+    outcomes = []
+    for device_id in (1, 2):
+        connected(sim, events, device_id)
+    for i in range(n):
+        try:
+            outcomes.append(send(sim, i, "60123456789", 1 + i % 2).wa_message_id)
+        except SendError as exc:
+            outcomes.append(str(exc))
     return outcomes
 
 
-def wait_connected(events, n):
-    got = 0
-    while got < n:
-        if isinstance(events.get(timeout=20), Connected):
-            got += 1
-
-
-def test_same_seed_same_story(tmp_path):
-    a = run_sends(tmp_path / "a", seed=42)
-    b = run_sends(tmp_path / "b", seed=42)
-    c = run_sends(tmp_path / "c", seed=43)
+def test_same_seed_same_story(make_sim):
+    a, b, c = run_sends(make_sim, 42), run_sends(make_sim, 42), run_sends(make_sim, 43)
     assert a == b and a != c
     assert 0.1 < sum(o == "simulated network failure" for o in a) / len(a) < 0.3
 
 
-def test_the_record_is_on_disk_before_send_returns(tmp_path):
-    events = queue.SimpleQueue()
-    sim = SimTransport(events.put, SimConfig(receipts=False, store_dir=tmp_path))
-    sim.start(DeviceSession(7, jid="j7"))
-    wait_connected(events, 1)
-    sim.send(OutgoingMessage(99, 7, "60123456789", "hello"))
+def test_the_record_is_on_disk_before_send_returns(make_sim, tmp_path):
+    sim, events = make_sim()
+    connected(sim, events, 7)
+    send(sim, 99, "60123456789", 7)
     # Read by another reader while the transport is still open (as after a crash).
     (rec,) = SimNetwork.received(tmp_path)
-    assert (rec["message_id"], rec["device_id"], rec["to"], rec["text"]) == (99, 7, "60123456789", "hello")
-    sim.close()
+    assert (rec["message_id"], rec["device_id"], rec["to"], rec["text"]) == (99, 7, "60123456789", "m99")
 
 
-def test_scripted_lifecycle(tmp_path):
-    events = queue.SimpleQueue()
-    cfg = SimConfig(store_dir=tmp_path, qr_every_s=0.05, qr_codes=2, delivered_after_s=0.01, read_rate=1.0,
-                    read_after_s=0.01, reply_rate=1.0, reply_after_s=0.01)
-    sim = SimTransport(events.put, cfg)
-
-    def next_of(kind):
-        while True:
-            ev = events.get(timeout=20)
-            if isinstance(ev, kind):
-                return ev
-
-    sim.start(DeviceSession(1))                      # no session: pairing by QR
-    assert next_of(QRCode).code.startswith("2@")
-    assert isinstance(next_of(ConnectFailed), ConnectFailed)   # nobody scanned: pairing times out
+def test_qr_codes_rotate_on_whatsapps_schedule_then_expire(make_sim):
+    sim, events = make_sim(time_scale=0.01)              # 60 s -> 0.6 s, 20 s -> 0.2 s
     sim.start(DeviceSession(1))
-    next_of(QRCode)
-    jid = sim.scan(1, phone="60111222333")
-    assert next_of(Paired).jid == jid
-    next_of(Connected)
-    sim.send(OutgoingMessage(1, 1, "60199999999", "hi"))
-    kinds = {next_of(Receipt).kind, next_of(Receipt).kind}
-    assert kinds == {"delivered", "read"}
-    sim.ban(1, seconds=0.05)
-    assert isinstance(next_of(TemporaryBan), TemporaryBan)
-    with pytest.raises(NotSent):
-        sim.send(OutgoingMessage(2, 1, "60199999999", "while banned"))
-    next_of(Connected)                                # the ban expired
-    sim.replace_stream(1)
-    next_of(StreamReplaced)
-    sim.reconnect(1)
-    next_of(Connected)
-    sim.remote_logout(1)
-    next_of(LoggedOut)
+    shown = [(next_of(events, QRCode), time.monotonic()) for _ in range(PAIRING_WINDOW.codes)]
+    next_of(events, PairingExpired)
+    expired = time.monotonic()
+    gaps = [b[1] - a[1] for a, b in zip(shown, shown[1:])] + [expired - shown[-1][1]]
+    assert len({qr.code for qr, _ in shown}) == PAIRING_WINDOW.codes
+    assert gaps[0] >= 0.59 and all(g >= 0.19 for g in gaps[1:])   # never sooner than WhatsApp's schedule
     assert sim.state(1) == "stopped"
-    sim.close()
+
+
+def test_a_connection_drops_and_comes_back_and_sends_meanwhile_are_not_sent(make_sim):
+    sim, events = make_sim(drop_every_s=0.3, drop_for_s=(0.3, 0.4))
+    connected(sim, events)
+    next_of(events, Disconnected)
+    with pytest.raises(NotSent):
+        send(sim, 1, "60123456789")
+    next_of(events, Connected)
+    assert send(sim, 2, "60123456789").wa_message_id
+
+
+def test_a_burst_to_new_contacts_earns_a_reach_out_timelock(make_sim):
+    sim, events = make_sim(timelock_s=100, time_scale=0.001)   # a 0.1 s lock
+    connected(sim, events)
+    sim.reply(1, "60100000000", "hi")                    # a contact who wrote first is warm
+    for n in range(30):
+        send(sim, n, f"6011{n:08d}")
+    with pytest.raises(SendError, match=r"reach-out timelock \(error 463\)") as refused:
+        send(sim, 30, "60119999999")
+    assert not isinstance(refused.value, NotSent)        # refused by WhatsApp: failed, never retried
+    assert send(sim, 31, "60100000000") and send(sim, 32, f"6011{1:08d}")   # warm contacts still get theirs
+    time.sleep(0.1)
+    assert send(sim, 33, "60119999999")                  # the lock ended
+
+
+def test_sustained_overload_earns_a_temporary_ban(make_sim):
+    sim, events = make_sim(time_scale=0.001)             # a one-hour ban: 3.6 s -> 3.6 ms
+    connected(sim, events)
+    for n in range(121):
+        send(sim, n, "60123456789")
+    ban = next_of(events, TemporaryBan)
+    assert ban.code == "SEND_TO_TOO_MANY_PEOPLE"
+    next_of(events, Connected)                           # back after the ban
 
 
 def test_contacts_answer_some_messages_with_text_or_a_photo(tmp_path):
     events = queue.SimpleQueue()
-    sim = SimTransport(events.put, SimConfig(store_dir=tmp_path, delivered_after_s=0.01, read_rate=0.0,
+    sim = SimTransport(events.put, SimConfig(store_dir=tmp_path, rules=False, delivered_after_s=0.01, read_rate=0.0,
                                              reply_rate=1.0, reply_after_s=0.01))
-    sim.start(DeviceSession(5, jid="j5"))
-    wait_connected(events, 1)
-    for n in range(40):
-        sim.send(OutgoingMessage(n, 5, f"601300000{n:02d}", "offer"))
-    replies = []
-    while len(replies) < 40:
-        ev = events.get(timeout=20)
-        if isinstance(ev, IncomingMessage):
-            replies.append(ev)
-    sim.close()
+    try:
+        connected(sim, events, 5)
+        for n in range(40):
+            send(sim, n, f"601300000{n:02d}", 5)
+        replies = [next_of(events, IncomingMessage) for _ in range(40)]
+    finally:
+        sim.close()
     assert {r.sender_phone for r in replies} == {f"601300000{n:02d}" for n in range(40)}
     photos = [r for r in replies if r.message_type == "image"]
     assert 0 < len(photos) < 40 and all(r.thumbnail is None for r in replies if r.message_type == "text")

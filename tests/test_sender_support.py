@@ -96,11 +96,17 @@ def assert_no_duplicates(store_dir):
 
 
 @contextlib.contextmanager
-def running_worker(url, store_dir, sim=None, **settings):
-    """A Worker in a thread with a SimTransport writing to store_dir; stopped (drained) on exit."""
-    cfg = SimConfig(store_dir=store_dir, **(sim or {}))
+def running_worker(url, store_dir=None, sim=None, transport_factory=None, **settings):
+    """A Worker in a thread, stopped (drained) on exit: on transport_factory's transport, or by
+    default on a SimTransport writing to store_dir.
+
+    The default serves tests of the queue's mechanics with bursts to new contacts at zero delay,
+    which WhatsApp's rules would answer with timelocks and bans after a few dozen sends: there the
+    simulator's rules are off (sim=dict(rules=True) turns them on). Those rules are proven in
+    test_sender_sim.py, the transport contract suite and the soak, where they are on."""
+    cfg = SimConfig(store_dir=store_dir, **{"rules": False, **(sim or {})})
     worker = Worker(url, SenderSettings(**{**FAST, **settings}),
-                    transport_factory=lambda on_event: SimTransport(on_event, cfg))
+                    transport_factory=transport_factory or (lambda on_event: SimTransport(on_event, cfg)))
     thread = threading.Thread(target=worker.run, name="test-worker", daemon=True)
     thread.start()
     try:

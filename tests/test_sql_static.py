@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from tests.fake_whatsmeow import create_whatsmeow_tables
 from tests.superuser import superuser
 
 # (function, message fragment) -> why this finding is accepted. Empty is the goal; each entry needs a reason.
@@ -27,25 +28,10 @@ def _create_extension(url):
                         "installs postgresql-<major>-plpgsql-check for the embedded cluster")
 
 
-def _create_whatsmeow_tables(url):
-    """neonize creates its 17 tables on the first connect, which fails here (no network) after that."""
-    from neonize.client import NewClient
-    from neonize.exc import NeonizeError
-
-    from sender.transport.neonize_transport import neonize_store_address
-    client = NewClient(neonize_store_address(url), uuid="static-check")
-    try:
-        client.connect()
-    except NeonizeError:
-        pass
-    with psycopg.connect(url) as c:
-        assert c.execute("SELECT to_regclass('whatsmeow_device') IS NOT NULL").fetchone()[0]
-
-
 @pytest.fixture(scope="module")
 def lint(module_db_url):
     _create_extension(module_db_url)
-    _create_whatsmeow_tables(module_db_url)
+    create_whatsmeow_tables(module_db_url)
     with psycopg.connect(module_db_url, autocommit=True, row_factory=dict_row) as c:
         yield c
 

@@ -84,7 +84,7 @@ def jpeg(size=(64, 64)):
     return buf.getvalue()
 
 
-def test_send_image_with_caption_and_limits(client, setup, committed_db_url):
+def test_send_image_with_caption_and_limits(app, client, setup, committed_db_url):
     h = {"X-CSRFToken": setup["token"]}
     r = client.post(f"/api/chats/{setup['chat']}/messages", headers=h, content_type="multipart/form-data",
                     data={"image": (io.BytesIO(jpeg()), "a.jpg"), "caption": "our menu"})
@@ -95,8 +95,9 @@ def test_send_image_with_caption_and_limits(client, setup, committed_db_url):
         preview = c.execute("SELECT last_message_preview FROM whatsapp_chats WHERE id = %s", [setup["chat"]]).fetchone()
     assert (row["message_type"], row["content"]) == ("image", "our menu")
     assert preview["last_message_preview"] == "📷 our menu"
-    served = client.get(row["media_url"].split("localhost", 1)[1])
-    assert served.status_code == 200 and served.data == jpeg()
+    served = client.get(row["media_url"])            # /media/<id>: its owner's to view
+    assert served.status_code == 200 and served.data == jpeg() and served.mimetype == "image/jpeg"
+    assert app.test_client().get(row["media_url"]).status_code == 302     # nobody else's
     big = io.BytesIO(b"\xff\xd8" + b"0" * (350 * 1024))
     r = client.post(f"/api/chats/{setup['chat']}/messages", headers=h, content_type="multipart/form-data",
                     data={"image": (big, "big.jpg")})

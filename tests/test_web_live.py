@@ -7,6 +7,7 @@ from psycopg.rows import dict_row
 
 from tests.factories import make_device, make_user
 from tests.liveserver import DEADLINE, LiveClient, serving, session_cookie
+from tests.webutil import csrf_token, signed_in_user
 from web import live
 
 
@@ -78,7 +79,7 @@ def test_a_burst_leaves_in_one_frame_with_states_coalesced(app, server, people, 
             for text in ("one", "two"):
                 c.execute("SELECT notify_user(%s, 'chat_message', jsonb_build_object('device_id', 3, 'text', %s::text))",
                           [people["a"], text])
-        frame = ca.next_events()
+        frame = ca.next_frame()
         assert [(e["type"], e["data"].get("sent") or e["data"].get("text")) for e in frame] == [
             ("campaign_progress", 50), ("chat_message", "one"), ("chat_message", "two")]
 
@@ -111,3 +112,19 @@ def test_malformed_payloads_are_ignored():
     h.dispatch("not json", '{"type": "x"}', '{"user_id": "abc", "type": "x"}',
                '{"user_id": 7, "type": "device_status", "data": {"device_id": 1}}')
     assert sub.take(0) == [{"type": "device_status", "data": {"device_id": 1}}]
+
+
+def test_an_open_socket_ends_with_its_session(app, committed_db_url, monkeypatch):
+    monkeypatch.setattr(live, "SESSION_CHECK_SECONDS", 0.2)
+    browser = app.test_client()
+    signed_in_user(browser, committed_db_url)
+    with serving(app) as host:
+        ws = LiveClient(host, browser.get_cookie("session").value)
+        try:
+            browser.post("/logout", data={"csrf_token": csrf_token(browser, "/dashboard")})
+            with pytest.raises(simple_websocket.ConnectionClosed) as closed:
+                while True:
+                    ws.ws.receive(timeout=DEADLINE)
+            assert closed.value.reason == 1008
+        finally:
+            ws.close()

@@ -75,15 +75,20 @@ def test_monitoring_shows_queue_load_and_senders(client, owner, committed_db_url
     assert queue[owner["banned"]]["in_flight"] == 1
     load = {d["device_id"]: d for d in data["devices"]}
     assert (load[owner["online"]]["messages_hour"], load[owner["online"]]["hourly_limit"]) == (5, 80)
-    assert load[owner["online"]]["sender_id"] == "s1"
-    # Only the sender running this owner's device is shown to a non-admin.
-    assert [(s["sender_id"], s["alive"], s["own_devices_leased"]) for s in data["senders"]] == [("s1", True, 1)]
+    label = load[owner["online"]]["sender_id"]
+    assert label.startswith("sender ") and label != "s1"
+    # Only the sender running this owner's device is shown to a non-admin, under a label, without
+    # its host, pid, capacity or the other tenants' device count.
+    assert [(s["sender_id"], s["alive"], s["own_devices_leased"], s["hostname"], s["pid"], s["capacity"],
+             s["devices_leased"]) for s in data["senders"]] == [(label, True, 1, None, None, None, None)]
     html = client.get("/monitoring").get_data(as_text=True)
-    assert "host-a · 42" in html and "host-b" not in html and "5 / 80" in html
+    assert "host-a" not in html and "host-b" not in html and ">s1<" not in html and "5 / 80" in html
 
 
 def test_admin_sees_every_sender(client, committed_db_url):
     signed_in_user(client, committed_db_url, is_admin=True)
     with psycopg.connect(committed_db_url, autocommit=True) as c:
         c.execute("INSERT INTO senders (id, hostname, pid, capacity) VALUES ('s9', 'host-z', 1, 1) ON CONFLICT DO NOTHING")
-    assert "s9" in [s["sender_id"] for s in client.get("/api/monitoring").get_json()["senders"]]
+    senders = client.get("/api/monitoring").get_json()["senders"]
+    assert ("s9", "host-z", 1) in [(s["sender_id"], s["hostname"], s["pid"]) for s in senders]
+    assert "host-z · 1" in client.get("/monitoring").get_data(as_text=True)

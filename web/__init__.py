@@ -1,5 +1,6 @@
 """The dashboard: Flask app factory. Pages render what SQL views compute; JSON lives under /api/."""
 import os
+import re
 import secrets
 
 from flask import Flask, jsonify, request
@@ -8,14 +9,15 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
-from common.config import VAR, ConfigError, require_database_url
+from common.config import VAR, ConfigError, require_database_url, write_private
 
 csrf = CSRFProtect()
 
 # Each area is one blueprint module in web/ exposing `bp`.
-BLUEPRINTS = ["health", "auth", "pages", "live", "chat", "openapi", "sequences", "devices", "leads", "webhooks", "campaigns"]
+BLUEPRINTS = ["health", "auth", "pages", "live", "chat", "openapi", "sequences", "devices", "leads", "webhooks", "campaigns", "media", "quotas"]
 
 
 class BigintConverter(IntegerConverter):
@@ -33,9 +35,7 @@ def _secret_key():
         return key
     path = VAR / "secret_key"
     if not path.exists():
-        VAR.mkdir(exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
+        write_private(path, secrets.token_hex(32))
     return path.read_text().strip()
 
 
@@ -63,7 +63,30 @@ def create_app(database_url=None, testing=False):
         app.register_blueprint(importlib.import_module(f"web.{name}").bp)
 
     _register_errors(app)
+    app.after_request(_security_headers)
+    proxies = int(os.environ.get("WEB_PROXIES", "0"))
+    if proxies:   # behind that many proxies: trust their X-Forwarded-For/-Proto, nobody else's
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
     return app
+
+
+_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]+)?|\[[0-9A-Fa-f:.]+\](:[0-9]+)?")
+
+
+def _security_headers(response):
+    """Scripts, styles and connections from this site only; no framing; no type sniffing; HSTS over https."""
+    host = request.host if _HOST.fullmatch(request.host) else "localhost"
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+        f"connect-src 'self' ws://{host} wss://{host}; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "same-origin"
+    if request.is_secure:
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"
+    return response
 
 
 def _wants_json():

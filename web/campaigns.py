@@ -6,6 +6,7 @@ from flask import Blueprint, abort, g, jsonify, render_template, request
 from web.auth import login_required
 from web.db import all_rows, one
 from web.leads import json_body, my_devices, optional_int, text
+from web.media import fetch_deadline, media_id_for
 
 bp = Blueprint("campaigns", __name__)
 
@@ -40,13 +41,17 @@ def device_ids(value):
 
 
 def campaign_fields(body):
-    """The editable fields, in the SQL functions' order after the kind."""
-    return [text(body, "title"), text(body, "niche"), text(body, "target_status") or "all",
-            text(body, "message"), text(body, "image_url", None), device_ids(body.get("device_ids")),
-            optional_int(body.get("ai_limit_per_device"), "ai_limit_per_device"),
-            text(body, "campaign_date") or None, text(body, "time_schedule") or None,
-            optional_int(body.get("min_delay_seconds", 30), "min_delay_seconds"),
-            optional_int(body.get("max_delay_seconds", 60), "max_delay_seconds")]
+    """The editable fields, in the SQL functions' order after the kind. The image is image_url,
+    fetched and stored now (once: the same URL again reuses the copy), or an uploaded media_id."""
+    image_url = (text(body, "image_url", None) or "").strip() or None
+    fields = [text(body, "title"), text(body, "niche"), text(body, "target_status") or "all",
+              text(body, "message"), image_url, device_ids(body.get("device_ids")),
+              optional_int(body.get("ai_limit_per_device"), "ai_limit_per_device"),
+              text(body, "campaign_date") or None, text(body, "time_schedule") or None,
+              optional_int(body.get("min_delay_seconds", 30), "min_delay_seconds"),
+              optional_int(body.get("max_delay_seconds", 60), "max_delay_seconds")]
+    media_id = optional_int(body.get("media_id"), "media_id")
+    return fields + [media_id_for(image_url, fetch_deadline(), "image_url") if image_url else media_id]
 
 
 # Pages ---------------------------------------------------------------------------------------
@@ -78,9 +83,9 @@ def api_list():
 @bp.route("/api/campaigns", methods=["POST"])
 @login_required
 def api_create():
-    """Creates a campaign: kind broadcast or ai, audience (niche, target_status), optional device_ids, message, image_url, date and time in your zone, min/max delay."""
+    """Creates a campaign: kind broadcast or ai, audience (niche, target_status), optional device_ids, message, an image (image_url: a public http(s) URL fetched once, now; or media_id from POST /api/media), date and time in your zone, min/max delay."""
     body = json_body()
-    campaign_id = one("SELECT create_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s) AS id",
+    campaign_id = one("SELECT create_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s, %s) AS id",
                       [g.user["id"], text(body, "kind") or "broadcast", *campaign_fields(body)])["id"]
     return jsonify(report(campaign_id)), 201
 
@@ -98,7 +103,7 @@ def api_update(campaign_id):
     """Edits a campaign that has not started yet."""
     campaign_or_404(campaign_id)
     body = json_body()
-    one("SELECT update_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s)",
+    one("SELECT update_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s, %s)",
         [g.user["id"], campaign_id, *campaign_fields(body)])
     return jsonify(report(campaign_id))
 

@@ -1,20 +1,16 @@
-"""The WhatsApp Web view of one device: chat list, history paged backwards, sending text and
-images (compressed in the browser), new messages and receipts arriving live over /ws."""
-import hashlib
-import io
-import secrets
+"""The WhatsApp Web view of one device: chat list, history paged backwards (the queue's sends
+included), received images' thumbnails, sending text and images (compressed in the browser), new
+messages and receipts arriving live over /ws."""
+from flask import Blueprint, Response, abort, g, jsonify, render_template, request, url_for
 
-from flask import Blueprint, Response, abort, g, jsonify, render_template, request, send_from_directory, url_for
-from PIL import Image, UnidentifiedImageError
-
-from common.config import VAR
+from common.images import MediaError, open_image
 from web.auth import login_required
 from web.db import all_rows, one
+from web.media import store
 
 bp = Blueprint("chat", __name__)
 
 MAX_IMAGE_BYTES = 350 * 1024  # the browser compresses to this; the server refuses anything larger
-MEDIA_DIR = VAR / "media"
 HISTORY_PAGE = 40
 
 
@@ -111,35 +107,22 @@ def send(chat_id):
         message_id = one("SELECT send_chat_message(%s, %s, %s, %s) AS id",
                          [g.user["id"], chat["device_id"], chat["phone"], text])["id"]
     else:
-        media_url = _store_image(image.read(MAX_IMAGE_BYTES + 1))
+        media_id = _store_image(image.read(MAX_IMAGE_BYTES + 1))
         message_id = one("SELECT send_chat_image(%s, %s, %s, %s, %s) AS id",
                          [g.user["id"], chat["device_id"], chat["phone"], request.form.get("caption", ""),
-                          media_url])["id"]
+                          media_id])["id"]
     return jsonify(id=message_id), 201
 
 
 def _store_image(data):
-    """Checks an uploaded image and keeps it under an unguessable name; returns its URL, which
-    the sender fetches like any campaign image."""
+    """Checks an uploaded image (the browser compressed it) and stores it like every image a
+    message sends (web/media.py); returns its media id."""
     if len(data) > MAX_IMAGE_BYTES:
         abort(400, description="the image is larger than 350 KB")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            kind = img.format
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError):
-        abort(400, description="the file is not an image")
+        kind = open_image(data).format
+    except MediaError as exc:
+        abort(400, description=str(exc))
     if kind not in ("JPEG", "PNG", "WEBP"):
         abort(400, description="send a JPEG, PNG or WebP image")
-    name = hashlib.sha256(secrets.token_bytes(16) + data).hexdigest() + "." + kind.lower()
-    MEDIA_DIR.mkdir(parents=True, exist_ok=True)
-    (MEDIA_DIR / name).write_bytes(data)
-    return url_for("chat.media", name=name, _external=True)
-
-
-@bp.route("/media/<name>")
-def media(name):
-    # No sign-in: the sender fetches these. The 256-bit random name is the capability.
-    if len(name) > 80 or "/" in name:
-        abort(404)
-    return send_from_directory(MEDIA_DIR, name, max_age=86400)
+    return store(data)

@@ -7,6 +7,8 @@ from flask import abort, current_app
 # SQLSTATE classes raised by our functions and constraints for bad input -> 400/409, not 500.
 _BAD_INPUT = {"22", "23"}
 _STATE_CONFLICT = {"P0001"}
+# A quota reached (require_quota) and an administrators-only function: refused, 403.
+_REFUSED = {"WAQ01", "WAA01"}
 
 
 def _message(exc):
@@ -21,10 +23,14 @@ def conn():
             yield c
         except psycopg.Error as exc:
             state = exc.sqlstate or ""
+            if isinstance(exc, psycopg.DataError) and not state:   # refused by the driver: a NUL in text
+                abort(400, description=f"bad value: {exc}")
             if state[:2] in _BAD_INPUT:
                 abort(409 if state == "23505" else 400, description=_message(exc))
             if state in _STATE_CONFLICT:
                 abort(409, description=_message(exc))
+            if state in _REFUSED:
+                abort(403, description=_message(exc))
             raise
 
 

@@ -1,11 +1,14 @@
 """Leads: the page, the JSON API (create, edit, delete, search), CSV import (streamed into the
 database, validated in SQL) and export. Every call passes g.user["id"], so another owner's lead is
 simply not found (404)."""
+import shutil
+import tempfile
+
 from flask import Blueprint, Response, abort, current_app, g, jsonify, render_template, request
 
 from web import lead_import
 from web.auth import login_required
-from web.db import all_rows, one
+from web.db import all_rows, conn, one
 
 bp = Blueprint("leads", __name__)
 
@@ -93,8 +96,10 @@ def my_devices():
 def page():
     leads, next_before = search_leads(request.args)
     imports = all_rows("SELECT * FROM lead_import_status(%s, NULL)", [g.user["id"]])
+    # Only the filters go back into links: url_for reads _scheme, _external, ... as its own options.
+    args = {k: v for k, v in request.args.items() if k in (*FILTERS, "q", "pool")}
     return render_template("leads/index.html", leads=leads, next_before=next_before, devices=my_devices(),
-                           imports=imports, args=request.args)
+                           imports=imports, args=args)
 
 
 # JSON API ------------------------------------------------------------------------------------
@@ -148,13 +153,19 @@ def api_delete(lead_id):
 # CSV import and export --------------------------------------------------------------------------
 
 def upload_stream():
-    """The CSV bytes: a multipart `file` (spooled to disk by the server) or the raw request body."""
+    """The CSV bytes, all received before any database connection is taken (a body trickling in
+    must not hold pooled connections): a multipart `file` (spooled by the form parser) or the raw
+    request body, spooled here (memory up to 1 MB, then a temporary file)."""
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
             abort(400, description="send the CSV as the multipart field 'file'")
         return (upload.filename or "").replace("\x00", ""), upload.stream, None
-    return text(request.args, "filename"), request.stream, request.content_length
+    body = tempfile.SpooledTemporaryFile(max_size=1 << 20)
+    shutil.copyfileobj(request.stream, body, 1 << 16)
+    size = body.tell()
+    body.seek(0)
+    return text(request.args, "filename"), body, size
 
 
 @bp.route("/api/leads/import", methods=["POST"])
@@ -198,17 +209,18 @@ def api_import_status(import_id):
 
 
 def csv_download(filename, query, params):
-    """Streams `COPY (query) TO STDOUT` as a CSV attachment, chunk by chunk."""
-    pool = current_app.extensions["db_pool"]   # the generator runs after the request context is gone
-
-    def generate():
-        with pool.connection() as c, c.cursor().copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)",
-                                                     params) as copy:
-            for chunk in copy:
-                yield bytes(chunk)
-
-    return Response(generate(), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    """`COPY (query) TO STDOUT` as a CSV attachment. The rows are copied into a temporary file
+    first, so the pooled connection is back as soon as the database is done, not when a slow
+    client has read the last byte; then the file is streamed."""
+    out = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+    with conn() as c, c.cursor().copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)", params) as copy:
+        for chunk in copy:
+            out.write(chunk)
+    out.seek(0)
+    response = Response(iter(lambda: out.read(1 << 16), b""), mimetype="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    response.call_on_close(out.close)
+    return response
 
 
 @bp.route("/leads/imports/<int:import_id>/report.csv")

@@ -17,7 +17,7 @@ import time
 from urllib.parse import urlsplit
 
 import psycopg
-from flask import Blueprint, abort, current_app, g, request
+from flask import Blueprint, abort, current_app, g, request, session
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
@@ -28,9 +28,13 @@ sock = Sock()
 log = logging.getLogger(__name__)
 
 CHANNEL = "wa_events"
+# A socket holds a server thread for its life: an account gets a few (tabs), not the whole pool.
+SOCKETS_PER_USER = 5
+MAX_MESSAGE_BYTES = 16 * 1024   # browsers send tiny JSON; a bigger frame closes the socket (1009)
 QUEUE_LIMIT = 500
 DEBOUNCE_SECONDS = 0.05
 PING_SECONDS = 25
+SESSION_CHECK_SECONDS = 30   # how soon an open socket notices that its session was ended
 POLL_SECONDS = 0.25  # how often a socket's thread looks for messages from its browser
 
 
@@ -106,8 +110,23 @@ class Hub:
         self.listening = threading.Event()
         self.closing = threading.Event()  # set by close(): every socket of this hub ends
         self._subscribers = collections.defaultdict(set)
+        self._sockets = collections.Counter()   # open /ws requests per user (admitted, not yet ended)
         self._lock = threading.Lock()
         self._thread = None
+
+    def admit(self, user_id):
+        """Counts a new socket of the user in; False when they already have SOCKETS_PER_USER."""
+        with self._lock:
+            if self._sockets[user_id] >= SOCKETS_PER_USER:
+                return False
+            self._sockets[user_id] += 1
+            return True
+
+    def leave(self, user_id):
+        with self._lock:
+            self._sockets[user_id] -= 1
+            if self._sockets[user_id] <= 0:
+                del self._sockets[user_id]
 
     def subscribe(self, sub):
         with self._lock:
@@ -197,6 +216,11 @@ def hub():
         return h
 
 
+@bp.record_once
+def _frame_limit(state):
+    state.app.config.setdefault("SOCK_SERVER_OPTIONS", {})["max_message_size"] = MAX_MESSAGE_BYTES
+
+
 @bp.before_request
 def authenticate_socket():
     # Checked before the websocket handshake, so a refused browser gets a plain HTTP status.
@@ -205,6 +229,15 @@ def authenticate_socket():
     origin = request.headers.get("Origin")
     if origin and urlsplit(origin).netloc != request.host:
         abort(403, description="cross-site websocket refused")
+    if not hub().admit(g.user["id"]):
+        abort(429, description=f"at most {SOCKETS_PER_USER} live connections per account; close another tab")
+    g.live_admitted = g.user["id"]
+
+
+@bp.teardown_request
+def release_socket(exc=None):
+    if g.get("live_admitted") is not None:
+        hub().leave(g.live_admitted)
 
 
 def _handle_browser_message(ws, sub, raw):
@@ -236,10 +269,17 @@ def websocket(ws):
     sub = Subscriber(g.user["id"])
     h = hub()
     h.subscribe(sub)
+    sid = session.get("sid")
     try:
         ws.send(json.dumps({"events": [{"type": "live.hello", "data": {"user_id": sub.user_id}}]}))
-        last_sent = time.monotonic()
+        last_sent = next_check = time.monotonic()
         while ws.connected and not (_stopping.is_set() or h.closing.is_set()):
+            if sid is not None and time.monotonic() >= next_check:
+                # A socket outlives its page: once the session ends (logout, password change) it ends too.
+                if one("SELECT id FROM session_account(%s)", [sid]) is None:
+                    ws.close(reason=1008, message="signed out")
+                    break
+                next_check = time.monotonic() + SESSION_CHECK_SECONDS
             raw = ws.receive(timeout=0)
             while raw is not None:
                 _handle_browser_message(ws, sub, raw)

@@ -6,6 +6,7 @@ from psycopg.types.json import Jsonb
 
 from web.auth import login_required
 from web.db import all_rows, one
+from web.media import fetch_deadline, media_id_for
 
 bp = Blueprint("sequences", __name__)
 
@@ -21,9 +22,20 @@ def _definition_or_404(sequence_id):
 
 
 def _json_body():
+    """The sequence as sent, each step's image stored: its media_url fetched now (once: a URL saved
+    before reuses its copy), or its uploaded media_id."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         abort(400, description="send the sequence as a JSON object")
+    steps = body.get("steps")
+    if isinstance(steps, list):
+        deadline = fetch_deadline()
+        for n, step in enumerate(steps, 1):
+            url = step.get("media_url") if isinstance(step, dict) else None
+            if url is not None and not isinstance(url, str):
+                abort(400, description=f"step {n}: media_url must be text")
+            if url and url.strip():
+                step["media_id"] = media_id_for(url.strip(), deadline, f"step {n} media_url")
     return Jsonb(body)
 
 
@@ -112,8 +124,9 @@ def api_create():
 
     Body: {name, niche, trigger, schedule_time "HH:MM" or null, schedule_tolerance_minutes,
     min_delay_seconds, max_delay_seconds, stop_on_reply, device_ids (the devices that may send;
-    empty: every device), steps: [{day_number, content, media_url,
-    trigger, next_trigger, trigger_delay_hours, is_entry_point, chain_sequence_id}]}."""
+    empty: every device), steps: [{day_number, content, media_url or media_id, trigger,
+    next_trigger, trigger_delay_hours, is_entry_point, chain_sequence_id}]}. A step's image is
+    media_url, a public http(s) URL fetched once, now, or a media_id from POST /api/media."""
     sid = one("SELECT save_sequence(%s, NULL, %s) AS id", [g.user["id"], _json_body()])["id"]
     return jsonify(_definition_or_404(sid)), 201
 

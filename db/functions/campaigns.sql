@@ -96,30 +96,34 @@ COMMENT ON FUNCTION check_campaign_input(bigint, text, bigint[], integer, intege
 CREATE OR REPLACE FUNCTION create_campaign(p_user_id bigint, p_kind text, p_title text, p_niche text,
                                            p_target_status text, p_message text, p_image_url text,
                                            p_device_ids bigint[], p_ai_limit_per_device integer,
-                                           p_date date, p_time time, p_min_delay integer, p_max_delay integer)
+                                           p_date date, p_time time, p_min_delay integer, p_max_delay integer,
+                                           p_media_id bigint DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE v_id bigint;
 BEGIN
   PERFORM check_campaign_input(p_user_id, p_kind, p_device_ids, p_ai_limit_per_device, p_min_delay, p_max_delay,
                                p_date, p_time);
-  INSERT INTO campaigns (user_id, kind, title, niche, target_status, message, image_url, device_ids,
+  PERFORM require_quota(p_user_id, 'campaigns', 1);
+  INSERT INTO campaigns (user_id, kind, title, niche, target_status, message, image_url, media_id, device_ids,
                          ai_limit_per_device, campaign_date, time_schedule, scheduled_at,
                          min_delay_seconds, max_delay_seconds)
   VALUES (p_user_id, p_kind, btrim(coalesce(p_title, '')), btrim(coalesce(p_niche, '')),
           coalesce(nullif(p_target_status, ''), 'all'), p_message, nullif(btrim(coalesce(p_image_url, '')), ''),
+          require_own_media(p_user_id, p_media_id),
           nullif(p_device_ids, '{}'), CASE WHEN p_kind = 'ai' THEN p_ai_limit_per_device END,
           p_date, p_time, owner_local_instant(p_user_id, p_date, p_time), p_min_delay, p_max_delay)
   RETURNING id INTO v_id;
   RETURN v_id;
 END $$;
-COMMENT ON FUNCTION create_campaign(bigint, text, text, text, text, text, text, bigint[], integer, date, time, integer, integer) IS
+COMMENT ON FUNCTION create_campaign(bigint, text, text, text, text, text, text, bigint[], integer, date, time, integer, integer, bigint) IS
   'Creates a pending campaign (kind broadcast or ai); date and time are wall clock in the owner''s zone and '
-  'scheduled_at is the instant they denote. Returns its id.';
+  'scheduled_at is the instant they denote; p_media_id is its stored image (image_url where it came from). Returns its id.';
 
 CREATE OR REPLACE FUNCTION update_campaign(p_user_id bigint, p_campaign_id bigint, p_title text, p_niche text,
                                            p_target_status text, p_message text, p_image_url text,
                                            p_device_ids bigint[], p_ai_limit_per_device integer,
-                                           p_date date, p_time time, p_min_delay integer, p_max_delay integer)
+                                           p_date date, p_time time, p_min_delay integer, p_max_delay integer,
+                                           p_media_id bigint DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE c campaigns;
 BEGIN
@@ -133,14 +137,15 @@ BEGIN
   UPDATE campaigns
      SET title = btrim(coalesce(p_title, '')), niche = btrim(coalesce(p_niche, '')),
          target_status = coalesce(nullif(p_target_status, ''), 'all'), message = p_message,
-         image_url = nullif(btrim(coalesce(p_image_url, '')), ''), device_ids = nullif(p_device_ids, '{}'),
+         image_url = nullif(btrim(coalesce(p_image_url, '')), ''), media_id = require_own_media(p_user_id, p_media_id),
+         device_ids = nullif(p_device_ids, '{}'),
          ai_limit_per_device = CASE WHEN c.kind = 'ai' THEN p_ai_limit_per_device END,
          campaign_date = p_date, time_schedule = p_time, scheduled_at = owner_local_instant(p_user_id, p_date, p_time),
          min_delay_seconds = p_min_delay, max_delay_seconds = p_max_delay
    WHERE id = c.id;
   RETURN c.id;
 END $$;
-COMMENT ON FUNCTION update_campaign(bigint, bigint, text, text, text, text, text, bigint[], integer, date, time, integer, integer) IS
+COMMENT ON FUNCTION update_campaign(bigint, bigint, text, text, text, text, text, bigint[], integer, date, time, integer, integer, bigint) IS
   'Edits one of the owner''s campaigns while it is pending (not yet due); NULL when the owner has no such campaign.';
 
 -- Owner actions ----------------------------------------------------------------------------------
@@ -215,8 +220,9 @@ BEGIN
                                     message_type, content, media_url, min_delay_seconds, max_delay_seconds,
                                     scheduled_at, held)
     SELECT c.user_id, b.device_id, c.id, b.id, b.phone, b.name,
-           CASE WHEN c.image_url IS NULL THEN 'text' ELSE 'image' END,
-           campaign_content(c.message, b.name, b.phone), c.image_url, c.min_delay_seconds, c.max_delay_seconds,
+           CASE WHEN media_path(c.media_id, c.image_url) IS NULL THEN 'text' ELSE 'image' END,
+           campaign_content(c.message, b.name, b.phone), media_path(c.media_id, c.image_url),
+           c.min_delay_seconds, c.max_delay_seconds,
            c.scheduled_at, c.paused_at IS NOT NULL
       FROM batch b
      WHERE NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = b.phone)
@@ -284,8 +290,9 @@ LANGUAGE sql AS $$
                                     recipient_name, message_type, content, media_url, min_delay_seconds,
                                     max_delay_seconds, scheduled_at, held)
     SELECT c.user_id, s.device_id, c.id, k.lead_id, k.retry_of, k.phone, k.name,
-           CASE WHEN c.image_url IS NULL THEN 'text' ELSE 'image' END,
-           campaign_content(c.message, k.name, k.phone), c.image_url, c.min_delay_seconds, c.max_delay_seconds,
+           CASE WHEN media_path(c.media_id, c.image_url) IS NULL THEN 'text' ELSE 'image' END,
+           campaign_content(c.message, k.name, k.phone), media_path(c.media_id, c.image_url),
+           c.min_delay_seconds, c.max_delay_seconds,
            greatest(c.scheduled_at, now()), c.paused_at IS NOT NULL
       FROM candidates k JOIN slots s USING (slot)
     ON CONFLICT (campaign_id, recipient_phone) WHERE campaign_id IS NOT NULL AND status IN ('pending', 'queued', 'sent')
@@ -462,12 +469,12 @@ COMMENT ON FUNCTION campaign_report_leads(bigint, bigint, bigint, text, integer,
 
 CREATE OR REPLACE FUNCTION get_campaign(p_user_id bigint, p_campaign_id bigint)
 RETURNS TABLE (id bigint, kind text, title text, niche text, target_status text, message text, image_url text,
-               device_ids bigint[], ai_limit_per_device integer, campaign_date text, time_schedule text,
+               media_id bigint, device_ids bigint[], ai_limit_per_device integer, campaign_date text, time_schedule text,
                scheduled_at timestamptz, min_delay_seconds integer, max_delay_seconds integer, status text,
                status_reason text, paused_at timestamptz, created_at timestamptz, triggered_at timestamptz,
                expanded_at timestamptz, finished_at timestamptz)
 LANGUAGE sql STABLE AS $$
-  SELECT id, kind, title, niche, target_status, message, image_url, device_ids, ai_limit_per_device,
+  SELECT id, kind, title, niche, target_status, message, image_url, media_id, device_ids, ai_limit_per_device,
          to_char(campaign_date, 'YYYY-MM-DD'), to_char(time_schedule, 'HH24:MI'), scheduled_at, min_delay_seconds, max_delay_seconds, status, status_reason, paused_at,
          created_at, triggered_at, expanded_at, finished_at
     FROM campaigns WHERE id = p_campaign_id AND user_id = p_user_id

@@ -150,22 +150,36 @@ COMMENT ON FUNCTION monitor_queue_depth(bigint) IS
   'Per device of the owner: pending messages due now and scheduled later (held ones excluded), messages in '
   'flight (claimed by a sender), and the oldest pending due time (how far behind the device is).';
 
+-- Sender processes are shared by every tenant: an owner sees that a sender runs their devices and
+-- is alive, under a label; its host, pid, capacity and other tenants' device counts are for
+-- administrators.
+CREATE OR REPLACE FUNCTION sender_label(p_sender_id text, p_admin boolean) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE WHEN p_admin THEN p_sender_id ELSE 'sender ' || left(md5(p_sender_id), 8) END
+$$;
+COMMENT ON FUNCTION sender_label(text, boolean) IS
+  'How a sender is named to a user: its id (host:pid:...) for an administrator, a stable opaque label for others.';
+
 CREATE OR REPLACE FUNCTION monitor_senders(p_user_id bigint)
 RETURNS TABLE (sender_id text, hostname text, pid integer, capacity integer, started_at timestamptz,
                heartbeat_at timestamptz, heartbeat_age_seconds integer, alive boolean, stopping boolean,
                devices_leased integer, own_devices_leased integer)
 LANGUAGE sql STABLE AS $$
-  SELECT h.sender_id, h.hostname, h.pid, h.capacity, h.started_at, h.heartbeat_at, h.heartbeat_age_seconds,
-         h.alive, h.stopping, h.devices_leased, own.n
+  SELECT sender_label(h.sender_id, me.admin), CASE WHEN me.admin THEN h.hostname END,
+         CASE WHEN me.admin THEN h.pid END, CASE WHEN me.admin THEN h.capacity END, h.started_at,
+         h.heartbeat_at, h.heartbeat_age_seconds, h.alive, h.stopping,
+         CASE WHEN me.admin THEN h.devices_leased END, own.n
     FROM sender_heartbeat_monitor h
+   CROSS JOIN (SELECT coalesce((SELECT u.is_admin FROM users u WHERE u.id = p_user_id), false) AS admin) me
    CROSS JOIN LATERAL (
      SELECT count(*)::int AS n FROM device_leases l JOIN user_devices d ON d.id = l.device_id
       WHERE l.sender_id = h.sender_id AND d.user_id = p_user_id AND l.expires_at > now()) own
-   WHERE own.n > 0 OR (SELECT u.is_admin FROM users u WHERE u.id = p_user_id)
+   WHERE own.n > 0 OR me.admin
    ORDER BY h.alive DESC, h.sender_id
 $$;
 COMMENT ON FUNCTION monitor_senders(bigint) IS
-  'Sender processes with their heartbeats: those running the owner''s devices, or every one for an admin.';
+  'Sender processes with their heartbeats: those running the owner''s devices (labelled, without host, pid, '
+  'capacity or other tenants'' counts), or every one in full for an admin.';
 
 CREATE OR REPLACE FUNCTION monitor_device_load(p_user_id bigint)
 RETURNS TABLE (device_id bigint, device_name text, device_status text, messages_hour integer,
@@ -173,7 +187,8 @@ RETURNS TABLE (device_id bigint, device_name text, device_status text, messages_
                last_sent_at timestamptz, sender_id text, lease_expires_at timestamptz)
 LANGUAGE sql STABLE AS $$
   SELECT p.device_id, p.device_name, p.device_status, p.messages_hour, p.hourly_limit, p.messages_today,
-         p.daily_limit, p.processing_now, p.last_sent_at, l.sender_id, l.expires_at
+         p.daily_limit, p.processing_now, p.last_sent_at,
+         sender_label(l.sender_id, (SELECT u.is_admin FROM users u WHERE u.id = p_user_id)), l.expires_at
     FROM device_performance_monitor p
     LEFT JOIN device_leases l ON l.device_id = p.device_id
    WHERE p.user_id = p_user_id

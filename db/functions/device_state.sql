@@ -34,6 +34,17 @@ COMMENT ON FUNCTION set_device_status(bigint, text, text, timestamptz) IS
   'temporary ban; logged_out forgets the session jid). Logs it in device_events and pushes it live. '
   'False when the device no longer exists.';
 
+CREATE OR REPLACE FUNCTION hold_device(p_device_id bigint, p_reason text, p_until timestamptz)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE user_devices SET resume_after = p_until WHERE id = p_device_id;
+  RETURN set_device_status(p_device_id, 'offline', p_reason || '; tried again after '
+                           || to_char(p_until AT TIME ZONE 'UTC', 'HH24:MI') || ' UTC, or press Reconnect');
+END $$;
+COMMENT ON FUNCTION hold_device(bigint, text, timestamptz) IS
+  'A sender gave up connecting the device: offline with the reason, and no sender leases it before p_until '
+  '(its sender releases it; Reconnect or Pair clear the hold). False when the device no longer exists.';
+
 CREATE OR REPLACE FUNCTION device_paired(p_device_id bigint, p_jid text, p_phone text)
 RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE v_user_id bigint;

@@ -48,6 +48,7 @@ BEGIN
     RAISE EXCEPTION 'a device name needs 1 to 100 characters' USING ERRCODE = '22023';
   END IF;
   PERFORM check_device_settings(p_min_delay_seconds, p_max_delay_seconds, p_hourly_limit, p_daily_limit);
+  PERFORM require_quota(p_user_id, 'devices', p_count);
   WITH added AS (
     INSERT INTO user_devices (user_id, device_name, min_delay_seconds, max_delay_seconds, hourly_limit, daily_limit)
     SELECT p_user_id, replace(v_pattern, '{n}', n::text), p_min_delay_seconds, p_max_delay_seconds,
@@ -62,7 +63,8 @@ END $$;
 COMMENT ON FUNCTION create_devices(bigint, integer, text, integer, integer, integer, integer, integer) IS
   'Adds p_count devices (1..5000, status offline until paired) with the same delays and caps, named by p_name_pattern '
   'with "{n}" replaced by p_first_number, p_first_number + 1, ... (several devices without "{n}" get " <n>" appended; '
-  'one device is named by the pattern as typed). Checked first, all or nothing; pushes devices_added. Returns the ids.';
+  'one device is named by the pattern as typed), within the owner''s device quota. Checked first, all or nothing; '
+  'pushes devices_added. Returns the ids.';
 
 CREATE OR REPLACE FUNCTION create_device(p_user_id bigint, p_device_name text,
                                          p_min_delay_seconds integer DEFAULT 30,
@@ -74,7 +76,8 @@ RETURNS bigint LANGUAGE sql AS $$
                          p_hourly_limit, p_daily_limit))[1]
 $$;
 COMMENT ON FUNCTION create_device(bigint, text, integer, integer, integer, integer) IS
-  'Adds one device (status offline until paired) with its delays and caps (create_devices); returns its id.';
+  'Adds one device (status offline until paired) with its delays and caps, within the owner''s device quota '
+  '(create_devices); returns its id.';
 
 CREATE OR REPLACE FUNCTION device_pacing_row() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -391,6 +394,11 @@ BEGIN
     -- Logged-out devices are not leased by any sender: "connecting" makes this one runnable again.
     PERFORM set_device_status(p_device_id, 'connecting', 'pairing requested');
   END IF;
+  IF p_command IN ('pair', 'pair_phone', 'reconnect') AND v_dev.resume_after > now() THEN
+    -- A device its sender gave up on is held unleased: the operator's request ends the hold.
+    UPDATE user_devices SET resume_after = NULL WHERE id = p_device_id;
+    PERFORM pg_notify('wa_devices', p_device_id::text);
+  END IF;
   INSERT INTO device_commands (user_id, device_id, command, phone)
   VALUES (p_user_id, p_device_id, p_command, p_phone) RETURNING id INTO v_id;
   PERFORM pg_notify('wa_device_commands', p_device_id::text);
@@ -399,7 +407,8 @@ END $$;
 COMMENT ON FUNCTION request_device_command(bigint, bigint, text, text) IS
   'Asks the sender running the device to pair (QR), pair_phone (code for p_phone), simulate_scan (simulated '
   'transport), logout, reconnect or delete it. Inserts a device_commands row and NOTIFYs wa_device_commands '
-  '(payload: device id); a pending command of the same kind is reused. Returns the command id.';
+  '(payload: device id); a pending command of the same kind is reused; pair and reconnect end a hold_device '
+  'hold. Returns the command id.';
 
 CREATE OR REPLACE FUNCTION request_device_delete(p_user_id bigint, p_device_id bigint)
 RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -409,17 +418,18 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'no such device' USING ERRCODE = '22023';
   END IF;
-  -- A live session is logged out by its sender first (removing it from the phone's Linked
-  -- Devices), which then deletes; otherwise the rows go now.
-  IF v_dev.status = 'online' AND v_dev.jid IS NOT NULL AND device_is_running(p_device_id) THEN
+  -- A session a sender runs is logged out by that sender first (off the phone's Linked Devices,
+  -- waiting a moment for a dropped connection to return), which then deletes; it also stops the
+  -- client, so nothing writes the session's rows again. Otherwise the rows go now.
+  IF v_dev.jid IS NOT NULL AND device_is_running(p_device_id) THEN
     RETURN jsonb_build_object('deleted', false, 'pending', true,
                               'command_id', request_device_command(p_user_id, p_device_id, 'delete'));
   END IF;
   RETURN delete_device(p_user_id, p_device_id);
 END $$;
 COMMENT ON FUNCTION request_device_delete(bigint, bigint) IS
-  'Deletes a device: an online device with a running sender gets a delete command (logout, then '
-  'delete_device; JSON pending true), any other is deleted at once (delete_device''s JSON).';
+  'Deletes a device: a paired device a sender runs (online or not) gets a delete command (logout when the '
+  'connection allows, then delete_device; JSON pending true), any other is deleted at once (delete_device''s JSON).';
 
 CREATE OR REPLACE FUNCTION take_device_commands(p_sender_id text)
 RETURNS TABLE (id bigint, device_id bigint, command text, phone text, jid text)

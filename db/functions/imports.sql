@@ -10,6 +10,7 @@ BEGIN
   IF p_device_id IS NOT NULL AND NOT p_device_id = ANY (own_device_ids(p_user_id)) THEN
     RAISE EXCEPTION 'device % is not one of your devices', p_device_id USING ERRCODE = '22023';
   END IF;
+  PERFORM require_quota(p_user_id, 'leads', 1);
   INSERT INTO lead_imports (user_id, device_id, filename, bytes_total)
   VALUES (p_user_id, p_device_id, left(coalesce(p_filename, ''), 255), p_bytes_total)
   RETURNING id INTO v_id;
@@ -109,13 +110,14 @@ BEGIN
   END;
   v_to := least(greatest(v.lines_processed, 1) + p_lines, v.lines_total);
 
+  BEGIN   -- one chunk, whole or not at all
   WITH staged AS (
     SELECT s.line_no, s.fields, s.defect,
-           s.fields[array_position(v_cols, 'name')] AS name,
+           csv_restored(s.fields[array_position(v_cols, 'name')]) AS name,
            s.fields[array_position(v_cols, 'phone')] AS phone,
-           s.fields[array_position(v_cols, 'niche')] AS niche,
+           csv_restored(s.fields[array_position(v_cols, 'niche')]) AS niche,
            s.fields[array_position(v_cols, 'target_status')] AS target_status,
-           s.fields[array_position(v_cols, 'trigger')] AS trigger,
+           csv_restored(s.fields[array_position(v_cols, 'trigger')]) AS trigger,
            btrim(s.fields[array_position(v_cols, 'device_id')]) AS device_text
       FROM lead_import_lines s
      WHERE s.import_id = p_import_id AND s.line_no > greatest(v.lines_processed, 1) AND s.line_no <= v_to
@@ -153,6 +155,11 @@ BEGIN
   )
   SELECT (SELECT count(*) FROM bad), (SELECT n FROM good), (SELECT count(*) FILTER (WHERE inserted) FROM merged)
     INTO v_bad, v_good, v_inserted;
+  PERFORM require_quota(v.user_id, 'leads', 0);
+  EXCEPTION WHEN SQLSTATE 'WAQ01' THEN   -- past the lead quota: this chunk is undone and the import ends
+    PERFORM fail_lead_import(p_import_id, SQLERRM);
+    RETURN false;
+  END;
 
   UPDATE lead_imports
      SET lines_processed = v_to, rows_bad = rows_bad + v_bad, rows_inserted = rows_inserted + v_inserted,
@@ -168,7 +175,8 @@ BEGIN
   RETURN v.status = 'validating';
 END $$;
 COMMENT ON FUNCTION lead_import_step(bigint, integer) IS
-  'Validates the next p_lines staged lines of an import: bad ones to lead_import_errors with a reason, good ones merged into leads; true while lines remain.';
+  'Validates the next p_lines staged lines of an import: bad ones to lead_import_errors with a reason, good ones merged into leads; true while lines remain. '
+  'A chunk that would pass the owner''s lead quota is undone and the import fails with the reason.';
 
 CREATE OR REPLACE PROCEDURE run_lead_imports(p_max_seconds integer DEFAULT 50)
 LANGUAGE plpgsql AS $$
@@ -215,9 +223,10 @@ COMMENT ON FUNCTION lead_import_status(bigint, bigint) IS
 CREATE OR REPLACE FUNCTION lead_import_report(p_user_id bigint, p_import_id bigint)
 RETURNS TABLE (line_no integer, reason text, content text)
 LANGUAGE sql STABLE AS $$
-  SELECT e.line_no, e.reason, e.content
+  SELECT e.line_no, e.reason, csv_neutralised(e.content)
     FROM lead_import_errors e JOIN lead_imports i ON i.id = e.import_id
    WHERE i.user_id = p_user_id AND e.import_id = p_import_id
    ORDER BY e.line_no
 $$;
-COMMENT ON FUNCTION lead_import_report(bigint, bigint) IS 'The rejected lines of one of the owner''s imports, by line number.';
+COMMENT ON FUNCTION lead_import_report(bigint, bigint) IS
+  'The rejected lines of one of the owner''s imports, by line number (content neutralised for spreadsheets).';

@@ -122,6 +122,7 @@ RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE v_phone text := require_valid_lead(p_user_id, p_phone, p_target_status, p_device_id);
         v_id bigint;
 BEGIN
+  PERFORM require_quota(p_user_id, 'leads', 1);
   INSERT INTO leads (user_id, device_id, name, phone, niche, target_status, trigger)
   VALUES (p_user_id, p_device_id, btrim(coalesce(p_name, '')), v_phone, btrim(coalesce(p_niche, '')),
           target_status_or_default(p_target_status), nullif(btrim(coalesce(p_trigger, '')), ''))
@@ -131,7 +132,7 @@ EXCEPTION WHEN unique_violation THEN
   RAISE EXCEPTION 'a lead with phone % already exists on this device', v_phone USING ERRCODE = '23505';
 END $$;
 COMMENT ON FUNCTION create_lead(bigint, bigint, text, text, text, text, text) IS
-  'Adds a lead (device NULL: the AI pool) after validating and normalising its phone; returns its id.';
+  'Adds a lead (device NULL: the AI pool) after validating and normalising its phone, within the lead quota; returns its id.';
 
 CREATE OR REPLACE FUNCTION update_lead(p_user_id bigint, p_lead_id bigint, p_device_id bigint, p_name text,
                                        p_phone text, p_niche text, p_target_status text, p_trigger text)
@@ -160,14 +161,17 @@ COMMENT ON FUNCTION delete_lead(bigint, bigint) IS 'Deletes one of the owner''s 
 
 CREATE OR REPLACE FUNCTION intake_lead(p_user_id bigint, p_device_id bigint, p_name text, p_phone text,
                                        p_niche text, p_target_status text, p_trigger text)
-RETURNS TABLE (lead_id bigint, created boolean) LANGUAGE sql AS $$
+RETURNS TABLE (lead_id bigint, created boolean) LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN QUERY
   SELECT m.lead_id, m.inserted
     FROM merge_leads(p_user_id, ARRAY[p_device_id], ARRAY[p_name],
                      ARRAY[require_valid_lead(p_user_id, p_phone, p_target_status, p_device_id)],
-                     ARRAY[p_niche], ARRAY[p_target_status], ARRAY[p_trigger]) AS m
-$$;
+                     ARRAY[p_niche], ARRAY[p_target_status], ARRAY[p_trigger]) AS m;
+  PERFORM require_quota(p_user_id, 'leads', 0);   -- a merge adds nothing; a new lead must fit
+END $$;
 COMMENT ON FUNCTION intake_lead(bigint, bigint, text, text, text, text, text) IS
-  'Webhook intake: validates one lead and merges it by (owner, device, phone), so repeats change nothing new.';
+  'Webhook intake: validates one lead and merges it by (owner, device, phone), so repeats change nothing new; a new lead must fit the lead quota.';
 
 -- Reading ------------------------------------------------------------------------------------
 -- Audience: any of the wanted niche tokens (none wanted: every lead), and the target status
@@ -224,6 +228,22 @@ LANGUAGE sql STABLE AS $$
 $$;
 COMMENT ON FUNCTION get_lead(bigint, bigint) IS 'One of the owner''s leads (no row for another owner''s id).';
 
+-- Spreadsheet formulas: a cell starting with = + - @ (or a tab or carriage return) is run as a
+-- formula by Excel and LibreOffice when the CSV is opened, so exports quote it with a leading
+-- apostrophe, and imports take that apostrophe off again.
+CREATE OR REPLACE FUNCTION csv_neutralised(p_value text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN left(p_value, 1) IN ('=', '+', '-', '@', E'\t', E'\r') THEN '''' || p_value ELSE p_value END
+$$;
+COMMENT ON FUNCTION csv_neutralised(text) IS
+  'A text cell for a CSV download: one a spreadsheet would run as a formula (= + - @ tab CR first) gets a leading apostrophe.';
+
+CREATE OR REPLACE FUNCTION csv_restored(p_value text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN p_value ~ E'^''[=+\\-@\\t\\r]' THEN substr(p_value, 2) ELSE p_value END
+$$;
+COMMENT ON FUNCTION csv_restored(text) IS 'Undoes csv_neutralised for an imported cell, so an export imports back as it was.';
+
 -- The CSV columns, in order: what export writes is exactly what import reads.
 CREATE OR REPLACE FUNCTION lead_csv_columns() RETURNS text[]
 LANGUAGE sql IMMUTABLE AS $$ SELECT ARRAY['name', 'phone', 'niche', 'target_status', 'trigger', 'device_id'] $$;
@@ -233,7 +253,8 @@ CREATE OR REPLACE FUNCTION export_leads(p_user_id bigint, p_device_id bigint DEF
                                         p_target_status text DEFAULT 'all', p_trigger text DEFAULT '')
 RETURNS TABLE (name text, phone text, niche text, target_status text, trigger text, device_id bigint)
 LANGUAGE sql STABLE AS $$
-  SELECT l.name, l.phone, l.niche, l.target_status, coalesce(l.trigger, ''), l.device_id
+  SELECT csv_neutralised(l.name), l.phone, csv_neutralised(l.niche), l.target_status,
+         csv_neutralised(coalesce(l.trigger, '')), l.device_id
     FROM leads l
    WHERE l.user_id = p_user_id
      AND lead_filter(l.device_id, l.niche_tokens, l.target_status, l.trigger, l.trigger_tokens,
@@ -241,4 +262,5 @@ LANGUAGE sql STABLE AS $$
    ORDER BY l.id
 $$;
 COMMENT ON FUNCTION export_leads(bigint, bigint, text, text, text) IS
-  'The owner''s leads as CSV rows in lead_csv_columns() order, with the same filters as find_leads.';
+  'The owner''s leads as CSV rows in lead_csv_columns() order, with the same filters as find_leads; text cells '
+  'that a spreadsheet would run as formulas are neutralised (csv_neutralised).';

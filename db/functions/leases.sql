@@ -12,15 +12,23 @@ $$;
 COMMENT ON FUNCTION register_sender(text, text, integer, integer) IS
   'Records a live sender process (or refreshes it) before it takes leases.';
 
+CREATE OR REPLACE FUNCTION runnable_device_count()
+RETURNS bigint LANGUAGE sql STABLE AS $$
+  SELECT count(*) FROM user_devices WHERE status <> 'logged_out' AND (resume_after IS NULL OR resume_after <= now())
+$$;
+COMMENT ON FUNCTION runnable_device_count() IS
+  'Devices senders should run: not logged out and not held by hold_device. Fair shares and the sender pool''s '
+  'size follow it.';
+
 CREATE OR REPLACE FUNCTION sender_fair_share(p_sender_id text, p_capacity integer, p_ttl interval)
 RETURNS integer LANGUAGE sql STABLE AS $$
   SELECT least(p_capacity,
-               ceil((SELECT count(*) FROM user_devices WHERE status <> 'logged_out')::numeric
+               ceil(runnable_device_count()::numeric
                     / greatest(1, (SELECT count(*) FROM senders
                                     WHERE (heartbeat_at > now() - p_ttl AND NOT stopping) OR id = p_sender_id)))::int)
 $$;
 COMMENT ON FUNCTION sender_fair_share(text, integer, interval) IS
-  'How many devices one sender should run: runnable devices (not logged out) spread over live senders, '
+  'How many devices one sender should run: runnable devices (runnable_device_count) spread over live senders, '
   'at most its capacity.';
 
 CREATE OR REPLACE FUNCTION acquire_leases(p_sender_id text, p_capacity integer, p_ttl interval DEFAULT '30 seconds')
@@ -41,7 +49,8 @@ BEGIN
   WITH wanted AS (
     SELECT d.id FROM user_devices d
       LEFT JOIN device_leases l ON l.device_id = d.id
-     WHERE d.status <> 'logged_out' AND (l.device_id IS NULL OR l.expires_at <= now())
+     WHERE d.status <> 'logged_out' AND (d.resume_after IS NULL OR d.resume_after <= now())
+       AND (l.device_id IS NULL OR l.expires_at <= now())
      ORDER BY d.id
      LIMIT v_room
      FOR UPDATE OF d SKIP LOCKED
@@ -56,7 +65,8 @@ BEGIN
   SELECT d.id, d.jid, d.phone FROM taken JOIN user_devices d ON d.id = taken.device_id;
 END $$;
 COMMENT ON FUNCTION acquire_leases(text, integer, interval) IS
-  'Gives p_sender_id free or expired leases (devices not logged out) up to its fair share and capacity, '
+  'Gives p_sender_id free or expired leases (devices not logged out, not held by hold_device) up to its fair '
+  'share and capacity, '
   'for p_ttl; returns the newly leased devices (with their stored session jid) to start.';
 
 CREATE OR REPLACE FUNCTION sender_heartbeat(p_sender_id text, p_capacity integer, p_ttl interval DEFAULT '30 seconds')

@@ -366,7 +366,7 @@ RETURNS integer LANGUAGE sql AS $$
       LEFT JOIN (SELECT DISTINCT sequence_id, n FROM loads) usable ON usable.sequence_id = k.sequence_id
       LEFT JOIN loads spread ON spread.sequence_id = k.sequence_id AND spread.pos = k.nth % usable.n),
   steps AS (
-    SELECT st.id, st.content, st.media_url,
+    SELECT st.id, st.content, media_path(st.media_id, st.media_url) AS media_url,
            lead(st.id) OVER w AS next_id, lead(st.trigger_delay_hours) OVER w AS next_delay
       FROM sequence_steps st
      WHERE st.sequence_id IN (SELECT DISTINCT sequence_id FROM locked)
@@ -508,6 +508,7 @@ BEGIN
   END IF;
 
   IF v_id IS NULL THEN
+    PERFORM require_quota(p_user_id, 'sequences', 1);
     INSERT INTO sequences (user_id, name, niche, trigger) VALUES (p_user_id, btrim(p_def->>'name'), '', v_trigger)
     RETURNING id INTO v_id;
   ELSIF NOT EXISTS (SELECT 1 FROM sequences WHERE id = v_id AND user_id = p_user_id FOR UPDATE) THEN
@@ -529,12 +530,12 @@ BEGIN
   -- Steps are matched by day_number, so ids (and the history hanging on them) survive edits.
   UPDATE sequence_steps SET is_entry_point = false WHERE sequence_id = v_id AND is_entry_point;
   INSERT INTO sequence_steps AS st (sequence_id, day_number, trigger, next_trigger, trigger_delay_hours,
-                                    is_entry_point, content, media_url, chain_sequence_id)
+                                    is_entry_point, content, media_url, media_id, chain_sequence_id)
   SELECT v_id, d.day, d.step_trigger,
          CASE WHEN d.day = v_last_day
               THEN coalesce(d.next_trigger, (SELECT trigger FROM sequences WHERE id = v_chain))
               ELSE coalesce(d.next_trigger, lead(d.step_trigger) OVER (ORDER BY d.day)) END,
-         d.delay, d.day = v_entry_day, d.content, d.media_url,
+         d.delay, d.day = v_entry_day, d.content, d.media_url, require_own_media(p_user_id, d.media_id),
          CASE WHEN d.day = v_last_day THEN v_chain END
     FROM (SELECT (s->>'day_number')::int AS day,
                  CASE WHEN (s->>'day_number')::int = v_entry_day THEN v_trigger
@@ -543,12 +544,14 @@ BEGIN
                  nullif(lower(btrim(s->>'next_trigger')), '') AS next_trigger,
                  coalesce(nullif(s->>'trigger_delay_hours', '')::numeric,
                           CASE WHEN (s->>'day_number')::int = v_entry_day THEN 0 ELSE 24 END) AS delay,
-                 btrim(s->>'content') AS content, nullif(btrim(s->>'media_url'), '') AS media_url
+                 btrim(s->>'content') AS content, nullif(btrim(s->>'media_url'), '') AS media_url,
+                 nullif(s->>'media_id', '')::bigint AS media_id
             FROM jsonb_array_elements(v_steps) s) d
   ON CONFLICT (sequence_id, day_number) DO UPDATE SET
     trigger = excluded.trigger, next_trigger = excluded.next_trigger,
     trigger_delay_hours = excluded.trigger_delay_hours, is_entry_point = excluded.is_entry_point,
-    content = excluded.content, media_url = excluded.media_url, chain_sequence_id = excluded.chain_sequence_id;
+    content = excluded.content, media_url = excluded.media_url, media_id = excluded.media_id,
+    chain_sequence_id = excluded.chain_sequence_id;
   -- Contacts waiting for a removed step move on to the next step that stays.
   UPDATE sequence_enrollments e SET next_step_id = (
            SELECT k.id FROM sequence_steps k WHERE k.sequence_id = v_id AND k.day_number > st.day_number
@@ -565,7 +568,7 @@ EXCEPTION
     RAISE EXCEPTION 'bad value: %', SQLERRM USING ERRCODE = '22023';
 END $$;
 COMMENT ON FUNCTION save_sequence(bigint, bigint, jsonb) IS
-  'Creates (p_sequence_id NULL) or updates one of the owner''s sequences with its steps from JSON {name, niche, trigger, schedule_time, schedule_tolerance_minutes, min/max_delay_seconds, stop_on_reply, device_ids (empty or absent: every device), steps:[{day_number, trigger, next_trigger, trigger_delay_hours, is_entry_point, content, media_url, chain_sequence_id}]}. Step triggers default to <trigger>_day<N>. Returns the id, NULL when not the owner''s.';
+  'Creates (p_sequence_id NULL) or updates one of the owner''s sequences with its steps from JSON {name, niche, trigger, schedule_time, schedule_tolerance_minutes, min/max_delay_seconds, stop_on_reply, device_ids (empty or absent: every device), steps:[{day_number, trigger, next_trigger, trigger_delay_hours, is_entry_point, content, media_url, media_id, chain_sequence_id}]}; media_id is the step''s stored image (media_url where it came from). Step triggers default to <trigger>_day<N>. Returns the id, NULL when not the owner''s.';
 
 CREATE OR REPLACE FUNCTION set_sequence_status(p_user_id bigint, p_sequence_id bigint, p_status text)
 RETURNS boolean LANGUAGE plpgsql AS $$
@@ -620,6 +623,7 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
                       'id', st.id, 'day_number', st.day_number, 'trigger', st.trigger,
                       'next_trigger', st.next_trigger, 'trigger_delay_hours', st.trigger_delay_hours,
                       'is_entry_point', st.is_entry_point, 'content', st.content, 'media_url', st.media_url,
+                      'media_id', st.media_id,
                       'chain_sequence_id', st.chain_sequence_id) ORDER BY st.day_number)
                       FROM sequence_steps st WHERE st.sequence_id = s.id), '[]'))
     FROM sequences s WHERE s.id = p_sequence_id AND s.user_id = p_user_id

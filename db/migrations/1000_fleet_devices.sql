@@ -1,6 +1,6 @@
 -- Devices at fleet scale: a device can be paused (it keeps its connection; nothing is claimed for
 -- it until resumed), and a sequence can be limited to a set of devices as a campaign can.
--- depends: 0553_message_outcome_shards
+-- depends: 0802_quotas_throttle
 
 ALTER TABLE user_devices ADD COLUMN paused_at timestamptz;
 COMMENT ON COLUMN user_devices.paused_at IS

@@ -1,7 +1,34 @@
-"""The Transport protocol every WhatsApp connection layer implements, and the events it reports.
+"""The transport contract: what every WhatsApp connection layer promises the sender.
 
-A sender owns one Transport per process. The transport holds the connections of the devices the
-sender leases; it reports what happens through the `on_event` callback given at construction.
+Two transports implement it: the simulated network (sim.py) and real WhatsApp through neonize
+(neonize_transport.py). The queue and the device rows behave the same whichever carries the
+messages; tests/test_transport_contract.py runs one suite of scenarios against both.
+
+Sending: `send(message)` ends in exactly one of three outcomes.
+- returns SendResult(wa_message_id, timestamp): WhatsApp took it. The row becomes `sent`.
+- raises NotSent: it certainly did not leave (the device is not connected at this moment:
+  dropped and reconnecting, banned, stopped, still pairing). The row goes back to the queue
+  untouched, so a network blip only delays a message.
+- raises SendError(reason): it did not go, or may have gone without an answer. The row is failed
+  with the reason and never sent again (at most once). A reach-out timelock is one: WhatsApp
+  refuses messages to new contacts with error 463 while warm contacts still get theirs.
+
+Lifecycle of a device the sender starts with `start(session)`; events reach `on_event`:
+- With a stored session (session.jid): Connected, or ConnectFailed for each failed connect,
+  retried on CONNECT_POLICY's back-off. After its last attempt the transport stops the device and
+  reports ConnectFailed with `resume_at`: no sender should try it before then.
+- Without one, pairing: QRCode events on WhatsApp's schedule (PAIRING_WINDOW), a PairCode after
+  pair_phone(), Paired(jid, phone) when the phone has linked it, then Connected; the transport
+  resumes the new session itself. When the last code expires unscanned: PairingExpired, and
+  nothing of that pairing keeps running.
+- While connected: Disconnected when the connection drops (the transport reconnects by itself
+  and reports Connected when it is back), IncomingMessage, Receipt (delivered or read only).
+- LoggedOut: the session is gone (removed on the phone, or logout()); the device is stopped.
+- StreamReplaced: another client now runs this session; the device is stopped, never retried.
+- TemporaryBan(code, expires_at): stopped until the expiry, then resumed by the transport.
+- ClientOutdated: WhatsApp no longer accepts this client version; the device is stopped (every
+  retry would fail the same way until the software is updated).
+
 Callbacks may run on the transport's own threads: handlers only hand work off.
 """
 from __future__ import annotations
@@ -19,7 +46,7 @@ class Event:
 
 @dataclass(frozen=True)
 class QRCode(Event):
-    code: str                       # the string to render as a QR; rotates every ~20 s
+    code: str                       # the string to render as a QR; replaced by the next one
 
 
 @dataclass(frozen=True)
@@ -31,6 +58,11 @@ class PairCode(Event):
 class Paired(Event):
     jid: str
     phone: str
+
+
+@dataclass(frozen=True)
+class PairingExpired(Event):
+    """The pairing's last code expired unscanned: the device needs a new pairing."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +92,14 @@ class TemporaryBan(Event):
 
 
 @dataclass(frozen=True)
+class ClientOutdated(Event):
+    """WhatsApp refused the connection with 405: this client version is no longer accepted."""
+
+
+@dataclass(frozen=True)
 class ConnectFailed(Event):
     error: str
+    resume_at: Optional[datetime] = None   # set when the transport gave up and stopped the device
 
 
 @dataclass(frozen=True)
@@ -84,6 +122,49 @@ class Receipt(Event):
     timestamp: datetime
 
 
+# WhatsApp's timings and the retry policy both transports follow ------------------------------
+@dataclass(frozen=True)
+class PairingWindow:
+    """How long a new link may take: whatsmeow shows the first QR code for 60 s, then 5 more
+    for 20 s each, then closes the login socket (its qrchan.go). A phone code lives as long."""
+    first_s: float = 60.0
+    next_s: float = 20.0
+    codes: int = 6
+
+    def shown_for(self, index: int) -> float:
+        return self.first_s if index == 0 else self.next_s
+
+    @property
+    def total_s(self) -> float:
+        return self.first_s + (self.codes - 1) * self.next_s
+
+    def scaled(self, factor: float) -> PairingWindow:
+        return PairingWindow(self.first_s * factor, self.next_s * factor, self.codes)
+
+
+@dataclass(frozen=True)
+class ConnectPolicy:
+    """Failed connects of a stored session are retried with doubling waits; after `attempts`
+    failures in a row the device is stopped and released for `hold_s` (Reconnect overrides)."""
+    attempts: int = 5
+    backoff_s: float = 5.0
+    backoff_max_s: float = 300.0
+    hold_s: float = 600.0
+
+    def scaled(self, factor: float) -> ConnectPolicy:
+        return ConnectPolicy(self.attempts, self.backoff_s * factor, self.backoff_max_s * factor, self.hold_s * factor)
+
+    def retry_in(self, failures: int) -> Optional[float]:
+        """Seconds to wait before the next attempt after `failures` in a row; None: give up."""
+        if failures >= self.attempts:
+            return None
+        return min(self.backoff_max_s, self.backoff_s * 2 ** (failures - 1))
+
+
+PAIRING_WINDOW = PairingWindow()
+CONNECT_POLICY = ConnectPolicy()
+
+
 # Sending -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OutgoingMessage:
@@ -101,8 +182,8 @@ class SendResult:
 
 
 class SendError(Exception):
-    """A send that did not happen. `permanent` errors (not on WhatsApp, bad media) fail the
-    message; transient ones fail it too (at most once), but say the device may be unwell."""
+    """A send that did not happen, or may have without an answer: the message is failed with
+    this reason. `permanent` ones (not on WhatsApp, bad media) say nothing about the device."""
 
     def __init__(self, message: str, permanent: bool = False):
         super().__init__(message)
@@ -112,6 +193,17 @@ class SendError(Exception):
 class NotSent(SendError):
     """The message certainly did not leave (the device was not connected when asked to send):
     the sender puts it back in the queue instead of failing it, so a brief disconnect only delays."""
+
+
+def reach_out_timelock(detail: str) -> SendError:
+    """WhatsApp's error 463: this number sent to too many contacts it never talked with, and is
+    refused new contacts for a while (days, on real numbers); warm contacts still get messages."""
+    return SendError(f"reach-out timelock (error 463): WhatsApp refuses messages from this number to "
+                     f"contacts it has not talked with yet; {detail}")
+
+
+class NotConnected(RuntimeError):
+    """An operation that needs a live connection (logout, pairing by code) found none."""
 
 
 @dataclass
@@ -128,19 +220,22 @@ EventHandler = Callable[[Event], None]
 
 class Transport(Protocol):
     def start(self, session: DeviceSession) -> None:
-        """Connect a device: resume its stored session, or begin pairing (QRCode events)."""
+        """Run a device: resume its stored session, or begin pairing (QRCode events)."""
 
     def stop(self, device_id: int) -> None:
         """Disconnect without logging out; the stored session stays."""
 
     def pair_phone(self, device_id: int, phone: str) -> str:
-        """Pair by phone number instead of QR; returns the code to type on the phone."""
+        """Pair by phone number instead of QR; returns the code to type on the phone (and
+        reports it as PairCode). Raises NotConnected when WhatsApp cannot be reached."""
 
-    def logout(self, device_id: int) -> None:
-        """Remove the device from the phone's Linked Devices and forget its session."""
+    def logout(self, device_id: int, wait_s: float = 0.0) -> None:
+        """Remove the device from the phone's Linked Devices and forget its session; reports
+        LoggedOut. Needs a live connection: waits up to wait_s for a dropped one to come back,
+        then raises NotConnected."""
 
     def send(self, message: OutgoingMessage) -> SendResult:
-        """Send one message; raises SendError when it did not go out."""
+        """Send one message: SendResult, or raises NotSent / SendError (see above)."""
 
     def close(self) -> None:
         """Stop every device of this transport."""

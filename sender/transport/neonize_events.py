@@ -90,9 +90,10 @@ def incoming_message(device_id: int, ev: MessageEv) -> Optional[IncomingMessage]
 
 
 def receipt(device_id: int, ev: ReceiptEv) -> Optional[Receipt]:
-    """Delivered / read receipts; None for the other kinds (retry, played, server error, ...).
-    An unset Type means delivered (proto2 default), so presence is checked, not the value."""
-    kind = _RECEIPT_KINDS.get(ev.Type) if ev.HasField("Type") else "delivered"
+    """Delivered / read receipts; None for the other kinds (retry, played, ...). neonize sets
+    DELIVERED explicitly and leaves the type unset only for server-error and unknown receipts,
+    so an unset type is not a delivery (and its proto2 default must not be read as one)."""
+    kind = _RECEIPT_KINDS.get(ev.Type) if ev.HasField("Type") else None
     if kind is None or not ev.MessageIDs:
         return None
     return Receipt(device_id, tuple(ev.MessageIDs), kind, _when(ev.Timestamp))

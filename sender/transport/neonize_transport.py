@@ -1,58 +1,78 @@
-"""Real WhatsApp through neonize 0.5.2 (whatsmeow), WA_TRANSPORT=neonize.
+"""Real WhatsApp through neonize 0.5.2 (whatsmeow), WA_TRANSPORT=neonize; the contract is base.py's.
 
-neonize can abort the whole process (a Go panic cannot be caught) and leaks a database pool on
-every connect (shared/notes/neonize.md). This transport is shaped by that:
-- sessions live in the application's own PostgreSQL (neonize's `name` is the database address);
-- clients are started one at a time by a single starter thread;
-- a stored jid is checked in whatsmeow_device before resuming (resuming a missing one panics);
-  without a stored session the device pairs anew (QR, or a phone code on the first QR);
-- exactly one client object per Go registry key, kept referenced for the life of the process
-  (a second object with the same key, once garbage-collected, stops the live one);
-- failed connects are retried with exponential back-off, at most `max_attempts` in a row;
-- every connect() opens a pool that is never closed: `connection_budget` caps connects per
-  process; past it the device is reported failed and the shard should be restarted;
-- a connect that shows no sign of life for `hung_after_s` makes the watchdog call `on_hung`
-  (by default: exit, so the supervisor restarts this shard; stop() would hang with it);
-- StreamReplaced stops the device (another client owns the session: never fight it);
-- TemporaryBan reports the ban and its expiry, stops the device and restarts it at expiry;
-- NEONIZE_BOT_TAG=off before import; the Go core's stdout goes to a sink (neonize_stdio).
-Event handlers run on neonize's threads and only map the event and hand it to `on_event`.
+neonize's Go core can abort the whole process (a Go panic cannot be caught), never ends the
+connect of an unpaired device, and leaks a database pool on every connect
+(shared/notes/neonize.md). This transport is shaped by that:
+- Pairing runs in a child process (neonize_pairing.py), killed when the last code expires or the
+  pairing is stopped; the child reports the codes and the new jid, and the session is then
+  resumed here. Pairings run a few at a time (`max_pairings`), the rest wait their turn.
+- Stored sessions run here, one client object per Go registry key, kept for the life of the
+  process (a second object with the same key, once garbage-collected, stops the live one).
+- Every call that writes the Go core's registry (the start of a connect, a stop) runs on one
+  control thread, one at a time (concurrent writes abort the process); the next begins once the
+  previous client shows a sign of life or settle_s passed, and a stop is awaited before the same
+  key starts again.
+- A stored jid is checked in whatsmeow_device before resuming (resuming a missing one panics).
+- Failed connects follow CONNECT_POLICY; after its last attempt the device is stopped and released.
+- Each connect opens a database pool neonize never closes: at most `connection_budget` connects
+  per process (its capacity times the policy's attempts, so a full start of every device fits);
+  when it is used up, `on_budget_spent` recycles the process (by default: a graceful SIGTERM).
+- A connect or a stop that shows no sign of life for hung_after_s makes the watchdog call
+  on_hung (by default: exit 75, so the supervisor restarts this shard).
+- Only a connected device sends. Disconnected means whatsmeow is reconnecting: sends are NotSent
+  until Connected, and a send whatsmeow refuses for want of a connection is NotSent too.
+- LoggedOut, StreamReplaced and ClientOutdated stop the device; TemporaryBan stops it and resumes
+  it at the expiry; ConnectFailure counts as a failed connect.
+Event handlers run on neonize's threads: they map the event, move the run's state and hand on.
 """
 from __future__ import annotations
 
+import faulthandler
+import json
 import logging
 import os
 import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from enum import Enum
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 os.environ.setdefault("NEONIZE_BOT_TAG", "off")   # before neonize is imported, or 1:1 messages carry a bot tag
 
 from neonize.client import NewClient  # noqa: E402
-from neonize.events import (ConnectedEv, ConnectFailureEv, DisconnectedEv, LoggedOutEv,  # noqa: E402
-                            MessageEv, PairStatusEv, ReceiptEv, StreamReplacedEv, TemporaryBanEv)
+from neonize.events import (ClientOutdatedEv, ConnectedEv, ConnectFailureEv, DisconnectedEv,  # noqa: E402
+                            LoggedOutEv, MessageEv, ReceiptEv, StreamReplacedEv, TemporaryBanEv)
 from neonize.exc import NeonizeError  # noqa: E402
 from neonize.utils.jid import build_jid  # noqa: E402
 
-from common.config import require_database_url  # noqa: E402
+from common.config import neonize_store_url, require_database_url  # noqa: E402
 from common.db import connect  # noqa: E402
 from sender.transport import neonize_events as mapping  # noqa: E402
-from sender.transport.base import (Connected, ConnectFailed, DeviceSession, Disconnected, Event,  # noqa: E402
-                                   LoggedOut, OutgoingMessage, PairCode, QRCode, SendError,
-                                   SendResult, StreamReplaced)
+from sender.transport.base import (CONNECT_POLICY, PAIRING_WINDOW, ClientOutdated, Connected,  # noqa: E402
+                                   ConnectFailed, ConnectPolicy, DeviceSession, Disconnected, Event,
+                                   LoggedOut, NotConnected, NotSent, OutgoingMessage, PairCode, Paired,
+                                   PairingExpired, PairingWindow, QRCode, SendError, SendResult,
+                                   StreamReplaced, reach_out_timelock)
+from sender.transport.neonize_pairing import BROWSER_PROPS  # noqa: E402
 from sender.transport.neonize_stdio import divert_native_stdout  # noqa: E402
+from sender.transport.scheduler import Scheduled, Scheduler  # noqa: E402
 
 log = logging.getLogger(__name__)
 # neonize's import set the root logger to INFO and passes its own level to the Go core.
 for _name in ("neonize", "whatsmeow", "Whatsmeow"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
+PAIRING_COMMAND = [sys.executable, "-m", "sender.transport.neonize_pairing"]
 # Send errors that will not get better by retrying (classified by Go's error text).
-_PERMANENT = ("not on whatsapp", "invalid jid", "no such user", "not a valid", "upload", "media")
+_PERMANENT = ("not on whatsapp", "invalid jid", "no such user", "not a valid", "no lid found", "upload", "media")
+# whatsmeow's errors for a send that never left: no connection, no session, client already stopped.
+_NEVER_LEFT = ("websocket not connected", "the store doesn't contain a device jid", "client is nil")
 
 
 def neonize_store_address(database_url: str) -> str:
@@ -66,115 +86,171 @@ def neonize_store_address(database_url: str) -> str:
     return database_url
 
 
+def send_error(text: str) -> SendError:
+    """whatsmeow's error text -> the send's outcome."""
+    lowered = text.lower()
+    if any(marker in lowered for marker in _NEVER_LEFT):
+        return NotSent(f"not sent, no connection: {text}")
+    if "server returned error 463" in lowered:
+        return reach_out_timelock(text)
+    return SendError(text, permanent=any(p in lowered for p in _PERMANENT))
+
+
+class RunState(Enum):
+    WAITING = "waiting"            # to be launched: queued, a retry's back-off, a ban, a pairing slot
+    PAIRING = "pairing"            # a pairing child shows codes
+    CONNECTING = "connecting"      # connect() runs on the stored session, not connected yet
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"  # the connection dropped; whatsmeow reconnects by itself
+    STOPPED = "stopped"
+
+
+LIVE = frozenset({RunState.PAIRING, RunState.CONNECTING, RunState.CONNECTED, RunState.RECONNECTING})
+
+
+class _PairingChild:
+    """A neonize_pairing process and the thread that reads what it says."""
+
+    def __init__(self, command: list, on_message, on_exit):
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.showed_code = False
+        self.replies: queue.Queue = queue.Queue()   # ("code", code) or ("error", text), for pair_phone
+        self.last_error: Optional[str] = None
+        self._on_message, self._on_exit = on_message, on_exit
+        threading.Thread(target=self._read, name=f"pairing-{self.proc.pid}", daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            self._on_message(self, message)
+        self.proc.wait()
+        self._on_exit(self)
+
+    def ask_code(self, phone: str):
+        self.proc.stdin.write(json.dumps({"pair_phone": phone}) + "\n")
+        self.proc.stdin.flush()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
 @dataclass
 class _Run:
-    """One device on this transport: its client and where its connection stands."""
+    """One device on this transport: where its connection stands."""
     device_id: int
     session: DeviceSession
-    client: Optional[NewClient] = None
-    generation: int = 0
-    state: str = "queued"                # queued, connecting, pairing, connected, stopped, banned
-    connect_started: Optional[float] = None   # monotonic, while connect() has shown no sign of life
-    failures: int = 0                    # failed connects in a row
-    pair_phone: Optional[str] = None
-    qr_seen: threading.Event = field(default_factory=threading.Event)
+    state: RunState = RunState.STOPPED
+    generation: int = 0                   # bumps when a session ends: its late callbacks do nothing
+    client: Optional[NewClient] = None    # the in-process client of its stored session
+    child: Optional[_PairingChild] = None
+    failures: int = 0                     # failed connects in a row
+    timer: Optional[Scheduled] = None
+    quiet_since: Optional[float] = None   # monotonic, while connect() has shown no sign of life
     settled: threading.Event = field(default_factory=threading.Event)
-    pair_code: Optional[str] = None
-    timer: Optional[threading.Timer] = None
 
 
 class NeonizeTransport:
     def __init__(self, on_event: Callable[[Event], None], database_url: Optional[str] = None, *,
-                 connection_budget: Optional[int] = None, max_attempts: int = 5,
-                 backoff_s: float = 5.0, backoff_max_s: float = 300.0, settle_s: float = 15.0,
+                 capacity: int, policy: ConnectPolicy = CONNECT_POLICY,
+                 pairing: PairingWindow = PAIRING_WINDOW, max_pairings: int = 4, settle_s: float = 15.0,
                  hung_after_s: float = 120.0, on_hung: Optional[Callable[[list], None]] = None,
-                 quiet_native_stdout: bool = True):
+                 on_budget_spent: Optional[Callable[[], None]] = None,
+                 pairing_command: Optional[list] = None, quiet_native_stdout: bool = True):
         if quiet_native_stdout:
             divert_native_stdout()
         self.on_event = on_event
         self.database_url = database_url or require_database_url()
-        self.store = neonize_store_address(self.database_url)
-        self.connection_budget = connection_budget or int(os.environ.get("NEONIZE_CONNECTION_BUDGET", "200"))
-        self.max_attempts = max_attempts
-        self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
+        self.store = neonize_store_address(neonize_store_url(self.database_url))
+        self.policy, self.pairing, self.max_pairings = policy, pairing, max_pairings
+        self.connection_budget = capacity * policy.attempts
         self.settle_s, self.hung_after_s = settle_s, hung_after_s
         self.on_hung = on_hung or self._exit_for_restart
+        self.on_budget_spent = on_budget_spent or (lambda: os.kill(os.getpid(), signal.SIGTERM))
+        self.pairing_command = pairing_command or PAIRING_COMMAND
         self.connects_made = 0
+        self._recycling = False                            # on_budget_spent was called
         self._clients: dict[bytes, NewClient] = {}      # Go key -> the one object ever made for it
         self._device_of_key: dict[bytes, int] = {}
         self._runs: dict[int, _Run] = {}
         self._lock = threading.RLock()
-        self._starts: queue.Queue = queue.Queue()
+        self._changed = threading.Condition(self._lock)   # a run changed state (logout waits on it)
+        self._ops: queue.Queue = queue.Queue()            # the control thread's work, in order
+        self._pairings = 0                                 # live pairing children
+        self._pairing_turns: list = []                     # (device id, generation) waiting for one
+        self._stopping_since: Optional[float] = None       # monotonic, while the control thread awaits a stop
         self._closed = threading.Event()
         self._db = None
-        self._starter = threading.Thread(target=self._start_loop, name="neonize-starter", daemon=True)
+        self._timers = Scheduler("neonize-timers")
+        self._control = threading.Thread(target=self._control_loop, name="neonize-control", daemon=True)
         self._watchdog = threading.Thread(target=self._watch_loop, name="neonize-watchdog", daemon=True)
-        self._starter.start()
+        self._control.start()
         self._watchdog.start()
 
     # Transport protocol ----------------------------------------------------------------------
     def start(self, session: DeviceSession) -> None:
         with self._lock:
-            run = self._runs.get(session.device_id)
-            if run is None:
-                run = self._runs[session.device_id] = _Run(session.device_id, session)
-            elif run.state in ("connecting", "pairing", "connected"):
-                self._stop_client(run)
-            run.session, run.failures, run.state = session, 0, "queued"
-            run.generation += 1
-            self._cancel_timer(run)
-            self._starts.put((run.device_id, run.generation))
+            run = self._runs.setdefault(session.device_id, _Run(session.device_id, session))
+            run.session, run.failures = session, 0
+            self._enter(run, RunState.WAITING)
+            self._ops.put(("launch", run.device_id, run.generation))
 
     def stop(self, device_id: int) -> None:
         with self._lock:
             run = self._runs.get(device_id)
-            if run is None:
-                return
-            run.generation += 1
-            run.state = "stopped"
-            self._cancel_timer(run)
-            self._stop_client(run)
+            if run is not None:
+                self._enter(run, RunState.STOPPED)
 
     def pair_phone(self, device_id: int, phone: str) -> str:
-        """Pair by code: (re)start pairing, wait for the first QR (the connection is then up),
-        ask WhatsApp for the code and report it."""
+        """Pair by code: (re)start pairing, wait for its first QR (WhatsApp is then reachable),
+        ask the pairing child for the code and report it."""
         with self._lock:
             run = self._runs.get(device_id)
-            pairing = run is not None and run.state == "pairing" and run.qr_seen.is_set()
-        failures_before = run.failures if pairing else 0
-        if not pairing:
-            self.start(DeviceSession(device_id, jid=None, phone=phone))   # resets failures to 0
-            run = self._runs[device_id]
-        run.pair_phone = phone
-        if not self._wait_for_qr(run, failures_before):
-            raise RuntimeError(f"device {device_id} could not reach WhatsApp to pair by code")
+            if run is None or run.state is not RunState.PAIRING:
+                self.start(DeviceSession(device_id, jid=None, phone=phone))
+                run = self._runs[device_id]
+                self._changed.wait_for(lambda: run.state is not RunState.WAITING, timeout=30.0)
+            child = run.child if run.state is RunState.PAIRING else None
+            # WhatsApp is reachable once the pairing shows its first code (or it ends without).
+            self._changed.wait_for(lambda: child is None or child.showed_code or run.child is not child, 30.0)
+        if child is None or not child.showed_code:
+            raise NotConnected(f"device {device_id} could not reach WhatsApp to pair by code")
+        child.ask_code(phone)
         try:
-            code = run.client.PairPhone(phone, True)
-        except NeonizeError as exc:
-            raise RuntimeError(f"pairing by code failed: {exc}") from exc
-        self.on_event(PairCode(device_id, code))
-        return code
+            kind, text = child.replies.get(timeout=30.0)
+        except queue.Empty:
+            raise NotConnected("WhatsApp did not answer the request for a pairing code") from None
+        if kind == "error":
+            raise NotConnected(text)
+        self.on_event(PairCode(device_id, text))
+        return text
 
-    def logout(self, device_id: int) -> None:
+    def logout(self, device_id: int, wait_s: float = 0.0) -> None:
         with self._lock:
             run = self._runs.get(device_id)
-            if run is None or run.state != "connected":
-                raise RuntimeError(f"device {device_id} is not connected: WhatsApp needs a live connection to log out")
+            if run is not None:
+                self._changed.wait_for(lambda: run.state not in (RunState.RECONNECTING, RunState.CONNECTING,
+                                                                 RunState.WAITING), timeout=wait_s)
+            if run is None or run.state is not RunState.CONNECTED:
+                raise NotConnected(f"device {device_id} is not connected: WhatsApp needs a live connection to log out")
             client = run.client
-            run.generation += 1
-            run.state = "stopped"
         try:
-            client.logout()   # removes it from the phone's Linked Devices and deletes its session rows
+            client.logout()   # off the phone's Linked Devices; whatsmeow deletes the session's rows
         except NeonizeError as exc:
-            raise RuntimeError(f"logout failed: {exc}") from exc
+            raise NotConnected(f"logout failed: {exc}") from exc
+        with self._lock:
+            self._enter(run, RunState.STOPPED)
         self.on_event(LoggedOut(device_id, "logged out from the dashboard"))
 
     def send(self, message: OutgoingMessage) -> SendResult:
         with self._lock:
             run = self._runs.get(message.device_id)
-            client = run.client if run is not None and run.state == "connected" else None
+            client = run.client if run is not None and run.state is RunState.CONNECTED else None
         if client is None:
-            raise SendError(f"device {message.device_id} is not connected")
+            raise NotSent(f"device {message.device_id} is not connected")
         to = build_jid(message.to_phone)
         try:
             if message.image is not None:
@@ -182,120 +258,236 @@ class NeonizeTransport:
             else:
                 resp = client.send_message(to, message.text)
         except NeonizeError as exc:
-            text = str(exc) or exc.__class__.__name__
-            raise SendError(text, permanent=any(p in text.lower() for p in _PERMANENT)) from exc
+            raise send_error(str(exc) or exc.__class__.__name__) from exc
         return SendResult(resp.ID, mapping._when(resp.Timestamp) if resp.Timestamp else datetime.now(timezone.utc))
 
     def close(self) -> None:
-        self._closed.set()
-        self._starts.put(None)
         with self._lock:
             for run in self._runs.values():
-                run.generation += 1
-                run.state = "stopped"
-                self._cancel_timer(run)
-                self._stop_client(run)
+                self._enter(run, RunState.STOPPED)
+        self._ops.put(None)
+        self._control.join(timeout=self.settle_s)
+        self._closed.set()
+        self._timers.close()
         if self._db is not None:
             self._db.close()
 
-    # Starting, one client at a time ----------------------------------------------------------
-    def _start_loop(self):
-        while not self._closed.is_set():
-            item = self._starts.get()
-            if item is None:
+    # The one state transition ----------------------------------------------------------------
+    def _enter(self, run: _Run, state: RunState):
+        """Caller holds the lock. Entering WAITING or STOPPED ends the run's current session: the
+        generation bumps (the old session's callbacks, timers and queued launches do nothing), its
+        timer is cancelled, and its pairing child or client is stopped."""
+        if state in (RunState.WAITING, RunState.STOPPED):
+            run.generation += 1
+            if run.timer is not None:
+                run.timer.cancel()
+                run.timer = None
+            if run.state in LIVE:
+                self._end_session(run)
+        run.state = state
+        self._changed.notify_all()
+
+    def _end_session(self, run: _Run):
+        run.quiet_since = None
+        run.settled.set()
+        if run.child is not None:
+            run.child.kill()
+            run.child = None
+            self._pairing_ended()
+        elif run.client is not None:
+            self._ops.put(("stop", run.device_id, run.client))
+            run.client = None     # its late events find no run
+
+    def _after(self, run: _Run, delay_s: float, fn):
+        """Caller holds the lock: fn(run) after delay_s, unless the run has moved on since."""
+        generation = run.generation
+
+        def fire():
+            with self._lock:
+                if run.generation == generation:
+                    fn(run)
+        run.timer = self._timers.call_later(delay_s, fire)
+
+    def _relaunch(self, run: _Run):
+        self._ops.put(("launch", run.device_id, run.generation))
+
+    def _failed(self, run: _Run, reason: str) -> ConnectFailed:
+        """Caller holds the lock: a connect (or pairing) that failed, retried per the policy."""
+        run.failures += 1
+        delay = self.policy.retry_in(run.failures)
+        if delay is None:
+            self._enter(run, RunState.STOPPED)
+            resume_at = datetime.now(timezone.utc) + timedelta(seconds=self.policy.hold_s)
+            return ConnectFailed(run.device_id, f"gave up after {run.failures} attempts: {reason}", resume_at)
+        self._enter(run, RunState.WAITING)
+        self._after(run, delay, self._relaunch)
+        return ConnectFailed(run.device_id, f"{reason} (attempt {run.failures} of {self.policy.attempts}; "
+                                            f"retrying in {delay:.0f} s)")
+
+    # The control thread: Go registry writes, one at a time ------------------------------------
+    def _control_loop(self):
+        while True:
+            op = self._ops.get()
+            if op is None:
                 return
-            device_id, generation = item
+            kind, device_id, arg = op
+            if kind == "stop":
+                self._stop_now(device_id, arg)
+                continue
             with self._lock:
                 run = self._runs.get(device_id)
-                if run is None or run.generation != generation or run.state != "queued":
+                if run is None or run.generation != arg or run.state is not RunState.WAITING:
                     continue      # stopped or restarted since it was queued
                 try:
-                    started = self._launch(run)
-                except Exception as exc:   # e.g. the database is unreachable: report, keep the starter alive
+                    event, launched = self._launch(run)
+                except Exception as exc:   # the database is unreachable, say: report, keep the thread alive
                     log.exception("could not start device %s", device_id)
-                    run.state, started = "stopped", False
-                    self._emit(ConnectFailed(device_id, f"could not start: {exc.__class__.__name__}: {exc}"))
-            if started:
-                # The next client starts once this one shows a sign of life (or settle_s passed).
-                run.settled.wait(self.settle_s)
+                    event, launched = self._failed(run, f"could not start: {exc.__class__.__name__}: {exc}"), None
+            self._emit(event)
+            if launched is not None:
+                launched.wait(self.settle_s)   # the next start waits for a sign of life
 
-    def _launch(self, run: _Run) -> bool:
-        """Caller holds the lock. Creates or reuses the device's client and starts connect()."""
+    def _launch(self, run: _Run):
+        """Caller holds the lock. Starts the run's pairing child or its stored session's connect;
+        returns (event to report, the Event that tells it settled)."""
+        if not (run.session.jid and self._session_stored(run.session.jid)):
+            return self._start_pairing(run)
         if self.connects_made >= self.connection_budget:
-            run.state = "stopped"
-            self._emit(ConnectFailed(run.device_id, f"connection budget exhausted ({self.connection_budget} "
-                                     "connects in this sender process): restart the shard"))
-            return False
-        resume = bool(run.session.jid) and self._session_stored(run.session.jid)
-        if resume:
-            jid = mapping.jid_from_string(run.session.jid)
-            key = jid.User.encode()
-        else:
-            jid, key = None, f"device-{run.device_id}".encode()
+            self._enter(run, RunState.STOPPED)
+            if not self._recycling:
+                self._recycling = True
+                self.on_budget_spent()
+            return ConnectFailed(run.device_id, f"this sender process made its {self.connection_budget} connects "
+                                 "(each leaks a database pool in neonize): it restarts and the device moves on",
+                                 datetime.now(timezone.utc)), None
+        jid = mapping.jid_from_string(run.session.jid)
+        key = jid.User.encode()
         client = self._clients.get(key)
         if client is None:
-            client = NewClient(self.store, jid=jid, uuid=key.decode(), new_device=not resume)
+            client = NewClient(self.store, jid=jid, uuid=key.decode(), props=BROWSER_PROPS)
             self._register(client)
             self._clients[key] = client
         self._device_of_key[key] = run.device_id
         run.client = client
-        run.state = "connecting" if resume else "pairing"
-        run.qr_seen.clear()
+        self._enter(run, RunState.CONNECTING)
         run.settled.clear()
-        run.connect_started = time.monotonic()
+        run.quiet_since = time.monotonic()
         self.connects_made += 1
         threading.Thread(target=self._connect, args=(run, client, run.generation),
                          name=f"neonize-{run.device_id}", daemon=True).start()
-        return True
+        return None, run.settled
+
+    def _stop_now(self, device_id: int, client: NewClient):
+        """Stops a client and waits for it: the same key must not start again before (the Go
+        side's stop is not serialised with a new start). A stop that hangs is the watchdog's."""
+        done = threading.Event()
+
+        def stop():
+            try:
+                client.stop()
+            finally:
+                done.set()
+        threading.Thread(target=stop, name=f"neonize-stop-{device_id}", daemon=True).start()
+        self._stopping_since = time.monotonic()
+        done.wait(self.hung_after_s + 1)
+        self._stopping_since = None
 
     def _connect(self, run: _Run, client: NewClient, generation: int):
-        error = None
         try:
             client.connect()          # blocks for the whole session
+            error = "connection closed"
         except NeonizeError as exc:
             error = str(exc) or exc.__class__.__name__
         except Exception as exc:      # anything else from the binding: same handling, never a dead thread
             error = f"{exc.__class__.__name__}: {exc}"
-        self._connect_ended(run, generation, error)
-
-    def _connect_ended(self, run: _Run, generation: int, error: Optional[str]):
         with self._lock:
-            run.settled.set()
-            run.connect_started = None
-            if run.generation != generation or run.state in ("stopped", "banned"):
-                return                # we stopped it on purpose
-            run.failures += 1
-            reason = error or "connection closed"
-            if run.failures >= self.max_attempts:
-                run.state = "stopped"
-                event = ConnectFailed(run.device_id, f"gave up after {run.failures} attempts: {reason}")
-            else:
-                delay = min(self.backoff_max_s, self.backoff_s * 2 ** (run.failures - 1))
-                run.state = "queued"
-                self._schedule(run, delay, self._requeue)
-                event = ConnectFailed(run.device_id, f"{reason} (attempt {run.failures} of {self.max_attempts}; "
-                                                     f"retrying in {delay:.0f} s)")
+            if run.generation != generation:
+                return                # we ended it on purpose
+            event = self._failed(run, error)
         self._emit(event)
-
-    def _requeue(self, run: _Run, generation: int):
-        with self._lock:
-            if run.generation == generation and run.state == "queued":
-                self._starts.put((run.device_id, generation))
 
     def _session_stored(self, jid: str) -> bool:
         if self._db is None or self._db.closed:
             self._db = connect(self.database_url, application_name="wa-neonize")
         return self._db.execute("SELECT whatsmeow_session_exists(%s) AS found", [jid]).fetchone()["found"]
 
-    # Events (on neonize's threads: map, hand off, return) ------------------------------------
+    # Pairing in a child process --------------------------------------------------------------
+    def _start_pairing(self, run: _Run):
+        if self._pairings >= self.max_pairings:
+            self._pairing_turns.append((run.device_id, run.generation))
+            return None, None
+        self._pairings += 1
+        run.session = DeviceSession(run.device_id, jid=None, phone=run.session.phone)
+        self._enter(run, RunState.PAIRING)
+        generation = run.generation
+        run.child = _PairingChild(self.pairing_command + [self.store, f"device-{run.device_id}"],
+                                  lambda child, message: self._on_child_message(run, generation, child, message),
+                                  lambda child: self._on_child_exit(run, generation, child))
+        self._after(run, self.hung_after_s, self._pairing_silent)
+        return None, None
+
+    def _pairing_ended(self):
+        self._pairings -= 1
+        while self._pairing_turns:
+            device_id, generation = self._pairing_turns.pop(0)
+            run = self._runs.get(device_id)
+            if run is not None and run.generation == generation and run.state is RunState.WAITING:
+                self._ops.put(("launch", device_id, generation))
+                return
+
+    def _on_child_message(self, run: _Run, generation: int, child: _PairingChild, message: dict):
+        with self._lock:
+            if run.generation != generation:
+                return
+            if "qr" in message:
+                if not child.showed_code:           # the window runs from the first code
+                    child.showed_code = True
+                    self._changed.notify_all()
+                    run.timer.cancel()
+                    self._after(run, self.pairing.total_s, self._pairing_expired)
+                event = QRCode(run.device_id, message["qr"])
+            elif "code" in message:
+                child.replies.put(("code", message["code"]))
+                return
+            elif "error" in message:
+                child.last_error = message["error"]
+                child.replies.put(("error", message["error"]))
+                return
+            elif "paired" in message:
+                run.session = DeviceSession(run.device_id, jid=message["paired"], phone=message["phone"])
+                run.failures = 0
+                self._enter(run, RunState.WAITING)    # ends the child; the stored session resumes here
+                self._relaunch(run)
+                event = Paired(run.device_id, message["paired"], message["phone"])
+            else:
+                return
+        self._emit(event)
+
+    def _on_child_exit(self, run: _Run, generation: int, child: _PairingChild):
+        with self._lock:
+            if run.generation != generation:
+                return              # ended by us (stopped, expired, paired)
+            event = self._failed(run, child.last_error or f"pairing process ended ({child.proc.returncode})")
+        self._emit(event)
+
+    def _pairing_silent(self, run: _Run):
+        """A pairing child that showed no code in hung_after_s (its connect hangs) failed."""
+        if run.state is RunState.PAIRING:
+            self._emit(self._failed(run, f"no QR code within {self.hung_after_s:.0f} s"))
+
+    def _pairing_expired(self, run: _Run):
+        if run.state is RunState.PAIRING:
+            self._enter(run, RunState.STOPPED)
+            self._emit(PairingExpired(run.device_id))
+
+    # Events of stored sessions (on neonize's threads: map, move the state, hand on) ----------
     def _register(self, client: NewClient):
-        client.event.qr(self._on_qr)
         handlers = {
             ConnectedEv: self._on_connected, DisconnectedEv: self._on_disconnected,
-            PairStatusEv: lambda run, ev: self._emit(mapping.paired(run.device_id, ev)),
-            LoggedOutEv: self._on_logged_out, StreamReplacedEv: self._on_stream_replaced,
-            TemporaryBanEv: self._on_temporary_ban,
-            ConnectFailureEv: lambda run, ev: self._emit(mapping.connect_failure(run.device_id, ev)),
+            LoggedOutEv: lambda run, ev: self._ended(run, mapping.logged_out(run.device_id, ev)),
+            StreamReplacedEv: lambda run, ev: self._ended(run, StreamReplaced(run.device_id)),
+            ClientOutdatedEv: lambda run, ev: self._ended(run, ClientOutdated(run.device_id)),
+            TemporaryBanEv: self._on_temporary_ban, ConnectFailureEv: self._on_connect_failure,
             MessageEv: lambda run, ev: self._emit(mapping.incoming_message(run.device_id, ev)),
             ReceiptEv: lambda run, ev: self._emit(mapping.receipt(run.device_id, ev)),
         }
@@ -307,108 +499,72 @@ class NeonizeTransport:
             run = self._run_of(client)
             if run is None:
                 return
-            run.connect_started = None    # a sign of life for the watchdog
+            run.quiet_since = None    # a sign of life for the watchdog and the control thread
             run.settled.set()
             try:
                 handler(run, ev)
-            except Exception:             # never let an exception travel back into the Go core
+            except Exception:         # never let an exception travel back into the Go core
                 log.exception("neonize event handler failed for device %s", run.device_id)
         return on_event
 
     def _run_of(self, client) -> Optional[_Run]:
-        device_id = self._device_of_key.get(client.uuid)
-        return self._runs.get(device_id) if device_id is not None else None
-
-    def _on_qr(self, client, data: bytes):
-        run = self._run_of(client)
-        if run is None:
-            return
-        run.connect_started = None
-        run.settled.set()
-        run.qr_seen.set()
-        self._emit(QRCode(run.device_id, data.decode("utf-8", "replace")))
+        with self._lock:
+            run = self._runs.get(self._device_of_key.get(client.uuid))
+            return run if run is not None and run.client is client and run.state in LIVE else None
 
     def _on_connected(self, run: _Run, ev):
         with self._lock:
-            run.state, run.failures = "connected", 0
+            self._enter(run, RunState.CONNECTED)
+            run.failures = 0
         self._emit(Connected(run.device_id))
 
     def _on_disconnected(self, run: _Run, ev):
-        self._emit(Disconnected(run.device_id, "connection lost; whatsmeow reconnects"))
-
-    def _on_logged_out(self, run: _Run, ev):
         with self._lock:
-            run.generation += 1
-            run.state = "stopped"
-            self._stop_client(run)
-        self._emit(mapping.logged_out(run.device_id, ev))
+            was_connected = run.state is RunState.CONNECTED
+            self._enter(run, RunState.RECONNECTING)
+        if was_connected:
+            self._emit(Disconnected(run.device_id, "connection lost; whatsmeow reconnects"))
 
-    def _on_stream_replaced(self, run: _Run, ev):
-        with self._lock:          # another client runs this number now: step aside, do not retry
-            run.generation += 1
-            run.state = "stopped"
-            self._stop_client(run)
-        self._emit(StreamReplaced(run.device_id))
+    def _ended(self, run: _Run, event: Event):
+        """Logged out, replaced by another client, or refused as outdated: stop, never retry."""
+        with self._lock:
+            self._enter(run, RunState.STOPPED)
+        self._emit(event)
 
     def _on_temporary_ban(self, run: _Run, ev):
         ban = mapping.temporary_ban(run.device_id, ev)
         with self._lock:
-            run.generation += 1
-            run.state = "banned"
-            self._stop_client(run)
-            run.state, run.failures = "queued", 0
-            self._schedule(run, max(0.0, (ban.expires_at - datetime.now(timezone.utc)).total_seconds()),
-                           self._requeue)
+            self._enter(run, RunState.WAITING)
+            run.failures = 0
+            self._after(run, max(0.0, (ban.expires_at - datetime.now(timezone.utc)).total_seconds()), self._relaunch)
         self._emit(ban)
+
+    def _on_connect_failure(self, run: _Run, ev):
+        with self._lock:
+            event = self._failed(run, mapping.connect_failure(run.device_id, ev).error)
+        self._emit(event)
 
     def _emit(self, event: Optional[Event]):
         if event is not None:
             self.on_event(event)
 
     # Helpers ---------------------------------------------------------------------------------
-    @staticmethod
-    def _wait_for_qr(run: _Run, failures_before: int, timeout: float = 30.0) -> bool:
-        """True once pairing shows a QR; False when the connect failed or stopped first."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if run.qr_seen.wait(0.1):
-                return True
-            if run.failures > failures_before or run.state not in ("queued", "pairing"):
-                return False
-        return False
-
-    def _schedule(self, run: _Run, delay: float, fn):
-        """Caller holds the lock. fn(run, generation) after delay, unless the device changed since."""
-        self._cancel_timer(run)
-        run.timer = threading.Timer(delay, fn, args=(run, run.generation))
-        run.timer.daemon = True
-        run.timer.start()
-
-    @staticmethod
-    def _cancel_timer(run: _Run):
-        if run.timer is not None:
-            run.timer.cancel()
-            run.timer = None
-
-    @staticmethod
-    def _stop_client(run: _Run):
-        """Cancel the Go context without waiting: Stop() can block behind a hung connect."""
-        client = run.client
-        if client is not None:
-            threading.Thread(target=client.stop, name=f"neonize-stop-{run.device_id}", daemon=True).start()
-
     def _watch_loop(self):
         while not self._closed.wait(1.0):
             now = time.monotonic()
             with self._lock:
                 hung = [r.device_id for r in self._runs.values()
-                        if r.connect_started is not None and now - r.connect_started > self.hung_after_s]
+                        if r.quiet_since is not None and now - r.quiet_since > self.hung_after_s]
+            if self._stopping_since is not None and now - self._stopping_since > self.hung_after_s:
+                hung.append("a client's stop")
             if hung:
                 self.on_hung(hung)
                 return
 
     @staticmethod
     def _exit_for_restart(device_ids):
-        log.critical("neonize connect hung for devices %s: exiting so the supervisor restarts this shard", device_ids)
+        log.critical("neonize hung for %s: exiting so the supervisor restarts this shard; the threads were:",
+                     device_ids)
+        faulthandler.dump_traceback(all_threads=True)   # where it hung, for the operator
         logging.shutdown()
         os._exit(75)

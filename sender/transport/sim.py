@@ -1,11 +1,21 @@
 """A simulated WhatsApp network: the default transport (WA_TRANSPORT=sim) for demo, tests and
-benchmarks.
+benchmarks. It keeps the transport contract of base.py, and it is at least as harsh as WhatsApp
+where the sender can tell (shared/notes/whatsapp-realities.md):
 
-It behaves like the real thing where the sender can tell: devices pair by QR (a simulated phone
-"scans" it) or by phone code, connect, disconnect, get logged out or temporarily banned, send with
-latency and occasional failures, and report delivered/read receipts and inbound replies. Every
-random choice comes from a per-device generator seeded by (seed, device id), so a device's story
-repeats under the same seed whatever the thread interleaving.
+- QR codes rotate on WhatsApp's schedule (60 s, then 20 s each, 6 codes) and then expire;
+- a connected device's connection drops now and then and comes back by itself a few seconds
+  later; sends during a drop are not sent;
+- a burst to contacts the device never talked with earns a reach-out timelock: sends to new
+  contacts fail with error 463 for a day, warm contacts still get theirs;
+- sustained overload (too many sends in a few minutes) earns a temporary ban;
+- an outage makes connects fail (the transport retries, then gives up and releases the device).
+
+Those rules are on by default (WA_SIM_RULES=off turns them off, for benchmarks of the queue
+alone); every duration of them is multiplied by WA_SIM_TIME_SCALE, so tests and the soak run
+WhatsApp's day in seconds. Devices also pair by phone code, get logged out, replaced or told the
+client is outdated, send with latency and occasional failures, and report receipts and replies.
+Every random choice comes from a per-device generator seeded by (seed, device id), so a device's
+story repeats under the same seed whatever the thread interleaving.
 
 What the network received is appended, one JSON line per message, to a file of its own under
 `store_dir` before `send` returns, so it survives the sender's crash: tests and benchmarks read
@@ -13,7 +23,6 @@ it back (`SimNetwork.received`) to count every delivery and prove none was dupli
 """
 from __future__ import annotations
 
-import heapq
 import io
 import itertools
 import json
@@ -21,6 +30,7 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -29,10 +39,13 @@ from typing import Callable, Optional
 from PIL import Image
 
 from common.config import VAR
-from sender.transport.base import (Connected, ConnectFailed, DeviceSession, Disconnected, Event,
-                                   IncomingMessage, LoggedOut, NotSent, OutgoingMessage, PairCode,
-                                   Paired, QRCode, Receipt, SendError, SendResult, StreamReplaced,
-                                   TemporaryBan)
+from sender.transport.base import (CONNECT_POLICY, PAIRING_WINDOW, ClientOutdated, Connected, ConnectFailed,
+                                   ConnectPolicy, DeviceSession, Disconnected, Event, IncomingMessage, LoggedOut,
+                                   NotConnected, NotSent, OutgoingMessage, PairCode, Paired, PairingExpired,
+                                   PairingWindow, QRCode, Receipt, SendError, SendResult, StreamReplaced,
+                                   TemporaryBan, reach_out_timelock)
+from sender.transport.scheduler import Scheduler
+
 
 
 PHOTO_REPLY_SHARE = 0.25   # of the simulated replies, the share that are photos
@@ -61,9 +74,20 @@ class SimConfig:
     reply_rate: float = 0.0          # share of messages the recipient answers
     reply_after_s: float = 10.0
     connect_after_s: float = 0.0     # a stored session connects this long after start
-    qr_every_s: float = 20.0         # pairing QR rotation
-    qr_codes: int = 6                # codes shown before pairing times out
     store_dir: Path = field(default_factory=lambda: VAR / "simnet")
+    # WhatsApp's rules (rules=False turns them off); every duration below times time_scale.
+    rules: bool = True
+    time_scale: float = 1.0
+    pairing: PairingWindow = PAIRING_WINDOW
+    policy: ConnectPolicy = CONNECT_POLICY   # retries of connects that fail (an outage)
+    drop_every_s: float = 1800.0     # mean time between drops of a connected device
+    drop_for_s: tuple = (2.0, 20.0)  # how long a drop lasts
+    cold_limit: int = 30             # messages to new contacts within cold_window_s ...
+    cold_window_s: float = 3600.0
+    timelock_s: float = 86400.0      # ... before a reach-out timelock this long
+    burst_limit: int = 120           # sends within burst_window_s ...
+    burst_window_s: float = 600.0
+    ban_s: float = 3600.0            # ... before a temporary ban this long
     # Scripted fault, fired once per store_dir (the process restarted after it behaves):
     # "crash-at-send:N" aborts the process right after the network received its Nth message (as a
     # Go panic would); "hang-connect" leaves every stored-session connect hanging until the
@@ -74,7 +98,8 @@ class SimConfig:
     @classmethod
     def from_env(cls):
         """WA_SIM_SEED, WA_SIM_LATENCY_MS, WA_SIM_FAILURE_RATE, WA_SIM_RECEIPTS (0/1),
-        WA_SIM_REPLY_RATE, WA_SIM_REPLY_AFTER_S, WA_SIM_DIR, WA_SIM_FAULT, WA_SIM_HUNG_AFTER_S."""
+        WA_SIM_REPLY_RATE, WA_SIM_REPLY_AFTER_S, WA_SIM_DIR, WA_SIM_RULES (on/off), WA_SIM_TIME_SCALE,
+        WA_SIM_FAULT, WA_SIM_HUNG_AFTER_S."""
         return cls(seed=int(os.environ.get("WA_SIM_SEED", "0")),
                    latency_ms=_env_float("WA_SIM_LATENCY_MS", 0.0),
                    failure_rate=_env_float("WA_SIM_FAILURE_RATE", 0.0),
@@ -82,6 +107,8 @@ class SimConfig:
                    reply_rate=_env_float("WA_SIM_REPLY_RATE", 0.0),
                    reply_after_s=_env_float("WA_SIM_REPLY_AFTER_S", 10.0),
                    store_dir=Path(os.environ.get("WA_SIM_DIR") or VAR / "simnet"),
+                   rules=os.environ.get("WA_SIM_RULES", "on") not in ("0", "off", "false", "no"),
+                   time_scale=_env_float("WA_SIM_TIME_SCALE", 1.0),
                    fault=os.environ.get("WA_SIM_FAULT", ""),
                    hung_after_s=_env_float("WA_SIM_HUNG_AFTER_S", 120.0))
 
@@ -122,31 +149,39 @@ class SimNetwork:
 class _Device:
     session: DeviceSession
     rng: random.Random
-    state: str = "stopped"          # stopped, pairing, connected, disconnected, banned
+    # stopped, pairing, connecting, connected, dropped (reconnecting by itself), banned
+    state: str = "stopped"
     jid: Optional[str] = None
     phone: Optional[str] = None
     sent: itertools.count = field(default_factory=itertools.count)
     generation: int = 0             # bumps on every start/stop so stale timers do nothing
     connect_started: Optional[float] = None   # monotonic start of a hanging connect (fault)
+    failures: int = 0               # failed connects in a row (an outage)
+    connects: int = 0               # connects that reached the network
+    contacts: set = field(default_factory=set)       # warm: written to, or heard from
+    cold_sends: deque = field(default_factory=deque)  # monotonic times of sends to new contacts
+    sends: deque = field(default_factory=deque)       # monotonic times of recent sends
+    timelocked_until: float = 0.0
 
 
 class SimTransport:
     """The Transport protocol over the simulated network, plus the controls a test needs to
-    script every event: scan(), disconnect(), reconnect(), ban(), remote_logout(),
-    replace_stream(), reply()."""
+    script every event: scan(), disconnect(), reconnect(), outage(), ban(), remote_logout(),
+    replace_stream(), client_outdated(), reply(), is_linked()."""
 
     def __init__(self, on_event: Callable[[Event], None], config: Optional[SimConfig] = None):
         self.config = config or SimConfig.from_env()
         self.on_event = on_event
         self.network = SimNetwork(self.config.store_dir)
+        self._pairing = self.config.pairing.scaled(self.config.time_scale)
+        self._policy = self.config.policy.scaled(self.config.time_scale)
         self._devices: dict[int, _Device] = {}
+        self._linked: set[str] = set()          # sessions the phones list under Linked Devices
+        self._unlinked: set[str] = set()        # sessions removed: they cannot connect again
+        self._down: set[int] = set()             # devices in an outage: no connection possible
         self._lock = threading.Lock()
-        self._timers: list = []
-        self._timer_seq = itertools.count()
-        self._timer_wake = threading.Condition(self._lock)
+        self._timers = Scheduler("sim-timers")
         self._closed = False
-        self._timer_thread = threading.Thread(target=self._run_timers, name="sim-timers", daemon=True)
-        self._timer_thread.start()
         self._sends = itertools.count(1)
         kind, _, arg = self.config.fault.partition(":")
         self._crash_at = int(arg) if kind == "crash-at-send" else None
@@ -163,6 +198,7 @@ class SimTransport:
                 self._devices[session.device_id] = dev
             dev.session = session
             dev.generation += 1
+            dev.failures = 0
             dev.jid, dev.phone = session.jid, session.phone
             if dev.jid:
                 dev.state = "connecting"
@@ -182,14 +218,23 @@ class SimTransport:
                 dev.state = "stopped"
 
     def pair_phone(self, device_id: int, phone: str) -> str:
+        if self.state(device_id) != "pairing":
+            self.start(DeviceSession(device_id, phone=phone))
         with self._lock:
             dev = self._require(device_id)
+            if device_id in self._down:
+                raise NotConnected(f"device {device_id} could not reach WhatsApp to pair by code")
             code = "".join(dev.rng.choice("ABCDEFGHJKLMNPQRSTVWXYZ23456789") for _ in range(8))
             dev.phone = phone
         self.on_event(PairCode(device_id, code))
         return code
 
-    def logout(self, device_id: int) -> None:
+    def logout(self, device_id: int, wait_s: float = 0.0) -> None:
+        deadline = time.monotonic() + wait_s
+        while self.state(device_id) in ("dropped", "connecting") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.state(device_id) != "connected":
+            raise NotConnected(f"device {device_id} is not connected: WhatsApp needs a live connection to log out")
         self.remote_logout(device_id, "logged out from the dashboard")
 
     def send(self, message: OutgoingMessage) -> SendResult:
@@ -197,6 +242,8 @@ class SimTransport:
             dev = self._devices.get(message.device_id)
             if dev is None or dev.state != "connected":
                 raise NotSent(f"device {message.device_id} is not connected")
+            if self.config.rules:
+                self._enforce_reach_out(dev, message.to_phone)
             rng = dev.rng
             wait = self.config.latency_ms * rng.uniform(0.5, 1.5) / 1000.0
             fails = self.config.failure_rate > 0 and rng.random() < self.config.failure_rate
@@ -213,6 +260,11 @@ class SimTransport:
         self.network.record(message, wa_id, now)
         if self._crash_at is not None and next(self._sends) >= self._crash_at and self._claim_fault("crash-at-send"):
             os.abort()
+        with self._lock:
+            dev.contacts.add(message.to_phone)
+            overloaded = self.config.rules and self._overloaded(dev)
+        if overloaded:
+            self.ban(message.device_id, self._scaled(self.config.ban_s), "SEND_TO_TOO_MANY_PEOPLE")
         if self.config.receipts:
             self._after_send(message, wa_id, delivered_after, read, replies)
         return SendResult(wa_id, datetime.fromtimestamp(now, timezone.utc))
@@ -223,8 +275,7 @@ class SimTransport:
             for dev in self._devices.values():
                 dev.generation += 1
                 dev.state = "stopped"
-            self._timer_wake.notify()
-        self._timer_thread.join(timeout=2)
+        self._timers.close()
         self.network.close()
 
     # Scripting (tests, demo) -----------------------------------------------------------------
@@ -238,6 +289,9 @@ class SimTransport:
             dev.jid = f"{dev.phone}.0:{dev.rng.randrange(1, 99)}@s.whatsapp.net"
             dev.generation += 1
             dev.state = "connected"
+            self._linked.add(dev.jid)
+            self._unlinked.discard(dev.jid)
+            self._schedule_drop(dev)
             jid, phone = dev.jid, dev.phone
         self.on_event(Paired(device_id, jid, phone))
         self.on_event(Connected(device_id))
@@ -248,7 +302,7 @@ class SimTransport:
         with self._lock:
             dev = self._require(device_id)
             dev.generation += 1
-            dev.state = "disconnected"
+            dev.state = "dropped"
             if reconnect_after_s is not None:
                 self._after(reconnect_after_s, dev, self._connect)
         self.on_event(Disconnected(device_id, "simulated network drop"))
@@ -257,9 +311,31 @@ class SimTransport:
         with self._lock:
             dev = self._require(device_id)
             dev.generation += 1
+            dev.state = "connecting"
             self._after(0, dev, self._connect)
 
-    def ban(self, device_id: int, seconds: float, code: str = "463"):
+    def outage(self, device_id: int, down: bool = True):
+        """No connection for this device while down: a connected one drops, connects fail (the
+        transport retries, then gives up); when it ends a dropped connection comes back."""
+        with self._lock:
+            (self._down.add if down else self._down.discard)(device_id)
+            dev = self._devices.get(device_id)
+            was = dev.state if dev else "stopped"
+            if down and was == "connected":
+                dev.generation += 1
+                dev.state = "dropped"
+            elif not down and was == "dropped":
+                self._after(0, dev, self._connect)
+        if down and was == "connected":
+            self.on_event(Disconnected(device_id, "simulated outage"))
+
+    def timelock(self, device_id: int):
+        """A reach-out timelock now, as a burst to new contacts would earn."""
+        with self._lock:
+            dev = self._require(device_id)
+            dev.timelocked_until = time.monotonic() + self._scaled(self.config.timelock_s)
+
+    def ban(self, device_id: int, seconds: float, code: str = "SEND_TO_TOO_MANY_PEOPLE"):
         """A temporary ban: the device is cut off and reconnects when it expires."""
         with self._lock:
             dev = self._require(device_id)
@@ -274,23 +350,27 @@ class SimTransport:
             dev = self._require(device_id)
             dev.generation += 1
             dev.state = "stopped"
+            if dev.jid:
+                self._linked.discard(dev.jid)
+                self._unlinked.add(dev.jid)
             dev.jid = None
         self.on_event(LoggedOut(device_id, reason))
 
     def replace_stream(self, device_id: int):
         """Another client took this session over."""
-        with self._lock:
-            dev = self._require(device_id)
-            dev.generation += 1
-            dev.state = "stopped"
-        self.on_event(StreamReplaced(device_id))
+        self._cut_off(device_id, StreamReplaced(device_id))
+
+    def client_outdated(self, device_id: int):
+        """WhatsApp refuses this client version (405)."""
+        self._cut_off(device_id, ClientOutdated(device_id))
 
     def reply(self, device_id: int, from_phone: str, text: str, thumbnail: Optional[bytes] = None):
-        """An inbound message from a contact: text, or a photo (its caption and the JPEG preview
-        WhatsApp sends along with an image)."""
+        """An inbound message from a contact (who is warm from then on): text, or a photo (its
+        caption and the JPEG preview WhatsApp sends along with an image)."""
         with self._lock:
             dev = self._require(device_id)
             n = next(dev.sent)
+            dev.contacts.add(from_phone)
         self.on_event(IncomingMessage(
             device_id, wa_message_id=f"SIMIN{device_id:X}{n:08X}", chat_jid=f"{from_phone}@s.whatsapp.net",
             sender_jid=f"{from_phone}@s.whatsapp.net", sender_phone=from_phone, text=text,
@@ -301,7 +381,56 @@ class SimTransport:
             dev = self._devices.get(device_id)
             return dev.state if dev else "stopped"
 
+    def connects(self, device_id: int) -> int:
+        """How many connects of this device reached the network."""
+        with self._lock:
+            dev = self._devices.get(device_id)
+            return dev.connects if dev else 0
+
+    def is_linked(self, jid: str) -> bool:
+        """Whether the phone still lists this session under Linked Devices."""
+        with self._lock:
+            return jid in self._linked
+
     # Internals -------------------------------------------------------------------------------
+    def _scaled(self, seconds: float) -> float:
+        return seconds * self.config.time_scale
+
+    def _enforce_reach_out(self, dev: _Device, to_phone: str):
+        """Caller holds the lock. A burst to new contacts earns a timelock for new contacts."""
+        if to_phone in dev.contacts:
+            return
+        now = time.monotonic()
+        if dev.timelocked_until > now:
+            raise reach_out_timelock("server returned error 463")
+        window = self._scaled(self.config.cold_window_s)
+        while dev.cold_sends and dev.cold_sends[0] < now - window:
+            dev.cold_sends.popleft()
+        if len(dev.cold_sends) >= self.config.cold_limit:
+            dev.timelocked_until = now + self._scaled(self.config.timelock_s)
+            dev.cold_sends.clear()           # the lock answers this burst; the next one counts anew
+            raise reach_out_timelock("server returned error 463")
+        dev.cold_sends.append(now)
+
+    def _overloaded(self, dev: _Device) -> bool:
+        """Caller holds the lock. True when this send makes the device's recent rate a ban."""
+        now = time.monotonic()
+        window = self._scaled(self.config.burst_window_s)
+        dev.sends.append(now)
+        while dev.sends and dev.sends[0] < now - window:
+            dev.sends.popleft()
+        if len(dev.sends) > self.config.burst_limit and dev.state == "connected":
+            dev.sends.clear()
+            return True
+        return False
+
+    def _cut_off(self, device_id: int, event: Event):
+        with self._lock:
+            dev = self._require(device_id)
+            dev.generation += 1
+            dev.state = "stopped"
+        self.on_event(event)
+
     def _claim_fault(self, kind) -> bool:
         """True for the one process that gets to fire this fault in this store_dir."""
         try:
@@ -327,35 +456,76 @@ class SimTransport:
         return dev
 
     def _connect(self, dev: _Device):
+        device_id = dev.session.device_id
         with self._lock:
             if not dev.jid:
                 return
-            dev.state = "connected"
-        self.on_event(Connected(dev.session.device_id))
+            if device_id in self._down:
+                if dev.state == "dropped":
+                    return                      # reconnects silently once the outage ends
+                event = self._connect_failed(dev, "failed to dial whatsapp web websocket (simulated outage)")
+            elif dev.jid in self._unlinked:     # removed on the phone while this session was away
+                dev.generation += 1
+                dev.state, dev.jid = "stopped", None
+                event = LoggedOut(device_id, "removed from Linked Devices on the phone (on connect)")
+            else:
+                dev.state, dev.failures = "connected", 0
+                dev.connects += 1
+                self._linked.add(dev.jid)       # a session that connects is listed on its phone
+                self._schedule_drop(dev)
+                event = Connected(device_id)
+        self.on_event(event)
+
+    def _connect_failed(self, dev: _Device, reason: str) -> ConnectFailed:
+        """Caller holds the lock: retried on the contract's policy, then given up."""
+        dev.failures += 1
+        delay = self._policy.retry_in(dev.failures)
+        if delay is None:
+            dev.generation += 1
+            dev.state = "stopped"
+            resume_at = datetime.now(timezone.utc) + timedelta(seconds=self._policy.hold_s)
+            return ConnectFailed(dev.session.device_id, f"gave up after {dev.failures} attempts: {reason}", resume_at)
+        self._after(delay, dev, self._connect)
+        return ConnectFailed(dev.session.device_id, f"{reason} (attempt {dev.failures} of "
+                                                    f"{self.config.policy.attempts}; retrying)")
+
+    def _schedule_drop(self, dev: _Device):
+        """Caller holds the lock: the connection will drop after a random while, then return."""
+        if self.config.rules and self.config.drop_every_s > 0:
+            self._after(dev.rng.expovariate(1 / self._scaled(self.config.drop_every_s)), dev, self._drop)
+
+    def _drop(self, dev: _Device):
+        with self._lock:
+            if dev.state != "connected":
+                return
+            dev.state = "dropped"
+            self._after(self._scaled(dev.rng.uniform(*self.config.drop_for_s)), dev, self._connect)
+        self.on_event(Disconnected(dev.session.device_id, "connection lost; reconnecting"))
 
     def _show_qr(self, dev: _Device, shown: int):
         device_id = dev.session.device_id
-        if shown >= self.config.qr_codes:
-            with self._lock:
-                dev.state = "stopped"
-            self.on_event(ConnectFailed(device_id, "pairing timed out: no QR scanned"))
-            return
+        pairing = self._pairing
         with self._lock:
-            code = f"2@SIM{device_id}," + "".join(dev.rng.choice("0123456789abcdef") for _ in range(32))
-            self._after(self.config.qr_every_s, dev, self._show_qr, shown + 1)
-        self.on_event(QRCode(device_id, code))
+            if shown >= pairing.codes:
+                dev.generation += 1
+                dev.state = "stopped"
+                event = PairingExpired(device_id)
+            else:
+                code = f"2@SIM{device_id}," + "".join(dev.rng.choice("0123456789abcdef") for _ in range(32))
+                self._after(pairing.shown_for(shown), dev, self._show_qr, shown + 1)
+                event = QRCode(device_id, code)
+        self.on_event(event)
 
     def _after_send(self, message, wa_id, delivered_after, read, replies):
         with self._lock:
             dev = self._devices.get(message.device_id)
-            if dev is None:
-                return
-            at = time.monotonic() + delivered_after
-            self._schedule(at, dev, self._receipt, wa_id, "delivered")
-            if read:
-                self._schedule(at + self.config.read_after_s, dev, self._receipt, wa_id, "read")
-            if replies:
-                self._schedule(at + self.config.reply_after_s, dev, self._reply_to, message)
+        if dev is None:
+            return
+        self._timers.call_later(delivered_after, self._receipt, dev, wa_id, "delivered")
+        if read:
+            self._timers.call_later(delivered_after + self.config.read_after_s, self._receipt, dev, wa_id, "read")
+        if replies:
+            self._timers.call_later(delivered_after + self.config.reply_after_s, self._reply_to, dev, message)
 
     def _receipt(self, dev: _Device, wa_id: str, kind: str):
         self.on_event(Receipt(dev.session.device_id, (wa_id,), kind, datetime.now(timezone.utc)))
@@ -370,21 +540,11 @@ class SimTransport:
 
     def _after(self, seconds, dev, fn, *args):
         """Caller holds the lock. Runs fn(dev, *args) later unless the device restarted or stopped."""
-        self._schedule(time.monotonic() + seconds, dev, fn, *args, generation=dev.generation)
+        generation = dev.generation
 
-    def _schedule(self, at, dev, fn, *args, generation=None):
-        heapq.heappush(self._timers, (at, next(self._timer_seq), dev, generation, fn, args))
-        self._timer_wake.notify()
-
-    def _run_timers(self):
-        while True:
+        def fire():
             with self._lock:
-                while not self._closed and (not self._timers or self._timers[0][0] > time.monotonic()):
-                    timeout = self._timers[0][0] - time.monotonic() if self._timers else None
-                    self._timer_wake.wait(timeout)
-                if self._closed:
+                if self._closed or generation != dev.generation:
                     return
-                _, _, dev, generation, fn, args = heapq.heappop(self._timers)
-                if generation is not None and generation != dev.generation:
-                    continue
             fn(dev, *args)
+        self._timers.call_later(seconds, fire)

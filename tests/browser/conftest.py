@@ -65,14 +65,17 @@ def user(committed_db_url):
 
 @pytest.fixture
 def page_for(browser, server, request):
-    """page_for(viewport=...) -> a new page; a screenshot of each is saved when the test ends."""
-    contexts = []
+    """page_for(viewport=...) -> a new page; a screenshot of each is saved when the test ends, and
+    the test fails if the browser blocked anything under the Content-Security-Policy."""
+    contexts, blocked = [], []
 
     def make(viewport=None):
         ctx = browser.new_context(viewport=viewport or {"width": 1280, "height": 800}, base_url=server)
         ctx.set_default_timeout(30000)   # a loaded 2-core machine is slow; waits end on their condition
         contexts.append(ctx)
-        return ctx.new_page()
+        page = ctx.new_page()
+        page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+        return page
 
     yield make
     ARTIFACTS.mkdir(exist_ok=True)
@@ -80,6 +83,7 @@ def page_for(browser, server, request):
         for page in ctx.pages:
             page.screenshot(path=str(ARTIFACTS / f"{request.node.name}{'-' + str(n) if n else ''}.png"), full_page=True)
         ctx.close()
+    assert not blocked, f"blocked by the Content-Security-Policy: {blocked}"
 
 
 def sign_in(page, email):

@@ -143,6 +143,22 @@ def test_phone_viewport_shows_list_then_conversation_full_screen(page_for, user,
     page.wait_for_function("document.querySelector('.wa-conv').getBoundingClientRect().x >= 380")  # slid out
 
 
+def test_account_page_makes_and_revokes_a_token_on_a_phone(page_for, user):
+    page = page_for(viewport={"width": 375, "height": 740})
+    sign_in(page, user["email"])
+    page.click(".topnav .who")
+    page.fill("#token-form input[name=name]", "zapier")
+    page.click("#token-form button[type=submit]")
+    expect(page.locator("#new-token code")).to_have_text(re.compile(r"^[\w-]{40,}$"))
+    page.reload()
+    row = page.locator("#tokens tr", has_text="zapier")
+    expect(row).to_have_count(1)
+    page.once("dialog", lambda d: d.accept())
+    row.locator("[data-revoke]").click()
+    expect(row).to_have_count(0)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
 def photo_preview():
     buf = io.BytesIO()
     Image.new("RGB", (96, 72), (200, 60, 90)).save(buf, "JPEG", quality=60)

@@ -36,7 +36,7 @@ def pages(ids):
             "campaigns": "/campaigns", "campaign": f"/campaigns/{ids['campaign']}", "sequences": "/sequences",
             "sequence": f"/sequences/{ids['sequence']}", "sequence-edit": f"/sequences/{ids['sequence']}/edit",
             "sequence-new": "/sequences/new", "chats": f"/device/{ids['device']}/whatsapp-web",
-            "password": "/account/password"}
+            "account": "/account", "password": "/account/password"}
 
 
 def overflow(page):
@@ -55,21 +55,16 @@ def check(page, name, too_wide):
             too_wide[f"{name} at {width} px"] = overflow(page)
 
 
-def test_every_page_fits_a_phone_and_a_desktop(browser, server, user, account):
+def test_every_page_fits_a_phone_and_a_desktop(page_for, user, account):
     SCREENS.mkdir(parents=True, exist_ok=True)
-    ctx = browser.new_context(viewport={"width": WIDTHS[0], "height": 800}, base_url=server)
-    ctx.set_default_timeout(30000)   # a loaded 2-core machine is slow; waits end on their condition
+    page = page_for(viewport={"width": WIDTHS[0], "height": 800})
     too_wide = {}
-    try:
-        page = ctx.new_page()
-        for name, path in (("login", "/login"), ("register", "/register")):
-            page.goto(path)
-            check(page, name, too_wide)
-        sign_in(page, user["email"])
-        for name, path in pages(account).items():
-            page.goto(path)
-            page.wait_for_load_state("networkidle")   # lists the page fetches (picker, chats) drawn
-            check(page, name, too_wide)
-    finally:
-        ctx.close()
+    for name, path in (("login", "/login"), ("register", "/register")):
+        page.goto(path)
+        check(page, name, too_wide)
+    sign_in(page, user["email"])
+    for name, path in pages(account).items():
+        page.goto(path)
+        page.wait_for_load_state("networkidle")   # lists the page fetches (picker, chats) drawn
+        check(page, name, too_wide)
     assert too_wide == {}, f"pages wider than the screen (px too wide): {too_wide}"

@@ -13,12 +13,15 @@ def _png(width, height, color=(200, 30, 30)):
     return buf.getvalue()
 
 
-def _png_declaring(width, height):
-    """A tiny PNG whose header claims a huge canvas (a decompression bomb's calling card)."""
+def png_declaring(width, height, palette=False):
+    """A tiny PNG whose header claims a huge canvas (a decompression bomb's calling card); a
+    palette one takes a byte per pixel once decoded, four once converted for sending."""
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 3 if palette else 2, 0, 0, 0)
+    plte = chunk(b"PLTE", bytes(range(6))) if palette else b""
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + plte + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b""))
 
 
 def bad_images():
@@ -28,7 +31,8 @@ def bad_images():
         "garbage": b"\x00\x01not an image at all" * 10,
         "truncated_png": good[: len(good) // 2],
         "png_header_only": good[:8],
-        "bomb_header_60000x60000": _png_declaring(60000, 60000),
+        "bomb_header_60000x60000": png_declaring(60000, 60000),
+        "palette_bomb_13000x13000": png_declaring(13000, 13000, palette=True),
         "svg_with_script": b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
         "html_as_image": b"<html><body onload=alert(1)>",
         "gif_animation": _gif(),

@@ -1,6 +1,7 @@
 // JSON calls to /api/... with the session's CSRF token, shared by every page's script.
 //   api(method, url, body)          -> the parsed JSON (null for 204), or throws Error(server's message)
 //   api.request(method, url, body)  -> the raw Response (for SVG, CSV, blobs)
+//   api.upload(file)                -> the stored image {id, url}
 (function () {
   "use strict";
   const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
@@ -13,15 +14,27 @@
     });
   }
 
-  async function api(method, url, body) {
-    const res = await request(method, url, body);
+  async function parsed(res) {
     if (res.status === 204) return null;
     const data = await res.json().catch(() => ({}));
     if (!res.ok) throw new Error(data.error || res.statusText);
     return data;
   }
 
+  async function api(method, url, body) {
+    return parsed(await request(method, url, body));
+  }
+
+  // Stores an image file (POST /api/media) -> {id, url}: send the id as a campaign's or step's media_id.
+  async function upload(file) {
+    const form = new FormData();
+    form.append("image", file);
+    return parsed(await fetch("/api/media", { method: "POST", credentials: "same-origin",
+                                              headers: { "X-CSRFToken": csrf() }, body: form }));
+  }
+
   api.request = request;
+  api.upload = upload;
   api.csrf = csrf;
   window.api = api;
 })();

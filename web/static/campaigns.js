@@ -11,7 +11,12 @@
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
       const data = Object.fromEntries(new FormData(form));   // device_ids: the picker's "1,2,3"
-      api("POST", "/api/campaigns", data).then(function (r) {
+      const file = data.image_file;
+      delete data.image_file;
+      (file && file.size ? api.upload(file) : Promise.resolve(null)).then(function (image) {
+        if (image) data.media_id = image.id;
+        return api("POST", "/api/campaigns", data);
+      }).then(function (r) {
         location.href = "/campaigns/" + r.campaign.id;
       }, function (err) { showError(form.querySelector(".error"), err); });
     });

@@ -62,12 +62,18 @@
         const v = (n) => node.querySelector(`[name="${n}"]`).value;
         return { day_number: v("day_number"), trigger_delay_hours: v("trigger_delay_hours"), trigger: v("trigger"),
                  next_trigger: v("next_trigger"), content: v("content"), media_url: v("media_url"),
-                 chain_sequence_id: v("chain_sequence_id"),
+                 media_id: v("media_id"), chain_sequence_id: v("chain_sequence_id"),
                  is_entry_point: node.querySelector('[name="is_entry_point"]').checked };
       }),
     };
     const error = document.getElementById("builder-error");
     try {
+      // A chosen file is stored first and replaces the step's image.
+      const nodes = [...steps.querySelectorAll("fieldset.step")];
+      for (const [i, node] of nodes.entries()) {
+        const file = node.querySelector('[name="image_file"]').files[0];
+        if (file) Object.assign(body.steps[i], { media_id: (await send.upload(file)).id, media_url: "" });
+      }
       const id = form.dataset.sequenceId;
       const saved = await send(id ? "PUT" : "POST", id ? `/api/sequences/${id}` : "/api/sequences", body);
       location.href = `/sequences/${saved.id}`;

@@ -1,0 +1,87 @@
+"""Which devices this sender runs, and how many of their messages are in flight.
+
+Three threads read and change it (dispatch, leases, events), so it owns its lock and every
+read and change goes through a method here.
+
+- running: started on the transport (the lease keeper and device commands start and stop them);
+- parked: leased but not to be run until the operator acts (stream replaced, client outdated):
+  kept leased so no other sender fights for the session or repeats the failure;
+- to release: devices the lease keeper must stop and give up (logged out, pairing expired,
+  gave up connecting);
+- in flight: claimed messages whose result is not yet written, per device (a device with
+  messages in flight is not shed).
+"""
+import threading
+from collections import Counter
+
+
+class DeviceRegistry:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running = set()
+        self._parked = set()
+        self._to_release = set()
+        self._in_flight = Counter()
+
+    # Running ---------------------------------------------------------------------------------
+    def claim_start(self, device_id) -> bool:
+        """True when the device is neither running nor parked: it is now running (the caller starts it)."""
+        with self._lock:
+            if device_id in self._running or device_id in self._parked:
+                return False
+            self._running.add(device_id)
+            return True
+
+    def forget(self, device_id) -> bool:
+        """Neither running nor parked any more; True when it was running (the caller stops it)."""
+        with self._lock:
+            was_running = device_id in self._running
+            self._running.discard(device_id)
+            self._parked.discard(device_id)
+            return was_running
+
+    def park(self, device_id):
+        with self._lock:
+            self._running.discard(device_id)
+            self._parked.add(device_id)
+
+    def any_running(self) -> bool:
+        with self._lock:
+            return bool(self._running)
+
+    def running(self) -> set:
+        with self._lock:
+            return set(self._running)
+
+    def take_running(self) -> list:
+        """Every running device, now forgotten (shutdown stops them)."""
+        with self._lock:
+            running = list(self._running)
+            self._running.clear()
+            return running
+
+    # Releases --------------------------------------------------------------------------------
+    def release_later(self, device_id):
+        with self._lock:
+            self._to_release.add(device_id)
+
+    def take_releases(self) -> set:
+        with self._lock:
+            release = set(self._to_release)
+            self._to_release.clear()
+            return release
+
+    # Messages in flight ----------------------------------------------------------------------
+    def claimed(self, device_id, n):
+        with self._lock:
+            self._in_flight[device_id] += n
+
+    def settled(self, device_id, n=1):
+        with self._lock:
+            self._in_flight[device_id] -= n
+            if self._in_flight[device_id] <= 0:
+                del self._in_flight[device_id]
+
+    def in_flight(self, device_id) -> int:
+        with self._lock:
+            return self._in_flight.get(device_id, 0)

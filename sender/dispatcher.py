@@ -1,0 +1,149 @@
+"""The dispatch loop: claim -> send -> complete, fail or release.
+
+It claims within the in-flight cap for the devices this sender leases, hands each device's rows
+to the send pool (one device's rows in order: a phone sends one message at a time), and writes
+the results back in batches. It sleeps on a wake-up event (NOTIFY, results, or the earliest next
+allowed send, polling at least every poll_seconds).
+
+Transport outcomes (sender/transport/base.py) map to the queue: a SendResult completes the row,
+NotSent releases it back to the queue (it never left), SendError fails it with its reason.
+"""
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+
+from sender.media import MediaError, prepare_image
+from sender.transport.base import NotSent, OutgoingMessage, SendError
+
+log = logging.getLogger("sender.dispatcher")
+
+# Rows claimed this long before the stuck timeout are failed rather than sent: recover_stuck may
+# already have failed them, and a send after that would make the record lie.
+STUCK_MARGIN = timedelta(seconds=30)
+
+
+class Dispatcher:
+    def __init__(self, sender_id, settings, transport, registry, stopping: threading.Event):
+        self.sender_id, self.settings, self.transport, self.registry = sender_id, settings, transport, registry
+        self.stopping = stopping
+        self.wake = threading.Event()         # work may be available
+        self.pool = ThreadPoolExecutor(settings.send_threads, thread_name_prefix="send")
+        self.stuck_after = timedelta(seconds=settings.stuck_seconds) - STUCK_MARGIN
+        self.stop_requested_at = None
+        self._results = deque()               # (message id, device id, outcome, wa id or error)
+        self._in_flight = 0                   # claimed, result not yet written (this thread only)
+        self._stopping_marked = False
+
+    def drain_overdue(self):
+        overdue = (self.stop_requested_at is not None
+                   and time.monotonic() - self.stop_requested_at > self.settings.drain_seconds)
+        if overdue:
+            log.error("in-flight sends did not finish within %ss; stopping anyway (stuck recovery fails them)",
+                      self.settings.drain_seconds)
+        return overdue
+
+    def run(self, conn):
+        """Until stopped and drained; raises OperationalError when the database goes away (the
+        caller reconnects and runs it again: unwritten results are kept)."""
+        s = self.settings
+        while True:
+            self.wake.clear()
+            self._write_results(conn)
+            if self.stopping.is_set():
+                if self._in_flight == 0 or self.drain_overdue():
+                    return
+                if not self._stopping_marked:
+                    conn.execute("SELECT sender_stopping(%s)", [self.sender_id])
+                    self._stopping_marked = True
+                self.wake.wait(0.05)
+                continue
+            room = s.in_flight - self._in_flight
+            want = min(room, s.claim_batch)
+            # Claim when a real batch fits (or nothing is in flight): many tiny claims cost more.
+            if want > 0 and (self._in_flight == 0 or want >= s.claim_batch // 4) and self.registry.any_running():
+                rows = conn.execute("SELECT * FROM claim_messages(%s, %s, %s)",
+                                    [self.sender_id, want, s.per_device]).fetchall()
+                if rows:
+                    self._send(rows)
+                if len(rows) == want:
+                    continue
+                timeout = self._idle_timeout(conn) if not rows and self._in_flight == 0 else s.poll_seconds
+            else:
+                timeout = s.poll_seconds
+            self.wake.wait(timeout)
+
+    def close(self):
+        self.pool.shutdown(wait=True)
+
+    def _idle_timeout(self, conn):
+        """Sleep until the earliest next allowed send, at most poll_seconds."""
+        nxt = conn.execute("SELECT next_dispatch_at(%s) AS at", [self.sender_id]).fetchone()["at"]
+        if nxt is None:
+            return self.settings.poll_seconds
+        wait = (nxt - datetime.now(timezone.utc)).total_seconds()
+        # Due already but nothing claimable: caps or a lock hold it; look again at the poll.
+        return self.settings.poll_seconds if wait <= 0 else min(wait + 0.001, self.settings.poll_seconds)
+
+    def _send(self, rows):
+        by_device = defaultdict(list)
+        for row in rows:
+            by_device[row["device_id"]].append(row)
+        self._in_flight += len(rows)
+        for device_id, device_rows in by_device.items():
+            self.registry.claimed(device_id, len(device_rows))
+            self.pool.submit(self._send_device_rows, device_rows)
+
+    def _send_device_rows(self, rows):
+        """One device's rows, in order (a phone sends one message at a time)."""
+        for row in rows:
+            try:
+                result = ("sent", self._send_one(row))
+            except NotSent as exc:
+                result = ("not_sent", str(exc))
+            except (SendError, MediaError) as exc:
+                result = ("failed", str(exc))
+            except Exception as exc:  # noqa: BLE001 - a transport bug fails the message, not the worker
+                log.exception("send of message %s crashed", row["id"])
+                result = ("failed", f"send crashed: {exc!r}"[:500])
+            self._results.append((row["id"], row["device_id"]) + result)
+            self.wake.set()
+
+    def _send_one(self, row):
+        if datetime.now(timezone.utc) - row["claimed_at"] > self.stuck_after:
+            raise SendError("not sent: claimed too long ago (stuck timeout), it may already be failed")
+        image = prepare_image(row["media_url"]) if row["message_type"] == "image" else None
+        result = self.transport.send(OutgoingMessage(row["id"], row["device_id"], row["recipient_phone"],
+                                                     row["content"], image))
+        return result.wa_message_id
+
+    def _write_results(self, conn):
+        results = []
+        while self._results:
+            results.append(self._results.popleft())
+        if not results:
+            return
+        by_outcome = defaultdict(list)
+        for message_id, _, outcome, detail in results:
+            by_outcome[outcome].append((message_id, detail))
+        try:
+            if by_outcome["sent"]:
+                ids, wa_ids = zip(*by_outcome["sent"])
+                conn.execute("SELECT complete_messages(%s, %s, %s)", [self.sender_id, list(ids), list(wa_ids)])
+            if by_outcome["failed"]:
+                ids, errors = zip(*by_outcome["failed"])
+                conn.execute("SELECT fail_messages(%s, %s, %s)", [self.sender_id, list(ids), list(errors)])
+            if by_outcome["not_sent"]:
+                ids, _ = zip(*by_outcome["not_sent"])
+                conn.execute("SELECT release_messages(%s, %s, %s)",
+                             [self.sender_id, list(ids), timedelta(seconds=self.settings.not_sent_hold_seconds)])
+        except psycopg.OperationalError:
+            self._results.extendleft(reversed(results))  # guarded writes: retrying is safe
+            raise
+        self._in_flight -= len(results)
+        for _, device_id, _, _ in results:
+            self.registry.settled(device_id)
