@@ -98,8 +98,9 @@ def load(url, size):
 def load_fleet(c):
     """fleet@example.com: 3000 devices "Sales 1".. (a third offline, 100 paused), each with a day of
     connection events (a disconnect and two connects) for the health counts."""
-    from tests.factories import PASSWORD_HASH
+    from tests.factories import PASSWORD_HASH, set_quota
     fleet = c.execute("SELECT create_user('fleet@example.com', 'Fleet', %s) AS id", [PASSWORD_HASH]).fetchone()["id"]
+    set_quota(c, fleet, "devices", FLEET)   # an administrator sized the account for its fleet
     ids = c.execute("SELECT create_devices(%s, %s, 'Sales {n}') AS ids", [fleet, FLEET]).fetchone()["ids"]
     c.execute("""UPDATE user_devices SET status = CASE WHEN id %% 3 = 0 THEN 'offline' ELSE 'online' END,
                                          phone = (60130000000 + id)::text, jid = (60130000000 + id)::text || '@s.whatsapp.net',

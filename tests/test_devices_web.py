@@ -3,6 +3,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from tests.factories import set_quota
 from tests.webutil import signed_in_user
 
 
@@ -114,8 +115,14 @@ def test_anonymous_gets_401_and_the_page_redirects(app):
     assert anon.get("/devices").status_code == 302
 
 
-def test_add_many_then_search_filter_sort_and_page(client, owner):
+def test_add_many_then_search_filter_sort_and_page(client, owner, committed_db_url):
     uid, headers = owner
+    # Past the account's device quota the whole batch is refused.
+    res = client.post("/api/devices/batch", json={"name_pattern": "Sales {n}", "count": 120}, headers=headers)
+    assert res.status_code == 403 and "quota" in res.get_json()["error"]
+    assert client.get("/api/devices").get_json()["total"] == 0
+    with psycopg.connect(committed_db_url, autocommit=True) as c:
+        set_quota(c, uid, "devices", 3000)
     res = client.post("/api/devices/batch", json={"name_pattern": "Sales {n}", "count": 120, "first_number": 1,
                                                    "hourly_limit": 40}, headers=headers)
     assert res.status_code == 201 and res.get_json()["count"] == 120

@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 from psycopg.rows import dict_row
 
 from tests.browser.conftest import sign_in
+from tests.factories import set_quota
 
 FLEET = 3000
 
@@ -25,6 +26,7 @@ def db(url):
 def fleet(user, committed_db_url):
     """3000 devices "Sales 1" .. "Sales 3000": n divisible by 3 offline, the others online."""
     with db(committed_db_url) as c:
+        set_quota(c, user["id"], "devices", FLEET + 100)   # an administrator sized the account for a fleet
         ids = c.execute("SELECT create_devices(%s, %s, 'Sales {n}') AS ids", [user["id"], FLEET]).fetchone()["ids"]
         c.execute("""UPDATE user_devices SET status = CASE WHEN substr(device_name, 7)::int %% 3 = 0 THEN 'offline'
                                                        ELSE 'online' END,
