@@ -1,10 +1,12 @@
 """Browser tests: Playwright driving Debian's Chromium (headless) against the app served on a
 free loopback port over the module's database. Each test saves a screenshot under artifacts/."""
 import os
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
+from playwright.sync_api import expect
 from psycopg.rows import dict_row
 
 from tests.factories import PASSWORD, make_user
@@ -92,5 +94,18 @@ def sign_in(page, email):
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url("**/dashboard")
-    # The live socket is open once the shared client says so.
-    page.wait_for_function("document.documentElement.dataset.live === 'open'")
+    wait_live(page)
+
+
+def wait_live(page):
+    """The live socket is open once the shared client says so."""
+    expect(page.locator("html")).to_have_attribute("data-live", "open")
+
+
+def wait_for_js(page, expression, seconds=30):
+    """Polls a JavaScript expression until it is true. page.wait_for_function evals the expression
+    inside the page, which the Content-Security-Policy forbids; page.evaluate goes through DevTools."""
+    deadline = time.monotonic() + seconds
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        page.wait_for_timeout(50)

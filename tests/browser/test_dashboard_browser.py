@@ -14,7 +14,7 @@ from PIL import Image
 from psycopg.rows import dict_row
 from playwright.sync_api import expect
 
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import sign_in, wait_for_js
 from tests.factories import make_device
 from tests.test_sender_support import add_devices
 
@@ -135,12 +135,12 @@ def test_phone_viewport_shows_list_then_conversation_full_screen(page_for, user,
     assert chats.bounding_box()["width"] == pytest.approx(390, abs=2)
     assert conv.bounding_box()["x"] >= 380  # off-screen to the right
     page.locator("#wa-chats .wa-chat").first.click()
-    page.wait_for_function("document.querySelector('.wa-conv').getBoundingClientRect().x < 2")  # slid in
+    wait_for_js(page, "document.querySelector('.wa-conv').getBoundingClientRect().x < 2")  # slid in
     box = conv.bounding_box()
     assert box["x"] == pytest.approx(0, abs=2) and box["width"] == pytest.approx(390, abs=2)
     expect(page.locator("#wa-back")).to_be_visible()
     page.click("#wa-back")
-    page.wait_for_function("document.querySelector('.wa-conv').getBoundingClientRect().x >= 380")  # slid out
+    wait_for_js(page, "document.querySelector('.wa-conv').getBoundingClientRect().x >= 380")  # slid out
 
 
 def test_account_page_makes_and_revokes_a_token_on_a_phone(page_for, user):
@@ -217,7 +217,7 @@ def test_chat_view_shows_the_queues_sends_ticks_thumbnails_and_whatsapp_times(pa
     chats.nth(1).click()
     thumb = page.locator("#wa-messages .wa-msg.in img.thumb")
     expect(thumb).to_be_visible()
-    page.wait_for_function("img => img.complete && img.naturalWidth === 96", arg=thumb.element_handle())
+    expect(thumb).to_have_js_property("naturalWidth", 96)        # the JPEG preview was served and decoded
     expect(page.locator("#wa-messages .wa-msg.in")).to_contain_text("my receipt")
     expect(page.locator("#wa-messages .wa-day")).to_have_text(["Yesterday"])
 

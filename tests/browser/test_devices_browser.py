@@ -4,7 +4,7 @@ import re
 
 from playwright.sync_api import expect
 
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import sign_in, wait_live
 
 
 def test_pair_a_simulated_device_and_watch_it_come_online(page_for, user, sender):
@@ -17,7 +17,7 @@ def test_pair_a_simulated_device_and_watch_it_come_online(page_for, user, sender
     tr = page.locator("tr[data-device-id]", has_text="Front desk")
     expect(tr.locator(".status")).to_have_text("offline")
     expect(tr.locator('[data-action="logout"]')).to_be_hidden()
-    page.wait_for_function("document.documentElement.dataset.live === 'open'")
+    wait_live(page)
     page.evaluate("window.notReloaded = true")  # gone if the page reloads instead of updating in place
 
     tr.locator('[data-action="pair"]').click()

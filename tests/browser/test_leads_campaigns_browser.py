@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect
 from psycopg.rows import dict_row
 
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import sign_in, wait_live
 from tests.test_sender_support import add_devices
 
 ROWS = 120_000  # two validation chunks of 100k: progress moves in steps the page must show
@@ -22,7 +22,7 @@ def test_import_a_csv_and_watch_the_progress_bar(page_for, user):
     page = page_for()
     sign_in(page, user["email"])
     page.goto("/leads")
-    page.wait_for_function("document.documentElement.dataset.live === 'open'")
+    wait_live(page)
     # Every bar width the page shows, sampled while the import runs.
     page.evaluate("""window.widths = new Set();
         setInterval(() => document.querySelectorAll('#imports .progress > span')
