@@ -15,6 +15,7 @@ from common.config import ROOT, VAR, ConfigError, port, private_dir, require_dat
 from scripts import demo
 
 PROCESSES = ("web", "sender", "clock")
+DEMO_REPLY_RATE = "0.3"   # share of sent messages a simulated contact answers in the demo
 RUN, LOGS = VAR / "run", VAR / "log"
 
 
@@ -78,6 +79,8 @@ def start():
     login = demo.ensure_demo(url)
     env = dict(os.environ, DATABASE_URL=url, PORT=str(web_port), WA_TRANSPORT=os.environ.get("WA_TRANSPORT", "sim"),
                PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}")
+    # The demo's simulated contacts answer some messages (text, now and then a photo), so its chats are alive.
+    env.setdefault("WA_SIM_REPLY_RATE", DEMO_REPLY_RATE)
     commands = procfile()
     for name in PROCESSES:
         if _pid(name):

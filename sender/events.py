@@ -97,9 +97,9 @@ def on_pair_code(conn, ev):
 @handles(IncomingMessage)
 def on_incoming_message(conn, ev):
     """Into the device's chat (once per message id); replies and opt-outs (db/functions/chats.sql)."""
-    conn.execute("SELECT record_inbound_message(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+    conn.execute("SELECT record_inbound_message(%s, %s, %s, %s, %s, %s, %s, %s, %s, p_thumbnail => %s)",
                  [ev.device_id, ev.wa_message_id, ev.chat_jid, ev.sender_jid, ev.sender_phone, ev.text,
-                  ev.timestamp, ev.from_me, ev.message_type])
+                  ev.timestamp, ev.from_me, ev.message_type, ev.thumbnail])
 
 
 def record_receipts(conn, receipts):

@@ -15,6 +15,13 @@ def make_user(conn, email=None, timezone="Asia/Kuala_Lumpur", is_admin=False):
                         [email, "Test User", PASSWORD_HASH, timezone, is_admin]).fetchone()["id"]
 
 
+def set_quota(conn, user_id, kind, max_rows):
+    """An administrator raised (or lowered) this account's quota of `kind` (table quotas)."""
+    conn.execute("""INSERT INTO quotas (user_id, kind, max_rows) VALUES (%s, %s, %s)
+                    ON CONFLICT ON CONSTRAINT quotas_once DO UPDATE SET max_rows = excluded.max_rows""",
+                 [user_id, kind, max_rows])
+
+
 def make_device(conn, user_id, name=None, status="online", min_delay=0, max_delay=0,
                 hourly_limit=80, daily_limit=800, phone=None):
     device_id = conn.execute("SELECT create_device(%s, %s, %s, %s, %s, %s) AS id",

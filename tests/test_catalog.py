@@ -24,8 +24,9 @@ CONTRACT_TABLES = {
                   "min_delay_seconds", "max_delay_seconds"},
     "sequence_steps": {"id", "sequence_id", "day_number", "trigger", "next_trigger", "trigger_delay_hours",
                        "is_entry_point", "content", "media_url"},
-    "whatsapp_chats": set(),
-    "whatsapp_messages": set(),
+    "whatsapp_chats": {"device_id", "chat_jid", "chat_name", "last_message_text", "last_message_time", "unread_count"},
+    "whatsapp_messages": {"device_id", "chat_jid", "message_id", "sender_jid", "message_text", "message_type",
+                          "media_url", "is_sent", "is_read", "timestamp"},
 }
 
 

@@ -235,3 +235,92 @@ def test_mark_chat_read(db, owner):
     assert not db.execute("SELECT mark_chat_read(%s, %s) AS r", [make_user(db), chat]).fetchone()["r"]
     assert db.execute("SELECT mark_chat_read(%s, %s) AS r", [uid, chat]).fetchone()["r"]
     assert db.execute("SELECT unread_count FROM whatsapp_chats WHERE id = %s", [chat]).fetchone()["unread_count"] == 0
+
+
+def test_campaign_sends_open_their_chats_and_replies_land_in_the_same_thread(db, owner):
+    uid, dev = owner
+    campaign = make_campaign(db, uid)
+    a = queue(db, uid, dev, "60170000001", content="Hi Ann, our promo", campaign_id=campaign)
+    b = queue(db, uid, dev, "60170000002", content="Hi Ben, our promo", campaign_id=campaign)
+    queue(db, uid, dev, "60170000003", content="not sent yet", campaign_id=campaign)
+    db.execute("UPDATE broadcast_messages SET status = 'queued', claimed_at = now(), claimed_by = 's' "
+               "WHERE id = ANY (%s)", [[a, b]])
+    assert db.execute("SELECT complete_messages('s', %s, %s) AS n", [[a, b], ["W1", "W2"]]).fetchone()["n"] == 2
+    chats = db.execute("SELECT phone, chat_jid, last_message_preview, unread_count FROM chats WHERE device_id = %s "
+                       "ORDER BY phone", [dev]).fetchall()
+    assert [(c["phone"], c["last_message_preview"], c["unread_count"]) for c in chats] == [
+        ("60170000001", "Hi Ann, our promo", 0), ("60170000002", "Hi Ben, our promo", 0)]   # not the pending one
+    assert db.execute("SELECT count(*) FROM chat_search(%s, %s)", [uid, dev]).fetchone()["count"] == 2
+    # The reply is filed in the chat the send opened, after the send.
+    inbound(db, dev, "R1", "60170000001", "How much?", at=datetime.now(timezone.utc) + timedelta(seconds=1))
+    chat = db.execute("SELECT id, last_message_preview, unread_count FROM chats WHERE phone = '60170000001'").fetchone()
+    assert (chat["last_message_preview"], chat["unread_count"]) == ("How much?", 1)
+    thread = db.execute("SELECT source, content, status FROM chat_messages(%s, %s)", [uid, chat["id"]]).fetchall()
+    assert [tuple(m.values()) for m in thread] == [("chat", "How much?", "received"),
+                                                   ("queue", "Hi Ann, our promo", "sent")]
+    assert db.execute("SELECT count(*) FROM chats WHERE phone = '60170000003'").fetchone()["count"] == 0
+
+
+def test_an_older_send_does_not_replace_a_newer_preview(db, owner):
+    uid, dev = owner
+    inbound(db, dev, "N1", "60170000009", "newest words", at=datetime.now(timezone.utc) + timedelta(hours=1))
+    m = queue(db, uid, dev, "60170000009", content="earlier send")
+    db.execute("UPDATE broadcast_messages SET status = 'queued', claimed_at = now(), claimed_by = 's' WHERE id = %s", [m])
+    db.execute("SELECT complete_messages('s', %s, %s)", [[m], ["W9"]])
+    assert db.execute("SELECT last_message_preview FROM chats WHERE device_id = %s",
+                      [dev]).fetchone()["last_message_preview"] == "newest words"
+
+
+def test_the_replaced_systems_chat_columns(db, owner):
+    """Operators' SQL on whatsapp_chats / whatsapp_messages keeps working, the queue's sends included."""
+    uid, dev = owner
+    db.execute("UPDATE user_devices SET jid = '60110000001.0:1@s.whatsapp.net' WHERE id = %s", [dev])
+    inbound(db, dev, "IN1", "60170000005", "hello there", at=T0, push_name="Siti")
+    m = queue(db, uid, dev, "60170000005", content="thanks Siti")
+    db.execute("""UPDATE broadcast_messages SET status = 'sent', claimed_at = %s, claimed_by = 's', sent_at = %s,
+                         wa_message_id = 'OUT1', delivered_at = %s, read_at = %s WHERE id = %s""",
+               [T0, T0 + timedelta(minutes=1), T0 + timedelta(minutes=2), T0 + timedelta(minutes=3), m])
+    queue(db, uid, dev, "60170000005", content="still pending")    # not history yet
+    chat = db.execute("SELECT chat_jid, chat_name, last_message_text, last_message_time, unread_count "
+                      "FROM whatsapp_chats WHERE device_id = %s", [dev]).fetchone()
+    assert chat == {"chat_jid": "60170000005@s.whatsapp.net", "chat_name": "Siti", "last_message_text": "hello there",
+                    "last_message_time": T0, "unread_count": 1}
+    sql = """SELECT message_id, sender_jid, message_text, is_sent, is_read, "timestamp" FROM whatsapp_messages
+              WHERE device_id = %s AND chat_jid = '60170000005@s.whatsapp.net'
+                AND "timestamp" > EXTRACT(EPOCH FROM TIMESTAMPTZ '2026-02-01')::bigint ORDER BY "timestamp" """
+    rows = db.execute(sql, [dev]).fetchall()
+    assert [tuple(r.values()) for r in rows] == [
+        ("IN1", "60170000005@s.whatsapp.net", "hello there", False, False, int(T0.timestamp())),
+        ("OUT1", "60110000001.0:1@s.whatsapp.net", "thanks Siti", True, True, int(T0.timestamp()) + 60)]
+    # Reading the chat marks what it received read.
+    chat_id = db.execute("SELECT id FROM chats WHERE device_id = %s", [dev]).fetchone()["id"]
+    db.execute("SELECT mark_chat_read(%s, %s)", [uid, chat_id])
+    assert [r["is_read"] for r in db.execute(sql, [dev]).fetchall()] == [True, True]
+
+
+def test_a_received_image_keeps_its_thumbnail_for_its_owner_only(db, owner):
+    uid, dev = owner
+    msg = db.execute("SELECT record_inbound_message(%s, 'P1', '60170000007@s.whatsapp.net', "
+                     "'60170000007@s.whatsapp.net', '60170000007', '', now(), false, 'image', '', '\\xffd8aa'::bytea) AS id",
+                     [dev]).fetchone()["id"]
+    chat = db.execute("SELECT id, last_message_preview FROM chats WHERE device_id = %s", [dev]).fetchone()
+    assert chat["last_message_preview"] == "📷 Photo"
+    row = db.execute("SELECT message_type, has_thumbnail FROM chat_messages(%s, %s)", [uid, chat["id"]]).fetchone()
+    assert row == {"message_type": "image", "has_thumbnail": True}
+    assert bytes(db.execute("SELECT chat_thumbnail(%s, %s) AS t", [uid, msg]).fetchone()["t"]) == b"\xff\xd8\xaa"
+    assert db.execute("SELECT chat_thumbnail(%s, %s) AS t", [make_user(db), msg]).fetchone()["t"] is None
+    # A thumbnail past 64 KB is dropped; the message is kept.
+    big = db.execute("SELECT record_inbound_message(%s, 'P2', '60170000007@s.whatsapp.net', "
+                     "'60170000007@s.whatsapp.net', '60170000007', 'big', now(), false, 'image', '', %s) AS id",
+                     [dev, b"\xff" * 70000]).fetchone()["id"]
+    assert db.execute("SELECT thumbnail IS NULL AS gone FROM chat_inbound WHERE id = %s", [big]).fetchone()["gone"]
+
+
+def test_the_replaced_systems_chat_tables_refuse_writes(db, owner):
+    uid, dev = owner
+    inbound(db, dev, "X1", "60170000011", "hi")
+    for sql in ("INSERT INTO whatsapp_chats (user_id, device_id, chat_jid) VALUES (%s, %s, 'x@s.whatsapp.net')",
+                "UPDATE whatsapp_chats SET unread_count = 0 WHERE user_id = %s AND device_id = %s",
+                "DELETE FROM whatsapp_messages WHERE user_id = %s AND device_id = %s"):
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="read-only view"), db.transaction():
+            db.execute(sql, [uid, dev])

@@ -1,4 +1,4 @@
-"""Device lifecycle SQL: rename, delete (what becomes of leads and messages), commands from the web to
+"""Device lifecycle SQL: delete (what becomes of leads and messages), commands from the web to
 the sender holding the device, the health tick and the device_health view."""
 import psycopg
 import pytest
@@ -27,15 +27,6 @@ def command(db, uid, dev, cmd, phone=None):
 def owner(db):
     uid = make_user(db)
     return uid, make_device(db, uid)
-
-
-def test_rename(db, owner):
-    uid, dev = owner
-    assert db.execute("SELECT rename_device(%s, %s, '  Sales 1 ') AS r", [uid, dev]).fetchone()["r"]
-    assert db.execute("SELECT device_name FROM user_devices WHERE id = %s", [dev]).fetchone()["device_name"] == "Sales 1"
-    assert not db.execute("SELECT rename_device(%s, %s, 'x') AS r", [make_user(db), dev]).fetchone()["r"]
-    with pytest.raises(psycopg.errors.InvalidParameterValue):
-        db.execute("SELECT rename_device(%s, %s, '   ')", [uid, dev])
 
 
 def test_delete_sends_leads_to_the_pool_and_merges_pool_duplicates(db, owner):

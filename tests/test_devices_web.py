@@ -3,6 +3,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from tests.factories import set_quota
 from tests.webutil import signed_in_user
 
 
@@ -112,3 +113,67 @@ def test_anonymous_gets_401_and_the_page_redirects(app):
     anon = app.test_client()
     assert anon.get("/api/devices").status_code == 401
     assert anon.get("/devices").status_code == 302
+
+
+def test_add_many_then_search_filter_sort_and_page(client, owner, committed_db_url):
+    uid, headers = owner
+    # Past the account's device quota the whole batch is refused.
+    res = client.post("/api/devices/batch", json={"name_pattern": "Sales {n}", "count": 120}, headers=headers)
+    assert res.status_code == 403 and "quota" in res.get_json()["error"]
+    assert client.get("/api/devices").get_json()["total"] == 0
+    with psycopg.connect(committed_db_url, autocommit=True) as c:
+        set_quota(c, uid, "devices", 3000)
+    res = client.post("/api/devices/batch", json={"name_pattern": "Sales {n}", "count": 120, "first_number": 1,
+                                                   "hourly_limit": 40}, headers=headers)
+    assert res.status_code == 201 and res.get_json()["count"] == 120
+    listed = client.get("/api/devices?per_page=50&page=2&sort=created&dir=desc").get_json()
+    assert (listed["total"], listed["page"], listed["pages"], len(listed["devices"])) == (120, 2, 3, 50)
+    assert listed["devices"][0]["device_name"] == "Sales 70" and listed["devices"][0]["hourly_limit"] == 40
+    found = client.get("/api/devices?q=sales 11").get_json()
+    assert sorted(d["device_name"] for d in found["devices"]) == ["Sales 11", "Sales 110", "Sales 111", "Sales 112",
+                                                                  "Sales 113", "Sales 114", "Sales 115", "Sales 116",
+                                                                  "Sales 117", "Sales 118", "Sales 119"]
+    assert client.get("/api/devices?page=99").get_json()["page"] == 3        # past the end: the last page
+    assert client.get("/api/devices?status=asleep").status_code == 400
+    assert client.get("/api/devices?sort=colour").status_code == 400
+    # The page renders one page of rows and the pager; the list fragment is what the script swaps in.
+    page = client.get("/devices?q=Sales 1&sort=name").get_data(as_text=True)
+    assert page.count('data-device-id="') == 32 and "1–32 of 32" in page
+    fragment = client.get("/devices?status=paused&fragment=list").get_data(as_text=True)
+    assert fragment.startswith('<div id="device-list"') and "No device matches." in fragment
+    assert client.post("/api/devices/batch", json={"name_pattern": "x", "count": 0}, headers=headers).status_code == 400
+
+
+def test_bulk_settings_pause_and_resume(client, owner, committed_db_url):
+    uid, headers = owner
+    ids = client.post("/api/devices/batch", json={"name_pattern": "Desk {n}", "count": 3}, headers=headers).get_json()["device_ids"]
+    res = client.patch("/api/devices", json={"device_ids": ids[:2], "min_delay_seconds": 45, "max_delay_seconds": 90,
+                                             "daily_limit": 500}, headers=headers)
+    assert res.get_json() == {"updated": 2}
+    rows = sql(committed_db_url, "SELECT id, min_delay_seconds, max_delay_seconds, daily_limit FROM user_devices"
+                                 " WHERE id = ANY (%s) ORDER BY id", [ids])
+    assert [(r["min_delay_seconds"], r["max_delay_seconds"], r["daily_limit"]) for r in rows] == [
+        (45, 90, 500), (45, 90, 500), (30, 60, 800)]
+    # All or nothing: one device would end with max < min, so none changes.
+    bad = client.patch("/api/devices", json={"device_ids": ids, "max_delay_seconds": 40}, headers=headers)
+    assert bad.status_code == 400 and "would be below the minimum" in bad.get_json()["error"]
+    assert [r["max_delay_seconds"] for r in sql(committed_db_url, "SELECT max_delay_seconds FROM user_devices"
+                                                " WHERE id = ANY (%s) ORDER BY id", [ids])] == [90, 90, 60]
+    one = client.patch(f"/api/devices/{ids[2]}", json={"device_name": "Front", "hourly_limit": 20}, headers=headers)
+    assert one.get_json()["device"]["device_name"] == "Front"
+    assert client.post("/api/devices/pause", json={"device_ids": ids}, headers=headers).get_json() == {"changed": 3}
+    paused = client.get("/api/devices?status=paused").get_json()
+    assert paused["total"] == 3 and all(d["paused"] for d in paused["devices"])
+    assert client.post("/api/devices/resume", json={"device_ids": ids[:1]}, headers=headers).get_json() == {"changed": 1}
+    assert client.post("/api/devices/pause", json={"device_ids": "all"}, headers=headers).status_code == 400
+
+
+def test_picker_lists_and_ids_follow_search_and_status(client, owner, committed_db_url):
+    uid, headers = owner
+    ids = client.post("/api/devices/batch", json={"name_pattern": "Phone {n}", "count": 5}, headers=headers).get_json()["device_ids"]
+    sql(committed_db_url, "UPDATE user_devices SET status = 'online' WHERE id = ANY (%s) RETURNING id", [ids[1:4]])
+    online = client.get("/api/devices/ids?status=online").get_json()
+    assert online == {"device_ids": ids[1:4], "total": 3}
+    page = client.get("/api/devices/choices?q=phone&limit=2&offset=2").get_json()
+    assert page["total"] == 5 and [d["device_name"] for d in page["devices"]] == ["Phone 3", "Phone 4"]
+    assert set(page["devices"][0]) == {"device_id", "device_name", "phone", "status", "paused"}

@@ -9,7 +9,7 @@ import pytest
 from tests.test_faults_support import assert_accounted
 from tests.test_sender_support import c, store  # noqa: F401 (fixtures)
 from tests.test_sender_support import (add_devices, new_owner, queue, received, spawn_worker, statuses,
-                                       wait_until)
+                                       stop_process, wait_until)
 
 PACED = dict(min_delay=1, max_delay=1)   # one row per device per claim and second, as real pacing gives
 
@@ -19,13 +19,7 @@ def processes():
     started = []
     yield started
     for p in started:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(30)
-            except Exception:  # noqa: BLE001 - never leave a process behind
-                p.kill()
-                p.wait()
+        stop_process(p)
 
 
 def recover_dead_claims(c, ids):

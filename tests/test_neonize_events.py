@@ -31,7 +31,9 @@ def test_plain_extended_and_image_texts():
     ext = message_ev(sender=jid("60123456789"), msg=Message(extendedTextMessage=ExtendedTextMessage(text="see link")))
     assert m.incoming_message(1, ext).text == "see link"
     img = m.incoming_message(1, message_ev(sender=jid("60123456789"), msg=Message(imageMessage=ImageMessage(caption="pic"))))
-    assert (img.text, img.message_type) == ("pic", "image")
+    assert (img.text, img.message_type, img.thumbnail) == ("pic", "image", None)
+    thumb = Message(imageMessage=ImageMessage(caption="", JPEGThumbnail=b"\xff\xd8tiny"))
+    assert m.incoming_message(1, message_ev(sender=jid("60123456789"), msg=thumb)).thumbnail == b"\xff\xd8tiny"
 
 
 def test_message_fields_and_time():
@@ -91,11 +93,18 @@ def test_mapped_events_land_in_the_database(connect_committed):
                                                     claimed_by, sent_at, wa_message_id)
                     VALUES (%s, %s, '60111222333', 'offer', 'sent', now(), 's', now(), 'OUT1')""", [uid, dev])
     sink = EventSink(conn.info.dsn)   # apply() runs on the given connection
+    photo = Message(imageMessage=ImageMessage(caption="my receipt", JPEGThumbnail=b"\xff\xd8tiny"))
     events = [m.incoming_message(dev, message_ev("Stop!", jid("60111222333"), mid="IN1")),
               m.incoming_message(dev, message_ev("Stop!", jid("60111222333"), mid="IN1")),   # delivered twice
+              m.incoming_message(dev, message_ev(sender=jid("60111222333"), msg=photo, mid="IN2")),
               m.receipt(dev, ReceiptEv(MessageIDs=["OUT1"], Timestamp=T, Type=ReceiptEv.READ))]
     sink.apply(conn, events)
-    assert conn.execute("SELECT count(*) AS n FROM whatsapp_messages WHERE device_id = %s", [dev]).fetchone()["n"] == 1
+    # The chat holds each received message once, and the queue's send to that number.
+    rows = conn.execute("SELECT source, message_id, message_text, is_sent FROM whatsapp_messages WHERE device_id = %s"
+                        " ORDER BY source, message_id", [dev]).fetchall()
+    assert [tuple(r.values()) for r in rows] == [("chat", "IN1", "Stop!", False), ("chat", "IN2", "my receipt", False),
+                                                 ("queue", "OUT1", "offer", True)]
+    assert conn.execute("SELECT thumbnail FROM chat_inbound WHERE wa_message_id = 'IN2'").fetchone()["thumbnail"] == b"\xff\xd8tiny"
     assert conn.execute("SELECT is_opted_out(%s, '60111222333') AS o", [uid]).fetchone()["o"]
     assert conn.execute("SELECT replied_at IS NOT NULL AS r FROM leads WHERE user_id = %s", [uid]).fetchone()["r"]
     sent = conn.execute("SELECT delivered_at, read_at FROM broadcast_messages WHERE wa_message_id = 'OUT1'").fetchone()

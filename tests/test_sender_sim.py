@@ -1,14 +1,17 @@
 """The simulated WhatsApp on its own: deterministic under a seed, its record survives the process,
 and WhatsApp's rules hold at a scaled clock: QR codes rotate on WhatsApp's schedule and expire,
 connections drop and come back, a burst to new contacts earns a reach-out timelock, sustained
-overload a temporary ban. (The lifecycle against a sender is in test_transport_contract.py.)"""
+overload a temporary ban; contacts answer some messages, now and then with a photo. (The lifecycle
+against a sender is in test_transport_contract.py.)"""
+import io
 import queue
 import time
 
 import pytest
+from PIL import Image
 
-from sender.transport.base import (PAIRING_WINDOW, Connected, DeviceSession, Disconnected, NotSent, OutgoingMessage,
-                                   PairingExpired, QRCode, SendError, TemporaryBan)
+from sender.transport.base import (PAIRING_WINDOW, Connected, DeviceSession, Disconnected, IncomingMessage, NotSent,
+                                   OutgoingMessage, PairingExpired, QRCode, SendError, TemporaryBan)
 from sender.transport.sim import SimConfig, SimNetwork, SimTransport
 
 
@@ -116,3 +119,22 @@ def test_sustained_overload_earns_a_temporary_ban(make_sim):
     ban = next_of(events, TemporaryBan)
     assert ban.code == "SEND_TO_TOO_MANY_PEOPLE"
     next_of(events, Connected)                           # back after the ban
+
+
+def test_contacts_answer_some_messages_with_text_or_a_photo(tmp_path):
+    events = queue.SimpleQueue()
+    sim = SimTransport(events.put, SimConfig(store_dir=tmp_path, rules=False, delivered_after_s=0.01, read_rate=0.0,
+                                             reply_rate=1.0, reply_after_s=0.01))
+    try:
+        connected(sim, events, 5)
+        for n in range(40):
+            send(sim, n, f"601300000{n:02d}", 5)
+        replies = [next_of(events, IncomingMessage) for _ in range(40)]
+    finally:
+        sim.close()
+    assert {r.sender_phone for r in replies} == {f"601300000{n:02d}" for n in range(40)}
+    photos = [r for r in replies if r.message_type == "image"]
+    assert 0 < len(photos) < 40 and all(r.thumbnail is None for r in replies if r.message_type == "text")
+    for p in photos:   # a real JPEG preview, small like WhatsApp's
+        assert p.thumbnail[:2] == b"\xff\xd8" and len(p.thumbnail) < 10_000
+        assert Image.open(io.BytesIO(p.thumbnail)).size == (96, 72)

@@ -4,6 +4,7 @@ workers in-process (threads) or as real processes, and waiting for a condition. 
 test modules that use them."""
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -114,6 +115,17 @@ def running_worker(url, store_dir=None, sim=None, transport_factory=None, **sett
         worker.stop()
         thread.join(30)
         assert not thread.is_alive(), "worker did not stop"
+
+
+def stop_process(proc, timeout=30):
+    """SIGTERM, and kill after `timeout` seconds: a test never leaves a process behind."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def spawn_worker(url, store_dir, module="sender.worker", **env):

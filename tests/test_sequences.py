@@ -278,6 +278,25 @@ def test_device_choice_own_device_then_lowest_score_spread(db):
     assert messages(db, sid)[0]["content"] == "Hi Ann, day 1"
 
 
+def test_a_sequence_with_a_device_set_sends_only_from_those_devices(db):
+    uid = make_user(db)
+    outside, chosen, chosen2, paused = (make_device(db, uid) for _ in range(4))
+    db.execute("SELECT set_devices_paused(%s, %s, true)", [uid, [paused]])
+    sid = make_sequence(db, uid, device_ids=[chosen, chosen2, paused])
+    assert db.execute("SELECT sequence_definition(%s, %s)->'device_ids' AS d", [uid, sid]).fetchone()["d"] == \
+        [chosen, chosen2, paused]
+    add_lead(db, uid, "60111111111", "promo", device_id=outside)   # own device not in the set
+    add_lead(db, uid, "60111111112", "promo", device_id=chosen2)   # own device in the set: used
+    add_lead(db, uid, "60111111113", "promo")                      # pool lead
+    add_lead(db, uid, "60111111114", "promo", device_id=paused)    # in the set but paused
+    assert activate(db) == 4
+    used = {m["recipient_phone"]: m["device_id"] for m in messages(db, sid)}
+    assert used["60111111112"] == chosen2
+    assert set(used.values()) <= {chosen, chosen2}
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="not one of your devices"), db.transaction():
+        make_sequence(db, uid, trigger="other", device_ids=[make_device(db, make_user(db))])
+
+
 def test_no_available_device_means_the_step_waits(db):
     uid = make_user(db)
     make_device(db, uid, status="offline")

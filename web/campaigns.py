@@ -61,7 +61,7 @@ def campaign_fields(body):
 def page():
     campaigns = all_rows("SELECT * FROM campaign_report WHERE user_id = %s ORDER BY scheduled_at DESC, campaign_id DESC"
                          " LIMIT 200", [g.user["id"]])
-    return render_template("campaigns/index.html", campaigns=campaigns, devices=my_devices())
+    return render_template("campaigns/index.html", campaigns=campaigns)
 
 
 @bp.route("/campaigns/<int:campaign_id>")

@@ -1,6 +1,7 @@
-"""The WhatsApp Web view of one device: chat list, history paged backwards, sending text and
-images (compressed in the browser), new messages and receipts arriving live over /ws."""
-from flask import Blueprint, abort, g, jsonify, render_template, request
+"""The WhatsApp Web view of one device: chat list, history paged backwards (the queue's sends
+included), received images' thumbnails, sending text and images (compressed in the browser), new
+messages and receipts arriving live over /ws."""
+from flask import Blueprint, Response, abort, g, jsonify, render_template, request, url_for
 
 from common.images import MediaError, open_image
 from web.auth import login_required
@@ -48,6 +49,12 @@ def list_chats(device_id):
     return jsonify(chats=[{**r, "last_message_at": _iso(r["last_message_at"])} for r in rows])
 
 
+def _message(row):
+    has_thumbnail = row.pop("has_thumbnail")
+    return {**row, "at": _iso(row["at"]), "delivered_at": _iso(row["delivered_at"]), "read_at": _iso(row["read_at"]),
+            "thumbnail_url": url_for("chat.thumbnail", message_id=row["id"]) if has_thumbnail else None}
+
+
 @bp.route("/api/chats/<int:chat_id>/messages")
 @login_required
 def history(chat_id):
@@ -58,11 +65,20 @@ def history(chat_id):
     rows = all_rows("SELECT * FROM chat_messages(%s, %s, %s, %s, %s)",
                     [g.user["id"], chat_id, HISTORY_PAGE, request.args.get("before_at") or None,
                      request.args.get("before_key") or None])
-    messages = [{**r, "at": _iso(r["at"]), "delivered_at": _iso(r["delivered_at"]),
-                 "read_at": _iso(r["read_at"])} for r in rows]
+    messages = [_message(r) for r in rows]
     cursor = ({"before_at": messages[-1]["at"], "before_key": messages[-1]["key"]}
               if len(messages) == HISTORY_PAGE else None)
     return jsonify(messages=messages, next=cursor)
+
+
+@bp.route("/api/chat-thumbnails/<int:message_id>.jpg")
+@login_required
+def thumbnail(message_id):
+    """The JPEG preview of a received image (a history row's `thumbnail_url`)."""
+    data = one("SELECT chat_thumbnail(%s, %s) AS t", [g.user["id"], message_id])["t"]
+    if data is None:
+        abort(404, description="no such image")
+    return Response(bytes(data), mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
 
 @bp.route("/api/chats/<int:chat_id>/read", methods=["POST"])

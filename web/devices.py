@@ -1,91 +1,186 @@
-"""Devices: the /devices page (live status, QR and phone-code pairing, simulate scan in demo mode,
-logout, delete) and its JSON API. The web never touches a WhatsApp connection: pairing, logout
-and reconnect are device_commands rows that the sender holding the device carries out."""
+"""Devices: the /devices page for fleets of thousands (search, status filter, sort and pages served
+by SQL; settings, pause and resume for one device or a selection; adding many by a name pattern;
+live status, QR and phone-code pairing, simulate scan in demo mode, logout, delete), its JSON API,
+and the searches behind the device picker of the campaign and sequence forms. The web never
+touches a WhatsApp connection: pairing, logout and reconnect are device_commands rows that the
+sender holding the device carries out."""
 import io
+import math
 
 import segno
 from flask import Blueprint, Response, abort, g, jsonify, render_template, request
+from psycopg.types.json import Jsonb
 
 from common.config import transport_name
 from web.auth import login_required
 from web.db import all_rows, one
+from web.leads import json_body, optional_int, text
 
 bp = Blueprint("devices", __name__)
 
 COMMANDS = {"pair": "pair", "pair-phone": "pair_phone", "simulate-scan": "simulate_scan",
             "logout": "logout", "reconnect": "reconnect"}
-HEALTH_COLUMNS = ("device_id, device_name, phone, jid, status, status_reason, status_changed_at, banned_until, "
-                  "last_seen, running, silent, disconnects_24h, reconnects_24h, bans_total, send_failures_24h, "
-                  "open_command, created_at")
-
-
-def _devices(device_id=None):
-    sql = f"SELECT {HEALTH_COLUMNS} FROM device_health WHERE user_id = %s"
-    params = [g.user["id"]]
-    if device_id is not None:
-        sql += " AND device_id = %s"
-        params.append(device_id)
-    return all_rows(sql + " ORDER BY device_id", params)
-
-
-def _device_or_404(device_id):
-    rows = _devices(device_id)
-    if not rows:
-        abort(404, description="device not found")
-    return rows[0]
+SORTS = {"name": "Name", "phone": "Number", "status": "Status", "last_seen": "Last seen", "created": "Added"}
+STATUSES = ("online", "connecting", "offline", "banned", "logged_out", "paused")
+PER_PAGE, MAX_PER_PAGE, PICKER_PAGE = 50, 500, 100
 
 
 def _json(row):
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
 
-def _body():
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        abort(400, description="send a JSON object")
-    return data
+def _filters(args):
+    """Search and status filter from a query string; SQL refuses an unknown status (400)."""
+    return text(args, "q") or None, text(args, "status") or None
+
+
+def _listing(args):
+    """The devices page's query (q, status, sort, dir, page, per_page) and one page of device_page."""
+    query, status = _filters(args)
+    sort = text(args, "sort") or "name"
+    descending = args.get("dir") == "desc"
+    per_page = max(1, min(optional_int(args.get("per_page"), "per_page") or PER_PAGE, MAX_PER_PAGE))
+    page = max(1, optional_int(args.get("page"), "page") or 1)
+
+    def rows_of(n):
+        return all_rows("SELECT * FROM device_page(%s, %s, %s, %s, %s, %s, %s)",
+                        [g.user["id"], query, status, sort, descending, per_page, (n - 1) * per_page])
+
+    rows = rows_of(page)
+    if not rows and page > 1:  # past the end (devices were deleted meanwhile): the last page
+        first = one("SELECT total FROM device_search(%s, %s, %s, 'name', false, 1, 0)", [g.user["id"], query, status])
+        page = max(1, math.ceil((first["total"] if first else 0) / per_page))
+        rows = rows_of(page)
+    total = rows[0]["total"] if rows else 0
+    return {"devices": rows, "total": total, "page": page, "per_page": per_page,
+            "pages": max(1, math.ceil(total / per_page)), "q": query or "", "status": status or "", "sort": sort,
+            "dir": "desc" if descending else "asc"}
+
+
+def _device_or_404(device_id):
+    row = one("SELECT * FROM device_health WHERE user_id = %s AND device_id = %s", [g.user["id"], device_id])
+    if row is None:
+        abort(404, description="device not found")
+    return row
+
+
+def _device_ids(body):
+    value = body.get("device_ids")
+    if not isinstance(value, list):
+        abort(400, description="device_ids must be a list of device ids")
+    return [optional_int(v, "device_ids") for v in value]
+
+
+def _settings(body):
+    """The settings fields of a body, as sent (SQL checks names, types and ranges)."""
+    return Jsonb({k: v for k, v in body.items() if k != "device_ids"})
 
 
 @bp.route("/devices")
 @login_required
 def page():
-    return render_template("devices/index.html", devices=_devices(), simulated=transport_name() == "sim")
+    listing = _listing(request.args)
+    template = "devices/_list.html" if request.args.get("fragment") == "list" else "devices/index.html"
+    return render_template(template, simulated=transport_name() == "sim", sorts=SORTS, statuses=STATUSES,
+                           **listing)
 
 
 @bp.route("/api/devices")
 @login_required
 def list_devices():
-    """The owner's devices with status, last seen and health counts (view device_health)."""
-    return jsonify(devices=[_json(r) for r in _devices()])
+    """One page of the owner's devices with status, health counts, pause, delays and caps.
+
+    Query: `q` (name or number contains), `status` (online, connecting, offline, banned,
+    logged_out, or paused), `sort` (name, phone, status, last_seen, created), `dir` (asc, desc),
+    `page` (from 1), `per_page` (at most 500, default 50). The answer has `total`, `page`, `pages`."""
+    listing = _listing(request.args)
+    return jsonify(devices=[_json(r) for r in listing.pop("devices")],
+                   **{k: listing[k] for k in ("total", "page", "per_page", "pages")})
+
+
+@bp.route("/api/devices/choices")
+@login_required
+def choices():
+    """The device picker's list: devices by name matching `q` and `status`, `limit` (at most 500)
+    from `offset`, with `total`."""
+    query, status = _filters(request.args)
+    limit = max(1, min(optional_int(request.args.get("limit"), "limit") or PICKER_PAGE, MAX_PER_PAGE))
+    offset = max(0, optional_int(request.args.get("offset"), "offset") or 0)
+    rows = all_rows("SELECT device_id, device_name, phone, status, paused, total FROM device_search(%s, %s, %s, 'name',"
+                    " false, %s, %s)", [g.user["id"], query, status, limit, offset])
+    total = rows[0]["total"] if rows else 0
+    return jsonify(devices=[{k: r[k] for k in ("device_id", "device_name", "phone", "status", "paused")} for r in rows],
+                   total=total)
+
+
+@bp.route("/api/devices/ids")
+@login_required
+def matching_ids():
+    """Every id matching `q` and `status` (the picker's "all online", the page's "select all matching")."""
+    query, status = _filters(request.args)
+    row = one("SELECT coalesce(array_agg(device_id ORDER BY pos), '{}') AS ids FROM device_search(%s, %s, %s, 'name',"
+              " false, NULL, 0)", [g.user["id"], query, status])
+    return jsonify(device_ids=row["ids"], total=len(row["ids"]))
 
 
 @bp.route("/api/devices", methods=["POST"])
 @login_required
 def create():
     """Adds a device. JSON: device_name, optional min_delay_seconds, max_delay_seconds, hourly_limit, daily_limit."""
-    data = _body()
-    name = data.get("device_name")
+    body = json_body()
+    name = body.get("device_name")
     if not isinstance(name, str) or not name.strip():
         abort(400, description="device_name is required")
-    try:
-        pacing = [int(data.get(k, d)) for k, d in (("min_delay_seconds", 30), ("max_delay_seconds", 60),
-                                                   ("hourly_limit", 80), ("daily_limit", 800))]
-    except (TypeError, ValueError):
-        abort(400, description="delays and limits must be whole numbers")
+    pacing = [optional_int(body.get(k, d), k) for k, d in (("min_delay_seconds", 30), ("max_delay_seconds", 60),
+                                                           ("hourly_limit", 80), ("daily_limit", 800))]
     row = one("SELECT create_device(%s, %s, %s, %s, %s, %s) AS id", [g.user["id"], name, *pacing])
     return jsonify(device=_json(_device_or_404(row["id"]))), 201
 
 
+@bp.route("/api/devices/batch", methods=["POST"])
+@login_required
+def create_many():
+    """Adds `count` devices (1 to 5000) at once, named by `name_pattern` with "{n}" replaced by
+    `first_number` (default 1), `first_number` + 1, ... ("Sales {n}"; without "{n}" the number is
+    appended). Optional min_delay_seconds, max_delay_seconds, hourly_limit, daily_limit for all.
+    Answers 201 with the new `device_ids`."""
+    body = json_body()
+    args = [optional_int(body.get(k, d), k) for k, d in (("count", None), ("first_number", 1),
+                                                         ("min_delay_seconds", 30), ("max_delay_seconds", 60),
+                                                         ("hourly_limit", 80), ("daily_limit", 800))]
+    ids = one("SELECT create_devices(%s, %s, %s, %s, %s, %s, %s, %s) AS ids",
+              [g.user["id"], args[0], text(body, "name_pattern"), *args[1:]])["ids"]
+    return jsonify(device_ids=ids, count=len(ids)), 201
+
+
 @bp.route("/api/devices/<int:device_id>", methods=["PATCH"])
 @login_required
-def rename(device_id):
-    """Renames a device. JSON: device_name."""
+def update(device_id):
+    """Changes one device's settings. JSON: any of device_name, min_delay_seconds,
+    max_delay_seconds, hourly_limit, daily_limit (absent or null: unchanged)."""
     _device_or_404(device_id)
-    name = _body().get("device_name")
-    if not isinstance(name, str):
-        abort(400, description="device_name is required")
-    one("SELECT rename_device(%s, %s, %s)", [g.user["id"], device_id, name])
+    one("SELECT update_devices(%s, %s, %s)", [g.user["id"], [device_id], _settings(json_body())])
     return jsonify(device=_json(_device_or_404(device_id)))
+
+
+@bp.route("/api/devices", methods=["PATCH"])
+@login_required
+def update_many():
+    """Changes the settings of a selection at once. JSON: device_ids and any of min_delay_seconds,
+    max_delay_seconds, hourly_limit, daily_limit. Checked first on every device: all change or none."""
+    body = json_body()
+    n = one("SELECT update_devices(%s, %s, %s) AS n", [g.user["id"], _device_ids(body), _settings(body)])["n"]
+    return jsonify(updated=n)
+
+
+@bp.route("/api/devices/<any(pause, resume):action>", methods=["POST"])
+@login_required
+def pause(action):
+    """Pauses or resumes devices. JSON: device_ids. A paused device stays connected and keeps its
+    queue; nothing is sent from it until it is resumed. Answers with how many `changed`."""
+    n = one("SELECT set_devices_paused(%s, %s, %s) AS n",
+            [g.user["id"], _device_ids(json_body()), action == "pause"])["n"]
+    return jsonify(changed=n)
 
 
 @bp.route("/api/devices/<int:device_id>", methods=["DELETE"])
@@ -106,7 +201,7 @@ def device_command(device_id, action):
     _device_or_404(device_id)
     if action == "simulate-scan" and transport_name() != "sim":
         abort(409, description="simulate scan works only with the simulated transport (WA_TRANSPORT=sim)")
-    phone = _body().get("phone") if action == "pair-phone" else None
+    phone = json_body().get("phone") if action == "pair-phone" else None
     if phone is not None and not isinstance(phone, str):
         abort(400, description="phone must be a string of digits")
     row = one("SELECT request_device_command(%s, %s, %s, %s) AS id",
@@ -132,7 +227,7 @@ def qr_svg(device_id):
     """Renders a pairing QR payload (JSON: code, as pushed in a device_pairing event) as SVG. POST so
     the short-lived pairing secret never lands in a URL or an access log."""
     _device_or_404(device_id)
-    code = _body().get("code")
+    code = json_body().get("code")
     if not isinstance(code, str) or not 0 < len(code) <= 1024:
         abort(400, description="code must be the QR payload string")
     out = io.BytesIO()

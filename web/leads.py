@@ -84,8 +84,9 @@ def get_lead_or_404(lead_id):
 
 
 def my_devices():
-    return all_rows("SELECT device_id AS id, device_name, device_status AS status FROM device_performance_monitor"
-                    " WHERE user_id = %s ORDER BY device_id", [g.user["id"]])
+    """Every device of the owner by name (for the single-device selects)."""
+    return all_rows("SELECT device_id AS id, device_name, status FROM device_search(%s, NULL, NULL, 'name', false,"
+                    " NULL, 0)", [g.user["id"]])
 
 
 # Pages ---------------------------------------------------------------------------------------

@@ -123,9 +123,10 @@ def api_create():
     """Creates a sequence (inactive) with its steps.
 
     Body: {name, niche, trigger, schedule_time "HH:MM" or null, schedule_tolerance_minutes,
-    min_delay_seconds, max_delay_seconds, stop_on_reply, steps: [{day_number, content, media_url or
-    media_id, trigger, next_trigger, trigger_delay_hours, is_entry_point, chain_sequence_id}]}. A
-    step's image is media_url, a public http(s) URL fetched once, now, or a media_id from POST /api/media."""
+    min_delay_seconds, max_delay_seconds, stop_on_reply, device_ids (the devices that may send;
+    empty: every device), steps: [{day_number, content, media_url or media_id, trigger,
+    next_trigger, trigger_delay_hours, is_entry_point, chain_sequence_id}]}. A step's image is
+    media_url, a public http(s) URL fetched once, now, or a media_id from POST /api/media."""
     sid = one("SELECT save_sequence(%s, NULL, %s) AS id", [g.user["id"], _json_body()])["id"]
     return jsonify(_definition_or_404(sid)), 201
 

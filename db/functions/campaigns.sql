@@ -252,11 +252,11 @@ LANGUAGE sql STABLE AS $$
                                      AND m.status IN ('pending', 'queued', 'sent'))
     FROM user_devices d
     LEFT JOIN device_performance_monitor pm ON pm.device_id = d.id
-   WHERE d.user_id = c.user_id AND d.status = 'online'
+   WHERE d.user_id = c.user_id AND d.status = 'online' AND d.paused_at IS NULL
      AND (c.device_ids IS NULL OR d.id = ANY (c.device_ids))
 $$;
 COMMENT ON FUNCTION ai_campaign_devices(campaigns) IS
-  'The devices an AI campaign may use now (online, in its device set), their load-balance score '
+  'The devices an AI campaign may use now (online, not paused, in its device set), their load-balance score '
   '(messages_hour*0.7 + processing_now*0.3) and how many more leads each may take under the per-device limit.';
 
 -- Spreads leads over the AI campaign's devices: slot k of every device before slot k+1 of any,

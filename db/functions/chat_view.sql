@@ -12,7 +12,7 @@ COMMENT ON FUNCTION chat_view_device(bigint, bigint) IS 'The chat view''s header
 CREATE OR REPLACE FUNCTION chat_view_chat(p_user_id bigint, p_chat_id bigint)
 RETURNS TABLE (id bigint, device_id bigint, phone text, name text)
 LANGUAGE sql STABLE AS $$
-  SELECT c.id, c.device_id, c.phone, c.name FROM whatsapp_chats c WHERE c.id = p_chat_id AND c.user_id = p_user_id
+  SELECT c.id, c.device_id, c.phone, c.name FROM chats c WHERE c.id = p_chat_id AND c.user_id = p_user_id
 $$;
 COMMENT ON FUNCTION chat_view_chat(bigint, bigint) IS 'One of the owner''s chats (its device and number), or no row (404).';
 
@@ -22,7 +22,7 @@ RETURNS TABLE (id bigint, phone text, name text, last_message_at timestamptz, la
                unread_count integer, lead_name text)
 LANGUAGE sql STABLE AS $$
   SELECT c.id, c.phone, c.name, c.last_message_at, c.last_message_preview, c.unread_count, lead.name
-    FROM whatsapp_chats c
+    FROM chats c
     LEFT JOIN LATERAL (
       SELECT l.name FROM leads l WHERE l.user_id = c.user_id AND l.phone = c.phone
        ORDER BY l.device_id = c.device_id DESC NULLS LAST, l.id LIMIT 1) lead ON true

@@ -1,6 +1,7 @@
--- Chats: inbound messages into whatsapp_chats / whatsapp_messages, replies and opt-outs, and the
--- SQL behind the dashboard's chat view. A chat's outgoing messages are not copied: they are the
--- broadcast_messages rows of that device and number (one place for a message's state).
+-- Chats: inbound messages into chats / chat_inbound, the chats the queue's sends open, replies and
+-- opt-outs, and the SQL behind the dashboard's chat view. A chat's outgoing messages are not copied:
+-- they are the broadcast_messages rows of that device and number (one place for a message's state).
+-- whatsapp_chats / whatsapp_messages (db/views/60_chats.sql) show both under the replaced system's columns.
 
 -- Identities --------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION jid_phone(p_jid text)
@@ -102,16 +103,19 @@ COMMENT ON FUNCTION is_opted_out(bigint, text) IS 'True when the number is on th
 CREATE OR REPLACE FUNCTION record_inbound_message(p_device_id bigint, p_wa_message_id text, p_chat_jid text,
                                                   p_sender_jid text, p_sender_phone text, p_content text,
                                                   p_sent_at timestamptz, p_from_me boolean DEFAULT false,
-                                                  p_message_type text DEFAULT 'text', p_push_name text DEFAULT '')
+                                                  p_message_type text DEFAULT 'text', p_push_name text DEFAULT '',
+                                                  p_thumbnail bytea DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
   v_user    bigint;
   v_group   boolean := p_chat_jid LIKE '%@g.us';
   v_phone   text;
-  v_chat    whatsapp_chats%ROWTYPE;
+  v_chat    chats%ROWTYPE;
   v_msg     bigint;
   v_type    text := CASE WHEN p_message_type IN ('text', 'image') THEN p_message_type ELSE 'other' END;
   v_content text := left(coalesce(p_content, ''), 65536);
+  -- A thumbnail past the column's limit is dropped, not the message.
+  v_thumb   bytea := CASE WHEN octet_length(p_thumbnail) <= 65536 THEN p_thumbnail END;
 BEGIN
   SELECT user_id INTO v_user FROM user_devices WHERE id = p_device_id;
   IF v_user IS NULL THEN
@@ -123,7 +127,7 @@ BEGIN
   END IF;
 
   -- One chat per person: an @lid chat whose number is known is filed under the number's JID.
-  INSERT INTO whatsapp_chats AS c (user_id, device_id, chat_jid, phone, name)
+  INSERT INTO chats AS c (user_id, device_id, chat_jid, phone, name)
   VALUES (v_user, p_device_id,
           CASE WHEN v_phone IS NOT NULL THEN v_phone || '@s.whatsapp.net' ELSE p_chat_jid END,
           v_phone, CASE WHEN p_from_me THEN '' ELSE coalesce(p_push_name, '') END)
@@ -131,19 +135,20 @@ BEGIN
      SET name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE c.name END
   RETURNING * INTO v_chat;
 
-  INSERT INTO whatsapp_messages (user_id, device_id, chat_id, wa_message_id, from_me, sender_jid,
-                                 message_type, content, sent_at)
-  VALUES (v_user, p_device_id, v_chat.id, p_wa_message_id, p_from_me, p_sender_jid, v_type, v_content, p_sent_at)
+  INSERT INTO chat_inbound (user_id, device_id, chat_id, wa_message_id, from_me, sender_jid,
+                            message_type, content, thumbnail, sent_at)
+  VALUES (v_user, p_device_id, v_chat.id, p_wa_message_id, p_from_me, p_sender_jid, v_type, v_content,
+          CASE WHEN v_type = 'image' THEN v_thumb END, p_sent_at)
   ON CONFLICT (device_id, wa_message_id) DO NOTHING
   RETURNING id INTO v_msg;
   IF v_msg IS NULL THEN
     RETURN NULL;  -- delivered twice: already stored, already counted
   END IF;
 
-  UPDATE whatsapp_chats
+  UPDATE chats
      SET last_message_at = greatest(last_message_at, p_sent_at),
          last_message_preview = CASE WHEN last_message_at IS NULL OR p_sent_at >= last_message_at
-                                     THEN left(v_content, 200) ELSE last_message_preview END,
+                                     THEN chat_preview(v_type, v_content) ELSE last_message_preview END,
          unread_count = unread_count + CASE WHEN p_from_me THEN 0 ELSE 1 END
    WHERE id = v_chat.id
   RETURNING * INTO v_chat;
@@ -161,12 +166,30 @@ BEGIN
     'unread_count', v_chat.unread_count));
   RETURN v_msg;
 END $$;
-COMMENT ON FUNCTION record_inbound_message(bigint, text, text, text, text, text, timestamptz, boolean, text, text) IS
+COMMENT ON FUNCTION record_inbound_message(bigint, text, text, text, text, text, timestamptz, boolean, text, text, bytea) IS
   'Stores a message the device received (or one its phone sent, p_from_me) in its chat, once per device and '
-  'WhatsApp message id (a repeat returns NULL and changes nothing). A reply marks the owner''s leads replied and '
-  'stops their sequences; STOP / UNSUBSCRIBE / BERHENTI opts the number out. Pushes a live "message" event.';
+  'WhatsApp message id (a repeat returns NULL and changes nothing); an image keeps p_thumbnail (JPEG, up to 64 KB) '
+  'and its caption. A reply marks the owner''s leads replied and stops their sequences; STOP / UNSUBSCRIBE / '
+  'BERHENTI opts the number out. Pushes a live "message" event.';
+
+-- The replaced system's chat tables are read-only views (db/views/60_chats.sql) ------------
+CREATE OR REPLACE FUNCTION refuse_view_write() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION '% is a read-only view: chats change through the functions of db/functions/chats.sql',
+    TG_TABLE_NAME USING ERRCODE = '55000';
+END $$;
+COMMENT ON FUNCTION refuse_view_write() IS
+  'INSTEAD OF trigger: refuses writes to a read-only view (whatsapp_chats, whatsapp_messages) with the reason.';
 
 -- The chat view -----------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION chat_preview(p_message_type text, p_content text)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT left(CASE WHEN p_message_type = 'image' THEN '📷 ' || coalesce(nullif(btrim(p_content), ''), 'Photo')
+                   ELSE coalesce(p_content, '') END, 200)
+$$;
+COMMENT ON FUNCTION chat_preview(text, text) IS
+  'A message as the chat list previews it: its text, or "📷 caption" ("📷 Photo") for an image; 200 characters at most.';
+
 CREATE OR REPLACE FUNCTION chat_list(p_user_id bigint, p_device_id bigint, p_limit integer DEFAULT 50,
                                      p_before timestamptz DEFAULT NULL)
 RETURNS TABLE (id bigint, chat_jid text, phone text, name text, last_message_at timestamptz,
@@ -176,7 +199,7 @@ LANGUAGE sql STABLE AS $$
          (SELECT l.name FROM leads l WHERE l.user_id = c.user_id AND l.phone = c.phone
            ORDER BY l.device_id = c.device_id DESC NULLS LAST, l.id LIMIT 1),
          EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = c.phone)
-    FROM whatsapp_chats c
+    FROM chats c
    WHERE c.user_id = p_user_id AND c.device_id = p_device_id
      AND (p_before IS NULL OR c.last_message_at < p_before)
    ORDER BY c.last_message_at DESC NULLS LAST, c.id DESC
@@ -189,38 +212,76 @@ COMMENT ON FUNCTION chat_list(bigint, bigint, integer, timestamptz) IS
 CREATE OR REPLACE FUNCTION chat_messages(p_user_id bigint, p_chat_id bigint, p_limit integer DEFAULT 50,
                                          p_before_at timestamptz DEFAULT NULL, p_before_key text DEFAULT NULL)
 RETURNS TABLE (key text, source text, id bigint, from_me boolean, message_type text, content text,
-               media_url text, at timestamptz, status text, error_message text,
+               media_url text, has_thumbnail boolean, at timestamptz, status text, error_message text,
                delivered_at timestamptz, read_at timestamptz)
 LANGUAGE sql STABLE AS $$
-  WITH chat AS (SELECT c.id, c.device_id, c.phone FROM whatsapp_chats c WHERE c.id = p_chat_id AND c.user_id = p_user_id),
+  WITH chat AS (SELECT c.id, c.device_id, c.phone FROM chats c WHERE c.id = p_chat_id AND c.user_id = p_user_id),
   merged AS (
     SELECT 'in:' || lpad(m.id::text, 19, '0') AS key, 'chat'::text AS source, m.id, m.from_me, m.message_type,
-           m.content, m.media_url, m.sent_at AS at, CASE WHEN m.from_me THEN 'sent' ELSE 'received' END AS status,
+           m.content, m.media_url, m.thumbnail IS NOT NULL AS has_thumbnail, m.sent_at AS at,
+           CASE WHEN m.from_me THEN 'sent' ELSE 'received' END AS status,
            NULL::text AS error_message, m.delivered_at, m.read_at
-      FROM whatsapp_messages m JOIN chat ON m.chat_id = chat.id
+      FROM chat_inbound m JOIN chat ON m.chat_id = chat.id
     UNION ALL
-    SELECT 'out:' || lpad(b.id::text, 19, '0'), 'queue', b.id, true, b.message_type, b.content, b.media_url,
+    SELECT 'out:' || lpad(b.id::text, 19, '0'), 'queue', b.id, true, b.message_type, b.content, b.media_url, false,
            coalesce(b.sent_at, b.failed_at, b.created_at), b.status, b.error_message, b.delivered_at, b.read_at
       FROM broadcast_messages b JOIN chat ON b.device_id = chat.device_id AND b.recipient_phone = chat.phone
   )
   SELECT merged.key, merged.source, merged.id, merged.from_me, merged.message_type, merged.content,
-         merged.media_url, merged.at, merged.status, merged.error_message, merged.delivered_at, merged.read_at
+         merged.media_url, merged.has_thumbnail, merged.at, merged.status, merged.error_message,
+         merged.delivered_at, merged.read_at
     FROM merged
    WHERE p_before_at IS NULL OR (merged.at, merged.key) < (p_before_at, coalesce(p_before_key, ''))
    ORDER BY merged.at DESC, merged.key DESC
    LIMIT least(greatest(p_limit, 1), 200)
 $$;
 COMMENT ON FUNCTION chat_messages(bigint, bigint, integer, timestamptz, text) IS
-  'A chat''s history newest first: received messages (source chat) merged with the queue''s messages to that '
-  'number from that device (source queue, with status, delivered_at, read_at). Page backwards with the last '
-  'row''s (at, key) as (p_before_at, p_before_key). Another owner''s chat gives no rows.';
+  'A chat''s history newest first: what the connection reported (source chat; has_thumbnail for a received image '
+  'with its preview, see chat_thumbnail) merged with the queue''s messages to that number from that device '
+  '(source queue, campaigns and sequences included, with status, delivered_at, read_at). Page backwards with the '
+  'last row''s (at, key) as (p_before_at, p_before_key). Another owner''s chat gives no rows.';
+
+CREATE OR REPLACE FUNCTION chat_thumbnail(p_user_id bigint, p_message_id bigint)
+RETURNS bytea LANGUAGE sql STABLE AS $$
+  SELECT m.thumbnail FROM chat_inbound m WHERE m.id = p_message_id AND m.user_id = p_user_id
+$$;
+COMMENT ON FUNCTION chat_thumbnail(bigint, bigint) IS
+  'The JPEG preview of one of the owner''s received images (chat_messages source chat); NULL when there is none.';
 
 CREATE OR REPLACE FUNCTION mark_chat_read(p_user_id bigint, p_chat_id bigint)
 RETURNS boolean LANGUAGE sql AS $$
-  WITH r AS (UPDATE whatsapp_chats SET unread_count = 0 WHERE id = p_chat_id AND user_id = p_user_id RETURNING 1)
+  WITH r AS (UPDATE chats SET unread_count = 0, read_through = now()
+              WHERE id = p_chat_id AND user_id = p_user_id RETURNING 1)
   SELECT EXISTS (SELECT 1 FROM r)
 $$;
-COMMENT ON FUNCTION mark_chat_read(bigint, bigint) IS 'Clears a chat''s unread count (the operator opened it); false when not the owner''s.';
+COMMENT ON FUNCTION mark_chat_read(bigint, bigint) IS
+  'The operator opened a chat: clears its unread count and marks what it received so far read '
+  '(whatsapp_messages.is_read); false when not the owner''s.';
+
+-- Sends open chats -------------------------------------------------------------------------
+-- A number the queue wrote to has a chat on that device from the first send, as on a phone: the
+-- chat list shows campaign and sequence recipients, and their replies land in the same thread.
+CREATE OR REPLACE FUNCTION record_outbound_chats(p_ids bigint[])
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE v_done integer;
+BEGIN
+  -- In (device, jid) order: concurrent callers lock chat rows in the same order.
+  INSERT INTO chats AS c (user_id, device_id, chat_jid, phone, last_message_at, last_message_preview)
+  SELECT DISTINCT ON (m.device_id, m.recipient_phone)
+         m.user_id, m.device_id, m.recipient_phone || '@s.whatsapp.net', m.recipient_phone, m.sent_at,
+         chat_preview(m.message_type, m.content)
+    FROM broadcast_messages m
+   WHERE m.id = ANY (p_ids) AND m.status = 'sent' AND m.device_id IS NOT NULL
+   ORDER BY m.device_id, m.recipient_phone, m.sent_at DESC
+  ON CONFLICT (device_id, chat_jid) DO UPDATE
+     SET last_message_at = excluded.last_message_at, last_message_preview = excluded.last_message_preview
+   WHERE c.last_message_at IS NULL OR c.last_message_at <= excluded.last_message_at;
+  GET DIAGNOSTICS v_done = ROW_COUNT;
+  RETURN v_done;
+END $$;
+COMMENT ON FUNCTION record_outbound_chats(bigint[]) IS
+  'The sent queue messages p_ids open (or lift) the chat with their number on their device, previewing what '
+  'was sent; called by complete_messages. Returns the chats touched.';
 
 CREATE OR REPLACE FUNCTION send_chat_message(p_user_id bigint, p_device_id bigint, p_phone text, p_content text)
 RETURNS bigint LANGUAGE plpgsql AS $$
@@ -245,10 +306,11 @@ BEGIN
             ORDER BY l.device_id = p_device_id DESC NULLS LAST, l.id LIMIT 1),
           p_phone, NULL, p_content, 0, 0)
   RETURNING id INTO v_msg;
-  INSERT INTO whatsapp_chats AS c (user_id, device_id, chat_jid, phone, last_message_at, last_message_preview)
+  INSERT INTO chats AS c (user_id, device_id, chat_jid, phone, last_message_at, last_message_preview)
   VALUES (p_user_id, p_device_id, p_phone || '@s.whatsapp.net', p_phone, now(), left(p_content, 200))
   ON CONFLICT (device_id, chat_jid) DO UPDATE
-     SET last_message_at = now(), last_message_preview = excluded.last_message_preview, unread_count = 0
+     SET last_message_at = now(), last_message_preview = excluded.last_message_preview, unread_count = 0,
+         read_through = now()
   RETURNING id INTO v_chat;
   PERFORM notify_user(p_user_id, 'chat', jsonb_build_object('device_id', p_device_id, 'chat_id', v_chat,
                                                              'broadcast_message_id', v_msg));
@@ -256,4 +318,4 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION send_chat_message(bigint, bigint, text, text) IS
   'Queues a message typed in the chat view: a broadcast_messages row on that device (no random delay; caps '
-  'apply) and the chat brought to the top. Returns the queued message id; its state then lives in the queue.';
+  'apply) and the chat brought to the top (and read). Returns the queued message id; its state then lives in the queue.';

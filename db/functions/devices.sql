@@ -1,4 +1,70 @@
--- Devices: creation and the pacing row every device has.
+-- Devices: creation (one or many), settings (one or a selection), pause, the search behind the
+-- devices page and the device picker, and the pacing row every device has.
+
+CREATE OR REPLACE FUNCTION check_device_settings(p_min_delay_seconds integer, p_max_delay_seconds integer,
+                                                 p_hourly_limit integer, p_daily_limit integer)
+RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+  IF p_min_delay_seconds NOT BETWEEN 0 AND 86400 OR p_max_delay_seconds NOT BETWEEN 0 AND 86400 THEN
+    RAISE EXCEPTION 'delays must be 0 to 86400 seconds' USING ERRCODE = '22023';
+  END IF;
+  IF p_max_delay_seconds < p_min_delay_seconds THEN
+    RAISE EXCEPTION 'the maximum delay (% s) must be at least the minimum delay (% s)',
+      p_max_delay_seconds, p_min_delay_seconds USING ERRCODE = '22023';
+  END IF;
+  IF p_hourly_limit NOT BETWEEN 1 AND 10000 OR p_daily_limit NOT BETWEEN 1 AND 100000 THEN
+    RAISE EXCEPTION 'the hourly cap must be 1 to 10000 and the daily cap 1 to 100000' USING ERRCODE = '22023';
+  END IF;
+END $$;
+COMMENT ON FUNCTION check_device_settings(integer, integer, integer, integer) IS
+  'Raises 22023 with the reason unless 0 <= min delay <= max delay <= 86400 s, hourly cap 1..10000, daily cap 1..100000 '
+  '(NULL values are not checked).';
+
+CREATE OR REPLACE FUNCTION create_devices(p_user_id bigint, p_count integer, p_name_pattern text,
+                                          p_first_number integer DEFAULT 1,
+                                          p_min_delay_seconds integer DEFAULT 30,
+                                          p_max_delay_seconds integer DEFAULT 60,
+                                          p_hourly_limit integer DEFAULT 80,
+                                          p_daily_limit integer DEFAULT 800)
+RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+  v_pattern text := btrim(coalesce(p_name_pattern, ''));
+  v_ids     bigint[];
+BEGIN
+  IF p_count IS NULL OR p_count NOT BETWEEN 1 AND 5000 THEN
+    RAISE EXCEPTION 'add 1 to 5000 devices at a time' USING ERRCODE = '22023';
+  END IF;
+  IF p_first_number IS NULL OR p_first_number NOT BETWEEN 0 AND 1000000 THEN
+    RAISE EXCEPTION 'the first number must be 0 to 1000000' USING ERRCODE = '22023';
+  END IF;
+  IF replace(v_pattern, '{n}', '') !~ '\S' THEN
+    RAISE EXCEPTION 'a device name needs 1 to 100 characters besides the number' USING ERRCODE = '22023';
+  END IF;
+  -- Several devices are numbered: "{n}" in the pattern, else " <n>" at its end.
+  IF p_count > 1 AND strpos(v_pattern, '{n}') = 0 THEN
+    v_pattern := v_pattern || ' {n}';
+  END IF;
+  IF length(replace(v_pattern, '{n}', (p_first_number + p_count - 1)::text)) NOT BETWEEN 1 AND 100 THEN
+    RAISE EXCEPTION 'a device name needs 1 to 100 characters' USING ERRCODE = '22023';
+  END IF;
+  PERFORM check_device_settings(p_min_delay_seconds, p_max_delay_seconds, p_hourly_limit, p_daily_limit);
+  PERFORM require_quota(p_user_id, 'devices', p_count);
+  WITH added AS (
+    INSERT INTO user_devices (user_id, device_name, min_delay_seconds, max_delay_seconds, hourly_limit, daily_limit)
+    SELECT p_user_id, replace(v_pattern, '{n}', n::text), p_min_delay_seconds, p_max_delay_seconds,
+           p_hourly_limit, p_daily_limit
+      FROM generate_series(p_first_number, p_first_number + p_count - 1) AS n
+     ORDER BY n
+    RETURNING id)
+  SELECT array_agg(id ORDER BY id) INTO v_ids FROM added;
+  PERFORM notify_user(p_user_id, 'devices_added', jsonb_build_object('count', p_count, 'device_ids', v_ids[1:200]));
+  RETURN v_ids;
+END $$;
+COMMENT ON FUNCTION create_devices(bigint, integer, text, integer, integer, integer, integer, integer) IS
+  'Adds p_count devices (1..5000, status offline until paired) with the same delays and caps, named by p_name_pattern '
+  'with "{n}" replaced by p_first_number, p_first_number + 1, ... (several devices without "{n}" get " <n>" appended; '
+  'one device is named by the pattern as typed), within the owner''s device quota. Checked first, all or nothing; '
+  'pushes devices_added. Returns the ids.';
 
 CREATE OR REPLACE FUNCTION create_device(p_user_id bigint, p_device_name text,
                                          p_min_delay_seconds integer DEFAULT 30,
@@ -6,13 +72,12 @@ CREATE OR REPLACE FUNCTION create_device(p_user_id bigint, p_device_name text,
                                          p_hourly_limit integer DEFAULT 80,
                                          p_daily_limit integer DEFAULT 800)
 RETURNS bigint LANGUAGE sql AS $$
-  SELECT require_quota(p_user_id, 'devices', 1);
-  INSERT INTO user_devices (user_id, device_name, min_delay_seconds, max_delay_seconds, hourly_limit, daily_limit)
-  VALUES (p_user_id, btrim(p_device_name), p_min_delay_seconds, p_max_delay_seconds, p_hourly_limit, p_daily_limit)
-  RETURNING id
+  SELECT (create_devices(p_user_id, 1, p_device_name, 1, p_min_delay_seconds, p_max_delay_seconds,
+                         p_hourly_limit, p_daily_limit))[1]
 $$;
 COMMENT ON FUNCTION create_device(bigint, text, integer, integer, integer, integer) IS
-  'Adds a device (status offline until paired) with its delays and caps, within the owner''s device quota; returns its id.';
+  'Adds one device (status offline until paired) with its delays and caps, within the owner''s device quota '
+  '(create_devices); returns its id.';
 
 CREATE OR REPLACE FUNCTION device_pacing_row() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -24,18 +89,204 @@ COMMENT ON FUNCTION device_pacing_row() IS 'Trigger: every device gets its pacin
 CREATE OR REPLACE TRIGGER user_devices_pacing AFTER INSERT ON user_devices
   FOR EACH ROW EXECUTE FUNCTION device_pacing_row();
 
--- Lifecycle: rename, delete, and commands to the sender that holds the connection -------------
-CREATE OR REPLACE FUNCTION rename_device(p_user_id bigint, p_device_id bigint, p_device_name text)
-RETURNS boolean LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION require_own_devices(p_user_id bigint, p_device_ids bigint[])
+RETURNS void LANGUAGE plpgsql STABLE AS $$
+DECLARE v_foreign bigint;
 BEGIN
-  IF length(btrim(coalesce(p_device_name, ''))) NOT BETWEEN 1 AND 100 THEN
-    RAISE EXCEPTION 'a device name needs 1 to 100 characters' USING ERRCODE = '22023';
+  IF coalesce(cardinality(p_device_ids), 0) = 0 THEN
+    RAISE EXCEPTION 'choose at least one device' USING ERRCODE = '22023';
   END IF;
-  UPDATE user_devices SET device_name = btrim(p_device_name) WHERE id = p_device_id AND user_id = p_user_id;
-  RETURN FOUND;
+  SELECT x INTO v_foreign FROM unnest(p_device_ids) x
+   WHERE x IS NULL OR NOT EXISTS (SELECT 1 FROM user_devices d WHERE d.id = x AND d.user_id = p_user_id)
+   LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION 'device % is not one of your devices', coalesce(v_foreign::text, 'NULL') USING ERRCODE = '22023';
+  END IF;
 END $$;
-COMMENT ON FUNCTION rename_device(bigint, bigint, text) IS 'Renames one of the owner''s devices; false when it is not theirs.';
+COMMENT ON FUNCTION require_own_devices(bigint, bigint[]) IS
+  'Raises 22023 unless p_device_ids is a non-empty list of the owner''s devices.';
 
+-- Settings and pause: one device or a selection, all or nothing ------------------------------
+CREATE OR REPLACE FUNCTION update_devices(p_user_id bigint, p_device_ids bigint[], p_settings jsonb)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+  v_name    text;
+  v_min     integer;
+  v_max     integer;
+  v_hourly  integer;
+  v_daily   integer;
+  v_key     text;
+  v_clash   record;
+  v_done    integer;
+BEGIN
+  IF jsonb_typeof(p_settings) IS DISTINCT FROM 'object' THEN
+    RAISE EXCEPTION 'settings must be a JSON object' USING ERRCODE = '22023';
+  END IF;
+  SELECT k INTO v_key FROM jsonb_object_keys(p_settings) k
+   WHERE k NOT IN ('device_name', 'min_delay_seconds', 'max_delay_seconds', 'hourly_limit', 'daily_limit') LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION 'unknown device setting "%"', v_key USING ERRCODE = '22023';
+  END IF;
+  PERFORM require_own_devices(p_user_id, p_device_ids);
+  -- Absent or null: unchanged. Numbers must be whole numbers.
+  BEGIN
+    v_min    := (p_settings->>'min_delay_seconds')::integer;
+    v_max    := (p_settings->>'max_delay_seconds')::integer;
+    v_hourly := (p_settings->>'hourly_limit')::integer;
+    v_daily  := (p_settings->>'daily_limit')::integer;
+  EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+    RAISE EXCEPTION 'delays and caps must be whole numbers' USING ERRCODE = '22023';
+  END;
+  PERFORM check_device_settings(v_min, v_max, v_hourly, v_daily);
+  IF p_settings ? 'device_name' AND jsonb_typeof(p_settings->'device_name') <> 'null' THEN
+    v_name := btrim(p_settings->>'device_name');
+    IF length(v_name) NOT BETWEEN 1 AND 100 THEN
+      RAISE EXCEPTION 'a device name needs 1 to 100 characters' USING ERRCODE = '22023';
+    END IF;
+    IF cardinality(p_device_ids) > 1 THEN
+      RAISE EXCEPTION 'a name is given to one device at a time' USING ERRCODE = '22023';
+    END IF;
+  END IF;
+  -- A new minimum against a device's own maximum (or the reverse): say which device.
+  SELECT d.device_name, coalesce(v_min, d.min_delay_seconds) AS lo, coalesce(v_max, d.max_delay_seconds) AS hi
+    INTO v_clash FROM user_devices d
+   WHERE d.id = ANY (p_device_ids) AND coalesce(v_max, d.max_delay_seconds) < coalesce(v_min, d.min_delay_seconds)
+   LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION 'on "%" the maximum delay (% s) would be below the minimum delay (% s)',
+      v_clash.device_name, v_clash.hi, v_clash.lo USING ERRCODE = '22023';
+  END IF;
+
+  UPDATE user_devices d
+     SET device_name       = coalesce(v_name, d.device_name),
+         min_delay_seconds = coalesce(v_min, d.min_delay_seconds),
+         max_delay_seconds = coalesce(v_max, d.max_delay_seconds),
+         hourly_limit      = coalesce(v_hourly, d.hourly_limit),
+         daily_limit       = coalesce(v_daily, d.daily_limit)
+   WHERE d.id = ANY (p_device_ids) AND d.user_id = p_user_id;
+  GET DIAGNOSTICS v_done = ROW_COUNT;
+  PERFORM notify_user(p_user_id, 'devices_updated', jsonb_build_object(
+    'count', v_done, 'device_ids', (SELECT array_agg(DISTINCT x ORDER BY x) FROM unnest(p_device_ids) x)[1:200],
+    'truncated', cardinality(p_device_ids) > 200,
+    'settings', jsonb_strip_nulls(jsonb_build_object('device_name', v_name, 'min_delay_seconds', v_min,
+                                                     'max_delay_seconds', v_max, 'hourly_limit', v_hourly,
+                                                     'daily_limit', v_daily))));
+  RETURN v_done;
+END $$;
+COMMENT ON FUNCTION update_devices(bigint, bigint[], jsonb) IS
+  'Changes settings of one or several of the owner''s devices at once: JSON {device_name (one device only), '
+  'min_delay_seconds, max_delay_seconds, hourly_limit, daily_limit}; absent or null keeps a value. Everything is '
+  'checked first (ownership, ranges, min <= max on every device) and applied in one statement, or nothing is. '
+  'Pushes devices_updated. Returns how many devices changed.';
+
+CREATE OR REPLACE FUNCTION set_devices_paused(p_user_id bigint, p_device_ids bigint[], p_paused boolean)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE v_changed bigint[];
+BEGIN
+  PERFORM require_own_devices(p_user_id, p_device_ids);
+  IF p_paused IS NULL THEN
+    RAISE EXCEPTION 'say whether to pause or resume' USING ERRCODE = '22023';
+  END IF;
+  WITH changed AS (
+    UPDATE user_devices d SET paused_at = CASE WHEN p_paused THEN now() END
+     WHERE d.id = ANY (p_device_ids) AND d.user_id = p_user_id AND (d.paused_at IS NULL) = p_paused
+    RETURNING d.id)
+  SELECT coalesce(array_agg(id ORDER BY id), '{}') INTO v_changed FROM changed;
+  INSERT INTO device_events (device_id, event, detail)
+  SELECT x, CASE WHEN p_paused THEN 'paused' ELSE 'resumed' END, 'by the owner' FROM unnest(v_changed) x;
+  IF NOT p_paused AND cardinality(v_changed) > 0 THEN
+    PERFORM pg_notify('wa_dispatch', '');   -- their waiting messages may go now
+  END IF;
+  PERFORM notify_user(p_user_id, 'devices_paused', jsonb_build_object(
+    'paused', p_paused, 'count', cardinality(v_changed), 'device_ids', v_changed[1:200],
+    'truncated', cardinality(v_changed) > 200));
+  RETURN cardinality(v_changed);
+END $$;
+COMMENT ON FUNCTION set_devices_paused(bigint, bigint[], boolean) IS
+  'Pauses (p_paused true) or resumes one or several of the owner''s devices. A paused device keeps its WhatsApp '
+  'connection and its queue; claim_messages takes nothing for it until it is resumed. Logged in device_events, '
+  'pushed live as devices_paused {paused, count, device_ids (first 200), truncated}. Returns how many changed.';
+
+-- Search: the devices page and the device picker ----------------------------------------------
+CREATE OR REPLACE FUNCTION device_search(p_user_id bigint, p_query text DEFAULT NULL, p_status text DEFAULT NULL,
+                                         p_sort text DEFAULT 'name', p_descending boolean DEFAULT false,
+                                         p_limit integer DEFAULT 50, p_offset integer DEFAULT 0)
+RETURNS TABLE (device_id bigint, device_name text, phone text, status text, paused boolean, pos bigint,
+               total bigint)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE v_query text := lower(btrim(coalesce(p_query, '')));
+BEGIN
+  IF p_status IS NOT NULL AND p_status NOT IN ('online', 'offline', 'connecting', 'logged_out', 'banned', 'paused') THEN
+    RAISE EXCEPTION 'unknown device status "%"', p_status USING ERRCODE = '22023';
+  END IF;
+  IF p_sort IS NULL OR p_sort NOT IN ('name', 'phone', 'status', 'last_seen', 'created') THEN
+    RAISE EXCEPTION 'devices sort by name, phone, status, last_seen or created, not "%"', p_sort USING ERRCODE = '22023';
+  END IF;
+  IF p_limit < 0 OR p_offset < 0 THEN
+    RAISE EXCEPTION 'limit and offset must not be negative' USING ERRCODE = '22023';
+  END IF;
+  RETURN QUERY
+  WITH found AS (
+    SELECT d.id, d.device_name, d.phone, d.status, d.paused_at IS NOT NULL AS paused,
+           -- one key per kind of order; the others are NULL for this sort
+           CASE p_sort WHEN 'name' THEN lower(d.device_name) WHEN 'phone' THEN d.phone END AS text_key,
+           CASE p_sort WHEN 'status'
+                       THEN array_position(ARRAY['online', 'connecting', 'offline', 'banned', 'logged_out'], d.status)::bigint
+                       WHEN 'created' THEN d.id END AS rank_key,   -- ids grow in the order devices were added
+           CASE WHEN p_sort = 'last_seen' THEN d.last_seen END AS time_key
+      FROM user_devices d
+     WHERE d.user_id = p_user_id
+       AND (v_query = '' OR strpos(lower(d.device_name || ' ' || coalesce(d.phone, '')), v_query) > 0)
+       AND (p_status IS NULL OR (p_status = 'paused' AND d.paused_at IS NOT NULL) OR d.status = p_status)
+  ), ordered AS (
+    SELECT f.*, row_number() OVER (ORDER BY
+             CASE WHEN NOT p_descending THEN f.text_key END ASC NULLS LAST,
+             CASE WHEN p_descending THEN f.text_key END DESC NULLS LAST,
+             CASE WHEN NOT p_descending THEN f.rank_key END ASC,
+             CASE WHEN p_descending THEN f.rank_key END DESC,
+             CASE WHEN NOT p_descending THEN f.time_key END ASC NULLS LAST,
+             CASE WHEN p_descending THEN f.time_key END DESC NULLS LAST,
+             lower(f.device_name), f.id) AS pos,
+           count(*) OVER () AS n
+      FROM found f
+  )
+  SELECT o.id, o.device_name, o.phone, o.status, o.paused, o.pos, o.n
+    FROM ordered o
+   WHERE o.pos > p_offset AND (p_limit IS NULL OR o.pos <= p_offset + p_limit)
+   ORDER BY o.pos;
+END $$;
+COMMENT ON FUNCTION device_search(bigint, text, text, text, boolean, integer, integer) IS
+  'The owner''s devices whose name or number contains p_query (case-insensitive), optionally only one status '
+  '(online, offline, connecting, logged_out, banned) or the paused ones (p_status paused), sorted by name, phone, '
+  'status (online first), last_seen or created (p_descending reverses), rows p_offset+1 .. p_offset+p_limit '
+  '(p_limit NULL: all) with their position (pos) and the total that match.';
+
+CREATE OR REPLACE FUNCTION device_page(p_user_id bigint, p_query text DEFAULT NULL, p_status text DEFAULT NULL,
+                                       p_sort text DEFAULT 'name', p_descending boolean DEFAULT false,
+                                       p_limit integer DEFAULT 50, p_offset integer DEFAULT 0)
+RETURNS TABLE (device_id bigint, device_name text, phone text, jid text, status text, status_reason text,
+               status_changed_at timestamptz, banned_until timestamptz, last_seen timestamptz, running boolean,
+               silent boolean, disconnects_24h integer, reconnects_24h integer, bans_total integer,
+               send_failures_24h integer, open_command text, created_at timestamptz, paused boolean,
+               min_delay_seconds integer, max_delay_seconds integer, hourly_limit integer, daily_limit integer,
+               total bigint)
+LANGUAGE sql STABLE AS $$
+  -- The health counts cost a few index probes per device: computed for this page's rows only.
+  SELECT h.device_id, h.device_name, h.phone, h.jid, h.status, h.status_reason, h.status_changed_at,
+         h.banned_until, h.last_seen, h.running, h.silent, h.disconnects_24h, h.reconnects_24h, h.bans_total,
+         h.send_failures_24h, h.open_command, h.created_at, s.paused, d.min_delay_seconds, d.max_delay_seconds,
+         d.hourly_limit, d.daily_limit, s.total
+    FROM device_search(p_user_id, p_query, p_status, p_sort, p_descending, least(greatest(p_limit, 1), 500),
+                       greatest(p_offset, 0)) s
+    JOIN user_devices d ON d.id = s.device_id
+    JOIN device_health h ON h.device_id = s.device_id
+   ORDER BY s.pos
+$$;
+COMMENT ON FUNCTION device_page(bigint, text, text, text, boolean, integer, integer) IS
+  'One page of the devices page (device_search''s filter and order, at most 500 rows): each device''s health '
+  '(view device_health), whether it is paused, its delays and caps, and the total that match.';
+
+-- Lifecycle: delete, and commands to the sender that holds the connection ---------------------
 CREATE OR REPLACE FUNCTION delete_device(p_user_id bigint, p_device_id bigint)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE

@@ -115,7 +115,7 @@ WITH dev AS (
     JOIN users u ON u.id = d.user_id
     JOIN device_pacing p ON p.device_id = l.device_id
    WHERE l.sender_id = p_sender_id AND l.expires_at > now()
-     AND d.status = 'online'
+     AND d.status = 'online' AND d.paused_at IS NULL  -- a paused device keeps its connection, sends nothing
      AND p.next_send_at <= now()
    ORDER BY p.next_send_at, p.device_id
 ),
@@ -197,7 +197,7 @@ SELECT claimed.id, claimed.device_id, claimed.user_id, claimed.recipient_phone, 
   FROM claimed;
 END $$;
 COMMENT ON FUNCTION claim_messages(text, integer, integer) IS
-  'Claims up to p_limit due messages (status pending -> queued) for the online devices leased by p_sender_id, '
+  'Claims up to p_limit due messages (status pending -> queued) for the online, unpaused devices leased by p_sender_id, '
   'at most p_per_device per device and only what pacing (random min..max delay between sends) and the '
   'hourly (rolling 60 min) and daily (owner''s calendar day) caps allow now. Rows and pacing rows are taken '
   'with SKIP LOCKED, so concurrent senders never claim a row twice. Returns what to send.';
@@ -206,7 +206,7 @@ CREATE OR REPLACE FUNCTION next_dispatch_at(p_sender_id text)
 RETURNS timestamptz LANGUAGE sql STABLE AS $$
   SELECT min(greatest(p.next_send_at, first_due.scheduled_at))
     FROM device_leases l
-    JOIN user_devices d ON d.id = l.device_id AND d.status = 'online'
+    JOIN user_devices d ON d.id = l.device_id AND d.status = 'online' AND d.paused_at IS NULL
     JOIN device_pacing p ON p.device_id = l.device_id
     CROSS JOIN LATERAL (SELECT m.scheduled_at FROM broadcast_messages m
                          WHERE m.device_id = l.device_id AND m.status = 'pending' AND NOT m.held
@@ -238,6 +238,7 @@ BEGIN
   )
   SELECT count(*), array_agg(done.id), array_agg(done.user_id), array_agg(done.device_id), array_agg(done.campaign_id)
     INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM done;
+  PERFORM record_outbound_chats(v_ids);  -- the recipients' chats show the send (chats family)
   PERFORM notify_queue_changes('sent', v_ids, v_users, v_devices, v_campaigns);
   RETURN v_done;
 END $$;

@@ -315,9 +315,10 @@ CREATE OR REPLACE TRIGGER opt_outs_sequences AFTER INSERT ON opt_outs
 
 -- Activation --------------------------------------------------------------------------------
 
--- Device choice: the lead's own device while online, under its caps and under 50 messages this
--- hour; otherwise the owner's available devices by score messages_hour*0.7 + processing_now*0.3,
--- the chunk's contacts spread over them lowest score first. No device: the step waits.
+-- Device choice, among the sequence's devices (all the owner's when it names none): the lead's own
+-- device while online, under its caps and under 50 messages this hour; otherwise the available ones
+-- by score messages_hour*0.7 + processing_now*0.3, the chunk's contacts spread over them lowest score
+-- first. No device: the step waits.
 CREATE OR REPLACE FUNCTION activate_due_steps(p_limit integer DEFAULT 5000, p_now timestamptz DEFAULT now())
 RETURNS integer LANGUAGE sql AS $$
   WITH open_sequences AS (
@@ -344,23 +345,26 @@ RETURNS integer LANGUAGE sql AS $$
        AND e.next_step_id IS NOT NULL
        FOR UPDATE SKIP LOCKED),
 
-  loads AS (
-    SELECT l.device_id, l.user_id, l.messages_hour,
-           row_number() OVER (PARTITION BY l.user_id ORDER BY l.messages_hour * 0.7 + l.processing_now * 0.3, l.device_id) - 1 AS pos,
-           count(*) OVER (PARTITION BY l.user_id) AS n
-      FROM sequence_device_loads(array(SELECT DISTINCT user_id FROM locked)) l
-     WHERE l.is_available),
+  loads AS (        -- per sequence of the chunk: the devices it may use now, by score
+    SELECT s.id AS sequence_id, l.device_id, l.messages_hour,
+           row_number() OVER (PARTITION BY s.id ORDER BY l.messages_hour * 0.7 + l.processing_now * 0.3, l.device_id) - 1 AS pos,
+           count(*) OVER (PARTITION BY s.id) AS n
+      FROM sequences s
+      JOIN sequence_device_loads(array(SELECT DISTINCT user_id FROM locked)) l ON l.user_id = s.user_id
+     WHERE s.id IN (SELECT DISTINCT sequence_id FROM locked) AND l.is_available
+       AND (s.device_ids IS NULL OR l.device_id = ANY (s.device_ids))),
   with_own AS (
     SELECT k.*, own.device_id AS own_device_id
-      FROM locked k LEFT JOIN loads own ON own.device_id = k.device_id AND own.messages_hour < 50),
-  numbered AS (     -- the contacts without their own device, numbered per owner for the spread
-    SELECT w.*, row_number() OVER (PARTITION BY w.user_id, w.own_device_id IS NULL ORDER BY w.id) - 1 AS nth
+      FROM locked k
+      LEFT JOIN loads own ON own.sequence_id = k.sequence_id AND own.device_id = k.device_id AND own.messages_hour < 50),
+  numbered AS (     -- the contacts without their own device, numbered per sequence for the spread
+    SELECT w.*, row_number() OVER (PARTITION BY w.sequence_id, w.own_device_id IS NULL ORDER BY w.id) - 1 AS nth
       FROM with_own w),
   picked AS (
     SELECT k.*, coalesce(k.own_device_id, spread.device_id) AS send_device_id
       FROM numbered k
-      LEFT JOIN (SELECT DISTINCT user_id, n FROM loads) owner_devices ON owner_devices.user_id = k.user_id
-      LEFT JOIN loads spread ON spread.user_id = k.user_id AND spread.pos = k.nth % owner_devices.n),
+      LEFT JOIN (SELECT DISTINCT sequence_id, n FROM loads) usable ON usable.sequence_id = k.sequence_id
+      LEFT JOIN loads spread ON spread.sequence_id = k.sequence_id AND spread.pos = k.nth % usable.n),
   steps AS (
     SELECT st.id, st.content, media_path(st.media_id, st.media_url) AS media_url,
            lead(st.id) OVER w AS next_id, lead(st.trigger_delay_hours) OVER w AS next_delay
@@ -457,6 +461,7 @@ DECLARE
   v_last_day integer;
   v_entry_day integer;
   v_chain bigint;
+  v_devices bigint[];
 BEGIN
   IF jsonb_typeof(v_steps) <> 'array' THEN
     RAISE EXCEPTION 'steps must be a list' USING ERRCODE = '22023';
@@ -484,6 +489,14 @@ BEGIN
   IF coalesce(nullif(p_def->>'max_delay_seconds', '')::int, 60) < coalesce(nullif(p_def->>'min_delay_seconds', '')::int, 30) THEN
     RAISE EXCEPTION 'the maximum delay must be at least the minimum delay' USING ERRCODE = '22023';
   END IF;
+  IF coalesce(jsonb_typeof(p_def->'device_ids'), 'null') NOT IN ('array', 'null') THEN
+    RAISE EXCEPTION 'device_ids must be a list of device ids' USING ERRCODE = '22023';
+  END IF;
+  v_devices := array(SELECT x::bigint FROM jsonb_array_elements_text(
+                        CASE WHEN jsonb_typeof(p_def->'device_ids') = 'array' THEN p_def->'device_ids' END) x);
+  IF cardinality(v_devices) > 0 THEN
+    PERFORM require_own_devices(p_user_id, v_devices);
+  END IF;
   v_last_day := v_days[cardinality(v_days)];
   v_entry_day := coalesce((SELECT (s->>'day_number')::int FROM jsonb_array_elements(v_steps) s
                             WHERE (s->>'is_entry_point')::boolean), v_days[1]);
@@ -510,6 +523,7 @@ BEGIN
     min_delay_seconds = coalesce(nullif(p_def->>'min_delay_seconds', '')::int, 30),
     max_delay_seconds = coalesce(nullif(p_def->>'max_delay_seconds', '')::int, 60),
     stop_on_reply = coalesce((p_def->>'stop_on_reply')::boolean, true),
+    device_ids = nullif(v_devices, '{}'),
     updated_at = now()
    WHERE id = v_id;
 
@@ -554,7 +568,7 @@ EXCEPTION
     RAISE EXCEPTION 'bad value: %', SQLERRM USING ERRCODE = '22023';
 END $$;
 COMMENT ON FUNCTION save_sequence(bigint, bigint, jsonb) IS
-  'Creates (p_sequence_id NULL) or updates one of the owner''s sequences with its steps from JSON {name, niche, trigger, schedule_time, schedule_tolerance_minutes, min/max_delay_seconds, stop_on_reply, steps:[{day_number, trigger, next_trigger, trigger_delay_hours, is_entry_point, content, media_url, media_id, chain_sequence_id}]}; media_id is the step''s stored image (media_url where it came from). Step triggers default to <trigger>_day<N>. Returns the id, NULL when not the owner''s.';
+  'Creates (p_sequence_id NULL) or updates one of the owner''s sequences with its steps from JSON {name, niche, trigger, schedule_time, schedule_tolerance_minutes, min/max_delay_seconds, stop_on_reply, device_ids (empty or absent: every device), steps:[{day_number, trigger, next_trigger, trigger_delay_hours, is_entry_point, content, media_url, media_id, chain_sequence_id}]}; media_id is the step''s stored image (media_url where it came from). Step triggers default to <trigger>_day<N>. Returns the id, NULL when not the owner''s.';
 
 CREATE OR REPLACE FUNCTION set_sequence_status(p_user_id bigint, p_sequence_id bigint, p_status text)
 RETURNS boolean LANGUAGE plpgsql AS $$
@@ -604,7 +618,7 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
            'schedule_time', to_char(s.schedule_time, 'HH24:MI'),
            'schedule_tolerance_minutes', s.schedule_tolerance_minutes,
            'min_delay_seconds', s.min_delay_seconds, 'max_delay_seconds', s.max_delay_seconds,
-           'stop_on_reply', s.stop_on_reply, 'created_at', s.created_at,
+           'stop_on_reply', s.stop_on_reply, 'device_ids', s.device_ids, 'created_at', s.created_at,
            'steps', coalesce((SELECT jsonb_agg(jsonb_build_object(
                       'id', st.id, 'day_number', st.day_number, 'trigger', st.trigger,
                       'next_trigger', st.next_trigger, 'trigger_delay_hours', st.trigger_delay_hours,

@@ -6,7 +6,8 @@ CREATE VIEW device_load_balance (device_id, messages_hour, messages_today, is_av
 SELECT d.id,
        counts.messages_hour,
        counts.messages_today,
-       d.status = 'online' AND counts.messages_hour < d.hourly_limit AND counts.messages_today < d.daily_limit,
+       d.status = 'online' AND d.paused_at IS NULL
+         AND counts.messages_hour < d.hourly_limit AND counts.messages_today < d.daily_limit,
        greatest(d.status_changed_at, counts.last_minute)
   FROM user_devices d
   JOIN users u ON u.id = d.user_id
@@ -23,7 +24,7 @@ SELECT d.id,
   ) counts;
 COMMENT ON VIEW device_load_balance IS
   'Read-only. Per device: sends in the trailing hour (minute buckets, as the hourly cap counts them) and in '
-  'the owner''s calendar day, whether it can take more now (online and under both caps), and when either '
+  'the owner''s calendar day, whether it can take more now (online, not paused and under both caps), and when either '
   'last changed. Computed from the send record (every claimed send), so it is always true; it is written '
   'only by claim_messages.';
 

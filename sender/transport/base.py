@@ -112,6 +112,7 @@ class IncomingMessage(Event):
     timestamp: datetime
     from_me: bool = False
     message_type: str = "text"
+    thumbnail: Optional[bytes] = None   # a received image's small JPEG preview, as WhatsApp sends it along
 
 
 @dataclass(frozen=True)

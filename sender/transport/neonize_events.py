@@ -81,9 +81,12 @@ def incoming_message(device_id: int, ev: MessageEv) -> Optional[IncomingMessage]
     phone = jid_phone(src.Sender) or (jid_phone(src.SenderAlt) if src.HasField("SenderAlt") else None)
     if src.IsFromMe or src.IsGroup:
         phone = None if src.IsGroup else jid_phone(src.Chat)
+    # An image carries its own small JPEG preview: shown as the thumbnail, nothing to download.
+    thumbnail = (ev.Message.imageMessage.JPEGThumbnail or None) if kind == "image" else None
     return IncomingMessage(device_id, wa_message_id=info.ID, chat_jid=jid_to_string(src.Chat),
                            sender_jid=jid_to_string(src.Sender), sender_phone=phone, text=text,
-                           timestamp=_when(info.Timestamp), from_me=src.IsFromMe, message_type=kind)
+                           timestamp=_when(info.Timestamp), from_me=src.IsFromMe, message_type=kind,
+                           thumbnail=thumbnail)
 
 
 def receipt(device_id: int, ev: ReceiptEv) -> Optional[Receipt]:

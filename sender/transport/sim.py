@@ -23,6 +23,7 @@ it back (`SimNetwork.received`) to count every delivery and prove none was dupli
 """
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -35,6 +36,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
+from PIL import Image
+
 from common.config import VAR
 from sender.transport.base import (CONNECT_POLICY, PAIRING_WINDOW, ClientOutdated, Connected, ConnectFailed,
                                    ConnectPolicy, DeviceSession, Disconnected, Event, IncomingMessage, LoggedOut,
@@ -43,6 +46,16 @@ from sender.transport.base import (CONNECT_POLICY, PAIRING_WINDOW, ClientOutdate
                                    TemporaryBan, reach_out_timelock)
 from sender.transport.scheduler import Scheduler
 
+
+
+PHOTO_REPLY_SHARE = 0.25   # of the simulated replies, the share that are photos
+
+
+def _photo_preview(colour) -> bytes:
+    """A small JPEG like the preview WhatsApp sends along with a photo (a plain colour here)."""
+    out = io.BytesIO()
+    Image.new("RGB", (96, 72), colour).save(out, "JPEG", quality=60)
+    return out.getvalue()
 
 
 def _env_float(name, default):
@@ -85,13 +98,14 @@ class SimConfig:
     @classmethod
     def from_env(cls):
         """WA_SIM_SEED, WA_SIM_LATENCY_MS, WA_SIM_FAILURE_RATE, WA_SIM_RECEIPTS (0/1),
-        WA_SIM_REPLY_RATE, WA_SIM_DIR, WA_SIM_RULES (on/off), WA_SIM_TIME_SCALE, WA_SIM_FAULT,
-        WA_SIM_HUNG_AFTER_S."""
+        WA_SIM_REPLY_RATE, WA_SIM_REPLY_AFTER_S, WA_SIM_DIR, WA_SIM_RULES (on/off), WA_SIM_TIME_SCALE,
+        WA_SIM_FAULT, WA_SIM_HUNG_AFTER_S."""
         return cls(seed=int(os.environ.get("WA_SIM_SEED", "0")),
                    latency_ms=_env_float("WA_SIM_LATENCY_MS", 0.0),
                    failure_rate=_env_float("WA_SIM_FAILURE_RATE", 0.0),
                    receipts=os.environ.get("WA_SIM_RECEIPTS", "1") not in ("0", "false", "no"),
                    reply_rate=_env_float("WA_SIM_REPLY_RATE", 0.0),
+                   reply_after_s=_env_float("WA_SIM_REPLY_AFTER_S", 10.0),
                    store_dir=Path(os.environ.get("WA_SIM_DIR") or VAR / "simnet"),
                    rules=os.environ.get("WA_SIM_RULES", "on") not in ("0", "off", "false", "no"),
                    time_scale=_env_float("WA_SIM_TIME_SCALE", 1.0),
@@ -350,8 +364,9 @@ class SimTransport:
         """WhatsApp refuses this client version (405)."""
         self._cut_off(device_id, ClientOutdated(device_id))
 
-    def reply(self, device_id: int, from_phone: str, text: str):
-        """An inbound message from a contact (who is warm from then on)."""
+    def reply(self, device_id: int, from_phone: str, text: str, thumbnail: Optional[bytes] = None):
+        """An inbound message from a contact (who is warm from then on): text, or a photo (its
+        caption and the JPEG preview WhatsApp sends along with an image)."""
         with self._lock:
             dev = self._require(device_id)
             n = next(dev.sent)
@@ -359,7 +374,7 @@ class SimTransport:
         self.on_event(IncomingMessage(
             device_id, wa_message_id=f"SIMIN{device_id:X}{n:08X}", chat_jid=f"{from_phone}@s.whatsapp.net",
             sender_jid=f"{from_phone}@s.whatsapp.net", sender_phone=from_phone, text=text,
-            timestamp=datetime.now(timezone.utc)))
+            timestamp=datetime.now(timezone.utc), message_type="image" if thumbnail else "text", thumbnail=thumbnail))
 
     def state(self, device_id: int) -> str:
         with self._lock:
@@ -516,8 +531,12 @@ class SimTransport:
         self.on_event(Receipt(dev.session.device_id, (wa_id,), kind, datetime.now(timezone.utc)))
 
     def _reply_to(self, dev: _Device, message: OutgoingMessage):
-        self.reply(dev.session.device_id, message.to_phone,
-                   dev.rng.choice(["Ok thanks", "How much?", "Stop", "Interested", "👍"]))
+        with self._lock:
+            photo = dev.rng.random() < PHOTO_REPLY_SHARE
+            text = dev.rng.choice(["Is this the one?", "My receipt", ""] if photo else
+                                  ["Ok thanks", "How much?", "Stop", "Interested", "👍"])
+            colour = tuple(dev.rng.randrange(40, 220) for _ in range(3))
+        self.reply(dev.session.device_id, message.to_phone, text, thumbnail=_photo_preview(colour) if photo else None)
 
     def _after(self, seconds, dev, fn, *args):
         """Caller holds the lock. Runs fn(dev, *args) later unless the device restarted or stopped."""

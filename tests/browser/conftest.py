@@ -1,7 +1,6 @@
 """Browser tests: Playwright driving Debian's Chromium (headless) against the app served on a
 free loopback port over the module's database. Each test saves a screenshot under artifacts/."""
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from psycopg.rows import dict_row
 
 from tests.factories import PASSWORD, make_user
 from tests.liveserver import serving
-from tests.test_sender_support import spawn_worker
+from tests.test_sender_support import spawn_worker, stop_process
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -38,16 +37,24 @@ def browser():
 
 
 @pytest.fixture
-def sender(committed_db_url, tmp_path):
-    """The real sender pool (`python -m sender`, simulated WhatsApp) on the module's database."""
-    proc = spawn_worker(committed_db_url, tmp_path / "simnet", module="sender", SENDER_PROCESSES="1")
-    yield proc
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except Exception:  # noqa: BLE001 - never leave a process behind
-        proc.kill()
-        proc.wait()
+def start_sender(committed_db_url, tmp_path):
+    """start_sender(**env) -> the real sender pool (`python -m sender`, simulated WhatsApp) on the
+    module's database; env such as WA_SIM_REPLY_RATE shapes the simulated network."""
+    procs = []
+
+    def start(**env):
+        procs.append(spawn_worker(committed_db_url, tmp_path / "simnet", module="sender", SENDER_PROCESSES="1", **env))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        stop_process(proc, timeout=15)
+
+
+@pytest.fixture
+def sender(start_sender):
+    """The real sender pool with the simulated network's defaults."""
+    return start_sender()
 
 
 @pytest.fixture

@@ -1,8 +1,12 @@
 """In a real browser: signing in, the overview updating live, the WhatsApp Web view (send,
-receive live, receipts, images compressed to <= 350 KB), and the phone layout."""
+receive live, receipts, images compressed to <= 350 KB; the queue's sends in their chats with
+ticks, received photos as thumbnails, WhatsApp's time labels; the simulated contacts answering
+with the real sender pool), and the phone layout."""
 import io
 import random
 import re
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -12,6 +16,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import sign_in, wait_for_js
 from tests.factories import make_device
+from tests.test_sender_support import add_devices
 
 
 def db(url):
@@ -152,3 +157,92 @@ def test_account_page_makes_and_revokes_a_token_on_a_phone(page_for, user):
     row.locator("[data-revoke]").click()
     expect(row).to_have_count(0)
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+def photo_preview():
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 72), (200, 60, 90)).save(buf, "JPEG", quality=60)
+    return buf.getvalue()
+
+
+def campaign_send(c, uid, device, phone, text, wa_id):
+    """A campaign message the sender sent (claimed and completed as a sender does)."""
+    campaign = c.execute("""INSERT INTO campaigns (user_id, title, message, campaign_date, time_schedule, scheduled_at)
+                            VALUES (%s, 'Promo', 'x', current_date, '09:00', now()) RETURNING id""", [uid]).fetchone()["id"]
+    msg = c.execute("""INSERT INTO broadcast_messages (user_id, device_id, campaign_id, recipient_phone, content, status,
+                                                        claimed_at, claimed_by)
+                       VALUES (%s, %s, %s, %s, %s, 'queued', now(), 'sim') RETURNING id""",
+                    [uid, device, campaign, phone, text]).fetchone()["id"]
+    c.execute("SELECT complete_messages('sim', %s, %s)", [[msg], [wa_id]])
+
+
+def test_chat_view_shows_the_queues_sends_ticks_thumbnails_and_whatsapp_times(page_for, user, committed_db_url):
+    zone = ZoneInfo("Asia/Kuala_Lumpur")
+    now = datetime.now(zone)
+    with db(committed_db_url) as c:
+        device = make_device(c, user["id"])
+        campaign_send(c, user["id"], device, "60122222201", "Hi Ann, our promo starts today", "OUT-A")
+        c.execute("SELECT record_inbound_message(%s, 'IMG1', '60122222202@s.whatsapp.net', '60122222202@s.whatsapp.net',"
+                  " '60122222202', 'my receipt', %s, false, 'image', 'Ben', %s)",
+                  [device, now - timedelta(days=1), photo_preview()])
+        for n, days in ((3, 3), (4, 10)):
+            inbound(c, device, f"6012222220{n}", f"hello from {days} days ago", f"OLD{n}")
+            c.execute("UPDATE chats SET last_message_at = %s WHERE phone = %s",
+                      [now - timedelta(days=days), f"6012222220{n}"])
+    page = page_for(viewport={"width": 1400, "height": 900})
+    sign_in(page, user["email"])
+    page.goto(f"/device/{device}/whatsapp-web")
+    times = page.locator("#wa-chats .wa-chat .time")
+    expect(times).to_have_count(4)
+    # Time today, "Yesterday", the weekday within a week, then the date: in the user's zone.
+    expect(times).to_have_text([re.compile(r"^\d\d:\d\d$"), "Yesterday", (now - timedelta(days=3)).strftime("%A"),
+                                (now - timedelta(days=10)).strftime("%d/%m/%Y")])
+    chats = page.locator("#wa-chats .wa-chat")
+    expect(chats.first.locator(".preview")).to_have_text("Hi Ann, our promo starts today")
+
+    # The campaign's message is in its thread, with ticks that follow the receipts live.
+    chats.first.click()
+    out = page.locator("#wa-messages .wa-msg.out")
+    expect(out).to_contain_text("Hi Ann, our promo starts today")
+    expect(page.locator("#wa-messages .wa-day")).to_have_text(["Today"])
+    expect(out.locator(".tick.sent")).to_have_count(1)
+    with db(committed_db_url) as c:
+        c.execute("SELECT record_receipts(%s, %s, 'delivered', now())", [device, ["OUT-A"]])
+    expect(out.locator(".tick.delivered")).to_have_count(1)
+    with db(committed_db_url) as c:
+        c.execute("SELECT record_receipts(%s, %s, 'read', now())", [device, ["OUT-A"]])
+    expect(out.locator(".tick.read")).to_have_count(1)
+
+    # A received photo shows as its thumbnail, under yesterday's label.
+    chats.nth(1).click()
+    thumb = page.locator("#wa-messages .wa-msg.in img.thumb")
+    expect(thumb).to_be_visible()
+    expect(thumb).to_have_js_property("naturalWidth", 96)        # the JPEG preview was served and decoded
+    expect(page.locator("#wa-messages .wa-msg.in")).to_contain_text("my receipt")
+    expect(page.locator("#wa-messages .wa-day")).to_have_text(["Yesterday"])
+
+    # A new campaign send opens its chat in the list live.
+    with db(committed_db_url) as c:
+        campaign_send(c, user["id"], device, "60122222209", "Hi Eve, a new offer", "OUT-E")
+    expect(chats).to_have_count(5)
+    expect(chats.first.locator(".preview")).to_have_text("Hi Eve, a new offer")
+
+
+def test_the_simulated_contacts_answer_so_the_chat_view_is_alive(page_for, user, committed_db_url, start_sender):
+    with db(committed_db_url) as c:
+        [device] = add_devices(c, user["id"], 1)      # has a session: the sender connects it
+    start_sender(WA_SIM_REPLY_RATE="1", WA_SIM_REPLY_AFTER_S="0.5")
+    page = page_for(viewport={"width": 1400, "height": 900})
+    sign_in(page, user["email"])
+    page.goto(f"/device/{device}/whatsapp-web")
+    expect(page.locator("#wa-device-status")).to_have_text("online")
+    with db(committed_db_url) as c:
+        c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content)
+                     VALUES (%s, %s, '60123333301', 'Hi Ann, are you coming?')""", [user["id"], device])
+    chat = page.locator("#wa-chats .wa-chat")
+    expect(chat).to_have_count(1)                   # the send opened it, live
+    chat.first.click()
+    expect(page.locator("#wa-messages .wa-msg.out")).to_contain_text("Hi Ann, are you coming?")
+    # The simulated contact answers (text, or now and then a photo) and the thread shows it live.
+    expect(page.locator("#wa-messages .wa-msg.in")).to_have_count(1)
+    expect(page.locator("#wa-messages .wa-msg.out .tick.delivered, #wa-messages .wa-msg.out .tick.read")).to_have_count(1)

@@ -11,6 +11,7 @@ def test_pair_a_simulated_device_and_watch_it_come_online(page_for, user, sender
     page = page_for()
     sign_in(page, user["email"])
     page.goto("/devices")
+    page.click("#device-add-card summary")
     page.fill("#device-add input[name=device_name]", "Front desk")
     page.click("#device-add button[type=submit]")
     tr = page.locator("tr[data-device-id]", has_text="Front desk")

@@ -10,8 +10,7 @@
   if (form) {
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
-      const data = Object.fromEntries(new FormData(form));
-      data.device_ids = new FormData(form).getAll("device_ids");
+      const data = Object.fromEntries(new FormData(form));   // device_ids: the picker's "1,2,3"
       const file = data.image_file;
       delete data.image_file;
       (file && file.size ? api.upload(file) : Promise.resolve(null)).then(function (image) {

@@ -1,5 +1,7 @@
-// The WhatsApp Web view: chat list (search, previews, unread badges), history paged backwards,
-// text (Enter sends) and image sends (compressed here to <= 350 KB), live updates via window.live.
+// The WhatsApp Web view: chat list (search, previews, unread badges, WhatsApp's time labels),
+// history paged backwards with day labels, the queue's sends with their ticks, received images as
+// thumbnails, text (Enter sends) and image sends (compressed here to <= 350 KB), live updates via
+// window.live.
 (function () {
   "use strict";
   const MAX_IMAGE_BYTES = 350 * 1024;
@@ -11,14 +13,28 @@
   const list = $("wa-chats"), box = $("wa-messages"), older = $("wa-older"), text = $("wa-text");
   let chats = [], open = null, cursor = null, pendingImage = null;
 
-  // ---- formatting -------------------------------------------------------------------------
+  // ---- formatting: WhatsApp's way, in the user's time zone -----------------------------------
+  // The chat list shows the time for today, "Yesterday", the weekday within the last week, then
+  // the date; the conversation groups messages under the same day labels ("Today" for today).
   const dayKey = new Intl.DateTimeFormat("en-CA", { timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit" });
   const clock = new Intl.DateTimeFormat("en-GB", { timeZone: zone, hour: "2-digit", minute: "2-digit" });
+  const weekday = new Intl.DateTimeFormat("en-GB", { timeZone: zone, weekday: "long" });
   const date = new Intl.DateTimeFormat("en-GB", { timeZone: zone, day: "2-digit", month: "2-digit", year: "numeric" });
+  function daysAgo(d) {  // calendar days between d and today in the user's zone
+    const utc = (x) => { const [y, m, day] = dayKey.format(x).split("-").map(Number); return Date.UTC(y, m - 1, day); };
+    return Math.round((utc(new Date()) - utc(d)) / 86400000);
+  }
+  function dayLabel(d) {
+    const ago = daysAgo(d);
+    if (ago === 0) return "Today";
+    if (ago === 1) return "Yesterday";
+    if (ago > 1 && ago < 7) return weekday.format(d);
+    return date.format(d);
+  }
   function when(iso) {
     if (!iso) return "";
     const d = new Date(iso);
-    return dayKey.format(d) === dayKey.format(new Date()) ? clock.format(d) : date.format(d);
+    return daysAgo(d) === 0 ? clock.format(d) : dayLabel(d);
   }
   function el(tag, cls, txt) {
     const e = document.createElement(tag);
@@ -72,14 +88,26 @@
     const div = el("div", "wa-msg " + (m.from_me ? "out" : "in"));
     div.dataset.key = m.key;
     div.dataset.at = m.at;
-    if (m.message_type === "image" && m.media_url) { const img = el("img"); img.src = m.media_url; img.alt = "image"; div.append(img); }
+    // A received image shows the preview WhatsApp sent along; a sent one shows what was sent.
+    const src = m.thumbnail_url || (m.from_me && m.message_type === "image" ? m.media_url : null);
+    if (src) { const img = el("img", m.thumbnail_url ? "thumb" : ""); img.src = src; img.alt = "photo"; div.append(img); }
+    else if (m.message_type === "image") div.append(el("span", "muted", "📷 Photo"));
     if (m.content) div.append(el("span", "body", m.content));
-    const at = new Date(m.at), today = dayKey.format(at) === dayKey.format(new Date());
-    const meta = el("span", "meta", (today ? "" : date.format(at) + " ") + clock.format(at));
+    const meta = el("span", "meta", clock.format(new Date(m.at)));
     const t = tick(m);
     if (t) { meta.append(" "); meta.append(t); }
     div.append(meta);
     return div;
+  }
+  // Day labels above the first message of each day, redrawn after every change.
+  function markDays() {
+    box.querySelectorAll(".wa-day").forEach(function (n) { n.remove(); });
+    let last = null;
+    box.querySelectorAll(".wa-msg").forEach(function (n) {
+      const d = new Date(n.dataset.at), key = dayKey.format(d);
+      if (key !== last) box.insertBefore(el("div", "wa-day", dayLabel(d)), n);
+      last = key;
+    });
   }
   function upsert(m) {
     const node = messageNode(m);
@@ -91,6 +119,7 @@
     });
     box.insertBefore(node, later || null);
   }
+  function show(messages) { messages.forEach(upsert); markDays(); }
   function nearBottom() { return box.scrollHeight - box.scrollTop - box.clientHeight < 80; }
   function fetchPage(before) {
     const qs = before ? "?before_at=" + encodeURIComponent(before.before_at) + "&before_key=" + encodeURIComponent(before.before_key) : "";
@@ -101,7 +130,7 @@
     const stick = nearBottom(), chatId = open.id;
     return fetchPage(null).then(function (page) {
       if (!open || open.id !== chatId) return;
-      page.messages.forEach(upsert);
+      show(page.messages);
       if (stick) box.scrollTop = box.scrollHeight;
     });
   }
@@ -110,7 +139,7 @@
     const chatId = open.id, height = box.scrollHeight;
     fetchPage(cursor).then(function (page) {
       if (!open || open.id !== chatId) return;
-      page.messages.forEach(upsert);
+      show(page.messages);
       cursor = page.next;
       older.hidden = !cursor;
       box.scrollTop += box.scrollHeight - height;  // keep the reader's place
@@ -128,7 +157,7 @@
   function openChat(chat) {
     open = chat;
     cursor = null;
-    box.querySelectorAll(".wa-msg").forEach(function (n) { n.remove(); });
+    box.querySelectorAll(".wa-msg, .wa-day").forEach(function (n) { n.remove(); });
     $("wa-placeholder").hidden = true;
     document.querySelector(".wa-conv-bar").hidden = box.hidden = $("wa-composer").hidden = false;
     $("wa-conv-name").textContent = chat.lead_name || chat.name || ("+" + chat.phone);
@@ -138,7 +167,7 @@
     markRead(chat);
     fetchPage(null).then(function (page) {
       if (open !== chat) return;
-      page.messages.forEach(upsert);
+      show(page.messages);
       cursor = page.next;
       older.hidden = !cursor;
       box.scrollTop = box.scrollHeight;
@@ -225,9 +254,12 @@
     }
   }));
   live.on("chat", forThisDevice(function (d) { reloadChatsSoon(); if (open && Number(d.chat_id) === open.id) refreshLatest(); }));
-  // Sends, failures and receipts arrive batched per owner: {status, device_ids, ids, ...}.
+  // Sends, failures and receipts arrive batched per owner: {status, device_ids, ids, ...}. A send
+  // (a campaign's, a sequence's) opens or lifts its recipient's chat.
   live.on("message_status", function (d) {
-    if ((d.device_ids || []).map(Number).indexOf(deviceId) >= 0) refreshLatest();
+    if ((d.device_ids || []).map(Number).indexOf(deviceId) < 0 && !d.truncated) return;
+    refreshLatest();
+    if (d.status === "sent") reloadChatsSoon();
   });
   live.on("device_status", forThisDevice(function (d) {
     const badge = $("wa-device-status");

@@ -57,6 +57,7 @@
       schedule_tolerance_minutes: f.schedule_tolerance_minutes.value,
       min_delay_seconds: f.min_delay_seconds.value, max_delay_seconds: f.max_delay_seconds.value,
       stop_on_reply: f.stop_on_reply.checked,
+      device_ids: f.device_ids.value.split(",").filter(Boolean).map(Number),   // the device picker's choice
       steps: [...steps.querySelectorAll("fieldset.step")].map((node) => {
         const v = (n) => node.querySelector(`[name="${n}"]`).value;
         return { day_number: v("day_number"), trigger_delay_hours: v("trigger_delay_hours"), trigger: v("trigger"),
