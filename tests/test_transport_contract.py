@@ -120,7 +120,7 @@ class NeonizeSide:
 
 
 def _device(c, uid, phone, jid):
-    dev = c.execute("SELECT create_device(%s, %s, 0, 0, 100000, 100000) AS id", [uid, f"phone {phone}"]).fetchone()["id"]
+    dev = c.execute("SELECT create_device(%s, %s, 0, 0, 10000, 100000) AS id", [uid, f"phone {phone}"]).fetchone()["id"]
     c.execute("SELECT device_paired(%s, %s, %s)", [dev, jid, phone])
     return dev
 
