@@ -54,7 +54,7 @@ def test_add_many_devices_by_a_name_pattern(db, uid):
     (2, "x" * 99 + "{n}", 9, (30, 60, 80, 800), "1 to 100 characters"),
     (2, "x {n}", -1, (30, 60, 80, 800), "first number"),
     (2, "x {n}", 1, (60, 30, 80, 800), "at least the minimum"),
-    (2, "x {n}", 1, (30, 60, 0, 800), "hourly cap"),
+    (2, "x {n}", 1, (30, 60, 0, 800), "caps must be at least 1"),
 ])
 def test_add_many_checks_everything_first(db, uid, count, pattern, first, delays, error):
     before = db.execute("SELECT count(*) AS n FROM user_devices WHERE user_id = %s", [uid]).fetchone()["n"]
@@ -79,8 +79,8 @@ def test_settings_of_one_device_or_a_selection(db, uid):
 
 @pytest.mark.parametrize("values,error", [
     ({"min_delay_seconds": 30}, 'on "(second|first)" the maximum delay \\(20 s\\) would be below'),
-    ({"hourly_limit": 0}, "hourly cap"),
-    ({"daily_limit": 1000001}, "daily cap"),
+    ({"hourly_limit": 0}, "caps must be at least 1"),
+    ({"daily_limit": -5}, "caps must be at least 1"),
     ({"min_delay_seconds": "soon"}, "whole numbers"),
     ({"min_delay_seconds": 1.5}, "whole numbers"),
     ({"device_name": "same for both"}, "one device at a time"),

@@ -12,12 +12,12 @@ BEGIN
     RAISE EXCEPTION 'the maximum delay (% s) must be at least the minimum delay (% s)',
       p_max_delay_seconds, p_min_delay_seconds USING ERRCODE = '22023';
   END IF;
-  IF p_hourly_limit NOT BETWEEN 1 AND 10000 OR p_daily_limit NOT BETWEEN 1 AND 100000 THEN
-    RAISE EXCEPTION 'the hourly cap must be 1 to 10000 and the daily cap 1 to 100000' USING ERRCODE = '22023';
+  IF p_hourly_limit < 1 OR p_daily_limit < 1 THEN
+    RAISE EXCEPTION 'the hourly and daily caps must be at least 1' USING ERRCODE = '22023';
   END IF;
 END $$;
 COMMENT ON FUNCTION check_device_settings(integer, integer, integer, integer) IS
-  'Raises 22023 with the reason unless 0 <= min delay <= max delay <= 86400 s, hourly cap 1..10000, daily cap 1..100000 '
+  'Raises 22023 with the reason unless 0 <= min delay <= max delay <= 86400 s and both caps are at least 1 '
   '(NULL values are not checked).';
 
 CREATE OR REPLACE FUNCTION create_devices(p_user_id bigint, p_count integer, p_name_pattern text,
