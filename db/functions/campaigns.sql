@@ -206,6 +206,9 @@ COMMENT ON FUNCTION campaign_content(text, text, text) IS
 CREATE OR REPLACE FUNCTION expand_broadcast_chunk(c campaigns, p_chunk integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE v_last bigint; v_seen integer; v_queued integer;
+        -- Sent rows live in the history, outside the queue's unique index: probe it only when the
+        -- campaign has any (never during a first fan-out, so its speed does not depend on the history).
+        v_sent_any boolean := EXISTS (SELECT 1 FROM message_history s WHERE s.campaign_id = c.id AND s.status = 'sent');
 BEGIN
   WITH batch AS MATERIALIZED (
     SELECT l.id, l.device_id, l.name, l.phone
@@ -226,8 +229,9 @@ BEGIN
            c.scheduled_at, c.paused_at IS NOT NULL
       FROM batch b
      WHERE NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = b.phone)
-    ON CONFLICT (campaign_id, recipient_phone) WHERE campaign_id IS NOT NULL AND status IN ('pending', 'queued', 'sent')
-    DO NOTHING
+       AND NOT (v_sent_any AND EXISTS (SELECT 1 FROM message_history s
+                                        WHERE s.campaign_id = c.id AND s.recipient_phone = b.phone AND s.status = 'sent'))
+    ON CONFLICT DO NOTHING   -- message_queue_campaign_phone: one live message per campaign and phone
     RETURNING 1
   )
   SELECT max(b.id), count(*), (SELECT count(*) FROM queued) INTO v_last, v_seen, v_queued FROM batch b;
@@ -295,8 +299,7 @@ LANGUAGE sql AS $$
            c.min_delay_seconds, c.max_delay_seconds,
            greatest(c.scheduled_at, now()), c.paused_at IS NOT NULL
       FROM candidates k JOIN slots s USING (slot)
-    ON CONFLICT (campaign_id, recipient_phone) WHERE campaign_id IS NOT NULL AND status IN ('pending', 'queued', 'sent')
-    DO NOTHING
+    ON CONFLICT DO NOTHING   -- message_queue_campaign_phone: one live message per campaign and phone
     RETURNING 1
   )
   SELECT count(*)::int FROM queued
@@ -426,8 +429,9 @@ BEGIN
    WHERE m.campaign_id = c.id AND m.status = 'failed'
      AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id)
      AND NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = m.recipient_phone)
-  ON CONFLICT (campaign_id, recipient_phone) WHERE campaign_id IS NOT NULL AND status IN ('pending', 'queued', 'sent')
-  DO NOTHING;
+     AND NOT EXISTS (SELECT 1 FROM message_history s
+                      WHERE s.campaign_id = c.id AND s.recipient_phone = m.recipient_phone AND s.status = 'sent')
+  ON CONFLICT DO NOTHING;   -- message_queue_campaign_phone: one live message per campaign and phone
   GET DIAGNOSTICS v_queued = ROW_COUNT;
   PERFORM settle_campaign(c.id);
   RETURN v_queued;

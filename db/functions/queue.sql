@@ -43,11 +43,7 @@ END $$;
 COMMENT ON FUNCTION notify_dispatch() IS
   'Statement trigger: wakes the senders (channel wa_dispatch) once per statement that queued or released work.';
 
-CREATE OR REPLACE TRIGGER broadcast_messages_wake AFTER INSERT ON broadcast_messages
-  FOR EACH STATEMENT EXECUTE FUNCTION notify_dispatch();
--- Un-holding (campaign resumed, sequence re-activated) or rescheduling also releases work.
-CREATE OR REPLACE TRIGGER broadcast_messages_wake_release AFTER UPDATE OF held, scheduled_at ON broadcast_messages
-  FOR EACH STATEMENT EXECUTE FUNCTION notify_dispatch();
+-- Fired by the broadcast_messages triggers (db/functions/message_triggers.sql).
 
 -- Statistics after bulk enqueues ------------------------------------------------------------
 -- The claim's plan is cached and built from the table's statistics. A queue that was nearly empty
@@ -58,14 +54,14 @@ CREATE OR REPLACE FUNCTION refresh_queue_stats(p_added bigint)
 RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
   IF p_added >= 1000 AND p_added > (SELECT greatest(c.reltuples, 0) FROM pg_class c
-                                      WHERE c.oid = 'broadcast_messages'::regclass) / 2 THEN
-    ANALYZE broadcast_messages;
+                                      WHERE c.oid = 'message_queue'::regclass) / 2 THEN
+    ANALYZE message_queue;
     RETURN true;
   END IF;
   RETURN false;
 END $$;
 COMMENT ON FUNCTION refresh_queue_stats(bigint) IS
-  'Re-analyzes broadcast_messages when p_added just-queued rows grew it by half or more (at least 1,000), '
+  'Re-analyzes message_queue (the live partition) when p_added just-queued rows grew it by half or more (at least 1,000), '
   'so cached claim plans are rebuilt for its real size. Returns whether it analyzed.';
 
 -- Claim -------------------------------------------------------------------------------------

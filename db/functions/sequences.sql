@@ -120,12 +120,7 @@ END $$;
 COMMENT ON FUNCTION sequence_enrollment_counts() IS
   'Statement trigger on sequence_enrollments: counts the enrollment rows changed.';
 
-CREATE OR REPLACE TRIGGER broadcast_messages_sequence_ins AFTER INSERT ON broadcast_messages
-  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_message_counts();
-CREATE OR REPLACE TRIGGER broadcast_messages_sequence_upd AFTER UPDATE ON broadcast_messages
-  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_message_counts();
-CREATE OR REPLACE TRIGGER broadcast_messages_sequence_del AFTER DELETE ON broadcast_messages
-  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_message_counts();
+-- The broadcast_messages triggers calling sequence_message_counts are in db/functions/message_triggers.sql.
 CREATE OR REPLACE TRIGGER sequence_enrollments_counts_ins AFTER INSERT ON sequence_enrollments
   REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_enrollment_counts();
 CREATE OR REPLACE TRIGGER sequence_enrollments_counts_upd AFTER UPDATE ON sequence_enrollments

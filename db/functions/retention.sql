@@ -1,0 +1,56 @@
+-- Retention of settled messages: message_history is partitioned by settle week; whole weeks
+-- are created ahead and dropped once past the retention, so the daily work is constant and no
+-- row is ever bulk-deleted. Rollups (message_outcome_counts, sequence_step_counters, campaign
+-- counts on campaigns) are separate tables and keep the dropped weeks' figures.
+
+CREATE OR REPLACE FUNCTION message_retention_days() RETURNS integer
+LANGUAGE sql STABLE AS $$
+  SELECT coalesce(nullif(current_setting('app.message_retention_days', true), '')::integer, 180)
+$$;
+COMMENT ON FUNCTION message_retention_days() IS
+  'How many days settled messages are kept in message_history: the setting app.message_retention_days '
+  '(ALTER DATABASE … SET app.message_retention_days = 90), 180 when unset.';
+
+CREATE OR REPLACE FUNCTION maintain_message_history(p_now timestamptz DEFAULT now(), p_weeks_ahead integer DEFAULT 4)
+RETURNS TABLE (created text[], dropped text[])
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_week timestamptz;
+  v_name text;
+  v_upper timestamptz;
+  v_cutoff timestamptz := p_now - make_interval(days => message_retention_days());
+  r record;
+BEGIN
+  created := '{}'; dropped := '{}';
+  FOR v_week IN SELECT generate_series(date_trunc('week', p_now), date_trunc('week', p_now) + make_interval(weeks => p_weeks_ahead),
+                                       interval '1 week')
+  LOOP
+    v_name := 'message_history_' || to_char(v_week, 'YYYYMMDD');
+    CONTINUE WHEN to_regclass(v_name) IS NOT NULL
+      -- a week already holding rows in the default partition would fail to attach: left there
+      OR EXISTS (SELECT 1 FROM message_history_default d
+                  WHERE coalesce(d.sent_at, d.failed_at) >= v_week
+                    AND coalesce(d.sent_at, d.failed_at) < v_week + interval '1 week');
+    EXECUTE format('CREATE TABLE %I PARTITION OF message_history FOR VALUES FROM (%L) TO (%L)',
+                   v_name, v_week, v_week + interval '1 week');
+    created := created || v_name;
+  END LOOP;
+  -- Whole weeks that ended before the cutoff: detached, then dropped (no row-by-row delete).
+  FOR r IN SELECT c.oid::regclass AS part, pg_get_expr(c.relpartbound, c.oid) AS bound
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'message_history'::regclass
+            ORDER BY 1
+  LOOP
+    CONTINUE WHEN r.bound = 'DEFAULT';
+    v_upper := substring(r.bound FROM 'TO \(''([^'']+)''\)')::timestamptz;
+    CONTINUE WHEN v_upper > v_cutoff;
+    EXECUTE format('ALTER TABLE message_history DETACH PARTITION %s', r.part);
+    EXECUTE format('DROP TABLE %s', r.part);
+    dropped := dropped || r.part::text;
+  END LOOP;
+  RETURN NEXT;
+END $$;
+COMMENT ON FUNCTION maintain_message_history(timestamptz, integer) IS
+  'Keeps message_history''s weekly partitions: creates those of this week and the next p_weeks_ahead, and '
+  'detaches and drops every week that ended more than message_retention_days() before p_now. Returns the '
+  'partitions created and dropped. Run daily by app_jobs.';

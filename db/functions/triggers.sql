@@ -1,0 +1,41 @@
+-- Every trigger on broadcast_messages, in one place. PostgreSQL fires the triggers of one event
+-- in name order, so the digit after the table name is the firing order.
+--
+-- All are AFTER … FOR EACH STATEMENT on the partitioned table, so they fire once per statement
+-- whichever partition the rows land in; a status change to sent/failed/skipped moves the row
+-- from message_queue to message_history and still counts as one UPDATE here. The side effects:
+--
+--   INSERT  1_outcomes  count_message_outcomes   message_outcome_counts (+sent/failed per owner, quarter hour)
+--           2_sequence  sequence_message_counts  sequence_counter_deltas (+in flight/sent/failed per step, day)
+--           3_wake      notify_dispatch          NOTIFY wa_dispatch: senders wake and claim
+--   UPDATE  1_outcomes  count_message_outcomes   message_outcome_counts (new minus old)
+--           2_sequence  sequence_message_counts  sequence_counter_deltas (new minus old)
+--           3_wake      notify_dispatch          NOTIFY wa_dispatch, only for UPDATE OF held, scheduled_at
+--   DELETE  1_outcomes  count_message_outcomes   message_outcome_counts (minus old)
+--           2_sequence  sequence_message_counts  sequence_counter_deltas (minus old)
+--
+-- The INSERT and UPDATE ones with transition tables make every statement that writes messages
+-- (each claim and completion too) build its old_rows/new_rows tuplestores. Dropping a history
+-- partition (retention) fires none of them: the rollups keep the dropped rows' counts.
+
+CREATE OR REPLACE TRIGGER broadcast_messages_1_outcomes_ins AFTER INSERT ON broadcast_messages
+  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_message_outcomes();
+CREATE OR REPLACE TRIGGER broadcast_messages_2_sequence_ins AFTER INSERT ON broadcast_messages
+  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_message_counts();
+CREATE OR REPLACE TRIGGER broadcast_messages_3_wake AFTER INSERT ON broadcast_messages
+  FOR EACH STATEMENT EXECUTE FUNCTION notify_dispatch();
+
+-- Every UPDATE (transition tables allow no column list); rows staying pending/queued are filtered
+-- out, and a sent row that only got a receipt nets to zero before the upsert.
+CREATE OR REPLACE TRIGGER broadcast_messages_1_outcomes_upd AFTER UPDATE ON broadcast_messages
+  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_message_outcomes();
+CREATE OR REPLACE TRIGGER broadcast_messages_2_sequence_upd AFTER UPDATE ON broadcast_messages
+  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_message_counts();
+-- Un-holding (campaign resumed, sequence re-activated) or rescheduling also releases work.
+CREATE OR REPLACE TRIGGER broadcast_messages_3_wake_release AFTER UPDATE OF held, scheduled_at ON broadcast_messages
+  FOR EACH STATEMENT EXECUTE FUNCTION notify_dispatch();
+
+CREATE OR REPLACE TRIGGER broadcast_messages_1_outcomes_del AFTER DELETE ON broadcast_messages
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION count_message_outcomes();
+CREATE OR REPLACE TRIGGER broadcast_messages_2_sequence_del AFTER DELETE ON broadcast_messages
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_message_counts();
