@@ -66,6 +66,29 @@ COMMENT ON FUNCTION settle_campaign(bigint, boolean) IS
   'Applies campaign_status_rule to a campaign (p_cancel: its owner cancels it), stamping triggered_at/finished_at '
   'and pushing a campaign event on change. Every status change goes through here. Returns the status.';
 
+-- A campaign ends when its last message settles, not at the next minute tick: the trigger
+-- broadcast_messages_4_campaign_done (db/functions/triggers.sql) calls this after every UPDATE.
+-- Two senders settling a campaign's last two messages at once each still see the other's as live;
+-- then the minute tick (run_campaigns) settles it.
+CREATE OR REPLACE FUNCTION settle_campaigns_done() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE v_id bigint;
+BEGIN
+  FOR v_id IN
+    SELECT c.id FROM campaigns c
+     WHERE c.id IN (SELECT DISTINCT n.campaign_id FROM new_rows n
+                     WHERE n.campaign_id IS NOT NULL AND n.status IN ('sent', 'failed'))
+       AND c.status = 'processing' AND c.expanded_at IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM message_queue q WHERE q.campaign_id = c.id)
+  LOOP
+    PERFORM settle_campaign(v_id);
+  END LOOP;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION settle_campaigns_done() IS
+  'Statement trigger on broadcast_messages: settles (settle_campaign, which pushes the campaign event) each processing, '
+  'fully expanded campaign whose rows just became sent or failed and that has no pending or queued message left '
+  '(skips come from cancel_campaign and the minute tick, which settle themselves).';
+
 -- Create and edit -------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION check_campaign_input(p_user_id bigint, p_kind text, p_device_ids bigint[],
                                                 p_ai_limit_per_device integer, p_min_delay integer,

@@ -91,6 +91,7 @@ BEGIN
   -- lookup below finds nothing for those without).
   v_due := ARRAY(SELECT m.device_id FROM broadcast_messages m
                   WHERE m.status = 'pending' AND NOT m.held AND m.scheduled_at <= now()
+                  ORDER BY m.scheduled_at   -- read off the due_at index, never past held or later rows
                   LIMIT 5001);
   IF cardinality(v_due) = 0 THEN
     RETURN;

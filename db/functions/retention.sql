@@ -11,6 +11,18 @@ COMMENT ON FUNCTION message_retention_days() IS
   'How many days settled messages are kept in message_history: the setting app.message_retention_days '
   '(ALTER DATABASE … SET app.message_retention_days = 90), 180 when unset.';
 
+CREATE OR REPLACE FUNCTION create_history_week(p_week timestamptz) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE v_name text := 'message_history_' || to_char(p_week AT TIME ZONE 'UTC', 'YYYYMMDD');
+BEGIN
+  EXECUTE format('CREATE TABLE %I PARTITION OF message_history FOR VALUES FROM (%L) TO (%L)',
+                 v_name, p_week, p_week + interval '1 week');
+  EXECUTE format('COMMENT ON TABLE %I IS %L', v_name,
+                 'Settled messages of the week from ' || to_char(p_week AT TIME ZONE 'UTC', 'YYYY-MM-DD') || ' (UTC): a partition of message_history.');
+  RETURN v_name;
+END $$;
+COMMENT ON FUNCTION create_history_week(timestamptz) IS
+  'Creates (and comments) the message_history partition of the week starting at p_week (a Monday 00:00 UTC); returns its name.';
+
 CREATE OR REPLACE FUNCTION maintain_message_history(p_now timestamptz DEFAULT now(), p_weeks_ahead integer DEFAULT 4)
 RETURNS TABLE (created text[], dropped text[])
 LANGUAGE plpgsql AS $$
@@ -22,18 +34,18 @@ DECLARE
   r record;
 BEGIN
   created := '{}'; dropped := '{}';
-  FOR v_week IN SELECT generate_series(date_trunc('week', p_now), date_trunc('week', p_now) + make_interval(weeks => p_weeks_ahead),
+  -- Weeks start on Monday 00:00 UTC, whatever the session's zone.
+  FOR v_week IN SELECT generate_series(date_trunc('week', p_now, 'UTC'),
+                                       date_trunc('week', p_now, 'UTC') + make_interval(weeks => p_weeks_ahead),
                                        interval '1 week')
   LOOP
-    v_name := 'message_history_' || to_char(v_week, 'YYYYMMDD');
+    v_name := 'message_history_' || to_char(v_week AT TIME ZONE 'UTC', 'YYYYMMDD');
     CONTINUE WHEN to_regclass(v_name) IS NOT NULL
       -- a week already holding rows in the default partition would fail to attach: left there
       OR EXISTS (SELECT 1 FROM message_history_default d
                   WHERE coalesce(d.sent_at, d.failed_at) >= v_week
                     AND coalesce(d.sent_at, d.failed_at) < v_week + interval '1 week');
-    EXECUTE format('CREATE TABLE %I PARTITION OF message_history FOR VALUES FROM (%L) TO (%L)',
-                   v_name, v_week, v_week + interval '1 week');
-    created := created || v_name;
+    created := created || create_history_week(v_week);
   END LOOP;
   -- Whole weeks that ended before the cutoff: detached, then dropped (no row-by-row delete).
   FOR r IN SELECT c.oid::regclass AS part, pg_get_expr(c.relpartbound, c.oid) AS bound

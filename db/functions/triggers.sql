@@ -11,6 +11,8 @@
 --   UPDATE  1_outcomes  count_message_outcomes   message_outcome_counts (new minus old)
 --           2_sequence  sequence_message_counts  sequence_counter_deltas (new minus old)
 --           3_wake      notify_dispatch          NOTIFY wa_dispatch, only for UPDATE OF held, scheduled_at
+--           4_campaign_done settle_campaigns_done campaigns.status (+ the campaign live event) when a
+--                                                running campaign's last message settled
 --   DELETE  1_outcomes  count_message_outcomes   message_outcome_counts (minus old)
 --           2_sequence  sequence_message_counts  sequence_counter_deltas (minus old)
 --
@@ -34,6 +36,8 @@ CREATE OR REPLACE TRIGGER broadcast_messages_2_sequence_upd AFTER UPDATE ON broa
 -- Un-holding (campaign resumed, sequence re-activated) or rescheduling also releases work.
 CREATE OR REPLACE TRIGGER broadcast_messages_3_wake_release AFTER UPDATE OF held, scheduled_at ON broadcast_messages
   FOR EACH STATEMENT EXECUTE FUNCTION notify_dispatch();
+CREATE OR REPLACE TRIGGER broadcast_messages_4_campaign_done AFTER UPDATE ON broadcast_messages
+  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION settle_campaigns_done();
 
 CREATE OR REPLACE TRIGGER broadcast_messages_1_outcomes_del AFTER DELETE ON broadcast_messages
   REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION count_message_outcomes();

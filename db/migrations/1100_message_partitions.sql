@@ -40,13 +40,13 @@ ALTER TABLE broadcast_messages RENAME TO broadcast_messages_unpartitioned;
 
 CREATE TABLE broadcast_messages (
   LIKE broadcast_messages_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY INCLUDING COMMENTS,
-  FOREIGN KEY (user_id) REFERENCES users ON DELETE CASCADE,
-  FOREIGN KEY (device_id) REFERENCES user_devices ON DELETE SET NULL,
-  FOREIGN KEY (campaign_id) REFERENCES campaigns ON DELETE CASCADE,
-  FOREIGN KEY (sequence_id) REFERENCES sequences ON DELETE CASCADE,
-  FOREIGN KEY (sequence_stepid) REFERENCES sequence_steps ON DELETE CASCADE,
-  FOREIGN KEY (enrollment_id) REFERENCES sequence_enrollments ON DELETE CASCADE,
-  FOREIGN KEY (lead_id) REFERENCES leads ON DELETE SET NULL
+  CONSTRAINT broadcast_messages_user_id_fkey FOREIGN KEY (user_id) REFERENCES users ON DELETE CASCADE,
+  CONSTRAINT broadcast_messages_device_id_fkey FOREIGN KEY (device_id) REFERENCES user_devices ON DELETE SET NULL,
+  CONSTRAINT broadcast_messages_campaign_id_fkey FOREIGN KEY (campaign_id) REFERENCES campaigns ON DELETE CASCADE,
+  CONSTRAINT broadcast_messages_sequence_id_fkey FOREIGN KEY (sequence_id) REFERENCES sequences ON DELETE CASCADE,
+  CONSTRAINT broadcast_messages_sequence_stepid_fkey FOREIGN KEY (sequence_stepid) REFERENCES sequence_steps ON DELETE CASCADE,
+  CONSTRAINT broadcast_messages_enrollment_id_fkey FOREIGN KEY (enrollment_id) REFERENCES sequence_enrollments ON DELETE CASCADE,
+  CONSTRAINT broadcast_messages_lead_id_fkey FOREIGN KEY (lead_id) REFERENCES leads ON DELETE SET NULL
 ) PARTITION BY LIST (status);
 COMMENT ON TABLE broadcast_messages IS
   'One row per message, the only place its state lives; rendered content is exactly what is sent. Partitioned: '
@@ -94,16 +94,25 @@ CREATE INDEX message_history_user_sent ON message_history (user_id, sent_at) WHE
 CREATE INDEX message_history_user_failed ON message_history (user_id, failed_at) WHERE status = 'failed';
 CREATE INDEX message_history_wa_id ON message_history (wa_message_id) WHERE wa_message_id IS NOT NULL;
 
--- Weekly partitions covering the existing history and the weeks ahead, then the rows.
+-- Weekly partitions covering the existing history and the weeks ahead, then the rows. The
+-- function is replaced by db/functions/retention.sql (maintain_message_history uses it).
+CREATE FUNCTION create_history_week(p_week timestamptz) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE v_name text := 'message_history_' || to_char(p_week AT TIME ZONE 'UTC', 'YYYYMMDD');
+BEGIN
+  EXECUTE format('CREATE TABLE %I PARTITION OF message_history FOR VALUES FROM (%L) TO (%L)',
+                 v_name, p_week, p_week + interval '1 week');
+  EXECUTE format('COMMENT ON TABLE %I IS %L', v_name,
+                 'Settled messages of the week from ' || to_char(p_week AT TIME ZONE 'UTC', 'YYYY-MM-DD') || ' (UTC): a partition of message_history.');
+  RETURN v_name;
+END $f$;
 DO $$
 DECLARE w timestamptz;
 BEGIN
   FOR w IN SELECT generate_series(
-             date_trunc('week', least(now(), (SELECT min(coalesce(sent_at, failed_at)) FROM broadcast_messages_unpartitioned))),
-             date_trunc('week', now()) + interval '4 weeks', interval '1 week')
+             date_trunc('week', least(now(), (SELECT min(coalesce(sent_at, failed_at)) FROM broadcast_messages_unpartitioned)), 'UTC'),
+             date_trunc('week', now(), 'UTC') + interval '4 weeks', interval '1 week')
   LOOP
-    EXECUTE format('CREATE TABLE %I PARTITION OF message_history FOR VALUES FROM (%L) TO (%L)',
-                   'message_history_' || to_char(w, 'YYYYMMDD'), w, w + interval '1 week');
+    PERFORM create_history_week(w);
   END LOOP;
 END $$;
 
