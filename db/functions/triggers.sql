@@ -16,6 +16,11 @@
 --   DELETE  1_outcomes  count_message_outcomes   message_outcome_counts (minus old)
 --           2_sequence  sequence_message_counts  sequence_counter_deltas (minus old)
 --
+-- In place of foreign keys (checked row by row on every enqueue), statement triggers on the
+-- parent tables do what ON DELETE did, once per statement:
+--   users, campaigns, sequences, sequence_steps, sequence_enrollments  DELETE → their messages deleted
+--   user_devices, leads                                               DELETE → device_id / lead_id set NULL
+--
 -- The INSERT and UPDATE ones with transition tables make every statement that writes messages
 -- (each claim and completion too) build its old_rows/new_rows tuplestores. Dropping a history
 -- partition (retention) fires none of them: the rollups keep the dropped rows' counts.
@@ -43,3 +48,36 @@ CREATE OR REPLACE TRIGGER broadcast_messages_1_outcomes_del AFTER DELETE ON broa
   REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION count_message_outcomes();
 CREATE OR REPLACE TRIGGER broadcast_messages_2_sequence_del AFTER DELETE ON broadcast_messages
   REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_message_counts();
+
+-- In place of the foreign keys' ON DELETE (see the header).
+CREATE OR REPLACE FUNCTION forget_deleted_message_parents() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  CASE TG_TABLE_NAME
+    WHEN 'users' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.user_id = o.id;
+    WHEN 'campaigns' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.campaign_id = o.id;
+    WHEN 'sequences' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.sequence_id = o.id;
+    WHEN 'sequence_steps' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.sequence_stepid = o.id;
+    WHEN 'sequence_enrollments' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.enrollment_id = o.id;
+    WHEN 'user_devices' THEN UPDATE broadcast_messages m SET device_id = NULL FROM old_rows o WHERE m.device_id = o.id;
+    WHEN 'leads' THEN UPDATE broadcast_messages m SET lead_id = NULL FROM old_rows o WHERE m.lead_id = o.id;
+  END CASE;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION forget_deleted_message_parents() IS
+  'Statement trigger on the tables broadcast_messages refers to (no foreign keys): deletes the messages of deleted '
+  'owners, campaigns, sequences, steps and enrollments; clears device_id and lead_id of deleted devices and leads.';
+
+CREATE OR REPLACE TRIGGER users_messages_forget AFTER DELETE ON users
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_message_parents();
+CREATE OR REPLACE TRIGGER campaigns_messages_forget AFTER DELETE ON campaigns
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_message_parents();
+CREATE OR REPLACE TRIGGER sequences_messages_forget AFTER DELETE ON sequences
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_message_parents();
+CREATE OR REPLACE TRIGGER sequence_steps_messages_forget AFTER DELETE ON sequence_steps
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_message_parents();
+CREATE OR REPLACE TRIGGER sequence_enrollments_messages_forget AFTER DELETE ON sequence_enrollments
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_message_parents();
+CREATE OR REPLACE TRIGGER user_devices_messages_forget AFTER DELETE ON user_devices
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_message_parents();
+CREATE OR REPLACE TRIGGER leads_messages_forget AFTER DELETE ON leads
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_message_parents();
