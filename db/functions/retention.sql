@@ -56,9 +56,10 @@ BEGIN
     CONTINUE WHEN r.bound = 'DEFAULT';
     v_upper := substring(r.bound FROM 'TO \(''([^'']+)''\)')::timestamptz;
     CONTINUE WHEN v_upper > v_cutoff;
-    EXECUTE format('ALTER TABLE message_history DETACH PARTITION %s', r.part);
-    EXECUTE format('DROP TABLE %s', r.part);
-    dropped := dropped || r.part::text;
+    v_name := r.part::text;
+    EXECUTE format('ALTER TABLE message_history DETACH PARTITION %s', v_name);
+    EXECUTE format('DROP TABLE %s', v_name);
+    dropped := dropped || v_name;
   END LOOP;
   RETURN NEXT;
 END $$;
