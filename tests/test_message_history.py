@@ -1,5 +1,8 @@
 """The hot queue and the partitioned history: settled messages leave the queue, retention drops
 whole weeks of history, and the rollups keep the dropped weeks' figures."""
+import threading
+import time
+
 from tests.factories import make_device, make_user
 from tests.test_dispatch_sql import claim, lease, queue
 from tests.test_message_outcome_counts import COUNTED
@@ -60,3 +63,31 @@ def test_maintenance_creates_the_weeks_ahead_and_runs_as_a_job(db):
     assert db.execute("SELECT created FROM maintain_message_history(%s, 1)", [ahead]).fetchone()["created"] == []
     assert db.execute("SELECT command FROM app_jobs() WHERE name = 'message-history'").fetchone()["command"] \
         == "SELECT maintain_message_history()"
+
+
+def test_a_completion_racing_stuck_recovery_leaves_the_settled_row_alone(connect_committed):
+    """Stuck recovery settles (moves) a row while its sender completes it: the completion waits,
+    then finds the row no longer queued instead of failing on the moved row."""
+    setup = connect_committed()
+    uid = make_user(setup)
+    dev = make_device(setup, uid)
+    lease(setup, [dev], sender="race")
+    queue(setup, uid, dev, 1)
+    [row] = claim(setup, sender="race")
+    setup.execute("UPDATE broadcast_messages SET claimed_at = now() - interval '1 hour' WHERE id = %s", [row["id"]])
+    sweeper, sender = connect_committed(), connect_committed()
+    sweeper.execute("BEGIN")
+    assert sweeper.execute("SELECT recover_stuck() AS n").fetchone()["n"] == 1   # holds the row, moved
+    result = {}
+    t = threading.Thread(target=lambda: result.update(n=sender.execute(
+        "SELECT complete_messages('race', %s, %s) AS n", [[row["id"]], ["w"]]).fetchone()["n"]))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not setup.execute("""SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+                                                AND query LIKE '%%complete_messages%%') AS w""").fetchone()["w"]:
+        assert time.monotonic() < deadline, "the completion never waited on the sweeper's lock"
+        time.sleep(0.05)
+    sweeper.execute("COMMIT")
+    t.join(60)
+    assert result == {"n": 0}
+    assert setup.execute("SELECT status FROM broadcast_messages WHERE id = %s", [row["id"]]).fetchone()["status"] == "failed"

@@ -224,17 +224,25 @@ BEGIN
     RAISE EXCEPTION 'complete_messages: % ids but % WhatsApp message ids',
       cardinality(p_ids), cardinality(p_wa_message_ids) USING ERRCODE = '22023';
   END IF;
-  WITH done AS (
-    UPDATE broadcast_messages m
-       SET status = 'sent', sent_at = now(), wa_message_id = x.wa_id
-      FROM unnest(p_ids, p_wa_message_ids) AS x(id, wa_id)
-     WHERE m.id = x.id AND m.status = 'queued' AND m.claimed_by = p_sender_id
-    RETURNING m.id, m.user_id, m.device_id, m.campaign_id
-  ), stamped AS (
-    UPDATE device_pacing p SET last_sent_at = now() WHERE p.device_id IN (SELECT done.device_id FROM done)
-  )
-  SELECT count(*), array_agg(done.id), array_agg(done.user_id), array_agg(done.device_id), array_agg(done.campaign_id)
-    INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM done;
+  LOOP
+    BEGIN
+      WITH done AS (
+        UPDATE broadcast_messages m
+           SET status = 'sent', sent_at = now(), wa_message_id = x.wa_id
+          FROM unnest(p_ids, p_wa_message_ids) AS x(id, wa_id)
+         WHERE m.id = x.id AND m.status = 'queued' AND m.claimed_by = p_sender_id
+        RETURNING m.id, m.user_id, m.device_id, m.campaign_id
+      ), stamped AS (
+        UPDATE device_pacing p SET last_sent_at = now() WHERE p.device_id IN (SELECT done.device_id FROM done)
+      )
+      SELECT count(*), array_agg(done.id), array_agg(done.user_id), array_agg(done.device_id), array_agg(done.campaign_id)
+        INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM done;
+      EXIT;
+    EXCEPTION WHEN serialization_failure THEN
+      -- One of the rows was settled (moved to message_history) by recover_stuck meanwhile: it is no
+      -- longer queued, so running the statement again leaves it alone.
+    END;
+  END LOOP;
   PERFORM record_outbound_chats(v_ids);  -- the recipients' chats show the send (chats family)
   PERFORM notify_queue_changes('sent', v_ids, v_users, v_devices, v_campaigns);
   RETURN v_done;
@@ -253,15 +261,22 @@ BEGIN
     RAISE EXCEPTION 'fail_messages: % ids but % errors', cardinality(p_ids), cardinality(p_errors)
       USING ERRCODE = '22023';
   END IF;
-  WITH failed AS (
-    UPDATE broadcast_messages m
-       SET status = 'failed', failed_at = now(), error_message = coalesce(nullif(x.error, ''), 'send failed')
-      FROM unnest(p_ids, p_errors) AS x(id, error)
-     WHERE m.id = x.id AND m.status = 'queued' AND m.claimed_by = p_sender_id
-    RETURNING m.id, m.user_id, m.device_id, m.campaign_id
-  )
-  SELECT count(*), array_agg(failed.id), array_agg(failed.user_id), array_agg(failed.device_id), array_agg(failed.campaign_id)
-    INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM failed;
+  LOOP
+    BEGIN
+      WITH failed AS (
+        UPDATE broadcast_messages m
+           SET status = 'failed', failed_at = now(), error_message = coalesce(nullif(x.error, ''), 'send failed')
+          FROM unnest(p_ids, p_errors) AS x(id, error)
+         WHERE m.id = x.id AND m.status = 'queued' AND m.claimed_by = p_sender_id
+        RETURNING m.id, m.user_id, m.device_id, m.campaign_id
+      )
+      SELECT count(*), array_agg(failed.id), array_agg(failed.user_id), array_agg(failed.device_id), array_agg(failed.campaign_id)
+        INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM failed;
+      EXIT;
+    EXCEPTION WHEN serialization_failure THEN
+      -- As in complete_messages: a row recover_stuck settled meanwhile is left alone on the rerun.
+    END;
+  END LOOP;
   PERFORM notify_queue_changes('failed', v_ids, v_users, v_devices, v_campaigns);
   RETURN v_done;
 END $$;
@@ -297,9 +312,13 @@ CREATE OR REPLACE FUNCTION recover_stuck(p_timeout interval DEFAULT '5 minutes')
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_done integer;
 BEGIN
+  -- Rows a sender is completing right now are skipped (settling them would race its move to
+  -- message_history); the next sweep takes them if that sender's transaction rolls back.
   UPDATE broadcast_messages
      SET status = 'failed', failed_at = now(), error_message = 'stuck: sender vanished'
-   WHERE status = 'queued' AND claimed_at < now() - p_timeout;
+   WHERE status = 'queued' AND id IN (SELECT q.id FROM message_queue q
+                                       WHERE q.status = 'queued' AND q.claimed_at < now() - p_timeout
+                                         FOR UPDATE SKIP LOCKED);
   GET DIAGNOSTICS v_done = ROW_COUNT;
   RETURN v_done;
 END $$;
