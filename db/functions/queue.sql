@@ -101,97 +101,105 @@ BEGIN
     v_devices := ARRAY(SELECT l.device_id FROM device_leases l
                         WHERE l.sender_id = p_sender_id AND l.expires_at > now());
   END IF;
-RETURN QUERY
-WITH dev AS (
-  SELECT p.device_id, p.hour_count, p.day_start, p.day_count,
-         d.hourly_limit, d.daily_limit, d.min_delay_seconds AS dev_min, d.max_delay_seconds AS dev_max,
-         date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone AS today
-    FROM unnest(v_devices) AS due(device_id)
-    JOIN device_leases l ON l.device_id = due.device_id
-    JOIN user_devices d ON d.id = l.device_id
-    JOIN users u ON u.id = d.user_id
-    JOIN device_pacing p ON p.device_id = l.device_id
-   WHERE l.sender_id = p_sender_id AND l.expires_at > now()
-     AND d.status = 'online' AND d.paused_at IS NULL  -- a paused device keeps its connection, sends nothing
-     AND p.next_send_at <= now()
-   ORDER BY p.next_send_at, p.device_id
-),
-room AS (
-  SELECT dev.*,
-         dev.hour_count >= dev.hourly_limit AS recounted,
-         CASE WHEN dev.hour_count < dev.hourly_limit THEN dev.hour_count
-              ELSE (SELECT coalesce(sum(s.sends), 0)::int FROM device_send_minutes s
-                     WHERE s.device_id = dev.device_id
-                       AND s.minute >= date_trunc('minute', now() - interval '1 hour')) END AS hour_base,
-         CASE WHEN dev.day_start = dev.today THEN dev.day_count ELSE 0 END AS day_base
-    FROM dev
-),
-cand AS MATERIALIZED (
-  SELECT r.device_id, r.recounted, r.hour_base, r.today, c.id, c.delay
-    FROM room r
-    CROSS JOIN LATERAL (
-      SELECT w.id, w.delay FROM (
-        SELECT b.id, b.delay,
-               coalesce(sum(b.delay) OVER (ORDER BY b.scheduled_at, b.id
-                                           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
-          FROM (SELECT m.id, m.scheduled_at,
-                       lo + random() * (greatest(hi, lo) - lo) AS delay
-                  FROM broadcast_messages m,
-                       LATERAL (SELECT coalesce(m.min_delay_seconds, r.dev_min) AS lo,
-                                       coalesce(m.max_delay_seconds, r.dev_max) AS hi) bounds
-                 WHERE m.device_id = r.device_id AND m.status = 'pending' AND NOT m.held
-                   AND m.scheduled_at <= now()
-                 ORDER BY m.scheduled_at, m.id
-                 LIMIT greatest(0, least(p_per_device, r.hourly_limit - r.hour_base,
-                                         r.daily_limit - r.day_base))) b
-      ) w
-      WHERE w.before = 0
-    ) c
-   LIMIT p_limit
-),
--- Joins between these CTEs always go from one CTE into a table's primary key, never CTE to CTE:
--- the cached plan cannot know their sizes, and a CTE-to-CTE nested loop is quadratic.
--- Locking the pacing row with each message row (SKIP LOCKED on both) keeps two senders from
--- pacing one device twice; the re-check of next_send_at happens on the locked row.
-locked AS (
-  SELECT m.id, c.device_id, c.delay, c.recounted, c.hour_base, c.today
-    FROM cand c
-    JOIN broadcast_messages m ON m.id = c.id
-    JOIN device_pacing p ON p.device_id = c.device_id
-   WHERE m.status = 'pending' AND NOT m.held AND p.next_send_at <= now()
-   FOR UPDATE OF m, p SKIP LOCKED
-),
-claimed AS (
-  UPDATE broadcast_messages m
-     SET status = 'queued', claimed_at = now(), claimed_by = p_sender_id
-    FROM locked WHERE m.id = locked.id
-  RETURNING m.id, m.device_id, m.user_id, m.recipient_phone, m.recipient_name, m.message_type,
-            m.content, m.media_url, m.claimed_at,
-            locked.delay, locked.recounted, locked.hour_base, locked.today
-),
-per_dev AS (
-  SELECT c.device_id, count(*)::int AS k, sum(c.delay) AS total_delay,
-         bool_or(c.recounted) AS recounted, max(c.hour_base) AS hour_base, max(c.today) AS today
-    FROM claimed c
-   GROUP BY c.device_id
-),
-paced AS (
-  UPDATE device_pacing p
-     SET next_send_at    = now() + make_interval(secs => d.total_delay),
-         hour_count      = CASE WHEN d.recounted THEN d.hour_base ELSE p.hour_count END + d.k,
-         hour_counted_at = CASE WHEN d.recounted THEN now() ELSE p.hour_counted_at END,
-         day_count       = CASE WHEN p.day_start = d.today THEN p.day_count ELSE 0 END + d.k,
-         day_start       = d.today
-    FROM per_dev d WHERE p.device_id = d.device_id
-),
-minutes AS (
-  INSERT INTO device_send_minutes AS s (device_id, minute, sends)
-  SELECT d.device_id, date_trunc('minute', now()), d.k FROM per_dev d
-  ON CONFLICT (device_id, minute) DO UPDATE SET sends = s.sends + excluded.sends
-)
-SELECT claimed.id, claimed.device_id, claimed.user_id, claimed.recipient_phone, claimed.recipient_name,
-       claimed.message_type, claimed.content, claimed.media_url, claimed.claimed_at
-  FROM claimed;
+-- A pending row a concurrent cancel or skip just moved to message_history makes the lock fail
+-- (serialization_failure) even under SKIP LOCKED: the claim is taken again, without that row.
+LOOP
+  BEGIN
+    RETURN QUERY
+    WITH dev AS (
+      SELECT p.device_id, p.hour_count, p.day_start, p.day_count,
+             d.hourly_limit, d.daily_limit, d.min_delay_seconds AS dev_min, d.max_delay_seconds AS dev_max,
+             date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone AS today
+        FROM unnest(v_devices) AS due(device_id)
+        JOIN device_leases l ON l.device_id = due.device_id
+        JOIN user_devices d ON d.id = l.device_id
+        JOIN users u ON u.id = d.user_id
+        JOIN device_pacing p ON p.device_id = l.device_id
+       WHERE l.sender_id = p_sender_id AND l.expires_at > now()
+         AND d.status = 'online' AND d.paused_at IS NULL  -- a paused device keeps its connection, sends nothing
+         AND p.next_send_at <= now()
+       ORDER BY p.next_send_at, p.device_id
+    ),
+    room AS (
+      SELECT dev.*,
+             dev.hour_count >= dev.hourly_limit AS recounted,
+             CASE WHEN dev.hour_count < dev.hourly_limit THEN dev.hour_count
+                  ELSE (SELECT coalesce(sum(s.sends), 0)::int FROM device_send_minutes s
+                         WHERE s.device_id = dev.device_id
+                           AND s.minute >= date_trunc('minute', now() - interval '1 hour')) END AS hour_base,
+             CASE WHEN dev.day_start = dev.today THEN dev.day_count ELSE 0 END AS day_base
+        FROM dev
+    ),
+    cand AS MATERIALIZED (
+      SELECT r.device_id, r.recounted, r.hour_base, r.today, c.id, c.delay
+        FROM room r
+        CROSS JOIN LATERAL (
+          SELECT w.id, w.delay FROM (
+            SELECT b.id, b.delay,
+                   coalesce(sum(b.delay) OVER (ORDER BY b.scheduled_at, b.id
+                                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+              FROM (SELECT m.id, m.scheduled_at,
+                           lo + random() * (greatest(hi, lo) - lo) AS delay
+                      FROM broadcast_messages m,
+                           LATERAL (SELECT coalesce(m.min_delay_seconds, r.dev_min) AS lo,
+                                           coalesce(m.max_delay_seconds, r.dev_max) AS hi) bounds
+                     WHERE m.device_id = r.device_id AND m.status = 'pending' AND NOT m.held
+                       AND m.scheduled_at <= now()
+                     ORDER BY m.scheduled_at, m.id
+                     LIMIT greatest(0, least(p_per_device, r.hourly_limit - r.hour_base,
+                                             r.daily_limit - r.day_base))) b
+          ) w
+          WHERE w.before = 0
+        ) c
+       LIMIT p_limit
+    ),
+    -- Joins between these CTEs always go from one CTE into a table's primary key, never CTE to CTE:
+    -- the cached plan cannot know their sizes, and a CTE-to-CTE nested loop is quadratic.
+    -- Locking the pacing row with each message row (SKIP LOCKED on both) keeps two senders from
+    -- pacing one device twice; the re-check of next_send_at happens on the locked row.
+    locked AS (
+      SELECT m.id, c.device_id, c.delay, c.recounted, c.hour_base, c.today
+        FROM cand c
+        JOIN broadcast_messages m ON m.id = c.id
+        JOIN device_pacing p ON p.device_id = c.device_id
+       WHERE m.status = 'pending' AND NOT m.held AND p.next_send_at <= now()
+       FOR UPDATE OF m, p SKIP LOCKED
+    ),
+    claimed AS (
+      UPDATE broadcast_messages m
+         SET status = 'queued', claimed_at = now(), claimed_by = p_sender_id
+        FROM locked WHERE m.id = locked.id
+      RETURNING m.id, m.device_id, m.user_id, m.recipient_phone, m.recipient_name, m.message_type,
+                m.content, m.media_url, m.claimed_at,
+                locked.delay, locked.recounted, locked.hour_base, locked.today
+    ),
+    per_dev AS (
+      SELECT c.device_id, count(*)::int AS k, sum(c.delay) AS total_delay,
+             bool_or(c.recounted) AS recounted, max(c.hour_base) AS hour_base, max(c.today) AS today
+        FROM claimed c
+       GROUP BY c.device_id
+    ),
+    paced AS (
+      UPDATE device_pacing p
+         SET next_send_at    = now() + make_interval(secs => d.total_delay),
+             hour_count      = CASE WHEN d.recounted THEN d.hour_base ELSE p.hour_count END + d.k,
+             hour_counted_at = CASE WHEN d.recounted THEN now() ELSE p.hour_counted_at END,
+             day_count       = CASE WHEN p.day_start = d.today THEN p.day_count ELSE 0 END + d.k,
+             day_start       = d.today
+        FROM per_dev d WHERE p.device_id = d.device_id
+    ),
+    minutes AS (
+      INSERT INTO device_send_minutes AS s (device_id, minute, sends)
+      SELECT d.device_id, date_trunc('minute', now()), d.k FROM per_dev d
+      ON CONFLICT (device_id, minute) DO UPDATE SET sends = s.sends + excluded.sends
+    )
+    SELECT claimed.id, claimed.device_id, claimed.user_id, claimed.recipient_phone, claimed.recipient_name,
+           claimed.message_type, claimed.content, claimed.media_url, claimed.claimed_at
+      FROM claimed;
+    EXIT;
+  EXCEPTION WHEN serialization_failure THEN
+  END;
+END LOOP;
 END $$;
 COMMENT ON FUNCTION claim_messages(text, integer, integer) IS
   'Claims up to p_limit due messages (status pending -> queued) for the online, unpaused devices leased by p_sender_id, '
