@@ -59,12 +59,17 @@ BEGIN
      WHERE id = p_campaign_id;
     PERFORM notify_user(c.user_id, 'campaign', jsonb_build_object('id', c.id, 'status', v_rule.status,
                                                                   'reason', v_rule.reason));
+    IF v_rule.status IN ('finished', 'failed', 'cancelled') THEN
+      PERFORM emit_webhook_event(c.user_id, 'campaign.finished', jsonb_build_object(
+                'campaign_id', c.id, 'title', c.title, 'status', v_rule.status, 'reason', v_rule.reason));
+    END IF;
   END IF;
   RETURN v_rule.status;
 END $$;
 COMMENT ON FUNCTION settle_campaign(bigint, boolean) IS
   'Applies campaign_status_rule to a campaign (p_cancel: its owner cancels it), stamping triggered_at/finished_at '
-  'and pushing a campaign event on change. Every status change goes through here. Returns the status.';
+  'and pushing a campaign event on change (and a campaign.finished webhook event when it ends: finished, failed '
+  'or cancelled). Every status change goes through here. Returns the status.';
 
 -- Create and edit -------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION check_campaign_input(p_user_id bigint, p_kind text, p_device_ids bigint[],

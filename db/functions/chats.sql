@@ -56,21 +56,30 @@ BEGIN
    WHERE user_id = p_user_id AND phone = p_phone;
   GET DIAGNOSTICS v_leads = ROW_COUNT;
   PERFORM stop_sequences_if_possible(p_user_id, p_phone);
+  IF v_leads > 0 THEN
+    PERFORM emit_webhook_event(p_user_id, 'lead.replied', jsonb_build_object('phone', p_phone, 'at', p_at));
+  END IF;
   RETURN v_leads;
 END $$;
 COMMENT ON FUNCTION mark_lead_replied(bigint, text, timestamptz) IS
   'A number wrote to the owner: sets replied_at on the owner''s leads with that phone (on every device) and '
-  'stops its sequences. Returns the number of leads marked.';
+  'stops its sequences; a lead.replied webhook event when it is a lead. Returns the number of leads marked.';
 
 CREATE OR REPLACE FUNCTION opt_out_phone(p_user_id bigint, p_phone text, p_reason text DEFAULT 'manual')
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_skipped integer;
+        v_new boolean;
 BEGIN
   IF p_phone IS NULL OR p_phone !~ '^[1-9][0-9]{6,14}$' THEN
     RAISE EXCEPTION 'phone must be digits with the country code first, got "%"', p_phone USING ERRCODE = '22023';
   END IF;
   INSERT INTO opt_outs (user_id, phone, reason) VALUES (p_user_id, p_phone, coalesce(p_reason, ''))
-  ON CONFLICT (user_id, phone) DO NOTHING;
+  ON CONFLICT (user_id, phone) DO NOTHING
+  RETURNING true INTO v_new;
+  IF v_new THEN
+    PERFORM emit_webhook_event(p_user_id, 'lead.opted_out',
+                               jsonb_build_object('phone', p_phone, 'reason', coalesce(p_reason, '')));
+  END IF;
   -- Campaign and sequence messages still waiting are dropped; manual chat messages stay (the
   -- operator may confirm the opt-out).
   UPDATE broadcast_messages
@@ -84,7 +93,8 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION opt_out_phone(bigint, text, text) IS
   'Puts a number on the owner''s opt-out list (idempotent), skips its pending campaign and sequence messages '
-  'and stops its sequences. Every later campaign and sequence excludes opt_outs. Returns messages skipped.';
+  'and stops its sequences; a lead.opted_out webhook event when newly listed. Every later campaign and sequence '
+  'excludes opt_outs. Returns messages skipped.';
 
 CREATE OR REPLACE FUNCTION remove_opt_out(p_user_id bigint, p_phone text)
 RETURNS boolean LANGUAGE sql AS $$
@@ -160,6 +170,11 @@ BEGIN
     END IF;
   END IF;
 
+  IF NOT p_from_me THEN
+    PERFORM emit_webhook_event(v_user, 'message.received', jsonb_build_object(
+      'device_id', p_device_id, 'chat_jid', v_chat.chat_jid, 'phone', v_phone, 'name', v_chat.name,
+      'wa_message_id', p_wa_message_id, 'message_type', v_type, 'content', v_content, 'sent_at', p_sent_at));
+  END IF;
   PERFORM notify_user(v_user, 'message', jsonb_build_object(
     'device_id', p_device_id, 'chat_id', v_chat.id, 'message_id', v_msg, 'phone', v_phone,
     'name', v_chat.name, 'from_me', p_from_me, 'content', left(v_content, 500), 'sent_at', p_sent_at,
@@ -170,7 +185,7 @@ COMMENT ON FUNCTION record_inbound_message(bigint, text, text, text, text, text,
   'Stores a message the device received (or one its phone sent, p_from_me) in its chat, once per device and '
   'WhatsApp message id (a repeat returns NULL and changes nothing); an image keeps p_thumbnail (JPEG, up to 64 KB) '
   'and its caption. A reply marks the owner''s leads replied and stops their sequences; STOP / UNSUBSCRIBE / '
-  'BERHENTI opts the number out. Pushes a live "message" event.';
+  'BERHENTI opts the number out. Pushes a live "message" event and, when received, a message.received webhook event.';
 
 -- The replaced system's chat tables are read-only views (db/views/60_chats.sql) ------------
 CREATE OR REPLACE FUNCTION refuse_view_write() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -27,11 +27,15 @@ BEGIN
   PERFORM notify_user(v_user_id, 'device_status',
                       jsonb_build_object('device_id', p_device_id, 'status', p_status, 'reason', p_reason,
                                          'banned_until', p_banned_until));
+  PERFORM emit_webhook_event(v_user_id, 'device.status',
+                             jsonb_build_object('device_id', p_device_id, 'status', p_status, 'reason', p_reason,
+                                                'banned_until', p_banned_until));
   RETURN true;
 END $$;
 COMMENT ON FUNCTION set_device_status(bigint, text, text, timestamptz) IS
   'Applies a transport event to a device: online/offline/connecting/logged_out/banned (banned_until for a '
-  'temporary ban; logged_out forgets the session jid). Logs it in device_events and pushes it live. '
+  'temporary ban; logged_out forgets the session jid). Logs it in device_events, pushes it live and writes a '
+  'device.status webhook event. '
   'False when the device no longer exists.';
 
 CREATE OR REPLACE FUNCTION hold_device(p_device_id bigint, p_reason text, p_until timestamptz)

@@ -421,7 +421,7 @@ RETURNS integer LANGUAGE sql AS $$
   completed AS (
     UPDATE sequence_enrollments e SET status = 'completed', completed_at = now()
       FROM finished f WHERE e.id = f.id
-    RETURNING e.lead_id, e.user_id, e.sequence_id),
+    RETURNING e.id, e.lead_id, e.user_id, e.sequence_id, e.contact_phone),
   moves AS (
     SELECT c.lead_id, s.trigger AS leaving, nxt.trigger AS entering
       FROM completed c JOIN sequences s ON s.id = c.sequence_id
@@ -444,10 +444,13 @@ RETURNS integer LANGUAGE sql AS $$
            updated_at = now()
       FROM per_lead p WHERE l.id = p.lead_id
     RETURNING 1)
-  SELECT count(*)::int FROM completed
+  -- One sequence.completed webhook event per enrollment (the count is the completions).
+  SELECT count(emit_webhook_event(c.user_id, 'sequence.completed', jsonb_build_object(
+           'sequence_id', c.sequence_id, 'enrollment_id', c.id, 'lead_id', c.lead_id, 'phone', c.contact_phone)))::int
+    FROM completed c
 $$;
 COMMENT ON FUNCTION complete_finished_enrollments(integer) IS
-  'Completes enrollments whose last step is done, removes the sequence trigger from the lead and applies the chained sequence''s trigger. Returns enrollments completed.';
+  'Completes enrollments whose last step is done, removes the sequence trigger from the lead and applies the chained sequence''s trigger, with a sequence.completed webhook event each. Returns enrollments completed.';
 
 -- Definition --------------------------------------------------------------------------------
 
