@@ -1,4 +1,4 @@
-"""`make run` / `make stop`: the Procfile's processes (web, sender, clock) started in the
+"""`make run` / `make stop`: the Procfile's processes (web, sender, clock, webhooks) started in the
 background with the simulated WhatsApp and demo data, logs under var/log, pids under var/run.
 
     python -m scripts.run start | stop
@@ -14,7 +14,7 @@ import urllib.request
 from common.config import ROOT, VAR, ConfigError, port, private_dir, require_database_url, run_command
 from scripts import demo
 
-PROCESSES = ("web", "sender", "clock")
+PROCESSES = ("web", "sender", "clock", "webhooks")
 DEMO_REPLY_RATE = "0.3"   # share of sent messages a simulated contact answers in the demo
 RUN, LOGS = VAR / "run", VAR / "log"
 

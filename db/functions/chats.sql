@@ -163,6 +163,11 @@ BEGIN
    WHERE id = v_chat.id
   RETURNING * INTO v_chat;
 
+  IF NOT p_from_me THEN
+    PERFORM emit_webhook_event(v_user, 'message.received', jsonb_build_object(
+      'device_id', p_device_id, 'chat_jid', v_chat.chat_jid, 'phone', v_phone, 'name', v_chat.name,
+      'wa_message_id', p_wa_message_id, 'message_type', v_type, 'content', v_content, 'sent_at', p_sent_at));
+  END IF;
   IF NOT p_from_me AND v_phone IS NOT NULL THEN
     PERFORM mark_lead_replied(v_user, v_phone, p_sent_at);
     IF is_opt_out_text(v_content) THEN
@@ -170,11 +175,6 @@ BEGIN
     END IF;
   END IF;
 
-  IF NOT p_from_me THEN
-    PERFORM emit_webhook_event(v_user, 'message.received', jsonb_build_object(
-      'device_id', p_device_id, 'chat_jid', v_chat.chat_jid, 'phone', v_phone, 'name', v_chat.name,
-      'wa_message_id', p_wa_message_id, 'message_type', v_type, 'content', v_content, 'sent_at', p_sent_at));
-  END IF;
   PERFORM notify_user(v_user, 'message', jsonb_build_object(
     'device_id', p_device_id, 'chat_id', v_chat.id, 'message_id', v_msg, 'phone', v_phone,
     'name', v_chat.name, 'from_me', p_from_me, 'content', left(v_content, 500), 'sent_at', p_sent_at,
