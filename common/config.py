@@ -71,6 +71,11 @@ def default_timezone():
     return os.environ.get("TZ") or "Asia/Kuala_Lumpur"
 
 
+def metrics_token():
+    """METRICS_TOKEN: the bearer token GET /metrics asks for; unset, /metrics is off."""
+    return os.environ.get("METRICS_TOKEN") or None
+
+
 def transport_name():
     return os.environ.get("WA_TRANSPORT", "sim")
 

@@ -17,7 +17,7 @@ from common.config import VAR, ConfigError, require_database_url, write_private
 csrf = CSRFProtect()
 
 # Each area is one blueprint module in web/ exposing `bp`.
-BLUEPRINTS = ["health", "auth", "pages", "live", "chat", "openapi", "sequences", "devices", "leads", "webhooks", "campaigns", "media", "quotas"]
+BLUEPRINTS = ["health", "metrics", "auth", "pages", "live", "chat", "openapi", "sequences", "devices", "leads", "webhooks", "campaigns", "media", "quotas"]
 
 
 class BigintConverter(IntegerConverter):
