@@ -2,6 +2,7 @@
 message per phone, chunks), the status rule, pause/resume/cancel, retry, reports, concurrent
 expansion, and owner scoping through the API."""
 import threading
+from datetime import datetime, timezone
 
 import psycopg
 import pytest
@@ -259,7 +260,9 @@ def test_api_create_edit_act_and_report(client, module_db_url):
     r = client.post("/api/campaigns", json=body, headers=h)
     assert r.status_code == 201, r.get_json()
     cid = r.get_json()["campaign"]["id"]
-    assert r.get_json()["campaign"]["scheduled_at"].endswith("01:30:00 GMT")
+    scheduled = datetime.fromisoformat(r.get_json()["campaign"]["scheduled_at"])    # ISO 8601, not RFC 1123
+    assert scheduled == datetime(2999, 1, 1, 1, 30, tzinfo=timezone.utc)
+    assert r.get_json()["campaign"]["campaign_date"] == "2999-01-01"
     bad = client.post("/api/campaigns", json={**body, "min_delay_seconds": 9, "max_delay_seconds": 1}, headers=h)
     assert bad.status_code == 400 and "delays" in bad.get_json()["error"]
     r = client.put(f"/api/campaigns/{cid}", json={**body, "title": "Launch 2", "campaign_date": "2000-01-01"}, headers=h)

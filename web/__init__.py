@@ -1,9 +1,11 @@
 """The dashboard: Flask app factory. Pages render what SQL views compute; JSON lives under /api/."""
+import datetime
 import os
 import re
 import secrets
 
 from flask import Flask, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError, CSRFProtect
 import psycopg
 from psycopg.rows import dict_row
@@ -28,6 +30,16 @@ class BigintConverter(IntegerConverter):
         super().__init__(url_map, *args, **kwargs)
 
 
+class IsoJSONProvider(DefaultJSONProvider):
+    """Every date and time in JSON is ISO 8601 (Flask's default writes RFC 1123 dates)."""
+
+    @staticmethod
+    def default(o):
+        if isinstance(o, (datetime.date, datetime.time)):   # datetime is a date
+            return o.isoformat()
+        return DefaultJSONProvider.default(o)
+
+
 def _secret_key():
     """SECRET_KEY from the environment; in development a random key kept under var/ (git-ignored)."""
     key = os.environ.get("SECRET_KEY")
@@ -41,6 +53,7 @@ def _secret_key():
 
 def create_app(database_url=None, testing=False):
     app = Flask(__name__)
+    app.json = IsoJSONProvider(app)
     app.config.update(
         SECRET_KEY=_secret_key(),
         SESSION_COOKIE_HTTPONLY=True,

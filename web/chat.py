@@ -28,10 +28,6 @@ def _chat_or_404(chat_id):
     return chat
 
 
-def _iso(value):
-    return value.isoformat() if value is not None else None
-
-
 @bp.route("/device/<int:device_id>/whatsapp-web")
 @login_required
 def view(device_id):
@@ -46,13 +42,12 @@ def list_chats(device_id):
     _device_or_404(device_id)
     rows = all_rows("SELECT * FROM chat_search(%s, %s, %s, 30, 200)",
                     [g.user["id"], device_id, request.args.get("q")])
-    return jsonify(chats=[{**r, "last_message_at": _iso(r["last_message_at"])} for r in rows])
+    return jsonify(chats=rows)
 
 
 def _message(row):
     has_thumbnail = row.pop("has_thumbnail")
-    return {**row, "at": _iso(row["at"]), "delivered_at": _iso(row["delivered_at"]), "read_at": _iso(row["read_at"]),
-            "thumbnail_url": url_for("chat.thumbnail", message_id=row["id"]) if has_thumbnail else None}
+    return {**row, "thumbnail_url": url_for("chat.thumbnail", message_id=row["id"]) if has_thumbnail else None}
 
 
 @bp.route("/api/chats/<int:chat_id>/messages")

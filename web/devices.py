@@ -25,10 +25,6 @@ STATUSES = ("online", "connecting", "offline", "banned", "logged_out", "paused")
 PER_PAGE, MAX_PER_PAGE, PICKER_PAGE = 50, 500, 100
 
 
-def _json(row):
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
-
-
 def _filters(args):
     """Search and status filter from a query string; SQL refuses an unknown status (400)."""
     return text(args, "q") or None, text(args, "status") or None
@@ -94,7 +90,7 @@ def list_devices():
     logged_out, or paused), `sort` (name, phone, status, last_seen, created), `dir` (asc, desc),
     `page` (from 1), `per_page` (at most 500, default 50). The answer has `total`, `page`, `pages`."""
     listing = _listing(request.args)
-    return jsonify(devices=[_json(r) for r in listing.pop("devices")],
+    return jsonify(devices=listing.pop("devices"),
                    **{k: listing[k] for k in ("total", "page", "per_page", "pages")})
 
 
@@ -134,7 +130,7 @@ def create():
     pacing = [optional_int(body.get(k, d), k) for k, d in (("min_delay_seconds", 30), ("max_delay_seconds", 60),
                                                            ("hourly_limit", 80), ("daily_limit", 800))]
     row = one("SELECT create_device(%s, %s, %s, %s, %s, %s) AS id", [g.user["id"], name, *pacing])
-    return jsonify(device=_json(_device_or_404(row["id"]))), 201
+    return jsonify(device=_device_or_404(row["id"])), 201
 
 
 @bp.route("/api/devices/batch", methods=["POST"])
@@ -160,7 +156,7 @@ def update(device_id):
     max_delay_seconds, hourly_limit, daily_limit (absent or null: unchanged)."""
     _device_or_404(device_id)
     one("SELECT update_devices(%s, %s, %s)", [g.user["id"], [device_id], _settings(json_body())])
-    return jsonify(device=_json(_device_or_404(device_id)))
+    return jsonify(device=_device_or_404(device_id))
 
 
 @bp.route("/api/devices", methods=["PATCH"])

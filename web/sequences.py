@@ -56,10 +56,6 @@ def _flow_contacts(step_id, kind, day_from, day_to, offset=0):
                     [g.user["id"], step_id, kind, day_from, day_to, CONTACTS_PAGE, offset])
 
 
-def _iso(row):
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
-
-
 # Pages ---------------------------------------------------------------------------------------
 
 @bp.route("/sequences")
@@ -114,7 +110,7 @@ def api_summary():
 @login_required
 def api_list():
     """The owner's sequences with their flows and should/done/failed/remaining sends."""
-    return jsonify(sequences=[_iso(r) for r in all_rows("SELECT * FROM sequence_overview(%s)", [g.user["id"]])])
+    return jsonify(sequences=all_rows("SELECT * FROM sequence_overview(%s)", [g.user["id"]]))
 
 
 @bp.route("/api/sequences", methods=["POST"])
@@ -185,4 +181,4 @@ def api_flow_contacts(sequence_id, step_id):
         abort(404, description="step not found")
     rows = _flow_contacts(step_id, request.args.get("kind", "done"), *_date_range(),
                           offset=request.args.get("offset", 0, type=int))
-    return jsonify(contacts=[_iso(r) for r in rows])
+    return jsonify(contacts=rows)
