@@ -198,7 +198,7 @@ SSRF_TARGETS = [
 ]
 
 
-def test_ssrf_targets_in_every_image_url_are_refused_without_a_connection(world, monkeypatch):
+def test_ssrf_targets_in_every_image_and_webhook_url_are_refused_without_a_connection(world, monkeypatch):
     from common import fetch
 
     opened = []
@@ -209,6 +209,8 @@ def test_ssrf_targets_in_every_image_url_are_refused_without_a_connection(world,
         assert r.status_code == 400 and "not a public internet address" in r.get_json()["error"], (url, r.get_json())
         r = call(world, "POST", "/api/sequences", body={"name": "s", "trigger": "ssrf", "steps": [
             {"day_number": 1, "content": "hi", "media_url": url}]})
+        assert r.status_code == 400 and "not a public internet address" in r.get_json()["error"], (url, r.get_json())
+        r = call(world, "POST", "/api/webhook-endpoints", body={"url": url, "events": ["lead.replied"]})
         assert r.status_code == 400 and "not a public internet address" in r.get_json()["error"], (url, r.get_json())
     assert opened == []
 
