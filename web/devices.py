@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from common.config import transport_name
 from web.auth import login_required
 from web.db import all_rows, one
-from web.leads import json_body, optional_int, text
+from web.schema import json_body, optional_int, text
 
 bp = Blueprint("devices", __name__)
 

@@ -11,12 +11,15 @@ from common import fetch as guarded
 from common.webhooks import check_endpoint_url
 from web.auth import login_required
 from web.db import all_rows, one
-from web.leads import json_body, lead_fields, optional_int, text
+from web.leads import lead_fields
+from web.schema import (BOOLEAN, INTEGER, Body, Bool, Text, TextList, accepts, json_body, obj, optional_int, returns,
+                        row, rows)
 
 bp = Blueprint("webhooks", __name__)
 
 
 @bp.route("/api/webhooks/leads", methods=["POST"])
+@returns(obj(id=INTEGER, created=BOOLEAN), description="Merged into an existing lead (201: created)")
 def intake():
     """Lead intake for other systems: authenticated by your webhook secret in the X-Webhook-Token header, idempotent on (device, phone)."""
     secret = request.headers.get("X-Webhook-Token")
@@ -34,24 +37,22 @@ def intake():
 ADDRESS_POLICY = guarded.is_public_address
 
 
-def _endpoint_url(body, required):
-    url = text(body, "url", None)
-    if url is None and not required:
-        return None
-    try:
-        check_endpoint_url(url, ADDRESS_POLICY)
-    except guarded.FetchError as exc:
-        abort(400, description=str(exc))
+_EVENTS = "event types: message.received, message.status, lead.replied, lead.opted_out, device.status, " \
+          "campaign.finished, sequence.completed"
+NEW_ENDPOINT = Body(url=Text(required=True, max_length=2048, fmt="uri", description="http(s), public address"),
+                    events=TextList(required=True, description=_EVENTS), description=Text(max_length=200))
+ENDPOINT_CHANGE = Body(url=Text(max_length=2048, fmt="uri"), events=TextList(description=_EVENTS),
+                       description=Text(max_length=200), enabled=Bool())
+
+
+def _public(url):
+    """The URL when it reaches public addresses only (None stays None: unchanged)."""
+    if url is not None:
+        try:
+            check_endpoint_url(url, ADDRESS_POLICY)
+        except guarded.FetchError as exc:
+            abort(400, description=str(exc))
     return url
-
-
-def _events(body, required):
-    events = body.get("events")
-    if events is None and not required:
-        return None
-    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
-        abort(400, description="events must be a list of event names")
-    return events
 
 
 def _endpoints():
@@ -68,6 +69,7 @@ def page():
 
 @bp.route("/api/webhook-endpoints")
 @login_required
+@returns(obj(endpoints=rows("webhook_endpoint_list"), event_types={"type": "array", "items": {"type": "string"}}))
 def endpoints():
     """Your outbound webhook endpoints: URL, signing secret, subscribed events, enabled, and deliveries by status."""
     return jsonify(endpoints=_endpoints(), event_types=one("SELECT webhook_event_types() AS t")["t"])
@@ -75,32 +77,32 @@ def endpoints():
 
 @bp.route("/api/webhook-endpoints", methods=["POST"])
 @login_required
-def create_endpoint():
+@accepts(NEW_ENDPOINT)
+@returns(obj(endpoint=row("webhook_endpoint_list")), status=201, description="Created")
+def create_endpoint(body):
     """Adds an endpoint. Body {url, events: [...], description}: the URL must reach a public address. Returns it with its new signing secret."""
-    body = json_body()
-    url, events = _endpoint_url(body, True), _events(body, True)
     new_id = one("SELECT create_webhook_endpoint(%s, %s, %s, %s, %s) AS id",
-                 [g.user["id"], url, "whsec_" + secrets.token_hex(24), events, text(body, "description") or ""])["id"]
+                 [g.user["id"], _public(body["url"]), "whsec_" + secrets.token_hex(24), body["events"],
+                  body["description"] or ""])["id"]
     return jsonify(endpoint=next(e for e in _endpoints() if e["id"] == new_id)), 201
 
 
 @bp.route("/api/webhook-endpoints/<int:endpoint_id>", methods=["PATCH"])
 @login_required
-def update_endpoint(endpoint_id):
+@accepts(ENDPOINT_CHANGE)
+@returns(obj(endpoint=row("webhook_endpoint_list")))
+def update_endpoint(endpoint_id, body):
     """Changes an endpoint: any of {url, events, description, enabled}."""
-    body = json_body()
-    enabled = body.get("enabled")
-    if enabled is not None and not isinstance(enabled, bool):
-        abort(400, description="enabled must be true or false")
     if not one("SELECT update_webhook_endpoint(%s, %s, %s, %s, %s, %s) AS ok",
-               [g.user["id"], endpoint_id, _endpoint_url(body, False), _events(body, False),
-                text(body, "description", None), enabled])["ok"]:
+               [g.user["id"], endpoint_id, _public(body["url"]), body["events"], body["description"],
+                body["enabled"]])["ok"]:
         abort(404, description="no such endpoint")
     return jsonify(endpoint=next(e for e in _endpoints() if e["id"] == endpoint_id))
 
 
 @bp.route("/api/webhook-endpoints/<int:endpoint_id>", methods=["DELETE"])
 @login_required
+@returns(obj(deleted=BOOLEAN))
 def delete_endpoint(endpoint_id):
     """Deletes an endpoint and its undelivered events."""
     if not one("SELECT delete_webhook_endpoint(%s, %s) AS ok", [g.user["id"], endpoint_id])["ok"]:
@@ -110,6 +112,7 @@ def delete_endpoint(endpoint_id):
 
 @bp.route("/api/webhook-endpoints/<int:endpoint_id>/test", methods=["POST"])
 @login_required
+@returns(obj(queued=BOOLEAN), status=202, description="Queued")
 def test_endpoint(endpoint_id):
     """Queues a webhook.test event to the endpoint (whatever its filter); its delivery shows in the deliveries."""
     if not one("SELECT send_test_webhook(%s, %s) AS ok", [g.user["id"], endpoint_id])["ok"]:
@@ -119,6 +122,7 @@ def test_endpoint(endpoint_id):
 
 @bp.route("/api/webhook-deliveries")
 @login_required
+@returns(obj(deliveries=rows("webhook_delivery_list")))
 def deliveries():
     """Your most recent webhook deliveries, newest first, with attempts and the last HTTP status; ?endpoint_id=, ?status=pending|delivered|dead (dead: the dead-letter list), ?limit= (at most 500)."""
     status = request.args.get("status") or None
@@ -132,6 +136,7 @@ def deliveries():
 
 @bp.route("/api/webhook-deliveries/<int:delivery_id>/redeliver", methods=["POST"])
 @login_required
+@returns(obj(queued=BOOLEAN), status=202, description="Queued")
 def redeliver(delivery_id):
     """Puts a dead-lettered delivery back in the outbox with a fresh retry window."""
     if not one("SELECT redeliver_webhook(%s, %s) AS ok", [g.user["id"], delivery_id])["ok"]:

@@ -1,0 +1,196 @@
+"""JSON bodies declared once. A `Body` both validates what a view receives (`@accepts`) and is that
+operation's requestBody schema in /api/openapi.json; `@returns` names the response's shape, whose
+rows are described from the SQL functions that return them (api_row_schema), so neither side of
+the document can drift from the code.
+
+    @bp.route("/api/things", methods=["POST"])
+    @login_required
+    @accepts(Body(name=Text(required=True), size=Int()))
+    @returns(obj(thing=row("get_thing")), status=201)
+    def create(body): ...
+"""
+import functools
+
+from flask import abort, request
+
+BIGINT = 2 ** 63
+
+
+def json_body():
+    """The JSON object sent (an empty one when none); anything else is a 400."""
+    body = request.get_json(silent=True)
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        abort(400, description="send a JSON object")
+    return body
+
+
+def optional_int(value, field):
+    if value in (None, ""):
+        return None
+    try:
+        if isinstance(value, (bool, float)):
+            raise ValueError
+        number = int(value)
+    except (TypeError, ValueError):
+        abort(400, description=f"{field} must be a whole number")
+    if not -BIGINT <= number < BIGINT:
+        abort(400, description=f"{field} is out of range")
+    return number
+
+
+def text(body, field, default=""):
+    """A text field (numbers accepted as text, e.g. a phone); lists, objects and NUL bytes are a 400."""
+    value = body.get(field, default)
+    if value is None or isinstance(value, str):
+        if value and "\x00" in value:
+            abort(400, description=f"{field} must not contain NUL characters")
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    abort(400, description=f"{field} must be text")
+
+
+class Field:
+    schema = {}
+
+    def __init__(self, *, required=False, description="", default=None):
+        self.required, self.description, self.default = required, description, default
+
+    def json_schema(self):
+        return {**self.schema, **({"description": self.description} if self.description else {})}
+
+    def parse(self, body, name):
+        raise NotImplementedError
+
+
+class Text(Field):
+    """Text (a number is taken as its digits, e.g. a phone); no NUL characters."""
+    schema = {"type": ["string", "null"]}
+
+    def __init__(self, *, max_length=None, enum=None, fmt=None, **kw):
+        super().__init__(**kw)
+        self.max_length, self.enum, self.fmt = max_length, enum, fmt
+
+    def json_schema(self):
+        extra = {"maxLength": self.max_length, "enum": self.enum, "format": self.fmt}
+        return {**super().json_schema(), **{k: v for k, v in extra.items() if v is not None}}
+
+    def parse(self, body, name):
+        value = text(body, name, self.default)
+        if value is not None and self.max_length is not None and len(value) > self.max_length:
+            abort(400, description=f"{name} is longer than {self.max_length} characters")
+        if value is not None and self.enum is not None and value not in self.enum:
+            abort(400, description=f"{name} must be one of {', '.join(self.enum)}")
+        return value
+
+
+class Int(Field):
+    """A whole number (bigint range)."""
+    schema = {"type": ["integer", "null"], "minimum": -2 ** 63, "maximum": 2 ** 63 - 1}
+
+    def parse(self, body, name):
+        return optional_int(body.get(name), name)
+
+
+class Bool(Field):
+    schema = {"type": ["boolean", "null"]}
+
+    def parse(self, body, name):
+        value = body.get(name)
+        if value is not None and not isinstance(value, bool):
+            abort(400, description=f"{name} must be true or false")
+        return value
+
+
+class TextList(Field):
+    """A list of texts."""
+
+    def __init__(self, *, enum=None, **kw):
+        super().__init__(**kw)
+        self.enum = enum
+
+    def json_schema(self):
+        items = {"type": "string", **({"enum": self.enum} if self.enum else {})}
+        return {**super().json_schema(), "type": ["array", "null"], "items": items}
+
+    def parse(self, body, name):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            abort(400, description=f"{name} must be a list of texts")
+        return value
+
+
+class Body:
+    """A JSON object's fields: unknown fields are ignored, missing ones are None."""
+
+    def __init__(self, **fields):
+        self.fields = fields
+
+    def json_schema(self):
+        required = [n for n, f in self.fields.items() if f.required]
+        return {"type": "object", "properties": {n: f.json_schema() for n, f in self.fields.items()},
+                **({"required": required} if required else {})}
+
+    def parse(self, raw):
+        values = {name: field.parse(raw, name) for name, field in self.fields.items()}
+        missing = [n for n, f in self.fields.items() if f.required and values[n] in (None, "")]
+        if missing:
+            abort(400, description=f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
+        return values
+
+
+def _document(view, **operation):
+    doc = dict(getattr(view, "openapi", {}))
+    for key, value in operation.items():
+        doc[key] = {**doc.get(key, {}), **value} if isinstance(value, dict) else value
+    view.openapi = doc
+
+
+def describes(body):
+    """Documents the request body of a view that parses it with `body.parse` itself (after a check
+    that must come first, say)."""
+    def decorate(view):
+        _document(view, requestBody={"required": True,
+                                     "content": {"application/json": {"schema": body.json_schema()}}})
+        return view
+    return decorate
+
+
+def accepts(body):
+    """The view gets `body=` the validated JSON object (a 400 names the bad field)."""
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            return view(*args, body=body.parse(json_body()), **kwargs)
+        return describes(body)(wrapped)
+    return decorate
+
+
+def returns(schema, status=200, description="OK"):
+    """Documents the success response's JSON schema (build it with row, rows, obj)."""
+    def decorate(view):
+        _document(view, responses={str(status): {"description": description,
+                                                 "content": {"application/json": {"schema": schema}}}})
+        return view
+    return decorate
+
+
+def row(function):
+    """One row of a SQL function's result, described from the catalogue when the document is built."""
+    return {"$ref": f"#/components/schemas/{function}"}
+
+
+def rows(function):
+    return {"type": "array", "items": row(function)}
+
+
+def obj(**properties):
+    """A JSON object with exactly these properties, all present."""
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+STRING = {"type": "string"}
+INTEGER = {"type": "integer"}
+BOOLEAN = {"type": "boolean"}
