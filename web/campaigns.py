@@ -6,7 +6,7 @@ from flask import Blueprint, abort, g, jsonify, render_template, request
 from web.auth import login_required
 from web.db import all_rows, one
 from web.leads import my_devices
-from web.schema import json_body, optional_int, text
+from web.schema import Body, Int, IntList, Text, accepts, describes, json_body, optional_int, text
 from web.media import fetch_deadline, media_id_for
 
 bp = Blueprint("campaigns", __name__)
@@ -31,28 +31,26 @@ def report(campaign_id):
     }
 
 
-def device_ids(value):
-    if value in (None, "", []):
-        return None
-    if isinstance(value, str):
-        value = [v for v in value.split(",") if v.strip()]
-    if not isinstance(value, list):
-        abort(400, description="device_ids must be a list of device ids")
-    return [optional_int(v, "device_ids") for v in value]
+# The editable fields, in the SQL functions' order after the kind. The image is image_url, fetched
+# and stored now (once: the same URL again reuses the copy), or an uploaded media_id.
+CAMPAIGN = Body(title=Text(default=""), niche=Text(default=""),
+                target_status=Text(default="all", description="prospect, customer or all"),
+                message=Text(default=""), image_url=Text(max_length=2048, fmt="uri", description="public http(s) image"),
+                device_ids=IntList(description="your devices to send from; none: each lead's own"),
+                ai_limit_per_device=Int(description="an AI campaign: leads per device"),
+                campaign_date=Text(fmt="date", description="in your zone"), time_schedule=Text(fmt="time"),
+                min_delay_seconds=Int(default=30), max_delay_seconds=Int(default=60),
+                media_id=Int(description="an image from POST /api/media"))
+NEW_CAMPAIGN = CAMPAIGN.extended(kind=Text(default="broadcast", enum=["broadcast", "ai"]))
 
 
 def campaign_fields(body):
-    """The editable fields, in the SQL functions' order after the kind. The image is image_url,
-    fetched and stored now (once: the same URL again reuses the copy), or an uploaded media_id."""
-    image_url = (text(body, "image_url", None) or "").strip() or None
-    fields = [text(body, "title"), text(body, "niche"), text(body, "target_status") or "all",
-              text(body, "message"), image_url, device_ids(body.get("device_ids")),
-              optional_int(body.get("ai_limit_per_device"), "ai_limit_per_device"),
-              text(body, "campaign_date") or None, text(body, "time_schedule") or None,
-              optional_int(body.get("min_delay_seconds", 30), "min_delay_seconds"),
-              optional_int(body.get("max_delay_seconds", 60), "max_delay_seconds")]
-    media_id = optional_int(body.get("media_id"), "media_id")
-    return fields + [media_id_for(image_url, fetch_deadline(), "image_url") if image_url else media_id]
+    """CAMPAIGN's values in the SQL functions' order; an image URL is fetched and stored now."""
+    image_url = (body["image_url"] or "").strip() or None
+    return [body["title"], body["niche"], body["target_status"] or "all", body["message"], image_url,
+            body["device_ids"], body["ai_limit_per_device"], body["campaign_date"] or None,
+            body["time_schedule"] or None, body["min_delay_seconds"], body["max_delay_seconds"],
+            media_id_for(image_url, fetch_deadline(), "image_url") if image_url else body["media_id"]]
 
 
 # Pages ---------------------------------------------------------------------------------------
@@ -83,11 +81,11 @@ def api_list():
 
 @bp.route("/api/campaigns", methods=["POST"])
 @login_required
-def api_create():
+@accepts(NEW_CAMPAIGN)
+def api_create(body):
     """Creates a campaign: kind broadcast or ai, audience (niche, target_status), optional device_ids, message, an image (image_url: a public http(s) URL fetched once, now; or media_id from POST /api/media), date and time in your zone, min/max delay."""
-    body = json_body()
     campaign_id = one("SELECT create_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s, %s) AS id",
-                      [g.user["id"], text(body, "kind") or "broadcast", *campaign_fields(body)])["id"]
+                      [g.user["id"], body["kind"] or "broadcast", *campaign_fields(body)])["id"]
     return jsonify(report(campaign_id)), 201
 
 
@@ -100,10 +98,11 @@ def api_get(campaign_id):
 
 @bp.route("/api/campaigns/<int:campaign_id>", methods=["PUT"])
 @login_required
+@describes(CAMPAIGN)
 def api_update(campaign_id):
     """Edits a campaign that has not started yet."""
     campaign_or_404(campaign_id)
-    body = json_body()
+    body = CAMPAIGN.parse(json_body())
     one("SELECT update_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s, %s)",
         [g.user["id"], campaign_id, *campaign_fields(body)])
     return jsonify(report(campaign_id))
@@ -127,11 +126,11 @@ def api_action(campaign_id, action):
 
 @bp.route("/api/campaigns/<int:campaign_id>/retry", methods=["POST"])
 @login_required
-def api_retry(campaign_id):
+@accepts(Body(device_id=Int(description="send the retries from this device instead")))
+def api_retry(campaign_id, body):
     """Queues new messages for the failed ones (optionally on another device); history stays."""
-    body = json_body()
     queued = one("SELECT retry_failed_messages(%s, %s, %s) AS n",
-                 [g.user["id"], campaign_id, optional_int(body.get("device_id"), "device_id")])["n"]
+                 [g.user["id"], campaign_id, body["device_id"]])["n"]
     if queued is None:
         abort(404, description="no such campaign")
     return jsonify(queued=queued, **report(campaign_id))

@@ -53,15 +53,20 @@ def text(body, field, default=""):
 
 
 class Field:
+    """One field: its JSON Schema and its check. A missing field takes `default`."""
     schema = {}
 
     def __init__(self, *, required=False, description="", default=None):
         self.required, self.description, self.default = required, description, default
 
     def json_schema(self):
-        return {**self.schema, **({"description": self.description} if self.description else {})}
+        extra = {"description": self.description or None, "default": self.default}
+        return {**self.schema, **{k: v for k, v in extra.items() if v not in (None, "")}}
 
     def parse(self, body, name):
+        return self.check(body.get(name, self.default), name)
+
+    def check(self, value, name):
         raise NotImplementedError
 
 
@@ -79,6 +84,9 @@ class Text(Field):
 
     def parse(self, body, name):
         value = text(body, name, self.default)
+        return self.check(value, name)
+
+    def check(self, value, name):
         if value is not None and self.max_length is not None and len(value) > self.max_length:
             abort(400, description=f"{name} is longer than {self.max_length} characters")
         if value is not None and self.enum is not None and value not in self.enum:
@@ -90,15 +98,28 @@ class Int(Field):
     """A whole number (bigint range)."""
     schema = {"type": ["integer", "null"], "minimum": -2 ** 63, "maximum": 2 ** 63 - 1}
 
-    def parse(self, body, name):
-        return optional_int(body.get(name), name)
+    def check(self, value, name):
+        return optional_int(value, name)
+
+
+class IntList(Field):
+    """Whole numbers: a list, or (from a form) one comma-separated text."""
+    schema = {"type": ["array", "null"], "items": Int.schema | {"type": "integer"}}
+
+    def check(self, value, name):
+        if value in (None, "", []):
+            return None
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            abort(400, description=f"{name} must be a list of ids")
+        return [optional_int(v, name) for v in value]
 
 
 class Bool(Field):
     schema = {"type": ["boolean", "null"]}
 
-    def parse(self, body, name):
-        value = body.get(name)
+    def check(self, value, name):
         if value is not None and not isinstance(value, bool):
             abort(400, description=f"{name} must be true or false")
         return value
@@ -115,18 +136,21 @@ class TextList(Field):
         items = {"type": "string", **({"enum": self.enum} if self.enum else {})}
         return {**super().json_schema(), "type": ["array", "null"], "items": items}
 
-    def parse(self, body, name):
-        value = body.get(name)
+    def check(self, value, name):
         if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
             abort(400, description=f"{name} must be a list of texts")
         return value
 
 
 class Body:
-    """A JSON object's fields: unknown fields are ignored, missing ones are None."""
+    """A JSON object's fields: unknown fields are ignored, missing ones take their default."""
 
     def __init__(self, **fields):
         self.fields = fields
+
+    def extended(self, **fields):
+        """This body with more fields, these first."""
+        return Body(**fields, **self.fields)
 
     def json_schema(self):
         required = [n for n, f in self.fields.items() if f.required]
