@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from common.config import transport_name
 from web.auth import login_required
 from web.db import all_rows, one
-from web.schema import json_body, optional_int, text
+from web.schema import Body, Int, IntList, Text, accepts, describes, json_body, optional_int, text
 
 bp = Blueprint("devices", __name__)
 
@@ -60,15 +60,25 @@ def _device_or_404(device_id):
     return row
 
 
+PACING = Body(min_delay_seconds=Int(default=30), max_delay_seconds=Int(default=60), hourly_limit=Int(default=80),
+              daily_limit=Int(default=800))
+NEW_DEVICE = PACING.extended(device_name=Text(required=True, max_length=100))
+NEW_DEVICES = PACING.extended(count=Int(required=True, description="1 to 5000"),
+                              name_pattern=Text(default="", description='"Sales {n}"'), first_number=Int(default=1))
+# A change: absent or null fields stay as they are; SQL checks names and ranges.
+SETTINGS = Body(device_name=Text(max_length=100), **{name: Int() for name in PACING.fields})
+SELECTION = Body(device_ids=IntList(required=True))
+
+
 def _device_ids(body):
-    value = body.get("device_ids")
-    if not isinstance(value, list):
+    if not isinstance(body.get("device_ids"), list):
         abort(400, description="device_ids must be a list of device ids")
-    return [optional_int(v, "device_ids") for v in value]
+    return SELECTION.parse(body)["device_ids"]
 
 
 def _settings(body):
-    """The settings fields of a body, as sent (SQL checks names, types and ranges)."""
+    """The settings fields of a body, type-checked by SETTINGS, as sent (SQL refuses unknown names)."""
+    SETTINGS.parse(body)
     return Jsonb({k: v for k, v in body.items() if k != "device_ids"})
 
 
@@ -121,36 +131,33 @@ def matching_ids():
 
 @bp.route("/api/devices", methods=["POST"])
 @login_required
-def create():
+@accepts(NEW_DEVICE)
+def create(body):
     """Adds a device. JSON: device_name, optional min_delay_seconds, max_delay_seconds, hourly_limit, daily_limit."""
-    body = json_body()
-    name = body.get("device_name")
-    if not isinstance(name, str) or not name.strip():
+    if not body["device_name"].strip():
         abort(400, description="device_name is required")
-    pacing = [optional_int(body.get(k, d), k) for k, d in (("min_delay_seconds", 30), ("max_delay_seconds", 60),
-                                                           ("hourly_limit", 80), ("daily_limit", 800))]
-    row = one("SELECT create_device(%s, %s, %s, %s, %s, %s) AS id", [g.user["id"], name, *pacing])
+    row = one("SELECT create_device(%s, %s, %s, %s, %s, %s) AS id",
+              [g.user["id"], body["device_name"], *(body[k] for k in PACING.fields)])
     return jsonify(device=_device_or_404(row["id"])), 201
 
 
 @bp.route("/api/devices/batch", methods=["POST"])
 @login_required
-def create_many():
+@accepts(NEW_DEVICES)
+def create_many(body):
     """Adds `count` devices (1 to 5000) at once, named by `name_pattern` with "{n}" replaced by
     `first_number` (default 1), `first_number` + 1, ... ("Sales {n}"; without "{n}" the number is
     appended). Optional min_delay_seconds, max_delay_seconds, hourly_limit, daily_limit for all.
     Answers 201 with the new `device_ids`."""
-    body = json_body()
-    args = [optional_int(body.get(k, d), k) for k, d in (("count", None), ("first_number", 1),
-                                                         ("min_delay_seconds", 30), ("max_delay_seconds", 60),
-                                                         ("hourly_limit", 80), ("daily_limit", 800))]
     ids = one("SELECT create_devices(%s, %s, %s, %s, %s, %s, %s, %s) AS ids",
-              [g.user["id"], args[0], text(body, "name_pattern"), *args[1:]])["ids"]
+              [g.user["id"], body["count"], body["name_pattern"], body["first_number"],
+               *(body[k] for k in PACING.fields)])["ids"]
     return jsonify(device_ids=ids, count=len(ids)), 201
 
 
 @bp.route("/api/devices/<int:device_id>", methods=["PATCH"])
 @login_required
+@describes(SETTINGS)
 def update(device_id):
     """Changes one device's settings. JSON: any of device_name, min_delay_seconds,
     max_delay_seconds, hourly_limit, daily_limit (absent or null: unchanged)."""
@@ -161,6 +168,7 @@ def update(device_id):
 
 @bp.route("/api/devices", methods=["PATCH"])
 @login_required
+@describes(SETTINGS.extended(device_ids=IntList(required=True)))
 def update_many():
     """Changes the settings of a selection at once. JSON: device_ids and any of min_delay_seconds,
     max_delay_seconds, hourly_limit, daily_limit. Checked first on every device: all change or none."""
@@ -171,6 +179,7 @@ def update_many():
 
 @bp.route("/api/devices/<any(pause, resume):action>", methods=["POST"])
 @login_required
+@describes(SELECTION)
 def pause(action):
     """Pauses or resumes devices. JSON: device_ids. A paused device stays connected and keeps its
     queue; nothing is sent from it until it is resumed. Answers with how many `changed`."""
