@@ -142,6 +142,24 @@ class TextList(Field):
         return value
 
 
+class Objects(Field):
+    """A list of JSON objects, each with `body`'s fields."""
+
+    def __init__(self, body, **kw):
+        super().__init__(**kw)
+        self.body = body
+
+    def json_schema(self):
+        return {**super().json_schema(), "type": ["array", "null"], "items": self.body.json_schema()}
+
+    def check(self, value, name):
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            abort(400, description=f"{name} must be a list of objects")
+        return [self.body.parse(v) for v in value]
+
+
 class Body:
     """A JSON object's fields: unknown fields are ignored, missing ones take their default."""
 

@@ -7,6 +7,7 @@ from psycopg.types.json import Jsonb
 from web.auth import login_required
 from web.db import all_rows, one
 from web.media import fetch_deadline, media_id_for
+from web.schema import Body, Bool, Int, IntList, Objects, Text, describes
 
 bp = Blueprint("sequences", __name__)
 
@@ -21,19 +22,29 @@ def _definition_or_404(sequence_id):
     return row["d"]
 
 
+STEP = Body(day_number=Int(required=True, description="1 to 31"), content=Text(required=True),
+            trigger_delay_hours=Int(description="hours to wait after this step before the next"),
+            is_entry_point=Bool(), trigger=Text(), next_trigger=Text(), chain_sequence_id=Int(),
+            media_url=Text(max_length=2048, fmt="uri", description="public http(s) image, fetched when saved"),
+            media_id=Int(description="an image from POST /api/media"))
+SEQUENCE = Body(name=Text(required=True), trigger=Text(required=True, description="one word"), niche=Text(),
+                schedule_time=Text(fmt="time"), schedule_tolerance_minutes=Int(), stop_on_reply=Bool(),
+                min_delay_seconds=Int(), max_delay_seconds=Int(), device_ids=IntList(), steps=Objects(STEP))
+
+
 def _json_body():
-    """The sequence as sent, each step's image stored: its media_url fetched now (once: a URL saved
-    before reuses its copy), or its uploaded media_id."""
+    """The sequence as sent (types checked by SEQUENCE, the rest by save_sequence), each step's
+    image stored: its media_url fetched now (once: a URL saved before reuses its copy), or its
+    uploaded media_id."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         abort(400, description="send the sequence as a JSON object")
+    SEQUENCE.parse(body)
     steps = body.get("steps")
     if isinstance(steps, list):
         deadline = fetch_deadline()
         for n, step in enumerate(steps, 1):
-            url = step.get("media_url") if isinstance(step, dict) else None
-            if url is not None and not isinstance(url, str):
-                abort(400, description=f"step {n}: media_url must be text")
+            url = step.get("media_url")
             if url and url.strip():
                 step["media_id"] = media_id_for(url.strip(), deadline, f"step {n} media_url")
     return Jsonb(body)
@@ -115,6 +126,7 @@ def api_list():
 
 @bp.route("/api/sequences", methods=["POST"])
 @login_required
+@describes(SEQUENCE)
 def api_create():
     """Creates a sequence (inactive) with its steps.
 
@@ -136,6 +148,7 @@ def api_get(sequence_id):
 
 @bp.route("/api/sequences/<int:sequence_id>", methods=["PUT"])
 @login_required
+@describes(SEQUENCE)
 def api_update(sequence_id):
     """Replaces a sequence's settings and steps (steps matched by day_number keep their history)."""
     _definition_or_404(sequence_id)  # another owner's id is "not found", whatever the body says
