@@ -1,4 +1,14 @@
-"""/api/openapi.json is generated from the url_map: every /api route, every method, documented."""
+"""/api/openapi.json is generated from the url_map: every /api route, every method, documented;
+request bodies from the definitions that validate them, response rows from the SQL functions
+that return them, so responses conform and dates are ISO 8601."""
+import json
+import re
+from datetime import date, datetime, time
+
+import pytest
+
+from tests.webutil import signed_in_user
+from web import webhooks as web_webhooks
 from web.openapi import _PARAM
 
 
@@ -27,3 +37,107 @@ def test_path_parameters_are_typed(client):
     op = client.get("/api/openapi.json").get_json()["paths"]["/api/chats/{chat_id}/messages"]["post"]
     assert op["parameters"] == [{"name": "chat_id", "in": "path", "required": True, "schema": {"type": "integer"}}]
     assert op["responses"]["404"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+
+
+# Schemas: request bodies from the definitions that validate them, response rows from SQL ---------
+
+_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list, "object": dict,
+          "null": type(None)}
+_FORMATS = {"date-time": datetime.fromisoformat, "date": date.fromisoformat, "time": time.fromisoformat}
+
+
+def conforms(value, schema, doc, where="$"):
+    """Checks `value` against the subset of JSON Schema the document uses; raises with the path."""
+    if "$ref" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    types = schema.get("type")
+    if types is not None:
+        types = [types] if isinstance(types, str) else types
+        ok = any(isinstance(value, _TYPES[t]) and not (t in ("integer", "number") and isinstance(value, bool))
+                 for t in types)
+        assert ok, f"{where}: {value!r} is not {types}"
+    if isinstance(value, str) and schema.get("format") in _FORMATS:
+        _FORMATS[schema["format"]](value)          # ISO 8601, or ValueError
+    if isinstance(value, dict):
+        for name in schema.get("required", []):
+            assert name in value, f"{where}: {name} missing"
+        for name, sub in schema.get("properties", {}).items():
+            if name in value:
+                conforms(value[name], sub, doc, f"{where}.{name}")
+    if isinstance(value, list) and "items" in schema:
+        for n, item in enumerate(value):
+            conforms(item, schema["items"], doc, f"{where}[{n}]")
+
+
+def test_every_reference_resolves_to_a_described_row(client):
+    doc = client.get("/api/openapi.json").get_json()
+    refs = set(re.findall(r'"#/components/schemas/(\w+)"', json.dumps(doc["paths"])))
+    assert {"get_lead", "find_leads", "webhook_endpoint_list", "webhook_delivery_list"} <= refs
+    for name in refs:
+        schema = doc["components"]["schemas"][name]
+        assert schema["type"] == "object" and schema["properties"], name
+    lead = doc["components"]["schemas"]["get_lead"]["properties"]
+    assert lead["created_at"] == {"type": ["string", "null"], "format": "date-time"}
+    assert lead["id"]["type"] == ["integer", "null"]
+
+
+def test_request_bodies_are_documented_from_their_definitions(client):
+    from web.campaigns import NEW_CAMPAIGN
+    from web.leads import LEAD
+
+    paths = client.get("/api/openapi.json").get_json()["paths"]
+    body = lambda path, method: paths[path][method]["requestBody"]["content"]["application/json"]["schema"]  # noqa: E731
+    assert body("/api/leads", "post") == LEAD.json_schema() == body("/api/leads/{lead_id}", "put")
+    assert body("/api/campaigns", "post") == NEW_CAMPAIGN.json_schema()
+    assert body("/api/campaigns", "post")["properties"]["campaign_date"]["format"] == "date"
+    assert body("/api/webhook-endpoints", "post")["required"] == ["url", "events"]
+    for path, method in [("/api/devices", "post"), ("/api/devices/batch", "post"), ("/api/sequences", "post"),
+                         ("/api/sequences/{sequence_id}", "put"), ("/api/webhook-endpoints/{endpoint_id}", "patch"),
+                         ("/api/campaigns/{campaign_id}", "put"), ("/api/devices/{device_id}", "patch")]:
+        assert body(path, method)["type"] == "object", (path, method)
+
+
+def wrong_value(schema):
+    """A value of none of the schema's types."""
+    types = set([schema["type"]] if isinstance(schema["type"], str) else schema["type"])
+    return {"a": 1} if "object" not in types else ["list"]
+
+
+@pytest.mark.parametrize("path", ["/api/leads", "/api/campaigns", "/api/devices", "/api/devices/batch",
+                                  "/api/sequences", "/api/webhook-endpoints"])
+def test_a_body_against_its_schema_is_refused_field_by_field(client, committed_db_url, path):
+    _, token = signed_in_user(client, committed_db_url)
+    schema = client.get("/api/openapi.json").get_json()["paths"][path]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]
+    for name, sub in schema["properties"].items():
+        res = client.post(path, json={name: wrong_value(sub)}, headers={"X-CSRFToken": token})
+        assert res.status_code == 400, (path, name, res.get_json())
+        assert name in res.get_json()["error"], (path, name, res.get_json())
+
+
+def test_responses_conform_to_their_schemas(client, committed_db_url, monkeypatch):
+    monkeypatch.setattr(web_webhooks, "ADDRESS_POLICY", "127.0.0.1".__eq__)
+    _, token = signed_in_user(client, committed_db_url)
+    h = {"X-CSRFToken": token}
+    doc = client.get("/api/openapi.json").get_json()
+
+    def check(method, path, template, status, **kw):
+        res = client.open(path, method=method.upper(), headers=h, **kw)
+        assert res.status_code == int(status), (path, res.get_json())
+        schema = doc["paths"][template][method]["responses"][status]["content"]["application/json"]["schema"]
+        conforms(res.get_json(), schema, doc, f"{method.upper()} {path}")
+        return res.get_json()
+
+    lead = check("post", "/api/leads", "/api/leads", "201", json={"name": "Ana", "phone": "60123456789"})
+    check("get", f"/api/leads/{lead['id']}", "/api/leads/{lead_id}", "200")
+    check("put", f"/api/leads/{lead['id']}", "/api/leads/{lead_id}", "200", json={"name": "Ana B", "phone": "60123456789"})
+    check("get", "/api/leads", "/api/leads", "200")
+    made = check("post", "/api/webhook-endpoints", "/api/webhook-endpoints", "201",
+                 json={"url": "http://127.0.0.1:9/x", "events": ["lead.replied"]})["endpoint"]
+    check("post", f"/api/webhook-endpoints/{made['id']}/test", "/api/webhook-endpoints/{endpoint_id}/test", "202")
+    check("get", "/api/webhook-endpoints", "/api/webhook-endpoints", "200")
+    deliveries = check("get", "/api/webhook-deliveries", "/api/webhook-deliveries", "200")["deliveries"]
+    assert deliveries and deliveries[0]["created_at"].count("T") == 1        # ISO 8601, not RFC 1123
+    check("patch", f"/api/webhook-endpoints/{made['id']}", "/api/webhook-endpoints/{endpoint_id}", "200",
+          json={"enabled": False})
+    check("delete", f"/api/webhook-endpoints/{made['id']}", "/api/webhook-endpoints/{endpoint_id}", "200")
