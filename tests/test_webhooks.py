@@ -283,19 +283,22 @@ def test_killed_deliverer_loses_nothing(connect_committed, receiver, deliverers)
 def test_failing_endpoint_is_retried_then_dead_lettered_and_redelivered(connect_committed, receiver, deliverers):
     conn = connect_committed()
     uid, ep, dev = _owner_with_endpoint(conn, receiver.url)
+    warm_up = _emit(conn, dev, 1)
+    deliverers(backoff_seconds=0.1, retry_window_seconds=3)
+    wait_for(lambda: _statuses(conn, ep) == ["delivered"], what="the deliverer running")   # the window starts now
     receiver.status = 500
-    ids = _emit(conn, dev, 2)
-    deliverers(backoff_seconds=0.1, retry_window_seconds=2)
-    wait_for(lambda: _statuses(conn, ep) == ["dead", "dead"], what="both events dead-lettered")
+    ids = _emit(conn, dev, 2)[1:]
+    wait_for(lambda: _statuses(conn, ep) == ["delivered", "dead", "dead"], what="both events dead-lettered")
+    assert receiver.event_ids()[0] == warm_up[0]
     first = [i for i in receiver.event_ids() if i == ids[0]]
     assert len(first) >= 3                                     # retried with the same event id
     attempts = [json.loads(b)["id"] for _, b in receiver.requests]
     assert attempts.index(ids[1]) > max(i for i, x in enumerate(attempts) if x == ids[0])   # in order
-    row = outbox(conn, ep)[0]
+    row = outbox(conn, ep)[1]
     assert row["last_status_code"] == 500 and row["attempts"] == len(first)
     receiver.status = 200
     assert conn.execute("SELECT redeliver_webhook(%s, %s) AS ok", [uid, row["id"]]).fetchone()["ok"]
-    wait_for(lambda: _statuses(conn, ep) == ["delivered", "dead"], what="the redelivery")
+    wait_for(lambda: _statuses(conn, ep) == ["delivered", "delivered", "dead"], what="the redelivery")
 
 
 # The page and the JSON API --------------------------------------------------------------------------

@@ -229,6 +229,7 @@ BEGIN
        SET status = 'delivered', delivered_at = now(), attempts = d.attempts + 1, last_attempt_at = now(),
            last_status_code = p_status_code, last_error = NULL
      WHERE id = d.id;
+    PERFORM notify_user(d.user_id, 'webhook_delivery', jsonb_build_object('id', d.id, 'status', 'delivered'));
     RETURN 'delivered';
   END IF;
   -- Exponential back-off, each step capped at an hour, with jitter (half to all of the step) so
@@ -241,9 +242,11 @@ BEGIN
                        THEN 'dead' ELSE 'pending' END
    WHERE id = d.id
   RETURNING status INTO d.status;
+  PERFORM notify_user(d.user_id, 'webhook_delivery', jsonb_build_object('id', d.id, 'status', d.status));
   RETURN d.status;
 END $$;
 COMMENT ON FUNCTION finish_webhook_delivery(bigint, integer, text, double precision, double precision) IS
   'Records one attempt (p_status_code null when no HTTP answer came, p_error why) and releases the endpoint: '
   '2xx delivered; otherwise retried after an exponential back-off from p_backoff_seconds with jitter, or dead '
-  '(the dead-letter list) when the next attempt would fall past p_window_seconds. Returns the new status.';
+  '(the dead-letter list) when the next attempt would fall past p_window_seconds. Pushes a live webhook_delivery '
+  'event {id, status} to the owner. Returns the new status.';
