@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from web import csrf
 from web.db import all_rows, one
+from web.schema import Body, Int, Text, describes
 
 bp = Blueprint("auth", __name__)
 hasher = PasswordHasher()
@@ -237,6 +238,8 @@ def list_tokens():
 
 @bp.route("/api/tokens", methods=["POST"])
 @login_required
+@describes(Body(name=Text(required=True, description="what uses it"), purpose=Text(default="api", enum=["api", "webhook"]),
+                expires_in_days=Int(default=TOKEN_DAYS, description="1 to 365")))
 def create_token():
     """Issues a named personal API token (or, with purpose=webhook, a lead-intake secret) that expires after expires_in_days (1 to 365, default 90); the secret is shown once. Only a signed-in browser can do this, not a token."""
     if g.via_token:

@@ -7,6 +7,7 @@ from common.images import MediaError, open_image
 from web.auth import login_required
 from web.db import all_rows, one
 from web.media import store
+from web.schema import Body, Text, describes
 
 bp = Blueprint("chat", __name__)
 
@@ -87,6 +88,7 @@ def mark_read(chat_id):
 
 @bp.route("/api/chats/<int:chat_id>/messages", methods=["POST"])
 @login_required
+@describes(Body(text=Text(required=True)))
 def send(chat_id):
     """Queues a message to the chat's number from its device: JSON {"text"}, or a multipart form
     with `image` (JPEG/PNG/WebP, at most 350 KB) and an optional `caption`."""

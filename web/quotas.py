@@ -5,7 +5,7 @@ from flask import Blueprint, g, jsonify
 
 from web.auth import admin_required, login_required
 from web.db import all_rows, one
-from web.schema import json_body, optional_int, text
+from web.schema import Body, Int, Text, accepts
 
 bp = Blueprint("quotas", __name__)
 
@@ -27,10 +27,9 @@ def settings():
 
 @bp.route("/api/admin/quotas", methods=["PUT"])
 @admin_required
-def set_quota():
+@accepts(Body(kind=Text(required=True, description="devices, leads, campaigns, sequences, tokens or media"),
+              max_rows=Int(description="null: back to the default"), user_id=Int(description="null: the default")))
+def set_quota(body):
     """Administrators: sets one quota. Body {kind, max_rows, user_id}: without user_id the default for every account; with it that account's own limit (max_rows null: back to the default)."""
-    body = json_body()
-    one("SELECT set_quota(%s, %s, %s, %s)",
-        [g.user["id"], optional_int(body.get("user_id"), "user_id"), text(body, "kind"),
-         optional_int(body.get("max_rows"), "max_rows")])
+    one("SELECT set_quota(%s, %s, %s, %s)", [g.user["id"], body["user_id"], body["kind"], body["max_rows"]])
     return jsonify(quotas=all_rows("SELECT * FROM quota_settings(%s)", [g.user["id"]]))
