@@ -39,14 +39,12 @@ def _json_body():
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         abort(400, description="send the sequence as a JSON object")
-    SEQUENCE.parse(body)
-    steps = body.get("steps")
-    if isinstance(steps, list):
-        deadline = fetch_deadline()
-        for n, step in enumerate(steps, 1):
-            url = step.get("media_url")
-            if url and url.strip():
-                step["media_id"] = media_id_for(url.strip(), deadline, f"step {n} media_url")
+    steps = SEQUENCE.parse(body)["steps"] or []
+    deadline = fetch_deadline()
+    for n, (sent, step) in enumerate(zip(body.get("steps") or [], steps), 1):
+        url = (step["media_url"] or "").strip()
+        if url:
+            sent["media_id"] = media_id_for(url, deadline, f"step {n} media_url")
     return Jsonb(body)
 
 
