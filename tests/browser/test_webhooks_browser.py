@@ -6,7 +6,7 @@ from playwright.sync_api import expect
 
 from common.webhooks import verify
 from tests.browser.conftest import sign_in
-from tests.test_webhooks import Receiver, deliverers, receiver  # noqa: F401 (fixtures)
+from tests.test_webhooks import deliverers, receiver  # noqa: F401 (fixtures)
 from web import webhooks as web_webhooks
 
 
