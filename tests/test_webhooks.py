@@ -87,6 +87,16 @@ def test_each_event_source_writes_its_event(db):
         assert "T" in r["payload"]["created_at"]
 
 
+def test_a_released_device_going_offline_is_an_event(db):
+    uid = make_user(db)
+    ep = endpoint(db, uid, events=["device.status"])
+    dev = make_device(db, uid)
+    lease(db, [dev])
+    assert db.execute("SELECT release_leases('s1', %s) AS n", [[dev]]).fetchone()["n"] == 1
+    assert [r["payload"]["data"] for r in outbox(db, ep)] == [
+        {"device_id": dev, "status": "offline", "reason": "sender released the device", "banned_until": None}]
+
+
 def test_campaign_finished_and_sequence_completed(db):
     uid = make_user(db)
     ep = endpoint(db, uid, events=["campaign.finished", "sequence.completed"])

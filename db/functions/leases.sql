@@ -97,6 +97,7 @@ COMMENT ON FUNCTION sender_heartbeat(text, integer, interval) IS
 CREATE OR REPLACE FUNCTION release_leases(p_sender_id text, p_device_ids bigint[])
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_done integer;
+        v_events integer;
 BEGIN
   WITH gone AS (
     DELETE FROM device_leases l
@@ -106,13 +107,18 @@ BEGIN
     UPDATE user_devices d
        SET status = 'offline', status_reason = 'sender released the device', status_changed_at = now()
       FROM gone WHERE d.id = gone.device_id AND d.status IN ('online', 'connecting')
+    RETURNING d.id, d.user_id, d.status_reason
   )
-  SELECT count(*) INTO v_done FROM gone;
+  SELECT (SELECT count(*) FROM gone),
+         (SELECT count(emit_webhook_event(i.user_id, 'device.status', jsonb_build_object(
+                   'device_id', i.id, 'status', 'offline', 'reason', i.status_reason, 'banned_until', NULL)))
+            FROM idle i)
+    INTO v_done, v_events;
   RETURN v_done;
 END $$;
 COMMENT ON FUNCTION release_leases(text, bigint[]) IS
   'Gives up this sender''s leases on the devices (after it stopped them); a running device shows offline '
-  'until the next sender connects it. Returns how many leases were released.';
+  'until the next sender connects it (a device.status webhook event each). Returns how many leases were released.';
 
 CREATE OR REPLACE FUNCTION retire_sender(p_sender_id text)
 RETURNS integer LANGUAGE plpgsql AS $$
