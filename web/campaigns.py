@@ -5,7 +5,8 @@ from flask import Blueprint, abort, g, jsonify, render_template, request
 
 from web.auth import login_required
 from web.db import all_rows, one
-from web.leads import json_body, my_devices, optional_int, text
+from web.body import json_body
+from web.leads import my_devices, optional_int, text
 from web.media import fetch_deadline, media_id_for
 
 bp = Blueprint("campaigns", __name__)

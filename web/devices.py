@@ -14,7 +14,8 @@ from psycopg.types.json import Jsonb
 from common.config import transport_name
 from web.auth import login_required
 from web.db import all_rows, one
-from web.leads import json_body, optional_int, text
+from web.body import json_body
+from web.leads import optional_int, text
 
 bp = Blueprint("devices", __name__)
 

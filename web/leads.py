@@ -8,6 +8,7 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, render_te
 
 from web import lead_import
 from web.auth import login_required
+from web.body import json_body
 from web.db import all_rows, conn, one
 
 bp = Blueprint("leads", __name__)
@@ -17,16 +18,6 @@ PAGE = 50
 
 
 BIGINT = 2 ** 63
-
-
-def json_body():
-    """The JSON object sent (an empty one when none); anything else is a 400."""
-    body = request.get_json(silent=True)
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        abort(400, description="send a JSON object")
-    return body
 
 
 def optional_int(value, field):

@@ -5,7 +5,8 @@ from flask import Blueprint, g, jsonify
 
 from web.auth import admin_required, login_required
 from web.db import all_rows, one
-from web.leads import json_body, optional_int, text
+from web.body import json_body
+from web.leads import optional_int, text
 
 bp = Blueprint("quotas", __name__)
 

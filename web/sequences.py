@@ -5,6 +5,7 @@ from flask import Blueprint, abort, g, jsonify, render_template, request
 from psycopg.types.json import Jsonb
 
 from web.auth import login_required
+from web.body import json_body
 from web.db import all_rows, one
 from web.media import fetch_deadline, media_id_for
 
@@ -24,9 +25,7 @@ def _definition_or_404(sequence_id):
 def _json_body():
     """The sequence as sent, each step's image stored: its media_url fetched now (once: a URL saved
     before reuses its copy), or its uploaded media_id."""
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        abort(400, description="send the sequence as a JSON object")
+    body = json_body("the sequence as a JSON object", required=True)
     steps = body.get("steps")
     if isinstance(steps, list):
         deadline = fetch_deadline()

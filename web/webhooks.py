@@ -5,7 +5,8 @@ authentication."""
 from flask import Blueprint, abort, jsonify, request
 
 from web.db import one
-from web.leads import json_body, lead_fields
+from web.body import json_or_form
+from web.leads import lead_fields
 
 bp = Blueprint("webhooks", __name__)
 
@@ -17,6 +18,6 @@ def intake():
     user_id = one("SELECT token_user(%s, 'webhook') AS uid", [secret])["uid"] if secret else None
     if user_id is None:
         abort(401, description="send a live webhook secret in the X-Webhook-Token header (a ?token= in the URL is not accepted)")
-    body = json_body() if request.is_json else request.form
+    body = json_or_form()
     row = one("SELECT * FROM intake_lead(%s, %s, %s, %s, %s, %s, %s)", [user_id, *lead_fields(body)])
     return jsonify(id=row["lead_id"], created=row["created"]), 201 if row["created"] else 200

@@ -29,14 +29,8 @@
 
   const box = document.getElementById("campaign");
   if (!box) {
-    if (window.live) {
-      let listTimer = null;
-      const reloadList = function () {
-        if (!listTimer) listTimer = setTimeout(function () { location.reload(); }, 2000);  // bursts: one reload
-      };
-      live.on("campaign", reloadList);
-      live.on("campaign_progress", reloadList);
-    }
+    // bursts: one reload
+    if (window.live) live.refreshOn(["campaign", "campaign_progress"], function () { location.reload(); }, { wait: 2000 });
     return;
   }
   const id = box.dataset.campaignId;
@@ -72,13 +66,8 @@
       });
   });
 
-  if (window.live) {
-    let timer = null;
-    const refresh = function (data) {
-      if (!names(data, id) || timer) return;
-      timer = setTimeout(function () { location.reload(); }, 2000);  // coalesce bursts of progress
-    };
-    live.on("campaign", refresh);
-    live.on("campaign_progress", refresh);
+  if (window.live) {   // coalesce bursts of progress: one reload
+    live.refreshOn(["campaign", "campaign_progress"], function () { location.reload(); },
+                   { wait: 2000, when: function (data) { return names(data, id); } });
   }
 })();
