@@ -115,3 +115,24 @@ def test_main_database_schedules_jobs_with_pg_cron(base_url):
         jobs = {r["name"] for r in c.execute("SELECT name FROM app_jobs()")}
         scheduled = {r["jobname"] for r in c.execute("SELECT jobname FROM cron.job WHERE jobname LIKE 'wa:%'")}
         assert scheduled == {"wa:" + j for j in jobs}
+
+
+def test_every_rule_over_several_columns_has_a_name(db):
+    """PostgreSQL numbers an unnamed table CHECK (campaigns_check2): a rule tying columns together (a
+    state and its timestamps) needs a name saying the rule, so its violation names what broke."""
+    numbered = db.execute("""
+        SELECT c.conrelid::regclass::text AS t, c.conname FROM pg_constraint c
+         WHERE c.contype = 'c' AND c.connamespace = 'public'::regnamespace AND cardinality(c.conkey) > 1
+           AND c.conname ~ '_check[0-9]*$'""").fetchall()
+    assert numbered == []
+
+
+def test_a_broken_state_rule_names_itself(db):
+    from tests.factories import make_user
+    user = make_user(db)
+    campaign = db.execute("""INSERT INTO campaigns (user_id, title, message, campaign_date, time_schedule, scheduled_at)
+                             VALUES (%s, 't', 'hi', current_date, '09:00', now()) RETURNING id""", [user]).fetchone()["id"]
+    with pytest.raises(psycopg.errors.CheckViolation) as broken, db.transaction():
+        db.execute("UPDATE campaigns SET status = 'finished', triggered_at = now() WHERE id = %s", [campaign])
+    assert broken.value.diag.constraint_name == "campaigns_finished_iff_finished_at"
+    assert "campaigns_finished_iff_finished_at" in str(broken.value)
