@@ -241,23 +241,22 @@ COMMENT ON FUNCTION expand_broadcast_chunk(campaigns, integer) IS
   'Queues one chunk of a broadcast (next p_chunk audience leads after expand_cursor, on their own devices, '
   'opted-out numbers left out, one message per phone); marks the fan-out done after the last chunk. Returns rows queued.';
 
--- Device score for spreading: lower is less loaded (the load-balance score).
-CREATE OR REPLACE FUNCTION ai_campaign_devices(c campaigns)
+-- Device score for spreading: lower is less loaded (device_load's load score).
+CREATE OR REPLACE FUNCTION _ai_campaign_devices(c campaigns)
 RETURNS TABLE (device_id bigint, score numeric, room integer)
 LANGUAGE sql STABLE AS $$
-  SELECT d.id,
-         coalesce(pm.messages_hour, 0) * 0.7 + coalesce(pm.processing_now, 0) * 0.3,
+  SELECT d.id, l.load_score,
          c.ai_limit_per_device - (SELECT count(*)::int FROM broadcast_messages m
                                    WHERE m.campaign_id = c.id AND m.device_id = d.id
                                      AND m.status IN ('pending', 'queued', 'sent'))
     FROM user_devices d
-    LEFT JOIN device_performance_monitor pm ON pm.device_id = d.id
+    JOIN device_load(ARRAY[c.user_id]) l ON l.device_id = d.id
    WHERE d.user_id = c.user_id AND d.status = 'online' AND d.paused_at IS NULL
      AND (c.device_ids IS NULL OR d.id = ANY (c.device_ids))
 $$;
-COMMENT ON FUNCTION ai_campaign_devices(campaigns) IS
-  'The devices an AI campaign may use now (online, not paused, in its device set), their load-balance score '
-  '(messages_hour*0.7 + processing_now*0.3) and how many more leads each may take under the per-device limit.';
+COMMENT ON FUNCTION _ai_campaign_devices(campaigns) IS
+  'The devices an AI campaign may use now (online, not paused, in its device set), their load score '
+  '(device_load) and how many more leads each may take under the per-device limit.';
 
 -- Spreads leads over the AI campaign's devices: slot k of every device before slot k+1 of any,
 -- devices by score, so the least loaded get the first leads and none gets more than its room.
@@ -267,7 +266,7 @@ CREATE OR REPLACE FUNCTION spread_ai_campaign(c campaigns) RETURNS integer
 LANGUAGE sql AS $$
   WITH slots AS MATERIALIZED (
     SELECT d.device_id, row_number() OVER (ORDER BY s.n, d.score, d.device_id) AS slot
-      FROM ai_campaign_devices(c) d, generate_series(1, d.room) AS s(n)
+      FROM _ai_campaign_devices(c) d, generate_series(1, d.room) AS s(n)
   ), stranded AS (
     SELECT m.id AS retry_of, m.lead_id, m.recipient_name AS name, m.recipient_phone AS phone, 0 AS pass, m.id AS ord
       FROM broadcast_messages m LEFT JOIN user_devices d ON d.id = m.device_id
@@ -437,6 +436,23 @@ COMMENT ON FUNCTION retry_failed_messages(bigint, bigint, bigint) IS
   'on p_device_id or the same device; failed rows stay as they are. Returns how many; NULL when not the owner''s.';
 
 -- Report detail ---------------------------------------------------------------------------------
+-- A message retried (explicitly, or moved off a dropped device) is superseded by its retry; the
+-- reports count each lead's current attempt, and the history stays in broadcast_messages.
+CREATE OR REPLACE FUNCTION _campaign_messages_current()
+RETURNS TABLE (id bigint, campaign_id bigint, user_id bigint, device_id bigint, lead_id bigint, recipient_phone text,
+               recipient_name text, status text, error_message text, sent_at timestamptz, delivered_at timestamptz,
+               read_at timestamptz)
+LANGUAGE sql STABLE AS $$
+  SELECT m.id, m.campaign_id, m.user_id, m.device_id, m.lead_id, m.recipient_phone, m.recipient_name, m.status,
+         m.error_message, m.sent_at, m.delivered_at, m.read_at
+    FROM broadcast_messages m
+   WHERE m.campaign_id IS NOT NULL
+     AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id)
+$$;
+COMMENT ON FUNCTION _campaign_messages_current() IS
+  'Campaign messages that are the current attempt for their lead (not superseded by a retry); inlined by its '
+  'callers, so their filter on campaign_id reaches the table.';
+
 CREATE OR REPLACE FUNCTION campaign_report_leads(p_user_id bigint, p_campaign_id bigint, p_device_id bigint,
                                                  p_bucket text, p_limit integer DEFAULT 100, p_offset integer DEFAULT 0)
 RETURNS TABLE (message_id bigint, lead_id bigint, recipient_phone text, recipient_name text, device_id bigint,
@@ -450,7 +466,7 @@ BEGIN
   RETURN QUERY
   SELECT m.id, m.lead_id, m.recipient_phone, m.recipient_name, m.device_id, d.device_name, m.status,
          m.error_message, m.sent_at, m.delivered_at, m.read_at
-    FROM campaign_messages_current m
+    FROM _campaign_messages_current() m
     JOIN campaigns c ON c.id = m.campaign_id AND c.user_id = p_user_id
     LEFT JOIN user_devices d ON d.id = m.device_id
    WHERE m.campaign_id = p_campaign_id

@@ -169,7 +169,7 @@ LANGUAGE sql STABLE AS $$
          CASE WHEN me.admin THEN h.pid END, CASE WHEN me.admin THEN h.capacity END, h.started_at,
          h.heartbeat_at, h.heartbeat_age_seconds, h.alive, h.stopping,
          CASE WHEN me.admin THEN h.devices_leased END, own.n
-    FROM sender_heartbeat_monitor h
+    FROM _sender_heartbeats() h
    CROSS JOIN (SELECT coalesce((SELECT u.is_admin FROM users u WHERE u.id = p_user_id), false) AS admin) me
    CROSS JOIN LATERAL (
      SELECT count(*)::int AS n FROM device_leases l JOIN user_devices d ON d.id = l.device_id
@@ -189,9 +189,8 @@ LANGUAGE sql STABLE AS $$
   SELECT p.device_id, p.device_name, p.device_status, p.messages_hour, p.hourly_limit, p.messages_today,
          p.daily_limit, p.processing_now, p.last_sent_at,
          sender_label(l.sender_id, (SELECT u.is_admin FROM users u WHERE u.id = p_user_id)), l.expires_at
-    FROM device_performance_monitor p
+    FROM device_load(ARRAY[p_user_id]) p
     LEFT JOIN device_leases l ON l.device_id = p.device_id
-   WHERE p.user_id = p_user_id
    ORDER BY p.device_id
 $$;
 COMMENT ON FUNCTION monitor_device_load(bigint) IS

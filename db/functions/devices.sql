@@ -22,10 +22,10 @@ COMMENT ON FUNCTION check_device_settings(integer, integer, integer, integer) IS
 
 CREATE OR REPLACE FUNCTION create_devices(p_user_id bigint, p_count integer, p_name_pattern text,
                                           p_first_number integer DEFAULT 1,
-                                          p_min_delay_seconds integer DEFAULT 30,
-                                          p_max_delay_seconds integer DEFAULT 60,
-                                          p_hourly_limit integer DEFAULT 80,
-                                          p_daily_limit integer DEFAULT 800)
+                                          p_min_delay_seconds integer DEFAULT setting('default_min_delay_seconds')::integer,
+                                          p_max_delay_seconds integer DEFAULT setting('default_max_delay_seconds')::integer,
+                                          p_hourly_limit integer DEFAULT setting('default_hourly_limit')::integer,
+                                          p_daily_limit integer DEFAULT setting('default_daily_limit')::integer)
 RETURNS bigint[] LANGUAGE plpgsql AS $$
 DECLARE
   v_pattern text := btrim(coalesce(p_name_pattern, ''));
@@ -67,10 +67,10 @@ COMMENT ON FUNCTION create_devices(bigint, integer, text, integer, integer, inte
   'pushes devices_added. Returns the ids.';
 
 CREATE OR REPLACE FUNCTION create_device(p_user_id bigint, p_device_name text,
-                                         p_min_delay_seconds integer DEFAULT 30,
-                                         p_max_delay_seconds integer DEFAULT 60,
-                                         p_hourly_limit integer DEFAULT 80,
-                                         p_daily_limit integer DEFAULT 800)
+                                         p_min_delay_seconds integer DEFAULT setting('default_min_delay_seconds')::integer,
+                                         p_max_delay_seconds integer DEFAULT setting('default_max_delay_seconds')::integer,
+                                         p_hourly_limit integer DEFAULT setting('default_hourly_limit')::integer,
+                                         p_daily_limit integer DEFAULT setting('default_daily_limit')::integer)
 RETURNS bigint LANGUAGE sql AS $$
   SELECT (create_devices(p_user_id, 1, p_device_name, 1, p_min_delay_seconds, p_max_delay_seconds,
                          p_hourly_limit, p_daily_limit))[1]
@@ -279,12 +279,12 @@ LANGUAGE sql STABLE AS $$
     FROM device_search(p_user_id, p_query, p_status, p_sort, p_descending, least(greatest(p_limit, 1), 500),
                        greatest(p_offset, 0)) s
     JOIN user_devices d ON d.id = s.device_id
-    JOIN device_health h ON h.device_id = s.device_id
+    JOIN _device_health() h ON h.device_id = s.device_id
    ORDER BY s.pos
 $$;
 COMMENT ON FUNCTION device_page(bigint, text, text, text, boolean, integer, integer) IS
   'One page of the devices page (device_search''s filter and order, at most 500 rows): each device''s health '
-  '(view device_health), whether it is paused, its delays and caps, and the total that match.';
+  '(_device_health), whether it is paused, its delays and caps, and the total that match.';
 
 -- Lifecycle: delete, and commands to the sender that holds the connection ---------------------
 CREATE OR REPLACE FUNCTION delete_device(p_user_id bigint, p_device_id bigint)
@@ -351,13 +351,6 @@ COMMENT ON FUNCTION delete_device(bigint, bigint) IS
   'deleted"), messages in flight finish, its whatsmeow session rows are removed, chats and history go with it. '
   'Returns what happened as JSON. Use request_device_delete to log a connected device out first.';
 
-CREATE OR REPLACE FUNCTION device_is_running(p_device_id bigint)
-RETURNS boolean LANGUAGE sql STABLE AS $$
-  SELECT EXISTS (SELECT 1 FROM device_leases l JOIN senders s ON s.id = l.sender_id
-                  WHERE l.device_id = p_device_id AND l.expires_at > now() AND NOT s.stopping)
-$$;
-COMMENT ON FUNCTION device_is_running(bigint) IS 'True when a live sender holds the device''s lease (it can carry out commands).';
-
 CREATE OR REPLACE FUNCTION request_device_command(p_user_id bigint, p_device_id bigint, p_command text,
                                                   p_phone text DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
@@ -421,7 +414,7 @@ BEGIN
   -- A session a sender runs is logged out by that sender first (off the phone's Linked Devices,
   -- waiting a moment for a dropped connection to return), which then deletes; it also stops the
   -- client, so nothing writes the session's rows again. Otherwise the rows go now.
-  IF v_dev.jid IS NOT NULL AND device_is_running(p_device_id) THEN
+  IF v_dev.jid IS NOT NULL AND _device_is_running(p_device_id) THEN
     RETURN jsonb_build_object('deleted', false, 'pending', true,
                               'command_id', request_device_command(p_user_id, p_device_id, 'delete'));
   END IF;
@@ -480,14 +473,14 @@ DECLARE
 BEGIN
   -- A device a live sender runs is seen; last_seen is when that was last true.
   UPDATE user_devices d SET last_seen = now()
-   WHERE d.status = 'online' AND device_is_running(d.id);
+   WHERE d.status = 'online' AND _device_is_running(d.id);
 
   -- Online or connecting, yet no live sender for p_silent_after: nobody is running it.
   FOR r IN SELECT d.id FROM user_devices d
             WHERE d.status IN ('online', 'connecting')
               AND coalesce(d.last_seen, d.status_changed_at) < now() - p_silent_after
               AND d.status_changed_at < now() - p_silent_after
-              AND NOT device_is_running(d.id)
+              AND NOT _device_is_running(d.id)
   LOOP
     PERFORM set_device_status(r.id, 'offline', 'silent: no sender has run it for ' || p_silent_after::text);
     v_silent := v_silent + 1;

@@ -31,7 +31,8 @@ COMMENT ON FUNCTION sender_fair_share(text, integer, interval) IS
   'How many devices one sender should run: runnable devices (runnable_device_count) spread over live senders, '
   'at most its capacity.';
 
-CREATE OR REPLACE FUNCTION acquire_leases(p_sender_id text, p_capacity integer, p_ttl interval DEFAULT '30 seconds')
+CREATE OR REPLACE FUNCTION acquire_leases(p_sender_id text, p_capacity integer,
+                                         p_ttl interval DEFAULT make_interval(secs => setting('lease_seconds')))
 RETURNS TABLE (device_id bigint, jid text, phone text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -69,7 +70,8 @@ COMMENT ON FUNCTION acquire_leases(text, integer, interval) IS
   'share and capacity, '
   'for p_ttl; returns the newly leased devices (with their stored session jid) to start.';
 
-CREATE OR REPLACE FUNCTION sender_heartbeat(p_sender_id text, p_capacity integer, p_ttl interval DEFAULT '30 seconds')
+CREATE OR REPLACE FUNCTION sender_heartbeat(p_sender_id text, p_capacity integer,
+                                           p_ttl interval DEFAULT make_interval(secs => setting('lease_seconds')))
 RETURNS TABLE (device_id bigint, jid text, phone text, shed boolean)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column

@@ -316,9 +316,9 @@ CREATE OR REPLACE TRIGGER opt_outs_sequences AFTER INSERT ON opt_outs
 -- Activation --------------------------------------------------------------------------------
 
 -- Device choice, among the sequence's devices (all the owner's when it names none): the lead's own
--- device while online, under its caps and under 50 messages this hour; otherwise the available ones
--- by score messages_hour*0.7 + processing_now*0.3, the chunk's contacts spread over them lowest score
--- first. No device: the step waits.
+-- device while online, under its caps and under the preferred_device_hourly_sends setting this hour;
+-- otherwise the available ones by device_load's load score, the chunk's contacts spread over them
+-- lowest score first. No device: the step waits.
 CREATE OR REPLACE FUNCTION activate_due_steps(p_limit integer DEFAULT 5000, p_now timestamptz DEFAULT now())
 RETURNS integer LANGUAGE sql AS $$
   WITH open_sequences AS (
@@ -347,16 +347,16 @@ RETURNS integer LANGUAGE sql AS $$
 
   loads AS (        -- per sequence of the chunk: the devices it may use now, by score
     SELECT s.id AS sequence_id, l.device_id, l.messages_hour,
-           row_number() OVER (PARTITION BY s.id ORDER BY l.messages_hour * 0.7 + l.processing_now * 0.3, l.device_id) - 1 AS pos,
+           row_number() OVER (PARTITION BY s.id ORDER BY l.load_score, l.device_id) - 1 AS pos,
            count(*) OVER (PARTITION BY s.id) AS n
       FROM sequences s
-      JOIN sequence_device_loads(array(SELECT DISTINCT user_id FROM locked)) l ON l.user_id = s.user_id
+      JOIN device_load(array(SELECT DISTINCT user_id FROM locked)) l ON l.user_id = s.user_id
      WHERE s.id IN (SELECT DISTINCT sequence_id FROM locked) AND l.is_available
        AND (s.device_ids IS NULL OR l.device_id = ANY (s.device_ids))),
   with_own AS (
     SELECT k.*, own.device_id AS own_device_id
       FROM locked k
-      LEFT JOIN loads own ON own.sequence_id = k.sequence_id AND own.device_id = k.device_id AND own.messages_hour < 50),
+      LEFT JOIN loads own ON own.sequence_id = k.sequence_id AND own.device_id = k.device_id AND own.messages_hour < (SELECT setting('preferred_device_hourly_sends'))),
   numbered AS (     -- the contacts without their own device, numbered per sequence for the spread
     SELECT w.*, row_number() OVER (PARTITION BY w.sequence_id, w.own_device_id IS NULL ORDER BY w.id) - 1 AS nth
       FROM with_own w),
@@ -394,16 +394,6 @@ RETURNS integer LANGUAGE sql AS $$
 $$;
 COMMENT ON FUNCTION activate_due_steps(integer, timestamptz) IS
   'One chunk of activation: up to p_limit due steps of active sequences whose window is open, earliest due first, queued as rendered messages on the chosen device; each contact advances to its next step. Returns steps activated.';
-
-CREATE OR REPLACE FUNCTION sequence_device_loads(p_user_ids bigint[])
-RETURNS TABLE (device_id bigint, user_id bigint, messages_hour bigint, processing_now bigint, is_available boolean)
-LANGUAGE sql STABLE AS $$
-  SELECT pm.device_id, pm.user_id, lb.messages_hour, pm.processing_now, lb.is_available
-    FROM device_performance_monitor pm JOIN device_load_balance lb ON lb.device_id = pm.device_id
-   WHERE pm.user_id = ANY (p_user_ids)
-$$;
-COMMENT ON FUNCTION sequence_device_loads(bigint[]) IS
-  'The given owners'' devices with messages this hour, messages in processing and availability (online, under caps), from the dispatch views.';
 
 -- Completion and chaining -------------------------------------------------------------------
 
@@ -520,8 +510,8 @@ BEGIN
     trigger = v_trigger,
     schedule_time = nullif(p_def->>'schedule_time', '')::time,
     schedule_tolerance_minutes = coalesce(nullif(p_def->>'schedule_tolerance_minutes', '')::int, 60),
-    min_delay_seconds = coalesce(nullif(p_def->>'min_delay_seconds', '')::int, 30),
-    max_delay_seconds = coalesce(nullif(p_def->>'max_delay_seconds', '')::int, 60),
+    min_delay_seconds = coalesce(nullif(p_def->>'min_delay_seconds', '')::int, setting('default_min_delay_seconds')::int),
+    max_delay_seconds = coalesce(nullif(p_def->>'max_delay_seconds', '')::int, setting('default_max_delay_seconds')::int),
     stop_on_reply = coalesce((p_def->>'stop_on_reply')::boolean, true),
     device_ids = nullif(v_devices, '{}'),
     updated_at = now()
