@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 
-from common.config import ROOT, VAR, ConfigError, port, private_dir, require_database_url, run_command
+from common.config import ROOT, VAR, ConfigError, port, private_dir, require_database_url, run_command, transport_name
 from scripts import demo
 
 PROCESSES = ("web", "sender", "clock")
@@ -77,7 +77,7 @@ def start():
     if _pid("web") is None and not _port_free(web_port):
         raise ConfigError(f"port {web_port} is in use by another program; stop it or set PORT")
     login = demo.ensure_demo(url)
-    env = dict(os.environ, DATABASE_URL=url, PORT=str(web_port), WA_TRANSPORT=os.environ.get("WA_TRANSPORT", "sim"),
+    env = dict(os.environ, DATABASE_URL=url, PORT=str(web_port), WA_TRANSPORT=transport_name(),
                PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}")
     # The demo's simulated contacts answer some messages (text, now and then a photo), so its chats are alive.
     env.setdefault("WA_SIM_REPLY_RATE", DEMO_REPLY_RATE)

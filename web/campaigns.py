@@ -4,7 +4,7 @@ and per device, with the leads behind each number). Fan-out and status live in S
 from flask import Blueprint, abort, g, jsonify, render_template, request
 
 from web.auth import login_required
-from web.db import all_rows, one
+from web.db import all_rows, one, setting
 from web.body import json_body
 from web.leads import my_devices, optional_int, text
 from web.media import fetch_deadline, media_id_for
@@ -49,8 +49,7 @@ def campaign_fields(body):
               text(body, "message"), image_url, device_ids(body.get("device_ids")),
               optional_int(body.get("ai_limit_per_device"), "ai_limit_per_device"),
               text(body, "campaign_date") or None, text(body, "time_schedule") or None,
-              optional_int(body.get("min_delay_seconds", 30), "min_delay_seconds"),
-              optional_int(body.get("max_delay_seconds", 60), "max_delay_seconds")]
+              *(optional_int(body.get(k, setting("default_" + k)), k) for k in ("min_delay_seconds", "max_delay_seconds"))]
     media_id = optional_int(body.get("media_id"), "media_id")
     return fields + [media_id_for(image_url, fetch_deadline(), "image_url") if image_url else media_id]
 

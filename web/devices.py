@@ -13,9 +13,12 @@ from psycopg.types.json import Jsonb
 
 from common.config import transport_name
 from web.auth import login_required
-from web.db import all_rows, one
+from web.db import all_rows, one, setting
 from web.body import json_body
 from web.leads import optional_int, text
+
+# A device's pacing; what a request leaves out is the database's default (settings default_<name>).
+PACING = ("min_delay_seconds", "max_delay_seconds", "hourly_limit", "daily_limit")
 
 bp = Blueprint("devices", __name__)
 
@@ -132,8 +135,7 @@ def create():
     name = body.get("device_name")
     if not isinstance(name, str) or not name.strip():
         abort(400, description="device_name is required")
-    pacing = [optional_int(body.get(k, d), k) for k, d in (("min_delay_seconds", 30), ("max_delay_seconds", 60),
-                                                           ("hourly_limit", 80), ("daily_limit", 800))]
+    pacing = [optional_int(body.get(k, setting("default_" + k)), k) for k in PACING]
     row = one("SELECT create_device(%s, %s, %s, %s, %s, %s) AS id", [g.user["id"], name, *pacing])
     return jsonify(device=_json(_device_or_404(row["id"]))), 201
 
@@ -147,8 +149,7 @@ def create_many():
     Answers 201 with the new `device_ids`."""
     body = json_body()
     args = [optional_int(body.get(k, d), k) for k, d in (("count", None), ("first_number", 1),
-                                                         ("min_delay_seconds", 30), ("max_delay_seconds", 60),
-                                                         ("hourly_limit", 80), ("daily_limit", 800))]
+                                                         *((k, setting("default_" + k)) for k in PACING))]
     ids = one("SELECT create_devices(%s, %s, %s, %s, %s, %s, %s, %s) AS ids",
               [g.user["id"], args[0], text(body, "name_pattern"), *args[1:]])["ids"]
     return jsonify(device_ids=ids, count=len(ids)), 201
