@@ -136,3 +136,31 @@ def test_a_broken_state_rule_names_itself(db):
         db.execute("UPDATE campaigns SET status = 'finished', triggered_at = now() WHERE id = %s", [campaign])
     assert broken.value.diag.constraint_name == "campaigns_finished_iff_finished_at"
     assert "campaigns_finished_iff_finished_at" in str(broken.value)
+
+
+def _python_sql_calls():
+    """Names called like functions inside the string literals of the application's Python (its SQL)."""
+    import io
+    import re
+    import tokenize
+
+    from common.config import ROOT
+
+    called = {}
+    for folder in ("common", "sender", "web", "scripts"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+                if tok.type == tokenize.STRING:
+                    for name in re.findall(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\(", tok.string):
+                        called.setdefault(name.lower(), path.relative_to(ROOT).as_posix())
+    return called
+
+
+def test_python_calls_only_public_functions(db):
+    """An underscore marks an internal helper of db/functions: only SQL calls it. Python calls the
+    public functions (and reads the views)."""
+    ours = {r["proname"] for r in db.execute(f"""
+        SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {OURS}""")}
+    internal = {name: where for name, where in _python_sql_calls().items() if name in ours and name.startswith("_")}
+    assert internal == {}
+    assert any(name in ours for name in _python_sql_calls()), "no SQL function calls found in the Python"

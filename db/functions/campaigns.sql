@@ -3,9 +3,9 @@
 -- Nothing here sends: the dispatch engine claims the queued rows.
 
 -- Time --------------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION owner_local_instant(p_user_id bigint, p_date date, p_time time) RETURNS timestamptz
+CREATE OR REPLACE FUNCTION _owner_local_instant(p_user_id bigint, p_date date, p_time time) RETURNS timestamptz
 LANGUAGE sql STABLE AS $$ SELECT (p_date + p_time) AT TIME ZONE u.timezone FROM users u WHERE u.id = p_user_id $$;
-COMMENT ON FUNCTION owner_local_instant(bigint, date, time) IS
+COMMENT ON FUNCTION _owner_local_instant(bigint, date, time) IS
   'The instant a wall-clock date and time denote in the owner''s time zone (09:00 Kuala Lumpur = 01:00 UTC).';
 
 -- The status rule -----------------------------------------------------------------------------
@@ -67,7 +67,7 @@ COMMENT ON FUNCTION settle_campaign(bigint, boolean) IS
   'and pushing a campaign event on change. Every status change goes through here. Returns the status.';
 
 -- Create and edit -------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION check_campaign_input(p_user_id bigint, p_kind text, p_device_ids bigint[],
+CREATE OR REPLACE FUNCTION _check_campaign_input(p_user_id bigint, p_kind text, p_device_ids bigint[],
                                                 p_ai_limit_per_device integer, p_min_delay integer,
                                                 p_max_delay integer, p_date date, p_time time)
 RETURNS void LANGUAGE plpgsql STABLE AS $$
@@ -78,9 +78,9 @@ BEGIN
   IF p_kind = 'ai' AND coalesce(p_ai_limit_per_device, 0) < 1 THEN
     RAISE EXCEPTION 'an AI campaign needs a limit of leads per device (1 or more)' USING ERRCODE = '22023';
   END IF;
-  IF NOT coalesce(p_device_ids, '{}') <@ own_device_ids(p_user_id) THEN
+  IF NOT coalesce(p_device_ids, '{}') <@ _own_device_ids(p_user_id) THEN
     RAISE EXCEPTION 'device % is not one of your devices',
-      (SELECT min(x) FROM unnest(p_device_ids) x WHERE NOT x = ANY (own_device_ids(p_user_id)))
+      (SELECT min(x) FROM unnest(p_device_ids) x WHERE NOT x = ANY (_own_device_ids(p_user_id)))
       USING ERRCODE = '22023';
   END IF;
   IF p_min_delay IS NULL OR p_max_delay IS NULL OR p_min_delay < 0 OR p_max_delay < p_min_delay THEN
@@ -90,7 +90,7 @@ BEGIN
     RAISE EXCEPTION 'a campaign needs a date and a time' USING ERRCODE = '22023';
   END IF;
 END $$;
-COMMENT ON FUNCTION check_campaign_input(bigint, text, bigint[], integer, integer, integer, date, time) IS
+COMMENT ON FUNCTION _check_campaign_input(bigint, text, bigint[], integer, integer, integer, date, time) IS
   'Raises 22023 with the reason when campaign fields are invalid (kind, AI limit, foreign devices, delays, schedule).';
 
 CREATE OR REPLACE FUNCTION create_campaign(p_user_id bigint, p_kind text, p_title text, p_niche text,
@@ -101,7 +101,7 @@ CREATE OR REPLACE FUNCTION create_campaign(p_user_id bigint, p_kind text, p_titl
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE v_id bigint;
 BEGIN
-  PERFORM check_campaign_input(p_user_id, p_kind, p_device_ids, p_ai_limit_per_device, p_min_delay, p_max_delay,
+  PERFORM _check_campaign_input(p_user_id, p_kind, p_device_ids, p_ai_limit_per_device, p_min_delay, p_max_delay,
                                p_date, p_time);
   PERFORM require_quota(p_user_id, 'campaigns', 1);
   INSERT INTO campaigns (user_id, kind, title, niche, target_status, message, image_url, media_id, device_ids,
@@ -111,7 +111,7 @@ BEGIN
           coalesce(nullif(p_target_status, ''), 'all'), p_message, nullif(btrim(coalesce(p_image_url, '')), ''),
           require_own_media(p_user_id, p_media_id),
           nullif(p_device_ids, '{}'), CASE WHEN p_kind = 'ai' THEN p_ai_limit_per_device END,
-          p_date, p_time, owner_local_instant(p_user_id, p_date, p_time), p_min_delay, p_max_delay)
+          p_date, p_time, _owner_local_instant(p_user_id, p_date, p_time), p_min_delay, p_max_delay)
   RETURNING id INTO v_id;
   RETURN v_id;
 END $$;
@@ -132,7 +132,7 @@ BEGIN
   IF c.status <> 'pending' THEN
     RAISE EXCEPTION 'campaign % is % and can no longer be edited', c.id, c.status;
   END IF;
-  PERFORM check_campaign_input(p_user_id, c.kind, p_device_ids, p_ai_limit_per_device, p_min_delay, p_max_delay,
+  PERFORM _check_campaign_input(p_user_id, c.kind, p_device_ids, p_ai_limit_per_device, p_min_delay, p_max_delay,
                                p_date, p_time);
   UPDATE campaigns
      SET title = btrim(coalesce(p_title, '')), niche = btrim(coalesce(p_niche, '')),
@@ -140,7 +140,7 @@ BEGIN
          image_url = nullif(btrim(coalesce(p_image_url, '')), ''), media_id = require_own_media(p_user_id, p_media_id),
          device_ids = nullif(p_device_ids, '{}'),
          ai_limit_per_device = CASE WHEN c.kind = 'ai' THEN p_ai_limit_per_device END,
-         campaign_date = p_date, time_schedule = p_time, scheduled_at = owner_local_instant(p_user_id, p_date, p_time),
+         campaign_date = p_date, time_schedule = p_time, scheduled_at = _owner_local_instant(p_user_id, p_date, p_time),
          min_delay_seconds = p_min_delay, max_delay_seconds = p_max_delay
    WHERE id = c.id;
   RETURN c.id;
@@ -149,14 +149,14 @@ COMMENT ON FUNCTION update_campaign(bigint, bigint, text, text, text, text, text
   'Edits one of the owner''s campaigns while it is pending (not yet due); NULL when the owner has no such campaign.';
 
 -- Owner actions ----------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION owned_campaign_for_update(p_user_id bigint, p_campaign_id bigint) RETURNS campaigns
+CREATE OR REPLACE FUNCTION _owned_campaign_for_update(p_user_id bigint, p_campaign_id bigint) RETURNS campaigns
 LANGUAGE sql AS $$ SELECT * FROM campaigns WHERE id = p_campaign_id AND user_id = p_user_id FOR UPDATE $$;
-COMMENT ON FUNCTION owned_campaign_for_update(bigint, bigint) IS
+COMMENT ON FUNCTION _owned_campaign_for_update(bigint, bigint) IS
   'One of the owner''s campaigns, locked for a state change (NULL fields when not theirs).';
 
 CREATE OR REPLACE FUNCTION cancel_campaign(p_user_id bigint, p_campaign_id bigint) RETURNS text
 LANGUAGE plpgsql AS $$
-DECLARE c campaigns := owned_campaign_for_update(p_user_id, p_campaign_id);
+DECLARE c campaigns := _owned_campaign_for_update(p_user_id, p_campaign_id);
 BEGIN
   IF c.id IS NULL THEN RETURN NULL; END IF;
   IF c.status IN ('finished', 'failed', 'cancelled') THEN
@@ -173,7 +173,7 @@ COMMENT ON FUNCTION cancel_campaign(bigint, bigint) IS
 
 CREATE OR REPLACE FUNCTION pause_campaign(p_user_id bigint, p_campaign_id bigint, p_pause boolean) RETURNS text
 LANGUAGE plpgsql AS $$
-DECLARE c campaigns := owned_campaign_for_update(p_user_id, p_campaign_id);
+DECLARE c campaigns := _owned_campaign_for_update(p_user_id, p_campaign_id);
 BEGIN
   IF c.id IS NULL THEN RETURN NULL; END IF;
   IF c.status IN ('finished', 'failed', 'cancelled') THEN
@@ -329,13 +329,13 @@ COMMENT ON FUNCTION expand_campaign_chunk(bigint, integer) IS
   'is settled. NULL when there is nothing to expand. Safe to call concurrently.';
 
 -- The tick --------------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION trigger_due_campaigns() RETURNS integer
+CREATE OR REPLACE FUNCTION _trigger_due_campaigns() RETURNS integer
 LANGUAGE sql AS $$
   SELECT count(*)::int FROM (
     SELECT settle_campaign(id) FROM campaigns WHERE status = 'pending' AND scheduled_at <= now()
   ) s
 $$;
-COMMENT ON FUNCTION trigger_due_campaigns() IS 'Moves pending campaigns whose time has come to triggered. Returns how many.';
+COMMENT ON FUNCTION _trigger_due_campaigns() IS 'Moves pending campaigns whose time has come to triggered. Returns how many.';
 
 CREATE OR REPLACE FUNCTION expand_next_campaign_chunk(p_chunk integer DEFAULT 50000) RETURNS integer
 LANGUAGE sql AS $$
@@ -347,7 +347,7 @@ $$;
 COMMENT ON FUNCTION expand_next_campaign_chunk(integer) IS
   'Expands one chunk of the oldest triggered campaign no other session is expanding; NULL when none is waiting.';
 
-CREATE OR REPLACE FUNCTION rebalance_ai_campaigns() RETURNS integer
+CREATE OR REPLACE FUNCTION _rebalance_ai_campaigns() RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE c campaigns;
         v_moved integer := 0;
@@ -364,7 +364,7 @@ BEGIN
   END LOOP;
   RETURN v_moved;
 END $$;
-COMMENT ON FUNCTION rebalance_ai_campaigns() IS
+COMMENT ON FUNCTION _rebalance_ai_campaigns() IS
   'Drops banned, logged-out and deleted devices from running AI campaigns: their unsent messages are skipped '
   'and queued again on the other devices (retry_of), within each device''s limit. Returns messages moved.';
 
@@ -383,7 +383,7 @@ DECLARE
   v_until timestamptz := clock_timestamp() + make_interval(secs => p_max_seconds);
   v_added integer;
 BEGIN
-  PERFORM trigger_due_campaigns();
+  PERFORM _trigger_due_campaigns();
   COMMIT;
   -- A commit per chunk: each chunk's messages are claimable at once, and no transaction grows large.
   LOOP
@@ -395,7 +395,7 @@ BEGIN
     COMMIT;
   END LOOP;
   COMMIT;
-  PERFORM rebalance_ai_campaigns();
+  PERFORM _rebalance_ai_campaigns();
   COMMIT;
   PERFORM settle_running_campaigns();
 END $$;
@@ -406,14 +406,14 @@ COMMENT ON PROCEDURE run_campaigns(integer, integer) IS
 -- Retry ---------------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION retry_failed_messages(p_user_id bigint, p_campaign_id bigint, p_device_id bigint DEFAULT NULL)
 RETURNS integer LANGUAGE plpgsql AS $$
-DECLARE c campaigns := owned_campaign_for_update(p_user_id, p_campaign_id);
+DECLARE c campaigns := _owned_campaign_for_update(p_user_id, p_campaign_id);
         v_queued integer;
 BEGIN
   IF c.id IS NULL THEN RETURN NULL; END IF;
   IF c.status IN ('pending', 'triggered', 'cancelled') THEN
     RAISE EXCEPTION 'campaign % is % : only a running or ended campaign''s failed messages can be retried', c.id, c.status;
   END IF;
-  IF p_device_id IS NOT NULL AND NOT p_device_id = ANY (own_device_ids(p_user_id)) THEN
+  IF p_device_id IS NOT NULL AND NOT p_device_id = ANY (_own_device_ids(p_user_id)) THEN
     RAISE EXCEPTION 'device % is not one of your devices', p_device_id USING ERRCODE = '22023';
   END IF;
   INSERT INTO broadcast_messages (user_id, device_id, campaign_id, lead_id, retry_of, recipient_phone, recipient_name,
