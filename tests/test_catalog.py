@@ -164,3 +164,22 @@ def test_python_calls_only_public_functions(db):
     internal = {name: where for name, where in _python_sql_calls().items() if name in ours and name.startswith("_")}
     assert internal == {}
     assert any(name in ours for name in _python_sql_calls()), "no SQL function calls found in the Python"
+
+
+def test_no_function_reads_a_view(db):
+    """Views only show what tables and functions hold; the engine never reads a view, so nothing
+    loops back (a view calling a function that reads a view) and every view can be dropped and
+    recreated on its own."""
+    import re
+    views = [r["relname"] for r in db.execute("""
+        SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'v' AND n.nspname = 'public'""")]
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, views)) + r")\b")
+    readers = {}
+    for f in db.execute(f"""SELECT p.oid::regprocedure::text AS f, p.prosrc FROM pg_proc p
+                              JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {OURS}"""):
+        code = re.sub(r"--[^\n]*|'(?:[^']|'')*'", "", f["prosrc"])   # comments and string literals
+        found = set(pattern.findall(code))
+        if found:
+            readers[f["f"]] = found
+    assert readers == {}
