@@ -356,7 +356,8 @@ RETURNS integer LANGUAGE sql AS $$
   with_own AS (
     SELECT k.*, own.device_id AS own_device_id
       FROM locked k
-      LEFT JOIN loads own ON own.sequence_id = k.sequence_id AND own.device_id = k.device_id AND own.messages_hour < (SELECT setting('preferred_device_hourly_sends'))),
+      LEFT JOIN loads own ON own.sequence_id = k.sequence_id AND own.device_id = k.device_id
+                         AND own.messages_hour < (SELECT setting('preferred_device_hourly_sends'))),
   numbered AS (     -- the contacts without their own device, numbered per sequence for the spread
     SELECT w.*, row_number() OVER (PARTITION BY w.sequence_id, w.own_device_id IS NULL ORDER BY w.id) - 1 AS nth
       FROM with_own w),
