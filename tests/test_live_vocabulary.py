@@ -67,3 +67,13 @@ def test_pages_have_no_subscriber_lists_of_their_own():
         text = path.read_text()
         assert not re.search(r"\]\s*\.forEach\(\s*function\s*\(\s*\w+\s*\)\s*\{\s*live\.on\(", text), path.name
         assert not re.search(r"\]\.forEach\(\(?\w+\)?\s*=>\s*live\.on\(", text), path.name
+
+
+def test_page_scripts_call_the_server_through_api_js():
+    """One JSON helper (api.js) owns the CSRF token and the error handling: no page script reads the
+    token's meta tag or defines an api() of its own (leads.js takes api.csrf() for its upload XHR)."""
+    for path in sorted((ROOT / "web" / "static").glob("*.js")):
+        if path.name == "api.js":
+            continue
+        text = path.read_text()
+        assert "csrf-token" not in text and not re.search(r"function\s+api\s*\(", text), path.name
