@@ -13,8 +13,10 @@ db: bootstrap
 run: db
 	@$(PY) -m scripts.run start
 
+# Test files are spread over TEST_WORKERS processes (each with its own template database).
+TEST_WORKERS ?= 2
 test: db
-	@$(PY) -m pytest -q $(PYTEST_ARGS)
+	@$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Regenerates db/schema.snapshot (the applied catalogue tests compare against) after a schema change.
 schema: db

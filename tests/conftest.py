@@ -40,8 +40,10 @@ def template_url(base_url):
     url = with_database(base_url, name)
     apply.apply(url)
     with _admin(base_url) as c:
-        # No connection may stay on a template while it is cloned.
-        c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
+        # No connection may stay on a template while it is cloned. Autovacuum workers (no role: only a
+        # superuser may signal them) are stopped by CREATE DATABASE itself.
+        c.execute("""SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                      WHERE datname = %s AND backend_type = 'client backend'""", [name])
     yield url
     with _admin(base_url) as c:
         c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

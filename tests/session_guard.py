@@ -14,12 +14,20 @@ import time
 import traceback
 from pathlib import Path
 
+import pytest
+
 GRACE_SECONDS = 10
 _status = {"code": None}
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
     _status["code"] = int(exitstatus)
+    if hasattr(session.config, "workerinput"):
+        # A pytest-xdist worker is shut down by its controller without reaching pytest_unconfigure
+        # for sure, and children it orphans escape the controller's guard: clean up here instead.
+        _report_killed(_kill_children())
+        _wait_for_threads()
 
 
 def _children(pid):
@@ -62,31 +70,39 @@ def _lingering():
     return [t for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]
 
 
-def pytest_unconfigure(config):
-    if _status["code"] is None:
-        return  # pytest ended before running a session (usage error, --help): nothing to guard
-    killed = _kill_children()
+def _report_killed(killed):
     if killed:
         print(f"\nsession guard: killed {len(killed)} leftover child process(es):", file=sys.stderr)
         for pid, command in killed:
             print(f"  {pid}: {command[:200]}", file=sys.stderr)
+
+
+def _wait_for_threads():
+    """Lingering threads get GRACE_SECONDS; those still alive are named with their stacks (returned)."""
     deadline = time.monotonic() + GRACE_SECONDS
     while _lingering() and time.monotonic() < deadline:
         time.sleep(0.1)
     threads = _lingering()
-    if not threads:
-        return
-    frames = sys._current_frames()
-    print(f"\nsession guard: {len(threads)} thread(s) still alive after the tests; exiting anyway "
-          f"with pytest's status {_status['code']}:", file=sys.stderr)
-    for t in threads:
-        print(f"--- thread {t.name!r} (ident {t.ident})", file=sys.stderr)
-        frame = frames.get(t.ident)
-        if frame is not None:
-            print("".join(traceback.format_stack(frame)), file=sys.stderr)
+    if threads:
+        frames = sys._current_frames()
+        print(f"\nsession guard: {len(threads)} thread(s) still alive after the tests; exiting anyway "
+              f"with pytest's status {_status['code']}:", file=sys.stderr)
+        for t in threads:
+            print(f"--- thread {t.name!r} (ident {t.ident})", file=sys.stderr)
+            frame = frames.get(t.ident)
+            if frame is not None:
+                print("".join(traceback.format_stack(frame)), file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(_status["code"])
+    return threads
+
+
+def pytest_unconfigure(config):
+    if _status["code"] is None or hasattr(config, "workerinput"):
+        return  # no session ran (usage error, --help), or an xdist worker (guarded at its session's end)
+    _report_killed(_kill_children())
+    if _wait_for_threads():
+        os._exit(_status["code"])
 
 
 def pytest_configure(config):

@@ -73,8 +73,9 @@ def seed(c, uid, label):
             "step": [r["id"] for r in c.execute("SELECT id FROM sequence_steps WHERE sequence_id = %s", [seq])]}
 
 
-def digest_query(c):
-    """One statement digesting every row of every table holding users' data (rows of both users)."""
+def data_digest(c):
+    """digest() -> a digest of every row of every table holding users' data (rows of both users),
+    by one statement on connection c."""
     tables = [r["table_name"] for r in c.execute("""
         SELECT DISTINCT table_name FROM information_schema.columns
          WHERE table_schema = 'public' AND column_name IN ('user_id', 'device_id', 'sequence_id', 'chat_id')
@@ -82,8 +83,9 @@ def digest_query(c):
                                WHERE table_schema = 'public' AND table_type = 'BASE TABLE')
            AND table_name NOT IN ('login_attempts', 'device_events', 'sequence_counter_deltas')
          ORDER BY table_name""")]
-    return "SELECT " + ", ".join(
+    query = "SELECT " + ", ".join(
         f"(SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x) AS {t}" for t in tables)
+    return lambda: c.execute(query).fetchone()
 
 
 def snapshot(world):
@@ -94,7 +96,7 @@ def snapshot(world):
                                          WHERE status IN ('uploading', 'validating')) AS busy""").fetchone()["busy"]:
         assert time.monotonic() < deadline, "an accepted import did not finish within 60 s"
         time.sleep(0.05)
-    return world["watch"].execute(world["digest"]).fetchone()
+    return world["digest"]()
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +113,7 @@ def world(app, module_db_url):
                   for method in ops]
     with _conn(module_db_url) as watch:   # one connection for the before/after digests of every write
         yield {"client": client, "token": token, "ids": ids, "operations": operations, "url": module_db_url,
-               "tried": 0, "watch": watch, "digest": digest_query(watch)}
+               "tried": 0, "watch": watch, "digest": data_digest(watch)}
 
 
 def param_values(world, name):

@@ -5,11 +5,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from common.config import ROOT
 
 
-def test_a_leaky_failing_run_still_ends_with_its_status():
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "tests/guard_cases/leaky_failure.py"],
+@pytest.mark.parametrize("workers", [[], ["-n", "2", "--dist", "loadfile"]], ids=["one process", "xdist as make test"])
+def test_a_leaky_failing_run_still_ends_with_its_status(workers):
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", *workers, "tests/guard_cases/leaky_failure.py"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     summary_at, lines = None, []
