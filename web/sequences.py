@@ -1,6 +1,6 @@
 """Drip sequences: the summary page and GET /api/sequences/summary (CONTRACT.md), the per-flow
 detail page with the contacts behind each figure, the builder, and the sequence CRUD API.
-Every figure comes from SQL functions scoped to the signed-in owner (db/functions/sequences.sql)."""
+Every figure comes from SQL functions scoped to the signed-in owner (db/functions/sequence_*.sql)."""
 from flask import Blueprint, abort, g, jsonify, render_template, request
 from psycopg.types.json import Jsonb
 
@@ -186,3 +186,28 @@ def api_flow_contacts(sequence_id, step_id):
     rows = _flow_contacts(step_id, request.args.get("kind", "done"), *_date_range(),
                           offset=request.args.get("offset", 0, type=int))
     return jsonify(contacts=[_iso(r) for r in rows])
+
+
+@bp.route("/api/sequences/<int:sequence_id>/contacts")
+@login_required
+def api_contacts(sequence_id):
+    """Every contact of a sequence (one entry per pass) with its per-step state, ?offset= (100 a page)."""
+    page = one("SELECT sequence_contacts_page(%s, %s, %s, %s) AS p",
+               [g.user["id"], sequence_id, CONTACTS_PAGE, max(request.args.get("offset", 0, type=int), 0)])["p"]
+    if page is None:
+        abort(404, description="sequence not found")
+    return jsonify(page)
+
+
+@bp.route("/api/sequences/<int:sequence_id>/retry", methods=["POST"])
+@login_required
+def api_retry(sequence_id):
+    """Queues failed steps again as new messages linked by retry_of; body {"step_id": N} limits it to one step."""
+    body = request.get_json(silent=True) or {}
+    step_id = body.get("step_id") if isinstance(body, dict) else None
+    if step_id is not None and not isinstance(step_id, int):
+        abort(400, description="step_id must be a step id")
+    queued = one("SELECT retry_failed_steps(%s, %s, %s) AS n", [g.user["id"], sequence_id, step_id])["n"]
+    if queued is None:
+        abort(404, description="sequence not found")
+    return jsonify(queued=queued)

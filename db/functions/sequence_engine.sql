@@ -40,34 +40,33 @@ COMMENT ON FUNCTION sequence_send_time(timestamptz, time, integer, text) IS
 
 -- Enrollment --------------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION sequence_first_step(p_sequence_id bigint)
-RETURNS TABLE (step_id bigint, delay_hours numeric) LANGUAGE sql STABLE AS $$
-  SELECT id, trigger_delay_hours FROM sequence_steps WHERE sequence_id = p_sequence_id
-   ORDER BY is_entry_point DESC, day_number LIMIT 1
-$$;
-COMMENT ON FUNCTION sequence_first_step(bigint) IS 'Where a contact starts: the entry-point step, else the lowest day.';
-
 CREATE OR REPLACE FUNCTION enroll_leads(p_lead_ids bigint[], p_now timestamptz DEFAULT now())
 RETURNS integer LANGUAGE sql AS $$
-  -- Each lead enters every active sequence of its owner whose entry trigger is one of its tokens,
-  -- once per sequence and phone (several leads with one phone: the oldest lead), unless opted out.
+  -- Each lead enters every active sequence of its owner whose entry trigger is one of its tokens and
+  -- whose niche (when set) is one of the lead's, once per sequence and phone (several leads with one
+  -- phone: the oldest lead), unless opted out. It enters again (a new pass) only where the sequence
+  -- allows re-entry and every earlier pass completed. It starts at the entry-point step (else the
+  -- lowest day), due at once.
   WITH enrolled AS (
     INSERT INTO sequence_enrollments (sequence_id, user_id, lead_id, device_id, contact_phone, contact_name,
                                       next_step_id, next_due_at, enrolled_at)
-    SELECT DISTINCT ON (s.id, l.phone) s.id, l.user_id, l.id, l.device_id, l.phone, l.name, f.step_id,
-           p_now + make_interval(secs => (coalesce(f.delay_hours, 0) * 3600)::double precision), p_now
+    SELECT DISTINCT ON (s.id, l.phone) s.id, l.user_id, l.id, l.device_id, l.phone, l.name, f.id, p_now, p_now
       FROM leads l
       JOIN sequences s ON s.user_id = l.user_id AND s.trigger = ANY (l.trigger_tokens) AND s.status = 'active'
-      LEFT JOIN LATERAL sequence_first_step(s.id) f ON true
+      LEFT JOIN LATERAL (SELECT st.id FROM sequence_steps st WHERE st.sequence_id = s.id
+                          ORDER BY st.is_entry_point DESC, st.day_number LIMIT 1) f ON true
      WHERE l.id = ANY (p_lead_ids)
+       AND (s.niche = '' OR l.niche_tokens && lead_tokens(s.niche))
        AND NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = l.user_id AND o.phone = l.phone)
+       AND NOT EXISTS (SELECT 1 FROM sequence_enrollments e WHERE e.sequence_id = s.id AND e.contact_phone = l.phone
+                          AND (e.status <> 'completed' OR NOT s.allow_reentry))
      ORDER BY s.id, l.phone, l.id
-    ON CONFLICT ON CONSTRAINT sequence_enrollments_once DO NOTHING
+    ON CONFLICT DO NOTHING   -- sequence_enrollments_once: one active pass per sequence and phone
     RETURNING 1)
   SELECT count(*)::int FROM enrolled
 $$;
 COMMENT ON FUNCTION enroll_leads(bigint[], timestamptz) IS
-  'Enrolls the given leads in the active sequences their trigger tokens name (once per sequence and phone; opted-out phones never). The first step is due after its trigger_delay_hours. Returns enrollments made.';
+  'Enrolls the given leads in the active sequences their trigger tokens name and their niches match (sequence niche empty: any lead); once per sequence and phone, again after a completed pass where allow_reentry; opted-out phones never. The entry step is due at once. Returns enrollments made.';
 
 CREATE OR REPLACE FUNCTION sequence_enrollment_sweep() RETURNS integer LANGUAGE sql AS $$
   -- The safety net behind the leads trigger: anything it missed is enrolled here.
@@ -156,21 +155,33 @@ CREATE OR REPLACE TRIGGER opt_outs_sequences AFTER INSERT ON opt_outs
 -- first. No device: the step waits.
 CREATE OR REPLACE FUNCTION activate_due_steps(p_limit integer DEFAULT 5000, p_now timestamptz DEFAULT now())
 RETURNS integer LANGUAGE sql AS $$
-  WITH open_sequences AS (
-    SELECT s.id, s.user_id, s.min_delay_seconds, s.max_delay_seconds
+  WITH open_sequences AS (   -- active, inside their window, with something due
+    SELECT s.id, s.user_id, s.min_delay_seconds, s.max_delay_seconds, s.device_ids
       FROM sequences s JOIN users u ON u.id = s.user_id
      WHERE s.status = 'active'
-       AND sequence_window_open(s.schedule_time, s.schedule_tolerance_minutes, u.timezone, p_now)),
-  candidates AS (   -- earliest due first across all open sequences, never by step number
-    SELECT c.id FROM open_sequences s
-     CROSS JOIN LATERAL (
-       SELECT e.id, e.next_due_at FROM sequence_enrollments e
-        WHERE e.sequence_id = s.id AND e.status = 'active' AND e.next_due_at <= p_now
-          AND e.next_step_id IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM broadcast_messages b
-                           WHERE b.enrollment_id = e.id AND b.status IN ('pending', 'queued'))
-        ORDER BY e.next_due_at LIMIT p_limit) c
-     ORDER BY c.next_due_at LIMIT p_limit),
+       AND sequence_window_open(s.schedule_time, s.schedule_tolerance_minutes, u.timezone, p_now)
+       AND EXISTS (SELECT 1 FROM sequence_enrollments e WHERE e.sequence_id = s.id AND e.status = 'active'
+                      AND e.next_due_at <= p_now)),
+  available AS (    -- the devices that can send now, of the owners of those sequences
+    SELECT l.* FROM sequence_device_loads(array(SELECT DISTINCT user_id FROM open_sequences)) l WHERE l.is_available),
+  servable AS (     -- a sequence none of whose devices can send keeps its due steps out of the chunk
+    SELECT s.* FROM open_sequences s
+     WHERE EXISTS (SELECT 1 FROM available a WHERE a.user_id = s.user_id
+                      AND (s.device_ids IS NULL OR a.device_id = ANY (s.device_ids)))),
+  -- Fair between accounts: each account's steps earliest due first (never by step number), the
+  -- accounts taking turns, so one account's backlog takes only its share of the chunk.
+  candidates AS (
+    SELECT c.id FROM (
+      SELECT c.id, c.next_due_at, row_number() OVER (PARTITION BY s.user_id ORDER BY c.next_due_at, c.id) AS turn
+        FROM servable s
+       CROSS JOIN LATERAL (
+         SELECT e.id, e.next_due_at FROM sequence_enrollments e
+          WHERE e.sequence_id = s.id AND e.status = 'active' AND e.next_due_at <= p_now
+            AND e.next_step_id IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM broadcast_messages b
+                             WHERE b.enrollment_id = e.id AND b.status IN ('pending', 'queued'))
+          ORDER BY e.next_due_at LIMIT p_limit) c) c
+     ORDER BY c.turn, c.next_due_at LIMIT p_limit),
   -- Re-checked under the lock. A row another tick advanced meanwhile and that is due again has
   -- an active message: the unique index turns its insert into nothing, and nothing advances.
   locked AS (
@@ -184,9 +195,8 @@ RETURNS integer LANGUAGE sql AS $$
     SELECT s.id AS sequence_id, l.device_id, l.messages_hour,
            row_number() OVER (PARTITION BY s.id ORDER BY l.messages_hour * 0.7 + l.processing_now * 0.3, l.device_id) - 1 AS pos,
            count(*) OVER (PARTITION BY s.id) AS n
-      FROM sequences s
-      JOIN sequence_device_loads(array(SELECT DISTINCT user_id FROM locked)) l ON l.user_id = s.user_id
-     WHERE s.id IN (SELECT DISTINCT sequence_id FROM locked) AND l.is_available
+      FROM servable s JOIN available l ON l.user_id = s.user_id
+     WHERE s.id IN (SELECT DISTINCT sequence_id FROM locked)
        AND (s.device_ids IS NULL OR l.device_id = ANY (s.device_ids))),
   with_own AS (
     SELECT k.*, own.device_id AS own_device_id
@@ -202,7 +212,7 @@ RETURNS integer LANGUAGE sql AS $$
       LEFT JOIN loads spread ON spread.sequence_id = k.sequence_id AND spread.pos = k.nth % usable.n),
   steps AS (
     SELECT st.id, st.content, media_path(st.media_id, st.media_url) AS media_url,
-           lead(st.id) OVER w AS next_id, lead(st.trigger_delay_hours) OVER w AS next_delay
+           lead(st.id) OVER w AS next_id, st.trigger_delay_hours AS wait_after
       FROM sequence_steps st
      WHERE st.sequence_id IN (SELECT DISTINCT sequence_id FROM locked)
     WINDOW w AS (PARTITION BY st.sequence_id ORDER BY st.day_number)),
@@ -221,7 +231,7 @@ RETURNS integer LANGUAGE sql AS $$
   advanced AS (
     UPDATE sequence_enrollments e
        SET next_step_id = st.next_id, steps_done = e.steps_done + 1,
-           next_due_at = p_now + make_interval(secs => (st.next_delay * 3600)::double precision)
+           next_due_at = p_now + make_interval(secs => (st.wait_after * 3600)::double precision)
       FROM queued q JOIN steps st ON st.id = q.sequence_stepid
      WHERE e.id = q.enrollment_id
     RETURNING 1)
@@ -283,6 +293,42 @@ RETURNS integer LANGUAGE sql AS $$
 $$;
 COMMENT ON FUNCTION complete_finished_enrollments(integer) IS
   'Completes enrollments whose last step is done, removes the sequence trigger from the lead and applies the chained sequence''s trigger. Returns enrollments completed.';
+
+-- Retry -------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION retry_failed_steps(p_user_id bigint, p_sequence_id bigint, p_step_id bigint DEFAULT NULL)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+  s sequences;
+  v_queued integer;
+BEGIN
+  SELECT * INTO s FROM sequences WHERE id = p_sequence_id AND user_id = p_user_id;
+  IF NOT FOUND THEN RETURN NULL; END IF;
+  -- Each failed, not yet retried step of a contact not stopped and not opted out is queued again
+  -- (retry_of = the failed one, which stays as it was) on its device while that can send, else on
+  -- the sequence's least loaded available device. A contact with a step in flight is left for later.
+  INSERT INTO broadcast_messages (user_id, device_id, sequence_id, sequence_stepid, enrollment_id, lead_id, retry_of,
+                                  recipient_phone, recipient_name, message_type, content, media_url,
+                                  min_delay_seconds, max_delay_seconds, scheduled_at, held)
+  SELECT m.user_id, coalesce(own.device_id, alt.device_id, m.device_id), m.sequence_id, m.sequence_stepid,
+         m.enrollment_id, m.lead_id, m.id, m.recipient_phone, m.recipient_name, m.message_type, m.content, m.media_url,
+         m.min_delay_seconds, m.max_delay_seconds, now(), s.status = 'inactive'
+    FROM broadcast_messages m
+    JOIN sequence_enrollments e ON e.id = m.enrollment_id AND e.status <> 'stopped'
+    LEFT JOIN LATERAL (SELECT l.device_id FROM sequence_device_loads(ARRAY[p_user_id]) l
+                        WHERE l.device_id = m.device_id AND l.is_available) own ON true
+    LEFT JOIN LATERAL (SELECT l.device_id FROM sequence_device_loads(ARRAY[p_user_id]) l
+                        WHERE l.is_available AND (s.device_ids IS NULL OR l.device_id = ANY (s.device_ids))
+                        ORDER BY l.messages_hour, l.device_id LIMIT 1) alt ON own.device_id IS NULL
+   WHERE m.sequence_id = s.id AND m.status = 'failed' AND (p_step_id IS NULL OR m.sequence_stepid = p_step_id)
+     AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id)
+     AND NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = m.user_id AND o.phone = m.recipient_phone)
+  ON CONFLICT DO NOTHING;   -- one step in flight per contact; one retry per failed message
+  GET DIAGNOSTICS v_queued = ROW_COUNT;
+  RETURN v_queued;
+END $$;
+COMMENT ON FUNCTION retry_failed_steps(bigint, bigint, bigint) IS
+  'Queues a new message (retry_of = the failed one) for each failed, not yet retried step message of one of the owner''s sequences (one step when p_step_id is given); stopped or opted-out contacts and contacts with a step in flight are left. Returns how many; NULL when not the owner''s.';
 
 -- The scheduled tick --------------------------------------------------------------------------
 

@@ -38,6 +38,10 @@ BEGIN
   IF TG_OP <> 'DELETE' THEN
     v_new := array(SELECT n::broadcast_messages FROM new_rows n WHERE n.sequence_stepid IS NOT NULL);
   END IF;
+  IF TG_OP = 'INSERT' THEN   -- a retry takes the failed message's place in the figures
+    v_old := array(SELECT o FROM broadcast_messages o JOIN new_rows n ON n.retry_of = o.id
+                    WHERE n.sequence_stepid IS NOT NULL);
+  END IF;
   IF TG_OP <> 'INSERT' THEN
     v_old := array(SELECT o::broadcast_messages FROM old_rows o WHERE o.sequence_stepid IS NOT NULL);
   END IF;
@@ -47,7 +51,7 @@ BEGIN
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION sequence_message_counts() IS
-  'Statement trigger on broadcast_messages: counts the sequence-step rows changed (campaign rows are ignored).';
+  'Statement trigger on broadcast_messages: counts the sequence-step rows changed (campaign rows are ignored); a retry inserted uncounts the failed message it retries.';
 
 CREATE OR REPLACE FUNCTION record_enrollment_count_deltas(p_new sequence_enrollments[], p_old sequence_enrollments[])
 RETURNS void LANGUAGE plpgsql AS $$
@@ -251,6 +255,7 @@ BEGIN
         FROM broadcast_messages b LEFT JOIN user_devices d ON d.id = b.device_id
        WHERE b.sequence_stepid = p_step_id
          AND b.status = ANY (CASE p_kind WHEN 'done' THEN ARRAY['sent'] ELSE ARRAY['failed', 'skipped'] END)
+         AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = b.id)   -- retried: counted by its retry
          AND coalesce(b.sent_at, b.failed_at) >= v_from AND coalesce(b.sent_at, b.failed_at) < v_to
        ORDER BY coalesce(b.sent_at, b.failed_at) DESC, b.id DESC
        LIMIT p_limit OFFSET p_offset;
@@ -274,3 +279,45 @@ END $$;
 COMMENT ON FUNCTION sequence_flow_contacts(bigint, bigint, text, date, date, integer, integer) IS
   'The contacts behind one report cell of the owner''s step: done (sent), failed (failed/skipped; both by completed_at date range) or remaining (in flight, or still to reach this step). No rows when not the owner''s.';
 
+
+CREATE OR REPLACE FUNCTION sequence_contacts_page(p_user_id bigint, p_sequence_id bigint, p_limit integer DEFAULT 100,
+                                                  p_offset integer DEFAULT 0)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+  -- One entry per pass (enrollment), oldest first. Per step: the latest attempt's status (sent,
+  -- failed, skipped, pending, queued; retries counted in attempts), else waiting (the next step, with
+  -- when it can go out), upcoming (later steps of an active pass) or null (not reached).
+  SELECT jsonb_build_object(
+    'total', (SELECT count(*) FROM sequence_enrollments WHERE sequence_id = s.id),
+    'limit', p_limit, 'offset', p_offset,
+    'contacts', coalesce((
+      SELECT jsonb_agg(jsonb_build_object(
+               'enrollment_id', e.id, 'contact_phone', e.contact_phone, 'contact_name', e.contact_name,
+               'status', e.status, 'stop_reason', e.stop_reason, 'enrolled_at', e.enrolled_at,
+               'completed_at', e.completed_at, 'steps_done', e.steps_done,
+               'next_step_id', e.next_step_id,
+               'next_send_at', CASE WHEN e.status = 'active' THEN
+                                 sequence_send_time(e.next_due_at, s.schedule_time, s.schedule_tolerance_minutes, u.timezone) END,
+               'steps', (SELECT jsonb_agg(jsonb_build_object(
+                           'step_id', st.id, 'day_number', st.day_number,
+                           'status', coalesce(m.status, CASE WHEN e.status <> 'active' THEN NULL
+                                                             WHEN st.id = e.next_step_id THEN 'waiting'
+                                                             WHEN st.day_number > nx.day_number THEN 'upcoming' END),
+                           'message_id', m.id, 'attempts', m.attempts, 'done_at', m.done_at,
+                           'error_message', m.error_message) ORDER BY st.day_number)
+                           FROM sequence_steps st
+                           LEFT JOIN LATERAL (
+                             SELECT b.id, b.status, coalesce(b.sent_at, b.failed_at) AS done_at, b.error_message,
+                                    count(*) OVER () AS attempts
+                               FROM broadcast_messages b
+                              WHERE b.enrollment_id = e.id AND b.sequence_stepid = st.id
+                              ORDER BY b.id DESC LIMIT 1) m ON true
+                          WHERE st.sequence_id = s.id))
+               ORDER BY e.id)
+        FROM (SELECT * FROM sequence_enrollments WHERE sequence_id = s.id ORDER BY id
+               LIMIT p_limit OFFSET p_offset) e
+        LEFT JOIN sequence_steps nx ON nx.id = e.next_step_id), '[]'))
+    FROM sequences s JOIN users u ON u.id = s.user_id
+   WHERE s.id = p_sequence_id AND s.user_id = p_user_id
+$$;
+COMMENT ON FUNCTION sequence_contacts_page(bigint, bigint, integer, integer) IS
+  'GET /api/sequences/{id}/contacts (CONTRACT.md): {total, limit, offset, contacts:[{enrollment_id, contact_phone, contact_name, status, stop_reason, enrolled_at, completed_at, steps_done, next_step_id, next_send_at, steps:[{step_id, day_number, status (sent|failed|skipped|pending|queued|waiting|upcoming|null), message_id, attempts, done_at, error_message}]}]}, one entry per pass, oldest first; NULL when not the owner''s.';

@@ -35,3 +35,6 @@ CREATE UNIQUE INDEX broadcast_messages_step_enrollment ON broadcast_messages (en
   WHERE sequence_stepid IS NOT NULL AND retry_of IS NULL;
 CREATE UNIQUE INDEX broadcast_messages_one_retry ON broadcast_messages (retry_of)
   WHERE retry_of IS NOT NULL AND sequence_stepid IS NOT NULL;
+
+-- The entry step is found inside enroll_leads (its delay no longer applies on entry).
+DROP FUNCTION IF EXISTS sequence_first_step(bigint);
