@@ -6,7 +6,7 @@ from psycopg.types.json import Jsonb
 
 from web.auth import login_required
 from web.db import all_rows, one
-from web.media import fetch_deadline, media_id_for
+from web.media import fetch_deadline, media_id_for, source_url
 
 bp = Blueprint("sequences", __name__)
 
@@ -23,7 +23,7 @@ def _definition_or_404(sequence_id):
 
 def _json_body():
     """The sequence as sent, each step's image stored: its media_url fetched now (once: a URL saved
-    before reuses its copy), or its uploaded media_id."""
+    before reuses its copy) or decoded (a data URL), or its uploaded media_id."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         abort(400, description="send the sequence as a JSON object")
@@ -36,6 +36,7 @@ def _json_body():
                 abort(400, description=f"step {n}: media_url must be text")
             if url and url.strip():
                 step["media_id"] = media_id_for(url.strip(), deadline, f"step {n} media_url")
+                step["media_url"] = source_url(url.strip())
     return Jsonb(body)
 
 

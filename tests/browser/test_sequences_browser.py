@@ -25,7 +25,7 @@ def test_build_a_sequence_with_two_steps(page_for, user, committed_db_url):
                                JOIN sequences s ON s.id = st.sequence_id
                               WHERE s.user_id = %s ORDER BY st.day_number""", [user["id"]]).fetchall()
     assert [(s["day_number"], s["trigger"], float(s["trigger_delay_hours"])) for s in steps] == \
-        [(1, "onboard", 0.0), (2, "onboard_day2", 24.0)]
+        [(1, "onboard", 24.0), (2, "onboard_day2", 0.0)]   # the wait comes after a step
 
 
 def test_a_refused_sequence_shows_the_reason(page_for, user):

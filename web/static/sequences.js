@@ -9,6 +9,11 @@
       if (action === "delete" && !confirm("Delete this sequence, its contacts and its step history?")) return;
       try {
         if (action === "delete") { await send("DELETE", `/api/sequences/${id}`); location.href = "/sequences"; }
+        else if (action === "retry") {
+          const step = btn.dataset.stepId ? { step_id: +btn.dataset.stepId } : {};
+          const { queued } = await send("POST", `/api/sequences/${id}/retry`, step);
+          alert(`${queued} failed step${queued === 1 ? "" : "s"} queued again.`); location.reload();
+        }
         else { await send("POST", `/api/sequences/${id}/${action}`); location.reload(); }
       } catch (e) { alert(e.message); }
     });
@@ -25,7 +30,8 @@
   function addStep(step) {
     const node = template.content.firstElementChild.cloneNode(true);
     const used = [...steps.querySelectorAll('[name="day_number"]')].map((i) => +i.value);
-    step = step || { day_number: used.length ? Math.max(...used) + 1 : 1, trigger_delay_hours: used.length ? 24 : 0 };
+    // A new step's wait is left to the server's default (24 hours after it; none after the last).
+    step = step || { day_number: used.length ? Math.max(...used) + 1 : 1 };
     for (const [key, value] of Object.entries(step)) {
       const input = node.querySelector(`[name="${key}"]`);
       if (!input || value === null) continue;
@@ -42,6 +48,7 @@
     }
     entryTrigger.value = existing.trigger;
     form.elements.stop_on_reply.checked = existing.stop_on_reply;
+    form.elements.allow_reentry.checked = existing.allow_reentry;
     existing.steps.forEach(addStep);
   } else {
     addStep();
@@ -56,7 +63,7 @@
       schedule_time: f.schedule_time.value || null,
       schedule_tolerance_minutes: f.schedule_tolerance_minutes.value,
       min_delay_seconds: f.min_delay_seconds.value, max_delay_seconds: f.max_delay_seconds.value,
-      stop_on_reply: f.stop_on_reply.checked,
+      stop_on_reply: f.stop_on_reply.checked, allow_reentry: f.allow_reentry.checked,
       device_ids: f.device_ids.value.split(",").filter(Boolean).map(Number),   // the device picker's choice
       steps: [...steps.querySelectorAll("fieldset.step")].map((node) => {
         const v = (n) => node.querySelector(`[name="${n}"]`).value;
