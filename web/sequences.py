@@ -79,7 +79,11 @@ def detail(sequence_id):
     step_id = request.args.get("step", type=int)
     kind = request.args.get("kind", "done")
     contacts = _flow_contacts(step_id, kind, day_from, day_to) if step_id else None
+    progress = one("SELECT contacts FROM sequence_progress_monitor WHERE sequence_id = %s AND user_id = %s",
+                   [sequence_id, g.user["id"]])
+    waits = {s["id"]: s["trigger_delay_hours"] for s in sequence["steps"]}
     return render_template("sequences/detail.html", sequence=sequence, flows=_flows(sequence_id, day_from, day_to),
+                           progress=progress, waits=waits,
                            day_from=day_from or "", day_to=day_to or "", step_id=step_id, kind=kind,
                            contacts=contacts)
 
