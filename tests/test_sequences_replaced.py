@@ -124,25 +124,25 @@ def test_the_stuck_check_returns_only_steps_actually_stuck(db):
     assert [r["id"] for r in rows] == [stuck]
 
 
+def account_with_backlog(db, trigger, leads, device_status="online", hours_overdue=0):
+    """An account with one device and a one-step sequence whose `leads` contacts are overdue."""
+    uid = make_user(db)
+    make_device(db, uid, status=device_status)
+    sid = make_sequence(db, uid, trigger=trigger, steps=1)
+    db.execute("""INSERT INTO leads (user_id, name, phone, trigger)
+                  SELECT %s, 'L', (%s + g)::text, %s FROM generate_series(1, %s) g""",
+               [uid, 60120000000 + uid * 1000, trigger, leads])
+    db.execute("UPDATE sequence_enrollments SET next_due_at = now() - %s * interval '1 hour' WHERE sequence_id = %s",
+               [hours_overdue, sid])
+    return sid
+
+
 def test_one_account_backlog_on_offline_devices_does_not_starve_others(db):
     """A big, older backlog of an account whose devices are all offline used to head every chunk:
     locked, never queued, and the tick stopped after that one chunk."""
-    stalled = make_user(db)
-    make_device(db, stalled, status="offline")
-    big = make_sequence(db, stalled, steps=1)
-    db.execute("""INSERT INTO leads (user_id, name, phone, trigger)
-                  SELECT %s, 'L', (60120000000 + g)::text, 'promo' FROM generate_series(1, 50) g""", [stalled])
-    db.execute("UPDATE sequence_enrollments SET next_due_at = now() - interval '2 hours' WHERE sequence_id = %s", [big])
-    busy = make_user(db)
-    make_device(db, busy)
-    bulk = make_sequence(db, busy, trigger="bulk", steps=1)
-    db.execute("""INSERT INTO leads (user_id, name, phone, trigger)
-                  SELECT %s, 'B', (60130000000 + g)::text, 'bulk' FROM generate_series(1, 50) g""", [busy])
-    db.execute("UPDATE sequence_enrollments SET next_due_at = now() - interval '1 hour' WHERE sequence_id = %s", [bulk])
-    small = make_user(db)
-    make_device(db, small)
-    drip = make_sequence(db, small, trigger="drip", steps=1)
-    add_lead(db, small, "60111111111", "drip")
+    big = account_with_backlog(db, "promo", 50, device_status="offline", hours_overdue=2)
+    bulk = account_with_backlog(db, "bulk", 50, hours_overdue=1)
+    drip = account_with_backlog(db, "drip", 1)
 
     assert activate(db, 10) == 10
     queued = lambda s: len(messages(db, s))

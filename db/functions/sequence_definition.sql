@@ -65,19 +65,19 @@ BEGIN
   END IF;
   -- Parsed once: the settings into a sequences row, the steps into sequence_steps rows (forms send
   -- '' for an empty field: that is "not given").
-  SELECT NULL, p_user_id, btrim(d.name), btrim(coalesce(d.niche, '')), lower(btrim(coalesce(d.trigger, ''))), NULL,
+  SELECT p_user_id, btrim(d.name), btrim(coalesce(d.niche, '')), lower(btrim(coalesce(d.trigger, ''))),
          nullif(d.schedule_time, '')::time, coalesce(nullif(d.schedule_tolerance_minutes, '')::int, 10),
          coalesce(nullif(d.min_delay_seconds, '')::int, 30), coalesce(nullif(d.max_delay_seconds, '')::int, 60),
-         coalesce(d.stop_on_reply, true), NULL, NULL,
+         coalesce(d.stop_on_reply, true),
          nullif(array(SELECT x::bigint FROM jsonb_array_elements_text(coalesce(d.device_ids, '[]')) x), '{}'),
          coalesce(d.allow_reentry, false)
-    INTO v_seq.id, v_seq.user_id, v_seq.name, v_seq.niche, v_seq.trigger, v_seq.status, v_seq.schedule_time,
+    INTO v_seq.user_id, v_seq.name, v_seq.niche, v_seq.trigger, v_seq.schedule_time,
          v_seq.schedule_tolerance_minutes, v_seq.min_delay_seconds, v_seq.max_delay_seconds, v_seq.stop_on_reply,
-         v_seq.created_at, v_seq.updated_at, v_seq.device_ids, v_seq.allow_reentry
+         v_seq.device_ids, v_seq.allow_reentry
     FROM jsonb_to_record(p_def) AS d(name text, niche text, trigger text, schedule_time text,
                                      schedule_tolerance_minutes text, min_delay_seconds text, max_delay_seconds text,
                                      stop_on_reply boolean, allow_reentry boolean, device_ids jsonb);
-  SELECT array_agg(ROW(NULL, v_id, s.day_number::int, nullif(lower(btrim(s.trigger)), ''),
+  SELECT array_agg(ROW(NULL::bigint, v_id, s.day_number::int, nullif(lower(btrim(s.trigger)), ''),
                        nullif(lower(btrim(s.next_trigger)), ''), nullif(s.trigger_delay_hours, '')::numeric,
                        coalesce(s.is_entry_point, false), btrim(s.content), nullif(btrim(s.media_url), ''),
                        nullif(s.chain_sequence_id, '')::bigint, nullif(s.media_id, '')::bigint)::sequence_steps
