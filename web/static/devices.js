@@ -95,13 +95,17 @@
     showActions(tr);
   }
 
-  // A pairing QR (rendered to SVG by the server once) or phone code, in the device's row.
+  // A pairing QR (rendered to SVG by the server once) or phone code, in the device's row. A device
+  // that came online meanwhile (the scan can land while its last QR is still being rendered) shows none.
   async function showPairing(deviceId, shown) {
     const id = String(deviceId);
+    const paired = () => row(id)?.dataset.status === "online";
+    if (paired()) return;
     if (shown.kind === "qr" && !shown.svg) {
       const res = await send.request("POST", `/api/devices/${id}/qr.svg`, { code: shown.code });
       if (!res.ok) return;
       shown.svg = URL.createObjectURL(await res.blob());
+      if (paired()) { URL.revokeObjectURL(shown.svg); return; }
     }
     const old = pairing.get(id);
     if (old && old !== shown && old.svg) URL.revokeObjectURL(old.svg);
