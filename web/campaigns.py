@@ -7,7 +7,7 @@ from web.auth import login_required
 from web.db import all_rows, one, setting
 from web.body import json_body
 from web.leads import my_devices, optional_int, text
-from web.media import fetch_deadline, media_id_for
+from web.media import fetch_deadline, media_id_for, source_url
 
 bp = Blueprint("campaigns", __name__)
 
@@ -43,10 +43,11 @@ def device_ids(value):
 
 def campaign_fields(body):
     """The editable fields, in the SQL functions' order after the kind. The image is image_url,
-    fetched and stored now (once: the same URL again reuses the copy), or an uploaded media_id."""
+    fetched and stored now (once: the same URL again reuses the copy) or decoded (a data URL), or an
+    uploaded media_id."""
     image_url = (text(body, "image_url", None) or "").strip() or None
     fields = [text(body, "title"), text(body, "niche"), text(body, "target_status") or "all",
-              text(body, "message"), image_url, device_ids(body.get("device_ids")),
+              text(body, "message"), source_url(image_url), device_ids(body.get("device_ids")),
               optional_int(body.get("ai_limit_per_device"), "ai_limit_per_device"),
               text(body, "campaign_date") or None, text(body, "time_schedule") or None,
               *(optional_int(body.get(k, setting("default_" + k)), k) for k in ("min_delay_seconds", "max_delay_seconds"))]

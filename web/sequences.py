@@ -1,13 +1,13 @@
 """Drip sequences: the summary page and GET /api/sequences/summary (CONTRACT.md), the per-flow
 detail page with the contacts behind each figure, the builder, and the sequence CRUD API.
-Every figure comes from SQL functions scoped to the signed-in owner (db/functions/sequences.sql)."""
+Every figure comes from SQL functions scoped to the signed-in owner (db/functions/sequence_*.sql)."""
 from flask import Blueprint, abort, g, jsonify, render_template, request
 from psycopg.types.json import Jsonb
 
 from web.auth import login_required
 from web.body import json_body
 from web.db import all_rows, one
-from web.media import fetch_deadline, media_id_for
+from web.media import fetch_deadline, media_id_for, source_url
 
 bp = Blueprint("sequences", __name__)
 
@@ -24,7 +24,7 @@ def _definition_or_404(sequence_id):
 
 def _json_body():
     """The sequence as sent, each step's image stored: its media_url fetched now (once: a URL saved
-    before reuses its copy), or its uploaded media_id."""
+    before reuses its copy) or decoded (a data URL), or its uploaded media_id."""
     body = json_body("the sequence as a JSON object", required=True)
     steps = body.get("steps")
     if isinstance(steps, list):
@@ -35,6 +35,7 @@ def _json_body():
                 abort(400, description=f"step {n}: media_url must be text")
             if url and url.strip():
                 step["media_id"] = media_id_for(url.strip(), deadline, f"step {n} media_url")
+                step["media_url"] = source_url(url.strip())
     return Jsonb(body)
 
 
@@ -77,7 +78,11 @@ def detail(sequence_id):
     step_id = request.args.get("step", type=int)
     kind = request.args.get("kind", "done")
     contacts = _flow_contacts(step_id, kind, day_from, day_to) if step_id else None
+    progress = one("SELECT contacts FROM sequence_progress_monitor WHERE sequence_id = %s AND user_id = %s",
+                   [sequence_id, g.user["id"]])
+    waits = {s["id"]: s["trigger_delay_hours"] for s in sequence["steps"]}
     return render_template("sequences/detail.html", sequence=sequence, flows=_flows(sequence_id, day_from, day_to),
+                           progress=progress, waits=waits,
                            day_from=day_from or "", day_to=day_to or "", step_id=step_id, kind=kind,
                            contacts=contacts)
 
@@ -185,3 +190,28 @@ def api_flow_contacts(sequence_id, step_id):
     rows = _flow_contacts(step_id, request.args.get("kind", "done"), *_date_range(),
                           offset=request.args.get("offset", 0, type=int))
     return jsonify(contacts=[_iso(r) for r in rows])
+
+
+@bp.route("/api/sequences/<int:sequence_id>/contacts")
+@login_required
+def api_contacts(sequence_id):
+    """Every contact of a sequence (one entry per pass) with its per-step state, ?offset= (100 a page)."""
+    page = one("SELECT sequence_contacts_page(%s, %s, %s, %s) AS p",
+               [g.user["id"], sequence_id, CONTACTS_PAGE, max(request.args.get("offset", 0, type=int), 0)])["p"]
+    if page is None:
+        abort(404, description="sequence not found")
+    return jsonify(page)
+
+
+@bp.route("/api/sequences/<int:sequence_id>/retry", methods=["POST"])
+@login_required
+def api_retry(sequence_id):
+    """Queues failed steps again as new messages linked by retry_of; body {"step_id": N} limits it to one step."""
+    body = request.get_json(silent=True) or {}
+    step_id = body.get("step_id") if isinstance(body, dict) else None
+    if step_id is not None and not isinstance(step_id, int):
+        abort(400, description="step_id must be a step id")
+    queued = one("SELECT retry_failed_steps(%s, %s, %s) AS n", [g.user["id"], sequence_id, step_id])["n"]
+    if queued is None:
+        abort(404, description="sequence not found")
+    return jsonify(queued=queued)

@@ -8,6 +8,8 @@
 
   const form = document.getElementById("campaign-form");
   if (form) {
+    window.messagePreview.bind(document.getElementById("campaign-preview"), {
+      textField: form.elements.message, urlField: form.elements.image_url, fileField: form.elements.image_file });
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
       const data = Object.fromEntries(new FormData(form));   // device_ids: the picker's "1,2,3"
