@@ -64,8 +64,8 @@ def seed(c, uid, label):
                    FROM generate_series(1, 5) g""", [uid, devices[0], label, uid])
     seq = c.execute("SELECT save_sequence(%s, NULL, %s::jsonb) AS id", [uid, json.dumps({
         "name": f"{label} sequence", "trigger": "hostile", "min_delay_seconds": 0, "max_delay_seconds": 0,
-        "steps": [{"day_number": 1, "content": f"{label} step one", "trigger_delay_hours": 0},
-                  {"day_number": 2, "content": f"{label} step two", "trigger_delay_hours": 24}]})]).fetchone()["id"]
+        "steps": [{"day_number": 1, "content": f"{label} step one", "trigger_delay_hours": 24},
+                  {"day_number": 2, "content": f"{label} step two", "trigger_delay_hours": 0}]})]).fetchone()["id"]
     c.execute("""SELECT record_inbound_message(%s, %s, %s, %s, %s, %s, now(), false, 'text')""",
               [devices[0], f"IN{uid}", f"6015{uid:07d}@s.whatsapp.net", f"6015{uid:07d}@s.whatsapp.net",
                f"6015{uid:07d}", f"{label} says hello"])

@@ -19,6 +19,7 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 
 from web import csrf
+from web.body import json_or_form
 from web.db import all_rows, one
 from web.schema import Body, Int, Text, describes
 
@@ -244,8 +245,7 @@ def create_token():
     """Issues a named personal API token (or, with purpose=webhook, a lead-intake secret) that expires after expires_in_days (1 to 365, default 90); the secret is shown once. Only a signed-in browser can do this, not a token."""
     if g.via_token:
         abort(403, description="an API token cannot create tokens; sign in to the dashboard to make one")
-    body = request.get_json(silent=True)
-    body = body if isinstance(body, dict) and body else request.form   # JSON that is not an object: the form
+    body = json_or_form()
     days = body.get("expires_in_days", TOKEN_DAYS)
     if isinstance(days, bool) or not re.fullmatch(r"[0-9]{1,3}", str(days)):
         abort(400, description="expires_in_days must be a whole number of days from 1 to 365")

@@ -4,10 +4,11 @@ and per device, with the leads behind each number). Fan-out and status live in S
 from flask import Blueprint, abort, g, jsonify, render_template, request
 
 from web.auth import login_required
+from web.body import json_body
 from web.db import all_rows, one
 from web.leads import my_devices
-from web.schema import Body, Int, IntList, Text, accepts, describes, json_body, optional_int, text
-from web.media import fetch_deadline, media_id_for
+from web.media import fetch_deadline, media_id_for, source_url
+from web.schema import Body, Int, IntList, Text, accepts, describes, optional_int, setting_default, text
 
 bp = Blueprint("campaigns", __name__)
 
@@ -32,14 +33,17 @@ def report(campaign_id):
 
 
 # The editable fields, in the SQL functions' order after the kind. The image is image_url, fetched
-# and stored now (once: the same URL again reuses the copy), or an uploaded media_id.
+# and stored now (once: the same URL again reuses the copy) or decoded (a data URL), or an
+# uploaded media_id.
 CAMPAIGN = Body(title=Text(default=""), niche=Text(default=""),
                 target_status=Text(default="all", description="prospect, customer or all"),
-                message=Text(default=""), image_url=Text(max_length=2048, fmt="uri", description="public http(s) image"),
+                message=Text(default=""),
+                image_url=Text(fmt="uri", description="public http(s) image, or a data: URL (base64)"),
                 device_ids=IntList(description="your devices to send from; none: each lead's own"),
                 ai_limit_per_device=Int(description="an AI campaign: leads per device"),
                 campaign_date=Text(fmt="date", description="in your zone"), time_schedule=Text(fmt="time"),
-                min_delay_seconds=Int(default=30), max_delay_seconds=Int(default=60),
+                min_delay_seconds=setting_default("min_delay_seconds"),
+                max_delay_seconds=setting_default("max_delay_seconds"),
                 media_id=Int(description="an image from POST /api/media"))
 NEW_CAMPAIGN = CAMPAIGN.extended(kind=Text(default="broadcast", enum=["broadcast", "ai"]))
 
@@ -47,7 +51,7 @@ NEW_CAMPAIGN = CAMPAIGN.extended(kind=Text(default="broadcast", enum=["broadcast
 def campaign_fields(body):
     """CAMPAIGN's values in the SQL functions' order; an image URL is fetched and stored now."""
     image_url = (body["image_url"] or "").strip() or None
-    return [body["title"], body["niche"], body["target_status"] or "all", body["message"], image_url,
+    return [body["title"], body["niche"], body["target_status"] or "all", body["message"], source_url(image_url),
             body["device_ids"], body["ai_limit_per_device"], body["campaign_date"] or None,
             body["time_schedule"] or None, body["min_delay_seconds"], body["max_delay_seconds"],
             media_id_for(image_url, fetch_deadline(), "image_url") if image_url else body["media_id"]]

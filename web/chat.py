@@ -5,6 +5,7 @@ from flask import Blueprint, Response, abort, g, jsonify, render_template, reque
 
 from common.images import MediaError, open_image
 from web.auth import login_required
+from web.body import json_body
 from web.db import all_rows, one
 from web.media import store
 from web.schema import Body, Text, describes
@@ -97,8 +98,7 @@ def send(chat_id):
         abort(400, description="this chat has no phone number to send to")
     image = request.files.get("image")
     if image is None:
-        body = request.get_json(silent=True)
-        text = body.get("text") if isinstance(body, dict) else None
+        text = json_body('JSON {"text": "..."} or a form with an image').get("text")
         if not isinstance(text, str):
             abort(400, description='send JSON {"text": "..."} or a form with an image')
         message_id = one("SELECT send_chat_message(%s, %s, %s, %s) AS id",

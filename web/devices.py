@@ -13,8 +13,9 @@ from psycopg.types.json import Jsonb
 
 from common.config import transport_name
 from web.auth import login_required
+from web.body import json_body
 from web.db import all_rows, one
-from web.schema import Body, Int, IntList, Text, accepts, describes, json_body, optional_int, text
+from web.schema import Body, Int, IntList, Text, accepts, describes, optional_int, setting_default, text
 
 bp = Blueprint("devices", __name__)
 
@@ -60,8 +61,9 @@ def _device_or_404(device_id):
     return row
 
 
-PACING = Body(min_delay_seconds=Int(default=30), max_delay_seconds=Int(default=60), hourly_limit=Int(default=80),
-              daily_limit=Int(default=800))
+# A device's pacing; what a request leaves out is the database's default (settings default_<name>).
+PACING = Body(**{name: setting_default(name)
+                 for name in ("min_delay_seconds", "max_delay_seconds", "hourly_limit", "daily_limit")})
 NEW_DEVICE = PACING.extended(device_name=Text(required=True, max_length=100))
 NEW_DEVICES = PACING.extended(count=Int(required=True, description="1 to 5000"),
                               name_pattern=Text(default="", description='"Sales {n}"'), first_number=Int(default=1))

@@ -8,8 +8,9 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, render_te
 
 from web import lead_import
 from web.auth import login_required
+from web.body import json_body
 from web.db import all_rows, conn, one
-from web.schema import Body, Int, Text, accepts, describes, json_body, obj, optional_int, returns, row, rows, text
+from web.schema import Body, Int, Text, accepts, describes, obj, optional_int, returns, row, rows, text
 
 bp = Blueprint("leads", __name__)
 

@@ -2,6 +2,9 @@
 way an image URL typed into a campaign or step becomes a stored image — fetched once, when it is
 saved, by the guarded fetcher (common/fetch.py), then normalised (common/images.py). Queued
 messages carry /media/<id>; no sender ever fetches a user's URL."""
+import base64
+import binascii
+import re
 import time
 
 from flask import Blueprint, Response, abort, g, jsonify, request, url_for
@@ -14,6 +17,8 @@ from web.db import one
 bp = Blueprint("media", __name__)
 
 MAX_UPLOAD_BYTES = guarded.MAX_BYTES
+# An image pasted as a data URL is decoded and stored like an upload (never copied into rows).
+DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,(.*)", re.S)
 # Which addresses image URLs may reach: the public internet only (tests add their loopback server).
 ADDRESS_POLICY = guarded.is_public_address
 
@@ -37,6 +42,9 @@ def media_id_for(url, deadline, field):
     (SQL checks it is theirs), a URL they saved before is not fetched again, any other is fetched now."""
     if not url:
         return None
+    pasted = DATA_URL.fullmatch(url)
+    if pasted:
+        return store(_decoded(pasted.group(1), field))
     stored = STORED_MEDIA.fullmatch(url)
     if stored:
         return int(stored.group(1))
@@ -49,6 +57,21 @@ def media_id_for(url, deadline, field):
     except guarded.FetchError as exc:
         abort(400, description=f"{field}: {exc}")
     return store(data, url)
+
+
+def source_url(url):
+    """Where a saved image came from, as a campaign or step keeps it: a data URL is the image itself
+    (stored once, by media_id), so nothing is kept."""
+    return None if not url or DATA_URL.fullmatch(url) else url
+
+
+def _decoded(payload, field):
+    if len(payload) > MAX_UPLOAD_BYTES * 4 // 3 + 4:
+        abort(413, description=f"{field}: the image is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        abort(400, description=f"{field}: the data URL is not valid base64")
 
 
 @bp.route("/api/media", methods=["POST"])

@@ -10,20 +10,14 @@ the document can drift from the code.
     def create(body): ...
 """
 import functools
+import math
 
-from flask import abort, request
+from flask import abort
+
+from web.body import json_body
+from web.db import setting
 
 BIGINT = 2 ** 63
-
-
-def json_body():
-    """The JSON object sent (an empty one when none); anything else is a 400."""
-    body = request.get_json(silent=True)
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        abort(400, description="send a JSON object")
-    return body
 
 
 def optional_int(value, field):
@@ -53,18 +47,22 @@ def text(body, field, default=""):
 
 
 class Field:
-    """One field: its JSON Schema and its check. A missing field takes `default`."""
+    """One field: its JSON Schema and its check. A missing field takes `default`, or what
+    `default` answers when it is a function (a database setting, read per request)."""
     schema = {}
 
     def __init__(self, *, required=False, description="", default=None):
         self.required, self.description, self.default = required, description, default
 
     def json_schema(self):
-        extra = {"description": self.description or None, "default": self.default}
+        extra = {"description": self.description or None, "default": None if callable(self.default) else self.default}
         return {**self.schema, **{k: v for k, v in extra.items() if v not in (None, "")}}
 
+    def missing(self):
+        return self.default() if callable(self.default) else self.default
+
     def parse(self, body, name):
-        return self.check(body.get(name, self.default), name)
+        return self.check(body[name] if name in body else self.missing(), name)
 
     def check(self, value, name):
         raise NotImplementedError
@@ -83,8 +81,7 @@ class Text(Field):
         return {**super().json_schema(), **{k: v for k, v in extra.items() if v is not None}}
 
     def parse(self, body, name):
-        value = text(body, name, self.default)
-        return self.check(value, name)
+        return self.check(text(body, name, self.missing()), name)
 
     def check(self, value, name):
         if value is not None and self.max_length is not None and len(value) > self.max_length:
@@ -100,6 +97,26 @@ class Int(Field):
 
     def check(self, value, name):
         return optional_int(value, name)
+
+
+def setting_default(name):
+    """A whole number that, when missing, is the database's setting default_<name> (defined once, in SQL)."""
+    return Int(default=lambda: setting("default_" + name), description=f"default: the setting default_{name}")
+
+
+class Number(Field):
+    """A number, whole or not (a form's text of one too)."""
+    schema = {"type": ["number", "string", "null"]}
+
+    def check(self, value, name):
+        if value in (None, ""):
+            return None
+        try:
+            if isinstance(value, bool) or not math.isfinite(float(value)):
+                raise ValueError
+        except (TypeError, ValueError):
+            abort(400, description=f"{name} must be a number")
+        return value
 
 
 class IntList(Field):

@@ -1,13 +1,14 @@
 """Drip sequences: the summary page and GET /api/sequences/summary (CONTRACT.md), the per-flow
 detail page with the contacts behind each figure, the builder, and the sequence CRUD API.
-Every figure comes from SQL functions scoped to the signed-in owner (db/functions/sequences.sql)."""
+Every figure comes from SQL functions scoped to the signed-in owner (db/functions/sequence_*.sql)."""
 from flask import Blueprint, abort, g, jsonify, render_template, request
 from psycopg.types.json import Jsonb
 
 from web.auth import login_required
+from web.body import json_body
 from web.db import all_rows, one
-from web.media import fetch_deadline, media_id_for
-from web.schema import Body, Bool, Int, IntList, Objects, Text, describes
+from web.media import fetch_deadline, media_id_for, source_url
+from web.schema import INTEGER, Body, Bool, Int, IntList, Number, Objects, Text, accepts, describes, obj, returns
 
 bp = Blueprint("sequences", __name__)
 
@@ -23,28 +24,31 @@ def _definition_or_404(sequence_id):
 
 
 STEP = Body(day_number=Int(required=True, description="1 to 31"), content=Text(required=True),
-            trigger_delay_hours=Int(description="hours to wait after this step before the next"),
+            trigger_delay_hours=Number(description="hours to wait after this step before the next (default 24, last 0)"),
             is_entry_point=Bool(), trigger=Text(), next_trigger=Text(), chain_sequence_id=Int(),
-            media_url=Text(max_length=2048, fmt="uri", description="public http(s) image, fetched when saved"),
+            media_url=Text(fmt="uri", description="public http(s) image fetched when saved, or a data: URL (base64)"),
             media_id=Int(description="an image from POST /api/media"))
-SEQUENCE = Body(name=Text(required=True), trigger=Text(required=True, description="one word"), niche=Text(),
-                schedule_time=Text(fmt="time"), schedule_tolerance_minutes=Int(), stop_on_reply=Bool(),
-                min_delay_seconds=Int(), max_delay_seconds=Int(), device_ids=IntList(), steps=Objects(STEP))
+SEQUENCE = Body(name=Text(required=True), trigger=Text(required=True, description="one word"),
+                niche=Text(description="leads of that niche only; empty: any"), schedule_time=Text(fmt="time"),
+                schedule_tolerance_minutes=Int(description="default 10"), stop_on_reply=Bool(),
+                allow_reentry=Bool(description="a lead may start the sequence again after finishing it"),
+                min_delay_seconds=Int(description="default: the setting default_min_delay_seconds"),
+                max_delay_seconds=Int(description="default: the setting default_max_delay_seconds"),
+                device_ids=IntList(description="empty: every device"), steps=Objects(STEP))
 
 
 def _json_body():
     """The sequence as sent (types checked by SEQUENCE, the rest by save_sequence), each step's
-    image stored: its media_url fetched now (once: a URL saved before reuses its copy), or its
-    uploaded media_id."""
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        abort(400, description="send the sequence as a JSON object")
+    image stored: its media_url fetched now (once: a URL saved before reuses its copy) or decoded
+    (a data URL), or its uploaded media_id."""
+    body = json_body("the sequence as a JSON object", required=True)
     steps = SEQUENCE.parse(body)["steps"] or []
     deadline = fetch_deadline()
     for n, (sent, step) in enumerate(zip(body.get("steps") or [], steps), 1):
         url = (step["media_url"] or "").strip()
         if url:
             sent["media_id"] = media_id_for(url, deadline, f"step {n} media_url")
+            sent["media_url"] = source_url(url)
     return Jsonb(body)
 
 
@@ -83,7 +87,11 @@ def detail(sequence_id):
     step_id = request.args.get("step", type=int)
     kind = request.args.get("kind", "done")
     contacts = _flow_contacts(step_id, kind, day_from, day_to) if step_id else None
+    progress = one("SELECT contacts FROM sequence_progress_monitor WHERE sequence_id = %s AND user_id = %s",
+                   [sequence_id, g.user["id"]])
+    waits = {s["id"]: s["trigger_delay_hours"] for s in sequence["steps"]}
     return render_template("sequences/detail.html", sequence=sequence, flows=_flows(sequence_id, day_from, day_to),
+                           progress=progress, waits=waits,
                            day_from=day_from or "", day_to=day_to or "", step_id=step_id, kind=kind,
                            contacts=contacts)
 
@@ -193,3 +201,26 @@ def api_flow_contacts(sequence_id, step_id):
     rows = _flow_contacts(step_id, request.args.get("kind", "done"), *_date_range(),
                           offset=request.args.get("offset", 0, type=int))
     return jsonify(contacts=rows)
+
+
+@bp.route("/api/sequences/<int:sequence_id>/contacts")
+@login_required
+def api_contacts(sequence_id):
+    """Every contact of a sequence (one entry per pass) with its per-step state, ?offset= (100 a page)."""
+    page = one("SELECT sequence_contacts_page(%s, %s, %s, %s) AS p",
+               [g.user["id"], sequence_id, CONTACTS_PAGE, max(request.args.get("offset", 0, type=int), 0)])["p"]
+    if page is None:
+        abort(404, description="sequence not found")
+    return jsonify(page)
+
+
+@bp.route("/api/sequences/<int:sequence_id>/retry", methods=["POST"])
+@login_required
+@accepts(Body(step_id=Int(description="only this step's failures; none: every step's")))
+@returns(obj(queued=INTEGER))
+def api_retry(sequence_id, body):
+    """Queues failed steps again as new messages linked by retry_of; body {"step_id": N} limits it to one step."""
+    queued = one("SELECT retry_failed_steps(%s, %s, %s) AS n", [g.user["id"], sequence_id, body["step_id"]])["n"]
+    if queued is None:
+        abort(404, description="sequence not found")
+    return jsonify(queued=queued)

@@ -10,10 +10,10 @@ from flask import Blueprint, abort, g, jsonify, render_template, request
 from common import fetch as guarded
 from common.webhooks import check_endpoint_url
 from web.auth import login_required
+from web.body import json_or_form
 from web.db import all_rows, one
 from web.leads import lead_fields
-from web.schema import (BOOLEAN, INTEGER, Body, Bool, Text, TextList, accepts, json_body, obj, optional_int, returns,
-                        row, rows)
+from web.schema import BOOLEAN, INTEGER, Body, Bool, Text, TextList, accepts, obj, optional_int, returns, row, rows
 
 bp = Blueprint("webhooks", __name__)
 
@@ -26,7 +26,7 @@ def intake():
     user_id = one("SELECT token_user(%s, 'webhook') AS uid", [secret])["uid"] if secret else None
     if user_id is None:
         abort(401, description="send a live webhook secret in the X-Webhook-Token header (a ?token= in the URL is not accepted)")
-    body = json_body() if request.is_json else request.form
+    body = json_or_form()
     row = one("SELECT * FROM intake_lead(%s, %s, %s, %s, %s, %s, %s)", [user_id, *lead_fields(body)])
     return jsonify(id=row["lead_id"], created=row["created"]), 201 if row["created"] else 200
 

@@ -16,9 +16,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, fields
 
-
 from common import fetch
-from common.config import require_database_url
+from common.config import env, log_level, require_database_url
 from common.webhooks import headers
 from sender.reconnecting import reconnecting
 
@@ -46,8 +45,8 @@ class WebhookSettings:
 
     @classmethod
     def from_env(cls):
-        return cls(**{f.name: type(f.default)(os.environ[f"WEBHOOK_{f.name.upper()}"])
-                      for f in fields(cls) if f"WEBHOOK_{f.name.upper()}" in os.environ})
+        values = {f.name: env(f"WEBHOOK_{f.name.upper()}") for f in fields(cls)}
+        return cls(**{name: type(getattr(cls, name))(raw) for name, raw in values.items() if raw is not None})
 
 
 def body_of(row):
@@ -97,7 +96,7 @@ class Deliverer:
 
 
 def main():
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+    logging.basicConfig(level=log_level(),
                         format=f"%(asctime)s webhooks[{os.getpid()}] %(levelname)s %(message)s")
     deliverer = Deliverer(require_database_url(), WebhookSettings.from_env())
     for sig in (signal.SIGTERM, signal.SIGINT):

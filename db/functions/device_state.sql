@@ -27,7 +27,7 @@ BEGIN
   PERFORM notify_user(v_user_id, 'device_status',
                       jsonb_build_object('device_id', p_device_id, 'status', p_status, 'reason', p_reason,
                                          'banned_until', p_banned_until));
-  PERFORM emit_webhook_event(v_user_id, 'device.status',
+  PERFORM _emit_webhook_event(v_user_id, 'device.status',
                              jsonb_build_object('device_id', p_device_id, 'status', p_status, 'reason', p_reason,
                                                 'banned_until', p_banned_until));
   RETURN true;

@@ -43,7 +43,7 @@ RETURNS void LANGUAGE sql AS $$
                        jsonb_build_object('status', p_status, 'campaigns', c.campaigns, 'truncated', c.truncated))
       FROM per_campaign c
     UNION ALL
-    SELECT emit_message_status_webhooks(p_status, p_ids, p_user_ids)
+    SELECT _emit_message_status_webhooks(p_status, p_ids, p_user_ids)
   ) sent
 $$;
 COMMENT ON FUNCTION notify_queue_changes(text, bigint[], bigint[], bigint[], bigint[]) IS

@@ -1,11 +1,11 @@
 -- The JSON API's response rows described from the functions that return them, so the OpenAPI
 -- document (web/openapi.py) cannot drift from what a handler actually sends.
 
-CREATE OR REPLACE FUNCTION json_schema_of_type(p_type regtype) RETURNS jsonb
+CREATE OR REPLACE FUNCTION _json_schema_of_type(p_type regtype) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
   SELECT CASE
     WHEN t.typcategory = 'A' THEN jsonb_build_object('type', jsonb_build_array('array', 'null'),
-                                                     'items', json_schema_of_type(t.typelem::regtype))
+                                                     'items', _json_schema_of_type(t.typelem::regtype))
     WHEN p_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
       THEN '{"type": ["integer", "null"]}'
     WHEN p_type IN ('real'::regtype, 'double precision'::regtype, 'numeric'::regtype)
@@ -20,7 +20,7 @@ LANGUAGE sql STABLE AS $$
   END::jsonb
     FROM pg_type t WHERE t.oid = p_type
 $$;
-COMMENT ON FUNCTION json_schema_of_type(regtype) IS
+COMMENT ON FUNCTION _json_schema_of_type(regtype) IS
   'The JSON Schema of a PostgreSQL type as the web sends it: numbers, booleans, ISO 8601 dates and times, '
   'arrays of their element type, other types as strings; null allowed (a column may be null).';
 
@@ -39,7 +39,7 @@ LANGUAGE sql STABLE AS $$
      WHERE p.oid = p_function AND p.proallargtypes IS NULL
   )
   SELECT jsonb_build_object('type', 'object', 'description', 'a row of ' || p_function::text || '()',
-                            'properties', coalesce(jsonb_object_agg(c.name, json_schema_of_type(c.type) ORDER BY c.n), '{}'),
+                            'properties', coalesce(jsonb_object_agg(c.name, _json_schema_of_type(c.type) ORDER BY c.n), '{}'),
                             'required', coalesce(jsonb_agg(c.name ORDER BY c.n), '[]'))
     FROM cols c
 $$;

@@ -296,7 +296,7 @@ COMMENT ON FUNCTION release_messages(text, bigint[], interval) IS
   'is failed instead (at most once). Returns how many went back.';
 
 -- At most once: stuck and undeliverable rows ------------------------------------------------
-CREATE OR REPLACE FUNCTION recover_stuck(p_timeout interval DEFAULT '5 minutes')
+CREATE OR REPLACE FUNCTION recover_stuck(p_timeout interval DEFAULT make_interval(secs => setting('stuck_timeout_seconds')))
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_done integer;
 BEGIN

@@ -1,4 +1,4 @@
--- Outbound webhooks: endpoints, the outbox (emit_webhook_event, called in the transaction where
+-- Outbound webhooks: endpoints, the outbox (_emit_webhook_event, called in the transaction where
 -- each event happens), and the deliverer's claim / finish / redeliver steps. The deliverer
 -- (webhooks/deliverer.py) sends; everything it decides about order and retries is here.
 
@@ -11,7 +11,7 @@ COMMENT ON FUNCTION webhook_event_types() IS
   'The event types an endpoint may subscribe to (webhook.test is sent on request only).';
 
 -- The outbox ------------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION emit_webhook_event(p_user_id bigint, p_type text, p_data jsonb,
+CREATE OR REPLACE FUNCTION _emit_webhook_event(p_user_id bigint, p_type text, p_data jsonb,
                                               p_endpoint_id bigint DEFAULT NULL)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_event uuid := gen_random_uuid();
@@ -29,12 +29,12 @@ BEGIN
   END IF;
   RETURN v_rows;
 END $$;
-COMMENT ON FUNCTION emit_webhook_event(bigint, text, jsonb, bigint) IS
+COMMENT ON FUNCTION _emit_webhook_event(bigint, text, jsonb, bigint) IS
   'Writes one event into the webhook outbox, in the caller''s transaction: a row for each of the owner''s enabled '
   'endpoints subscribed to p_type (or only for p_endpoint_id, whatever its filter: a test event). Payload '
   '{id (the event id, for receivers to deduplicate), type, created_at, data}. Returns rows written.';
 
-CREATE OR REPLACE FUNCTION emit_message_status_webhooks(p_status text, p_ids bigint[], p_user_ids bigint[])
+CREATE OR REPLACE FUNCTION _emit_message_status_webhooks(p_status text, p_ids bigint[], p_user_ids bigint[])
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
   -- The queue's hot path pays one index probe when nobody subscribed.
@@ -42,7 +42,7 @@ BEGIN
                   WHERE e.user_id = ANY (p_user_ids) AND e.enabled AND 'message.status' = ANY (e.events)) THEN
     RETURN;
   END IF;
-  PERFORM emit_webhook_event(m.user_id, 'message.status', jsonb_build_object(
+  PERFORM _emit_webhook_event(m.user_id, 'message.status', jsonb_build_object(
             'message_id', m.id, 'status', p_status, 'device_id', m.device_id, 'campaign_id', m.campaign_id,
             'sequence_id', m.sequence_id, 'recipient_phone', m.recipient_phone,
             'error', CASE WHEN p_status = 'failed' THEN m.error_message END, 'at', now()))
@@ -50,12 +50,12 @@ BEGIN
     WHERE m.id = ANY (p_ids)
     ORDER BY m.id;
 END $$;
-COMMENT ON FUNCTION emit_message_status_webhooks(text, bigint[], bigint[]) IS
+COMMENT ON FUNCTION _emit_message_status_webhooks(text, bigint[], bigint[]) IS
   'message.status webhook events (sent, failed, delivered, read) for the messages one statement changed; '
   'called by notify_queue_changes. Costs one probe when none of the owners subscribed.';
 
 -- Endpoints -------------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION check_webhook_events(p_events text[]) RETURNS void
+CREATE OR REPLACE FUNCTION _check_webhook_events(p_events text[]) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
   IF coalesce(cardinality(p_events), 0) = 0 THEN
@@ -68,14 +68,14 @@ BEGIN
       array_to_string(webhook_event_types(), ', ') USING ERRCODE = '22023';
   END IF;
 END $$;
-COMMENT ON FUNCTION check_webhook_events(text[]) IS 'Raises 22023 unless the list names one or more known event types.';
+COMMENT ON FUNCTION _check_webhook_events(text[]) IS 'Raises 22023 unless the list names one or more known event types.';
 
 CREATE OR REPLACE FUNCTION create_webhook_endpoint(p_user_id bigint, p_url text, p_secret text, p_events text[],
                                                    p_description text DEFAULT '')
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE v_id bigint;
 BEGIN
-  PERFORM check_webhook_events(p_events);
+  PERFORM _check_webhook_events(p_events);
   -- Per-owner lock: two concurrent creations cannot both pass the count.
   PERFORM pg_advisory_xact_lock(hashtextextended('webhook_endpoints', p_user_id));
   IF (SELECT count(*) FROM webhook_endpoints WHERE user_id = p_user_id) >= 10 THEN
@@ -96,7 +96,7 @@ CREATE OR REPLACE FUNCTION update_webhook_endpoint(p_user_id bigint, p_id bigint
 RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
   IF p_events IS NOT NULL THEN
-    PERFORM check_webhook_events(p_events);
+    PERFORM _check_webhook_events(p_events);
   END IF;
   UPDATE webhook_endpoints
      SET url = coalesce(p_url, url),
@@ -158,7 +158,7 @@ COMMENT ON FUNCTION webhook_delivery_list(bigint, bigint, text, integer) IS
 
 CREATE OR REPLACE FUNCTION send_test_webhook(p_user_id bigint, p_endpoint_id bigint) RETURNS boolean
 LANGUAGE sql AS $$
-  SELECT emit_webhook_event(p_user_id, 'webhook.test',
+  SELECT _emit_webhook_event(p_user_id, 'webhook.test',
                             jsonb_build_object('endpoint_id', p_endpoint_id, 'message', 'a test event'),
                             p_endpoint_id) > 0
 $$;

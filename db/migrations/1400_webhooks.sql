@@ -1,6 +1,6 @@
 -- Outbound webhooks: each owner's endpoints (URL, signing secret, event filter) and the outbox,
 -- one row per endpoint and event, written in the same transaction as the event itself
--- (emit_webhook_event), so nothing is sent before its transaction commits and nothing is lost.
+-- (_emit_webhook_event), so nothing is sent before its transaction commits and nothing is lost.
 -- The deliverer process (python -m webhooks) sends each endpoint's rows in id order.
 -- depends: 1001_chat_history
 

@@ -38,5 +38,5 @@
     if (action === "redeliver") act(() => api("POST", `/api/webhook-deliveries/${row.dataset.deliveryId}/redeliver`));
   });
 
-  ["webhook_delivery", "live.resync", "live.reconnected"].forEach(function (t) { live.on(t, redraw); });
+  live.refreshOn(["webhook_delivery"], redraw, { wait: 300 });
 })();
