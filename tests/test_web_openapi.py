@@ -91,9 +91,12 @@ def test_request_bodies_are_documented_from_their_definitions(client):
     assert body("/api/campaigns", "post") == NEW_CAMPAIGN.json_schema()
     assert body("/api/campaigns", "post")["properties"]["campaign_date"]["format"] == "date"
     assert body("/api/webhook-endpoints", "post")["required"] == ["url", "events"]
+    sequence = body("/api/sequences", "post")["properties"]
+    assert "allow_reentry" in sequence and "maxLength" not in sequence["steps"]["items"]["properties"]["media_url"]
     for path, method in [("/api/devices", "post"), ("/api/devices/batch", "post"), ("/api/sequences", "post"),
                          ("/api/sequences/{sequence_id}", "put"), ("/api/webhook-endpoints/{endpoint_id}", "patch"),
-                         ("/api/campaigns/{campaign_id}", "put"), ("/api/devices/{device_id}", "patch")]:
+                         ("/api/campaigns/{campaign_id}", "put"), ("/api/devices/{device_id}", "patch"),
+                         ("/api/sequences/{sequence_id}/retry", "post")]:
         assert body(path, method)["type"] == "object", (path, method)
 
 

@@ -36,7 +36,7 @@ CREATE TABLE webhook_deliveries (
   created_at       timestamptz NOT NULL DEFAULT now(),
   delivered_at     timestamptz,
   CONSTRAINT webhook_deliveries_once UNIQUE (endpoint_id, event_id),
-  CHECK ((status = 'delivered') = (delivered_at IS NOT NULL))
+  CONSTRAINT webhook_deliveries_delivered_iff_delivered_at CHECK ((status = 'delivered') = (delivered_at IS NOT NULL))
 );
 CREATE INDEX webhook_deliveries_head ON webhook_deliveries (endpoint_id, id) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_recent ON webhook_deliveries (endpoint_id, id DESC);
