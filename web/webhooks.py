@@ -55,6 +55,12 @@ def _public(url):
     return url
 
 
+def _of_owner(function, row_id, missing):
+    """Calls an owner-scoped function that answers whether the row was the owner's; 404 when not."""
+    if not one(f"SELECT {function}(%s, %s) AS ok", [g.user["id"], row_id])["ok"]:
+        abort(404, description=missing)
+
+
 def _endpoints():
     return all_rows("SELECT * FROM webhook_endpoint_list(%s)", [g.user["id"]])
 
@@ -105,8 +111,7 @@ def update_endpoint(endpoint_id, body):
 @returns(obj(deleted=BOOLEAN))
 def delete_endpoint(endpoint_id):
     """Deletes an endpoint and its undelivered events."""
-    if not one("SELECT delete_webhook_endpoint(%s, %s) AS ok", [g.user["id"], endpoint_id])["ok"]:
-        abort(404, description="no such endpoint")
+    _of_owner("delete_webhook_endpoint", endpoint_id, "no such endpoint")
     return jsonify(deleted=True)
 
 
@@ -115,8 +120,7 @@ def delete_endpoint(endpoint_id):
 @returns(obj(queued=BOOLEAN), status=202, description="Queued")
 def test_endpoint(endpoint_id):
     """Queues a webhook.test event to the endpoint (whatever its filter); its delivery shows in the deliveries."""
-    if not one("SELECT send_test_webhook(%s, %s) AS ok", [g.user["id"], endpoint_id])["ok"]:
-        abort(404, description="no such endpoint")
+    _of_owner("send_test_webhook", endpoint_id, "no such endpoint")
     return jsonify(queued=True), 202
 
 
@@ -139,6 +143,5 @@ def deliveries():
 @returns(obj(queued=BOOLEAN), status=202, description="Queued")
 def redeliver(delivery_id):
     """Puts a dead-lettered delivery back in the outbox with a fresh retry window."""
-    if not one("SELECT redeliver_webhook(%s, %s) AS ok", [g.user["id"], delivery_id])["ok"]:
-        abort(404, description="no such dead-lettered delivery")
+    _of_owner("redeliver_webhook", delivery_id, "no such dead-lettered delivery")
     return jsonify(queued=True), 202
