@@ -1,5 +1,6 @@
 """What the benchmarks share: a scratch database made through the one apply path (never the main
-one), connections, progress lines on stderr, and stopping a sender pool they started."""
+one), the floor table every ratio is measured against, connections, progress lines on stderr, and
+stopping a sender pool they started."""
 import signal
 import subprocess
 import sys
@@ -30,6 +31,20 @@ def create_scratch_database(base_url, name):
 def drop_scratch_database(base_url, name):
     with psycopg.connect(base_url, autocommit=True) as c:
         c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+FLOOR = "bench_floor"
+
+
+def create_floor_table(c):
+    """The machine's floor: a plain table with broadcast_messages' columns, a primary key and one
+    partial index (the claim's due index), no triggers, no foreign keys, no partitions. Every
+    benchmark times the same work against it in the same run and prints ratio= floor/ours."""
+    c.execute(f"DROP TABLE IF EXISTS {FLOOR}")
+    c.execute(f"CREATE TABLE {FLOOR} (LIKE broadcast_messages INCLUDING DEFAULTS INCLUDING IDENTITY)")
+    c.execute(f"ALTER TABLE {FLOOR} ADD PRIMARY KEY (id)")
+    c.execute(f"CREATE INDEX {FLOOR}_due ON {FLOOR} (device_id, scheduled_at, id) WHERE status = 'pending' AND NOT held")
+    return FLOOR
 
 
 def log(t0, what):

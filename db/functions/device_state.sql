@@ -98,9 +98,30 @@ BEGIN
          array_agg(marked.campaign_id)
     INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM marked;
   PERFORM notify_queue_changes(p_kind, v_ids, v_users, v_devices, v_campaigns);
+  -- A receipt can overtake its message's completion: kept until complete_messages applies it.
+  IF v_done < cardinality(p_wa_message_ids) THEN
+    INSERT INTO early_receipts (device_id, wa_message_id, kind, received_at)
+    SELECT p_device_id, w.id, p_kind, p_at FROM unnest(p_wa_message_ids) AS w(id)
+     WHERE NOT EXISTS (SELECT 1 FROM broadcast_messages m WHERE m.wa_message_id = w.id AND m.device_id = p_device_id)
+    ON CONFLICT DO NOTHING;
+  END IF;
   RETURN v_done;
 END $$;
 COMMENT ON FUNCTION record_receipts(bigint, text[], text, timestamptz) IS
   'Sets delivered_at (and read_at for read receipts) on the sent messages of one device with these '
   'WhatsApp ids; the first receipt of each kind wins. Pushes one message_status (status delivered or read) '
-  'and campaign_progress event for the batch. Returns how many messages changed.';
+  'and campaign_progress event for the batch. A receipt for an id no message carries yet (it overtook the '
+  'completion) is kept in early_receipts for complete_messages. Returns how many messages changed.';
+
+CREATE OR REPLACE FUNCTION _apply_early_receipts(p_ids bigint[])
+RETURNS void LANGUAGE sql AS $$
+  WITH early AS (
+    DELETE FROM early_receipts r USING broadcast_messages m
+     WHERE m.id = ANY (p_ids) AND r.device_id = m.device_id AND r.wa_message_id = m.wa_message_id
+    RETURNING r.device_id, r.wa_message_id, r.kind, r.received_at)
+  SELECT count(record_receipts(device_id, ids, kind, at)) FROM (
+    SELECT device_id, kind, array_agg(wa_message_id) AS ids, max(received_at) AS at
+      FROM early GROUP BY device_id, kind) g;
+$$;
+COMMENT ON FUNCTION _apply_early_receipts(bigint[]) IS
+  'Applies (through record_receipts) and removes the early receipts of these just-sent messages.';

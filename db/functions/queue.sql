@@ -240,12 +240,16 @@ BEGIN
     INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM done;
   PERFORM record_outbound_chats(v_ids);  -- the recipients' chats show the send (chats family)
   PERFORM notify_queue_changes('sent', v_ids, v_users, v_devices, v_campaigns);
+  IF EXISTS (SELECT 1 FROM early_receipts) THEN   -- receipts that overtook this completion
+    PERFORM _apply_early_receipts(v_ids);
+  END IF;
   RETURN v_done;
 END $$;
 COMMENT ON FUNCTION complete_messages(text, bigint[], text[]) IS
   'Marks messages this sender claimed as sent (queued -> sent) with their WhatsApp ids. Guarded: rows '
   'not queued by p_sender_id (already failed as stuck, say) are left alone. Pushes one message_status (and '
-  'campaign_progress) event per owner for the whole batch. Returns how many changed.';
+  'campaign_progress) event per owner for the whole batch, then applies receipts that arrived before it '
+  '(early_receipts). Returns how many changed.';
 
 CREATE OR REPLACE FUNCTION fail_messages(p_sender_id text, p_ids bigint[], p_errors text[])
 RETURNS integer LANGUAGE plpgsql AS $$
