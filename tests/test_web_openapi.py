@@ -33,6 +33,34 @@ def test_every_api_route_is_described_with_a_summary(app, client):
     assert "/api/overview" in doc["paths"] and "/api/chats/{chat_id}/messages" in doc["paths"]
 
 
+# Writes that take nothing but their path: any other write must declare its request body.
+BODILESS_WRITES = {
+    "post /api/chats/{chat_id}/read", "post /api/campaigns/{campaign_id}/{action}",
+    "post /api/sequences/{sequence_id}/{action}", "post /api/webhook-endpoints/{endpoint_id}/test",
+    "post /api/webhook-deliveries/{delivery_id}/redeliver",
+    *(f"post /api/devices/{{device_id}}/{a}" for a in ("pair", "simulate-scan", "logout", "reconnect")),
+}
+
+
+def test_every_operation_has_its_response_schema_and_every_write_its_body(app, client):
+    doc = client.get("/api/openapi.json").get_json()
+    no_response, no_body = [], []
+    for path, method, rule in api_operations(app):
+        op, name = doc["paths"][path][method], f"{method} {path}"
+        success = [(code, r.get("content")) for code, r in op["responses"].items() if code.startswith("2")]
+        if not success or not all(all(m.get("schema") for m in content.values()) if content else code == "204"
+                                  for code, content in success):
+            no_response.append(f"{name} ({rule.endpoint}: add @returns)")
+        if method in ("post", "put", "patch") and name not in BODILESS_WRITES:
+            body = op.get("requestBody", {}).get("content", {})
+            if not body or not all(m.get("schema", {}).get("properties") for m in body.values()):
+                no_body.append(f"{name} ({rule.endpoint}: add @accepts or @describes)")
+    assert not no_response and not no_body, (no_response, no_body)
+    assert set(doc["paths"]["/api/leads/import"]["post"]["requestBody"]["content"]) == {"multipart/form-data"}
+    assert doc["paths"]["/api/devices/{device_id}/pair-phone"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]["properties"]["phone"]
+
+
 def test_path_parameters_are_typed(client):
     op = client.get("/api/openapi.json").get_json()["paths"]["/api/chats/{chat_id}/messages"]["post"]
     assert op["parameters"] == [{"name": "chat_id", "in": "path", "required": True, "schema": {"type": "integer"}}]
@@ -50,6 +78,8 @@ def conforms(value, schema, doc, where="$"):
     """Checks `value` against the subset of JSON Schema the document uses; raises with the path."""
     if "$ref" in schema:
         schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    for part in schema.get("allOf", []):
+        conforms(value, part, doc, where)
     types = schema.get("type")
     if types is not None:
         types = [types] if isinstance(types, str) else types
@@ -64,6 +94,9 @@ def conforms(value, schema, doc, where="$"):
         for name, sub in schema.get("properties", {}).items():
             if name in value:
                 conforms(value[name], sub, doc, f"{where}.{name}")
+        if isinstance(schema.get("additionalProperties"), dict):
+            for name in set(value) - set(schema.get("properties", {})):
+                conforms(value[name], schema["additionalProperties"], doc, f"{where}.{name}")
     if isinstance(value, list) and "items" in schema:
         for n, item in enumerate(value):
             conforms(item, schema["items"], doc, f"{where}[{n}]")

@@ -8,7 +8,8 @@ from web.body import json_body
 from web.db import all_rows, one
 from web.leads import my_devices
 from web.media import fetch_deadline, media_id_for, source_url
-from web.schema import Body, Int, IntList, Text, accepts, describes, optional_int, setting_default, text
+from web.schema import (INTEGER, Body, Int, IntList, Text, accepts, array, describes, obj, optional_int, record,
+                        returns, row, rows, setting_default, text, with_fields)
 
 bp = Blueprint("campaigns", __name__)
 
@@ -20,6 +21,10 @@ def campaign_or_404(campaign_id):
     if row is None:
         abort(404, description="no such campaign")
     return row
+
+
+REPORT = obj(campaign=row("get_campaign"), report=record("a row of the campaign_report view"),
+             devices=array(record("a row of the campaign_device_report view")))
 
 
 def report(campaign_id):
@@ -77,6 +82,7 @@ def detail(campaign_id):
 
 @bp.route("/api/campaigns")
 @login_required
+@returns(obj(campaigns=array(record("a row of the campaign_report view"))))
 def api_list():
     """Your campaigns with their progress (should send, sent, failed, skipped, pending)."""
     return jsonify(campaigns=all_rows("SELECT * FROM campaign_report WHERE user_id = %s"
@@ -86,6 +92,7 @@ def api_list():
 @bp.route("/api/campaigns", methods=["POST"])
 @login_required
 @accepts(NEW_CAMPAIGN)
+@returns(REPORT, status=201, description="Created")
 def api_create(body):
     """Creates a campaign: kind broadcast or ai, audience (niche, target_status), optional device_ids, message, an image (image_url: a public http(s) URL fetched once, now; or media_id from POST /api/media), date and time in your zone, min/max delay."""
     campaign_id = one("SELECT create_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s, %s) AS id",
@@ -95,6 +102,7 @@ def api_create(body):
 
 @bp.route("/api/campaigns/<int:campaign_id>")
 @login_required
+@returns(REPORT)
 def api_get(campaign_id):
     """One campaign with its report per device (should send, sent, failed, skipped, pending, delivered, read)."""
     return jsonify(report(campaign_id))
@@ -103,6 +111,7 @@ def api_get(campaign_id):
 @bp.route("/api/campaigns/<int:campaign_id>", methods=["PUT"])
 @login_required
 @describes(CAMPAIGN)
+@returns(REPORT)
 def api_update(campaign_id):
     """Edits a campaign that has not started yet."""
     campaign_or_404(campaign_id)
@@ -121,6 +130,7 @@ ACTIONS = {
 
 @bp.route("/api/campaigns/<int:campaign_id>/<any(cancel, pause, resume):action>", methods=["POST"])
 @login_required
+@returns(REPORT)
 def api_action(campaign_id, action):
     """Cancels, pauses or resumes a campaign."""
     if one(ACTIONS[action], [g.user["id"], campaign_id])["r"] is None:
@@ -131,6 +141,7 @@ def api_action(campaign_id, action):
 @bp.route("/api/campaigns/<int:campaign_id>/retry", methods=["POST"])
 @login_required
 @accepts(Body(device_id=Int(description="send the retries from this device instead")))
+@returns(with_fields(REPORT, queued=INTEGER))
 def api_retry(campaign_id, body):
     """Queues new messages for the failed ones (optionally on another device); history stays."""
     queued = one("SELECT retry_failed_messages(%s, %s, %s) AS n",
@@ -142,6 +153,7 @@ def api_retry(campaign_id, body):
 
 @bp.route("/api/campaigns/<int:campaign_id>/leads")
 @login_required
+@returns(obj(leads=rows("campaign_report_leads")))
 def api_report_leads(campaign_id):
     """The leads behind one report number: status (sent, failed, ...) and optionally device_id."""
     campaign_or_404(campaign_id)

@@ -8,7 +8,7 @@ from web.auth import login_required
 from web.body import json_body
 from web.db import all_rows, one
 from web.media import store
-from web.schema import Body, Text, describes
+from web.schema import BINARY, BOOLEAN, INTEGER, Body, Text, Upload, array, describes, obj, record, returns, rows
 
 bp = Blueprint("chat", __name__)
 
@@ -38,6 +38,7 @@ def view(device_id):
 
 @bp.route("/api/devices/<int:device_id>/chats")
 @login_required
+@returns(obj(chats=rows("chat_search")))
 def list_chats(device_id):
     """The device's chats with a message in the last 30 days, newest first. Query: `q` searches
     names, numbers and last messages."""
@@ -54,6 +55,8 @@ def _message(row):
 
 @bp.route("/api/chats/<int:chat_id>/messages")
 @login_required
+@returns(obj(messages=array(record("a row of chat_messages() with thumbnail_url (null: no preview) for has_thumbnail")),
+             next={"type": ["object", "null"], "description": "before_at and before_key of the page before"}))
 def history(chat_id):
     """A chat's messages, newest first, HISTORY_PAGE at a time. Query: `before_at` and
     `before_key` (the oldest row already shown) page backwards; `next` in the answer is the
@@ -70,6 +73,7 @@ def history(chat_id):
 
 @bp.route("/api/chat-thumbnails/<int:message_id>.jpg")
 @login_required
+@returns(BINARY, media="image/jpeg")
 def thumbnail(message_id):
     """The JPEG preview of a received image (a history row's `thumbnail_url`)."""
     data = one("SELECT chat_thumbnail(%s, %s) AS t", [g.user["id"], message_id])["t"]
@@ -80,6 +84,7 @@ def thumbnail(message_id):
 
 @bp.route("/api/chats/<int:chat_id>/read", methods=["POST"])
 @login_required
+@returns(obj(ok=BOOLEAN))
 def mark_read(chat_id):
     """Clears the chat's unread badge."""
     if not one("SELECT mark_chat_read(%s, %s) AS ok", [g.user["id"], chat_id])["ok"]:
@@ -90,6 +95,9 @@ def mark_read(chat_id):
 @bp.route("/api/chats/<int:chat_id>/messages", methods=["POST"])
 @login_required
 @describes(Body(text=Text(required=True)))
+@describes(Body(image=Upload(required=True, description="JPEG, PNG or WebP, at most 350 KB"), caption=Text()),
+           media="multipart/form-data")
+@returns(obj(id=INTEGER), status=201, description="Queued")
 def send(chat_id):
     """Queues a message to the chat's number from its device: JSON {"text"}, or a multipart form
     with `image` (JPEG/PNG/WebP, at most 350 KB) and an optional `caption`."""

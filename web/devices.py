@@ -15,7 +15,8 @@ from common.config import transport_name
 from web.auth import login_required
 from web.body import json_body
 from web.db import all_rows, one
-from web.schema import Body, Int, IntList, Text, accepts, describes, optional_int, setting_default, text
+from web.schema import (BINARY, BOOLEAN, INTEGER, INTEGERS, NULLABLE_TEXT, STRING, Body, Int, IntList, Text, accepts,
+                        array, describes, obj, optional_int, record, returns, row, rows, setting_default, text)
 
 bp = Blueprint("devices", __name__)
 
@@ -52,6 +53,9 @@ def _listing(args):
     return {"devices": rows, "total": total, "page": page, "per_page": per_page,
             "pages": max(1, math.ceil(total / per_page)), "q": query or "", "status": status or "", "sort": sort,
             "dir": "desc" if descending else "asc"}
+
+
+DEVICE = row("_device_health")  # what the device_health view shows
 
 
 def _device_or_404(device_id):
@@ -95,6 +99,7 @@ def page():
 
 @bp.route("/api/devices")
 @login_required
+@returns(obj(devices=rows("device_page"), total=INTEGER, page=INTEGER, per_page=INTEGER, pages=INTEGER))
 def list_devices():
     """One page of the owner's devices with status, health counts, pause, delays and caps.
 
@@ -108,6 +113,8 @@ def list_devices():
 
 @bp.route("/api/devices/choices")
 @login_required
+@returns(obj(devices=array(obj(device_id=INTEGER, device_name=STRING, phone=NULLABLE_TEXT, status=STRING, paused=BOOLEAN)),
+             total=INTEGER))
 def choices():
     """The device picker's list: devices by name matching `q` and `status`, `limit` (at most 500)
     from `offset`, with `total`."""
@@ -123,6 +130,7 @@ def choices():
 
 @bp.route("/api/devices/ids")
 @login_required
+@returns(obj(device_ids=INTEGERS, total=INTEGER))
 def matching_ids():
     """Every id matching `q` and `status` (the picker's "all online", the page's "select all matching")."""
     query, status = _filters(request.args)
@@ -134,6 +142,7 @@ def matching_ids():
 @bp.route("/api/devices", methods=["POST"])
 @login_required
 @accepts(NEW_DEVICE)
+@returns(obj(device=DEVICE), status=201, description="Created")
 def create(body):
     """Adds a device. JSON: device_name, optional min_delay_seconds, max_delay_seconds, hourly_limit, daily_limit."""
     if not body["device_name"].strip():
@@ -146,6 +155,7 @@ def create(body):
 @bp.route("/api/devices/batch", methods=["POST"])
 @login_required
 @accepts(NEW_DEVICES)
+@returns(obj(device_ids=INTEGERS, count=INTEGER), status=201, description="Created")
 def create_many(body):
     """Adds `count` devices (1 to 5000) at once, named by `name_pattern` with "{n}" replaced by
     `first_number` (default 1), `first_number` + 1, ... ("Sales {n}"; without "{n}" the number is
@@ -160,6 +170,7 @@ def create_many(body):
 @bp.route("/api/devices/<int:device_id>", methods=["PATCH"])
 @login_required
 @describes(SETTINGS)
+@returns(obj(device=DEVICE))
 def update(device_id):
     """Changes one device's settings. JSON: any of device_name, min_delay_seconds,
     max_delay_seconds, hourly_limit, daily_limit (absent or null: unchanged)."""
@@ -171,6 +182,7 @@ def update(device_id):
 @bp.route("/api/devices", methods=["PATCH"])
 @login_required
 @describes(SETTINGS.extended(device_ids=IntList(required=True)))
+@returns(obj(updated=INTEGER))
 def update_many():
     """Changes the settings of a selection at once. JSON: device_ids and any of min_delay_seconds,
     max_delay_seconds, hourly_limit, daily_limit. Checked first on every device: all change or none."""
@@ -182,6 +194,7 @@ def update_many():
 @bp.route("/api/devices/<any(pause, resume):action>", methods=["POST"])
 @login_required
 @describes(SELECTION)
+@returns(obj(changed=INTEGER))
 def pause(action):
     """Pauses or resumes devices. JSON: device_ids. A paused device stays connected and keeps its
     queue; nothing is sent from it until it is resumed. Answers with how many `changed`."""
@@ -192,6 +205,8 @@ def pause(action):
 
 @bp.route("/api/devices/<int:device_id>", methods=["DELETE"])
 @login_required
+@returns(record("request_device_delete()'s answer: leads_to_pool, leads_merged_into_pool, messages_skipped, "
+                "messages_in_flight (202: pending true, the sender logs the device out first)"))
 def delete(device_id):
     """Deletes a device. Its leads return to the AI pool, its waiting messages are skipped. An online
     device is logged out by its sender first (answer 202 with pending true); otherwise 200 with
@@ -201,6 +216,9 @@ def delete(device_id):
     return jsonify(result), 202 if result.get("pending") else 200
 
 
+PHONE = Body(phone=Text(description="pair-phone: the number to pair, country code first (digits)"))
+
+
 def device_command(device_id, action):
     """Asks the sender running the device to pair (QR pushed live as device_pairing events),
     pair-phone (JSON: phone; the code is pushed live), simulate-scan (simulated transport only),
@@ -208,9 +226,7 @@ def device_command(device_id, action):
     _device_or_404(device_id)
     if action == "simulate-scan" and transport_name() != "sim":
         abort(409, description="simulate scan works only with the simulated transport (WA_TRANSPORT=sim)")
-    phone = json_body().get("phone") if action == "pair-phone" else None
-    if phone is not None and not isinstance(phone, str):
-        abort(400, description="phone must be a string of digits")
+    phone = PHONE.parse(json_body())["phone"] if action == "pair-phone" else None
     row = one("SELECT request_device_command(%s, %s, %s, %s) AS id",
               [g.user["id"], device_id, COMMANDS[action], phone and "".join(ch for ch in phone if ch.isdigit())])
     return jsonify(command_id=row["id"]), 202
@@ -220,7 +236,8 @@ def _command_view(action):
     def view(device_id):
         return device_command(device_id, action)
     view.__doc__ = device_command.__doc__
-    return login_required(view)
+    documented = returns(obj(command_id=INTEGER), status=202, description="Asked")(view)
+    return login_required(describes(PHONE)(documented) if action == "pair-phone" else documented)
 
 
 for _action in COMMANDS:
@@ -230,6 +247,8 @@ for _action in COMMANDS:
 
 @bp.route("/api/devices/<int:device_id>/qr.svg", methods=["POST"])
 @login_required
+@describes(Body(code=Text(required=True, max_length=1024, description="the QR payload of a device_pairing event")))
+@returns(BINARY, media="image/svg+xml")
 def qr_svg(device_id):
     """Renders a pairing QR payload (JSON: code, as pushed in a device_pairing event) as SVG. POST so
     the short-lived pairing secret never lands in a URL or an access log."""

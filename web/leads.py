@@ -10,7 +10,7 @@ from web import lead_import
 from web.auth import login_required
 from web.body import json_body
 from web.db import all_rows, conn, one
-from web.schema import Body, Int, Text, accepts, describes, obj, optional_int, returns, row, rows, text
+from web.schema import Body, Int, Text, Upload, accepts, describes, obj, optional_int, returns, row, rows, text
 
 bp = Blueprint("leads", __name__)
 
@@ -116,6 +116,7 @@ def api_update(lead_id):
 
 @bp.route("/api/leads/<int:lead_id>", methods=["DELETE"])
 @login_required
+@returns(None, status=204, description="Deleted")
 def api_delete(lead_id):
     """Deletes a lead."""
     if not one("SELECT delete_lead(%s, %s) AS ok", [g.user["id"], lead_id])["ok"]:
@@ -143,6 +144,9 @@ def upload_stream():
 
 @bp.route("/api/leads/import", methods=["POST"])
 @login_required
+@describes(Body(file=Upload(required=True, description="the CSV (or send it as the raw body)"),
+                device_id=Int(description="the device its leads belong to")), media="multipart/form-data")
+@returns(row("lead_import_status"), status=202, description="Uploaded, being checked")
 def api_import():
     """Uploads a CSV of leads (multipart field `file`, or the raw body): streamed into the database and checked in the background; poll or watch `lead_import` events."""
     device_id = optional_int(request.values.get("device_id"), "device_id")
@@ -169,6 +173,7 @@ def import_status(import_id):
 
 @bp.route("/api/leads/imports")
 @login_required
+@returns(obj(imports=rows("lead_import_status")))
 def api_imports():
     """Your CSV imports with their progress and counts."""
     return jsonify(imports=all_rows("SELECT * FROM lead_import_status(%s, NULL)", [g.user["id"]]))
@@ -176,6 +181,7 @@ def api_imports():
 
 @bp.route("/api/leads/imports/<int:import_id>")
 @login_required
+@returns(row("lead_import_status"))
 def api_import_status(import_id):
     """One import: status, rows read, landed, merged and bad."""
     return jsonify(import_status(import_id))

@@ -13,6 +13,7 @@ from common import fetch as guarded
 from common.images import STORED_MEDIA, MediaError, normalise_jpeg
 from web.auth import login_required
 from web.db import one
+from web.schema import INTEGER, STRING, Body, Upload, describes, obj, returns
 
 bp = Blueprint("media", __name__)
 
@@ -76,6 +77,9 @@ def _decoded(payload, field):
 
 @bp.route("/api/media", methods=["POST"])
 @login_required
+@describes(Body(image=Upload(required=True, description="JPEG, PNG, WebP or GIF, at most 10 MB (or send it as the raw body)")),
+           media="multipart/form-data")
+@returns(obj(id=INTEGER, url=STRING), status=201, description="Stored")
 def upload():
     """Uploads an image (multipart field `image`, or the raw body; JPEG, PNG, WebP or GIF, at most 10 MB): normalised to a JPEG of at most 350 KB and stored. Answers {id, url}; send the id as a campaign's or step's media_id."""
     image = request.files.get("image")

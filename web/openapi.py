@@ -11,6 +11,7 @@ import re
 from flask import Blueprint, current_app, jsonify
 
 from web.db import one
+from web.schema import record, returns
 
 bp = Blueprint("openapi", __name__)
 
@@ -80,6 +81,7 @@ def build_document(app):
 
 
 @bp.route("/api/openapi.json")
+@returns(record("an OpenAPI 3.1 document"))
 def document():
     """This document: every /api route with its methods, path parameters and docstring."""
     return jsonify(build_document(current_app))

@@ -177,6 +177,11 @@ class Objects(Field):
         return [self.body.parse(v) for v in value]
 
 
+class Upload(Field):
+    """A file in a multipart/form-data body (documented only: the view reads request.files)."""
+    schema = {"type": "string", "format": "binary"}
+
+
 class Body:
     """A JSON object's fields: unknown fields are ignored, missing ones take their default."""
 
@@ -207,12 +212,12 @@ def _document(view, **operation):
     view.openapi = doc
 
 
-def describes(body):
+def describes(body, media="application/json"):
     """Documents the request body of a view that parses it with `body.parse` itself (after a check
-    that must come first, say)."""
+    that must come first, say), or reads a multipart/form-data upload."""
     def decorate(view):
-        _document(view, requestBody={"required": True,
-                                     "content": {"application/json": {"schema": body.json_schema()}}})
+        content = getattr(view, "openapi", {}).get("requestBody", {}).get("content", {})
+        _document(view, requestBody={"required": True, "content": {**content, media: {"schema": body.json_schema()}}})
         return view
     return decorate
 
@@ -227,11 +232,12 @@ def accepts(body):
     return decorate
 
 
-def returns(schema, status=200, description="OK"):
-    """Documents the success response's JSON schema (build it with row, rows, obj)."""
+def returns(schema, status=200, description="OK", media="application/json"):
+    """Documents the success response's schema (build it with row, rows, obj, record); None: no content."""
+    content = {} if schema is None else {"content": {media: {"schema": schema}}}
+
     def decorate(view):
-        _document(view, responses={str(status): {"description": description,
-                                                 "content": {"application/json": {"schema": schema}}}})
+        _document(view, responses={str(status): {"description": description, **content}})
         return view
     return decorate
 
@@ -242,7 +248,22 @@ def row(function):
 
 
 def rows(function):
-    return {"type": "array", "items": row(function)}
+    return array(row(function))
+
+
+def record(description):
+    """An object whose fields are not described from the catalogue (a view's row, or JSON built in
+    SQL): its description says where it comes from."""
+    return {"type": "object", "description": description}
+
+
+def array(items):
+    return {"type": "array", "items": items}
+
+
+def with_fields(schema, **properties):
+    """`schema` (say a row) and these properties too."""
+    return {"allOf": [schema, obj(**properties)]}
 
 
 def obj(**properties):
@@ -253,3 +274,8 @@ def obj(**properties):
 STRING = {"type": "string"}
 INTEGER = {"type": "integer"}
 BOOLEAN = {"type": "boolean"}
+DATE_TIME = {"type": "string", "format": "date-time"}
+NULLABLE_TEXT = {"type": ["string", "null"]}
+NULLABLE_INTEGER = {"type": ["integer", "null"]}
+INTEGERS = {"type": "array", "items": INTEGER}
+BINARY = {"type": "string", "format": "binary"}

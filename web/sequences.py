@@ -8,12 +8,16 @@ from web.auth import login_required
 from web.body import json_body
 from web.db import all_rows, one
 from web.media import fetch_deadline, media_id_for, source_url
-from web.schema import INTEGER, Body, Bool, Int, IntList, Number, Objects, Text, accepts, describes, obj, returns
+from web.schema import (BOOLEAN, INTEGER, Body, Bool, Int, IntList, Number, Objects, Text, accepts, describes, obj,
+                        record, returns, rows)
 
 bp = Blueprint("sequences", __name__)
 
 CONTACTS_PAGE = 100
 KINDS = ("done", "failed", "remaining")
+
+
+DEFINITION = record("sequence_definition(): the sequence's settings and its steps (each with id)")
 
 
 def _definition_or_404(sequence_id):
@@ -118,6 +122,7 @@ def _others(sequence_id):
 
 @bp.route("/api/sequences/summary")
 @login_required
+@returns(record("sequence_summary(): counts, flow and send totals, the newest sequences (CONTRACT.md)"))
 def api_summary():
     """Sequence counts, flow and send totals, and the newest sequences (shape fixed by CONTRACT.md)."""
     return jsonify(one("SELECT sequence_summary(%s) AS s", [g.user["id"]])["s"])
@@ -125,6 +130,7 @@ def api_summary():
 
 @bp.route("/api/sequences")
 @login_required
+@returns(obj(sequences=rows("sequence_overview")))
 def api_list():
     """The owner's sequences with their flows and should/done/failed/remaining sends."""
     return jsonify(sequences=all_rows("SELECT * FROM sequence_overview(%s)", [g.user["id"]]))
@@ -133,6 +139,7 @@ def api_list():
 @bp.route("/api/sequences", methods=["POST"])
 @login_required
 @describes(SEQUENCE)
+@returns(DEFINITION, status=201, description="Created")
 def api_create():
     """Creates a sequence (inactive) with its steps.
 
@@ -147,6 +154,7 @@ def api_create():
 
 @bp.route("/api/sequences/<int:sequence_id>")
 @login_required
+@returns(DEFINITION)
 def api_get(sequence_id):
     """One sequence with its steps."""
     return jsonify(_definition_or_404(sequence_id))
@@ -155,6 +163,7 @@ def api_get(sequence_id):
 @bp.route("/api/sequences/<int:sequence_id>", methods=["PUT"])
 @login_required
 @describes(SEQUENCE)
+@returns(DEFINITION)
 def api_update(sequence_id):
     """Replaces a sequence's settings and steps (steps matched by day_number keep their history)."""
     _definition_or_404(sequence_id)  # another owner's id is "not found", whatever the body says
@@ -166,6 +175,7 @@ def api_update(sequence_id):
 
 @bp.route("/api/sequences/<int:sequence_id>/<any(activate, deactivate):action>", methods=["POST"])
 @login_required
+@returns(DEFINITION)
 def api_status(sequence_id, action):
     """Activates (resumes held steps, enrolls leads with the trigger) or deactivates (holds pending steps)."""
     status = "active" if action == "activate" else "inactive"
@@ -176,6 +186,7 @@ def api_status(sequence_id, action):
 
 @bp.route("/api/sequences/<int:sequence_id>", methods=["DELETE"])
 @login_required
+@returns(obj(ok=BOOLEAN))
 def api_delete(sequence_id):
     """Deletes a sequence with its steps, enrollments and step messages."""
     if not one("SELECT delete_sequence(%s, %s) AS ok", [g.user["id"], sequence_id])["ok"]:
@@ -185,6 +196,7 @@ def api_delete(sequence_id):
 
 @bp.route("/api/sequences/<int:sequence_id>/flows")
 @login_required
+@returns(obj(flows=rows("sequence_flows")))
 def api_flows(sequence_id):
     """Per flow (step): should/done/failed/remaining; ?from=&to= (YYYY-MM-DD) limit done and failed
     to completions on those days in the owner's zone."""
@@ -194,6 +206,7 @@ def api_flows(sequence_id):
 
 @bp.route("/api/sequences/<int:sequence_id>/flows/<int:step_id>/contacts")
 @login_required
+@returns(obj(contacts=rows("sequence_flow_contacts")))
 def api_flow_contacts(sequence_id, step_id):
     """The contacts behind one figure: ?kind=done|failed|remaining, ?from=&to=, ?offset= (100 a page)."""
     if not any(s["id"] == step_id for s in _definition_or_404(sequence_id)["steps"]):
@@ -205,6 +218,7 @@ def api_flow_contacts(sequence_id, step_id):
 
 @bp.route("/api/sequences/<int:sequence_id>/contacts")
 @login_required
+@returns(record("sequence_contacts_page(): one page of contacts with their per-step state"))
 def api_contacts(sequence_id):
     """Every contact of a sequence (one entry per pass) with its per-step state, ?offset= (100 a page)."""
     page = one("SELECT sequence_contacts_page(%s, %s, %s, %s) AS p",

@@ -12,14 +12,17 @@ from common.webhooks import check_endpoint_url
 from web.auth import login_required
 from web.body import json_or_form
 from web.db import all_rows, one
-from web.leads import lead_fields
-from web.schema import BOOLEAN, INTEGER, Body, Bool, Text, TextList, accepts, obj, optional_int, returns, row, rows
+from web.leads import LEAD, lead_fields
+from web.schema import BOOLEAN, INTEGER, Body, Bool, Text, TextList, accepts, describes, obj, optional_int, returns, row, rows
 
 bp = Blueprint("webhooks", __name__)
 
 
 @bp.route("/api/webhooks/leads", methods=["POST"])
-@returns(obj(id=INTEGER, created=BOOLEAN), description="Merged into an existing lead (201: created)")
+@describes(LEAD)
+@describes(LEAD, media="application/x-www-form-urlencoded")
+@returns(obj(id=INTEGER, created=BOOLEAN), description="Merged into an existing lead")
+@returns(obj(id=INTEGER, created=BOOLEAN), status=201, description="Created")
 def intake():
     """Lead intake for other systems: authenticated by your webhook secret in the X-Webhook-Token header, idempotent on (device, phone)."""
     secret = request.headers.get("X-Webhook-Token")
