@@ -1,6 +1,7 @@
 """/api/openapi.json is generated from the url_map: every /api route, every method, documented;
 request bodies from the definitions that validate them, response rows from the SQL functions
 that return them, so responses conform and dates are ISO 8601."""
+import io
 import json
 import re
 from datetime import date, datetime, time
@@ -151,19 +152,24 @@ def test_a_body_against_its_schema_is_refused_field_by_field(client, committed_d
         assert name in res.get_json()["error"], (path, name, res.get_json())
 
 
-def test_responses_conform_to_their_schemas(client, committed_db_url, monkeypatch):
-    monkeypatch.setattr(web_webhooks, "ADDRESS_POLICY", "127.0.0.1".__eq__)
-    _, token = signed_in_user(client, committed_db_url)
-    h = {"X-CSRFToken": token}
+def checker(client, headers):
+    """check(method, path, template, status, **request): the answer, checked against its documented schema."""
     doc = client.get("/api/openapi.json").get_json()
 
     def check(method, path, template, status, **kw):
-        res = client.open(path, method=method.upper(), headers=h, **kw)
+        res = client.open(path, method=method.upper(), headers=headers, **kw)
         assert res.status_code == int(status), (path, res.get_json())
         schema = doc["paths"][template][method]["responses"][status]["content"]["application/json"]["schema"]
         conforms(res.get_json(), schema, doc, f"{method.upper()} {path}")
         return res.get_json()
+    return check
 
+
+def test_responses_conform_to_their_schemas(client, committed_db_url, monkeypatch):
+    monkeypatch.setattr(web_webhooks, "ADDRESS_POLICY", "127.0.0.1".__eq__)
+    _, token = signed_in_user(client, committed_db_url)
+    h = {"X-CSRFToken": token}
+    check = checker(client, h)
     lead = check("post", "/api/leads", "/api/leads", "201", json={"name": "Ana", "phone": "60123456789"})
     check("get", f"/api/leads/{lead['id']}", "/api/leads/{lead_id}", "200")
     check("put", f"/api/leads/{lead['id']}", "/api/leads/{lead_id}", "200", json={"name": "Ana B", "phone": "60123456789"})
@@ -177,3 +183,43 @@ def test_responses_conform_to_their_schemas(client, committed_db_url, monkeypatc
     check("patch", f"/api/webhook-endpoints/{made['id']}", "/api/webhook-endpoints/{endpoint_id}", "200",
           json={"enabled": False})
     check("delete", f"/api/webhook-endpoints/{made['id']}", "/api/webhook-endpoints/{endpoint_id}", "200")
+
+
+def test_device_campaign_sequence_and_import_responses_conform(client, committed_db_url):
+    _, token = signed_in_user(client, committed_db_url)
+    check = checker(client, {"X-CSRFToken": token})
+    for path in ("/api/overview", "/api/monitoring", "/api/quotas", "/api/tokens", "/api/sequences/summary"):
+        check("get", path, path, "200")
+    check("post", "/api/tokens", "/api/tokens", "201", json={"name": "ci"})
+    device = check("post", "/api/devices", "/api/devices", "201", json={"device_name": "Phone A"})["device"]["device_id"]
+    check("post", "/api/devices/batch", "/api/devices/batch", "201", json={"count": 2, "name_pattern": "B {n}"})
+    for path in ("/api/devices", "/api/devices/choices", "/api/devices/ids"):
+        check("get", path, path, "200")
+    check("patch", f"/api/devices/{device}", "/api/devices/{device_id}", "200", json={"hourly_limit": 30})
+    check("patch", "/api/devices", "/api/devices", "200", json={"device_ids": [device], "daily_limit": 100})
+    check("post", "/api/devices/pause", "/api/devices/{action}", "200", json={"device_ids": [device]})
+    check("post", f"/api/devices/{device}/pair-phone", "/api/devices/{device_id}/pair-phone", "202",
+          json={"phone": "60123456789"})
+    check("get", f"/api/devices/{device}/chats", "/api/devices/{device_id}/chats", "200")
+    check("post", "/api/leads", "/api/leads", "201", json={"name": "Ana", "phone": "60123456780", "niche": "fit",
+                                                            "device_id": device})
+    made = check("post", "/api/campaigns", "/api/campaigns", "201", json={
+        "title": "Launch", "niche": "fit", "target_status": "all", "message": "Hello {name}", "device_ids": [device],
+        "campaign_date": "2999-01-01", "time_schedule": "09:30", "min_delay_seconds": 5, "max_delay_seconds": 10})
+    campaign = made["campaign"]["id"]
+    check("get", "/api/campaigns", "/api/campaigns", "200")
+    check("get", f"/api/campaigns/{campaign}", "/api/campaigns/{campaign_id}", "200")
+    check("get", f"/api/campaigns/{campaign}/leads", "/api/campaigns/{campaign_id}/leads", "200")
+    check("post", f"/api/campaigns/{campaign}/cancel", "/api/campaigns/{campaign_id}/{action}", "200")
+    sequence = check("post", "/api/sequences", "/api/sequences", "201", json={
+        "name": "Drip", "trigger": "drip", "steps": [{"day_number": 1, "content": "hi"}]})["id"]
+    check("get", "/api/sequences", "/api/sequences", "200")
+    check("get", f"/api/sequences/{sequence}/flows", "/api/sequences/{sequence_id}/flows", "200")
+    check("get", f"/api/sequences/{sequence}/contacts", "/api/sequences/{sequence_id}/contacts", "200")
+    check("post", f"/api/sequences/{sequence}/activate", "/api/sequences/{sequence_id}/{action}", "200")
+    check("delete", f"/api/sequences/{sequence}", "/api/sequences/{sequence_id}", "200")
+    upload = check("post", "/api/leads/import", "/api/leads/import", "202", content_type="multipart/form-data",
+                   data={"file": (io.BytesIO(b"name,phone\nBo,60123456781\n"), "leads.csv")})
+    check("get", f"/api/leads/imports/{upload['id']}", "/api/leads/imports/{import_id}", "200")
+    check("get", "/api/leads/imports", "/api/leads/imports", "200")
+    check("delete", f"/api/devices/{device}", "/api/devices/{device_id}", "200")

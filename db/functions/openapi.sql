@@ -8,8 +8,9 @@ LANGUAGE sql STABLE AS $$
                                                      'items', _json_schema_of_type(t.typelem::regtype))
     WHEN p_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
       THEN '{"type": ["integer", "null"]}'
-    WHEN p_type IN ('real'::regtype, 'double precision'::regtype, 'numeric'::regtype)
-      THEN '{"type": ["number", "null"]}'
+    WHEN p_type IN ('real'::regtype, 'double precision'::regtype) THEN '{"type": ["number", "null"]}'
+    -- numeric is exact: the web sends it as its decimal text (Decimal), not a rounded float
+    WHEN p_type = 'numeric'::regtype THEN '{"type": ["string", "null"], "format": "decimal"}'
     WHEN p_type = 'boolean'::regtype THEN '{"type": ["boolean", "null"]}'
     WHEN p_type = 'timestamptz'::regtype THEN '{"type": ["string", "null"], "format": "date-time"}'
     WHEN p_type = 'date'::regtype THEN '{"type": ["string", "null"], "format": "date"}'
@@ -21,7 +22,8 @@ LANGUAGE sql STABLE AS $$
     FROM pg_type t WHERE t.oid = p_type
 $$;
 COMMENT ON FUNCTION _json_schema_of_type(regtype) IS
-  'The JSON Schema of a PostgreSQL type as the web sends it: numbers, booleans, ISO 8601 dates and times, '
+  'The JSON Schema of a PostgreSQL type as the web sends it: numbers (numeric as its decimal text), booleans, '
+  'ISO 8601 dates and times, '
   'arrays of their element type, other types as strings; null allowed (a column may be null).';
 
 CREATE OR REPLACE FUNCTION api_row_schema(p_function regproc) RETURNS jsonb
