@@ -113,7 +113,8 @@ def world(app, module_db_url):
     paths = client.get("/api/openapi.json").get_json()["paths"]
     operations = [(path, method.upper()) for path, ops in paths.items() for method in ops]
     schemas = {(path, method.upper()): op["requestBody"]["content"]["application/json"]["schema"]
-               for path, ops in paths.items() for method, op in ops.items() if "requestBody" in op}
+               for path, ops in paths.items() for method, op in ops.items()
+               if "application/json" in op.get("requestBody", {}).get("content", {})}
     with _conn(module_db_url) as watch:   # one connection for the before/after digests of every write
         yield {"client": client, "token": token, "ids": ids, "operations": operations, "schemas": schemas,
                "url": module_db_url, "tried": 0, "watch": watch, "digest": data_digest(watch)}

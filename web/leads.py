@@ -10,7 +10,7 @@ from web import lead_import
 from web.auth import login_required
 from web.body import json_body
 from web.db import all_rows, conn, one
-from web.schema import Body, Int, Text, Upload, accepts, describes, obj, optional_int, returns, row, rows, text
+from web.schema import NULLABLE_INTEGER, Body, Int, Text, Upload, accepts, describes, obj, optional_int, returns, row, rows, text
 
 bp = Blueprint("leads", __name__)
 
@@ -75,7 +75,7 @@ def page():
 
 @bp.route("/api/leads")
 @login_required
-@returns(obj(leads=rows("find_leads"), next_before={"type": ["integer", "null"]}))
+@returns(obj(leads=rows("find_leads"), next_before=NULLABLE_INTEGER))
 def api_list():
     """Lists your leads, newest first: filters device_id, niche, target_status, trigger (whole tokens), q (name or phone); page with before=<id>."""
     leads, next_before = search_leads(request.args)

@@ -5,14 +5,14 @@ from flask import Blueprint, g, jsonify
 
 from web.auth import admin_required, login_required
 from web.db import all_rows, one
-from web.schema import INTEGER, Body, Int, Text, accepts, obj, returns, rows
+from web.schema import INTEGER, NULLABLE_INTEGER, Body, Int, Text, accepts, obj, returns, rows
 
 bp = Blueprint("quotas", __name__)
 
 
 @bp.route("/api/quotas")
 @login_required
-@returns(obj(quotas={"type": "object", "additionalProperties": obj(limit={"type": ["integer", "null"]}, used=INTEGER),
+@returns(obj(quotas={"type": "object", "additionalProperties": obj(limit=NULLABLE_INTEGER, used=INTEGER),
                      "description": "by kind"}))
 def mine():
     """Your quotas: for each kind (devices, leads, campaigns waiting or running, sequences, tokens, media) the limit and how many you have."""
