@@ -1,4 +1,4 @@
-"""The one guarded fetcher for users' URLs (campaign and step images).
+"""The one guarded fetcher for users' URLs (campaign and step images; webhook endpoints' POSTs).
 
 A URL typed by a tenant must never reach the server's own network: every address a name resolves
 to is checked before connecting (and the connection goes to that checked address, so a second DNS
@@ -11,6 +11,7 @@ import socket
 import ssl
 import threading
 import time
+from contextlib import contextmanager
 from urllib.parse import urljoin, urlsplit
 
 MAX_URL_LENGTH = 2048
@@ -43,23 +44,23 @@ def is_public_address(ip):
     return ip.is_global and not ip.is_multicast and not any(ip in net for net in _NOT_PUBLIC)
 
 
-def check_url(url):
+def check_url(url, what="image URL"):
     """The URL's parts when it is an http(s) URL we may try; FetchError otherwise."""
     if not isinstance(url, str) or not url:
-        raise FetchError("the image URL is empty")
+        raise FetchError(f"the {what} is empty")
     if len(url) > MAX_URL_LENGTH:
-        raise FetchError(f"the image URL is longer than {MAX_URL_LENGTH} characters")
+        raise FetchError(f"the {what} is longer than {MAX_URL_LENGTH} characters")
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise FetchError("the image URL is not a valid URL") from None
+        raise FetchError(f"the {what} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise FetchError("the image URL must start with http:// or https:// and name a host")
+        raise FetchError(f"the {what} must start with http:// or https:// and name a host")
     if parts.username is not None or parts.password is not None:
-        raise FetchError("the image URL must not carry a user name or password")
+        raise FetchError(f"the {what} must not carry a user name or password")
     if any(ch in url for ch in "\r\n\t "):
-        raise FetchError("the image URL must not contain spaces or line breaks")
+        raise FetchError(f"the {what} must not contain spaces or line breaks")
     return parts, port
 
 
@@ -97,9 +98,9 @@ def _cut(conn):
             pass
 
 
-def _get(url, deadline, max_bytes, allowed):
-    """One request: (None, location) for a redirect, (body, None) for a 200."""
-    parts, port = check_url(url)
+@contextmanager
+def _guarded(parts, port, deadline, allowed):
+    """A connection to the checked address of the URL's host, cut at the deadline."""
     address = resolve(parts.hostname, port, allowed)
     remaining = deadline - time.monotonic()
     if remaining <= 0:
@@ -109,8 +110,21 @@ def _get(url, deadline, max_bytes, allowed):
     watchdog.daemon = True
     watchdog.start()
     try:
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        conn.request("GET", path, headers={"User-Agent": "wa-broadcast-media/1", "Accept": "image/*"})
+        yield conn
+    finally:
+        watchdog.cancel()
+        conn.close()
+
+
+def _target(parts):
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def _get(url, deadline, max_bytes, allowed):
+    """One request: (None, location) for a redirect, (body, None) for a 200."""
+    parts, port = check_url(url)
+    with _guarded(parts, port, deadline, allowed) as conn:
+        conn.request("GET", _target(parts), headers={"User-Agent": "wa-broadcast-media/1", "Accept": "image/*"})
         resp = conn.getresponse()
         if resp.status in _REDIRECTS:
             location = resp.getheader("Location")
@@ -135,9 +149,6 @@ def _get(url, deadline, max_bytes, allowed):
         if time.monotonic() >= deadline:   # the watchdog cut it: an end of file that is no end
             raise TimeoutError
         return bytes(body), None
-    finally:
-        watchdog.cancel()
-        conn.close()
 
 
 def fetch(url, *, max_bytes=MAX_BYTES, seconds=TOTAL_SECONDS, deadline=None, allowed=is_public_address):
@@ -158,3 +169,18 @@ def fetch(url, *, max_bytes=MAX_BYTES, seconds=TOTAL_SECONDS, deadline=None, all
         raise FetchError(f"the image at {host} could not be downloaded "
                          f"(no complete answer within {seconds:g} s)") from None
     raise FetchError(f"the image URL redirects more than {MAX_REDIRECTS} times")
+
+
+def post(url, body, headers, *, seconds=10.0, allowed=is_public_address):
+    """POSTs `body` (bytes) to an http(s) URL, checked like fetch's; returns the HTTP status.
+    Redirects are not followed (a 3xx is the answer). FetchError when no answer came in time."""
+    deadline = time.monotonic() + seconds
+    parts, port = check_url(url, "endpoint URL")
+    try:
+        with _guarded(parts, port, deadline, allowed) as conn:
+            conn.request("POST", _target(parts), body=body, headers=headers)
+            resp = conn.getresponse()
+            resp.read(4096)   # the answer's body is not ours to keep
+            return resp.status
+    except (OSError, http.client.HTTPException):
+        raise FetchError(f"{parts.hostname} gave no complete answer within {seconds:g} s") from None

@@ -50,7 +50,7 @@ def load(c, size):
     seqs = {}
     for name in ("a", "b"):
         steps = [{"day_number": d, "content": f"Hi {{name}}, {{day|today}} {d}",
-                  "trigger_delay_hours": 0 if d == 1 else 24} for d in range(1, STEPS + 1)]
+                  "trigger_delay_hours": 24 if d < STEPS else 0} for d in range(1, STEPS + 1)]
         seqs[name] = c.execute("SELECT save_sequence(%s, NULL, %s::jsonb) AS id",
                                [owner, Jsonb({"name": f"bench {name}", "trigger": f"bench{name}",
                                                                  "min_delay_seconds": 0, "max_delay_seconds": 0,

@@ -1,14 +1,13 @@
 """`make db`: start (creating if needed) the embedded database unless DATABASE_URL/DB_URI is
 given, apply migrations, functions, views and jobs, and print the DATABASE_URL as the last line."""
-import os
 import sys
 
-from common.config import run_command
+from common.config import given_database_url, run_command
 from scripts import apply, embedded
 
 
 def up_and_apply():
-    url = os.environ.get("DATABASE_URL") or os.environ.get("DB_URI") or embedded.up()
+    url = given_database_url() or embedded.up()
     apply.apply(url)
     print(url)
 

@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from common.config import ROOT, VAR, ConfigError, run_command, write_private
+from common.config import ROOT, VAR, ConfigError, embedded_pg_port, run_command, write_private
 
-PORT = int(os.environ.get("EMBEDDED_PG_PORT", "54329"))
+PORT = embedded_pg_port()
 DB_NAME = "wa"
 APP_ROLE = "wa"
 RUN_AS_ROOT = os.geteuid() == 0

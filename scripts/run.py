@@ -1,4 +1,4 @@
-"""`make run` / `make stop`: the Procfile's processes (web, sender, clock) started in the
+"""`make run` / `make stop`: the Procfile's processes (web, sender, clock, webhooks) started in the
 background with the simulated WhatsApp and demo data, logs under var/log, pids under var/run.
 
     python -m scripts.run start | stop
@@ -11,10 +11,11 @@ import sys
 import time
 import urllib.request
 
-from common.config import ROOT, VAR, ConfigError, port, private_dir, require_database_url, run_command
+from common.config import (ROOT, VAR, ConfigError, env, port, private_dir, require_database_url, run_command,
+                           transport_name)
 from scripts import demo
 
-PROCESSES = ("web", "sender", "clock")
+PROCESSES = ("web", "sender", "clock", "webhooks")
 DEMO_REPLY_RATE = "0.3"   # share of sent messages a simulated contact answers in the demo
 RUN, LOGS = VAR / "run", VAR / "log"
 
@@ -77,23 +78,23 @@ def start():
     if _pid("web") is None and not _port_free(web_port):
         raise ConfigError(f"port {web_port} is in use by another program; stop it or set PORT")
     login = demo.ensure_demo(url)
-    env = dict(os.environ, DATABASE_URL=url, PORT=str(web_port), WA_TRANSPORT=os.environ.get("WA_TRANSPORT", "sim"),
-               PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}")
+    child_env = dict(os.environ, DATABASE_URL=url, PORT=str(web_port), WA_TRANSPORT=transport_name(),
+               PATH=f"{ROOT / '.venv' / 'bin'}:{env('PATH', '')}")
     # The demo's simulated contacts answer some messages (text, now and then a photo), so its chats are alive.
-    env.setdefault("WA_SIM_REPLY_RATE", DEMO_REPLY_RATE)
+    child_env.setdefault("WA_SIM_REPLY_RATE", DEMO_REPLY_RATE)
     commands = procfile()
     for name in PROCESSES:
         if _pid(name):
             continue
         with open(os.open(LOGS / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
-            proc = subprocess.Popen(["bash", "-c", f"exec {commands[name]}"], cwd=ROOT, env=env,
+            proc = subprocess.Popen(["bash", "-c", f"exec {commands[name]}"], cwd=ROOT, env=child_env,
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
         (RUN / f"{name}.pid").write_text(str(proc.pid))
     if not _wait_healthy(f"http://127.0.0.1:{web_port}/healthz"):
         raise ConfigError(f"the web process did not answer /healthz; see {LOGS / 'web.log'}")
-    kind = "simulated WhatsApp" if env["WA_TRANSPORT"] == "sim" else "real WhatsApp"
-    print(f"WA Broadcast is running ({kind}: WA_TRANSPORT={env['WA_TRANSPORT']}).")
+    kind = "simulated WhatsApp" if child_env["WA_TRANSPORT"] == "sim" else "real WhatsApp"
+    print(f"WA Broadcast is running ({kind}: WA_TRANSPORT={child_env['WA_TRANSPORT']}).")
     print(f"Logs: {LOGS}/   Stop: make stop")
     print(f"Demo login: {login[0]} / {login[1]}")
     print(f"Dashboard: http://localhost:{web_port}/dashboard")

@@ -71,7 +71,7 @@ def load(c, devices, size):
         seq = c.execute("SELECT save_sequence(%s, NULL, %s) AS id", [uid, Jsonb({
             "name": "soak drip", "trigger": "soak", "min_delay_seconds": MIN_DELAY, "max_delay_seconds": MAX_DELAY,
             "steps": [{"day_number": d, "content": f"{{Hi|Hello}} {{name}}, day {d}",
-                       "trigger_delay_hours": 0 if d == 1 else 0.01} for d in range(1, STEPS + 1)]})]).fetchone()["id"]
+                       "trigger_delay_hours": 0.01 if d < STEPS else 0} for d in range(1, STEPS + 1)]})]).fetchone()["id"]
         c.execute("SELECT set_sequence_status(%s, %s, 'active')", [uid, seq])
         c.execute("""INSERT INTO leads (user_id, device_id, name, phone, niche, trigger)
                      SELECT %s, d.id, 'Lead ' || g, (62800000000 + d.id * 1000 + g)::text, 'soak', 'soak'

@@ -38,6 +38,8 @@ class Dispatcher:
         self._results = deque()               # (message id, device id, outcome, wa id or error)
         self._in_flight = 0                   # claimed, result not yet written (this thread only)
         self._stopping_marked = False
+        self._claims = {"claims": 0, "rows": 0, "seconds": 0.0}   # running totals, for GET /metrics
+        self._claims_reported_at = 0.0
 
     def drain_overdue(self):
         overdue = (self.stop_requested_at is not None
@@ -66,8 +68,10 @@ class Dispatcher:
             want = min(room, s.claim_batch)
             # Claim when a real batch fits (or nothing is in flight): many tiny claims cost more.
             if want > 0 and (self._in_flight == 0 or want >= s.claim_batch // 4) and self.registry.any_running():
+                started = time.monotonic()
                 rows = conn.execute("SELECT * FROM claim_messages(%s, %s, %s)",
                                     [self.sender_id, want, s.per_device]).fetchall()
+                self._count_claim(conn, len(rows), time.monotonic() - started)
                 if rows:
                     self._send(rows)
                 if len(rows) == want:
@@ -76,6 +80,15 @@ class Dispatcher:
             else:
                 timeout = s.poll_seconds
             self.wake.wait(timeout)
+
+    def _count_claim(self, conn, rows, seconds):
+        """Adds one claim to the totals; writes them at most once per heartbeat interval."""
+        c = self._claims
+        c["claims"], c["rows"], c["seconds"] = c["claims"] + 1, c["rows"] + rows, c["seconds"] + seconds
+        if time.monotonic() - self._claims_reported_at >= self.settings.heartbeat_seconds:
+            conn.execute("SELECT record_claim_stats(%s, %s, %s, %s)",
+                         [self.sender_id, c["claims"], c["rows"], c["seconds"]])
+            self._claims_reported_at = time.monotonic()
 
     def close(self):
         self.pool.shutdown(wait=True)

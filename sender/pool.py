@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from common.config import require_database_url, sender_processes
+from common.config import log_level, require_database_url, sender_processes
 from common.db import connect
 from sender.settings import SenderSettings
 
@@ -111,7 +111,7 @@ class Pool:
 
 
 def main():
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+    logging.basicConfig(level=log_level(),
                         format=f"%(asctime)s sender-pool[{os.getpid()}] %(levelname)s %(message)s")
     settings = SenderSettings.from_env()
     fixed = sender_processes()

@@ -1,6 +1,10 @@
-"""Sender settings, from the environment (defaults suit one machine running the simulated network)."""
-import os
+"""Sender settings. Per-process tuning comes from the environment (SENDER_<FIELD>, read through
+common/config.py; defaults suit one machine running the simulated network). The numbers the engine
+shares (lease length, stuck timeout) come from the database's settings table, like SQL's own, in
+resolve()."""
 from dataclasses import dataclass, fields
+
+from common.config import engine_settings, env
 
 
 @dataclass
@@ -12,12 +16,12 @@ class SenderSettings:
     send_threads: int = 64          # SENDER_SEND_THREADS: concurrent sends (transport latency)
     poll_seconds: float = 1.0       # SENDER_POLL_SECONDS: longest sleep without a NOTIFY
     heartbeat_seconds: float = 5.0  # SENDER_HEARTBEAT_SECONDS
-    lease_seconds: float = 30.0     # SENDER_LEASE_SECONDS: a dead worker's devices move after this
-    stuck_seconds: float = 300.0    # SENDER_STUCK_SECONDS: the stuck timeout (recover_stuck's default)
+    lease_seconds: float = 0.0      # SENDER_LEASE_SECONDS: 0 = the database's lease_seconds (tests shorten it)
     drain_seconds: float = 60.0     # SENDER_DRAIN_SECONDS: how long SIGTERM waits for in-flight sends
     logout_wait_seconds: float = 10.0  # SENDER_LOGOUT_WAIT_SECONDS: how long a logout waits for a dropped connection
     not_sent_hold_seconds: float = 5.0  # SENDER_NOT_SENT_HOLD_SECONDS: a device pauses this long after a send
                                         # that never left (its status may lag its connection)
+    stuck_seconds: float = 0.0      # the database's stuck_timeout_seconds, always (recover_stuck runs in SQL)
 
     def __post_init__(self):
         if not self.capacity:
@@ -28,7 +32,16 @@ class SenderSettings:
     def from_env(cls):
         values = {}
         for f in fields(cls):
-            raw = os.environ.get("SENDER_" + f.name.upper())
+            raw = env("SENDER_" + f.name.upper()) if f.name != "stuck_seconds" else None
             if raw is not None:
                 values[f.name] = type(f.default)(raw)
         return cls(**values)
+
+    def resolve(self, conn):
+        """Takes the shared numbers from the database's settings: the lease length unless this
+        process overrides it, and the stuck timeout. Returns self."""
+        shared = engine_settings(conn)
+        if not self.lease_seconds:
+            self.lease_seconds = float(shared["lease_seconds"])
+        self.stuck_seconds = float(shared["stuck_timeout_seconds"])
+        return self

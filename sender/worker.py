@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 
-from common.config import require_database_url
+from common.config import log_level, require_database_url, sender_slot
 from common.db import connect
 from sender.device_commands import DeviceCommands
 from sender.device_registry import DeviceRegistry
@@ -42,9 +42,11 @@ class Worker:
     def __init__(self, url=None, settings=None, transport_factory=None, sender_id=None):
         self.url = url or require_database_url()
         use_database(self.url)   # the stored images messages send
-        self.settings = settings or SenderSettings.from_env()
         self.sender_id = sender_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stopping = threading.Event()
+        # The lease length and stuck timeout are the database's (the settings table), as SQL's are.
+        self.settings = settings or SenderSettings.from_env()
+        reconnecting(self.url, "wa-sender-settings", self.settings.resolve, self._stopping)
         self.registry = DeviceRegistry()
         self.events = EventSink(self.url, listeners=[self._on_event])
         self.transport = (transport_factory or self._default_transport)(self.events.put)
@@ -133,10 +135,10 @@ class Worker:
 
 
 def main():
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+    logging.basicConfig(level=log_level(),
                         format=f"%(asctime)s sender[{os.getpid()}] %(levelname)s %(message)s")
     worker = Worker()
-    if os.environ.get("SENDER_SLOT") is not None:   # started by the pool
+    if sender_slot() is not None:   # started by the pool
         worker.parent_pid = os.getppid()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())

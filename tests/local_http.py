@@ -1,4 +1,4 @@
-"""A plain HTTP server on 127.0.0.1 for fetcher tests: GETs are answered by route handlers
+"""A plain HTTP server on 127.0.0.1 for fetcher and webhook tests: GETs and POSTs are answered by route handlers
 (path without the query -> fn(request_handler)), and every path asked for is recorded."""
 import contextlib
 import http.server
@@ -9,6 +9,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server's name
         self.server.paths.append(self.path)
         self.server.routes[self.path.split("?")[0]](self)
+
+    do_POST = do_GET  # noqa: N815 - the route handler reads the body itself
 
     def log_message(self, *args):
         pass

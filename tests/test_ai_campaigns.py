@@ -61,7 +61,7 @@ def test_banned_device_is_dropped_and_its_unsent_leads_move(db):
     assert len(on_d1) == 2
     mark(db, [on_d1[0]["id"]], "sent")                     # one went out before the ban
     db.execute("SELECT set_device_status(%s, 'banned', 'test ban')", [d1])
-    assert db.execute("SELECT rebalance_ai_campaigns() AS n").fetchone()["n"] == 1
+    assert db.execute("SELECT _rebalance_ai_campaigns() AS n").fetchone()["n"] == 1
     rows = messages(db, cid)
     moved = [r for r in rows if r["retry_of"] == on_d1[1]["id"]]
     assert len(moved) == 1 and moved[0]["device_id"] in (d2, d3) and moved[0]["status"] == "pending"
@@ -71,7 +71,7 @@ def test_banned_device_is_dropped_and_its_unsent_leads_move(db):
     assert (report[d1]["assigned"], report[d1]["sent"], report[d1]["moved_away"], report[d1]["device_status"]) == (
         2, 1, 1, "banned")
     assert report[d2]["assigned"] + report[d3]["assigned"] == 5
-    assert db.execute("SELECT rebalance_ai_campaigns() AS n").fetchone()["n"] == 0   # nothing left to move
+    assert db.execute("SELECT _rebalance_ai_campaigns() AS n").fetchone()["n"] == 0   # nothing left to move
     live = db.execute("""SELECT count(*) AS n FROM broadcast_messages WHERE campaign_id = %s
                           AND status IN ('pending', 'queued', 'sent')""", [cid]).fetchone()["n"]
     assert live == 6   # every lead still has exactly one live message
@@ -85,7 +85,7 @@ def test_moved_leads_respect_the_limit(db):
     cid = campaign(db, uid, kind="ai", ai_limit=2)
     expand_all(db, cid)
     db.execute("SELECT set_device_status(%s, 'logged_out')", [d1])
-    assert db.execute("SELECT rebalance_ai_campaigns() AS n").fetchone()["n"] == 0   # d2 is full
+    assert db.execute("SELECT _rebalance_ai_campaigns() AS n").fetchone()["n"] == 0   # d2 is full
     assert per_device(db, cid)[d1]["skipped"] == 2
     assert per_device(db, cid)[d2]["limit_reached"]
 

@@ -17,14 +17,17 @@ from werkzeug.routing import AnyConverter
 from tests.factories import make_device, make_user
 from tests.webutil import csrf_token, login
 
-PUBLIC = re.compile(r"^/($|login|logout|register|healthz|static/|vendor/|api/openapi\.json|.*webhook)")
+# Not behind a session: the signed-out pages, files, and what carries its own secret (webhook lead
+# intake; /metrics takes METRICS_TOKEN, test_metrics.py).
+PUBLIC = re.compile(r"^/($|login|logout|register|healthz|metrics|static/|vendor/|api/openapi\.json|api/webhooks/leads)")
 ADMIN_ONLY = re.compile(r"^/api/admin/")
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 # Path parameter -> the owner's resource it names (by parameter name, or by the path segment before `<id>`).
 RESOURCES = {"device": "device", "devices": "device", "chat": "chat", "chats": "chat", "campaign": "campaign",
              "campaigns": "campaign", "lead": "lead", "leads": "lead", "sequence": "sequence",
              "sequences": "sequence", "step": "step", "steps": "step", "import": "import", "imports": "import",
-             "media": "media", "token": "token", "tokens": "token", "message": "message"}
+             "media": "media", "token": "token", "tokens": "token", "message": "message", "endpoint": "endpoint",
+             "delivery": "delivery"}
 
 
 def owner_resources(c, uid):
@@ -48,6 +51,11 @@ def owner_resources(c, uid):
     ids["media"] = c.execute("SELECT store_media(%s, '\\xffd8'::bytea) AS id", [uid]).fetchone()["id"]
     ids["token"] = c.execute("SELECT id FROM issue_token(%s, 'api', 'matrix', 'secret-of-the-owner', 30)",
                              [uid]).fetchone()["id"]
+    ids["endpoint"] = c.execute("SELECT create_webhook_endpoint(%s, 'https://hooks.example.com/x', %s, %s) AS id",
+                                [uid, "whsec_" + "a" * 40, ["lead.replied"]]).fetchone()["id"]
+    c.execute("SELECT send_test_webhook(%s, %s)", [uid, ids["endpoint"]])
+    ids["delivery"] = c.execute("UPDATE webhook_deliveries SET status = 'dead' WHERE endpoint_id = %s RETURNING id",
+                                [ids["endpoint"]]).fetchone()["id"]
     if c.execute("SELECT to_regclass('lead_imports') AS t").fetchone()["t"]:
         ids["import"] = c.execute("SELECT start_lead_import(%s, NULL, 'a.csv', NULL) AS id", [uid]).fetchone()["id"]
     return ids

@@ -2,6 +2,7 @@
 message per phone, chunks), the status rule, pause/resume/cancel, retry, reports, concurrent
 expansion, and owner scoping through the API."""
 import threading
+from datetime import datetime, timezone
 
 import psycopg
 import pytest
@@ -24,7 +25,7 @@ def campaign(conn, uid, kind="broadcast", niche="", target="all", message="Hi {n
 
 
 def expand_all(conn, campaign_id, chunk=50000):
-    conn.execute("SELECT trigger_due_campaigns()")
+    conn.execute("SELECT _trigger_due_campaigns()")
     while conn.execute("SELECT expand_campaign_chunk(%s, %s) AS n", [campaign_id, chunk]).fetchone()["n"] is not None:
         pass
 
@@ -59,7 +60,7 @@ def test_wall_clock_time_is_the_owners_zone(db, zone, local, utc):
                     [cid]).fetchone()["t"]
     assert at == f"2031-01-15 {utc}"
     assert status(db, cid)["status"] == "pending"
-    db.execute("SELECT trigger_due_campaigns()")
+    db.execute("SELECT _trigger_due_campaigns()")
     assert status(db, cid)["status"] == "pending"  # not due yet
 
 
@@ -104,7 +105,7 @@ def test_chunks_move_the_cursor_and_status(db):
     for i in range(5):
         lead(db, uid, d, f"01{i}1111111")
     cid = campaign(db, uid)
-    db.execute("SELECT trigger_due_campaigns()")
+    db.execute("SELECT _trigger_due_campaigns()")
     assert status(db, cid)["status"] == "triggered"
     assert db.execute("SELECT expand_campaign_chunk(%s, 2) AS n", [cid]).fetchone()["n"] == 2
     assert status(db, cid)["status"] == "triggered"
@@ -229,7 +230,7 @@ def test_two_concurrent_expansions_never_duplicate(committed_db_url, connect_com
                      SELECT %s, (%s::bigint[])[1 + g %% 3], (60120000000 + g %% 700)::text FROM generate_series(1, 2000) g
                      ON CONFLICT DO NOTHING""", [uid, devices])
     cid = campaign(setup, uid)
-    setup.execute("SELECT trigger_due_campaigns()")
+    setup.execute("SELECT _trigger_due_campaigns()")
     # Rewind the cursor half-way through so the second pass overlaps the first: only the unique
     # index stands between the overlap and duplicates.
     barrier = threading.Barrier(2)
@@ -274,7 +275,9 @@ def test_api_create_edit_act_and_report(client, module_db_url):
     r = client.post("/api/campaigns", json=body, headers=h)
     assert r.status_code == 201, r.get_json()
     cid = r.get_json()["campaign"]["id"]
-    assert r.get_json()["campaign"]["scheduled_at"].endswith("01:30:00 GMT")
+    scheduled = datetime.fromisoformat(r.get_json()["campaign"]["scheduled_at"])    # ISO 8601, not RFC 1123
+    assert scheduled == datetime(2999, 1, 1, 1, 30, tzinfo=timezone.utc)
+    assert r.get_json()["campaign"]["campaign_date"] == "2999-01-01"
     bad = client.post("/api/campaigns", json={**body, "min_delay_seconds": 9, "max_delay_seconds": 1}, headers=h)
     assert bad.status_code == 400 and "delays" in bad.get_json()["error"]
     r = client.put(f"/api/campaigns/{cid}", json={**body, "title": "Launch 2", "campaign_date": "2000-01-01"}, headers=h)

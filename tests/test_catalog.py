@@ -115,3 +115,71 @@ def test_main_database_schedules_jobs_with_pg_cron(base_url):
         jobs = {r["name"] for r in c.execute("SELECT name FROM app_jobs()")}
         scheduled = {r["jobname"] for r in c.execute("SELECT jobname FROM cron.job WHERE jobname LIKE 'wa:%'")}
         assert scheduled == {"wa:" + j for j in jobs}
+
+
+def test_every_rule_over_several_columns_has_a_name(db):
+    """PostgreSQL numbers an unnamed table CHECK (campaigns_check2): a rule tying columns together (a
+    state and its timestamps) needs a name saying the rule, so its violation names what broke."""
+    numbered = db.execute("""
+        SELECT c.conrelid::regclass::text AS t, c.conname FROM pg_constraint c
+         WHERE c.contype = 'c' AND c.connamespace = 'public'::regnamespace AND cardinality(c.conkey) > 1
+           AND c.conname ~ '_check[0-9]*$'""").fetchall()
+    assert numbered == []
+
+
+def test_a_broken_state_rule_names_itself(db):
+    from tests.factories import make_user
+    user = make_user(db)
+    campaign = db.execute("""INSERT INTO campaigns (user_id, title, message, campaign_date, time_schedule, scheduled_at)
+                             VALUES (%s, 't', 'hi', current_date, '09:00', now()) RETURNING id""", [user]).fetchone()["id"]
+    with pytest.raises(psycopg.errors.CheckViolation) as broken, db.transaction():
+        db.execute("UPDATE campaigns SET status = 'finished', triggered_at = now() WHERE id = %s", [campaign])
+    assert broken.value.diag.constraint_name == "campaigns_finished_iff_finished_at"
+    assert "campaigns_finished_iff_finished_at" in str(broken.value)
+
+
+def _python_sql_calls():
+    """Names called like functions inside the string literals of the application's Python (its SQL)."""
+    import io
+    import re
+    import tokenize
+
+    from common.config import ROOT
+
+    called = {}
+    for folder in ("common", "sender", "web", "webhooks", "scripts"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+                if tok.type == tokenize.STRING:
+                    for name in re.findall(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\(", tok.string):
+                        called.setdefault(name.lower(), path.relative_to(ROOT).as_posix())
+    return called
+
+
+def test_python_calls_only_public_functions(db):
+    """An underscore marks an internal helper of db/functions: only SQL calls it. Python calls the
+    public functions (and reads the views)."""
+    ours = {r["proname"] for r in db.execute(f"""
+        SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {OURS}""")}
+    internal = {name: where for name, where in _python_sql_calls().items() if name in ours and name.startswith("_")}
+    assert internal == {}
+    assert any(name in ours for name in _python_sql_calls()), "no SQL function calls found in the Python"
+
+
+def test_no_function_reads_a_view(db):
+    """Views only show what tables and functions hold; the engine never reads a view, so nothing
+    loops back (a view calling a function that reads a view) and every view can be dropped and
+    recreated on its own."""
+    import re
+    views = [r["relname"] for r in db.execute("""
+        SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'v' AND n.nspname = 'public'""")]
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, views)) + r")\b")
+    readers = {}
+    for f in db.execute(f"""SELECT p.oid::regprocedure::text AS f, p.prosrc FROM pg_proc p
+                              JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {OURS}"""):
+        code = re.sub(r"--[^\n]*|'(?:[^']|'')*'", "", f["prosrc"])   # comments and string literals
+        found = set(pattern.findall(code))
+        if found:
+            readers[f["f"]] = found
+    assert readers == {}

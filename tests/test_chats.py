@@ -108,14 +108,14 @@ def test_message_from_me_is_stored_but_is_no_reply(db, owner):
     lead = add_lead(db, uid, dev, "60111111112")
     inbound(db, dev, "M1", "60111111112", "STOP", from_me=True)
     assert db.execute("SELECT replied_at FROM leads WHERE id = %s", [lead]).fetchone()["replied_at"] is None
-    assert not db.execute("SELECT is_opted_out(%s, '60111111112') AS o", [uid]).fetchone()["o"]
+    assert not db.execute("SELECT _is_opted_out(%s, '60111111112') AS o", [uid]).fetchone()["o"]
     assert db.execute("SELECT unread_count FROM whatsapp_chats WHERE device_id = %s", [dev]).fetchone()["unread_count"] == 0
 
 
 @pytest.mark.parametrize("text,opt", [("STOP", True), (" stop. ", True), ("Unsubscribe!", True),
                                       ("berhenti", True), ("please stop sending", False), ("stopped", False)])
 def test_opt_out_words(db, text, opt):
-    assert db.execute("SELECT is_opt_out_text(%s) AS o", [text]).fetchone()["o"] is opt
+    assert db.execute("SELECT _is_opt_out_text(%s) AS o", [text]).fetchone()["o"] is opt
 
 
 def test_stop_opts_out_and_skips_waiting_campaign_messages_only(db, owner):
@@ -137,10 +137,10 @@ def test_opt_out_is_per_owner_and_reversible(db, owner):
     stranger = make_user(db)
     db.execute("SELECT opt_out_phone(%s, '60144444444', 'asked by phone')", [uid])
     db.execute("SELECT opt_out_phone(%s, '60144444444', 'again')", [uid])   # idempotent
-    assert db.execute("SELECT is_opted_out(%s, '60144444444') AS a, is_opted_out(%s, '60144444444') AS b",
+    assert db.execute("SELECT _is_opted_out(%s, '60144444444') AS a, _is_opted_out(%s, '60144444444') AS b",
                       [uid, stranger]).fetchone() == {"a": True, "b": False}
     assert db.execute("SELECT remove_opt_out(%s, '60144444444') AS r", [uid]).fetchone()["r"] is True
-    assert not db.execute("SELECT is_opted_out(%s, '60144444444') AS a", [uid]).fetchone()["a"]
+    assert not db.execute("SELECT _is_opted_out(%s, '60144444444') AS a", [uid]).fetchone()["a"]
 
 
 def test_opt_out_rejects_a_bad_number(db, owner):
@@ -172,12 +172,12 @@ def test_chat_list_is_newest_first_with_lead_name_and_opt_out(db, owner):
     add_lead(db, uid, dev, "60166666666", name="Siti")
     inbound(db, dev, "a", "60166666666", "first", at=T0)
     inbound(db, dev, "b", "60177777777", "STOP", at=T0 + timedelta(minutes=1))
-    rows = db.execute("SELECT * FROM chat_list(%s, %s)", [uid, dev]).fetchall()
+    rows = db.execute("SELECT * FROM _chat_list(%s, %s)", [uid, dev]).fetchall()
     assert [(r["phone"], r["lead_name"], r["opted_out"]) for r in rows] == [
         ("60177777777", None, True), ("60166666666", "Siti", False)]
-    older = db.execute("SELECT phone FROM chat_list(%s, %s, 50, %s)", [uid, dev, rows[0]["last_message_at"]]).fetchall()
+    older = db.execute("SELECT phone FROM _chat_list(%s, %s, 50, %s)", [uid, dev, rows[0]["last_message_at"]]).fetchall()
     assert [r["phone"] for r in older] == ["60166666666"]
-    assert db.execute("SELECT count(*) FROM chat_list(%s, %s)", [make_user(db), dev]).fetchone()["count"] == 0
+    assert db.execute("SELECT count(*) FROM _chat_list(%s, %s)", [make_user(db), dev]).fetchone()["count"] == 0
 
 
 def test_chat_messages_merge_inbound_and_queue_and_page_backwards(db, owner):

@@ -38,7 +38,7 @@ def test_delete_sends_leads_to_the_pool_and_merges_pool_duplicates(db, owner):
                         VALUES (%s, %s, %s, '60120000002', 'hi') RETURNING id""", [uid, dev, dup_here]).fetchone()["id"]
     db.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, status, claimed_at, claimed_by)
                   VALUES (%s, %s, '60120000003', 'in flight', 'queued', now(), 's1')""", [uid, dev])
-    result = db.execute("SELECT delete_device(%s, %s) AS r", [uid, dev]).fetchone()["r"]
+    result = db.execute("SELECT _delete_device(%s, %s) AS r", [uid, dev]).fetchone()["r"]
     assert result == {"deleted": True, "leads_to_pool": 1, "leads_merged_into_pool": 1, "messages_skipped": 1,
                       "messages_in_flight": 1, "session_removed": False}
     leads = {r["id"]: r for r in db.execute("SELECT * FROM leads WHERE user_id = %s", [uid])}
@@ -57,14 +57,14 @@ def test_delete_removes_the_whatsmeow_session(db, owner):
     db.execute("INSERT INTO whatsmeow_device VALUES ('60123000000:3@s.whatsapp.net')")
     db.execute("INSERT INTO whatsmeow_sessions VALUES ('60123000000:3@s.whatsapp.net')")
     db.execute("UPDATE user_devices SET jid = '60123000000:3@s.whatsapp.net' WHERE id = %s", [dev])
-    assert db.execute("SELECT delete_device(%s, %s) AS r", [uid, dev]).fetchone()["r"]["session_removed"]
+    assert db.execute("SELECT _delete_device(%s, %s) AS r", [uid, dev]).fetchone()["r"]["session_removed"]
     assert db.execute("SELECT count(*) FROM whatsmeow_sessions").fetchone()["count"] == 0
 
 
 def test_delete_refuses_another_owners_device(db, owner):
     stranger = make_user(db)
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="no such device"), db.transaction():
-        db.execute("SELECT delete_device(%s, %s)", [stranger, owner[1]])
+        db.execute("SELECT _delete_device(%s, %s)", [stranger, owner[1]])
     assert db.execute("SELECT count(*) FROM user_devices WHERE id = %s", [owner[1]]).fetchone()["count"] == 1
 
 

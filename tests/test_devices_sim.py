@@ -104,7 +104,7 @@ def test_inbound_reply_stops_the_leads_sequence(conn, sim_sender):
     wait_until(lambda: enrollment()["status"] == "stopped", what="the sequence to stop")
     assert enrollment()["stop_reason"] == "reply"
     lead = conn.execute("SELECT replied_at FROM leads WHERE user_id = %s", [uid]).fetchone()
-    chat = conn.execute("SELECT * FROM chat_list(%s, %s)", [uid, dev]).fetchone()
+    chat = conn.execute("SELECT * FROM _chat_list(%s, %s)", [uid, dev]).fetchone()
     assert lead["replied_at"] is not None and chat["last_message_preview"] == "Interested, tell me more"
 
 
@@ -116,7 +116,7 @@ def test_opt_out_is_respected_by_a_later_campaign(conn, sim_sender):
                                                                            (%s, %s, 'B', '60142222222')""",
                  [uid, dev, uid, dev])
     sim.reply(dev, "60141111111", "BERHENTI")
-    wait_until(lambda: conn.execute("SELECT is_opted_out(%s, '60141111111') AS o", [uid]).fetchone()["o"],
+    wait_until(lambda: conn.execute("SELECT _is_opted_out(%s, '60141111111') AS o", [uid]).fetchone()["o"],
                what="the opt-out")
     conn.row_factory = dict_row
     campaign = conn.execute("""
@@ -125,7 +125,7 @@ def test_opt_out_is_respected_by_a_later_campaign(conn, sim_sender):
                                ((now() + interval '1 minute') AT TIME ZONE 'Asia/Kuala_Lumpur')::time, 0, 0) AS id""",
                             [uid]).fetchone()["id"]
     conn.execute("UPDATE campaigns SET scheduled_at = now() - interval '1 second' WHERE id = %s", [campaign])
-    conn.execute("SELECT trigger_due_campaigns()")
+    conn.execute("SELECT _trigger_due_campaigns()")
     conn.execute("SELECT expand_campaign_chunk(%s)", [campaign])
     phones = [r["recipient_phone"] for r in conn.execute(
         "SELECT recipient_phone FROM broadcast_messages WHERE campaign_id = %s", [campaign])]

@@ -189,6 +189,28 @@ def test_complete_and_fail_are_guarded(db, uid):
         db.execute("SELECT complete_messages('s1', %s, %s)", [ids[3:], []])
 
 
+def test_receipts_that_overtake_the_completion_are_applied_by_it(db, uid):
+    """WhatsApp can report a message delivered and read before its sender's completion commits."""
+    dev = make_device(db, uid)
+    lease(db, [dev])
+    ids = queue(db, uid, dev, 2)
+    claim(db)
+    at = db.execute("SELECT now() - interval '1 second' AS t").fetchone()["t"]
+    for kind in ("delivered", "read"):
+        assert db.execute("SELECT record_receipts(%s, %s, %s, %s) AS n",
+                          [dev, ["wa-early", "wa-phone"], kind, at]).fetchone()["n"] == 0
+    assert db.execute("SELECT complete_messages('s1', %s, %s) AS n", [ids, ["wa-early", "wa-late"]]).fetchone()["n"] == 2
+    rows = {r["wa_message_id"]: r for r in db.execute(
+        "SELECT wa_message_id, delivered_at, read_at FROM broadcast_messages WHERE id = ANY(%s)", [ids])}
+    assert rows["wa-early"]["delivered_at"] == at and rows["wa-early"]["read_at"] == at
+    assert rows["wa-late"]["delivered_at"] is None
+    # Applied once; the receipt of a message typed on the phone waits for the purge.
+    assert [r["wa_message_id"] for r in db.execute("SELECT DISTINCT wa_message_id FROM early_receipts")] == ["wa-phone"]
+    db.execute("UPDATE early_receipts SET received_at = now() - interval '2 days'")
+    db.execute("SELECT purge_history()")
+    assert db.execute("SELECT count(*) AS n FROM early_receipts").fetchone()["n"] == 0
+
+
 def test_recover_stuck_fails_never_requeues(db, uid):
     dev = make_device(db, uid)
     lease(db, [dev])

@@ -2,8 +2,9 @@
 (/api/openapi.json), so an operation added later is fuzzed without touching this file.
 
 Signed in as user A, every operation gets: hypothesis-generated path parameters (A's ids, user B's
-ids, zero, negative, past bigint), query strings and bodies (JSON of any shape with the field names
-the handlers read, invalid JSON, forms), and then, deterministically, every SQL-injection string and
+ids, zero, negative, past bigint), query strings and bodies (drawn from the operation's requestBody
+schema — its fields with values of their types and hostile ones — and JSON of any shape with the
+field names the handlers read, invalid JSON, forms), and then, deterministically, every SQL-injection string and
 an oversized value in every field the handlers read. For every response: no 5xx, none of B's data
 (B's rows carry a marker), and a rejected write (4xx) changed nothing of A's or B's.
 
@@ -63,8 +64,8 @@ def seed(c, uid, label):
                    FROM generate_series(1, 5) g""", [uid, devices[0], label, uid])
     seq = c.execute("SELECT save_sequence(%s, NULL, %s::jsonb) AS id", [uid, json.dumps({
         "name": f"{label} sequence", "trigger": "hostile", "min_delay_seconds": 0, "max_delay_seconds": 0,
-        "steps": [{"day_number": 1, "content": f"{label} step one", "trigger_delay_hours": 0},
-                  {"day_number": 2, "content": f"{label} step two", "trigger_delay_hours": 24}]})]).fetchone()["id"]
+        "steps": [{"day_number": 1, "content": f"{label} step one", "trigger_delay_hours": 24},
+                  {"day_number": 2, "content": f"{label} step two", "trigger_delay_hours": 0}]})]).fetchone()["id"]
     c.execute("""SELECT record_inbound_message(%s, %s, %s, %s, %s, %s, now(), false, 'text')""",
               [devices[0], f"IN{uid}", f"6015{uid:07d}@s.whatsapp.net", f"6015{uid:07d}@s.whatsapp.net",
                f"6015{uid:07d}", f"{label} says hello"])
@@ -109,11 +110,38 @@ def world(app, module_db_url):
     client = app.test_client()
     assert login(client, email).status_code == 302
     token = csrf_token(client, "/dashboard")
-    operations = [(path, method.upper()) for path, ops in client.get("/api/openapi.json").get_json()["paths"].items()
-                  for method in ops]
+    paths = client.get("/api/openapi.json").get_json()["paths"]
+    operations = [(path, method.upper()) for path, ops in paths.items() for method in ops]
+    schemas = {(path, method.upper()): op["requestBody"]["content"]["application/json"]["schema"]
+               for path, ops in paths.items() for method, op in ops.items()
+               if "application/json" in op.get("requestBody", {}).get("content", {})}
     with _conn(module_db_url) as watch:   # one connection for the before/after digests of every write
-        yield {"client": client, "token": token, "ids": ids, "operations": operations, "url": module_db_url,
-               "tried": 0, "watch": watch, "digest": data_digest(watch)}
+        yield {"client": client, "token": token, "ids": ids, "operations": operations, "schemas": schemas,
+               "url": module_db_url, "tried": 0, "watch": watch, "digest": data_digest(watch)}
+
+
+def from_schema(schema):
+    """Bodies shaped by a requestBody schema: each property present or not, with a value of one of
+    its types (a hostile one among them) or of any other shape."""
+    types = schema.get("type", "object")
+    types = [types] if isinstance(types, str) else types
+    options = [JSON_VALUES]
+    for t in types:
+        if t == "object" and "properties" in schema:
+            options.append(st.fixed_dictionaries({}, optional={n: from_schema(sub)
+                                                               for n, sub in schema["properties"].items()}))
+        elif t == "array":
+            options.append(st.lists(from_schema(schema.get("items", {})), max_size=4))
+        elif t == "string":
+            options.append(st.one_of(st.text(max_size=50), st.sampled_from(SQL_INJECTION + ODD)
+                                     | st.sampled_from(schema.get("enum") or ["x"])))
+        elif t == "integer":
+            options.append(st.one_of(st.integers(), st.sampled_from(INT_PARAMS)))
+        elif t == "boolean":
+            options.append(st.booleans())
+        elif t == "null":
+            options.append(st.none())
+    return st.one_of(*options)
 
 
 def param_values(world, name):
@@ -159,6 +187,8 @@ def test_every_operation_survives_generated_input(world):
         names = re.findall(r"\{(\w+)\}", path)
         params = st.fixed_dictionaries({n: st.sampled_from(param_values(world, n)) for n in names})
         bodies = st.one_of(st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=6), JSON_VALUES)
+        if (path, method) in world["schemas"]:
+            bodies = st.one_of(from_schema(world["schemas"][(path, method)]), bodies)
         queries = st.dictionaries(st.sampled_from(FIELDS), st.sampled_from(SQL_INJECTION + ODD), max_size=3)
         raws = st.sampled_from([None, None, None, b"{", b"[1,", b"\xff\xfe", b'{"a":' * 2000])
 
@@ -212,7 +242,7 @@ SSRF_TARGETS = [
 ]
 
 
-def test_ssrf_targets_in_every_image_url_are_refused_without_a_connection(world, monkeypatch):
+def test_ssrf_targets_in_every_image_and_webhook_url_are_refused_without_a_connection(world, monkeypatch):
     from common import fetch
 
     opened = []
@@ -223,6 +253,8 @@ def test_ssrf_targets_in_every_image_url_are_refused_without_a_connection(world,
         assert r.status_code == 400 and "not a public internet address" in r.get_json()["error"], (url, r.get_json())
         r = call(world, "POST", "/api/sequences", body={"name": "s", "trigger": "ssrf", "steps": [
             {"day_number": 1, "content": "hi", "media_url": url}]})
+        assert r.status_code == 400 and "not a public internet address" in r.get_json()["error"], (url, r.get_json())
+        r = call(world, "POST", "/api/webhook-endpoints", body={"url": url, "events": ["lead.replied"]})
         assert r.status_code == 400 and "not a public internet address" in r.get_json()["error"], (url, r.get_json())
     assert opened == []
 

@@ -24,7 +24,7 @@ def create_lead(conn, user_id, device_id=None, name="Ali", phone="012-345 6789",
     ("+1 415 555 0100", "60", "14155550100"),
 ])
 def test_phone_numbers_are_normalised(db, raw, country, expected):
-    assert db.execute("SELECT normalize_phone(%s, %s) AS p", [raw, country]).fetchone()["p"] == expected
+    assert db.execute("SELECT _normalize_phone(%s, %s) AS p", [raw, country]).fetchone()["p"] == expected
 
 
 @pytest.mark.parametrize("raw, reason", [
@@ -36,7 +36,7 @@ def test_phone_numbers_are_normalised(db, raw, country, expected):
 ])
 def test_invalid_phone_numbers_are_rejected_with_the_reason(db, raw, reason):
     uid = make_user(db)
-    assert db.execute("SELECT normalize_phone(%s, '60') AS p", [raw]).fetchone()["p"] is None
+    assert db.execute("SELECT _normalize_phone(%s, '60') AS p", [raw]).fetchone()["p"] is None
     with pytest.raises(psycopg.errors.InvalidParameterValue, match=reason):
         create_lead(db, uid, phone=raw)
 

@@ -104,3 +104,31 @@ def test_upload_then_use_by_id_and_nobody_elses(app, client, me, committed_db_ur
     assert stranger.get(f"/media/{media_id}").status_code == 404
     assert client.post("/api/media", headers=me["h"], data=b"not an image",
                        content_type="application/octet-stream").status_code == 400
+
+
+def test_a_data_url_is_stored_once_normalised_and_every_queued_message_refers_to_it(client, me, committed_db_url):
+    import base64
+    big = png(size=(1400, 1000), mode="RGB", noise=True)               # noise: far over 350 KB as a PNG
+    assert len(big) > 350 * 1024
+    data_url = "data:image/png;base64," + base64.b64encode(big).decode()
+    with psycopg.connect(committed_db_url, autocommit=True, row_factory=dict_row) as c:
+        c.execute("INSERT INTO leads (user_id, device_id, phone) SELECT %s, id, '60123456780' FROM user_devices"
+                  " WHERE user_id = %s", [me["uid"], me["uid"]])
+        before = c.execute("SELECT count(*) AS n FROM media WHERE user_id = %s", [me["uid"]]).fetchone()["n"]
+    r = new_campaign(client, me, image_url=data_url)
+    assert r.status_code == 201, r.get_json()
+    campaign = r.get_json()["campaign"]
+    assert campaign["image_url"] is None and campaign["media_id"] is not None   # the data URL is not copied
+    step = client.post("/api/sequences", headers=me["h"], json={
+        "name": "pasted", "trigger": "pasted", "steps": [{"day_number": 1, "content": "hi", "media_url": data_url}]})
+    assert step.status_code == 201 and step.get_json()["steps"][0]["media_url"] is None
+    assert step.get_json()["steps"][0]["media_id"] == campaign["media_id"]      # one image, stored once
+    with psycopg.connect(committed_db_url, autocommit=True, row_factory=dict_row) as c:
+        expand_all(c, campaign["id"])
+        rows = c.execute("SELECT media_url FROM broadcast_messages WHERE campaign_id = %s", [campaign["id"]]).fetchall()
+        stored = c.execute("SELECT count(*) AS n, max(length(jpeg)) AS size FROM media WHERE user_id = %s",
+                           [me["uid"]]).fetchone()
+    assert len(rows) == 2 and {r["media_url"] for r in rows} == {f"/media/{campaign['media_id']}"}
+    assert stored["n"] == before + 1 and stored["size"] <= 350 * 1024
+    bad = new_campaign(client, me, image_url="data:image/png;base64,@@@")
+    assert bad.status_code == 400 and "not valid base64" in bad.get_json()["error"]

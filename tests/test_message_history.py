@@ -43,10 +43,10 @@ def test_retention_drops_whole_weeks_and_the_rollups_keep_them(db):
     rolled = db.execute("SELECT sum(sent) AS n FROM message_outcome_counts WHERE user_id = %s", [uid]).fetchone()["n"]
     assert rolled == 2
 
-    db.execute("SET app.message_retention_days = 365")           # longer retention: nothing to drop
+    assert db.execute("SELECT setting('message_retention_days') AS d").fetchone()["d"] == 180   # the default
+    db.execute("UPDATE settings SET value = 365 WHERE name = 'message_retention_days'")   # longer: nothing to drop
     assert db.execute("SELECT dropped FROM maintain_message_history()").fetchone()["dropped"] == []
-    db.execute("RESET app.message_retention_days")               # the default, 180 days
-    assert db.execute("SELECT message_retention_days() AS d").fetchone()["d"] == 180
+    db.execute("UPDATE settings SET value = 180 WHERE name = 'message_retention_days'")
     r = db.execute("SELECT created, dropped FROM maintain_message_history()").fetchone()
     assert r["dropped"] == made and r["created"] == []          # this week and 4 ahead already exist
     assert [m["content"] for m in db.execute("SELECT content FROM broadcast_messages WHERE user_id = %s", [uid])] == ["new"]

@@ -52,9 +52,9 @@ def test_overview_reads_the_rollup_in_the_owners_zone(db):
     dev = make_device(db, uid)
     db.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, status, claimed_at,
                                                   claimed_by, sent_at)
-                  VALUES (%s, %s, '60123456789', 'a', 'sent', owner_day_start(%s) + interval '1 minute', 'x',
-                          owner_day_start(%s) + interval '1 minute'),
-                         (%s, %s, '60123456780', 'b', 'sent', owner_day_start(%s) - interval '1 minute', 'x',
-                          owner_day_start(%s) - interval '1 minute')""", [uid, dev, uid, uid] * 2)
+                  VALUES (%s, %s, '60123456789', 'a', 'sent', _owner_day_start(%s) + interval '1 minute', 'x',
+                          _owner_day_start(%s) + interval '1 minute'),
+                         (%s, %s, '60123456780', 'b', 'sent', _owner_day_start(%s) - interval '1 minute', 'x',
+                          _owner_day_start(%s) - interval '1 minute')""", [uid, dev, uid, uid] * 2)
     today = db.execute("SELECT sent, failed FROM dashboard_today(%s)", [uid]).fetchone()
     assert (today["sent"], today["failed"]) == (1, 0)

@@ -105,7 +105,7 @@ def test_mapped_events_land_in_the_database(connect_committed):
     assert [tuple(r.values()) for r in rows] == [("chat", "IN1", "Stop!", False), ("chat", "IN2", "my receipt", False),
                                                  ("queue", "OUT1", "offer", True)]
     assert conn.execute("SELECT thumbnail FROM chat_inbound WHERE wa_message_id = 'IN2'").fetchone()["thumbnail"] == b"\xff\xd8tiny"
-    assert conn.execute("SELECT is_opted_out(%s, '60111222333') AS o", [uid]).fetchone()["o"]
+    assert conn.execute("SELECT _is_opted_out(%s, '60111222333') AS o", [uid]).fetchone()["o"]
     assert conn.execute("SELECT replied_at IS NOT NULL AS r FROM leads WHERE user_id = %s", [uid]).fetchone()["r"]
     sent = conn.execute("SELECT delivered_at, read_at FROM broadcast_messages WHERE wa_message_id = 'OUT1'").fetchone()
     assert sent["delivered_at"] is not None and sent["read_at"] is not None

@@ -77,7 +77,7 @@ def world(c):
     campaign = c.execute("""SELECT create_campaign(%s, 'broadcast', 'plan guard', 'plan', 'all', 'hi {name}', NULL,
                                                    NULL, NULL, current_date - 1, '00:00', 0, 0) AS id""",
                          [uid]).fetchone()["id"]
-    c.execute("SELECT trigger_due_campaigns()")
+    c.execute("SELECT _trigger_due_campaigns()")
     c.execute("ANALYZE")
     return {"user": uid, "campaign": campaign, "sequence": seq}
 

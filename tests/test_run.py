@@ -45,7 +45,7 @@ def test_run_starts_everything_and_prints_the_login(running):
     with urllib.request.urlopen(base + "/healthz") as r:
         assert r.status == 200
     pids = {p.stem: int(p.read_text()) for p in (var / "run").glob("*.pid")}
-    assert set(pids) == {"web", "sender", "clock"}
+    assert set(pids) == {"web", "sender", "clock", "webhooks"}
     time.sleep(1)
     dead = [name for name, pid in pids.items() if not alive(pid)]
     assert dead == [], f"crashed at start: {dead}"

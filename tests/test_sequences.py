@@ -16,7 +16,7 @@ DUPLICATES = """SELECT sequence_id, contact_phone, current_step, count(*) FROM s
 def make_sequence(conn, user_id, trigger="promo", steps=3, delay_hours=24, active=True, **extra):
     definition = {"name": f"seq {trigger}", "trigger": trigger, "min_delay_seconds": 0, "max_delay_seconds": 0,
                   "steps": [{"day_number": d, "content": f"Hi {{name}}, day {d}",
-                             "trigger_delay_hours": 0 if d == 1 else delay_hours} for d in range(1, steps + 1)]}
+                             "trigger_delay_hours": delay_hours if d < steps else 0} for d in range(1, steps + 1)]}
     definition.update(extra)
     sid = conn.execute("SELECT save_sequence(%s, NULL, %s) AS id", [user_id, json.dumps(definition)]).fetchone()["id"]
     if active:
@@ -399,15 +399,21 @@ def test_builder_generates_triggers_and_rejects_bad_input(db):
     d = db.execute("SELECT sequence_definition(%s, %s) AS d", [uid, sid]).fetchone()["d"]
     assert d["trigger"] == "welcome"
     assert [(s["day_number"], s["trigger"], s["next_trigger"], s["is_entry_point"], float(s["trigger_delay_hours"]))
-            for s in d["steps"]] == [(1, "welcome", "welcome_day2", True, 0.0), (2, "welcome_day2", "custom", False, 24.0),
-                                     (3, "custom", "welcome_day5", False, 24.0), (5, "welcome_day5", "next", False, 24.0)]
+            for s in d["steps"]] == [(1, "welcome", "welcome_day2", True, 24.0), (2, "welcome_day2", "custom", False, 24.0),
+                                     (3, "custom", "welcome_day5", False, 24.0), (5, "welcome_day5", "next", False, 0.0)]
+    assert d["schedule_tolerance_minutes"] == 10 and d["allow_reentry"] is False   # the replaced system's window
     for bad in [{"name": "x", "trigger": "a b", "steps": []},
                 {"name": "", "trigger": "ok", "steps": []},
                 {"name": "x", "trigger": "ok", "steps": [{"day_number": 32, "content": "a"}]},
                 {"name": "x", "trigger": "ok", "steps": [{"day_number": 1, "content": "a"}, {"day_number": 1, "content": "b"}]},
                 {"name": "x", "trigger": "ok", "steps": [{"day_number": 1, "content": " "}]},
                 {"name": "x", "trigger": "ok", "min_delay_seconds": 9, "max_delay_seconds": 3, "steps": []},
-                {"name": "x", "trigger": "ok", "schedule_time": "25:99", "steps": []}]:
+                {"name": "x", "trigger": "ok", "schedule_time": "25:99", "steps": []},
+                {"name": "x", "trigger": "ok", "steps": {"day_number": 1}},
+                {"name": "x", "trigger": "ok", "schedule_tolerance_minutes": 721, "steps": []},
+                {"name": "x", "trigger": "ok", "steps": [{"day_number": 1, "content": "a", "trigger_delay_hours": -1}]},
+                {"name": "x", "trigger": "ok", "steps": [{"day_number": 1, "content": "a", "chain_sequence_id": 10 ** 12}]},
+                {"name": "x", "trigger": "ok", "steps": [{"day_number": "x", "content": "a"}]}]:
         with pytest.raises(psycopg.errors.InvalidParameterValue), db.transaction():
             db.execute("SELECT save_sequence(%s, NULL, %s)", [uid, json.dumps(bad)])
     other = make_user(db)

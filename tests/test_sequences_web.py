@@ -87,3 +87,38 @@ def test_builder_pages_render(client, module_db_url):
     page = client.get(f"/sequences/{sid}/edit").get_data(as_text=True)
     assert 'id="sequence-builder"' in page and "page_day2" in page
     assert client.get("/api/sequences").get_json()["sequences"][0]["trigger"] == "page"
+
+
+def test_contacts_api_pages_every_contact_with_per_step_state_and_retry_queues_failed_steps(client, module_db_url):
+    uid, token = signed_in_user(client, module_db_url)
+    sid = create(client, token, dict(SEQUENCE, trigger="paged")).get_json()["id"]
+    client.post(f"/api/sequences/{sid}/activate", headers={"X-CSRFToken": token})
+    with psycopg.connect(module_db_url, autocommit=True, row_factory=dict_row) as c:
+        make_device(c, uid)
+        c.execute("""INSERT INTO leads (user_id, name, phone, trigger)
+                     SELECT %s, 'P' || g, (60190000000 + g)::text, 'paged' FROM generate_series(1, 105) g""", [uid])
+        assert c.execute("SELECT activate_due_steps() AS n").fetchone()["n"] == 105
+        failed = c.execute("""UPDATE broadcast_messages SET status = 'failed', failed_at = now(), error_message = 'x'
+                               WHERE id = (SELECT min(id) FROM broadcast_messages WHERE sequence_id = %s)
+                               RETURNING id, recipient_phone""", [sid]).fetchone()
+    first = client.get(f"/api/sequences/{sid}/contacts").get_json()
+    assert (first["total"], len(first["contacts"])) == (105, 100)
+    assert len(client.get(f"/api/sequences/{sid}/contacts?offset=100").get_json()["contacts"]) == 5
+    ann = first["contacts"][0]
+    assert ann["contact_phone"] == failed["recipient_phone"] and ann["status"] == "active"
+    assert [(s["day_number"], s["status"], s["attempts"]) for s in ann["steps"]] == [(1, "failed", 1), (2, "waiting", None)]
+    assert [s["status"] for s in first["contacts"][1]["steps"]] == ["pending", "waiting"]
+
+    retried = client.post(f"/api/sequences/{sid}/retry", json={}, headers={"X-CSRFToken": token})
+    assert retried.status_code == 200 and retried.get_json() == {"queued": 1}
+    ann = client.get(f"/api/sequences/{sid}/contacts").get_json()["contacts"][0]
+    assert [(s["status"], s["attempts"]) for s in ann["steps"]][0] == ("pending", 2)
+    with psycopg.connect(module_db_url, row_factory=dict_row) as c:
+        assert c.execute("SELECT retry_of FROM broadcast_messages WHERE sequence_id = %s ORDER BY id DESC LIMIT 1",
+                         [sid]).fetchone()["retry_of"] == failed["id"]
+
+    other_client = client.application.test_client()
+    signed_in_user(other_client, module_db_url)
+    assert other_client.get(f"/api/sequences/{sid}/contacts").status_code == 404
+    assert client.post(f"/api/sequences/{sid}/retry", json={"step_id": "x"},
+                       headers={"X-CSRFToken": token}).status_code == 400

@@ -172,7 +172,7 @@ def status_is(c, dev, status):
 
 
 def running(c, dev):
-    return c.execute("SELECT device_is_running(%s) AS r", [dev]).fetchone()["r"]
+    return c.execute("SELECT _device_is_running(%s) AS r", [dev]).fetchone()["r"]
 
 
 def command(c, uid, dev, cmd, phone=None, timeout=60.0):

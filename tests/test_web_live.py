@@ -61,13 +61,13 @@ def test_watching_another_users_device_is_refused(app, server, people, module_db
         own = people["devices"][people["a"]]
         ca.send({"type": "watch", "device_id": own})
         assert ca.wait_for("live.watching")["data"] == {"device_id": own}
-        # Watching narrows chat events to that device; other event types still arrive.
-        notify(module_db_url, people["a"], "chat_message", {"device_id": own + 1000, "text": "other"})
-        notify(module_db_url, people["a"], "chat_message", {"device_id": own, "text": "mine"})
+        # Watching narrows chat events (WATCHED in web/live.py EVENTS) to that device; other types still arrive.
+        notify(module_db_url, people["a"], "chat", {"device_id": own + 1000, "text": "other"})
+        notify(module_db_url, people["a"], "chat", {"device_id": own, "text": "mine"})
         notify(module_db_url, people["a"], "campaign_progress", {"campaign_id": 5, "sent": 1})
         end_marker(module_db_url, people["a"])
         got = ca.until("test.end")[:-1]
-        assert [(e["type"], e["data"].get("text")) for e in got] == [("chat_message", "mine"), ("campaign_progress", None)]
+        assert [(e["type"], e["data"].get("text")) for e in got] == [("chat", "mine"), ("campaign_progress", None)]
 
 
 def test_a_burst_leaves_in_one_frame_with_states_coalesced(app, server, people, module_db_url):
@@ -98,7 +98,7 @@ def test_anonymous_and_cross_site_handshakes_are_refused(app, server, people):
 def test_a_full_queue_drops_the_oldest_and_asks_for_a_resync():
     sub = live.Subscriber(1)
     for n in range(live.QUEUE_LIMIT + 10):
-        sub.put({"type": "chat_message", "data": {"n": n}})
+        sub.put({"type": "chat", "data": {"n": n}})
     batch = sub.take(0)
     assert batch[0]["type"] == "live.resync"
     assert len(batch) == live.QUEUE_LIMIT + 1

@@ -28,7 +28,7 @@ def owner(client, committed_db_url):
         for _ in range(3):
             add_message(c, uid, online, "sent")
         # earlier today (local midnight may be less than 3 hours ago)
-        add_message(c, uid, online, "sent", f"greatest(owner_day_start({uid}), now() - interval '3 hours')")
+        add_message(c, uid, online, "sent", f"greatest(_owner_day_start({uid}), now() - interval '3 hours')")
         add_message(c, uid, online, "sent", "now() - interval '3 days'")   # not today, not in 24 h
         add_message(c, uid, online, "failed")
         add_message(c, uid, online, "pending")

@@ -1,9 +1,10 @@
 """The dashboard: Flask app factory. Pages render what SQL views compute; JSON lives under /api/."""
-import os
+import datetime
 import re
 import secrets
 
 from flask import Flask, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError, CSRFProtect
 import psycopg
 from psycopg.rows import dict_row
@@ -12,12 +13,12 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
-from common.config import VAR, ConfigError, require_database_url, write_private
+from common.config import VAR, ConfigError, require_database_url, secret_key, web_db_pool, web_proxies, write_private
 
 csrf = CSRFProtect()
 
 # Each area is one blueprint module in web/ exposing `bp`.
-BLUEPRINTS = ["health", "auth", "pages", "live", "chat", "openapi", "sequences", "devices", "leads", "webhooks", "campaigns", "media", "quotas"]
+BLUEPRINTS = ["health", "metrics", "auth", "pages", "live", "chat", "openapi", "sequences", "devices", "leads", "webhooks", "campaigns", "media", "quotas"]
 
 
 class BigintConverter(IntegerConverter):
@@ -28,9 +29,19 @@ class BigintConverter(IntegerConverter):
         super().__init__(url_map, *args, **kwargs)
 
 
+class IsoJSONProvider(DefaultJSONProvider):
+    """Every date and time in JSON is ISO 8601 (Flask's default writes RFC 1123 dates)."""
+
+    @staticmethod
+    def default(o):
+        if isinstance(o, (datetime.date, datetime.time)):   # datetime is a date
+            return o.isoformat()
+        return DefaultJSONProvider.default(o)
+
+
 def _secret_key():
     """SECRET_KEY from the environment; in development a random key kept under var/ (git-ignored)."""
-    key = os.environ.get("SECRET_KEY")
+    key = secret_key()
     if key:
         return key
     path = VAR / "secret_key"
@@ -41,6 +52,7 @@ def _secret_key():
 
 def create_app(database_url=None, testing=False):
     app = Flask(__name__)
+    app.json = IsoJSONProvider(app)
     app.config.update(
         SECRET_KEY=_secret_key(),
         SESSION_COOKIE_HTTPONLY=True,
@@ -52,7 +64,7 @@ def create_app(database_url=None, testing=False):
     )
     url = database_url or require_database_url()
     app.extensions["db_pool"] = ConnectionPool(
-        url, min_size=1, max_size=int(os.environ.get("WEB_DB_POOL", "10")), open=True,
+        url, min_size=1, max_size=web_db_pool(), open=True,
         check=ConnectionPool.check_connection,  # after a database restart, no request gets a dead connection
         kwargs={"autocommit": True, "row_factory": dict_row, "application_name": "wa-web"})
     csrf.init_app(app)
@@ -63,8 +75,10 @@ def create_app(database_url=None, testing=False):
         app.register_blueprint(importlib.import_module(f"web.{name}").bp)
 
     _register_errors(app)
+    from web.db import setting
+    app.jinja_env.globals["setting"] = setting
     app.after_request(_security_headers)
-    proxies = int(os.environ.get("WEB_PROXIES", "0"))
+    proxies = web_proxies()
     if proxies:   # behind that many proxies: trust their X-Forwarded-For/-Proto, nobody else's
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
     return app

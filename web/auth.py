@@ -19,7 +19,9 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 
 from web import csrf
+from web.body import json_or_form
 from web.db import all_rows, one
+from web.schema import STRING, Body, Int, Text, describes, obj, returns, row, rows, with_fields
 
 bp = Blueprint("auth", __name__)
 hasher = PasswordHasher()
@@ -54,7 +56,7 @@ def start_session(user_id):
 def load_user():
     g.user = None
     header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
+    if header.startswith("Bearer ") and request.path != "/metrics":   # /metrics checks its own token
         uid = one("SELECT token_user(%s, 'api') AS uid", [header[7:].strip()])["uid"]
         if uid is None:
             abort(401, description="unknown, expired or revoked API token")
@@ -230,6 +232,7 @@ def account():
 
 @bp.route("/api/tokens")
 @login_required
+@returns(obj(tokens=rows("list_tokens")))
 def list_tokens():
     """Your API tokens and webhook secrets: name, purpose, when made, last used and expiring (never the secret)."""
     return jsonify(tokens=all_rows("SELECT * FROM list_tokens(%s)", [g.user["id"]]))
@@ -237,12 +240,14 @@ def list_tokens():
 
 @bp.route("/api/tokens", methods=["POST"])
 @login_required
+@describes(Body(name=Text(required=True, description="what uses it"), purpose=Text(default="api", enum=["api", "webhook"]),
+                expires_in_days=Int(default=TOKEN_DAYS, description="1 to 365")))
+@returns(with_fields(row("issue_token"), token=STRING), status=201, description="Created (the secret, shown once)")
 def create_token():
     """Issues a named personal API token (or, with purpose=webhook, a lead-intake secret) that expires after expires_in_days (1 to 365, default 90); the secret is shown once. Only a signed-in browser can do this, not a token."""
     if g.via_token:
         abort(403, description="an API token cannot create tokens; sign in to the dashboard to make one")
-    body = request.get_json(silent=True)
-    body = body if isinstance(body, dict) and body else request.form   # JSON that is not an object: the form
+    body = json_or_form()
     days = body.get("expires_in_days", TOKEN_DAYS)
     if isinstance(days, bool) or not re.fullmatch(r"[0-9]{1,3}", str(days)):
         abort(400, description="expires_in_days must be a whole number of days from 1 to 365")
@@ -254,6 +259,7 @@ def create_token():
 
 @bp.route("/api/tokens/<int:token_id>", methods=["DELETE"])
 @login_required
+@returns(None, status=204, description="Revoked")
 def revoke_token(token_id):
     """Revokes one of your tokens: it stops working at once."""
     if not one("SELECT revoke_token(%s, %s) AS ok", [g.user["id"], token_id])["ok"]:

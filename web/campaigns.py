@@ -4,9 +4,12 @@ and per device, with the leads behind each number). Fan-out and status live in S
 from flask import Blueprint, abort, g, jsonify, render_template, request
 
 from web.auth import login_required
+from web.body import json_body
 from web.db import all_rows, one
-from web.leads import json_body, my_devices, optional_int, text
-from web.media import fetch_deadline, media_id_for
+from web.leads import my_devices
+from web.media import fetch_deadline, media_id_for, source_url
+from web.schema import (INTEGER, Body, Int, IntList, Text, accepts, array, describes, obj, optional_int, record,
+                        returns, row, rows, setting_default, text, with_fields)
 
 bp = Blueprint("campaigns", __name__)
 
@@ -20,6 +23,10 @@ def campaign_or_404(campaign_id):
     return row
 
 
+REPORT = obj(campaign=row("get_campaign"), report=record("a row of the campaign_report view"),
+             devices=array(record("a row of the campaign_device_report view")))
+
+
 def report(campaign_id):
     return {
         "campaign": campaign_or_404(campaign_id),
@@ -30,28 +37,29 @@ def report(campaign_id):
     }
 
 
-def device_ids(value):
-    if value in (None, "", []):
-        return None
-    if isinstance(value, str):
-        value = [v for v in value.split(",") if v.strip()]
-    if not isinstance(value, list):
-        abort(400, description="device_ids must be a list of device ids")
-    return [optional_int(v, "device_ids") for v in value]
+# The editable fields, in the SQL functions' order after the kind. The image is image_url, fetched
+# and stored now (once: the same URL again reuses the copy) or decoded (a data URL), or an
+# uploaded media_id.
+CAMPAIGN = Body(title=Text(default=""), niche=Text(default=""),
+                target_status=Text(default="all", description="prospect, customer or all"),
+                message=Text(default=""),
+                image_url=Text(fmt="uri", description="public http(s) image, or a data: URL (base64)"),
+                device_ids=IntList(description="your devices to send from; none: each lead's own"),
+                ai_limit_per_device=Int(description="an AI campaign: leads per device"),
+                campaign_date=Text(fmt="date", description="in your zone"), time_schedule=Text(fmt="time"),
+                min_delay_seconds=setting_default("min_delay_seconds"),
+                max_delay_seconds=setting_default("max_delay_seconds"),
+                media_id=Int(description="an image from POST /api/media"))
+NEW_CAMPAIGN = CAMPAIGN.extended(kind=Text(default="broadcast", enum=["broadcast", "ai"]))
 
 
 def campaign_fields(body):
-    """The editable fields, in the SQL functions' order after the kind. The image is image_url,
-    fetched and stored now (once: the same URL again reuses the copy), or an uploaded media_id."""
-    image_url = (text(body, "image_url", None) or "").strip() or None
-    fields = [text(body, "title"), text(body, "niche"), text(body, "target_status") or "all",
-              text(body, "message"), image_url, device_ids(body.get("device_ids")),
-              optional_int(body.get("ai_limit_per_device"), "ai_limit_per_device"),
-              text(body, "campaign_date") or None, text(body, "time_schedule") or None,
-              optional_int(body.get("min_delay_seconds", 30), "min_delay_seconds"),
-              optional_int(body.get("max_delay_seconds", 60), "max_delay_seconds")]
-    media_id = optional_int(body.get("media_id"), "media_id")
-    return fields + [media_id_for(image_url, fetch_deadline(), "image_url") if image_url else media_id]
+    """CAMPAIGN's values in the SQL functions' order; an image URL is fetched and stored now."""
+    image_url = (body["image_url"] or "").strip() or None
+    return [body["title"], body["niche"], body["target_status"] or "all", body["message"], source_url(image_url),
+            body["device_ids"], body["ai_limit_per_device"], body["campaign_date"] or None,
+            body["time_schedule"] or None, body["min_delay_seconds"], body["max_delay_seconds"],
+            media_id_for(image_url, fetch_deadline(), "image_url") if image_url else body["media_id"]]
 
 
 # Pages ---------------------------------------------------------------------------------------
@@ -74,6 +82,7 @@ def detail(campaign_id):
 
 @bp.route("/api/campaigns")
 @login_required
+@returns(obj(campaigns=array(record("a row of the campaign_report view"))))
 def api_list():
     """Your campaigns with their progress (should send, sent, failed, skipped, pending)."""
     return jsonify(campaigns=all_rows("SELECT * FROM campaign_report WHERE user_id = %s"
@@ -82,16 +91,18 @@ def api_list():
 
 @bp.route("/api/campaigns", methods=["POST"])
 @login_required
-def api_create():
+@accepts(NEW_CAMPAIGN)
+@returns(REPORT, status=201, description="Created")
+def api_create(body):
     """Creates a campaign: kind broadcast or ai, audience (niche, target_status), optional device_ids, message, an image (image_url: a public http(s) URL fetched once, now; or media_id from POST /api/media), date and time in your zone, min/max delay."""
-    body = json_body()
     campaign_id = one("SELECT create_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s, %s) AS id",
-                      [g.user["id"], text(body, "kind") or "broadcast", *campaign_fields(body)])["id"]
+                      [g.user["id"], body["kind"] or "broadcast", *campaign_fields(body)])["id"]
     return jsonify(report(campaign_id)), 201
 
 
 @bp.route("/api/campaigns/<int:campaign_id>")
 @login_required
+@returns(REPORT)
 def api_get(campaign_id):
     """One campaign with its report per device (should send, sent, failed, skipped, pending, delivered, read)."""
     return jsonify(report(campaign_id))
@@ -99,10 +110,12 @@ def api_get(campaign_id):
 
 @bp.route("/api/campaigns/<int:campaign_id>", methods=["PUT"])
 @login_required
+@describes(CAMPAIGN)
+@returns(REPORT)
 def api_update(campaign_id):
     """Edits a campaign that has not started yet."""
     campaign_or_404(campaign_id)
-    body = json_body()
+    body = CAMPAIGN.parse(json_body())
     one("SELECT update_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s, %s)",
         [g.user["id"], campaign_id, *campaign_fields(body)])
     return jsonify(report(campaign_id))
@@ -117,6 +130,7 @@ ACTIONS = {
 
 @bp.route("/api/campaigns/<int:campaign_id>/<any(cancel, pause, resume):action>", methods=["POST"])
 @login_required
+@returns(REPORT)
 def api_action(campaign_id, action):
     """Cancels, pauses or resumes a campaign."""
     if one(ACTIONS[action], [g.user["id"], campaign_id])["r"] is None:
@@ -126,11 +140,12 @@ def api_action(campaign_id, action):
 
 @bp.route("/api/campaigns/<int:campaign_id>/retry", methods=["POST"])
 @login_required
-def api_retry(campaign_id):
+@accepts(Body(device_id=Int(description="send the retries from this device instead")))
+@returns(with_fields(REPORT, queued=INTEGER))
+def api_retry(campaign_id, body):
     """Queues new messages for the failed ones (optionally on another device); history stays."""
-    body = json_body()
     queued = one("SELECT retry_failed_messages(%s, %s, %s) AS n",
-                 [g.user["id"], campaign_id, optional_int(body.get("device_id"), "device_id")])["n"]
+                 [g.user["id"], campaign_id, body["device_id"]])["n"]
     if queued is None:
         abort(404, description="no such campaign")
     return jsonify(queued=queued, **report(campaign_id))
@@ -138,6 +153,7 @@ def api_retry(campaign_id):
 
 @bp.route("/api/campaigns/<int:campaign_id>/leads")
 @login_required
+@returns(obj(leads=rows("campaign_report_leads")))
 def api_report_leads(campaign_id):
     """The leads behind one report number: status (sent, failed, ...) and optionally device_id."""
     campaign_or_404(campaign_id)

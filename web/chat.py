@@ -5,8 +5,10 @@ from flask import Blueprint, Response, abort, g, jsonify, render_template, reque
 
 from common.images import MediaError, open_image
 from web.auth import login_required
+from web.body import json_body
 from web.db import all_rows, one
 from web.media import store
+from web.schema import BINARY, BOOLEAN, INTEGER, Body, Text, Upload, array, describes, obj, record, returns, rows
 
 bp = Blueprint("chat", __name__)
 
@@ -28,10 +30,6 @@ def _chat_or_404(chat_id):
     return chat
 
 
-def _iso(value):
-    return value.isoformat() if value is not None else None
-
-
 @bp.route("/device/<int:device_id>/whatsapp-web")
 @login_required
 def view(device_id):
@@ -40,23 +38,25 @@ def view(device_id):
 
 @bp.route("/api/devices/<int:device_id>/chats")
 @login_required
+@returns(obj(chats=rows("chat_search")))
 def list_chats(device_id):
     """The device's chats with a message in the last 30 days, newest first. Query: `q` searches
     names, numbers and last messages."""
     _device_or_404(device_id)
     rows = all_rows("SELECT * FROM chat_search(%s, %s, %s, 30, 200)",
                     [g.user["id"], device_id, request.args.get("q")])
-    return jsonify(chats=[{**r, "last_message_at": _iso(r["last_message_at"])} for r in rows])
+    return jsonify(chats=rows)
 
 
 def _message(row):
     has_thumbnail = row.pop("has_thumbnail")
-    return {**row, "at": _iso(row["at"]), "delivered_at": _iso(row["delivered_at"]), "read_at": _iso(row["read_at"]),
-            "thumbnail_url": url_for("chat.thumbnail", message_id=row["id"]) if has_thumbnail else None}
+    return {**row, "thumbnail_url": url_for("chat.thumbnail", message_id=row["id"]) if has_thumbnail else None}
 
 
 @bp.route("/api/chats/<int:chat_id>/messages")
 @login_required
+@returns(obj(messages=array(record("a row of chat_messages() with thumbnail_url (null: no preview) for has_thumbnail")),
+             next={"type": ["object", "null"], "description": "before_at and before_key of the page before"}))
 def history(chat_id):
     """A chat's messages, newest first, HISTORY_PAGE at a time. Query: `before_at` and
     `before_key` (the oldest row already shown) page backwards; `next` in the answer is the
@@ -73,6 +73,7 @@ def history(chat_id):
 
 @bp.route("/api/chat-thumbnails/<int:message_id>.jpg")
 @login_required
+@returns(BINARY, media="image/jpeg")
 def thumbnail(message_id):
     """The JPEG preview of a received image (a history row's `thumbnail_url`)."""
     data = one("SELECT chat_thumbnail(%s, %s) AS t", [g.user["id"], message_id])["t"]
@@ -83,6 +84,7 @@ def thumbnail(message_id):
 
 @bp.route("/api/chats/<int:chat_id>/read", methods=["POST"])
 @login_required
+@returns(obj(ok=BOOLEAN))
 def mark_read(chat_id):
     """Clears the chat's unread badge."""
     if not one("SELECT mark_chat_read(%s, %s) AS ok", [g.user["id"], chat_id])["ok"]:
@@ -92,6 +94,10 @@ def mark_read(chat_id):
 
 @bp.route("/api/chats/<int:chat_id>/messages", methods=["POST"])
 @login_required
+@describes(Body(text=Text(required=True)))
+@describes(Body(image=Upload(required=True, description="JPEG, PNG or WebP, at most 350 KB"), caption=Text()),
+           media="multipart/form-data")
+@returns(obj(id=INTEGER), status=201, description="Queued")
 def send(chat_id):
     """Queues a message to the chat's number from its device: JSON {"text"}, or a multipart form
     with `image` (JPEG/PNG/WebP, at most 350 KB) and an optional `caption`."""
@@ -100,8 +106,7 @@ def send(chat_id):
         abort(400, description="this chat has no phone number to send to")
     image = request.files.get("image")
     if image is None:
-        body = request.get_json(silent=True)
-        text = body.get("text") if isinstance(body, dict) else None
+        text = json_body('JSON {"text": "..."} or a form with an image').get("text")
         if not isinstance(text, str):
             abort(400, description='send JSON {"text": "..."} or a form with an image')
         message_id = one("SELECT send_chat_message(%s, %s, %s, %s) AS id",

@@ -2,7 +2,9 @@
 from contextlib import contextmanager
 
 import psycopg
-from flask import abort, current_app
+from flask import abort, current_app, g
+
+from common.config import engine_settings
 
 # SQLSTATE classes raised by our functions and constraints for bad input -> 400/409, not 500.
 _BAD_INPUT = {"22", "23"}
@@ -42,3 +44,12 @@ def one(sql, params=()):
 def all_rows(sql, params=()):
     with conn() as c:
         return c.execute(sql, params).fetchall()
+
+
+def setting(name):
+    """One of the database's settings (the settings table, as SQL reads it), fetched once per
+    request: whole numbers as int. Templates call it too ({{ setting('default_hourly_limit') }})."""
+    if "engine_settings" not in g:
+        with conn() as c:
+            g.engine_settings = {k: int(v) if v == int(v) else float(v) for k, v in engine_settings(c).items()}
+    return g.engine_settings[name]

@@ -13,8 +13,10 @@ from psycopg.types.json import Jsonb
 
 from common.config import transport_name
 from web.auth import login_required
+from web.body import json_body
 from web.db import all_rows, one
-from web.leads import json_body, optional_int, text
+from web.schema import (BINARY, BOOLEAN, INTEGER, INTEGERS, NULLABLE_TEXT, STRING, Body, Int, IntList, Text, accepts,
+                        array, describes, obj, optional_int, record, returns, row, rows, setting_default, text)
 
 bp = Blueprint("devices", __name__)
 
@@ -23,10 +25,6 @@ COMMANDS = {"pair": "pair", "pair-phone": "pair_phone", "simulate-scan": "simula
 SORTS = {"name": "Name", "phone": "Number", "status": "Status", "last_seen": "Last seen", "created": "Added"}
 STATUSES = ("online", "connecting", "offline", "banned", "logged_out", "paused")
 PER_PAGE, MAX_PER_PAGE, PICKER_PAGE = 50, 500, 100
-
-
-def _json(row):
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
 
 def _filters(args):
@@ -57,6 +55,9 @@ def _listing(args):
             "dir": "desc" if descending else "asc"}
 
 
+DEVICE = row("_device_health")  # what the device_health view shows
+
+
 def _device_or_404(device_id):
     row = one("SELECT * FROM device_health WHERE user_id = %s AND device_id = %s", [g.user["id"], device_id])
     if row is None:
@@ -64,15 +65,26 @@ def _device_or_404(device_id):
     return row
 
 
+# A device's pacing; what a request leaves out is the database's default (settings default_<name>).
+PACING = Body(**{name: setting_default(name)
+                 for name in ("min_delay_seconds", "max_delay_seconds", "hourly_limit", "daily_limit")})
+NEW_DEVICE = PACING.extended(device_name=Text(required=True, max_length=100))
+NEW_DEVICES = PACING.extended(count=Int(required=True, description="1 to 5000"),
+                              name_pattern=Text(default="", description='"Sales {n}"'), first_number=Int(default=1))
+# A change: absent or null fields stay as they are; SQL checks names and ranges.
+SETTINGS = Body(device_name=Text(max_length=100), **{name: Int() for name in PACING.fields})
+SELECTION = Body(device_ids=IntList(required=True))
+
+
 def _device_ids(body):
-    value = body.get("device_ids")
-    if not isinstance(value, list):
+    if not isinstance(body.get("device_ids"), list):
         abort(400, description="device_ids must be a list of device ids")
-    return [optional_int(v, "device_ids") for v in value]
+    return SELECTION.parse(body)["device_ids"]
 
 
 def _settings(body):
-    """The settings fields of a body, as sent (SQL checks names, types and ranges)."""
+    """The settings fields of a body, type-checked by SETTINGS, as sent (SQL refuses unknown names)."""
+    SETTINGS.parse(body)
     return Jsonb({k: v for k, v in body.items() if k != "device_ids"})
 
 
@@ -87,6 +99,7 @@ def page():
 
 @bp.route("/api/devices")
 @login_required
+@returns(obj(devices=rows("device_page"), total=INTEGER, page=INTEGER, per_page=INTEGER, pages=INTEGER))
 def list_devices():
     """One page of the owner's devices with status, health counts, pause, delays and caps.
 
@@ -94,12 +107,14 @@ def list_devices():
     logged_out, or paused), `sort` (name, phone, status, last_seen, created), `dir` (asc, desc),
     `page` (from 1), `per_page` (at most 500, default 50). The answer has `total`, `page`, `pages`."""
     listing = _listing(request.args)
-    return jsonify(devices=[_json(r) for r in listing.pop("devices")],
+    return jsonify(devices=listing.pop("devices"),
                    **{k: listing[k] for k in ("total", "page", "per_page", "pages")})
 
 
 @bp.route("/api/devices/choices")
 @login_required
+@returns(obj(devices=array(obj(device_id=INTEGER, device_name=STRING, phone=NULLABLE_TEXT, status=STRING, paused=BOOLEAN)),
+             total=INTEGER))
 def choices():
     """The device picker's list: devices by name matching `q` and `status`, `limit` (at most 500)
     from `offset`, with `total`."""
@@ -115,6 +130,7 @@ def choices():
 
 @bp.route("/api/devices/ids")
 @login_required
+@returns(obj(device_ids=INTEGERS, total=INTEGER))
 def matching_ids():
     """Every id matching `q` and `status` (the picker's "all online", the page's "select all matching")."""
     query, status = _filters(request.args)
@@ -125,46 +141,48 @@ def matching_ids():
 
 @bp.route("/api/devices", methods=["POST"])
 @login_required
-def create():
+@accepts(NEW_DEVICE)
+@returns(obj(device=DEVICE), status=201, description="Created")
+def create(body):
     """Adds a device. JSON: device_name, optional min_delay_seconds, max_delay_seconds, hourly_limit, daily_limit."""
-    body = json_body()
-    name = body.get("device_name")
-    if not isinstance(name, str) or not name.strip():
+    if not body["device_name"].strip():
         abort(400, description="device_name is required")
-    pacing = [optional_int(body.get(k, d), k) for k, d in (("min_delay_seconds", 30), ("max_delay_seconds", 60),
-                                                           ("hourly_limit", 80), ("daily_limit", 800))]
-    row = one("SELECT create_device(%s, %s, %s, %s, %s, %s) AS id", [g.user["id"], name, *pacing])
-    return jsonify(device=_json(_device_or_404(row["id"]))), 201
+    row = one("SELECT create_device(%s, %s, %s, %s, %s, %s) AS id",
+              [g.user["id"], body["device_name"], *(body[k] for k in PACING.fields)])
+    return jsonify(device=_device_or_404(row["id"])), 201
 
 
 @bp.route("/api/devices/batch", methods=["POST"])
 @login_required
-def create_many():
+@accepts(NEW_DEVICES)
+@returns(obj(device_ids=INTEGERS, count=INTEGER), status=201, description="Created")
+def create_many(body):
     """Adds `count` devices (1 to 5000) at once, named by `name_pattern` with "{n}" replaced by
     `first_number` (default 1), `first_number` + 1, ... ("Sales {n}"; without "{n}" the number is
     appended). Optional min_delay_seconds, max_delay_seconds, hourly_limit, daily_limit for all.
     Answers 201 with the new `device_ids`."""
-    body = json_body()
-    args = [optional_int(body.get(k, d), k) for k, d in (("count", None), ("first_number", 1),
-                                                         ("min_delay_seconds", 30), ("max_delay_seconds", 60),
-                                                         ("hourly_limit", 80), ("daily_limit", 800))]
     ids = one("SELECT create_devices(%s, %s, %s, %s, %s, %s, %s, %s) AS ids",
-              [g.user["id"], args[0], text(body, "name_pattern"), *args[1:]])["ids"]
+              [g.user["id"], body["count"], body["name_pattern"], body["first_number"],
+               *(body[k] for k in PACING.fields)])["ids"]
     return jsonify(device_ids=ids, count=len(ids)), 201
 
 
 @bp.route("/api/devices/<int:device_id>", methods=["PATCH"])
 @login_required
+@describes(SETTINGS)
+@returns(obj(device=DEVICE))
 def update(device_id):
     """Changes one device's settings. JSON: any of device_name, min_delay_seconds,
     max_delay_seconds, hourly_limit, daily_limit (absent or null: unchanged)."""
     _device_or_404(device_id)
     one("SELECT update_devices(%s, %s, %s)", [g.user["id"], [device_id], _settings(json_body())])
-    return jsonify(device=_json(_device_or_404(device_id)))
+    return jsonify(device=_device_or_404(device_id))
 
 
 @bp.route("/api/devices", methods=["PATCH"])
 @login_required
+@describes(SETTINGS.extended(device_ids=IntList(required=True)))
+@returns(obj(updated=INTEGER))
 def update_many():
     """Changes the settings of a selection at once. JSON: device_ids and any of min_delay_seconds,
     max_delay_seconds, hourly_limit, daily_limit. Checked first on every device: all change or none."""
@@ -175,6 +193,8 @@ def update_many():
 
 @bp.route("/api/devices/<any(pause, resume):action>", methods=["POST"])
 @login_required
+@describes(SELECTION)
+@returns(obj(changed=INTEGER))
 def pause(action):
     """Pauses or resumes devices. JSON: device_ids. A paused device stays connected and keeps its
     queue; nothing is sent from it until it is resumed. Answers with how many `changed`."""
@@ -185,6 +205,8 @@ def pause(action):
 
 @bp.route("/api/devices/<int:device_id>", methods=["DELETE"])
 @login_required
+@returns(record("request_device_delete()'s answer: leads_to_pool, leads_merged_into_pool, messages_skipped, "
+                "messages_in_flight (202: pending true, the sender logs the device out first)"))
 def delete(device_id):
     """Deletes a device. Its leads return to the AI pool, its waiting messages are skipped. An online
     device is logged out by its sender first (answer 202 with pending true); otherwise 200 with
@@ -194,6 +216,9 @@ def delete(device_id):
     return jsonify(result), 202 if result.get("pending") else 200
 
 
+PHONE = Body(phone=Text(description="pair-phone: the number to pair, country code first (digits)"))
+
+
 def device_command(device_id, action):
     """Asks the sender running the device to pair (QR pushed live as device_pairing events),
     pair-phone (JSON: phone; the code is pushed live), simulate-scan (simulated transport only),
@@ -201,9 +226,7 @@ def device_command(device_id, action):
     _device_or_404(device_id)
     if action == "simulate-scan" and transport_name() != "sim":
         abort(409, description="simulate scan works only with the simulated transport (WA_TRANSPORT=sim)")
-    phone = json_body().get("phone") if action == "pair-phone" else None
-    if phone is not None and not isinstance(phone, str):
-        abort(400, description="phone must be a string of digits")
+    phone = PHONE.parse(json_body())["phone"] if action == "pair-phone" else None
     row = one("SELECT request_device_command(%s, %s, %s, %s) AS id",
               [g.user["id"], device_id, COMMANDS[action], phone and "".join(ch for ch in phone if ch.isdigit())])
     return jsonify(command_id=row["id"]), 202
@@ -213,7 +236,8 @@ def _command_view(action):
     def view(device_id):
         return device_command(device_id, action)
     view.__doc__ = device_command.__doc__
-    return login_required(view)
+    documented = returns(obj(command_id=INTEGER), status=202, description="Asked")(view)
+    return login_required(describes(PHONE)(documented) if action == "pair-phone" else documented)
 
 
 for _action in COMMANDS:
@@ -223,6 +247,8 @@ for _action in COMMANDS:
 
 @bp.route("/api/devices/<int:device_id>/qr.svg", methods=["POST"])
 @login_required
+@describes(Body(code=Text(required=True, max_length=1024, description="the QR payload of a device_pairing event")))
+@returns(BINARY, media="image/svg+xml")
 def qr_svg(device_id):
     """Renders a pairing QR payload (JSON: code, as pushed in a device_pairing event) as SVG. POST so
     the short-lived pairing secret never lands in a URL or an access log."""

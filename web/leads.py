@@ -8,51 +8,14 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, render_te
 
 from web import lead_import
 from web.auth import login_required
+from web.body import json_body
 from web.db import all_rows, conn, one
+from web.schema import NULLABLE_INTEGER, Body, Int, Text, Upload, accepts, describes, obj, optional_int, returns, row, rows, text
 
 bp = Blueprint("leads", __name__)
 
 FILTERS = ("device_id", "niche", "target_status", "trigger")
 PAGE = 50
-
-
-BIGINT = 2 ** 63
-
-
-def json_body():
-    """The JSON object sent (an empty one when none); anything else is a 400."""
-    body = request.get_json(silent=True)
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        abort(400, description="send a JSON object")
-    return body
-
-
-def optional_int(value, field):
-    if value in (None, ""):
-        return None
-    try:
-        if isinstance(value, (bool, float)):
-            raise ValueError
-        number = int(value)
-    except (TypeError, ValueError):
-        abort(400, description=f"{field} must be a whole number")
-    if not -BIGINT <= number < BIGINT:
-        abort(400, description=f"{field} is out of range")
-    return number
-
-
-def text(body, field, default=""):
-    """A text field (numbers accepted as text, e.g. a phone); lists, objects and NUL bytes are a 400."""
-    value = body.get(field, default)
-    if value is None or isinstance(value, str):
-        if value and "\x00" in value:
-            abort(400, description=f"{field} must not contain NUL characters")
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    abort(400, description=f"{field} must be text")
 
 
 def lead_filters(args):
@@ -71,9 +34,15 @@ def search_leads(args):
     return rows[:limit], (rows[limit - 1]["id"] if len(rows) > limit else None)
 
 
+# A lead's fields, in the order create_lead / update_lead / intake_lead take them.
+LEAD = Body(device_id=Int(description="one of your devices; none: the shared pool"),
+            name=Text(default=""), phone=Text(default="", description="digits, country code first"),
+            niche=Text(default=""), target_status=Text(default="", description="prospect or customer"),
+            trigger=Text(description="comma-separated triggers"))
+
+
 def lead_fields(body):
-    return [optional_int(body.get("device_id"), "device_id"), text(body, "name"), text(body, "phone"),
-            text(body, "niche"), text(body, "target_status"), text(body, "trigger", None)]
+    return list(LEAD.parse(body).values())
 
 
 def get_lead_or_404(lead_id):
@@ -106,6 +75,7 @@ def page():
 
 @bp.route("/api/leads")
 @login_required
+@returns(obj(leads=rows("find_leads"), next_before=NULLABLE_INTEGER))
 def api_list():
     """Lists your leads, newest first: filters device_id, niche, target_status, trigger (whole tokens), q (name or phone); page with before=<id>."""
     leads, next_before = search_leads(request.args)
@@ -114,15 +84,17 @@ def api_list():
 
 @bp.route("/api/leads", methods=["POST"])
 @login_required
-def api_create():
+@accepts(LEAD)
+@returns(row("get_lead"), status=201, description="Created")
+def api_create(body):
     """Creates a lead (phone normalised, country code first); the same (device, phone) merges into the existing lead."""
-    body = json_body()
-    lead_id = one("SELECT create_lead(%s, %s, %s, %s, %s, %s, %s) AS id", [g.user["id"], *lead_fields(body)])["id"]
+    lead_id = one("SELECT create_lead(%s, %s, %s, %s, %s, %s, %s) AS id", [g.user["id"], *body.values()])["id"]
     return jsonify(get_lead_or_404(lead_id)), 201
 
 
 @bp.route("/api/leads/<int:lead_id>")
 @login_required
+@returns(row("get_lead"))
 def api_get(lead_id):
     """One of your leads."""
     return jsonify(get_lead_or_404(lead_id))
@@ -130,12 +102,13 @@ def api_get(lead_id):
 
 @bp.route("/api/leads/<int:lead_id>", methods=["PUT"])
 @login_required
+@describes(LEAD)
+@returns(row("get_lead"))
 def api_update(lead_id):
     """Edits a lead: name, phone, niche, target_status, trigger, device_id."""
-    body = json_body()
     get_lead_or_404(lead_id)  # another owner's id: 404 before any validation message
     done = one("SELECT update_lead(%s, %s, %s, %s, %s, %s, %s, %s) AS id",
-               [g.user["id"], lead_id, *lead_fields(body)])["id"]
+               [g.user["id"], lead_id, *lead_fields(json_body())])["id"]
     if done is None:
         abort(404, description="no such lead")
     return jsonify(get_lead_or_404(lead_id))
@@ -143,6 +116,7 @@ def api_update(lead_id):
 
 @bp.route("/api/leads/<int:lead_id>", methods=["DELETE"])
 @login_required
+@returns(None, status=204, description="Deleted")
 def api_delete(lead_id):
     """Deletes a lead."""
     if not one("SELECT delete_lead(%s, %s) AS ok", [g.user["id"], lead_id])["ok"]:
@@ -170,6 +144,9 @@ def upload_stream():
 
 @bp.route("/api/leads/import", methods=["POST"])
 @login_required
+@describes(Body(file=Upload(required=True, description="the CSV (or send it as the raw body)"),
+                device_id=Int(description="the device its leads belong to")), media="multipart/form-data")
+@returns(row("lead_import_status"), status=202, description="Uploaded, being checked")
 def api_import():
     """Uploads a CSV of leads (multipart field `file`, or the raw body): streamed into the database and checked in the background; poll or watch `lead_import` events."""
     device_id = optional_int(request.values.get("device_id"), "device_id")
@@ -196,6 +173,7 @@ def import_status(import_id):
 
 @bp.route("/api/leads/imports")
 @login_required
+@returns(obj(imports=rows("lead_import_status")))
 def api_imports():
     """Your CSV imports with their progress and counts."""
     return jsonify(imports=all_rows("SELECT * FROM lead_import_status(%s, NULL)", [g.user["id"]]))
@@ -203,6 +181,7 @@ def api_imports():
 
 @bp.route("/api/leads/imports/<int:import_id>")
 @login_required
+@returns(row("lead_import_status"))
 def api_import_status(import_id):
     """One import: status, rows read, landed, merged and bad."""
     return jsonify(import_status(import_id))

@@ -38,9 +38,36 @@ SESSION_CHECK_SECONDS = 30   # how soon an open socket notices that its session 
 POLL_SECONDS = 0.25  # how often a socket's thread looks for messages from its browser
 
 
+# The live-event vocabulary, listed once. SQL sends these with notify_user(user_id, type, data);
+# tests/test_live_vocabulary.py checks every notify_user call in db/ and every type the pages'
+# scripts listen to against this list. STATE: only the latest per entity matters within a burst.
+# WATCHED: a device's chat event, sent only to sockets watching that device (when they watch any).
+STATE, WATCHED = "state", "watched"
+EVENTS = {
+    "campaign": (),                    # a campaign was created, paused/resumed or changed status
+    "campaign_progress": (STATE,),     # a campaign's messages were queued or settled
+    "chat": (WATCHED,),                # a chat of a device opened or changed (name, read mark)
+    "device_command": (),              # a device command finished (done or failed)
+    "device_deleted": (),
+    "device_paired": (),               # a device was linked to a phone number
+    "device_pairing": (),              # a QR code or pairing code to show
+    "device_status": (STATE,),         # online, offline, connecting, logged_out, banned
+    "devices_added": (),
+    "devices_paused": (),
+    "devices_updated": (),             # delays, caps or a name changed
+    "lead_import": (),                 # a CSV import moved on (progress, done, failed)
+    "message": (),                     # a chat message was received or sent from the phone
+    "message_status": (STATE,),        # queue messages were sent, failed, delivered or read
+    "opt_out": (),                     # a number opted out; its waiting messages were skipped
+    "webhook_delivery": (STATE,),      # an outbound webhook delivery was tried: delivered, retrying or dead
+}
+# What this module sends on its own, and what live.js raises in the browser.
+CHANNEL_EVENTS = ("live.hello", "live.resync", "live.watching", "live.error", "ping", "pong")
+CLIENT_EVENTS = ("live.open", "live.closed", "live.reconnected")
+
+
 def _is_state(event_type):
-    """Events named *status / *progress carry a state: only the latest per entity matters."""
-    return event_type.endswith("status") or event_type.endswith("progress")
+    return STATE in EVENTS.get(event_type, ())
 
 
 def coalesce(events):
@@ -71,7 +98,7 @@ class Subscriber:
         self._cond = threading.Condition()
 
     def wants(self, event):
-        if not self.watched or not event["type"].startswith("chat"):
+        if not self.watched or WATCHED not in EVENTS.get(event["type"], ()):
             return True
         return (event.get("data") or {}).get("device_id") in self.watched
 

@@ -2,25 +2,22 @@
 
 Every rule under /api/ in the url_map becomes an operation: its methods, its path parameters
 (typed from the URL converters), its summary and description from the view's docstring, and the
-common error shape. A view may add request/response details with the `api_doc` decorator."""
+common error shape. Request bodies and success responses come from web/schema.py's `accepts` and
+`returns`; a response row named by its SQL function is described from the catalogue (api_row_schema)."""
 import inspect
+import json
 import re
 
 from flask import Blueprint, current_app, jsonify
+
+from web.db import one
+from web.schema import record, returns
 
 bp = Blueprint("openapi", __name__)
 
 _CONVERTER_TYPES = {"int": {"type": "integer"}, "float": {"type": "number"}, "uuid": {"type": "string", "format": "uuid"}}
 _PARAM = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
 _ERROR = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-
-
-def api_doc(**operation):
-    """Extra OpenAPI fields for one view (e.g. requestBody=..., responses=...)."""
-    def decorate(view):
-        view.openapi = operation
-        return view
-    return decorate
 
 
 def _operation(rule, method, view):
@@ -38,8 +35,22 @@ def _operation(rule, method, view):
     }
     if description:
         op["description"] = " ".join(description.split())
-    op.update(getattr(view, "openapi", {}))
+    declared = dict(getattr(view, "openapi", {}))
+    responses = declared.pop("responses", {})
+    if any(code.startswith("2") for code in responses):
+        del op["responses"]["200"]
+    op["responses"].update(responses)
+    op.update(declared)
     return op
+
+
+_REF = re.compile(r'"#/components/schemas/(\w+)"')
+
+
+def _row_schemas(paths):
+    """The schema of every SQL function's row the operations refer to."""
+    names = sorted(set(_REF.findall(json.dumps(paths))) - {"Error"})
+    return {name: one("SELECT api_row_schema(%s::regproc) AS s", [name])["s"] for name in names}
 
 
 def build_document(app):
@@ -61,7 +72,8 @@ def build_document(app):
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
                                 "cookie": {"type": "apiKey", "in": "cookie", "name": "session"}},
             "schemas": {"Error": {"type": "object", "required": ["error"],
-                                  "properties": {"error": {"type": "string"}}}},
+                                  "properties": {"error": {"type": "string"}}},
+                        **_row_schemas(paths)},
         },
         "security": [{"bearer": []}, {"cookie": []}],
         "paths": paths,
@@ -69,6 +81,7 @@ def build_document(app):
 
 
 @bp.route("/api/openapi.json")
+@returns(record("an OpenAPI 3.1 document"))
 def document():
     """This document: every /api route with its methods, path parameters and docstring."""
     return jsonify(build_document(current_app))

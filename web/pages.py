@@ -7,6 +7,7 @@ from flask import Blueprint, abort, g, jsonify, redirect, render_template, send_
 from common.config import ROOT, default_timezone
 from web.auth import login_required
 from web.db import all_rows, one
+from web.schema import DATE_TIME, INTEGER, STRING, array, obj, returns, rows
 
 bp = Blueprint("pages", __name__)
 
@@ -58,6 +59,9 @@ def dashboard():
 
 @bp.route("/api/overview")
 @login_required
+@returns(obj(today=obj(sent=INTEGER, failed=INTEGER, pending=INTEGER, in_flight=INTEGER), day_start=DATE_TIME,
+             hourly=array(obj(hour=STRING, hour_start=DATE_TIME, sent=INTEGER, failed=INTEGER)),
+             devices_by_status={"type": "object", "additionalProperties": INTEGER}))
 def api_overview():
     """Today's sent, failed and pending messages (owner's day), messages per hour over the last
     24 hours, and the owner's devices counted by status."""
@@ -81,6 +85,7 @@ def monitoring():
 
 @bp.route("/api/monitoring")
 @login_required
+@returns(obj(queue=rows("monitor_queue_depth"), senders=rows("monitor_senders"), devices=rows("monitor_device_load")))
 def api_monitoring():
     """Queue depth per device, the senders running the owner's devices with their heartbeats,
     and each device's load against its hourly and daily caps."""

@@ -3,9 +3,9 @@
 -- Nothing here sends: the dispatch engine claims the queued rows.
 
 -- Time --------------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION owner_local_instant(p_user_id bigint, p_date date, p_time time) RETURNS timestamptz
+CREATE OR REPLACE FUNCTION _owner_local_instant(p_user_id bigint, p_date date, p_time time) RETURNS timestamptz
 LANGUAGE sql STABLE AS $$ SELECT (p_date + p_time) AT TIME ZONE u.timezone FROM users u WHERE u.id = p_user_id $$;
-COMMENT ON FUNCTION owner_local_instant(bigint, date, time) IS
+COMMENT ON FUNCTION _owner_local_instant(bigint, date, time) IS
   'The instant a wall-clock date and time denote in the owner''s time zone (09:00 Kuala Lumpur = 01:00 UTC).';
 
 -- The status rule -----------------------------------------------------------------------------
@@ -59,15 +59,20 @@ BEGIN
      WHERE id = p_campaign_id;
     PERFORM notify_user(c.user_id, 'campaign', jsonb_build_object('id', c.id, 'status', v_rule.status,
                                                                   'reason', v_rule.reason));
+    IF v_rule.status IN ('finished', 'failed', 'cancelled') THEN
+      PERFORM _emit_webhook_event(c.user_id, 'campaign.finished', jsonb_build_object(
+                'campaign_id', c.id, 'title', c.title, 'status', v_rule.status, 'reason', v_rule.reason));
+    END IF;
   END IF;
   RETURN v_rule.status;
 END $$;
 COMMENT ON FUNCTION settle_campaign(bigint, boolean) IS
   'Applies campaign_status_rule to a campaign (p_cancel: its owner cancels it), stamping triggered_at/finished_at '
-  'and pushing a campaign event on change. Every status change goes through here. Returns the status.';
+  'and pushing a campaign event on change (and a campaign.finished webhook event when it ends: finished, failed '
+  'or cancelled). Every status change goes through here. Returns the status.';
 
 -- A campaign ends when its last message settles, not at the next minute tick: the trigger
--- broadcast_messages_4_campaign_done (db/functions/triggers.sql) calls this after every UPDATE.
+-- broadcast_messages_4_campaign_done (db/functions/triggers_broadcast_messages.sql) calls this after every UPDATE.
 -- Two senders settling a campaign's last two messages at once each still see the other's as live;
 -- then the minute tick (run_campaigns) settles it.
 CREATE OR REPLACE FUNCTION settle_campaigns_done() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -90,7 +95,7 @@ COMMENT ON FUNCTION settle_campaigns_done() IS
   '(skips come from cancel_campaign and the minute tick, which settle themselves).';
 
 -- Create and edit -------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION check_campaign_input(p_user_id bigint, p_kind text, p_device_ids bigint[],
+CREATE OR REPLACE FUNCTION _check_campaign_input(p_user_id bigint, p_kind text, p_device_ids bigint[],
                                                 p_ai_limit_per_device integer, p_min_delay integer,
                                                 p_max_delay integer, p_date date, p_time time)
 RETURNS void LANGUAGE plpgsql STABLE AS $$
@@ -101,9 +106,9 @@ BEGIN
   IF p_kind = 'ai' AND coalesce(p_ai_limit_per_device, 0) < 1 THEN
     RAISE EXCEPTION 'an AI campaign needs a limit of leads per device (1 or more)' USING ERRCODE = '22023';
   END IF;
-  IF NOT coalesce(p_device_ids, '{}') <@ own_device_ids(p_user_id) THEN
+  IF NOT coalesce(p_device_ids, '{}') <@ _own_device_ids(p_user_id) THEN
     RAISE EXCEPTION 'device % is not one of your devices',
-      (SELECT min(x) FROM unnest(p_device_ids) x WHERE NOT x = ANY (own_device_ids(p_user_id)))
+      (SELECT min(x) FROM unnest(p_device_ids) x WHERE NOT x = ANY (_own_device_ids(p_user_id)))
       USING ERRCODE = '22023';
   END IF;
   IF p_min_delay IS NULL OR p_max_delay IS NULL OR p_min_delay < 0 OR p_max_delay < p_min_delay THEN
@@ -113,7 +118,7 @@ BEGIN
     RAISE EXCEPTION 'a campaign needs a date and a time' USING ERRCODE = '22023';
   END IF;
 END $$;
-COMMENT ON FUNCTION check_campaign_input(bigint, text, bigint[], integer, integer, integer, date, time) IS
+COMMENT ON FUNCTION _check_campaign_input(bigint, text, bigint[], integer, integer, integer, date, time) IS
   'Raises 22023 with the reason when campaign fields are invalid (kind, AI limit, foreign devices, delays, schedule).';
 
 CREATE OR REPLACE FUNCTION create_campaign(p_user_id bigint, p_kind text, p_title text, p_niche text,
@@ -124,7 +129,7 @@ CREATE OR REPLACE FUNCTION create_campaign(p_user_id bigint, p_kind text, p_titl
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE v_id bigint;
 BEGIN
-  PERFORM check_campaign_input(p_user_id, p_kind, p_device_ids, p_ai_limit_per_device, p_min_delay, p_max_delay,
+  PERFORM _check_campaign_input(p_user_id, p_kind, p_device_ids, p_ai_limit_per_device, p_min_delay, p_max_delay,
                                p_date, p_time);
   PERFORM require_quota(p_user_id, 'campaigns', 1);
   INSERT INTO campaigns (user_id, kind, title, niche, target_status, message, image_url, media_id, device_ids,
@@ -134,7 +139,7 @@ BEGIN
           coalesce(nullif(p_target_status, ''), 'all'), p_message, nullif(btrim(coalesce(p_image_url, '')), ''),
           require_own_media(p_user_id, p_media_id),
           nullif(p_device_ids, '{}'), CASE WHEN p_kind = 'ai' THEN p_ai_limit_per_device END,
-          p_date, p_time, owner_local_instant(p_user_id, p_date, p_time), p_min_delay, p_max_delay)
+          p_date, p_time, _owner_local_instant(p_user_id, p_date, p_time), p_min_delay, p_max_delay)
   RETURNING id INTO v_id;
   RETURN v_id;
 END $$;
@@ -155,7 +160,7 @@ BEGIN
   IF c.status <> 'pending' THEN
     RAISE EXCEPTION 'campaign % is % and can no longer be edited', c.id, c.status;
   END IF;
-  PERFORM check_campaign_input(p_user_id, c.kind, p_device_ids, p_ai_limit_per_device, p_min_delay, p_max_delay,
+  PERFORM _check_campaign_input(p_user_id, c.kind, p_device_ids, p_ai_limit_per_device, p_min_delay, p_max_delay,
                                p_date, p_time);
   UPDATE campaigns
      SET title = btrim(coalesce(p_title, '')), niche = btrim(coalesce(p_niche, '')),
@@ -163,7 +168,7 @@ BEGIN
          image_url = nullif(btrim(coalesce(p_image_url, '')), ''), media_id = require_own_media(p_user_id, p_media_id),
          device_ids = nullif(p_device_ids, '{}'),
          ai_limit_per_device = CASE WHEN c.kind = 'ai' THEN p_ai_limit_per_device END,
-         campaign_date = p_date, time_schedule = p_time, scheduled_at = owner_local_instant(p_user_id, p_date, p_time),
+         campaign_date = p_date, time_schedule = p_time, scheduled_at = _owner_local_instant(p_user_id, p_date, p_time),
          min_delay_seconds = p_min_delay, max_delay_seconds = p_max_delay
    WHERE id = c.id;
   RETURN c.id;
@@ -172,14 +177,14 @@ COMMENT ON FUNCTION update_campaign(bigint, bigint, text, text, text, text, text
   'Edits one of the owner''s campaigns while it is pending (not yet due); NULL when the owner has no such campaign.';
 
 -- Owner actions ----------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION owned_campaign_for_update(p_user_id bigint, p_campaign_id bigint) RETURNS campaigns
+CREATE OR REPLACE FUNCTION _owned_campaign_for_update(p_user_id bigint, p_campaign_id bigint) RETURNS campaigns
 LANGUAGE sql AS $$ SELECT * FROM campaigns WHERE id = p_campaign_id AND user_id = p_user_id FOR UPDATE $$;
-COMMENT ON FUNCTION owned_campaign_for_update(bigint, bigint) IS
+COMMENT ON FUNCTION _owned_campaign_for_update(bigint, bigint) IS
   'One of the owner''s campaigns, locked for a state change (NULL fields when not theirs).';
 
 CREATE OR REPLACE FUNCTION cancel_campaign(p_user_id bigint, p_campaign_id bigint) RETURNS text
 LANGUAGE plpgsql AS $$
-DECLARE c campaigns := owned_campaign_for_update(p_user_id, p_campaign_id);
+DECLARE c campaigns := _owned_campaign_for_update(p_user_id, p_campaign_id);
 BEGIN
   IF c.id IS NULL THEN RETURN NULL; END IF;
   IF c.status IN ('finished', 'failed', 'cancelled') THEN
@@ -196,7 +201,7 @@ COMMENT ON FUNCTION cancel_campaign(bigint, bigint) IS
 
 CREATE OR REPLACE FUNCTION pause_campaign(p_user_id bigint, p_campaign_id bigint, p_pause boolean) RETURNS text
 LANGUAGE plpgsql AS $$
-DECLARE c campaigns := owned_campaign_for_update(p_user_id, p_campaign_id);
+DECLARE c campaigns := _owned_campaign_for_update(p_user_id, p_campaign_id);
 BEGIN
   IF c.id IS NULL THEN RETURN NULL; END IF;
   IF c.status IN ('finished', 'failed', 'cancelled') THEN
@@ -268,23 +273,22 @@ COMMENT ON FUNCTION expand_broadcast_chunk(campaigns, integer) IS
   'Queues one chunk of a broadcast (next p_chunk audience leads after expand_cursor, on their own devices, '
   'opted-out numbers left out, one message per phone); marks the fan-out done after the last chunk. Returns rows queued.';
 
--- Device score for spreading: lower is less loaded (the load-balance score).
-CREATE OR REPLACE FUNCTION ai_campaign_devices(c campaigns)
+-- Device score for spreading: lower is less loaded (device_load's load score).
+CREATE OR REPLACE FUNCTION _ai_campaign_devices(c campaigns)
 RETURNS TABLE (device_id bigint, score numeric, room integer)
 LANGUAGE sql STABLE AS $$
-  SELECT d.id,
-         coalesce(pm.messages_hour, 0) * 0.7 + coalesce(pm.processing_now, 0) * 0.3,
+  SELECT d.id, l.load_score,
          c.ai_limit_per_device - (SELECT count(*)::int FROM broadcast_messages m
                                    WHERE m.campaign_id = c.id AND m.device_id = d.id
                                      AND m.status IN ('pending', 'queued', 'sent'))
     FROM user_devices d
-    LEFT JOIN device_performance_monitor pm ON pm.device_id = d.id
+    JOIN device_load(ARRAY[c.user_id]) l ON l.device_id = d.id
    WHERE d.user_id = c.user_id AND d.status = 'online' AND d.paused_at IS NULL
      AND (c.device_ids IS NULL OR d.id = ANY (c.device_ids))
 $$;
-COMMENT ON FUNCTION ai_campaign_devices(campaigns) IS
-  'The devices an AI campaign may use now (online, not paused, in its device set), their load-balance score '
-  '(messages_hour*0.7 + processing_now*0.3) and how many more leads each may take under the per-device limit.';
+COMMENT ON FUNCTION _ai_campaign_devices(campaigns) IS
+  'The devices an AI campaign may use now (online, not paused, in its device set), their load score '
+  '(device_load) and how many more leads each may take under the per-device limit.';
 
 -- Spreads leads over the AI campaign's devices: slot k of every device before slot k+1 of any,
 -- devices by score, so the least loaded get the first leads and none gets more than its room.
@@ -294,7 +298,7 @@ CREATE OR REPLACE FUNCTION spread_ai_campaign(c campaigns) RETURNS integer
 LANGUAGE sql AS $$
   WITH slots AS MATERIALIZED (
     SELECT d.device_id, row_number() OVER (ORDER BY s.n, d.score, d.device_id) AS slot
-      FROM ai_campaign_devices(c) d, generate_series(1, d.room) AS s(n)
+      FROM _ai_campaign_devices(c) d, generate_series(1, d.room) AS s(n)
   ), stranded AS (
     SELECT m.id AS retry_of, m.lead_id, m.recipient_name AS name, m.recipient_phone AS phone, 0 AS pass, m.id AS ord
       FROM broadcast_messages m LEFT JOIN user_devices d ON d.id = m.device_id
@@ -356,13 +360,13 @@ COMMENT ON FUNCTION expand_campaign_chunk(bigint, integer) IS
   'is settled. NULL when there is nothing to expand. Safe to call concurrently.';
 
 -- The tick --------------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION trigger_due_campaigns() RETURNS integer
+CREATE OR REPLACE FUNCTION _trigger_due_campaigns() RETURNS integer
 LANGUAGE sql AS $$
   SELECT count(*)::int FROM (
     SELECT settle_campaign(id) FROM campaigns WHERE status = 'pending' AND scheduled_at <= now()
   ) s
 $$;
-COMMENT ON FUNCTION trigger_due_campaigns() IS 'Moves pending campaigns whose time has come to triggered. Returns how many.';
+COMMENT ON FUNCTION _trigger_due_campaigns() IS 'Moves pending campaigns whose time has come to triggered. Returns how many.';
 
 CREATE OR REPLACE FUNCTION expand_next_campaign_chunk(p_chunk integer DEFAULT 50000) RETURNS integer
 LANGUAGE sql AS $$
@@ -374,7 +378,7 @@ $$;
 COMMENT ON FUNCTION expand_next_campaign_chunk(integer) IS
   'Expands one chunk of the oldest triggered campaign no other session is expanding; NULL when none is waiting.';
 
-CREATE OR REPLACE FUNCTION rebalance_ai_campaigns() RETURNS integer
+CREATE OR REPLACE FUNCTION _rebalance_ai_campaigns() RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE c campaigns;
         v_moved integer := 0;
@@ -391,7 +395,7 @@ BEGIN
   END LOOP;
   RETURN v_moved;
 END $$;
-COMMENT ON FUNCTION rebalance_ai_campaigns() IS
+COMMENT ON FUNCTION _rebalance_ai_campaigns() IS
   'Drops banned, logged-out and deleted devices from running AI campaigns: their unsent messages are skipped '
   'and queued again on the other devices (retry_of), within each device''s limit. Returns messages moved.';
 
@@ -410,7 +414,7 @@ DECLARE
   v_until timestamptz := clock_timestamp() + make_interval(secs => p_max_seconds);
   v_added integer;
 BEGIN
-  PERFORM trigger_due_campaigns();
+  PERFORM _trigger_due_campaigns();
   COMMIT;
   -- A commit per chunk: each chunk's messages are claimable at once, and no transaction grows large.
   LOOP
@@ -422,7 +426,7 @@ BEGIN
     COMMIT;
   END LOOP;
   COMMIT;
-  PERFORM rebalance_ai_campaigns();
+  PERFORM _rebalance_ai_campaigns();
   COMMIT;
   PERFORM settle_running_campaigns();
 END $$;
@@ -433,14 +437,14 @@ COMMENT ON PROCEDURE run_campaigns(integer, integer) IS
 -- Retry ---------------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION retry_failed_messages(p_user_id bigint, p_campaign_id bigint, p_device_id bigint DEFAULT NULL)
 RETURNS integer LANGUAGE plpgsql AS $$
-DECLARE c campaigns := owned_campaign_for_update(p_user_id, p_campaign_id);
+DECLARE c campaigns := _owned_campaign_for_update(p_user_id, p_campaign_id);
         v_queued integer;
 BEGIN
   IF c.id IS NULL THEN RETURN NULL; END IF;
   IF c.status IN ('pending', 'triggered', 'cancelled') THEN
     RAISE EXCEPTION 'campaign % is % : only a running or ended campaign''s failed messages can be retried', c.id, c.status;
   END IF;
-  IF p_device_id IS NOT NULL AND NOT p_device_id = ANY (own_device_ids(p_user_id)) THEN
+  IF p_device_id IS NOT NULL AND NOT p_device_id = ANY (_own_device_ids(p_user_id)) THEN
     RAISE EXCEPTION 'device % is not one of your devices', p_device_id USING ERRCODE = '22023';
   END IF;
   INSERT INTO broadcast_messages (user_id, device_id, campaign_id, lead_id, retry_of, recipient_phone, recipient_name,
@@ -464,6 +468,23 @@ COMMENT ON FUNCTION retry_failed_messages(bigint, bigint, bigint) IS
   'on p_device_id or the same device; failed rows stay as they are. Returns how many; NULL when not the owner''s.';
 
 -- Report detail ---------------------------------------------------------------------------------
+-- A message retried (explicitly, or moved off a dropped device) is superseded by its retry; the
+-- reports count each lead's current attempt, and the history stays in broadcast_messages.
+CREATE OR REPLACE FUNCTION _campaign_messages_current()
+RETURNS TABLE (id bigint, campaign_id bigint, user_id bigint, device_id bigint, lead_id bigint, recipient_phone text,
+               recipient_name text, status text, error_message text, sent_at timestamptz, delivered_at timestamptz,
+               read_at timestamptz)
+LANGUAGE sql STABLE AS $$
+  SELECT m.id, m.campaign_id, m.user_id, m.device_id, m.lead_id, m.recipient_phone, m.recipient_name, m.status,
+         m.error_message, m.sent_at, m.delivered_at, m.read_at
+    FROM broadcast_messages m
+   WHERE m.campaign_id IS NOT NULL
+     AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id)
+$$;
+COMMENT ON FUNCTION _campaign_messages_current() IS
+  'Campaign messages that are the current attempt for their lead (not superseded by a retry); inlined by its '
+  'callers, so their filter on campaign_id reaches the table.';
+
 CREATE OR REPLACE FUNCTION campaign_report_leads(p_user_id bigint, p_campaign_id bigint, p_device_id bigint,
                                                  p_bucket text, p_limit integer DEFAULT 100, p_offset integer DEFAULT 0)
 RETURNS TABLE (message_id bigint, lead_id bigint, recipient_phone text, recipient_name text, device_id bigint,
@@ -477,7 +498,7 @@ BEGIN
   RETURN QUERY
   SELECT m.id, m.lead_id, m.recipient_phone, m.recipient_name, m.device_id, d.device_name, m.status,
          m.error_message, m.sent_at, m.delivered_at, m.read_at
-    FROM campaign_messages_current m
+    FROM _campaign_messages_current() m
     JOIN campaigns c ON c.id = m.campaign_id AND c.user_id = p_user_id
     LEFT JOIN user_devices d ON d.id = m.device_id
    WHERE m.campaign_id = p_campaign_id

@@ -27,16 +27,16 @@ COMMENT ON FUNCTION jid_phone(text) IS
   'The phone number (digits) behind a WhatsApp JID: user@s.whatsapp.net directly, an @lid identity through '
   'whatsmeow_lid_map when known; NULL for groups and unknown identities.';
 
-CREATE OR REPLACE FUNCTION is_opt_out_text(p_text text)
+CREATE OR REPLACE FUNCTION _is_opt_out_text(p_text text)
 RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT upper(regexp_replace(coalesce(p_text, ''), '^[[:space:][:punct:]]+|[[:space:][:punct:]]+$', '', 'g'))
          IN ('STOP', 'UNSUBSCRIBE', 'BERHENTI')
 $$;
-COMMENT ON FUNCTION is_opt_out_text(text) IS
+COMMENT ON FUNCTION _is_opt_out_text(text) IS
   'True when a whole message asks to stop: STOP, UNSUBSCRIBE or BERHENTI, any case, surrounding punctuation ignored.';
 
 -- Replies and opt-outs ----------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION stop_sequences_if_possible(p_user_id bigint, p_phone text)
+CREATE OR REPLACE FUNCTION _stop_sequences_if_possible(p_user_id bigint, p_phone text)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
   -- The sequences family stops enrollments itself when it is installed; without it the lead's
@@ -45,7 +45,7 @@ BEGIN
     EXECUTE 'SELECT stop_sequences_for_reply($1, $2)' USING p_user_id, p_phone;
   END IF;
 END $$;
-COMMENT ON FUNCTION stop_sequences_if_possible(bigint, text) IS
+COMMENT ON FUNCTION _stop_sequences_if_possible(bigint, text) IS
   'Calls stop_sequences_for_reply(user, phone) when the sequences functions exist; otherwise does nothing.';
 
 CREATE OR REPLACE FUNCTION mark_lead_replied(p_user_id bigint, p_phone text, p_at timestamptz DEFAULT now())
@@ -55,22 +55,31 @@ BEGIN
   UPDATE leads SET replied_at = greatest(replied_at, p_at), updated_at = now()
    WHERE user_id = p_user_id AND phone = p_phone;
   GET DIAGNOSTICS v_leads = ROW_COUNT;
-  PERFORM stop_sequences_if_possible(p_user_id, p_phone);
+  PERFORM _stop_sequences_if_possible(p_user_id, p_phone);
+  IF v_leads > 0 THEN
+    PERFORM _emit_webhook_event(p_user_id, 'lead.replied', jsonb_build_object('phone', p_phone, 'at', p_at));
+  END IF;
   RETURN v_leads;
 END $$;
 COMMENT ON FUNCTION mark_lead_replied(bigint, text, timestamptz) IS
   'A number wrote to the owner: sets replied_at on the owner''s leads with that phone (on every device) and '
-  'stops its sequences. Returns the number of leads marked.';
+  'stops its sequences; a lead.replied webhook event when it is a lead. Returns the number of leads marked.';
 
 CREATE OR REPLACE FUNCTION opt_out_phone(p_user_id bigint, p_phone text, p_reason text DEFAULT 'manual')
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_skipped integer;
+        v_new boolean;
 BEGIN
   IF p_phone IS NULL OR p_phone !~ '^[1-9][0-9]{6,14}$' THEN
     RAISE EXCEPTION 'phone must be digits with the country code first, got "%"', p_phone USING ERRCODE = '22023';
   END IF;
   INSERT INTO opt_outs (user_id, phone, reason) VALUES (p_user_id, p_phone, coalesce(p_reason, ''))
-  ON CONFLICT (user_id, phone) DO NOTHING;
+  ON CONFLICT (user_id, phone) DO NOTHING
+  RETURNING true INTO v_new;
+  IF v_new THEN
+    PERFORM _emit_webhook_event(p_user_id, 'lead.opted_out',
+                               jsonb_build_object('phone', p_phone, 'reason', coalesce(p_reason, '')));
+  END IF;
   -- Campaign and sequence messages still waiting are dropped; manual chat messages stay (the
   -- operator may confirm the opt-out).
   UPDATE broadcast_messages
@@ -78,13 +87,14 @@ BEGIN
    WHERE user_id = p_user_id AND recipient_phone = p_phone AND status = 'pending'
      AND (campaign_id IS NOT NULL OR sequence_id IS NOT NULL);
   GET DIAGNOSTICS v_skipped = ROW_COUNT;
-  PERFORM stop_sequences_if_possible(p_user_id, p_phone);
+  PERFORM _stop_sequences_if_possible(p_user_id, p_phone);
   PERFORM notify_user(p_user_id, 'opt_out', jsonb_build_object('phone', p_phone, 'skipped', v_skipped));
   RETURN v_skipped;
 END $$;
 COMMENT ON FUNCTION opt_out_phone(bigint, text, text) IS
   'Puts a number on the owner''s opt-out list (idempotent), skips its pending campaign and sequence messages '
-  'and stops its sequences. Every later campaign and sequence excludes opt_outs. Returns messages skipped.';
+  'and stops its sequences; a lead.opted_out webhook event when newly listed. Every later campaign and sequence '
+  'excludes opt_outs. Returns messages skipped.';
 
 CREATE OR REPLACE FUNCTION remove_opt_out(p_user_id bigint, p_phone text)
 RETURNS boolean LANGUAGE sql AS $$
@@ -93,11 +103,11 @@ RETURNS boolean LANGUAGE sql AS $$
 $$;
 COMMENT ON FUNCTION remove_opt_out(bigint, text) IS 'Takes a number off the owner''s opt-out list (it asked to receive again).';
 
-CREATE OR REPLACE FUNCTION is_opted_out(p_user_id bigint, p_phone text)
+CREATE OR REPLACE FUNCTION _is_opted_out(p_user_id bigint, p_phone text)
 RETURNS boolean LANGUAGE sql STABLE AS $$
   SELECT EXISTS (SELECT 1 FROM opt_outs WHERE user_id = p_user_id AND phone = p_phone)
 $$;
-COMMENT ON FUNCTION is_opted_out(bigint, text) IS 'True when the number is on the owner''s opt-out list.';
+COMMENT ON FUNCTION _is_opted_out(bigint, text) IS 'True when the number is on the owner''s opt-out list.';
 
 -- Inbound -----------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION record_inbound_message(p_device_id bigint, p_wa_message_id text, p_chat_jid text,
@@ -148,14 +158,19 @@ BEGIN
   UPDATE chats
      SET last_message_at = greatest(last_message_at, p_sent_at),
          last_message_preview = CASE WHEN last_message_at IS NULL OR p_sent_at >= last_message_at
-                                     THEN chat_preview(v_type, v_content) ELSE last_message_preview END,
+                                     THEN _chat_preview(v_type, v_content) ELSE last_message_preview END,
          unread_count = unread_count + CASE WHEN p_from_me THEN 0 ELSE 1 END
    WHERE id = v_chat.id
   RETURNING * INTO v_chat;
 
+  IF NOT p_from_me THEN
+    PERFORM _emit_webhook_event(v_user, 'message.received', jsonb_build_object(
+      'device_id', p_device_id, 'chat_jid', v_chat.chat_jid, 'phone', v_phone, 'name', v_chat.name,
+      'wa_message_id', p_wa_message_id, 'message_type', v_type, 'content', v_content, 'sent_at', p_sent_at));
+  END IF;
   IF NOT p_from_me AND v_phone IS NOT NULL THEN
     PERFORM mark_lead_replied(v_user, v_phone, p_sent_at);
-    IF is_opt_out_text(v_content) THEN
+    IF _is_opt_out_text(v_content) THEN
       PERFORM opt_out_phone(v_user, v_phone, 'replied ' || upper(btrim(v_content)));
     END IF;
   END IF;
@@ -170,7 +185,7 @@ COMMENT ON FUNCTION record_inbound_message(bigint, text, text, text, text, text,
   'Stores a message the device received (or one its phone sent, p_from_me) in its chat, once per device and '
   'WhatsApp message id (a repeat returns NULL and changes nothing); an image keeps p_thumbnail (JPEG, up to 64 KB) '
   'and its caption. A reply marks the owner''s leads replied and stops their sequences; STOP / UNSUBSCRIBE / '
-  'BERHENTI opts the number out. Pushes a live "message" event.';
+  'BERHENTI opts the number out. Pushes a live "message" event and, when received, a message.received webhook event.';
 
 -- The replaced system's chat tables are read-only views (db/views/60_chats.sql) ------------
 CREATE OR REPLACE FUNCTION refuse_view_write() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -182,15 +197,15 @@ COMMENT ON FUNCTION refuse_view_write() IS
   'INSTEAD OF trigger: refuses writes to a read-only view (whatsapp_chats, whatsapp_messages) with the reason.';
 
 -- The chat view -----------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION chat_preview(p_message_type text, p_content text)
+CREATE OR REPLACE FUNCTION _chat_preview(p_message_type text, p_content text)
 RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT left(CASE WHEN p_message_type = 'image' THEN '📷 ' || coalesce(nullif(btrim(p_content), ''), 'Photo')
                    ELSE coalesce(p_content, '') END, 200)
 $$;
-COMMENT ON FUNCTION chat_preview(text, text) IS
+COMMENT ON FUNCTION _chat_preview(text, text) IS
   'A message as the chat list previews it: its text, or "📷 caption" ("📷 Photo") for an image; 200 characters at most.';
 
-CREATE OR REPLACE FUNCTION chat_list(p_user_id bigint, p_device_id bigint, p_limit integer DEFAULT 50,
+CREATE OR REPLACE FUNCTION _chat_list(p_user_id bigint, p_device_id bigint, p_limit integer DEFAULT 50,
                                      p_before timestamptz DEFAULT NULL)
 RETURNS TABLE (id bigint, chat_jid text, phone text, name text, last_message_at timestamptz,
                last_message_preview text, unread_count integer, lead_name text, opted_out boolean)
@@ -205,7 +220,7 @@ LANGUAGE sql STABLE AS $$
    ORDER BY c.last_message_at DESC NULLS LAST, c.id DESC
    LIMIT least(greatest(p_limit, 1), 200)
 $$;
-COMMENT ON FUNCTION chat_list(bigint, bigint, integer, timestamptz) IS
+COMMENT ON FUNCTION _chat_list(bigint, bigint, integer, timestamptz) IS
   'The chat view''s left column: a device''s chats, newest first, with preview, unread count, the lead''s name '
   'and whether the number opted out. Page with p_before = the last row''s last_message_at.';
 
@@ -269,7 +284,7 @@ BEGIN
   INSERT INTO chats AS c (user_id, device_id, chat_jid, phone, last_message_at, last_message_preview)
   SELECT DISTINCT ON (m.device_id, m.recipient_phone)
          m.user_id, m.device_id, m.recipient_phone || '@s.whatsapp.net', m.recipient_phone, m.sent_at,
-         chat_preview(m.message_type, m.content)
+         _chat_preview(m.message_type, m.content)
     FROM broadcast_messages m
    WHERE m.id = ANY (p_ids) AND m.status = 'sent' AND m.device_id IS NOT NULL
    ORDER BY m.device_id, m.recipient_phone, m.sent_at DESC

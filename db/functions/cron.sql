@@ -22,6 +22,8 @@ CREATE OR REPLACE FUNCTION purge_history()
 RETURNS void LANGUAGE sql AS $$
   DELETE FROM device_send_minutes WHERE minute < now() - interval '3 days';
   DELETE FROM login_attempts WHERE attempted_at < now() - interval '1 day';
+  DELETE FROM early_receipts WHERE received_at < now() - interval '1 day';
 $$;
 COMMENT ON FUNCTION purge_history() IS
-  'Drops bookkeeping no cap or chart reads any more (send minutes after 3 days, login attempts after 1).';
+  'Drops bookkeeping no cap or chart reads any more (send minutes after 3 days, login attempts and receipts '
+  'that never found their message after 1).';

@@ -3,24 +3,24 @@
 -- from narrow partial indexes, so the cost follows the owner's devices and backlog, not the
 -- size of the history nor the day's volume.
 
-CREATE OR REPLACE FUNCTION owner_day_start(p_user_id bigint)
+CREATE OR REPLACE FUNCTION _owner_day_start(p_user_id bigint)
 RETURNS timestamptz LANGUAGE sql STABLE AS $$
   SELECT date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone FROM users u WHERE u.id = p_user_id
 $$;
-COMMENT ON FUNCTION owner_day_start(bigint) IS 'The instant of the owner''s most recent local midnight.';
+COMMENT ON FUNCTION _owner_day_start(bigint) IS 'The instant of the owner''s most recent local midnight.';
 
 -- Outcome rollup ------------------------------------------------------------------------------
 -- message_outcome_counts (migration 0551) mirrors count(*) of sent/failed messages per owner and
 -- quarter hour: every statement that inserts, deletes or moves messages into or out of sent/failed
 -- (or changes their sent_at/failed_at) adds its rows' buckets and removes the old ones. One upsert
 -- per owner and quarter hour per statement; rows staying pending/queued cost a filter.
-CREATE OR REPLACE FUNCTION message_outcome_bucket(p_at timestamptz)
+CREATE OR REPLACE FUNCTION _message_outcome_bucket(p_at timestamptz)
 RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT date_bin('15 minutes', p_at, timestamptz '2000-01-01 00:00+00')
 $$;
-COMMENT ON FUNCTION message_outcome_bucket(timestamptz) IS 'The quarter hour message_outcome_counts files an instant under.';
+COMMENT ON FUNCTION _message_outcome_bucket(timestamptz) IS 'The quarter hour message_outcome_counts files an instant under.';
 
-CREATE OR REPLACE FUNCTION add_message_outcomes(p_user_ids bigint[], p_buckets timestamptz[], p_sent bigint[],
+CREATE OR REPLACE FUNCTION _add_message_outcomes(p_user_ids bigint[], p_buckets timestamptz[], p_sent bigint[],
                                                 p_failed bigint[])
 RETURNS void LANGUAGE sql AS $$
   -- The shard follows the connection: two senders' statements never wait on each other's row.
@@ -33,7 +33,7 @@ RETURNS void LANGUAGE sql AS $$
    ORDER BY r.user_id, r.bucket  -- one lock order for every writer
   ON CONFLICT (user_id, bucket, shard) DO UPDATE SET sent = c.sent + excluded.sent, failed = c.failed + excluded.failed
 $$;
-COMMENT ON FUNCTION add_message_outcomes(bigint[], timestamptz[], bigint[], bigint[]) IS
+COMMENT ON FUNCTION _add_message_outcomes(bigint[], timestamptz[], bigint[], bigint[]) IS
   'Adds signed sent/failed counts (parallel arrays: owner, quarter hour, sent, failed) to message_outcome_counts.';
 
 CREATE OR REPLACE FUNCTION count_message_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -46,7 +46,7 @@ BEGIN
     SELECT v_users || array_agg(t.user_id), v_buckets || array_agg(t.bucket), v_sent || array_agg(t.sent),
            v_failed || array_agg(t.failed)
       INTO v_users, v_buckets, v_sent, v_failed
-      FROM (SELECT n.user_id, message_outcome_bucket(coalesce(n.sent_at, n.failed_at)) AS bucket,
+      FROM (SELECT n.user_id, _message_outcome_bucket(coalesce(n.sent_at, n.failed_at)) AS bucket,
                    count(*) FILTER (WHERE n.status = 'sent') AS sent, count(*) FILTER (WHERE n.status = 'failed') AS failed
               FROM new_rows n WHERE n.status IN ('sent', 'failed') GROUP BY 1, 2) t;
   END IF;
@@ -54,12 +54,12 @@ BEGIN
     SELECT v_users || array_agg(t.user_id), v_buckets || array_agg(t.bucket), v_sent || array_agg(-t.sent),
            v_failed || array_agg(-t.failed)
       INTO v_users, v_buckets, v_sent, v_failed
-      FROM (SELECT o.user_id, message_outcome_bucket(coalesce(o.sent_at, o.failed_at)) AS bucket,
+      FROM (SELECT o.user_id, _message_outcome_bucket(coalesce(o.sent_at, o.failed_at)) AS bucket,
                    count(*) FILTER (WHERE o.status = 'sent') AS sent, count(*) FILTER (WHERE o.status = 'failed') AS failed
               FROM old_rows o WHERE o.status IN ('sent', 'failed') GROUP BY 1, 2) t;
   END IF;
   IF cardinality(v_users) > 0 THEN
-    PERFORM add_message_outcomes(v_users, v_buckets, v_sent, v_failed);
+    PERFORM _add_message_outcomes(v_users, v_buckets, v_sent, v_failed);
   END IF;
   RETURN NULL;
 END $$;
@@ -67,13 +67,13 @@ COMMENT ON FUNCTION count_message_outcomes() IS
   'Statement trigger on broadcast_messages: keeps message_outcome_counts equal to the sent/failed rows per owner '
   'and quarter hour.';
 
--- Its triggers are in db/functions/message_triggers.sql.
+-- Its triggers are in db/functions/triggers_broadcast_messages.sql.
 
 -- Overview ------------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION dashboard_today(p_user_id bigint)
 RETURNS TABLE (day_start timestamptz, sent bigint, failed bigint, pending bigint, in_flight bigint)
 LANGUAGE sql STABLE AS $$
-  WITH day AS (SELECT owner_day_start(p_user_id) AS t0),
+  WITH day AS (SELECT _owner_day_start(p_user_id) AS t0),
   done AS (SELECT coalesce(sum(o.sent), 0)::bigint AS sent, coalesce(sum(o.failed), 0)::bigint AS failed
              FROM message_outcome_counts o, day WHERE o.user_id = p_user_id AND o.bucket >= day.t0),
   queue AS (SELECT coalesce(sum(q.due_now + q.scheduled_later), 0)::bigint AS pending,
@@ -146,11 +146,11 @@ COMMENT ON FUNCTION monitor_queue_depth(bigint) IS
 -- Sender processes are shared by every tenant: an owner sees that a sender runs their devices and
 -- is alive, under a label; its host, pid, capacity and other tenants' device counts are for
 -- administrators.
-CREATE OR REPLACE FUNCTION sender_label(p_sender_id text, p_admin boolean) RETURNS text
+CREATE OR REPLACE FUNCTION _sender_label(p_sender_id text, p_admin boolean) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
   SELECT CASE WHEN p_admin THEN p_sender_id ELSE 'sender ' || left(md5(p_sender_id), 8) END
 $$;
-COMMENT ON FUNCTION sender_label(text, boolean) IS
+COMMENT ON FUNCTION _sender_label(text, boolean) IS
   'How a sender is named to a user: its id (host:pid:...) for an administrator, a stable opaque label for others.';
 
 CREATE OR REPLACE FUNCTION monitor_senders(p_user_id bigint)
@@ -158,11 +158,11 @@ RETURNS TABLE (sender_id text, hostname text, pid integer, capacity integer, sta
                heartbeat_at timestamptz, heartbeat_age_seconds integer, alive boolean, stopping boolean,
                devices_leased integer, own_devices_leased integer)
 LANGUAGE sql STABLE AS $$
-  SELECT sender_label(h.sender_id, me.admin), CASE WHEN me.admin THEN h.hostname END,
+  SELECT _sender_label(h.sender_id, me.admin), CASE WHEN me.admin THEN h.hostname END,
          CASE WHEN me.admin THEN h.pid END, CASE WHEN me.admin THEN h.capacity END, h.started_at,
          h.heartbeat_at, h.heartbeat_age_seconds, h.alive, h.stopping,
          CASE WHEN me.admin THEN h.devices_leased END, own.n
-    FROM sender_heartbeat_monitor h
+    FROM _sender_heartbeats() h
    CROSS JOIN (SELECT coalesce((SELECT u.is_admin FROM users u WHERE u.id = p_user_id), false) AS admin) me
    CROSS JOIN LATERAL (
      SELECT count(*)::int AS n FROM device_leases l JOIN user_devices d ON d.id = l.device_id
@@ -181,10 +181,9 @@ RETURNS TABLE (device_id bigint, device_name text, device_status text, messages_
 LANGUAGE sql STABLE AS $$
   SELECT p.device_id, p.device_name, p.device_status, p.messages_hour, p.hourly_limit, p.messages_today,
          p.daily_limit, p.processing_now, p.last_sent_at,
-         sender_label(l.sender_id, (SELECT u.is_admin FROM users u WHERE u.id = p_user_id)), l.expires_at
-    FROM device_performance_monitor p
+         _sender_label(l.sender_id, (SELECT u.is_admin FROM users u WHERE u.id = p_user_id)), l.expires_at
+    FROM device_load(ARRAY[p_user_id]) p
     LEFT JOIN device_leases l ON l.device_id = p.device_id
-   WHERE p.user_id = p_user_id
    ORDER BY p.device_id
 $$;
 COMMENT ON FUNCTION monitor_device_load(bigint) IS

@@ -12,7 +12,7 @@ BEGIN
   IF EXISTS (SELECT 1 FROM user_devices WHERE user_id = p_user_id) THEN
     RETURN;  -- seeded already, or the operator has real devices: never touch them
   END IF;
-  SELECT array_agg(create_device(p_user_id, 'Demo phone ' || i, 5, 15, 80, 800) ORDER BY i)
+  SELECT array_agg(create_device(p_user_id, 'Demo phone ' || i, 5, 15) ORDER BY i)
     INTO v_devices FROM generate_series(1, 3) AS i;
   -- Phones 1 and 2 were "paired before" (the simulated network resumes a stored session);
   -- phone 3 waits for a QR scan, so the pairing flow can be tried from the devices page.

@@ -27,11 +27,15 @@ BEGIN
   PERFORM notify_user(v_user_id, 'device_status',
                       jsonb_build_object('device_id', p_device_id, 'status', p_status, 'reason', p_reason,
                                          'banned_until', p_banned_until));
+  PERFORM _emit_webhook_event(v_user_id, 'device.status',
+                             jsonb_build_object('device_id', p_device_id, 'status', p_status, 'reason', p_reason,
+                                                'banned_until', p_banned_until));
   RETURN true;
 END $$;
 COMMENT ON FUNCTION set_device_status(bigint, text, text, timestamptz) IS
   'Applies a transport event to a device: online/offline/connecting/logged_out/banned (banned_until for a '
-  'temporary ban; logged_out forgets the session jid). Logs it in device_events and pushes it live. '
+  'temporary ban; logged_out forgets the session jid). Logs it in device_events, pushes it live and writes a '
+  'device.status webhook event. '
   'False when the device no longer exists.';
 
 CREATE OR REPLACE FUNCTION hold_device(p_device_id bigint, p_reason text, p_until timestamptz)
@@ -94,9 +98,30 @@ BEGIN
          array_agg(marked.campaign_id)
     INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM marked;
   PERFORM notify_queue_changes(p_kind, v_ids, v_users, v_devices, v_campaigns);
+  -- A receipt can overtake its message's completion: kept until complete_messages applies it.
+  IF v_done < cardinality(p_wa_message_ids) THEN
+    INSERT INTO early_receipts (device_id, wa_message_id, kind, received_at)
+    SELECT p_device_id, w.id, p_kind, p_at FROM unnest(p_wa_message_ids) AS w(id)
+     WHERE NOT EXISTS (SELECT 1 FROM broadcast_messages m WHERE m.wa_message_id = w.id AND m.device_id = p_device_id)
+    ON CONFLICT DO NOTHING;
+  END IF;
   RETURN v_done;
 END $$;
 COMMENT ON FUNCTION record_receipts(bigint, text[], text, timestamptz) IS
   'Sets delivered_at (and read_at for read receipts) on the sent messages of one device with these '
   'WhatsApp ids; the first receipt of each kind wins. Pushes one message_status (status delivered or read) '
-  'and campaign_progress event for the batch. Returns how many messages changed.';
+  'and campaign_progress event for the batch. A receipt for an id no message carries yet (it overtook the '
+  'completion) is kept in early_receipts for complete_messages. Returns how many messages changed.';
+
+CREATE OR REPLACE FUNCTION _apply_early_receipts(p_ids bigint[])
+RETURNS void LANGUAGE sql AS $$
+  WITH early AS (
+    DELETE FROM early_receipts r USING broadcast_messages m
+     WHERE m.id = ANY (p_ids) AND r.device_id = m.device_id AND r.wa_message_id = m.wa_message_id
+    RETURNING r.device_id, r.wa_message_id, r.kind, r.received_at)
+  SELECT count(record_receipts(device_id, ids, kind, at)) FROM (
+    SELECT device_id, kind, array_agg(wa_message_id) AS ids, max(received_at) AS at
+      FROM early GROUP BY device_id, kind) g;
+$$;
+COMMENT ON FUNCTION _apply_early_receipts(bigint[]) IS
+  'Applies (through record_receipts) and removes the early receipts of these just-sent messages.';

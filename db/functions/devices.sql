@@ -1,7 +1,7 @@
 -- Devices: creation (one or many), settings (one or a selection), pause, the search behind the
 -- devices page and the device picker, and the pacing row every device has.
 
-CREATE OR REPLACE FUNCTION check_device_settings(p_min_delay_seconds integer, p_max_delay_seconds integer,
+CREATE OR REPLACE FUNCTION _check_device_settings(p_min_delay_seconds integer, p_max_delay_seconds integer,
                                                  p_hourly_limit integer, p_daily_limit integer)
 RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
@@ -16,16 +16,16 @@ BEGIN
     RAISE EXCEPTION 'the hourly and daily caps must be at least 1' USING ERRCODE = '22023';
   END IF;
 END $$;
-COMMENT ON FUNCTION check_device_settings(integer, integer, integer, integer) IS
+COMMENT ON FUNCTION _check_device_settings(integer, integer, integer, integer) IS
   'Raises 22023 with the reason unless 0 <= min delay <= max delay <= 86400 s and both caps are at least 1 '
   '(NULL values are not checked).';
 
 CREATE OR REPLACE FUNCTION create_devices(p_user_id bigint, p_count integer, p_name_pattern text,
                                           p_first_number integer DEFAULT 1,
-                                          p_min_delay_seconds integer DEFAULT 30,
-                                          p_max_delay_seconds integer DEFAULT 60,
-                                          p_hourly_limit integer DEFAULT 80,
-                                          p_daily_limit integer DEFAULT 800)
+                                          p_min_delay_seconds integer DEFAULT setting('default_min_delay_seconds')::integer,
+                                          p_max_delay_seconds integer DEFAULT setting('default_max_delay_seconds')::integer,
+                                          p_hourly_limit integer DEFAULT setting('default_hourly_limit')::integer,
+                                          p_daily_limit integer DEFAULT setting('default_daily_limit')::integer)
 RETURNS bigint[] LANGUAGE plpgsql AS $$
 DECLARE
   v_pattern text := btrim(coalesce(p_name_pattern, ''));
@@ -47,7 +47,7 @@ BEGIN
   IF length(replace(v_pattern, '{n}', (p_first_number + p_count - 1)::text)) NOT BETWEEN 1 AND 100 THEN
     RAISE EXCEPTION 'a device name needs 1 to 100 characters' USING ERRCODE = '22023';
   END IF;
-  PERFORM check_device_settings(p_min_delay_seconds, p_max_delay_seconds, p_hourly_limit, p_daily_limit);
+  PERFORM _check_device_settings(p_min_delay_seconds, p_max_delay_seconds, p_hourly_limit, p_daily_limit);
   PERFORM require_quota(p_user_id, 'devices', p_count);
   WITH added AS (
     INSERT INTO user_devices (user_id, device_name, min_delay_seconds, max_delay_seconds, hourly_limit, daily_limit)
@@ -67,10 +67,10 @@ COMMENT ON FUNCTION create_devices(bigint, integer, text, integer, integer, inte
   'pushes devices_added. Returns the ids.';
 
 CREATE OR REPLACE FUNCTION create_device(p_user_id bigint, p_device_name text,
-                                         p_min_delay_seconds integer DEFAULT 30,
-                                         p_max_delay_seconds integer DEFAULT 60,
-                                         p_hourly_limit integer DEFAULT 80,
-                                         p_daily_limit integer DEFAULT 800)
+                                         p_min_delay_seconds integer DEFAULT setting('default_min_delay_seconds')::integer,
+                                         p_max_delay_seconds integer DEFAULT setting('default_max_delay_seconds')::integer,
+                                         p_hourly_limit integer DEFAULT setting('default_hourly_limit')::integer,
+                                         p_daily_limit integer DEFAULT setting('default_daily_limit')::integer)
 RETURNS bigint LANGUAGE sql AS $$
   SELECT (create_devices(p_user_id, 1, p_device_name, 1, p_min_delay_seconds, p_max_delay_seconds,
                          p_hourly_limit, p_daily_limit))[1]
@@ -137,7 +137,7 @@ BEGIN
   EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
     RAISE EXCEPTION 'delays and caps must be whole numbers' USING ERRCODE = '22023';
   END;
-  PERFORM check_device_settings(v_min, v_max, v_hourly, v_daily);
+  PERFORM _check_device_settings(v_min, v_max, v_hourly, v_daily);
   IF p_settings ? 'device_name' AND jsonb_typeof(p_settings->'device_name') <> 'null' THEN
     v_name := btrim(p_settings->>'device_name');
     IF length(v_name) NOT BETWEEN 1 AND 100 THEN
@@ -279,15 +279,15 @@ LANGUAGE sql STABLE AS $$
     FROM device_search(p_user_id, p_query, p_status, p_sort, p_descending, least(greatest(p_limit, 1), 500),
                        greatest(p_offset, 0)) s
     JOIN user_devices d ON d.id = s.device_id
-    JOIN device_health h ON h.device_id = s.device_id
+    JOIN _device_health() h ON h.device_id = s.device_id
    ORDER BY s.pos
 $$;
 COMMENT ON FUNCTION device_page(bigint, text, text, text, boolean, integer, integer) IS
   'One page of the devices page (device_search''s filter and order, at most 500 rows): each device''s health '
-  '(view device_health), whether it is paused, its delays and caps, and the total that match.';
+  '(_device_health), whether it is paused, its delays and caps, and the total that match.';
 
 -- Lifecycle: delete, and commands to the sender that holds the connection ---------------------
-CREATE OR REPLACE FUNCTION delete_device(p_user_id bigint, p_device_id bigint)
+CREATE OR REPLACE FUNCTION _delete_device(p_user_id bigint, p_device_id bigint)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
   v_jid      text;
@@ -345,18 +345,11 @@ BEGIN
                             'messages_skipped', v_skipped, 'messages_in_flight', v_inflight,
                             'session_removed', v_session);
 END $$;
-COMMENT ON FUNCTION delete_device(bigint, bigint) IS
+COMMENT ON FUNCTION _delete_device(bigint, bigint) IS
   'Deletes one of the owner''s devices now. Its leads return to the AI pool (device_id NULL; a number '
   'already in the pool is merged into that pool lead), its pending messages are skipped ("skipped: device '
   'deleted"), messages in flight finish, its whatsmeow session rows are removed, chats and history go with it. '
   'Returns what happened as JSON. Use request_device_delete to log a connected device out first.';
-
-CREATE OR REPLACE FUNCTION device_is_running(p_device_id bigint)
-RETURNS boolean LANGUAGE sql STABLE AS $$
-  SELECT EXISTS (SELECT 1 FROM device_leases l JOIN senders s ON s.id = l.sender_id
-                  WHERE l.device_id = p_device_id AND l.expires_at > now() AND NOT s.stopping)
-$$;
-COMMENT ON FUNCTION device_is_running(bigint) IS 'True when a live sender holds the device''s lease (it can carry out commands).';
 
 CREATE OR REPLACE FUNCTION request_device_command(p_user_id bigint, p_device_id bigint, p_command text,
                                                   p_phone text DEFAULT NULL)
@@ -421,15 +414,15 @@ BEGIN
   -- A session a sender runs is logged out by that sender first (off the phone's Linked Devices,
   -- waiting a moment for a dropped connection to return), which then deletes; it also stops the
   -- client, so nothing writes the session's rows again. Otherwise the rows go now.
-  IF v_dev.jid IS NOT NULL AND device_is_running(p_device_id) THEN
+  IF v_dev.jid IS NOT NULL AND _device_is_running(p_device_id) THEN
     RETURN jsonb_build_object('deleted', false, 'pending', true,
                               'command_id', request_device_command(p_user_id, p_device_id, 'delete'));
   END IF;
-  RETURN delete_device(p_user_id, p_device_id);
+  RETURN _delete_device(p_user_id, p_device_id);
 END $$;
 COMMENT ON FUNCTION request_device_delete(bigint, bigint) IS
   'Deletes a device: a paired device a sender runs (online or not) gets a delete command (logout when the '
-  'connection allows, then delete_device; JSON pending true), any other is deleted at once (delete_device''s JSON).';
+  'connection allows, then _delete_device; JSON pending true), any other is deleted at once (_delete_device''s JSON).';
 
 CREATE OR REPLACE FUNCTION take_device_commands(p_sender_id text)
 RETURNS TABLE (id bigint, device_id bigint, command text, phone text, jid text)
@@ -480,14 +473,14 @@ DECLARE
 BEGIN
   -- A device a live sender runs is seen; last_seen is when that was last true.
   UPDATE user_devices d SET last_seen = now()
-   WHERE d.status = 'online' AND device_is_running(d.id);
+   WHERE d.status = 'online' AND _device_is_running(d.id);
 
   -- Online or connecting, yet no live sender for p_silent_after: nobody is running it.
   FOR r IN SELECT d.id FROM user_devices d
             WHERE d.status IN ('online', 'connecting')
               AND coalesce(d.last_seen, d.status_changed_at) < now() - p_silent_after
               AND d.status_changed_at < now() - p_silent_after
-              AND NOT device_is_running(d.id)
+              AND NOT _device_is_running(d.id)
   LOOP
     PERFORM set_device_status(r.id, 'offline', 'silent: no sender has run it for ' || p_silent_after::text);
     v_silent := v_silent + 1;
@@ -499,7 +492,7 @@ BEGIN
             FOR UPDATE SKIP LOCKED
   LOOP
     IF r.command = 'delete' THEN
-      PERFORM delete_device(r.user_id, r.device_id);  -- the command row goes with the device
+      PERFORM _delete_device(r.user_id, r.device_id);  -- the command row goes with the device
     ELSE
       PERFORM finish_device_command(r.id, 'no sender carried it out within ' || p_command_timeout::text);
     END IF;
@@ -533,8 +526,8 @@ BEGIN
   IF NOT FOUND THEN
     RETURN NULL;   -- deleted already (say, by the health tick's fallback)
   END IF;
-  RETURN delete_device(v_cmd.user_id, v_cmd.device_id);   -- the command row goes with the device
+  RETURN _delete_device(v_cmd.user_id, v_cmd.device_id);   -- the command row goes with the device
 END $$;
 COMMENT ON FUNCTION finish_device_delete(bigint) IS
-  'The sender''s last step of a delete command, after logging the device out: delete_device for its owner. '
+  'The sender''s last step of a delete command, after logging the device out: _delete_device for its owner. '
   'NULL when the device is gone already.';

@@ -42,10 +42,13 @@ RETURNS void LANGUAGE sql AS $$
     SELECT notify_user(c.user_id, 'campaign_progress',
                        jsonb_build_object('status', p_status, 'campaigns', c.campaigns, 'truncated', c.truncated))
       FROM per_campaign c
+    UNION ALL
+    SELECT _emit_message_status_webhooks(p_status, p_ids, p_user_ids)
   ) sent
 $$;
 COMMENT ON FUNCTION notify_queue_changes(text, bigint[], bigint[], bigint[], bigint[]) IS
   'Pushes what one statement did to queued messages (parallel arrays of message id, owner, device, campaign), '
   'one event per owner: message_status {status, count, device_ids (first 100), ids (first 200), truncated} and, '
   'when campaign messages changed, campaign_progress {status, campaigns: [{id, count}] (first 100), truncated} '
-  '(counts are this change''s). status is sent, failed, delivered or read. truncated: refetch instead.';
+  '(counts are this change''s). status is sent, failed, delivered or read. truncated: refetch instead. '
+  'Also writes the message.status webhook events.';

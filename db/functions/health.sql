@@ -1,6 +1,6 @@
 -- Health of the whole system, for /healthz (no user data).
 
-CREATE OR REPLACE FUNCTION system_health(p_stale interval DEFAULT '30 seconds')
+CREATE OR REPLACE FUNCTION system_health(p_stale interval DEFAULT make_interval(secs => setting('sender_alive_seconds')))
 RETURNS TABLE (senders_alive integer, senders_stale integer, last_heartbeat_at timestamptz)
 LANGUAGE sql STABLE AS $$
   SELECT count(*) FILTER (WHERE heartbeat_at > now() - p_stale)::int,

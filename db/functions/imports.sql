@@ -1,13 +1,13 @@
 -- CSV lead imports. The web process streams the upload into lead_import_lines with COPY (one text
 -- array per record); everything after that is here: header check, per-line validation with a
--- reason, the merge of good rows (merge_leads), progress and the downloadable report.
+-- reason, the merge of good rows (_merge_leads), progress and the downloadable report.
 
 CREATE OR REPLACE FUNCTION start_lead_import(p_user_id bigint, p_device_id bigint, p_filename text,
                                              p_bytes_total bigint) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE v_id bigint;
 BEGIN
-  IF p_device_id IS NOT NULL AND NOT p_device_id = ANY (own_device_ids(p_user_id)) THEN
+  IF p_device_id IS NOT NULL AND NOT p_device_id = ANY (_own_device_ids(p_user_id)) THEN
     RAISE EXCEPTION 'device % is not one of your devices', p_device_id USING ERRCODE = '22023';
   END IF;
   PERFORM require_quota(p_user_id, 'leads', 1);
@@ -19,14 +19,14 @@ END $$;
 COMMENT ON FUNCTION start_lead_import(bigint, bigint, text, bigint) IS
   'Opens an import job (status uploading); p_device_id is used for rows whose device_id column is blank (NULL: the AI pool).';
 
-CREATE OR REPLACE FUNCTION lead_import_event(i lead_imports) RETURNS void
+CREATE OR REPLACE FUNCTION _lead_import_event(i lead_imports) RETURNS void
 LANGUAGE sql AS $$
   SELECT notify_user(i.user_id, 'lead_import', jsonb_build_object(
     'id', i.id, 'status', i.status, 'bytes_read', i.bytes_read, 'bytes_total', i.bytes_total,
     'lines_processed', i.lines_processed, 'lines_total', i.lines_total, 'inserted', i.rows_inserted,
     'merged', i.rows_merged, 'bad', i.rows_bad, 'error', i.error))
 $$;
-COMMENT ON FUNCTION lead_import_event(lead_imports) IS 'Pushes an import''s progress to its owner''s dashboards (event lead_import).';
+COMMENT ON FUNCTION _lead_import_event(lead_imports) IS 'Pushes an import''s progress to its owner''s dashboards (event lead_import).';
 
 CREATE OR REPLACE FUNCTION lead_import_uploaded(p_import_id bigint, p_bytes_read bigint, p_lines integer,
                                                p_done boolean) RETURNS void
@@ -38,7 +38,7 @@ BEGIN
          status = CASE WHEN p_done THEN 'validating' ELSE status END
    WHERE id = p_import_id AND status = 'uploading'
   RETURNING * INTO v;
-  IF FOUND THEN PERFORM lead_import_event(v); END IF;
+  IF FOUND THEN PERFORM _lead_import_event(v); END IF;
 END $$;
 COMMENT ON FUNCTION lead_import_uploaded(bigint, bigint, integer, boolean) IS
   'Upload progress (bytes and lines staged so far); p_done moves the import on to validation.';
@@ -51,13 +51,13 @@ BEGIN
    WHERE id = p_import_id AND status IN ('uploading', 'validating')
   RETURNING * INTO v;
   DELETE FROM lead_import_lines WHERE import_id = p_import_id;
-  IF FOUND THEN PERFORM lead_import_event(v); END IF;
+  IF FOUND THEN PERFORM _lead_import_event(v); END IF;
 END $$;
 COMMENT ON FUNCTION fail_lead_import(bigint, text) IS 'Ends an import as failed with the reason, dropping its staged lines.';
 
--- The header names the columns (any order, a subset of lead_csv_columns(), phone required).
+-- The header names the columns (any order, a subset of _lead_csv_columns(), phone required).
 -- Returns the columns, or raises 22023 saying what is wrong.
-CREATE OR REPLACE FUNCTION lead_import_header(p_import_id bigint) RETURNS text[]
+CREATE OR REPLACE FUNCTION _lead_import_header(p_import_id bigint) RETURNS text[]
 LANGUAGE plpgsql STABLE AS $$
 DECLARE v_cols text[];
         v_bad text;
@@ -67,13 +67,13 @@ BEGIN
    WHERE s.import_id = p_import_id AND s.line_no = 1;
   IF v_cols IS NULL THEN
     RAISE EXCEPTION 'the file is empty or its first line is unreadable; it must start with a header such as %',
-      array_to_string(lead_csv_columns(), ',') USING ERRCODE = '22023';
+      array_to_string(_lead_csv_columns(), ',') USING ERRCODE = '22023';
   END IF;
   v_cols[1] := regexp_replace(v_cols[1], '^\ufeff', '');  -- a byte-order mark from spreadsheet exports
-  SELECT c INTO v_bad FROM unnest(v_cols) AS c WHERE NOT c = ANY (lead_csv_columns()) LIMIT 1;
+  SELECT c INTO v_bad FROM unnest(v_cols) AS c WHERE NOT c = ANY (_lead_csv_columns()) LIMIT 1;
   IF v_bad IS NOT NULL THEN
     RAISE EXCEPTION 'unknown column "%" in the header line (known: %)', left(v_bad, 40),
-      array_to_string(lead_csv_columns(), ', ') USING ERRCODE = '22023';
+      array_to_string(_lead_csv_columns(), ', ') USING ERRCODE = '22023';
   END IF;
   IF NOT 'phone' = ANY (v_cols) THEN
     RAISE EXCEPTION 'the header line has no phone column' USING ERRCODE = '22023';
@@ -83,7 +83,7 @@ BEGIN
   END IF;
   RETURN v_cols;
 END $$;
-COMMENT ON FUNCTION lead_import_header(bigint) IS 'The column names of an import''s header line, checked.';
+COMMENT ON FUNCTION _lead_import_header(bigint) IS 'The column names of an import''s header line, checked.';
 
 -- Validates and merges the next p_lines staged lines. Returns false when there is nothing left
 -- (the import is then finished) or another session is working on it.
@@ -100,10 +100,10 @@ DECLARE v lead_imports;
 BEGIN
   SELECT * INTO v FROM lead_imports WHERE id = p_import_id AND status = 'validating' FOR UPDATE SKIP LOCKED;
   IF NOT FOUND THEN RETURN false; END IF;
-  v_own := own_device_ids(v.user_id);
-  v_country := user_country(v.user_id);
+  v_own := _own_device_ids(v.user_id);
+  v_country := _user_country(v.user_id);
   BEGIN
-    v_cols := lead_import_header(p_import_id);
+    v_cols := _lead_import_header(p_import_id);
   EXCEPTION WHEN invalid_parameter_value THEN
     PERFORM fail_lead_import(p_import_id, SQLERRM);
     RETURN false;
@@ -113,11 +113,11 @@ BEGIN
   BEGIN   -- one chunk, whole or not at all
   WITH staged AS (
     SELECT s.line_no, s.fields, s.defect,
-           csv_restored(s.fields[array_position(v_cols, 'name')]) AS name,
+           _csv_restored(s.fields[array_position(v_cols, 'name')]) AS name,
            s.fields[array_position(v_cols, 'phone')] AS phone,
-           csv_restored(s.fields[array_position(v_cols, 'niche')]) AS niche,
+           _csv_restored(s.fields[array_position(v_cols, 'niche')]) AS niche,
            s.fields[array_position(v_cols, 'target_status')] AS target_status,
-           csv_restored(s.fields[array_position(v_cols, 'trigger')]) AS trigger,
+           _csv_restored(s.fields[array_position(v_cols, 'trigger')]) AS trigger,
            btrim(s.fields[array_position(v_cols, 'device_id')]) AS device_text
       FROM lead_import_lines s
      WHERE s.import_id = p_import_id AND s.line_no > greatest(v.lines_processed, 1) AND s.line_no <= v_to
@@ -134,7 +134,7 @@ BEGIN
                   THEN format('expected %s columns, found %s', cardinality(v_cols), cardinality(t.fields))
                 WHEN t.device_id IS NULL AND coalesce(t.device_text, '') <> ''
                   THEN format('device_id "%s" is not a number', left(t.device_text, 40))
-                ELSE lead_problem(t.phone, t.target_status, t.device_id, v_own, v_country)
+                ELSE _lead_problem(t.phone, t.target_status, t.device_id, v_own, v_country)
            END AS reason
       FROM typed t
   ), bad AS (
@@ -144,12 +144,12 @@ BEGIN
     RETURNING 1
   ), good AS (
     SELECT array_agg(device_id ORDER BY line_no) AS devices, array_agg(name ORDER BY line_no) AS names,
-           array_agg(normalize_phone(phone, v_country) ORDER BY line_no) AS phones,
+           array_agg(_normalize_phone(phone, v_country) ORDER BY line_no) AS phones,
            array_agg(niche ORDER BY line_no) AS niches, array_agg(target_status ORDER BY line_no) AS statuses,
            array_agg(trigger ORDER BY line_no) AS triggers, count(*) AS n
       FROM checked WHERE reason IS NULL
   ), merged AS (
-    SELECT m.inserted FROM good, merge_leads(v.user_id, good.devices, good.names, good.phones, good.niches,
+    SELECT m.inserted FROM good, _merge_leads(v.user_id, good.devices, good.names, good.phones, good.niches,
                                              good.statuses, good.triggers) AS m
      WHERE good.n > 0
   )
@@ -171,7 +171,7 @@ BEGIN
   IF v.status = 'finished' THEN
     DELETE FROM lead_import_lines WHERE import_id = p_import_id;
   END IF;
-  PERFORM lead_import_event(v);
+  PERFORM _lead_import_event(v);
   RETURN v.status = 'validating';
 END $$;
 COMMENT ON FUNCTION lead_import_step(bigint, integer) IS
@@ -223,7 +223,7 @@ COMMENT ON FUNCTION lead_import_status(bigint, bigint) IS
 CREATE OR REPLACE FUNCTION lead_import_report(p_user_id bigint, p_import_id bigint)
 RETURNS TABLE (line_no integer, reason text, content text)
 LANGUAGE sql STABLE AS $$
-  SELECT e.line_no, e.reason, csv_neutralised(e.content)
+  SELECT e.line_no, e.reason, _csv_neutralised(e.content)
     FROM lead_import_errors e JOIN lead_imports i ON i.id = e.import_id
    WHERE i.user_id = p_user_id AND e.import_id = p_import_id
    ORDER BY e.line_no

@@ -7,99 +7,99 @@
 -- These are single expressions on purpose: PostgreSQL inlines them into the calling query, which
 -- matters when a CSV import checks a million numbers (a nested, non-inlined call costs ~100x).
 -- Those using format() are STABLE, as format() is: a function marked more strictly is not inlined.
-CREATE OR REPLACE FUNCTION phone_stripped(p_raw text) RETURNS text
+CREATE OR REPLACE FUNCTION _phone_stripped(p_raw text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT translate(coalesce(p_raw, ''), E' \t\r\n\u00a0().-', '') $$;
-COMMENT ON FUNCTION phone_stripped(text) IS 'A raw phone number without spaces, dashes, dots and brackets.';
+COMMENT ON FUNCTION _phone_stripped(text) IS 'A raw phone number without spaces, dashes, dots and brackets.';
 
-CREATE OR REPLACE FUNCTION phone_candidate(p_raw text, p_country text) RETURNS text
+CREATE OR REPLACE FUNCTION _phone_candidate(p_raw text, p_country text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE
-           WHEN phone_stripped(p_raw) LIKE '+%' THEN substr(phone_stripped(p_raw), 2)
-           WHEN phone_stripped(p_raw) LIKE '00%' THEN substr(phone_stripped(p_raw), 3)
-           WHEN phone_stripped(p_raw) LIKE '0%' THEN p_country || substr(phone_stripped(p_raw), 2)
-           ELSE phone_stripped(p_raw)
+           WHEN _phone_stripped(p_raw) LIKE '+%' THEN substr(_phone_stripped(p_raw), 2)
+           WHEN _phone_stripped(p_raw) LIKE '00%' THEN substr(_phone_stripped(p_raw), 3)
+           WHEN _phone_stripped(p_raw) LIKE '0%' THEN p_country || substr(_phone_stripped(p_raw), 2)
+           ELSE _phone_stripped(p_raw)
          END
 $$;
-COMMENT ON FUNCTION phone_candidate(text, text) IS
+COMMENT ON FUNCTION _phone_candidate(text, text) IS
   'A raw phone number with separators removed and the country code put first (not yet validated).';
 
-CREATE OR REPLACE FUNCTION normalize_phone(p_raw text, p_country text) RETURNS text
+CREATE OR REPLACE FUNCTION _normalize_phone(p_raw text, p_country text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE WHEN phone_candidate(p_raw, p_country) ~ '^[1-9][0-9]{6,14}$' THEN phone_candidate(p_raw, p_country) END
+  SELECT CASE WHEN _phone_candidate(p_raw, p_country) ~ '^[1-9][0-9]{6,14}$' THEN _phone_candidate(p_raw, p_country) END
 $$;
-COMMENT ON FUNCTION normalize_phone(text, text) IS
-  'The phone number as stored (digits, country code first, 7-15 digits), or NULL when invalid (phone_problem says why).';
+COMMENT ON FUNCTION _normalize_phone(text, text) IS
+  'The phone number as stored (digits, country code first, 7-15 digits), or NULL when invalid (_phone_problem says why).';
 
-CREATE OR REPLACE FUNCTION phone_problem(p_raw text, p_country text) RETURNS text
+CREATE OR REPLACE FUNCTION _phone_problem(p_raw text, p_country text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT CASE
-           WHEN normalize_phone(p_raw, p_country) IS NOT NULL THEN NULL
+           WHEN _normalize_phone(p_raw, p_country) IS NOT NULL THEN NULL
            WHEN btrim(coalesce(p_raw, '')) = '' THEN 'phone number is empty'
-           WHEN phone_candidate(p_raw, p_country) !~ '^[0-9]*$'
+           WHEN _phone_candidate(p_raw, p_country) !~ '^[0-9]*$'
              THEN format('phone number "%s" may only hold digits, spaces, dashes, dots, brackets and a leading +', left(p_raw, 40))
-           WHEN phone_candidate(p_raw, p_country) LIKE '0%'
+           WHEN _phone_candidate(p_raw, p_country) LIKE '0%'
              THEN format('phone number "%s" has no valid country code', left(p_raw, 40))
-           WHEN length(phone_candidate(p_raw, p_country)) < 7
+           WHEN length(_phone_candidate(p_raw, p_country)) < 7
              THEN format('phone number "%s" is too short (%s digits with the country code; at least 7)',
-                         left(p_raw, 40), length(phone_candidate(p_raw, p_country)))
+                         left(p_raw, 40), length(_phone_candidate(p_raw, p_country)))
            ELSE format('phone number "%s" is too long (%s digits with the country code; at most 15)',
-                       left(p_raw, 40), length(phone_candidate(p_raw, p_country)))
+                       left(p_raw, 40), length(_phone_candidate(p_raw, p_country)))
          END
 $$;
-COMMENT ON FUNCTION phone_problem(text, text) IS
-  'Why a raw phone number cannot be stored (NULL when normalize_phone accepts it).';
+COMMENT ON FUNCTION _phone_problem(text, text) IS
+  'Why a raw phone number cannot be stored (NULL when _normalize_phone accepts it).';
 
 -- Validation ----------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION user_country(p_user_id bigint) RETURNS text
+CREATE OR REPLACE FUNCTION _user_country(p_user_id bigint) RETURNS text
 LANGUAGE sql STABLE AS $$ SELECT country_code FROM users WHERE id = p_user_id $$;
-COMMENT ON FUNCTION user_country(bigint) IS 'The owner''s default country calling code for national numbers (60 by default).';
+COMMENT ON FUNCTION _user_country(bigint) IS 'The owner''s default country calling code for national numbers (60 by default).';
 
-CREATE OR REPLACE FUNCTION own_device_ids(p_user_id bigint) RETURNS bigint[]
+CREATE OR REPLACE FUNCTION _own_device_ids(p_user_id bigint) RETURNS bigint[]
 LANGUAGE sql STABLE AS $$ SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM user_devices WHERE user_id = p_user_id $$;
-COMMENT ON FUNCTION own_device_ids(bigint) IS 'The ids of the owner''s devices.';
+COMMENT ON FUNCTION _own_device_ids(bigint) IS 'The ids of the owner''s devices.';
 
-CREATE OR REPLACE FUNCTION lead_problem(p_phone text, p_target_status text, p_device_id bigint,
+CREATE OR REPLACE FUNCTION _lead_problem(p_phone text, p_target_status text, p_device_id bigint,
                                         p_own_devices bigint[], p_country text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT coalesce(
-    phone_problem(p_phone, p_country),
+    _phone_problem(p_phone, p_country),
     CASE WHEN lower(btrim(coalesce(p_target_status, ''))) NOT IN ('', 'prospect', 'customer')
          THEN format('unknown target status "%s" (prospect or customer)', left(p_target_status, 40)) END,
     CASE WHEN p_device_id IS NOT NULL AND NOT p_device_id = ANY (p_own_devices)
          THEN format('device %s is not one of your devices', p_device_id) END)
 $$;
-COMMENT ON FUNCTION lead_problem(text, text, bigint, bigint[], text) IS
+COMMENT ON FUNCTION _lead_problem(text, text, bigint, bigint[], text) IS
   'Why a lead''s fields cannot be stored (bad phone, unknown target status, foreign device), or NULL.';
 
-CREATE OR REPLACE FUNCTION target_status_or_default(p_raw text) RETURNS text
+CREATE OR REPLACE FUNCTION _target_status_or_default(p_raw text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT coalesce(nullif(lower(btrim(coalesce(p_raw, ''))), ''), 'prospect') $$;
-COMMENT ON FUNCTION target_status_or_default(text) IS 'A target status as stored: lower-case, blank meaning prospect.';
+COMMENT ON FUNCTION _target_status_or_default(text) IS 'A target status as stored: lower-case, blank meaning prospect.';
 
-CREATE OR REPLACE FUNCTION require_valid_lead(p_user_id bigint, p_phone text, p_target_status text, p_device_id bigint)
+CREATE OR REPLACE FUNCTION _require_valid_lead(p_user_id bigint, p_phone text, p_target_status text, p_device_id bigint)
 RETURNS text LANGUAGE plpgsql STABLE AS $$
-DECLARE v_problem text := lead_problem(p_phone, p_target_status, p_device_id,
-                                       own_device_ids(p_user_id), user_country(p_user_id));
+DECLARE v_problem text := _lead_problem(p_phone, p_target_status, p_device_id,
+                                       _own_device_ids(p_user_id), _user_country(p_user_id));
 BEGIN
   IF v_problem IS NOT NULL THEN
     RAISE EXCEPTION '%', v_problem USING ERRCODE = '22023';
   END IF;
-  RETURN normalize_phone(p_phone, user_country(p_user_id));
+  RETURN _normalize_phone(p_phone, _user_country(p_user_id));
 END $$;
-COMMENT ON FUNCTION require_valid_lead(bigint, text, text, bigint) IS
+COMMENT ON FUNCTION _require_valid_lead(bigint, text, text, bigint) IS
   'Raises 22023 with the reason when the lead''s fields are invalid; returns the normalised phone.';
 
 -- The merge rule --------------------------------------------------------------------------------
 -- Leads are unique by (owner, device, phone). A repeat merges into the existing lead: non-blank
 -- incoming fields win, blank ones keep what is there. Callers pass validated, normalised fields;
 -- within one call the last occurrence of a key wins.
-CREATE OR REPLACE FUNCTION merge_leads(p_user_id bigint, p_device_ids bigint[], p_names text[], p_phones text[],
+CREATE OR REPLACE FUNCTION _merge_leads(p_user_id bigint, p_device_ids bigint[], p_names text[], p_phones text[],
                                        p_niches text[], p_target_statuses text[], p_triggers text[])
 RETURNS TABLE (lead_id bigint, inserted boolean)
 LANGUAGE sql AS $$
   INSERT INTO leads AS l (user_id, device_id, name, phone, niche, target_status, trigger)
   SELECT DISTINCT ON (device_id, phone)
          p_user_id, device_id, left(btrim(coalesce(name, '')), 200), phone, btrim(coalesce(niche, '')),
-         target_status_or_default(target_status), nullif(btrim(coalesce(trigger, '')), '')
+         _target_status_or_default(target_status), nullif(btrim(coalesce(trigger, '')), '')
     FROM unnest(p_device_ids, p_names, p_phones, p_niches, p_target_statuses, p_triggers)
          WITH ORDINALITY AS r(device_id, name, phone, niche, target_status, trigger, ord)
    ORDER BY device_id, phone, ord DESC
@@ -112,20 +112,20 @@ LANGUAGE sql AS $$
          updated_at = now()
   RETURNING l.id, (l.xmax = 0)
 $$;
-COMMENT ON FUNCTION merge_leads(bigint, bigint[], text[], text[], text[], text[], text[]) IS
+COMMENT ON FUNCTION _merge_leads(bigint, bigint[], text[], text[], text[], text[], text[]) IS
   'Inserts leads or merges them into the existing (owner, device, phone) lead (non-blank fields win); returns ids and whether new.';
 
 -- Create, edit, delete -------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION create_lead(p_user_id bigint, p_device_id bigint, p_name text, p_phone text,
                                        p_niche text, p_target_status text, p_trigger text)
 RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE v_phone text := require_valid_lead(p_user_id, p_phone, p_target_status, p_device_id);
+DECLARE v_phone text := _require_valid_lead(p_user_id, p_phone, p_target_status, p_device_id);
         v_id bigint;
 BEGIN
   PERFORM require_quota(p_user_id, 'leads', 1);
   INSERT INTO leads (user_id, device_id, name, phone, niche, target_status, trigger)
   VALUES (p_user_id, p_device_id, btrim(coalesce(p_name, '')), v_phone, btrim(coalesce(p_niche, '')),
-          target_status_or_default(p_target_status), nullif(btrim(coalesce(p_trigger, '')), ''))
+          _target_status_or_default(p_target_status), nullif(btrim(coalesce(p_trigger, '')), ''))
   RETURNING id INTO v_id;
   RETURN v_id;
 EXCEPTION WHEN unique_violation THEN
@@ -137,11 +137,11 @@ COMMENT ON FUNCTION create_lead(bigint, bigint, text, text, text, text, text) IS
 CREATE OR REPLACE FUNCTION update_lead(p_user_id bigint, p_lead_id bigint, p_device_id bigint, p_name text,
                                        p_phone text, p_niche text, p_target_status text, p_trigger text)
 RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE v_phone text := require_valid_lead(p_user_id, p_phone, p_target_status, p_device_id);
+DECLARE v_phone text := _require_valid_lead(p_user_id, p_phone, p_target_status, p_device_id);
         v_id bigint;
 BEGIN
   UPDATE leads SET device_id = p_device_id, name = btrim(coalesce(p_name, '')), phone = v_phone,
-                   niche = btrim(coalesce(p_niche, '')), target_status = target_status_or_default(p_target_status),
+                   niche = btrim(coalesce(p_niche, '')), target_status = _target_status_or_default(p_target_status),
                    trigger = nullif(btrim(coalesce(p_trigger, '')), ''), updated_at = now()
    WHERE id = p_lead_id AND user_id = p_user_id
   RETURNING id INTO v_id;
@@ -165,8 +165,8 @@ RETURNS TABLE (lead_id bigint, created boolean) LANGUAGE plpgsql AS $$
 BEGIN
   RETURN QUERY
   SELECT m.lead_id, m.inserted
-    FROM merge_leads(p_user_id, ARRAY[p_device_id], ARRAY[p_name],
-                     ARRAY[require_valid_lead(p_user_id, p_phone, p_target_status, p_device_id)],
+    FROM _merge_leads(p_user_id, ARRAY[p_device_id], ARRAY[p_name],
+                     ARRAY[_require_valid_lead(p_user_id, p_phone, p_target_status, p_device_id)],
                      ARRAY[p_niche], ARRAY[p_target_status], ARRAY[p_trigger]) AS m;
   PERFORM require_quota(p_user_id, 'leads', 0);   -- a merge adds nothing; a new lead must fit
 END $$;
@@ -186,7 +186,7 @@ COMMENT ON FUNCTION lead_in_audience(text[], text, text[], text) IS
   'True when a lead (its niche tokens and status) is in an audience (niche tokens, any of; target status or all).';
 
 -- The leads page's filters (device, niche tokens, target status, trigger tokens), shared by list and export.
-CREATE OR REPLACE FUNCTION lead_filter(l_device_id bigint, l_niche_tokens text[], l_target_status text, l_trigger text,
+CREATE OR REPLACE FUNCTION _lead_filter(l_device_id bigint, l_niche_tokens text[], l_target_status text, l_trigger text,
                                        l_trigger_tokens text[], p_device_id bigint, p_niche text,
                                        p_target_status text, p_trigger text) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
@@ -194,7 +194,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
      AND lead_in_audience(l_niche_tokens, l_target_status, lead_tokens(p_niche), coalesce(nullif(p_target_status, ''), 'all'))
      AND (coalesce(p_trigger, '') = '' OR (l_trigger IS NOT NULL AND l_trigger_tokens && lead_tokens(p_trigger)))
 $$;
-COMMENT ON FUNCTION lead_filter(bigint, text[], text, text, text[], bigint, text, text, text) IS
+COMMENT ON FUNCTION _lead_filter(bigint, text[], text, text, text[], bigint, text, text, text) IS
   'True when a lead (its columns first) passes the leads page filters; blank filters pass everything.';
 
 CREATE OR REPLACE FUNCTION find_leads(p_user_id bigint, p_device_id bigint DEFAULT NULL, p_niche text DEFAULT '',
@@ -208,7 +208,7 @@ LANGUAGE sql STABLE AS $$
          l.created_at, l.updated_at
     FROM leads l LEFT JOIN user_devices d ON d.id = l.device_id
    WHERE l.user_id = p_user_id
-     AND lead_filter(l.device_id, l.niche_tokens, l.target_status, l.trigger, l.trigger_tokens,
+     AND _lead_filter(l.device_id, l.niche_tokens, l.target_status, l.trigger, l.trigger_tokens,
                      p_device_id, p_niche, p_target_status, p_trigger)
      AND (NOT p_pool_only OR l.device_id IS NULL)
      AND (coalesce(p_search, '') = '' OR l.name ILIKE '%' || p_search || '%' OR l.phone LIKE '%' || regexp_replace(p_search, '\D', '', 'g') || '%' AND p_search ~ '\d')
@@ -231,36 +231,36 @@ COMMENT ON FUNCTION get_lead(bigint, bigint) IS 'One of the owner''s leads (no r
 -- Spreadsheet formulas: a cell starting with = + - @ (or a tab or carriage return) is run as a
 -- formula by Excel and LibreOffice when the CSV is opened, so exports quote it with a leading
 -- apostrophe, and imports take that apostrophe off again.
-CREATE OR REPLACE FUNCTION csv_neutralised(p_value text) RETURNS text
+CREATE OR REPLACE FUNCTION _csv_neutralised(p_value text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE WHEN left(p_value, 1) IN ('=', '+', '-', '@', E'\t', E'\r') THEN '''' || p_value ELSE p_value END
 $$;
-COMMENT ON FUNCTION csv_neutralised(text) IS
+COMMENT ON FUNCTION _csv_neutralised(text) IS
   'A text cell for a CSV download: one a spreadsheet would run as a formula (= + - @ tab CR first) gets a leading apostrophe.';
 
-CREATE OR REPLACE FUNCTION csv_restored(p_value text) RETURNS text
+CREATE OR REPLACE FUNCTION _csv_restored(p_value text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE WHEN p_value ~ E'^''[=+\\-@\\t\\r]' THEN substr(p_value, 2) ELSE p_value END
 $$;
-COMMENT ON FUNCTION csv_restored(text) IS 'Undoes csv_neutralised for an imported cell, so an export imports back as it was.';
+COMMENT ON FUNCTION _csv_restored(text) IS 'Undoes _csv_neutralised for an imported cell, so an export imports back as it was.';
 
 -- The CSV columns, in order: what export writes is exactly what import reads.
-CREATE OR REPLACE FUNCTION lead_csv_columns() RETURNS text[]
+CREATE OR REPLACE FUNCTION _lead_csv_columns() RETURNS text[]
 LANGUAGE sql IMMUTABLE AS $$ SELECT ARRAY['name', 'phone', 'niche', 'target_status', 'trigger', 'device_id'] $$;
-COMMENT ON FUNCTION lead_csv_columns() IS 'The lead CSV header: export writes these columns, import reads them.';
+COMMENT ON FUNCTION _lead_csv_columns() IS 'The lead CSV header: export writes these columns, import reads them.';
 
 CREATE OR REPLACE FUNCTION export_leads(p_user_id bigint, p_device_id bigint DEFAULT NULL, p_niche text DEFAULT '',
                                         p_target_status text DEFAULT 'all', p_trigger text DEFAULT '')
 RETURNS TABLE (name text, phone text, niche text, target_status text, trigger text, device_id bigint)
 LANGUAGE sql STABLE AS $$
-  SELECT csv_neutralised(l.name), l.phone, csv_neutralised(l.niche), l.target_status,
-         csv_neutralised(coalesce(l.trigger, '')), l.device_id
+  SELECT _csv_neutralised(l.name), l.phone, _csv_neutralised(l.niche), l.target_status,
+         _csv_neutralised(coalesce(l.trigger, '')), l.device_id
     FROM leads l
    WHERE l.user_id = p_user_id
-     AND lead_filter(l.device_id, l.niche_tokens, l.target_status, l.trigger, l.trigger_tokens,
+     AND _lead_filter(l.device_id, l.niche_tokens, l.target_status, l.trigger, l.trigger_tokens,
                      p_device_id, p_niche, p_target_status, p_trigger)
    ORDER BY l.id
 $$;
 COMMENT ON FUNCTION export_leads(bigint, bigint, text, text, text) IS
-  'The owner''s leads as CSV rows in lead_csv_columns() order, with the same filters as find_leads; text cells '
-  'that a spreadsheet would run as formulas are neutralised (csv_neutralised).';
+  'The owner''s leads as CSV rows in _lead_csv_columns() order, with the same filters as find_leads; text cells '
+  'that a spreadsheet would run as formulas are neutralised (_csv_neutralised).';

@@ -20,18 +20,19 @@ COMMENT ON FUNCTION runnable_device_count() IS
   'Devices senders should run: not logged out and not held by hold_device. Fair shares and the sender pool''s '
   'size follow it.';
 
-CREATE OR REPLACE FUNCTION sender_fair_share(p_sender_id text, p_capacity integer, p_ttl interval)
+CREATE OR REPLACE FUNCTION _sender_fair_share(p_sender_id text, p_capacity integer, p_ttl interval)
 RETURNS integer LANGUAGE sql STABLE AS $$
   SELECT least(p_capacity,
                ceil(runnable_device_count()::numeric
                     / greatest(1, (SELECT count(*) FROM senders
                                     WHERE (heartbeat_at > now() - p_ttl AND NOT stopping) OR id = p_sender_id)))::int)
 $$;
-COMMENT ON FUNCTION sender_fair_share(text, integer, interval) IS
+COMMENT ON FUNCTION _sender_fair_share(text, integer, interval) IS
   'How many devices one sender should run: runnable devices (runnable_device_count) spread over live senders, '
   'at most its capacity.';
 
-CREATE OR REPLACE FUNCTION acquire_leases(p_sender_id text, p_capacity integer, p_ttl interval DEFAULT '30 seconds')
+CREATE OR REPLACE FUNCTION acquire_leases(p_sender_id text, p_capacity integer,
+                                         p_ttl interval DEFAULT make_interval(secs => setting('lease_seconds')))
 RETURNS TABLE (device_id bigint, jid text, phone text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -40,7 +41,7 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM senders s WHERE s.id = p_sender_id AND NOT s.stopping) THEN
     RAISE EXCEPTION 'sender % is not registered (or is stopping)', p_sender_id USING ERRCODE = '22023';
   END IF;
-  v_room := sender_fair_share(p_sender_id, p_capacity, p_ttl)
+  v_room := _sender_fair_share(p_sender_id, p_capacity, p_ttl)
             - (SELECT count(*) FROM device_leases l WHERE l.sender_id = p_sender_id);
   IF v_room <= 0 THEN
     RETURN;
@@ -69,7 +70,8 @@ COMMENT ON FUNCTION acquire_leases(text, integer, interval) IS
   'share and capacity, '
   'for p_ttl; returns the newly leased devices (with their stored session jid) to start.';
 
-CREATE OR REPLACE FUNCTION sender_heartbeat(p_sender_id text, p_capacity integer, p_ttl interval DEFAULT '30 seconds')
+CREATE OR REPLACE FUNCTION sender_heartbeat(p_sender_id text, p_capacity integer,
+                                           p_ttl interval DEFAULT make_interval(secs => setting('lease_seconds')))
 RETURNS TABLE (device_id bigint, jid text, phone text, shed boolean)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -79,7 +81,7 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'sender % is not registered (or is stopping)', p_sender_id USING ERRCODE = '22023';
   END IF;
-  v_fair := sender_fair_share(p_sender_id, p_capacity, p_ttl);
+  v_fair := _sender_fair_share(p_sender_id, p_capacity, p_ttl);
   RETURN QUERY
   WITH renewed AS (
     UPDATE device_leases l SET expires_at = now() + p_ttl
@@ -97,6 +99,7 @@ COMMENT ON FUNCTION sender_heartbeat(text, integer, interval) IS
 CREATE OR REPLACE FUNCTION release_leases(p_sender_id text, p_device_ids bigint[])
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_done integer;
+        v_events integer;
 BEGIN
   WITH gone AS (
     DELETE FROM device_leases l
@@ -106,13 +109,18 @@ BEGIN
     UPDATE user_devices d
        SET status = 'offline', status_reason = 'sender released the device', status_changed_at = now()
       FROM gone WHERE d.id = gone.device_id AND d.status IN ('online', 'connecting')
+    RETURNING d.id, d.user_id, d.status_reason
   )
-  SELECT count(*) INTO v_done FROM gone;
+  SELECT (SELECT count(*) FROM gone),
+         (SELECT count(_emit_webhook_event(i.user_id, 'device.status', jsonb_build_object(
+                   'device_id', i.id, 'status', 'offline', 'reason', i.status_reason, 'banned_until', NULL)))
+            FROM idle i)
+    INTO v_done, v_events;
   RETURN v_done;
 END $$;
 COMMENT ON FUNCTION release_leases(text, bigint[]) IS
   'Gives up this sender''s leases on the devices (after it stopped them); a running device shows offline '
-  'until the next sender connects it. Returns how many leases were released.';
+  'until the next sender connects it (a device.status webhook event each). Returns how many leases were released.';
 
 CREATE OR REPLACE FUNCTION retire_sender(p_sender_id text)
 RETURNS integer LANGUAGE plpgsql AS $$

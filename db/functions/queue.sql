@@ -43,7 +43,7 @@ END $$;
 COMMENT ON FUNCTION notify_dispatch() IS
   'Statement trigger: wakes the senders (channel wa_dispatch) once per statement that queued or released work.';
 
--- Fired by the broadcast_messages triggers (db/functions/message_triggers.sql).
+-- Fired by the broadcast_messages triggers (db/functions/triggers_broadcast_messages.sql).
 
 -- Statistics after bulk enqueues ------------------------------------------------------------
 -- The claim's plan is cached and built from the table's statistics. A queue that was nearly empty
@@ -253,12 +253,16 @@ BEGIN
   END LOOP;
   PERFORM record_outbound_chats(v_ids);  -- the recipients' chats show the send (chats family)
   PERFORM notify_queue_changes('sent', v_ids, v_users, v_devices, v_campaigns);
+  IF EXISTS (SELECT 1 FROM early_receipts) THEN   -- receipts that overtook this completion
+    PERFORM _apply_early_receipts(v_ids);
+  END IF;
   RETURN v_done;
 END $$;
 COMMENT ON FUNCTION complete_messages(text, bigint[], text[]) IS
   'Marks messages this sender claimed as sent (queued -> sent) with their WhatsApp ids. Guarded: rows '
   'not queued by p_sender_id (already failed as stuck, say) are left alone. Pushes one message_status (and '
-  'campaign_progress) event per owner for the whole batch. Returns how many changed.';
+  'campaign_progress) event per owner for the whole batch, then applies receipts that arrived before it '
+  '(early_receipts). Returns how many changed.';
 
 CREATE OR REPLACE FUNCTION fail_messages(p_sender_id text, p_ids bigint[], p_errors text[])
 RETURNS integer LANGUAGE plpgsql AS $$
@@ -316,7 +320,7 @@ COMMENT ON FUNCTION release_messages(text, bigint[], interval) IS
   'is failed instead (at most once). Returns how many went back.';
 
 -- At most once: stuck and undeliverable rows ------------------------------------------------
-CREATE OR REPLACE FUNCTION recover_stuck(p_timeout interval DEFAULT '5 minutes')
+CREATE OR REPLACE FUNCTION recover_stuck(p_timeout interval DEFAULT make_interval(secs => setting('stuck_timeout_seconds')))
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_done integer;
 BEGIN

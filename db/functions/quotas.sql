@@ -1,14 +1,14 @@
 -- Per-account quotas: what an account may have of each kind. Every function that adds such a row
 -- calls require_quota, which raises SQLSTATE WAQ01 (the web answers 403 with its message).
 
-CREATE OR REPLACE FUNCTION quota_limit(p_user_id bigint, p_kind text) RETURNS integer
+CREATE OR REPLACE FUNCTION _quota_limit(p_user_id bigint, p_kind text) RETURNS integer
 LANGUAGE sql STABLE AS $$
   SELECT max_rows FROM quotas WHERE (user_id = p_user_id OR user_id IS NULL) AND kind = p_kind
    ORDER BY user_id NULLS LAST LIMIT 1
 $$;
-COMMENT ON FUNCTION quota_limit(bigint, text) IS 'The account''s own limit for a kind, else the default.';
+COMMENT ON FUNCTION _quota_limit(bigint, text) IS 'The account''s own limit for a kind, else the default.';
 
-CREATE OR REPLACE FUNCTION quota_usage(p_user_id bigint, p_kind text, p_cap bigint) RETURNS bigint
+CREATE OR REPLACE FUNCTION _quota_usage(p_user_id bigint, p_kind text, p_cap bigint) RETURNS bigint
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
   -- Counted up to p_cap only: an account's millionth lead costs no more to check than its first.
@@ -22,14 +22,14 @@ BEGIN
     WHEN 'media' THEN (SELECT count(*) FROM (SELECT 1 FROM media WHERE user_id = p_user_id LIMIT p_cap) x)
   END;
 END $$;
-COMMENT ON FUNCTION quota_usage(bigint, text, bigint) IS
+COMMENT ON FUNCTION _quota_usage(bigint, text, bigint) IS
   'How many rows of a kind the account has (campaigns: not yet ended), counted up to p_cap.';
 
 CREATE OR REPLACE FUNCTION require_quota(p_user_id bigint, p_kind text, p_adding integer) RETURNS void
 LANGUAGE plpgsql STABLE AS $$
-DECLARE v_limit integer := quota_limit(p_user_id, p_kind);
+DECLARE v_limit integer := _quota_limit(p_user_id, p_kind);
 BEGIN
-  IF quota_usage(p_user_id, p_kind, v_limit::bigint + 1) + p_adding > v_limit THEN
+  IF _quota_usage(p_user_id, p_kind, v_limit::bigint + 1) + p_adding > v_limit THEN
     RAISE EXCEPTION 'quota reached: an account may have at most % %; ask an administrator to raise it',
       v_limit, CASE p_kind WHEN 'campaigns' THEN 'campaigns waiting or running' WHEN 'media' THEN 'stored images'
                            ELSE p_kind END
@@ -42,7 +42,7 @@ COMMENT ON FUNCTION require_quota(bigint, text, integer) IS
 
 CREATE OR REPLACE FUNCTION account_quotas(p_user_id bigint)
 RETURNS TABLE (kind text, max_rows integer, used bigint) LANGUAGE sql STABLE AS $$
-  SELECT k.kind, quota_limit(p_user_id, k.kind), quota_usage(p_user_id, k.kind, quota_limit(p_user_id, k.kind) + 1::bigint)
+  SELECT k.kind, _quota_limit(p_user_id, k.kind), _quota_usage(p_user_id, k.kind, _quota_limit(p_user_id, k.kind) + 1::bigint)
     FROM (SELECT DISTINCT q.kind FROM quotas q WHERE q.user_id IS NULL) k ORDER BY k.kind
 $$;
 COMMENT ON FUNCTION account_quotas(bigint) IS 'Each kind''s limit for the account and how much of it is used.';
@@ -50,7 +50,7 @@ COMMENT ON FUNCTION account_quotas(bigint) IS 'Each kind''s limit for the accoun
 CREATE OR REPLACE FUNCTION quota_settings(p_admin_id bigint)
 RETURNS TABLE (user_id bigint, email text, kind text, max_rows integer) LANGUAGE plpgsql STABLE AS $$
 BEGIN
-  PERFORM require_admin(p_admin_id);
+  PERFORM _require_admin(p_admin_id);
   RETURN QUERY SELECT q.user_id, u.email, q.kind, q.max_rows
                  FROM quotas q LEFT JOIN users u ON u.id = q.user_id
                 ORDER BY q.user_id NULLS FIRST, q.kind;
@@ -60,7 +60,7 @@ COMMENT ON FUNCTION quota_settings(bigint) IS 'Every quota row (defaults first, 
 CREATE OR REPLACE FUNCTION set_quota(p_admin_id bigint, p_user_id bigint, p_kind text, p_max_rows integer)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-  PERFORM require_admin(p_admin_id);
+  PERFORM _require_admin(p_admin_id);
   IF p_kind IS NULL OR p_kind NOT IN (SELECT kind FROM quotas WHERE user_id IS NULL) THEN
     RAISE EXCEPTION 'unknown quota kind "%"', p_kind USING ERRCODE = '22023';
   END IF;
@@ -81,11 +81,11 @@ COMMENT ON FUNCTION set_quota(bigint, bigint, text, integer) IS
   'An administrator sets the default (p_user_id NULL) or one account''s quota of a kind; NULL p_max_rows '
   'removes an account''s override.';
 
-CREATE OR REPLACE FUNCTION require_admin(p_user_id bigint) RETURNS void
+CREATE OR REPLACE FUNCTION _require_admin(p_user_id bigint) RETURNS void
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
   IF NOT coalesce((SELECT is_admin FROM users WHERE id = p_user_id), false) THEN
     RAISE EXCEPTION 'administrators only' USING ERRCODE = 'WAA01';
   END IF;
 END $$;
-COMMENT ON FUNCTION require_admin(bigint) IS 'Raises WAA01 (the web answers 403) unless the account is an administrator.';
+COMMENT ON FUNCTION _require_admin(bigint) IS 'Raises WAA01 (the web answers 403) unless the account is an administrator.';

@@ -3,14 +3,6 @@
 -- row is ever bulk-deleted. Rollups (message_outcome_counts, sequence_step_counters, campaign
 -- counts on campaigns) are separate tables and keep the dropped weeks' figures.
 
-CREATE OR REPLACE FUNCTION message_retention_days() RETURNS integer
-LANGUAGE sql STABLE AS $$
-  SELECT coalesce(nullif(current_setting('app.message_retention_days', true), '')::integer, 180)
-$$;
-COMMENT ON FUNCTION message_retention_days() IS
-  'How many days settled messages are kept in message_history: the setting app.message_retention_days '
-  '(ALTER DATABASE … SET app.message_retention_days = 90), 180 when unset.';
-
 CREATE OR REPLACE FUNCTION create_history_week(p_week timestamptz) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE v_name text := 'message_history_' || to_char(p_week AT TIME ZONE 'UTC', 'YYYYMMDD');
 BEGIN
@@ -30,7 +22,7 @@ DECLARE
   v_week timestamptz;
   v_name text;
   v_upper timestamptz;
-  v_cutoff timestamptz := p_now - make_interval(days => message_retention_days());
+  v_cutoff timestamptz := p_now - make_interval(days => setting('message_retention_days')::integer);
   r record;
 BEGIN
   created := '{}'; dropped := '{}';
@@ -65,5 +57,5 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION maintain_message_history(timestamptz, integer) IS
   'Keeps message_history''s weekly partitions: creates those of this week and the next p_weeks_ahead, and '
-  'detaches and drops every week that ended more than message_retention_days() before p_now. Returns the '
+  'detaches and drops every week that ended more than the setting message_retention_days before p_now. Returns the '
   'partitions created and dropped. Run daily by app_jobs.';

@@ -8,15 +8,12 @@ COMMENT ON VIEW leads_ai IS
   'Read-only. The AI pool: leads without a device, which AI campaigns spread over devices. Write through '
   'create_lead/update_lead (device NULL) or imports with a blank device_id.';
 
--- A message retried (explicitly, or moved off a dropped device) is superseded by its retry; the
--- report counts each lead's current attempt, and the history stays in broadcast_messages.
+-- The report counts each lead's current attempt (_campaign_messages_current, db/functions/campaigns.sql).
 CREATE VIEW campaign_messages_current (id, campaign_id, user_id, device_id, lead_id, recipient_phone,
                                        recipient_name, status, error_message, sent_at, delivered_at, read_at) AS
 SELECT m.id, m.campaign_id, m.user_id, m.device_id, m.lead_id, m.recipient_phone, m.recipient_name, m.status,
        m.error_message, m.sent_at, m.delivered_at, m.read_at
-  FROM broadcast_messages m
- WHERE m.campaign_id IS NOT NULL
-   AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id);
+  FROM _campaign_messages_current() m;
 COMMENT ON VIEW campaign_messages_current IS
   'Campaign messages that are the current attempt for their lead (not superseded by a retry). Filter by campaign_id.';
 

@@ -4,14 +4,20 @@
 CREATE VIEW sequence_contacts (id, sequence_id, sequence_stepid, contact_phone, contact_name, current_step,
                                current_trigger, status, next_trigger_time, processing_device_id,
                                processing_started_at, completed_at, user_id, enrollment_id, error_message) AS
-  -- Each processed step: its message (pending/queued = active, sent, failed/skipped = failed).
+  -- Each processed step of the contact's latest pass: its latest attempt (pending/queued = active,
+  -- sent, failed/skipped = failed). processing_device_id/processing_started_at are set only while a
+  -- sender holds the message (queued), so "processing for over 5 minutes" means stuck.
   SELECT b.id, b.sequence_id, b.sequence_stepid, b.recipient_phone, coalesce(b.recipient_name, ''),
          st.day_number, st.trigger,
          CASE WHEN b.status IN ('pending', 'queued') THEN 'active' WHEN b.status = 'sent' THEN 'sent' ELSE 'failed' END,
-         b.scheduled_at, b.device_id, b.claimed_at, coalesce(b.sent_at, b.failed_at), b.user_id, b.enrollment_id,
-         b.error_message
+         b.scheduled_at, CASE WHEN b.status = 'queued' THEN b.device_id END,
+         CASE WHEN b.status = 'queued' THEN b.claimed_at END, coalesce(b.sent_at, b.failed_at), b.user_id,
+         b.enrollment_id, b.error_message
     FROM broadcast_messages b JOIN sequence_steps st ON st.id = b.sequence_stepid
    WHERE b.sequence_stepid IS NOT NULL
+     AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = b.id)
+     AND NOT EXISTS (SELECT 1 FROM sequence_enrollments later WHERE later.sequence_id = b.sequence_id
+                        AND later.contact_phone = b.recipient_phone AND later.id > b.enrollment_id)
   UNION ALL
   -- Each active contact's next step, not yet a message: pending until it is due and in the window.
   SELECT -e.id, e.sequence_id, e.next_step_id, e.contact_phone, e.contact_name, st.day_number, st.trigger,
@@ -27,9 +33,11 @@ CREATE VIEW sequence_contacts (id, sequence_id, sequence_stepid, contact_phone, 
   SELECT -e.id, e.sequence_id, NULL::bigint, e.contact_phone, e.contact_name, NULL::integer, s.trigger,
          'completed', NULL::timestamptz, NULL::bigint, NULL::timestamptz, e.completed_at, e.user_id, e.id, NULL::text
     FROM sequence_enrollments e JOIN sequences s ON s.id = e.sequence_id
-   WHERE e.status = 'completed';
+   WHERE e.status = 'completed'
+     AND NOT EXISTS (SELECT 1 FROM sequence_enrollments later WHERE later.sequence_id = e.sequence_id
+                        AND later.contact_phone = e.contact_phone AND later.id > e.id);
 COMMENT ON VIEW sequence_contacts IS
-  'Read-only (write through the sequence functions). Per contact and step: processed steps from broadcast_messages (id = message id; active/sent/failed), the next step of each active contact (pending, id = -enrollment id, next_trigger_time = when it can go out), and one completed row per finished contact (current_step NULL).';
+  'Read-only (write through the sequence functions). Per contact and step of its latest pass: processed steps from broadcast_messages, latest attempt (id = message id; active/sent/failed; processing_device_id and processing_started_at only while a sender holds it), the next step of each active contact (pending, id = -enrollment id, next_trigger_time = when it can go out), and one completed row per finished contact (current_step NULL).';
 
 CREATE VIEW sequence_progress_monitor (sequence_id, user_id, name, trigger, status, contacts, active, completed,
                                        stopped, should_send, sent, failed, remaining, progress_percentage) AS

@@ -10,6 +10,8 @@ import os
 import sys
 import threading
 
+from common.config import env
+
 _lock = threading.Lock()
 _diverted = False
 
@@ -20,7 +22,7 @@ def divert_native_stdout(sink=None):
     with _lock:
         if _diverted:
             return
-        sink = sink or os.environ.get("NEONIZE_STDOUT") or os.devnull
+        sink = sink or env("NEONIZE_STDOUT") or os.devnull
         sys.stdout.flush()
         original = os.dup(1)
         target = os.open(sink, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

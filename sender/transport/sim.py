@@ -38,7 +38,7 @@ from typing import Callable, Optional
 
 from PIL import Image
 
-from common.config import VAR
+from common.config import VAR, env, env_flag
 from sender.transport.base import (CONNECT_POLICY, PAIRING_WINDOW, ClientOutdated, Connected, ConnectFailed,
                                    ConnectPolicy, DeviceSession, Disconnected, Event, IncomingMessage, LoggedOut,
                                    NotConnected, NotSent, OutgoingMessage, PairCode, Paired, PairingExpired,
@@ -59,7 +59,7 @@ def _photo_preview(colour) -> bytes:
 
 
 def _env_float(name, default):
-    return float(os.environ.get(name, default))
+    return float(env(name, default))
 
 
 @dataclass
@@ -100,16 +100,16 @@ class SimConfig:
         """WA_SIM_SEED, WA_SIM_LATENCY_MS, WA_SIM_FAILURE_RATE, WA_SIM_RECEIPTS (0/1),
         WA_SIM_REPLY_RATE, WA_SIM_REPLY_AFTER_S, WA_SIM_DIR, WA_SIM_RULES (on/off), WA_SIM_TIME_SCALE,
         WA_SIM_FAULT, WA_SIM_HUNG_AFTER_S."""
-        return cls(seed=int(os.environ.get("WA_SIM_SEED", "0")),
+        return cls(seed=int(env("WA_SIM_SEED", "0")),
                    latency_ms=_env_float("WA_SIM_LATENCY_MS", 0.0),
                    failure_rate=_env_float("WA_SIM_FAILURE_RATE", 0.0),
-                   receipts=os.environ.get("WA_SIM_RECEIPTS", "1") not in ("0", "false", "no"),
+                   receipts=env_flag("WA_SIM_RECEIPTS", True),
                    reply_rate=_env_float("WA_SIM_REPLY_RATE", 0.0),
                    reply_after_s=_env_float("WA_SIM_REPLY_AFTER_S", 10.0),
-                   store_dir=Path(os.environ.get("WA_SIM_DIR") or VAR / "simnet"),
-                   rules=os.environ.get("WA_SIM_RULES", "on") not in ("0", "off", "false", "no"),
+                   store_dir=Path(env("WA_SIM_DIR") or VAR / "simnet"),
+                   rules=env_flag("WA_SIM_RULES", True),
                    time_scale=_env_float("WA_SIM_TIME_SCALE", 1.0),
-                   fault=os.environ.get("WA_SIM_FAULT", ""),
+                   fault=env("WA_SIM_FAULT", ""),
                    hung_after_s=_env_float("WA_SIM_HUNG_AFTER_S", 120.0))
 
 

@@ -8,15 +8,21 @@ from playwright.sync_api import expect
 from tests.browser.conftest import sign_in, wait_for_js, wait_live
 
 
-def test_pair_a_simulated_device_and_watch_it_come_online(page_for, user, sender):
+def add_device(page_for, user, name):
+    """Signed in on the devices page, a device added through its form: (page, its row), offline."""
     page = page_for()
     sign_in(page, user["email"])
     page.goto("/devices")
     page.click("#device-add-card summary")
-    page.fill("#device-add input[name=device_name]", "Front desk")
+    page.fill("#device-add input[name=device_name]", name)
     page.click("#device-add button[type=submit]")
-    tr = page.locator("tr[data-device-id]", has_text="Front desk")
+    tr = page.locator("tr[data-device-id]", has_text=name)
     expect(tr.locator(".status")).to_have_text("offline")
+    return page, tr
+
+
+def test_pair_a_simulated_device_and_watch_it_come_online(page_for, user, sender):
+    page, tr = add_device(page_for, user, "Front desk")
     expect(tr.locator('[data-action="logout"]')).to_be_hidden()
     wait_live(page)
     page.evaluate("window.notReloaded = true")  # gone if the page reloads instead of updating in place
@@ -36,14 +42,7 @@ def test_pair_a_simulated_device_and_watch_it_come_online(page_for, user, sender
 
 def test_a_qr_still_rendering_when_the_scan_lands_stays_hidden(page_for, user, sender):
     """The QR's SVG is fetched after its live event; a scan that lands meanwhile wins."""
-    page = page_for()
-    sign_in(page, user["email"])
-    page.goto("/devices")
-    page.click("#device-add-card summary")
-    page.fill("#device-add input[name=device_name]", "Back office")
-    page.click("#device-add button[type=submit]")
-    tr = page.locator("tr[data-device-id]", has_text="Back office")
-    expect(tr.locator(".status")).to_have_text("offline")
+    page, tr = add_device(page_for, user, "Back office")
     wait_live(page)
     page.evaluate("""() => {
       window.rendered = 0;

@@ -168,7 +168,7 @@ def test_device_picker_in_the_campaign_and_sequence_forms(page_for, user, fleet,
     page.goto("/sequences/new")
     page.fill("input[name=name]", "Fleet drip")
     page.fill("#sequence-trigger", "fleet")
-    page.locator("fieldset.step textarea[name=content]").first.fill("Hi {name}")
+    page.locator("#step-editor textarea[name=content]").fill("Hi {name}")   # day 1 is open
     picker = page.locator("#sequence-builder .device-picker")
     picker.locator(".picker-status").select_option("online")
     expect(picker.locator(".picker-total")).to_have_text("2000")

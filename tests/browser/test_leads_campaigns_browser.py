@@ -84,3 +84,27 @@ def test_create_a_campaign_and_watch_it_finish(page_for, user, committed_db_url,
     with psycopg.connect(committed_db_url) as c:
         assert c.execute("SELECT status, count(*) FROM broadcast_messages WHERE device_id = %s GROUP BY 1",
                          [device]).fetchall() == [("sent", 12)]
+
+
+def test_campaign_form_previews_the_message_with_its_image_and_stores_the_upload_once(page_for, user,
+                                                                                     committed_db_url, tmp_path):
+    from tests.test_media import png
+    image = tmp_path / "promo.png"
+    image.write_bytes(png(size=(120, 80), mode="RGB"))
+    page = page_for(viewport={"width": 375, "height": 800})
+    sign_in(page, user["email"])
+    page.goto("/campaigns")
+    form = page.locator("#campaign-form")
+    form.locator("textarea[name=message]").fill("Hi {name}, {sale|deal} today")
+    expect(page.locator("#campaign-preview figcaption")).to_have_text("Hi Aisha, sale today")
+    form.locator("input[name=image_file]").set_input_files(str(image))
+    expect(page.locator("#campaign-preview img")).to_be_visible()
+    form.locator("input[name=title]").fill("Pictured")
+    form.locator("input[name=campaign_date]").fill("2030-01-01")
+    form.locator("input[name=time_schedule]").fill("09:00")
+    form.locator("button[type=submit]").click()
+    page.wait_for_url("**/campaigns/*")
+    with psycopg.connect(committed_db_url, row_factory=dict_row) as c:
+        row = c.execute("""SELECT c.media_id, c.image_url, (SELECT count(*) FROM media m WHERE m.user_id = c.user_id) AS n
+                             FROM campaigns c WHERE c.user_id = %s AND c.title = 'Pictured'""", [user["id"]]).fetchone()
+    assert row["media_id"] is not None and row["image_url"] is None and row["n"] == 1

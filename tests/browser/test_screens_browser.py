@@ -29,6 +29,10 @@ def account(user, committed_db_url):
                       [device, f"W{n}", f"6012345670{n}@s.whatsapp.net", f"6012345670{n}@s.whatsapp.net",
                        f"6012345670{n}", "A rather long question about the package, the price and delivery " * 3,
                        "Nur Aisyah binti Abdullah"])
+        hook = c.execute("SELECT create_webhook_endpoint(%s, %s, %s, webhook_event_types(), 'CRM') AS id",
+                         [user["id"], "https://hooks.example.com/whatsapp/events/receiver-with-a-long-path?tenant=1234567890",
+                          "whsec_" + "w" * 40]).fetchone()["id"]
+        c.execute("SELECT send_test_webhook(%s, %s)", [user["id"], hook])
         ids = c.execute("""SELECT (SELECT min(id) FROM campaigns WHERE user_id = %(u)s) AS campaign,
                                   (SELECT min(id) FROM sequences WHERE user_id = %(u)s) AS sequence""",
                         {"u": user["id"]}).fetchone()
@@ -40,7 +44,7 @@ def pages(ids):
             "campaigns": "/campaigns", "campaign": f"/campaigns/{ids['campaign']}", "sequences": "/sequences",
             "sequence": f"/sequences/{ids['sequence']}", "sequence-edit": f"/sequences/{ids['sequence']}/edit",
             "sequence-new": "/sequences/new", "chats": f"/device/{ids['device']}/whatsapp-web",
-            "account": "/account", "password": "/account/password"}
+            "account": "/account", "password": "/account/password", "webhooks": "/webhooks"}
 
 
 def overflow(page):

@@ -1,5 +1,6 @@
 // JSON calls to /api/... with the session's CSRF token, shared by every page's script.
-//   api(method, url, body)          -> the parsed JSON (null for 204), or throws Error(server's message)
+//   api(method, url, body)          -> the parsed JSON (null for 204), or throws Error(server's message);
+//                                      body is sent as JSON, or as is when it is a FormData (files)
 //   api.request(method, url, body)  -> the raw Response (for SVG, CSV, blobs)
 //   api.upload(file)                -> the stored image {id, url}
 (function () {
@@ -7,10 +8,12 @@
   const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
 
   function request(method, url, body) {
+    const form = body instanceof FormData;   // the browser sets its multipart Content-Type
+    const headers = { Accept: "application/json", "X-CSRFToken": csrf() };
+    if (!form) headers["Content-Type"] = "application/json";
     return fetch(url, {
-      method, credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf() },
-      body: body === undefined ? undefined : JSON.stringify(body),
+      method, credentials: "same-origin", headers,
+      body: body === undefined || form ? body : JSON.stringify(body),
     });
   }
 
@@ -29,8 +32,7 @@
   async function upload(file) {
     const form = new FormData();
     form.append("image", file);
-    return parsed(await fetch("/api/media", { method: "POST", credentials: "same-origin",
-                                              headers: { "X-CSRFToken": csrf() }, body: form }));
+    return api("POST", "/api/media", form);
   }
 
   api.request = request;

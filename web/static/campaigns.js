@@ -8,6 +8,8 @@
 
   const form = document.getElementById("campaign-form");
   if (form) {
+    window.messagePreview.bind(document.getElementById("campaign-preview"), {
+      textField: form.elements.message, urlField: form.elements.image_url, fileField: form.elements.image_file });
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
       const data = Object.fromEntries(new FormData(form));   // device_ids: the picker's "1,2,3"
@@ -29,14 +31,8 @@
 
   const box = document.getElementById("campaign");
   if (!box) {
-    if (window.live) {
-      let listTimer = null;
-      const reloadList = function () {
-        if (!listTimer) listTimer = setTimeout(function () { location.reload(); }, 2000);  // bursts: one reload
-      };
-      live.on("campaign", reloadList);
-      live.on("campaign_progress", reloadList);
-    }
+    // bursts: one reload
+    if (window.live) live.refreshOn(["campaign", "campaign_progress"], function () { location.reload(); }, { wait: 2000 });
     return;
   }
   const id = box.dataset.campaignId;
@@ -72,13 +68,8 @@
       });
   });
 
-  if (window.live) {
-    let timer = null;
-    const refresh = function (data) {
-      if (!names(data, id) || timer) return;
-      timer = setTimeout(function () { location.reload(); }, 2000);  // coalesce bursts of progress
-    };
-    live.on("campaign", refresh);
-    live.on("campaign_progress", refresh);
+  if (window.live) {   // coalesce bursts of progress: one reload
+    live.refreshOn(["campaign", "campaign_progress"], function () { location.reload(); },
+                   { wait: 2000, when: function (data) { return names(data, id); } });
   }
 })();

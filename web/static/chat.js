@@ -8,7 +8,6 @@
   const wa = document.getElementById("wa");
   const deviceId = Number(wa.dataset.deviceId);
   const zone = document.body.dataset.timezone || undefined;
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const $ = function (id) { return document.getElementById(id); };
   const list = $("wa-chats"), box = $("wa-messages"), older = $("wa-older"), text = $("wa-text");
   let chats = [], open = null, cursor = null, pendingImage = null;
@@ -42,16 +41,6 @@
     if (txt !== undefined) e.textContent = txt;
     return e;
   }
-  function api(path, opts) {
-    opts = opts || {};
-    opts.headers = Object.assign({ Accept: "application/json", "X-CSRFToken": csrf }, opts.headers || {});
-    return fetch(path, opts).then(function (r) {
-      return r.json().catch(function () { return {}; }).then(function (body) {
-        if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
-        return body;
-      });
-    });
-  }
 
   // ---- chat list --------------------------------------------------------------------------
   function renderChats() {
@@ -69,7 +58,7 @@
   }
   function loadChats() {
     const q = $("wa-search").value.trim();
-    return api("/api/devices/" + deviceId + "/chats" + (q ? "?q=" + encodeURIComponent(q) : ""))
+    return api("GET", "/api/devices/" + deviceId + "/chats" + (q ? "?q=" + encodeURIComponent(q) : ""))
       .then(function (body) { chats = body.chats; renderChats(); });
   }
   let searchTimer = null;
@@ -123,7 +112,7 @@
   function nearBottom() { return box.scrollHeight - box.scrollTop - box.clientHeight < 80; }
   function fetchPage(before) {
     const qs = before ? "?before_at=" + encodeURIComponent(before.before_at) + "&before_key=" + encodeURIComponent(before.before_key) : "";
-    return api("/api/chats/" + open.id + "/messages" + qs);
+    return api("GET", "/api/chats/" + open.id + "/messages" + qs);
   }
   function refreshLatest() {
     if (!open) return Promise.resolve();
@@ -152,7 +141,7 @@
     if (!chat.unread_count) return;
     chat.unread_count = 0;
     renderChats();
-    api("/api/chats/" + chat.id + "/read", { method: "POST" }).catch(function () {});
+    api("POST", "/api/chats/" + chat.id + "/read").catch(function () {});
   }
   function openChat(chat) {
     open = chat;
@@ -182,7 +171,7 @@
     const body = text.value;
     if (!open || !body.trim()) return;
     text.value = "";
-    api("/api/chats/" + open.id + "/messages", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ text: body }) })
+    api("POST", "/api/chats/" + open.id + "/messages", { text: body })
       .then(afterSend)
       .catch(function (err) { text.value = body; alert("Not sent: " + err.message); });
   }
@@ -233,7 +222,7 @@
     const form = new FormData();
     form.append("image", pendingImage, "image.jpg");
     form.append("caption", $("wa-caption").value);
-    api("/api/chats/" + open.id + "/messages", { method: "POST", body: form })
+    api("POST", "/api/chats/" + open.id + "/messages", form)
       .then(function () { text.value = ""; closePreview(); return afterSend(); })
       .catch(function (err) { alert("Not sent: " + err.message); });
   }
@@ -248,7 +237,7 @@
   live.on("message", forThisDevice(function (d) {
     if (open && Number(d.chat_id) === open.id) {
       refreshLatest();
-      if (!d.from_me) api("/api/chats/" + open.id + "/read", { method: "POST" }).then(reloadChatsSoon).catch(function () {});
+      if (!d.from_me) api("POST", "/api/chats/" + open.id + "/read").then(reloadChatsSoon).catch(function () {});
     } else {
       reloadChatsSoon();
     }
@@ -266,7 +255,7 @@
     badge.textContent = d.status;
     badge.className = "badge badge-" + d.status;
   }));
-  ["live.reconnected", "live.resync"].forEach(function (type) { live.on(type, function () { loadChats(); refreshLatest(); }); });
+  live.refreshOn([], function () { loadChats(); refreshLatest(); });   // after a reconnect or resync
 
   loadChats();
 })();

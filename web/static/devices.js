@@ -231,8 +231,8 @@
 
   initRows();
   if (!window.live) return;
-  let reloading = null;
-  const reloadSoon = () => { clearTimeout(reloading); reloading = setTimeout(() => load(), 300); };
+  // Events may have been missed while the socket was down: redraw from the server then too.
+  const reloadSoon = live.refreshOn(["devices_updated", "devices_added"], () => load(), { wait: 300 });
   live.on("device_pairing", (d) => showPairing(d.device_id, { kind: d.kind, code: d.code }));
   live.on("device_status", (d) => { const tr = row(d.device_id); if (tr) applyStatus(tr, d); });
   live.on("device_paired", (d) => {
@@ -249,8 +249,6 @@
       if (tr) { tr.dataset.paused = String(d.paused); showActions(tr); }
     });
   });
-  live.on("devices_updated", reloadSoon);
-  live.on("devices_added", reloadSoon);
   live.on("device_command", (d) => { if (d.status === "failed") alert(`${d.command}: ${d.error}`); });
   live.on("device_deleted", (d) => {
     const tr = row(d.device_id);
@@ -259,6 +257,4 @@
     pairing.delete(String(d.device_id));
     showSelection();
   });
-  // Events may have been missed while the socket was down: redraw from the server.
-  live.on("live.reconnected", reloadSoon);
 })();

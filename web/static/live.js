@@ -2,6 +2,11 @@
 //   live.on(type, fn)   fn(data, type) for each event of that type ("*" for every event)
 //   live.watch(id)      only that device's chat events (re-sent after every reconnect)
 //   live.send(obj)      a message to the server
+//   live.refreshOn(types, fn, opts)  the one way a page refetches on events: fn() runs once per burst
+//                       of those events (opts.wait ms after the first, default 0; opts.when(data, type)
+//                       may ignore one), and after a reconnect or resync (events may have been missed).
+//                       Returns the trigger, to ask for a refresh by hand.
+// The event types are listed once, in web/live.py (EVENTS); a test checks the pages against it.
 // Events the client raises itself: "live.open", "live.closed", "live.reconnected" (refetch what
 // may have been missed), and the server's "live.resync" (events were dropped: refetch).
 (function () {
@@ -57,8 +62,24 @@
     if (socket && socket.readyState === WebSocket.OPEN && Date.now() - lastFrame > STALE_MS) socket.close();
   }, 10000);
 
+  function on(type, fn) { (handlers[type] = handlers[type] || []).push(fn); return fn; }
+
+  function refreshOn(types, fn, opts) {
+    opts = opts || {};
+    let timer = null;
+    function soon() {
+      if (timer === null) timer = setTimeout(function () { timer = null; fn(); }, opts.wait || 0);
+    }
+    types.forEach(function (type) {
+      on(type, function (data) { if (!opts.when || opts.when(data, type)) soon(); });
+    });
+    ["live.reconnected", "live.resync"].forEach(function (type) { on(type, soon); });
+    return soon;
+  }
+
   window.live = {
-    on: function (type, fn) { (handlers[type] = handlers[type] || []).push(fn); return fn; },
+    on: on,
+    refreshOn: refreshOn,
     off: function (type, fn) { handlers[type] = (handlers[type] || []).filter(function (f) { return f !== fn; }); },
     send: send,
     watch: function (deviceId) { watched.add(deviceId); send({ type: "watch", device_id: deviceId }); },

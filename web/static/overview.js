@@ -32,22 +32,14 @@
     }
   }
 
-  // Many events can arrive in a second (a campaign sending): refetch at most every 1.5 s.
-  let timer = null;
-  function refresh() {
-    if (timer) return;
-    timer = setTimeout(function () {
-      timer = null;
-      fetch("/api/overview", { headers: { Accept: "application/json" } })
-        .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
-        .then(render)
-        .catch(function (err) { console.warn("overview refresh failed", err); });
-    }, 1500);
+  function load() {
+    api("GET", "/api/overview").then(render).catch(function (err) { console.warn("overview refresh failed", err); });
   }
 
   render(JSON.parse(document.getElementById("overview-data").textContent));
-  ["device_status", "device_paired", "message", "message_status", "campaign_progress", "chat",
-   "live.reconnected", "live.resync"].forEach(function (type) { live.on(type, refresh); });
+  // Many events can arrive in a second (a campaign sending): refetch at most every 1.5 s.
+  const refresh = live.refreshOn(["device_status", "device_paired", "message", "message_status", "campaign_progress",
+                                  "chat"], load, { wait: 1500 });
   // Hour buckets and "today" move with the clock even without events.
   setInterval(refresh, 60000);
 })();

@@ -19,10 +19,12 @@
 --  - no foreign keys from messages either: checked row by row they were most of an enqueue's cost
 --    (measured: 13.5 s of 50k rows with them, 5.8 s without). The functions insert only ids they
 --    just read; what the keys' ON DELETE did, statement triggers on the parent tables now do
---    (db/functions/triggers.sql).
---  - "one live message per campaign and phone" and "one per step and phone" are unique on the queue;
---    the campaign fan-out checks sent rows in the history itself (expand_broadcast_chunk).
--- depends: 1001_chat_history
+--    (db/functions/triggers_broadcast_messages.sql).
+--  - a unique index on a partitioned table must contain its partition key, so the rules that
+--    outlive a message's settling ("one message per campaign and phone", "one first attempt per
+--    step and enrollment", "one retry per failed step") are unique on the queue, and the enqueue
+--    functions check the history themselves (db/functions/queue_enqueue.sql).
+-- depends: 1401_sender_claim_stats
 
 -- The views and the one function typed by the table's row are recreated by the apply step.
 DO $$
@@ -71,7 +73,9 @@ CREATE INDEX message_queue_due_at ON message_queue (scheduled_at) WHERE status =
 CREATE INDEX message_queue_inflight ON message_queue (device_id, claimed_at) WHERE status = 'queued';
 CREATE UNIQUE INDEX message_queue_campaign_phone ON message_queue (campaign_id, recipient_phone) WHERE campaign_id IS NOT NULL;
 CREATE UNIQUE INDEX message_queue_one_active_step ON message_queue (enrollment_id) WHERE enrollment_id IS NOT NULL;
-CREATE UNIQUE INDEX message_queue_step_phone ON message_queue (sequence_stepid, recipient_phone) WHERE sequence_stepid IS NOT NULL;
+CREATE UNIQUE INDEX message_queue_step_enrollment ON message_queue (enrollment_id, sequence_stepid)
+  WHERE sequence_stepid IS NOT NULL AND retry_of IS NULL;
+CREATE UNIQUE INDEX message_queue_one_retry ON message_queue (retry_of) WHERE retry_of IS NOT NULL AND sequence_stepid IS NOT NULL;
 CREATE INDEX message_queue_sequence ON message_queue (sequence_id) WHERE sequence_id IS NOT NULL;
 CREATE INDEX message_queue_retry_of ON message_queue (retry_of) WHERE retry_of IS NOT NULL;
 CREATE INDEX message_queue_device_phone ON message_queue (device_id, recipient_phone, id);
@@ -80,7 +84,7 @@ CREATE INDEX message_queue_device_phone ON message_queue (device_id, recipient_p
 CREATE INDEX message_history_id ON message_history (id);
 CREATE INDEX message_history_campaign ON message_history (campaign_id, status) WHERE campaign_id IS NOT NULL;
 CREATE INDEX message_history_campaign_phone ON message_history (campaign_id, recipient_phone) WHERE campaign_id IS NOT NULL AND status = 'sent';
-CREATE INDEX message_history_enrollment ON message_history (enrollment_id) WHERE enrollment_id IS NOT NULL;
+CREATE INDEX message_history_enrollment ON message_history (enrollment_id, sequence_stepid) WHERE enrollment_id IS NOT NULL;
 CREATE INDEX message_history_sequence ON message_history (sequence_id, status) WHERE sequence_id IS NOT NULL;
 CREATE INDEX message_history_step_done ON message_history (sequence_stepid, status, coalesce(sent_at, failed_at)) WHERE sequence_stepid IS NOT NULL;
 CREATE INDEX message_history_retry_of ON message_history (retry_of) WHERE retry_of IS NOT NULL;
@@ -91,6 +95,10 @@ CREATE INDEX message_history_user_sent ON message_history (user_id, sent_at) WHE
 CREATE INDEX message_history_user_failed ON message_history (user_id, failed_at) WHERE status = 'failed';
 CREATE INDEX message_history_wa_id ON message_history (wa_message_id) WHERE wa_message_id IS NOT NULL;
 CREATE INDEX message_history_lead ON message_history (lead_id) WHERE lead_id IS NOT NULL;
+
+INSERT INTO settings (name, value, meaning) VALUES
+  ('message_retention_days', 180,
+   'settled messages are kept this many days (whole weeks of message_history dropped after it); rollups keep their counts');
 
 -- Weekly partitions covering the existing history and the weeks ahead, then the rows. The
 -- function is replaced by db/functions/retention.sql (maintain_message_history uses it).

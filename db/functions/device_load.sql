@@ -1,0 +1,105 @@
+-- How loaded each device is, computed once, here: the engine's device choices (sequence steps in
+-- activate_due_steps, AI campaigns in _ai_campaign_devices) and the monitor views
+-- (device_load_balance, device_performance_monitor, db/views/10_dispatch.sql) all read device_load.
+-- Views only show what these functions compute; no function reads a view.
+--
+-- Counts come from device_send_minutes (every claimed send, per device and minute): the trailing
+-- hour counts whole minute buckets from the minute an hour ago, exactly what the hourly cap checks;
+-- the day starts at the owner's local midnight. Plain SQL functions, so the planner inlines them
+-- and a filter on the caller's side (a device, an owner) reaches the tables.
+
+CREATE OR REPLACE FUNCTION device_load(p_user_ids bigint[] DEFAULT NULL)
+RETURNS TABLE (device_id bigint, user_id bigint, device_name text, device_status text, hourly_limit integer,
+               daily_limit integer, messages_hour integer, messages_today integer, processing_now integer,
+               is_available boolean, load_score numeric, last_sent_at timestamptz, updated_at timestamptz)
+LANGUAGE sql STABLE AS $$
+  SELECT d.id, d.user_id, d.device_name, d.status, d.hourly_limit, d.daily_limit,
+         counts.messages_hour, counts.messages_today, busy.processing_now,
+         d.status = 'online' AND d.paused_at IS NULL
+           AND counts.messages_hour < d.hourly_limit AND counts.messages_today < d.daily_limit,
+         counts.messages_hour * (SELECT setting('load_weight_sends_hour'))
+           + busy.processing_now * (SELECT setting('load_weight_in_flight')),
+         (SELECT p.last_sent_at FROM device_pacing p WHERE p.device_id = d.id),
+         greatest(d.status_changed_at, counts.last_minute)
+    FROM user_devices d
+    JOIN users u ON u.id = d.user_id
+    CROSS JOIN LATERAL (
+      SELECT date_trunc('minute', now() - interval '1 hour') AS hour_from,
+             date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone AS day_from
+    ) w
+    CROSS JOIN LATERAL (
+      SELECT coalesce(sum(s.sends) FILTER (WHERE s.minute >= w.hour_from), 0)::int AS messages_hour,
+             coalesce(sum(s.sends) FILTER (WHERE s.minute >= w.day_from), 0)::int AS messages_today,
+             max(s.minute) AS last_minute
+        FROM device_send_minutes s
+       WHERE s.device_id = d.id AND s.minute >= least(w.hour_from, w.day_from)
+    ) counts
+    CROSS JOIN LATERAL (
+      SELECT count(*)::int AS processing_now FROM broadcast_messages m WHERE m.device_id = d.id AND m.status = 'queued'
+    ) busy
+   WHERE p_user_ids IS NULL OR d.user_id = ANY (p_user_ids)
+$$;
+COMMENT ON FUNCTION device_load(bigint[]) IS
+  'Per device of the given owners (NULL: all): sends in the trailing hour (minute buckets, as the hourly cap '
+  'counts them) and in the owner''s calendar day against its caps, messages being sent now (claimed, not '
+  'completed), whether it can take more now (online, not paused, under both caps), its load score '
+  '(settings load_weight_sends_hour x messages_hour + load_weight_in_flight x processing_now; lower is less '
+  'loaded), its last completed send and when any of it last changed.';
+
+CREATE OR REPLACE FUNCTION _device_is_running(p_device_id bigint)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+  SELECT EXISTS (SELECT 1 FROM device_leases l JOIN senders s ON s.id = l.sender_id
+                  WHERE l.device_id = p_device_id AND l.expires_at > now() AND NOT s.stopping)
+$$;
+COMMENT ON FUNCTION _device_is_running(bigint) IS 'True when a live sender holds the device''s lease (it can carry out commands).';
+
+-- Device health for the devices page (device_page) and the view device_health: status, when last
+-- seen, whether a sender runs it, and counts of what went wrong (device_events, failed sends).
+CREATE OR REPLACE FUNCTION _device_health()
+RETURNS TABLE (device_id bigint, user_id bigint, device_name text, phone text, jid text, status text,
+               status_reason text, status_changed_at timestamptz, banned_until timestamptz, last_seen timestamptz,
+               running boolean, silent boolean, disconnects_24h integer, reconnects_24h integer, bans_total integer,
+               send_failures_24h integer, open_command text, created_at timestamptz)
+LANGUAGE sql STABLE AS $$
+  SELECT d.id, d.user_id, d.device_name, d.phone, d.jid, d.status, d.status_reason,
+         d.status_changed_at, d.banned_until, d.last_seen, run.running,
+         d.status IN ('online', 'connecting') AND NOT run.running,
+         ev.disconnects_24h, ev.reconnects_24h, ev.bans_total,
+         (SELECT count(*)::int FROM broadcast_messages m
+           WHERE m.device_id = d.id AND m.status = 'failed' AND m.failed_at > now() - interval '24 hours'),
+         (SELECT c.command FROM device_commands c
+           WHERE c.device_id = d.id AND c.status IN ('pending', 'taken') ORDER BY c.id DESC LIMIT 1),
+         d.created_at
+    FROM user_devices d
+    CROSS JOIN LATERAL (SELECT _device_is_running(d.id) AS running) run
+    -- Bounded reads: the last 24 hours of events (device_events_device), bans through their own
+    -- partial index, so a device with years of history costs the same.
+    CROSS JOIN LATERAL (
+      SELECT count(*) FILTER (WHERE e.event = 'offline')::int AS disconnects_24h,
+             -- an "online" after the first of the day is a reconnect
+             greatest(count(*) FILTER (WHERE e.event = 'online') - 1, 0)::int AS reconnects_24h,
+             (SELECT count(*)::int FROM device_events b WHERE b.device_id = d.id AND b.event = 'banned') AS bans_total
+        FROM device_events e WHERE e.device_id = d.id AND e.at > now() - interval '24 hours'
+    ) ev
+$$;
+COMMENT ON FUNCTION _device_health() IS
+  'Per device: status and reason, last_seen, running (a live sender holds its lease), silent (online or '
+  'connecting with no sender), disconnects and reconnects in 24 h, bans ever, failed sends in 24 h, and the '
+  'command waiting for its sender. Inlined by its callers, so their filters reach the tables.';
+
+-- Sender processes and their heartbeats, for sender_heartbeat_monitor and monitor_senders.
+CREATE OR REPLACE FUNCTION _sender_heartbeats()
+RETURNS TABLE (sender_id text, hostname text, pid integer, capacity integer, started_at timestamptz,
+               heartbeat_at timestamptz, heartbeat_age_seconds integer, alive boolean, stopping boolean,
+               devices_leased integer)
+LANGUAGE sql STABLE AS $$
+  SELECT s.id, s.hostname, s.pid, s.capacity, s.started_at, s.heartbeat_at,
+         extract(epoch FROM now() - s.heartbeat_at)::int,
+         s.heartbeat_at > now() - make_interval(secs => (SELECT setting('sender_alive_seconds'))) AND NOT s.stopping,
+         s.stopping,
+         (SELECT count(*)::int FROM device_leases l WHERE l.sender_id = s.id AND l.expires_at > now())
+    FROM senders s
+$$;
+COMMENT ON FUNCTION _sender_heartbeats() IS
+  'Sender processes: heartbeat age, alive (heartbeat within the sender_alive_seconds setting and not '
+  'stopping) and devices leased now.';

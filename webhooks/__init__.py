@@ -1,0 +1,1 @@
+"""The webhook deliverer: sends the outbox (webhook_deliveries) to the owners' endpoints."""

@@ -1,0 +1,4 @@
+"""`python -m webhooks` (Procfile `webhooks`): the webhook deliverer."""
+from webhooks.deliverer import main
+
+main()
