@@ -1,5 +1,17 @@
 -- The send queue (broadcast_messages): rendering at queue time, claim, complete, fail, stuck
--- recovery, skip rules and the wake-up NOTIFY. Pacing and caps are enforced inside the claim.
+-- recovery, the undeliverable sweep and the wake-up NOTIFY. Pacing and caps are enforced inside
+-- the claim.
+--
+-- Where a message changes state — the queue family, the only writers of broadcast_messages
+-- (tests/test_message_lifecycle.py holds every other file to reading it):
+--   queue_enqueue.sql   new rows (pending, or pending and held)            _enqueue_messages
+--   queue.sql           pending -> queued (claim); queued -> sent / failed (complete, fail,
+--                       stuck recovery); queued -> pending (release); the undeliverable sweep
+--   queue_waiting.sql   pending -> skipped with a skip_reason; held / released; lead re-pointed
+--   queue_receipts.sql  sent: delivered_at, read_at
+--   triggers_broadcast_messages.sql  what fires on each write (rollups, wake-up, campaign end),
+--                       and the deletes that replace the foreign keys' ON DELETE
+-- Every outcome (sent, failed, skipped, delivered, read) is pushed through notify_queue_changes.
 
 -- Rendering ---------------------------------------------------------------------------------
 -- Fields are recognised first and parked as private-use characters, so spintax never sees a
@@ -322,51 +334,54 @@ COMMENT ON FUNCTION release_messages(text, bigint[], interval) IS
 -- At most once: stuck and undeliverable rows ------------------------------------------------
 CREATE OR REPLACE FUNCTION recover_stuck(p_timeout interval DEFAULT make_interval(secs => setting('stuck_timeout_seconds')))
 RETURNS integer LANGUAGE plpgsql AS $$
-DECLARE v_done integer;
+DECLARE v_ids bigint[]; v_users bigint[]; v_devices bigint[]; v_campaigns bigint[];
 BEGIN
   -- Rows a sender is completing right now are skipped (settling them would race its move to
   -- message_history); the next sweep takes them if that sender's transaction rolls back.
-  UPDATE broadcast_messages
-     SET status = 'failed', failed_at = now(), error_message = 'stuck: sender vanished'
-   WHERE status = 'queued' AND id IN (SELECT q.id FROM message_queue q
-                                       WHERE q.status = 'queued' AND q.claimed_at < now() - p_timeout
-                                         FOR UPDATE SKIP LOCKED);
-  GET DIAGNOSTICS v_done = ROW_COUNT;
-  RETURN v_done;
+  WITH stuck AS (
+    UPDATE broadcast_messages m
+       SET status = 'failed', failed_at = now(), error_message = 'stuck: sender vanished'
+     WHERE m.status = 'queued' AND m.id IN (SELECT q.id FROM message_queue q
+                                             WHERE q.status = 'queued' AND q.claimed_at < now() - p_timeout
+                                               FOR UPDATE SKIP LOCKED)
+    RETURNING m.id, m.user_id, m.device_id, m.campaign_id)
+  SELECT array_agg(s.id), array_agg(s.user_id), array_agg(s.device_id), array_agg(s.campaign_id)
+    INTO v_ids, v_users, v_devices, v_campaigns FROM stuck s;
+  PERFORM notify_queue_changes('failed', v_ids, v_users, v_devices, v_campaigns);
+  RETURN coalesce(cardinality(v_ids), 0);
 END $$;
 COMMENT ON FUNCTION recover_stuck(interval) IS
-  'Fails messages claimed more than p_timeout ago and never completed (their sender died mid-send). '
-  'They are never re-queued: whether WhatsApp got them is unknown, and a message is sent at most once.';
+  'Fails messages claimed more than p_timeout ago and never completed (their sender died mid-send), pushed live '
+  'like any failure. They are never re-queued: whether WhatsApp got them is unknown, and a message is sent at most once.';
 
 CREATE OR REPLACE FUNCTION skip_undeliverable(p_offline_grace interval DEFAULT '30 minutes')
 RETURNS integer LANGUAGE plpgsql AS $$
-DECLARE v_done integer;
+DECLARE v_done integer := 0;
+        s record;
 BEGIN
-  WITH reason AS (
-    SELECT d.id AS device_id,
-           CASE WHEN d.status = 'logged_out' THEN 'skipped: device logged out'
-                WHEN d.status = 'banned' AND d.banned_until IS NULL THEN 'skipped: device banned'
-                WHEN d.status = 'banned' AND d.banned_until < now() - p_offline_grace
-                  THEN 'skipped: device still banned ' || p_offline_grace::text || ' after its ban expired'
-                WHEN d.status IN ('offline', 'connecting') AND d.status_changed_at < now() - p_offline_grace
-                  THEN 'skipped: device offline for more than ' || p_offline_grace::text
-           END AS why
-      FROM user_devices d
-     WHERE d.status <> 'online'
-  ), skipped AS (
-    UPDATE broadcast_messages m
-       SET status = 'skipped', failed_at = now(), error_message = r.why
-      FROM reason r
-     WHERE r.why IS NOT NULL AND m.device_id = r.device_id
-       AND m.status = 'pending' AND NOT m.held AND m.scheduled_at <= now()
-    RETURNING 1
-  ), orphaned AS (
-    UPDATE broadcast_messages m
-       SET status = 'skipped', failed_at = now(), error_message = 'skipped: device deleted'
-     WHERE m.device_id IS NULL AND m.status = 'pending' AND NOT m.held AND m.scheduled_at <= now()
-    RETURNING 1
-  )
-  SELECT (SELECT count(*) FROM skipped) + (SELECT count(*) FROM orphaned) INTO v_done;
+  FOR s IN
+    WITH reason AS (
+      SELECT d.id AS device_id,
+             CASE WHEN d.status = 'logged_out' THEN 'device_logged_out'
+                  WHEN d.status = 'banned' AND d.banned_until IS NULL THEN 'device_banned'
+                  WHEN d.status = 'banned' AND d.banned_until < now() - p_offline_grace THEN 'device_ban_not_lifted'
+                  WHEN d.status IN ('offline', 'connecting') AND d.status_changed_at < now() - p_offline_grace
+                    THEN 'device_offline'
+             END::skip_reason AS why
+        FROM user_devices d
+       WHERE d.status <> 'online')
+    SELECT x.why, array_agg(x.id) AS ids
+      FROM (SELECT r.why, m.id
+              FROM reason r JOIN broadcast_messages m ON m.device_id = r.device_id
+             WHERE r.why IS NOT NULL AND m.status = 'pending' AND NOT m.held AND m.scheduled_at <= now()
+            UNION ALL
+            SELECT 'device_deleted', m.id
+              FROM broadcast_messages m
+             WHERE m.device_id IS NULL AND m.status = 'pending' AND NOT m.held AND m.scheduled_at <= now()) x
+     GROUP BY x.why
+  LOOP
+    v_done := v_done + _skip_messages(s.ids, s.why, p_offline_grace::text);
+  END LOOP;
   RETURN v_done;
 END $$;
 COMMENT ON FUNCTION skip_undeliverable(interval) IS
