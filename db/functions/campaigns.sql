@@ -222,19 +222,12 @@ COMMENT ON FUNCTION pause_campaign(bigint, bigint, boolean) IS
   'meanwhile are held. NULL when the owner has no such campaign.';
 
 -- Fan-out -------------------------------------------------------------------------------------
--- Messages are rendered as they are queued. Most templates have no field or spintax at all, and
--- the fan-out is the hot path, so those skip the call.
-CREATE OR REPLACE FUNCTION campaign_content(p_template text, p_name text, p_phone text) RETURNS text
-LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
-  SELECT CASE WHEN strpos(p_template, '{') = 0 THEN p_template ELSE render_message(p_template, p_name, p_phone) END
-$$;
-COMMENT ON FUNCTION campaign_content(text, text, text) IS
-  'A campaign message for one lead: render_message, skipped for templates without braces.';
-
+-- Messages are rendered as they are queued, the template parked once per chunk (_message_template).
 -- One chunk of a broadcast: the next p_chunk leads of the audience by id, each on its own device.
 CREATE OR REPLACE FUNCTION expand_broadcast_chunk(c campaigns, p_chunk integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE v_last bigint; v_seen integer; v_queued integer;
+        v_template text := _message_template(c.message);
 BEGIN
   WITH batch AS MATERIALIZED (
     SELECT l.id, l.device_id, l.name, l.phone
@@ -248,7 +241,8 @@ BEGIN
     SELECT 1 FROM _enqueue_messages(array(
       SELECT ROW(c.user_id, b.device_id, b.id, b.phone, b.name,
                  CASE WHEN media_path(c.media_id, c.image_url) IS NULL THEN 'text' ELSE 'image' END,
-                 campaign_content(c.message, b.name, b.phone), media_path(c.media_id, c.image_url),
+                 coalesce(_fill_fields(v_template, b.name, b.phone), render_message(c.message, b.name, b.phone)),
+                 media_path(c.media_id, c.image_url),
                  c.min_delay_seconds, c.max_delay_seconds, c.scheduled_at, c.paused_at IS NOT NULL,
                  c.id, NULL, NULL, NULL, NULL)::message_draft
         FROM batch b
@@ -312,7 +306,8 @@ LANGUAGE sql AS $$
   SELECT count(*)::int FROM _enqueue_messages(array(
     SELECT ROW(c.user_id, s.device_id, k.lead_id, k.phone, k.name,
                CASE WHEN media_path(c.media_id, c.image_url) IS NULL THEN 'text' ELSE 'image' END,
-               campaign_content(c.message, k.name, k.phone), media_path(c.media_id, c.image_url),
+               coalesce(_fill_fields(_message_template(c.message), k.name, k.phone), render_message(c.message, k.name, k.phone)),
+               media_path(c.media_id, c.image_url),
                c.min_delay_seconds, c.max_delay_seconds, greatest(c.scheduled_at, now()), c.paused_at IS NOT NULL,
                c.id, NULL, NULL, NULL, k.retry_of)::message_draft
       FROM candidates k JOIN slots s USING (slot)))

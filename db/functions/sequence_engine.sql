@@ -215,7 +215,7 @@ RETURNS integer LANGUAGE sql AS $$
       LEFT JOIN (SELECT DISTINCT sequence_id, n FROM loads) usable ON usable.sequence_id = k.sequence_id
       LEFT JOIN loads spread ON spread.sequence_id = k.sequence_id AND spread.pos = k.nth % usable.n),
   steps AS (
-    SELECT st.id, st.content, media_path(st.media_id, st.media_url) AS media_url,
+    SELECT st.id, st.content, _message_template(st.content) AS template, media_path(st.media_id, st.media_url) AS media_url,
            lead(st.id) OVER w AS next_id, st.trigger_delay_hours AS wait_after
       FROM sequence_steps st
      WHERE st.sequence_id IN (SELECT DISTINCT sequence_id FROM locked)
@@ -224,7 +224,8 @@ RETURNS integer LANGUAGE sql AS $$
     SELECT q.enrollment_id, q.sequence_stepid FROM _enqueue_messages(array(
       SELECT ROW(p.user_id, p.send_device_id, p.lead_id, p.contact_phone, p.contact_name,
                  CASE WHEN st.media_url IS NULL THEN 'text' ELSE 'image' END,
-                 render_message(st.content, p.contact_name, p.contact_phone), st.media_url,
+                 coalesce(_fill_fields(st.template, p.contact_name, p.contact_phone),
+                          render_message(st.content, p.contact_name, p.contact_phone)), st.media_url,
                  s.min_delay_seconds, s.max_delay_seconds, p_now, false,
                  NULL, p.sequence_id, p.next_step_id, p.id, NULL)::message_draft
         FROM picked p JOIN steps st ON st.id = p.next_step_id JOIN open_sequences s ON s.id = p.sequence_id
