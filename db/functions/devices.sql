@@ -341,15 +341,13 @@ BEGIN
   DELETE FROM user_devices WHERE id = p_device_id;  -- lease, pacing, chats and commands cascade
   PERFORM pg_notify('wa_device_commands', p_device_id::text);
   PERFORM notify_user(p_user_id, 'device_deleted', jsonb_build_object('device_id', p_device_id));
-  RETURN jsonb_build_object('deleted', true, 'leads_to_pool', v_pooled, 'leads_merged_into_pool', v_merged,
-                            'messages_skipped', v_skipped, 'messages_in_flight', v_inflight,
-                            'session_removed', v_session);
+  RETURN to_jsonb(ROW(true, false, NULL, v_pooled, v_merged, v_skipped, v_inflight, v_session)::device_delete_doc);
 END $$;
 COMMENT ON FUNCTION _delete_device(bigint, bigint) IS
   'Deletes one of the owner''s devices now. Its leads return to the AI pool (device_id NULL; a number '
   'already in the pool is merged into that pool lead), its pending messages are skipped ("skipped: device '
   'deleted"), messages in flight finish, its whatsmeow session rows are removed, chats and history go with it. '
-  'Returns what happened as JSON. Use request_device_delete to log a connected device out first.';
+  'Returns what happened as JSON (device_delete_doc). Use request_device_delete to log a connected device out first.';
 
 CREATE OR REPLACE FUNCTION request_device_command(p_user_id bigint, p_device_id bigint, p_command text,
                                                   p_phone text DEFAULT NULL)
@@ -415,8 +413,8 @@ BEGIN
   -- waiting a moment for a dropped connection to return), which then deletes; it also stops the
   -- client, so nothing writes the session's rows again. Otherwise the rows go now.
   IF v_dev.jid IS NOT NULL AND _device_is_running(p_device_id) THEN
-    RETURN jsonb_build_object('deleted', false, 'pending', true,
-                              'command_id', request_device_command(p_user_id, p_device_id, 'delete'));
+    RETURN to_jsonb(ROW(false, true, request_device_command(p_user_id, p_device_id, 'delete'),
+                        NULL, NULL, NULL, NULL, NULL)::device_delete_doc);
   END IF;
   RETURN _delete_device(p_user_id, p_device_id);
 END $$;
