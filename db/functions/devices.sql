@@ -190,8 +190,10 @@ BEGIN
   WITH changed AS (
     UPDATE user_devices d SET paused_at = CASE WHEN p_paused THEN now() END
      WHERE d.id = ANY (p_device_ids) AND d.user_id = p_user_id AND (d.paused_at IS NULL) = p_paused
-    RETURNING d.id)
-  SELECT coalesce(array_agg(id ORDER BY id), '{}') INTO v_changed FROM changed;
+    RETURNING d AS device)
+  SELECT coalesce(array_agg((c.device).id ORDER BY (c.device).id), '{}') INTO v_changed
+    FROM changed c, _emit_device_status_webhook(c.device, CASE WHEN p_paused THEN 'paused' ELSE 'resumed' END
+                                                           || ' by the owner');
   INSERT INTO device_events (device_id, event, detail)
   SELECT x, CASE WHEN p_paused THEN 'paused' ELSE 'resumed' END, 'by the owner' FROM unnest(v_changed) x;
   IF NOT p_paused AND cardinality(v_changed) > 0 THEN
@@ -205,7 +207,8 @@ END $$;
 COMMENT ON FUNCTION set_devices_paused(bigint, bigint[], boolean) IS
   'Pauses (p_paused true) or resumes one or several of the owner''s devices. A paused device keeps its WhatsApp '
   'connection and its queue; claim_messages takes nothing for it until it is resumed. Logged in device_events, '
-  'pushed live as devices_paused {paused, count, device_ids (first 200), truncated}. Returns how many changed.';
+  'pushed live as devices_paused {paused, count, device_ids (first 200), truncated}, a device.status webhook event '
+  'each. Returns how many changed.';
 
 -- Search: the devices page and the device picker ----------------------------------------------
 CREATE OR REPLACE FUNCTION device_search(p_user_id bigint, p_query text DEFAULT NULL, p_status text DEFAULT NULL,
