@@ -118,6 +118,7 @@ def test_every_reference_resolves_to_a_described_row(client):
     contacts = doc["components"]["schemas"]["sequence_contacts_page_doc"]["properties"]["contacts"]
     assert contacts["items"]["properties"]["steps"]["items"]["properties"]["done_at"]["format"] == "date-time"
     assert doc["components"]["schemas"]["campaign_report"]["description"] == "a row of the campaign_report view"
+    assert "sequence_summary()" in doc["components"]["schemas"]["sequence_summary_doc"]["description"]
     lead = doc["components"]["schemas"]["get_lead"]["properties"]
     assert lead["created_at"] == {"type": ["string", "null"], "format": "date-time"}
     assert lead["id"]["type"] == ["integer", "null"]

@@ -46,15 +46,16 @@ COMMENT ON FUNCTION _json_schema_of_relation(regclass, boolean) IS
 
 CREATE OR REPLACE FUNCTION api_row_schema(p_name text) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
-DECLARE v_relation regclass := to_regclass(p_name);
+DECLARE v_relation pg_class;
         v_function regproc := to_regproc(p_name);
 BEGIN
-  IF v_relation IS NOT NULL THEN
+  SELECT * INTO v_relation FROM pg_class WHERE oid = to_regclass(p_name);
+  IF FOUND THEN
     -- a view's rows go through psycopg; a composite type (a *_doc) is JSON built in SQL
-    RETURN _json_schema_of_relation(v_relation, (SELECT relkind = 'c' FROM pg_class WHERE oid = v_relation))
-           || jsonb_build_object('description', CASE (SELECT relkind FROM pg_class WHERE oid = v_relation)
-                                                  WHEN 'c' THEN obj_description(v_relation::oid, 'pg_class')
-                                                  ELSE 'a row of the ' || p_name || ' view' END);
+    RETURN _json_schema_of_relation(v_relation.oid, v_relation.relkind = 'c')
+           || jsonb_build_object('description', CASE WHEN v_relation.relkind = 'c'
+                                                     THEN obj_description(v_relation.reltype, 'pg_type')
+                                                     ELSE 'a row of the ' || p_name || ' view' END);
   END IF;
   IF v_function IS NULL THEN
     RAISE EXCEPTION 'api_row_schema: "%" is neither a function, a view nor a type', p_name USING ERRCODE = '22023';

@@ -8,7 +8,7 @@
 CREATE FUNCTION _lead_tokens_split(list text) RETURNS text[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 DECLARE v_token text;
-        v_tokens text[] := '{}';
+        v_tokens text[] := ARRAY[]::text[];
         v_at integer;
 BEGIN
   FOREACH v_token IN ARRAY string_to_array(lower(coalesce(list, '')), ',') LOOP
