@@ -147,6 +147,21 @@ def test_status_rule_finished_failed_and_reasons(db):
     assert status(db, no_devices) == {"status": "failed", "status_reason": "no device to send from"}
 
 
+def test_a_campaign_ends_when_its_last_message_settles(db):
+    """No minute tick: the completion of the last message settles the campaign (settle_campaign pushes its event)."""
+    uid = make_user(db)
+    d = make_device(db, uid)
+    for i in range(2):
+        lead(db, uid, d, f"01{i}3333333")
+    cid = campaign(db, uid)
+    expand_all(db, cid)
+    rows = [r["id"] for r in messages(db, cid)]
+    mark(db, rows[:1], "sent")
+    assert status(db, cid)["status"] == "processing"
+    mark(db, rows[1:], "failed")
+    assert status(db, cid)["status"] == "finished"
+
+
 def test_pause_resume_cancel(db):
     uid = make_user(db)
     d = make_device(db, uid)
