@@ -5,7 +5,7 @@
 On a database of its own (created, applied through scripts.apply, dropped at the end):
 1. empty history: claim-and-complete throughput (claim_messages + complete_messages in a loop,
    one process, MESSAGES messages on DEVICES devices with no delays) and a campaign fan-out of LEADS
-   leads (expand_campaign_chunk chunks); the same work on the floor table (benchlib) beside it;
+   leads (the campaign tick's chunks); the same work on the floor table (benchlib) beside it;
 2. HISTORY settled messages (9 in 10 sent, the rest failed) loaded over the last WEEKS weeks, each
    week in its own partition, through the triggers like real completions;
 3. the same claim loop and fan-out again; then the overview and report queries (dashboard_today,
@@ -89,10 +89,8 @@ def floor_loop(c, user_id, device_ids, total):
 def fan_out(c, owner, title):
     """Seconds to expand a due campaign over the owner's leads; its messages are then removed."""
     campaign = make_campaign(c, owner, title, -1)
-    c.execute("SELECT trigger_due_campaigns()")
     t0 = time.perf_counter()
-    while c.execute("SELECT expand_campaign_chunk(%s, 50000) AS n", [campaign]).fetchone()["n"] is not None:
-        pass
+    c.execute("CALL run_campaigns(3600)")   # the campaign tick: trigger, then every chunk
     elapsed = time.perf_counter() - t0
     c.execute("DELETE FROM broadcast_messages WHERE campaign_id = %s", [campaign])
     return elapsed, campaign

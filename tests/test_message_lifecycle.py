@@ -8,7 +8,6 @@ import psycopg
 import pytest
 
 from tests.factories import drain_notifies, make_device, make_user
-from tests.test_campaigns import campaign, expand_all, lead, messages, status
 from tests.test_dispatch_sql import claim, lease, queue
 
 DB = Path(__file__).resolve().parent.parent / "db"
@@ -51,7 +50,7 @@ def test_every_function_writing_messages_belongs_to_the_family(db):
         [r"(insert\s+into|update|delete\s+from)\s+(broadcast_messages|message_queue|message_history)"])}
     family = family_functions()
     assert writers - family == set()
-    assert {"_enqueue_messages", "_skip_messages", "claim_messages", "complete_messages"} <= writers
+    assert {"_enqueue_messages", "_skip_messages", "claim_messages", "_settle_claimed"} <= writers
 
 
 def test_skip_reasons_are_a_closed_set_each_with_its_text(db):
@@ -101,16 +100,3 @@ def test_skips_and_stuck_failures_are_pushed_live(connect_committed):
               if e["type"] == "message_status" and e["user_id"] == uid]
     assert status == [("failed", [first]), ("skipped", sorted(rest))]
 
-
-def test_a_campaign_whose_last_messages_are_skipped_ends_at_once(db):
-    uid = make_user(db)
-    dev = make_device(db, uid)
-    for i in range(2):
-        lead(db, uid, dev, f"6013{i}444444")
-    cid = campaign(db, uid)
-    expand_all(db, cid)
-    assert len(messages(db, cid)) == 2 and status(db, cid)["status"] == "processing"
-    db.execute("SELECT opt_out_phone(%s, '60130444444')", [uid])
-    assert status(db, cid)["status"] == "processing"
-    db.execute("SELECT opt_out_phone(%s, '60131444444')", [uid])    # the last one: no minute tick needed
-    assert status(db, cid) == {"status": "finished", "status_reason": None}

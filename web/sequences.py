@@ -34,7 +34,7 @@ STEP = Body(day_number=Int(required=True, description="1 to 31"), content=Text(r
             media_id=Int(description="an image from POST /api/media"))
 SEQUENCE = Body(name=Text(required=True), trigger=Text(required=True, description="one word"),
                 niche=Text(description="leads of that niche only; empty: any"), schedule_time=Text(fmt="time"),
-                schedule_tolerance_minutes=Int(description="default 10"), stop_on_reply=Bool(),
+                schedule_tolerance_minutes=Int(description="default: the setting default_window_tolerance_minutes"), stop_on_reply=Bool(),
                 allow_reentry=Bool(description="a lead may start the sequence again after finishing it"),
                 min_delay_seconds=Int(description="default: the setting default_min_delay_seconds"),
                 max_delay_seconds=Int(description="default: the setting default_max_delay_seconds"),

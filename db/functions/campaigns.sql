@@ -137,7 +137,7 @@ BEGIN
                          min_delay_seconds, max_delay_seconds)
   VALUES (p_user_id, p_kind, btrim(coalesce(p_title, '')), btrim(coalesce(p_niche, '')),
           coalesce(nullif(p_target_status, ''), 'all'), p_message, nullif(btrim(coalesce(p_image_url, '')), ''),
-          require_own_media(p_user_id, p_media_id),
+          _require_own_media(p_user_id, p_media_id),
           nullif(p_device_ids, '{}'), CASE WHEN p_kind = 'ai' THEN p_ai_limit_per_device END,
           p_date, p_time, _owner_local_instant(p_user_id, p_date, p_time), p_min_delay, p_max_delay)
   RETURNING id INTO v_id;
@@ -165,7 +165,7 @@ BEGIN
   UPDATE campaigns
      SET title = btrim(coalesce(p_title, '')), niche = btrim(coalesce(p_niche, '')),
          target_status = coalesce(nullif(p_target_status, ''), 'all'), message = p_message,
-         image_url = nullif(btrim(coalesce(p_image_url, '')), ''), media_id = require_own_media(p_user_id, p_media_id),
+         image_url = nullif(btrim(coalesce(p_image_url, '')), ''), media_id = _require_own_media(p_user_id, p_media_id),
          device_ids = nullif(p_device_ids, '{}'),
          ai_limit_per_device = CASE WHEN c.kind = 'ai' THEN p_ai_limit_per_device END,
          campaign_date = p_date, time_schedule = p_time, scheduled_at = _owner_local_instant(p_user_id, p_date, p_time),
@@ -222,19 +222,12 @@ COMMENT ON FUNCTION pause_campaign(bigint, bigint, boolean) IS
   'meanwhile are held. NULL when the owner has no such campaign.';
 
 -- Fan-out -------------------------------------------------------------------------------------
--- Messages are rendered as they are queued. Most templates have no field or spintax at all, and
--- the fan-out is the hot path, so those skip the call.
-CREATE OR REPLACE FUNCTION campaign_content(p_template text, p_name text, p_phone text) RETURNS text
-LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
-  SELECT CASE WHEN strpos(p_template, '{') = 0 THEN p_template ELSE render_message(p_template, p_name, p_phone) END
-$$;
-COMMENT ON FUNCTION campaign_content(text, text, text) IS
-  'A campaign message for one lead: render_message, skipped for templates without braces.';
-
+-- Messages are rendered as they are queued, the template parked once per chunk (_message_template).
 -- One chunk of a broadcast: the next p_chunk leads of the audience by id, each on its own device.
-CREATE OR REPLACE FUNCTION expand_broadcast_chunk(c campaigns, p_chunk integer) RETURNS integer
+CREATE OR REPLACE FUNCTION _expand_broadcast_chunk(c campaigns, p_chunk integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE v_last bigint; v_seen integer; v_queued integer;
+        v_template text := _message_template(c.message);
 BEGIN
   WITH batch AS MATERIALIZED (
     SELECT l.id, l.device_id, l.name, l.phone
@@ -248,7 +241,8 @@ BEGIN
     SELECT 1 FROM _enqueue_messages(array(
       SELECT ROW(c.user_id, b.device_id, b.id, b.phone, b.name,
                  CASE WHEN media_path(c.media_id, c.image_url) IS NULL THEN 'text' ELSE 'image' END,
-                 campaign_content(c.message, b.name, b.phone), media_path(c.media_id, c.image_url),
+                 coalesce(_fill_fields(v_template, b.name, b.phone), render_message(c.message, b.name, b.phone)),
+                 media_path(c.media_id, c.image_url),
                  c.min_delay_seconds, c.max_delay_seconds, c.scheduled_at, c.paused_at IS NOT NULL,
                  c.id, NULL, NULL, NULL, NULL)::message_draft
         FROM batch b
@@ -261,7 +255,7 @@ BEGIN
    WHERE id = c.id;
   RETURN v_queued;
 END $$;
-COMMENT ON FUNCTION expand_broadcast_chunk(campaigns, integer) IS
+COMMENT ON FUNCTION _expand_broadcast_chunk(campaigns, integer) IS
   'Queues one chunk of a broadcast (next p_chunk audience leads after expand_cursor, on their own devices, '
   'opted-out numbers left out, one message per phone); marks the fan-out done after the last chunk. Returns rows queued.';
 
@@ -286,7 +280,7 @@ COMMENT ON FUNCTION _ai_campaign_devices(campaigns) IS
 -- devices by score, so the least loaded get the first leads and none gets more than its room.
 -- Candidates: pool leads the campaign has not touched (only while first expanding), then leads
 -- whose message was stranded on a dropped device (moved: a new row with retry_of, history kept).
-CREATE OR REPLACE FUNCTION spread_ai_campaign(c campaigns) RETURNS integer
+CREATE OR REPLACE FUNCTION _spread_ai_campaign(c campaigns) RETURNS integer
 LANGUAGE sql AS $$
   WITH slots AS MATERIALIZED (
     SELECT d.device_id, row_number() OVER (ORDER BY s.n, d.score, d.device_id) AS slot
@@ -312,12 +306,13 @@ LANGUAGE sql AS $$
   SELECT count(*)::int FROM _enqueue_messages(array(
     SELECT ROW(c.user_id, s.device_id, k.lead_id, k.phone, k.name,
                CASE WHEN media_path(c.media_id, c.image_url) IS NULL THEN 'text' ELSE 'image' END,
-               campaign_content(c.message, k.name, k.phone), media_path(c.media_id, c.image_url),
+               coalesce(_fill_fields(_message_template(c.message), k.name, k.phone), render_message(c.message, k.name, k.phone)),
+               media_path(c.media_id, c.image_url),
                c.min_delay_seconds, c.max_delay_seconds, greatest(c.scheduled_at, now()), c.paused_at IS NOT NULL,
                c.id, NULL, NULL, NULL, k.retry_of)::message_draft
       FROM candidates k JOIN slots s USING (slot)))
 $$;
-COMMENT ON FUNCTION spread_ai_campaign(campaigns) IS
+COMMENT ON FUNCTION _spread_ai_campaign(campaigns) IS
   'Queues AI-campaign leads on its online devices by load-balance score, at most ai_limit_per_device live '
   'messages per device: untouched pool leads (first spread only) and leads stranded on dropped devices.';
 
@@ -332,10 +327,10 @@ BEGIN
     RETURN NULL;
   END IF;
   IF c.kind = 'ai' THEN
-    v_queued := spread_ai_campaign(c);
+    v_queued := _spread_ai_campaign(c);
     UPDATE campaigns SET expanded_at = now() WHERE id = c.id;
   ELSE
-    v_queued := expand_broadcast_chunk(c, p_chunk);
+    v_queued := _expand_broadcast_chunk(c, p_chunk);
   END IF;
   PERFORM notify_user(c.user_id, 'campaign_progress', jsonb_build_object('id', c.id, 'queued', v_queued));
   PERFORM settle_campaign(c.id);
@@ -377,7 +372,7 @@ BEGIN
               GROUP BY 1 LOOP
       PERFORM _skip_messages(r.ids, 'campaign_device_dropped', r.why, false);   -- settled below, after the spread
     END LOOP;
-    v_moved := v_moved + spread_ai_campaign(c);
+    v_moved := v_moved + _spread_ai_campaign(c);
     PERFORM settle_campaign(c.id);
   END LOOP;
   RETURN v_moved;

@@ -3,15 +3,8 @@
 -- row is ever bulk-deleted. Rollups (message_outcome_counts, sequence_step_counters, campaign
 -- counts on campaigns) are separate tables and keep the dropped weeks' figures.
 
-CREATE OR REPLACE FUNCTION create_history_week(p_week timestamptz) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE v_name text := 'message_history_' || to_char(p_week AT TIME ZONE 'UTC', 'YYYYMMDD');
-BEGIN
-  EXECUTE format('CREATE TABLE %I PARTITION OF message_history FOR VALUES FROM (%L) TO (%L)',
-                 v_name, p_week, p_week + interval '1 week');
-  EXECUTE format('COMMENT ON TABLE %I IS %L', v_name,
-                 'Settled messages of the week from ' || to_char(p_week AT TIME ZONE 'UTC', 'YYYY-MM-DD') || ' (UTC): a partition of message_history.');
-  RETURN v_name;
-END $$;
+-- create_history_week(week), which makes one week's partition, is defined by its migration (1500),
+-- which needed it before this folder is applied.
 COMMENT ON FUNCTION create_history_week(timestamptz) IS
   'Creates (and comments) the message_history partition of the week starting at p_week (a Monday 00:00 UTC); returns its name.';
 

@@ -67,17 +67,13 @@ COMMENT ON FUNCTION forget_deleted_message_parents() IS
   'Statement trigger on the tables broadcast_messages refers to (no foreign keys): deletes the messages of deleted '
   'owners, campaigns, sequences, steps and enrollments; clears device_id and lead_id of deleted devices and leads.';
 
-CREATE OR REPLACE TRIGGER users_messages_forget AFTER DELETE ON users
-  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_message_parents();
-CREATE OR REPLACE TRIGGER campaigns_messages_forget AFTER DELETE ON campaigns
-  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_message_parents();
-CREATE OR REPLACE TRIGGER sequences_messages_forget AFTER DELETE ON sequences
-  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_message_parents();
-CREATE OR REPLACE TRIGGER sequence_steps_messages_forget AFTER DELETE ON sequence_steps
-  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_message_parents();
-CREATE OR REPLACE TRIGGER sequence_enrollments_messages_forget AFTER DELETE ON sequence_enrollments
-  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_message_parents();
-CREATE OR REPLACE TRIGGER user_devices_messages_forget AFTER DELETE ON user_devices
-  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_message_parents();
-CREATE OR REPLACE TRIGGER leads_messages_forget AFTER DELETE ON leads
-  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_message_parents();
+-- One per parent table, named <table>_messages_forget.
+DO $$
+DECLARE t text;
+BEGIN
+  FOREACH t IN ARRAY ARRAY['users', 'campaigns', 'sequences', 'sequence_steps', 'sequence_enrollments',
+                           'user_devices', 'leads'] LOOP
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %I REFERENCING OLD TABLE AS old_rows '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_message_parents()', t || '_messages_forget', t);
+  END LOOP;
+END $$;

@@ -101,7 +101,7 @@ INSERT INTO settings (name, value, meaning) VALUES
    'settled messages are kept this many days (whole weeks of message_history dropped after it); rollups keep their counts');
 
 -- Weekly partitions covering the existing history and the weeks ahead, then the rows. The
--- function is replaced by db/functions/retention.sql (maintain_message_history uses it).
+-- function stays: maintain_message_history (db/functions/retention.sql) makes the later weeks with it.
 CREATE FUNCTION create_history_week(p_week timestamptz) RETURNS text LANGUAGE plpgsql AS $f$
 DECLARE v_name text := 'message_history_' || to_char(p_week AT TIME ZONE 'UTC', 'YYYYMMDD');
 BEGIN
