@@ -280,7 +280,6 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
   -- One entry per pass (enrollment), oldest first. Per step: the latest attempt's status (sent,
   -- failed, skipped, pending, queued; retries counted in attempts), else waiting (the next step, with
   -- when it can go out), upcoming (later steps of an active pass) or null (not reached).
-<<<<<<< HEAD
   SELECT to_jsonb(ROW(
     (SELECT count(*) FROM sequence_enrollments WHERE sequence_id = s.id), p_limit, p_offset,
     ARRAY(
@@ -302,35 +301,6 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
                             ORDER BY b.id DESC LIMIT 1) m ON true
                         WHERE st.sequence_id = s.id
                         ORDER BY st.day_number))::sequence_contact_doc
-=======
-  SELECT jsonb_build_object(
-    'total', (SELECT count(*) FROM sequence_enrollments WHERE sequence_id = s.id),
-    'limit', p_limit, 'offset', p_offset,
-    'contacts', coalesce((
-      SELECT jsonb_agg(jsonb_build_object(
-               'enrollment_id', e.id, 'contact_phone', e.contact_phone, 'contact_name', e.contact_name,
-               'status', e.status, 'stop_reason', e.stop_reason, 'enrolled_at', e.enrolled_at,
-               'completed_at', e.completed_at, 'steps_done', e.steps_done,
-               'next_step_id', e.next_step_id,
-               'next_send_at', CASE WHEN e.status = 'active' THEN
-                                 _sequence_send_time(e.next_due_at, s.schedule_time, s.schedule_tolerance_minutes, u.timezone) END,
-               'steps', (SELECT jsonb_agg(jsonb_build_object(
-                           'step_id', st.id, 'day_number', st.day_number,
-                           'status', coalesce(m.status, CASE WHEN e.status <> 'active' THEN NULL
-                                                             WHEN st.id = e.next_step_id THEN 'waiting'
-                                                             WHEN st.day_number > nx.day_number THEN 'upcoming' END),
-                           'message_id', m.id, 'attempts', m.attempts, 'done_at', m.done_at,
-                           'error_message', m.error_message) ORDER BY st.day_number)
-                           FROM sequence_steps st
-                           LEFT JOIN LATERAL (
-                             SELECT b.id, b.status, coalesce(b.sent_at, b.failed_at) AS done_at, b.error_message,
-                                    count(*) OVER () AS attempts
-                               FROM broadcast_messages b
-                              WHERE b.enrollment_id = e.id AND b.sequence_stepid = st.id
-                              ORDER BY b.id DESC LIMIT 1) m ON true
-                          WHERE st.sequence_id = s.id))
-               ORDER BY e.id)
->>>>>>> main
         FROM (SELECT * FROM sequence_enrollments WHERE sequence_id = s.id ORDER BY id
                LIMIT p_limit OFFSET p_offset) e
         LEFT JOIN sequence_steps nx ON nx.id = e.next_step_id
