@@ -75,8 +75,8 @@ def test_each_event_source_writes_its_event(db):
     by_type = {}
     for r in rows:
         by_type.setdefault(r["event_type"], []).append(r["payload"])
-    assert by_type["device.status"][0]["data"] == {"device_id": dev, "status": "offline", "reason": "gone",
-                                                  "banned_until": None}
+    assert by_type["device.status"][0]["data"] == {"device_id": dev, "status": "offline", "paused": False,
+                                                  "reason": "gone", "banned_until": None}
     assert by_type["message.received"][1]["data"]["content"] == "STOP"
     assert by_type["lead.opted_out"][0]["data"]["phone"] == "60123000001"
     assert [p["data"]["status"] for p in by_type["message.status"]] == ["sent", "delivered"]
@@ -94,7 +94,24 @@ def test_a_released_device_going_offline_is_an_event(db):
     lease(db, [dev])
     assert db.execute("SELECT release_leases('s1', %s) AS n", [[dev]]).fetchone()["n"] == 1
     assert [r["payload"]["data"] for r in outbox(db, ep)] == [
-        {"device_id": dev, "status": "offline", "reason": "sender released the device", "banned_until": None}]
+        {"device_id": dev, "status": "offline", "paused": False, "reason": "sender released the device",
+         "banned_until": None}]
+
+
+def test_pausing_and_resuming_a_device_are_events(db):
+    uid = make_user(db)
+    ep = endpoint(db, uid, events=["device.status"])
+    dev, other = make_device(db, uid), make_device(db, uid)
+    assert db.execute("SELECT set_devices_paused(%s, %s, true) AS n", [uid, [dev, other]]).fetchone()["n"] == 2
+    assert db.execute("SELECT set_devices_paused(%s, %s, true) AS n", [uid, [dev]]).fetchone()["n"] == 0  # unchanged
+    db.execute("SELECT set_devices_paused(%s, %s, false)", [uid, [dev]])
+    db.execute("SELECT set_device_status(%s, 'banned', 'too fast', '2031-01-01T00:00:00Z')", [other])
+    events = [(p["data"]["device_id"], p["data"]["status"], p["data"]["paused"], p["data"]["reason"])
+              for p in (r["payload"] for r in outbox(db, ep))]
+    paused = sorted(events[:2])
+    assert paused == [(dev, "online", True, "paused by the owner"), (other, "online", True, "paused by the owner")]
+    assert events[2:] == [(dev, "online", False, "resumed by the owner"), (other, "banned", True, "too fast")]
+    assert outbox(db, ep)[-1]["payload"]["data"]["banned_until"].startswith("2031-01-01T00:00:00")
 
 
 def test_campaign_finished_and_sequence_completed(db):
