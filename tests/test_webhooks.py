@@ -87,6 +87,23 @@ def test_each_event_source_writes_its_event(db):
         assert "T" in r["payload"]["created_at"]
 
 
+def test_stuck_failures_and_skips_are_message_status_events(db):
+    uid = make_user(db)
+    ep = endpoint(db, uid, events=["message.status"])
+    dev = make_device(db, uid)
+    lease(db, [dev])
+    ids = queue(db, uid, dev, 2)
+    [stuck] = [r["id"] for r in claim(db, per_device=1)]
+    db.execute("UPDATE broadcast_messages SET claimed_at = now() - interval '1 hour' WHERE id = %s", [stuck])
+    assert db.execute("SELECT recover_stuck() AS n").fetchone()["n"] == 1
+    [waiting] = [i for i in ids if i != stuck]
+    assert db.execute("SELECT _delete_device(%s, %s) -> 'messages_skipped' AS n", [uid, dev]).fetchone()["n"] == 1
+    data = [r["payload"]["data"] for r in outbox(db, ep)]
+    assert [(d["message_id"], d["status"], d["skip_reason"]) for d in data] == [
+        (stuck, "failed", None), (waiting, "skipped", "device_deleted")]
+    assert [d["error"] for d in data] == ["stuck: sender vanished", "skipped: device deleted"]
+
+
 def test_a_released_device_going_offline_is_an_event(db):
     uid = make_user(db)
     ep = endpoint(db, uid, events=["device.status"])
