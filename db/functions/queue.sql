@@ -203,6 +203,7 @@ LOOP
       UPDATE broadcast_messages m
          SET status = 'queued', claimed_at = now(), claimed_by = p_sender_id
         FROM locked WHERE m.id = locked.id
+         AND m.status = 'pending'   -- the queue partition only: without it every history week is probed per row
       RETURNING m.id, m.device_id, m.user_id, m.recipient_phone, m.recipient_name, m.message_type,
                 m.content, m.media_url, m.claimed_at,
                 locked.delay, locked.recounted, locked.hour_base, locked.today
