@@ -365,3 +365,11 @@ def test_receipts_and_a_reach_out_timelock(side, c, committed_db_url):
         wait_until(lambda: statuses(c, warm + cold) == {"sent": 1, "failed": 1}, what="both outcomes")
         error = c.execute("SELECT status, error_message FROM broadcast_messages WHERE id = %s", cold).fetchone()
         assert error["status"] == "failed" and "reach-out timelock (error 463)" in error["error_message"]
+        # The 463 timelocked the device: its cold contacts wait in the queue, warm ones still go.
+        wait_until(lambda: device(c, dev)["timelocked_until"], what="the device timelocked")
+        held = queue(c, uid, dev, ["to a third new contact"], to="60199900004")
+        warm_again = queue(c, uid, dev, ["to the warm contact again"], to="60199900002")
+        wait_until(lambda: statuses(c, warm_again) == {"sent": 1}, what="the warm message sent")
+        time.sleep(1.0)   # several claim rounds: the cold one stays
+        assert statuses(c, held) == {"pending": 1}
+        assert "to a third new contact" not in side.received_texts()

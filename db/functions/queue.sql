@@ -107,13 +107,16 @@ BEGIN
 RETURN QUERY
 WITH dev AS (
   SELECT p.device_id, p.hour_count, p.day_start, p.day_count,
-         d.hourly_limit, d.daily_limit, d.min_delay_seconds AS dev_min, d.max_delay_seconds AS dev_max,
+         d.hourly_limit, lim.daily_cap AS daily_limit, lim.cold_ok,
+         d.min_delay_seconds AS dev_min, d.max_delay_seconds AS dev_max,
          date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone AS today
     FROM unnest(v_devices) AS due(device_id)
     JOIN device_leases l ON l.device_id = due.device_id
     JOIN user_devices d ON d.id = l.device_id
     JOIN users u ON u.id = d.user_id
     JOIN device_pacing p ON p.device_id = l.device_id
+    -- warm-up's daily cap and the reach-out timelock (db/functions/device_load.sql)
+    CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone) lim
    WHERE l.sender_id = p_sender_id AND l.expires_at > now()
      AND d.status = 'online' AND d.paused_at IS NULL  -- a paused device keeps its connection, sends nothing
      AND p.next_send_at <= now()
@@ -144,6 +147,8 @@ cand AS MATERIALIZED (
                                        coalesce(m.max_delay_seconds, r.dev_max) AS hi) bounds
                  WHERE m.device_id = r.device_id AND m.status = 'pending' AND NOT m.held
                    AND m.scheduled_at <= now()
+                   AND (r.cold_ok OR EXISTS (SELECT 1 FROM device_warm_contacts w
+                                              WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone))
                  ORDER BY m.scheduled_at, m.id
                  LIMIT greatest(0, least(p_per_device, r.hourly_limit - r.hour_base,
                                          r.daily_limit - r.day_base))) b
@@ -199,7 +204,8 @@ END $$;
 COMMENT ON FUNCTION claim_messages(text, integer, integer) IS
   'Claims up to p_limit due messages (status pending -> queued) for the online, unpaused devices leased by p_sender_id, '
   'at most p_per_device per device and only what pacing (random min..max delay between sends) and the '
-  'hourly (rolling 60 min) and daily (owner''s calendar day) caps allow now. Rows and pacing rows are taken '
+  'hourly (rolling 60 min) and daily (owner''s calendar day; lower during warm-up) caps allow now, and while a '
+  'reach-out timelock lasts only messages to warm contacts. Rows and pacing rows are taken '
   'with SKIP LOCKED, so concurrent senders never claim a row twice. Returns what to send.';
 
 CREATE OR REPLACE FUNCTION next_dispatch_at(p_sender_id text)
@@ -239,6 +245,7 @@ BEGIN
   SELECT count(*), array_agg(done.id), array_agg(done.user_id), array_agg(done.device_id), array_agg(done.campaign_id)
     INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM done;
   PERFORM record_outbound_chats(v_ids);  -- the recipients' chats show the send (chats family)
+  PERFORM _record_send_outcomes(v_devices, false);  -- self-pause counts (deliverability family)
   PERFORM notify_queue_changes('sent', v_ids, v_users, v_devices, v_campaigns);
   IF EXISTS (SELECT 1 FROM early_receipts) THEN   -- receipts that overtook this completion
     PERFORM _apply_early_receipts(v_ids);
@@ -269,13 +276,14 @@ BEGIN
   )
   SELECT count(*), array_agg(failed.id), array_agg(failed.user_id), array_agg(failed.device_id), array_agg(failed.campaign_id)
     INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM failed;
+  PERFORM _record_send_outcomes(v_devices, true);   -- may self-pause the device (deliverability family)
   PERFORM notify_queue_changes('failed', v_ids, v_users, v_devices, v_campaigns);
   RETURN v_done;
 END $$;
 COMMENT ON FUNCTION fail_messages(text, bigint[], text[]) IS
   'Marks messages this sender claimed as failed (queued -> failed) with their errors. Guarded like '
-  'complete_messages, pushed live the same way; a failed message is never re-sent by the queue. Returns how '
-  'many changed.';
+  'complete_messages, pushed live the same way; a failed message is never re-sent by the queue. Too many '
+  'failures in a row self-pause the device (_record_send_outcomes). Returns how many changed.';
 
 CREATE OR REPLACE FUNCTION release_messages(p_sender_id text, p_ids bigint[], p_retry_after interval DEFAULT '5 seconds')
 RETURNS integer LANGUAGE plpgsql AS $$
