@@ -49,5 +49,5 @@ INSERT INTO settings (name, value, meaning) VALUES
 
 -- Their results gain warm-up, timelock, pause reason and health score columns (re-created by
 -- db/functions; the view device_health with db/views).
-DROP FUNCTION device_page(bigint, text, text, text, boolean, integer, integer);
-DROP FUNCTION _device_health() CASCADE;
+DROP FUNCTION IF EXISTS device_page(bigint, text, text, text, boolean, integer, integer);
+DROP FUNCTION IF EXISTS _device_health() CASCADE;
