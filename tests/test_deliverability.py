@@ -1,0 +1,102 @@
+"""Deliverability in SQL (issue 17): warm-up caps and reach-out timelocks enforced by the claim,
+warm contacts, self-pause after failed sends, and the health score. The transports' side of the
+timelock (error 463 -> ReachOutTimelock) is in tests/test_transport_contract.py."""
+import pytest
+
+from tests.factories import make_device, make_user
+from tests.test_dispatch_sql import claim, lease, queue
+
+
+@pytest.fixture
+def uid(db):
+    return make_user(db)
+
+
+def paired(db, dev, phone, days_ago=0):
+    db.execute("SELECT device_paired(%s, %s, %s)", [dev, f"{phone}.0:1@s.whatsapp.net", phone])
+    db.execute("UPDATE user_devices SET warmup_started_at = warmup_started_at - make_interval(days => %s) "
+               "WHERE id = %s", [days_ago, dev])
+
+
+def health(db, dev):
+    return db.execute("SELECT * FROM device_health WHERE device_id = %s", [dev]).fetchone()
+
+
+def test_a_newly_paired_number_warms_up_in_the_claim(db, uid):
+    dev = make_device(db, uid, daily_limit=800, hourly_limit=1000, phone="60111111111")
+    paired(db, dev, "60122222222", days_ago=2)       # day 3 of 14
+    lease(db, [dev])
+    queue(db, uid, dev, 200)
+    cap = 20 + (800 - 20) * 2 // 14
+    assert len(claim(db, per_device=1000)) == cap        # not 800
+    h = health(db, dev)
+    assert (h["warmup_day"], h["warmup_days"], h["daily_cap"]) == (3, 14, cap)
+    assert not db.execute("SELECT is_available FROM device_load(ARRAY[%s]::bigint[])", [uid]).fetchone()["is_available"]
+
+
+def test_warm_up_ends_and_re_pairing_the_same_number_does_not_restart_it(db, uid):
+    dev = make_device(db, uid, daily_limit=50, hourly_limit=1000)
+    paired(db, dev, "60122222223", days_ago=14)      # day 15: past the ramp
+    lease(db, [dev])
+    queue(db, uid, dev, 60)
+    assert len(claim(db)) == 50
+    paired(db, dev, "60122222223")                    # the same number again: no new warm-up
+    assert health(db, dev)["warmup_day"] is None
+    paired(db, dev, "60133333333")                    # another number: day 1
+    assert (health(db, dev)["warmup_day"], health(db, dev)["daily_cap"]) == (1, 20)
+
+
+def test_devices_without_a_pairing_record_are_not_warming_up(db, uid):
+    dev = make_device(db, uid, daily_limit=800)
+    assert (health(db, dev)["warmup_day"], health(db, dev)["daily_cap"]) == (None, 800)
+
+
+def test_a_timelocked_device_sends_to_warm_contacts_only_until_the_lock_ends(db, uid):
+    dev = make_device(db, uid, hourly_limit=1000)
+    lease(db, [dev])
+    cold = queue(db, uid, dev, 3)
+    db.execute("SELECT record_inbound_message(%s, 'in1', '60120000002@s.whatsapp.net', "
+               "'60120000002@s.whatsapp.net', '60120000002', 'hi', now())", [dev])
+    assert db.execute("SELECT device_timelocked(%s, NULL) AS ok", [dev]).fetchone()["ok"]
+    locked = db.execute("SELECT timelocked_until - now() AS left FROM user_devices WHERE id = %s", [dev]).fetchone()
+    assert locked["left"].total_seconds() == 24 * 3600    # the timelock_default_hours setting
+    taken = claim(db)
+    assert [r["recipient_phone"] for r in taken] == ["60120000002"]   # the one who wrote, not the others
+    assert health(db, dev)["timelocked_until"] is not None
+    # Another 463 while locked keeps the known end; WhatsApp's own end wins; lifting frees the rest.
+    db.execute("SELECT device_timelocked(%s, now() + interval '6 days')", [dev])
+    assert db.execute("SELECT count(*) AS n FROM device_events WHERE device_id = %s AND event = 'timelocked'",
+                      [dev]).fetchone()["n"] == 2
+    db.execute("SELECT device_timelocked(%s, NULL, false)", [dev])
+    db.execute("UPDATE device_pacing SET next_send_at = '-infinity' WHERE device_id = %s", [dev])
+    assert len(claim(db)) == len(cold) - 1
+
+
+def test_self_pause_after_too_many_failures_and_resume(db, uid):
+    dev = make_device(db, uid, hourly_limit=1000)
+    lease(db, [dev])
+    ids = queue(db, uid, dev, 20)
+    claim(db)
+    db.execute("SELECT complete_messages('s1', %s, %s)", [ids[:10], [f"wa{i}" for i in range(10)]])
+    db.execute("SELECT fail_messages('s1', %s, %s)", [ids[10:19], ["boom"] * 9])
+    assert db.execute("SELECT paused_at FROM user_devices WHERE id = %s", [dev]).fetchone()["paused_at"] is None
+    db.execute("SELECT fail_messages('s1', %s, %s)", [ids[19:], ["boom"]])   # 10 of the last 20
+    row = db.execute("SELECT paused_at, pause_reason FROM user_devices WHERE id = %s", [dev]).fetchone()
+    assert row["paused_at"] is not None and "10 of its last 20 sends failed" in row["pause_reason"]
+    assert db.execute("SELECT set_devices_paused(%s, %s, false) AS n", [uid, [dev]]).fetchone()["n"] == 1
+    row = db.execute("SELECT d.paused_at, d.pause_reason, p.recent_outcomes::text AS bits FROM user_devices d "
+                     "JOIN device_pacing p ON p.device_id = d.id WHERE d.id = %s", [dev]).fetchone()
+    assert (row["paused_at"], row["pause_reason"], row["bits"]) == (None, None, "")
+
+
+def test_health_score_falls_with_failures_bans_and_timelocks(db, uid):
+    good, bad = make_device(db, uid), make_device(db, uid)
+    assert health(db, good)["health_score"] == 100
+    db.execute("UPDATE device_pacing SET recent_outcomes = B'1111100000' WHERE device_id = %s", [bad])
+    db.execute("INSERT INTO device_events (device_id, event) VALUES (%s, 'banned')", [bad])
+    db.execute("SELECT device_timelocked(%s, NULL)", [bad])
+    assert health(db, bad)["health_score"] == 100 - 20 - 15 - 20
+    page = db.execute("SELECT device_id, health_score FROM device_page(%s, p_sort => 'health')", [uid]).fetchall()
+    assert [r["device_id"] for r in page] == [bad, good]
+    bands = {r["band"]: r["devices"] for r in db.execute("SELECT * FROM device_health_distribution(%s)", [uid])}
+    assert bands == {"0-24": 0, "25-49": 1, "50-74": 0, "75-100": 1}
