@@ -14,7 +14,8 @@ from tests.webutil import signed_in_user
 CHANGED = {"stuck_timeout_seconds": 420, "lease_seconds": 17, "sender_alive_seconds": 11,
            "preferred_device_hourly_sends": 9, "load_weight_sends_hour": 0.25, "load_weight_in_flight": 0.75,
            "default_min_delay_seconds": 7, "default_max_delay_seconds": 13, "default_hourly_limit": 55,
-           "default_daily_limit": 555}
+           "default_daily_limit": 555, "warmup_start_per_day": 5, "warmup_days": 3, "timelock_default_hours": 5,
+           "self_pause_window_sends": 4, "self_pause_failure_share": 0.25}
 
 
 def change_settings(conn):
@@ -66,6 +67,12 @@ def test_sql_and_python_follow_a_changed_setting(db):
     load = db.execute("SELECT messages_hour, processing_now, load_score FROM device_load(ARRAY[%s::bigint])",
                       [user]).fetchone()
     assert load["load_score"] == load["messages_hour"] * 0.25 + load["processing_now"] * 0.75
+
+    db.execute("SELECT device_paired(%s, '60199999999.0:1@s.whatsapp.net', '60199999999')", [device])
+    db.execute("SELECT device_timelocked(%s, NULL)", [device])
+    h = db.execute("SELECT daily_cap, warmup_days, timelocked_until - now() AS lock FROM device_health "
+                   "WHERE device_id = %s", [device]).fetchone()
+    assert (h["daily_cap"], h["warmup_days"], h["lock"]) == (5, 3, timedelta(hours=5))
 
 
 def test_the_web_forms_and_api_default_to_the_settings(client, committed_db_url):
