@@ -102,7 +102,7 @@ CREATE OR REPLACE FUNCTION create_campaign(p_user_id bigint, p_kind text, p_titl
                                            p_target_status text, p_message text, p_image_url text,
                                            p_device_ids bigint[], p_ai_limit_per_device integer,
                                            p_date date, p_time time, p_min_delay integer, p_max_delay integer,
-                                           p_media_id bigint DEFAULT NULL)
+                                           p_media_id bigint DEFAULT NULL, p_failover boolean DEFAULT false)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE v_id bigint;
 BEGIN
@@ -111,24 +111,26 @@ BEGIN
   PERFORM require_quota(p_user_id, 'campaigns', 1);
   INSERT INTO campaigns (user_id, kind, title, niche, target_status, message, image_url, media_id, device_ids,
                          ai_limit_per_device, campaign_date, time_schedule, scheduled_at,
-                         min_delay_seconds, max_delay_seconds)
+                         min_delay_seconds, max_delay_seconds, failover)
   VALUES (p_user_id, p_kind, btrim(coalesce(p_title, '')), btrim(coalesce(p_niche, '')),
           coalesce(nullif(p_target_status, ''), 'all'), p_message, nullif(btrim(coalesce(p_image_url, '')), ''),
           require_own_media(p_user_id, p_media_id),
           nullif(p_device_ids, '{}'), CASE WHEN p_kind = 'ai' THEN p_ai_limit_per_device END,
-          p_date, p_time, _owner_local_instant(p_user_id, p_date, p_time), p_min_delay, p_max_delay)
+          p_date, p_time, _owner_local_instant(p_user_id, p_date, p_time), p_min_delay, p_max_delay,
+          coalesce(p_failover, false))
   RETURNING id INTO v_id;
   RETURN v_id;
 END $$;
-COMMENT ON FUNCTION create_campaign(bigint, text, text, text, text, text, text, bigint[], integer, date, time, integer, integer, bigint) IS
+COMMENT ON FUNCTION create_campaign(bigint, text, text, text, text, text, text, bigint[], integer, date, time, integer, integer, bigint, boolean) IS
   'Creates a pending campaign (kind broadcast or ai); date and time are wall clock in the owner''s zone and '
-  'scheduled_at is the instant they denote; p_media_id is its stored image (image_url where it came from). Returns its id.';
+  'scheduled_at is the instant they denote; p_media_id is its stored image (image_url where it came from); '
+  'p_failover lets its messages move to another device when theirs is lost (failover_messages). Returns its id.';
 
 CREATE OR REPLACE FUNCTION update_campaign(p_user_id bigint, p_campaign_id bigint, p_title text, p_niche text,
                                            p_target_status text, p_message text, p_image_url text,
                                            p_device_ids bigint[], p_ai_limit_per_device integer,
                                            p_date date, p_time time, p_min_delay integer, p_max_delay integer,
-                                           p_media_id bigint DEFAULT NULL)
+                                           p_media_id bigint DEFAULT NULL, p_failover boolean DEFAULT false)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE c campaigns;
 BEGIN
@@ -146,11 +148,11 @@ BEGIN
          device_ids = nullif(p_device_ids, '{}'),
          ai_limit_per_device = CASE WHEN c.kind = 'ai' THEN p_ai_limit_per_device END,
          campaign_date = p_date, time_schedule = p_time, scheduled_at = _owner_local_instant(p_user_id, p_date, p_time),
-         min_delay_seconds = p_min_delay, max_delay_seconds = p_max_delay
+         min_delay_seconds = p_min_delay, max_delay_seconds = p_max_delay, failover = coalesce(p_failover, false)
    WHERE id = c.id;
   RETURN c.id;
 END $$;
-COMMENT ON FUNCTION update_campaign(bigint, bigint, text, text, text, text, text, bigint[], integer, date, time, integer, integer, bigint) IS
+COMMENT ON FUNCTION update_campaign(bigint, bigint, text, text, text, text, text, bigint[], integer, date, time, integer, integer, bigint, boolean) IS
   'Edits one of the owner''s campaigns while it is pending (not yet due); NULL when the owner has no such campaign.';
 
 -- Owner actions ----------------------------------------------------------------------------------
@@ -493,11 +495,11 @@ RETURNS TABLE (id bigint, kind text, title text, niche text, target_status text,
                media_id bigint, device_ids bigint[], ai_limit_per_device integer, campaign_date text, time_schedule text,
                scheduled_at timestamptz, min_delay_seconds integer, max_delay_seconds integer, status text,
                status_reason text, paused_at timestamptz, created_at timestamptz, triggered_at timestamptz,
-               expanded_at timestamptz, finished_at timestamptz)
+               expanded_at timestamptz, finished_at timestamptz, failover boolean)
 LANGUAGE sql STABLE AS $$
   SELECT id, kind, title, niche, target_status, message, image_url, media_id, device_ids, ai_limit_per_device,
          to_char(campaign_date, 'YYYY-MM-DD'), to_char(time_schedule, 'HH24:MI'), scheduled_at, min_delay_seconds, max_delay_seconds, status, status_reason, paused_at,
-         created_at, triggered_at, expanded_at, finished_at
+         created_at, triggered_at, expanded_at, finished_at, failover
     FROM campaigns WHERE id = p_campaign_id AND user_id = p_user_id
 $$;
 COMMENT ON FUNCTION get_campaign(bigint, bigint) IS

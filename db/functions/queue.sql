@@ -326,6 +326,7 @@ CREATE OR REPLACE FUNCTION skip_undeliverable(p_offline_grace interval DEFAULT '
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_done integer;
 BEGIN
+  PERFORM failover_messages(p_offline_grace);   -- first, what may go from another device (queue_failover.sql)
   WITH reason AS (
     SELECT d.id AS device_id,
            CASE WHEN d.status = 'logged_out' THEN 'skipped: device logged out'
@@ -356,4 +357,5 @@ END $$;
 COMMENT ON FUNCTION skip_undeliverable(interval) IS
   'Skips due pending messages that cannot go out: device logged out, banned without end (or still banned '
   'p_offline_grace after its ban ended), deleted, or offline/connecting for longer than p_offline_grace. '
-  'A temporary ban or a brief disconnect only delays them. Returns how many were skipped.';
+  'A temporary ban or a brief disconnect only delays them. Messages whose campaign or sequence has failover on '
+  'first move to another device where they can (failover_messages). Returns how many were skipped.';
