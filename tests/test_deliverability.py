@@ -100,3 +100,62 @@ def test_health_score_falls_with_failures_bans_and_timelocks(db, uid):
     assert [r["device_id"] for r in page] == [bad, good]
     bands = {r["band"]: r["devices"] for r in db.execute("SELECT * FROM device_health_distribution(%s)", [uid])}
     assert bands == {"0-24": 0, "25-49": 1, "50-74": 0, "75-100": 1}
+
+
+def failover_campaign(db, uid, failover=True):
+    return db.execute("SELECT create_campaign(%s, 'broadcast', 'f', '', 'all', 'hi', NULL, NULL, NULL, '2020-01-01', "
+                      "'09:00', 0, 0, NULL, %s) AS id", [uid, failover]).fetchone()["id"]
+
+
+def queue_for(db, uid, dev, campaign_id, n):
+    return [r["id"] for r in db.execute(
+        """INSERT INTO broadcast_messages (user_id, device_id, campaign_id, recipient_phone, content)
+           SELECT %s, %s, %s, '6019' || lpad(g::text, 7, '0'), 'm' FROM generate_series(1, %s) g RETURNING id""",
+        [uid, dev, campaign_id, n])]
+
+
+def where(db, ids):
+    return {r["id"]: r for r in db.execute("SELECT id, device_id, status, error_message FROM broadcast_messages "
+                                           "WHERE id = ANY(%s)", [ids])}
+
+
+def test_failover_moves_waiting_messages_to_devices_with_room_once(db, uid):
+    banned = make_device(db, uid, status="banned")
+    helper = make_device(db, uid, daily_limit=800, hourly_limit=3)          # room for 3 this hour
+    make_device(db, uid, status="online", name="paused")
+    db.execute("UPDATE user_devices SET paused_at = now() WHERE device_name = 'paused'")
+    other_owner = make_device(db, make_user(db))                           # never another owner's device
+    on = queue_for(db, uid, banned, failover_campaign(db, uid), 5)
+    off = queue_for(db, uid, banned, failover_campaign(db, uid, failover=False), 2)
+    assert db.execute("SELECT failover_messages('30 minutes') AS n").fetchone()["n"] == 3
+    rows = where(db, on + off)
+    assert [rows[i]["device_id"] for i in on] == [helper] * 3 + [banned] * 2
+    assert all(rows[i]["device_id"] == banned and rows[i]["status"] == "pending" for i in off)
+    assert other_owner not in {r["device_id"] for r in rows.values()}
+    # The helper's room is taken once the moved messages are claimed: nothing moves twice.
+    lease(db, [helper])
+    assert {r["id"] for r in claim(db)} == set(on[:3])
+    assert db.execute("SELECT failover_messages('30 minutes') AS n").fetchone()["n"] == 0
+    assert db.execute("SELECT detail FROM device_events WHERE device_id = %s AND event = 'failover'",
+                      [banned]).fetchone()["detail"].startswith("3 ")
+
+
+def test_failover_without_room_skips_with_the_reason_when_the_device_is_gone(db, uid):
+    gone = make_device(db, uid, status="logged_out")
+    brief = make_device(db, uid, status="offline")
+    db.execute("UPDATE user_devices SET status_changed_at = now() - interval '15 minutes' WHERE id = %s", [brief])
+    lost = queue_for(db, uid, gone, failover_campaign(db, uid), 2)
+    waits = queue_for(db, uid, brief, failover_campaign(db, uid), 2)
+    db.execute("SELECT skip_undeliverable()")
+    rows = where(db, lost + waits)
+    assert {(rows[i]["status"], rows[i]["error_message"]) for i in lost} == {("skipped", "no_failover_device")}
+    assert {rows[i]["status"] for i in waits} == {"pending"}        # offline 15 min: waits for room or its device
+    online = make_device(db, uid)
+    db.execute("SELECT skip_undeliverable()")
+    assert {where(db, waits)[i]["device_id"] for i in waits} == {online}
+
+
+def test_sequences_keep_their_failover_option(db, uid):
+    seq = db.execute("SELECT save_sequence(%s, NULL, %s) AS id", [uid, '{"name": "s", "trigger": "t", "failover": true, '
+                     '"steps": [{"day_number": 1, "content": "hi"}]}']).fetchone()["id"]
+    assert db.execute("SELECT sequence_definition(%s, %s) AS d", [uid, seq]).fetchone()["d"]["failover"] is True
