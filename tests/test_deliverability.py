@@ -159,3 +159,18 @@ def test_sequences_keep_their_failover_option(db, uid):
     seq = db.execute("SELECT save_sequence(%s, NULL, %s) AS id", [uid, '{"name": "s", "trigger": "t", "failover": true, '
                      '"steps": [{"day_number": 1, "content": "hi"}]}']).fetchone()["id"]
     assert db.execute("SELECT sequence_definition(%s, %s) AS d", [uid, seq]).fetchone()["d"]["failover"] is True
+
+
+def test_sequence_steps_go_from_the_device_the_contact_wrote_to(db, uid):
+    from tests.test_sequences import activate, add_lead, make_sequence, messages
+    own, talked, idle = make_device(db, uid), make_device(db, uid), make_device(db, uid)
+    stranger = make_device(db, make_user(db))
+    for dev in (talked, stranger):          # another owner's device that talked with it does not count
+        db.execute("INSERT INTO device_warm_contacts (device_id, phone) VALUES (%s, '60111111111')", [dev])
+    sid = make_sequence(db, uid)
+    add_lead(db, uid, "60111111111", "promo", device_id=own)      # warm with `talked`: goes from there
+    add_lead(db, uid, "60111111112", "promo", device_id=own)      # cold: its own device, as before
+    assert activate(db) == 2
+    chosen = {m["recipient_phone"]: m["device_id"] for m in messages(db, sid)}
+    assert chosen == {"60111111111": talked, "60111111112": own}
+    assert idle not in chosen.values()
