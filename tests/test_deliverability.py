@@ -174,3 +174,18 @@ def test_sequence_steps_go_from_the_device_the_contact_wrote_to(db, uid):
     chosen = {m["recipient_phone"]: m["device_id"] for m in messages(db, sid)}
     assert chosen == {"60111111111": talked, "60111111112": own}
     assert idle not in chosen.values()
+
+
+def test_ai_campaign_leads_go_from_the_device_they_wrote_to_within_its_room(db, uid):
+    from tests.test_ai_campaigns import load
+    from tests.test_campaigns import campaign, expand_all, lead, messages
+    busy, idle = make_device(db, uid), make_device(db, uid)
+    load(db, busy, 50)                                   # the spread alone would pick idle first
+    pool = [lead(db, uid, None, f"6012{i}666666", f"P{i}") for i in range(4)]
+    for i in (0, 1, 2):                                  # three wrote to busy; its room is two
+        db.execute("INSERT INTO device_warm_contacts (device_id, phone) SELECT %s, phone FROM leads WHERE id = %s",
+                   [busy, pool[i]])
+    cid = campaign(db, uid, kind="ai", ai_limit=2, devices=[busy, idle])
+    expand_all(db, cid)
+    chosen = {r["lead_id"]: r["device_id"] for r in messages(db, cid)}
+    assert chosen == {pool[0]: busy, pool[1]: busy, pool[2]: idle, pool[3]: idle}

@@ -265,15 +265,16 @@ COMMENT ON FUNCTION _ai_campaign_devices(campaigns) IS
   'The devices an AI campaign may use now (online, not paused, in its device set), their load score '
   '(device_load) and how many more leads each may take under the per-device limit.';
 
--- Spreads leads over the AI campaign's devices: slot k of every device before slot k+1 of any,
--- devices by score, so the least loaded get the first leads and none gets more than its room.
+-- Spreads leads over the AI campaign's devices. Warm first: a lead who wrote to one of them goes
+-- from that one (device_warm_contacts), within its room. The others: slot k of every device before
+-- slot k+1 of any, devices by score, so the least loaded get the first leads and none gets more
+-- than its room.
 -- Candidates: pool leads the campaign has not touched (only while first expanding), then leads
 -- whose message was stranded on a dropped device (moved: a new row with retry_of, history kept).
 CREATE OR REPLACE FUNCTION spread_ai_campaign(c campaigns) RETURNS integer
 LANGUAGE sql AS $$
-  WITH slots AS MATERIALIZED (
-    SELECT d.device_id, row_number() OVER (ORDER BY s.n, d.score, d.device_id) AS slot
-      FROM _ai_campaign_devices(c) d, generate_series(1, d.room) AS s(n)
+  WITH devices AS MATERIALIZED (
+    SELECT d.device_id, d.score, d.room FROM _ai_campaign_devices(c) d WHERE d.room > 0
   ), stranded AS (
     SELECT m.id AS retry_of, m.lead_id, m.recipient_name AS name, m.recipient_phone AS phone, 0 AS pass, m.id AS ord
       FROM broadcast_messages m LEFT JOIN user_devices d ON d.id = m.device_id
@@ -286,21 +287,38 @@ LANGUAGE sql AS $$
      WHERE c.expanded_at IS NULL AND l.user_id = c.user_id AND l.device_id IS NULL
        AND lead_in_audience(l.niche_tokens, l.target_status, lead_tokens(c.niche), c.target_status)
        AND NOT EXISTS (SELECT 1 FROM broadcast_messages m WHERE m.campaign_id = c.id AND m.recipient_phone = l.phone)
-  ), candidates AS (
-    SELECT x.*, row_number() OVER (ORDER BY x.pass, x.ord) AS slot
+  ), pool AS MATERIALIZED (
+    SELECT x.*, row_number() OVER (ORDER BY x.pass, x.ord) AS turn
       FROM (SELECT retry_of, lead_id, name, phone, pass, ord FROM stranded
             UNION ALL SELECT retry_of, lead_id, name, phone, pass, ord FROM fresh) x
      WHERE NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = x.phone)
+  ), warm AS MATERIALIZED (   -- each warm lead's device (the least loaded it wrote to), within that device's room
+    SELECT w.turn, w.device_id FROM (
+      SELECT p.turn, p.device_id, p.room, row_number() OVER (PARTITION BY p.device_id ORDER BY p.turn) AS k
+        FROM (SELECT DISTINCT ON (p.turn) p.turn, d.device_id, d.room
+                FROM pool p JOIN device_warm_contacts wc ON wc.phone = p.phone
+                JOIN devices d ON d.device_id = wc.device_id
+               ORDER BY p.turn, d.score, d.device_id) p) w
+     WHERE w.k <= w.room
+  ), slots AS MATERIALIZED (
+    SELECT d.device_id, row_number() OVER (ORDER BY s.n, d.score, d.device_id) AS slot
+      FROM devices d,
+           generate_series(1, d.room - (SELECT count(*)::int FROM warm WHERE warm.device_id = d.device_id)) AS s(n)
+  ), candidates AS (
+    SELECT p.*, w.device_id AS warm_device_id,
+           CASE WHEN w.device_id IS NULL THEN row_number() OVER (PARTITION BY w.device_id IS NULL ORDER BY p.turn) END AS slot
+      FROM pool p LEFT JOIN warm w ON w.turn = p.turn
   ), queued AS (
     INSERT INTO broadcast_messages (user_id, device_id, campaign_id, lead_id, retry_of, recipient_phone,
                                     recipient_name, message_type, content, media_url, min_delay_seconds,
                                     max_delay_seconds, scheduled_at, held)
-    SELECT c.user_id, s.device_id, c.id, k.lead_id, k.retry_of, k.phone, k.name,
+    SELECT c.user_id, coalesce(k.warm_device_id, s.device_id), c.id, k.lead_id, k.retry_of, k.phone, k.name,
            CASE WHEN media_path(c.media_id, c.image_url) IS NULL THEN 'text' ELSE 'image' END,
            campaign_content(c.message, k.name, k.phone), media_path(c.media_id, c.image_url),
            c.min_delay_seconds, c.max_delay_seconds,
            greatest(c.scheduled_at, now()), c.paused_at IS NOT NULL
-      FROM candidates k JOIN slots s USING (slot)
+      FROM candidates k LEFT JOIN slots s USING (slot)
+     WHERE k.warm_device_id IS NOT NULL OR s.device_id IS NOT NULL
     ON CONFLICT (campaign_id, recipient_phone) WHERE campaign_id IS NOT NULL AND status IN ('pending', 'queued', 'sent')
     DO NOTHING
     RETURNING 1
@@ -308,8 +326,9 @@ LANGUAGE sql AS $$
   SELECT count(*)::int FROM queued
 $$;
 COMMENT ON FUNCTION spread_ai_campaign(campaigns) IS
-  'Queues AI-campaign leads on its online devices by load-balance score, at most ai_limit_per_device live '
-  'messages per device: untouched pool leads (first spread only) and leads stranded on dropped devices.';
+  'Queues AI-campaign leads on its online devices, at most ai_limit_per_device live messages per device: a lead '
+  'who wrote to one of them from that one (warm first), the others by load-balance score; untouched pool leads '
+  '(first spread only) and leads stranded on dropped devices.';
 
 CREATE OR REPLACE FUNCTION expand_campaign_chunk(p_campaign_id bigint, p_chunk integer DEFAULT 50000) RETURNS integer
 LANGUAGE plpgsql AS $$
