@@ -189,3 +189,19 @@ def test_ai_campaign_leads_go_from_the_device_they_wrote_to_within_its_room(db, 
     expand_all(db, cid)
     chosen = {r["lead_id"]: r["device_id"] for r in messages(db, cid)}
     assert chosen == {pool[0]: busy, pool[1]: busy, pool[2]: idle, pool[3]: idle}
+
+
+def test_cold_contacts_take_at_most_their_share_of_the_day(db, uid):
+    dev = make_device(db, uid, daily_limit=10, hourly_limit=1000)    # cold share 0.5: 5 a day
+    lease(db, [dev])
+    db.execute("INSERT INTO device_warm_contacts (device_id, phone) VALUES (%s, '60120000007')", [dev])
+    ids = queue(db, uid, dev, 8)                                      # 60120000001 .. 08, one of them warm
+    taken = [r["id"] for r in claim(db)]
+    assert len(taken) == 8                                            # under the share nothing is held
+    db.execute("SELECT complete_messages('s1', %s, %s)", [taken, [f"wa{i}" for i in taken]])
+    row = db.execute("SELECT cold_count, cold_day FROM device_pacing WHERE device_id = %s", [dev]).fetchone()
+    assert row["cold_count"] == 7 and row["cold_day"] is not None
+    db.execute("DELETE FROM device_send_minutes; UPDATE device_pacing SET day_count = 0, next_send_at = '-infinity'")
+    more = queue(db, uid, dev, 8)                                     # the same numbers again, a new campaign
+    assert [r["recipient_phone"] for r in claim(db)] == ["60120000007"]   # the share is spent: warm only
+    assert len(ids) == len(more)

@@ -31,19 +31,27 @@ COMMENT ON FUNCTION device_timelocked(bigint, timestamptz, boolean) IS
   'to warm contacts (claim_messages). p_active false lifts it. Logged in device_events and pushed live '
   '(device_timelock) when it starts, moves or ends. False when the device no longer exists.';
 
--- Self-pause --------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION _record_send_outcomes(p_device_ids bigint[], p_failed boolean)
+-- Self-pause and the cold share ----------------------------------------------------------
+CREATE OR REPLACE FUNCTION _record_send_outcomes(p_ids bigint[], p_failed boolean)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE v_window integer := setting('self_pause_window_sends')::int;
         v_paused integer;
 BEGIN
-  -- One bit per settled send, newest last, the window's length kept.
   WITH n AS (
-    SELECT x AS device_id, count(*)::int AS k FROM unnest(p_device_ids) x WHERE x IS NOT NULL GROUP BY x
+    SELECT m.device_id, count(*)::int AS k, (now() AT TIME ZONE u.timezone)::date AS today,
+           -- a sent message to a contact that never wrote to the device spends its cold share
+           count(*) FILTER (WHERE NOT p_failed AND NOT EXISTS (
+             SELECT 1 FROM device_warm_contacts w WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone))::int AS cold
+      FROM broadcast_messages m JOIN user_devices d ON d.id = m.device_id JOIN users u ON u.id = d.user_id
+     WHERE m.id = ANY (p_ids)
+     GROUP BY m.device_id, u.timezone
   ), pushed AS (
+    -- One bit per settled send, newest last, the window's length kept.
     UPDATE device_pacing p
        SET recent_outcomes = substring(p.recent_outcomes || repeat(CASE WHEN p_failed THEN '1' ELSE '0' END, least(n.k, v_window))::varbit
-                                       FROM greatest(1, length(p.recent_outcomes) + least(n.k, v_window) - v_window + 1))
+                                       FROM greatest(1, length(p.recent_outcomes) + least(n.k, v_window) - v_window + 1)),
+           cold_count = CASE WHEN p.cold_day = n.today THEN p.cold_count ELSE 0 END + n.cold,
+           cold_day = n.today
       FROM n WHERE p.device_id = n.device_id
     RETURNING p.device_id, p.recent_outcomes
   ), tripped AS (
@@ -66,8 +74,8 @@ BEGIN
     INTO v_paused FROM tripped t;
 END $$;
 COMMENT ON FUNCTION _record_send_outcomes(bigint[], boolean) IS
-  'Adds settled sends (one entry of p_device_ids per message; p_failed: they failed) to each device''s '
-  'recent_outcomes. A device whose last self_pause_window_sends sends include at least self_pause_failure_share '
+  'Adds these settled messages (p_failed: they failed, else sent) to their devices'' recent_outcomes, and the sent '
+  'ones to contacts that never wrote to the device to its cold_count of the owner''s day (the cold share).  A device whose last self_pause_window_sends sends include at least self_pause_failure_share '
   'failures pauses itself (pause_reason says why), logged and pushed live as devices_paused with its reason. '
   'Called by complete_messages and fail_messages.';
 

@@ -8,30 +8,39 @@
 -- the day starts at the owner's local midnight. Plain SQL functions, so the planner inlines them
 -- and a filter on the caller's side (a device, an owner) reaches the tables.
 
--- What a device may send today, defined once: the claim (claim_messages), device_load and the
--- devices page read it. A newly paired number warms up: its daily cap ramps linearly from the
+-- What a device may send today, defined once: the claim (claim_messages), device_load, failover and
+-- the devices page read it. A newly paired number warms up: its daily cap ramps linearly from the
 -- warmup_start_per_day setting to its own cap over warmup_days calendar days of its owner's zone
--- (day 1 = the pairing day). A reach-out timelock (error 463) keeps it off cold contacts.
+-- (day 1 = the pairing day). Contacts that never wrote to the device (cold) take at most the
+-- cold_share_max setting of that cap a day, and none while a reach-out timelock (error 463) lasts.
 -- Plain SQL over its arguments, so the planner inlines it into the claim.
 CREATE OR REPLACE FUNCTION _device_send_limits(p_daily_limit integer, p_warmup_started_at timestamptz,
-                                               p_timelocked_until timestamptz, p_timezone text)
-RETURNS TABLE (daily_cap integer, warmup_day integer, warmup_days integer, cold_ok boolean)
+                                               p_timelocked_until timestamptz, p_timezone text,
+                                               p_cold_day date DEFAULT NULL, p_cold_count integer DEFAULT 0)
+RETURNS TABLE (daily_cap integer, warmup_day integer, warmup_days integer, timelocked boolean, cold_cap integer,
+               cold_ok boolean)
 LANGUAGE sql STABLE AS $$
-  SELECT CASE WHEN w.day <= w.days
-              THEN least(p_daily_limit, w.start + (p_daily_limit - w.start) * (w.day - 1) / w.days)
-              ELSE p_daily_limit END,
-         CASE WHEN w.day <= w.days THEN w.day END,
-         w.days,
-         p_timelocked_until IS NULL OR p_timelocked_until <= now()
-    FROM (SELECT (SELECT setting('warmup_start_per_day'))::int AS start,
-                 (SELECT setting('warmup_days'))::int AS days,
-                 (now() AT TIME ZONE p_timezone)::date - (p_warmup_started_at AT TIME ZONE p_timezone)::date + 1 AS day) w
+  SELECT c.daily_cap, c.warmup_day, c.days, c.timelocked, c.cold_cap,
+         NOT c.timelocked AND CASE WHEN p_cold_day = c.today THEN p_cold_count ELSE 0 END < c.cold_cap
+    FROM (SELECT w.days, w.today, w.cap AS daily_cap, CASE WHEN w.day <= w.days THEN w.day END AS warmup_day,
+                 coalesce(p_timelocked_until > now(), false) AS timelocked,
+                 ceil(w.cap * (SELECT setting('cold_share_max')))::int AS cold_cap
+            FROM (SELECT v.*, CASE WHEN v.day <= v.days
+                                   THEN least(p_daily_limit, v.start + (p_daily_limit - v.start) * (v.day - 1) / v.days)
+                                   ELSE p_daily_limit END AS cap
+                    FROM (SELECT (SELECT setting('warmup_start_per_day'))::int AS start,
+                                 (SELECT setting('warmup_days'))::int AS days,
+                                 (now() AT TIME ZONE p_timezone)::date AS today,
+                                 (now() AT TIME ZONE p_timezone)::date
+                                   - (p_warmup_started_at AT TIME ZONE p_timezone)::date + 1 AS day) v) w) c
 $$;
-COMMENT ON FUNCTION _device_send_limits(integer, timestamptz, timestamptz, text) IS
-  'A device''s limits today from its daily_limit, warmup_started_at, timelocked_until and its owner''s time zone: '
-  'daily_cap (during warm-up warmup_start_per_day + (daily_limit - warmup_start_per_day) x (day - 1) / warmup_days, '
-  'never above daily_limit), warmup_day (1.., NULL when not warming up), warmup_days (the setting) and cold_ok '
-  '(false while a reach-out timelock lasts: only warm contacts, device_warm_contacts).';
+COMMENT ON FUNCTION _device_send_limits(integer, timestamptz, timestamptz, text, date, integer) IS
+  'A device''s limits today from its daily_limit, warmup_started_at, timelocked_until, its owner''s time zone and '
+  'its cold sends (device_pacing cold_day, cold_count): daily_cap (during warm-up warmup_start_per_day + '
+  '(daily_limit - warmup_start_per_day) x (day - 1) / warmup_days, never above daily_limit), warmup_day (1.., '
+  'NULL when not warming up), warmup_days (the setting), timelocked (a reach-out timelock lasts), cold_cap '
+  '(cold_share_max x daily_cap, rounded up) and cold_ok (may send to contacts that never wrote to it: not '
+  'timelocked and under cold_cap today).';
 
 CREATE OR REPLACE FUNCTION device_load(p_user_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (device_id bigint, user_id bigint, device_name text, device_status text, hourly_limit integer,
@@ -99,14 +108,15 @@ LANGUAGE sql STABLE AS $$
          (SELECT c.command FROM device_commands c
            WHERE c.device_id = d.id AND c.status IN ('pending', 'taken') ORDER BY c.id DESC LIMIT 1),
          d.created_at, lim.daily_cap, lim.warmup_day, lim.warmup_days,
-         CASE WHEN NOT lim.cold_ok THEN d.timelocked_until END, d.pause_reason,
+         CASE WHEN lim.timelocked THEN d.timelocked_until END, d.pause_reason,
          _health_score(bit_count(p.recent_outcomes)::numeric / nullif(length(p.recent_outcomes), 0),
-                       ev.disconnects_24h, ev.bans_total, NOT lim.cold_ok, ev.timelocks_30d, rep.sends_48h,
+                       ev.disconnects_24h, ev.bans_total, lim.timelocked, ev.timelocks_30d, rep.sends_48h,
                        rep.repliers_48h, lim.warmup_day, lim.warmup_days)
     FROM user_devices d
     JOIN users u ON u.id = d.user_id
     LEFT JOIN device_pacing p ON p.device_id = d.id
-    CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone) lim
+    CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone,
+                                           p.cold_day, p.cold_count) lim
     CROSS JOIN LATERAL (SELECT _device_is_running(d.id) AS running) run
     -- reply rate: contacts who first wrote in 48 h against sends in 48 h (both bounded by the device)
     CROSS JOIN LATERAL (

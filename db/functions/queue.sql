@@ -115,8 +115,9 @@ WITH dev AS (
     JOIN user_devices d ON d.id = l.device_id
     JOIN users u ON u.id = d.user_id
     JOIN device_pacing p ON p.device_id = l.device_id
-    -- warm-up's daily cap and the reach-out timelock (db/functions/device_load.sql)
-    CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone) lim
+    -- warm-up's daily cap, the reach-out timelock and the cold share (db/functions/device_load.sql)
+    CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone,
+                                           p.cold_day, p.cold_count) lim
    WHERE l.sender_id = p_sender_id AND l.expires_at > now()
      AND d.status = 'online' AND d.paused_at IS NULL  -- a paused device keeps its connection, sends nothing
      AND p.next_send_at <= now()
@@ -205,7 +206,7 @@ COMMENT ON FUNCTION claim_messages(text, integer, integer) IS
   'Claims up to p_limit due messages (status pending -> queued) for the online, unpaused devices leased by p_sender_id, '
   'at most p_per_device per device and only what pacing (random min..max delay between sends) and the '
   'hourly (rolling 60 min) and daily (owner''s calendar day; lower during warm-up) caps allow now, and while a '
-  'reach-out timelock lasts only messages to warm contacts. Rows and pacing rows are taken '
+  'reach-out timelock lasts, or once its cold share of the day is sent, only messages to warm contacts. Rows and pacing rows are taken '
   'with SKIP LOCKED, so concurrent senders never claim a row twice. Returns what to send.';
 
 CREATE OR REPLACE FUNCTION next_dispatch_at(p_sender_id text)
@@ -245,7 +246,7 @@ BEGIN
   SELECT count(*), array_agg(done.id), array_agg(done.user_id), array_agg(done.device_id), array_agg(done.campaign_id)
     INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM done;
   PERFORM record_outbound_chats(v_ids);  -- the recipients' chats show the send (chats family)
-  PERFORM _record_send_outcomes(v_devices, false);  -- self-pause counts (deliverability family)
+  PERFORM _record_send_outcomes(v_ids, false);  -- self-pause and cold share counts (deliverability family)
   PERFORM notify_queue_changes('sent', v_ids, v_users, v_devices, v_campaigns);
   IF EXISTS (SELECT 1 FROM early_receipts) THEN   -- receipts that overtook this completion
     PERFORM _apply_early_receipts(v_ids);
@@ -276,7 +277,7 @@ BEGIN
   )
   SELECT count(*), array_agg(failed.id), array_agg(failed.user_id), array_agg(failed.device_id), array_agg(failed.campaign_id)
     INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM failed;
-  PERFORM _record_send_outcomes(v_devices, true);   -- may self-pause the device (deliverability family)
+  PERFORM _record_send_outcomes(v_ids, true);   -- may self-pause the device (deliverability family)
   PERFORM notify_queue_changes('failed', v_ids, v_users, v_devices, v_campaigns);
   RETURN v_done;
 END $$;

@@ -36,7 +36,7 @@ BEGIN
               JOIN user_devices d ON d.id = dl.device_id
               JOIN users u ON u.id = d.user_id
               CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone) lim
-             WHERE dl.is_available AND lim.cold_ok) t
+             WHERE dl.is_available AND NOT lim.timelocked) t
     WINDOW w AS (PARTITION BY t.user_id ORDER BY t.load_score, t.device_id)
   ), target AS (
     SELECT w.id, w.from_device, w.final, r.device_id
