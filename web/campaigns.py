@@ -98,7 +98,9 @@ def api_list():
 @returns(REPORT, status=201, description="Created")
 def api_create(body):
     """Creates a campaign: kind broadcast or ai, audience (niche, target_status), optional device_ids, message, an image (image_url: a public http(s) URL fetched once, now; or media_id from POST /api/media), date and time in your zone, min/max delay."""
-    campaign_id = one("SELECT create_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s, %s, %s) AS id",
+    # Typed placeholders: a number past an integer column's range is a 400 (22003), never "no such function".
+    campaign_id = one("SELECT create_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s::integer, %s::date, %s::time, "
+                      "%s::integer, %s::integer, %s, %s) AS id",
                       [g.user["id"], body["kind"] or "broadcast", *campaign_fields(body)])["id"]
     return jsonify(report(campaign_id)), 201
 
@@ -119,7 +121,8 @@ def api_update(campaign_id):
     """Edits a campaign that has not started yet."""
     campaign_or_404(campaign_id)
     body = CAMPAIGN.parse(json_body())
-    one("SELECT update_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s, %s, %s)",
+    one("SELECT update_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s::integer, %s::date, %s::time, %s::integer, "
+        "%s::integer, %s, %s)",
         [g.user["id"], campaign_id, *campaign_fields(body)])
     return jsonify(report(campaign_id))
 
