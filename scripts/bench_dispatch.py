@@ -65,12 +65,15 @@ def queue_messages(c, user_id, device_ids, total, table="broadcast_messages"):
 def raw_worker(url, done, table):
     with psycopg.connect(url, autocommit=True) as c:
         while True:
-            ids = [r[0] for r in c.execute(f"""
-                UPDATE {table} SET status = 'queued', claimed_at = now(), claimed_by = 'raw'
-                 WHERE id IN (SELECT id FROM {table}
-                               WHERE status = 'pending' AND NOT held AND scheduled_at <= now()
-                               LIMIT 100 FOR UPDATE SKIP LOCKED)
-                RETURNING id""")]
+            try:
+                ids = [r[0] for r in c.execute(f"""
+                    UPDATE {table} SET status = 'queued', claimed_at = now(), claimed_by = 'raw'
+                     WHERE id IN (SELECT id FROM {table}
+                                   WHERE status = 'pending' AND NOT held AND scheduled_at <= now()
+                                   LIMIT 100 FOR UPDATE SKIP LOCKED)
+                    RETURNING id""")]
+            except psycopg.errors.SerializationFailure:
+                continue   # a row the other worker just settled moved partitions under the lock
             if not ids:
                 break
             c.execute(f"UPDATE {table} SET status = 'sent', sent_at = now(), wa_message_id = 'raw' "

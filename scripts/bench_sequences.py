@@ -170,12 +170,12 @@ def trigger_cost(c, seqs, n):
     out = {}
     for label, batch in (("with", ids[:n]), ("without", ids[n:])):
         if label == "without":
-            c.execute("ALTER TABLE broadcast_messages DISABLE TRIGGER broadcast_messages_sequence_upd")
+            c.execute("ALTER TABLE broadcast_messages DISABLE TRIGGER broadcast_messages_2_sequence_upd")
         t = time.perf_counter()
         for i in batch:
             c.execute("SELECT complete_messages('bench', %s, %s)", [[i], ["w"]])
         out[label] = (time.perf_counter() - t) / len(batch) * 1e6
-    c.execute("ALTER TABLE broadcast_messages ENABLE TRIGGER broadcast_messages_sequence_upd")
+    c.execute("ALTER TABLE broadcast_messages ENABLE TRIGGER broadcast_messages_2_sequence_upd")
     return out
 
 

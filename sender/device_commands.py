@@ -88,7 +88,9 @@ class DeviceCommands:
             except Exception as exc:  # noqa: BLE001 - the device goes anyway; its session rows are removed below
                 log.info("device %s: logout before delete failed: %s", device_id, exc)
                 unlinked = "not logged out (no connection): remove it under Linked Devices on the phone"
-            self.stop_device(device_id)   # before the rows go: a running client would write them again
+            # Before the rows go (a running client would write them again), and for good: a lease
+            # round that read the device before the delete must not start it again.
+            self.stop_device(device_id, deleted=True)
             conn.execute("SELECT finish_device_delete(%s)", [cmd["id"]])
             return f"deleted; {unlinked}"
         raise ValueError(f"unknown command {command!r}")

@@ -9,7 +9,10 @@ read and change goes through a method here.
 - to release: devices the lease keeper must stop and give up (logged out, pairing expired,
   gave up connecting);
 - in flight: claimed messages whose result is not yet written, per device (a device with
-  messages in flight is not shed).
+  messages in flight is not shed);
+- deleted: devices whose delete this sender ran; never started again (a lease round that read
+  the device before the delete must not resume a client whose session rows are gone — whatsmeow
+  panics on a nil device and takes the process down).
 """
 import threading
 from collections import Counter
@@ -21,20 +24,24 @@ class DeviceRegistry:
         self._running = set()
         self._parked = set()
         self._to_release = set()
+        self._deleted = set()
         self._in_flight = Counter()
 
     # Running ---------------------------------------------------------------------------------
     def claim_start(self, device_id) -> bool:
-        """True when the device is neither running nor parked: it is now running (the caller starts it)."""
+        """True when the device is neither running, parked nor deleted: it is now running (the caller starts it)."""
         with self._lock:
-            if device_id in self._running or device_id in self._parked:
+            if device_id in self._running or device_id in self._parked or device_id in self._deleted:
                 return False
             self._running.add(device_id)
             return True
 
-    def forget(self, device_id) -> bool:
-        """Neither running nor parked any more; True when it was running (the caller stops it)."""
+    def forget(self, device_id, deleted=False) -> bool:
+        """Neither running nor parked any more (and, when deleted, never started again); True when it
+        was running (the caller stops it)."""
         with self._lock:
+            if deleted:
+                self._deleted.add(device_id)
             was_running = device_id in self._running
             self._running.discard(device_id)
             self._parked.discard(device_id)

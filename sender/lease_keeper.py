@@ -78,6 +78,6 @@ class LeaseKeeper:
             self.transport.start(DeviceSession(device_id, jid=jid, phone=phone))
             self.dispatch_wake.set()
 
-    def stop_device(self, device_id):
-        if self.registry.forget(device_id):
+    def stop_device(self, device_id, deleted=False):
+        if self.registry.forget(device_id, deleted):
             self.transport.stop(device_id)

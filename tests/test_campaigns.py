@@ -147,13 +147,38 @@ def test_status_rule_finished_failed_and_reasons(db):
     assert status(db, no_devices) == {"status": "failed", "status_reason": "no device to send from"}
 
 
-def test_pause_resume_cancel(db):
+def running_campaign(db, leads=2):
+    """A running campaign with a queued message for each of `leads` leads: (owner, campaign, message rows)."""
     uid = make_user(db)
     d = make_device(db, uid)
-    for i in range(3):
-        lead(db, uid, d, f"01{i}3333333")
+    for i in range(leads):
+        lead(db, uid, d, f"60{i}3333333")
     cid = campaign(db, uid)
     expand_all(db, cid)
+    rows = messages(db, cid)
+    assert len(rows) == leads and status(db, cid)["status"] == "processing"
+    return uid, cid, rows
+
+
+def test_a_campaign_ends_when_its_last_message_settles(db):
+    """No minute tick: the completion of the last message settles the campaign (settle_campaign pushes its event)."""
+    _, cid, rows = running_campaign(db)
+    mark(db, [rows[0]["id"]], "sent")
+    assert status(db, cid)["status"] == "processing"
+    mark(db, [rows[1]["id"]], "failed")
+    assert status(db, cid)["status"] == "finished"
+
+
+def test_a_campaign_whose_last_messages_are_skipped_ends_at_once(db):
+    uid, cid, rows = running_campaign(db)
+    db.execute("SELECT opt_out_phone(%s, %s)", [uid, rows[0]["recipient_phone"]])
+    assert status(db, cid)["status"] == "processing"
+    db.execute("SELECT opt_out_phone(%s, %s)", [uid, rows[1]["recipient_phone"]])   # the last: no minute tick needed
+    assert status(db, cid) == {"status": "finished", "status_reason": None}
+
+
+def test_pause_resume_cancel(db):
+    uid, cid, _ = running_campaign(db, leads=3)
     db.execute("SELECT pause_campaign(%s, %s, true)", [uid, cid])
     assert {r["held"] for r in messages(db, cid)} == {True}
     db.execute("SELECT pause_campaign(%s, %s, false)", [uid, cid])

@@ -310,9 +310,9 @@ def test_bulk_enqueue_refreshes_the_queue_statistics(db):
     fit its real size; a batch small against the queue leaves the statistics alone."""
     uid = make_user(db)
     dev = make_device(db, uid)
-    db.execute("ANALYZE broadcast_messages")
+    db.execute("ANALYZE message_queue")
     db.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content)
                   SELECT %s, %s, '6012' || lpad(g::text, 8, '0'), 'x' FROM generate_series(1, 5000) g""", [uid, dev])
     assert db.execute("SELECT refresh_queue_stats(5000) AS r").fetchone()["r"] is True
-    assert db.execute("SELECT reltuples FROM pg_class WHERE relname = 'broadcast_messages'").fetchone()["reltuples"] >= 5000
+    assert db.execute("SELECT reltuples FROM pg_class WHERE relname = 'message_queue'").fetchone()["reltuples"] >= 5000
     assert db.execute("SELECT refresh_queue_stats(1500) AS r").fetchone()["r"] is False

@@ -189,3 +189,34 @@ def test_a_send_that_never_left_goes_back_to_the_queue(c, committed_db_url, stor
         w.transport.scan(dev)
         wait_until(lambda: statuses(c, ids) == {"sent": 2}, timeout=60, what="sent once connected")
     assert assert_no_duplicates(store) == set(ids)
+
+
+def test_a_deleted_device_is_never_started_again_by_a_stale_lease_round():
+    """The lease round reads its devices, the delete command then stops one and removes its session
+    rows; the round's start of that device (from its earlier read) must not happen: resuming a client
+    without its session panics whatsmeow (the neonize contract test saw it under load)."""
+    import threading
+
+    from sender.device_registry import DeviceRegistry
+    from sender.lease_keeper import LeaseKeeper
+    from sender.transport.base import DeviceSession
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def start(self, session: DeviceSession):
+            self.calls.append(("start", session.device_id))
+
+        def stop(self, device_id):
+            self.calls.append(("stop", device_id))
+
+    transport = Recorder()
+    keeper = LeaseKeeper("postgresql://unused", "s1", None, transport, DeviceRegistry(), threading.Event(),
+                         threading.Event(), on_orphaned=lambda: None)
+    keeper.start_device(7, "607@s.whatsapp.net", "607")
+    keeper.stop_device(7, deleted=True)              # the delete command
+    keeper.start_device(7, "607@s.whatsapp.net", "607")   # the round's stale read
+    keeper.stop_device(8)                             # an ordinary stop forgets nothing for good
+    keeper.start_device(8, None, None)
+    assert transport.calls == [("start", 7), ("stop", 7), ("start", 8)]

@@ -14,9 +14,9 @@ from tests.webutil import signed_in_user
 CHANGED = {"stuck_timeout_seconds": 420, "lease_seconds": 17, "sender_alive_seconds": 11,
            "preferred_device_hourly_sends": 9, "load_weight_sends_hour": 0.25, "load_weight_in_flight": 0.75,
            "default_min_delay_seconds": 7, "default_max_delay_seconds": 13, "default_hourly_limit": 55,
-           "default_daily_limit": 555, "warmup_start_per_day": 5, "warmup_days": 3, "timelock_default_hours": 5,
-           "self_pause_window_sends": 4, "self_pause_failure_share": 0.25, "cold_share_max": 0.2,
-           "failover_offline_minutes": 3}
+           "default_daily_limit": 555, "message_retention_days": 90, "warmup_start_per_day": 5, "warmup_days": 3,
+           "timelock_default_hours": 5, "self_pause_window_sends": 4, "self_pause_failure_share": 0.25,
+           "cold_share_max": 0.2, "failover_offline_minutes": 3}
 
 
 def change_settings(conn):

@@ -71,6 +71,29 @@ COMMENT ON FUNCTION settle_campaign(bigint, boolean) IS
   'and pushing a campaign event on change (and a campaign.finished webhook event when it ends: finished, failed '
   'or cancelled). Every status change goes through here. Returns the status.';
 
+-- A campaign ends when its last message settles, not at the next minute tick: the trigger
+-- broadcast_messages_4_campaign_done (db/functions/triggers_broadcast_messages.sql) calls this after every UPDATE.
+-- Two senders settling a campaign's last two messages at once each still see the other's as live;
+-- then the minute tick (run_campaigns) settles it.
+CREATE OR REPLACE FUNCTION settle_campaigns_done() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE v_id bigint;
+BEGIN
+  FOR v_id IN
+    SELECT c.id FROM campaigns c
+     WHERE c.id IN (SELECT DISTINCT n.campaign_id FROM new_rows n
+                     WHERE n.campaign_id IS NOT NULL AND n.status IN ('sent', 'failed'))
+       AND c.status = 'processing' AND c.expanded_at IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM message_queue q WHERE q.campaign_id = c.id)
+  LOOP
+    PERFORM settle_campaign(v_id);
+  END LOOP;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION settle_campaigns_done() IS
+  'Statement trigger on broadcast_messages: settles (settle_campaign, which pushes the campaign event) each processing, '
+  'fully expanded campaign whose rows just became sent or failed and that has no pending or queued message left '
+  '(skips settle their campaigns themselves: _skip_messages).';
+
 -- Create and edit -------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION _check_campaign_input(p_user_id bigint, p_kind text, p_device_ids bigint[],
                                                 p_ai_limit_per_device integer, p_min_delay integer,
@@ -164,15 +187,16 @@ COMMENT ON FUNCTION _owned_campaign_for_update(bigint, bigint) IS
 CREATE OR REPLACE FUNCTION cancel_campaign(p_user_id bigint, p_campaign_id bigint) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE c campaigns := _owned_campaign_for_update(p_user_id, p_campaign_id);
+        v_status text;
 BEGIN
   IF c.id IS NULL THEN RETURN NULL; END IF;
   IF c.status IN ('finished', 'failed', 'cancelled') THEN
     RAISE EXCEPTION 'campaign % is already %', c.id, c.status;
   END IF;
-  UPDATE broadcast_messages
-     SET status = 'skipped', held = false, failed_at = now(), error_message = 'campaign cancelled'
-   WHERE campaign_id = c.id AND status = 'pending';
-  RETURN settle_campaign(c.id, true);
+  v_status := settle_campaign(c.id, true);   -- first, so its skipped messages do not end it as finished
+  PERFORM _skip_messages(array(SELECT m.id FROM broadcast_messages m WHERE m.campaign_id = c.id AND m.status = 'pending'),
+                         'campaign_cancelled');
+  RETURN v_status;
 END $$;
 COMMENT ON FUNCTION cancel_campaign(bigint, bigint) IS
   'Cancels a campaign: its unsent (pending) messages become skipped (''campaign cancelled''); in-flight ones finish. '
@@ -190,8 +214,8 @@ BEGIN
     RETURN c.status;  -- already so: nothing to do
   END IF;
   UPDATE campaigns SET paused_at = CASE WHEN p_pause THEN now() END WHERE id = c.id;
-  UPDATE broadcast_messages SET held = p_pause
-   WHERE campaign_id = c.id AND status = 'pending' AND held <> p_pause;
+  PERFORM _hold_messages(array(SELECT m.id FROM broadcast_messages m
+                                WHERE m.campaign_id = c.id AND m.status = 'pending' AND m.held <> p_pause), p_pause);
   PERFORM notify_user(c.user_id, 'campaign', jsonb_build_object('id', c.id, 'status', c.status, 'paused', p_pause));
   RETURN c.status;
 END $$;
@@ -200,19 +224,12 @@ COMMENT ON FUNCTION pause_campaign(bigint, bigint, boolean) IS
   'meanwhile are held. NULL when the owner has no such campaign.';
 
 -- Fan-out -------------------------------------------------------------------------------------
--- Messages are rendered as they are queued. Most templates have no field or spintax at all, and
--- the fan-out is the hot path, so those skip the call.
-CREATE OR REPLACE FUNCTION campaign_content(p_template text, p_name text, p_phone text) RETURNS text
-LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
-  SELECT CASE WHEN strpos(p_template, '{') = 0 THEN p_template ELSE render_message(p_template, p_name, p_phone) END
-$$;
-COMMENT ON FUNCTION campaign_content(text, text, text) IS
-  'A campaign message for one lead: render_message, skipped for templates without braces.';
-
+-- Messages are rendered as they are queued, the template parked once per chunk (_message_template).
 -- One chunk of a broadcast: the next p_chunk leads of the audience by id, each on its own device.
 CREATE OR REPLACE FUNCTION expand_broadcast_chunk(c campaigns, p_chunk integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE v_last bigint; v_seen integer; v_queued integer;
+        v_template text := _message_template(c.message);
 BEGIN
   WITH batch AS MATERIALIZED (
     SELECT l.id, l.device_id, l.name, l.phone
@@ -223,19 +240,15 @@ BEGIN
      ORDER BY l.id
      LIMIT p_chunk
   ), queued AS (
-    INSERT INTO broadcast_messages (user_id, device_id, campaign_id, lead_id, recipient_phone, recipient_name,
-                                    message_type, content, media_url, min_delay_seconds, max_delay_seconds,
-                                    scheduled_at, held)
-    SELECT c.user_id, b.device_id, c.id, b.id, b.phone, b.name,
-           CASE WHEN media_path(c.media_id, c.image_url) IS NULL THEN 'text' ELSE 'image' END,
-           campaign_content(c.message, b.name, b.phone), media_path(c.media_id, c.image_url),
-           c.min_delay_seconds, c.max_delay_seconds,
-           c.scheduled_at, c.paused_at IS NOT NULL
-      FROM batch b
-     WHERE NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = b.phone)
-    ON CONFLICT (campaign_id, recipient_phone) WHERE campaign_id IS NOT NULL AND status IN ('pending', 'queued', 'sent')
-    DO NOTHING
-    RETURNING 1
+    SELECT 1 FROM _enqueue_messages(array(
+      SELECT ROW(c.user_id, b.device_id, b.id, b.phone, b.name,
+                 CASE WHEN media_path(c.media_id, c.image_url) IS NULL THEN 'text' ELSE 'image' END,
+                 coalesce(_fill_fields(v_template, b.name, b.phone), render_message(c.message, b.name, b.phone)),
+                 media_path(c.media_id, c.image_url),
+                 c.min_delay_seconds, c.max_delay_seconds, c.scheduled_at, c.paused_at IS NOT NULL,
+                 c.id, NULL, NULL, NULL, NULL)::message_draft
+        FROM batch b
+       WHERE NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = b.phone)))
   )
   SELECT max(b.id), count(*), (SELECT count(*) FROM queued) INTO v_last, v_seen, v_queued FROM batch b;
   UPDATE campaigns
@@ -308,22 +321,16 @@ LANGUAGE sql AS $$
     SELECT p.*, w.device_id AS warm_device_id,
            CASE WHEN w.device_id IS NULL THEN row_number() OVER (PARTITION BY w.device_id IS NULL ORDER BY p.turn) END AS slot
       FROM pool p LEFT JOIN warm w ON w.turn = p.turn
-  ), queued AS (
-    INSERT INTO broadcast_messages (user_id, device_id, campaign_id, lead_id, retry_of, recipient_phone,
-                                    recipient_name, message_type, content, media_url, min_delay_seconds,
-                                    max_delay_seconds, scheduled_at, held)
-    SELECT c.user_id, coalesce(k.warm_device_id, s.device_id), c.id, k.lead_id, k.retry_of, k.phone, k.name,
-           CASE WHEN media_path(c.media_id, c.image_url) IS NULL THEN 'text' ELSE 'image' END,
-           campaign_content(c.message, k.name, k.phone), media_path(c.media_id, c.image_url),
-           c.min_delay_seconds, c.max_delay_seconds,
-           greatest(c.scheduled_at, now()), c.paused_at IS NOT NULL
-      FROM candidates k LEFT JOIN slots s USING (slot)
-     WHERE k.warm_device_id IS NOT NULL OR s.device_id IS NOT NULL
-    ON CONFLICT (campaign_id, recipient_phone) WHERE campaign_id IS NOT NULL AND status IN ('pending', 'queued', 'sent')
-    DO NOTHING
-    RETURNING 1
   )
-  SELECT count(*)::int FROM queued
+  SELECT count(*)::int FROM _enqueue_messages(array(
+    SELECT ROW(c.user_id, coalesce(k.warm_device_id, s.device_id), k.lead_id, k.phone, k.name,
+               CASE WHEN media_path(c.media_id, c.image_url) IS NULL THEN 'text' ELSE 'image' END,
+               coalesce(_fill_fields(_message_template(c.message), k.name, k.phone), render_message(c.message, k.name, k.phone)),
+               media_path(c.media_id, c.image_url),
+               c.min_delay_seconds, c.max_delay_seconds, greatest(c.scheduled_at, now()), c.paused_at IS NOT NULL,
+               c.id, NULL, NULL, NULL, k.retry_of)::message_draft
+      FROM candidates k LEFT JOIN slots s USING (slot)
+     WHERE k.warm_device_id IS NOT NULL OR s.device_id IS NOT NULL))
 $$;
 COMMENT ON FUNCTION spread_ai_campaign(campaigns) IS
   'Queues AI-campaign leads on its online devices, at most ai_limit_per_device live messages per device: a lead '
@@ -376,15 +383,16 @@ COMMENT ON FUNCTION expand_next_campaign_chunk(integer) IS
 CREATE OR REPLACE FUNCTION _rebalance_ai_campaigns() RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE c campaigns;
+        r record;
         v_moved integer := 0;
 BEGIN
   FOR c IN SELECT * FROM campaigns WHERE kind = 'ai' AND status = 'processing' FOR UPDATE SKIP LOCKED LOOP
-    UPDATE broadcast_messages m
-       SET status = 'skipped', held = false, failed_at = now(),
-           error_message = 'device dropped from the campaign ('
-                           || coalesce((SELECT d.status FROM user_devices d WHERE d.id = m.device_id), 'deleted') || ')'
-     WHERE m.campaign_id = c.id AND m.status = 'pending'
-       AND NOT EXISTS (SELECT 1 FROM user_devices d WHERE d.id = m.device_id AND d.status NOT IN ('banned', 'logged_out'));
+    FOR r IN SELECT coalesce(d.status, 'deleted') AS why, array_agg(m.id) AS ids
+               FROM broadcast_messages m LEFT JOIN user_devices d ON d.id = m.device_id
+              WHERE m.campaign_id = c.id AND m.status = 'pending' AND (d.id IS NULL OR d.status IN ('banned', 'logged_out'))
+              GROUP BY 1 LOOP
+      PERFORM _skip_messages(r.ids, 'campaign_device_dropped', r.why, false);   -- settled below, after the spread
+    END LOOP;
     v_moved := v_moved + spread_ai_campaign(c);
     PERFORM settle_campaign(c.id);
   END LOOP;
@@ -442,18 +450,14 @@ BEGIN
   IF p_device_id IS NOT NULL AND NOT p_device_id = ANY (_own_device_ids(p_user_id)) THEN
     RAISE EXCEPTION 'device % is not one of your devices', p_device_id USING ERRCODE = '22023';
   END IF;
-  INSERT INTO broadcast_messages (user_id, device_id, campaign_id, lead_id, retry_of, recipient_phone, recipient_name,
-                                  message_type, content, media_url, min_delay_seconds, max_delay_seconds, held)
-  SELECT m.user_id, coalesce(p_device_id, m.device_id), m.campaign_id, m.lead_id, m.id, m.recipient_phone,
-         m.recipient_name, m.message_type, m.content, m.media_url, m.min_delay_seconds, m.max_delay_seconds,
-         c.paused_at IS NOT NULL
-    FROM broadcast_messages m
-   WHERE m.campaign_id = c.id AND m.status = 'failed'
-     AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id)
-     AND NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = m.recipient_phone)
-  ON CONFLICT (campaign_id, recipient_phone) WHERE campaign_id IS NOT NULL AND status IN ('pending', 'queued', 'sent')
-  DO NOTHING;
-  GET DIAGNOSTICS v_queued = ROW_COUNT;
+  SELECT count(*) INTO v_queued FROM _enqueue_messages(array(
+    SELECT ROW(m.user_id, coalesce(p_device_id, m.device_id), m.lead_id, m.recipient_phone, m.recipient_name,
+               m.message_type, m.content, m.media_url, m.min_delay_seconds, m.max_delay_seconds, now(),
+               c.paused_at IS NOT NULL, m.campaign_id, NULL, NULL, NULL, m.id)::message_draft
+      FROM broadcast_messages m
+     WHERE m.campaign_id = c.id AND m.status = 'failed'
+       AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id)
+       AND NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = m.recipient_phone)));
   PERFORM settle_campaign(c.id);
   RETURN v_queued;
 END $$;

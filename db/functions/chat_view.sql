@@ -40,7 +40,6 @@ COMMENT ON FUNCTION chat_search(bigint, bigint, text, integer, integer) IS
 CREATE OR REPLACE FUNCTION send_chat_image(p_user_id bigint, p_device_id bigint, p_phone text,
                                            p_caption text, p_media_id bigint)
 RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE v_msg bigint;
 BEGIN
   IF p_media_id IS NULL THEN
     RAISE EXCEPTION 'an image message needs a stored image' USING ERRCODE = '22023';
@@ -49,13 +48,9 @@ BEGIN
   IF length(coalesce(p_caption, '')) > 1024 THEN
     RAISE EXCEPTION 'a caption has at most 1024 characters' USING ERRCODE = '22023';
   END IF;
-  -- The text send queues the row and brings the chat up (its preview shows the photo mark); the
-  -- row is still uncommitted, so turning it into an image here is invisible to every sender.
-  v_msg := send_chat_message(p_user_id, p_device_id, p_phone, '📷 ' || coalesce(nullif(btrim(p_caption), ''), 'Photo'));
-  UPDATE broadcast_messages
-     SET message_type = 'image', media_url = media_path(p_media_id, NULL), content = coalesce(btrim(p_caption), '')
-   WHERE id = v_msg;
-  RETURN v_msg;
+  -- The chat's preview shows the photo mark.
+  RETURN _queue_chat_message(p_user_id, p_device_id, p_phone, 'image', coalesce(btrim(p_caption), ''),
+                             media_path(p_media_id, NULL), '📷 ' || coalesce(nullif(btrim(p_caption), ''), 'Photo'));
 END $$;
 COMMENT ON FUNCTION send_chat_image(bigint, bigint, text, text, bigint) IS
   'Queues one of the owner''s stored images with an optional caption typed in the chat view (as send_chat_message '

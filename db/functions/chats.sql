@@ -82,11 +82,10 @@ BEGIN
   END IF;
   -- Campaign and sequence messages still waiting are dropped; manual chat messages stay (the
   -- operator may confirm the opt-out).
-  UPDATE broadcast_messages
-     SET status = 'skipped', failed_at = now(), error_message = 'opted out', held = false
-   WHERE user_id = p_user_id AND recipient_phone = p_phone AND status = 'pending'
-     AND (campaign_id IS NOT NULL OR sequence_id IS NOT NULL);
-  GET DIAGNOSTICS v_skipped = ROW_COUNT;
+  v_skipped := _skip_messages(array(
+    SELECT m.id FROM broadcast_messages m
+     WHERE m.user_id = p_user_id AND m.recipient_phone = p_phone AND m.status = 'pending'
+       AND (m.campaign_id IS NOT NULL OR m.sequence_id IS NOT NULL)), 'opted_out');
   PERFORM _stop_sequences_if_possible(p_user_id, p_phone);
   PERFORM notify_user(p_user_id, 'opt_out', jsonb_build_object('phone', p_phone, 'skipped', v_skipped));
   RETURN v_skipped;
@@ -300,7 +299,10 @@ COMMENT ON FUNCTION record_outbound_chats(bigint[]) IS
   'The sent queue messages p_ids open (or lift) the chat with their number on their device, previewing what '
   'was sent; called by complete_messages. Returns the chats touched.';
 
-CREATE OR REPLACE FUNCTION send_chat_message(p_user_id bigint, p_device_id bigint, p_phone text, p_content text)
+-- What the chat view's text and image sends share: the message queued on the device and the chat
+-- brought to the top (read) with the preview.
+CREATE OR REPLACE FUNCTION _queue_chat_message(p_user_id bigint, p_device_id bigint, p_phone text, p_type text,
+                                               p_content text, p_media_url text, p_preview text)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
   v_msg  bigint;
@@ -312,19 +314,14 @@ BEGIN
   IF p_phone IS NULL OR p_phone !~ '^[1-9][0-9]{6,14}$' THEN
     RAISE EXCEPTION 'phone must be digits with the country code first, got "%"', p_phone USING ERRCODE = '22023';
   END IF;
-  IF length(btrim(coalesce(p_content, ''))) = 0 OR length(p_content) > 4096 THEN
-    RAISE EXCEPTION 'a message needs 1 to 4096 characters' USING ERRCODE = '22023';
-  END IF;
   -- Manual messages skip the human-like delay (the operator is typing) but not the caps.
-  INSERT INTO broadcast_messages (user_id, device_id, lead_id, recipient_phone, recipient_name, content,
-                                  min_delay_seconds, max_delay_seconds)
-  VALUES (p_user_id, p_device_id,
-          (SELECT l.id FROM leads l WHERE l.user_id = p_user_id AND l.phone = p_phone
-            ORDER BY l.device_id = p_device_id DESC NULLS LAST, l.id LIMIT 1),
-          p_phone, NULL, p_content, 0, 0)
-  RETURNING id INTO v_msg;
+  SELECT q.id INTO v_msg FROM _enqueue_messages(ARRAY[ROW(
+    p_user_id, p_device_id,
+    (SELECT l.id FROM leads l WHERE l.user_id = p_user_id AND l.phone = p_phone
+      ORDER BY l.device_id = p_device_id DESC NULLS LAST, l.id LIMIT 1),
+    p_phone, NULL, p_type, p_content, p_media_url, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::message_draft]) q;
   INSERT INTO chats AS c (user_id, device_id, chat_jid, phone, last_message_at, last_message_preview)
-  VALUES (p_user_id, p_device_id, p_phone || '@s.whatsapp.net', p_phone, now(), left(p_content, 200))
+  VALUES (p_user_id, p_device_id, p_phone || '@s.whatsapp.net', p_phone, now(), left(p_preview, 200))
   ON CONFLICT (device_id, chat_jid) DO UPDATE
      SET last_message_at = now(), last_message_preview = excluded.last_message_preview, unread_count = 0,
          read_through = now()
@@ -332,6 +329,18 @@ BEGIN
   PERFORM notify_user(p_user_id, 'chat', jsonb_build_object('device_id', p_device_id, 'chat_id', v_chat,
                                                              'broadcast_message_id', v_msg));
   RETURN v_msg;
+END $$;
+COMMENT ON FUNCTION _queue_chat_message(bigint, bigint, text, text, text, text, text) IS
+  'Queues a chat-view message (text or image) on the owner''s device for p_phone and brings the chat to the top '
+  '(read) with p_preview. Returns the queued message id.';
+
+CREATE OR REPLACE FUNCTION send_chat_message(p_user_id bigint, p_device_id bigint, p_phone text, p_content text)
+RETURNS bigint LANGUAGE plpgsql AS $$
+BEGIN
+  IF length(btrim(coalesce(p_content, ''))) = 0 OR length(p_content) > 4096 THEN
+    RAISE EXCEPTION 'a message needs 1 to 4096 characters' USING ERRCODE = '22023';
+  END IF;
+  RETURN _queue_chat_message(p_user_id, p_device_id, p_phone, 'text', p_content, NULL, p_content);
 END $$;
 COMMENT ON FUNCTION send_chat_message(bigint, bigint, text, text) IS
   'Queues a message typed in the chat view: a broadcast_messages row on that device (no random delay; caps '

@@ -6,6 +6,7 @@ RETURNS TABLE (name text, schedule text, command text)
 LANGUAGE sql IMMUTABLE AS $$
   VALUES
     ('purge-history', '17 * * * *', 'SELECT purge_history()'),
+    ('message-history', '41 * * * *', 'SELECT maintain_message_history()'),
     ('dispatch-stuck', '* * * * *', 'SELECT recover_stuck()'),
     ('dispatch-skip', '* * * * *', 'SELECT skip_undeliverable()'),
     ('device-health', '* * * * *', 'SELECT device_health_tick()'),

@@ -67,14 +67,7 @@ COMMENT ON FUNCTION count_message_outcomes() IS
   'Statement trigger on broadcast_messages: keeps message_outcome_counts equal to the sent/failed rows per owner '
   'and quarter hour.';
 
-CREATE OR REPLACE TRIGGER broadcast_messages_outcomes_ins AFTER INSERT ON broadcast_messages
-  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_message_outcomes();
--- Every UPDATE (transition tables allow no column list); rows staying pending/queued are filtered
--- out, and a sent row that only got a receipt nets to zero before the upsert.
-CREATE OR REPLACE TRIGGER broadcast_messages_outcomes_upd AFTER UPDATE ON broadcast_messages
-  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_message_outcomes();
-CREATE OR REPLACE TRIGGER broadcast_messages_outcomes_del AFTER DELETE ON broadcast_messages
-  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION count_message_outcomes();
+-- Its triggers are in db/functions/triggers_broadcast_messages.sql.
 
 -- Overview ------------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION dashboard_today(p_user_id bigint)

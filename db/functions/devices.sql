@@ -304,6 +304,8 @@ RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
   v_jid      text;
   v_merged   integer;
+  v_from     bigint[];
+  v_to       bigint[];
   v_pooled   integer;
   v_skipped  integer;
   v_inflight integer;
@@ -327,21 +329,18 @@ BEGIN
     RETURNING pairs.dev_lead, pairs.pool_lead
   ), enrollments AS (
     UPDATE sequence_enrollments e SET lead_id = merged.pool_lead FROM merged WHERE e.lead_id = merged.dev_lead
-  ), messages AS (
-    UPDATE broadcast_messages m SET lead_id = merged.pool_lead FROM merged WHERE m.lead_id = merged.dev_lead
-  ), gone AS (
-    DELETE FROM leads l USING merged WHERE l.id = merged.dev_lead RETURNING 1
   )
-  SELECT count(*) INTO v_merged FROM gone;
+  SELECT array_agg(merged.dev_lead), array_agg(merged.pool_lead) INTO v_from, v_to FROM merged;
+  PERFORM _move_messages_to_lead(v_from, v_to);   -- before the delete, which would unlink them
+  DELETE FROM leads l WHERE l.id = ANY (v_from);
+  GET DIAGNOSTICS v_merged = ROW_COUNT;
   UPDATE leads SET device_id = NULL, updated_at = now() WHERE device_id = p_device_id;
   GET DIAGNOSTICS v_pooled = ROW_COUNT;
 
   -- Waiting messages cannot go out any more; messages being sent right now finish (or are failed
   -- by stuck recovery), never re-sent.
-  UPDATE broadcast_messages
-     SET status = 'skipped', failed_at = now(), error_message = 'skipped: device deleted', held = false
-   WHERE device_id = p_device_id AND status = 'pending';
-  GET DIAGNOSTICS v_skipped = ROW_COUNT;
+  v_skipped := _skip_messages(array(SELECT m.id FROM broadcast_messages m
+                                     WHERE m.device_id = p_device_id AND m.status = 'pending'), 'device_deleted');
   SELECT count(*) INTO v_inflight FROM broadcast_messages WHERE device_id = p_device_id AND status = 'queued';
 
   -- The stored WhatsApp session (whatsmeow rows cascade from whatsmeow_device).

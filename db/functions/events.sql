@@ -50,5 +50,5 @@ COMMENT ON FUNCTION notify_queue_changes(text, bigint[], bigint[], bigint[], big
   'Pushes what one statement did to queued messages (parallel arrays of message id, owner, device, campaign), '
   'one event per owner: message_status {status, count, device_ids (first 100), ids (first 200), truncated} and, '
   'when campaign messages changed, campaign_progress {status, campaigns: [{id, count}] (first 100), truncated} '
-  '(counts are this change''s). status is sent, failed, delivered or read. truncated: refetch instead. '
+  '(counts are this change''s). status is sent, failed, skipped, delivered or read. truncated: refetch instead. '
   'Also writes the message.status webhook events.';

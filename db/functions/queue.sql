@@ -1,10 +1,46 @@
 -- The send queue (broadcast_messages): rendering at queue time, claim, complete, fail, stuck
--- recovery, skip rules and the wake-up NOTIFY. Pacing and caps are enforced inside the claim.
+-- recovery, the undeliverable sweep and the wake-up NOTIFY. Pacing and caps are enforced inside
+-- the claim.
+--
+-- Where a message changes state — the queue family, the only writers of broadcast_messages
+-- (tests/test_message_lifecycle.py holds every other file to reading it):
+--   queue_enqueue.sql   new rows (pending, or pending and held)            _enqueue_messages
+--   queue.sql           pending -> queued (claim); queued -> sent / failed (complete, fail,
+--                       stuck recovery); queued -> pending (release); the undeliverable sweep
+--   queue_waiting.sql   pending -> skipped with a skip_reason; held / released; lead re-pointed
+--   queue_receipts.sql  sent: delivered_at, read_at
+--   triggers_broadcast_messages.sql  what fires on each write (rollups, wake-up, campaign end),
+--                       and the deletes that replace the foreign keys' ON DELETE
+-- Every outcome (sent, failed, skipped, delivered, read) is pushed through notify_queue_changes.
 
 -- Rendering ---------------------------------------------------------------------------------
 -- Fields are recognised first and parked as private-use characters, so spintax never sees a
 -- field's braces and a value containing '|' or '{' is never parsed as spintax; then spintax
 -- groups are resolved innermost first; then the values are put in.
+CREATE OR REPLACE FUNCTION _park_fields(p_template text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT regexp_replace(regexp_replace(p_template, '\{\s*name\s*\}', U&'\E000', 'gi'), '\{\s*phone\s*\}', U&'\E001', 'gi')
+$$;
+COMMENT ON FUNCTION _park_fields(text) IS
+  'A template with its {name} and {phone} fields (case-insensitive, inner spaces allowed) parked as private-use characters.';
+
+CREATE OR REPLACE FUNCTION _fill_fields(p_parked text, p_name text, p_phone text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT replace(replace(p_parked, U&'\E000', coalesce(nullif(btrim(p_name), ''), 'Customer')), U&'\E001', coalesce(p_phone, ''))
+$$;
+COMMENT ON FUNCTION _fill_fields(text, text, text) IS
+  'Puts the values into a template''s parked fields ("Customer" for an empty name).';
+
+-- A bulk enqueuer renders one template for many leads: without spintax there is nothing random,
+-- so the fields are parked once (_message_template) and each row only fills them (_fill_fields);
+-- regular expressions per row were a third of a campaign fan-out's time.
+CREATE OR REPLACE FUNCTION _message_template(p_template text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN strpos(p_template, '|') = 0 THEN _park_fields(p_template) END
+$$;
+COMMENT ON FUNCTION _message_template(text) IS
+  'The template parked once for _fill_fields when it has no spintax; NULL when each message needs render_message.';
+
 CREATE OR REPLACE FUNCTION render_message(p_template text, p_name text, p_phone text)
 RETURNS text LANGUAGE plpgsql VOLATILE PARALLEL SAFE AS $$
 DECLARE
@@ -16,8 +52,7 @@ BEGIN
   IF v_text IS NULL OR strpos(v_text, '{') = 0 THEN
     RETURN v_text;
   END IF;
-  v_text := regexp_replace(v_text, '\{\s*name\s*\}', U&'\E000', 'gi');
-  v_text := regexp_replace(v_text, '\{\s*phone\s*\}', U&'\E001', 'gi');
+  v_text := _park_fields(v_text);
   LOOP
     v_group := (regexp_match(v_text, '\{[^{}]*\|[^{}]*\}'))[1];
     EXIT WHEN v_group IS NULL;
@@ -26,8 +61,7 @@ BEGIN
     v_text := overlay(v_text PLACING v_pick[1 + floor(random() * cardinality(v_pick))::int]
                       FROM v_at FOR length(v_group));
   END LOOP;
-  RETURN replace(replace(v_text, U&'\E000', coalesce(nullif(btrim(p_name), ''), 'Customer')),
-                 U&'\E001', coalesce(p_phone, ''));
+  RETURN _fill_fields(v_text, p_name, p_phone);
 END $$;
 COMMENT ON FUNCTION render_message(text, text, text) IS
   'The text to store on a queued message: {name} (case-insensitive; "Customer" when the name is empty) and '
@@ -43,11 +77,7 @@ END $$;
 COMMENT ON FUNCTION notify_dispatch() IS
   'Statement trigger: wakes the senders (channel wa_dispatch) once per statement that queued or released work.';
 
-CREATE OR REPLACE TRIGGER broadcast_messages_wake AFTER INSERT ON broadcast_messages
-  FOR EACH STATEMENT EXECUTE FUNCTION notify_dispatch();
--- Un-holding (campaign resumed, sequence re-activated) or rescheduling also releases work.
-CREATE OR REPLACE TRIGGER broadcast_messages_wake_release AFTER UPDATE OF held, scheduled_at ON broadcast_messages
-  FOR EACH STATEMENT EXECUTE FUNCTION notify_dispatch();
+-- Fired by the broadcast_messages triggers (db/functions/triggers_broadcast_messages.sql).
 
 -- Statistics after bulk enqueues ------------------------------------------------------------
 -- The claim's plan is cached and built from the table's statistics. A queue that was nearly empty
@@ -58,14 +88,14 @@ CREATE OR REPLACE FUNCTION refresh_queue_stats(p_added bigint)
 RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
   IF p_added >= 1000 AND p_added > (SELECT greatest(c.reltuples, 0) FROM pg_class c
-                                      WHERE c.oid = 'broadcast_messages'::regclass) / 2 THEN
-    ANALYZE broadcast_messages;
+                                      WHERE c.oid = 'message_queue'::regclass) / 2 THEN
+    ANALYZE message_queue;
     RETURN true;
   END IF;
   RETURN false;
 END $$;
 COMMENT ON FUNCTION refresh_queue_stats(bigint) IS
-  'Re-analyzes broadcast_messages when p_added just-queued rows grew it by half or more (at least 1,000), '
+  'Re-analyzes message_queue (the live partition) when p_added just-queued rows grew it by half or more (at least 1,000), '
   'so cached claim plans are rebuilt for its real size. Returns whether it analyzed.';
 
 -- Claim -------------------------------------------------------------------------------------
@@ -95,6 +125,7 @@ BEGIN
   -- lookup below finds nothing for those without).
   v_due := ARRAY(SELECT m.device_id FROM broadcast_messages m
                   WHERE m.status = 'pending' AND NOT m.held AND m.scheduled_at <= now()
+                  ORDER BY m.scheduled_at   -- read off the due_at index, never past held or later rows
                   LIMIT 5001);
   IF cardinality(v_due) = 0 THEN
     RETURN;
@@ -104,103 +135,111 @@ BEGIN
     v_devices := ARRAY(SELECT l.device_id FROM device_leases l
                         WHERE l.sender_id = p_sender_id AND l.expires_at > now());
   END IF;
-RETURN QUERY
-WITH dev AS (
-  SELECT p.device_id, p.hour_count, p.day_start, p.day_count,
-         d.hourly_limit, lim.daily_cap AS daily_limit, lim.cold_ok,
-         d.min_delay_seconds AS dev_min, d.max_delay_seconds AS dev_max,
-         date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone AS today
-    FROM unnest(v_devices) AS due(device_id)
-    JOIN device_leases l ON l.device_id = due.device_id
-    JOIN user_devices d ON d.id = l.device_id
-    JOIN users u ON u.id = d.user_id
-    JOIN device_pacing p ON p.device_id = l.device_id
-    -- warm-up's daily cap, the reach-out timelock and the cold share (db/functions/device_load.sql)
-    CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone,
-                                           p.cold_day, p.cold_count) lim
-   WHERE l.sender_id = p_sender_id AND l.expires_at > now()
-     AND d.status = 'online' AND d.paused_at IS NULL  -- a paused device keeps its connection, sends nothing
-     AND p.next_send_at <= now()
-   ORDER BY p.next_send_at, p.device_id
-),
-room AS (
-  SELECT dev.*,
-         dev.hour_count >= dev.hourly_limit AS recounted,
-         CASE WHEN dev.hour_count < dev.hourly_limit THEN dev.hour_count
-              ELSE (SELECT coalesce(sum(s.sends), 0)::int FROM device_send_minutes s
-                     WHERE s.device_id = dev.device_id
-                       AND s.minute >= date_trunc('minute', now() - interval '1 hour')) END AS hour_base,
-         CASE WHEN dev.day_start = dev.today THEN dev.day_count ELSE 0 END AS day_base
-    FROM dev
-),
-cand AS MATERIALIZED (
-  SELECT r.device_id, r.recounted, r.hour_base, r.today, c.id, c.delay
-    FROM room r
-    CROSS JOIN LATERAL (
-      SELECT w.id, w.delay FROM (
-        SELECT b.id, b.delay,
-               coalesce(sum(b.delay) OVER (ORDER BY b.scheduled_at, b.id
-                                           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
-          FROM (SELECT m.id, m.scheduled_at,
-                       lo + random() * (greatest(hi, lo) - lo) AS delay
-                  FROM broadcast_messages m,
-                       LATERAL (SELECT coalesce(m.min_delay_seconds, r.dev_min) AS lo,
-                                       coalesce(m.max_delay_seconds, r.dev_max) AS hi) bounds
-                 WHERE m.device_id = r.device_id AND m.status = 'pending' AND NOT m.held
-                   AND m.scheduled_at <= now()
-                   AND (r.cold_ok OR EXISTS (SELECT 1 FROM device_warm_contacts w
-                                              WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone))
-                 ORDER BY m.scheduled_at, m.id
-                 LIMIT greatest(0, least(p_per_device, r.hourly_limit - r.hour_base,
-                                         r.daily_limit - r.day_base))) b
-      ) w
-      WHERE w.before = 0
-    ) c
-   LIMIT p_limit
-),
--- Joins between these CTEs always go from one CTE into a table's primary key, never CTE to CTE:
--- the cached plan cannot know their sizes, and a CTE-to-CTE nested loop is quadratic.
--- Locking the pacing row with each message row (SKIP LOCKED on both) keeps two senders from
--- pacing one device twice; the re-check of next_send_at happens on the locked row.
-locked AS (
-  SELECT m.id, c.device_id, c.delay, c.recounted, c.hour_base, c.today
-    FROM cand c
-    JOIN broadcast_messages m ON m.id = c.id
-    JOIN device_pacing p ON p.device_id = c.device_id
-   WHERE m.status = 'pending' AND NOT m.held AND p.next_send_at <= now()
-   FOR UPDATE OF m, p SKIP LOCKED
-),
-claimed AS (
-  UPDATE broadcast_messages m
-     SET status = 'queued', claimed_at = now(), claimed_by = p_sender_id
-    FROM locked WHERE m.id = locked.id
-  RETURNING m.id, m.device_id, m.user_id, m.recipient_phone, m.recipient_name, m.message_type,
-            m.content, m.media_url, m.claimed_at,
-            locked.delay, locked.recounted, locked.hour_base, locked.today
-),
-per_dev AS (
-  SELECT c.device_id, count(*)::int AS k, sum(c.delay) AS total_delay,
-         bool_or(c.recounted) AS recounted, max(c.hour_base) AS hour_base, max(c.today) AS today
-    FROM claimed c
-   GROUP BY c.device_id
-),
-paced AS (
-  UPDATE device_pacing p
-     SET next_send_at    = now() + make_interval(secs => d.total_delay),
-         hour_count      = CASE WHEN d.recounted THEN d.hour_base ELSE p.hour_count END + d.k,
-         hour_counted_at = CASE WHEN d.recounted THEN now() ELSE p.hour_counted_at END,
-         day_count       = CASE WHEN p.day_start = d.today THEN p.day_count ELSE 0 END + d.k,
-         day_start       = d.today
-    FROM per_dev d WHERE p.device_id = d.device_id
-),
-minutes AS (
-  INSERT INTO device_send_minutes AS s (device_id, minute, sends)
-  SELECT d.device_id, date_trunc('minute', now()), d.k FROM per_dev d
-  ON CONFLICT (device_id, minute) DO UPDATE SET sends = s.sends + excluded.sends
-)
-SELECT claimed.id, claimed.device_id, claimed.user_id, claimed.recipient_phone, claimed.recipient_name,
-       claimed.message_type, claimed.content, claimed.media_url, claimed.claimed_at
-  FROM claimed;
+-- A pending row a concurrent cancel or skip just moved to message_history makes the lock fail
+-- (serialization_failure) even under SKIP LOCKED: the claim is taken again, without that row.
+LOOP
+  BEGIN
+    RETURN QUERY
+    WITH dev AS (
+      SELECT p.device_id, p.hour_count, p.day_start, p.day_count,
+             d.hourly_limit, lim.daily_cap AS daily_limit, lim.cold_ok,
+             d.min_delay_seconds AS dev_min, d.max_delay_seconds AS dev_max,
+             date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone AS today
+        FROM unnest(v_devices) AS due(device_id)
+        JOIN device_leases l ON l.device_id = due.device_id
+        JOIN user_devices d ON d.id = l.device_id
+        JOIN users u ON u.id = d.user_id
+        JOIN device_pacing p ON p.device_id = l.device_id
+        -- warm-up's daily cap, the reach-out timelock and the cold share (db/functions/device_load.sql)
+        CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone,
+                                               p.cold_day, p.cold_count) lim
+       WHERE l.sender_id = p_sender_id AND l.expires_at > now()
+         AND d.status = 'online' AND d.paused_at IS NULL  -- a paused device keeps its connection, sends nothing
+         AND p.next_send_at <= now()
+       ORDER BY p.next_send_at, p.device_id
+    ),
+    room AS (
+      SELECT dev.*,
+             dev.hour_count >= dev.hourly_limit AS recounted,
+             CASE WHEN dev.hour_count < dev.hourly_limit THEN dev.hour_count
+                  ELSE (SELECT coalesce(sum(s.sends), 0)::int FROM device_send_minutes s
+                         WHERE s.device_id = dev.device_id
+                           AND s.minute >= date_trunc('minute', now() - interval '1 hour')) END AS hour_base,
+             CASE WHEN dev.day_start = dev.today THEN dev.day_count ELSE 0 END AS day_base
+        FROM dev
+    ),
+    cand AS MATERIALIZED (
+      SELECT r.device_id, r.recounted, r.hour_base, r.today, c.id, c.delay
+        FROM room r
+        CROSS JOIN LATERAL (
+          SELECT w.id, w.delay FROM (
+            SELECT b.id, b.delay,
+                   coalesce(sum(b.delay) OVER (ORDER BY b.scheduled_at, b.id
+                                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+              FROM (SELECT m.id, m.scheduled_at,
+                           lo + random() * (greatest(hi, lo) - lo) AS delay
+                      FROM broadcast_messages m,
+                           LATERAL (SELECT coalesce(m.min_delay_seconds, r.dev_min) AS lo,
+                                           coalesce(m.max_delay_seconds, r.dev_max) AS hi) bounds
+                     WHERE m.device_id = r.device_id AND m.status = 'pending' AND NOT m.held
+                       AND m.scheduled_at <= now()
+                       AND (r.cold_ok OR EXISTS (SELECT 1 FROM device_warm_contacts w
+                                                  WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone))
+                     ORDER BY m.scheduled_at, m.id
+                     LIMIT greatest(0, least(p_per_device, r.hourly_limit - r.hour_base,
+                                             r.daily_limit - r.day_base))) b
+          ) w
+          WHERE w.before = 0
+        ) c
+       LIMIT p_limit
+    ),
+    -- Joins between these CTEs always go from one CTE into a table's primary key, never CTE to CTE:
+    -- the cached plan cannot know their sizes, and a CTE-to-CTE nested loop is quadratic.
+    -- Locking the pacing row with each message row (SKIP LOCKED on both) keeps two senders from
+    -- pacing one device twice; the re-check of next_send_at happens on the locked row.
+    locked AS (
+      SELECT m.id, c.device_id, c.delay, c.recounted, c.hour_base, c.today
+        FROM cand c
+        JOIN broadcast_messages m ON m.id = c.id
+        JOIN device_pacing p ON p.device_id = c.device_id
+       WHERE m.status = 'pending' AND NOT m.held AND p.next_send_at <= now()
+       FOR UPDATE OF m, p SKIP LOCKED
+    ),
+    claimed AS (
+      UPDATE broadcast_messages m
+         SET status = 'queued', claimed_at = now(), claimed_by = p_sender_id
+        FROM locked WHERE m.id = locked.id
+      RETURNING m.id, m.device_id, m.user_id, m.recipient_phone, m.recipient_name, m.message_type,
+                m.content, m.media_url, m.claimed_at,
+                locked.delay, locked.recounted, locked.hour_base, locked.today
+    ),
+    per_dev AS (
+      SELECT c.device_id, count(*)::int AS k, sum(c.delay) AS total_delay,
+             bool_or(c.recounted) AS recounted, max(c.hour_base) AS hour_base, max(c.today) AS today
+        FROM claimed c
+       GROUP BY c.device_id
+    ),
+    paced AS (
+      UPDATE device_pacing p
+         SET next_send_at    = now() + make_interval(secs => d.total_delay),
+             hour_count      = CASE WHEN d.recounted THEN d.hour_base ELSE p.hour_count END + d.k,
+             hour_counted_at = CASE WHEN d.recounted THEN now() ELSE p.hour_counted_at END,
+             day_count       = CASE WHEN p.day_start = d.today THEN p.day_count ELSE 0 END + d.k,
+             day_start       = d.today
+        FROM per_dev d WHERE p.device_id = d.device_id
+    ),
+    minutes AS (
+      INSERT INTO device_send_minutes AS s (device_id, minute, sends)
+      SELECT d.device_id, date_trunc('minute', now()), d.k FROM per_dev d
+      ON CONFLICT (device_id, minute) DO UPDATE SET sends = s.sends + excluded.sends
+    )
+    SELECT claimed.id, claimed.device_id, claimed.user_id, claimed.recipient_phone, claimed.recipient_name,
+           claimed.message_type, claimed.content, claimed.media_url, claimed.claimed_at
+      FROM claimed;
+    EXIT;
+  EXCEPTION WHEN serialization_failure THEN
+  END;
+END LOOP;
 END $$;
 COMMENT ON FUNCTION claim_messages(text, integer, integer) IS
   'Claims up to p_limit due messages (status pending -> queued) for the online, unpaused devices leased by p_sender_id, '
@@ -225,33 +264,55 @@ COMMENT ON FUNCTION next_dispatch_at(text) IS
   'caps excluded), or NULL when it has none: how long an idle sender may sleep.';
 
 -- Complete and fail -------------------------------------------------------------------------
+-- What completion and failure share: queued rows of this sender settle as p_status with, per id,
+-- its WhatsApp id (sent) or its error (failed).
+CREATE OR REPLACE FUNCTION _settle_claimed(p_sender_id text, p_ids bigint[], p_status text, p_values text[],
+                                           OUT ids bigint[], OUT user_ids bigint[], OUT device_ids bigint[],
+                                           OUT campaign_ids bigint[])
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF cardinality(p_ids) IS DISTINCT FROM cardinality(p_values) THEN
+    RAISE EXCEPTION '% ids but % %', cardinality(p_ids), cardinality(p_values),
+      CASE p_status WHEN 'sent' THEN 'WhatsApp message ids' ELSE 'errors' END USING ERRCODE = '22023';
+  END IF;
+  LOOP
+    BEGIN
+      WITH settled AS (
+        UPDATE broadcast_messages m
+           SET status = p_status,
+               sent_at = CASE WHEN p_status = 'sent' THEN now() END,
+               wa_message_id = CASE WHEN p_status = 'sent' THEN x.v END,
+               failed_at = CASE WHEN p_status = 'failed' THEN now() END,
+               error_message = CASE WHEN p_status = 'failed' THEN coalesce(nullif(x.v, ''), 'send failed') END
+          FROM unnest(p_ids, p_values) AS x(id, v)
+         WHERE m.id = x.id AND m.status = 'queued' AND m.claimed_by = p_sender_id
+        RETURNING m.id, m.user_id, m.device_id, m.campaign_id)
+      SELECT array_agg(s.id), array_agg(s.user_id), array_agg(s.device_id), array_agg(s.campaign_id)
+        INTO ids, user_ids, device_ids, campaign_ids FROM settled s;
+      EXIT;
+    EXCEPTION WHEN serialization_failure THEN
+      -- One of the rows was settled (moved to message_history) by recover_stuck meanwhile: it is no
+      -- longer queued, so running the statement again leaves it alone.
+    END;
+  END LOOP;
+  PERFORM notify_queue_changes(p_status, ids, user_ids, device_ids, campaign_ids);
+END $$;
+COMMENT ON FUNCTION _settle_claimed(text, bigint[], text, text[]) IS
+  'Settles the messages of p_ids this sender claimed (still queued by p_sender_id) as sent (p_values: their WhatsApp '
+  'ids) or failed (p_values: their errors) and pushes the change live; returns the rows changed as parallel arrays.';
+
 CREATE OR REPLACE FUNCTION complete_messages(p_sender_id text, p_ids bigint[], p_wa_message_ids text[])
 RETURNS integer LANGUAGE plpgsql AS $$
-DECLARE v_done integer;
-        v_ids bigint[]; v_users bigint[]; v_devices bigint[]; v_campaigns bigint[];
+DECLARE r record;
 BEGIN
-  IF cardinality(p_ids) IS DISTINCT FROM cardinality(p_wa_message_ids) THEN
-    RAISE EXCEPTION 'complete_messages: % ids but % WhatsApp message ids',
-      cardinality(p_ids), cardinality(p_wa_message_ids) USING ERRCODE = '22023';
-  END IF;
-  WITH done AS (
-    UPDATE broadcast_messages m
-       SET status = 'sent', sent_at = now(), wa_message_id = x.wa_id
-      FROM unnest(p_ids, p_wa_message_ids) AS x(id, wa_id)
-     WHERE m.id = x.id AND m.status = 'queued' AND m.claimed_by = p_sender_id
-    RETURNING m.id, m.user_id, m.device_id, m.campaign_id
-  ), stamped AS (
-    UPDATE device_pacing p SET last_sent_at = now() WHERE p.device_id IN (SELECT done.device_id FROM done)
-  )
-  SELECT count(*), array_agg(done.id), array_agg(done.user_id), array_agg(done.device_id), array_agg(done.campaign_id)
-    INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM done;
-  PERFORM record_outbound_chats(v_ids);  -- the recipients' chats show the send (chats family)
-  PERFORM _record_send_outcomes(v_ids, false);  -- self-pause and cold share counts (deliverability family)
-  PERFORM notify_queue_changes('sent', v_ids, v_users, v_devices, v_campaigns);
+  r := _settle_claimed(p_sender_id, p_ids, 'sent', p_wa_message_ids);
+  UPDATE device_pacing p SET last_sent_at = now() WHERE p.device_id = ANY (r.device_ids);
+  PERFORM record_outbound_chats(r.ids);  -- the recipients' chats show the send (chats family)
+  PERFORM _record_send_outcomes(r.ids, false);  -- self-pause and cold share counts (deliverability family)
   IF EXISTS (SELECT 1 FROM early_receipts) THEN   -- receipts that overtook this completion
-    PERFORM _apply_early_receipts(v_ids);
+    PERFORM _apply_early_receipts(r.ids);
   END IF;
-  RETURN v_done;
+  RETURN coalesce(cardinality(r.ids), 0);
 END $$;
 COMMENT ON FUNCTION complete_messages(text, bigint[], text[]) IS
   'Marks messages this sender claimed as sent (queued -> sent) with their WhatsApp ids. Guarded: rows '
@@ -261,25 +322,11 @@ COMMENT ON FUNCTION complete_messages(text, bigint[], text[]) IS
 
 CREATE OR REPLACE FUNCTION fail_messages(p_sender_id text, p_ids bigint[], p_errors text[])
 RETURNS integer LANGUAGE plpgsql AS $$
-DECLARE v_done integer;
-        v_ids bigint[]; v_users bigint[]; v_devices bigint[]; v_campaigns bigint[];
+DECLARE r record;
 BEGIN
-  IF cardinality(p_ids) IS DISTINCT FROM cardinality(p_errors) THEN
-    RAISE EXCEPTION 'fail_messages: % ids but % errors', cardinality(p_ids), cardinality(p_errors)
-      USING ERRCODE = '22023';
-  END IF;
-  WITH failed AS (
-    UPDATE broadcast_messages m
-       SET status = 'failed', failed_at = now(), error_message = coalesce(nullif(x.error, ''), 'send failed')
-      FROM unnest(p_ids, p_errors) AS x(id, error)
-     WHERE m.id = x.id AND m.status = 'queued' AND m.claimed_by = p_sender_id
-    RETURNING m.id, m.user_id, m.device_id, m.campaign_id
-  )
-  SELECT count(*), array_agg(failed.id), array_agg(failed.user_id), array_agg(failed.device_id), array_agg(failed.campaign_id)
-    INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM failed;
-  PERFORM _record_send_outcomes(v_ids, true);   -- may self-pause the device (deliverability family)
-  PERFORM notify_queue_changes('failed', v_ids, v_users, v_devices, v_campaigns);
-  RETURN v_done;
+  r := _settle_claimed(p_sender_id, p_ids, 'failed', p_errors);
+  PERFORM _record_send_outcomes(r.ids, true);   -- may self-pause the device (deliverability family)
+  RETURN coalesce(cardinality(r.ids), 0);
 END $$;
 COMMENT ON FUNCTION fail_messages(text, bigint[], text[]) IS
   'Marks messages this sender claimed as failed (queued -> failed) with their errors. Guarded like '
@@ -311,48 +358,55 @@ COMMENT ON FUNCTION release_messages(text, bigint[], interval) IS
 -- At most once: stuck and undeliverable rows ------------------------------------------------
 CREATE OR REPLACE FUNCTION recover_stuck(p_timeout interval DEFAULT make_interval(secs => setting('stuck_timeout_seconds')))
 RETURNS integer LANGUAGE plpgsql AS $$
-DECLARE v_done integer;
+DECLARE v_ids bigint[]; v_users bigint[]; v_devices bigint[]; v_campaigns bigint[];
 BEGIN
-  UPDATE broadcast_messages
-     SET status = 'failed', failed_at = now(), error_message = 'stuck: sender vanished'
-   WHERE status = 'queued' AND claimed_at < now() - p_timeout;
-  GET DIAGNOSTICS v_done = ROW_COUNT;
-  RETURN v_done;
+  -- Rows a sender is completing right now are skipped (settling them would race its move to
+  -- message_history); the next sweep takes them if that sender's transaction rolls back.
+  WITH stuck AS (
+    UPDATE broadcast_messages m
+       SET status = 'failed', failed_at = now(), error_message = 'stuck: sender vanished'
+     WHERE m.status = 'queued' AND m.id IN (SELECT q.id FROM message_queue q
+                                             WHERE q.status = 'queued' AND q.claimed_at < now() - p_timeout
+                                               FOR UPDATE SKIP LOCKED)
+    RETURNING m.id, m.user_id, m.device_id, m.campaign_id)
+  SELECT array_agg(s.id), array_agg(s.user_id), array_agg(s.device_id), array_agg(s.campaign_id)
+    INTO v_ids, v_users, v_devices, v_campaigns FROM stuck s;
+  PERFORM notify_queue_changes('failed', v_ids, v_users, v_devices, v_campaigns);
+  RETURN coalesce(cardinality(v_ids), 0);
 END $$;
 COMMENT ON FUNCTION recover_stuck(interval) IS
-  'Fails messages claimed more than p_timeout ago and never completed (their sender died mid-send). '
-  'They are never re-queued: whether WhatsApp got them is unknown, and a message is sent at most once.';
+  'Fails messages claimed more than p_timeout ago and never completed (their sender died mid-send), pushed live '
+  'like any failure. They are never re-queued: whether WhatsApp got them is unknown, and a message is sent at most once.';
 
 CREATE OR REPLACE FUNCTION skip_undeliverable(p_offline_grace interval DEFAULT '30 minutes')
 RETURNS integer LANGUAGE plpgsql AS $$
-DECLARE v_done integer;
+DECLARE v_done integer := 0;
+        s record;
 BEGIN
   PERFORM failover_messages(p_offline_grace);   -- first, what may go from another device (queue_failover.sql)
-  WITH reason AS (
-    SELECT d.id AS device_id,
-           CASE WHEN d.status = 'logged_out' THEN 'skipped: device logged out'
-                WHEN d.status = 'banned' AND d.banned_until IS NULL THEN 'skipped: device banned'
-                WHEN d.status = 'banned' AND d.banned_until < now() - p_offline_grace
-                  THEN 'skipped: device still banned ' || p_offline_grace::text || ' after its ban expired'
-                WHEN d.status IN ('offline', 'connecting') AND d.status_changed_at < now() - p_offline_grace
-                  THEN 'skipped: device offline for more than ' || p_offline_grace::text
-           END AS why
-      FROM user_devices d
-     WHERE d.status <> 'online'
-  ), skipped AS (
-    UPDATE broadcast_messages m
-       SET status = 'skipped', failed_at = now(), error_message = r.why
-      FROM reason r
-     WHERE r.why IS NOT NULL AND m.device_id = r.device_id
-       AND m.status = 'pending' AND NOT m.held AND m.scheduled_at <= now()
-    RETURNING 1
-  ), orphaned AS (
-    UPDATE broadcast_messages m
-       SET status = 'skipped', failed_at = now(), error_message = 'skipped: device deleted'
-     WHERE m.device_id IS NULL AND m.status = 'pending' AND NOT m.held AND m.scheduled_at <= now()
-    RETURNING 1
-  )
-  SELECT (SELECT count(*) FROM skipped) + (SELECT count(*) FROM orphaned) INTO v_done;
+  FOR s IN
+    WITH reason AS (
+      SELECT d.id AS device_id,
+             CASE WHEN d.status = 'logged_out' THEN 'device_logged_out'
+                  WHEN d.status = 'banned' AND d.banned_until IS NULL THEN 'device_banned'
+                  WHEN d.status = 'banned' AND d.banned_until < now() - p_offline_grace THEN 'device_ban_not_lifted'
+                  WHEN d.status IN ('offline', 'connecting') AND d.status_changed_at < now() - p_offline_grace
+                    THEN 'device_offline'
+             END::skip_reason AS why
+        FROM user_devices d
+       WHERE d.status <> 'online')
+    SELECT x.why, array_agg(x.id) AS ids
+      FROM (SELECT r.why, m.id
+              FROM reason r JOIN broadcast_messages m ON m.device_id = r.device_id
+             WHERE r.why IS NOT NULL AND m.status = 'pending' AND NOT m.held AND m.scheduled_at <= now()
+            UNION ALL
+            SELECT 'device_deleted', m.id
+              FROM broadcast_messages m
+             WHERE m.device_id IS NULL AND m.status = 'pending' AND NOT m.held AND m.scheduled_at <= now()) x
+     GROUP BY x.why
+  LOOP
+    v_done := v_done + _skip_messages(s.ids, s.why, p_offline_grace::text);
+  END LOOP;
   RETURN v_done;
 END $$;
 COMMENT ON FUNCTION skip_undeliverable(interval) IS

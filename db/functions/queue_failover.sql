@@ -7,6 +7,7 @@
 CREATE OR REPLACE FUNCTION failover_messages(p_offline_grace interval)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_moved integer;
+        v_unplaced bigint[];
 BEGIN
   WITH lost AS (
     SELECT d.id, d.user_id,
@@ -54,12 +55,10 @@ BEGIN
     INSERT INTO device_events (device_id, event, detail)
     SELECT x.from_device, 'failover', count(*) || ' waiting messages moved to other devices'
       FROM moved x GROUP BY x.from_device
-  ), skipped AS (
-    UPDATE broadcast_messages m SET status = 'skipped', failed_at = now(), error_message = 'no_failover_device'
-      FROM locked l WHERE m.id = l.id AND l.device_id IS NULL
-    RETURNING m.id
   )
-  SELECT count(*) INTO v_moved FROM moved;
+  SELECT (SELECT count(*) FROM moved), array(SELECT l.id FROM locked l WHERE l.device_id IS NULL)
+    INTO v_moved, v_unplaced;
+  PERFORM _skip_messages(v_unplaced, 'no_failover_device');
   IF v_moved > 0 THEN
     PERFORM pg_notify('wa_dispatch', '');   -- the devices they moved to may send them now
   END IF;

@@ -165,8 +165,9 @@ BEGIN
   END IF;
   -- Inactive: queued-not-claimed steps are held (activation skips the sequence); active: resumed,
   -- and leads already carrying the trigger are enrolled.
-  UPDATE broadcast_messages SET held = (p_status = 'inactive')
-   WHERE sequence_id = p_sequence_id AND status = 'pending' AND held = (p_status = 'active');
+  PERFORM _hold_messages(array(SELECT m.id FROM broadcast_messages m
+                                WHERE m.sequence_id = p_sequence_id AND m.status = 'pending'
+                                  AND m.held = (p_status = 'active')), p_status = 'inactive');
   IF p_status = 'active' THEN
     PERFORM enroll_leads(array(
       SELECT l.id FROM leads l JOIN sequences s ON s.id = p_sequence_id

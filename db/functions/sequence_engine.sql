@@ -80,17 +80,20 @@ COMMENT ON FUNCTION sequence_enrollment_sweep() IS
   'Periodic job: enrolls every lead whose trigger names an active sequence it is not enrolled in yet. Returns enrollments made.';
 
 CREATE OR REPLACE FUNCTION stop_enrollments(p_enrollment_ids bigint[], p_reason text)
-RETURNS integer LANGUAGE sql AS $$
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE v_stopped bigint[];
+BEGIN
   WITH stopped AS (
     UPDATE sequence_enrollments SET status = 'stopped', stop_reason = p_reason, completed_at = now()
      WHERE id = ANY (p_enrollment_ids) AND status = 'active'
-    RETURNING id),
-  skipped AS (   -- a step not yet claimed is not sent; one already with a sender finishes
-    UPDATE broadcast_messages b SET status = 'skipped', held = false, failed_at = now(),
-           error_message = 'sequence stopped: ' || p_reason
-      FROM stopped WHERE b.enrollment_id = stopped.id AND b.status = 'pending')
-  SELECT count(*)::int FROM stopped
-$$;
+    RETURNING id)
+  SELECT array_agg(id) INTO v_stopped FROM stopped;
+  -- A step not yet claimed is not sent; one already with a sender finishes.
+  PERFORM _skip_messages(array(SELECT b.id FROM broadcast_messages b
+                                WHERE b.enrollment_id = ANY (v_stopped) AND b.status = 'pending'),
+                         'sequence_stopped', p_reason);
+  RETURN coalesce(cardinality(v_stopped), 0);
+END $$;
 COMMENT ON FUNCTION stop_enrollments(bigint[], text) IS
   'Stops active enrollments (reason kept) and skips their not-yet-claimed step; returns how many stopped.';
 
@@ -220,23 +223,21 @@ RETURNS integer LANGUAGE sql AS $$
       LEFT JOIN (SELECT DISTINCT sequence_id, n FROM loads) usable ON usable.sequence_id = k.sequence_id
       LEFT JOIN loads spread ON spread.sequence_id = k.sequence_id AND spread.pos = k.nth % usable.n),
   steps AS (
-    SELECT st.id, st.content, media_path(st.media_id, st.media_url) AS media_url,
+    SELECT st.id, st.content, _message_template(st.content) AS template, media_path(st.media_id, st.media_url) AS media_url,
            lead(st.id) OVER w AS next_id, st.trigger_delay_hours AS wait_after
       FROM sequence_steps st
      WHERE st.sequence_id IN (SELECT DISTINCT sequence_id FROM locked)
     WINDOW w AS (PARTITION BY st.sequence_id ORDER BY st.day_number)),
-  queued AS (
-    INSERT INTO broadcast_messages (user_id, device_id, sequence_id, sequence_stepid, enrollment_id, lead_id,
-                                    recipient_phone, recipient_name, message_type, content, media_url,
-                                    min_delay_seconds, max_delay_seconds, scheduled_at)
-    SELECT p.user_id, p.send_device_id, p.sequence_id, p.next_step_id, p.id, p.lead_id, p.contact_phone,
-           p.contact_name, CASE WHEN st.media_url IS NULL THEN 'text' ELSE 'image' END,
-           render_message(st.content, p.contact_name, p.contact_phone), st.media_url,
-           s.min_delay_seconds, s.max_delay_seconds, p_now
-      FROM picked p JOIN steps st ON st.id = p.next_step_id JOIN open_sequences s ON s.id = p.sequence_id
-     WHERE p.send_device_id IS NOT NULL
-    ON CONFLICT DO NOTHING   -- the unique indexes are the last word on one message per step and contact
-    RETURNING enrollment_id, sequence_stepid),
+  queued AS (       -- the queue's unique indexes are the last word on one live step per contact
+    SELECT q.enrollment_id, q.sequence_stepid FROM _enqueue_messages(array(
+      SELECT ROW(p.user_id, p.send_device_id, p.lead_id, p.contact_phone, p.contact_name,
+                 CASE WHEN st.media_url IS NULL THEN 'text' ELSE 'image' END,
+                 coalesce(_fill_fields(st.template, p.contact_name, p.contact_phone),
+                          render_message(st.content, p.contact_name, p.contact_phone)), st.media_url,
+                 s.min_delay_seconds, s.max_delay_seconds, p_now, false,
+                 NULL, p.sequence_id, p.next_step_id, p.id, NULL)::message_draft
+        FROM picked p JOIN steps st ON st.id = p.next_step_id JOIN open_sequences s ON s.id = p.sequence_id
+       WHERE p.send_device_id IS NOT NULL)) q),
   advanced AS (
     UPDATE sequence_enrollments e
        SET next_step_id = st.next_id, steps_done = e.steps_done + 1,
@@ -309,24 +310,21 @@ BEGIN
   -- Each failed, not yet retried step of a contact not stopped and not opted out is queued again
   -- (retry_of = the failed one, which stays as it was) on its device while that can send, else on
   -- the sequence's least loaded available device. A contact with a step in flight is left for later.
-  INSERT INTO broadcast_messages (user_id, device_id, sequence_id, sequence_stepid, enrollment_id, lead_id, retry_of,
-                                  recipient_phone, recipient_name, message_type, content, media_url,
-                                  min_delay_seconds, max_delay_seconds, scheduled_at, held)
-  SELECT m.user_id, coalesce(own.device_id, alt.device_id, m.device_id), m.sequence_id, m.sequence_stepid,
-         m.enrollment_id, m.lead_id, m.id, m.recipient_phone, m.recipient_name, m.message_type, m.content, m.media_url,
-         m.min_delay_seconds, m.max_delay_seconds, now(), s.status = 'inactive'
-    FROM broadcast_messages m
-    JOIN sequence_enrollments e ON e.id = m.enrollment_id AND e.status <> 'stopped'
-    LEFT JOIN LATERAL (SELECT l.device_id FROM device_load(ARRAY[p_user_id]) l
-                        WHERE l.device_id = m.device_id AND l.is_available) own ON true
-    LEFT JOIN LATERAL (SELECT l.device_id FROM device_load(ARRAY[p_user_id]) l
-                        WHERE l.is_available AND (s.device_ids IS NULL OR l.device_id = ANY (s.device_ids))
-                        ORDER BY l.messages_hour, l.device_id LIMIT 1) alt ON own.device_id IS NULL
-   WHERE m.sequence_id = s.id AND m.status = 'failed' AND (p_step_id IS NULL OR m.sequence_stepid = p_step_id)
-     AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id)
-     AND NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = m.user_id AND o.phone = m.recipient_phone)
-  ON CONFLICT DO NOTHING;   -- one step in flight per contact; one retry per failed message
-  GET DIAGNOSTICS v_queued = ROW_COUNT;
+  -- The queue allows one step in flight per contact and one retry per failed message.
+  SELECT count(*) INTO v_queued FROM _enqueue_messages(array(
+    SELECT ROW(m.user_id, coalesce(own.device_id, alt.device_id, m.device_id), m.lead_id, m.recipient_phone,
+               m.recipient_name, m.message_type, m.content, m.media_url, m.min_delay_seconds, m.max_delay_seconds,
+               now(), s.status = 'inactive', NULL, m.sequence_id, m.sequence_stepid, m.enrollment_id, m.id)::message_draft
+      FROM broadcast_messages m
+      JOIN sequence_enrollments e ON e.id = m.enrollment_id AND e.status <> 'stopped'
+      LEFT JOIN LATERAL (SELECT l.device_id FROM device_load(ARRAY[p_user_id]) l
+                          WHERE l.device_id = m.device_id AND l.is_available) own ON true
+      LEFT JOIN LATERAL (SELECT l.device_id FROM device_load(ARRAY[p_user_id]) l
+                          WHERE l.is_available AND (s.device_ids IS NULL OR l.device_id = ANY (s.device_ids))
+                          ORDER BY l.messages_hour, l.device_id LIMIT 1) alt ON own.device_id IS NULL
+     WHERE m.sequence_id = s.id AND m.status = 'failed' AND (p_step_id IS NULL OR m.sequence_stepid = p_step_id)
+       AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id)
+       AND NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = m.user_id AND o.phone = m.recipient_phone)));
   RETURN v_queued;
 END $$;
 COMMENT ON FUNCTION retry_failed_steps(bigint, bigint, bigint) IS

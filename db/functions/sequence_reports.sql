@@ -34,13 +34,16 @@ CREATE OR REPLACE FUNCTION sequence_message_counts() RETURNS trigger LANGUAGE pl
 DECLARE
   v_new broadcast_messages[] := '{}'::broadcast_messages[];
   v_old broadcast_messages[] := '{}'::broadcast_messages[];
+  v_retried bigint[];
 BEGIN
   IF TG_OP <> 'DELETE' THEN
     v_new := array(SELECT n::broadcast_messages FROM new_rows n WHERE n.sequence_stepid IS NOT NULL);
   END IF;
   IF TG_OP = 'INSERT' THEN   -- a retry takes the failed message's place in the figures
-    v_old := array(SELECT o FROM broadcast_messages o JOIN new_rows n ON n.retry_of = o.id
-                    WHERE n.sequence_stepid IS NOT NULL);
+    v_retried := array(SELECT n.retry_of FROM new_rows n WHERE n.sequence_stepid IS NOT NULL AND n.retry_of IS NOT NULL);
+    IF v_retried <> '{}' THEN   -- by id, in the history only (a retried message has failed)
+      v_old := array(SELECT o FROM broadcast_messages o WHERE o.id = ANY (v_retried) AND o.status IN ('failed', 'skipped'));
+    END IF;
   END IF;
   IF TG_OP <> 'INSERT' THEN
     v_old := array(SELECT o::broadcast_messages FROM old_rows o WHERE o.sequence_stepid IS NOT NULL);
@@ -91,12 +94,7 @@ END $$;
 COMMENT ON FUNCTION sequence_enrollment_counts() IS
   'Statement trigger on sequence_enrollments: counts the enrollment rows changed.';
 
-CREATE OR REPLACE TRIGGER broadcast_messages_sequence_ins AFTER INSERT ON broadcast_messages
-  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_message_counts();
-CREATE OR REPLACE TRIGGER broadcast_messages_sequence_upd AFTER UPDATE ON broadcast_messages
-  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_message_counts();
-CREATE OR REPLACE TRIGGER broadcast_messages_sequence_del AFTER DELETE ON broadcast_messages
-  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_message_counts();
+-- The broadcast_messages triggers calling sequence_message_counts are in db/functions/triggers_broadcast_messages.sql.
 CREATE OR REPLACE TRIGGER sequence_enrollments_counts_ins AFTER INSERT ON sequence_enrollments
   REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_enrollment_counts();
 CREATE OR REPLACE TRIGGER sequence_enrollments_counts_upd AFTER UPDATE ON sequence_enrollments

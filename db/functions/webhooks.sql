@@ -45,13 +45,14 @@ BEGIN
   PERFORM _emit_webhook_event(m.user_id, 'message.status', jsonb_build_object(
             'message_id', m.id, 'status', p_status, 'device_id', m.device_id, 'campaign_id', m.campaign_id,
             'sequence_id', m.sequence_id, 'recipient_phone', m.recipient_phone,
-            'error', CASE WHEN p_status = 'failed' THEN m.error_message END, 'at', now()))
+            'error', CASE WHEN p_status IN ('failed', 'skipped') THEN m.error_message END,
+            'skip_reason', m.skip_reason, 'at', now()))
      FROM broadcast_messages m
     WHERE m.id = ANY (p_ids)
     ORDER BY m.id;
 END $$;
 COMMENT ON FUNCTION _emit_message_status_webhooks(text, bigint[], bigint[]) IS
-  'message.status webhook events (sent, failed, delivered, read) for the messages one statement changed; '
+  'message.status webhook events (sent, failed, skipped, delivered, read) for the messages one statement changed; '
   'called by notify_queue_changes. Costs one probe when none of the owners subscribed.';
 
 -- Endpoints -------------------------------------------------------------------------------------

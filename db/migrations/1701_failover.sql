@@ -10,6 +10,10 @@ COMMENT ON COLUMN sequences.failover IS
   'Its waiting step messages move to another online device of the owner when theirs is banned, logged out or '
   'offline for failover_offline_minutes (failover_messages); otherwise they wait, or are skipped as no_failover_device.';
 
+-- The reason a failover message that found no device is skipped with (its text: migration 1702,
+-- as a new enum value cannot be used in the transaction that adds it).
+ALTER TYPE skip_reason ADD VALUE IF NOT EXISTS 'no_failover_device';
+
 INSERT INTO settings (name, value, meaning) VALUES
   ('failover_offline_minutes', 10,
    'a device offline or connecting this long hands the due messages of campaigns and sequences with failover on '

@@ -1,0 +1,46 @@
+-- The message lifecycle's writers, part 1: queueing. Every new row of broadcast_messages is
+-- written here — campaign fan-out and AI spread, sequence steps, retries of both, the chat view —
+-- and only here (tests/test_message_lifecycle.py fails on any other writer).
+--
+-- What guards "one message per …": the queue partition's unique indexes for the live rows
+-- (one per campaign and phone, one first attempt per step and enrollment, one retry per failed
+-- step, one live step per enrollment); ON CONFLICT DO NOTHING drops a draft that would break
+-- them. Settled rows live in message_history, where a partitioned unique index cannot reach, so:
+--  - a campaign's sent rows are checked here, only for campaigns that have any (a first fan-out
+--    never does, so its speed does not depend on the history);
+--  - a sequence step's retry is checked here (retries are few);
+--  - a step's first attempt is guarded by its enrollment: the activation writes the message and
+--    moves the enrollment past that step in one statement under the enrollment's row lock, so
+--    no later activation proposes it again (probing every week of history for each of a million
+--    steps would cost more than the insert).
+
+CREATE OR REPLACE FUNCTION _enqueue_messages(p_drafts message_draft[])
+RETURNS SETOF broadcast_messages LANGUAGE sql AS $$
+  WITH d AS (
+    SELECT * FROM unnest(p_drafts)
+  ), settled_campaigns AS MATERIALIZED (
+    SELECT x.campaign_id
+      FROM (SELECT DISTINCT d.campaign_id FROM d WHERE d.campaign_id IS NOT NULL) x
+     WHERE EXISTS (SELECT 1 FROM message_history h WHERE h.campaign_id = x.campaign_id AND h.status = 'sent')
+  )
+  INSERT INTO broadcast_messages (user_id, device_id, lead_id, recipient_phone, recipient_name, message_type,
+                                  content, media_url, min_delay_seconds, max_delay_seconds, scheduled_at, held,
+                                  campaign_id, sequence_id, sequence_stepid, enrollment_id, retry_of)
+  SELECT d.user_id, d.device_id, d.lead_id, d.recipient_phone, d.recipient_name, coalesce(d.message_type, 'text'),
+         d.content, d.media_url, d.min_delay_seconds, d.max_delay_seconds, coalesce(d.scheduled_at, now()),
+         coalesce(d.held, false), d.campaign_id, d.sequence_id, d.sequence_stepid, d.enrollment_id, d.retry_of
+    FROM d
+   WHERE NOT (d.campaign_id IN (SELECT s.campaign_id FROM settled_campaigns s)
+              AND EXISTS (SELECT 1 FROM message_history h
+                           WHERE h.campaign_id = d.campaign_id AND h.recipient_phone = d.recipient_phone
+                             AND h.status = 'sent'))
+     AND NOT (d.retry_of IS NOT NULL AND d.sequence_stepid IS NOT NULL
+              AND EXISTS (SELECT 1 FROM message_history h WHERE h.retry_of = d.retry_of))
+  ON CONFLICT DO NOTHING
+  RETURNING *
+$$;
+COMMENT ON FUNCTION _enqueue_messages(message_draft[]) IS
+  'The one writer of new messages: inserts the drafts as pending rows (held when the draft says so) and returns '
+  'the rows written. A draft that would be a second message for a campaign and phone (live or sent), a second first '
+  'attempt of a step for an enrollment, or a second retry of a failed step is left out. The insert wakes the senders '
+  '(trigger broadcast_messages_3_wake).';

@@ -1,0 +1,79 @@
+-- Every trigger on broadcast_messages, in one place. PostgreSQL fires the triggers of one event
+-- in name order, so the digit after the table name is the firing order.
+--
+-- All are AFTER … FOR EACH STATEMENT on the partitioned table, so they fire once per statement
+-- whichever partition the rows land in; a status change to sent/failed/skipped moves the row
+-- from message_queue to message_history and still counts as one UPDATE here. The side effects:
+--
+--   INSERT  1_outcomes  count_message_outcomes   message_outcome_counts (+sent/failed per owner, quarter hour)
+--           2_sequence  sequence_message_counts  sequence_counter_deltas (+in flight/sent/failed per step, day)
+--           3_wake      notify_dispatch          NOTIFY wa_dispatch: senders wake and claim
+--   UPDATE  1_outcomes  count_message_outcomes   message_outcome_counts (new minus old)
+--           2_sequence  sequence_message_counts  sequence_counter_deltas (new minus old)
+--           3_wake      notify_dispatch          NOTIFY wa_dispatch, only for UPDATE OF held, scheduled_at
+--           4_campaign_done settle_campaigns_done campaigns.status (+ the campaign live event) when a
+--                                                running campaign's last message settled
+--   DELETE  1_outcomes  count_message_outcomes   message_outcome_counts (minus old)
+--           2_sequence  sequence_message_counts  sequence_counter_deltas (minus old)
+--
+-- In place of foreign keys (checked row by row on every enqueue), statement triggers on the
+-- parent tables do what ON DELETE did, once per statement:
+--   users, campaigns, sequences, sequence_steps, sequence_enrollments  DELETE → their messages deleted
+--   user_devices, leads                                               DELETE → device_id / lead_id set NULL
+--
+-- The INSERT and UPDATE ones with transition tables make every statement that writes messages
+-- (each claim and completion too) build its old_rows/new_rows tuplestores. Dropping a history
+-- partition (retention) fires none of them: the rollups keep the dropped rows' counts.
+
+CREATE OR REPLACE TRIGGER broadcast_messages_1_outcomes_ins AFTER INSERT ON broadcast_messages
+  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_message_outcomes();
+CREATE OR REPLACE TRIGGER broadcast_messages_2_sequence_ins AFTER INSERT ON broadcast_messages
+  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_message_counts();
+CREATE OR REPLACE TRIGGER broadcast_messages_3_wake AFTER INSERT ON broadcast_messages
+  FOR EACH STATEMENT EXECUTE FUNCTION notify_dispatch();
+
+-- Every UPDATE (transition tables allow no column list); rows staying pending/queued are filtered
+-- out, and a sent row that only got a receipt nets to zero before the upsert.
+CREATE OR REPLACE TRIGGER broadcast_messages_1_outcomes_upd AFTER UPDATE ON broadcast_messages
+  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_message_outcomes();
+CREATE OR REPLACE TRIGGER broadcast_messages_2_sequence_upd AFTER UPDATE ON broadcast_messages
+  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_message_counts();
+-- Un-holding (campaign resumed, sequence re-activated) or rescheduling also releases work.
+CREATE OR REPLACE TRIGGER broadcast_messages_3_wake_release AFTER UPDATE OF held, scheduled_at ON broadcast_messages
+  FOR EACH STATEMENT EXECUTE FUNCTION notify_dispatch();
+CREATE OR REPLACE TRIGGER broadcast_messages_4_campaign_done AFTER UPDATE ON broadcast_messages
+  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION settle_campaigns_done();
+
+CREATE OR REPLACE TRIGGER broadcast_messages_1_outcomes_del AFTER DELETE ON broadcast_messages
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION count_message_outcomes();
+CREATE OR REPLACE TRIGGER broadcast_messages_2_sequence_del AFTER DELETE ON broadcast_messages
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_message_counts();
+
+-- In place of the foreign keys' ON DELETE (see the header).
+CREATE OR REPLACE FUNCTION forget_deleted_message_parents() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  CASE TG_TABLE_NAME
+    WHEN 'users' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.user_id = o.id;
+    WHEN 'campaigns' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.campaign_id = o.id;
+    WHEN 'sequences' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.sequence_id = o.id;
+    WHEN 'sequence_steps' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.sequence_stepid = o.id;
+    WHEN 'sequence_enrollments' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.enrollment_id = o.id;
+    WHEN 'user_devices' THEN UPDATE broadcast_messages m SET device_id = NULL FROM old_rows o WHERE m.device_id = o.id;
+    WHEN 'leads' THEN UPDATE broadcast_messages m SET lead_id = NULL FROM old_rows o WHERE m.lead_id = o.id;
+  END CASE;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION forget_deleted_message_parents() IS
+  'Statement trigger on the tables broadcast_messages refers to (no foreign keys): deletes the messages of deleted '
+  'owners, campaigns, sequences, steps and enrollments; clears device_id and lead_id of deleted devices and leads.';
+
+-- One per parent table, named <table>_messages_forget.
+DO $$
+DECLARE t text;
+BEGIN
+  FOREACH t IN ARRAY ARRAY['users', 'campaigns', 'sequences', 'sequence_steps', 'sequence_enrollments',
+                           'user_devices', 'leads'] LOOP
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %I REFERENCING OLD TABLE AS old_rows '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_message_parents()', t || '_messages_forget', t);
+  END LOOP;
+END $$;

@@ -1,0 +1,102 @@
+"""A message's state has one owner: the queue family of db/functions writes broadcast_messages and
+nothing else does; skips carry a reason from a closed set; every outcome is pushed live."""
+import json
+import re
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.factories import drain_notifies, make_device, make_user
+from tests.test_dispatch_sql import claim, lease, queue
+
+DB = Path(__file__).resolve().parent.parent / "db"
+# The queue family (db/functions/queue.sql's header says what each file does).
+FAMILY = {"queue.sql", "queue_enqueue.sql", "queue_waiting.sql", "queue_receipts.sql",
+          "triggers_broadcast_messages.sql"}
+WRITE = re.compile(r"\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(broadcast_messages|message_queue|message_history\w*)\b",
+                   re.I)
+CODE_DIRS = ["common", "sender", "web", "webhooks"]
+
+
+def without_comments(sql):
+    return re.sub(r"--[^\n]*", "", sql)
+
+
+def family_functions():
+    names = set()
+    for f in FAMILY:
+        names |= set(re.findall(r"CREATE OR REPLACE FUNCTION (\w+)\(", (DB / "functions" / f).read_text()))
+    return names
+
+
+def test_no_file_outside_the_queue_family_writes_messages():
+    offenders = []
+    for f in sorted((DB / "functions").glob("*.sql")) + sorted((DB / "views").glob("*.sql")):
+        if f.name not in FAMILY:
+            offenders += [f"{f.relative_to(DB)}: {m.group(0)}" for m in WRITE.finditer(without_comments(f.read_text()))]
+    root = DB.parent
+    for d in CODE_DIRS:
+        for f in sorted((root / d).rglob("*.py")):
+            offenders += [f"{f.relative_to(root)}: {m.group(0)}" for m in WRITE.finditer(f.read_text())]
+    assert offenders == []
+
+
+def test_every_function_writing_messages_belongs_to_the_family(db):
+    """The same rule read from the applied catalogue (a function moved between files cannot hide)."""
+    writers = {r["proname"] for r in db.execute("""
+        SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = 'public' AND p.prosrc ~* %s""",
+        [r"(insert\s+into|update|delete\s+from)\s+(broadcast_messages|message_queue|message_history)"])}
+    family = family_functions()
+    assert writers - family == set()
+    assert {"_enqueue_messages", "_skip_messages", "claim_messages", "_settle_claimed"} <= writers
+
+
+def test_skip_reasons_are_a_closed_set_each_with_its_text(db):
+    codes = [r["c"] for r in db.execute("SELECT unnest(enum_range(NULL::skip_reason))::text AS c")]
+    texts = {r["code"]: r["message"] for r in db.execute("SELECT code::text, message FROM skip_reasons")}
+    assert set(codes) == set(texts) and all(texts.values())
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+        db.execute("SELECT _skip_messages('{}', 'because')")
+
+
+def test_a_skip_records_its_reason_and_no_skipped_row_lacks_one(db):
+    uid = make_user(db)
+    dev = make_device(db, uid)
+    ids = queue(db, uid, dev, 3)
+    claim_id = ids[2]
+    lease(db, [dev])
+    db.execute("UPDATE broadcast_messages SET status = 'queued', claimed_at = now(), claimed_by = 's1' WHERE id = %s",
+               [claim_id])
+    assert db.execute("SELECT _skip_messages(%s, 'device_offline', '30 minutes') AS n", [ids]).fetchone()["n"] == 2
+    rows = db.execute("SELECT id, status, skip_reason::text, error_message FROM broadcast_messages WHERE id = ANY(%s)"
+                      " ORDER BY id", [ids]).fetchall()
+    assert [(r["status"], r["skip_reason"]) for r in rows] == [("skipped", "device_offline")] * 2 + [("queued", None)]
+    assert rows[0]["error_message"] == "skipped: device offline for more than 30 minutes"
+    with pytest.raises(psycopg.errors.CheckViolation, match="broadcast_messages_skipped_has_reason"):
+        with db.transaction():
+            db.execute("UPDATE broadcast_messages SET skip_reason = NULL WHERE id = %s", [ids[0]])
+
+
+def test_skips_and_stuck_failures_are_pushed_live(connect_committed):
+    listener = connect_committed()
+    listener.execute("LISTEN wa_events")
+    c = connect_committed()
+    uid = make_user(c)
+    dev = make_device(c, uid)
+    lease(c, [dev], sender="live")
+    ids = queue(c, uid, dev, 3)
+    [first] = [r["id"] for r in claim(c, sender="live", per_device=1)]
+    c.execute("UPDATE broadcast_messages SET claimed_at = now() - interval '1 hour' WHERE id = %s", [first])
+    drain_notifies(listener)
+    assert c.execute("SELECT recover_stuck() AS n").fetchone()["n"] == 1
+    rest = [i for i in ids if i != first]
+    assert c.execute("SELECT opt_out_phone(%s, recipient_phone) AS n FROM broadcast_messages WHERE id = %s",
+                     [uid, rest[0]]).fetchone()["n"] == 0   # a manual message is not skipped by an opt-out
+    assert c.execute("SELECT _skip_messages(%s, 'device_logged_out') AS n", [rest]).fetchone()["n"] == 2
+    events = [json.loads(n.payload) for n in drain_notifies(listener)]
+    status = [(e["data"]["status"], e["data"]["ids"]) for e in events
+              if e["type"] == "message_status" and e["user_id"] == uid]
+    assert status == [("failed", [first]), ("skipped", sorted(rest))]
+
