@@ -127,7 +127,7 @@ def test_failover_moves_waiting_messages_to_devices_with_room_once(db, uid):
     other_owner = make_device(db, make_user(db))                           # never another owner's device
     on = queue_for(db, uid, banned, failover_campaign(db, uid), 5)
     off = queue_for(db, uid, banned, failover_campaign(db, uid, failover=False), 2)
-    assert db.execute("SELECT failover_messages('30 minutes') AS n").fetchone()["n"] == 3
+    assert db.execute("SELECT _failover_messages('30 minutes') AS n").fetchone()["n"] == 3
     rows = where(db, on + off)
     assert [rows[i]["device_id"] for i in on] == [helper] * 3 + [banned] * 2
     assert all(rows[i]["device_id"] == banned and rows[i]["status"] == "pending" for i in off)
@@ -135,7 +135,7 @@ def test_failover_moves_waiting_messages_to_devices_with_room_once(db, uid):
     # The helper's room is taken once the moved messages are claimed: nothing moves twice.
     lease(db, [helper])
     assert {r["id"] for r in claim(db)} == set(on[:3])
-    assert db.execute("SELECT failover_messages('30 minutes') AS n").fetchone()["n"] == 0
+    assert db.execute("SELECT _failover_messages('30 minutes') AS n").fetchone()["n"] == 0
     assert db.execute("SELECT detail FROM device_events WHERE device_id = %s AND event = 'failover'",
                       [banned]).fetchone()["detail"].startswith("3 ")
 

@@ -14,7 +14,8 @@ from tests.webutil import signed_in_user
 CHANGED = {"stuck_timeout_seconds": 420, "lease_seconds": 17, "sender_alive_seconds": 11,
            "preferred_device_hourly_sends": 9, "load_weight_sends_hour": 0.25, "load_weight_in_flight": 0.75,
            "default_min_delay_seconds": 7, "default_max_delay_seconds": 13, "default_hourly_limit": 55,
-           "default_daily_limit": 555, "message_retention_days": 90, "warmup_start_per_day": 5, "warmup_days": 3,
+           "default_daily_limit": 555, "message_retention_days": 90,
+           "default_window_tolerance_minutes": 25, "warmup_start_per_day": 5, "warmup_days": 3,
            "timelock_default_hours": 5, "self_pause_window_sends": 4, "self_pause_failure_share": 0.25,
            "cold_share_max": 0.2, "failover_offline_minutes": 3}
 
@@ -90,13 +91,22 @@ def test_the_web_forms_and_api_default_to_the_settings(client, committed_db_url)
             row = c.execute("SELECT min_delay_seconds, hourly_limit, daily_limit FROM user_devices WHERE id = %s",
                             [res.get_json()["device"]["device_id"]]).fetchone()
         assert row == {"min_delay_seconds": 7, "hourly_limit": 55, "daily_limit": 555}
+        builder = client.get("/sequences/new").get_data(as_text=True)
+        assert 'name="schedule_tolerance_minutes" min="0" max="720" value="25"' in builder
+        res = client.post("/api/sequences", headers={"X-CSRFToken": token},
+                          json={"name": "s", "trigger": "t", "steps": [{"day_number": 1, "content": "hi"}]})
+        assert res.status_code in (200, 201), res.get_json()
+        with psycopg.connect(committed_db_url, row_factory=dict_row) as c:
+            saved = c.execute("SELECT schedule_tolerance_minutes FROM sequences WHERE user_id = %s", [uid]).fetchone()
+        assert saved == {"schedule_tolerance_minutes": 25}
     finally:
         with psycopg.connect(committed_db_url, autocommit=True) as c:
             c.execute("""UPDATE settings s SET value = d.value FROM (VALUES ('stuck_timeout_seconds', 300),
                            ('lease_seconds', 30), ('sender_alive_seconds', 30), ('preferred_device_hourly_sends', 50),
                            ('load_weight_sends_hour', 0.7), ('load_weight_in_flight', 0.3),
                            ('default_min_delay_seconds', 30), ('default_max_delay_seconds', 60),
-                           ('default_hourly_limit', 80), ('default_daily_limit', 800)) d(name, value)
+                           ('default_hourly_limit', 80), ('default_daily_limit', 800),
+                           ('message_retention_days', 180), ('default_window_tolerance_minutes', 10)) d(name, value)
                          WHERE s.name = d.name""")
 
 

@@ -34,7 +34,7 @@ STEP = Body(day_number=Int(required=True, description="1 to 31"), content=Text(r
             media_id=Int(description="an image from POST /api/media"))
 SEQUENCE = Body(name=Text(required=True), trigger=Text(required=True, description="one word"),
                 niche=Text(description="leads of that niche only; empty: any"), schedule_time=Text(fmt="time"),
-                schedule_tolerance_minutes=Int(description="default 10"), stop_on_reply=Bool(),
+                schedule_tolerance_minutes=Int(description="default: the setting default_window_tolerance_minutes"), stop_on_reply=Bool(),
                 allow_reentry=Bool(description="a lead may start the sequence again after finishing it"),
                 failover=Bool(description="when a step's device is banned, logged out or offline too long, send "
                                           "it from another of your devices with room (default false)"),

@@ -137,7 +137,7 @@ BEGIN
                          min_delay_seconds, max_delay_seconds, failover)
   VALUES (p_user_id, p_kind, btrim(coalesce(p_title, '')), btrim(coalesce(p_niche, '')),
           coalesce(nullif(p_target_status, ''), 'all'), p_message, nullif(btrim(coalesce(p_image_url, '')), ''),
-          require_own_media(p_user_id, p_media_id),
+          _require_own_media(p_user_id, p_media_id),
           nullif(p_device_ids, '{}'), CASE WHEN p_kind = 'ai' THEN p_ai_limit_per_device END,
           p_date, p_time, _owner_local_instant(p_user_id, p_date, p_time), p_min_delay, p_max_delay,
           coalesce(p_failover, false))
@@ -147,7 +147,7 @@ END $$;
 COMMENT ON FUNCTION create_campaign(bigint, text, text, text, text, text, text, bigint[], integer, date, time, integer, integer, bigint, boolean) IS
   'Creates a pending campaign (kind broadcast or ai); date and time are wall clock in the owner''s zone and '
   'scheduled_at is the instant they denote; p_media_id is its stored image (image_url where it came from); '
-  'p_failover lets its messages move to another device when theirs is lost (failover_messages). Returns its id.';
+  'p_failover lets its messages move to another device when theirs is lost (_failover_messages). Returns its id.';
 
 CREATE OR REPLACE FUNCTION update_campaign(p_user_id bigint, p_campaign_id bigint, p_title text, p_niche text,
                                            p_target_status text, p_message text, p_image_url text,
@@ -167,7 +167,7 @@ BEGIN
   UPDATE campaigns
      SET title = btrim(coalesce(p_title, '')), niche = btrim(coalesce(p_niche, '')),
          target_status = coalesce(nullif(p_target_status, ''), 'all'), message = p_message,
-         image_url = nullif(btrim(coalesce(p_image_url, '')), ''), media_id = require_own_media(p_user_id, p_media_id),
+         image_url = nullif(btrim(coalesce(p_image_url, '')), ''), media_id = _require_own_media(p_user_id, p_media_id),
          device_ids = nullif(p_device_ids, '{}'),
          ai_limit_per_device = CASE WHEN c.kind = 'ai' THEN p_ai_limit_per_device END,
          campaign_date = p_date, time_schedule = p_time, scheduled_at = _owner_local_instant(p_user_id, p_date, p_time),
@@ -226,7 +226,7 @@ COMMENT ON FUNCTION pause_campaign(bigint, bigint, boolean) IS
 -- Fan-out -------------------------------------------------------------------------------------
 -- Messages are rendered as they are queued, the template parked once per chunk (_message_template).
 -- One chunk of a broadcast: the next p_chunk leads of the audience by id, each on its own device.
-CREATE OR REPLACE FUNCTION expand_broadcast_chunk(c campaigns, p_chunk integer) RETURNS integer
+CREATE OR REPLACE FUNCTION _expand_broadcast_chunk(c campaigns, p_chunk integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE v_last bigint; v_seen integer; v_queued integer;
         v_template text := _message_template(c.message);
@@ -257,7 +257,7 @@ BEGIN
    WHERE id = c.id;
   RETURN v_queued;
 END $$;
-COMMENT ON FUNCTION expand_broadcast_chunk(campaigns, integer) IS
+COMMENT ON FUNCTION _expand_broadcast_chunk(campaigns, integer) IS
   'Queues one chunk of a broadcast (next p_chunk audience leads after expand_cursor, on their own devices, '
   'opted-out numbers left out, one message per phone); marks the fan-out done after the last chunk. Returns rows queued.';
 
@@ -284,7 +284,7 @@ COMMENT ON FUNCTION _ai_campaign_devices(campaigns) IS
 -- than its room.
 -- Candidates: pool leads the campaign has not touched (only while first expanding), then leads
 -- whose message was stranded on a dropped device (moved: a new row with retry_of, history kept).
-CREATE OR REPLACE FUNCTION spread_ai_campaign(c campaigns) RETURNS integer
+CREATE OR REPLACE FUNCTION _spread_ai_campaign(c campaigns) RETURNS integer
 LANGUAGE sql AS $$
   WITH devices AS MATERIALIZED (
     SELECT d.device_id, d.score, d.room FROM _ai_campaign_devices(c) d WHERE d.room > 0
@@ -332,7 +332,7 @@ LANGUAGE sql AS $$
       FROM candidates k LEFT JOIN slots s USING (slot)
      WHERE k.warm_device_id IS NOT NULL OR s.device_id IS NOT NULL))
 $$;
-COMMENT ON FUNCTION spread_ai_campaign(campaigns) IS
+COMMENT ON FUNCTION _spread_ai_campaign(campaigns) IS
   'Queues AI-campaign leads on its online devices, at most ai_limit_per_device live messages per device: a lead '
   'who wrote to one of them from that one (warm first), the others by load-balance score; untouched pool leads '
   '(first spread only) and leads stranded on dropped devices.';
@@ -348,10 +348,10 @@ BEGIN
     RETURN NULL;
   END IF;
   IF c.kind = 'ai' THEN
-    v_queued := spread_ai_campaign(c);
+    v_queued := _spread_ai_campaign(c);
     UPDATE campaigns SET expanded_at = now() WHERE id = c.id;
   ELSE
-    v_queued := expand_broadcast_chunk(c, p_chunk);
+    v_queued := _expand_broadcast_chunk(c, p_chunk);
   END IF;
   PERFORM notify_user(c.user_id, 'campaign_progress', jsonb_build_object('id', c.id, 'queued', v_queued));
   PERFORM settle_campaign(c.id);
@@ -393,7 +393,7 @@ BEGIN
               GROUP BY 1 LOOP
       PERFORM _skip_messages(r.ids, 'campaign_device_dropped', r.why, false);   -- settled below, after the spread
     END LOOP;
-    v_moved := v_moved + spread_ai_campaign(c);
+    v_moved := v_moved + _spread_ai_campaign(c);
     PERFORM settle_campaign(c.id);
   END LOOP;
   RETURN v_moved;

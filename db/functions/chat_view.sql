@@ -44,7 +44,7 @@ BEGIN
   IF p_media_id IS NULL THEN
     RAISE EXCEPTION 'an image message needs a stored image' USING ERRCODE = '22023';
   END IF;
-  PERFORM require_own_media(p_user_id, p_media_id);
+  PERFORM _require_own_media(p_user_id, p_media_id);
   IF length(coalesce(p_caption, '')) > 1024 THEN
     RAISE EXCEPTION 'a caption has at most 1024 characters' USING ERRCODE = '22023';
   END IF;

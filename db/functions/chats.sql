@@ -48,7 +48,7 @@ END $$;
 COMMENT ON FUNCTION _stop_sequences_if_possible(bigint, text) IS
   'Calls stop_sequences_for_reply(user, phone) when the sequences functions exist; otherwise does nothing.';
 
-CREATE OR REPLACE FUNCTION mark_lead_replied(p_user_id bigint, p_phone text, p_at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION _mark_lead_replied(p_user_id bigint, p_phone text, p_at timestamptz DEFAULT now())
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_leads integer;
 BEGIN
@@ -61,7 +61,7 @@ BEGIN
   END IF;
   RETURN v_leads;
 END $$;
-COMMENT ON FUNCTION mark_lead_replied(bigint, text, timestamptz) IS
+COMMENT ON FUNCTION _mark_lead_replied(bigint, text, timestamptz) IS
   'A number wrote to the owner: sets replied_at on the owner''s leads with that phone (on every device) and '
   'stops its sequences; a lead.replied webhook event when it is a lead. Returns the number of leads marked.';
 
@@ -170,7 +170,7 @@ BEGIN
   IF NOT p_from_me AND v_phone IS NOT NULL THEN
     -- a contact who wrote is warm: a reach-out timelock does not hold messages to it
     INSERT INTO device_warm_contacts (device_id, phone) VALUES (p_device_id, v_phone) ON CONFLICT DO NOTHING;
-    PERFORM mark_lead_replied(v_user, v_phone, p_sent_at);
+    PERFORM _mark_lead_replied(v_user, v_phone, p_sent_at);
     IF _is_opt_out_text(v_content) THEN
       PERFORM opt_out_phone(v_user, v_phone, 'replied ' || upper(btrim(v_content)));
     END IF;
@@ -277,7 +277,7 @@ COMMENT ON FUNCTION mark_chat_read(bigint, bigint) IS
 -- Sends open chats -------------------------------------------------------------------------
 -- A number the queue wrote to has a chat on that device from the first send, as on a phone: the
 -- chat list shows campaign and sequence recipients, and their replies land in the same thread.
-CREATE OR REPLACE FUNCTION record_outbound_chats(p_ids bigint[])
+CREATE OR REPLACE FUNCTION _record_outbound_chats(p_ids bigint[])
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_done integer;
 BEGIN
@@ -295,7 +295,7 @@ BEGIN
   GET DIAGNOSTICS v_done = ROW_COUNT;
   RETURN v_done;
 END $$;
-COMMENT ON FUNCTION record_outbound_chats(bigint[]) IS
+COMMENT ON FUNCTION _record_outbound_chats(bigint[]) IS
   'The sent queue messages p_ids open (or lift) the chat with their number on their device, previewing what '
   'was sent; called by complete_messages. Returns the chats touched.';
 

@@ -89,7 +89,7 @@ COMMENT ON FUNCTION device_pacing_row() IS 'Trigger: every device gets its pacin
 CREATE OR REPLACE TRIGGER user_devices_pacing AFTER INSERT ON user_devices
   FOR EACH ROW EXECUTE FUNCTION device_pacing_row();
 
-CREATE OR REPLACE FUNCTION require_own_devices(p_user_id bigint, p_device_ids bigint[])
+CREATE OR REPLACE FUNCTION _require_own_devices(p_user_id bigint, p_device_ids bigint[])
 RETURNS void LANGUAGE plpgsql STABLE AS $$
 DECLARE v_foreign bigint;
 BEGIN
@@ -103,7 +103,7 @@ BEGIN
     RAISE EXCEPTION 'device % is not one of your devices', coalesce(v_foreign::text, 'NULL') USING ERRCODE = '22023';
   END IF;
 END $$;
-COMMENT ON FUNCTION require_own_devices(bigint, bigint[]) IS
+COMMENT ON FUNCTION _require_own_devices(bigint, bigint[]) IS
   'Raises 22023 unless p_device_ids is a non-empty list of the owner''s devices.';
 
 -- Settings and pause: one device or a selection, all or nothing ------------------------------
@@ -127,7 +127,7 @@ BEGIN
   IF FOUND THEN
     RAISE EXCEPTION 'unknown device setting "%"', v_key USING ERRCODE = '22023';
   END IF;
-  PERFORM require_own_devices(p_user_id, p_device_ids);
+  PERFORM _require_own_devices(p_user_id, p_device_ids);
   -- Absent or null: unchanged. Numbers must be whole numbers.
   BEGIN
     v_min    := (p_settings->>'min_delay_seconds')::integer;
@@ -183,7 +183,7 @@ CREATE OR REPLACE FUNCTION set_devices_paused(p_user_id bigint, p_device_ids big
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_changed bigint[];
 BEGIN
-  PERFORM require_own_devices(p_user_id, p_device_ids);
+  PERFORM _require_own_devices(p_user_id, p_device_ids);
   IF p_paused IS NULL THEN
     RAISE EXCEPTION 'say whether to pause or resume' USING ERRCODE = '22023';
   END IF;

@@ -11,7 +11,7 @@ COMMENT ON FUNCTION notify_user(bigint, text, jsonb) IS
 -- Queue outcomes, aggregated: the callers (complete, fail, receipts) pass the rows one statement
 -- changed, and each owner gets one message_status and at most one campaign_progress event for
 -- all of them, never one per row.
-CREATE OR REPLACE FUNCTION notify_queue_changes(p_status text, p_ids bigint[], p_user_ids bigint[],
+CREATE OR REPLACE FUNCTION _notify_queue_changes(p_status text, p_ids bigint[], p_user_ids bigint[],
                                                 p_device_ids bigint[], p_campaign_ids bigint[])
 RETURNS void LANGUAGE sql AS $$
   WITH changed AS (
@@ -46,7 +46,7 @@ RETURNS void LANGUAGE sql AS $$
     SELECT _emit_message_status_webhooks(p_status, p_ids, p_user_ids)
   ) sent
 $$;
-COMMENT ON FUNCTION notify_queue_changes(text, bigint[], bigint[], bigint[], bigint[]) IS
+COMMENT ON FUNCTION _notify_queue_changes(text, bigint[], bigint[], bigint[], bigint[]) IS
   'Pushes what one statement did to queued messages (parallel arrays of message id, owner, device, campaign), '
   'one event per owner: message_status {status, count, device_ids (first 100), ids (first 200), truncated} and, '
   'when campaign messages changed, campaign_progress {status, campaigns: [{id, count}] (first 100), truncated} '

@@ -34,7 +34,7 @@ RETURNS TABLE (id bigint, jpeg bytea, created_at timestamptz) LANGUAGE sql STABL
 $$;
 COMMENT ON FUNCTION owned_media(bigint, bigint) IS 'One of the owner''s stored images (no row for another owner''s id).';
 
-CREATE OR REPLACE FUNCTION require_own_media(p_user_id bigint, p_media_id bigint) RETURNS bigint
+CREATE OR REPLACE FUNCTION _require_own_media(p_user_id bigint, p_media_id bigint) RETURNS bigint
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
   IF p_media_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM media WHERE id = p_media_id AND user_id = p_user_id) THEN
@@ -42,7 +42,7 @@ BEGIN
   END IF;
   RETURN p_media_id;
 END $$;
-COMMENT ON FUNCTION require_own_media(bigint, bigint) IS
+COMMENT ON FUNCTION _require_own_media(bigint, bigint) IS
   'Returns p_media_id when it is NULL or one of the owner''s images; raises 22023 otherwise.';
 
 CREATE OR REPLACE FUNCTION media_path(p_media_id bigint, p_source text) RETURNS text

@@ -11,7 +11,7 @@
 --   queue_receipts.sql  sent: delivered_at, read_at
 --   triggers_broadcast_messages.sql  what fires on each write (rollups, wake-up, campaign end),
 --                       and the deletes that replace the foreign keys' ON DELETE
--- Every outcome (sent, failed, skipped, delivered, read) is pushed through notify_queue_changes.
+-- Every outcome (sent, failed, skipped, delivered, read) is pushed through _notify_queue_changes.
 
 -- Rendering ---------------------------------------------------------------------------------
 -- Fields are recognised first and parked as private-use characters, so spintax never sees a
@@ -295,7 +295,7 @@ BEGIN
       -- longer queued, so running the statement again leaves it alone.
     END;
   END LOOP;
-  PERFORM notify_queue_changes(p_status, ids, user_ids, device_ids, campaign_ids);
+  PERFORM _notify_queue_changes(p_status, ids, user_ids, device_ids, campaign_ids);
 END $$;
 COMMENT ON FUNCTION _settle_claimed(text, bigint[], text, text[]) IS
   'Settles the messages of p_ids this sender claimed (still queued by p_sender_id) as sent (p_values: their WhatsApp '
@@ -307,7 +307,7 @@ DECLARE r record;
 BEGIN
   r := _settle_claimed(p_sender_id, p_ids, 'sent', p_wa_message_ids);
   UPDATE device_pacing p SET last_sent_at = now() WHERE p.device_id = ANY (r.device_ids);
-  PERFORM record_outbound_chats(r.ids);  -- the recipients' chats show the send (chats family)
+  PERFORM _record_outbound_chats(r.ids);  -- the recipients' chats show the send (chats family)
   PERFORM _record_send_outcomes(r.ids, false);  -- self-pause and cold share counts (deliverability family)
   IF EXISTS (SELECT 1 FROM early_receipts) THEN   -- receipts that overtook this completion
     PERFORM _apply_early_receipts(r.ids);
@@ -371,7 +371,7 @@ BEGIN
     RETURNING m.id, m.user_id, m.device_id, m.campaign_id)
   SELECT array_agg(s.id), array_agg(s.user_id), array_agg(s.device_id), array_agg(s.campaign_id)
     INTO v_ids, v_users, v_devices, v_campaigns FROM stuck s;
-  PERFORM notify_queue_changes('failed', v_ids, v_users, v_devices, v_campaigns);
+  PERFORM _notify_queue_changes('failed', v_ids, v_users, v_devices, v_campaigns);
   RETURN coalesce(cardinality(v_ids), 0);
 END $$;
 COMMENT ON FUNCTION recover_stuck(interval) IS
@@ -383,7 +383,7 @@ RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_done integer := 0;
         s record;
 BEGIN
-  PERFORM failover_messages(p_offline_grace);   -- first, what may go from another device (queue_failover.sql)
+  PERFORM _failover_messages(p_offline_grace);   -- first, what may go from another device (queue_failover.sql)
   FOR s IN
     WITH reason AS (
       SELECT d.id AS device_id,
@@ -413,4 +413,4 @@ COMMENT ON FUNCTION skip_undeliverable(interval) IS
   'Skips due pending messages that cannot go out: device logged out, banned without end (or still banned '
   'p_offline_grace after its ban ended), deleted, or offline/connecting for longer than p_offline_grace. '
   'A temporary ban or a brief disconnect only delays them. Messages whose campaign or sequence has failover on '
-  'first move to another device where they can (failover_messages). Returns how many were skipped.';
+  'first move to another device where they can (_failover_messages). Returns how many were skipped.';

@@ -4,7 +4,7 @@
 -- message is never sent twice; rows that find no room wait, and where skip_undeliverable would
 -- skip them anyway they are skipped as no_failover_device. skip_undeliverable calls it first.
 
-CREATE OR REPLACE FUNCTION failover_messages(p_offline_grace interval)
+CREATE OR REPLACE FUNCTION _failover_messages(p_offline_grace interval)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_moved integer;
         v_unplaced bigint[];
@@ -64,7 +64,7 @@ BEGIN
   END IF;
   RETURN v_moved;
 END $$;
-COMMENT ON FUNCTION failover_messages(interval) IS
+COMMENT ON FUNCTION _failover_messages(interval) IS
   'Moves the due pending messages of campaigns and sequences with failover on from devices banned, logged out or '
   'offline/connecting for failover_offline_minutes to online, unpaused, untimelocked devices of the same owner '
   'with room under their caps today (least loaded first). Messages that find no room wait; those whose device '

@@ -21,7 +21,7 @@ BEGIN
   SELECT count(*), array_agg(marked.id), array_agg(marked.user_id), array_agg(marked.device_id),
          array_agg(marked.campaign_id)
     INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM marked;
-  PERFORM notify_queue_changes(p_kind, v_ids, v_users, v_devices, v_campaigns);
+  PERFORM _notify_queue_changes(p_kind, v_ids, v_users, v_devices, v_campaigns);
   -- A receipt can overtake its message's completion: kept until complete_messages applies it.
   IF v_done < cardinality(p_wa_message_ids) THEN
     INSERT INTO early_receipts (device_id, wa_message_id, kind, received_at)

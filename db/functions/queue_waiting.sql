@@ -28,7 +28,7 @@ BEGIN
       -- message_history): the statement is taken again and finds that row no longer pending.
     END;
   END LOOP;
-  PERFORM notify_queue_changes('skipped', v_ids, v_users, v_devices, v_campaigns);
+  PERFORM _notify_queue_changes('skipped', v_ids, v_users, v_devices, v_campaigns);
   -- A campaign whose last messages were skipped ends now, not at the next minute tick.
   IF p_settle_campaigns THEN
     FOR v_campaign IN SELECT DISTINCT x FROM unnest(v_campaigns) x WHERE x IS NOT NULL ORDER BY 1 LOOP

@@ -1,11 +1,11 @@
 -- Drip sequences, the definition: the owner's sequences and steps as JSON in and out (the JSON is
--- parsed once, checked by check_sequence_input), status changes and deletion.
+-- parsed once, checked by _check_sequence_input), status changes and deletion.
 -- The engine (enrollment, activation, completion, retry) is in sequence_engine.sql; the counters and
 -- report reads in sequence_reports.sql.
 
 -- Definition --------------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION check_sequence_input(p_user_id bigint, p_sequence_id bigint, p_seq sequences,
+CREATE OR REPLACE FUNCTION _check_sequence_input(p_user_id bigint, p_sequence_id bigint, p_seq sequences,
                                                 p_steps sequence_steps[])
 RETURNS void LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -37,7 +37,7 @@ BEGIN
     RAISE EXCEPTION 'the maximum delay must be at least the minimum delay' USING ERRCODE = '22023';
   END IF;
   IF cardinality(p_seq.device_ids) > 0 THEN
-    PERFORM require_own_devices(p_user_id, p_seq.device_ids);
+    PERFORM _require_own_devices(p_user_id, p_seq.device_ids);
   END IF;
   IF EXISTS (SELECT 1 FROM unnest(p_steps) s WHERE s.chain_sequence_id IS NOT NULL
                 AND NOT EXISTS (SELECT 1 FROM sequences x WHERE x.id = s.chain_sequence_id AND x.user_id = p_user_id
@@ -45,7 +45,7 @@ BEGIN
     RAISE EXCEPTION 'the sequence to chain to does not exist' USING ERRCODE = '22023';
   END IF;
 END $$;
-COMMENT ON FUNCTION check_sequence_input(bigint, bigint, sequences, sequence_steps[]) IS
+COMMENT ON FUNCTION _check_sequence_input(bigint, bigint, sequences, sequence_steps[]) IS
   'Raises 22023 with the reason when a parsed sequence definition is invalid (trigger, name, days, messages, waits, entry point, window, delays, foreign devices, chain target).';
 
 CREATE OR REPLACE FUNCTION save_sequence(p_user_id bigint, p_sequence_id bigint, p_def jsonb)
@@ -66,7 +66,7 @@ BEGIN
   -- Parsed once: the settings into a sequences row, the steps into sequence_steps rows (forms send
   -- '' for an empty field: that is "not given").
   SELECT p_user_id, btrim(d.name), btrim(coalesce(d.niche, '')), lower(btrim(coalesce(d.trigger, ''))),
-         nullif(d.schedule_time, '')::time, coalesce(nullif(d.schedule_tolerance_minutes, '')::int, 10),
+         nullif(d.schedule_time, '')::time, coalesce(nullif(d.schedule_tolerance_minutes, '')::int, setting('default_window_tolerance_minutes')::int),
          coalesce(nullif(d.min_delay_seconds, '')::int, setting('default_min_delay_seconds')::int),
          coalesce(nullif(d.max_delay_seconds, '')::int, setting('default_max_delay_seconds')::int),
          coalesce(d.stop_on_reply, true),
@@ -88,7 +88,7 @@ BEGIN
            trigger_delay_hours text, is_entry_point boolean, content text, media_url text, chain_sequence_id text,
            media_id text);
   v_steps := coalesce(v_steps, '{}');
-  PERFORM check_sequence_input(p_user_id, p_sequence_id, v_seq, v_steps);
+  PERFORM _check_sequence_input(p_user_id, p_sequence_id, v_seq, v_steps);
   v_last_day := v_steps[cardinality(v_steps)].day_number;
   v_entry_day := coalesce((SELECT s.day_number FROM unnest(v_steps) s WHERE s.is_entry_point), v_steps[1].day_number);
 
@@ -116,7 +116,7 @@ BEGIN
               THEN coalesce(d.next_trigger, (SELECT trigger FROM sequences WHERE id = d.chain))
               ELSE coalesce(d.next_trigger, lead(d.step_trigger) OVER (ORDER BY d.day_number)) END,
          coalesce(d.trigger_delay_hours, CASE WHEN d.day_number = v_last_day THEN 0 ELSE 24 END),
-         d.day_number = v_entry_day, d.content, d.media_url, require_own_media(p_user_id, d.media_id), d.chain
+         d.day_number = v_entry_day, d.content, d.media_url, _require_own_media(p_user_id, d.media_id), d.chain
     FROM (SELECT s.*, CASE WHEN s.day_number = v_entry_day THEN v_seq.trigger
                            ELSE coalesce(s.trigger, v_seq.trigger || '_day' || s.day_number) END AS step_trigger,
                  CASE WHEN s.day_number = v_last_day THEN s.chain_sequence_id END AS chain
@@ -144,7 +144,7 @@ EXCEPTION
     RAISE EXCEPTION 'bad value: %', SQLERRM USING ERRCODE = '22023';
 END $$;
 COMMENT ON FUNCTION save_sequence(bigint, bigint, jsonb) IS
-  'Creates (p_sequence_id NULL) or updates one of the owner''s sequences with its steps from JSON {name, niche (leads of that niche only; empty: any), trigger, schedule_time, schedule_tolerance_minutes (default 10), min/max_delay_seconds, stop_on_reply, allow_reentry, failover (its messages may move to another device when theirs is lost), device_ids (empty or absent: every device), steps:[{day_number, trigger, next_trigger, trigger_delay_hours (wait after this step before the next; default 24, last 0), is_entry_point, content, media_url, media_id, chain_sequence_id}]}; media_id is the step''s stored image (media_url where it came from). Step triggers default to <trigger>_day<N>. Returns the id, NULL when not the owner''s.';
+  'Creates (p_sequence_id NULL) or updates one of the owner''s sequences with its steps from JSON {name, niche (leads of that niche only; empty: any), trigger, schedule_time, schedule_tolerance_minutes (default: the setting default_window_tolerance_minutes), min/max_delay_seconds, stop_on_reply, allow_reentry, failover (its messages may move to another device when theirs is lost), device_ids (empty or absent: every device), steps:[{day_number, trigger, next_trigger, trigger_delay_hours (wait after this step before the next; default 24, last 0), is_entry_point, content, media_url, media_id, chain_sequence_id}]}; media_id is the step''s stored image (media_url where it came from). Step triggers default to <trigger>_day<N>. Returns the id, NULL when not the owner''s.';
 
 CREATE OR REPLACE FUNCTION set_sequence_status(p_user_id bigint, p_sequence_id bigint, p_status text)
 RETURNS boolean LANGUAGE plpgsql AS $$
@@ -169,7 +169,7 @@ BEGIN
                                 WHERE m.sequence_id = p_sequence_id AND m.status = 'pending'
                                   AND m.held = (p_status = 'active')), p_status = 'inactive');
   IF p_status = 'active' THEN
-    PERFORM enroll_leads(array(
+    PERFORM _enroll_leads(array(
       SELECT l.id FROM leads l JOIN sequences s ON s.id = p_sequence_id
        WHERE l.user_id = p_user_id AND l.trigger IS NOT NULL AND l.trigger_tokens @> ARRAY[s.trigger]));
   END IF;

@@ -14,33 +14,33 @@
 
 -- Send window -------------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION sequence_window_open(p_schedule_time time, p_tolerance_minutes integer,
+CREATE OR REPLACE FUNCTION _sequence_window_open(p_schedule_time time, p_tolerance_minutes integer,
                                                 p_timezone text, p_at timestamptz)
 RETURNS boolean LANGUAGE sql STABLE AS $$
   -- Circular distance on the 24h clock, so a window may span midnight.
   SELECT p_schedule_time IS NULL OR least(m, 1440 - m) <= p_tolerance_minutes
     FROM (SELECT abs(extract(epoch FROM (p_at AT TIME ZONE p_timezone)::time - p_schedule_time)) / 60 AS m) d
 $$;
-COMMENT ON FUNCTION sequence_window_open(time, integer, text, timestamptz) IS
+COMMENT ON FUNCTION _sequence_window_open(time, integer, text, timestamptz) IS
   'True when p_at (read in p_timezone) is within p_tolerance_minutes of p_schedule_time, across midnight; NULL time: always.';
 
-CREATE OR REPLACE FUNCTION sequence_send_time(p_due timestamptz, p_schedule_time time,
+CREATE OR REPLACE FUNCTION _sequence_send_time(p_due timestamptz, p_schedule_time time,
                                               p_tolerance_minutes integer, p_timezone text)
 RETURNS timestamptz LANGUAGE sql STABLE AS $$
   SELECT CASE
-    WHEN p_due IS NULL OR sequence_window_open(p_schedule_time, p_tolerance_minutes, p_timezone, p_due) THEN p_due
+    WHEN p_due IS NULL OR _sequence_window_open(p_schedule_time, p_tolerance_minutes, p_timezone, p_due) THEN p_due
     ELSE (CASE WHEN local < opening THEN opening ELSE opening + interval '1 day' END) AT TIME ZONE p_timezone
   END
   FROM (SELECT p_due AT TIME ZONE p_timezone AS local,
                (p_due AT TIME ZONE p_timezone)::date + p_schedule_time
                  - make_interval(mins => p_tolerance_minutes) AS opening) w
 $$;
-COMMENT ON FUNCTION sequence_send_time(timestamptz, time, integer, text) IS
+COMMENT ON FUNCTION _sequence_send_time(timestamptz, time, integer, text) IS
   'When a step due at p_due can go out: p_due inside the window, else the next window opening (owner''s zone).';
 
 -- Enrollment --------------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION enroll_leads(p_lead_ids bigint[], p_now timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION _enroll_leads(p_lead_ids bigint[], p_now timestamptz DEFAULT now())
 RETURNS integer LANGUAGE sql AS $$
   -- Each lead enters every active sequence of its owner whose entry trigger is one of its tokens and
   -- whose niche (when set) is one of the lead's, once per sequence and phone (several leads with one
@@ -65,12 +65,12 @@ RETURNS integer LANGUAGE sql AS $$
     RETURNING 1)
   SELECT count(*)::int FROM enrolled
 $$;
-COMMENT ON FUNCTION enroll_leads(bigint[], timestamptz) IS
+COMMENT ON FUNCTION _enroll_leads(bigint[], timestamptz) IS
   'Enrolls the given leads in the active sequences their trigger tokens name and their niches match (sequence niche empty: any lead); once per sequence and phone, again after a completed pass where allow_reentry; opted-out phones never. The entry step is due at once. Returns enrollments made.';
 
 CREATE OR REPLACE FUNCTION sequence_enrollment_sweep() RETURNS integer LANGUAGE sql AS $$
   -- The safety net behind the leads trigger: anything it missed is enrolled here.
-  SELECT enroll_leads(array(
+  SELECT _enroll_leads(array(
     SELECT l.id FROM sequences s
       JOIN leads l ON l.user_id = s.user_id AND l.trigger IS NOT NULL AND l.trigger_tokens @> ARRAY[s.trigger]
      WHERE s.status = 'active'
@@ -79,7 +79,7 @@ $$;
 COMMENT ON FUNCTION sequence_enrollment_sweep() IS
   'Periodic job: enrolls every lead whose trigger names an active sequence it is not enrolled in yet. Returns enrollments made.';
 
-CREATE OR REPLACE FUNCTION stop_enrollments(p_enrollment_ids bigint[], p_reason text)
+CREATE OR REPLACE FUNCTION _stop_enrollments(p_enrollment_ids bigint[], p_reason text)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_stopped bigint[];
 BEGIN
@@ -94,13 +94,13 @@ BEGIN
                          'sequence_stopped', p_reason);
   RETURN coalesce(cardinality(v_stopped), 0);
 END $$;
-COMMENT ON FUNCTION stop_enrollments(bigint[], text) IS
+COMMENT ON FUNCTION _stop_enrollments(bigint[], text) IS
   'Stops active enrollments (reason kept) and skips their not-yet-claimed step; returns how many stopped.';
 
 CREATE OR REPLACE FUNCTION stop_sequences_for_reply(p_user_id bigint, p_phone text)
 RETURNS integer LANGUAGE sql AS $$
   -- Only enrollments made before the reply (the lead's replied_at, else now) stop.
-  SELECT stop_enrollments(array(
+  SELECT _stop_enrollments(array(
     SELECT e.id FROM sequence_enrollments e JOIN sequences s ON s.id = e.sequence_id
      WHERE e.user_id = p_user_id AND e.contact_phone = p_phone AND e.status = 'active' AND s.stop_on_reply
        AND e.enrolled_at < coalesce((SELECT max(l.replied_at) FROM leads l
@@ -109,22 +109,22 @@ $$;
 COMMENT ON FUNCTION stop_sequences_for_reply(bigint, text) IS
   'Inbound path: the contact replied; stops its active enrollments (made before the reply) in sequences with stop_on_reply. Setting leads.replied_at does the same by trigger. Returns how many stopped.';
 
-CREATE OR REPLACE FUNCTION stop_sequences_for_opt_out(p_user_id bigint, p_phone text)
+CREATE OR REPLACE FUNCTION _stop_sequences_for_opt_out(p_user_id bigint, p_phone text)
 RETURNS integer LANGUAGE sql AS $$
-  SELECT stop_enrollments(array(
+  SELECT _stop_enrollments(array(
     SELECT id FROM sequence_enrollments
      WHERE user_id = p_user_id AND contact_phone = p_phone AND status = 'active'), 'opt_out')
 $$;
-COMMENT ON FUNCTION stop_sequences_for_opt_out(bigint, text) IS
+COMMENT ON FUNCTION _stop_sequences_for_opt_out(bigint, text) IS
   'Stops every active enrollment of an opted-out number (runs by trigger on opt_outs); returns how many.';
 
 CREATE OR REPLACE FUNCTION leads_sequence_changes() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'INSERT' THEN
-    PERFORM enroll_leads(array(SELECT id FROM new_rows WHERE trigger_tokens <> '{}'));
+    PERFORM _enroll_leads(array(SELECT id FROM new_rows WHERE trigger_tokens <> '{}'));
     RETURN NULL;
   END IF;
-  PERFORM enroll_leads(array(
+  PERFORM _enroll_leads(array(
     SELECT n.id FROM new_rows n JOIN old_rows o ON o.id = n.id
      WHERE n.trigger_tokens <> '{}' AND n.trigger_tokens IS DISTINCT FROM o.trigger_tokens));
   PERFORM stop_sequences_for_reply(n.user_id, n.phone)
@@ -142,7 +142,7 @@ CREATE OR REPLACE TRIGGER leads_sequences_upd AFTER UPDATE ON leads
 
 CREATE OR REPLACE FUNCTION opt_outs_stop_sequences() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  PERFORM stop_sequences_for_opt_out(user_id, phone) FROM new_rows;
+  PERFORM _stop_sequences_for_opt_out(user_id, phone) FROM new_rows;
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION opt_outs_stop_sequences() IS 'Statement trigger on opt_outs: stops the new opt-outs'' sequences.';
@@ -163,7 +163,7 @@ RETURNS integer LANGUAGE sql AS $$
     SELECT s.id, s.user_id, s.min_delay_seconds, s.max_delay_seconds, s.device_ids
       FROM sequences s JOIN users u ON u.id = s.user_id
      WHERE s.status = 'active'
-       AND sequence_window_open(s.schedule_time, s.schedule_tolerance_minutes, u.timezone, p_now)
+       AND _sequence_window_open(s.schedule_time, s.schedule_tolerance_minutes, u.timezone, p_now)
        AND EXISTS (SELECT 1 FROM sequence_enrollments e WHERE e.sequence_id = s.id AND e.status = 'active'
                       AND e.next_due_at <= p_now)),
   available AS (    -- the devices that can send now, of the owners of those sequences

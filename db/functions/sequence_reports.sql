@@ -5,7 +5,7 @@
 
 -- Statement triggers hand their transition rows to these (the same code for insert, update and
 -- delete): a row counts in its (sequence, step) and the delta is new rows minus old rows.
-CREATE OR REPLACE FUNCTION record_message_count_deltas(p_new broadcast_messages[], p_old broadcast_messages[])
+CREATE OR REPLACE FUNCTION _record_message_count_deltas(p_new broadcast_messages[], p_old broadcast_messages[])
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
   -- A message counts as in flight (pending/queued), sent, or failed (failed/skipped), on the
@@ -27,7 +27,7 @@ BEGIN
    GROUP BY 1, 2, 3
   HAVING sum(r.sign * k.in_flight) <> 0 OR sum(r.sign * k.sent) <> 0 OR sum(r.sign * k.failed) <> 0;
 END $$;
-COMMENT ON FUNCTION record_message_count_deltas(broadcast_messages[], broadcast_messages[]) IS
+COMMENT ON FUNCTION _record_message_count_deltas(broadcast_messages[], broadcast_messages[]) IS
   'Appends to sequence_counter_deltas what the new sequence-step messages count minus what the old ones counted.';
 
 CREATE OR REPLACE FUNCTION sequence_message_counts() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -49,14 +49,14 @@ BEGIN
     v_old := array(SELECT o::broadcast_messages FROM old_rows o WHERE o.sequence_stepid IS NOT NULL);
   END IF;
   IF v_new <> '{}' OR v_old <> '{}' THEN   -- campaign traffic stops here
-    PERFORM record_message_count_deltas(v_new, v_old);
+    PERFORM _record_message_count_deltas(v_new, v_old);
   END IF;
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION sequence_message_counts() IS
   'Statement trigger on broadcast_messages: counts the sequence-step rows changed (campaign rows are ignored); a retry inserted uncounts the failed message it retries.';
 
-CREATE OR REPLACE FUNCTION record_enrollment_count_deltas(p_new sequence_enrollments[], p_old sequence_enrollments[])
+CREATE OR REPLACE FUNCTION _record_enrollment_count_deltas(p_new sequence_enrollments[], p_old sequence_enrollments[])
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
   -- Per sequence (step_id NULL): contacts and their status; per step: active contacts waiting for it.
@@ -74,7 +74,7 @@ BEGIN
   HAVING sum(r.sign * k.contacts) <> 0 OR sum(r.sign * k.active) <> 0 OR sum(r.sign * k.completed) <> 0
       OR sum(r.sign * k.stopped) <> 0 OR sum(r.sign * k.waiting) <> 0;
 END $$;
-COMMENT ON FUNCTION record_enrollment_count_deltas(sequence_enrollments[], sequence_enrollments[]) IS
+COMMENT ON FUNCTION _record_enrollment_count_deltas(sequence_enrollments[], sequence_enrollments[]) IS
   'Appends to sequence_counter_deltas the change in contacts/active/completed/stopped and per-step waiting between old and new enrollment rows.';
 
 CREATE OR REPLACE FUNCTION sequence_enrollment_counts() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -88,7 +88,7 @@ BEGIN
   IF TG_OP <> 'INSERT' THEN
     v_old := array(SELECT o::sequence_enrollments FROM old_rows o);
   END IF;
-  PERFORM record_enrollment_count_deltas(v_new, v_old);
+  PERFORM _record_enrollment_count_deltas(v_new, v_old);
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION sequence_enrollment_counts() IS
@@ -124,7 +124,7 @@ $$;
 COMMENT ON FUNCTION fold_sequence_counters() IS
   'Moves the pending counter deltas into sequence_counters (readers add any deltas not folded yet); returns rows touched.';
 
-CREATE OR REPLACE FUNCTION sequence_step_live(p_sequence_ids bigint[])
+CREATE OR REPLACE FUNCTION _sequence_step_live(p_sequence_ids bigint[])
 RETURNS TABLE (sequence_id bigint, step_id bigint, waiting bigint, in_flight bigint, sent bigint, failed bigint)
 LANGUAGE sql STABLE AS $$
   SELECT c.sequence_id, c.step_id, sum(c.waiting)::bigint, sum(c.in_flight)::bigint, sum(c.sent)::bigint, sum(c.failed)::bigint
@@ -135,13 +135,13 @@ LANGUAGE sql STABLE AS $$
            WHERE sequence_id = ANY (p_sequence_ids) AND step_id IS NOT NULL AND day IS NULL) c
    GROUP BY 1, 2
 $$;
-COMMENT ON FUNCTION sequence_step_live(bigint[]) IS
+COMMENT ON FUNCTION _sequence_step_live(bigint[]) IS
   'Per step of the given sequences: waiting contacts, in-flight messages, sent and failed, all-time (folded + unfolded).';
 
 -- Per step: should = done + failed + remaining, where remaining is this step's in-flight messages
 -- plus the active contacts whose next step is this one or an earlier one (they will reach it).
 -- With a date range, done/failed count completions in [p_from, p_to] (owner's zone); remaining is now.
-CREATE OR REPLACE FUNCTION sequence_flow_figures(p_sequence_ids bigint[], p_from date DEFAULT NULL, p_to date DEFAULT NULL)
+CREATE OR REPLACE FUNCTION _sequence_flow_figures(p_sequence_ids bigint[], p_from date DEFAULT NULL, p_to date DEFAULT NULL)
 RETURNS TABLE (sequence_id bigint, step_id bigint, day_number integer, step_trigger text,
                should_send bigint, done_send bigint, failed_send bigint, remaining_send bigint)
 LANGUAGE sql STABLE AS $$
@@ -162,14 +162,14 @@ LANGUAGE sql STABLE AS $$
            coalesce(l.in_flight, 0) + sum(coalesce(l.waiting, 0))
              OVER (PARTITION BY st.sequence_id ORDER BY st.day_number) AS remaining
       FROM sequence_steps st
-      LEFT JOIN sequence_step_live(p_sequence_ids) l ON l.step_id = st.id
+      LEFT JOIN _sequence_step_live(p_sequence_ids) l ON l.step_id = st.id
       LEFT JOIN dated d ON d.step_id = st.id
      WHERE st.sequence_id = ANY (p_sequence_ids))
   SELECT sequence_id, id, day_number, trigger, (done + failed + remaining)::bigint, done::bigint, failed::bigint,
          remaining::bigint
     FROM steps
 $$;
-COMMENT ON FUNCTION sequence_flow_figures(bigint[], date, date) IS
+COMMENT ON FUNCTION _sequence_flow_figures(bigint[], date, date) IS
   'Per step (flow): should/done/failed/remaining sends from the rollups; done/failed limited to completions in the date range when given.';
 
 CREATE OR REPLACE FUNCTION sequence_overview(p_user_id bigint)
@@ -180,7 +180,7 @@ LANGUAGE sql STABLE AS $$
          coalesce(sum(f.should_send), 0)::bigint, coalesce(sum(f.done_send), 0)::bigint,
          coalesce(sum(f.failed_send), 0)::bigint, coalesce(sum(f.remaining_send), 0)::bigint
     FROM sequences s
-    LEFT JOIN sequence_flow_figures(array(SELECT x.id FROM sequences x WHERE x.user_id = p_user_id)) f
+    LEFT JOIN _sequence_flow_figures(array(SELECT x.id FROM sequences x WHERE x.user_id = p_user_id)) f
            ON f.sequence_id = s.id
    WHERE s.user_id = p_user_id
    GROUP BY s.id
@@ -216,7 +216,7 @@ RETURNS TABLE (step_id bigint, day_number integer, step_trigger text, should_sen
                failed_send bigint, remaining_send bigint)
 LANGUAGE sql STABLE AS $$
   SELECT f.step_id, f.day_number, f.step_trigger, f.should_send, f.done_send, f.failed_send, f.remaining_send
-    FROM sequence_flow_figures(array(SELECT id FROM sequences WHERE id = p_sequence_id AND user_id = p_user_id),
+    FROM _sequence_flow_figures(array(SELECT id FROM sequences WHERE id = p_sequence_id AND user_id = p_user_id),
                                p_from, p_to) f
    ORDER BY f.day_number
 $$;
@@ -294,7 +294,7 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
                'completed_at', e.completed_at, 'steps_done', e.steps_done,
                'next_step_id', e.next_step_id,
                'next_send_at', CASE WHEN e.status = 'active' THEN
-                                 sequence_send_time(e.next_due_at, s.schedule_time, s.schedule_tolerance_minutes, u.timezone) END,
+                                 _sequence_send_time(e.next_due_at, s.schedule_time, s.schedule_tolerance_minutes, u.timezone) END,
                'steps', (SELECT jsonb_agg(jsonb_build_object(
                            'step_id', st.id, 'day_number', st.day_number,
                            'status', coalesce(m.status, CASE WHEN e.status <> 'active' THEN NULL

@@ -53,7 +53,7 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION _emit_message_status_webhooks(text, bigint[], bigint[]) IS
   'message.status webhook events (sent, failed, skipped, delivered, read) for the messages one statement changed; '
-  'called by notify_queue_changes. Costs one probe when none of the owners subscribed.';
+  'called by _notify_queue_changes. Costs one probe when none of the owners subscribed.';
 
 -- Endpoints -------------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION _check_webhook_events(p_events text[]) RETURNS void

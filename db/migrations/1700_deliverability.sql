@@ -1,6 +1,6 @@
 -- Deliverability (issue 17): warm-up of newly paired numbers, WhatsApp's reach-out timelock,
 -- warm contacts, self-pause on failures.
--- depends: 1502_template_rendering
+-- depends: 1504_window_tolerance_setting
 
 ALTER TABLE user_devices
   ADD COLUMN warmup_started_at timestamptz,

@@ -21,7 +21,7 @@ CREATE VIEW sequence_contacts (id, sequence_id, sequence_stepid, contact_phone, 
   UNION ALL
   -- Each active contact's next step, not yet a message: pending until it is due and in the window.
   SELECT -e.id, e.sequence_id, e.next_step_id, e.contact_phone, e.contact_name, st.day_number, st.trigger,
-         'pending', sequence_send_time(e.next_due_at, s.schedule_time, s.schedule_tolerance_minutes, u.timezone),
+         'pending', _sequence_send_time(e.next_due_at, s.schedule_time, s.schedule_tolerance_minutes, u.timezone),
          NULL::bigint, NULL::timestamptz, NULL::timestamptz, e.user_id, e.id, NULL::text
     FROM sequence_enrollments e
     JOIN sequence_steps st ON st.id = e.next_step_id
@@ -57,7 +57,7 @@ CREATE VIEW sequence_progress_monitor (sequence_id, user_id, name, trigger, stat
     LEFT JOIN LATERAL (
       SELECT sum(g.should_send)::bigint AS should_send, sum(g.done_send)::bigint AS done_send,
              sum(g.failed_send)::bigint AS failed_send, sum(g.remaining_send)::bigint AS remaining_send
-        FROM sequence_flow_figures(ARRAY[s.id]) g) f ON true;
+        FROM _sequence_flow_figures(ARRAY[s.id]) g) f ON true;
 COMMENT ON VIEW sequence_progress_monitor IS
   'Per sequence: contacts enrolled (active, completed, stopped), steps should/sent/failed/remaining and progress_percentage = (sent + failed) / should. From the rollups.';
 
