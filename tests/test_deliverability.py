@@ -115,8 +115,8 @@ def queue_for(db, uid, dev, campaign_id, n):
 
 
 def where(db, ids):
-    return {r["id"]: r for r in db.execute("SELECT id, device_id, status, error_message FROM broadcast_messages "
-                                           "WHERE id = ANY(%s)", [ids])}
+    return {r["id"]: r for r in db.execute("SELECT id, device_id, status, skip_reason::text, error_message "
+                                           "FROM broadcast_messages WHERE id = ANY(%s)", [ids])}
 
 
 def test_failover_moves_waiting_messages_to_devices_with_room_once(db, uid):
@@ -148,7 +148,7 @@ def test_failover_without_room_skips_with_the_reason_when_the_device_is_gone(db,
     waits = queue_for(db, uid, brief, failover_campaign(db, uid), 2)
     db.execute("SELECT skip_undeliverable()")
     rows = where(db, lost + waits)
-    assert {(rows[i]["status"], rows[i]["error_message"]) for i in lost} == {("skipped", "no_failover_device")}
+    assert {(rows[i]["status"], rows[i]["skip_reason"]) for i in lost} == {("skipped", "no_failover_device")}
     assert {rows[i]["status"] for i in waits} == {"pending"}        # offline 15 min: waits for room or its device
     online = make_device(db, uid)
     db.execute("SELECT skip_undeliverable()")
