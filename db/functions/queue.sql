@@ -9,6 +9,7 @@
 --                       stuck recovery); queued -> pending (release); the undeliverable sweep
 --   queue_waiting.sql   pending -> skipped with a skip_reason; held / released; lead re-pointed
 --   queue_receipts.sql  sent: delivered_at, read_at
+--   queue_failover.sql  pending rows of a lost device moved to another device (failover)
 --   triggers_broadcast_messages.sql  what fires on each write (rollups, wake-up, campaign end),
 --                       and the deletes that replace the foreign keys' ON DELETE
 -- Every outcome (sent, failed, skipped, delivered, read) is pushed through _notify_queue_changes.
