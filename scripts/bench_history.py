@@ -125,7 +125,7 @@ def time_queries(c, user_id, campaign, runs):
     queries = {
         "dashboard_today": ("SELECT * FROM dashboard_today(%s)", [user_id]),
         "dashboard_hourly": ("SELECT * FROM dashboard_hourly(%s, 24)", [user_id]),
-        "campaign_report": ("SELECT * FROM get_campaign(%s, %s)", [user_id, campaign]),
+        "campaign_report": ("SELECT * FROM campaign_report WHERE user_id = %s AND campaign_id = %s", [user_id, campaign]),
         "report_leads": ("SELECT * FROM campaign_report_leads(%s, %s, NULL, 'failed', 100, 0)", [user_id, campaign]),
     }
     for _ in range(runs):

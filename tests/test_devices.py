@@ -39,7 +39,8 @@ def test_delete_sends_leads_to_the_pool_and_merges_pool_duplicates(db, owner):
     db.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, status, claimed_at, claimed_by)
                   VALUES (%s, %s, '60120000003', 'in flight', 'queued', now(), 's1')""", [uid, dev])
     result = db.execute("SELECT _delete_device(%s, %s) AS r", [uid, dev]).fetchone()["r"]
-    assert result == {"deleted": True, "leads_to_pool": 1, "leads_merged_into_pool": 1, "messages_skipped": 1,
+    assert result == {"deleted": True, "pending": False, "command_id": None, "leads_to_pool": 1,
+                      "leads_merged_into_pool": 1, "messages_skipped": 1,
                       "messages_in_flight": 1, "session_removed": False}
     leads = {r["id"]: r for r in db.execute("SELECT * FROM leads WHERE user_id = %s", [uid])}
     assert set(leads) == {only_here, pool_twin}

@@ -90,7 +90,8 @@ def test_delete_of_an_offline_device_says_what_happened(client, owner, committed
     sql(committed_db_url, "INSERT INTO leads (user_id, device_id, phone) VALUES (%s, %s, '60123000001') RETURNING id", [uid, dev])
     res = client.delete(f"/api/devices/{dev}", headers=headers)
     assert res.status_code == 200
-    assert res.get_json() == {"deleted": True, "leads_to_pool": 1, "leads_merged_into_pool": 0, "messages_skipped": 0,
+    assert res.get_json() == {"deleted": True, "pending": False, "command_id": None, "leads_to_pool": 1,
+                              "leads_merged_into_pool": 0, "messages_skipped": 0,
                               "messages_in_flight": 0, "session_removed": False}
     assert client.get("/api/devices").get_json()["devices"] == []
 

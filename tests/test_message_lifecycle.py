@@ -74,6 +74,9 @@ def test_a_skip_records_its_reason_and_no_skipped_row_lacks_one(db):
                       " ORDER BY id", [ids]).fetchall()
     assert [(r["status"], r["skip_reason"]) for r in rows] == [("skipped", "device_offline")] * 2 + [("queued", None)]
     assert rows[0]["error_message"] == "skipped: device offline for more than 30 minutes"
+    assert db.execute("SELECT skip_reason::text, meaning, messages FROM skipped_messages_by_reason WHERE user_id = %s",
+                      [uid]).fetchall() == [{"skip_reason": "device_offline", "messages": 2,
+                                             "meaning": "its device stayed offline past the grace"}]
     with pytest.raises(psycopg.errors.CheckViolation, match="broadcast_messages_skipped_has_reason"):
         with db.transaction():
             db.execute("UPDATE broadcast_messages SET skip_reason = NULL WHERE id = %s", [ids[0]])

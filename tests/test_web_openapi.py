@@ -8,6 +8,8 @@ from datetime import date, datetime, time
 
 import pytest
 
+from tests.factories import make_device
+from tests.test_campaigns import campaign, expand_all, mark, messages
 from tests.webutil import signed_in_user
 from web import webhooks as web_webhooks
 from web.openapi import _PARAM
@@ -110,9 +112,36 @@ def test_every_reference_resolves_to_a_described_row(client):
     for name in refs:
         schema = doc["components"]["schemas"][name]
         assert schema["type"] == "object" and schema["properties"], name
+    # Views and JSON built in SQL are described field by field, nested documents too.
+    assert {"campaign_report", "campaign_device_report", "chat_messages", "sequence_definition_doc",
+            "sequence_summary_doc", "sequence_contacts_page_doc", "device_delete_doc"} <= refs
+    contacts = doc["components"]["schemas"]["sequence_contacts_page_doc"]["properties"]["contacts"]
+    assert contacts["items"]["properties"]["steps"]["items"]["properties"]["done_at"]["format"] == "date-time"
+    assert doc["components"]["schemas"]["campaign_report"]["description"] == "a row of the campaign_report view"
+    assert "sequence_summary()" in doc["components"]["schemas"]["sequence_summary_doc"]["description"]
     lead = doc["components"]["schemas"]["get_lead"]["properties"]
     assert lead["created_at"] == {"type": ["string", "null"], "format": "date-time"}
     assert lead["id"]["type"] == ["integer", "null"]
+
+
+def object_schemas(node):
+    if isinstance(node, dict):
+        if node.get("type") in ("object", ["object", "null"]):
+            yield node
+        for value in node.values():
+            yield from object_schemas(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from object_schemas(value)
+
+
+def test_no_answer_is_an_undescribed_object(client):
+    doc = client.get("/api/openapi.json").get_json()
+    vague = [(path, method, schema.get("description")) for path, ops in doc["paths"].items()
+             for method, op in ops.items() for code, response in op["responses"].items() if code.startswith("2")
+             for schema in object_schemas(response) if path != "/api/openapi.json"
+             and not {"properties", "additionalProperties", "allOf"} & set(schema)]
+    assert not vague, vague
 
 
 def test_request_bodies_are_documented_from_their_definitions(client):
@@ -153,14 +182,19 @@ def test_a_body_against_its_schema_is_refused_field_by_field(client, committed_d
 
 
 def checker(client, headers):
-    """check(method, path, template, status, **request): the answer, checked against its documented schema."""
+    """check(method, path, template, status, **request): the answer, checked against its documented
+    schema (JSON) or content type (anything else: then the answer's bytes)."""
     doc = client.get("/api/openapi.json").get_json()
 
     def check(method, path, template, status, **kw):
         res = client.open(path, method=method.upper(), headers=headers, **kw)
-        assert res.status_code == int(status), (path, res.get_json())
-        schema = doc["paths"][template][method]["responses"][status]["content"]["application/json"]["schema"]
-        conforms(res.get_json(), schema, doc, f"{method.upper()} {path}")
+        assert res.status_code == int(status), (path, res.get_data()[:200])
+        [(media, content)] = doc["paths"][template][method]["responses"][status]["content"].items()
+        assert res.mimetype == media, (path, res.mimetype, media)
+        if media != "application/json":
+            assert content["schema"] == {"type": "string", "format": "binary"} and res.get_data(), path
+            return res.get_data()
+        conforms(res.get_json(), content["schema"], doc, f"{method.upper()} {path}")
         return res.get_json()
     return check
 
@@ -223,3 +257,44 @@ def test_device_campaign_sequence_and_import_responses_conform(client, committed
     check("get", f"/api/leads/imports/{upload['id']}", "/api/leads/imports/{import_id}", "200")
     check("get", "/api/leads/imports", "/api/leads/imports", "200")
     check("delete", f"/api/devices/{device}", "/api/devices/{device_id}", "200")
+
+
+def test_json_built_in_sql_views_and_binary_answers_conform(client, committed_db_url, connect_committed):
+    """Rows of views, JSON documents built in SQL (field by field) and binary answers, live."""
+    uid, token = signed_in_user(client, committed_db_url)
+    check = checker(client, {"X-CSRFToken": token})
+    db = connect_committed()
+    device = make_device(db, uid)
+    db.execute("INSERT INTO leads (user_id, device_id, phone, name, trigger) VALUES "
+               "(%s, %s, '60123000001', 'Ali', 'drip'), (%s, %s, '60123000002', 'Bo', NULL)", [uid, device] * 2)
+    # A campaign with a sent and a failed message, retried: the report's view rows.
+    cid = campaign(db, uid)
+    expand_all(db, cid)
+    sent, failed = [m["id"] for m in messages(db, cid)]
+    mark(db, [sent], "sent")
+    mark(db, [failed], "failed")
+    retried = check("post", f"/api/campaigns/{cid}/retry", "/api/campaigns/{campaign_id}/retry", "200", json={})
+    assert retried["queued"] == 1 and retried["report"]["retried"] == 1 and retried["devices"][0]["device_id"] == device
+    check("get", "/api/campaigns", "/api/campaigns", "200")
+    # A sequence with two steps and one contact: definition, summary and contacts page.
+    seq = check("post", "/api/sequences", "/api/sequences", "201", json={
+        "name": "Drip", "trigger": "drip", "steps": [{"day_number": 1, "content": "hi", "trigger_delay_hours": 1.5},
+                                                     {"day_number": 2, "content": "again"}]})["id"]
+    definition = check("get", f"/api/sequences/{seq}", "/api/sequences/{sequence_id}", "200")
+    assert [s["trigger_delay_hours"] for s in definition["steps"]][0] == 1.5
+    check("post", f"/api/sequences/{seq}/activate", "/api/sequences/{sequence_id}/{action}", "200")
+    summary = check("get", "/api/sequences/summary", "/api/sequences/summary", "200")
+    assert summary["sequences"]["active"] == 1 and summary["recent_sequences"][0]["id"] == seq
+    page = check("get", f"/api/sequences/{seq}/contacts", "/api/sequences/{sequence_id}/contacts", "200")
+    assert page["total"] == 1 and [s["day_number"] for s in page["contacts"][0]["steps"]] == [1, 2]
+    # A chat's history with a received image and its thumbnail (JPEG), and a pairing QR (SVG).
+    db.execute("SELECT record_inbound_message(%s, 'P1', '60170000007@s.whatsapp.net', '60170000007@s.whatsapp.net', "
+               "'60170000007', '', now(), false, 'image', '', '\\xffd8aa'::bytea)", [device])
+    chat = db.execute("SELECT id FROM chats WHERE device_id = %s", [device]).fetchone()["id"]
+    [image] = check("get", f"/api/chats/{chat}/messages", "/api/chats/{chat_id}/messages", "200")["messages"]
+    assert check("get", image["thumbnail_url"], "/api/chat-thumbnails/{message_id}.jpg", "200") == b"\xff\xd8\xaa"
+    svg = check("post", f"/api/devices/{device}/qr.svg", "/api/devices/{device_id}/qr.svg", "200",
+                json={"code": "2@abc,def,ghi"})
+    assert svg.lstrip().startswith(b"<?xml") or b"<svg" in svg[:200]
+    deleted = check("delete", f"/api/devices/{device}", "/api/devices/{device_id}", "200")
+    assert deleted["deleted"] and deleted["pending"] is False and deleted["leads_to_pool"] == 2

@@ -75,8 +75,8 @@ def test_each_event_source_writes_its_event(db):
     by_type = {}
     for r in rows:
         by_type.setdefault(r["event_type"], []).append(r["payload"])
-    assert by_type["device.status"][0]["data"] == {"device_id": dev, "status": "offline", "reason": "gone",
-                                                  "banned_until": None}
+    assert by_type["device.status"][0]["data"] == {"device_id": dev, "status": "offline", "paused": False,
+                                                  "reason": "gone", "banned_until": None}
     assert by_type["message.received"][1]["data"]["content"] == "STOP"
     assert by_type["lead.opted_out"][0]["data"]["phone"] == "60123000001"
     assert [p["data"]["status"] for p in by_type["message.status"]] == ["sent", "delivered"]
@@ -87,6 +87,23 @@ def test_each_event_source_writes_its_event(db):
         assert "T" in r["payload"]["created_at"]
 
 
+def test_stuck_failures_and_skips_are_message_status_events(db):
+    uid = make_user(db)
+    ep = endpoint(db, uid, events=["message.status"])
+    dev = make_device(db, uid)
+    lease(db, [dev])
+    ids = queue(db, uid, dev, 2)
+    [stuck] = [r["id"] for r in claim(db, per_device=1)]
+    db.execute("UPDATE broadcast_messages SET claimed_at = now() - interval '1 hour' WHERE id = %s", [stuck])
+    assert db.execute("SELECT recover_stuck() AS n").fetchone()["n"] == 1
+    [waiting] = [i for i in ids if i != stuck]
+    assert db.execute("SELECT _delete_device(%s, %s) -> 'messages_skipped' AS n", [uid, dev]).fetchone()["n"] == 1
+    data = [r["payload"]["data"] for r in outbox(db, ep)]
+    assert [(d["message_id"], d["status"], d["skip_reason"]) for d in data] == [
+        (stuck, "failed", None), (waiting, "skipped", "device_deleted")]
+    assert [d["error"] for d in data] == ["stuck: sender vanished", "skipped: device deleted"]
+
+
 def test_a_released_device_going_offline_is_an_event(db):
     uid = make_user(db)
     ep = endpoint(db, uid, events=["device.status"])
@@ -94,7 +111,24 @@ def test_a_released_device_going_offline_is_an_event(db):
     lease(db, [dev])
     assert db.execute("SELECT release_leases('s1', %s) AS n", [[dev]]).fetchone()["n"] == 1
     assert [r["payload"]["data"] for r in outbox(db, ep)] == [
-        {"device_id": dev, "status": "offline", "reason": "sender released the device", "banned_until": None}]
+        {"device_id": dev, "status": "offline", "paused": False, "reason": "sender released the device",
+         "banned_until": None}]
+
+
+def test_pausing_and_resuming_a_device_are_events(db):
+    uid = make_user(db)
+    ep = endpoint(db, uid, events=["device.status"])
+    dev, other = make_device(db, uid), make_device(db, uid)
+    assert db.execute("SELECT set_devices_paused(%s, %s, true) AS n", [uid, [dev, other]]).fetchone()["n"] == 2
+    assert db.execute("SELECT set_devices_paused(%s, %s, true) AS n", [uid, [dev]]).fetchone()["n"] == 0  # unchanged
+    db.execute("SELECT set_devices_paused(%s, %s, false)", [uid, [dev]])
+    db.execute("SELECT set_device_status(%s, 'banned', 'too fast', '2031-01-01T00:00:00Z')", [other])
+    events = [(p["data"]["device_id"], p["data"]["status"], p["data"]["paused"], p["data"]["reason"])
+              for p in (r["payload"] for r in outbox(db, ep))]
+    paused = sorted(events[:2])
+    assert paused == [(dev, "online", True, "paused by the owner"), (other, "online", True, "paused by the owner")]
+    assert events[2:] == [(dev, "online", False, "resumed by the owner"), (other, "banned", True, "too fast")]
+    assert outbox(db, ep)[-1]["payload"]["data"]["banned_until"].startswith("2031-01-01T00:00:00")
 
 
 def test_campaign_finished_and_sequence_completed(db):

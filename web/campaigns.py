@@ -8,7 +8,7 @@ from web.body import json_body
 from web.db import all_rows, one
 from web.leads import my_devices
 from web.media import fetch_deadline, media_id_for, source_url
-from web.schema import (INTEGER, Body, Bool, Int, IntList, Text, accepts, array, describes, obj, optional_int, record,
+from web.schema import (INTEGER, Body, Bool, Int, IntList, Text, accepts, describes, obj, optional_int,
                         returns, row, rows, setting_default, text, with_fields)
 
 bp = Blueprint("campaigns", __name__)
@@ -23,8 +23,7 @@ def campaign_or_404(campaign_id):
     return row
 
 
-REPORT = obj(campaign=row("get_campaign"), report=record("a row of the campaign_report view"),
-             devices=array(record("a row of the campaign_device_report view")))
+REPORT = obj(campaign=row("get_campaign"), report=row("campaign_report"), devices=rows("campaign_device_report"))
 
 
 def report(campaign_id):
@@ -85,7 +84,7 @@ def detail(campaign_id):
 
 @bp.route("/api/campaigns")
 @login_required
-@returns(obj(campaigns=array(record("a row of the campaign_report view"))))
+@returns(obj(campaigns=rows("campaign_report")))
 def api_list():
     """Your campaigns with their progress (should send, sent, failed, skipped, pending)."""
     return jsonify(campaigns=all_rows("SELECT * FROM campaign_report WHERE user_id = %s"

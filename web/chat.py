@@ -8,7 +8,8 @@ from web.auth import login_required
 from web.body import json_body
 from web.db import all_rows, one
 from web.media import store
-from web.schema import BINARY, BOOLEAN, INTEGER, Body, Text, Upload, array, describes, obj, record, returns, rows
+from web.schema import (BINARY, BOOLEAN, DATE_TIME, INTEGER, NULLABLE_TEXT, STRING, Body, Text, Upload, array,
+                        describes, obj, returns, row, rows, with_fields)
 
 bp = Blueprint("chat", __name__)
 
@@ -49,14 +50,14 @@ def list_chats(device_id):
 
 
 def _message(row):
-    has_thumbnail = row.pop("has_thumbnail")
-    return {**row, "thumbnail_url": url_for("chat.thumbnail", message_id=row["id"]) if has_thumbnail else None}
+    return {**row, "thumbnail_url": url_for("chat.thumbnail", message_id=row["id"]) if row["has_thumbnail"] else None}
 
 
 @bp.route("/api/chats/<int:chat_id>/messages")
 @login_required
-@returns(obj(messages=array(record("a row of chat_messages() with thumbnail_url (null: no preview) for has_thumbnail")),
-             next={"type": ["object", "null"], "description": "before_at and before_key of the page before"}))
+@returns(obj(messages=array(with_fields(row("chat_messages"), thumbnail_url=NULLABLE_TEXT)),
+             next={**obj(before_at=DATE_TIME, before_key=STRING), "type": ["object", "null"],
+                   "description": "the cursor of the page before (null: the start of the chat)"}))
 def history(chat_id):
     """A chat's messages, newest first, HISTORY_PAGE at a time. Query: `before_at` and
     `before_key` (the oldest row already shown) page backwards; `next` in the answer is the

@@ -16,7 +16,7 @@ from web.auth import login_required
 from web.body import json_body
 from web.db import all_rows, one
 from web.schema import (BINARY, BOOLEAN, INTEGER, INTEGERS, NULLABLE_TEXT, STRING, Body, Int, IntList, Text, accepts,
-                        array, describes, obj, optional_int, record, returns, row, rows, setting_default, text)
+                        array, describes, obj, optional_int, returns, row, rows, setting_default, text)
 
 bp = Blueprint("devices", __name__)
 
@@ -206,8 +206,8 @@ def pause(action):
 
 @bp.route("/api/devices/<int:device_id>", methods=["DELETE"])
 @login_required
-@returns(record("request_device_delete()'s answer: leads_to_pool, leads_merged_into_pool, messages_skipped, "
-                "messages_in_flight (202: pending true, the sender logs the device out first)"))
+@returns(row("device_delete_doc"))
+@returns(row("device_delete_doc"), status=202, description="Pending: the sender logs the device out first")
 def delete(device_id):
     """Deletes a device. Its leads return to the AI pool, its waiting messages are skipped. An online
     device is logged out by its sender first (answer 202 with pending true); otherwise 200 with

@@ -3,7 +3,8 @@
 Every rule under /api/ in the url_map becomes an operation: its methods, its path parameters
 (typed from the URL converters), its summary and description from the view's docstring, and the
 common error shape. Request bodies and success responses come from web/schema.py's `accepts` and
-`returns`; a response row named by its SQL function is described from the catalogue (api_row_schema)."""
+`returns`; a response row named by its SQL function, view or JSON document type is described from the
+catalogue (api_row_schema)."""
 import inspect
 import json
 import re
@@ -11,7 +12,7 @@ import re
 from flask import Blueprint, current_app, jsonify
 
 from web.db import one
-from web.schema import record, returns
+from web.schema import returns
 
 bp = Blueprint("openapi", __name__)
 
@@ -48,9 +49,9 @@ _REF = re.compile(r'"#/components/schemas/(\w+)"')
 
 
 def _row_schemas(paths):
-    """The schema of every SQL function's row the operations refer to."""
+    """The schema of every row (function, view, JSON document type) the operations refer to."""
     names = sorted(set(_REF.findall(json.dumps(paths))) - {"Error"})
-    return {name: one("SELECT api_row_schema(%s::regproc) AS s", [name])["s"] for name in names}
+    return {name: one("SELECT api_row_schema(%s) AS s", [name])["s"] for name in names}
 
 
 def build_document(app):
@@ -81,7 +82,7 @@ def build_document(app):
 
 
 @bp.route("/api/openapi.json")
-@returns(record("an OpenAPI 3.1 document"))
+@returns({"type": "object", "description": "an OpenAPI 3.1 document"})
 def document():
     """This document: every /api route with its methods, path parameters and docstring."""
     return jsonify(build_document(current_app))

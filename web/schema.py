@@ -1,7 +1,8 @@
 """JSON bodies declared once. A `Body` both validates what a view receives (`@accepts`) and is that
 operation's requestBody schema in /api/openapi.json; `@returns` names the response's shape, whose
-rows are described from the SQL functions that return them (api_row_schema), so neither side of
-the document can drift from the code.
+rows are described from the SQL functions or views that return them, and JSON built in SQL from
+the composite type its function fills (api_row_schema), so neither side of the document can drift
+from the code.
 
     @bp.route("/api/things", methods=["POST"])
     @login_required
@@ -242,19 +243,14 @@ def returns(schema, status=200, description="OK", media="application/json"):
     return decorate
 
 
-def row(function):
-    """One row of a SQL function's result, described from the catalogue when the document is built."""
-    return {"$ref": f"#/components/schemas/{function}"}
+def row(name):
+    """One row of a SQL function's result or of a view, or a JSON document built in SQL (its
+    composite type, *_doc), described from the catalogue when the document is built."""
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
-def rows(function):
-    return array(row(function))
-
-
-def record(description):
-    """An object whose fields are not described from the catalogue (a view's row, or JSON built in
-    SQL): its description says where it comes from."""
-    return {"type": "object", "description": description}
+def rows(name):
+    return array(row(name))
 
 
 def array(items):

@@ -9,7 +9,7 @@ from web.body import json_body
 from web.db import all_rows, one
 from web.media import fetch_deadline, media_id_for, source_url
 from web.schema import (BOOLEAN, INTEGER, Body, Bool, Int, IntList, Number, Objects, Text, accepts, describes, obj,
-                        record, returns, rows)
+                        returns, row, rows)
 
 bp = Blueprint("sequences", __name__)
 
@@ -17,7 +17,7 @@ CONTACTS_PAGE = 100
 KINDS = ("done", "failed", "remaining")
 
 
-DEFINITION = record("sequence_definition(): the sequence's settings and its steps (each with id)")
+DEFINITION = row("sequence_definition_doc")
 
 
 def _definition_or_404(sequence_id):
@@ -124,7 +124,7 @@ def _others(sequence_id):
 
 @bp.route("/api/sequences/summary")
 @login_required
-@returns(record("sequence_summary(): counts, flow and send totals, the newest sequences (CONTRACT.md)"))
+@returns(row("sequence_summary_doc"))
 def api_summary():
     """Sequence counts, flow and send totals, and the newest sequences (shape fixed by CONTRACT.md)."""
     return jsonify(one("SELECT sequence_summary(%s) AS s", [g.user["id"]])["s"])
@@ -220,7 +220,7 @@ def api_flow_contacts(sequence_id, step_id):
 
 @bp.route("/api/sequences/<int:sequence_id>/contacts")
 @login_required
-@returns(record("sequence_contacts_page(): one page of contacts with their per-step state"))
+@returns(row("sequence_contacts_page_doc"))
 def api_contacts(sequence_id):
     """Every contact of a sequence (one entry per pass) with its per-step state, ?offset= (100 a page)."""
     page = one("SELECT sequence_contacts_page(%s, %s, %s, %s) AS p",

@@ -64,19 +64,20 @@ BEGIN
      WHERE p_failed AND d.id = x.device_id AND d.paused_at IS NULL
        AND length(x.recent_outcomes) >= v_window AND v_window > 0
        AND bit_count(x.recent_outcomes) >= setting('self_pause_failure_share') * v_window
-    RETURNING d.id, d.user_id, d.pause_reason
+    RETURNING d.id, d.user_id, d.pause_reason, d AS device
   ), logged AS (
     INSERT INTO device_events (device_id, event, detail) SELECT t.id, 'paused', t.pause_reason FROM tripped t
   )
   SELECT count(notify_user(t.user_id, 'devices_paused', jsonb_build_object(
            'paused', true, 'count', 1, 'device_ids', jsonb_build_array(t.id), 'truncated', false,
-           'reason', t.pause_reason)))
+           'reason', t.pause_reason))) + count(_emit_device_status_webhook(t.device, t.pause_reason))
     INTO v_paused FROM tripped t;
 END $$;
 COMMENT ON FUNCTION _record_send_outcomes(bigint[], boolean) IS
   'Adds these settled messages (p_failed: they failed, else sent) to their devices'' recent_outcomes, and the sent '
   'ones to contacts that never wrote to the device to its cold_count of the owner''s day (the cold share).  A device whose last self_pause_window_sends sends include at least self_pause_failure_share '
-  'failures pauses itself (pause_reason says why), logged and pushed live as devices_paused with its reason. '
+  'failures pauses itself (pause_reason says why), logged, pushed live as devices_paused with its reason and '
+  'sent as a device.status webhook event. '
   'Called by complete_messages and fail_messages.';
 
 -- Health score ------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 CREATE OR REPLACE FUNCTION set_device_status(p_device_id bigint, p_status text, p_reason text DEFAULT NULL,
                                              p_banned_until timestamptz DEFAULT NULL)
 RETURNS boolean LANGUAGE plpgsql AS $$
-DECLARE v_user_id bigint;
+DECLARE v_dev user_devices;
 BEGIN
   IF p_status NOT IN ('online', 'offline', 'connecting', 'logged_out', 'banned') THEN
     RAISE EXCEPTION 'unknown device status "%"', p_status USING ERRCODE = '22023';
@@ -18,18 +18,16 @@ BEGIN
          -- A logged-out session is gone: the number may be paired again, on this or another device.
          jid               = CASE WHEN p_status = 'logged_out' THEN NULL ELSE d.jid END
    WHERE d.id = p_device_id
-  RETURNING d.user_id INTO v_user_id;
-  IF v_user_id IS NULL THEN
+  RETURNING d.* INTO v_dev;
+  IF NOT FOUND THEN
     RETURN false;  -- deleted meanwhile
   END IF;
   INSERT INTO device_events (device_id, event, detail)
   VALUES (p_device_id, p_status, concat_ws(' ', p_reason, 'until ' || p_banned_until::text));
-  PERFORM notify_user(v_user_id, 'device_status',
+  PERFORM notify_user(v_dev.user_id, 'device_status',
                       jsonb_build_object('device_id', p_device_id, 'status', p_status, 'reason', p_reason,
                                          'banned_until', p_banned_until));
-  PERFORM _emit_webhook_event(v_user_id, 'device.status',
-                             jsonb_build_object('device_id', p_device_id, 'status', p_status, 'reason', p_reason,
-                                                'banned_until', p_banned_until));
+  PERFORM _emit_device_status_webhook(v_dev, p_reason);
   RETURN true;
 END $$;
 COMMENT ON FUNCTION set_device_status(bigint, text, text, timestamptz) IS

@@ -191,8 +191,10 @@ BEGIN
     UPDATE user_devices d SET paused_at = CASE WHEN p_paused THEN now() END,
                               pause_reason = CASE WHEN p_paused THEN 'paused by the owner' END
      WHERE d.id = ANY (p_device_ids) AND d.user_id = p_user_id AND (d.paused_at IS NULL) = p_paused
-    RETURNING d.id)
-  SELECT coalesce(array_agg(id ORDER BY id), '{}') INTO v_changed FROM changed;
+    RETURNING d AS device)
+  SELECT coalesce(array_agg((c.device).id ORDER BY (c.device).id), '{}') INTO v_changed
+    FROM changed c, _emit_device_status_webhook(c.device, CASE WHEN p_paused THEN 'paused' ELSE 'resumed' END
+                                                           || ' by the owner');
   IF NOT p_paused THEN   -- a resumed device is judged on its sends from now (self-pause)
     UPDATE device_pacing SET recent_outcomes = B'' WHERE device_id = ANY (v_changed);
   END IF;
@@ -210,7 +212,8 @@ COMMENT ON FUNCTION set_devices_paused(bigint, bigint[], boolean) IS
   'Pauses (p_paused true) or resumes one or several of the owner''s devices. A paused device keeps its WhatsApp '
   'connection and its queue; claim_messages takes nothing for it until it is resumed (which also forgets the '
   'outcomes self-pause counts). Logged in device_events, '
-  'pushed live as devices_paused {paused, count, device_ids (first 200), truncated}. Returns how many changed.';
+  'pushed live as devices_paused {paused, count, device_ids (first 200), truncated}, a device.status webhook event '
+  'each. Returns how many changed.';
 
 -- Search: the devices page and the device picker ----------------------------------------------
 CREATE OR REPLACE FUNCTION device_search(p_user_id bigint, p_query text DEFAULT NULL, p_status text DEFAULT NULL,
@@ -352,15 +355,13 @@ BEGIN
   DELETE FROM user_devices WHERE id = p_device_id;  -- lease, pacing, chats and commands cascade
   PERFORM pg_notify('wa_device_commands', p_device_id::text);
   PERFORM notify_user(p_user_id, 'device_deleted', jsonb_build_object('device_id', p_device_id));
-  RETURN jsonb_build_object('deleted', true, 'leads_to_pool', v_pooled, 'leads_merged_into_pool', v_merged,
-                            'messages_skipped', v_skipped, 'messages_in_flight', v_inflight,
-                            'session_removed', v_session);
+  RETURN to_jsonb(ROW(true, false, NULL, v_pooled, v_merged, v_skipped, v_inflight, v_session)::device_delete_doc);
 END $$;
 COMMENT ON FUNCTION _delete_device(bigint, bigint) IS
   'Deletes one of the owner''s devices now. Its leads return to the AI pool (device_id NULL; a number '
   'already in the pool is merged into that pool lead), its pending messages are skipped ("skipped: device '
   'deleted"), messages in flight finish, its whatsmeow session rows are removed, chats and history go with it. '
-  'Returns what happened as JSON. Use request_device_delete to log a connected device out first.';
+  'Returns what happened as JSON (device_delete_doc). Use request_device_delete to log a connected device out first.';
 
 CREATE OR REPLACE FUNCTION request_device_command(p_user_id bigint, p_device_id bigint, p_command text,
                                                   p_phone text DEFAULT NULL)
@@ -426,8 +427,8 @@ BEGIN
   -- waiting a moment for a dropped connection to return), which then deletes; it also stops the
   -- client, so nothing writes the session's rows again. Otherwise the rows go now.
   IF v_dev.jid IS NOT NULL AND _device_is_running(p_device_id) THEN
-    RETURN jsonb_build_object('deleted', false, 'pending', true,
-                              'command_id', request_device_command(p_user_id, p_device_id, 'delete'));
+    RETURN to_jsonb(ROW(false, true, request_device_command(p_user_id, p_device_id, 'delete'),
+                        NULL, NULL, NULL, NULL, NULL)::device_delete_doc);
   END IF;
   RETURN _delete_device(p_user_id, p_device_id);
 END $$;

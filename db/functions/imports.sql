@@ -122,10 +122,11 @@ BEGIN
       FROM lead_import_lines s
      WHERE s.import_id = p_import_id AND s.line_no > greatest(v.lines_processed, 1) AND s.line_no <= v_to
        AND (s.defect IS NOT NULL OR btrim(array_to_string(s.fields, '')) <> '')   -- blank lines are no rows
-  ), typed AS (
+  ), typed AS MATERIALIZED (   -- each value computed once (an inlined view would repeat them per use)
     SELECT st.*,
            CASE WHEN coalesce(device_text, '') = '' THEN v.device_id
-                WHEN device_text ~ '^[0-9]{1,18}$' THEN device_text::bigint END AS device_id
+                WHEN device_text ~ '^[0-9]{1,18}$' THEN device_text::bigint END AS device_id,
+           _normalize_phone(st.phone, v_country) AS phone_stored
       FROM staged st
   ), checked AS (
     SELECT t.*,
@@ -134,7 +135,8 @@ BEGIN
                   THEN format('expected %s columns, found %s', cardinality(v_cols), cardinality(t.fields))
                 WHEN t.device_id IS NULL AND coalesce(t.device_text, '') <> ''
                   THEN format('device_id "%s" is not a number', left(t.device_text, 40))
-                ELSE _lead_problem(t.phone, t.target_status, t.device_id, v_own, v_country)
+                WHEN t.phone_stored IS NULL THEN _phone_problem(t.phone, v_country)
+                ELSE _lead_fields_problem(t.target_status, t.device_id, v_own)
            END AS reason
       FROM typed t
   ), bad AS (
@@ -142,12 +144,11 @@ BEGIN
     SELECT p_import_id, line_no, reason, left(coalesce(array_to_string(fields, ',', ''), ''), 200)
       FROM checked WHERE reason IS NOT NULL
     RETURNING 1
-  ), good AS (
-    SELECT array_agg(device_id ORDER BY line_no) AS devices, array_agg(name ORDER BY line_no) AS names,
-           array_agg(_normalize_phone(phone, v_country) ORDER BY line_no) AS phones,
-           array_agg(niche ORDER BY line_no) AS niches, array_agg(target_status ORDER BY line_no) AS statuses,
-           array_agg(trigger ORDER BY line_no) AS triggers, count(*) AS n
-      FROM checked WHERE reason IS NULL
+  ), good AS (   -- in line order (one sort for all the arrays: the last of a repeated lead wins)
+    SELECT array_agg(device_id) AS devices, array_agg(name) AS names, array_agg(phone_stored) AS phones,
+           array_agg(niche) AS niches, array_agg(target_status) AS statuses, array_agg(trigger) AS triggers,
+           count(*) AS n
+      FROM (SELECT * FROM checked WHERE reason IS NULL ORDER BY line_no) ok
   ), merged AS (
     SELECT m.inserted FROM good, _merge_leads(v.user_id, good.devices, good.names, good.phones, good.niches,
                                              good.statuses, good.triggers) AS m

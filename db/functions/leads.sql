@@ -6,6 +6,8 @@
 -- country code; `+60 12-345 6789` and `0060...` are international; a bare `60123456789` is kept.
 -- These are single expressions on purpose: PostgreSQL inlines them into the calling query, which
 -- matters when a CSV import checks a million numbers (a nested, non-inlined call costs ~100x).
+-- Inlining copies an argument wherever the body names it, so the raw number is stripped once and
+-- the candidate checked once (a regex each, not a CASE naming them again and again).
 -- Those using format() are STABLE, as format() is: a function marked more strictly is not inlined.
 CREATE OR REPLACE FUNCTION _phone_stripped(p_raw text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT translate(coalesce(p_raw, ''), E' \t\r\n\u00a0().-', '') $$;
@@ -13,19 +15,15 @@ COMMENT ON FUNCTION _phone_stripped(text) IS 'A raw phone number without spaces,
 
 CREATE OR REPLACE FUNCTION _phone_candidate(p_raw text, p_country text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE
-           WHEN _phone_stripped(p_raw) LIKE '+%' THEN substr(_phone_stripped(p_raw), 2)
-           WHEN _phone_stripped(p_raw) LIKE '00%' THEN substr(_phone_stripped(p_raw), 3)
-           WHEN _phone_stripped(p_raw) LIKE '0%' THEN p_country || substr(_phone_stripped(p_raw), 2)
-           ELSE _phone_stripped(p_raw)
-         END
+  -- national 0… takes the country code (not 00…, which is international like +…), then + or 00 goes
+  SELECT regexp_replace(regexp_replace(_phone_stripped(p_raw), '^0(?!0)', p_country), '^(\+|00)', '')
 $$;
 COMMENT ON FUNCTION _phone_candidate(text, text) IS
   'A raw phone number with separators removed and the country code put first (not yet validated).';
 
 CREATE OR REPLACE FUNCTION _normalize_phone(p_raw text, p_country text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE WHEN _phone_candidate(p_raw, p_country) ~ '^[1-9][0-9]{6,14}$' THEN _phone_candidate(p_raw, p_country) END
+  SELECT substring(_phone_candidate(p_raw, p_country) FROM '^[1-9][0-9]{6,14}$')
 $$;
 COMMENT ON FUNCTION _normalize_phone(text, text) IS
   'The phone number as stored (digits, country code first, 7-15 digits), or NULL when invalid (_phone_problem says why).';
@@ -61,15 +59,21 @@ COMMENT ON FUNCTION _own_device_ids(bigint) IS 'The ids of the owner''s devices.
 CREATE OR REPLACE FUNCTION _lead_problem(p_phone text, p_target_status text, p_device_id bigint,
                                         p_own_devices bigint[], p_country text) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
+  SELECT coalesce(_phone_problem(p_phone, p_country), _lead_fields_problem(p_target_status, p_device_id, p_own_devices))
+$$;
+COMMENT ON FUNCTION _lead_problem(text, text, bigint, bigint[], text) IS
+  'Why a lead''s fields cannot be stored (bad phone, unknown target status, foreign device), or NULL.';
+
+CREATE OR REPLACE FUNCTION _lead_fields_problem(p_target_status text, p_device_id bigint, p_own_devices bigint[])
+RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT coalesce(
-    _phone_problem(p_phone, p_country),
     CASE WHEN lower(btrim(coalesce(p_target_status, ''))) NOT IN ('', 'prospect', 'customer')
          THEN format('unknown target status "%s" (prospect or customer)', left(p_target_status, 40)) END,
     CASE WHEN p_device_id IS NOT NULL AND NOT p_device_id = ANY (p_own_devices)
          THEN format('device %s is not one of your devices', p_device_id) END)
 $$;
-COMMENT ON FUNCTION _lead_problem(text, text, bigint, bigint[], text) IS
-  'Why a lead''s fields cannot be stored (bad phone, unknown target status, foreign device), or NULL.';
+COMMENT ON FUNCTION _lead_fields_problem(text, bigint, bigint[]) IS
+  'Why a lead''s target status or device cannot be stored (the part of _lead_problem besides the phone), or NULL.';
 
 CREATE OR REPLACE FUNCTION _target_status_or_default(p_raw text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT coalesce(nullif(lower(btrim(coalesce(p_raw, ''))), ''), 'prospect') $$;

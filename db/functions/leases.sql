@@ -109,12 +109,10 @@ BEGIN
     UPDATE user_devices d
        SET status = 'offline', status_reason = 'sender released the device', status_changed_at = now()
       FROM gone WHERE d.id = gone.device_id AND d.status IN ('online', 'connecting')
-    RETURNING d.id, d.user_id, d.status_reason
+    RETURNING d AS device
   )
   SELECT (SELECT count(*) FROM gone),
-         (SELECT count(_emit_webhook_event(i.user_id, 'device.status', jsonb_build_object(
-                   'device_id', i.id, 'status', 'offline', 'reason', i.status_reason, 'banned_until', NULL)))
-            FROM idle i)
+         (SELECT count(_emit_device_status_webhook(i.device, (i.device).status_reason)) FROM idle i)
     INTO v_done, v_events;
   RETURN v_done;
 END $$;

@@ -188,21 +188,18 @@ COMMENT ON FUNCTION delete_sequence(bigint, bigint) IS
 
 CREATE OR REPLACE FUNCTION sequence_definition(p_user_id bigint, p_sequence_id bigint)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
-  SELECT jsonb_build_object(
-           'id', s.id, 'name', s.name, 'niche', s.niche, 'trigger', s.trigger, 'status', s.status,
-           'schedule_time', to_char(s.schedule_time, 'HH24:MI'),
-           'schedule_tolerance_minutes', s.schedule_tolerance_minutes,
-           'min_delay_seconds', s.min_delay_seconds, 'max_delay_seconds', s.max_delay_seconds,
-           'stop_on_reply', s.stop_on_reply, 'allow_reentry', s.allow_reentry, 'failover', s.failover, 'device_ids', s.device_ids, 'created_at', s.created_at,
-           'steps', coalesce((SELECT jsonb_agg(jsonb_build_object(
-                      'id', st.id, 'day_number', st.day_number, 'trigger', st.trigger,
-                      'next_trigger', st.next_trigger, 'trigger_delay_hours', st.trigger_delay_hours,
-                      'is_entry_point', st.is_entry_point, 'content', st.content, 'media_url', st.media_url,
-                      'media_id', st.media_id,
-                      'chain_sequence_id', st.chain_sequence_id) ORDER BY st.day_number)
-                      FROM sequence_steps st WHERE st.sequence_id = s.id), '[]'))
+  SELECT to_jsonb(ROW(
+           s.id, s.name, s.niche, s.trigger, s.status, to_char(s.schedule_time, 'HH24:MI'),
+           s.schedule_tolerance_minutes, s.min_delay_seconds, s.max_delay_seconds, s.stop_on_reply,
+           s.allow_reentry, s.device_ids, s.created_at,
+           ARRAY(SELECT ROW(st.id, st.day_number, st.trigger, st.next_trigger, st.trigger_delay_hours,
+                            st.is_entry_point, st.content, st.media_url, st.media_id,
+                            st.chain_sequence_id)::sequence_step_doc
+                   FROM sequence_steps st WHERE st.sequence_id = s.id ORDER BY st.day_number),
+           s.failover
+         )::sequence_definition_doc)
     FROM sequences s WHERE s.id = p_sequence_id AND s.user_id = p_user_id
 $$;
 COMMENT ON FUNCTION sequence_definition(bigint, bigint) IS
-  'One of the owner''s sequences with its steps, as JSON for the builder and API; NULL when not the owner''s.';
+  'One of the owner''s sequences with its steps, as JSON (sequence_definition_doc) for the builder and API; NULL when not the owner''s.';
 

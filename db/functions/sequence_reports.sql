@@ -192,23 +192,19 @@ COMMENT ON FUNCTION sequence_overview(bigint) IS
 CREATE OR REPLACE FUNCTION sequence_summary(p_user_id bigint, p_recent integer DEFAULT 10)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
   WITH o AS (SELECT * FROM sequence_overview(p_user_id))
-  SELECT jsonb_build_object(
-    'sequences', jsonb_build_object('total', count(*), 'active', count(*) FILTER (WHERE status = 'active'),
-                                    'inactive', count(*) FILTER (WHERE status = 'inactive')),
-    'total_flows', coalesce(sum(total_flows), 0),
-    'total_should_send', coalesce(sum(should_send), 0),
-    'total_done_send', coalesce(sum(done_send), 0),
-    'total_failed_send', coalesce(sum(failed_send), 0),
-    'total_remaining_send', coalesce(sum(remaining_send), 0),
-    'recent_sequences', coalesce((SELECT jsonb_agg(jsonb_build_object(
-        'id', r.id, 'name', r.name, 'trigger', r.trigger, 'total_flows', r.total_flows,
-        'should_send', r.should_send, 'done_send', r.done_send, 'failed_send', r.failed_send,
-        'remaining_send', r.remaining_send) ORDER BY r.created_at DESC, r.id DESC)
-        FROM (SELECT * FROM o ORDER BY created_at DESC, id DESC LIMIT p_recent) r), '[]'))
+  SELECT to_jsonb(ROW(
+    ROW(count(*), count(*) FILTER (WHERE status = 'active'),
+        count(*) FILTER (WHERE status = 'inactive'))::sequence_counts_doc,
+    coalesce(sum(total_flows), 0), coalesce(sum(should_send), 0), coalesce(sum(done_send), 0),
+    coalesce(sum(failed_send), 0), coalesce(sum(remaining_send), 0),
+    ARRAY(SELECT ROW(r.id, r.name, r.trigger, r.total_flows, r.should_send, r.done_send, r.failed_send,
+                     r.remaining_send)::sequence_recent_doc
+            FROM o r ORDER BY r.created_at DESC, r.id DESC LIMIT p_recent)
+  )::sequence_summary_doc)
   FROM o
 $$;
 COMMENT ON FUNCTION sequence_summary(bigint, integer) IS
-  'GET /api/sequences/summary (CONTRACT.md): sequence counts, totals of flows and sends, and the p_recent newest sequences.';
+  'GET /api/sequences/summary (CONTRACT.md, sequence_summary_doc): sequence counts, totals of flows and sends, and the p_recent newest sequences.';
 
 CREATE OR REPLACE FUNCTION sequence_flows(p_user_id bigint, p_sequence_id bigint, p_from date DEFAULT NULL,
                                           p_to date DEFAULT NULL)
@@ -284,36 +280,32 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
   -- One entry per pass (enrollment), oldest first. Per step: the latest attempt's status (sent,
   -- failed, skipped, pending, queued; retries counted in attempts), else waiting (the next step, with
   -- when it can go out), upcoming (later steps of an active pass) or null (not reached).
-  SELECT jsonb_build_object(
-    'total', (SELECT count(*) FROM sequence_enrollments WHERE sequence_id = s.id),
-    'limit', p_limit, 'offset', p_offset,
-    'contacts', coalesce((
-      SELECT jsonb_agg(jsonb_build_object(
-               'enrollment_id', e.id, 'contact_phone', e.contact_phone, 'contact_name', e.contact_name,
-               'status', e.status, 'stop_reason', e.stop_reason, 'enrolled_at', e.enrolled_at,
-               'completed_at', e.completed_at, 'steps_done', e.steps_done,
-               'next_step_id', e.next_step_id,
-               'next_send_at', CASE WHEN e.status = 'active' THEN
-                                 _sequence_send_time(e.next_due_at, s.schedule_time, s.schedule_tolerance_minutes, u.timezone) END,
-               'steps', (SELECT jsonb_agg(jsonb_build_object(
-                           'step_id', st.id, 'day_number', st.day_number,
-                           'status', coalesce(m.status, CASE WHEN e.status <> 'active' THEN NULL
-                                                             WHEN st.id = e.next_step_id THEN 'waiting'
-                                                             WHEN st.day_number > nx.day_number THEN 'upcoming' END),
-                           'message_id', m.id, 'attempts', m.attempts, 'done_at', m.done_at,
-                           'error_message', m.error_message) ORDER BY st.day_number)
-                           FROM sequence_steps st
-                           LEFT JOIN LATERAL (
-                             SELECT b.id, b.status, coalesce(b.sent_at, b.failed_at) AS done_at, b.error_message,
-                                    count(*) OVER () AS attempts
-                               FROM broadcast_messages b
-                              WHERE b.enrollment_id = e.id AND b.sequence_stepid = st.id
-                              ORDER BY b.id DESC LIMIT 1) m ON true
-                          WHERE st.sequence_id = s.id))
-               ORDER BY e.id)
+  SELECT to_jsonb(ROW(
+    (SELECT count(*) FROM sequence_enrollments WHERE sequence_id = s.id), p_limit, p_offset,
+    ARRAY(
+      SELECT ROW(e.id, e.contact_phone, e.contact_name, e.status, e.stop_reason, e.enrolled_at, e.completed_at,
+                 e.steps_done, e.next_step_id,
+                 CASE WHEN e.status = 'active' THEN
+                   _sequence_send_time(e.next_due_at, s.schedule_time, s.schedule_tolerance_minutes, u.timezone) END,
+                 ARRAY(SELECT ROW(st.id, st.day_number,
+                                  coalesce(m.status, CASE WHEN e.status <> 'active' THEN NULL
+                                                          WHEN st.id = e.next_step_id THEN 'waiting'
+                                                          WHEN st.day_number > nx.day_number THEN 'upcoming' END),
+                                  m.id, m.attempts, m.done_at, m.error_message)::sequence_contact_step_doc
+                         FROM sequence_steps st
+                         LEFT JOIN LATERAL (
+                           SELECT b.id, b.status, coalesce(b.sent_at, b.failed_at) AS done_at, b.error_message,
+                                  count(*) OVER () AS attempts
+                             FROM broadcast_messages b
+                            WHERE b.enrollment_id = e.id AND b.sequence_stepid = st.id
+                            ORDER BY b.id DESC LIMIT 1) m ON true
+                        WHERE st.sequence_id = s.id
+                        ORDER BY st.day_number))::sequence_contact_doc
         FROM (SELECT * FROM sequence_enrollments WHERE sequence_id = s.id ORDER BY id
                LIMIT p_limit OFFSET p_offset) e
-        LEFT JOIN sequence_steps nx ON nx.id = e.next_step_id), '[]'))
+        LEFT JOIN sequence_steps nx ON nx.id = e.next_step_id
+       ORDER BY e.id)
+  )::sequence_contacts_page_doc)
     FROM sequences s JOIN users u ON u.id = s.user_id
    WHERE s.id = p_sequence_id AND s.user_id = p_user_id
 $$;

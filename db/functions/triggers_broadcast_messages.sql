@@ -8,13 +8,17 @@
 --   INSERT  1_outcomes  count_message_outcomes   message_outcome_counts (+sent/failed per owner, quarter hour)
 --           2_sequence  sequence_message_counts  sequence_counter_deltas (+in flight/sent/failed per step, day)
 --           3_wake      notify_dispatch          NOTIFY wa_dispatch: senders wake and claim
+--           5_campaign_counts count_campaign_messages  campaign_counts (+ per campaign and device; a retry
+--                                                un-counts the attempt it supersedes)
 --   UPDATE  1_outcomes  count_message_outcomes   message_outcome_counts (new minus old)
 --           2_sequence  sequence_message_counts  sequence_counter_deltas (new minus old)
 --           3_wake      notify_dispatch          NOTIFY wa_dispatch, only for UPDATE OF held, scheduled_at
 --           4_campaign_done settle_campaigns_done campaigns.status (+ the campaign live event) when a
 --                                                running campaign's last message settled
+--           5_campaign_counts count_campaign_messages  campaign_counts (new minus old of the changed rows)
 --   DELETE  1_outcomes  count_message_outcomes   message_outcome_counts (minus old)
 --           2_sequence  sequence_message_counts  sequence_counter_deltas (minus old)
+--           5_campaign_counts count_campaign_messages  campaign_counts (minus old)
 --
 -- In place of foreign keys (checked row by row on every enqueue), statement triggers on the
 -- parent tables do what ON DELETE did, once per statement:
@@ -48,6 +52,13 @@ CREATE OR REPLACE TRIGGER broadcast_messages_1_outcomes_del AFTER DELETE ON broa
   REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION count_message_outcomes();
 CREATE OR REPLACE TRIGGER broadcast_messages_2_sequence_del AFTER DELETE ON broadcast_messages
   REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_message_counts();
+
+CREATE OR REPLACE TRIGGER broadcast_messages_5_campaign_counts_ins AFTER INSERT ON broadcast_messages
+  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_campaign_messages();
+CREATE OR REPLACE TRIGGER broadcast_messages_5_campaign_counts_upd AFTER UPDATE ON broadcast_messages
+  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_campaign_messages();
+CREATE OR REPLACE TRIGGER broadcast_messages_5_campaign_counts_del AFTER DELETE ON broadcast_messages
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION count_campaign_messages();
 
 -- In place of the foreign keys' ON DELETE (see the header).
 CREATE OR REPLACE FUNCTION forget_deleted_message_parents() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -34,6 +34,15 @@ COMMENT ON FUNCTION _emit_webhook_event(bigint, text, jsonb, bigint) IS
   'endpoints subscribed to p_type (or only for p_endpoint_id, whatever its filter: a test event). Payload '
   '{id (the event id, for receivers to deduplicate), type, created_at, data}. Returns rows written.';
 
+CREATE OR REPLACE FUNCTION _emit_device_status_webhook(p_device user_devices, p_reason text) RETURNS integer
+LANGUAGE sql AS $$
+  SELECT _emit_webhook_event(p_device.user_id, 'device.status', jsonb_build_object(
+    'device_id', p_device.id, 'status', p_device.status, 'paused', p_device.paused_at IS NOT NULL,
+    'reason', p_reason, 'banned_until', p_device.banned_until))
+$$;
+COMMENT ON FUNCTION _emit_device_status_webhook(user_devices, text) IS
+  'A device.status webhook event for the device as it is now: {device_id, status, paused, reason, banned_until}.';
+
 CREATE OR REPLACE FUNCTION _emit_message_status_webhooks(p_status text, p_ids bigint[], p_user_ids bigint[])
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN

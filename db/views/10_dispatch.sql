@@ -19,3 +19,13 @@ SELECT l.device_id, l.user_id, l.device_name, l.device_status, l.messages_hour, 
 COMMENT ON VIEW device_performance_monitor IS
   'Per device: status, sends in the trailing hour and today against its caps, messages being sent right '
   'now (claimed, not yet completed) and the time of its last completed send (device_load). Filter by user_id.';
+
+CREATE VIEW skipped_messages_by_reason (user_id, campaign_id, sequence_id, device_id, skip_reason, meaning,
+                                        messages, last_skipped_at) AS
+SELECT m.user_id, m.campaign_id, m.sequence_id, m.device_id, m.skip_reason, r.meaning, count(*), max(m.failed_at)
+  FROM broadcast_messages m JOIN skip_reasons r ON r.code = m.skip_reason
+ WHERE m.status = 'skipped'
+ GROUP BY m.user_id, m.campaign_id, m.sequence_id, m.device_id, m.skip_reason, r.meaning;
+COMMENT ON VIEW skipped_messages_by_reason IS
+  'Skipped messages (never sent) counted per owner, campaign or sequence, device and skip_reason, with the reason''s '
+  'meaning and the last skip time. Filter by user_id (and campaign_id / sequence_id) when querying.';

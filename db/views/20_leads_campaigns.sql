@@ -17,25 +17,22 @@ SELECT m.id, m.campaign_id, m.user_id, m.device_id, m.lead_id, m.recipient_phone
 COMMENT ON VIEW campaign_messages_current IS
   'Campaign messages that are the current attempt for their lead (not superseded by a retry). Filter by campaign_id.';
 
+-- Both reports read the campaign_counts rollup (db/functions/campaign_counts.sql): a few rows per
+-- campaign however many messages it has, and the figures outlive retention.
 CREATE VIEW campaign_report (campaign_id, user_id, kind, title, status, status_reason, scheduled_at, paused_at,
                              should_send, sent, failed, skipped, pending, delivered, read, retried,
                              progress_pct) AS
 SELECT c.id, c.user_id, c.kind, c.title, c.status, c.status_reason, c.scheduled_at, c.paused_at,
        coalesce(n.should_send, 0), coalesce(n.sent, 0), coalesce(n.failed, 0), coalesce(n.skipped, 0),
-       coalesce(n.pending, 0), coalesce(n.delivered, 0), coalesce(n.read, 0),
-       coalesce((SELECT count(*) FROM broadcast_messages r WHERE r.campaign_id = c.id AND r.retry_of IS NOT NULL), 0),
+       coalesce(n.pending, 0), coalesce(n.delivered, 0), coalesce(n.read, 0), coalesce(n.retried, 0),
        CASE WHEN c.status IN ('finished', 'failed', 'cancelled') THEN 100
             ELSE coalesce(round(100.0 * (n.should_send - n.pending) / nullif(n.should_send, 0), 1), 0) END
   FROM campaigns c
   LEFT JOIN LATERAL (
-    SELECT count(*) AS should_send,
-           count(*) FILTER (WHERE m.status = 'sent') AS sent,
-           count(*) FILTER (WHERE m.status = 'failed') AS failed,
-           count(*) FILTER (WHERE m.status = 'skipped') AS skipped,
-           count(*) FILTER (WHERE m.status IN ('pending', 'queued')) AS pending,
-           count(*) FILTER (WHERE m.delivered_at IS NOT NULL) AS delivered,
-           count(*) FILTER (WHERE m.read_at IS NOT NULL) AS read
-      FROM campaign_messages_current m WHERE m.campaign_id = c.id
+    SELECT sum(k.current)::bigint AS should_send, sum(k.sent)::bigint AS sent, sum(k.failed)::bigint AS failed,
+           sum(k.skipped)::bigint AS skipped, sum(k.pending)::bigint AS pending,
+           sum(k.delivered)::bigint AS delivered, sum(k.read)::bigint AS read, sum(k.retries)::bigint AS retried
+      FROM campaign_counts k WHERE k.campaign_id = c.id
   ) n ON true;
 COMMENT ON VIEW campaign_report IS
   'Per campaign: should send (each lead''s current attempt), sent, failed, skipped, pending (incl. in flight), '
@@ -44,27 +41,17 @@ COMMENT ON VIEW campaign_report IS
 CREATE VIEW campaign_device_report (campaign_id, user_id, device_id, device_name, device_status, assigned,
                                     should_send, sent, failed, skipped, pending, delivered, read, moved_away,
                                     ai_limit, limit_reached) AS
-SELECT c.id, c.user_id, m.device_id, d.device_name, coalesce(d.status, 'deleted'),
-       count(*),
-       count(*) FILTER (WHERE m.current),
-       count(*) FILTER (WHERE m.current AND m.status = 'sent'),
-       count(*) FILTER (WHERE m.current AND m.status = 'failed'),
-       count(*) FILTER (WHERE m.current AND m.status = 'skipped'),
-       count(*) FILTER (WHERE m.current AND m.status IN ('pending', 'queued')),
-       count(*) FILTER (WHERE m.current AND m.delivered_at IS NOT NULL),
-       count(*) FILTER (WHERE m.current AND m.read_at IS NOT NULL),
-       count(*) FILTER (WHERE NOT m.current),
+SELECT c.id, c.user_id, nullif(k.device_id, 0), d.device_name, coalesce(d.status, 'deleted'),
+       sum(k.assigned)::bigint, sum(k.current)::bigint, sum(k.sent)::bigint, sum(k.failed)::bigint,
+       sum(k.skipped)::bigint, sum(k.pending)::bigint, sum(k.delivered)::bigint, sum(k.read)::bigint,
+       sum(k.assigned - k.current)::bigint,
        c.ai_limit_per_device,
-       c.ai_limit_per_device IS NOT NULL
-         AND count(*) FILTER (WHERE m.status IN ('pending', 'queued', 'sent')) >= c.ai_limit_per_device
+       c.ai_limit_per_device IS NOT NULL AND sum(k.live_or_sent) >= c.ai_limit_per_device
   FROM campaigns c
-  JOIN LATERAL (
-    SELECT b.device_id, b.status, b.delivered_at, b.read_at,
-           NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = b.id) AS current
-      FROM broadcast_messages b WHERE b.campaign_id = c.id
-  ) m ON true
-  LEFT JOIN user_devices d ON d.id = m.device_id
- GROUP BY c.id, c.user_id, m.device_id, d.device_name, d.status, c.ai_limit_per_device;
+  JOIN campaign_counts k ON k.campaign_id = c.id
+  LEFT JOIN user_devices d ON d.id = k.device_id
+ GROUP BY c.id, c.user_id, k.device_id, d.device_name, d.status, c.ai_limit_per_device
+HAVING sum(k.assigned) > 0;
 COMMENT ON VIEW campaign_device_report IS
   'Per campaign and device: messages assigned (every attempt placed there), the current attempts by outcome, '
   'attempts moved away or retried, and for AI campaigns the per-device limit and whether it is reached.';

@@ -1,0 +1,109 @@
+-- The campaign report rollup (campaign_counts, migration 1506): per campaign and device, the counts
+-- campaign_report and campaign_device_report show, kept by a statement trigger on
+-- broadcast_messages so a report reads a few rows however large the campaign or old its messages.
+--
+-- A message counts for its campaign and device (0 once the device is deleted): assigned always;
+-- as the current attempt unless a retry supersedes it; then by outcome. What can change a count:
+--  - INSERT: new rows count as current; a retry among them stops the message it retries from
+--    being current (that one is failed or skipped: it leaves its outcome column).
+--  - UPDATE: the outcome, a receipt or the device changes; the rows are current (a superseded
+--    message is settled and never written again), so old minus new of the changed rows.
+--  - DELETE: only with the campaign or its owner (whose rollup rows go by foreign key) or by hand.
+
+CREATE OR REPLACE FUNCTION _campaign_count_row(p_status text, p_delivered boolean, p_read boolean, p_current integer)
+RETURNS TABLE (current integer, sent integer, failed integer, skipped integer, pending integer, delivered integer,
+               read integer, live_or_sent integer)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT p_current, p_current * (p_status = 'sent')::int, p_current * (p_status = 'failed')::int,
+         p_current * (p_status = 'skipped')::int, p_current * (p_status IN ('pending', 'queued'))::int,
+         p_current * p_delivered::int, p_current * p_read::int, (p_status IN ('pending', 'queued', 'sent'))::int
+$$;
+COMMENT ON FUNCTION _campaign_count_row(text, boolean, boolean, integer) IS
+  'What one campaign message adds to campaign_counts (p_current 1 when it is its lead''s current attempt, else 0).';
+
+-- Signed counts (rows of campaign_counts' shape, shard ignored) added to the rollup.
+CREATE OR REPLACE FUNCTION _add_campaign_counts(p_deltas campaign_counts[]) RETURNS void
+LANGUAGE sql AS $$
+  -- The shard follows the connection: two senders' statements never wait on each other's row.
+  INSERT INTO campaign_counts AS t (campaign_id, device_id, shard, assigned, current, sent, failed, skipped, pending,
+                                    delivered, read, live_or_sent, retries)
+  SELECT d.campaign_id, d.device_id, pg_backend_pid() % 16, sum(d.assigned), sum(d.current), sum(d.sent),
+         sum(d.failed), sum(d.skipped), sum(d.pending), sum(d.delivered), sum(d.read), sum(d.live_or_sent),
+         sum(d.retries)
+    FROM unnest(p_deltas) d
+   WHERE EXISTS (SELECT 1 FROM campaigns c WHERE c.id = d.campaign_id)   -- a campaign being deleted takes its rollup
+   GROUP BY d.campaign_id, d.device_id
+  HAVING sum(abs(d.assigned) + abs(d.current) + abs(d.sent) + abs(d.failed) + abs(d.skipped) + abs(d.pending)
+             + abs(d.delivered) + abs(d.read) + abs(d.live_or_sent) + abs(d.retries)) <> 0
+   ORDER BY d.campaign_id, d.device_id   -- one lock order for every writer
+  ON CONFLICT (campaign_id, device_id, shard) DO UPDATE
+     SET assigned = t.assigned + excluded.assigned, current = t.current + excluded.current,
+         sent = t.sent + excluded.sent, failed = t.failed + excluded.failed, skipped = t.skipped + excluded.skipped,
+         pending = t.pending + excluded.pending, delivered = t.delivered + excluded.delivered,
+         read = t.read + excluded.read, live_or_sent = t.live_or_sent + excluded.live_or_sent,
+         retries = t.retries + excluded.retries
+$$;
+COMMENT ON FUNCTION _add_campaign_counts(campaign_counts[]) IS
+  'Adds signed counts per campaign and device (rows of campaign_counts'' shape; their shard is ignored) to campaign_counts.';
+
+-- Aggregated per campaign and device before they cross into the upsert (a fan-out chunk: a few
+-- hundred rows, not one per message).
+CREATE OR REPLACE FUNCTION count_campaign_messages() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  v_deltas campaign_counts[];
+  v_retried bigint[];
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    v_deltas := array(
+      SELECT ROW(n.campaign_id, coalesce(n.device_id, 0), 0, count(*), sum(k.current), sum(k.sent), sum(k.failed),
+                 sum(k.skipped), sum(k.pending), sum(k.delivered), sum(k.read), sum(k.live_or_sent),
+                 count(n.retry_of))::campaign_counts
+        FROM new_rows n, _campaign_count_row(n.status, n.delivered_at IS NOT NULL, n.read_at IS NOT NULL, 1) k
+       WHERE n.campaign_id IS NOT NULL
+       GROUP BY n.campaign_id, coalesce(n.device_id, 0));
+    v_retried := array(SELECT n.retry_of FROM new_rows n WHERE n.campaign_id IS NOT NULL AND n.retry_of IS NOT NULL);
+    IF v_retried <> '{}' THEN   -- by id, in the history only (a retried message has failed or was skipped)
+      v_deltas := v_deltas || array(
+        SELECT ROW(o.campaign_id, coalesce(o.device_id, 0), 0, 0, -1, 0, -(o.status = 'failed')::int,
+                   -(o.status = 'skipped')::int, 0, 0, 0, 0, 0)::campaign_counts
+          FROM broadcast_messages o
+         WHERE o.id = ANY (v_retried) AND o.status IN ('failed', 'skipped'));
+    END IF;
+  ELSIF TG_OP = 'UPDATE' THEN
+    IF NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.campaign_id IS NOT NULL) THEN
+      RETURN NULL;   -- sequence and chat traffic stops here
+    END IF;
+    v_deltas := array(
+      SELECT ROW(x.campaign_id, x.device_id, 0, sum(x.sign), sum(x.sign * k.current), sum(x.sign * k.sent),
+                 sum(x.sign * k.failed), sum(x.sign * k.skipped), sum(x.sign * k.pending), sum(x.sign * k.delivered),
+                 sum(x.sign * k.read), sum(x.sign * k.live_or_sent), 0)::campaign_counts
+        FROM (SELECT c.campaign_id, c.device_id, c.sign, c.status, c.delivered, c.read
+                FROM new_rows n JOIN old_rows o ON o.id = n.id
+               CROSS JOIN LATERAL (VALUES
+                       (n.campaign_id, coalesce(n.device_id, 0), 1, n.status, n.delivered_at IS NOT NULL, n.read_at IS NOT NULL),
+                       (o.campaign_id, coalesce(o.device_id, 0), -1, o.status, o.delivered_at IS NOT NULL, o.read_at IS NOT NULL))
+                     AS c(campaign_id, device_id, sign, status, delivered, read)
+               WHERE n.campaign_id IS NOT NULL
+                 AND (n.status <> o.status OR n.device_id IS DISTINCT FROM o.device_id
+                      OR (n.delivered_at IS NULL) <> (o.delivered_at IS NULL) OR (n.read_at IS NULL) <> (o.read_at IS NULL))
+             ) x, _campaign_count_row(x.status, x.delivered, x.read, 1) k
+       GROUP BY x.campaign_id, x.device_id);
+  ELSE
+    v_deltas := array(
+      SELECT ROW(o.campaign_id, coalesce(o.device_id, 0), 0, -count(*), -sum(k.current), -sum(k.sent), -sum(k.failed),
+                 -sum(k.skipped), -sum(k.pending), -sum(k.delivered), -sum(k.read), -sum(k.live_or_sent),
+                 -count(o.retry_of))::campaign_counts
+        FROM old_rows o
+       CROSS JOIN LATERAL (SELECT NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = o.id)
+                                  AND NOT EXISTS (SELECT 1 FROM old_rows r WHERE r.retry_of = o.id) AS current) c,
+             _campaign_count_row(o.status, o.delivered_at IS NOT NULL, o.read_at IS NOT NULL, c.current::int) k
+       WHERE o.campaign_id IS NOT NULL
+       GROUP BY o.campaign_id, coalesce(o.device_id, 0));
+  END IF;
+  IF v_deltas <> '{}' THEN
+    PERFORM _add_campaign_counts(v_deltas);
+  END IF;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION count_campaign_messages() IS
+  'Statement trigger on broadcast_messages: keeps campaign_counts equal to counting the campaign messages.';
