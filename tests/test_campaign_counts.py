@@ -2,7 +2,7 @@
 fan-out, claims, completions, failures, receipts, retries, skips, device deletion and cancellation it
 equals counting the messages, and it keeps a campaign's figures when retention drops its weeks."""
 from tests.factories import make_device, make_user
-from tests.test_campaigns import campaign, expand_all, lead, mark, messages
+from tests.test_campaigns import campaign, expand_all, lead, mark, messages, running_campaign
 from tests.test_dispatch_sql import claim, lease
 
 # What the reports counted from the messages before the rollup: the reference.
@@ -70,12 +70,7 @@ def test_the_rollup_equals_counting_the_messages_through_a_campaigns_life(db):
 
 
 def test_a_campaign_keeps_its_figures_after_retention_drops_its_messages(db):
-    uid = make_user(db)
-    dev = make_device(db, uid)
-    for i in range(3):
-        lead(db, uid, dev, f"6015{i:02d}55555")
-    cid = campaign(db, uid)
-    expand_all(db, cid)
+    _, cid, _ = running_campaign(db, leads=3)
     old = db.execute("SELECT now() - interval '200 days' AS t").fetchone()["t"]
     week = db.execute("SELECT created FROM maintain_message_history(%s, 0)", [old]).fetchone()["created"]
     db.execute("""UPDATE broadcast_messages SET status = 'sent', claimed_at = %s, claimed_by = 'x', sent_at = %s

@@ -83,8 +83,9 @@ BEGIN
                        (n.campaign_id, coalesce(n.device_id, 0), 1, n.status, n.delivered_at IS NOT NULL, n.read_at IS NOT NULL),
                        (o.campaign_id, coalesce(o.device_id, 0), -1, o.status, o.delivered_at IS NOT NULL, o.read_at IS NOT NULL))
                      AS c(campaign_id, device_id, sign, status, delivered, read)
-               WHERE n.campaign_id IS NOT NULL
-                 AND (n.status <> o.status OR n.device_id IS DISTINCT FROM o.device_id
+               WHERE n.campaign_id IS NOT NULL    -- a claim or release (pending <-> queued) changes no count
+                 AND ((n.status <> o.status AND NOT (n.status IN ('pending', 'queued') AND o.status IN ('pending', 'queued')))
+                      OR n.device_id IS DISTINCT FROM o.device_id
                       OR (n.delivered_at IS NULL) <> (o.delivered_at IS NULL) OR (n.read_at IS NULL) <> (o.read_at IS NULL))
              ) x, _campaign_count_row(x.status, x.delivered, x.read, 1) k
        GROUP BY x.campaign_id, x.device_id);
