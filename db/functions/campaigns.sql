@@ -278,7 +278,7 @@ COMMENT ON FUNCTION _ai_campaign_devices(campaigns) IS
   'The devices an AI campaign may use now (online, not paused, in its device set), their load score '
   '(device_load) and how many more leads each may take under the per-device limit.';
 
--- Spreads leads over the AI campaign's devices. Warm first: a lead who wrote to one of them goes
+-- Spreads leads over the AI campaign's devices. Warm first: a lead one of them talked with goes
 -- from that one (device_warm_contacts), within its room. The others: slot k of every device before
 -- slot k+1 of any, devices by score, so the least loaded get the first leads and none gets more
 -- than its room.
@@ -305,7 +305,7 @@ LANGUAGE sql AS $$
       FROM (SELECT retry_of, lead_id, name, phone, pass, ord FROM stranded
             UNION ALL SELECT retry_of, lead_id, name, phone, pass, ord FROM fresh) x
      WHERE NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = x.phone)
-  ), warm AS MATERIALIZED (   -- each warm lead's device (the least loaded it wrote to), within that device's room
+  ), warm AS MATERIALIZED (   -- each warm lead's device (the least loaded that talked with it), within that device's room
     SELECT w.turn, w.device_id FROM (
       SELECT p.turn, p.device_id, p.room, row_number() OVER (PARTITION BY p.device_id ORDER BY p.turn) AS k
         FROM (SELECT DISTINCT ON (p.turn) p.turn, d.device_id, d.room
@@ -334,7 +334,7 @@ LANGUAGE sql AS $$
 $$;
 COMMENT ON FUNCTION _spread_ai_campaign(campaigns) IS
   'Queues AI-campaign leads on its online devices, at most ai_limit_per_device live messages per device: a lead '
-  'who wrote to one of them from that one (warm first), the others by load-balance score; untouched pool leads '
+  'one of them talked with from that one (warm first), the others by load-balance score; untouched pool leads '
   '(first spread only) and leads stranded on dropped devices.';
 
 CREATE OR REPLACE FUNCTION expand_campaign_chunk(p_campaign_id bigint, p_chunk integer DEFAULT 50000) RETURNS integer

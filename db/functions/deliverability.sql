@@ -37,14 +37,21 @@ RETURNS void LANGUAGE plpgsql AS $$
 DECLARE v_window integer := setting('self_pause_window_sends')::int;
         v_paused integer;
 BEGIN
-  WITH n AS (
-    SELECT m.device_id, count(*)::int AS k, (now() AT TIME ZONE u.timezone)::date AS today,
+  WITH settled AS (
+    SELECT m.device_id, m.recipient_phone, u.timezone FROM broadcast_messages m
+      JOIN user_devices d ON d.id = m.device_id JOIN users u ON u.id = d.user_id
+     WHERE m.id = ANY (p_ids)
+  ), n AS (
+    SELECT m.device_id, count(*)::int AS k, (now() AT TIME ZONE m.timezone)::date AS today,
            -- a sent message to a contact that never wrote to the device spends its cold share
            count(*) FILTER (WHERE NOT p_failed AND NOT EXISTS (
              SELECT 1 FROM device_warm_contacts w WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone))::int AS cold
-      FROM broadcast_messages m JOIN user_devices d ON d.id = m.device_id JOIN users u ON u.id = d.user_id
-     WHERE m.id = ANY (p_ids)
-     GROUP BY m.device_id, u.timezone
+      FROM settled m
+     GROUP BY m.device_id, m.timezone
+  ), talked AS (   -- a contact sent to is warm from now on (the cold count above saw it before)
+    INSERT INTO device_warm_contacts (device_id, phone)
+    SELECT DISTINCT m.device_id, m.recipient_phone FROM settled m WHERE NOT p_failed
+    ON CONFLICT DO NOTHING
   ), pushed AS (
     -- One bit per settled send, newest last, the window's length kept.
     UPDATE device_pacing p
@@ -75,7 +82,8 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION _record_send_outcomes(bigint[], boolean) IS
   'Adds these settled messages (p_failed: they failed, else sent) to their devices'' recent_outcomes, and the sent '
-  'ones to contacts that never wrote to the device to its cold_count of the owner''s day (the cold share).  A device whose last self_pause_window_sends sends include at least self_pause_failure_share '
+  'ones to contacts the device never talked with to its cold_count of the owner''s day (the cold share); those '
+  'contacts are warm from then on (device_warm_contacts).  A device whose last self_pause_window_sends sends include at least self_pause_failure_share '
   'failures pauses itself (pause_reason says why), logged, pushed live as devices_paused with its reason and '
   'sent as a device.status webhook event. '
   'Called by complete_messages and fail_messages.';

@@ -11,7 +11,7 @@
 -- What a device may send today, defined once: the claim (claim_messages), device_load, failover and
 -- the devices page read it. A newly paired number warms up: its daily cap ramps linearly from the
 -- warmup_start_per_day setting to its own cap over warmup_days calendar days of its owner's zone
--- (day 1 = the pairing day). Contacts that never wrote to the device (cold) take at most the
+-- (day 1 = the pairing day). Contacts the device never talked with (cold) take at most the
 -- cold_share_max setting of that cap a day, and none while a reach-out timelock (error 463) lasts.
 -- Plain SQL over its arguments, so the planner inlines it into the claim.
 CREATE OR REPLACE FUNCTION _device_send_limits(p_daily_limit integer, p_warmup_started_at timestamptz,
@@ -39,7 +39,7 @@ COMMENT ON FUNCTION _device_send_limits(integer, timestamptz, timestamptz, text,
   'its cold sends (device_pacing cold_day, cold_count): daily_cap (during warm-up warmup_start_per_day + '
   '(daily_limit - warmup_start_per_day) x (day - 1) / warmup_days, never above daily_limit), warmup_day (1.., '
   'NULL when not warming up), warmup_days (the setting), timelocked (a reach-out timelock lasts), cold_cap '
-  '(cold_share_max x daily_cap, rounded up) and cold_ok (may send to contacts that never wrote to it: not '
+  '(cold_share_max x daily_cap, rounded up) and cold_ok (may send to contacts it never talked with: not '
   'timelocked and under cold_cap today).';
 
 CREATE OR REPLACE FUNCTION device_load(p_user_ids bigint[] DEFAULT NULL)
@@ -123,7 +123,7 @@ LANGUAGE sql STABLE AS $$
       SELECT (SELECT coalesce(sum(s.sends), 0)::int FROM device_send_minutes s
                WHERE s.device_id = d.id AND s.minute > now() - interval '48 hours') AS sends_48h,
              (SELECT count(*)::int FROM device_warm_contacts w
-               WHERE w.device_id = d.id AND w.since > now() - interval '48 hours') AS repliers_48h
+               WHERE w.device_id = d.id AND w.wrote_at > now() - interval '48 hours') AS repliers_48h
     ) rep
     -- Bounded reads: the last 24 hours of events (device_events_device), bans through their own
     -- partial index, so a device with years of history costs the same.

@@ -153,7 +153,7 @@ CREATE OR REPLACE TRIGGER opt_outs_sequences AFTER INSERT ON opt_outs
 -- Activation --------------------------------------------------------------------------------
 
 -- Device choice, among the sequence's devices (all the owner's when it names none) that can send now:
--- one the contact wrote to (warm first: device_warm_contacts), else the lead's own
+-- one that talked with the contact (warm first: device_warm_contacts), else the lead's own
 -- device while online, under its caps and under the preferred_device_hourly_sends setting this hour;
 -- otherwise the available ones by device_load's load score, the chunk's contacts spread over them
 -- lowest score first. No device: the step waits.
@@ -202,7 +202,7 @@ RETURNS integer LANGUAGE sql AS $$
       FROM servable s JOIN available l ON l.user_id = s.user_id
      WHERE s.id IN (SELECT DISTINCT sequence_id FROM locked)
        AND (s.device_ids IS NULL OR l.device_id = ANY (s.device_ids))),
-  warm AS (        -- warm first: a device of the sequence that the contact wrote to, least loaded
+  warm AS (        -- warm first: a device of the sequence that talked with the contact, least loaded
     SELECT DISTINCT ON (k.id) k.id, l.device_id
       FROM locked k
       JOIN device_warm_contacts w ON w.phone = k.contact_phone
@@ -248,7 +248,7 @@ RETURNS integer LANGUAGE sql AS $$
   SELECT count(*)::int FROM advanced
 $$;
 COMMENT ON FUNCTION activate_due_steps(integer, timestamptz) IS
-  'One chunk of activation: up to p_limit due steps of active sequences whose window is open, earliest due first, queued as rendered messages on the chosen device (warm first: one the contact wrote to, else the lead''s own, else the least loaded); each contact advances to its next step. Returns steps activated.';
+  'One chunk of activation: up to p_limit due steps of active sequences whose window is open, earliest due first, queued as rendered messages on the chosen device (warm first: one that talked with the contact, else the lead''s own, else the least loaded); each contact advances to its next step. Returns steps activated.';
 
 -- Completion and chaining -------------------------------------------------------------------
 
