@@ -79,6 +79,10 @@ def test_self_pause_after_too_many_failures_and_resume(db, uid):
     claim(db)
     db.execute("SELECT complete_messages('s1', %s, %s)", [ids[:10], [f"wa{i}" for i in range(10)]])
     db.execute("SELECT fail_messages('s1', %s, %s)", [ids[10:19], ["boom"] * 9])
+    refused = queue(db, uid, dev, 5)
+    db.execute("UPDATE device_pacing SET next_send_at = '-infinity' WHERE device_id = %s", [dev])
+    claim(db)
+    db.execute("SELECT fail_messages('s1', %s, %s)", [refused, ["reach-out timelock (error 463): refused"] * 5])
     assert db.execute("SELECT paused_at FROM user_devices WHERE id = %s", [dev]).fetchone()["paused_at"] is None
     db.execute("SELECT fail_messages('s1', %s, %s)", [ids[19:], ["boom"]])   # 10 of the last 20
     row = db.execute("SELECT paused_at, pause_reason FROM user_devices WHERE id = %s", [dev]).fetchone()

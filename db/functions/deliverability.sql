@@ -41,6 +41,9 @@ BEGIN
     SELECT m.device_id, m.recipient_phone, u.timezone FROM broadcast_messages m
       JOIN user_devices d ON d.id = m.device_id JOIN users u ON u.id = d.user_id
      WHERE m.id = ANY (p_ids)
+       -- a refusal by a reach-out timelock (sender/transport/base.py ReachOutRefused) is the lock's
+       -- doing, handled by holding cold contacts: it says nothing more about the device
+       AND NOT (p_failed AND m.error_message LIKE 'reach-out timelock (error 463)%')
   ), n AS (
     SELECT m.device_id, count(*)::int AS k, (now() AT TIME ZONE m.timezone)::date AS today,
            -- a sent message to a contact that never wrote to the device spends its cold share
@@ -81,7 +84,8 @@ BEGIN
     INTO v_paused FROM tripped t;
 END $$;
 COMMENT ON FUNCTION _record_send_outcomes(bigint[], boolean) IS
-  'Adds these settled messages (p_failed: they failed, else sent) to their devices'' recent_outcomes, and the sent '
+  'Adds these settled messages (p_failed: they failed, else sent; reach-out timelock refusals left out) to their '
+  'devices'' recent_outcomes, and the sent '
   'ones to contacts the device never talked with to its cold_count of the owner''s day (the cold share); those '
   'contacts are warm from then on (device_warm_contacts).  A device whose last self_pause_window_sends sends include at least self_pause_failure_share '
   'failures pauses itself (pause_reason says why), logged, pushed live as devices_paused with its reason and '
