@@ -1,7 +1,8 @@
 """Soak (issue 8): thousands of simulated devices sending campaigns and drip sequences together
 with realistic pacing on a compressed clock, for a bounded time; then the operator's promise is
 counted: duplicates (must be 0), losses (must be 0), the highest rolling-hour count per device
-against its cap, and sender and database memory at start and end.
+against its cap, warming devices over their warm-up day's cap (must be 0), cold contacts messaged by
+a timelocked device (must be 0), and sender and database memory at start and end.
 
 The compressed clock:
 - pacing: real devices wait 30-60 s between sends; here 1-2 s (30x; delays are whole seconds);
@@ -41,8 +42,9 @@ from scripts import apply
 from scripts.benchlib import children, proc_status
 from sender.transport.sim import SimNetwork
 
-FULL = {"seconds": 600, "hourly_cap": 80, "leads_per_device": 40}
-QUICK = {"seconds": 60, "hourly_cap": 8, "leads_per_device": 4}
+FULL = {"seconds": 600, "hourly_cap": 80, "leads_per_device": 40, "warmup_start": 20}
+QUICK = {"seconds": 60, "hourly_cap": 8, "leads_per_device": 4, "warmup_start": 3}
+WARMING_EVERY = 5           # every 5th device is a newly paired number on its first warm-up day
 DEVICES_PER_OWNER = 100
 TICK_SECONDS = 5
 MIN_DELAY, MAX_DELAY = 1, 2
@@ -80,6 +82,9 @@ def load(c, devices, size):
         c.execute("""SELECT create_campaign(%s, 'broadcast', 'soak', 'soak', 'all', '{Promo|Offer} for {name}', NULL,
                                             NULL, NULL, current_date + 1, '09:00', %s, %s)""", [uid, MIN_DELAY, MAX_DELAY])
     c.execute("UPDATE campaigns SET scheduled_at = now()")   # due now (created for tomorrow, moved forward)
+    # Warm-up's first day caps these below the hourly cap: the warm-up cap is what stops them.
+    c.execute("UPDATE settings SET value = %s WHERE name = 'warmup_start_per_day'", [size["warmup_start"]])
+    c.execute("UPDATE user_devices SET warmup_started_at = now() WHERE id %% %s = 0", [WARMING_EVERY])
     c.execute("VACUUM ANALYZE")
     return owners
 
@@ -133,11 +138,30 @@ def verdict(c, store):
                                       RANGE BETWEEN interval '1 hour' PRECEDING AND CURRENT ROW) AS n
                   FROM broadcast_messages m JOIN user_devices d ON d.id = m.device_id
                  WHERE m.claimed_at IS NOT NULL) w""").fetchone()
+    # Warm-up: sends claimed today by a warming device against its day's cap (_device_send_limits).
+    warmup = c.execute("""
+        SELECT count(*) AS warming, count(*) FILTER (WHERE n > h.daily_cap) AS over
+          FROM device_health h
+          CROSS JOIN LATERAL (SELECT count(*) AS n FROM broadcast_messages m
+                               WHERE m.device_id = h.device_id AND m.claimed_at IS NOT NULL) sent
+         WHERE h.warmup_day = 1""").fetchone()
+    # Timelocks: a message to a contact that had not written to the device, claimed after the device
+    # was timelocked (its lock outlasts the run), is a cold contact messaged by a timelocked device.
+    timelocked = c.execute("""
+        SELECT count(DISTINCT l.device_id) AS devices, count(m.id) AS cold_after
+          FROM (SELECT e.device_id, min(e.at) AS locked_at FROM device_events e
+                 WHERE e.event = 'timelocked' GROUP BY 1) l
+          LEFT JOIN broadcast_messages m
+            ON m.device_id = l.device_id AND m.claimed_at > l.locked_at AND m.status IN ('sent', 'failed')
+           AND NOT EXISTS (SELECT 1 FROM device_warm_contacts w
+                            WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone AND w.since <= m.claimed_at)""").fetchone()
     lifecycle = {r["event"]: r["n"] for r in c.execute("SELECT event, count(*) AS n FROM device_events GROUP BY 1")}
     lifecycle["timelock_refusals"] = sum(1 for r in rows.values()
                                          if (r["error_message"] or "").startswith("reach-out timelock"))
     return {"status": dict(status), "received": len(received), "duplicates": duplicates, "losses": len(lost),
-            "worst_hour": cap["worst"], "cap": cap["cap"], "devices_over_cap": cap["over"], "lifecycle": lifecycle}
+            "worst_hour": cap["worst"], "cap": cap["cap"], "devices_over_cap": cap["over"], "lifecycle": lifecycle,
+            "warming": warmup["warming"], "over_warmup_cap": warmup["over"],
+            "timelocked": timelocked["devices"], "cold_after_timelock": timelocked["cold_after"]}
 
 
 def main(argv=None):
@@ -198,11 +222,15 @@ def main(argv=None):
     print(f"whatsapp: device events {v['lifecycle']}")
     print(f"duplicates={v['duplicates']} losses={v['losses']} "
           f"worst_rolling_hour={v['worst_hour']} cap={v['cap']} devices_over_cap={v['devices_over_cap']}")
+    print(f"warm-up: devices_warming={v['warming']} over_warmup_cap={v['over_warmup_cap']}; timelocks: "
+          f"devices_timelocked={v['timelocked']} cold_contacts_after_timelock={v['cold_after_timelock']}")
     print(f"memory start: {fmt(start_mem)}")
     print(f"memory end:   {fmt(end_mem)}")
-    ok = v["duplicates"] == 0 and v["losses"] == 0 and v["devices_over_cap"] == 0
+    ok = (v["duplicates"] == 0 and v["losses"] == 0 and v["devices_over_cap"] == 0 and v["over_warmup_cap"] == 0
+          and v["cold_after_timelock"] == 0)
     print(f"ratio={sent / elapsed / offered:.2f} sent_per_s={sent / elapsed:.0f} offered_per_s={offered:.0f} "
-          f"duplicates={v['duplicates']} losses={v['losses']} caps_held={v['devices_over_cap'] == 0} ok={ok}")
+          f"duplicates={v['duplicates']} losses={v['losses']} caps_held={v['devices_over_cap'] == 0} "
+          f"warmup_caps_held={v['over_warmup_cap'] == 0} timelocks_held={v['cold_after_timelock'] == 0} ok={ok}")
     return 0 if ok else 1
 
 

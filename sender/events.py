@@ -15,8 +15,8 @@ import psycopg
 
 from sender.reconnecting import reconnecting
 from sender.transport.base import (ClientOutdated, Connected, ConnectFailed, Disconnected, IncomingMessage,
-                                   LoggedOut, PairCode, Paired, PairingExpired, QRCode, Receipt, StreamReplaced,
-                                   TemporaryBan)
+                                   LoggedOut, PairCode, Paired, PairingExpired, QRCode, ReachOutTimelock, Receipt,
+                                   StreamReplaced, TemporaryBan)
 
 log = logging.getLogger("sender.events")
 
@@ -77,6 +77,12 @@ def on_stream_replaced(conn, ev):
 @handles(TemporaryBan)
 def on_temporary_ban(conn, ev):
     _status(conn, ev.device_id, "banned", f"temporary ban (code {ev.code})", ev.expires_at)
+
+
+@handles(ReachOutTimelock)
+def on_reach_out_timelock(conn, ev):
+    """The queue holds the device's cold contacts until the lock ends (claim_messages)."""
+    conn.execute("SELECT device_timelocked(%s, %s)", [ev.device_id, ev.ends_at])
 
 
 @handles(Paired)

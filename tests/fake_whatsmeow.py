@@ -31,7 +31,8 @@ from multiprocessing.connection import Client, Listener
 
 import psycopg
 from neonize.proto.Neonize_pb2 import (ClientOutdated, ConnectFailureReason, Connected, Device, Disconnected, JID, LoggedOut,
-                                       MessageDebugTimings, MessageSource, PairPhoneParams,
+                                       Message as MessageEv, MessageDebugTimings, MessageInfo, MessageSource,
+                                       PairPhoneParams,
                                        PairPhoneReturnFunction, PairStatus, Receipt, SendMessageReturnFunction,
                                        SendResponse, StreamReplaced, TemporaryBan)
 from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
@@ -42,7 +43,7 @@ from sender.transport.neonize_events import jid_from_string, jid_to_string
 
 # goneonize's event codes (neonize.events.EVENT_TO_INT)
 DEVICE, PAIR_STATUS, CONNECTED, LOGGED_OUT, STREAM_REPLACED, TEMPORARY_BAN = 0, 2, 3, 6, 7, 8
-CLIENT_OUTDATED, DISCONNECTED, RECEIPT = 10, 12, 18
+CLIENT_OUTDATED, DISCONNECTED, MESSAGE, RECEIPT = 10, 12, 17, 18
 DIAL_FAILED = "failed to dial whatsapp web websocket: dial tcp: lookup web.whatsapp.com: no such host"
 # WhatsApp's rule for a pair-by-code link (whatsmeow issues 449/450): its name a common "Browser (OS)"
 # pair that agrees with the device properties the connection announced.
@@ -211,9 +212,23 @@ class FakeWhatsApp:
             self.timelocked.add(self.jid_of[device_id])
 
     def reply(self, device_id: int, from_phone: str, text: str):
-        """The contact wrote to this number: warm from now on."""
+        """The contact wrote to this number: warm from now on, and its message reaches the client."""
+        jid = self.jid_of[device_id]
         with self._lock:
-            self.warm.setdefault(self.jid_of[device_id], set()).add(from_phone)
+            self.warm.setdefault(jid, set()).add(from_phone)
+            session = self.sessions.get(jid)
+            wa_id = f"FAKEIN{next(self._ids):08X}"
+        if session is not None and session.connected:
+            sender = jid_proto(from_phone)
+            # Every field the Go core's proto2 message requires, as whatsmeow fills them.
+            source = MessageSource(Chat=sender, Sender=sender, IsFromMe=False, IsGroup=False, SenderAlt=sender,
+                                   RecipientAlt=jid_proto(""), BroadcastListOwner=jid_proto(""))
+            info = MessageInfo(MessageSource=source, ID=wa_id, ServerID=0, Type="text", Pushname="", Timestamp=int(time.time()),
+                               Category="", Multicast=False, MediaType="", Edit="")
+            session.push(MESSAGE, MessageEv(Info=info, Message=Message(conversation=text), IsEphemeral=False,
+                                            IsViewOnce=False, IsViewOnceV2=False, IsViewOnceV2Extension=False,
+                                            IsDocumentWithCaption=False, IsLottieSticker=False, IsEdit=False,
+                                            UnavailableRequestID="", RetryCount=0))
 
     def is_linked(self, jid: str) -> bool:
         with self._lock:

@@ -12,7 +12,7 @@ from tests.test_dispatch_sql import claim, lease, queue
 
 DB = Path(__file__).resolve().parent.parent / "db"
 # The queue family (db/functions/queue.sql's header says what each file does).
-FAMILY = {"queue.sql", "queue_enqueue.sql", "queue_waiting.sql", "queue_receipts.sql",
+FAMILY = {"queue.sql", "queue_enqueue.sql", "queue_waiting.sql", "queue_receipts.sql", "queue_failover.sql",
           "triggers_broadcast_messages.sql"}
 WRITE = re.compile(r"\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(broadcast_messages|message_queue|message_history\w*)\b",
                    re.I)

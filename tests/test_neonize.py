@@ -14,7 +14,7 @@ import pytest
 
 from common.db import database_name
 from sender.transport import neonize_transport as nt
-from sender.transport.base import ConnectFailed, ConnectPolicy, DeviceSession, NotConnected, NotSent, SendError
+from sender.transport.base import ConnectFailed, ConnectPolicy, DeviceSession, NotConnected, NotSent, ReachOutRefused
 from tests.fake_whatsmeow import create_whatsmeow_tables, store_session
 
 FAST = ConnectPolicy(attempts=2, backoff_s=0.05, backoff_max_s=0.1, hold_s=60)
@@ -82,7 +82,8 @@ def test_whatsmeow_errors_map_to_the_send_outcomes():
     assert isinstance(nt.send_error("websocket not connected"), NotSent)
     assert isinstance(nt.send_error("client is nil"), NotSent)
     timelock = nt.send_error("server returned error 463")
-    assert type(timelock) is SendError and "reach-out timelock (error 463)" in str(timelock)
+    assert type(timelock) is ReachOutRefused and "reach-out timelock (error 463)" in str(timelock)
+    assert not isinstance(timelock, NotSent)             # refused by WhatsApp: failed, never retried
     assert nt.send_error("no LID found for 60123@s.whatsapp.net from server").permanent
     assert not nt.send_error("info query timed out").permanent
 

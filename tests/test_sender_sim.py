@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from sender.transport.base import (PAIRING_WINDOW, Connected, DeviceSession, Disconnected, IncomingMessage, NotSent,
-                                   OutgoingMessage, PairingExpired, QRCode, SendError, TemporaryBan)
+                                   OutgoingMessage, PairingExpired, QRCode, ReachOutTimelock, SendError, TemporaryBan)
 from sender.transport.sim import SimConfig, SimNetwork, SimTransport
 
 
@@ -110,6 +110,7 @@ def test_a_burst_to_new_contacts_earns_a_reach_out_timelock(make_sim):
     with pytest.raises(SendError, match=r"reach-out timelock \(error 463\)") as refused:
         send(sim, 30, "60119999999")
     assert not isinstance(refused.value, NotSent)        # refused by WhatsApp: failed, never retried
+    assert next_of(events, ReachOutTimelock).ends_at is None   # reported as through neonize: the 463 alone
     assert send(sim, 31, "60100000000") and send(sim, 32, f"6011{1:08d}")   # warm contacts still get theirs
     time.sleep(0.1)
     assert send(sim, 33, "60119999999")                  # the lock ended

@@ -15,7 +15,9 @@ CHANGED = {"stuck_timeout_seconds": 420, "lease_seconds": 17, "sender_alive_seco
            "preferred_device_hourly_sends": 9, "load_weight_sends_hour": 0.25, "load_weight_in_flight": 0.75,
            "default_min_delay_seconds": 7, "default_max_delay_seconds": 13, "default_hourly_limit": 55,
            "default_daily_limit": 555, "message_retention_days": 90,
-           "default_window_tolerance_minutes": 25}
+           "default_window_tolerance_minutes": 25, "warmup_start_per_day": 5, "warmup_days": 3,
+           "timelock_default_hours": 5, "self_pause_window_sends": 4, "self_pause_failure_share": 0.25,
+           "cold_share_max": 0.2, "failover_offline_minutes": 3}
 
 
 def change_settings(conn):
@@ -67,6 +69,13 @@ def test_sql_and_python_follow_a_changed_setting(db):
     load = db.execute("SELECT messages_hour, processing_now, load_score FROM device_load(ARRAY[%s::bigint])",
                       [user]).fetchone()
     assert load["load_score"] == load["messages_hour"] * 0.25 + load["processing_now"] * 0.75
+
+    db.execute("SELECT device_paired(%s, '60199999999.0:1@s.whatsapp.net', '60199999999')", [device])
+    db.execute("SELECT device_timelocked(%s, NULL)", [device])
+    h = db.execute("SELECT daily_cap, warmup_days, timelocked_until - now() AS lock FROM device_health "
+                   "WHERE device_id = %s", [device]).fetchone()
+    assert (h["daily_cap"], h["warmup_days"], h["lock"]) == (5, 3, timedelta(hours=5))
+    assert db.execute("SELECT cold_cap FROM _device_send_limits(100, NULL, NULL, 'UTC')").fetchone()["cold_cap"] == 20
 
 
 def test_the_web_forms_and_api_default_to_the_settings(client, committed_db_url):

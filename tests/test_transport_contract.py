@@ -122,6 +122,8 @@ class NeonizeSide:
 def _device(c, uid, phone, jid):
     dev = c.execute("SELECT create_device(%s, %s, 0, 0, 10000, 100000) AS id", [uid, f"phone {phone}"]).fetchone()["id"]
     c.execute("SELECT device_paired(%s, %s, %s)", [dev, jid, phone])
+    # A stored session: the number paired long ago, past its warm-up (tests/test_deliverability.py).
+    c.execute("UPDATE user_devices SET warmup_started_at = NULL WHERE id = %s", [dev])
     return dev
 
 
@@ -365,3 +367,11 @@ def test_receipts_and_a_reach_out_timelock(side, c, committed_db_url):
         wait_until(lambda: statuses(c, warm + cold) == {"sent": 1, "failed": 1}, what="both outcomes")
         error = c.execute("SELECT status, error_message FROM broadcast_messages WHERE id = %s", cold).fetchone()
         assert error["status"] == "failed" and "reach-out timelock (error 463)" in error["error_message"]
+        # The 463 timelocked the device: its cold contacts wait in the queue, warm ones still go.
+        wait_until(lambda: device(c, dev)["timelocked_until"], what="the device timelocked")
+        held = queue(c, uid, dev, ["to a third new contact"], to="60199900004")
+        warm_again = queue(c, uid, dev, ["to the warm contact again"], to="60199900002")
+        wait_until(lambda: statuses(c, warm_again) == {"sent": 1}, what="the warm message sent")
+        time.sleep(1.0)   # several claim rounds: the cold one stays
+        assert statuses(c, held) == {"pending": 1}
+        assert "to a third new contact" not in side.received_texts()

@@ -8,7 +8,7 @@ from web.body import json_body
 from web.db import all_rows, one
 from web.leads import my_devices
 from web.media import fetch_deadline, media_id_for, source_url
-from web.schema import (INTEGER, Body, Int, IntList, Text, accepts, describes, obj, optional_int,
+from web.schema import (INTEGER, Body, Bool, Int, IntList, Text, accepts, describes, obj, optional_int,
                         returns, row, rows, setting_default, text, with_fields)
 
 bp = Blueprint("campaigns", __name__)
@@ -48,7 +48,9 @@ CAMPAIGN = Body(title=Text(default=""), niche=Text(default=""),
                 campaign_date=Text(fmt="date", description="in your zone"), time_schedule=Text(fmt="time"),
                 min_delay_seconds=setting_default("min_delay_seconds"),
                 max_delay_seconds=setting_default("max_delay_seconds"),
-                media_id=Int(description="an image from POST /api/media"))
+                media_id=Int(description="an image from POST /api/media"),
+                failover=Bool(description="when a message's device is banned, logged out or offline too long, "
+                                          "send it from another of your devices with room (default false)"))
 NEW_CAMPAIGN = CAMPAIGN.extended(kind=Text(default="broadcast", enum=["broadcast", "ai"]))
 
 
@@ -58,7 +60,8 @@ def campaign_fields(body):
     return [body["title"], body["niche"], body["target_status"] or "all", body["message"], source_url(image_url),
             body["device_ids"], body["ai_limit_per_device"], body["campaign_date"] or None,
             body["time_schedule"] or None, body["min_delay_seconds"], body["max_delay_seconds"],
-            media_id_for(image_url, fetch_deadline(), "image_url") if image_url else body["media_id"]]
+            media_id_for(image_url, fetch_deadline(), "image_url") if image_url else body["media_id"],
+            bool(body["failover"])]
 
 
 # Pages ---------------------------------------------------------------------------------------
@@ -94,7 +97,9 @@ def api_list():
 @returns(REPORT, status=201, description="Created")
 def api_create(body):
     """Creates a campaign: kind broadcast or ai, audience (niche, target_status), optional device_ids, message, an image (image_url: a public http(s) URL fetched once, now; or media_id from POST /api/media), date and time in your zone, min/max delay."""
-    campaign_id = one("SELECT create_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s, %s) AS id",
+    # Typed placeholders: a number past an integer column's range is a 400 (22003), never "no such function".
+    campaign_id = one("SELECT create_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s::integer, %s::date, %s::time, "
+                      "%s::integer, %s::integer, %s, %s) AS id",
                       [g.user["id"], body["kind"] or "broadcast", *campaign_fields(body)])["id"]
     return jsonify(report(campaign_id)), 201
 
@@ -115,7 +120,8 @@ def api_update(campaign_id):
     """Edits a campaign that has not started yet."""
     campaign_or_404(campaign_id)
     body = CAMPAIGN.parse(json_body())
-    one("SELECT update_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::date, %s::time, %s, %s, %s)",
+    one("SELECT update_campaign(%s, %s, %s, %s, %s, %s, %s, %s, %s::integer, %s::date, %s::time, %s::integer, "
+        "%s::integer, %s, %s)",
         [g.user["id"], campaign_id, *campaign_fields(body)])
     return jsonify(report(campaign_id))
 

@@ -22,7 +22,8 @@ bp = Blueprint("devices", __name__)
 
 COMMANDS = {"pair": "pair", "pair-phone": "pair_phone", "simulate-scan": "simulate_scan",
             "logout": "logout", "reconnect": "reconnect"}
-SORTS = {"name": "Name", "phone": "Number", "status": "Status", "last_seen": "Last seen", "created": "Added"}
+SORTS = {"name": "Name", "phone": "Number", "status": "Status", "last_seen": "Last seen", "created": "Added",
+         "health": "Health score"}
 STATUSES = ("online", "connecting", "offline", "banned", "logged_out", "paused")
 PER_PAGE, MAX_PER_PAGE, PICKER_PAGE = 50, 500, 100
 

@@ -52,8 +52,9 @@ EVENTS = {
     "device_paired": (),               # a device was linked to a phone number
     "device_pairing": (),              # a QR code or pairing code to show
     "device_status": (STATE,),         # online, offline, connecting, logged_out, banned
+    "device_timelock": (STATE,),       # a reach-out timelock started, moved or ended (until)
     "devices_added": (),
-    "devices_paused": (),
+    "devices_paused": (),              # paused or resumed by the owner, or self-paused (reason)
     "devices_updated": (),             # delays, caps or a name changed
     "lead_import": (),                 # a CSV import moved on (progress, done, failed)
     "message": (),                     # a chat message was received or sent from the phone

@@ -48,6 +48,8 @@ def overview_data():
                     "sent": h["sent"], "failed": h["failed"]} for h in hourly],
         "devices_by_status": {r["status"]: r["devices"] for r in all_rows(
             "SELECT * FROM dashboard_devices_by_health(%s)", [uid])},
+        "devices_by_score": {r["band"]: r["devices"] for r in all_rows(
+            "SELECT * FROM device_health_distribution(%s)", [uid])},
     }
 
 
@@ -61,10 +63,11 @@ def dashboard():
 @login_required
 @returns(obj(today=obj(sent=INTEGER, failed=INTEGER, pending=INTEGER, in_flight=INTEGER), day_start=DATE_TIME,
              hourly=array(obj(hour=STRING, hour_start=DATE_TIME, sent=INTEGER, failed=INTEGER)),
-             devices_by_status={"type": "object", "additionalProperties": INTEGER}))
+             devices_by_status={"type": "object", "additionalProperties": INTEGER},
+             devices_by_score={"type": "object", "additionalProperties": INTEGER}))
 def api_overview():
     """Today's sent, failed and pending messages (owner's day), messages per hour over the last
-    24 hours, and the owner's devices counted by status."""
+    24 hours, and the owner's devices counted by status and by health score band (0-24 ... 75-100)."""
     return jsonify(overview_data())
 
 

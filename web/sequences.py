@@ -36,6 +36,8 @@ SEQUENCE = Body(name=Text(required=True), trigger=Text(required=True, descriptio
                 niche=Text(description="leads of that niche only; empty: any"), schedule_time=Text(fmt="time"),
                 schedule_tolerance_minutes=Int(description="default: the setting default_window_tolerance_minutes"), stop_on_reply=Bool(),
                 allow_reentry=Bool(description="a lead may start the sequence again after finishing it"),
+                failover=Bool(description="when a step's device is banned, logged out or offline too long, send "
+                                          "it from another of your devices with room (default false)"),
                 min_delay_seconds=Int(description="default: the setting default_min_delay_seconds"),
                 max_delay_seconds=Int(description="default: the setting default_max_delay_seconds"),
                 device_ids=IntList(description="empty: every device"), steps=Objects(STEP))

@@ -125,7 +125,7 @@ CREATE OR REPLACE FUNCTION create_campaign(p_user_id bigint, p_kind text, p_titl
                                            p_target_status text, p_message text, p_image_url text,
                                            p_device_ids bigint[], p_ai_limit_per_device integer,
                                            p_date date, p_time time, p_min_delay integer, p_max_delay integer,
-                                           p_media_id bigint DEFAULT NULL)
+                                           p_media_id bigint DEFAULT NULL, p_failover boolean DEFAULT false)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE v_id bigint;
 BEGIN
@@ -134,24 +134,26 @@ BEGIN
   PERFORM require_quota(p_user_id, 'campaigns', 1);
   INSERT INTO campaigns (user_id, kind, title, niche, target_status, message, image_url, media_id, device_ids,
                          ai_limit_per_device, campaign_date, time_schedule, scheduled_at,
-                         min_delay_seconds, max_delay_seconds)
+                         min_delay_seconds, max_delay_seconds, failover)
   VALUES (p_user_id, p_kind, btrim(coalesce(p_title, '')), btrim(coalesce(p_niche, '')),
           coalesce(nullif(p_target_status, ''), 'all'), p_message, nullif(btrim(coalesce(p_image_url, '')), ''),
           _require_own_media(p_user_id, p_media_id),
           nullif(p_device_ids, '{}'), CASE WHEN p_kind = 'ai' THEN p_ai_limit_per_device END,
-          p_date, p_time, _owner_local_instant(p_user_id, p_date, p_time), p_min_delay, p_max_delay)
+          p_date, p_time, _owner_local_instant(p_user_id, p_date, p_time), p_min_delay, p_max_delay,
+          coalesce(p_failover, false))
   RETURNING id INTO v_id;
   RETURN v_id;
 END $$;
-COMMENT ON FUNCTION create_campaign(bigint, text, text, text, text, text, text, bigint[], integer, date, time, integer, integer, bigint) IS
+COMMENT ON FUNCTION create_campaign(bigint, text, text, text, text, text, text, bigint[], integer, date, time, integer, integer, bigint, boolean) IS
   'Creates a pending campaign (kind broadcast or ai); date and time are wall clock in the owner''s zone and '
-  'scheduled_at is the instant they denote; p_media_id is its stored image (image_url where it came from). Returns its id.';
+  'scheduled_at is the instant they denote; p_media_id is its stored image (image_url where it came from); '
+  'p_failover lets its messages move to another device when theirs is lost (_failover_messages). Returns its id.';
 
 CREATE OR REPLACE FUNCTION update_campaign(p_user_id bigint, p_campaign_id bigint, p_title text, p_niche text,
                                            p_target_status text, p_message text, p_image_url text,
                                            p_device_ids bigint[], p_ai_limit_per_device integer,
                                            p_date date, p_time time, p_min_delay integer, p_max_delay integer,
-                                           p_media_id bigint DEFAULT NULL)
+                                           p_media_id bigint DEFAULT NULL, p_failover boolean DEFAULT false)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE c campaigns;
 BEGIN
@@ -169,11 +171,11 @@ BEGIN
          device_ids = nullif(p_device_ids, '{}'),
          ai_limit_per_device = CASE WHEN c.kind = 'ai' THEN p_ai_limit_per_device END,
          campaign_date = p_date, time_schedule = p_time, scheduled_at = _owner_local_instant(p_user_id, p_date, p_time),
-         min_delay_seconds = p_min_delay, max_delay_seconds = p_max_delay
+         min_delay_seconds = p_min_delay, max_delay_seconds = p_max_delay, failover = coalesce(p_failover, false)
    WHERE id = c.id;
   RETURN c.id;
 END $$;
-COMMENT ON FUNCTION update_campaign(bigint, bigint, text, text, text, text, text, bigint[], integer, date, time, integer, integer, bigint) IS
+COMMENT ON FUNCTION update_campaign(bigint, bigint, text, text, text, text, text, bigint[], integer, date, time, integer, integer, bigint, boolean) IS
   'Edits one of the owner''s campaigns while it is pending (not yet due); NULL when the owner has no such campaign.';
 
 -- Owner actions ----------------------------------------------------------------------------------
@@ -276,15 +278,16 @@ COMMENT ON FUNCTION _ai_campaign_devices(campaigns) IS
   'The devices an AI campaign may use now (online, not paused, in its device set), their load score '
   '(device_load) and how many more leads each may take under the per-device limit.';
 
--- Spreads leads over the AI campaign's devices: slot k of every device before slot k+1 of any,
--- devices by score, so the least loaded get the first leads and none gets more than its room.
+-- Spreads leads over the AI campaign's devices. Warm first: a lead one of them talked with goes
+-- from that one (device_warm_contacts), within its room. The others: slot k of every device before
+-- slot k+1 of any, devices by score, so the least loaded get the first leads and none gets more
+-- than its room.
 -- Candidates: pool leads the campaign has not touched (only while first expanding), then leads
 -- whose message was stranded on a dropped device (moved: a new row with retry_of, history kept).
 CREATE OR REPLACE FUNCTION _spread_ai_campaign(c campaigns) RETURNS integer
 LANGUAGE sql AS $$
-  WITH slots AS MATERIALIZED (
-    SELECT d.device_id, row_number() OVER (ORDER BY s.n, d.score, d.device_id) AS slot
-      FROM _ai_campaign_devices(c) d, generate_series(1, d.room) AS s(n)
+  WITH devices AS MATERIALIZED (
+    SELECT d.device_id, d.score, d.room FROM _ai_campaign_devices(c) d WHERE d.room > 0
   ), stranded AS (
     SELECT m.id AS retry_of, m.lead_id, m.recipient_name AS name, m.recipient_phone AS phone, 0 AS pass, m.id AS ord
       FROM broadcast_messages m LEFT JOIN user_devices d ON d.id = m.device_id
@@ -297,24 +300,42 @@ LANGUAGE sql AS $$
      WHERE c.expanded_at IS NULL AND l.user_id = c.user_id AND l.device_id IS NULL
        AND lead_in_audience(l.niche_tokens, l.target_status, lead_tokens(c.niche), c.target_status)
        AND NOT EXISTS (SELECT 1 FROM broadcast_messages m WHERE m.campaign_id = c.id AND m.recipient_phone = l.phone)
-  ), candidates AS (
-    SELECT x.*, row_number() OVER (ORDER BY x.pass, x.ord) AS slot
+  ), pool AS MATERIALIZED (
+    SELECT x.*, row_number() OVER (ORDER BY x.pass, x.ord) AS turn
       FROM (SELECT retry_of, lead_id, name, phone, pass, ord FROM stranded
             UNION ALL SELECT retry_of, lead_id, name, phone, pass, ord FROM fresh) x
      WHERE NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = x.phone)
+  ), warm AS MATERIALIZED (   -- each warm lead's device (the least loaded that talked with it), within that device's room
+    SELECT w.turn, w.device_id FROM (
+      SELECT p.turn, p.device_id, p.room, row_number() OVER (PARTITION BY p.device_id ORDER BY p.turn) AS k
+        FROM (SELECT DISTINCT ON (p.turn) p.turn, d.device_id, d.room
+                FROM pool p JOIN device_warm_contacts wc ON wc.phone = p.phone
+                JOIN devices d ON d.device_id = wc.device_id
+               ORDER BY p.turn, d.score, d.device_id) p) w
+     WHERE w.k <= w.room
+  ), slots AS MATERIALIZED (
+    SELECT d.device_id, row_number() OVER (ORDER BY s.n, d.score, d.device_id) AS slot
+      FROM devices d,
+           generate_series(1, d.room - (SELECT count(*)::int FROM warm WHERE warm.device_id = d.device_id)) AS s(n)
+  ), candidates AS (
+    SELECT p.*, w.device_id AS warm_device_id,
+           CASE WHEN w.device_id IS NULL THEN row_number() OVER (PARTITION BY w.device_id IS NULL ORDER BY p.turn) END AS slot
+      FROM pool p LEFT JOIN warm w ON w.turn = p.turn
   )
   SELECT count(*)::int FROM _enqueue_messages(array(
-    SELECT ROW(c.user_id, s.device_id, k.lead_id, k.phone, k.name,
+    SELECT ROW(c.user_id, coalesce(k.warm_device_id, s.device_id), k.lead_id, k.phone, k.name,
                CASE WHEN media_path(c.media_id, c.image_url) IS NULL THEN 'text' ELSE 'image' END,
                coalesce(_fill_fields(_message_template(c.message), k.name, k.phone), render_message(c.message, k.name, k.phone)),
                media_path(c.media_id, c.image_url),
                c.min_delay_seconds, c.max_delay_seconds, greatest(c.scheduled_at, now()), c.paused_at IS NOT NULL,
                c.id, NULL, NULL, NULL, k.retry_of)::message_draft
-      FROM candidates k JOIN slots s USING (slot)))
+      FROM candidates k LEFT JOIN slots s USING (slot)
+     WHERE k.warm_device_id IS NOT NULL OR s.device_id IS NOT NULL))
 $$;
 COMMENT ON FUNCTION _spread_ai_campaign(campaigns) IS
-  'Queues AI-campaign leads on its online devices by load-balance score, at most ai_limit_per_device live '
-  'messages per device: untouched pool leads (first spread only) and leads stranded on dropped devices.';
+  'Queues AI-campaign leads on its online devices, at most ai_limit_per_device live messages per device: a lead '
+  'one of them talked with from that one (warm first), the others by load-balance score; untouched pool leads '
+  '(first spread only) and leads stranded on dropped devices.';
 
 CREATE OR REPLACE FUNCTION expand_campaign_chunk(p_campaign_id bigint, p_chunk integer DEFAULT 50000) RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -499,11 +520,11 @@ RETURNS TABLE (id bigint, kind text, title text, niche text, target_status text,
                media_id bigint, device_ids bigint[], ai_limit_per_device integer, campaign_date text, time_schedule text,
                scheduled_at timestamptz, min_delay_seconds integer, max_delay_seconds integer, status text,
                status_reason text, paused_at timestamptz, created_at timestamptz, triggered_at timestamptz,
-               expanded_at timestamptz, finished_at timestamptz)
+               expanded_at timestamptz, finished_at timestamptz, failover boolean)
 LANGUAGE sql STABLE AS $$
   SELECT id, kind, title, niche, target_status, message, image_url, media_id, device_ids, ai_limit_per_device,
          to_char(campaign_date, 'YYYY-MM-DD'), to_char(time_schedule, 'HH24:MI'), scheduled_at, min_delay_seconds, max_delay_seconds, status, status_reason, paused_at,
-         created_at, triggered_at, expanded_at, finished_at
+         created_at, triggered_at, expanded_at, finished_at, failover
     FROM campaigns WHERE id = p_campaign_id AND user_id = p_user_id
 $$;
 COMMENT ON FUNCTION get_campaign(bigint, bigint) IS

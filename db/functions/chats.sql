@@ -168,6 +168,9 @@ BEGIN
       'wa_message_id', p_wa_message_id, 'message_type', v_type, 'content', v_content, 'sent_at', p_sent_at));
   END IF;
   IF NOT p_from_me AND v_phone IS NOT NULL THEN
+    -- a contact who wrote is warm: a reach-out timelock does not hold messages to it
+    INSERT INTO device_warm_contacts AS w (device_id, phone, wrote_at) VALUES (p_device_id, v_phone, p_sent_at)
+    ON CONFLICT (device_id, phone) DO UPDATE SET wrote_at = coalesce(w.wrote_at, excluded.wrote_at);
     PERFORM _mark_lead_replied(v_user, v_phone, p_sent_at);
     IF _is_opt_out_text(v_content) THEN
       PERFORM opt_out_phone(v_user, v_phone, 'replied ' || upper(btrim(v_content)));
@@ -183,7 +186,7 @@ END $$;
 COMMENT ON FUNCTION record_inbound_message(bigint, text, text, text, text, text, timestamptz, boolean, text, text, bytea) IS
   'Stores a message the device received (or one its phone sent, p_from_me) in its chat, once per device and '
   'WhatsApp message id (a repeat returns NULL and changes nothing); an image keeps p_thumbnail (JPEG, up to 64 KB) '
-  'and its caption. A reply marks the owner''s leads replied and stops their sequences; STOP / UNSUBSCRIBE / '
+  'and its caption. A received message makes its sender a warm contact of the device (device_warm_contacts); a reply marks the owner''s leads replied and stops their sequences; STOP / UNSUBSCRIBE / '
   'BERHENTI opts the number out. Pushes a live "message" event and, when received, a message.received webhook event.';
 
 -- The replaced system's chat tables are read-only views (db/views/60_chats.sql) ------------

@@ -8,6 +8,40 @@
 -- the day starts at the owner's local midnight. Plain SQL functions, so the planner inlines them
 -- and a filter on the caller's side (a device, an owner) reaches the tables.
 
+-- What a device may send today, defined once: the claim (claim_messages), device_load, failover and
+-- the devices page read it. A newly paired number warms up: its daily cap ramps linearly from the
+-- warmup_start_per_day setting to its own cap over warmup_days calendar days of its owner's zone
+-- (day 1 = the pairing day). Contacts the device never talked with (cold) take at most the
+-- cold_share_max setting of that cap a day, and none while a reach-out timelock (error 463) lasts.
+-- Plain SQL over its arguments, so the planner inlines it into the claim.
+CREATE OR REPLACE FUNCTION _device_send_limits(p_daily_limit integer, p_warmup_started_at timestamptz,
+                                               p_timelocked_until timestamptz, p_timezone text,
+                                               p_cold_day date DEFAULT NULL, p_cold_count integer DEFAULT 0)
+RETURNS TABLE (daily_cap integer, warmup_day integer, warmup_days integer, timelocked boolean, cold_cap integer,
+               cold_ok boolean)
+LANGUAGE sql STABLE AS $$
+  SELECT c.daily_cap, c.warmup_day, c.days, c.timelocked, c.cold_cap,
+         NOT c.timelocked AND CASE WHEN p_cold_day = c.today THEN p_cold_count ELSE 0 END < c.cold_cap
+    FROM (SELECT w.days, w.today, w.cap AS daily_cap, CASE WHEN w.day <= w.days THEN w.day END AS warmup_day,
+                 coalesce(p_timelocked_until > now(), false) AS timelocked,
+                 ceil(w.cap * (SELECT setting('cold_share_max')))::int AS cold_cap
+            FROM (SELECT v.*, CASE WHEN v.day <= v.days
+                                   THEN least(p_daily_limit, v.start + (p_daily_limit - v.start) * (v.day - 1) / v.days)
+                                   ELSE p_daily_limit END AS cap
+                    FROM (SELECT (SELECT setting('warmup_start_per_day'))::int AS start,
+                                 (SELECT setting('warmup_days'))::int AS days,
+                                 (now() AT TIME ZONE p_timezone)::date AS today,
+                                 (now() AT TIME ZONE p_timezone)::date
+                                   - (p_warmup_started_at AT TIME ZONE p_timezone)::date + 1 AS day) v) w) c
+$$;
+COMMENT ON FUNCTION _device_send_limits(integer, timestamptz, timestamptz, text, date, integer) IS
+  'A device''s limits today from its daily_limit, warmup_started_at, timelocked_until, its owner''s time zone and '
+  'its cold sends (device_pacing cold_day, cold_count): daily_cap (during warm-up warmup_start_per_day + '
+  '(daily_limit - warmup_start_per_day) x (day - 1) / warmup_days, never above daily_limit), warmup_day (1.., '
+  'NULL when not warming up), warmup_days (the setting), timelocked (a reach-out timelock lasts), cold_cap '
+  '(cold_share_max x daily_cap, rounded up) and cold_ok (may send to contacts it never talked with: not '
+  'timelocked and under cold_cap today).';
+
 CREATE OR REPLACE FUNCTION device_load(p_user_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (device_id bigint, user_id bigint, device_name text, device_status text, hourly_limit integer,
                daily_limit integer, messages_hour integer, messages_today integer, processing_now integer,
@@ -16,13 +50,14 @@ LANGUAGE sql STABLE AS $$
   SELECT d.id, d.user_id, d.device_name, d.status, d.hourly_limit, d.daily_limit,
          counts.messages_hour, counts.messages_today, busy.processing_now,
          d.status = 'online' AND d.paused_at IS NULL
-           AND counts.messages_hour < d.hourly_limit AND counts.messages_today < d.daily_limit,
+           AND counts.messages_hour < d.hourly_limit AND counts.messages_today < lim.daily_cap,
          counts.messages_hour * (SELECT setting('load_weight_sends_hour'))
            + busy.processing_now * (SELECT setting('load_weight_in_flight')),
          (SELECT p.last_sent_at FROM device_pacing p WHERE p.device_id = d.id),
          greatest(d.status_changed_at, counts.last_minute)
     FROM user_devices d
     JOIN users u ON u.id = d.user_id
+    CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone) lim
     CROSS JOIN LATERAL (
       SELECT date_trunc('minute', now() - interval '1 hour') AS hour_from,
              date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone AS day_from
@@ -42,7 +77,8 @@ $$;
 COMMENT ON FUNCTION device_load(bigint[]) IS
   'Per device of the given owners (NULL: all): sends in the trailing hour (minute buckets, as the hourly cap '
   'counts them) and in the owner''s calendar day against its caps, messages being sent now (claimed, not '
-  'completed), whether it can take more now (online, not paused, under both caps), its load score '
+  'completed), whether it can take more now (online, not paused, under the hourly cap and the day''s cap '
+  'of _device_send_limits), its load score '
   '(settings load_weight_sends_hour x messages_hour + load_weight_in_flight x processing_now; lower is less '
   'loaded), its last completed send and when any of it last changed.';
 
@@ -59,7 +95,9 @@ CREATE OR REPLACE FUNCTION _device_health()
 RETURNS TABLE (device_id bigint, user_id bigint, device_name text, phone text, jid text, status text,
                status_reason text, status_changed_at timestamptz, banned_until timestamptz, last_seen timestamptz,
                running boolean, silent boolean, disconnects_24h integer, reconnects_24h integer, bans_total integer,
-               send_failures_24h integer, open_command text, created_at timestamptz)
+               send_failures_24h integer, open_command text, created_at timestamptz, daily_cap integer,
+               warmup_day integer, warmup_days integer, timelocked_until timestamptz, pause_reason text,
+               health_score integer)
 LANGUAGE sql STABLE AS $$
   SELECT d.id, d.user_id, d.device_name, d.phone, d.jid, d.status, d.status_reason,
          d.status_changed_at, d.banned_until, d.last_seen, run.running,
@@ -69,23 +107,42 @@ LANGUAGE sql STABLE AS $$
            WHERE m.device_id = d.id AND m.status = 'failed' AND m.failed_at > now() - interval '24 hours'),
          (SELECT c.command FROM device_commands c
            WHERE c.device_id = d.id AND c.status IN ('pending', 'taken') ORDER BY c.id DESC LIMIT 1),
-         d.created_at
+         d.created_at, lim.daily_cap, lim.warmup_day, lim.warmup_days,
+         CASE WHEN lim.timelocked THEN d.timelocked_until END, d.pause_reason,
+         _health_score(bit_count(p.recent_outcomes)::numeric / nullif(length(p.recent_outcomes), 0),
+                       ev.disconnects_24h, ev.bans_total, lim.timelocked, ev.timelocks_30d, rep.sends_48h,
+                       rep.repliers_48h, lim.warmup_day, lim.warmup_days)
     FROM user_devices d
+    JOIN users u ON u.id = d.user_id
+    LEFT JOIN device_pacing p ON p.device_id = d.id
+    CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone,
+                                           p.cold_day, p.cold_count) lim
     CROSS JOIN LATERAL (SELECT _device_is_running(d.id) AS running) run
+    -- reply rate: contacts who first wrote in 48 h against sends in 48 h (both bounded by the device)
+    CROSS JOIN LATERAL (
+      SELECT (SELECT coalesce(sum(s.sends), 0)::int FROM device_send_minutes s
+               WHERE s.device_id = d.id AND s.minute > now() - interval '48 hours') AS sends_48h,
+             (SELECT count(*)::int FROM device_warm_contacts w
+               WHERE w.device_id = d.id AND w.wrote_at > now() - interval '48 hours') AS repliers_48h
+    ) rep
     -- Bounded reads: the last 24 hours of events (device_events_device), bans through their own
     -- partial index, so a device with years of history costs the same.
     CROSS JOIN LATERAL (
       SELECT count(*) FILTER (WHERE e.event = 'offline')::int AS disconnects_24h,
              -- an "online" after the first of the day is a reconnect
              greatest(count(*) FILTER (WHERE e.event = 'online') - 1, 0)::int AS reconnects_24h,
-             (SELECT count(*)::int FROM device_events b WHERE b.device_id = d.id AND b.event = 'banned') AS bans_total
+             (SELECT count(*)::int FROM device_events b WHERE b.device_id = d.id AND b.event = 'banned') AS bans_total,
+             (SELECT count(*)::int FROM device_events t
+               WHERE t.device_id = d.id AND t.event = 'timelocked' AND t.at > now() - interval '30 days') AS timelocks_30d
         FROM device_events e WHERE e.device_id = d.id AND e.at > now() - interval '24 hours'
     ) ev
 $$;
 COMMENT ON FUNCTION _device_health() IS
   'Per device: status and reason, last_seen, running (a live sender holds its lease), silent (online or '
   'connecting with no sender), disconnects and reconnects in 24 h, bans ever, failed sends in 24 h, and the '
-  'command waiting for its sender. Inlined by its callers, so their filters reach the tables.';
+  'command waiting for its sender, today''s daily cap with the warm-up day (_device_send_limits), the end of a '
+  'reach-out timelock in force, why it is paused, and its health score (_health_score). Inlined by its callers, '
+  'so their filters reach the tables.';
 
 -- Sender processes and their heartbeats, for sender_heartbeat_monitor and monitor_senders.
 CREATE OR REPLACE FUNCTION _sender_heartbeats()

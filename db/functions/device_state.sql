@@ -56,7 +56,11 @@ BEGIN
   END IF;
   -- The same number paired earlier on another device of ours: that session is gone.
   UPDATE user_devices SET jid = NULL WHERE jid = p_jid AND id <> p_device_id;
-  UPDATE user_devices SET jid = p_jid, phone = p_phone WHERE id = p_device_id RETURNING user_id INTO v_user_id;
+  -- A number new to this device starts its warm-up (_device_send_limits); a re-pair of the same one does not.
+  UPDATE user_devices
+     SET jid = p_jid, phone = p_phone,
+         warmup_started_at = CASE WHEN phone IS DISTINCT FROM p_phone THEN now() ELSE warmup_started_at END
+   WHERE id = p_device_id RETURNING user_id INTO v_user_id;
   IF v_user_id IS NULL THEN
     RETURN false;
   END IF;
@@ -65,7 +69,8 @@ BEGIN
   RETURN true;
 END $$;
 COMMENT ON FUNCTION device_paired(bigint, text, text) IS
-  'Stores the session identity (jid) and phone number a device paired with. False when the device is gone.';
+  'Stores the session identity (jid) and phone number a device paired with; a number new to the device starts '
+  'its warm-up (warmup_started_at). False when the device is gone.';
 
 CREATE OR REPLACE FUNCTION publish_pairing_code(p_device_id bigint, p_kind text, p_code text)
 RETURNS void LANGUAGE sql AS $$

@@ -188,12 +188,16 @@ BEGIN
     RAISE EXCEPTION 'say whether to pause or resume' USING ERRCODE = '22023';
   END IF;
   WITH changed AS (
-    UPDATE user_devices d SET paused_at = CASE WHEN p_paused THEN now() END
+    UPDATE user_devices d SET paused_at = CASE WHEN p_paused THEN now() END,
+                              pause_reason = CASE WHEN p_paused THEN 'paused by the owner' END
      WHERE d.id = ANY (p_device_ids) AND d.user_id = p_user_id AND (d.paused_at IS NULL) = p_paused
     RETURNING d AS device)
   SELECT coalesce(array_agg((c.device).id ORDER BY (c.device).id), '{}') INTO v_changed
     FROM changed c, _emit_device_status_webhook(c.device, CASE WHEN p_paused THEN 'paused' ELSE 'resumed' END
                                                            || ' by the owner');
+  IF NOT p_paused THEN   -- a resumed device is judged on its sends from now (self-pause)
+    UPDATE device_pacing SET recent_outcomes = B'' WHERE device_id = ANY (v_changed);
+  END IF;
   INSERT INTO device_events (device_id, event, detail)
   SELECT x, CASE WHEN p_paused THEN 'paused' ELSE 'resumed' END, 'by the owner' FROM unnest(v_changed) x;
   IF NOT p_paused AND cardinality(v_changed) > 0 THEN
@@ -206,7 +210,8 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION set_devices_paused(bigint, bigint[], boolean) IS
   'Pauses (p_paused true) or resumes one or several of the owner''s devices. A paused device keeps its WhatsApp '
-  'connection and its queue; claim_messages takes nothing for it until it is resumed. Logged in device_events, '
+  'connection and its queue; claim_messages takes nothing for it until it is resumed (which also forgets the '
+  'outcomes self-pause counts). Logged in device_events, '
   'pushed live as devices_paused {paused, count, device_ids (first 200), truncated}, a device.status webhook event '
   'each. Returns how many changed.';
 
@@ -222,8 +227,9 @@ BEGIN
   IF p_status IS NOT NULL AND p_status NOT IN ('online', 'offline', 'connecting', 'logged_out', 'banned', 'paused') THEN
     RAISE EXCEPTION 'unknown device status "%"', p_status USING ERRCODE = '22023';
   END IF;
-  IF p_sort IS NULL OR p_sort NOT IN ('name', 'phone', 'status', 'last_seen', 'created') THEN
-    RAISE EXCEPTION 'devices sort by name, phone, status, last_seen or created, not "%"', p_sort USING ERRCODE = '22023';
+  IF p_sort IS NULL OR p_sort NOT IN ('name', 'phone', 'status', 'last_seen', 'created', 'health') THEN
+    RAISE EXCEPTION 'devices sort by name, phone, status, last_seen, created or health, not "%"', p_sort
+      USING ERRCODE = '22023';
   END IF;
   IF p_limit < 0 OR p_offset < 0 THEN
     RAISE EXCEPTION 'limit and offset must not be negative' USING ERRCODE = '22023';
@@ -235,7 +241,10 @@ BEGIN
            CASE p_sort WHEN 'name' THEN lower(d.device_name) WHEN 'phone' THEN d.phone END AS text_key,
            CASE p_sort WHEN 'status'
                        THEN array_position(ARRAY['online', 'connecting', 'offline', 'banned', 'logged_out'], d.status)::bigint
-                       WHEN 'created' THEN d.id END AS rank_key,   -- ids grow in the order devices were added
+                       WHEN 'created' THEN d.id   -- ids grow in the order devices were added
+                       -- a few index probes per device, so only when sorting by it
+                       WHEN 'health' THEN (SELECT h.health_score FROM _device_health() h WHERE h.device_id = d.id)
+                       END AS rank_key,
            CASE WHEN p_sort = 'last_seen' THEN d.last_seen END AS time_key
       FROM user_devices d
      WHERE d.user_id = p_user_id
@@ -261,7 +270,7 @@ END $$;
 COMMENT ON FUNCTION device_search(bigint, text, text, text, boolean, integer, integer) IS
   'The owner''s devices whose name or number contains p_query (case-insensitive), optionally only one status '
   '(online, offline, connecting, logged_out, banned) or the paused ones (p_status paused), sorted by name, phone, '
-  'status (online first), last_seen or created (p_descending reverses), rows p_offset+1 .. p_offset+p_limit '
+  'status (online first), last_seen, created or health (score, worst first; p_descending reverses), rows p_offset+1 .. p_offset+p_limit '
   '(p_limit NULL: all) with their position (pos) and the total that match.';
 
 CREATE OR REPLACE FUNCTION device_page(p_user_id bigint, p_query text DEFAULT NULL, p_status text DEFAULT NULL,
@@ -272,13 +281,15 @@ RETURNS TABLE (device_id bigint, device_name text, phone text, jid text, status 
                silent boolean, disconnects_24h integer, reconnects_24h integer, bans_total integer,
                send_failures_24h integer, open_command text, created_at timestamptz, paused boolean,
                min_delay_seconds integer, max_delay_seconds integer, hourly_limit integer, daily_limit integer,
-               total bigint)
+               daily_cap integer, warmup_day integer, warmup_days integer, timelocked_until timestamptz,
+               pause_reason text, health_score integer, total bigint)
 LANGUAGE sql STABLE AS $$
   -- The health counts cost a few index probes per device: computed for this page's rows only.
   SELECT h.device_id, h.device_name, h.phone, h.jid, h.status, h.status_reason, h.status_changed_at,
          h.banned_until, h.last_seen, h.running, h.silent, h.disconnects_24h, h.reconnects_24h, h.bans_total,
          h.send_failures_24h, h.open_command, h.created_at, s.paused, d.min_delay_seconds, d.max_delay_seconds,
-         d.hourly_limit, d.daily_limit, s.total
+         d.hourly_limit, d.daily_limit, h.daily_cap, h.warmup_day, h.warmup_days, h.timelocked_until,
+         h.pause_reason, h.health_score, s.total
     FROM device_search(p_user_id, p_query, p_status, p_sort, p_descending, least(greatest(p_limit, 1), 500),
                        greatest(p_offset, 0)) s
     JOIN user_devices d ON d.id = s.device_id
@@ -287,7 +298,8 @@ LANGUAGE sql STABLE AS $$
 $$;
 COMMENT ON FUNCTION device_page(bigint, text, text, text, boolean, integer, integer) IS
   'One page of the devices page (device_search''s filter and order, at most 500 rows): each device''s health '
-  '(_device_health), whether it is paused, its delays and caps, and the total that match.';
+  '(_device_health: warm-up, timelock, health score included), whether it is paused, its delays and caps, and '
+  'the total that match.';
 
 -- Lifecycle: delete, and commands to the sender that holds the connection ---------------------
 CREATE OR REPLACE FUNCTION _delete_device(p_user_id bigint, p_device_id bigint)

@@ -9,6 +9,7 @@
 --                       stuck recovery); queued -> pending (release); the undeliverable sweep
 --   queue_waiting.sql   pending -> skipped with a skip_reason; held / released; lead re-pointed
 --   queue_receipts.sql  sent: delivered_at, read_at
+--   queue_failover.sql  pending rows of a lost device moved to another device (failover)
 --   triggers_broadcast_messages.sql  what fires on each write (rollups, wake-up, campaign end),
 --                       and the deletes that replace the foreign keys' ON DELETE
 -- Every outcome (sent, failed, skipped, delivered, read) is pushed through _notify_queue_changes.
@@ -142,13 +143,17 @@ LOOP
     RETURN QUERY
     WITH dev AS (
       SELECT p.device_id, p.hour_count, p.day_start, p.day_count,
-             d.hourly_limit, d.daily_limit, d.min_delay_seconds AS dev_min, d.max_delay_seconds AS dev_max,
+             d.hourly_limit, lim.daily_cap AS daily_limit, lim.cold_ok,
+             d.min_delay_seconds AS dev_min, d.max_delay_seconds AS dev_max,
              date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone AS today
         FROM unnest(v_devices) AS due(device_id)
         JOIN device_leases l ON l.device_id = due.device_id
         JOIN user_devices d ON d.id = l.device_id
         JOIN users u ON u.id = d.user_id
         JOIN device_pacing p ON p.device_id = l.device_id
+        -- warm-up's daily cap, the reach-out timelock and the cold share (db/functions/device_load.sql)
+        CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone,
+                                               p.cold_day, p.cold_count) lim
        WHERE l.sender_id = p_sender_id AND l.expires_at > now()
          AND d.status = 'online' AND d.paused_at IS NULL  -- a paused device keeps its connection, sends nothing
          AND p.next_send_at <= now()
@@ -179,6 +184,8 @@ LOOP
                                            coalesce(m.max_delay_seconds, r.dev_max) AS hi) bounds
                      WHERE m.device_id = r.device_id AND m.status = 'pending' AND NOT m.held
                        AND m.scheduled_at <= now()
+                       AND (r.cold_ok OR EXISTS (SELECT 1 FROM device_warm_contacts w
+                                                  WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone))
                      ORDER BY m.scheduled_at, m.id
                      LIMIT greatest(0, least(p_per_device, r.hourly_limit - r.hour_base,
                                              r.daily_limit - r.day_base))) b
@@ -239,7 +246,8 @@ END $$;
 COMMENT ON FUNCTION claim_messages(text, integer, integer) IS
   'Claims up to p_limit due messages (status pending -> queued) for the online, unpaused devices leased by p_sender_id, '
   'at most p_per_device per device and only what pacing (random min..max delay between sends) and the '
-  'hourly (rolling 60 min) and daily (owner''s calendar day) caps allow now. Rows and pacing rows are taken '
+  'hourly (rolling 60 min) and daily (owner''s calendar day; lower during warm-up) caps allow now, and while a '
+  'reach-out timelock lasts, or once its cold share of the day is sent, only messages to warm contacts. Rows and pacing rows are taken '
   'with SKIP LOCKED, so concurrent senders never claim a row twice. Returns what to send.';
 
 CREATE OR REPLACE FUNCTION next_dispatch_at(p_sender_id text)
@@ -302,6 +310,7 @@ BEGIN
   r := _settle_claimed(p_sender_id, p_ids, 'sent', p_wa_message_ids);
   UPDATE device_pacing p SET last_sent_at = now() WHERE p.device_id = ANY (r.device_ids);
   PERFORM _record_outbound_chats(r.ids);  -- the recipients' chats show the send (chats family)
+  PERFORM _record_send_outcomes(r.ids, false);  -- self-pause and cold share counts (deliverability family)
   IF EXISTS (SELECT 1 FROM early_receipts) THEN   -- receipts that overtook this completion
     PERFORM _apply_early_receipts(r.ids);
   END IF;
@@ -315,13 +324,16 @@ COMMENT ON FUNCTION complete_messages(text, bigint[], text[]) IS
 
 CREATE OR REPLACE FUNCTION fail_messages(p_sender_id text, p_ids bigint[], p_errors text[])
 RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE r record;
 BEGIN
-  RETURN coalesce(cardinality((_settle_claimed(p_sender_id, p_ids, 'failed', p_errors)).ids), 0);
+  r := _settle_claimed(p_sender_id, p_ids, 'failed', p_errors);
+  PERFORM _record_send_outcomes(r.ids, true);   -- may self-pause the device (deliverability family)
+  RETURN coalesce(cardinality(r.ids), 0);
 END $$;
 COMMENT ON FUNCTION fail_messages(text, bigint[], text[]) IS
   'Marks messages this sender claimed as failed (queued -> failed) with their errors. Guarded like '
-  'complete_messages, pushed live the same way; a failed message is never re-sent by the queue. Returns how '
-  'many changed.';
+  'complete_messages, pushed live the same way; a failed message is never re-sent by the queue. Too many '
+  'failures in a row self-pause the device (_record_send_outcomes). Returns how many changed.';
 
 CREATE OR REPLACE FUNCTION release_messages(p_sender_id text, p_ids bigint[], p_retry_after interval DEFAULT '5 seconds')
 RETURNS integer LANGUAGE plpgsql AS $$
@@ -373,6 +385,7 @@ RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_done integer := 0;
         s record;
 BEGIN
+  PERFORM _failover_messages(p_offline_grace);   -- first, what may go from another device (queue_failover.sql)
   FOR s IN
     WITH reason AS (
       SELECT d.id AS device_id,
@@ -401,4 +414,5 @@ END $$;
 COMMENT ON FUNCTION skip_undeliverable(interval) IS
   'Skips due pending messages that cannot go out: device logged out, banned without end (or still banned '
   'p_offline_grace after its ban ended), deleted, or offline/connecting for longer than p_offline_grace. '
-  'A temporary ban or a brief disconnect only delays them. Returns how many were skipped.';
+  'A temporary ban or a brief disconnect only delays them. Messages whose campaign or sequence has failover on '
+  'first move to another device where they can (_failover_messages). Returns how many were skipped.';

@@ -71,13 +71,13 @@ BEGIN
          coalesce(nullif(d.max_delay_seconds, '')::int, setting('default_max_delay_seconds')::int),
          coalesce(d.stop_on_reply, true),
          nullif(array(SELECT x::bigint FROM jsonb_array_elements_text(coalesce(d.device_ids, '[]')) x), '{}'),
-         coalesce(d.allow_reentry, false)
+         coalesce(d.allow_reentry, false), coalesce(d.failover, false)
     INTO v_seq.user_id, v_seq.name, v_seq.niche, v_seq.trigger, v_seq.schedule_time,
          v_seq.schedule_tolerance_minutes, v_seq.min_delay_seconds, v_seq.max_delay_seconds, v_seq.stop_on_reply,
-         v_seq.device_ids, v_seq.allow_reentry
+         v_seq.device_ids, v_seq.allow_reentry, v_seq.failover
     FROM jsonb_to_record(p_def) AS d(name text, niche text, trigger text, schedule_time text,
                                      schedule_tolerance_minutes text, min_delay_seconds text, max_delay_seconds text,
-                                     stop_on_reply boolean, allow_reentry boolean, device_ids jsonb);
+                                     stop_on_reply boolean, allow_reentry boolean, device_ids jsonb, failover boolean);
   SELECT array_agg(ROW(NULL::bigint, v_id, s.day_number::int, nullif(lower(btrim(s.trigger)), ''),
                        nullif(lower(btrim(s.next_trigger)), ''), nullif(s.trigger_delay_hours, '')::numeric,
                        coalesce(s.is_entry_point, false), btrim(s.content), nullif(btrim(s.media_url), ''),
@@ -103,7 +103,7 @@ BEGIN
     name = v_seq.name, niche = v_seq.niche, trigger = v_seq.trigger, schedule_time = v_seq.schedule_time,
     schedule_tolerance_minutes = v_seq.schedule_tolerance_minutes, min_delay_seconds = v_seq.min_delay_seconds,
     max_delay_seconds = v_seq.max_delay_seconds, stop_on_reply = v_seq.stop_on_reply,
-    allow_reentry = v_seq.allow_reentry, device_ids = v_seq.device_ids, updated_at = now()
+    allow_reentry = v_seq.allow_reentry, device_ids = v_seq.device_ids, failover = v_seq.failover, updated_at = now()
    WHERE id = v_id;
 
   -- Steps are matched by day_number, so ids (and the history hanging on them) survive edits.
@@ -144,7 +144,7 @@ EXCEPTION
     RAISE EXCEPTION 'bad value: %', SQLERRM USING ERRCODE = '22023';
 END $$;
 COMMENT ON FUNCTION save_sequence(bigint, bigint, jsonb) IS
-  'Creates (p_sequence_id NULL) or updates one of the owner''s sequences with its steps from JSON {name, niche (leads of that niche only; empty: any), trigger, schedule_time, schedule_tolerance_minutes (default: the setting default_window_tolerance_minutes), min/max_delay_seconds, stop_on_reply, allow_reentry, device_ids (empty or absent: every device), steps:[{day_number, trigger, next_trigger, trigger_delay_hours (wait after this step before the next; default 24, last 0), is_entry_point, content, media_url, media_id, chain_sequence_id}]}; media_id is the step''s stored image (media_url where it came from). Step triggers default to <trigger>_day<N>. Returns the id, NULL when not the owner''s.';
+  'Creates (p_sequence_id NULL) or updates one of the owner''s sequences with its steps from JSON {name, niche (leads of that niche only; empty: any), trigger, schedule_time, schedule_tolerance_minutes (default: the setting default_window_tolerance_minutes), min/max_delay_seconds, stop_on_reply, allow_reentry, failover (its messages may move to another device when theirs is lost), device_ids (empty or absent: every device), steps:[{day_number, trigger, next_trigger, trigger_delay_hours (wait after this step before the next; default 24, last 0), is_entry_point, content, media_url, media_id, chain_sequence_id}]}; media_id is the step''s stored image (media_url where it came from). Step triggers default to <trigger>_day<N>. Returns the id, NULL when not the owner''s.';
 
 CREATE OR REPLACE FUNCTION set_sequence_status(p_user_id bigint, p_sequence_id bigint, p_status text)
 RETURNS boolean LANGUAGE plpgsql AS $$
@@ -195,7 +195,8 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
            ARRAY(SELECT ROW(st.id, st.day_number, st.trigger, st.next_trigger, st.trigger_delay_hours,
                             st.is_entry_point, st.content, st.media_url, st.media_id,
                             st.chain_sequence_id)::sequence_step_doc
-                   FROM sequence_steps st WHERE st.sequence_id = s.id ORDER BY st.day_number)
+                   FROM sequence_steps st WHERE st.sequence_id = s.id ORDER BY st.day_number),
+           s.failover
          )::sequence_definition_doc)
     FROM sequences s WHERE s.id = p_sequence_id AND s.user_id = p_user_id
 $$;

@@ -152,7 +152,8 @@ CREATE OR REPLACE TRIGGER opt_outs_sequences AFTER INSERT ON opt_outs
 
 -- Activation --------------------------------------------------------------------------------
 
--- Device choice, among the sequence's devices (all the owner's when it names none): the lead's own
+-- Device choice, among the sequence's devices (all the owner's when it names none) that can send now:
+-- one that talked with the contact (warm first: device_warm_contacts), else the lead's own
 -- device while online, under its caps and under the preferred_device_hourly_sends setting this hour;
 -- otherwise the available ones by device_load's load score, the chunk's contacts spread over them
 -- lowest score first. No device: the step waits.
@@ -201,9 +202,16 @@ RETURNS integer LANGUAGE sql AS $$
       FROM servable s JOIN available l ON l.user_id = s.user_id
      WHERE s.id IN (SELECT DISTINCT sequence_id FROM locked)
        AND (s.device_ids IS NULL OR l.device_id = ANY (s.device_ids))),
-  with_own AS (
-    SELECT k.*, own.device_id AS own_device_id
+  warm AS (        -- warm first: a device of the sequence that talked with the contact, least loaded
+    SELECT DISTINCT ON (k.id) k.id, l.device_id
       FROM locked k
+      JOIN device_warm_contacts w ON w.phone = k.contact_phone
+      JOIN loads l ON l.sequence_id = k.sequence_id AND l.device_id = w.device_id
+     ORDER BY k.id, l.pos),
+  with_own AS (
+    SELECT k.*, coalesce(warm.device_id, own.device_id) AS own_device_id
+      FROM locked k
+      LEFT JOIN warm ON warm.id = k.id
       LEFT JOIN loads own ON own.sequence_id = k.sequence_id AND own.device_id = k.device_id
                          AND own.messages_hour < (SELECT setting('preferred_device_hourly_sends'))),
   numbered AS (     -- the contacts without their own device, numbered per sequence for the spread
@@ -240,7 +248,7 @@ RETURNS integer LANGUAGE sql AS $$
   SELECT count(*)::int FROM advanced
 $$;
 COMMENT ON FUNCTION activate_due_steps(integer, timestamptz) IS
-  'One chunk of activation: up to p_limit due steps of active sequences whose window is open, earliest due first, queued as rendered messages on the chosen device; each contact advances to its next step. Returns steps activated.';
+  'One chunk of activation: up to p_limit due steps of active sequences whose window is open, earliest due first, queued as rendered messages on the chosen device (warm first: one that talked with the contact, else the lead''s own, else the least loaded); each contact advances to its next step. Returns steps activated.';
 
 -- Completion and chaining -------------------------------------------------------------------
 

@@ -28,6 +28,9 @@ Lifecycle of a device the sender starts with `start(session)`; events reach `on_
 - TemporaryBan(code, expires_at): stopped until the expiry, then resumed by the transport.
 - ClientOutdated: WhatsApp no longer accepts this client version; the device is stopped (every
   retry would fail the same way until the software is updated).
+- ReachOutTimelock(ends_at): WhatsApp refuses this number's messages to new contacts (the send
+  that met error 463 raises ReachOutRefused, and the event is reported before it); the device
+  stays connected and the queue holds its cold contacts until the lock ends.
 
 Callbacks may run on the transport's own threads: handlers only hand work off.
 """
@@ -94,6 +97,13 @@ class TemporaryBan(Event):
 @dataclass(frozen=True)
 class ClientOutdated(Event):
     """WhatsApp refused the connection with 405: this client version is no longer accepted."""
+
+
+@dataclass(frozen=True)
+class ReachOutTimelock(Event):
+    """WhatsApp refuses messages from this number to contacts it has not talked with until
+    ends_at (None: not said, as with error 463 alone); warm contacts still get theirs."""
+    ends_at: Optional[datetime] = None
 
 
 @dataclass(frozen=True)
@@ -195,11 +205,14 @@ class NotSent(SendError):
     the sender puts it back in the queue instead of failing it, so a brief disconnect only delays."""
 
 
-def reach_out_timelock(detail: str) -> SendError:
+class ReachOutRefused(SendError):
     """WhatsApp's error 463: this number sent to too many contacts it never talked with, and is
-    refused new contacts for a while (days, on real numbers); warm contacts still get messages."""
-    return SendError(f"reach-out timelock (error 463): WhatsApp refuses messages from this number to "
-                     f"contacts it has not talked with yet; {detail}")
+    refused new contacts for a while (days, on real numbers); warm contacts still get messages.
+    The transport reports ReachOutTimelock before raising it."""
+
+    def __init__(self, detail: str):
+        super().__init__(f"reach-out timelock (error 463): WhatsApp refuses messages from this number to "
+                         f"contacts it has not talked with yet; {detail}")
 
 
 class NotConnected(RuntimeError):

@@ -58,7 +58,7 @@ from sender.transport.base import (CONNECT_POLICY, PAIRING_WINDOW, ClientOutdate
                                    ConnectFailed, ConnectPolicy, DeviceSession, Disconnected, Event,
                                    LoggedOut, NotConnected, NotSent, OutgoingMessage, PairCode, Paired,
                                    PairingExpired, PairingWindow, QRCode, SendError, SendResult,
-                                   StreamReplaced, reach_out_timelock)
+                                   ReachOutRefused, ReachOutTimelock, StreamReplaced)
 from sender.transport.neonize_pairing import BROWSER_PROPS  # noqa: E402
 from sender.transport.neonize_stdio import divert_native_stdout  # noqa: E402
 from sender.transport.scheduler import Scheduled, Scheduler  # noqa: E402
@@ -92,7 +92,7 @@ def send_error(text: str) -> SendError:
     if any(marker in lowered for marker in _NEVER_LEFT):
         return NotSent(f"not sent, no connection: {text}")
     if "server returned error 463" in lowered:
-        return reach_out_timelock(text)
+        return ReachOutRefused(text)
     return SendError(text, permanent=any(p in lowered for p in _PERMANENT))
 
 
@@ -258,7 +258,11 @@ class NeonizeTransport:
             else:
                 resp = client.send_message(to, message.text)
         except NeonizeError as exc:
-            raise send_error(str(exc) or exc.__class__.__name__) from exc
+            error = send_error(str(exc) or exc.__class__.__name__)
+            # neonize 0.5.2 does not pass whatsmeow's timelock notification on: the 463 is the signal.
+            if isinstance(error, ReachOutRefused):
+                self.on_event(ReachOutTimelock(message.device_id))
+            raise error from exc
         return SendResult(resp.ID, mapping._when(resp.Timestamp) if resp.Timestamp else datetime.now(timezone.utc))
 
     def close(self) -> None:

@@ -42,8 +42,8 @@ from common.config import VAR, env, env_flag
 from sender.transport.base import (CONNECT_POLICY, PAIRING_WINDOW, ClientOutdated, Connected, ConnectFailed,
                                    ConnectPolicy, DeviceSession, Disconnected, Event, IncomingMessage, LoggedOut,
                                    NotConnected, NotSent, OutgoingMessage, PairCode, Paired, PairingExpired,
-                                   PairingWindow, QRCode, Receipt, SendError, SendResult, StreamReplaced,
-                                   TemporaryBan, reach_out_timelock)
+                                   PairingWindow, QRCode, ReachOutRefused, ReachOutTimelock, Receipt, SendError,
+                                   SendResult, StreamReplaced, TemporaryBan)
 from sender.transport.scheduler import Scheduler
 
 
@@ -242,15 +242,19 @@ class SimTransport:
             dev = self._devices.get(message.device_id)
             if dev is None or dev.state != "connected":
                 raise NotSent(f"device {message.device_id} is not connected")
-            if self.config.rules:
-                self._enforce_reach_out(dev, message.to_phone)
-            rng = dev.rng
-            wait = self.config.latency_ms * rng.uniform(0.5, 1.5) / 1000.0
-            fails = self.config.failure_rate > 0 and rng.random() < self.config.failure_rate
-            n = next(dev.sent)
-            delivered_after = self.config.delivered_after_s * rng.uniform(0.5, 1.5)
-            read = rng.random() < self.config.read_rate
-            replies = self.config.reply_rate > 0 and rng.random() < self.config.reply_rate
+            refused = self.config.rules and self._refuses_reach_out(dev, message.to_phone)
+            if not refused:
+                rng = dev.rng
+                wait = self.config.latency_ms * rng.uniform(0.5, 1.5) / 1000.0
+                fails = self.config.failure_rate > 0 and rng.random() < self.config.failure_rate
+                n = next(dev.sent)
+                delivered_after = self.config.delivered_after_s * rng.uniform(0.5, 1.5)
+                read = rng.random() < self.config.read_rate
+                replies = self.config.reply_rate > 0 and rng.random() < self.config.reply_rate
+        if refused:
+            # As through neonize: the 463 alone; WhatsApp's notification with the lock's end is not passed on.
+            self.on_event(ReachOutTimelock(message.device_id))
+            raise ReachOutRefused("server returned error 463")
         if wait:
             time.sleep(wait)
         if fails:
@@ -396,21 +400,22 @@ class SimTransport:
     def _scaled(self, seconds: float) -> float:
         return seconds * self.config.time_scale
 
-    def _enforce_reach_out(self, dev: _Device, to_phone: str):
+    def _refuses_reach_out(self, dev: _Device, to_phone: str) -> bool:
         """Caller holds the lock. A burst to new contacts earns a timelock for new contacts."""
         if to_phone in dev.contacts:
-            return
+            return False
         now = time.monotonic()
         if dev.timelocked_until > now:
-            raise reach_out_timelock("server returned error 463")
+            return True
         window = self._scaled(self.config.cold_window_s)
         while dev.cold_sends and dev.cold_sends[0] < now - window:
             dev.cold_sends.popleft()
         if len(dev.cold_sends) >= self.config.cold_limit:
             dev.timelocked_until = now + self._scaled(self.config.timelock_s)
             dev.cold_sends.clear()           # the lock answers this burst; the next one counts anew
-            raise reach_out_timelock("server returned error 463")
+            return True
         dev.cold_sends.append(now)
+        return False
 
     def _overloaded(self, dev: _Device) -> bool:
         """Caller holds the lock. True when this send makes the device's recent rate a ban."""

@@ -15,6 +15,7 @@
       const data = Object.fromEntries(new FormData(form));   // device_ids: the picker's "1,2,3"
       const file = data.image_file;
       delete data.image_file;
+      data.failover = form.elements.failover.checked;
       (file && file.size ? api.upload(file) : Promise.resolve(null)).then(function (image) {
         if (image) data.media_id = image.id;
         return api("POST", "/api/campaigns", data);

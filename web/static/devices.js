@@ -246,8 +246,20 @@
     if (d.truncated) { reloadSoon(); return; }
     d.device_ids.forEach((id) => {
       const tr = row(id);
-      if (tr) { tr.dataset.paused = String(d.paused); showActions(tr); }
+      if (!tr) return;
+      tr.dataset.paused = String(d.paused);
+      const why = tr.querySelector(".pause-reason");
+      why.textContent = d.paused ? (d.reason || "paused by the owner") : "";
+      why.hidden = !d.paused;
+      showActions(tr);
     });
+  });
+  // A reach-out timelock started, moved or ended: the row says until when new contacts wait.
+  live.on("device_timelock", (d) => {
+    const tr = row(d.device_id);
+    if (!tr) return;
+    tr.querySelector(".timelock").hidden = !d.until;
+    tr.querySelector(".timelock-until").textContent = d.until ? new Date(d.until).toLocaleString() : "";
   });
   live.on("device_command", (d) => { if (d.status === "failed") alert(`${d.command}: ${d.error}`); });
   live.on("device_deleted", (d) => {

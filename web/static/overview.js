@@ -12,6 +12,10 @@
       const el = document.querySelector('[data-status="' + status + '"]');
       if (el) el.textContent = n;
     });
+    Object.entries(data.devices_by_score).forEach(function ([band, n]) {
+      const el = document.querySelector('[data-score-band="' + band + '"]');
+      if (el) el.textContent = n;
+    });
     const labels = data.hourly.map(function (h) { return h.hour; });
     const sent = data.hourly.map(function (h) { return h.sent; });
     const failed = data.hourly.map(function (h) { return h.failed; });
@@ -38,7 +42,7 @@
 
   render(JSON.parse(document.getElementById("overview-data").textContent));
   // Many events can arrive in a second (a campaign sending): refetch at most every 1.5 s.
-  const refresh = live.refreshOn(["device_status", "device_paired", "message", "message_status", "campaign_progress",
+  const refresh = live.refreshOn(["device_status", "device_paired", "device_timelock", "message", "message_status", "campaign_progress",
                                   "chat"], load, { wait: 1500 });
   // Hour buckets and "today" move with the clock even without events.
   setInterval(refresh, 60000);

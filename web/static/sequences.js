@@ -106,6 +106,7 @@
     entryTrigger.value = existing.trigger;
     form.elements.stop_on_reply.checked = existing.stop_on_reply;
     form.elements.allow_reentry.checked = existing.allow_reentry;
+    form.elements.failover.checked = existing.failover;
     // A stored image is kept by its id: its source URL is shown only when it was typed as a URL.
     existing.steps.forEach((s) => days.set(s.day_number, { ...s, media_url: s.media_url || "" }));
   }
@@ -130,7 +131,7 @@
         schedule_time: f.schedule_time.value || null,
         schedule_tolerance_minutes: f.schedule_tolerance_minutes.value,
         min_delay_seconds: f.min_delay_seconds.value, max_delay_seconds: f.max_delay_seconds.value,
-        stop_on_reply: f.stop_on_reply.checked, allow_reentry: f.allow_reentry.checked,
+        stop_on_reply: f.stop_on_reply.checked, allow_reentry: f.allow_reentry.checked, failover: f.failover.checked,
         device_ids: f.device_ids.value.split(",").filter(Boolean).map(Number),   // the device picker's choice
         steps,
       };

@@ -1,0 +1,130 @@
+-- Keeping numbers alive (issue 17): WhatsApp's reach-out timelock, self-pause after failed sends,
+-- and the health score. Warm-up's daily cap and the timelock's effect on the claim are
+-- _device_send_limits (db/functions/device_load.sql); warm contacts are filled by
+-- record_inbound_message (db/functions/chats.sql).
+
+CREATE OR REPLACE FUNCTION device_timelocked(p_device_id bigint, p_until timestamptz, p_active boolean DEFAULT true)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE v_user bigint; v_was timestamptz; v_until timestamptz;
+BEGIN
+  SELECT d.user_id, d.timelocked_until INTO v_user, v_was FROM user_devices d WHERE d.id = p_device_id FOR UPDATE;
+  IF v_user IS NULL THEN
+    RETURN false;  -- deleted meanwhile
+  END IF;
+  -- WhatsApp's own end wins; a 463 that named none holds at least the default from now.
+  v_until := CASE WHEN NOT p_active THEN NULL
+                  WHEN p_until IS NOT NULL THEN p_until
+                  ELSE greatest(v_was, now() + make_interval(hours => setting('timelock_default_hours')::int)) END;
+  UPDATE user_devices SET timelocked_until = v_until WHERE id = p_device_id;
+  -- Logged and pushed when the lock starts, moves or ends, not for every refused send.
+  IF (v_was > now()) IS DISTINCT FROM (v_until > now()) OR (p_until IS NOT NULL AND p_until IS DISTINCT FROM v_was) THEN
+    INSERT INTO device_events (device_id, event, detail)
+    VALUES (p_device_id, CASE WHEN v_until > now() THEN 'timelocked' ELSE 'timelock_ended' END,
+            CASE WHEN v_until > now() THEN 'reach-out timelock until ' || v_until::text END);
+    PERFORM notify_user(v_user, 'device_timelock', jsonb_build_object('device_id', p_device_id, 'until', v_until));
+  END IF;
+  RETURN true;
+END $$;
+COMMENT ON FUNCTION device_timelocked(bigint, timestamptz, boolean) IS
+  'WhatsApp put a reach-out timelock on the device (error 463 on a send, or its notification): until p_until '
+  '(NULL: not said; the timelock_default_hours setting from now, never shortening a known lock) it sends only '
+  'to warm contacts (claim_messages). p_active false lifts it. Logged in device_events and pushed live '
+  '(device_timelock) when it starts, moves or ends. False when the device no longer exists.';
+
+-- Self-pause and the cold share ----------------------------------------------------------
+CREATE OR REPLACE FUNCTION _record_send_outcomes(p_ids bigint[], p_failed boolean)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE v_window integer := setting('self_pause_window_sends')::int;
+        v_paused integer;
+BEGIN
+  WITH settled AS (
+    SELECT m.device_id, m.recipient_phone, u.timezone FROM broadcast_messages m
+      JOIN user_devices d ON d.id = m.device_id JOIN users u ON u.id = d.user_id
+     WHERE m.id = ANY (p_ids)
+       -- a refusal by a reach-out timelock (sender/transport/base.py ReachOutRefused) is the lock's
+       -- doing, handled by holding cold contacts: it says nothing more about the device
+       AND NOT (p_failed AND m.error_message LIKE 'reach-out timelock (error 463)%')
+  ), n AS (
+    SELECT m.device_id, count(*)::int AS k, (now() AT TIME ZONE m.timezone)::date AS today,
+           -- a sent message to a contact that never wrote to the device spends its cold share
+           count(*) FILTER (WHERE NOT p_failed AND NOT EXISTS (
+             SELECT 1 FROM device_warm_contacts w WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone))::int AS cold
+      FROM settled m
+     GROUP BY m.device_id, m.timezone
+  ), talked AS (   -- a contact sent to is warm from now on (the cold count above saw it before)
+    INSERT INTO device_warm_contacts (device_id, phone)
+    SELECT DISTINCT m.device_id, m.recipient_phone FROM settled m WHERE NOT p_failed
+    ON CONFLICT DO NOTHING
+  ), pushed AS (
+    -- One bit per settled send, newest last, the window's length kept.
+    UPDATE device_pacing p
+       SET recent_outcomes = substring(p.recent_outcomes || repeat(CASE WHEN p_failed THEN '1' ELSE '0' END, least(n.k, v_window))::varbit
+                                       FROM greatest(1, length(p.recent_outcomes) + least(n.k, v_window) - v_window + 1)),
+           cold_count = CASE WHEN p.cold_day = n.today THEN p.cold_count ELSE 0 END + n.cold,
+           cold_day = n.today
+      FROM n WHERE p.device_id = n.device_id
+    RETURNING p.device_id, p.recent_outcomes
+  ), tripped AS (
+    -- Only failures can trip the rule, and only once the window is full.
+    UPDATE user_devices d
+       SET paused_at = now(),
+           pause_reason = format('self-paused: %s of its last %s sends failed; press Resume when it is fixed',
+                                 bit_count(x.recent_outcomes), v_window)
+      FROM pushed x
+     WHERE p_failed AND d.id = x.device_id AND d.paused_at IS NULL
+       AND length(x.recent_outcomes) >= v_window AND v_window > 0
+       AND bit_count(x.recent_outcomes) >= setting('self_pause_failure_share') * v_window
+    RETURNING d.id, d.user_id, d.pause_reason, d AS device
+  ), logged AS (
+    INSERT INTO device_events (device_id, event, detail) SELECT t.id, 'paused', t.pause_reason FROM tripped t
+  )
+  SELECT count(notify_user(t.user_id, 'devices_paused', jsonb_build_object(
+           'paused', true, 'count', 1, 'device_ids', jsonb_build_array(t.id), 'truncated', false,
+           'reason', t.pause_reason))) + count(_emit_device_status_webhook(t.device, t.pause_reason))
+    INTO v_paused FROM tripped t;
+END $$;
+COMMENT ON FUNCTION _record_send_outcomes(bigint[], boolean) IS
+  'Adds these settled messages (p_failed: they failed, else sent; reach-out timelock refusals left out) to their '
+  'devices'' recent_outcomes, and the sent '
+  'ones to contacts the device never talked with to its cold_count of the owner''s day (the cold share); those '
+  'contacts are warm from then on (device_warm_contacts).  A device whose last self_pause_window_sends sends include at least self_pause_failure_share '
+  'failures pauses itself (pause_reason says why), logged, pushed live as devices_paused with its reason and '
+  'sent as a device.status webhook event. '
+  'Called by complete_messages and fail_messages.';
+
+-- Health score ------------------------------------------------------------------------------
+-- 100 for a number with nothing against it; each fact costs a bounded share, so one bad fact
+-- never hides the others. Pure, so the weights are read and tested in one place.
+CREATE OR REPLACE FUNCTION _health_score(p_failed_share numeric, p_disconnects_24h integer, p_bans_total integer,
+                                         p_timelocked boolean, p_timelocks_30d integer, p_sends_48h integer,
+                                         p_repliers_48h integer, p_warmup_day integer, p_warmup_days integer)
+RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT greatest(0, least(100, round(100
+           - 40 * coalesce(p_failed_share, 0)
+           - least(20, 4 * p_disconnects_24h)
+           - least(30, 15 * p_bans_total)
+           - CASE WHEN p_timelocked THEN 20 ELSE least(10, 5 * p_timelocks_30d) END
+           -- replies show real conversations: 1 new replier per 10 sends counts as perfect
+           - CASE WHEN p_sends_48h >= 20 THEN 10 * (1 - least(1, p_repliers_48h * 10.0 / p_sends_48h)) ELSE 0 END
+           -- a young number is fragile until its warm-up ends
+           - CASE WHEN p_warmup_day IS NOT NULL AND p_warmup_days > 0
+                  THEN 10 * (1 - (p_warmup_day - 1)::numeric / p_warmup_days) ELSE 0 END)))::int
+$$;
+COMMENT ON FUNCTION _health_score(numeric, integer, integer, boolean, integer, integer, integer, integer, integer) IS
+  'A device''s health, 0-100: 100 minus 40 x the failed share of its last sends, 4 per disconnect in 24 h (at '
+  'most 20), 15 per ban ever (at most 30), 20 while timelocked (else 5 per timelock in 30 days, at most 10), '
+  'up to 10 for few replies (under 1 new replier per 10 sends in 48 h, from 20 sends on) and up to 10 while '
+  'warming up (less each day).';
+
+CREATE OR REPLACE FUNCTION device_health_distribution(p_user_id bigint)
+RETURNS TABLE (band text, devices bigint)
+LANGUAGE sql STABLE AS $$
+  SELECT b.band, count(h.device_id)
+    FROM (VALUES ('0-24', 0, 24, 1), ('25-49', 25, 49, 2), ('50-74', 50, 74, 3), ('75-100', 75, 100, 4))
+           AS b(band, lo, hi, pos)
+    LEFT JOIN _device_health() h ON h.user_id = p_user_id AND h.health_score BETWEEN b.lo AND b.hi
+   GROUP BY b.band, b.pos
+   ORDER BY b.pos
+$$;
+COMMENT ON FUNCTION device_health_distribution(bigint) IS
+  'The owner''s devices counted per health score band (0-24, 25-49, 50-74, 75-100; zeros included), worst first.';
