@@ -49,7 +49,7 @@ BEGIN
        FOR UPDATE OF m SKIP LOCKED
   ), moved AS (
     UPDATE broadcast_messages m SET device_id = l.device_id
-      FROM locked l WHERE m.id = l.id AND l.device_id IS NOT NULL
+      FROM locked l WHERE m.id = l.id AND m.status = 'pending' AND l.device_id IS NOT NULL   -- the queue partition
     RETURNING m.id, l.from_device
   ), logged AS (
     INSERT INTO device_events (device_id, event, detail)
