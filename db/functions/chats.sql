@@ -289,6 +289,8 @@ BEGIN
          _chat_preview(m.message_type, m.content)
     FROM broadcast_messages m
    WHERE m.id = ANY (p_ids) AND m.status = 'sent' AND m.device_id IS NOT NULL
+     -- sent in this transaction: the settle time is now(), which reads only this week's partition
+     AND coalesce(m.sent_at, m.failed_at) = now()
    ORDER BY m.device_id, m.recipient_phone, m.sent_at DESC
   ON CONFLICT (device_id, chat_jid) DO UPDATE
      SET last_message_at = excluded.last_message_at, last_message_preview = excluded.last_message_preview

@@ -40,7 +40,9 @@ BEGIN
   WITH settled AS (
     SELECT m.device_id, m.recipient_phone, u.timezone FROM broadcast_messages m
       JOIN user_devices d ON d.id = m.device_id JOIN users u ON u.id = d.user_id
-     WHERE m.id = ANY (p_ids)
+     WHERE m.id = ANY (p_ids) AND m.status IN ('sent', 'failed')
+       -- settled in this transaction: the settle time is now(), which reads only this week's partition
+       AND coalesce(m.sent_at, m.failed_at) = now()
        -- a refusal by a reach-out timelock (sender/transport/base.py ReachOutRefused) is the lock's
        -- doing, handled by holding cold contacts: it says nothing more about the device
        AND NOT (p_failed AND m.error_message LIKE 'reach-out timelock (error 463)%')
