@@ -22,17 +22,30 @@
     return params;
   }
   let loading = null;
+  // Row events that arrive while a list is being fetched are applied again to the new rows: the
+  // server may have drawn them before those changes (a scan landing during a reload left the row
+  // online without its session, so without "Log out").
+  let missed = null;
   async function load(page) {
     const params = query(page || $("device-list").dataset.page);
     const mine = loading = new AbortController();
+    missed = [];
     const res = await fetch(`/devices?${params}&fragment=list`, { credentials: "same-origin", signal: mine.signal })
       .catch(() => null);
-    if (!res || !res.ok || mine !== loading) return;
+    if (mine !== loading) return;
+    if (!res || !res.ok) { missed = null; return; }
     const box = document.createElement("div");
     box.innerHTML = await res.text();
+    if (mine !== loading) return;
     $("device-list").replaceWith(box.firstElementChild);
     history.replaceState(null, "", `?${params}`);
     initRows();
+    const again = missed;
+    missed = null;
+    again.forEach(([apply, d]) => apply(d));
+  }
+  function onRowEvent(type, apply) {
+    window.live.on(type, (d) => { if (missed) missed.push([apply, d]); apply(d); });
   }
   let typing = null;
   filter.addEventListener("input", (e) => {
@@ -234,15 +247,15 @@
   // Events may have been missed while the socket was down: redraw from the server then too.
   const reloadSoon = live.refreshOn(["devices_updated", "devices_added"], () => load(), { wait: 300 });
   live.on("device_pairing", (d) => showPairing(d.device_id, { kind: d.kind, code: d.code }));
-  live.on("device_status", (d) => { const tr = row(d.device_id); if (tr) applyStatus(tr, d); });
-  live.on("device_paired", (d) => {
+  onRowEvent("device_status", (d) => { const tr = row(d.device_id); if (tr) applyStatus(tr, d); });
+  onRowEvent("device_paired", (d) => {
     const tr = row(d.device_id);
     if (!tr) return;
     tr.dataset.session = "true";
     tr.querySelector(".phone").textContent = d.phone || "";
     showActions(tr);
   });
-  live.on("devices_paused", (d) => {
+  onRowEvent("devices_paused", (d) => {
     if (d.truncated) { reloadSoon(); return; }
     d.device_ids.forEach((id) => {
       const tr = row(id);
@@ -255,7 +268,7 @@
     });
   });
   // A reach-out timelock started, moved or ended: the row says until when new contacts wait.
-  live.on("device_timelock", (d) => {
+  onRowEvent("device_timelock", (d) => {
     const tr = row(d.device_id);
     if (!tr) return;
     tr.querySelector(".timelock").hidden = !d.until;
