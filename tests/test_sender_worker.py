@@ -1,11 +1,15 @@
 """The worker in-process against the real database and the simulated network: sends, pacing,
 caps, the truth of device_load_balance, NOTIFY wake-ups and transport events."""
+import threading
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
 
 import pytest
 
+from sender.device_registry import DeviceRegistry
+from sender.lease_keeper import LeaseKeeper
+from sender.transport.base import DeviceSession
 from tests.test_sender_support import c, store  # noqa: F401 (fixtures)
 from tests.test_sender_support import (add_devices, assert_no_duplicates, new_owner, queue, received,
                                        running_worker, statuses, wait_until)
@@ -195,12 +199,6 @@ def test_a_deleted_device_is_never_started_again_by_a_stale_lease_round():
     """The lease round reads its devices, the delete command then stops one and removes its session
     rows; the round's start of that device (from its earlier read) must not happen: resuming a client
     without its session panics whatsmeow (the neonize contract test saw it under load)."""
-    import threading
-
-    from sender.device_registry import DeviceRegistry
-    from sender.lease_keeper import LeaseKeeper
-    from sender.transport.base import DeviceSession
-
     class Recorder:
         def __init__(self):
             self.calls = []
