@@ -15,7 +15,7 @@
 --    steps would cost more than the insert).
 
 CREATE OR REPLACE FUNCTION _enqueue_messages(p_drafts message_draft[])
-RETURNS SETOF broadcast_messages LANGUAGE sql AS $$
+RETURNS TABLE (id bigint, enrollment_id bigint, sequence_stepid bigint) LANGUAGE sql AS $$
   WITH d AS (
     SELECT * FROM unnest(p_drafts)
   ), settled_campaigns AS MATERIALIZED (
@@ -37,10 +37,10 @@ RETURNS SETOF broadcast_messages LANGUAGE sql AS $$
      AND NOT (d.retry_of IS NOT NULL AND d.sequence_stepid IS NOT NULL
               AND EXISTS (SELECT 1 FROM message_history h WHERE h.retry_of = d.retry_of))
   ON CONFLICT DO NOTHING
-  RETURNING *
+  RETURNING id, enrollment_id, sequence_stepid   -- what the callers read: no copy of each rendered row
 $$;
 COMMENT ON FUNCTION _enqueue_messages(message_draft[]) IS
   'The one writer of new messages: inserts the drafts as pending rows (held when the draft says so) and returns '
-  'the rows written. A draft that would be a second message for a campaign and phone (live or sent), a second first '
-  'attempt of a step for an enrollment, or a second retry of a failed step is left out. The insert wakes the senders '
-  '(trigger broadcast_messages_3_wake).';
+  'the id, enrollment_id and sequence_stepid of each row written. A draft that would be a second message for a '
+  'campaign and phone (live or sent), a second first attempt of a step for an enrollment, or a second retry of a '
+  'failed step is left out. The insert wakes the senders (trigger broadcast_messages_3_wake).';
