@@ -103,3 +103,17 @@ def test_skips_and_stuck_failures_are_pushed_live(connect_committed):
               if e["type"] == "message_status" and e["user_id"] == uid]
     assert status == [("failed", [first]), ("skipped", sorted(rest))]
 
+
+
+def test_enqueue_returns_the_keys_of_the_rows_it_wrote_and_none_for_a_draft_it_left_out(db):
+    uid = make_user(db)
+    dev = make_device(db, uid)
+    cid = db.execute("SELECT create_campaign(%s, 'broadcast', 'P', '', 'all', 'Hi', NULL, NULL, NULL, "
+                     "'2020-01-01', '09:00', 0, 0) AS id", [uid]).fetchone()["id"]
+    draft = "ROW(%s, %s, NULL, %s, 'A', NULL, 'Hi', NULL, 0, 0, NULL, NULL, %s, NULL, NULL, NULL, NULL)::message_draft"
+    rows = db.execute(f"SELECT * FROM _enqueue_messages(ARRAY[{draft}, {draft}, {draft}])",
+                      [uid, dev, "60111111111", cid, uid, dev, "60122222222", cid,
+                       uid, dev, "60111111111", cid]).fetchall()   # the third repeats the first's campaign and phone
+    written = db.execute("SELECT id FROM broadcast_messages WHERE campaign_id = %s ORDER BY id", [cid]).fetchall()
+    assert rows == [{"id": w["id"], "enrollment_id": None, "sequence_stepid": None} for w in written]
+    assert len(rows) == 2
