@@ -117,3 +117,24 @@ def test_enqueue_returns_the_keys_of_the_rows_it_wrote_and_none_for_a_draft_it_l
     written = db.execute("SELECT id FROM broadcast_messages WHERE campaign_id = %s ORDER BY id", [cid]).fetchall()
     assert rows == [{"id": w["id"], "enrollment_id": None, "sequence_stepid": None} for w in written]
     assert len(rows) == 2
+
+
+PHONES = ["6012345", "601234", "0123456789", "123456789012345", "1234567890123456", "12345a7", "１２３４５６７",
+          "1234567 ", " 1234567", "1234567\n", ""]
+
+
+def test_the_message_phone_check_is_the_phone_rule_of_the_other_tables(db):
+    """broadcast_messages spells the rule without a regex (migration 1921); it accepts exactly what the regex does."""
+    uid = make_user(db)
+    dev = make_device(db, uid)
+    for phone in PHONES:
+        valid = db.execute("SELECT %s ~ '^[1-9][0-9]{6,14}$' AS ok", [phone]).fetchone()["ok"]
+        try:
+            with db.transaction():
+                db.execute("INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content) "
+                           "VALUES (%s, %s, %s, 'x')", [uid, dev, phone])
+            accepted = True
+        except psycopg.errors.CheckViolation as e:
+            assert e.diag.constraint_name == "broadcast_messages_recipient_phone_check"
+            accepted = False
+        assert accepted == valid, phone
