@@ -84,7 +84,10 @@ COMMENT ON FUNCTION notify_dispatch() IS
 -- The claim's plan is cached and built from the table's statistics. A queue that was nearly empty
 -- at the last ANALYZE and then takes a campaign of 100k+ rows gets plans for a tiny table until
 -- autovacuum catches up (measured: 2k msgs/s instead of 25k for the first minute). Bulk enqueuers
--- call this after each committed chunk.
+-- call this in the transaction that queued the chunk, before it commits (ANALYZE counts the
+-- transaction's own rows): the statistics and the rows become visible together. Called after the
+-- commit, the senders the rows woke claimed first with the plan for an empty queue -- a nested
+-- loop over every due row, 20 s per claim of 1,000 with 100k due.
 CREATE OR REPLACE FUNCTION refresh_queue_stats(p_added bigint)
 RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
@@ -97,7 +100,8 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION refresh_queue_stats(bigint) IS
   'Re-analyzes message_queue (the live partition) when p_added just-queued rows grew it by half or more (at least 1,000), '
-  'so cached claim plans are rebuilt for its real size. Returns whether it analyzed.';
+  'so cached claim plans are rebuilt for its real size. Call it before the transaction that queued them commits. '
+  'Returns whether it analyzed.';
 
 -- Claim -------------------------------------------------------------------------------------
 -- One statement: for each device this sender leases (online, pacing due, with due work), in
