@@ -300,6 +300,20 @@ COMMENT ON FUNCTION _record_outbound_chats(broadcast_messages[]) IS
   'The sent queue messages p_rows (as complete_messages settled them) open (or lift) the chat with their number '
   'on their device, previewing what was sent. Returns the chats touched.';
 
+-- In place of the foreign keys of chats and device_warm_contacts (migration 1941: checked row by
+-- row on every send): a deleted device takes its chats (and their inbound log) and warm contacts
+-- with it. Deleting a user deletes its devices, so this covers users too.
+CREATE OR REPLACE FUNCTION forget_deleted_device_contacts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM chats c USING old_rows o WHERE c.device_id = o.id;
+  DELETE FROM device_warm_contacts w USING old_rows o WHERE w.device_id = o.id;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION forget_deleted_device_contacts() IS
+  'Statement trigger after DELETE on user_devices: deletes the deleted devices'' chats and warm contacts (no foreign keys).';
+CREATE OR REPLACE TRIGGER user_devices_contacts_forget AFTER DELETE ON user_devices
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_device_contacts();
+
 -- What the chat view's text and image sends share: the message queued on the device and the chat
 -- brought to the top (read) with the preview.
 CREATE OR REPLACE FUNCTION _queue_chat_message(p_user_id bigint, p_device_id bigint, p_phone text, p_type text,
