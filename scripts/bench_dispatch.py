@@ -54,12 +54,14 @@ def setup_devices(c, user_id, n, label, hourly_limit=1_000_000, daily_limit=1_00
 
 
 def queue_messages(c, user_id, device_ids, total, table="broadcast_messages"):
-    """`total` messages due now, spread evenly over the devices, in one statement (one NOTIFY)."""
-    c.execute(f"""
-        INSERT INTO {table} (user_id, device_id, recipient_phone, content)
-        SELECT %s, d.ids[1 + g %% cardinality(d.ids)], '6012' || lpad(g::text, 9, '0'), 'Hello lead ' || g
-          FROM generate_series(1, %s) g, (SELECT %s::bigint[] AS ids) d""", [user_id, total, device_ids])
-    c.execute("SELECT refresh_queue_stats(%s)", [total])   # as campaign fan-out does after each chunk
+    """`total` messages due now, spread evenly over the devices, in one statement (one NOTIFY), the
+    queue's statistics refreshed before the commit as campaign fan-out does for each chunk."""
+    with c.transaction():
+        c.execute(f"""
+            INSERT INTO {table} (user_id, device_id, recipient_phone, content)
+            SELECT %s, d.ids[1 + g %% cardinality(d.ids)], '6012' || lpad(g::text, 9, '0'), 'Hello lead ' || g
+              FROM generate_series(1, %s) g, (SELECT %s::bigint[] AS ids) d""", [user_id, total, device_ids])
+        c.execute("SELECT refresh_queue_stats(%s)", [total])
 
 
 def raw_worker(url, done, table):
