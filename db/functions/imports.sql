@@ -87,8 +87,9 @@ COMMENT ON FUNCTION _lead_import_header(bigint) IS 'The column names of an impor
 
 -- Validates and merges the next p_lines staged lines. Returns false when there is nothing left
 -- (the import is then finished) or another session is working on it.
+-- work_mem: a chunk's sorts (line order, the merge's key order) fit in memory rather than on disk.
 CREATE OR REPLACE FUNCTION lead_import_step(p_import_id bigint, p_lines integer DEFAULT 100000)
-RETURNS boolean LANGUAGE plpgsql AS $$
+RETURNS boolean LANGUAGE plpgsql SET work_mem = '64MB' AS $$
 DECLARE v lead_imports;
         v_cols text[];
         v_to integer;
