@@ -6,6 +6,7 @@ import io
 import time
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 from tests.factories import drain_notifies, make_device, make_user
@@ -67,6 +68,13 @@ def test_framing_keeps_memory_bounded_and_names_defects():
         (3, None, "not UTF-8 text (byte 0xff at position 1)"),
         (4, ["c", "d"], None),
     ]
+
+
+@pytest.mark.parametrize("fields", [["a", "b"], ["x"], ["", ""], ["a\x1fb", "c"], [""], []])
+def test_a_record_is_staged_joined_only_when_it_splits_back_the_same(db, fields):
+    staged = lead_import._record(fields)
+    assert db.execute("SELECT _lead_import_fields(%s::text[], %s) AS f", list(staged)).fetchone()["f"] == fields
+    assert (staged[1] is None) == (fields in (["a\x1fb", "c"], [""], []))   # the rest travel as text
 
 
 def test_import_reports_bad_rows_and_keeps_good_ones(connect_committed):

@@ -71,6 +71,14 @@ def test_niche_and_trigger_match_whole_tokens_only(db):
     assert ids() == {fit, fitness, both}
 
 
+@pytest.mark.parametrize("raw, tokens", [
+    ("Gym", ["gym"]), ("fitness, gym", ["fitness", "gym"]), ("Gym,fitness", ["fitness", "gym"]), ("a, A ,a", ["a"]),
+    (" , ,", []), ("x,", ["x"]), ("b, a ,, c,a", ["a", "b", "c"]), ("", []), ("two words, x", ["two words", "x"]),
+])
+def test_tokens_are_trimmed_lower_case_sorted_and_unique(db, raw, tokens):
+    assert db.execute("SELECT lead_tokens(%s) AS t", [raw]).fetchone()["t"] == tokens
+
+
 def test_filters_and_keyset_pages(db):
     uid = make_user(db)
     d1, d2 = make_device(db, uid), make_device(db, uid)

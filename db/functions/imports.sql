@@ -55,6 +55,11 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION fail_lead_import(bigint, text) IS 'Ends an import as failed with the reason, dropping its staged lines.';
 
+CREATE OR REPLACE FUNCTION _lead_import_fields(p_fields text[], p_record text) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT coalesce(p_fields, string_to_array(p_record, E'\x1f')) $$;
+COMMENT ON FUNCTION _lead_import_fields(text[], text) IS
+  'A staged line''s CSV fields: the text[] column, else the U+001F-joined record split back.';
+
 -- The header names the columns (any order, a subset of _lead_csv_columns(), phone required).
 -- Returns the columns, or raises 22023 saying what is wrong.
 CREATE OR REPLACE FUNCTION _lead_import_header(p_import_id bigint) RETURNS text[]
@@ -63,7 +68,7 @@ DECLARE v_cols text[];
         v_bad text;
 BEGIN
   SELECT array_agg(lower(btrim(f)) ORDER BY n) INTO v_cols
-    FROM lead_import_lines s, unnest(s.fields) WITH ORDINALITY AS u(f, n)
+    FROM lead_import_lines s, unnest(_lead_import_fields(s.fields, s.record)) WITH ORDINALITY AS u(f, n)
    WHERE s.import_id = p_import_id AND s.line_no = 1;
   IF v_cols IS NULL THEN
     RAISE EXCEPTION 'the file is empty or its first line is unreadable; it must start with a header such as %',
@@ -112,7 +117,11 @@ BEGIN
   v_to := least(greatest(v.lines_processed, 1) + p_lines, v.lines_total);
 
   BEGIN   -- one chunk, whole or not at all
-  WITH staged AS (
+  WITH lines AS MATERIALIZED (   -- each record split once
+    SELECT l.line_no, _lead_import_fields(l.fields, l.record) AS fields, l.defect
+      FROM lead_import_lines l
+     WHERE l.import_id = p_import_id AND l.line_no > greatest(v.lines_processed, 1) AND l.line_no <= v_to
+  ), staged AS (
     SELECT s.line_no, s.fields, s.defect,
            _csv_restored(s.fields[array_position(v_cols, 'name')]) AS name,
            s.fields[array_position(v_cols, 'phone')] AS phone,
@@ -120,9 +129,8 @@ BEGIN
            s.fields[array_position(v_cols, 'target_status')] AS target_status,
            _csv_restored(s.fields[array_position(v_cols, 'trigger')]) AS trigger,
            btrim(s.fields[array_position(v_cols, 'device_id')]) AS device_text
-      FROM lead_import_lines s
-     WHERE s.import_id = p_import_id AND s.line_no > greatest(v.lines_processed, 1) AND s.line_no <= v_to
-       AND (s.defect IS NOT NULL OR btrim(array_to_string(s.fields, '')) <> '')   -- blank lines are no rows
+      FROM lines s
+     WHERE (s.defect IS NOT NULL OR btrim(array_to_string(s.fields, '')) <> '')   -- blank lines are no rows
   ), typed AS MATERIALIZED (   -- each value computed once (an inlined view would repeat them per use)
     SELECT st.*,
            CASE WHEN coalesce(device_text, '') = '' THEN v.device_id
