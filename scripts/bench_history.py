@@ -18,6 +18,7 @@ import argparse
 import time
 
 from common.config import require_database_url
+from scripts.bench_dispatch import queue_messages
 from scripts.bench_fanout import make_campaign, make_leads, make_logged_out_devices, make_owner
 from scripts.benchlib import connect, create_floor_table, create_scratch_database, drop_scratch_database, log
 
@@ -44,15 +45,6 @@ def online_devices(c, user_id, n):
     c.execute("""INSERT INTO device_leases (device_id, sender_id, acquired_at, expires_at)
                  SELECT d, %s, now(), now() + interval '1 day' FROM unnest(%s::bigint[]) d""", [SENDER, ids])
     return ids
-
-
-def queue_messages(c, user_id, device_ids, total, table="broadcast_messages"):
-    c.execute(f"""
-        INSERT INTO {table} (user_id, device_id, recipient_phone, content)
-        SELECT %s, d.ids[1 + g %% cardinality(d.ids)], '6012' || lpad(g::text, 9, '0'), 'Hello lead ' || g
-          FROM generate_series(1, %s) g, (SELECT %s::bigint[] AS ids) d""", [user_id, total, device_ids])
-    if table == "broadcast_messages":
-        c.execute("SELECT refresh_queue_stats(%s)", [total])
 
 
 def claim_loop(c, user_id, device_ids, total):

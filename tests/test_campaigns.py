@@ -2,6 +2,7 @@
 message per phone, chunks), the status rule, pause/resume/cancel, retry, reports, concurrent
 expansion, and owner scoping through the API."""
 import threading
+import time
 from datetime import datetime, timezone
 
 import psycopg
@@ -340,3 +341,32 @@ def test_the_scheduled_tick_triggers_expands_in_committed_chunks_and_settles(con
     c.execute("CALL run_campaigns()")
     assert status(c, due)["status"] == "finished"
     assert c.execute("SELECT command FROM app_jobs() WHERE name = 'campaigns'").fetchone()["command"] == "CALL run_campaigns()"
+
+
+def test_a_chunks_queue_statistics_commit_with_its_rows(connect_committed):
+    """Senders wake on a chunk's commit and claim with plans built from the queue's statistics, so
+    those must already count the chunk. Refreshed after the commit instead, the first claims ran on
+    the plan for an empty queue: a nested loop over every due row, 20 s per claim with 100k due."""
+    c, blocker, runner = connect_committed(), connect_committed(), connect_committed()
+    uid = make_user(c)
+    d = make_device(c, uid)
+    c.execute("""INSERT INTO leads (user_id, device_id, name, phone, niche, target_status)
+                 SELECT %s, %s, 'Lead ' || g, '6013' || lpad(g::text, 8, '0'), '', 'prospect'
+                   FROM generate_series(1, 1500) g""", [uid, d])
+    cid = campaign(c, uid)
+    c.execute("ANALYZE message_queue")
+    tick = threading.Thread(target=runner.execute, args=("CALL run_campaigns()",))
+    with blocker.transaction():
+        blocker.execute("LOCK TABLE message_queue IN SHARE UPDATE EXCLUSIVE MODE")   # holds off ANALYZE, not inserts
+        tick.start()
+        deadline = time.monotonic() + 60
+        while not blocker.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted) AS w",
+                                  [runner.info.backend_pid]).fetchone()["w"]:
+            assert time.monotonic() < deadline, "the tick never reached the statistics refresh"
+            time.sleep(0.05)
+        # The tick waits to analyze: its chunk must not be visible yet.
+        assert c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE campaign_id = %s",
+                         [cid]).fetchone()["n"] == 0
+    tick.join(60)
+    assert len(messages(c, cid)) == 1500
+    assert c.execute("SELECT reltuples FROM pg_class WHERE relname = 'message_queue'").fetchone()["reltuples"] >= 1500

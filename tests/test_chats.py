@@ -324,3 +324,23 @@ def test_the_replaced_systems_chat_tables_refuse_writes(db, owner):
                 "DELETE FROM whatsapp_messages WHERE user_id = %s AND device_id = %s"):
         with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="read-only view"), db.transaction():
             db.execute(sql, [uid, dev])
+
+
+def test_deleting_a_device_or_its_owner_deletes_its_chats_and_warm_contacts(db):
+    """chats and device_warm_contacts have no foreign keys (checked row by row on every send): a
+    statement trigger on user_devices deletes them, and a deleted user's devices go with it."""
+    def rows(device_ids):
+        return [db.execute(f"SELECT count(*) AS n FROM {t} WHERE device_id = ANY(%s)", [device_ids]).fetchone()["n"]
+                for t in ("chats", "device_warm_contacts")] + [db.execute(
+            "SELECT count(*) AS n FROM chat_inbound i JOIN chats c ON c.id = i.chat_id WHERE c.device_id = ANY(%s)",
+            [device_ids]).fetchone()["n"]]
+
+    uid, other = make_user(db), make_user(db)
+    kept, deleted, owners = make_device(db, other), make_device(db, uid), make_device(db, uid)
+    for i, dev in enumerate((kept, deleted, owners)):
+        inbound(db, dev, f"W{i}", f"6017000000{i}", "hi")
+    assert rows([kept, deleted, owners]) == [3, 3, 3]
+    db.execute("DELETE FROM user_devices WHERE id = %s", [deleted])
+    assert rows([deleted]) == [0, 0, 0] and rows([kept, owners]) == [2, 2, 2]
+    db.execute("DELETE FROM users WHERE id = %s", [uid])
+    assert rows([owners]) == [0, 0, 0] and rows([kept]) == [1, 1, 1]

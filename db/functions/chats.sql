@@ -278,7 +278,7 @@ COMMENT ON FUNCTION mark_chat_read(bigint, bigint) IS
 -- Sends open chats -------------------------------------------------------------------------
 -- A number the queue wrote to has a chat on that device from the first send, as on a phone: the
 -- chat list shows campaign and sequence recipients, and their replies land in the same thread.
-CREATE OR REPLACE FUNCTION _record_outbound_chats(p_ids bigint[])
+CREATE OR REPLACE FUNCTION _record_outbound_chats(p_rows broadcast_messages[])
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_done integer;
 BEGIN
@@ -287,10 +287,8 @@ BEGIN
   SELECT DISTINCT ON (m.device_id, m.recipient_phone)
          m.user_id, m.device_id, m.recipient_phone || '@s.whatsapp.net', m.recipient_phone, m.sent_at,
          _chat_preview(m.message_type, m.content)
-    FROM broadcast_messages m
-   WHERE m.id = ANY (p_ids) AND m.status = 'sent' AND m.device_id IS NOT NULL
-     -- sent in this transaction: the settle time is now(), which reads only this week's partition
-     AND coalesce(m.sent_at, m.failed_at) = now()
+    FROM unnest(p_rows) m
+   WHERE m.status = 'sent' AND m.device_id IS NOT NULL
    ORDER BY m.device_id, m.recipient_phone, m.sent_at DESC
   ON CONFLICT (device_id, chat_jid) DO UPDATE
      SET last_message_at = excluded.last_message_at, last_message_preview = excluded.last_message_preview
@@ -298,9 +296,23 @@ BEGIN
   GET DIAGNOSTICS v_done = ROW_COUNT;
   RETURN v_done;
 END $$;
-COMMENT ON FUNCTION _record_outbound_chats(bigint[]) IS
-  'The sent queue messages p_ids open (or lift) the chat with their number on their device, previewing what '
-  'was sent; called by complete_messages. Returns the chats touched.';
+COMMENT ON FUNCTION _record_outbound_chats(broadcast_messages[]) IS
+  'The sent queue messages p_rows (as complete_messages settled them) open (or lift) the chat with their number '
+  'on their device, previewing what was sent. Returns the chats touched.';
+
+-- In place of the foreign keys of chats and device_warm_contacts (migration 1941: checked row by
+-- row on every send): a deleted device takes its chats (and their inbound log) and warm contacts
+-- with it. Deleting a user deletes its devices, so this covers users too.
+CREATE OR REPLACE FUNCTION forget_deleted_device_contacts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM chats c USING old_rows o WHERE c.device_id = o.id;
+  DELETE FROM device_warm_contacts w USING old_rows o WHERE w.device_id = o.id;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION forget_deleted_device_contacts() IS
+  'Statement trigger after DELETE on user_devices: deletes the deleted devices'' chats and warm contacts (no foreign keys).';
+CREATE OR REPLACE TRIGGER user_devices_contacts_forget AFTER DELETE ON user_devices
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_device_contacts();
 
 -- What the chat view's text and image sends share: the message queued on the device and the chat
 -- brought to the top (read) with the preview.

@@ -32,17 +32,15 @@ COMMENT ON FUNCTION device_timelocked(bigint, timestamptz, boolean) IS
   '(device_timelock) when it starts, moves or ends. False when the device no longer exists.';
 
 -- Self-pause and the cold share ----------------------------------------------------------
-CREATE OR REPLACE FUNCTION _record_send_outcomes(p_ids bigint[], p_failed boolean)
+CREATE OR REPLACE FUNCTION _record_send_outcomes(p_rows broadcast_messages[], p_failed boolean)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE v_window integer := setting('self_pause_window_sends')::int;
         v_paused integer;
 BEGIN
   WITH settled AS (
-    SELECT m.device_id, m.recipient_phone, u.timezone FROM broadcast_messages m
+    SELECT m.device_id, m.recipient_phone, u.timezone FROM unnest(p_rows) m
       JOIN user_devices d ON d.id = m.device_id JOIN users u ON u.id = d.user_id
-     WHERE m.id = ANY (p_ids) AND m.status IN ('sent', 'failed')
-       -- settled in this transaction: the settle time is now(), which reads only this week's partition
-       AND coalesce(m.sent_at, m.failed_at) = now()
+     WHERE m.status IN ('sent', 'failed')
        -- a refusal by a reach-out timelock (sender/transport/base.py ReachOutRefused) is the lock's
        -- doing, handled by holding cold contacts: it says nothing more about the device
        AND NOT (p_failed AND m.error_message LIKE 'reach-out timelock (error 463)%')
@@ -85,8 +83,8 @@ BEGIN
            'reason', t.pause_reason))) + count(_emit_device_status_webhook(t.device, t.pause_reason))
     INTO v_paused FROM tripped t;
 END $$;
-COMMENT ON FUNCTION _record_send_outcomes(bigint[], boolean) IS
-  'Adds these settled messages (p_failed: they failed, else sent; reach-out timelock refusals left out) to their '
+COMMENT ON FUNCTION _record_send_outcomes(broadcast_messages[], boolean) IS
+  'Adds the messages p_rows as complete_messages or fail_messages settled them (p_failed: they failed, else sent; reach-out timelock refusals left out) to their '
   'devices'' recent_outcomes, and the sent '
   'ones to contacts the device never talked with to its cold_count of the owner''s day (the cold share); those '
   'contacts are warm from then on (device_warm_contacts).  A device whose last self_pause_window_sends sends include at least self_pause_failure_share '

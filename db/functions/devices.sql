@@ -352,7 +352,7 @@ BEGIN
        INTO v_session USING v_jid;
   END IF;
 
-  DELETE FROM user_devices WHERE id = p_device_id;  -- lease, pacing, chats and commands cascade
+  DELETE FROM user_devices WHERE id = p_device_id;  -- lease, pacing and commands cascade; chats and warm contacts by trigger
   PERFORM pg_notify('wa_device_commands', p_device_id::text);
   PERFORM notify_user(p_user_id, 'device_deleted', jsonb_build_object('device_id', p_device_id));
   RETURN to_jsonb(ROW(true, false, NULL, v_pooled, v_merged, v_skipped, v_inflight, v_session)::device_delete_doc);
