@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 MAX_LINE_BYTES = 64 * 1024
 READ_BYTES = 1 << 20
 PROGRESS_EVERY_SECONDS = 1.0
-RECORD_SEPARATOR = "\x1f"   # U+001F, the unit separator: absent from real CSV text
+RECORD_SEPARATOR = "\x1f"   # U+001F, the unit separator: rare in CSV text (a record holding it goes as a list)
 
 
 def _binary(stream):

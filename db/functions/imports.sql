@@ -1,6 +1,7 @@
--- CSV lead imports. The web process streams the upload into lead_import_lines with COPY (one text
--- array per record); everything after that is here: header check, per-line validation with a
--- reason, the merge of good rows (_merge_leads), progress and the downloadable report.
+-- CSV lead imports. The web process streams the upload into lead_import_lines with COPY (each record
+-- as its fields joined by U+001F, or a text array: _lead_import_fields); everything after that is
+-- here: header check, per-line validation with a reason, the merge of good rows (_merge_leads),
+-- progress and the downloadable report.
 
 CREATE OR REPLACE FUNCTION start_lead_import(p_user_id bigint, p_device_id bigint, p_filename text,
                                              p_bytes_total bigint) RETURNS bigint
