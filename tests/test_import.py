@@ -6,6 +6,7 @@ import io
 import time
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 from tests.factories import drain_notifies, make_device, make_user
@@ -69,6 +70,13 @@ def test_framing_keeps_memory_bounded_and_names_defects():
     ]
 
 
+@pytest.mark.parametrize("fields", [["a", "b"], ["x"], ["", ""], ["a\x1fb", "c"], [""], []])
+def test_a_record_is_staged_joined_only_when_it_splits_back_the_same(db, fields):
+    staged = lead_import._record(fields)
+    assert db.execute("SELECT _lead_import_fields(%s::text[], %s) AS f", list(staged)).fetchone()["f"] == fields
+    assert (staged[1] is None) == (fields in (["a\x1fb", "c"], [""], []))   # the rest travel as text
+
+
 def test_import_reports_bad_rows_and_keeps_good_ones(connect_committed):
     conn, progress = connect_committed(), connect_committed()
     uid = make_user(conn)
@@ -91,6 +99,39 @@ def test_import_reports_bad_rows_and_keeps_good_ones(connect_committed):
     other = make_user(conn)
     assert conn.execute("SELECT * FROM lead_import_status(%s, %s)", [other, import_id]).fetchall() == []
     assert conn.execute("SELECT * FROM lead_import_report(%s, %s)", [other, import_id]).fetchall() == []
+
+
+def test_chunks_keep_bad_rows_out_repeats_last_wins_and_a_second_import_merges(connect_committed):
+    """Several chunks (3 lines each): each with a bad row among good ones, a lead repeated across
+    chunks (the later line wins), progress after every chunk; the same file again merges every lead."""
+    conn = connect_committed()
+    uid = make_user(conn)
+    device = make_device(conn, uid)
+    lines = [b"name,phone,niche"] + [b"Lead %d,01%08d,gym" % (i, i) for i in range(1, 9)]
+    lines[4] = b"Bad,12ab,gym"                        # line 5, in the second chunk
+    lines[8] = b"Lead 1 again,01%08d,yoga" % 1        # line 9, third chunk: repeats line 2
+    data = b"\n".join(lines) + b"\n"
+
+    def run():
+        import_id = conn.execute("SELECT start_lead_import(%s, %s, 'x.csv', NULL) AS id", [uid, device]).fetchone()["id"]
+        lead_import.stage(conn, conn, import_id, io.BytesIO(data))
+        progress = []
+        while conn.execute("SELECT lead_import_step(%s, 3) AS more", [import_id]).fetchone()["more"]:
+            progress.append(conn.execute("SELECT lines_processed FROM lead_import_status(%s, %s)",
+                                         [uid, import_id]).fetchone()["lines_processed"])
+        status = conn.execute("SELECT * FROM lead_import_status(%s, %s)", [uid, import_id]).fetchone()
+        report = conn.execute("SELECT line_no, reason FROM lead_import_report(%s, %s)", [uid, import_id]).fetchall()
+        return progress, status, report
+
+    progress, status, report = run()
+    assert progress == [4, 7]
+    assert (status["status"], status["rows_inserted"], status["rows_merged"], status["rows_bad"]) == ("finished", 6, 1, 1)
+    assert report == [{"line_no": 5, "reason": 'phone number "12ab" may only hold digits, spaces, dashes, dots, brackets and a leading +'}]
+    assert conn.execute("SELECT name, niche FROM leads WHERE user_id = %s AND phone = '60100000001'",
+                        [uid]).fetchone() == {"name": "Lead 1 again", "niche": "yoga"}
+    _, status, _ = run()
+    assert (status["rows_inserted"], status["rows_merged"], status["rows_bad"]) == (0, 7, 1)
+    assert conn.execute("SELECT count(*) AS n FROM leads WHERE user_id = %s", [uid]).fetchone()["n"] == 6
 
 
 def test_a_file_without_a_proper_header_fails_with_the_reason(connect_committed):

@@ -1,5 +1,8 @@
 """Leads: phone normalisation, whole-token matching, the merge rule, owner scoping (SQL and API),
 and the webhook intake."""
+import threading
+import time
+
 import psycopg
 import pytest
 from psycopg.rows import dict_row
@@ -68,6 +71,14 @@ def test_niche_and_trigger_match_whole_tokens_only(db):
     assert ids() == {fit, fitness, both}
 
 
+@pytest.mark.parametrize("raw, tokens", [
+    ("Gym", ["gym"]), ("fitness, gym", ["fitness", "gym"]), ("Gym,fitness", ["fitness", "gym"]), ("a, A ,a", ["a"]),
+    (" , ,", []), ("x,", ["x"]), ("b, a ,, c,a", ["a", "b", "c"]), ("", []), ("two words, x", ["two words", "x"]),
+])
+def test_tokens_are_trimmed_lower_case_sorted_and_unique(db, raw, tokens):
+    assert db.execute("SELECT lead_tokens(%s) AS t", [raw]).fetchone()["t"] == tokens
+
+
 def test_filters_and_keyset_pages(db):
     uid = make_user(db)
     d1, d2 = make_device(db, uid), make_device(db, uid)
@@ -102,6 +113,63 @@ def test_a_lead_cannot_be_put_on_another_owners_device(db):
     b_device = make_device(db, b)
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="not one of your devices"):
         create_lead(db, a, b_device)
+
+
+def test_a_leads_owner_and_device_must_exist_and_their_deletion_carries_over(db):
+    """Checked once per statement by triggers (they were foreign keys): a missing owner or device is
+    refused, a deleted device's leads go to the pool, a deleted owner's leads go with them."""
+    uid = make_user(db)
+    d = make_device(db, uid)
+    insert = "INSERT INTO leads (user_id, device_id, phone) VALUES (%s, %s, %s)"
+    for owner, device in ((uid, 999999999), (999999999, None)):
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="does not exist"):
+            with db.transaction():
+                db.execute(insert, [owner, device, "60123456789"])
+    lead = create_lead(db, uid, d)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="device does not exist"):
+        with db.transaction():
+            db.execute("UPDATE leads SET device_id = 999999999 WHERE id = %s", [lead])
+    db.execute("DELETE FROM user_devices WHERE id = %s", [d])
+    assert db.execute("SELECT device_id FROM leads WHERE id = %s", [lead]).fetchone()["device_id"] is None
+    db.execute("DELETE FROM users WHERE id = %s", [uid])
+    assert db.execute("SELECT count(*) AS n FROM leads WHERE id = %s", [lead]).fetchone()["n"] == 0
+
+
+def test_merge_updates_existing_leads_and_inserts_the_rest_last_repeat_winning(db):
+    uid = make_user(db)
+    d = make_device(db, uid)
+    existing = create_lead(db, uid, d, name="Ali", phone="0111111111", niche="gym")
+    rows = db.execute("SELECT * FROM _merge_leads(%s, %s, %s, %s, %s, %s, %s)", [
+        uid, [d, None, None, d], ["", "Bee", "Bee 2", "Ali B"], ["60111111111", "60122222222", "60122222222", "60133333333"],
+        ["fit", "", "yoga", ""], ["customer", "", "", ""], [None, None, "promo", None]]).fetchall()
+    assert sorted((r["lead_id"] == existing, r["inserted"]) for r in rows) == [(False, True), (False, True), (True, False)]
+    leads = db.execute("SELECT device_id, name, phone, niche, target_status, trigger FROM leads WHERE user_id = %s "
+                       "ORDER BY phone", [uid]).fetchall()
+    assert leads == [
+        {"device_id": d, "name": "Ali", "phone": "60111111111", "niche": "fit", "target_status": "customer", "trigger": None},
+        {"device_id": None, "name": "Bee 2", "phone": "60122222222", "niche": "yoga", "target_status": "prospect",
+         "trigger": "promo"},
+        {"device_id": d, "name": "Ali B", "phone": "60133333333", "niche": "", "target_status": "prospect", "trigger": None},
+    ]
+
+
+def test_a_lead_added_by_another_transaction_meanwhile_is_merged_into(connect_committed):
+    """The merge inserts without ON CONFLICT; the lead another transaction inserts (not yet committed)
+    makes its INSERT wait and then fail on the unique key, and the merge runs again into that lead."""
+    first, second = connect_committed(), connect_committed()
+    uid = make_user(first)
+    d = make_device(first, uid)
+    result = {}
+    with first.transaction():
+        lead = create_lead(first, uid, d, name="First", phone="0111111111")
+        merging = threading.Thread(target=lambda: result.update(second.execute(
+            "SELECT * FROM intake_lead(%s, %s, 'Second', '0111111111', 'gym', NULL, NULL)", [uid, d]).fetchone()))
+        merging.start()
+        time.sleep(0.5)   # the merge is now waiting on the uncommitted lead's key
+    merging.join(10)
+    assert result == {"lead_id": lead, "created": False}
+    assert first.execute("SELECT name, niche FROM leads WHERE user_id = %s", [uid]).fetchall() == [
+        {"name": "Second", "niche": "gym"}]
 
 
 def test_leads_ai_is_the_pool(db):

@@ -7,8 +7,8 @@ statements of the functions included) back to this connection. A plan fails the 
 - scans a partition of broadcast_messages sequentially (the queue's cost would grow with the queue
   and the history's with the history), or
 - joins two CTEs by a nested loop (the planner cannot know their sizes: quadratic at scale), or
-- filters a nested loop's join by re-reading a function's rows (an unnested id array) for every
-  outer row: quadratic in the batch.
+- filters a nested loop's join by re-reading, for every outer row, a function's rows (an unnested
+  id array) or a scan of a message table instead of probing it by the join key: quadratic.
 """
 import json
 from datetime import datetime, timedelta, timezone
@@ -125,17 +125,26 @@ def _nodes(node):
 PASS_THROUGH = {"Materialize", "Sort", "Incremental Sort", "Hash", "Memoize", "Limit", "Subquery Scan", "Unique"}
 
 
-def _leaf_cte(node):
-    """The CTE a join input reads, looking through nodes that only pass rows on; else None."""
+def _leaf(node):
+    """The node a join input reads from, looking through nodes that only pass rows on."""
     while node["Node Type"] in PASS_THROUGH and len(node.get("Plans", [])) == 1:
         node = node["Plans"][0]
-    return node.get("CTE Name") if node["Node Type"] == "CTE Scan" else None
+    return node
 
 
 def _leaf_function(node):
-    while node["Node Type"] in PASS_THROUGH and len(node.get("Plans", [])) == 1:
-        node = node["Plans"][0]
-    return node["Node Type"] == "Function Scan"
+    return _leaf(node)["Node Type"] == "Function Scan"
+
+
+def _scans_messages(node):
+    """A scan of a broadcast_messages partition (a bitmap scan's heap side included)."""
+    return _leaf(node).get("Relation Name", "").startswith(MESSAGE_TABLES)
+
+
+def _leaf_cte(node):
+    """The CTE a join input reads, looking through nodes that only pass rows on; else None."""
+    node = _leaf(node)
+    return node.get("CTE Name") if node["Node Type"] == "CTE Scan" else None
 
 
 def violations(plans):
@@ -149,8 +158,9 @@ def violations(plans):
                 ctes = [_leaf_cte(child) for child in node.get("Plans", [])]
                 if len(ctes) == 2 and all(ctes):
                     found.append(f"nested loop between CTEs {ctes[0]} and {ctes[1]} in: {where}")
-                if "Join Filter" in node and any(_leaf_function(child) for child in node.get("Plans", [])):
-                    found.append(f"nested loop re-reading a function scan per row in: {where}")
+                inner = node.get("Plans", [None, None])[1]
+                if "Join Filter" in node and inner and (_leaf_function(inner) or _scans_messages(inner)):
+                    found.append(f"nested loop re-reading a function scan or message table per row in: {where}")
     return found
 
 
@@ -214,8 +224,11 @@ def test_the_guard_sees_a_bad_plan(c, plans):
         c.execute("""WITH a AS MATERIALIZED (SELECT id FROM broadcast_messages WHERE wa_message_id = 'H1'),
                           b AS MATERIALIZED (SELECT g AS id FROM generate_series(1, 10) g)
                      SELECT count(*) FROM a JOIN b ON a.id = b.id""")
+        c.execute("""SELECT count(*) FROM unnest('{1,2,3}'::bigint[]) x(id)
+                       JOIN message_queue m ON m.id = x.id + 0 AND m.status = 'pending'""")
     finally:
         c.execute("RESET enable_indexscan; RESET enable_bitmapscan; RESET enable_hashjoin; RESET enable_mergejoin")
     found = violations(plans)
     assert any("sequential scan of message_history" in v for v in found), found
     assert any("nested loop between CTEs" in v for v in found), found
+    assert any("re-reading a function scan or message table" in v for v in found), found

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 MAX_LINE_BYTES = 64 * 1024
 READ_BYTES = 1 << 20
 PROGRESS_EVERY_SECONDS = 1.0
+RECORD_SEPARATOR = "\x1f"   # U+001F, the unit separator: rare in CSV text (a record holding it goes as a list)
 
 
 def _binary(stream):
@@ -62,17 +63,29 @@ def framed_lines(stream, max_line=MAX_LINE_BYTES):
         yield line_no, next(csv.reader((text.rstrip("\r\n"),)), []), None, bytes_read
 
 
+def _record(fields):
+    """(fields, None) or (None, the fields joined by RECORD_SEPARATOR) when that joins them
+    unambiguously (SQL's _lead_import_fields splits it back): a text travels ~8x cheaper than a list."""
+    if fields is None:
+        return None, None
+    record = RECORD_SEPARATOR.join(fields)
+    if record and record.count(RECORD_SEPARATOR) == len(fields) - 1:
+        return None, record
+    return fields, None
+
+
 def stage(conn, progress_conn, import_id, stream):
     """COPYs the upload into lead_import_lines and marks it uploaded. conn is used for the COPY;
     progress_conn reports progress meanwhile (it must be another connection). Returns lines staged."""
     lines = bytes_read = 0
     next_report = time.monotonic() + PROGRESS_EVERY_SECONDS
     with conn.cursor() as cur:
-        # Binary COPY: text arrays travel without quoting/escaping, ~4x faster than text format here.
-        with cur.copy("COPY lead_import_lines (import_id, line_no, fields, defect) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "int4", "text[]", "text"])
+        # Binary COPY: values travel without quoting/escaping, ~4x faster than text format here.
+        with cur.copy("COPY lead_import_lines (import_id, line_no, fields, record, defect) "
+                      "FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "int4", "text[]", "text", "text"])
             for lines, fields, defect, bytes_read in framed_lines(stream):
-                copy.write_row((import_id, lines, fields, defect))
+                copy.write_row((import_id, lines, *_record(fields), defect))
                 if time.monotonic() >= next_report:
                     progress_conn.execute("SELECT lead_import_uploaded(%s, %s, %s, false)",
                                           [import_id, bytes_read, lines])

@@ -1,6 +1,7 @@
--- CSV lead imports. The web process streams the upload into lead_import_lines with COPY (one text
--- array per record); everything after that is here: header check, per-line validation with a
--- reason, the merge of good rows (_merge_leads), progress and the downloadable report.
+-- CSV lead imports. The web process streams the upload into lead_import_lines with COPY (each record
+-- as its fields joined by U+001F, or a text array: _lead_import_fields); everything after that is
+-- here: header check, per-line validation with a reason, the merge of good rows (_merge_leads),
+-- progress and the downloadable report.
 
 CREATE OR REPLACE FUNCTION start_lead_import(p_user_id bigint, p_device_id bigint, p_filename text,
                                              p_bytes_total bigint) RETURNS bigint
@@ -55,6 +56,11 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION fail_lead_import(bigint, text) IS 'Ends an import as failed with the reason, dropping its staged lines.';
 
+CREATE OR REPLACE FUNCTION _lead_import_fields(p_fields text[], p_record text) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT coalesce(p_fields, string_to_array(p_record, E'\x1f')) $$;
+COMMENT ON FUNCTION _lead_import_fields(text[], text) IS
+  'A staged line''s CSV fields: the text[] column, else the U+001F-joined record split back.';
+
 -- The header names the columns (any order, a subset of _lead_csv_columns(), phone required).
 -- Returns the columns, or raises 22023 saying what is wrong.
 CREATE OR REPLACE FUNCTION _lead_import_header(p_import_id bigint) RETURNS text[]
@@ -63,7 +69,7 @@ DECLARE v_cols text[];
         v_bad text;
 BEGIN
   SELECT array_agg(lower(btrim(f)) ORDER BY n) INTO v_cols
-    FROM lead_import_lines s, unnest(s.fields) WITH ORDINALITY AS u(f, n)
+    FROM lead_import_lines s, unnest(_lead_import_fields(s.fields, s.record)) WITH ORDINALITY AS u(f, n)
    WHERE s.import_id = p_import_id AND s.line_no = 1;
   IF v_cols IS NULL THEN
     RAISE EXCEPTION 'the file is empty or its first line is unreadable; it must start with a header such as %',
@@ -87,8 +93,9 @@ COMMENT ON FUNCTION _lead_import_header(bigint) IS 'The column names of an impor
 
 -- Validates and merges the next p_lines staged lines. Returns false when there is nothing left
 -- (the import is then finished) or another session is working on it.
+-- work_mem: a chunk's sorts (line order, the merge's key order) fit in memory rather than on disk.
 CREATE OR REPLACE FUNCTION lead_import_step(p_import_id bigint, p_lines integer DEFAULT 100000)
-RETURNS boolean LANGUAGE plpgsql AS $$
+RETURNS boolean LANGUAGE plpgsql SET work_mem = '64MB' AS $$
 DECLARE v lead_imports;
         v_cols text[];
         v_to integer;
@@ -111,7 +118,11 @@ BEGIN
   v_to := least(greatest(v.lines_processed, 1) + p_lines, v.lines_total);
 
   BEGIN   -- one chunk, whole or not at all
-  WITH staged AS (
+  WITH lines AS MATERIALIZED (   -- each record split once
+    SELECT l.line_no, _lead_import_fields(l.fields, l.record) AS fields, l.defect
+      FROM lead_import_lines l
+     WHERE l.import_id = p_import_id AND l.line_no > greatest(v.lines_processed, 1) AND l.line_no <= v_to
+  ), staged AS (
     SELECT s.line_no, s.fields, s.defect,
            _csv_restored(s.fields[array_position(v_cols, 'name')]) AS name,
            s.fields[array_position(v_cols, 'phone')] AS phone,
@@ -119,9 +130,8 @@ BEGIN
            s.fields[array_position(v_cols, 'target_status')] AS target_status,
            _csv_restored(s.fields[array_position(v_cols, 'trigger')]) AS trigger,
            btrim(s.fields[array_position(v_cols, 'device_id')]) AS device_text
-      FROM lead_import_lines s
-     WHERE s.import_id = p_import_id AND s.line_no > greatest(v.lines_processed, 1) AND s.line_no <= v_to
-       AND (s.defect IS NOT NULL OR btrim(array_to_string(s.fields, '')) <> '')   -- blank lines are no rows
+      FROM lines s
+     WHERE (s.defect IS NOT NULL OR btrim(array_to_string(s.fields, '')) <> '')   -- blank lines are no rows
   ), typed AS MATERIALIZED (   -- each value computed once (an inlined view would repeat them per use)
     SELECT st.*,
            CASE WHEN coalesce(device_text, '') = '' THEN v.device_id

@@ -10,8 +10,8 @@ connect of an unpaired device, and leaks a database pool on every connect
   process (a second object with the same key, once garbage-collected, stops the live one).
 - Every call that writes the Go core's registry (the start of a connect, a stop) runs on one
   control thread, one at a time (concurrent writes abort the process); the next begins once the
-  previous client shows a sign of life or settle_s passed, and a stop is awaited before the same
-  key starts again.
+  previous connect has entered the Go core and then shown a sign of life or settle_s passed, and a
+  stop is awaited before the same key starts again.
 - A stored jid is checked in whatsmeow_device before resuming (resuming a missing one panics).
 - Failed connects follow CONNECT_POLICY; after its last attempt the device is stopped and released.
 - Each connect opens a database pool neonize never closes: at most `connection_budget` connects
@@ -349,11 +349,16 @@ class NeonizeTransport:
                     event, launched = self._failed(run, f"could not start: {exc.__class__.__name__}: {exc}"), None
             self._emit(event)
             if launched is not None:
-                launched.wait(self.settle_s)   # the next start waits for a sign of life
+                in_core, settled = launched
+                # Neonize() writes the registry as it begins: the next write waits until the connect
+                # thread is in it (on a busy machine it may start late; a hang is the watchdog's),
+                # then for a sign of life.
+                in_core.wait(self.hung_after_s)
+                settled.wait(self.settle_s)
 
     def _launch(self, run: _Run):
         """Caller holds the lock. Starts the run's pairing child or its stored session's connect;
-        returns (event to report, the Event that tells it settled)."""
+        returns (event to report, None or the Events that tell its connect entered the Go core and settled)."""
         if not (run.session.jid and self._session_stored(run.session.jid)):
             return self._start_pairing(run)
         if self.connects_made >= self.connection_budget:
@@ -377,9 +382,10 @@ class NeonizeTransport:
         run.settled.clear()
         run.quiet_since = time.monotonic()
         self.connects_made += 1
-        threading.Thread(target=self._connect, args=(run, client, run.generation),
+        in_core = threading.Event()
+        threading.Thread(target=self._connect, args=(run, client, run.generation, in_core),
                          name=f"neonize-{run.device_id}", daemon=True).start()
-        return None, run.settled
+        return None, (in_core, run.settled)
 
     def _stop_now(self, device_id: int, client: NewClient):
         """Stops a client and waits for it: the same key must not start again before (the Go
@@ -396,8 +402,9 @@ class NeonizeTransport:
         done.wait(self.hung_after_s + 1)
         self._stopping_since = None
 
-    def _connect(self, run: _Run, client: NewClient, generation: int):
+    def _connect(self, run: _Run, client: NewClient, generation: int, in_core: threading.Event):
         try:
+            in_core.set()
             client.connect()          # blocks for the whole session
             error = "connection closed"
         except NeonizeError as exc:
