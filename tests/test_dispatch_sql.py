@@ -316,3 +316,18 @@ def test_bulk_enqueue_refreshes_the_queue_statistics(db):
     assert db.execute("SELECT refresh_queue_stats(5000) AS r").fetchone()["r"] is True
     assert db.execute("SELECT reltuples FROM pg_class WHERE relname = 'message_queue'").fetchone()["reltuples"] >= 5000
     assert db.execute("SELECT refresh_queue_stats(1500) AS r").fetchone()["r"] is False
+
+
+def test_the_one_writer_refreshes_the_statistics_before_its_caller_commits(db):
+    """_enqueue_messages (fan-out chunks, step activations, AI spreads, retries) re-analyzes the queue
+    inside the caller's transaction, so the statistics commit with the rows they describe."""
+    uid = make_user(db)
+    dev = make_device(db, uid)
+    db.execute("ANALYZE message_queue")
+    written = db.execute("""
+        SELECT count(*) AS n FROM _enqueue_messages(array(
+          SELECT ROW(%s, %s, NULL, '6012' || lpad(g::text, 8, '0'), NULL, 'text', 'x', NULL, 0, 0,
+                     NULL, NULL, NULL, NULL, NULL, NULL, NULL)::message_draft
+            FROM generate_series(1, 3000) g))""", [uid, dev]).fetchone()["n"]
+    assert written == 3000
+    assert db.execute("SELECT reltuples FROM pg_class WHERE relname = 'message_queue'").fetchone()["reltuples"] >= 3000

@@ -424,7 +424,6 @@ BEGIN
     EXIT WHEN clock_timestamp() >= v_until;
     v_added := expand_next_campaign_chunk(p_chunk);
     EXIT WHEN v_added IS NULL;
-    PERFORM refresh_queue_stats(v_added);   -- before the commit: the statistics arrive with the rows
     COMMIT;
   END LOOP;
   COMMIT;

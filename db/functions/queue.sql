@@ -83,9 +83,10 @@ COMMENT ON FUNCTION notify_dispatch() IS
 -- Statistics after bulk enqueues ------------------------------------------------------------
 -- The claim's plan is cached and built from the table's statistics. A queue that was nearly empty
 -- at the last ANALYZE and then takes a campaign of 100k+ rows gets plans for a tiny table until
--- autovacuum catches up (measured: 2k msgs/s instead of 25k for the first minute). Bulk enqueuers
--- call this in the transaction that queued the chunk, before it commits (ANALYZE counts the
--- transaction's own rows): the statistics and the rows become visible together. Called after the
+-- autovacuum catches up (measured: 2k msgs/s instead of 25k for the first minute). The one writer
+-- of new rows (_enqueue_messages) calls this in the transaction that queued them, before it
+-- commits (ANALYZE counts the transaction's own rows): the statistics and the rows become visible
+-- together, for fan-out chunks, step activations, AI spreads and retries alike. Called after the
 -- commit, the senders the rows woke claimed first with the plan for an empty queue -- a nested
 -- loop over every due row, 20 s per claim of 1,000 with 100k due.
 CREATE OR REPLACE FUNCTION refresh_queue_stats(p_added bigint)

@@ -15,7 +15,15 @@
 --    steps would cost more than the insert).
 
 CREATE OR REPLACE FUNCTION _enqueue_messages(p_drafts message_draft[])
-RETURNS TABLE (id bigint, enrollment_id bigint, sequence_stepid bigint) LANGUAGE sql AS $$
+RETURNS TABLE (id bigint, enrollment_id bigint, sequence_stepid bigint) LANGUAGE plpgsql
+-- Planned without the drafts' values, as when it was a SQL function: its history checks must stay
+-- index probes (told the batch holds 50k drafts, the planner hashes a whole history partition).
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE v_written bigint;
+BEGIN
+  RETURN QUERY
   WITH d AS (
     SELECT * FROM unnest(p_drafts)
   ), settled_campaigns AS MATERIALIZED (
@@ -37,10 +45,14 @@ RETURNS TABLE (id bigint, enrollment_id bigint, sequence_stepid bigint) LANGUAGE
      AND NOT (d.retry_of IS NOT NULL AND d.sequence_stepid IS NOT NULL
               AND EXISTS (SELECT 1 FROM message_history h WHERE h.retry_of = d.retry_of))
   ON CONFLICT DO NOTHING
-  RETURNING id, enrollment_id, sequence_stepid   -- what the callers read: no copy of each rendered row
-$$;
+  RETURNING id, enrollment_id, sequence_stepid;  -- what the callers read: no copy of each rendered row
+  GET DIAGNOSTICS v_written = ROW_COUNT;
+  -- In the caller's transaction, so the statistics commit with the rows (queue.sql, refresh_queue_stats).
+  PERFORM refresh_queue_stats(v_written);
+END $$;
 COMMENT ON FUNCTION _enqueue_messages(message_draft[]) IS
   'The one writer of new messages: inserts the drafts as pending rows (held when the draft says so) and returns '
   'the id, enrollment_id and sequence_stepid of each row written. A draft that would be a second message for a '
   'campaign and phone (live or sent), a second first attempt of a step for an enrollment, or a second retry of a '
-  'failed step is left out. The insert wakes the senders (trigger broadcast_messages_3_wake).';
+  'failed step is left out. The insert wakes the senders (trigger broadcast_messages_3_wake); a batch that grows '
+  'the queue by half re-analyzes it before the caller commits (refresh_queue_stats).';

@@ -355,7 +355,6 @@ BEGIN
     EXIT WHEN clock_timestamp() + v_last > v_deadline;
     v_started := clock_timestamp();
     v_done := activate_due_steps(p_chunk);
-    PERFORM refresh_queue_stats(v_done);   -- before the commit: the statistics arrive with the rows
     COMMIT;
     v_last := clock_timestamp() - v_started;
     EXIT WHEN v_done < p_chunk;
