@@ -89,20 +89,27 @@ COMMENT ON FUNCTION notify_dispatch() IS
 -- together, for fan-out chunks, step activations, AI spreads and retries alike. Called after the
 -- commit, the senders the rows woke claimed first with the plan for an empty queue -- a nested
 -- loop over every due row, 20 s per claim of 1,000 with 100k due.
+-- The queue's size now is its live rows as the statistics system counts them (committed work of
+-- every session, flushed within a second) plus the caller's own p_added: many small batches (a
+-- soak's campaigns of a few hundred leads each) grow it as surely as one big one, and left the
+-- claims on the empty-queue plan until autovacuum came by (stalls of 10-30 s).
 CREATE OR REPLACE FUNCTION refresh_queue_stats(p_added bigint)
 RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE v_analyzed double precision;
+        v_now double precision;
 BEGIN
-  IF p_added >= 1000 AND p_added > (SELECT greatest(c.reltuples, 0) FROM pg_class c
-                                      WHERE c.oid = 'message_queue'::regclass) / 2 THEN
+  SELECT greatest(c.reltuples, 0), coalesce(pg_stat_get_live_tuples(c.oid), 0) + p_added
+    INTO v_analyzed, v_now FROM pg_class c WHERE c.oid = 'message_queue'::regclass;
+  IF p_added > 0 AND v_now >= 1000 AND v_now > 1.5 * v_analyzed THEN
     ANALYZE message_queue;
     RETURN true;
   END IF;
   RETURN false;
 END $$;
 COMMENT ON FUNCTION refresh_queue_stats(bigint) IS
-  'Re-analyzes message_queue (the live partition) when p_added just-queued rows grew it by half or more (at least 1,000), '
-  'so cached claim plans are rebuilt for its real size. Call it before the transaction that queued them commits. '
-  'Returns whether it analyzed.';
+  'Re-analyzes message_queue (the live partition) when, with p_added just-queued rows, it holds at least 1,000 rows and '
+  'half again as many as at its last ANALYZE, so cached claim plans are rebuilt for its real size. Called by '
+  '_enqueue_messages before the transaction that queued them commits. Returns whether it analyzed.';
 
 -- Claim -------------------------------------------------------------------------------------
 -- One statement: for each device this sender leases (online, pacing due, with due work), in
