@@ -50,7 +50,7 @@ def test_every_function_writing_messages_belongs_to_the_family(db):
         [r"(insert\s+into|update|delete\s+from)\s+(broadcast_messages|message_queue|message_history)"])}
     family = family_functions()
     assert writers - family == set()
-    assert {"_enqueue_messages", "_skip_messages", "claim_messages", "_settle_claimed"} <= writers
+    assert {"_insert_drafts", "_skip_messages", "claim_messages", "_settle_claimed"} <= writers   # _insert_drafts: _enqueue_messages' insert
 
 
 def test_skip_reasons_are_a_closed_set_each_with_its_text(db):
