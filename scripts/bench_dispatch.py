@@ -57,7 +57,7 @@ def setup_devices(c, user_id, n, label, hourly_limit=1_000_000, daily_limit=1_00
 
 def queue_messages(c, user_id, device_ids, total, table="broadcast_messages"):
     """`total` messages due now, spread evenly over the devices, in one statement (one NOTIFY), the
-    queue's statistics refreshed before the commit as campaign fan-out does for each chunk."""
+    queue's statistics refreshed before the commit as _enqueue_messages does for every batch."""
     with c.transaction():
         c.execute(f"""
             INSERT INTO {table} (user_id, device_id, recipient_phone, content)

@@ -2,7 +2,8 @@
 
 1. Activation: N contacts enrolled in sequence A with their step due are activated in the chunks the
    scheduler's tick uses (activate_due_steps(5000), each chunk committed, as sequence_tick runs
-   them); the same N contacts enrolled in sequence B are advanced by one floor statement that inserts their step messages into the floor table (benchlib.create_floor_table: same columns,
+   them); the same N contacts enrolled in sequence B are advanced by one floor statement that
+   inserts their step messages into the floor table (benchlib.create_floor_table: same columns,
    primary key and one partial index, no triggers) and updates their enrollments. ratio = floor
    seconds / activation seconds (target >= 0.5); chunk p99 and the worst one-minute tick's work (target <= 15 s).
 2. Reports: with N contacts and 10*N step messages, GET /api/sequences/summary and the detail
