@@ -156,7 +156,7 @@ def test_merge_updates_existing_leads_and_inserts_the_rest_last_repeat_winning(d
 def test_a_lead_added_by_another_transaction_meanwhile_is_merged_into(connect_committed):
     """The merge inserts without ON CONFLICT; the lead another transaction inserts (not yet committed)
     makes its INSERT wait and then fail on the unique key, and the merge runs again into that lead."""
-    first, second = connect_committed(), connect_committed()
+    first, second, watcher = connect_committed(), connect_committed(), connect_committed()
     uid = make_user(first)
     d = make_device(first, uid)
     result = {}
@@ -165,8 +165,12 @@ def test_a_lead_added_by_another_transaction_meanwhile_is_merged_into(connect_co
         merging = threading.Thread(target=lambda: result.update(second.execute(
             "SELECT * FROM intake_lead(%s, %s, 'Second', '0111111111', 'gym', NULL, NULL)", [uid, d]).fetchone()))
         merging.start()
-        time.sleep(0.5)   # the merge is now waiting on the uncommitted lead's key
-    merging.join(10)
+        deadline = time.monotonic() + 60   # until the merge waits on the uncommitted lead's key
+        while not watcher.execute("SELECT wait_event_type = 'Lock' AS w FROM pg_stat_activity WHERE pid = %s",
+                                [second.info.backend_pid]).fetchone()["w"]:
+            assert time.monotonic() < deadline, "the merge never waited on the uncommitted lead"
+            time.sleep(0.02)
+    merging.join(60)
     assert result == {"lead_id": lead, "created": False}
     assert first.execute("SELECT name, niche FROM leads WHERE user_id = %s", [uid]).fetchall() == [
         {"name": "Second", "niche": "gym"}]

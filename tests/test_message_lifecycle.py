@@ -104,7 +104,6 @@ def test_skips_and_stuck_failures_are_pushed_live(connect_committed):
     assert status == [("failed", [first]), ("skipped", sorted(rest))]
 
 
-
 def test_enqueue_returns_the_keys_of_the_rows_it_wrote_and_none_for_a_draft_it_left_out(db):
     uid = make_user(db)
     dev = make_device(db, uid)
