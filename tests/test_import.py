@@ -70,6 +70,20 @@ def test_framing_keeps_memory_bounded_and_names_defects():
     ]
 
 
+def test_a_line_the_csv_reader_refuses_is_reported_not_a_failed_upload():
+    """A carriage return inside an unquoted field made csv.reader raise, which ended the whole upload."""
+    rows = list(lead_import.framed_lines(io.BytesIO(b'a,b\nx\ry,z\n"q, r",s\n')))
+    assert [(r[0], r[1]) for r in rows] == [(1, ["a", "b"]), (2, None), (3, ["q, r", "s"])]
+    assert rows[1][2].startswith("not a CSV record (new-line character seen in unquoted field")
+
+
+@pytest.mark.parametrize("line", ["a,b", "", ",", " a , b ,", "a\x0bb,\u2028", '"x,y",z', '"a', 'a"b,"c', '"q""r",s'])
+def test_lines_split_as_csv_reader_splits_them(line):
+    """Unquoted lines are split on commas (the fast path), quoted ones by one reused csv.reader:
+    both as a reader of that line alone."""
+    assert [r[1] for r in lead_import.framed_lines(io.BytesIO(line.encode() + b"\n"))] == [next(csv.reader((line,)), [])]
+
+
 @pytest.mark.parametrize("fields", [["a", "b"], ["x"], ["", ""], ["a\x1fb", "c"], [""], []])
 def test_a_record_is_staged_joined_only_when_it_splits_back_the_same(db, fields):
     staged = lead_import._record(fields)

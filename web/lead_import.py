@@ -34,6 +34,7 @@ def framed_lines(stream, max_line=MAX_LINE_BYTES):
     """Yields (line_no, fields, defect, bytes_read) for each physical line. fields is the CSV record,
     or None with defect saying why the line could not be read. Memory stays bounded by max_line."""
     stream = _binary(stream)
+    parser = _LineParser()
     line_no = 0
     bytes_read = 0
     while True:
@@ -60,7 +61,37 @@ def framed_lines(stream, max_line=MAX_LINE_BYTES):
         if "\x00" in text:                              # PostgreSQL text cannot hold it
             yield line_no, None, "contains a NUL character", bytes_read
             continue
-        yield line_no, next(csv.reader((text.rstrip("\r\n"),)), []), None, bytes_read
+        try:
+            fields = parser.fields(text.rstrip("\r\n"))
+        except csv.Error as exc:
+            yield line_no, None, f"not a CSV record ({exc})", bytes_read
+            continue
+        yield line_no, fields, None, bytes_read
+
+
+class _LineParser:
+    """The CSV fields of one line at a time, from one csv.reader (making one per line cost ~1 µs).
+    The reader pulls from this object, which holds just the current line: a quoted field left open
+    ends with its line, as with a reader of that line alone."""
+
+    def __init__(self):
+        self._line = None
+        self._reader = csv.reader(self)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line, self._line = self._line, None
+        if line is None:
+            raise StopIteration
+        return line
+
+    def fields(self, text):
+        if '"' not in text and "\r" not in text:   # what the reader returns for it, ~4x faster
+            return text.split(",") if text else []
+        self._line = text
+        return next(self._reader, [])
 
 
 def _record(fields):
