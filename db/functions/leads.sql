@@ -326,7 +326,8 @@ COMMENT ON FUNCTION _csv_neutralised(text) IS
 
 CREATE OR REPLACE FUNCTION _csv_restored(p_value text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE WHEN p_value ~ E'^''[=+\\-@\\t\\r]' THEN substr(p_value, 2) ELSE p_value END
+  -- LIKE first: a regular expression per imported cell cost ~1 µs, and few cells start with '
+  SELECT CASE WHEN p_value LIKE '''%' AND p_value ~ E'^''[=+\\-@\\t\\r]' THEN substr(p_value, 2) ELSE p_value END
 $$;
 COMMENT ON FUNCTION _csv_restored(text) IS 'Undoes _csv_neutralised for an imported cell, so an export imports back as it was.';
 
