@@ -154,8 +154,9 @@ BEGIN
   ), bad AS (
     INSERT INTO lead_import_errors (import_id, line_no, reason, content)
     SELECT p_import_id, c.line_no, c.reason,
-           left(coalesce(array_to_string(_lead_import_fields(l.fields, l.record), ',', ''), ''), 200)
-      FROM checked c JOIN lead_import_lines l ON l.import_id = p_import_id AND l.line_no = c.line_no
+           (SELECT left(coalesce(array_to_string(_lead_import_fields(l.fields, l.record), ',', ''), ''), 200)
+              FROM lead_import_lines l WHERE l.import_id = p_import_id AND l.line_no = c.line_no)   -- a probe per bad line
+      FROM checked c
      WHERE c.reason IS NOT NULL
     RETURNING 1
   ), good AS (   -- in line order (one sort for all the arrays: the last of a repeated lead wins)
