@@ -171,7 +171,9 @@ BEGIN
   )
   SELECT (SELECT count(*) FROM bad), (SELECT n FROM good), (SELECT count(*) FILTER (WHERE inserted) FROM merged)
     INTO v_bad, v_good, v_inserted;
-  PERFORM require_quota(v.user_id, 'leads', 0);
+  IF v_inserted > 0 THEN   -- a chunk of merges adds no lead (the count costs ~0.4 s at a million leads)
+    PERFORM require_quota(v.user_id, 'leads', 0);
+  END IF;
   EXCEPTION WHEN SQLSTATE 'WAQ01' THEN   -- past the lead quota: this chunk is undone and the import ends
     PERFORM fail_lead_import(p_import_id, SQLERRM);
     RETURN false;

@@ -23,7 +23,8 @@ COMMENT ON FUNCTION _phone_candidate(text, text) IS
 
 CREATE OR REPLACE FUNCTION _normalize_phone(p_raw text, p_country text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT substring(_phone_candidate(p_raw, p_country) FROM '^[1-9][0-9]{6,14}$')
+  -- The length as a lookahead: substring() with a bounded repetition ([0-9]{6,14}) matched ~3x slower.
+  SELECT substring(_phone_candidate(p_raw, p_country) FROM '^(?=[0-9]{7,15}$)[1-9][0-9]*$')
 $$;
 COMMENT ON FUNCTION _normalize_phone(text, text) IS
   'The phone number as stored (digits, country code first, 7-15 digits), or NULL when invalid (_phone_problem says why).';
