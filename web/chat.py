@@ -39,14 +39,14 @@ def view(device_id):
 
 @bp.route("/api/devices/<int:device_id>/chats")
 @login_required
-@returns(obj(chats=rows("chat_search")))
+@returns(obj(chats=rows("chat_search"), device_status=STRING))
 def list_chats(device_id):
-    """The device's chats with a message in the last 30 days, newest first. Query: `q` searches
-    names, numbers and last messages."""
-    _device_or_404(device_id)
+    """The device's chats with a message in the last 30 days, newest first, and the device's
+    status now. Query: `q` searches names, numbers and last messages."""
+    device = _device_or_404(device_id)
     rows = all_rows("SELECT * FROM chat_search(%s, %s, %s, 30, 200)",
                     [g.user["id"], device_id, request.args.get("q")])
-    return jsonify(chats=rows)
+    return jsonify(chats=rows, device_status=device["status"])
 
 
 def _message(row):

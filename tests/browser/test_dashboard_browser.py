@@ -47,6 +47,48 @@ def test_overview_updates_live_when_a_device_comes_online(page_for, user, commit
     expect(page.locator('[data-status="offline"]')).to_have_text("0")
 
 
+# Holds every page socket until window.__releaseSockets() is called: the page's script runs and
+# fetches while its live socket is not yet open (a slow handshake, made certain).
+HOLD_SOCKETS = """
+(() => {
+  const Real = window.WebSocket;
+  const gate = new Promise(resolve => { window.__releaseSockets = resolve; });
+  window.WebSocket = function (url) {
+    const held = { readyState: 0, send() {}, close() {} };
+    gate.then(() => {
+      const s = new Real(url);
+      for (const k of ["onopen", "onmessage", "onclose"]) s[k] = e => held[k] && held[k](e);
+      Object.defineProperty(held, "readyState", { get: () => s.readyState });
+      held.send = d => s.send(d);
+      held.close = () => s.close();
+    });
+    return held;
+  };
+  window.WebSocket.OPEN = Real.OPEN;
+})();
+"""
+
+
+def test_chat_view_catches_a_status_change_made_before_its_socket_opened(page_for, user, committed_db_url):
+    """The page renders "offline"; the device comes online (its event sent to nobody) before the
+    page's socket opens: the first open refetches what it missed."""
+    with db(committed_db_url) as c:
+        device = make_device(c, user["id"], status="offline")
+    page = page_for()
+    sign_in(page, user["email"])
+    page.add_init_script(HOLD_SOCKETS)
+    with page.expect_response(lambda r: r.url.endswith(f"/api/devices/{device}/chats")):
+        page.goto(f"/device/{device}/whatsapp-web")
+    expect(page.locator("#wa-device-status")).to_have_text("offline")
+    with db(committed_db_url) as c, c.transaction():
+        c.execute("UPDATE user_devices SET status = 'online' WHERE id = %s", [device])
+        c.execute("SELECT notify_user(%s, 'device_status', jsonb_build_object('device_id', %s::bigint, 'status', 'online'))",
+                  [user["id"], device])
+    page.evaluate("() => window.__releaseSockets()")
+    wait_for_js(page, "() => document.documentElement.dataset.live === 'open'")
+    expect(page.locator("#wa-device-status")).to_have_text("online")
+
+
 def inbound(c, device, phone, text, wa_id, name="Aisyah"):
     c.execute("SELECT record_inbound_message(%s, %s, %s, %s, %s, %s, now(), false, 'text', %s)",
               [device, wa_id, f"{phone}@s.whatsapp.net", f"{phone}@s.whatsapp.net", phone, text, name])

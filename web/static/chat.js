@@ -11,6 +11,7 @@
   const $ = function (id) { return document.getElementById(id); };
   const list = $("wa-chats"), box = $("wa-messages"), older = $("wa-older"), text = $("wa-text");
   let chats = [], open = null, cursor = null, pendingImage = null;
+  let statusEvents = 0;   // device_status events seen: a fetch started before one must not undo it
 
   // ---- formatting: WhatsApp's way, in the user's time zone -----------------------------------
   // The chat list shows the time for today, "Yesterday", the weekday within the last week, then
@@ -58,8 +59,11 @@
   }
   function loadChats() {
     const q = $("wa-search").value.trim();
+    const asked = statusEvents;
     return api("GET", "/api/devices/" + deviceId + "/chats" + (q ? "?q=" + encodeURIComponent(q) : ""))
-      .then(function (body) { chats = body.chats; renderChats(); });
+      .then(function (body) { chats = body.chats; renderChats();
+        if (asked === statusEvents) showStatus(body.device_status);   // else a live event is newer
+      });
   }
   let searchTimer = null;
   $("wa-search").addEventListener("input", function () { clearTimeout(searchTimer); searchTimer = setTimeout(loadChats, 200); });
@@ -250,12 +254,16 @@
     refreshLatest();
     if (d.status === "sent") reloadChatsSoon();
   });
-  live.on("device_status", forThisDevice(function (d) {
+  function showStatus(status) {
     const badge = $("wa-device-status");
-    badge.textContent = d.status;
-    badge.className = "badge badge-" + d.status;
-  }));
+    badge.textContent = status;
+    badge.className = "badge badge-" + status;
+  }
+  live.on("device_status", forThisDevice(function (d) { statusEvents += 1; showStatus(d.status); }));
   live.refreshOn([], function () { loadChats(); refreshLatest(); });   // after a reconnect or resync
+  // What changed between this page's render and its socket's first open was sent to nobody.
+  let firstOpen = true;
+  live.on("live.open", function () { if (firstOpen) { firstOpen = false; loadChats(); } });
 
   loadChats();
 })();
