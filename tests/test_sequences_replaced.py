@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 from tests.factories import make_device, make_user
-from tests.test_sequences import DUPLICATES, activate, add_lead, enrollment, finish, make_sequence, messages, steps_of
+from tests.test_sequences import (DUPLICATES, activate, add_lead, enrollment, finish, make_due, make_sequence, messages,
+                                  steps_of)
 
 MIGRATION = Path(__file__).resolve().parent.parent / "db" / "migrations" / "1300_sequence_timing.sql"
 
@@ -100,6 +101,30 @@ def test_failed_steps_are_retried_as_new_rows_and_the_figures_follow(db):
     finish(db, [retry["id"]])
     assert flows()[1] == (2, 0, 2)
     assert db.execute("SELECT status FROM broadcast_messages WHERE id = %s", [first["id"]]).fetchone()["status"] == "failed"
+    assert db.execute(DUPLICATES).fetchall() == []
+
+
+def test_a_contact_with_two_failed_steps_gets_one_retry_at_a_time(db):
+    """The queue holds one step in flight per contact: the earliest failed step goes first."""
+    uid = make_user(db)
+    make_device(db, uid)
+    sid = make_sequence(db, uid, steps=3)
+    add_lead(db, uid, "60111111111", "promo")
+    s1, s2, _ = steps_of(db, sid)
+    for _ in range(2):
+        assert activate(db) == 1
+        finish(db, [m["id"] for m in messages(db, sid) if m["status"] == "pending"], ok=False)
+        make_due(db, sid, "60111111111")
+    retry = lambda: db.execute("SELECT retry_failed_steps(%s, %s, NULL) AS n", [uid, sid]).fetchone()["n"]
+    assert retry() == 1
+    assert retry() == 0                                              # its step is in flight
+    first = db.execute("SELECT id, sequence_stepid FROM broadcast_messages WHERE sequence_id = %s AND status = 'pending'",
+                       [sid]).fetchall()
+    assert [m["sequence_stepid"] for m in first] == [s1]
+    finish(db, [first[0]["id"]])
+    assert retry() == 1
+    assert db.execute("SELECT sequence_stepid FROM broadcast_messages WHERE sequence_id = %s AND status = 'pending'",
+                      [sid]).fetchone()["sequence_stepid"] == s2
     assert db.execute(DUPLICATES).fetchall() == []
 
 

@@ -247,8 +247,9 @@ BEGIN
                  media_path(c.media_id, c.image_url),
                  c.min_delay_seconds, c.max_delay_seconds, c.scheduled_at, c.paused_at IS NOT NULL,
                  c.id, NULL, NULL, NULL, NULL)::message_draft
-        FROM batch b
-       WHERE NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = b.phone)))
+        FROM (SELECT DISTINCT ON (b.phone) b.* FROM batch b ORDER BY b.phone, b.id) b   -- a phone on two devices: its first lead
+       WHERE NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = b.phone)
+       ORDER BY b.id))
   )
   SELECT max(b.id), count(*), (SELECT count(*) FROM queued) INTO v_last, v_seen, v_queued FROM batch b;
   UPDATE campaigns

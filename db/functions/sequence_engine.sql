@@ -310,9 +310,10 @@ BEGIN
   -- Each failed, not yet retried step of a contact not stopped and not opted out is queued again
   -- (retry_of = the failed one, which stays as it was) on its device while that can send, else on
   -- the sequence's least loaded available device. A contact with a step in flight is left for later.
-  -- The queue allows one step in flight per contact and one retry per failed message.
+  -- The queue allows one step in flight per contact and one retry per failed message: of a
+  -- contact's failed steps the earliest goes now, the next on a later retry.
   SELECT count(*) INTO v_queued FROM _enqueue_messages(array(
-    SELECT ROW(m.user_id, coalesce(own.device_id, alt.device_id, m.device_id), m.lead_id, m.recipient_phone,
+    SELECT DISTINCT ON (m.enrollment_id) ROW(m.user_id, coalesce(own.device_id, alt.device_id, m.device_id), m.lead_id, m.recipient_phone,
                m.recipient_name, m.message_type, m.content, m.media_url, m.min_delay_seconds, m.max_delay_seconds,
                now(), s.status = 'inactive', NULL, m.sequence_id, m.sequence_stepid, m.enrollment_id, m.id)::message_draft
       FROM broadcast_messages m
@@ -324,7 +325,8 @@ BEGIN
                           ORDER BY l.messages_hour, l.device_id LIMIT 1) alt ON own.device_id IS NULL
      WHERE m.sequence_id = s.id AND m.status = 'failed' AND (p_step_id IS NULL OR m.sequence_stepid = p_step_id)
        AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id)
-       AND NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = m.user_id AND o.phone = m.recipient_phone)));
+       AND NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = m.user_id AND o.phone = m.recipient_phone)
+     ORDER BY m.enrollment_id, m.id));
   RETURN v_queued;
 END $$;
 COMMENT ON FUNCTION retry_failed_steps(bigint, bigint, bigint) IS
