@@ -122,20 +122,26 @@ $$;
 COMMENT ON FUNCTION dashboard_devices_by_health(bigint) IS
   'The owner''s devices counted per status (every status listed, zeros included), healthiest first.';
 
+-- One grouped pass over the owner's live rows, not a probe per device: with the queue's statistics
+-- saying "empty" (just analyzed, or drained since) each probe became a scan of the queue's pages,
+-- 300 devices x a drained queue's dead pages = 56 ms for the overview's figures.
 CREATE OR REPLACE FUNCTION monitor_queue_depth(p_user_id bigint)
 RETURNS TABLE (device_id bigint, device_name text, device_status text, due_now bigint,
                scheduled_later bigint, in_flight bigint, oldest_due_at timestamptz)
 LANGUAGE sql STABLE AS $$
-  SELECT d.id, d.device_name, d.status, w.due_now, w.scheduled_later, f.in_flight, w.oldest_due_at
+  SELECT d.id, d.device_name, d.status, coalesce(w.due_now, 0), coalesce(w.scheduled_later, 0),
+         coalesce(w.in_flight, 0), w.oldest_due_at
     FROM user_devices d
-   CROSS JOIN LATERAL (
-     SELECT count(*) FILTER (WHERE m.scheduled_at <= now()) AS due_now,
-            count(*) FILTER (WHERE m.scheduled_at > now()) AS scheduled_later,
-            min(m.scheduled_at) AS oldest_due_at
-       FROM broadcast_messages m
-      WHERE m.device_id = d.id AND m.status = 'pending' AND NOT m.held) w
-   CROSS JOIN LATERAL (
-     SELECT count(*) AS in_flight FROM broadcast_messages m WHERE m.device_id = d.id AND m.status = 'queued') f
+    LEFT JOIN (
+      SELECT m.device_id,
+             count(*) FILTER (WHERE m.status = 'pending' AND NOT m.held AND m.scheduled_at <= now()) AS due_now,
+             count(*) FILTER (WHERE m.status = 'pending' AND NOT m.held AND m.scheduled_at > now()) AS scheduled_later,
+             count(*) FILTER (WHERE m.status = 'queued') AS in_flight,
+             min(m.scheduled_at) FILTER (WHERE m.status = 'pending' AND NOT m.held) AS oldest_due_at
+        FROM broadcast_messages m
+       WHERE m.status IN ('pending', 'queued')
+         AND m.device_id = ANY (ARRAY(SELECT o.id FROM user_devices o WHERE o.user_id = p_user_id))   -- read once
+       GROUP BY m.device_id) w ON w.device_id = d.id
    WHERE d.user_id = p_user_id
    ORDER BY d.id
 $$;
