@@ -233,6 +233,36 @@ def test_retry_failed_queues_new_rows_and_keeps_history(db):
     assert db.execute("SELECT count(*) AS n FROM campaign_report_leads(%s, %s, NULL, 'pending')", [make_user(db), cid]).fetchone()["n"] == 0
 
 
+def test_each_report_number_pages_its_own_leads(db):
+    uid = make_user(db)
+    dev = make_device(db, uid)
+    phones = [f"01{i}6666666" for i in range(6)]
+    for phone in phones:
+        lead(db, uid, dev, phone)
+    cid = campaign(db, uid)
+    expand_all(db, cid)
+    rows = messages(db, cid)
+    mark(db, [r["id"] for r in rows[:3]], "sent")
+    mark(db, [rows[3]["id"]], "failed")
+    wa = {r["id"]: f"W{r['id']}" for r in rows[:3]}
+    db.execute("UPDATE broadcast_messages SET wa_message_id = 'W' || id WHERE id = ANY(%s)", [list(wa)])
+    db.execute("SELECT record_receipts(%s, %s, 'delivered', now())", [dev, [wa[rows[1]["id"]], wa[rows[2]["id"]]]])
+    db.execute("SELECT record_receipts(%s, %s, 'read', now())", [dev, [wa[rows[2]["id"]]]])
+    page = lambda bucket, limit=100, offset=0: [r["recipient_phone"] for r in db.execute(
+        "SELECT recipient_phone FROM campaign_report_leads(%s, %s, NULL, %s, %s, %s)", [uid, cid, bucket, limit, offset])]
+    by_id = [r["recipient_phone"] for r in rows]
+    assert page("should_send") == by_id
+    assert page("sent") == by_id[:3]
+    assert page("delivered") == by_id[1:3]
+    assert page("read") == by_id[2:3]
+    assert page("failed") == by_id[3:4]
+    assert page("pending") == by_id[4:]
+    assert page("skipped") == []
+    assert page("should_send", 2, 3) == by_id[3:5]
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        page("bogus")
+
+
 def test_two_concurrent_expansions_never_duplicate(committed_db_url, connect_committed):
     setup = connect_committed()
     uid = make_user(setup)

@@ -229,6 +229,20 @@ def test_the_overview_reads_the_queue_once_not_once_per_device(c, world):
     assert loops and max(loops) == 1, loops
 
 
+def test_the_report_lead_page_is_planned_once_per_session(c, world, plans):
+    """Planning every weekly history partition (twice: the rows and their retries) cost more than
+    the page: the page query is a generic plan, its status a parameter of the index condition."""
+    for bucket in ("failed", "failed", "sent", "delivered"):
+        c.execute("SELECT * FROM campaign_report_leads(%s, %s, NULL, %s, 100, 0)",
+                  [world["user"], world["campaign"], bucket]).fetchall()
+    pages = [plan for query, plan in plans.plans if "FROM _campaign_" in query and "LIMIT" in query]
+    conds = {node["Index Cond"] for plan in pages for node in _nodes(plan)
+             if node.get("Relation Name", "").startswith("message_history") and "status" in node.get("Index Cond", "")}
+    assert len(pages) == 4 and conds
+    assert all("status = $" in cond and "'" not in cond for cond in conds), conds
+    assert violations(plans) == []
+
+
 def test_the_guard_sees_a_bad_plan(c, plans):
     """The checks above would notice: a forced sequential scan and a CTE-to-CTE nested loop."""
     c.execute("SET enable_indexscan = off; SET enable_bitmapscan = off; SET enable_hashjoin = off; "
