@@ -106,14 +106,23 @@ def test_skips_and_stuck_failures_are_pushed_live(connect_committed):
     assert status == [("failed", [first]), ("skipped", sorted(rest))]
 
 
+# A campaign draft for _enqueue_messages: (user, device, phone, campaign) as parameters.
+DRAFT = "ROW(%s, %s, NULL, %s, 'A', NULL, 'Hi', NULL, 0, 0, NULL, NULL, %s, NULL, NULL, NULL, NULL)::message_draft"
+
+
+def campaign_owner(c):
+    """An owner with a device and a broadcast campaign: (user id, device id, campaign id)."""
+    uid = make_user(c)
+    dev = make_device(c, uid)
+    cid = c.execute("SELECT create_campaign(%s, 'broadcast', 'P', '', 'all', 'Hi', NULL, NULL, NULL, "
+                    "'2020-01-01', '09:00', 0, 0) AS id", [uid]).fetchone()["id"]
+    return uid, dev, cid
+
+
 def test_enqueue_returns_the_keys_of_the_rows_it_wrote_and_none_for_a_draft_it_left_out(db):
-    uid = make_user(db)
-    dev = make_device(db, uid)
-    cid = db.execute("SELECT create_campaign(%s, 'broadcast', 'P', '', 'all', 'Hi', NULL, NULL, NULL, "
-                     "'2020-01-01', '09:00', 0, 0) AS id", [uid]).fetchone()["id"]
-    draft = "ROW(%s, %s, NULL, %s, 'A', NULL, 'Hi', NULL, 0, 0, NULL, NULL, %s, NULL, NULL, NULL, NULL)::message_draft"
-    first = db.execute(f"SELECT * FROM _enqueue_messages(ARRAY[{draft}])", [uid, dev, "60111111111", cid]).fetchall()
-    rows = db.execute(f"SELECT * FROM _enqueue_messages(ARRAY[{draft}, {draft}])",
+    uid, dev, cid = campaign_owner(db)
+    first = db.execute(f"SELECT * FROM _enqueue_messages(ARRAY[{DRAFT}])", [uid, dev, "60111111111", cid]).fetchall()
+    rows = db.execute(f"SELECT * FROM _enqueue_messages(ARRAY[{DRAFT}, {DRAFT}])",
                       [uid, dev, "60122222222", cid, uid, dev, "60111111111", cid]).fetchall()  # the second is queued already
     written = db.execute("SELECT id FROM broadcast_messages WHERE campaign_id = %s ORDER BY id", [cid]).fetchall()
     assert first + rows == [{"id": w["id"], "enrollment_id": None, "sequence_stepid": None} for w in written]
@@ -122,13 +131,9 @@ def test_enqueue_returns_the_keys_of_the_rows_it_wrote_and_none_for_a_draft_it_l
 
 def test_a_batch_repeating_a_key_is_refused_whole(db):
     """Twins within one call are a caller's bug: raised, nothing written (not one of them kept at random)."""
-    uid = make_user(db)
-    dev = make_device(db, uid)
-    cid = db.execute("SELECT create_campaign(%s, 'broadcast', 'P', '', 'all', 'Hi', NULL, NULL, NULL, "
-                     "'2020-01-01', '09:00', 0, 0) AS id", [uid]).fetchone()["id"]
-    draft = "ROW(%s, %s, NULL, %s, 'A', NULL, 'Hi', NULL, 0, 0, NULL, NULL, %s, NULL, NULL, NULL, NULL)::message_draft"
+    uid, dev, cid = campaign_owner(db)
     with pytest.raises(psycopg.errors.UniqueViolation), db.transaction():
-        db.execute(f"SELECT * FROM _enqueue_messages(ARRAY[{draft}, {draft}, {draft}])",
+        db.execute(f"SELECT * FROM _enqueue_messages(ARRAY[{DRAFT}, {DRAFT}, {DRAFT}])",
                    [uid, dev, "60111111111", cid, uid, dev, "60122222222", cid, uid, dev, "60111111111", cid])
     assert db.execute("SELECT count(*) AS n FROM broadcast_messages WHERE campaign_id = %s", [cid]).fetchone()["n"] == 0
 
@@ -137,18 +142,14 @@ def test_a_concurrent_writer_of_the_same_key_makes_the_other_leave_its_draft_out
     """The probe cannot see an uncommitted row: the insert waits on the index, gets a unique
     violation when the other commits, and the retried statement leaves the draft out."""
     setup = connect_committed()
-    uid = make_user(setup)
-    dev = make_device(setup, uid)
-    cid = setup.execute("SELECT create_campaign(%s, 'broadcast', 'P', '', 'all', 'Hi', NULL, NULL, NULL, "
-                        "'2020-01-01', '09:00', 0, 0) AS id", [uid]).fetchone()["id"]
-    draft = "ROW(%s, %s, NULL, %s, 'A', NULL, 'Hi', NULL, 0, 0, NULL, NULL, %s, NULL, NULL, NULL, NULL)::message_draft"
+    uid, dev, cid = campaign_owner(setup)
     a, b = connect_committed(), connect_committed()
     a.execute("BEGIN")
-    a.execute(f"SELECT * FROM _enqueue_messages(ARRAY[{draft}])", [uid, dev, "60111111111", cid])
+    a.execute(f"SELECT * FROM _enqueue_messages(ARRAY[{DRAFT}])", [uid, dev, "60111111111", cid])
     result = {}
 
     def second():
-        result["rows"] = b.execute(f"SELECT * FROM _enqueue_messages(ARRAY[{draft}, {draft}])",
+        result["rows"] = b.execute(f"SELECT * FROM _enqueue_messages(ARRAY[{DRAFT}, {DRAFT}])",
                                    [uid, dev, "60111111111", cid, uid, dev, "60122222222", cid]).fetchall()
 
     t = threading.Thread(target=second)
