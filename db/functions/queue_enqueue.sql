@@ -9,8 +9,9 @@
 -- checks every unique index of every row: 150k campaign rows took 10.6 s with it, 8.0 s with the
 -- probe. The probes see committed rows and the statement's own earlier ones, not a concurrent
 -- writer's nor a twin in the same batch: the callers send no twins (a broadcast chunk keeps one
--- lead per phone) and hold the row lock of the campaign or enrollment they write for, and a
--- unique violation that still happens is retried (below). Settled rows live in message_history,
+-- lead per phone, a step retry one step per contact), the campaign writers hold their campaign's
+-- row lock, and a unique violation that still happens (a step retry racing the activation of the
+-- same contact, say) is retried (below). The retry's exception block is one subtransaction per call. Settled rows live in message_history,
 -- where a partitioned unique index cannot reach, so:
 --  - a campaign's sent rows are checked here, only for campaigns that have any (a first fan-out
 --    never does, so its speed does not depend on the history);
@@ -86,5 +87,6 @@ COMMENT ON FUNCTION _enqueue_messages(message_draft[]) IS
   'The one writer of new messages: inserts the drafts as pending rows (held when the draft says so) and returns '
   'the id, enrollment_id and sequence_stepid of each row written. A draft that would be a second message for a '
   'campaign and phone (live or sent), a second first attempt of a step for an enrollment, or a second retry of a '
-  'failed step is left out; the drafts of one call must not repeat such a key (a unique violation is raised). The insert wakes the senders (trigger broadcast_messages_3_wake); a batch that grows '
-  'the queue by half re-analyzes it before the caller commits (refresh_queue_stats).';
+  'failed step is left out; the drafts of one call must not repeat such a key (a unique violation is raised). '
+  'The insert wakes the senders (trigger broadcast_messages_3_wake); a batch that grows the queue by half '
+  're-analyzes it before the caller commits (refresh_queue_stats).';
