@@ -140,7 +140,7 @@ LANGUAGE sql STABLE AS $$
              min(m.scheduled_at) FILTER (WHERE m.status = 'pending' AND NOT m.held) AS oldest_due_at
         FROM broadcast_messages m
        WHERE m.status IN ('pending', 'queued')
-         AND m.device_id = ANY (ARRAY(SELECT o.id FROM user_devices o WHERE o.user_id = p_user_id))   -- read once
+         AND m.device_id = ANY ((SELECT _own_device_ids(p_user_id))::bigint[])   -- a subquery: called once, not per row
        GROUP BY m.device_id) w ON w.device_id = d.id
    WHERE d.user_id = p_user_id
    ORDER BY d.id
