@@ -139,7 +139,7 @@ LANGUAGE sql STABLE AS $$
              count(*) FILTER (WHERE m.status = 'queued') AS in_flight,
              min(m.scheduled_at) FILTER (WHERE m.status = 'pending' AND NOT m.held) AS oldest_due_at
         FROM broadcast_messages m
-       WHERE m.status IN ('pending', 'queued')
+       WHERE (m.status = 'pending' OR m.status = 'queued')   -- spelled so: message_queue_due OR _inflight
          AND m.device_id = ANY ((SELECT _own_device_ids(p_user_id))::bigint[])   -- a subquery: called once, not per row
        GROUP BY m.device_id) w ON w.device_id = d.id
    WHERE d.user_id = p_user_id

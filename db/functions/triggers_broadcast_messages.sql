@@ -69,7 +69,12 @@ BEGIN
     WHEN 'sequences' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.sequence_id = o.id;
     WHEN 'sequence_steps' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.sequence_stepid = o.id;
     WHEN 'sequence_enrollments' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.enrollment_id = o.id;
-    WHEN 'user_devices' THEN UPDATE broadcast_messages m SET device_id = NULL FROM old_rows o WHERE m.device_id = o.id;
+    WHEN 'user_devices' THEN
+      -- Two statements, each reading its partition's indexes by device (the live rows': _due OR _inflight).
+      UPDATE broadcast_messages m SET device_id = NULL
+       WHERE m.device_id = ANY (array(SELECT o.id FROM old_rows o)) AND (m.status = 'pending' OR m.status = 'queued');
+      UPDATE broadcast_messages m SET device_id = NULL
+       WHERE m.device_id = ANY (array(SELECT o.id FROM old_rows o)) AND m.status IN ('sent', 'failed', 'skipped');
     WHEN 'leads' THEN UPDATE broadcast_messages m SET lead_id = NULL FROM old_rows o WHERE m.lead_id = o.id;
   END CASE;
   RETURN NULL;
