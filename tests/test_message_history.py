@@ -36,10 +36,11 @@ def test_retention_drops_whole_weeks_and_the_rollups_keep_them(db):
     old = db.execute("SELECT now() - interval '200 days' AS t").fetchone()["t"]
     made = db.execute("SELECT created FROM maintain_message_history(%s, 0)", [old]).fetchone()["created"]
     assert len(made) == 1                                     # that week, ahead of nothing
-    db.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, status, claimed_at,
-                                                  claimed_by, sent_at)
-                  VALUES (%s, %s, '60123456789', 'old', 'sent', %s, 'x', %s),
-                         (%s, %s, '60123456780', 'new', 'sent', now(), 'x', now())""", [uid, dev, old, old, uid, dev])
+    db.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, scheduled_at)
+                  VALUES (%s, %s, '60123456789', 'old', %s), (%s, %s, '60123456780', 'new', now())""",
+               [uid, dev, old, uid, dev])
+    db.execute("""UPDATE broadcast_messages SET status = 'sent', claimed_at = scheduled_at, claimed_by = 'x',
+                                                sent_at = scheduled_at WHERE user_id = %s""", [uid])
     rolled = db.execute("SELECT sum(sent) AS n FROM message_outcome_counts WHERE user_id = %s", [uid]).fetchone()["n"]
     assert rolled == 2
 

@@ -146,6 +146,20 @@ def test_a_queued_campaign_row_enters_three_indexes(db):
     assert entered == ["message_queue_campaign_phone", "message_queue_due", "message_queue_pkey"]
 
 
+def test_queueing_builds_no_transition_table_and_the_writer_keeps_the_rollups(db):
+    """An AFTER INSERT trigger with a transition table copies every queued row whole; the writer counts
+    its rows instead (migration 2102): the campaign's rollup and a step's in-flight count see them."""
+    assert db.execute("""SELECT array_agg(tgname) AS t FROM pg_trigger
+                          WHERE tgrelid = 'broadcast_messages'::regclass AND tgtype & 4 <> 0
+                            AND tgnewtable IS NOT NULL""").fetchone()["t"] is None   # 4: TRIGGER_TYPE_INSERT
+    uid, dev, cid = campaign_owner(db)
+    db.execute(f"SELECT * FROM _enqueue_messages(ARRAY[{DRAFT}, {DRAFT}])", [uid, dev, "60111111111", cid,
+                                                                           uid, dev, "60122222222", cid])
+    row = db.execute("""SELECT sum(assigned) AS assigned, sum(current) AS current, sum(pending) AS pending
+                          FROM campaign_counts WHERE campaign_id = %s AND device_id = %s""", [cid, dev]).fetchone()
+    assert row == {"assigned": 2, "current": 2, "pending": 2}
+
+
 def test_a_batch_repeating_a_key_is_refused_whole(db):
     """Twins within one call are a caller's bug: raised, nothing written (not one of them kept at random)."""
     uid, dev, cid = campaign_owner(db)

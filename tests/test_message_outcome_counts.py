@@ -33,11 +33,12 @@ def test_rollup_follows_every_path(db):
     counted = assert_rollup_matches(db)
     assert sum(s for s, _ in counted.values()) == 4 and sum(f for _, f in counted.values()) == 5
 
-    # History loaded directly, a moved timestamp, and deletions (a campaign or an owner going away).
-    db.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, status, claimed_at,
-                                                  claimed_by, sent_at)
-                  SELECT %s, %s, '601' || lpad(g::text, 8, '0'), 'old', 'sent', now() - g * interval '7 minutes', 'x',
-                         now() - g * interval '7 minutes' FROM generate_series(1, 40) g""", [a, da])
+    # Rows set to sent by hand at past times, a moved timestamp, and deletions (a campaign or an owner going away).
+    db.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, scheduled_at)
+                  SELECT %s, %s, '601' || lpad(g::text, 8, '0'), 'old', now() - g * interval '7 minutes'
+                    FROM generate_series(1, 40) g""", [a, da])
+    db.execute("""UPDATE broadcast_messages SET status = 'sent', claimed_at = scheduled_at, claimed_by = 'x',
+                                                sent_at = scheduled_at WHERE content = 'old'""")
     assert_rollup_matches(db)
     db.execute("UPDATE broadcast_messages SET sent_at = sent_at - interval '2 days' WHERE content = 'old' AND sent_at > now() - interval '1 hour'")
     assert_rollup_matches(db)
@@ -50,11 +51,10 @@ def test_rollup_follows_every_path(db):
 def test_overview_reads_the_rollup_in_the_owners_zone(db):
     uid = make_user(db, timezone="Asia/Kolkata")                # +05:30: midnight falls on a half hour
     dev = make_device(db, uid)
-    db.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, status, claimed_at,
-                                                  claimed_by, sent_at)
-                  VALUES (%s, %s, '60123456789', 'a', 'sent', _owner_day_start(%s) + interval '1 minute', 'x',
-                          _owner_day_start(%s) + interval '1 minute'),
-                         (%s, %s, '60123456780', 'b', 'sent', _owner_day_start(%s) - interval '1 minute', 'x',
-                          _owner_day_start(%s) - interval '1 minute')""", [uid, dev, uid, uid] * 2)
+    db.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, scheduled_at)
+                  VALUES (%s, %s, '60123456789', 'a', _owner_day_start(%s) + interval '1 minute'),
+                         (%s, %s, '60123456780', 'b', _owner_day_start(%s) - interval '1 minute')""", [uid, dev, uid] * 2)
+    db.execute("""UPDATE broadcast_messages SET status = 'sent', claimed_at = scheduled_at, claimed_by = 'x',
+                                                sent_at = scheduled_at WHERE user_id = %s""", [uid])
     today = db.execute("SELECT sent, failed FROM dashboard_today(%s)", [uid]).fetchone()
     assert (today["sent"], today["failed"]) == (1, 0)

@@ -9,15 +9,16 @@ from tests.webutil import signed_in_user
 
 
 def add_message(c, user_id, device_id, status, at_sql="now()", **kw):
-    """A broadcast_messages row in `status`, its state timestamps at `at_sql`."""
-    cols = {"pending": "", "queued": ", claimed_at, claimed_by", "sent": ", claimed_at, claimed_by, sent_at",
-            "failed": ", claimed_at, claimed_by, failed_at, error_message"}[status]
-    vals = {"pending": "", "queued": f", {at_sql}, 's1'", "sent": f", {at_sql}, 's1', {at_sql}",
-            "failed": f", {at_sql}, 's1', {at_sql}, 'boom'"}[status]
-    c.execute(f"""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, status,
-                  scheduled_at, held{cols})
-                  VALUES (%s, %s, '60123456789', 'hi', %s, {kw.get('scheduled', 'now()')}, {kw.get('held', 'false')}{vals})""",
-              [user_id, device_id, status])
+    """A broadcast_messages row in `status`, its state timestamps at `at_sql`: queued pending, then moved
+    (new rows enter pending; the rollups count the move)."""
+    sets = {"pending": "", "queued": f"claimed_at = {at_sql}, claimed_by = 's1'",
+            "sent": f"claimed_at = {at_sql}, claimed_by = 's1', sent_at = {at_sql}",
+            "failed": f"claimed_at = {at_sql}, claimed_by = 's1', failed_at = {at_sql}, error_message = 'boom'"}[status]
+    mid = c.execute(f"""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, scheduled_at, held)
+                        VALUES (%s, %s, '60123456789', 'hi', {kw.get('scheduled', 'now()')}, {kw.get('held', 'false')})
+                        RETURNING id""", [user_id, device_id]).fetchone()["id"]
+    if sets:
+        c.execute(f"UPDATE broadcast_messages SET status = %s, {sets} WHERE id = %s", [status, mid])
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@
 -- A message counts for its campaign and device (0 once the device is deleted): assigned always;
 -- as the current attempt unless a retry supersedes it; then by outcome. What can change a count:
 --  - INSERT: new rows count as current; a retry among them stops the message it retries from
---    being current (that one is failed or skipped: it leaves its outcome column).
+--    being current (that one is failed or skipped: it leaves its outcome column). Counted by the
+--    rows' one writer (_count_enqueued, queue_enqueue.sql), not here.
 --  - UPDATE: the outcome, a receipt or the device changes; the rows are current (a superseded
 --    message is settled and never written again), so old minus new of the changed rows.
 --  - DELETE: only with the campaign or its owner (whose rollup rows go by foreign key) or by hand.
@@ -51,25 +52,8 @@ COMMENT ON FUNCTION _add_campaign_counts(campaign_counts[]) IS
 CREATE OR REPLACE FUNCTION count_campaign_messages() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   v_deltas campaign_counts[];
-  v_retried bigint[];
 BEGIN
-  IF TG_OP = 'INSERT' THEN
-    v_deltas := array(
-      SELECT ROW(n.campaign_id, coalesce(n.device_id, 0), 0, count(*), sum(k.current), sum(k.sent), sum(k.failed),
-                 sum(k.skipped), sum(k.pending), sum(k.delivered), sum(k.read), sum(k.live_or_sent),
-                 count(n.retry_of))::campaign_counts
-        FROM new_rows n, _campaign_count_row(n.status, n.delivered_at IS NOT NULL, n.read_at IS NOT NULL, 1) k
-       WHERE n.campaign_id IS NOT NULL
-       GROUP BY n.campaign_id, coalesce(n.device_id, 0));
-    v_retried := array(SELECT n.retry_of FROM new_rows n WHERE n.campaign_id IS NOT NULL AND n.retry_of IS NOT NULL);
-    IF v_retried <> '{}' THEN   -- by id, in the history only (a retried message has failed or was skipped)
-      v_deltas := v_deltas || array(
-        SELECT ROW(o.campaign_id, coalesce(o.device_id, 0), 0, 0, -1, 0, -(o.status = 'failed')::int,
-                   -(o.status = 'skipped')::int, 0, 0, 0, 0, 0)::campaign_counts
-          FROM broadcast_messages o
-         WHERE o.id = ANY (v_retried) AND o.status IN ('failed', 'skipped'));
-    END IF;
-  ELSIF TG_OP = 'UPDATE' THEN
+  IF TG_OP = 'UPDATE' THEN
     IF NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.campaign_id IS NOT NULL) THEN
       RETURN NULL;   -- sequence and chat traffic stops here
     END IF;
@@ -107,4 +91,5 @@ BEGIN
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION count_campaign_messages() IS
-  'Statement trigger on broadcast_messages: keeps campaign_counts equal to counting the campaign messages.';
+  'Statement trigger on broadcast_messages (UPDATE, DELETE): keeps campaign_counts equal to counting the campaign '
+  'messages (new ones are counted by _count_enqueued).';

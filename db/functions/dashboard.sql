@@ -11,7 +11,7 @@ COMMENT ON FUNCTION _owner_day_start(bigint) IS 'The instant of the owner''s mos
 
 -- Outcome rollup ------------------------------------------------------------------------------
 -- message_outcome_counts (migration 0551) mirrors count(*) of sent/failed messages per owner and
--- quarter hour: every statement that inserts, deletes or moves messages into or out of sent/failed
+-- quarter hour: every statement that deletes or moves messages into or out of sent/failed
 -- (or changes their sent_at/failed_at) adds its rows' buckets and removes the old ones. One upsert
 -- per owner and quarter hour per statement; rows staying pending/queued cost a filter.
 CREATE OR REPLACE FUNCTION _message_outcome_bucket(p_at timestamptz)
@@ -42,7 +42,8 @@ DECLARE
   v_sent bigint[] := '{}'::bigint[]; v_failed bigint[] := '{}'::bigint[];
 BEGIN
   -- Rows are aggregated per owner and quarter hour here; only those few cross into the upsert.
-  IF TG_OP <> 'DELETE' THEN
+  -- New rows are pending (their writer, _enqueue_messages, has no INSERT trigger): nothing to count.
+  IF TG_OP = 'UPDATE' THEN
     SELECT v_users || array_agg(t.user_id), v_buckets || array_agg(t.bucket), v_sent || array_agg(t.sent),
            v_failed || array_agg(t.failed)
       INTO v_users, v_buckets, v_sent, v_failed
@@ -50,22 +51,20 @@ BEGIN
                    count(*) FILTER (WHERE n.status = 'sent') AS sent, count(*) FILTER (WHERE n.status = 'failed') AS failed
               FROM new_rows n WHERE n.status IN ('sent', 'failed') GROUP BY 1, 2) t;
   END IF;
-  IF TG_OP <> 'INSERT' THEN
-    SELECT v_users || array_agg(t.user_id), v_buckets || array_agg(t.bucket), v_sent || array_agg(-t.sent),
-           v_failed || array_agg(-t.failed)
-      INTO v_users, v_buckets, v_sent, v_failed
-      FROM (SELECT o.user_id, _message_outcome_bucket(coalesce(o.sent_at, o.failed_at)) AS bucket,
-                   count(*) FILTER (WHERE o.status = 'sent') AS sent, count(*) FILTER (WHERE o.status = 'failed') AS failed
-              FROM old_rows o WHERE o.status IN ('sent', 'failed') GROUP BY 1, 2) t;
-  END IF;
+  SELECT v_users || array_agg(t.user_id), v_buckets || array_agg(t.bucket), v_sent || array_agg(-t.sent),
+         v_failed || array_agg(-t.failed)
+    INTO v_users, v_buckets, v_sent, v_failed
+    FROM (SELECT o.user_id, _message_outcome_bucket(coalesce(o.sent_at, o.failed_at)) AS bucket,
+                 count(*) FILTER (WHERE o.status = 'sent') AS sent, count(*) FILTER (WHERE o.status = 'failed') AS failed
+            FROM old_rows o WHERE o.status IN ('sent', 'failed') GROUP BY 1, 2) t;
   IF cardinality(v_users) > 0 THEN
     PERFORM _add_message_outcomes(v_users, v_buckets, v_sent, v_failed);
   END IF;
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION count_message_outcomes() IS
-  'Statement trigger on broadcast_messages: keeps message_outcome_counts equal to the sent/failed rows per owner '
-  'and quarter hour.';
+  'Statement trigger on broadcast_messages (UPDATE, DELETE): keeps message_outcome_counts equal to the sent/failed '
+  'rows per owner and quarter hour (new rows are pending).';
 
 -- Its triggers are in db/functions/triggers_broadcast_messages.sql.
 

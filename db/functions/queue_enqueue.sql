@@ -26,7 +26,7 @@
 -- the checks above; a plan cached across calls kept the empty history's plan after it filled:
 -- 2x slower fan-outs with 1.1M rows of history).
 CREATE OR REPLACE FUNCTION _insert_drafts(p_drafts message_draft[])
-RETURNS TABLE (id bigint, enrollment_id bigint, sequence_stepid bigint) LANGUAGE sql AS $$
+RETURNS SETOF message_enqueued LANGUAGE sql AS $$
   WITH d AS (
     SELECT * FROM unnest(p_drafts)
   ), settled_campaigns AS MATERIALIZED (
@@ -57,20 +57,58 @@ RETURNS TABLE (id bigint, enrollment_id bigint, sequence_stepid bigint) LANGUAGE
      AND NOT (d.retry_of IS NOT NULL AND d.sequence_stepid IS NOT NULL
               AND EXISTS (SELECT 1 FROM message_queue q
                            WHERE q.retry_of = d.retry_of AND q.sequence_stepid IS NOT NULL))
-  RETURNING id, enrollment_id, sequence_stepid   -- what the callers read: no copy of each rendered row
+  -- what the callers and the rollups read: no copy of each rendered row
+  RETURNING id, enrollment_id, sequence_stepid, campaign_id, device_id, sequence_id, retry_of
 $$;
 COMMENT ON FUNCTION _insert_drafts(message_draft[]) IS
   'The insert of _enqueue_messages (which see): the drafts as pending rows, less those the guards leave out; '
-  'returns the id, enrollment_id and sequence_stepid of each row written.';
+  'returns the id and keys of each row written.';
+
+-- The rollups of new rows, kept here rather than by AFTER INSERT triggers, whose transition table
+-- copied every queued row whole to count it (migration 2102). A new row is pending: it counts in
+-- flight for its step (sequence_counter_deltas) and assigned, current and pending for its campaign
+-- and device (campaign_counts), nothing in the sent/failed outcomes. A retry takes the place of
+-- the attempt it retries (failed or skipped, in the history) in both.
+CREATE OR REPLACE FUNCTION _count_enqueued(p_rows message_enqueued[])
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE v_deltas campaign_counts[];
+        v_superseded broadcast_messages[];
+BEGIN
+  v_deltas := array(
+    SELECT ROW(r.campaign_id, coalesce(r.device_id, 0), 0, count(*), count(*), 0, 0, 0, count(*), 0, 0, count(*),
+               count(r.retry_of))::campaign_counts
+      FROM unnest(p_rows) r WHERE r.campaign_id IS NOT NULL
+     GROUP BY r.campaign_id, coalesce(r.device_id, 0));
+  INSERT INTO sequence_counter_deltas (sequence_id, step_id, day, in_flight)
+  SELECT r.sequence_id, r.sequence_stepid, NULL, count(*)
+    FROM unnest(p_rows) r WHERE r.sequence_stepid IS NOT NULL
+   GROUP BY r.sequence_id, r.sequence_stepid;
+  v_superseded := array(SELECT o FROM broadcast_messages o
+                         WHERE o.id = ANY (array(SELECT r.retry_of FROM unnest(p_rows) r WHERE r.retry_of IS NOT NULL))
+                           AND o.status IN ('failed', 'skipped'));
+  IF v_superseded <> '{}' THEN
+    v_deltas := v_deltas || array(
+      SELECT ROW(o.campaign_id, coalesce(o.device_id, 0), 0, 0, -1, 0, -(o.status = 'failed')::int,
+                 -(o.status = 'skipped')::int, 0, 0, 0, 0, 0)::campaign_counts
+        FROM unnest(v_superseded) o WHERE o.campaign_id IS NOT NULL);
+    PERFORM _record_message_count_deltas('{}', array(SELECT o FROM unnest(v_superseded) o
+                                                      WHERE o.sequence_stepid IS NOT NULL));
+  END IF;
+  IF v_deltas <> '{}' THEN
+    PERFORM _add_campaign_counts(v_deltas);
+  END IF;
+END $$;
+COMMENT ON FUNCTION _count_enqueued(message_enqueued[]) IS
+  'Adds the rows _insert_drafts wrote to campaign_counts and sequence_counter_deltas (in flight), and takes '
+  'the attempts retried among them out of their current and outcome counts.';
 
 CREATE OR REPLACE FUNCTION _enqueue_messages(p_drafts message_draft[])
 RETURNS TABLE (id bigint, enrollment_id bigint, sequence_stepid bigint) LANGUAGE plpgsql AS $$
-DECLARE v_ids bigint[]; v_enrollments bigint[]; v_steps bigint[];
+DECLARE v_rows message_enqueued[];
 BEGIN
   FOR attempt IN 1..3 LOOP
     BEGIN
-      SELECT coalesce(array_agg(i.id), '{}'), array_agg(i.enrollment_id), array_agg(i.sequence_stepid)
-        INTO v_ids, v_enrollments, v_steps FROM _insert_drafts(p_drafts) i;
+      v_rows := array(SELECT i FROM _insert_drafts(p_drafts) i);
       EXIT;
     EXCEPTION WHEN unique_violation THEN
       -- A concurrent writer committed the same key between our probe and our insert (the index
@@ -79,14 +117,16 @@ BEGIN
       IF attempt = 3 THEN RAISE; END IF;
     END;
   END LOOP;
+  PERFORM _count_enqueued(v_rows);
   -- In the caller's transaction, so the statistics commit with the rows (queue.sql, refresh_queue_stats).
-  PERFORM refresh_queue_stats(cardinality(v_ids));
-  RETURN QUERY SELECT * FROM unnest(v_ids, v_enrollments, v_steps);
+  PERFORM refresh_queue_stats(cardinality(v_rows));
+  RETURN QUERY SELECT r.id, r.enrollment_id, r.sequence_stepid FROM unnest(v_rows) r;
 END $$;
 COMMENT ON FUNCTION _enqueue_messages(message_draft[]) IS
   'The one writer of new messages: inserts the drafts as pending rows (held when the draft says so) and returns '
   'the id, enrollment_id and sequence_stepid of each row written. A draft that would be a second message for a '
   'campaign and phone (live or sent), a second first attempt of a step for an enrollment, or a second retry of a '
   'failed step is left out; the drafts of one call must not repeat such a key (a unique violation is raised). '
-  'The insert wakes the senders (trigger broadcast_messages_3_wake); a batch that grows the queue by half '
+  'The insert wakes the senders (trigger broadcast_messages_3_wake) and is counted in the rollups (_count_enqueued); '
+  'a batch that grows the queue by half '
   're-analyzes it before the caller commits (refresh_queue_stats).';

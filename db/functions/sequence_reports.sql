@@ -33,28 +33,21 @@ COMMENT ON FUNCTION _record_message_count_deltas(broadcast_messages[], broadcast
 CREATE OR REPLACE FUNCTION sequence_message_counts() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   v_new broadcast_messages[] := '{}'::broadcast_messages[];
-  v_old broadcast_messages[] := '{}'::broadcast_messages[];
-  v_retried bigint[];
+  v_old broadcast_messages[];
 BEGIN
-  IF TG_OP <> 'DELETE' THEN
+  -- New rows are counted by their writer (_count_enqueued): UPDATE and DELETE only.
+  IF TG_OP = 'UPDATE' THEN
     v_new := array(SELECT n::broadcast_messages FROM new_rows n WHERE n.sequence_stepid IS NOT NULL);
   END IF;
-  IF TG_OP = 'INSERT' THEN   -- a retry takes the failed message's place in the figures
-    v_retried := array(SELECT n.retry_of FROM new_rows n WHERE n.sequence_stepid IS NOT NULL AND n.retry_of IS NOT NULL);
-    IF v_retried <> '{}' THEN   -- by id, in the history only (a retried message has failed)
-      v_old := array(SELECT o FROM broadcast_messages o WHERE o.id = ANY (v_retried) AND o.status IN ('failed', 'skipped'));
-    END IF;
-  END IF;
-  IF TG_OP <> 'INSERT' THEN
-    v_old := array(SELECT o::broadcast_messages FROM old_rows o WHERE o.sequence_stepid IS NOT NULL);
-  END IF;
+  v_old := array(SELECT o::broadcast_messages FROM old_rows o WHERE o.sequence_stepid IS NOT NULL);
   IF v_new <> '{}' OR v_old <> '{}' THEN   -- campaign traffic stops here
     PERFORM _record_message_count_deltas(v_new, v_old);
   END IF;
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION sequence_message_counts() IS
-  'Statement trigger on broadcast_messages: counts the sequence-step rows changed (campaign rows are ignored); a retry inserted uncounts the failed message it retries.';
+  'Statement trigger on broadcast_messages (UPDATE, DELETE): counts the sequence-step rows changed (campaign rows are '
+  'ignored). New rows are counted by _count_enqueued.';
 
 CREATE OR REPLACE FUNCTION _record_enrollment_count_deltas(p_new sequence_enrollments[], p_old sequence_enrollments[])
 RETURNS void LANGUAGE plpgsql AS $$

@@ -5,11 +5,8 @@
 -- whichever partition the rows land in; a status change to sent/failed/skipped moves the row
 -- from message_queue to message_history and still counts as one UPDATE here. The side effects:
 --
---   INSERT  1_outcomes  count_message_outcomes   message_outcome_counts (+sent/failed per owner, quarter hour)
---           2_sequence  sequence_message_counts  sequence_counter_deltas (+in flight/sent/failed per step, day)
---           3_wake      notify_dispatch          NOTIFY wa_dispatch: senders wake and claim
---           5_campaign_counts count_campaign_messages  campaign_counts (+ per campaign and device; a retry
---                                                un-counts the attempt it supersedes)
+--   INSERT  3_wake      notify_dispatch          NOTIFY wa_dispatch: senders wake and claim
+--           (the rollups of new rows are kept by their one writer: _count_enqueued, queue_enqueue.sql)
 --   UPDATE  1_outcomes  count_message_outcomes   message_outcome_counts (new minus old)
 --           2_sequence  sequence_message_counts  sequence_counter_deltas (new minus old)
 --           3_wake      notify_dispatch          NOTIFY wa_dispatch, only for UPDATE OF held, scheduled_at
@@ -25,14 +22,10 @@
 --   users, campaigns, sequences, sequence_steps, sequence_enrollments  DELETE → their messages deleted
 --   user_devices, leads                                               DELETE → device_id / lead_id set NULL
 --
--- The INSERT and UPDATE ones with transition tables make every statement that writes messages
--- (each claim and completion too) build its old_rows/new_rows tuplestores. Dropping a history
+-- The UPDATE and DELETE ones with transition tables make every statement that changes messages
+-- (each claim and completion too) build its old_rows/new_rows tuplestores; an INSERT builds none. Dropping a history
 -- partition (retention) fires none of them: the rollups keep the dropped rows' counts.
 
-CREATE OR REPLACE TRIGGER broadcast_messages_1_outcomes_ins AFTER INSERT ON broadcast_messages
-  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_message_outcomes();
-CREATE OR REPLACE TRIGGER broadcast_messages_2_sequence_ins AFTER INSERT ON broadcast_messages
-  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_message_counts();
 CREATE OR REPLACE TRIGGER broadcast_messages_3_wake AFTER INSERT ON broadcast_messages
   FOR EACH STATEMENT EXECUTE FUNCTION notify_dispatch();
 
@@ -53,8 +46,6 @@ CREATE OR REPLACE TRIGGER broadcast_messages_1_outcomes_del AFTER DELETE ON broa
 CREATE OR REPLACE TRIGGER broadcast_messages_2_sequence_del AFTER DELETE ON broadcast_messages
   REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION sequence_message_counts();
 
-CREATE OR REPLACE TRIGGER broadcast_messages_5_campaign_counts_ins AFTER INSERT ON broadcast_messages
-  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_campaign_messages();
 CREATE OR REPLACE TRIGGER broadcast_messages_5_campaign_counts_upd AFTER UPDATE ON broadcast_messages
   REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_campaign_messages();
 CREATE OR REPLACE TRIGGER broadcast_messages_5_campaign_counts_del AFTER DELETE ON broadcast_messages

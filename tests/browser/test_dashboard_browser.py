@@ -211,10 +211,10 @@ def campaign_send(c, uid, device, phone, text, wa_id):
     """A campaign message the sender sent (claimed and completed as a sender does)."""
     campaign = c.execute("""INSERT INTO campaigns (user_id, title, message, campaign_date, time_schedule, scheduled_at)
                             VALUES (%s, 'Promo', 'x', current_date, '09:00', now()) RETURNING id""", [uid]).fetchone()["id"]
-    msg = c.execute("""INSERT INTO broadcast_messages (user_id, device_id, campaign_id, recipient_phone, content, status,
-                                                        claimed_at, claimed_by)
-                       VALUES (%s, %s, %s, %s, %s, 'queued', now(), 'sim') RETURNING id""",
-                    [uid, device, campaign, phone, text]).fetchone()["id"]
+    msg = c.execute("""SELECT id FROM _enqueue_messages(ARRAY[ROW(%s, %s, NULL, %s, NULL, NULL, %s, NULL, 0, 0,
+                                                                   NULL, NULL, %s, NULL, NULL, NULL, NULL)::message_draft])""",
+                    [uid, device, phone, text, campaign]).fetchone()["id"]
+    c.execute("UPDATE broadcast_messages SET status = 'queued', claimed_at = now(), claimed_by = 'sim' WHERE id = %s", [msg])
     c.execute("SELECT complete_messages('sim', %s, %s)", [[msg], [wa_id]])
 
 
