@@ -3,8 +3,8 @@
 -- and only here (tests/test_message_lifecycle.py fails on any other writer).
 --
 -- What guards "one message per …": the queue partition's unique indexes for the live rows
--- (one per campaign and phone, one first attempt per step and enrollment, one retry per failed
--- step, one live step per enrollment). A draft that would break one is left out by a probe of
+-- (one per campaign and phone; one live step per enrollment, and so one first attempt per step
+-- and one retry per failed step). A draft that would break one is left out by a probe of
 -- that index (NOT EXISTS) rather than by ON CONFLICT DO NOTHING, whose speculative insertion
 -- checks every unique index of every row: 150k campaign rows took 10.6 s with it, 8.0 s with the
 -- probe. The probes see committed rows and the statement's own earlier ones, not a concurrent
@@ -47,8 +47,9 @@ RETURNS SETOF message_enqueued LANGUAGE sql AS $$
                              AND h.status = 'sent'))
      AND NOT (d.retry_of IS NOT NULL AND d.sequence_stepid IS NOT NULL
               AND EXISTS (SELECT 1 FROM message_history h WHERE h.retry_of = d.retry_of))
-     -- the live rows, each probe shaped like its unique index (message_queue_campaign_phone,
-     -- _one_active_step, _step_enrollment, _one_retry) so it reads only that index
+     -- the live rows, each probe shaped like the index it reads (message_queue_campaign_phone,
+     -- _one_active_step, _retry_of; one live row per enrollment also means one per step and one
+     -- retry per failed step, migration 2103)
      AND NOT (d.campaign_id IS NOT NULL
               AND EXISTS (SELECT 1 FROM message_queue q
                            WHERE q.campaign_id = d.campaign_id AND q.recipient_phone = d.recipient_phone))
