@@ -8,7 +8,11 @@ statements of the functions included) back to this connection. A plan fails the 
   and the history's with the history), or
 - joins two CTEs by a nested loop (the planner cannot know their sizes: quadratic at scale), or
 - filters a nested loop's join by re-reading, for every outer row, a function's rows (an unnested
-  id array) or a scan of a message table instead of probing it by the join key: quadratic.
+  id array) or a scan of a message table instead of probing it by the join key: quadratic, or
+- scans the live queue sequentially inside a nested loop: free while the statistics say it is
+  empty, quadratic once it is not (the queue grows within the very statement that queues).
+The last one is also checked on a module of its own whose queue is empty and analyzed
+(tests/test_plan_guards_empty_queue.py).
 """
 import json
 from datetime import datetime, timedelta, timezone
@@ -162,6 +166,8 @@ def violations(plans):
                 inner = node.get("Plans", [None, None])[1]
                 if "Join Filter" in node and inner and (_leaf_function(inner) or _scans_messages(inner)):
                     found.append(f"nested loop re-reading a function scan or message table per row in: {where}")
+                if inner and _leaf(inner)["Node Type"] == "Seq Scan" and _leaf(inner).get("Relation Name") == "message_queue":
+                    found.append(f"nested loop scanning message_queue sequentially per row in: {where}")
     return found
 
 
