@@ -10,9 +10,10 @@ statements of the functions included) back to this connection. A plan fails the 
 - filters a nested loop's join by re-reading, for every outer row, a function's rows (an unnested
   id array) or a scan of a message table instead of probing it by the join key: quadratic, or
 - scans the live queue sequentially inside a nested loop: free while the statistics say it is
-  empty, quadratic once it is not (the queue grows within the very statement that queues).
-The last one is also checked on a module of its own whose queue is empty and analyzed
-(tests/test_plan_guards_empty_queue.py).
+  empty, quadratic once it is not (the queue grows within the very statement that queues), or
+- re-reads a trigger's transition table for every row (a nested loop's inner side or a correlated
+  subplan): quadratic in the statement's rows.
+The last two are also checked on a module of their own (tests/test_plan_guards_fresh.py).
 """
 import json
 from datetime import datetime, timedelta, timezone
@@ -146,6 +147,17 @@ def _scans_messages(node):
     return _leaf(node).get("Relation Name", "").startswith(MESSAGE_TABLES)
 
 
+MATERIALIZING = {"Materialize", "Sort", "Incremental Sort", "Hash", "Memoize"}
+
+
+def _rereads_tuplestore(node):
+    """Whether a rescan of this join input reads a transition table again (nothing on the way keeps
+    its rows: a Materialize, Sort or Hash would read it once)."""
+    while node["Node Type"] not in MATERIALIZING and len(node.get("Plans", [])) == 1:
+        node = node["Plans"][0]
+    return node["Node Type"] == "Named Tuplestore Scan"
+
+
 def _leaf_cte(node):
     """The CTE a join input reads, looking through nodes that only pass rows on; else None."""
     node = _leaf(node)
@@ -168,6 +180,12 @@ def violations(plans):
                     found.append(f"nested loop re-reading a function scan or message table per row in: {where}")
                 if inner and _leaf(inner)["Node Type"] == "Seq Scan" and _leaf(inner).get("Relation Name") == "message_queue":
                     found.append(f"nested loop scanning message_queue sequentially per row in: {where}")
+                if inner and _rereads_tuplestore(inner):
+                    found.append(f"nested loop re-reading a transition table per row in: {where}")
+            for sub in node.get("Plans", []):
+                if (sub.get("Parent Relationship") == "SubPlan" and not sub.get("Subplan Name", "").startswith("hashed")
+                        and _rereads_tuplestore(sub)):
+                    found.append(f"subplan re-reading a transition table per row in: {where}")
     return found
 
 

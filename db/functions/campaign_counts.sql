@@ -52,6 +52,7 @@ COMMENT ON FUNCTION _add_campaign_counts(campaign_counts[]) IS
 CREATE OR REPLACE FUNCTION count_campaign_messages() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   v_deltas campaign_counts[];
+  v_retried bigint[];
 BEGIN
   IF TG_OP = 'UPDATE' THEN
     IF NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.campaign_id IS NOT NULL) THEN
@@ -74,14 +75,24 @@ BEGIN
              ) x, _campaign_count_row(x.status, x.delivered, x.read, 1) k
        GROUP BY x.campaign_id, x.device_id);
   ELSE
+    -- A deleted row was current unless a retry superseded it: one deleted with it or one still
+    -- stored. Only failed and skipped rows are retried, so only theirs are looked up, by index and
+    -- all at once (a scan of the deleted rows per deleted row made a 150k-message campaign's
+    -- delete run for minutes).
+    v_retried := array(
+      SELECT r.retry_of FROM old_rows r WHERE r.retry_of IS NOT NULL
+      UNION
+      SELECT r.retry_of FROM broadcast_messages r
+       WHERE r.retry_of = ANY (array(SELECT o.id FROM old_rows o
+                                      WHERE o.campaign_id IS NOT NULL AND o.status IN ('failed', 'skipped'))));
     v_deltas := array(
       SELECT ROW(o.campaign_id, coalesce(o.device_id, 0), 0, -count(*), -sum(k.current), -sum(k.sent), -sum(k.failed),
                  -sum(k.skipped), -sum(k.pending), -sum(k.delivered), -sum(k.read), -sum(k.live_or_sent),
                  -count(o.retry_of))::campaign_counts
         FROM old_rows o
-       CROSS JOIN LATERAL (SELECT NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = o.id)
-                                  AND NOT EXISTS (SELECT 1 FROM old_rows r WHERE r.retry_of = o.id) AS current) c,
-             _campaign_count_row(o.status, o.delivered_at IS NOT NULL, o.read_at IS NOT NULL, c.current::int) k
+        LEFT JOIN unnest(v_retried) AS superseded(id) ON superseded.id = o.id
+       CROSS JOIN LATERAL _campaign_count_row(o.status, o.delivered_at IS NOT NULL, o.read_at IS NOT NULL,
+                                              (superseded.id IS NULL)::int) k
        WHERE o.campaign_id IS NOT NULL
        GROUP BY o.campaign_id, coalesce(o.device_id, 0));
   END IF;
