@@ -143,16 +143,18 @@ def indexes_entered(db, message_id):
 
 def test_a_queued_row_enters_only_the_indexes_its_readers_and_guards_need(db):
     """The live queue's write cost: each index a row enters costs the fan-out 7-16 % of its time
-    (migrations 2101, 2103). A campaign row enters the primary key, the claim's due index and the
-    one-message-per-phone guard; a sequence step the one-live-step guard and the sequence's index
-    instead of the phone guard. A device's live rows are read through the due and in-flight indexes."""
+    (migrations 2101, 2103, 2105). A campaign row enters the primary key, the claim's two due indexes
+    (by device; by time, to find the devices with due work) and the one-message-per-phone guard; a
+    sequence step the one-live-step guard and the sequence's index instead of the phone guard. A
+    device's live rows are read through the due and in-flight indexes."""
     uid, dev, cid = campaign_owner(db)
     [row] = db.execute(f"SELECT id FROM _enqueue_messages(ARRAY[{DRAFT}])", [uid, dev, "60111111111", cid]).fetchall()
-    assert indexes_entered(db, row["id"]) == ["message_queue_campaign_phone", "message_queue_due", "message_queue_pkey"]
+    assert indexes_entered(db, row["id"]) == ["message_queue_campaign_phone", "message_queue_due", "message_queue_due_at",
+                                              "message_queue_pkey"]
     [step] = db.execute("""SELECT id FROM _enqueue_messages(ARRAY[ROW(%s, %s, NULL, '60122222222', 'A', NULL, 'Hi', NULL,
                               0, 0, NULL, NULL, NULL, 7, 8, 9, NULL)::message_draft])""", [uid, dev]).fetchall()
-    assert indexes_entered(db, step["id"]) == ["message_queue_due", "message_queue_one_active_step", "message_queue_pkey",
-                                               "message_queue_sequence"]
+    assert indexes_entered(db, step["id"]) == ["message_queue_due", "message_queue_due_at", "message_queue_one_active_step",
+                                               "message_queue_pkey", "message_queue_sequence"]
 
 
 def test_queueing_builds_no_transition_table_and_the_writer_keeps_the_rollups(db):

@@ -10,7 +10,7 @@ retry of it among the deleted rows by scanning them all (a 150k-message campaign
 """
 from tests.factories import make_device, make_user
 from tests.superuser import superuser
-from tests.test_plan_guards import Plans, violations
+from tests.test_plan_guards import MESSAGE_TABLES, Plans, _nodes, violations
 
 LEADS = 2000
 
@@ -45,3 +45,25 @@ def test_a_first_chunk_on_an_empty_queue_and_the_campaigns_delete_stay_linear(mo
             c.execute("DELETE FROM campaigns WHERE id = %s", [campaign])
         assert c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE campaign_id = %s", [campaign]).fetchone()["n"] == 0
         assert violations(plans) == []
+
+
+def test_an_idle_claim_reads_the_queue_once_whatever_the_devices_leased(module_db_url):
+    """A sender holds up to 1,550 devices and claims on every wake-up. Asking each device's due index
+    for work cost an idle claim 1.5 ms instead of 0.13 (11 ms instead of 0.35 over a drained queue):
+    the devices with due work are read off the due rows in time order, one scan."""
+    with superuser(module_db_url) as c:
+        c.execute("DELETE FROM broadcast_messages WHERE status = 'pending'")   # the other test's: due
+        uid = make_user(c)
+        for _ in range(40):
+            make_device(c, uid)
+        c.execute("SELECT register_sender('idle-sender', 'test', 1, 10000)")
+        assert c.execute("SELECT count(*) AS n FROM acquire_leases('idle-sender', 10000, '1 hour')").fetchone()["n"] >= 40
+        c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, scheduled_at)
+                     SELECT %s, d.id, '60150000001', 'later', now() + interval '1 day'
+                       FROM user_devices d WHERE d.user_id = %s""", [uid, uid])   # pending, none due
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as plans:
+            assert c.execute("SELECT * FROM claim_messages('idle-sender', 1000, 100)").fetchall() == []
+        loops = [node["Actual Loops"] for _, plan in plans.plans for node in _nodes(plan)
+                 if node.get("Relation Name", "").startswith(MESSAGE_TABLES)]
+        assert loops and max(loops) == 1, loops

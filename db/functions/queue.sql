@@ -129,19 +129,26 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
+  v_due     bigint[];
   v_devices bigint[];
 BEGIN
-  -- The devices this sender leases with due work: one probe of message_queue_due each (a LIMIT 1
-  -- lateral, not EXISTS, which the planner may turn into a hash of every due row), a fixed plan
-  -- shape right for an empty queue and a million rows alike. Rows of other senders' devices, and
-  -- a fan-out's uncommitted rows, are never read.
-  v_devices := ARRAY(SELECT l.device_id FROM device_leases l
-                      CROSS JOIN LATERAL (SELECT 1 FROM broadcast_messages m
-                                           WHERE m.device_id = l.device_id AND m.status = 'pending' AND NOT m.held
-                                             AND m.scheduled_at <= now() LIMIT 1) due
-                      WHERE l.sender_id = p_sender_id AND l.expires_at > now());
-  IF cardinality(v_devices) = 0 THEN
+  -- Which devices may have due work, found the cheap way for the load at hand (a fixed plan shape
+  -- either way, so a plan cached when the queue was empty stays right when it holds a million):
+  -- few due rows -> their devices; many -> every device this sender leases (the per-device
+  -- lookup below finds nothing for those without).
+  v_due := ARRAY(SELECT m.device_id FROM broadcast_messages m
+                  WHERE m.status = 'pending' AND NOT m.held AND m.scheduled_at <= now()
+                  ORDER BY m.scheduled_at   -- read off the due_at index, never past held or later rows
+                  LIMIT 5001);
+  -- Not a probe of message_queue_due per leased device: with 1,550 devices an idle claim cost
+  -- 1.5 ms instead of 0.13, and 11 ms instead of 0.35 over a drained queue (migration 2105).
+  IF cardinality(v_due) = 0 THEN
     RETURN;
+  ELSIF cardinality(v_due) <= 5000 THEN
+    v_devices := ARRAY(SELECT DISTINCT x FROM unnest(v_due) x);
+  ELSE
+    v_devices := ARRAY(SELECT l.device_id FROM device_leases l
+                        WHERE l.sender_id = p_sender_id AND l.expires_at > now());
   END IF;
 -- A pending row a concurrent cancel or skip just moved to message_history makes the lock fail
 -- (serialization_failure) even under SKIP LOCKED: the claim is taken again, without that row.
