@@ -117,6 +117,18 @@ def test_chunks_move_the_cursor_and_status(db):
     assert len(messages(db, cid)) == 5
 
 
+def test_a_campaign_past_its_time_queues_messages_due_from_now_not_before_the_queue(db):
+    """Its rows go after what is already due: with the campaign's own (past) time they sorted before
+    every due row, and every claim's time-ordered scan stepped over a chunk still being written."""
+    uid = make_user(db)
+    d = make_device(db, uid)
+    lead(db, uid, d, "0121111111")
+    cid = campaign(db, uid, date="2020-01-01")
+    expand_all(db, cid)
+    now = db.execute("SELECT now() AS t").fetchone()["t"]
+    assert [m["scheduled_at"] for m in messages(db, cid)] == [now]
+
+
 def test_status_rule_finished_failed_and_reasons(db):
     uid = make_user(db)
     d = make_device(db, uid)
