@@ -7,6 +7,9 @@ had written so far (a first chunk of 50k: 33 s instead of 1.5 s).
 
 Deleting a campaign deletes its messages; the rollup's trigger looked, for every deleted row, for a
 retry of it among the deleted rows by scanning them all (a 150k-message campaign: minutes).
+
+An idle sender holding many devices claims on every wake-up: asking each device's due index for
+work made that O(devices leased).
 """
 from tests.factories import make_device, make_user
 from tests.superuser import superuser

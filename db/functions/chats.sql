@@ -233,7 +233,7 @@ RETURNS TABLE (key text, source text, id bigint, from_me boolean, message_type t
                delivered_at timestamptz, read_at timestamptz)
 LANGUAGE sql STABLE AS $$
   WITH chat AS (SELECT c.id, c.device_id, c.phone FROM chats c WHERE c.id = p_chat_id AND c.user_id = p_user_id),
-  queued AS (
+  from_queue AS (
     SELECT b.* FROM broadcast_messages b JOIN chat ON b.device_id = chat.device_id AND b.recipient_phone = chat.phone
      WHERE b.status IN ('sent', 'failed', 'skipped')               -- message_history_device_phone
     UNION ALL
@@ -250,7 +250,7 @@ LANGUAGE sql STABLE AS $$
     UNION ALL
     SELECT 'out:' || lpad(b.id::text, 19, '0'), 'queue', b.id, true, b.message_type, b.content, b.media_url, false,
            coalesce(b.sent_at, b.failed_at, b.created_at), b.status, b.error_message, b.delivered_at, b.read_at
-      FROM queued b
+      FROM from_queue b
   )
   SELECT merged.key, merged.source, merged.id, merged.from_me, merged.message_type, merged.content,
          merged.media_url, merged.has_thumbnail, merged.at, merged.status, merged.error_message,

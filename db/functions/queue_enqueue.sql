@@ -11,8 +11,8 @@
 -- writer's nor a twin in the same batch: the callers send no twins (a broadcast chunk keeps one
 -- lead per phone, a step retry one step per contact), the campaign writers hold their campaign's
 -- row lock, and a unique violation that still happens (a step retry racing the activation of the
--- same contact, say) is retried (below). The retry's exception block is one subtransaction per call. Settled rows live in message_history,
--- where a partitioned unique index cannot reach, so:
+-- same contact, say) is retried (below; its exception block is one subtransaction per call).
+-- Settled rows live in message_history, where a partitioned unique index cannot reach, so:
 --  - a campaign's sent rows are checked here, only for campaigns that have any (a first fan-out
 --    never does, so its speed does not depend on the history);
 --  - a sequence step's retry is checked here (retries are few);
@@ -79,6 +79,7 @@ COMMENT ON FUNCTION _insert_drafts(message_draft[]) IS
 CREATE OR REPLACE FUNCTION _count_enqueued(p_rows message_enqueued[])
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE v_deltas campaign_counts[];
+        v_retried bigint[] := array(SELECT r.retry_of FROM unnest(p_rows) r WHERE r.retry_of IS NOT NULL);
         v_superseded broadcast_messages[];
 BEGIN
   v_deltas := array(
@@ -90,10 +91,9 @@ BEGIN
   SELECT r.sequence_id, r.sequence_stepid, NULL, count(*)
     FROM unnest(p_rows) r WHERE r.sequence_stepid IS NOT NULL
    GROUP BY r.sequence_id, r.sequence_stepid;
-  v_superseded := array(SELECT o FROM broadcast_messages o
-                         WHERE o.id = ANY (array(SELECT r.retry_of FROM unnest(p_rows) r WHERE r.retry_of IS NOT NULL))
-                           AND o.status IN ('failed', 'skipped'));
-  IF v_superseded <> '{}' THEN
+  IF v_retried <> '{}' THEN   -- by id, in the history only (planning every week of it costs: retries only)
+    v_superseded := array(SELECT o FROM broadcast_messages o
+                           WHERE o.id = ANY (v_retried) AND o.status IN ('failed', 'skipped'));
     v_deltas := v_deltas || array(
       SELECT ROW(o.campaign_id, coalesce(o.device_id, 0), 0, 0, -1, 0, -(o.status = 'failed')::int,
                  -(o.status = 'skipped')::int, 0, 0, 0, 0, 0)::campaign_counts

@@ -23,8 +23,9 @@
 --   user_devices, leads                                               DELETE → device_id / lead_id set NULL
 --
 -- The UPDATE and DELETE ones with transition tables make every statement that changes messages
--- (each claim and completion too) build its old_rows/new_rows tuplestores; an INSERT builds none. Dropping a history
--- partition (retention) fires none of them: the rollups keep the dropped rows' counts.
+-- (each claim and completion too) build its old_rows/new_rows tuplestores; an INSERT builds none.
+-- Dropping a history partition (retention) fires none of them: the rollups keep the dropped rows'
+-- counts.
 
 CREATE OR REPLACE TRIGGER broadcast_messages_3_wake AFTER INSERT ON broadcast_messages
   FOR EACH STATEMENT EXECUTE FUNCTION notify_dispatch();
