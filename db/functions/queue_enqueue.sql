@@ -28,7 +28,8 @@
 -- Its probes read message_queue while the statement grows it, which no statistics can show: told
 -- the queue is empty (a new deployment, a drained queue just analyzed) the planner probed it by a
 -- sequential scan per draft, free when empty and quadratic as the statement fills it (a first 50k
--- chunk: 33 s instead of 1.5 s). Sequential scans are off for this statement: it has none to make.
+-- chunk: 33 s instead of 1.5 s). Sequential scans are off for this statement: it has none to make
+-- (and its one trigger, the senders' wake-up, reads nothing).
 CREATE OR REPLACE FUNCTION _insert_drafts(p_drafts message_draft[])
 RETURNS SETOF message_enqueued LANGUAGE sql
 SET enable_seqscan = off
