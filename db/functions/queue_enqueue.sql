@@ -83,10 +83,12 @@ DECLARE v_deltas campaign_counts[];
         v_retried bigint[] := array(SELECT r.retry_of FROM unnest(p_rows) r WHERE r.retry_of IS NOT NULL);
         v_superseded broadcast_messages[];
 BEGIN
-  v_deltas := array(
-    SELECT ROW(r.campaign_id, coalesce(r.device_id, 0), 0, count(*), count(*), 0, 0, 0, count(*), 0, 0, count(*),
+  v_deltas := array(   -- what a pending row adds, as campaign_counts.sql defines it (_campaign_count_row)
+    SELECT ROW(r.campaign_id, coalesce(r.device_id, 0), 0, count(*), sum(k.current), sum(k.sent), sum(k.failed),
+               sum(k.skipped), sum(k.pending), sum(k.delivered), sum(k.read), sum(k.live_or_sent),
                count(r.retry_of))::campaign_counts
-      FROM unnest(p_rows) r WHERE r.campaign_id IS NOT NULL
+      FROM unnest(p_rows) r, _campaign_count_row('pending', false, false, 1) k
+     WHERE r.campaign_id IS NOT NULL
      GROUP BY r.campaign_id, coalesce(r.device_id, 0));
   INSERT INTO sequence_counter_deltas (sequence_id, step_id, day, in_flight)
   SELECT r.sequence_id, r.sequence_stepid, NULL, count(*)
