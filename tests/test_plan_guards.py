@@ -211,26 +211,6 @@ def test_claim_keeps_its_index_plan(c, plans):
     assert [q for q, _ in plans.plans if "new_rows" in q or "old_rows" in q] == []
 
 
-def test_claim_looks_up_only_the_devices_it_takes_rows_from(c, world):
-    """With more due rows than the claim reads to find their devices, it walks every device its sender
-    leases in pacing order; the devices' limits are computed as it walks, so a claim of 1,000 rows from
-    10 devices reads 10 devices, not all 300 (with 1,550 leased: ~10 ms a claim)."""
-    c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, scheduled_at)
-                 SELECT %s, d.id, '6018' || lpad((d.id * 1000 + g)::text, 9, '0'), 'walk', now() - interval '1 minute'
-                   FROM user_devices d, generate_series(1, 100) g WHERE d.user_id = %s""", [world["user"], world["user"]])
-    c.execute("LOAD 'auto_explain'")
-    with Plans(c, analyze=True) as p:
-        claimed = [len(c.execute("SELECT * FROM claim_messages(%s, 1000, 100)", [SENDER]).fetchall()) for _ in range(7)]
-    assert claimed == [1000] * 7
-    statements = [plan for query, plan in p.plans if "WITH dev AS" in query]
-    assert len(statements) == 7
-    for plan in statements:
-        devices_read = sum(n.get("Actual Rows", 0) * n.get("Actual Loops", 1) for n in _nodes(plan)
-                           if n.get("Relation Name") == "user_devices")
-        assert devices_read <= 20 < DEVICES
-    c.execute("DELETE FROM broadcast_messages WHERE content = 'walk'")   # the later guards' queue as it was
-
-
 def test_completion_keeps_its_plan_when_statistics_saw_nothing_in_flight(c, plans):
     """The world was analyzed with no row claimed, as a queue analyzed while idle is: statistics say
     no row is queued. Completing batches of claimed rows must not turn that into a nested loop over

@@ -159,25 +159,18 @@ LOOP
       SELECT p.device_id, p.hour_count, p.day_start, p.day_count,
              d.hourly_limit, lim.daily_cap AS daily_limit, lim.cold_ok,
              d.min_delay_seconds AS dev_min, d.max_delay_seconds AS dev_max,
-             date_trunc('day', now() AT TIME ZONE d.timezone) AT TIME ZONE d.timezone AS today
-        -- Ordered by pacing first, the rest looked up per device as the claim walks them (a nested
-        -- loop, the LIMIT below stops it): a claim of 1,000 rows from 10 devices does not compute
-        -- the limits of all 1,550 a sender leases (~10 ms a claim).
-        FROM (SELECT p.* FROM unnest(v_devices) AS due(device_id)
-                JOIN device_leases l ON l.device_id = due.device_id
-                JOIN device_pacing p ON p.device_id = l.device_id
-               WHERE l.sender_id = p_sender_id AND l.expires_at > now() AND p.next_send_at <= now()
-               ORDER BY p.next_send_at, p.device_id) p
-        CROSS JOIN LATERAL (
-          SELECT d.hourly_limit, d.daily_limit, d.warmup_started_at, d.timelocked_until, d.min_delay_seconds,
-                 d.max_delay_seconds, u.timezone
-            FROM user_devices d JOIN users u ON u.id = d.user_id
-           WHERE d.id = p.device_id
-             AND d.status = 'online' AND d.paused_at IS NULL  -- a paused device keeps its connection, sends nothing
-          OFFSET 0) d   -- not pulled up into a join the planner may hash (and sort again)
+             date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone AS today
+        FROM unnest(v_devices) AS due(device_id)
+        JOIN device_leases l ON l.device_id = due.device_id
+        JOIN user_devices d ON d.id = l.device_id
+        JOIN users u ON u.id = d.user_id
+        JOIN device_pacing p ON p.device_id = l.device_id
         -- warm-up's daily cap, the reach-out timelock and the cold share (db/functions/device_load.sql)
-        CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, d.timezone,
+        CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone,
                                                p.cold_day, p.cold_count) lim
+       WHERE l.sender_id = p_sender_id AND l.expires_at > now()
+         AND d.status = 'online' AND d.paused_at IS NULL  -- a paused device keeps its connection, sends nothing
+         AND p.next_send_at <= now()
        ORDER BY p.next_send_at, p.device_id
     ),
     room AS (
