@@ -80,3 +80,37 @@ def test_a_campaign_keeps_its_figures_after_retention_drops_its_messages(db):
     assert db.execute("SELECT dropped FROM maintain_message_history()").fetchone()["dropped"] == week
     assert messages(db, cid) == []
     assert db.execute("SELECT should_send, sent FROM campaign_report WHERE campaign_id = %s", [cid]).fetchone() == before
+
+
+def test_a_campaigns_state_lock_never_holds_back_its_rollups_foreign_key_check(connect_committed):
+    """The tick and the owner's actions lock a campaign's row to change its state; campaign_counts'
+    foreign key check takes KEY SHARE on it whenever a completion adds a rollup row. FOR UPDATE made
+    the check wait: a completion holding its rollup rows waited on the tick, the tick on those rows —
+    a deadlock the soak hit (the sender's batch failed, it reconnected). A state lock is FOR NO KEY
+    UPDATE, which the check passes."""
+    setup = connect_committed()
+    uid = make_user(setup)
+    device = make_device(setup, uid)
+    for i in range(3):
+        lead(setup, uid, device, f"60{i}4444444")
+    cid = campaign(setup, uid)
+    expand_all(setup, cid)
+    lease(setup, [device])
+    sent = [r["id"] for r in claim(setup)]
+    assert len(sent) == 3
+    holder, sender = connect_committed(), connect_committed()
+    sender.execute("SET lock_timeout = '5s'")
+    for lock, args in (("SELECT settle_campaign(%s)", [cid]),                     # the tick
+                       ("SELECT expand_campaign_chunk(%s)", [cid]),
+                       ("SELECT pause_campaign(%s, %s, true)", [uid, cid]),      # the owner
+                       ("SELECT retry_failed_messages(%s, %s)", [uid, cid])):
+        holder.execute("BEGIN")
+        holder.execute(lock, args)
+        sender.execute("SELECT 1 FROM campaigns WHERE id = %s FOR KEY SHARE", [cid])   # what the check does
+        holder.execute("ROLLBACK")
+    holder.execute("BEGIN")
+    holder.execute("SELECT settle_campaign(%s)", [cid])
+    # not the last message: that one settles the campaign, which waits for the tick by design
+    sender.execute("SELECT complete_messages('s1', %s, %s)", [sent[:2], ["W1", "W2"]])   # commits meanwhile
+    holder.execute("ROLLBACK")
+    assert setup.execute("SELECT sum(sent) AS n FROM campaign_counts WHERE campaign_id = %s", [cid]).fetchone()["n"] == 2

@@ -1,6 +1,11 @@
 -- Campaigns: create/edit/cancel/pause/resume, the fan-out into broadcast_messages (chunked for
 -- broadcasts, spread over devices for AI campaigns), retries, and the one status rule.
 -- Nothing here sends: the dispatch engine claims the queued rows.
+--
+-- A campaign's row is locked FOR NO KEY UPDATE for a state change (never FOR UPDATE, which only a
+-- delete needs): campaign_counts' foreign key check takes KEY SHARE on it, and a completion that
+-- had upserted its rollup rows then waited on the tick holding the campaign while the tick waited
+-- on those rows: a deadlock, the sender's batch failed and it reconnected (seen in the soak).
 
 -- Time --------------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION _owner_local_instant(p_user_id bigint, p_date date, p_time time) RETURNS timestamptz
@@ -40,7 +45,7 @@ LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE c campaigns;
         v_rule record;
 BEGIN
-  SELECT * INTO c FROM campaigns WHERE id = p_campaign_id FOR UPDATE;
+  SELECT * INTO c FROM campaigns WHERE id = p_campaign_id FOR NO KEY UPDATE;
   IF NOT FOUND THEN RETURN NULL; END IF;
   -- Index probes only (broadcast_messages_campaign), so settling a 1M-message campaign stays cheap.
   v_rule := campaign_status_rule(
@@ -157,7 +162,7 @@ CREATE OR REPLACE FUNCTION update_campaign(p_user_id bigint, p_campaign_id bigin
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE c campaigns;
 BEGIN
-  SELECT * INTO c FROM campaigns WHERE id = p_campaign_id AND user_id = p_user_id FOR UPDATE;
+  SELECT * INTO c FROM campaigns WHERE id = p_campaign_id AND user_id = p_user_id FOR NO KEY UPDATE;
   IF NOT FOUND THEN RETURN NULL; END IF;
   IF c.status <> 'pending' THEN
     RAISE EXCEPTION 'campaign % is % and can no longer be edited', c.id, c.status;
@@ -180,7 +185,7 @@ COMMENT ON FUNCTION update_campaign(bigint, bigint, text, text, text, text, text
 
 -- Owner actions ----------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION _owned_campaign_for_update(p_user_id bigint, p_campaign_id bigint) RETURNS campaigns
-LANGUAGE sql AS $$ SELECT * FROM campaigns WHERE id = p_campaign_id AND user_id = p_user_id FOR UPDATE $$;
+LANGUAGE sql AS $$ SELECT * FROM campaigns WHERE id = p_campaign_id AND user_id = p_user_id FOR NO KEY UPDATE $$;
 COMMENT ON FUNCTION _owned_campaign_for_update(bigint, bigint) IS
   'One of the owner''s campaigns, locked for a state change (NULL fields when not theirs).';
 
@@ -348,7 +353,7 @@ DECLARE c campaigns;
         v_queued integer;
 BEGIN
   -- The row lock serialises expansions of one campaign; the unique index would stop duplicates anyway.
-  SELECT * INTO c FROM campaigns WHERE id = p_campaign_id FOR UPDATE;
+  SELECT * INTO c FROM campaigns WHERE id = p_campaign_id FOR NO KEY UPDATE;
   IF NOT FOUND OR c.status <> 'triggered' OR c.expanded_at IS NOT NULL THEN
     RETURN NULL;
   END IF;
@@ -379,7 +384,7 @@ CREATE OR REPLACE FUNCTION expand_next_campaign_chunk(p_chunk integer DEFAULT 50
 LANGUAGE sql AS $$
   SELECT expand_campaign_chunk(id, p_chunk) FROM (
     SELECT id FROM campaigns WHERE status = 'triggered' AND expanded_at IS NULL
-     ORDER BY scheduled_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+     ORDER BY scheduled_at, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
   ) next
 $$;
 COMMENT ON FUNCTION expand_next_campaign_chunk(integer) IS
@@ -391,7 +396,7 @@ DECLARE c campaigns;
         r record;
         v_moved integer := 0;
 BEGIN
-  FOR c IN SELECT * FROM campaigns WHERE kind = 'ai' AND status = 'processing' FOR UPDATE SKIP LOCKED LOOP
+  FOR c IN SELECT * FROM campaigns WHERE kind = 'ai' AND status = 'processing' FOR NO KEY UPDATE SKIP LOCKED LOOP
     FOR r IN SELECT coalesce(d.status, 'deleted') AS why, array_agg(m.id) AS ids
                FROM broadcast_messages m LEFT JOIN user_devices d ON d.id = m.device_id
               WHERE m.campaign_id = c.id AND m.status = 'pending' AND (d.id IS NULL OR d.status IN ('banned', 'logged_out'))
