@@ -220,15 +220,11 @@ LOOP
        WHERE m.status = 'pending' AND NOT m.held AND p.next_send_at <= now()
        FOR UPDATE OF m, p SKIP LOCKED
     ),
-    -- The live partition itself, not broadcast_messages: pending -> queued changes no rollup (both
-    -- count as pending in campaign_counts, in flight for a step, neither as an outcome), so the
-    -- parent's four statement triggers would copy every claimed row into transition tables to add
-    -- nothing (tests/test_plan_guards.py: the claim reads no transition table).
     claimed AS (
-      UPDATE message_queue m
+      UPDATE broadcast_messages m
          SET status = 'queued', claimed_at = now(), claimed_by = p_sender_id
         FROM locked WHERE m.id = locked.id
-         AND m.status = 'pending'
+         AND m.status = 'pending'   -- the queue partition only: without it every history week is probed per row
       RETURNING m.id, m.device_id, m.user_id, m.recipient_phone, m.recipient_name, m.message_type,
                 m.content, m.media_url, m.claimed_at,
                 locked.delay, locked.recounted, locked.hour_base, locked.today

@@ -23,8 +23,7 @@
 --   user_devices, leads                                               DELETE → device_id / lead_id set NULL
 --
 -- The UPDATE and DELETE ones with transition tables make every statement that changes messages
--- (each completion too) build its old_rows/new_rows tuplestores; an INSERT builds none. The claim
--- (pending -> queued, which no rollup tells apart) updates message_queue itself and fires none.
+-- (each claim and completion too) build its old_rows/new_rows tuplestores; an INSERT builds none.
 -- Dropping a history partition (retention) fires none of them: the rollups keep the dropped rows'
 -- counts.
 
