@@ -85,7 +85,7 @@ def test_a_campaign_keeps_its_figures_after_retention_drops_its_messages(db):
 def test_a_campaigns_state_lock_never_holds_back_its_rollups_foreign_key_check(connect_committed):
     """The tick and the owner's actions lock a campaign's row to change its state; campaign_counts'
     foreign key check takes KEY SHARE on it whenever a completion adds a rollup row. FOR UPDATE made
-    the check wait: a completion holding its rollup rows waited on the tick, the tick on those rows —
+    the check wait: a completion waited on the tick, the tick on a row the completion had written —
     a deadlock the soak hit (the sender's batch failed, it reconnected). A state lock is FOR NO KEY
     UPDATE, which the check passes."""
     setup = connect_committed()

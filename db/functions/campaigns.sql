@@ -3,9 +3,9 @@
 -- Nothing here sends: the dispatch engine claims the queued rows.
 --
 -- A campaign's row is locked FOR NO KEY UPDATE for a state change (never FOR UPDATE, which only a
--- delete needs): campaign_counts' foreign key check takes KEY SHARE on it, and a completion that
--- had upserted its rollup rows then waited on the tick holding the campaign while the tick waited
--- on those rows: a deadlock, the sender's batch failed and it reconnected (seen in the soak).
+-- delete needs): campaign_counts' foreign key check takes KEY SHARE on it, and a completion
+-- adding rollup rows then waited on the tick holding the campaign while the tick waited on a row
+-- the completion had written: a deadlock, the sender's batch failed and it reconnected (soak).
 
 -- Time --------------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION _owner_local_instant(p_user_id bigint, p_date date, p_time time) RETURNS timestamptz
