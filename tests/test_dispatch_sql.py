@@ -337,6 +337,23 @@ def test_many_small_batches_refresh_the_statistics_too(connect_committed):
     assert max(refreshed) >= max(before, 0) + 1000, refreshed
 
 
+def test_a_refresh_never_waits_behind_another_analyze_or_vacuum(connect_committed):
+    """The claim refreshes the statistics too: it must not queue behind autovacuum or another
+    sender's ANALYZE, whose work refreshes them anyway."""
+    holder, c = connect_committed(), connect_committed()
+    uid = make_user(c)
+    dev = make_device(c, uid)
+    c.execute("ANALYZE message_queue")
+    c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content)
+                 SELECT %s, %s, '6014' || lpad(g::text, 8, '0'), 'x' FROM generate_series(1, 3000) g""", [uid, dev])
+    with holder.transaction():
+        holder.execute("LOCK TABLE message_queue IN SHARE UPDATE EXCLUSIVE MODE")   # as ANALYZE and VACUUM do
+        c.execute("SET lock_timeout = '5s'")
+        assert c.execute("SELECT _analyze_queue_if_grown(1000000) AS r").fetchone()["r"] is False
+    assert c.execute("SELECT _analyze_queue_if_grown(1000000) AS r").fetchone()["r"] is True
+    c.execute("DELETE FROM broadcast_messages WHERE user_id = %s", [uid])
+
+
 def test_the_one_writer_refreshes_the_statistics_before_its_caller_commits(db):
     """_enqueue_messages (fan-out chunks, step activations, AI spreads, retries) re-analyzes the queue
     inside the caller's transaction, so the statistics commit with the rows they describe."""

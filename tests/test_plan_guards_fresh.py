@@ -12,8 +12,10 @@ An idle sender holding many devices claims on every wake-up: asking each device'
 work made that O(devices leased).
 
 The claim's plan is cached for the sender's session. A plan built while the queue was nearly empty
-must stay linear when the queue grows before the statistics catch up: with sequential scans that
-suited five rows, a claim of 300 rows after 30,000 arrived took 5.5 s and read 27M rows.
+must not outlive the queue's growth before the statistics catch up (batches committed in the same
+second, before any writer counts them): with sequential scans that suited five rows, a claim of 300
+rows after 30,000 arrived took 5.5 s and read 27M rows; with ties between every way to read a tiny
+table, the soak's claims probed each claimed row by a full scan of the queue for 30 s.
 """
 from tests.factories import make_device, make_user
 from tests.superuser import superuser
@@ -96,6 +98,8 @@ def test_a_claim_planned_on_a_tiny_queue_stays_linear_when_the_queue_grows_unana
         with Plans(c, analyze=True) as plans:
             claimed = len(c.execute("SELECT * FROM claim_messages('stale-sender', 1000, 1)").fetchall())
         assert claimed == 30
+        # It saw the due rows the statistics did not know of, re-analyzed and was planned again.
+        assert c.execute("SELECT reltuples FROM pg_class WHERE relname = 'message_queue'").fetchone()["reltuples"] >= 5000
         # The statement that takes the rows (the look for devices with due work before it reads at most
         # 5,001 due rows, once): a few rows examined per row claimed.
         examined = sum((node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * node.get("Actual Loops", 1)

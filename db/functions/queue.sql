@@ -83,32 +83,50 @@ COMMENT ON FUNCTION notify_dispatch() IS
 -- Statistics after bulk enqueues ------------------------------------------------------------
 -- The claim's plan is cached and built from the table's statistics. A queue that was nearly empty
 -- at the last ANALYZE and then takes a campaign of 100k+ rows gets plans for a tiny table until
--- autovacuum catches up (measured: 2k msgs/s instead of 25k for the first minute). The one writer
--- of new rows (_enqueue_messages) calls this in the transaction that queued them, before it
--- commits (ANALYZE counts the transaction's own rows): the statistics and the rows become visible
--- together, for fan-out chunks, step activations, AI spreads and retries alike. Called after the
--- commit, the senders the rows woke claimed first with the plan for an empty queue -- a nested
--- loop over every due row, 20 s per claim of 1,000 with 100k due.
+-- autovacuum catches up (measured: 2k msgs/s instead of 25k for the first minute; with a tiny
+-- table every way to read it costs the same, so the cached plan may probe the claimed rows by a
+-- full scan of the queue each). The one writer of new rows (_enqueue_messages) calls this in the
+-- transaction that queued them, before it commits (ANALYZE counts the transaction's own rows): the
+-- statistics and the rows become visible together, for fan-out chunks, step activations, AI
+-- spreads and retries alike. Called after the commit, the senders the rows woke claimed first with
+-- the plan for an empty queue -- a nested loop over every due row, 20 s per claim of 1,000 with
+-- 100k due.
 -- The queue's size now is its live rows as the statistics system counts them (committed work of
 -- every session, flushed within a second) plus the caller's own p_added: many small batches (a
--- soak's campaigns of a few hundred leads each) grow it as surely as one big one, and left the
--- claims on the empty-queue plan until autovacuum came by (stalls of 10-30 s).
-CREATE OR REPLACE FUNCTION refresh_queue_stats(p_added bigint)
+-- soak's campaigns of a few hundred leads each) grow it as surely as one big one. Batches committed
+-- within the same second are not counted yet, though: the claim, which sees the due rows
+-- themselves, checks too (_analyze_queue_if_grown with the rows it saw).
+CREATE OR REPLACE FUNCTION _analyze_queue_if_grown(p_rows bigint)
 RETURNS boolean LANGUAGE plpgsql AS $$
-DECLARE v_analyzed double precision;
-        v_now double precision;
 BEGIN
-  SELECT greatest(c.reltuples, 0), coalesce(pg_stat_get_live_tuples(c.oid), 0) + p_added
-    INTO v_analyzed, v_now FROM pg_class c WHERE c.oid = 'message_queue'::regclass;
-  IF p_added > 0 AND v_now >= 1000 AND v_now > 1.5 * v_analyzed THEN
-    ANALYZE message_queue;
-    RETURN true;
+  IF p_rows < 1000 OR p_rows <= 1.5 * (SELECT greatest(c.reltuples, 0) FROM pg_class c
+                                         WHERE c.oid = 'message_queue'::regclass) THEN
+    RETURN false;
   END IF;
-  RETURN false;
+  -- Whoever holds this lock is analyzing or vacuuming the queue, which refreshes its statistics:
+  -- never wait behind them (a claim must not).
+  BEGIN
+    LOCK TABLE message_queue IN SHARE UPDATE EXCLUSIVE MODE NOWAIT;
+  EXCEPTION WHEN lock_not_available THEN
+    RETURN false;
+  END;
+  ANALYZE message_queue;
+  RETURN true;
 END $$;
+COMMENT ON FUNCTION _analyze_queue_if_grown(bigint) IS
+  'Re-analyzes message_queue (the live partition) when it holds p_rows rows by the caller''s count, at least 1,000 and '
+  'half again as many as at its last ANALYZE, unless another session is analyzing or vacuuming it. Cached plans of '
+  'this session are rebuilt at once, those of others when the caller commits. Returns whether it analyzed.';
+
+CREATE OR REPLACE FUNCTION refresh_queue_stats(p_added bigint)
+RETURNS boolean LANGUAGE sql AS $$
+  SELECT CASE WHEN p_added > 0
+              THEN _analyze_queue_if_grown(coalesce(pg_stat_get_live_tuples('message_queue'::regclass), 0) + p_added)
+              ELSE false END
+$$;
 COMMENT ON FUNCTION refresh_queue_stats(bigint) IS
-  'Re-analyzes message_queue (the live partition) when, with p_added just-queued rows, it holds at least 1,000 rows and '
-  'half again as many as at its last ANALYZE, so cached claim plans are rebuilt for its real size. Called by '
+  'Re-analyzes message_queue (the live partition) when, with p_added just-queued rows, it has grown by half since its '
+  'last ANALYZE (_analyze_queue_if_grown), so cached claim plans are rebuilt for its real size. Called by '
   '_enqueue_messages before the transaction that queued them commits. Returns whether it analyzed.';
 
 -- Claim -------------------------------------------------------------------------------------
@@ -126,11 +144,11 @@ LANGUAGE plpgsql VOLATILE
 -- The generic plan is as good here (the sender id does not change the best plan) and planning
 -- the statement costs ~1.5 ms, more than running it: never re-plan per call.
 SET plan_cache_mode = force_generic_plan
--- Every table here is read by key (a device's first due rows in order, a claimed row, a device's
--- pacing): an index scan is right at any size, and a plan cached while the queue was small must not
--- keep what suited it once the queue grows before the next ANALYZE. Sequential scans: a claim of
--- 300 rows after 30,000 arrived took 5.5 s and read 27M rows (72 ms without); bitmap scans read
--- all of a device's due rows to sort them instead of its first few.
+-- Every table here is read by key or in an index's order (the due rows by time, a device's first due
+-- rows, a claimed row, a device's pacing): right at any size, while a plan cached on a nearly empty
+-- queue would keep the sequential scans that suited it until the next ANALYZE (a claim of 300 rows
+-- after 30,000 arrived: 5.5 s and 27M rows read), and a bitmap scan reads all of a device's due
+-- rows to sort them instead of its first few.
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 AS $$
@@ -151,7 +169,11 @@ BEGIN
   -- 1.5 ms instead of 0.13, and 11 ms instead of 0.35 over a drained queue (migration 2105).
   IF cardinality(v_due) = 0 THEN
     RETURN;
-  ELSIF cardinality(v_due) <= 5000 THEN
+  END IF;
+  -- Due rows the statistics do not know of yet (batches committed in the same second): analyzed
+  -- now, so the statement below is planned for them.
+  PERFORM _analyze_queue_if_grown(cardinality(v_due));
+  IF cardinality(v_due) <= 5000 THEN
     v_devices := ARRAY(SELECT l.device_id FROM device_leases l
                         WHERE l.device_id = ANY (ARRAY(SELECT DISTINCT x FROM unnest(v_due) x))
                           AND l.sender_id = p_sender_id AND l.expires_at > now());
