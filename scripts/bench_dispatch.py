@@ -6,7 +6,9 @@ On a database of its own (created, applied through scripts.apply, dropped at the
 1. floor: the same claim-and-mark as a raw SQL loop (claim 100 pending rows with SKIP LOCKED, then
    mark them sent: two transactions), in as many processes as the pool has workers, on the floor
    table (benchlib.create_floor_table: same columns, primary key and one partial index, no
-   triggers); the same loop on broadcast_messages is printed beside it;
+   triggers); the same loop on broadcast_messages is printed beside it; the floor is measured
+   again after the pool's run and the ratio taken against the mean of the two; each timed phase
+   starts from a CHECKPOINT;
 2. dispatch: `python -m sender` (SENDER_PROCESSES workers, simulated transport with zero latency,
    no receipts) on DEVICES devices with caps that do not bind, MESSAGES messages due now;
    every delivery is counted in the simulated network's store: 0 duplicates, 0 lost;
@@ -31,19 +33,13 @@ from collections import defaultdict
 import psycopg
 
 from common.config import ROOT, require_database_url
-from scripts.benchlib import connect, create_floor_table, create_scratch_database, drop_scratch_database, log, stop_pool
+from scripts.benchlib import checkpoint, connect, create_floor_table, create_scratch_database, drop_scratch_database, log, stop_pool
 from sender.transport.sim import SimNetwork
 
 BENCH_DB = "wa_bench_dispatch"
 WORKERS = 2
 CAP = 20
 WARM_UP_PROBES = 10
-
-
-
-
-
-
 
 
 def setup_devices(c, user_id, n, label, hourly_limit=1_000_000, daily_limit=1_000_000):
@@ -87,6 +83,7 @@ def raw_worker(url, done, table):
 
 def measure_raw(url, user_id, device_ids, total, floor=False):
     """Rows per second of the raw loop, on the floor table or (floor=False) on broadcast_messages."""
+    checkpoint(url)
     with connect(url) as c:
         table = create_floor_table(c) if floor else "broadcast_messages"
         queue_messages(c, user_id, device_ids, total, table)
@@ -137,9 +134,10 @@ def queue_drained(c):
                            AND NOT EXISTS (SELECT 1 FROM broadcast_messages WHERE status = 'queued') AS done""").fetchone()["done"]
 
 
-def measure_dispatch(c, user_id, device_ids, total, store_dir):
+def measure_dispatch(c, url, user_id, device_ids, total, store_dir):
     c.execute("ANALYZE")
     before = c.execute("SELECT coalesce(max(id), 0) AS id FROM broadcast_messages").fetchone()["id"]
+    checkpoint(url)
     t0 = time.perf_counter()
     queue_messages(c, user_id, device_ids, total)
     t_committed = time.perf_counter()
@@ -261,7 +259,7 @@ def main():
                   f"the pool's first {WARM_UP_PROBES} sends after its start: worst {cold:.2f} ms)")
             log(started, "latency measured")
             rate, elapsed, insert_s, statuses, duplicates, lost, delivered = measure_dispatch(
-                c, user_id, device_ids, messages, store_dir)
+                c, url, user_id, device_ids, messages, store_dir)
             print(f"dispatch: {rate:,.0f} msgs/s ({messages:,} messages on {devices} devices in {elapsed:.1f} s; "
                   f"queued in {insert_s:.1f} s; statuses {statuses})")
             print(f"network received {delivered:,} distinct messages; duplicates={duplicates} lost={lost}")
@@ -275,6 +273,14 @@ def main():
             rss = worker_rss_mb(c)
             print(f"memory: peak RSS per worker process {', '.join(f'{m:.0f} MB' for m in rss)} "
                   f"({(devices + capped_devices) // WORKERS} devices each)")
+        stop_pool(pool)
+        pool = None
+        # The machine's speed drifts over minutes (a shared disk): the floor is measured on both
+        # sides of the pool's run and the ratio taken against their mean.
+        raw_after = measure_raw(url, user_id, device_ids, messages, floor=True)
+        print(f"floor again after the pool: {raw_after:,.0f} rows/s (before: {raw:,.0f}); "
+              f"the pool ran at {rate / raw:.2f} and {rate / raw_after:.2f} of them")
+        raw = (raw + raw_after) / 2
         ratio = rate / raw
         print(f"ratio={ratio:.2f} msgs_per_s={rate:.0f} floor_per_s={raw:.0f} duplicates={duplicates} lost={lost} "
               f"max_rolling_hour={worst} cap={CAP} notify_p50_ms={p50:.2f} notify_p99_ms={p99:.2f} "

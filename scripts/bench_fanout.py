@@ -13,6 +13,7 @@ On a database of its own (created, applied through scripts.apply, dropped at the
 3. fan-out: the campaign tick (CALL run_campaigns: trigger, chunked expansion with a commit per
    chunk, audience tokens, opt-outs, rendering, ON CONFLICT on the one-message-per-phone index);
 4. sender throughput before (baseline) and while each of 2 and 3 runs.
+Each timed phase starts from a CHECKPOINT (benchlib.checkpoint).
 Prints its figures and, last, `ratio=<floor_s/fanout_s> ...` (1.0 = as fast as the machine's floor).
 """
 import argparse
@@ -20,9 +21,8 @@ import shutil
 import tempfile
 import time
 
-
 from common.config import require_database_url
-from scripts.benchlib import connect, create_floor_table, create_scratch_database, drop_scratch_database, log, stop_pool
+from scripts.benchlib import checkpoint, connect, create_floor_table, create_scratch_database, drop_scratch_database, log, stop_pool
 from scripts.bench_dispatch import pool_ready, setup_devices, start_pool, wait_for
 
 BENCH_DB = "wa_bench_fanout"
@@ -134,12 +134,14 @@ def main():
             queue_backlog(c, sender_owner, busy_devices, per_phase)
             floor = create_floor_table(c)
             floor_campaign = make_campaign(c, owner, "floor", 365)   # never due: only a campaign_id for its rows
+            checkpoint(url)
             floor_s, floor_rate = timed(monitor, sender_owner, lambda: floor_insert(c, floor, owner, floor_campaign))
             c.execute(f"DROP TABLE {floor}")
             log(started, "floor measured")
 
             queue_backlog(c, sender_owner, busy_devices, per_phase)
             campaign = make_campaign(c, owner, "fan-out", -1)
+            checkpoint(url)
             fan_s, fan_rate = timed(monitor, sender_owner,
                                     lambda: c.execute("CALL run_campaigns(%s, %s)", [3600, CHUNK]))
             log(started, "fan-out measured")
