@@ -319,20 +319,23 @@ def test_bulk_enqueue_refreshes_the_queue_statistics(db):
 
 
 def test_many_small_batches_refresh_the_statistics_too(connect_committed):
-    """Batches of a few hundred rows never reach 1,000 on their own; the queue they grow does."""
-    c = connect_committed()
+    """Batches of a few hundred rows never reach 1,000 on their own; the queue they grow does. Each
+    writer's rows must be counted for the next one as soon as they commit: a session flushes its
+    counts at most once a second, and 10 s later when it is idle."""
+    writers = [connect_committed(), connect_committed()]
+    c = writers[0]
     uid = make_user(c)
     dev = make_device(c, uid)
     c.execute("ANALYZE message_queue")
     before = c.execute("SELECT reltuples FROM pg_class WHERE relname = 'message_queue'").fetchone()["reltuples"]
     refreshed = []
     for batch in range(12):
+        c = writers[batch % 2]
         with c.transaction():
             c.execute("""SELECT count(*) FROM _enqueue_messages(array(
                            SELECT ROW(%s, %s, NULL, '6013' || lpad((%s * 1000 + g)::text, 8, '0'), NULL, 'text', 'x',
                                       NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::message_draft
                              FROM generate_series(1, 250) g))""", [uid, dev, batch])
-        c.execute("SELECT pg_stat_force_next_flush()")   # as a second passing would: the counts reach the others
         refreshed.append(c.execute("SELECT reltuples FROM pg_class WHERE relname = 'message_queue'").fetchone()["reltuples"])
     assert max(refreshed) >= max(before, 0) + 1000, refreshed
 

@@ -92,9 +92,10 @@ COMMENT ON FUNCTION notify_dispatch() IS
 -- the plan for an empty queue -- a nested loop over every due row, 20 s per claim of 1,000 with
 -- 100k due.
 -- The queue's size now is its live rows as the statistics system counts them (committed work of
--- every session, flushed within a second) plus the caller's own p_added: many small batches (a
--- soak's campaigns of a few hundred leads each) grow it as surely as one big one. Batches committed
--- within the same second are not counted yet, though: the claim, which sees the due rows
+-- every session) plus the caller's own p_added: many small batches (a soak's campaigns of a few
+-- hundred leads each) grow it as surely as one big one. A session flushes its counts at most once a
+-- second and, when idle, up to 10 s later: each batch asks for its own to be flushed at its commit.
+-- Batches committing together still miss each other: the claim, which sees the due rows
 -- themselves, checks too (_analyze_queue_if_grown with the rows it saw).
 CREATE OR REPLACE FUNCTION _analyze_queue_if_grown(p_rows bigint)
 RETURNS boolean LANGUAGE plpgsql AS $$
@@ -119,11 +120,14 @@ COMMENT ON FUNCTION _analyze_queue_if_grown(bigint) IS
   'this session are rebuilt at once, those of others when the caller commits. Returns whether it analyzed.';
 
 CREATE OR REPLACE FUNCTION refresh_queue_stats(p_added bigint)
-RETURNS boolean LANGUAGE sql AS $$
-  SELECT CASE WHEN p_added > 0
-              THEN _analyze_queue_if_grown(coalesce(pg_stat_get_live_tuples('message_queue'::regclass), 0) + p_added)
-              ELSE false END
-$$;
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  IF p_added <= 0 THEN
+    RETURN false;
+  END IF;
+  PERFORM pg_stat_force_next_flush();   -- these rows counted for the next writer as soon as they commit
+  RETURN _analyze_queue_if_grown(coalesce(pg_stat_get_live_tuples('message_queue'::regclass), 0) + p_added);
+END $$;
 COMMENT ON FUNCTION refresh_queue_stats(bigint) IS
   'Re-analyzes message_queue (the live partition) when, with p_added just-queued rows, it has grown by half since its '
   'last ANALYZE (_analyze_queue_if_grown), so cached claim plans are rebuilt for its real size. Called by '
