@@ -340,7 +340,7 @@ def test_many_small_batches_refresh_the_statistics_too(connect_committed):
     assert max(refreshed) >= max(before, 0) + 1000, refreshed
 
 
-def test_a_refresh_never_waits_behind_another_analyze_or_vacuum(connect_committed):
+def test_the_claims_refresh_never_waits_behind_another_analyze_or_vacuum(connect_committed):
     """The claim refreshes the statistics too: it must not queue behind autovacuum or another
     sender's ANALYZE, whose work refreshes them anyway."""
     holder, c = connect_committed(), connect_committed()
@@ -352,8 +352,8 @@ def test_a_refresh_never_waits_behind_another_analyze_or_vacuum(connect_committe
     with holder.transaction():
         holder.execute("LOCK TABLE message_queue IN SHARE UPDATE EXCLUSIVE MODE")   # as ANALYZE and VACUUM do
         c.execute("SET lock_timeout = '5s'")
-        assert c.execute("SELECT _analyze_queue_if_grown(1000000) AS r").fetchone()["r"] is False
-    assert c.execute("SELECT _analyze_queue_if_grown(1000000) AS r").fetchone()["r"] is True
+        assert c.execute("SELECT _analyze_queue_if_grown(1000000, false) AS r").fetchone()["r"] is False
+    assert c.execute("SELECT _analyze_queue_if_grown(1000000, false) AS r").fetchone()["r"] is True
     c.execute("DELETE FROM broadcast_messages WHERE user_id = %s", [uid])
 
 

@@ -97,27 +97,29 @@ COMMENT ON FUNCTION notify_dispatch() IS
 -- second and, when idle, up to 10 s later: each batch asks for its own to be flushed at its commit.
 -- Batches committing together still miss each other: the claim, which sees the due rows
 -- themselves, checks too (_analyze_queue_if_grown with the rows it saw).
-CREATE OR REPLACE FUNCTION _analyze_queue_if_grown(p_rows bigint)
+CREATE OR REPLACE FUNCTION _analyze_queue_if_grown(p_rows bigint, p_wait boolean)
 RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
   IF p_rows < 1000 OR p_rows <= 1.5 * (SELECT greatest(c.reltuples, 0) FROM pg_class c
                                          WHERE c.oid = 'message_queue'::regclass) THEN
     RETURN false;
   END IF;
-  -- Whoever holds this lock is analyzing or vacuuming the queue, which refreshes its statistics:
-  -- never wait behind them (a claim must not).
-  BEGIN
-    LOCK TABLE message_queue IN SHARE UPDATE EXCLUSIVE MODE NOWAIT;
-  EXCEPTION WHEN lock_not_available THEN
-    RETURN false;
-  END;
+  -- Whoever holds this lock is analyzing or vacuuming the queue, which refreshes its statistics: a
+  -- claim never waits behind them. The writer does, so its rows' statistics commit with them.
+  IF NOT p_wait THEN
+    BEGIN
+      LOCK TABLE message_queue IN SHARE UPDATE EXCLUSIVE MODE NOWAIT;
+    EXCEPTION WHEN lock_not_available THEN
+      RETURN false;
+    END;
+  END IF;
   ANALYZE message_queue;
   RETURN true;
 END $$;
-COMMENT ON FUNCTION _analyze_queue_if_grown(bigint) IS
+COMMENT ON FUNCTION _analyze_queue_if_grown(bigint, boolean) IS
   'Re-analyzes message_queue (the live partition) when it holds p_rows rows by the caller''s count, at least 1,000 and '
-  'half again as many as at its last ANALYZE, unless another session is analyzing or vacuuming it. Cached plans of '
-  'this session are rebuilt at once, those of others when the caller commits. Returns whether it analyzed.';
+  'half again as many as at its last ANALYZE; without p_wait, not when another session is analyzing or vacuuming it. '
+  'Cached plans of this session are rebuilt at once, those of others when the caller commits. Returns whether it analyzed.';
 
 CREATE OR REPLACE FUNCTION refresh_queue_stats(p_added bigint)
 RETURNS boolean LANGUAGE plpgsql AS $$
@@ -126,7 +128,7 @@ BEGIN
     RETURN false;
   END IF;
   PERFORM pg_stat_force_next_flush();   -- these rows counted for the next writer as soon as they commit
-  RETURN _analyze_queue_if_grown(coalesce(pg_stat_get_live_tuples('message_queue'::regclass), 0) + p_added);
+  RETURN _analyze_queue_if_grown(coalesce(pg_stat_get_live_tuples('message_queue'::regclass), 0) + p_added, true);
 END $$;
 COMMENT ON FUNCTION refresh_queue_stats(bigint) IS
   'Re-analyzes message_queue (the live partition) when, with p_added just-queued rows, it has grown by half since its '
@@ -176,7 +178,7 @@ BEGIN
   END IF;
   -- Due rows the statistics do not know of yet (batches committed in the same second): analyzed
   -- now, so the statement below is planned for them.
-  PERFORM _analyze_queue_if_grown(cardinality(v_due));
+  PERFORM _analyze_queue_if_grown(cardinality(v_due), false);
   IF cardinality(v_due) <= 5000 THEN
     v_devices := ARRAY(SELECT l.device_id FROM device_leases l
                         WHERE l.device_id = ANY (ARRAY(SELECT DISTINCT x FROM unnest(v_due) x))
