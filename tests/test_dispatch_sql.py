@@ -326,29 +326,46 @@ def test_many_small_batches_refresh_the_statistics_too(connect_committed):
     c = writers[0]
     uid = make_user(c)
     dev = make_device(c, uid)
-    c.execute("ANALYZE message_queue")
-    before = c.execute("SELECT reltuples FROM pg_class WHERE relname = 'message_queue'").fetchone()["reltuples"]
-    refreshed = []
-    for batch in range(12):
-        c = writers[batch % 2]
-        with c.transaction():
-            c.execute("""SELECT count(*) FROM _enqueue_messages(array(
-                           SELECT ROW(%s, %s, NULL, '6013' || lpad((%s * 1000 + g)::text, 8, '0'), NULL, 'text', 'x',
-                                      NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::message_draft
-                             FROM generate_series(1, 250) g))""", [uid, dev, batch])
-        refreshed.append(c.execute("SELECT reltuples FROM pg_class WHERE relname = 'message_queue'").fetchone()["reltuples"])
+    c.execute("ALTER TABLE message_queue SET (autovacuum_enabled = false)")   # the writers' ANALYZE, not autovacuum's
+    try:
+        c.execute("ANALYZE message_queue")
+        before = c.execute("SELECT reltuples FROM pg_class WHERE relname = 'message_queue'").fetchone()["reltuples"]
+        refreshed = []
+        for batch in range(12):
+            c = writers[batch % 2]
+            with c.transaction():
+                c.execute("""SELECT count(*) FROM _enqueue_messages(array(
+                               SELECT ROW(%s, %s, NULL, '6013' || lpad((%s * 1000 + g)::text, 8, '0'), NULL, 'text', 'x',
+                                          NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::message_draft
+                                 FROM generate_series(1, 250) g))""", [uid, dev, batch])
+            refreshed.append(c.execute("SELECT reltuples FROM pg_class WHERE relname = 'message_queue'").fetchone()["reltuples"])
+    finally:
+        c.execute("ALTER TABLE message_queue RESET (autovacuum_enabled)")
     assert max(refreshed) >= max(before, 0) + 1000, refreshed
 
 
 def test_the_claims_refresh_never_waits_behind_another_analyze_or_vacuum(connect_committed):
-    """The claim refreshes the statistics too: it must not queue behind autovacuum or another
-    sender's ANALYZE, whose work refreshes them anyway."""
+    """The claim refreshes the statistics when it sees due rows they do not know of; it must not
+    queue behind autovacuum or another sender's ANALYZE, whose work refreshes them anyway."""
     holder, c = connect_committed(), connect_committed()
-    c.execute("SET lock_timeout = '5s'")   # waiting would fail the test rather than hang it
-    with holder.transaction():
-        holder.execute("LOCK TABLE message_queue IN SHARE UPDATE EXCLUSIVE MODE")   # as ANALYZE and VACUUM do
-        assert c.execute("SELECT _analyze_queue_if_grown(1000000, false) AS r").fetchone()["r"] is False
-    assert c.execute("SELECT _analyze_queue_if_grown(1000000, false) AS r").fetchone()["r"] is True
+    uid = make_user(c)
+    dev = make_device(c, uid, hourly_limit=100_000, daily_limit=100_000)
+    lease(c, [dev], sender="nowait")
+    c.execute("ALTER TABLE message_queue SET (autovacuum_enabled = false)")   # the statistics stay stale
+    try:
+        c.execute("DELETE FROM broadcast_messages WHERE status = 'pending'")   # the other tests': a small queue analyzed
+        c.execute("ANALYZE message_queue")
+        queue(c, uid, dev, 3000)   # unanalyzed: the claim would re-analyze
+        c.execute("SET lock_timeout = '5s'")   # waiting would fail the test rather than hang it
+        with holder.transaction():
+            holder.execute("LOCK TABLE message_queue IN SHARE UPDATE EXCLUSIVE MODE")   # as ANALYZE and VACUUM do
+            assert len(claim(c, sender="nowait", per_device=1000)) == 1000
+        assert c.execute("SELECT reltuples FROM pg_class WHERE relname = 'message_queue'").fetchone()["reltuples"] < 1000
+        assert len(claim(c, sender="nowait", per_device=1000)) == 1000   # the lock gone, this one analyzes
+        assert c.execute("SELECT reltuples FROM pg_class WHERE relname = 'message_queue'").fetchone()["reltuples"] >= 2000
+    finally:
+        c.execute("ALTER TABLE message_queue RESET (autovacuum_enabled)")
+        c.execute("DELETE FROM broadcast_messages WHERE user_id = %s", [uid])
 
 
 def test_the_one_writer_refreshes_the_statistics_before_its_caller_commits(db):
