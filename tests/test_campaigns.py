@@ -10,6 +10,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.factories import make_device, make_user
+from tests.superuser import superuser
 from tests.webutil import signed_in_user
 
 
@@ -88,6 +89,36 @@ def test_fan_out_each_lead_on_its_own_device_with_audience_and_opt_outs(db):
     customers = campaign(db, uid, niche="fit", target="customer", devices=[d2])
     expand_all(db, customers)
     assert [r["lead_id"] for r in messages(db, customers)] == [b]
+
+
+def test_a_chunk_on_its_generic_plan_computes_the_campaigns_fields_once_not_per_lead(module_db_url):
+    """The scheduler's long-lived session runs the chunk statement again and again, so PL/pgSQL may
+    switch it to its generic plan, where the campaign's fields are parameters, not constants (an AI
+    spread, a SQL function, is always planned so): what is derived from them alone (the audience's
+    tokens, the image's path) must be computed once per chunk. It was computed per lead (media_path
+    was not even inlined: its body was less immutable than it said, test_sql_static)."""
+    watched = ["lead_in_audience", "lead_tokens", "_lead_tokens_split", "media_path"]
+    with superuser(module_db_url) as su, su.transaction() as tx:
+        su.execute("SET LOCAL track_functions = 'all'")
+        su.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        uid = make_user(su)
+        device = make_device(su, uid)
+        su.execute("""INSERT INTO leads (user_id, device_id, name, phone, niche)
+                      SELECT %s, CASE WHEN g <= 300 THEN %s END, 'Lead ' || g, (60120000000 + g)::text, 'fit, gym'
+                        FROM generate_series(1, 600) g""", [uid, device])     # 300 on the device, 300 in the AI pool
+        image = su.execute("SELECT store_media(%s, '\\xffd8'::bytea, 'https://x/img.jpg') AS id", [uid]).fetchone()["id"]
+        broadcast = campaign(su, uid, niche="gym", image="https://x/img.jpg", media_id=image)
+        ai = campaign(su, uid, kind="ai", niche="gym", ai_limit=1000, image="https://x/img.jpg", media_id=image)
+        query = "SELECT funcname, calls FROM pg_stat_xact_user_functions WHERE funcname = ANY (%s)"
+        before = {r["funcname"]: r["calls"] for r in su.execute(query, [watched])}
+        expand_all(su, broadcast, chunk=50)
+        expand_all(su, ai)
+        for cid in (broadcast, ai):
+            rows = messages(su, cid)
+            assert len(rows) == 300 and {(r["media_url"], r["message_type"]) for r in rows} == {(f"/media/{image}", "image")}
+        calls = {r["funcname"]: r["calls"] - before.get(r["funcname"], 0) for r in su.execute(query, [watched])}
+        assert all(n <= 2 * (7 + 1) for n in calls.values()), calls     # 7 chunks of 50 leads, 1 spread
+        raise psycopg.Rollback(tx)
 
 
 def test_one_message_per_phone_even_when_on_two_devices(db):

@@ -5,6 +5,8 @@ LANGUAGE sql body (apply creates them with check_function_bodies off, so nothing
 plpgsql_check is created only in this module's clone of the template, never in the application's
 database. whatsmeow's tables, which some functions reach, are created by neonize itself, so those
 functions are checked against the real session store."""
+import re
+
 import psycopg
 import pytest
 from psycopg.rows import dict_row
@@ -100,3 +102,51 @@ def test_sql_function_bodies_are_valid(lint):
             except psycopg.Error as exc:
                 broken.append(f"{f['fn']}: {exc.diag.message_primary}")
     assert broken == []
+
+
+def _one_expression(body):
+    """Whether a LANGUAGE sql body is a single SELECT of expressions: one SELECT, and no FROM at the
+    top level (a FROM inside parentheses is substring(x FROM y) and its kin); comments and string
+    literals aside."""
+    body = re.sub(r"--[^\n]*", " ", body)
+    body = re.sub(r"'(?:[^']|'')*'", "''", body)
+    if len(re.findall(r"\bselect\b", body, re.I)) != 1:
+        return False
+    depth = 0
+    for token in re.findall(r"[()]|\bfrom\b", body, re.I):
+        depth += {"(": 1, ")": -1}.get(token, 0)
+        if token.lower() == "from" and depth == 0:
+            return False
+    return True
+
+
+def test_one_expression_sql_functions_are_inlined(lint):
+    """A LANGUAGE sql function of one expression is meant to be inlined into the statements that call
+    it (per row, a call costs a function call; inlined, nothing). PostgreSQL refuses silently when the
+    body is more volatile than the function says it is: media_path, IMMUTABLE, concatenated a bigint
+    to text (text || bigint is only STABLE) and was called per queued row of every AI spread. Each
+    candidate is planned with parameters for arguments, as a generic plan sees them."""
+    functions = lint.execute(f"""
+        SELECT p.proname, p.oid::regprocedure::text AS fn, p.prosrc,
+               array(SELECT format_type(t, NULL) FROM unnest(p.proargtypes::oid[]) t) AS types
+          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang
+         WHERE {OURS} AND l.lanname = 'sql' AND p.prokind = 'f' AND NOT p.proretset AND p.provolatile <> 'v'
+           AND NOT p.prosecdef AND p.proconfig IS NULL
+           AND p.prorettype NOT IN ('void'::regtype, 'record'::regtype, 'trigger'::regtype)
+         ORDER BY 2""").fetchall()
+    candidates = [f for f in functions if _one_expression(f["prosrc"])]
+    assert len(candidates) >= 20, [f["fn"] for f in candidates]
+    called = []
+    with lint.transaction(force_rollback=True):
+        lint.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        for f in candidates:
+            n = len(f["types"])
+            types = f"({', '.join(f['types'])})" if n else ""
+            args = ", ".join(f"${i}" for i in range(1, n + 1))
+            lint.execute(f"PREPARE inline_probe {types} AS SELECT {f['proname']}({args})")
+            plan = "\n".join(r["QUERY PLAN"] for r in lint.execute(
+                "EXPLAIN VERBOSE EXECUTE inline_probe" + (f"({', '.join(['NULL'] * n)})" if n else "")))
+            lint.execute("DEALLOCATE inline_probe")
+            if re.search(rf"(?<![\w]){re.escape(f['proname'])}\(", plan):
+                called.append(f["fn"])
+    assert called == []

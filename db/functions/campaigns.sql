@@ -238,22 +238,23 @@ COMMENT ON FUNCTION pause_campaign(bigint, bigint, boolean) IS
 CREATE OR REPLACE FUNCTION _expand_broadcast_chunk(c campaigns, p_chunk integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE v_last bigint; v_seen integer; v_queued integer;
+        -- the campaign's constants, once per chunk rather than once per lead
         v_template text := _message_template(c.message);
+        v_niche text[] := lead_tokens(c.niche);
+        v_media text := media_path(c.media_id, c.image_url);
 BEGIN
   WITH batch AS MATERIALIZED (
     SELECT l.id, l.device_id, l.name, l.phone
       FROM leads l
      WHERE l.user_id = c.user_id AND l.id > c.expand_cursor AND l.device_id IS NOT NULL
        AND (c.device_ids IS NULL OR l.device_id = ANY (c.device_ids))
-       AND lead_in_audience(l.niche_tokens, l.target_status, lead_tokens(c.niche), c.target_status)
+       AND lead_in_audience(l.niche_tokens, l.target_status, v_niche, c.target_status)
      ORDER BY l.id
      LIMIT p_chunk
   ), queued AS (
     SELECT 1 FROM _enqueue_messages(array(
-      SELECT ROW(c.user_id, b.device_id, b.id, b.phone, b.name,
-                 CASE WHEN media_path(c.media_id, c.image_url) IS NULL THEN 'text' ELSE 'image' END,
-                 coalesce(_fill_fields(v_template, b.name, b.phone), render_message(c.message, b.name, b.phone)),
-                 media_path(c.media_id, c.image_url),
+      SELECT ROW(c.user_id, b.device_id, b.id, b.phone, b.name, CASE WHEN v_media IS NULL THEN 'text' ELSE 'image' END,
+                 coalesce(_fill_fields(v_template, b.name, b.phone), render_message(c.message, b.name, b.phone)), v_media,
                  c.min_delay_seconds, c.max_delay_seconds, greatest(c.scheduled_at, now()), c.paused_at IS NOT NULL,
                  c.id, NULL, NULL, NULL, NULL)::message_draft
         FROM (SELECT DISTINCT ON (b.phone) b.* FROM batch b ORDER BY b.phone, b.id) b   -- a phone on two devices: its first lead
@@ -304,11 +305,13 @@ LANGUAGE sql AS $$
      WHERE m.campaign_id = c.id AND m.status IN ('failed', 'skipped')
        AND (d.id IS NULL OR d.status IN ('banned', 'logged_out'))
        AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id)
+  ), audience AS MATERIALIZED (   -- the campaign's tokens once, not once per pool lead
+    SELECT lead_tokens(c.niche) AS tokens
   ), fresh AS (
     SELECT NULL::bigint AS retry_of, l.id AS lead_id, l.name, l.phone, 1 AS pass, l.id AS ord
-      FROM leads l
+      FROM leads l, audience a
      WHERE c.expanded_at IS NULL AND l.user_id = c.user_id AND l.device_id IS NULL
-       AND lead_in_audience(l.niche_tokens, l.target_status, lead_tokens(c.niche), c.target_status)
+       AND lead_in_audience(l.niche_tokens, l.target_status, a.tokens, c.target_status)
        AND NOT EXISTS (SELECT 1 FROM broadcast_messages m WHERE m.campaign_id = c.id AND m.recipient_phone = l.phone)
   ), pool AS MATERIALIZED (
     SELECT x.*, row_number() OVER (ORDER BY x.pass, x.ord) AS turn

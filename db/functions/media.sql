@@ -47,7 +47,8 @@ COMMENT ON FUNCTION _require_own_media(bigint, bigint) IS
 
 CREATE OR REPLACE FUNCTION media_path(p_media_id bigint, p_source text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE WHEN p_media_id IS NOT NULL THEN '/media/' || p_media_id ELSE p_source END
+  -- an explicit cast: text || bigint is only STABLE, and an IMMUTABLE function whose body is not is never inlined
+  SELECT CASE WHEN p_media_id IS NOT NULL THEN '/media/' || p_media_id::text ELSE p_source END
 $$;
 COMMENT ON FUNCTION media_path(bigint, text) IS
   'A queued message''s media_url: /media/<id> of the stored image (also where its owner views it). A campaign or '
