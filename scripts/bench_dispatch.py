@@ -216,8 +216,6 @@ def worker_rss_mb(c):
     return peaks
 
 
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, under 60 s")

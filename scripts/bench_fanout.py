@@ -30,12 +30,6 @@ CHUNK = 50_000
 BASELINE_SECONDS = 5
 
 
-
-
-
-
-
-
 def make_owner(c, email):
     return c.execute("SELECT create_user(%s, 'Bench', %s) AS id",
                      [email, "$argon2id$v=19$m=65536,t=3,p=4$bench$bench"]).fetchone()["id"]
@@ -96,8 +90,6 @@ def floor_insert(c, table, user_id, campaign_id):
         SELECT l.user_id, l.device_id, %s, l.id, l.phone, l.name, 'Hello ' || l.name || ', our offer is on.',
                30, 60, now()
           FROM leads l WHERE l.user_id = %s""", [campaign_id, user_id])
-
-
 
 
 def main():
