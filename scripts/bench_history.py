@@ -11,6 +11,7 @@ On a database of its own (created, applied through scripts.apply, dropped at the
 3. the same claim loop and fan-out again; then the overview and report queries (dashboard_today,
    dashboard_hourly, campaign report counts and one page of its leads) p50/p99;
 4. bytes stored per settled message: history heap + indexes + the outcome rollup, divided by rows.
+Each timed phase of 1 and 3 starts from a CHECKPOINT (benchlib.checkpoint).
 Prints its figures and, last, `ratio=<the worse of claim and fan-out, with history / empty> ...`
 (target >= 0.9; report p99 <= 50 ms).
 """
@@ -20,7 +21,7 @@ import time
 from common.config import require_database_url
 from scripts.bench_dispatch import queue_messages
 from scripts.bench_fanout import make_campaign, make_leads, make_logged_out_devices, make_owner
-from scripts.benchlib import connect, create_floor_table, create_scratch_database, drop_scratch_database, log
+from scripts.benchlib import checkpoint, connect, create_floor_table, create_scratch_database, drop_scratch_database, log
 
 BENCH_DB = "wa_bench_history"
 SENDER = "bench-history"
@@ -152,8 +153,11 @@ def main():
             make_leads(c, fan_owner, make_logged_out_devices(c, fan_owner, size["devices"]), size["leads"])
             c.execute("VACUUM ANALYZE")
 
+            checkpoint(url)
             floor_rate = floor_loop(c, sender_owner, devices, size["messages"])
+            checkpoint(url)
             empty_rate = claim_loop(c, sender_owner, devices, size["messages"])
+            checkpoint(url)
             empty_fan, _ = fan_out(c, fan_owner, "empty history")
             log(started, "empty history measured")
 
@@ -163,7 +167,9 @@ def main():
             load_s = time.perf_counter() - t
             log(started, f"{size['history']:,} history rows loaded")
 
+            checkpoint(url)   # the load's dirty pages written back before, not during, the timed phases
             hist_rate = claim_loop(c, sender_owner, devices, size["messages"])
+            checkpoint(url)
             hist_fan, _ = fan_out(c, fan_owner, "full history")
             log(started, "with history measured")
             q = time_queries(c, sender_owner, old_campaign, size["runs"])
