@@ -18,7 +18,9 @@ The last two are also checked on a module of their own (tests/test_plan_guards_f
 import json
 from datetime import datetime, timedelta, timezone
 
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from tests.factories import make_user
 from tests.superuser import superuser
@@ -293,8 +295,6 @@ def test_the_applications_sessions_never_jit_compile(module_db_url, world):
     """JIT is decided by a plan's estimated cost, and a generic plan over a large history estimates
     high: a report page of 100 leads over a 50M-row campaign spent 6.6 s per call compiling (migration
     2107). The application's role has JIT off, whatever the thresholds."""
-    import psycopg
-    from psycopg.rows import dict_row
     with psycopg.connect(module_db_url, row_factory=dict_row) as app:
         assert app.execute("SELECT current_setting('jit') AS jit").fetchone()["jit"] == "off"
         app.execute("SET jit_above_cost = 0; SET jit_inline_above_cost = 0; SET jit_optimize_above_cost = 0")
