@@ -7,7 +7,7 @@ On a database of its own (created, applied through scripts.apply, dropped at the
    one process, MESSAGES messages on DEVICES devices with no delays) and a campaign fan-out of LEADS
    leads (the campaign tick's chunks); the same work on the floor table (benchlib) beside it;
 2. HISTORY settled messages (9 in 10 sent, the rest failed) loaded over the last WEEKS weeks, each
-   week in its own partition, through the triggers like real completions;
+   week in its own partition, with the rollups their completions would have added;
 3. the same claim loop and fan-out again; then the overview and report queries (dashboard_today,
    dashboard_hourly, campaign report counts and one page of its leads) p50/p99;
 4. bytes stored per settled message: history heap + indexes + the outcome rollup, divided by rows.
@@ -97,16 +97,34 @@ def load_history(c, user_id, device_ids, campaign, size):
     left, n = size["history"], 0
     while left > 0:
         batch = min(BATCH, left)
+        # Settled rows go straight into their weeks; the rollups a completion keeps (outcomes per
+        # quarter hour, the campaign's counts) are added from the rows written, as the triggers would.
         c.execute("""
-            INSERT INTO broadcast_messages (user_id, device_id, campaign_id, recipient_phone, content, status,
-                                            claimed_at, claimed_by, sent_at, failed_at, error_message, wa_message_id)
-            SELECT %(u)s, d.ids[1 + g %% cardinality(d.ids)], %(c)s, (60130000000 + g)::text, 'Old news ' || g,
-                   CASE WHEN g %% 10 = 0 THEN 'failed' ELSE 'sent' END, t.at, 'old',
-                   CASE WHEN g %% 10 <> 0 THEN t.at END, CASE WHEN g %% 10 = 0 THEN t.at END,
-                   CASE WHEN g %% 10 = 0 THEN 'old failure' END, CASE WHEN g %% 10 <> 0 THEN 'old' || g END
-              FROM generate_series(%(lo)s, %(hi)s) g, (SELECT %(ids)s::bigint[] AS ids) d,
-                   LATERAL (SELECT now() - (g::float8 / %(total)s) * make_interval(weeks => %(weeks)s)
-                                   - interval '1 hour' AS at) t""",
+            WITH ins AS (
+              INSERT INTO broadcast_messages (user_id, device_id, campaign_id, recipient_phone, content, status,
+                                              claimed_at, claimed_by, sent_at, failed_at, error_message, wa_message_id)
+              SELECT %(u)s, d.ids[1 + g %% cardinality(d.ids)], %(c)s, (60130000000 + g)::text, 'Old news ' || g,
+                     CASE WHEN g %% 10 = 0 THEN 'failed' ELSE 'sent' END, t.at, 'old',
+                     CASE WHEN g %% 10 <> 0 THEN t.at END, CASE WHEN g %% 10 = 0 THEN t.at END,
+                     CASE WHEN g %% 10 = 0 THEN 'old failure' END, CASE WHEN g %% 10 <> 0 THEN 'old' || g END
+                FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g, (SELECT %(ids)s::bigint[] AS ids) d,
+                     LATERAL (SELECT now() - (g::float8 / %(total)s) * make_interval(weeks => %(weeks)s)
+                                     - interval '1 hour' AS at) t
+              RETURNING user_id, campaign_id, device_id, status, coalesce(sent_at, failed_at) AS at
+            ), outcomes AS (
+              SELECT user_id, _message_outcome_bucket(at) AS bucket, count(*) FILTER (WHERE status = 'sent') AS sent,
+                     count(*) FILTER (WHERE status = 'failed') AS failed
+                FROM ins GROUP BY 1, 2
+            )
+            SELECT _add_message_outcomes(array_agg(o.user_id), array_agg(o.bucket), array_agg(o.sent),
+                                         array_agg(o.failed)),
+                   _add_campaign_counts(array(
+                     SELECT ROW(i.campaign_id, i.device_id, 0, count(*), sum(k.current), sum(k.sent), sum(k.failed),
+                                sum(k.skipped), sum(k.pending), sum(k.delivered), sum(k.read), sum(k.live_or_sent),
+                                0)::campaign_counts
+                       FROM ins i, _campaign_count_row(i.status, false, false, 1) k
+                      GROUP BY i.campaign_id, i.device_id))
+              FROM outcomes o""",
                   {"u": user_id, "c": campaign, "ids": device_ids, "lo": n + 1, "hi": n + batch,
                    "total": size["history"], "weeks": weeks})
         left, n = left - batch, n + batch

@@ -11,6 +11,7 @@ from psycopg.rows import dict_row
 
 from tests.factories import make_device, make_user
 from tests.superuser import superuser
+from tests.test_plan_guards import Plans, _nodes
 from tests.webutil import signed_in_user
 
 
@@ -335,6 +336,33 @@ def test_a_report_page_reads_its_campaigns_rows_not_the_weeks(module_db_url):
                               [uid, mine, bucket]).fetchall()
             assert len(page) == 100
         assert su.execute(fetched).fetchone()["n"] - before < 1000
+        raise psycopg.Rollback(tx)
+
+
+def test_a_new_campaigns_fan_out_reads_none_of_the_history(module_db_url):
+    """A campaign that has sent nothing needs no probe of the history for its sent rows, and makes
+    none. Asked as a semi-join, the planner hashed every sent row of the history instead when one
+    campaign filled the statistics (bench_history: 45M rows read per chunk, 26 s instead of 1)."""
+    with superuser(module_db_url) as su, su.transaction() as tx:
+        uid = make_user(su)
+        device = make_device(su, uid)
+        old = campaign(su, uid)
+        su.execute("""
+            INSERT INTO broadcast_messages (user_id, device_id, campaign_id, recipient_phone, content, status,
+                                            claimed_at, claimed_by, sent_at)
+            SELECT %s, %s, %s, (60130000000 + g)::text, 'Old news', 'sent', t.at, 'old', t.at
+              FROM generate_series(1, 30000) g, LATERAL (SELECT now() - interval '1 hour' AS at) t""", [uid, device, old])
+        su.execute("""INSERT INTO leads (user_id, device_id, name, phone)
+                      SELECT %s, %s, 'Lead ' || g, (60120000000 + g)::text FROM generate_series(1, 500) g""", [uid, device])
+        su.execute("ANALYZE broadcast_messages")
+        new = campaign(su, uid)
+        su.execute("LOAD 'auto_explain'")
+        with Plans(su, analyze=True) as p:
+            expand_all(su, new, chunk=250)
+        read = sum(node.get("Actual Rows", 0) * node.get("Actual Loops", 1) for _, plan in p.plans
+                   for node in _nodes(plan) if node.get("Relation Name", "").startswith("message_history"))
+        assert len(messages(su, new)) == 500
+        assert read < 100
         raise psycopg.Rollback(tx)
 
 

@@ -39,7 +39,10 @@ AS $$
   ), settled_campaigns AS MATERIALIZED (
     SELECT x.campaign_id
       FROM (SELECT DISTINCT d.campaign_id FROM d WHERE d.campaign_id IS NOT NULL) x
-     WHERE EXISTS (SELECT 1 FROM message_history h WHERE h.campaign_id = x.campaign_id AND h.status = 'sent')
+     -- one probe per campaign, ending at its first sent row: written as EXISTS, the planner may make it
+     -- a semi-join that hashes every sent row of the history (one campaign filling the statistics:
+     -- 45M rows read per fan-out chunk beside 50M rows of history, 26 s a chunk instead of 1)
+     WHERE (SELECT true FROM message_history h WHERE h.campaign_id = x.campaign_id AND h.status = 'sent' LIMIT 1)
   )
   INSERT INTO broadcast_messages (user_id, device_id, lead_id, recipient_phone, recipient_name, message_type,
                                   content, media_url, min_delay_seconds, max_delay_seconds, scheduled_at, held,
