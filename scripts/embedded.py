@@ -152,15 +152,27 @@ def running_port(p):
         return None
 
 
-def _configure_port(p):
-    """EMBEDDED_PG_PORT holds on every start, not only the first: the setting is rewritten."""
+def _start_settings():
+    return {
+        "port": str(PORT),
+        # Each message leaves two dead row versions in the queue (claimed, then moved to the history);
+        # until a vacuum removes them every claim steps over their index entries. The default (a look
+        # once a minute) let a minute of them pile up: claim-and-complete 16 % slower over a 200k drain.
+        "autovacuum_naptime": "'10s'",
+    }
+
+
+def _configure(p):
+    """The settings of _start_settings hold on every start, not only the first (EMBEDDED_PG_PORT may
+    change, and a cluster made by an older checkout takes a newer setting): they are rewritten."""
     conf = p["data"] / "postgresql.auto.conf"
-    lines = [line for line in conf.read_text().splitlines() if not line.startswith("port =")]
-    conf.write_text("\n".join(lines + [f"port = {PORT}"]) + "\n")
+    settings = _start_settings()
+    lines = [line for line in conf.read_text().splitlines() if line.split("=", 1)[0].strip() not in settings]
+    conf.write_text("\n".join(lines + [f"{k} = {v}" for k, v in settings.items()]) + "\n")
 
 
 def start(p):
-    _configure_port(p)
+    _configure(p)
     log = p["log"]
     log.touch()
     _chown(log)

@@ -58,9 +58,10 @@ def test_make_db_again_is_fast_and_prints_the_url_last():
     assert cpu < 3, f"make db used {cpu:.1f} CPU seconds (nothing to create or apply: it should be well under 1)"
 
 
-def test_embedded_port_is_honoured_on_every_start():
+def test_embedded_settings_are_honoured_on_every_start():
     """A cluster made on one port starts on whatever EMBEDDED_PG_PORT says later; a port in use, or a
-    running cluster asked to be elsewhere, is one line saying so and what to do."""
+    running cluster asked to be elsewhere, is one line saying so and what to do. A cluster made before
+    a setting of ours (the queue's vacuum every 10 s) takes it at its next start."""
     from tests.test_faults_support import PrivateCluster, free_port
 
     cluster, other = PrivateCluster(), str(free_port())
@@ -76,12 +77,16 @@ def test_embedded_port_is_honoured_on_every_start():
             busy = s.getsockname()[1]
             r = run("scripts.embedded", "up", **{**cluster.env, "EMBEDDED_PG_PORT": str(busy)})
         assert_one_clear_line(r, f"port {busy}", "EMBEDDED_PG_PORT")
+        conf = cluster.var / "pg" / "data" / "postgresql.auto.conf"   # as an older checkout left it
+        conf.write_text("".join(line for line in conf.read_text().splitlines(keepends=True)
+                                if not line.startswith("autovacuum_naptime")))
         r = run("scripts.embedded", "up", **{**cluster.env, "EMBEDDED_PG_PORT": other})
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip().splitlines()[-1].startswith(f"postgresql://wa:") and f":{other}/" in r.stdout
         import psycopg
         with psycopg.connect(r.stdout.strip().splitlines()[-1], connect_timeout=10) as c:
             assert c.execute("SHOW port").fetchone()[0] == other
+            assert c.execute("SHOW autovacuum_naptime").fetchone()[0] == "10s"
         assert_pooler_serves_the_cluster(cluster, other)
         cluster._embedded("stop")
         assert not pooler_running(cluster)                  # stopped with the cluster
