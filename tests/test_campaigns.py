@@ -308,9 +308,10 @@ def test_each_report_number_pages_its_own_leads(db):
 
 
 def test_a_report_page_reads_its_campaigns_rows_not_the_weeks(module_db_url):
-    """A report page of one status reads the history by (campaign_id, status, id), whatever the
-    statistics: with few campaigns in them, the generic plan read each week by id, filtering by
-    campaign, and stepped over every row of the others first (50M rows of history: 150 ms a page)."""
+    """A report page reads the history by (campaign_id, status, id), whatever the statistics (the
+    page of every status, should_send, one such walk per status): with few campaigns in them, the
+    generic plan read each week by id, filtering by campaign, and stepped over every row of the
+    others first (50M rows of history: 150 ms a page)."""
     with superuser(module_db_url) as su, su.transaction() as tx:
         uid = make_user(su)
         device = make_device(su, uid)
@@ -331,7 +332,7 @@ def test_a_report_page_reads_its_campaigns_rows_not_the_weeks(module_db_url):
         su.execute("SET LOCAL effective_cache_size = '256kB'")
         fetched = "SELECT coalesce(sum(idx_tup_fetch + seq_tup_read), 0) AS n FROM pg_stat_xact_user_tables WHERE relname LIKE 'message_history%%'"
         before = su.execute(fetched).fetchone()["n"]
-        for bucket in ("failed", "sent"):
+        for bucket in ("failed", "sent", "should_send"):
             page = su.execute("SELECT message_id FROM campaign_report_leads(%s, %s, NULL, %s, 100, 0)",
                               [uid, mine, bucket]).fetchall()
             assert len(page) == 100

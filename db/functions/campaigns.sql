@@ -544,6 +544,22 @@ COMMENT ON FUNCTION _campaign_report_settled_page(bigint, bigint, bigint, text, 
   'One page of a campaign report''s settled bucket (sent, failed, skipped, delivered, read) for campaign_report_leads, '
   'read in the order of the history''s (campaign_id, status, id) index.';
 
+-- A page of the live rows (pending, queued): the queue partition alone, so its cost follows the
+-- queue, never the history.
+CREATE OR REPLACE FUNCTION _campaign_report_live_page(p_user_id bigint, p_campaign_id bigint, p_device_id bigint,
+                                                      p_limit integer, p_offset integer)
+RETURNS TABLE (message_id bigint, lead_id bigint, recipient_phone text, recipient_name text, device_id bigint,
+               device_name text, status text, error_message text, sent_at timestamptz, delivered_at timestamptz,
+               read_at timestamptz)
+LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+  RETURN QUERY SELECT * FROM _campaign_report_rows(p_user_id, p_campaign_id, p_device_id) r
+                WHERE r.status IN ('pending', 'queued')
+                ORDER BY r.message_id LIMIT p_limit OFFSET p_offset;
+END $$;
+COMMENT ON FUNCTION _campaign_report_live_page(bigint, bigint, bigint, integer, integer) IS
+  'One page of a campaign report''s live rows (pending and queued) in id order, for campaign_report_leads.';
+
 -- One static query per kind of bucket, each planned once per session (a generic plan): a plan made
 -- per call costs more than its execution, as every weekly history partition and its indexes are
 -- planned for twice (the rows and their retries) -- 17 ms of planning for a 2 ms page with 3M
@@ -561,12 +577,20 @@ BEGIN
     RAISE EXCEPTION 'unknown report column "%"', p_bucket USING ERRCODE = '22023';
   END IF;
   IF p_bucket = 'should_send' THEN
-    RETURN QUERY SELECT * FROM _campaign_report_rows(p_user_id, p_campaign_id, p_device_id) r
-                  ORDER BY r.message_id LIMIT v_limit OFFSET v_offset;
-  ELSIF p_bucket = 'pending' THEN       -- the live rows: the queue partition alone
-    RETURN QUERY SELECT * FROM _campaign_report_rows(p_user_id, p_campaign_id, p_device_id) r
-                  WHERE r.status IN ('pending', 'queued')
-                  ORDER BY r.message_id LIMIT v_limit OFFSET v_offset;
+    -- Every status: the first rows of each, each read on its own index, merged. One walk of all the
+    -- campaign's rows in id order read each week by its id index, stepping over other campaigns'
+    -- rows (30k read for a page of 100 beside another campaign's 30k in the same week).
+    RETURN QUERY SELECT * FROM (
+        SELECT * FROM _campaign_report_live_page(p_user_id, p_campaign_id, p_device_id, v_limit + v_offset, 0)
+        UNION ALL
+        SELECT * FROM _campaign_report_settled_page(p_user_id, p_campaign_id, p_device_id, 'sent', v_limit + v_offset, 0)
+        UNION ALL
+        SELECT * FROM _campaign_report_settled_page(p_user_id, p_campaign_id, p_device_id, 'failed', v_limit + v_offset, 0)
+        UNION ALL
+        SELECT * FROM _campaign_report_settled_page(p_user_id, p_campaign_id, p_device_id, 'skipped', v_limit + v_offset, 0)
+      ) r ORDER BY r.message_id LIMIT v_limit OFFSET v_offset;
+  ELSIF p_bucket = 'pending' THEN
+    RETURN QUERY SELECT * FROM _campaign_report_live_page(p_user_id, p_campaign_id, p_device_id, v_limit, v_offset);
   ELSE
     RETURN QUERY SELECT * FROM _campaign_report_settled_page(p_user_id, p_campaign_id, p_device_id, p_bucket,
                                                              v_limit, v_offset);
