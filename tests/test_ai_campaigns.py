@@ -1,7 +1,11 @@
 """AI campaigns: the pool (leads_ai) spread over chosen devices by load-balance score, at most N per
 device; a device banned mid-run is dropped and its unsent leads move to the others; per-device report."""
+import psycopg
+
 from tests.factories import make_device, make_user
+from tests.superuser import superuser
 from tests.test_campaigns import campaign, expand_all, lead, mark, messages, status
+from tests.test_plan_guards import Plans, _nodes
 
 
 def per_device(db, cid):
@@ -97,3 +101,33 @@ def test_ai_campaign_without_online_devices_fails(db):
     cid = campaign(db, uid, kind="ai", ai_limit=5)
     expand_all(db, cid)
     assert status(db, cid)["status"] == "failed"
+
+
+def test_a_device_dropped_from_an_ai_campaign_costs_a_read_of_its_rollup_not_its_messages(module_db_url):
+    """When a device drops, the tick moves its unsent leads to the others within each one's room (its
+    limit less its live or sent messages of the campaign): read from campaign_counts, not by counting
+    the campaign's messages once per device (devices x messages, through every week of the history)."""
+    with superuser(module_db_url) as su, su.transaction() as tx:
+        uid = make_user(su)
+        devices = [make_device(su, uid) for _ in range(10)]
+        su.execute("""INSERT INTO leads (user_id, name, phone)
+                      SELECT %s, 'Pool ' || g, (60120000000 + g)::text FROM generate_series(1, 3000) g""", [uid])
+        cid = campaign(su, uid, kind="ai", ai_limit=400)
+        expand_all(su, cid)
+        rows = messages(su, cid)
+        assert len(rows) == 3000   # 300 a device
+        dropped = devices[0]
+        stranded = [r["id"] for r in rows if r["device_id"] == dropped][:10]
+        mark(su, [r["id"] for r in rows if r["id"] not in stranded], "sent")
+        su.execute("ANALYZE broadcast_messages")
+        su.execute("SELECT set_device_status(%s, 'banned', 'test ban')", [dropped])
+        su.execute("LOAD 'auto_explain'")
+        with Plans(su, analyze=True) as p:
+            assert su.execute("SELECT _rebalance_ai_campaigns() AS n").fetchone()["n"] == 10
+        read = sum(node.get("Actual Rows", 0) * node.get("Actual Loops", 1) for _, plan in p.plans
+                   for node in _nodes(plan) if node.get("Relation Name", "").startswith("message_history"))
+        assert read < 1000, read
+        room = {r["device_id"]: r["room"] for r in su.execute(
+            "SELECT d.device_id, d.room FROM campaigns c, _ai_campaign_devices(c) d WHERE c.id = %s", [cid])}
+        assert sum(room.values()) == 9 * 100 - 10 and set(room) == set(devices[1:])
+        raise psycopg.Rollback(tx)

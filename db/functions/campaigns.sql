@@ -272,14 +272,15 @@ COMMENT ON FUNCTION _expand_broadcast_chunk(campaigns, integer) IS
   'Queues one chunk of a broadcast (next p_chunk audience leads after expand_cursor, on their own devices, '
   'opted-out numbers left out, one message per phone); marks the fan-out done after the last chunk. Returns rows queued.';
 
--- Device score for spreading: lower is less loaded (device_load's load score).
+-- Device score for spreading: lower is less loaded (device_load's load score). A device's live or
+-- sent messages of the campaign come from the rollup: counted from the messages, each device read
+-- all of the campaign's, through every week of the history.
 CREATE OR REPLACE FUNCTION _ai_campaign_devices(c campaigns)
 RETURNS TABLE (device_id bigint, score numeric, room integer)
 LANGUAGE sql STABLE AS $$
   SELECT d.id, l.load_score,
-         c.ai_limit_per_device - (SELECT count(*)::int FROM broadcast_messages m
-                                   WHERE m.campaign_id = c.id AND m.device_id = d.id
-                                     AND m.status IN ('pending', 'queued', 'sent'))
+         c.ai_limit_per_device - (SELECT coalesce(sum(k.live_or_sent), 0)::int FROM campaign_counts k
+                                   WHERE k.campaign_id = c.id AND k.device_id = d.id)
     FROM user_devices d
     JOIN device_load(ARRAY[c.user_id]) l ON l.device_id = d.id
    WHERE d.user_id = c.user_id AND d.status = 'online' AND d.paused_at IS NULL
