@@ -98,7 +98,8 @@ def load_history(c, user_id, device_ids, campaign, size):
     while left > 0:
         batch = min(BATCH, left)
         # Settled rows go straight into their weeks; the rollups a completion keeps (outcomes per
-        # quarter hour, the campaign's counts) are added from the rows written, as the triggers would.
+        # quarter hour, the campaign's counts: db/functions/dashboard.sql, campaign_counts.sql) are
+        # added from the rows written, as the triggers would.
         c.execute("""
             WITH ins AS (
               INSERT INTO broadcast_messages (user_id, device_id, campaign_id, recipient_phone, content, status,
@@ -111,20 +112,23 @@ def load_history(c, user_id, device_ids, campaign, size):
                      LATERAL (SELECT now() - (g::float8 / %(total)s) * make_interval(weeks => %(weeks)s)
                                      - interval '1 hour' AS at) t
               RETURNING user_id, campaign_id, device_id, status, coalesce(sent_at, failed_at) AS at
-            ), outcomes AS (
-              SELECT user_id, _message_outcome_bucket(at) AS bucket, count(*) FILTER (WHERE status = 'sent') AS sent,
-                     count(*) FILTER (WHERE status = 'failed') AS failed
+            ), outcomes AS (   -- per owner and quarter hour, the bucket _message_outcome_bucket files them under
+              INSERT INTO message_outcome_counts AS o (user_id, bucket, shard, sent, failed)
+              SELECT user_id, date_bin('15 minutes', at, timestamptz '2000-01-01 00:00+00'), 0,
+                     count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status = 'failed')
                 FROM ins GROUP BY 1, 2
+              ON CONFLICT (user_id, bucket, shard) DO UPDATE SET sent = o.sent + excluded.sent,
+                                                                failed = o.failed + excluded.failed
             )
-            SELECT _add_message_outcomes(array_agg(o.user_id), array_agg(o.bucket), array_agg(o.sent),
-                                         array_agg(o.failed)),
-                   _add_campaign_counts(array(
-                     SELECT ROW(i.campaign_id, i.device_id, 0, count(*), sum(k.current), sum(k.sent), sum(k.failed),
-                                sum(k.skipped), sum(k.pending), sum(k.delivered), sum(k.read), sum(k.live_or_sent),
-                                0)::campaign_counts
-                       FROM ins i, _campaign_count_row(i.status, false, false, 1) k
-                      GROUP BY i.campaign_id, i.device_id))
-              FROM outcomes o""",
+            INSERT INTO campaign_counts AS k (campaign_id, device_id, shard, assigned, current, sent, failed,
+                                              live_or_sent)
+            SELECT campaign_id, device_id, 0, count(*), count(*), count(*) FILTER (WHERE status = 'sent'),
+                   count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'sent')
+              FROM ins GROUP BY 1, 2
+            ON CONFLICT (campaign_id, device_id, shard) DO UPDATE
+               SET assigned = k.assigned + excluded.assigned, current = k.current + excluded.current,
+                   sent = k.sent + excluded.sent, failed = k.failed + excluded.failed,
+                   live_or_sent = k.live_or_sent + excluded.live_or_sent""",
                   {"u": user_id, "c": campaign, "ids": device_ids, "lo": n + 1, "hi": n + batch,
                    "total": size["history"], "weeks": weeks})
         left, n = left - batch, n + batch
