@@ -203,7 +203,7 @@ def main():
               f"({hist_rate / empty_rate:.2f} of empty)")
         print(f"fan-out of {size['leads']:,} leads: {empty_fan:.2f} s with empty history, {hist_fan:.2f} s with it "
               f"({empty_fan / hist_fan:.2f})")
-        print(f"history loaded in {load_s:.1f} s ({size['history'] / load_s:,.0f} rows/s through the triggers)")
+        print(f"history loaded in {load_s:.1f} s ({size['history'] / load_s:,.0f} rows/s, their rollups added)")
         for name, ms in q.items():
             print(f"{name}: p50 {pct(ms, 50):.1f} ms p99 {pct(ms, 99):.1f} ms over {size['runs']} runs")
         per = stored["bytes"] / max(stored["rows"], 1)
