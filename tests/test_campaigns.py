@@ -332,11 +332,17 @@ def test_a_report_page_reads_its_campaigns_rows_not_the_weeks(module_db_url):
         su.execute("SET LOCAL effective_cache_size = '256kB'")
         fetched = "SELECT coalesce(sum(idx_tup_fetch + seq_tup_read), 0) AS n FROM pg_stat_xact_user_tables WHERE relname LIKE 'message_history%%'"
         before = su.execute(fetched).fetchone()["n"]
-        for bucket in ("failed", "sent", "should_send"):
-            page = su.execute("SELECT message_id FROM campaign_report_leads(%s, %s, NULL, %s, 100, 0)",
-                              [uid, mine, bucket]).fetchall()
-            assert len(page) == 100
+        page = lambda bucket, offset=0: [r["message_id"] for r in su.execute(
+            "SELECT message_id FROM campaign_report_leads(%s, %s, NULL, %s, 100, %s)", [uid, mine, bucket, offset])]
+        pages = {(bucket, 0): page(bucket) for bucket in ("failed", "sent", "should_send")}
         assert su.execute(fetched).fetchone()["n"] - before < 1000
+        pages["should_send", 150] = page("should_send", 150)
+        # The pages' rows: should_send merges the statuses (interleaved by id here) in id order.
+        rows = su.execute("SELECT id, status FROM broadcast_messages WHERE campaign_id = %s ORDER BY id", [mine]).fetchall()
+        ids = [r["id"] for r in rows]
+        assert pages == {("failed", 0): [r["id"] for r in rows if r["status"] == "failed"][:100],
+                         ("sent", 0): [r["id"] for r in rows if r["status"] == "sent"][:100],
+                         ("should_send", 0): ids[:100], ("should_send", 150): ids[150:250]}
         raise psycopg.Rollback(tx)
 
 
