@@ -117,8 +117,9 @@ BEGIN
                        device_id, left(btrim(coalesce(name, '')), 200) AS name, phone, btrim(coalesce(niche, '')) AS niche,
                        _target_status_or_default(target_status) AS target_status,
                        nullif(btrim(coalesce(trigger, '')), '') AS trigger
-                  FROM unnest(p_device_ids, p_names, p_phones, p_niches, p_target_statuses, p_triggers)
-                       WITH ORDINALITY AS r(device_id, name, phone, niche, target_status, trigger, ord)
+                  FROM (SELECT unnest(p_device_ids) AS device_id, unnest(p_names) AS name, unnest(p_phones) AS phone,
+                               unnest(p_niches) AS niche, unnest(p_target_statuses) AS target_status,
+                               unnest(p_triggers) AS trigger, generate_series(1, cardinality(p_phones)) AS ord) r
                  ORDER BY device_id, phone, ord DESC) i
       ), merged AS (
         UPDATE leads l
