@@ -9,8 +9,9 @@ On a database of its own (created, applied through scripts.apply, dropped at the
 2. floor: one COPY of that file into a plain table with leads' columns, a primary key and one index
    (owner, phone), no triggers, no checks;
 3. import: what POST /api/leads/import does with it (start_lead_import, web.lead_import.stage: COPY
-   into lead_import_lines; web.lead_import.validate: lead_import_step chunks), with the peak RSS of
-   this Python process before and after (the upload must stream: memory stays flat).
+   into lead_import_lines; web.lead_import.validate_in_background: lead_import_step chunks in the
+   import's lanes side by side, a pooled connection each), with the peak RSS of this Python process
+   before and after (the upload must stream: memory stays flat).
 Prints its figures and, last, `ratio=<floor_s/import_s> ...` (1.0 = as fast as the bare COPY).
 """
 import argparse
@@ -18,6 +19,9 @@ import os
 import resource
 import tempfile
 import time
+
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
 
 from common.config import require_database_url
 from scripts.benchlib import connect, create_scratch_database, drop_scratch_database, log
@@ -63,7 +67,7 @@ def copy_floor(c, owner, path):
     return elapsed, n
 
 
-def run_import(c, progress, owner, device, path):
+def run_import(c, progress, pool, owner, device, path):
     """The upload's path; returns (stage seconds, validate seconds, the import's status row)."""
     import_id = c.execute("SELECT start_lead_import(%s, %s, 'bench.csv', %s) AS id",
                           [owner, device, os.path.getsize(path)]).fetchone()["id"]
@@ -71,7 +75,7 @@ def run_import(c, progress, owner, device, path):
     with open(path, "rb") as f:
         lead_import.stage(c, progress, import_id, f)
     t1 = time.perf_counter()
-    lead_import.validate(c, import_id)
+    lead_import.validate_in_background(pool, import_id).join()
     t2 = time.perf_counter()
     status = c.execute("SELECT * FROM lead_import_status(%s, %s)", [owner, import_id]).fetchone()
     return t1 - t0, t2 - t1, status
@@ -103,7 +107,8 @@ def main():
             log(started, "floor measured")
 
             rss_before = peak_rss_mb()
-            stage_s, validate_s, status = run_import(c, progress, owner, device, path)
+            with ConnectionPool(url, min_size=1, max_size=4, kwargs={"autocommit": True, "row_factory": dict_row}) as pool:
+                stage_s, validate_s, status = run_import(c, progress, pool, owner, device, path)
             rss_after = peak_rss_mb()
             log(started, "import measured")
             leads = c.execute("SELECT count(*) AS n FROM leads WHERE user_id = %s", [owner]).fetchone()["n"]

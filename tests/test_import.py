@@ -3,13 +3,14 @@ duplicates merged by (owner, device, phone), progress, the downloadable report, 
 imports back unchanged."""
 import csv
 import io
+import threading
 import time
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.factories import drain_notifies, make_device, make_user
+from tests.factories import drain_notifies, make_device, make_user, set_quota
 from tests.superuser import superuser
 from tests.test_plan_guards import Plans, _nodes
 from tests.webutil import signed_in_user
@@ -119,7 +120,8 @@ def test_import_reports_bad_rows_and_keeps_good_ones(connect_committed):
 
 def test_chunks_keep_bad_rows_out_repeats_last_wins_and_a_second_import_merges(connect_committed):
     """Several chunks (3 lines each): each with a bad row among good ones, a lead repeated across
-    chunks (the later line wins), progress after every chunk; the same file again merges every lead."""
+    chunks (the later line wins), progress after every chunk (one connection takes the two lanes in
+    turn: the slowest lane's line); the same file again merges every lead."""
     conn = connect_committed()
     uid = make_user(conn)
     device = make_device(conn, uid)
@@ -140,7 +142,7 @@ def test_chunks_keep_bad_rows_out_repeats_last_wins_and_a_second_import_merges(c
         return progress, status, report
 
     progress, status, report = run()
-    assert progress == [4, 7]
+    assert progress == [0, 4, 4, 7, 7]
     assert (status["status"], status["rows_inserted"], status["rows_merged"], status["rows_bad"]) == ("finished", 6, 1, 1)
     assert report == [{"line_no": 5, "reason": 'phone number "12ab" may only hold digits, spaces, dashes, dots, brackets and a leading +'}]
     assert conn.execute("SELECT name, niche FROM leads WHERE user_id = %s AND phone = '60100000001'",
@@ -250,5 +252,80 @@ def test_a_chunk_stores_its_lines_once_on_their_way_to_the_merge(module_db_url):
         assert sorted(n["Subplan Name"] for n in _nodes(chunk) if n.get("Subplan Name", "").startswith("CTE ")) == [
             "CTE bad", "CTE checked", "CTE good", "CTE merged"]
         assert [n for n in _nodes(merge) if n["Node Type"] == "Function Scan"] == []
+        lead_import.validate(su, import_id)   # the other lane
         assert su.execute("SELECT count(*) AS n FROM leads WHERE user_id = %s", [uid]).fetchone()["n"] == 50
         raise psycopg.Rollback(tx)
+
+
+def _lane_file(leads, repeats=0):
+    """A header and `leads` leads, then `repeats` of them again with another name."""
+    lines = [b"name,phone"] + [b"Lead %d,01%08d" % (i, i) for i in range(leads)]
+    lines += [b"Again %d,01%08d" % (i, i) for i in range(repeats)]
+    return b"\n".join(lines) + b"\n"
+
+
+def _staged_import(conn, uid, device, data):
+    import_id = conn.execute("SELECT start_lead_import(%s, %s, 'x.csv', NULL) AS id", [uid, device]).fetchone()["id"]
+    lead_import.stage(conn, conn, import_id, io.BytesIO(data))
+    return import_id
+
+
+def _step_in_thread(conn, import_id, outcome):
+    worker = threading.Thread(target=lambda: outcome.update(conn.execute(
+        "SELECT lead_import_step(%s, 1000) AS more", [import_id]).fetchone()))
+    worker.start()
+    return worker
+
+
+def _wait_until_blocked(conn, worker):
+    """Until another session waits on a lock `conn` holds (or the worker ended without one)."""
+    deadline = time.monotonic() + 30
+    while worker.is_alive() and not conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pg_backend_pid() = ANY (pg_blocking_pids(pid))) AS waits"
+    ).fetchone()["waits"]:
+        assert time.monotonic() < deadline, "the second session never reached the import's row"
+        time.sleep(0.05)
+
+
+def test_two_sessions_validate_an_import_side_by_side_in_lanes(connect_committed):
+    """While one session holds a lane mid-chunk, a second works the other lane (with one lock per
+    import it found nothing to do) and waits only to count its chunk in; every line of one lead
+    meets in one lane, so the last line still wins, and the lanes' counts add up."""
+    first, second = connect_committed(), connect_committed()
+    uid = make_user(first)
+    device = make_device(first, uid)
+    import_id = _staged_import(first, uid, device, _lane_file(40, repeats=20))
+    outcome = {}
+    with first.transaction():
+        assert first.execute("SELECT lead_import_step(%s, 1000) AS more", [import_id]).fetchone()["more"]
+        worker = _step_in_thread(second, import_id, outcome)
+        _wait_until_blocked(first, worker)
+        assert worker.is_alive(), f"the second session did no chunk: {outcome}"
+    worker.join(30)
+    status = second.execute("SELECT * FROM lead_import_status(%s, %s)", [uid, import_id]).fetchone()
+    assert (status["status"], status["rows_inserted"], status["rows_merged"], status["rows_bad"]) == ("finished", 40, 20, 0)
+    names = {r["name"] for r in first.execute("SELECT name FROM leads WHERE user_id = %s", [uid])}
+    assert names == {f"Again {i}" for i in range(20)} | {f"Lead {i}" for i in range(20, 40)}
+    assert first.execute("SELECT count(*) AS n FROM lead_import_lanes WHERE import_id = %s",
+                         [import_id]).fetchone()["n"] == 0     # gone with the staging once finished
+
+
+def test_the_quota_counts_the_other_lanes_leads(connect_committed):
+    """Two lanes' chunks that each fit the lead quota but not together: the lane ending second waits
+    for the first's commit, counts its leads, is undone and fails the import with the reason."""
+    first, second = connect_committed(), connect_committed()
+    uid = make_user(first)
+    device = make_device(first, uid)
+    set_quota(first, uid, "leads", 30)
+    import_id = _staged_import(first, uid, device, _lane_file(40))
+    outcome = {}
+    with first.transaction():
+        assert first.execute("SELECT lead_import_step(%s, 1000) AS more", [import_id]).fetchone()["more"]
+        worker = _step_in_thread(second, import_id, outcome)
+        _wait_until_blocked(first, worker)
+    worker.join(30)
+    assert outcome == {"more": False}
+    status = first.execute("SELECT * FROM lead_import_status(%s, %s)", [uid, import_id]).fetchone()
+    assert status["status"] == "failed" and "quota" in status["error"]
+    assert status["rows_inserted"] == 20
+    assert first.execute("SELECT count(*) AS n FROM leads WHERE user_id = %s", [uid]).fetchone()["n"] == 20

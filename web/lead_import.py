@@ -1,5 +1,5 @@
 """CSV lead import: stream an upload into lead_import_lines with COPY, then let SQL validate and
-merge it (lead_import_step) in a background thread.
+merge it (lead_import_step) in background threads, one per lane.
 
 Python only frames the bytes: it splits lines with a bounded buffer (a 10 MB line is skipped, not
 held), decodes UTF-8 and splits CSV fields. Every rule about what a good lead is lives in SQL,
@@ -14,6 +14,8 @@ import io
 import logging
 import threading
 import time
+
+from common.config import engine_settings
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +128,19 @@ def stage(conn, progress_conn, import_id, stream):
 
 
 def validate(conn, import_id):
-    """Runs the SQL validation chunk by chunk (a commit each, so progress shows) until done."""
+    """Runs the SQL validation chunk by chunk (a commit each, so progress shows) until this
+    connection finds no lane left to work on: alone, it works through every lane in turn."""
     while conn.execute("SELECT lead_import_step(%s) AS more", [import_id]).fetchone()["more"]:
         pass
 
 
 def validate_in_background(pool, import_id):
-    def run():
+    """Validates in the import's lanes side by side (setting lead_import_lanes), a pooled connection
+    each; returns a thread that ends when every lane has."""
+    with pool.connection() as conn:
+        lanes = max(1, int(engine_settings(conn)["lead_import_lanes"]))
+
+    def lane():
         try:
             with pool.connection() as conn:
                 validate(conn, import_id)
@@ -140,6 +148,13 @@ def validate_in_background(pool, import_id):
             log.exception("lead import %s failed", import_id)
             with pool.connection() as conn:
                 conn.execute("SELECT fail_lead_import(%s, %s)", [import_id, f"validation failed: {exc}"])
+
+    def run():
+        threads = [threading.Thread(target=lane, name=f"lead-import-{import_id}-{n}", daemon=True) for n in range(lanes)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
     thread = threading.Thread(target=run, name=f"lead-import-{import_id}", daemon=True)
     thread.start()

@@ -15,10 +15,12 @@ BEGIN
   INSERT INTO lead_imports (user_id, device_id, filename, bytes_total)
   VALUES (p_user_id, p_device_id, left(coalesce(p_filename, ''), 255), p_bytes_total)
   RETURNING id INTO v_id;
+  INSERT INTO lead_import_lanes (import_id, lane)
+  SELECT v_id, generate_series(0, greatest(setting('lead_import_lanes')::integer, 1) - 1);
   RETURN v_id;
 END $$;
 COMMENT ON FUNCTION start_lead_import(bigint, bigint, text, bigint) IS
-  'Opens an import job (status uploading); p_device_id is used for rows whose device_id column is blank (NULL: the AI pool).';
+  'Opens an import job (status uploading) with its validation lanes; p_device_id is used for rows whose device_id column is blank (NULL: the AI pool).';
 
 CREATE OR REPLACE FUNCTION _lead_import_event(i lead_imports) RETURNS void
 LANGUAGE sql AS $$
@@ -51,10 +53,11 @@ BEGIN
   UPDATE lead_imports SET status = 'failed', error = p_error, finished_at = now(), updated_at = now()
    WHERE id = p_import_id AND status IN ('uploading', 'validating')
   RETURNING * INTO v;
-  DELETE FROM lead_import_lines WHERE import_id = p_import_id;
   IF FOUND THEN PERFORM _lead_import_event(v); END IF;
+  DELETE FROM lead_import_lines WHERE import_id = p_import_id;
+  DELETE FROM lead_import_lanes WHERE import_id = p_import_id;
 END $$;
-COMMENT ON FUNCTION fail_lead_import(bigint, text) IS 'Ends an import as failed with the reason, dropping its staged lines.';
+COMMENT ON FUNCTION fail_lead_import(bigint, text) IS 'Ends an import as failed with the reason, dropping its staged lines and lanes.';
 
 CREATE OR REPLACE FUNCTION _lead_import_fields(p_fields text[], p_record text) RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT coalesce(p_fields, string_to_array(p_record, E'\x1f')) $$;
@@ -91,34 +94,51 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION _lead_import_header(bigint) IS 'The column names of an import''s header line, checked.';
 
--- Validates and merges the next p_lines staged lines. Returns false when there is nothing left
--- (the import is then finished) or another session is working on it.
+-- Validates and merges the next p_lines staged lines of one lane (the one furthest behind that no
+-- other session is working on: sessions calling side by side take a lane each). A line belongs to
+-- the lane of its phone number's last character (a valid number's last digit: normalising rewrites
+-- only its start), a line without one to lane 0 (migration 2108); a lane leaves the others' lines
+-- after splitting them. Returns false when this session found no lane to work on: none left (the
+-- import is then finished) or the rest taken by others.
 -- Each line is split once and only its values travel on, streamed through subqueries into one
 -- stored step (each materialised step cost ~0.1 s a chunk of 100k lines); a bad line's content for
 -- the report is read back from staging.
+-- The lanes' chunk ends take the import's row one at a time, so the quota's count after one lane's
+-- chunk sees the other's, and a chunk of an import that ended meanwhile is undone.
 -- work_mem: a chunk's sorts (line order, the merge's key order) fit in memory rather than on disk.
 CREATE OR REPLACE FUNCTION lead_import_step(p_import_id bigint, p_lines integer DEFAULT 100000)
 RETURNS boolean LANGUAGE plpgsql SET work_mem = '64MB' AS $$
 DECLARE v lead_imports;
+        v_lane smallint;
+        v_lanes integer;
+        v_from integer;
         v_cols text[];
         v_to integer;
         v_bad integer;
         v_good integer;
         v_inserted integer;
+        v_slowest integer;
         v_own bigint[];
         v_country text;
 BEGIN
-  SELECT * INTO v FROM lead_imports WHERE id = p_import_id AND status = 'validating' FOR UPDATE SKIP LOCKED;
+  SELECT * INTO v FROM lead_imports WHERE id = p_import_id AND status = 'validating';
   IF NOT FOUND THEN RETURN false; END IF;
-  v_own := _own_device_ids(v.user_id);
-  v_country := _user_country(v.user_id);
   BEGIN
     v_cols := _lead_import_header(p_import_id);
   EXCEPTION WHEN invalid_parameter_value THEN
     PERFORM fail_lead_import(p_import_id, SQLERRM);
     RETURN false;
   END;
-  v_to := least(greatest(v.lines_processed, 1) + p_lines, v.lines_total);
+  SELECT l.lane, l.lines_processed INTO v_lane, v_from
+    FROM lead_import_lanes l
+   WHERE l.import_id = p_import_id AND l.lines_processed < v.lines_total
+   ORDER BY l.lines_processed, l.lane
+   LIMIT 1 FOR UPDATE SKIP LOCKED;
+  IF NOT FOUND THEN RETURN false; END IF;
+  v_lanes := (SELECT count(*) FROM lead_import_lanes WHERE import_id = p_import_id);
+  v_own := _own_device_ids(v.user_id);
+  v_country := _user_country(v.user_id);
+  v_to := least(greatest(v_from, 1) + p_lines, v.lines_total);
 
   BEGIN   -- one chunk, whole or not at all
   WITH checked AS MATERIALIZED (   -- the one stored step: the layers below stream (OFFSET 0 keeps each apart)
@@ -144,10 +164,10 @@ BEGIN
                            btrim(s.fields[array_position(v_cols, 'device_id')]) AS device_text
                       FROM (SELECT l.line_no, _lead_import_fields(l.fields, l.record) AS fields, l.defect
                               FROM lead_import_lines l
-                             WHERE l.import_id = p_import_id AND l.line_no > greatest(v.lines_processed, 1)
-                               AND l.line_no <= v_to
+                             WHERE l.import_id = p_import_id AND l.line_no > greatest(v_from, 1) AND l.line_no <= v_to
                              OFFSET 0) s   -- each record split once
-                     WHERE s.defect IS NOT NULL OR btrim(array_to_string(s.fields, '')) <> ''   -- blank lines are no rows
+                     WHERE (s.defect IS NOT NULL OR btrim(array_to_string(s.fields, '')) <> '')   -- blank lines are no rows
+                       AND ascii(right(_phone_stripped(s.fields[array_position(v_cols, 'phone')]), 1)) % v_lanes = v_lane
                     OFFSET 0) st
             OFFSET 0) t
   ), bad AS (
@@ -170,29 +190,39 @@ BEGIN
   )
   SELECT (SELECT count(*) FROM bad), (SELECT n FROM good), (SELECT count(*) FILTER (WHERE inserted) FROM merged)
     INTO v_bad, v_good, v_inserted;
-  IF v_inserted > 0 THEN   -- a chunk of merges adds no lead (the count costs ~0.4 s at a million leads)
+  SELECT * INTO v FROM lead_imports WHERE id = p_import_id FOR UPDATE;   -- held until commit
+  IF v.status <> 'validating' THEN   -- failed by another lane meanwhile
+    RAISE EXCEPTION 'import % ended while this chunk ran', p_import_id USING ERRCODE = 'WAI01';
+  END IF;
+  IF v_inserted > 0 THEN   -- a chunk of merges adds no lead (the count costs ~0.1 s at a million leads)
     PERFORM require_quota(v.user_id, 'leads', 0);
   END IF;
   EXCEPTION WHEN SQLSTATE 'WAQ01' THEN   -- past the lead quota: this chunk is undone and the import ends
     PERFORM fail_lead_import(p_import_id, SQLERRM);
     RETURN false;
+  WHEN SQLSTATE 'WAI01' THEN   -- this chunk is undone: the import ended without it
+    RETURN false;
   END;
 
+  UPDATE lead_import_lanes SET lines_processed = v_to WHERE import_id = p_import_id AND lane = v_lane;
+  v_slowest := (SELECT min(lines_processed) FROM lead_import_lanes WHERE import_id = p_import_id);
   UPDATE lead_imports
-     SET lines_processed = v_to, rows_bad = rows_bad + v_bad, rows_inserted = rows_inserted + v_inserted,
+     SET lines_processed = v_slowest, rows_bad = rows_bad + v_bad, rows_inserted = rows_inserted + v_inserted,
          rows_merged = rows_merged + v_good - v_inserted, updated_at = now(),
-         status = CASE WHEN v_to >= lines_total THEN 'finished' ELSE status END,
-         finished_at = CASE WHEN v_to >= lines_total THEN now() END
+         status = CASE WHEN v_slowest >= lines_total THEN 'finished' ELSE status END,
+         finished_at = CASE WHEN v_slowest >= lines_total THEN now() END
    WHERE id = p_import_id
   RETURNING * INTO v;
   IF v.status = 'finished' THEN
     DELETE FROM lead_import_lines WHERE import_id = p_import_id;
+    DELETE FROM lead_import_lanes WHERE import_id = p_import_id;
   END IF;
   PERFORM _lead_import_event(v);
   RETURN v.status = 'validating';
 END $$;
 COMMENT ON FUNCTION lead_import_step(bigint, integer) IS
-  'Validates the next p_lines staged lines of an import: bad ones to lead_import_errors with a reason, good ones merged into leads; true while lines remain. '
+  'Validates the next p_lines staged lines of one of an import''s lanes: bad ones to lead_import_errors with a reason, good ones merged into leads; '
+  'true while lines remain, false when no lane is left to this session. '
   'A chunk that would pass the owner''s lead quota is undone and the import fails with the reason.';
 
 CREATE OR REPLACE PROCEDURE run_lead_imports(p_max_seconds integer DEFAULT 50)
