@@ -97,8 +97,8 @@ COMMENT ON FUNCTION _lead_import_header(bigint) IS 'The column names of an impor
 -- Validates and merges the next p_lines staged lines of one lane (the one furthest behind that no
 -- other session is working on: sessions calling side by side take a lane each). A line belongs to
 -- the lane of its phone number's last character (a valid number's last digit: normalising rewrites
--- only its start), a line without one to lane 0 (migration 2108); a lane leaves the others' lines
--- after splitting them. Returns false when this session found no lane to work on: none left (the
+-- only its start), a line without one to lane 0 (migration 2108); a lane reads just that field of
+-- the others' lines. Returns false when this session found no lane to work on: none left (the
 -- import is then finished) or the rest taken by others.
 -- Each line is split once and only its values travel on, streamed through subqueries into one
 -- stored step (each materialised step cost ~0.1 s a chunk of 100k lines); a bad line's content for
@@ -113,6 +113,7 @@ DECLARE v lead_imports;
         v_lanes integer;
         v_from integer;
         v_cols text[];
+        v_phone_at integer;
         v_to integer;
         v_bad integer;
         v_good integer;
@@ -138,6 +139,7 @@ BEGIN
   v_lanes := (SELECT count(*) FROM lead_import_lanes WHERE import_id = p_import_id);
   v_own := _own_device_ids(v.user_id);
   v_country := _user_country(v.user_id);
+  v_phone_at := array_position(v_cols, 'phone');
   v_to := least(greatest(v_from, 1) + p_lines, v.lines_total);
 
   BEGIN   -- one chunk, whole or not at all
@@ -165,9 +167,11 @@ BEGIN
                       FROM (SELECT l.line_no, _lead_import_fields(l.fields, l.record) AS fields, l.defect
                               FROM lead_import_lines l
                              WHERE l.import_id = p_import_id AND l.line_no > greatest(v_from, 1) AND l.line_no <= v_to
+                               AND ascii(right(_phone_stripped(coalesce(l.fields[v_phone_at],
+                                                                        split_part(l.record, E'\x1f', v_phone_at))), 1))
+                                   % v_lanes = v_lane   -- the lane's lines only, before splitting them
                              OFFSET 0) s   -- each record split once
-                     WHERE (s.defect IS NOT NULL OR btrim(array_to_string(s.fields, '')) <> '')   -- blank lines are no rows
-                       AND ascii(right(_phone_stripped(s.fields[array_position(v_cols, 'phone')]), 1)) % v_lanes = v_lane
+                     WHERE s.defect IS NOT NULL OR btrim(array_to_string(s.fields, '')) <> ''   -- blank lines are no rows
                     OFFSET 0) st
             OFFSET 0) t
   ), bad AS (
