@@ -329,3 +329,18 @@ def test_the_quota_counts_the_other_lanes_leads(connect_committed):
     assert status["status"] == "failed" and "quota" in status["error"]
     assert status["rows_inserted"] == 20
     assert first.execute("SELECT count(*) AS n FROM leads WHERE user_id = %s", [uid]).fetchone()["n"] == 20
+
+
+def test_failing_an_import_never_waits_for_a_lane_mid_chunk(connect_committed):
+    """A lane mid-chunk holds its lane's row and, at its chunk's end, waits for the import's row;
+    failing the import (another lane's quota) holds the import's row, so it must not wait for the
+    lane's: the two would deadlock."""
+    lane, failing = connect_committed(), connect_committed()
+    uid = make_user(lane)
+    import_id = _staged_import(lane, uid, make_device(lane, uid), _lane_file(4))
+    with lane.transaction():
+        lane.execute("SELECT FROM lead_import_lanes WHERE import_id = %s AND lane = 1 FOR UPDATE", [import_id])
+        failing.execute("SET lock_timeout = '5s'")
+        failing.execute("SELECT fail_lead_import(%s, 'quota reached')", [import_id])
+    status = failing.execute("SELECT * FROM lead_import_status(%s, %s)", [uid, import_id]).fetchone()
+    assert (status["status"], status["error"]) == ("failed", "quota reached")

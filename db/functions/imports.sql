@@ -54,10 +54,11 @@ BEGIN
    WHERE id = p_import_id AND status IN ('uploading', 'validating')
   RETURNING * INTO v;
   IF FOUND THEN PERFORM _lead_import_event(v); END IF;
+  -- Its lanes stay: one may be mid-chunk, holding its lane's row while it waits for the import's,
+  -- which this transaction now holds (deleting the lanes here would wait on it: a deadlock).
   DELETE FROM lead_import_lines WHERE import_id = p_import_id;
-  DELETE FROM lead_import_lanes WHERE import_id = p_import_id;
 END $$;
-COMMENT ON FUNCTION fail_lead_import(bigint, text) IS 'Ends an import as failed with the reason, dropping its staged lines and lanes.';
+COMMENT ON FUNCTION fail_lead_import(bigint, text) IS 'Ends an import as failed with the reason, dropping its staged lines.';
 
 CREATE OR REPLACE FUNCTION _lead_import_fields(p_fields text[], p_record text) RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT coalesce(p_fields, string_to_array(p_record, E'\x1f')) $$;
