@@ -17,7 +17,7 @@ CHANGED = {"stuck_timeout_seconds": 420, "lease_seconds": 17, "sender_alive_seco
            "default_daily_limit": 555, "message_retention_days": 90,
            "default_window_tolerance_minutes": 25, "warmup_start_per_day": 5, "warmup_days": 3,
            "timelock_default_hours": 5, "self_pause_window_sends": 4, "self_pause_failure_share": 0.25,
-           "cold_share_max": 0.2, "failover_offline_minutes": 3}
+           "cold_share_max": 0.2, "failover_offline_minutes": 3, "lead_import_lanes": 3}
 
 
 def change_settings(conn):
@@ -76,6 +76,10 @@ def test_sql_and_python_follow_a_changed_setting(db):
                    "WHERE device_id = %s", [device]).fetchone()
     assert (h["daily_cap"], h["warmup_days"], h["lock"]) == (5, 3, timedelta(hours=5))
     assert db.execute("SELECT cold_cap FROM _device_send_limits(100, NULL, NULL, 'UTC')").fetchone()["cold_cap"] == 20
+
+    import_id = db.execute("SELECT start_lead_import(%s, NULL, 'x.csv', NULL) AS id", [user]).fetchone()["id"]
+    assert db.execute("SELECT array_agg(lane ORDER BY lane) AS lanes FROM lead_import_lanes WHERE import_id = %s",
+                      [import_id]).fetchone()["lanes"] == [0, 1, 2]
 
 
 def test_the_web_forms_and_api_default_to_the_settings(client, committed_db_url):
