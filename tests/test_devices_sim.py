@@ -68,7 +68,7 @@ def paired_device(conn, sim_sender, uid, name="phone"):
     """A new device paired through the dashboard path: QR shown, 'simulate scan' pressed."""
     dev = conn.execute("SELECT create_device(%s, %s, 0, 0) AS id", [uid, name]).fetchone()["id"]
     conn.execute("LISTEN wa_events")
-    wait_until(lambda: sim_sender[1].state(dev) == "pairing", what="the sender to start pairing")
+    wait_until(lambda: sim_sender[1].showing_code(dev), what="the QR code on screen")
     done = run_command(conn, uid, dev, "simulate_scan")
     assert done["status"] == "done", done
     wait_until(status_is(conn, dev, "online"), what="online after the scan")

@@ -91,6 +91,18 @@ def test_qr_codes_rotate_on_whatsapps_schedule_then_expire(make_sim):
     assert sim.state(1) == "stopped"
 
 
+def test_nothing_can_be_scanned_before_the_first_qr_shows(make_sim):
+    """A phone scans a code on screen: before the first QR of a pairing there is none."""
+    sim, events = make_sim(qr_after_s=600)
+    sim.start(DeviceSession(1))
+    assert sim.state(1) == "pairing" and not sim.showing_code(1)
+    with pytest.raises(ValueError, match="nothing to scan"):
+        sim.scan(1)
+    assert sim.pair_phone(1, "60123456789") and sim.showing_code(1)    # a phone code is on screen at once
+    sim.scan(1, "60123456789")
+    assert next_of(events, Connected) and sim.state(1) == "connected"
+
+
 def test_a_connection_drops_and_comes_back_and_sends_meanwhile_are_not_sent(make_sim):
     sim, events = make_sim(drop_every_s=0.3, drop_for_s=(0.3, 0.4))
     connected(sim, events)

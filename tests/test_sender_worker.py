@@ -190,6 +190,7 @@ def test_a_send_that_never_left_goes_back_to_the_queue(c, committed_db_url, stor
                                      [dev]).fetchone()["later"], what="a release that holds the device")
         assert statuses(c, ids) == {"pending": 2}        # not failed: it never left
         assert c.execute("SELECT claimed_at FROM broadcast_messages WHERE id = %s", ids[:1]).fetchone()["claimed_at"] is None
+        wait_until(lambda: w.transport.showing_code(dev), what="the QR code on screen")
         w.transport.scan(dev)
         wait_until(lambda: statuses(c, ids) == {"sent": 2}, timeout=60, what="sent once connected")
     assert assert_no_duplicates(store) == set(ids)

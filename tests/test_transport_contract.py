@@ -60,9 +60,10 @@ class SimSide:
         return _device(c, uid, phone, f"{phone}.0:1@s.whatsapp.net")
 
     def showing_code(self, dev):
-        return self.net is not None and self.net.state(dev) == "pairing"
+        return self.net is not None and self.net.showing_code(dev)
 
-    pairing_running = showing_code
+    def pairing_running(self, dev):
+        return self.net is not None and self.net.state(dev) == "pairing"
 
     def received_texts(self):
         return [r["text"] for r in SimNetwork.received(self.store)]

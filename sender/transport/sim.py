@@ -74,6 +74,7 @@ class SimConfig:
     reply_rate: float = 0.0          # share of messages the recipient answers
     reply_after_s: float = 10.0
     connect_after_s: float = 0.0     # a stored session connects this long after start
+    qr_after_s: float = 0.0          # a new pairing's first QR shows this long after start (WhatsApp: after its handshake)
     store_dir: Path = field(default_factory=lambda: VAR / "simnet")
     # WhatsApp's rules (rules=False turns them off); every duration below times time_scale.
     rules: bool = True
@@ -162,6 +163,7 @@ class _Device:
     cold_sends: deque = field(default_factory=deque)  # monotonic times of sends to new contacts
     sends: deque = field(default_factory=deque)       # monotonic times of recent sends
     timelocked_until: float = 0.0
+    code_shown: bool = False        # a QR or pairing code of this pairing is on screen (a phone can scan it)
 
 
 class SimTransport:
@@ -208,7 +210,8 @@ class SimTransport:
                     self._after(self.config.connect_after_s, dev, self._connect)
             else:
                 dev.state = "pairing"
-                self._after(0, dev, self._show_qr, 0)
+                dev.code_shown = False
+                self._after(self.config.qr_after_s, dev, self._show_qr, 0)
 
     def stop(self, device_id: int) -> None:
         with self._lock:
@@ -226,6 +229,7 @@ class SimTransport:
                 raise NotConnected(f"device {device_id} could not reach WhatsApp to pair by code")
             code = "".join(dev.rng.choice("ABCDEFGHJKLMNPQRSTVWXYZ23456789") for _ in range(8))
             dev.phone = phone
+            dev.code_shown = True
         self.on_event(PairCode(device_id, code))
         return code
 
@@ -284,11 +288,14 @@ class SimTransport:
 
     # Scripting (tests, demo) -----------------------------------------------------------------
     def scan(self, device_id: int, phone: Optional[str] = None) -> str:
-        """The phone scans the QR (or types the code): the device pairs and connects."""
+        """The phone scans the QR (or types the code): the device pairs and connects. As with
+        WhatsApp, only a code on screen can be scanned: none before the first is shown."""
         with self._lock:
             dev = self._require(device_id)
             if dev.state != "pairing":
                 raise ValueError(f"device {device_id} is not pairing")
+            if not dev.code_shown:
+                raise ValueError(f"device {device_id} shows no QR or pairing code yet: nothing to scan")
             dev.phone = phone or dev.phone or f"6010{dev.rng.randrange(10**7, 10**8)}"
             dev.jid = f"{dev.phone}.0:{dev.rng.randrange(1, 99)}@s.whatsapp.net"
             dev.generation += 1
@@ -300,6 +307,12 @@ class SimTransport:
         self.on_event(Paired(device_id, jid, phone))
         self.on_event(Connected(device_id))
         return jid
+
+    def showing_code(self, device_id: int) -> bool:
+        """Whether a QR or pairing code is on screen: what a phone could scan now."""
+        with self._lock:
+            dev = self._devices.get(device_id)
+            return dev is not None and dev.state == "pairing" and dev.code_shown
 
     def disconnect(self, device_id: int, reconnect_after_s: Optional[float] = None):
         """The connection drops; it comes back by itself after reconnect_after_s (if given)."""
@@ -518,6 +531,7 @@ class SimTransport:
             else:
                 code = f"2@SIM{device_id}," + "".join(dev.rng.choice("0123456789abcdef") for _ in range(32))
                 self._after(pairing.shown_for(shown), dev, self._show_qr, shown + 1)
+                dev.code_shown = True
                 event = QRCode(device_id, code)
         self.on_event(event)
 
