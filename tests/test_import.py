@@ -344,3 +344,20 @@ def test_failing_an_import_never_waits_for_a_lane_mid_chunk(connect_committed):
         failing.execute("SELECT fail_lead_import(%s, 'quota reached')", [import_id])
     status = failing.execute("SELECT * FROM lead_import_status(%s, %s)", [uid, import_id]).fetchone()
     assert (status["status"], status["error"]) == ("failed", "quota reached")
+
+
+def test_the_recovery_job_finishes_an_abandoned_import_through_every_lane(connect_committed):
+    """A web process died after one lane's chunk: the `lead-imports` job, one session, takes the
+    lanes in turn from where each stopped and finishes the import with the lanes' counts added up."""
+    conn = connect_committed()
+    uid = make_user(conn)
+    import_id = _staged_import(conn, uid, make_device(conn, uid), _lane_file(30, repeats=10) + b"Bad,12ab\n")
+    assert conn.execute("SELECT lead_import_step(%s, 1000) AS more", [import_id]).fetchone()["more"]
+    lanes = conn.execute("SELECT lines_processed FROM lead_import_lanes WHERE import_id = %s ORDER BY lane",
+                         [import_id]).fetchall()
+    assert [r["lines_processed"] for r in lanes] == [42, 0]          # lane 0 done, lane 1 untouched
+    conn.execute("UPDATE lead_imports SET updated_at = now() - interval '3 minutes' WHERE id = %s", [import_id])
+    conn.execute("CALL run_lead_imports(30)")
+    status = conn.execute("SELECT * FROM lead_import_status(%s, %s)", [uid, import_id]).fetchone()
+    assert (status["status"], status["rows_inserted"], status["rows_merged"], status["rows_bad"]) == ("finished", 30, 10, 1)
+    assert conn.execute("SELECT count(*) AS n FROM leads WHERE user_id = %s", [uid]).fetchone()["n"] == 30
