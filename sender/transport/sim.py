@@ -168,8 +168,8 @@ class _Device:
 
 class SimTransport:
     """The Transport protocol over the simulated network, plus the controls a test needs to
-    script every event: scan(), disconnect(), reconnect(), outage(), ban(), remote_logout(),
-    replace_stream(), client_outdated(), reply(), is_linked()."""
+    script every event: scan() (of a code on screen: showing_code()), disconnect(), reconnect(),
+    outage(), ban(), remote_logout(), replace_stream(), client_outdated(), reply(), is_linked()."""
 
     def __init__(self, on_event: Callable[[Event], None], config: Optional[SimConfig] = None):
         self.config = config or SimConfig.from_env()
