@@ -361,3 +361,22 @@ def test_the_recovery_job_finishes_an_abandoned_import_through_every_lane(connec
     status = conn.execute("SELECT * FROM lead_import_status(%s, %s)", [uid, import_id]).fetchone()
     assert (status["status"], status["rows_inserted"], status["rows_merged"], status["rows_bad"]) == ("finished", 30, 10, 1)
     assert conn.execute("SELECT count(*) AS n FROM leads WHERE user_id = %s", [uid]).fetchone()["n"] == 30
+
+
+def test_one_import_at_a_time_per_account(client, module_db_url):
+    """A running import holds a database connection per lane: a second one of the same account is
+    refused with the reason (409) until the first has ended; another account's is not."""
+    uid, token = signed_in_user(client, module_db_url)
+    with psycopg.connect(module_db_url, autocommit=True, row_factory=dict_row) as c:
+        running = c.execute("SELECT start_lead_import(%s, NULL, 'first.csv', NULL) AS id", [uid]).fetchone()["id"]
+        other = make_user(c)
+        assert c.execute("SELECT start_lead_import(%s, NULL, 'theirs.csv', NULL) AS id", [other]).fetchone()["id"]
+    post = lambda: client.post("/api/leads/import?filename=second.csv", data=b"phone\n0123456789\n",
+                               headers={"X-CSRFToken": token, "Content-Type": "text/csv"})
+    r = post()
+    assert r.status_code == 409 and "still running" in r.get_json()["error"]
+    with psycopg.connect(module_db_url, autocommit=True) as c:
+        c.execute("SELECT fail_lead_import(%s, 'the upload was interrupted')", [running])
+    r = post()
+    assert r.status_code == 202, r.get_json()
+    assert wait_finished(client, r.get_json()["id"])["status"] == "finished"

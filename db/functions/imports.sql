@@ -12,6 +12,12 @@ BEGIN
     RAISE EXCEPTION 'device % is not one of your devices', p_device_id USING ERRCODE = '22023';
   END IF;
   PERFORM require_quota(p_user_id, 'leads', 1);
+  -- One import at a time per account: a running one holds a database connection per lane.
+  PERFORM FROM users WHERE id = p_user_id FOR NO KEY UPDATE;   -- two starts at once: one after the other
+  IF EXISTS (SELECT FROM lead_imports WHERE user_id = p_user_id AND status IN ('uploading', 'validating')) THEN
+    RAISE EXCEPTION 'another import of yours is still running: wait for it to finish '
+                    '(an upload that stopped is given up after 10 minutes)';
+  END IF;
   INSERT INTO lead_imports (user_id, device_id, filename, bytes_total)
   VALUES (p_user_id, p_device_id, left(coalesce(p_filename, ''), 255), p_bytes_total)
   RETURNING id INTO v_id;
@@ -20,7 +26,8 @@ BEGIN
   RETURN v_id;
 END $$;
 COMMENT ON FUNCTION start_lead_import(bigint, bigint, text, bigint) IS
-  'Opens an import job (status uploading) with its validation lanes; p_device_id is used for rows whose device_id column is blank (NULL: the AI pool).';
+  'Opens an import job (status uploading) with its validation lanes, unless another of the owner''s imports is still running; '
+  'p_device_id is used for rows whose device_id column is blank (NULL: the AI pool).';
 
 CREATE OR REPLACE FUNCTION _lead_import_event(i lead_imports) RETURNS void
 LANGUAGE sql AS $$
