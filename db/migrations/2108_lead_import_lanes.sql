@@ -1,7 +1,7 @@
 -- A CSV import is validated in lanes that run side by side, one connection each: a line goes to
--- the lane of its phone number's last digit, so every line of one lead meets in one lane, in line
--- order (the last still wins), and two lanes never insert the same lead. One lane left a
--- million-line import at ~19 s on one core of two.
+-- the lane of its phone field's last character (a valid number's last digit; no phone: lane 0), so
+-- every line of one lead meets in one lane, in line order (the last still wins), and two lanes never
+-- insert the same lead. One lane left a million-line import at ~19 s on one core of two.
 -- depends: 2107_application_never_jits
 
 CREATE TABLE lead_import_lanes (
