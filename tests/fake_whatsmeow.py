@@ -125,6 +125,7 @@ class FakeWhatsApp:
         self.timelocked: set[str] = set()
         self.warm: dict[str, set] = {}        # jid -> contacts it talked with
         self.connect_count: dict[str, int] = {}   # jid -> Neonize() calls
+        self.store_open_s = 0.003             # Neonize() opening the session store (a slow database: longer)
         self.jid_of: dict[int, str] = {}           # device id -> its session
         self.sessions: dict[str, _Session] = {}
         self.pairings: dict[str, "_Pairing"] = {}        # registry key -> a child's pairing
@@ -372,17 +373,19 @@ class FakeCore:
         self.net = net
         self.clients: dict[bytes, _Session] = {}
         self._writing = 0           # registry writes in progress (a start's first moments, a stop)
+        self.writers: list[tuple[str, str]] = []   # (call, thread name) of every registry write
 
-    def _write_registry(self, what: str):
+    def _write_registry(self, what: str, hold_s: float = 0.003):
+        self.writers.append((what, threading.current_thread().name))
         if self._writing:
             self.net.fatal.append(f"concurrent map writes ({what} while another start or stop)")
         self._writing += 1
-        time.sleep(0.003)           # sqlstore.New and the device lookup happen in this window
+        time.sleep(hold_s)
         self._writing -= 1
 
     def Neonize(self, db, key, jidbuf, jidsize, new_device, log_level, qr_cb, login_cb, event_cb, log_cb,
                 subscribers, n_subscribers, props, n_props, pairphone, n_pairphone, proxy):
-        self._write_registry("Neonize")
+        self._write_registry("Neonize", self.net.store_open_s)   # sqlstore.New and the device lookup
         if not jidsize:
             self.net.fatal.append("an unpaired connect in the sender process: it would never end")
             return b"not in this process"

@@ -7,8 +7,10 @@ WhatsApp's durations are scaled (TIME) so the suite stays fast; what is compared
 operator sees: device rows, leases, the queue, the phone's Linked Devices and what the network got.
 """
 import contextlib
+import gc
 import json
 import sys
+import threading
 import time
 
 import neonize.client
@@ -90,7 +92,8 @@ class NeonizeSide:
         self.policy = CONNECT_POLICY.scaled(factor)
 
     def new_process(self):
-        self.monkeypatch.setattr(neonize.client, "gocode", self.net.core())
+        self.core = self.net.core()
+        self.monkeypatch.setattr(neonize.client, "gocode", self.core)
 
     def transport(self, on_event):
         return NeonizeTransport(on_event, self.url, capacity=20, policy=self.policy, pairing=self.pairing,
@@ -288,6 +291,48 @@ def test_a_device_that_cannot_connect_is_released_after_its_attempts(side, c, co
         side.net.outage(dev, False)
         assert command(c, uid, dev, "reconnect")["status"] == "done"   # Reconnect ends the hold
         wait_until(status_is(c, dev, "online"), what="online after Reconnect")
+
+
+def test_neonize_clients_write_the_go_registry_only_from_the_transports_threads(tmp_path, c, committed_db_url,
+                                                                               session_tables, monkeypatch):
+    """neonize stops a client object when it is collected, from whichever thread collects it (or at
+    exit): a registry write beside the control thread's, which aborts the Go core. The transport
+    stops its clients itself, so a dropped transport's clients write nothing."""
+    side = NeonizeSide(tmp_path, committed_db_url, monkeypatch)
+    try:
+        uid = make_user(c)
+        dev = side.stored_device(c, uid, "60123400031")
+        with worker(side, committed_db_url):
+            wait_until(status_is(c, dev, "online"), what="online")
+        wait_until(lambda: not [t for t in threading.enumerate() if t.name == "neonize-control"],
+                   what="the transport's control thread to end")
+        gc.collect()                                  # the transport and its clients are garbage now
+        # neonize's connect runs Neonize() on a thread named by the key; our stops run on the control
+        # thread's helper, awaited one at a time.
+        assert side.core.writers == [("Neonize", "60123400031"), ("Stop", f"neonize-stop-{dev}")]
+    finally:
+        side.close()
+    assert side.fatal() == []
+
+
+def test_neonize_stops_a_connect_only_after_it_opened_its_session_store(tmp_path, c, committed_db_url,
+                                                                        session_tables, monkeypatch):
+    """A device stopped (or restarted) while its connect is still opening the session store, as on
+    a busy machine or a slow database: Stop must wait for that connect's registry write, whatever
+    ended the device meanwhile, or the two writes abort the Go core."""
+    side = NeonizeSide(tmp_path, committed_db_url, monkeypatch)
+    side.net.store_open_s = 0.5
+    try:
+        uid = make_user(c)
+        dev = side.stored_device(c, uid, "60123400032")
+        with worker(side, committed_db_url) as w:
+            wait_until(lambda: side.core.writers, what="the connect to enter the Go core")
+            w.leases.stop_device(dev)                 # ended while Neonize() opens its store
+            wait_until(lambda: ("Stop", f"neonize-stop-{dev}") in side.core.writers, what="the stop")
+            assert side.core.writers[:2] == [("Neonize", "60123400032"), ("Stop", f"neonize-stop-{dev}")]
+    finally:
+        side.close()
+    assert side.fatal() == []
 
 
 def test_restart_resumes_stored_sessions_without_pairing(side, c, committed_db_url):

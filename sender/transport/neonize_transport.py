@@ -7,7 +7,8 @@ connect of an unpaired device, and leaks a database pool on every connect
   pairing is stopped; the child reports the codes and the new jid, and the session is then
   resumed here. Pairings run a few at a time (`max_pairings`), the rest wait their turn.
 - Stored sessions run here, one client object per Go registry key, kept for the life of the
-  process (a second object with the same key, once garbage-collected, stops the live one).
+  process; neonize's stop-when-collected is detached, so no client writes the registry from
+  whichever thread collects it.
 - Every call that writes the Go core's registry (the start of a connect, a stop) runs on one
   control thread, one at a time (concurrent writes abort the process); the next begins once the
   previous connect has entered the Go core and then shown a sign of life or settle_s passed, and a
@@ -150,7 +151,6 @@ class _Run:
     failures: int = 0                     # failed connects in a row
     timer: Optional[Scheduled] = None
     quiet_since: Optional[float] = None   # monotonic, while connect() has shown no sign of life
-    settled: threading.Event = field(default_factory=threading.Event)
 
 
 class NeonizeTransport:
@@ -181,6 +181,7 @@ class NeonizeTransport:
         self._ops: queue.Queue = queue.Queue()            # the control thread's work, in order
         self._pairings = 0                                 # live pairing children
         self._pairing_turns: list = []                     # (device id, generation) waiting for one
+        self._settled: dict[bytes, threading.Event] = {}   # key -> its latest connect got past its registry write
         self._stopping_since: Optional[float] = None       # monotonic, while the control thread awaits a stop
         self._closed = threading.Event()
         self._db = None
@@ -293,7 +294,6 @@ class NeonizeTransport:
 
     def _end_session(self, run: _Run):
         run.quiet_since = None
-        run.settled.set()
         if run.child is not None:
             run.child.kill()
             run.child = None
@@ -352,13 +352,14 @@ class NeonizeTransport:
                 in_core, settled = launched
                 # Neonize() writes the registry as it begins: the next write waits until the connect
                 # thread is in it (on a busy machine it may start late; a hang is the watchdog's),
-                # then for a sign of life.
+                # then for a sign of life from the Go core, even if the device was ended meanwhile.
                 in_core.wait(self.hung_after_s)
                 settled.wait(self.settle_s)
 
     def _launch(self, run: _Run):
         """Caller holds the lock. Starts the run's pairing child or its stored session's connect;
-        returns (event to report, None or the Events that tell its connect entered the Go core and settled)."""
+        returns (event to report, None or the Events that tell its connect entered the Go core and
+        then got past its registry write: an event from the core, or the connect's end)."""
         if not (run.session.jid and self._session_stored(run.session.jid)):
             return self._start_pairing(run)
         if self.connects_made >= self.connection_budget:
@@ -374,18 +375,21 @@ class NeonizeTransport:
         client = self._clients.get(key)
         if client is None:
             client = NewClient(self.store, jid=jid, uuid=key.decode(), props=BROWSER_PROPS)
+            # neonize stops a client when it is collected, from whichever thread collects it (or
+            # at exit): a registry write beside the control thread's. Stops are ours alone.
+            client._stop_finalizer.detach()
             self._register(client)
             self._clients[key] = client
         self._device_of_key[key] = run.device_id
         run.client = client
         self._enter(run, RunState.CONNECTING)
-        run.settled.clear()
         run.quiet_since = time.monotonic()
         self.connects_made += 1
-        in_core = threading.Event()
-        threading.Thread(target=self._connect, args=(run, client, run.generation, in_core),
+        in_core, settled = threading.Event(), threading.Event()
+        self._settled[key] = settled
+        threading.Thread(target=self._connect, args=(run, client, run.generation, in_core, settled),
                          name=f"neonize-{run.device_id}", daemon=True).start()
-        return None, (in_core, run.settled)
+        return None, (in_core, settled)
 
     def _stop_now(self, device_id: int, client: NewClient):
         """Stops a client and waits for it: the same key must not start again before (the Go
@@ -402,7 +406,8 @@ class NeonizeTransport:
         done.wait(self.hung_after_s + 1)
         self._stopping_since = None
 
-    def _connect(self, run: _Run, client: NewClient, generation: int, in_core: threading.Event):
+    def _connect(self, run: _Run, client: NewClient, generation: int, in_core: threading.Event,
+                 settled: threading.Event):
         try:
             in_core.set()
             client.connect()          # blocks for the whole session
@@ -411,6 +416,8 @@ class NeonizeTransport:
             error = str(exc) or exc.__class__.__name__
         except Exception as exc:      # anything else from the binding: same handling, never a dead thread
             error = f"{exc.__class__.__name__}: {exc}"
+        finally:
+            settled.set()             # Neonize() returned: its registry writes are over
         with self._lock:
             if run.generation != generation:
                 return                # we ended it on purpose
@@ -507,11 +514,11 @@ class NeonizeTransport:
 
     def _dispatching(self, handler):
         def on_event(client, ev):
+            self._settled[client.uuid].set()   # the Go core is past its registry write
             run = self._run_of(client)
             if run is None:
                 return
-            run.quiet_since = None    # a sign of life for the watchdog and the control thread
-            run.settled.set()
+            run.quiet_since = None    # a sign of life for the watchdog
             try:
                 handler(run, ev)
             except Exception:         # never let an exception travel back into the Go core
