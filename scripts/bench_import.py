@@ -10,7 +10,7 @@ On a database of its own (created, applied through scripts.apply, dropped at the
    (owner, phone), no triggers, no checks;
 3. import: what POST /api/leads/import does with it (start_lead_import, web.lead_import.stage: COPY
    into lead_import_lines; web.lead_import.validate_in_background: lead_import_step chunks in the
-   import's lanes side by side, a pooled connection each), with the peak RSS of this Python process
+   import's lanes side by side, a connection each from a pool sized as the web's), with the peak RSS of this Python process
    before and after (the upload must stream: memory stays flat).
 Prints its figures and, last, `ratio=<floor_s/import_s> ...` (1.0 = as fast as the bare COPY).
 """
@@ -23,7 +23,7 @@ import time
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from common.config import require_database_url
+from common.config import require_database_url, web_db_pool
 from scripts.benchlib import connect, create_scratch_database, drop_scratch_database, log
 from tests.factories import make_device, make_user, set_quota
 from web import lead_import
@@ -107,7 +107,7 @@ def main():
             log(started, "floor measured")
 
             rss_before = peak_rss_mb()
-            with ConnectionPool(url, min_size=1, max_size=4, kwargs={"autocommit": True, "row_factory": dict_row}) as pool:
+            with ConnectionPool(url, min_size=1, max_size=web_db_pool(), kwargs={"autocommit": True, "row_factory": dict_row}) as pool:
                 stage_s, validate_s, status = run_import(c, progress, pool, owner, device, path)
             rss_after = peak_rss_mb()
             log(started, "import measured")

@@ -9,6 +9,7 @@ import time
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
 
 from tests.factories import drain_notifies, make_device, make_user, set_quota
 from tests.superuser import superuser
@@ -380,3 +381,36 @@ def test_one_import_at_a_time_per_account(client, module_db_url):
     r = post()
     assert r.status_code == 202, r.get_json()
     assert wait_finished(client, r.get_json()["id"])["status"] == "finished"
+
+
+def test_lanes_take_at_most_a_quarter_of_the_pool_whatever_the_imports(connect_committed, committed_db_url):
+    """Two accounts import at once, two lanes each, through a pool of four: one lane slot. The lane
+    holding it works (here: waits on a lock, holding its connection); the three others wait for the
+    slot holding no connection, so requests still get the other three; all finish once it is free."""
+    locker = connect_committed()
+    imports = []
+    for _ in range(2):
+        uid = make_user(locker)
+        imports.append((uid, _staged_import(locker, uid, make_device(locker, uid), _lane_file(40))))
+    ids = [i for _, i in imports]
+    with ConnectionPool(committed_db_url, min_size=1, max_size=4, kwargs={"autocommit": True, "row_factory": dict_row}) as pool:
+        with locker.transaction():
+            locker.execute("SELECT FROM lead_imports WHERE id = ANY(%s) FOR UPDATE", [ids])
+            threads = [lead_import.validate_in_background(pool, i) for i in ids]
+            wait_blocked = lambda: locker.execute("SELECT count(*) AS n FROM pg_stat_activity "
+                                                  "WHERE %s = ANY(pg_blocking_pids(pid))",
+                                                  [locker.info.backend_pid]).fetchone()["n"]
+            deadline = time.monotonic() + 30
+            while wait_blocked() < 1:
+                assert time.monotonic() < deadline, "no lane reached the import's row"
+                time.sleep(0.05)
+            taken = [pool.getconn(timeout=10) for _ in range(3)]   # a request's connections
+            assert wait_blocked() == 1
+            for conn in taken:
+                pool.putconn(conn)
+        for t in threads:
+            t.join(60)
+            assert not t.is_alive()
+    for uid, import_id in imports:
+        status = locker.execute("SELECT * FROM lead_import_status(%s, %s)", [uid, import_id]).fetchone()
+        assert (status["status"], status["rows_inserted"]) == ("finished", 40)

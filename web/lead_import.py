@@ -14,6 +14,7 @@ import io
 import logging
 import threading
 import time
+import weakref
 
 from common.config import engine_settings
 
@@ -134,15 +135,31 @@ def validate(conn, import_id):
         pass
 
 
+_lane_slots: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # pool -> its lanes' semaphore
+_lane_slots_lock = threading.Lock()
+
+
+def lane_slots(pool) -> threading.BoundedSemaphore:
+    """The lanes one pool serves at once, whatever the imports: a quarter of its connections (at
+    least one), so several accounts importing together never take the connections requests need.
+    A lane past them waits for a slot, holding no connection; its import's other lanes go on."""
+    with _lane_slots_lock:
+        slots = _lane_slots.get(pool)
+        if slots is None:
+            slots = _lane_slots[pool] = threading.BoundedSemaphore(max(1, pool.max_size // 4))
+        return slots
+
+
 def validate_in_background(pool, import_id):
     """Validates in the import's lanes side by side (setting lead_import_lanes), a pooled connection
-    each; returns a thread that ends when every lane has."""
+    each while it holds one of the pool's lane slots; returns a thread that ends when every lane has."""
     with pool.connection() as conn:
         lanes = max(1, int(engine_settings(conn)["lead_import_lanes"]))
+    slots = lane_slots(pool)
 
     def lane():
         try:
-            with pool.connection() as conn:
+            with slots, pool.connection() as conn:
                 validate(conn, import_id)
         except Exception as exc:  # leave a clear reason on the job instead of a silent thread death
             log.exception("lead import %s failed", import_id)
