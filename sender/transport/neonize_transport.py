@@ -514,7 +514,9 @@ class NeonizeTransport:
 
     def _dispatching(self, handler):
         def on_event(client, ev):
-            self._settled[client.uuid].set()   # the Go core is past its registry write
+            settled = self._settled.get(client.uuid)
+            if settled is not None:
+                settled.set()         # the Go core is past this connect's registry write
             run = self._run_of(client)
             if run is None:
                 return
