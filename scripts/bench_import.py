@@ -10,8 +10,8 @@ On a database of its own (created, applied through scripts.apply, dropped at the
    (owner, phone), no triggers, no checks;
 3. import: what POST /api/leads/import does with it (start_lead_import, web.lead_import.stage: COPY
    into lead_import_lines; web.lead_import.validate_in_background: lead_import_step chunks in the
-   import's lanes side by side, a connection each from a pool sized as the web's), with the peak RSS of this Python process
-   before and after (the upload must stream: memory stays flat).
+   import's lanes side by side, a connection each from a pool sized as the web's), with the peak
+   RSS of this Python process before and after (the upload must stream: memory stays flat).
 Prints its figures and, last, `ratio=<floor_s/import_s> ...` (1.0 = as fast as the bare COPY).
 """
 import argparse
@@ -107,7 +107,8 @@ def main():
             log(started, "floor measured")
 
             rss_before = peak_rss_mb()
-            with ConnectionPool(url, min_size=1, max_size=web_db_pool(), kwargs={"autocommit": True, "row_factory": dict_row}) as pool:
+            with ConnectionPool(url, min_size=1, max_size=web_db_pool(),
+                                kwargs={"autocommit": True, "row_factory": dict_row}) as pool:
                 stage_s, validate_s, status = run_import(c, progress, pool, owner, device, path)
             rss_after = peak_rss_mb()
             log(started, "import measured")

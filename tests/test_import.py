@@ -393,7 +393,8 @@ def test_lanes_take_at_most_a_quarter_of_the_pool_whatever_the_imports(connect_c
         uid = make_user(locker)
         imports.append((uid, _staged_import(locker, uid, make_device(locker, uid), _lane_file(40))))
     ids = [i for _, i in imports]
-    with ConnectionPool(committed_db_url, min_size=1, max_size=4, kwargs={"autocommit": True, "row_factory": dict_row}) as pool:
+    with ConnectionPool(committed_db_url, min_size=1, max_size=4,
+                        kwargs={"autocommit": True, "row_factory": dict_row}) as pool:
         with locker.transaction():
             locker.execute("SELECT FROM lead_imports WHERE id = ANY(%s) FOR UPDATE", [ids])
             threads = [lead_import.validate_in_background(pool, i) for i in ids]
