@@ -387,7 +387,7 @@ def test_lanes_take_at_most_a_quarter_of_the_pool_whatever_the_imports(connect_c
     """Two accounts import at once, two lanes each, through a pool of four: one lane slot. The lane
     holding it works (here: waits on a lock, holding its connection); the three others wait for the
     slot holding no connection, so requests still get the other three; all finish once it is free."""
-    locker = connect_committed()
+    locker, watcher = connect_committed(), connect_committed()
     imports = []
     for _ in range(2):
         uid = make_user(locker)
@@ -398,9 +398,10 @@ def test_lanes_take_at_most_a_quarter_of_the_pool_whatever_the_imports(connect_c
         with locker.transaction():
             locker.execute("SELECT FROM lead_imports WHERE id = ANY(%s) FOR UPDATE", [ids])
             threads = [lead_import.validate_in_background(pool, i) for i in ids]
-            wait_blocked = lambda: locker.execute("SELECT count(*) AS n FROM pg_stat_activity "
-                                                  "WHERE %s = ANY(pg_blocking_pids(pid))",
-                                                  [locker.info.backend_pid]).fetchone()["n"]
+            # another session: pg_stat_activity is read once per transaction, and the locker is in one
+            wait_blocked = lambda: watcher.execute("SELECT count(*) AS n FROM pg_stat_activity "
+                                                   "WHERE %s = ANY(pg_blocking_pids(pid))",
+                                                   [locker.info.backend_pid]).fetchone()["n"]
             deadline = time.monotonic() + 30
             while wait_blocked() < 1:
                 assert time.monotonic() < deadline, "no lane reached the import's row"
