@@ -1,6 +1,8 @@
 """The queue in SQL: claim (leases, pacing, caps), complete/fail guards, stuck recovery, skip rules,
 the wake-up NOTIFY and the load monitors. Each test runs in one rolled-back transaction, so now()
 is one instant throughout: a device paced by a delay cannot send twice within a test."""
+import threading
+import time
 from datetime import timedelta
 
 import psycopg
@@ -364,6 +366,57 @@ def test_the_claims_refresh_never_waits_behind_another_analyze_or_vacuum(connect
         assert len(claim(c, sender="nowait", per_device=1000)) == 1000   # the lock gone, this one analyzes
         assert c.execute("SELECT reltuples FROM pg_class WHERE relname = 'message_queue'").fetchone()["reltuples"] >= 2000
     finally:
+        c.execute("ALTER TABLE message_queue RESET (autovacuum_enabled)")
+        c.execute("DELETE FROM broadcast_messages WHERE user_id = %s", [uid])
+
+
+def test_the_writers_refresh_waits_behind_a_vacuum_only_while_the_queue_is_nearly_empty(connect_committed):
+    """Past 10,000 rows a writer's refresh must not queue behind autovacuum: the vacuum of a large
+    queue gives way only after deadlock_timeout (a fan-out chunk stalled 1 s). Below that, where
+    plans built for a tiny table go wrong, it waits so its rows' statistics commit with them."""
+    holder, c, watcher = connect_committed(), connect_committed(), connect_committed()
+    uid = make_user(c)
+    dev = make_device(c, uid)
+
+    def enqueue(n, first):
+        return c.execute("""SELECT count(*) AS n FROM _enqueue_messages(array(
+                              SELECT ROW(%s, %s, NULL, '6014' || lpad((%s + g)::text, 8, '0'), NULL, 'text', 'x',
+                                         NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::message_draft
+                                FROM generate_series(1, %s) g))""", [uid, dev, first, n]).fetchone()["n"]
+
+    def reltuples():
+        return c.execute("SELECT reltuples FROM pg_class WHERE relname = 'message_queue'").fetchone()["reltuples"]
+
+    c.execute("ALTER TABLE message_queue SET (autovacuum_enabled = false)")   # the statistics stay as the test sets them
+    try:
+        c.execute("DELETE FROM broadcast_messages WHERE status = 'pending'")   # the other tests': analyzed nearly empty
+        c.execute("ANALYZE message_queue")
+        c.execute("SET lock_timeout = '20s'")   # a wait where none belongs fails the test rather than hang it
+        # Nearly empty: the writer waits for the lock, and its statistics land with its rows.
+        with holder.transaction():
+            holder.execute("LOCK TABLE message_queue IN SHARE UPDATE EXCLUSIVE MODE")   # as VACUUM and ANALYZE do
+            written = []
+            writer = threading.Thread(target=lambda: written.append(enqueue(12_000, 0)))
+            writer.start()
+            holder_pid = holder.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+            deadline = time.monotonic() + 30
+            while not watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY (pg_blocking_pids(pid))) AS w",
+                                      [holder_pid]).fetchone()["w"]:
+                assert writer.is_alive() and time.monotonic() < deadline, f"the writer did not wait: {written}"
+                time.sleep(0.05)
+        writer.join(30)
+        assert written == [12_000]
+        assert reltuples() >= 12_000
+        # Large: the writer leaves the statistics to whoever holds the lock, and never waits.
+        with holder.transaction():
+            holder.execute("LOCK TABLE message_queue IN SHARE UPDATE EXCLUSIVE MODE")
+            c.execute("SET lock_timeout = '2s'")
+            assert enqueue(8_000, 100_000) == 8_000
+        assert reltuples() < 20_000
+        assert enqueue(8_000, 200_000) == 8_000   # the lock gone, this one analyzes
+        assert reltuples() >= 28_000
+    finally:
+        c.execute("RESET lock_timeout")
         c.execute("ALTER TABLE message_queue RESET (autovacuum_enabled)")
         c.execute("DELETE FROM broadcast_messages WHERE user_id = %s", [uid])
 
