@@ -92,3 +92,48 @@ def test_a_completion_racing_stuck_recovery_leaves_the_settled_row_alone(connect
     t.join(60)
     assert result == {"n": 0}
     assert setup.execute("SELECT status FROM broadcast_messages WHERE id = %s", [row["id"]]).fetchone()["status"] == "failed"
+
+
+def test_maintenance_leaves_a_step_to_the_next_run_rather_than_stop_completions_behind_a_long_read(connect_committed):
+    """Making or dropping a week locks message_history exclusively. Queued behind an analyst's long
+    read, that lock request would hold up every completion until the read ends; each step instead
+    gives up after a moment, and the next run, the read over, does it."""
+    reader, maint, c = connect_committed(), connect_committed(), connect_committed()
+    uid = make_user(c)
+    dev = make_device(c, uid)
+    old = c.execute("SELECT now() - interval '200 days' AS t").fetchone()["t"]
+    old_week = c.execute("SELECT created FROM maintain_message_history(%s, 0)", [old]).fetchone()["created"]
+    assert len(old_week) == 1
+    lease(c, [dev], sender="long-read")
+    queue(c, uid, dev, 1)
+    ids = [r["id"] for r in claim(c, sender="long-read")]
+    maint_pid = maint.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+    made, outcome = [], {}
+
+    def run_maintenance():
+        outcome["result"] = maint.execute("SELECT * FROM maintain_message_history(now(), 8)").fetchone()
+
+    try:
+        with reader.transaction():
+            reader.execute("SELECT count(*) FROM broadcast_messages")   # an analyst's read, still open
+            worker = threading.Thread(target=run_maintenance)
+            worker.start()
+            deadline = time.monotonic() + 30
+            while worker.is_alive() and not c.execute("SELECT pg_blocking_pids(%s) <> '{}' AS b", [maint_pid]).fetchone()["b"]:
+                assert time.monotonic() < deadline, "the maintenance never asked for its lock"
+                time.sleep(0.01)
+            c.execute("SET lock_timeout = '10s'")   # queued behind the maintenance, the completion fails here
+            c.execute("SELECT complete_messages('long-read', %s, %s)", [ids, ["w-long-read"]])
+            c.execute("RESET lock_timeout")
+            worker.join(30)
+            assert outcome["result"] == {"created": [], "dropped": []}   # both left to the next run
+        result = maint.execute("SELECT * FROM maintain_message_history(now(), 8)").fetchone()   # the read over
+        made = result["created"]
+        assert result["dropped"] == old_week and len(made) >= 4   # weeks 5 to 8 ahead
+        assert c.execute("SELECT status FROM broadcast_messages WHERE id = %s", ids).fetchone()["status"] == "sent"
+    finally:
+        c.execute("RESET lock_timeout")
+        for name in made + old_week:   # back as the module's other tests expect the weeks
+            if c.execute("SELECT to_regclass(%s) IS NOT NULL AS e", [name]).fetchone()["e"]:
+                c.execute(f"ALTER TABLE message_history DETACH PARTITION {name}")
+                c.execute(f"DROP TABLE {name}")
