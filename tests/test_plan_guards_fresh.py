@@ -11,6 +11,9 @@ retry of it among the deleted rows by scanning them all (a 150k-message campaign
 An idle sender holding many devices claims on every wake-up: asking each device's due index for
 work made that O(devices leased).
 
+An idle sender asks when its next send is due (next_dispatch_at, planned per call): planned on a
+tiny queue while a big batch was being written, it scanned the growing queue once per device leased.
+
 The claim's plan is cached for the sender's session. A plan built while the queue was nearly empty
 must not outlive the queue's growth before the statistics catch up (batches committed in the same
 second, before any writer counts them): with sequential scans that suited five rows, a claim of 300
@@ -108,3 +111,28 @@ def test_a_claim_planned_on_a_tiny_queue_stays_linear_when_the_queue_grows_unana
                        if node.get("Relation Name", "").startswith(MESSAGE_TABLES))
         assert examined <= 5 * claimed, f"the claim examined {examined:,.0f} queue rows for {claimed}"
         assert violations(plans) == []
+
+
+def test_an_idle_senders_next_wake_up_probes_each_device_whatever_the_queue_size(module_db_url):
+    """next_dispatch_at is planned per call. Planned on a tiny queue, its look for each leased
+    device's first due row was a sequential scan of the queue per device; asked while a big batch
+    was being written, each of those scans read the growing heap (both senders stuck 14-45 s in one
+    call at the start of a 1M-message drain). One index probe per device at any size."""
+    with superuser(module_db_url) as c:
+        c.execute("DELETE FROM broadcast_messages WHERE status = 'pending'")   # the other tests'
+        uid = make_user(c)
+        devices = [make_device(c, uid) for _ in range(20)]
+        c.execute("SELECT register_sender('wake-sender', 'test', 1, 10000)")
+        leased = {r["device_id"] for r in c.execute("SELECT device_id FROM acquire_leases('wake-sender', 10000, '1 hour')")}
+        assert set(devices) <= leased
+        c.execute("UPDATE user_devices SET status = 'online' WHERE id = ANY (%s)", [devices])
+        c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, scheduled_at)
+                     SELECT %s, d, '60150000003', 'later', now() + interval '1 hour'
+                       FROM unnest(%s::bigint[]) d LIMIT 5""", [uid, devices])
+        c.execute("VACUUM ANALYZE")
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c) as plans:
+            assert c.execute("SELECT next_dispatch_at('wake-sender') AS at").fetchone()["at"] is not None
+        reads = [(node["Node Type"], node["Relation Name"]) for query, plan in plans.plans if "first_due" in query
+                 for node in _nodes(plan) if node.get("Relation Name", "").startswith(MESSAGE_TABLES)]
+        assert reads and all(kind in ("Index Scan", "Index Only Scan") for kind, _ in reads), reads

@@ -306,8 +306,16 @@ COMMENT ON FUNCTION claim_messages(text, integer, integer) IS
   'reach-out timelock lasts, or once its cold share of the day is sent, only messages to warm contacts. Rows and pacing rows are taken '
   'with SKIP LOCKED, so concurrent senders never claim a row twice. Returns what to send.';
 
+-- Planned per call: a plan made while the queue is tiny reads it by a sequential scan per leased
+-- device. An idle sender asks while a big batch is being written (rows it cannot see yet), so each
+-- of its 1,550 scans read the growing heap: both senders spent 14-45 s in one call at the start of
+-- a 1M-message drain (bench_dispatch), claiming nothing. Each device's first due row is one probe
+-- of its due index at any size.
 CREATE OR REPLACE FUNCTION next_dispatch_at(p_sender_id text)
-RETURNS timestamptz LANGUAGE sql STABLE AS $$
+RETURNS timestamptz LANGUAGE sql STABLE
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
   SELECT min(greatest(p.next_send_at, first_due.scheduled_at))
     FROM device_leases l
     JOIN user_devices d ON d.id = l.device_id AND d.status = 'online' AND d.paused_at IS NULL
