@@ -306,11 +306,12 @@ COMMENT ON FUNCTION claim_messages(text, integer, integer) IS
   'reach-out timelock lasts, or once its cold share of the day is sent, only messages to warm contacts. Rows and pacing rows are taken '
   'with SKIP LOCKED, so concurrent senders never claim a row twice. Returns what to send.';
 
--- Planned per call: a plan made while the queue is tiny reads it by a sequential scan per leased
--- device. An idle sender asks while a big batch is being written (rows it cannot see yet), so each
--- of its 1,550 scans read the growing heap: both senders spent 14-45 s in one call at the start of
--- a 1M-message drain (bench_dispatch), claiming nothing. Each device's first due row is one probe
--- of its due index at any size.
+-- Planned per call, often on a tiny queue, where the cheapest read of each leased device's first
+-- due row is a sequential scan of the queue per device: 1,550 scans of a queue that a big batch may
+-- be filling meanwhile. Each device's first due row is one probe of its due index at any size.
+-- (bench_dispatch: in 3 of 8 full runs both senders sat 14-90 s in one call at the start of a 1M
+-- drain, once since this change; not reproduced outside the benchmark, where calls during the same
+-- insert take at most 0.25 s.)
 CREATE OR REPLACE FUNCTION next_dispatch_at(p_sender_id text)
 RETURNS timestamptz LANGUAGE sql STABLE
 SET enable_seqscan = off
