@@ -309,9 +309,9 @@ COMMENT ON FUNCTION claim_messages(text, integer, integer) IS
 -- Planned per call, often on a tiny queue, where the cheapest read of each leased device's first
 -- due row is a sequential scan of the queue per device: 1,550 scans of a queue that a big batch may
 -- be filling meanwhile. Each device's first due row is one probe of its due index at any size.
--- (bench_dispatch: in 3 of 8 full runs both senders sat 14-90 s in one call at the start of a 1M
--- drain, once since this change; not reproduced outside the benchmark, where calls during the same
--- insert take at most 0.25 s.)
+-- Not settled: 5 of 8 full bench_dispatch runs drained 1M in 120-226 s instead of 44-60 s (2 of the
+-- 4 since this change); in the three watched both senders sat 14-90 s in one call at the start of
+-- the drain. Not reproduced outside the benchmark: calls during the same insert take <= 0.25 s.
 CREATE OR REPLACE FUNCTION next_dispatch_at(p_sender_id text)
 RETURNS timestamptz LANGUAGE sql STABLE
 SET enable_seqscan = off
