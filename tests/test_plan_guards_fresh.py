@@ -12,7 +12,8 @@ An idle sender holding many devices claims on every wake-up: asking each device'
 work made that O(devices leased).
 
 An idle sender asks when its next send is due (next_dispatch_at, planned per call): planned on a
-tiny queue while a big batch was being written, it scanned the growing queue once per device leased.
+tiny queue, it read the queue by a sequential scan once per device leased, of a queue a big batch
+may be filling meanwhile.
 
 The claim's plan is cached for the sender's session. A plan built while the queue was nearly empty
 must not outlive the queue's growth before the statistics catch up (batches committed in the same
@@ -115,9 +116,8 @@ def test_a_claim_planned_on_a_tiny_queue_stays_linear_when_the_queue_grows_unana
 
 def test_an_idle_senders_next_wake_up_probes_each_device_whatever_the_queue_size(module_db_url):
     """next_dispatch_at is planned per call. Planned on a tiny queue, its look for each leased
-    device's first due row was a sequential scan of the queue per device; asked while a big batch
-    was being written, each of those scans read the growing heap (both senders stuck 14-45 s in one
-    call at the start of a 1M-message drain). One index probe per device at any size."""
+    device's first due row was a sequential scan of the queue per device: 1,550 scans per call for
+    a sender, of a queue a big batch may be filling meanwhile. One index probe per device at any size."""
     with superuser(module_db_url) as c:
         c.execute("DELETE FROM broadcast_messages WHERE status = 'pending'")   # the other tests'
         uid = make_user(c)
