@@ -306,16 +306,19 @@ COMMENT ON FUNCTION claim_messages(text, integer, integer) IS
   'reach-out timelock lasts, or once its cold share of the day is sent, only messages to warm contacts. Rows and pacing rows are taken '
   'with SKIP LOCKED, so concurrent senders never claim a row twice. Returns what to send.';
 
--- Planned per call, often on a tiny queue, where the cheapest read of each leased device's first
--- due row is a sequential scan of the queue per device: 1,550 scans of a queue that a big batch may
--- be filling meanwhile. Each device's first due row is one probe of its due index at any size.
--- Not settled: 5 of 8 full bench_dispatch runs drained 1M in 120-226 s instead of 44-60 s (2 of the
--- 4 since this change); in the three watched both senders sat 14-90 s in one call at the start of
--- the drain. Not reproduced outside the benchmark: calls during the same insert take <= 0.25 s.
+-- Planned per call, often on a tiny queue, where every read of each leased device's first due row
+-- costs about the same: planned so, it became a sequential scan per device, or a walk of the
+-- time-ordered due index filtered by device and then sorted -- 1,550 walks per call, each over
+-- every due row, of a queue a big batch may be filling meanwhile (auto_explain in bench_dispatch:
+-- both senders 94 s in one call at the start of a 1M drain, claiming nothing; 5 of 9 full runs
+-- drained 1M in 120-226 s instead of 44-60 s). Only the device's due index gives the rows in the
+-- order asked without a sort: with scans and sorts off, one probe of it per device at any size.
 CREATE OR REPLACE FUNCTION next_dispatch_at(p_sender_id text)
 RETURNS timestamptz LANGUAGE sql STABLE
 SET enable_seqscan = off
 SET enable_bitmapscan = off
+SET enable_sort = off
+SET enable_incremental_sort = off
 AS $$
   SELECT min(greatest(p.next_send_at, first_due.scheduled_at))
     FROM device_leases l
