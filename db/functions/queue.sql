@@ -310,7 +310,7 @@ COMMENT ON FUNCTION claim_messages(text, integer, integer) IS
 -- costs about the same: planned so, it became a sequential scan per device, or a walk of the
 -- time-ordered due index filtered by device and then sorted -- 1,550 walks per call, each over
 -- every due row, of a queue a big batch may be filling meanwhile (auto_explain in bench_dispatch:
--- both senders 94 s in one call at the start of a 1M drain, claiming nothing; 5 of 9 full runs
+-- both senders 94 s in one call at the start of a 1M drain, claiming nothing; 6 of 9 full runs
 -- drained 1M in 120-226 s instead of 44-60 s). Only the device's due index gives the rows in the
 -- order asked without a sort: with scans and sorts off, one probe of it per device at any size.
 CREATE OR REPLACE FUNCTION next_dispatch_at(p_sender_id text)
