@@ -141,3 +141,59 @@ def test_an_idle_senders_next_wake_up_probes_each_device_whatever_the_queue_size
         assert reads and all(node.get("Index Name") == "message_queue_due" and "device_id" in node.get("Index Cond", "")
                              for node in reads), [(n["Node Type"], n.get("Index Name"), n.get("Filter")) for n in reads]
         c.execute("DELETE FROM broadcast_messages WHERE user_id = %s", [uid])
+
+
+
+def test_sends_probe_the_warm_contacts_however_many_and_whatever_the_statistics_say(module_db_url):
+    """Every completion counts its cold sends (to numbers that never wrote to the device) and a
+    timelocked device's claim takes warm contacts only: both ask device_warm_contacts about each
+    row. The table grows with every first send, far faster than its statistics in a fleet's first
+    drain, and a sender's session keeps the plans it made when the table was small: hashing all of
+    it, once per completion, was the cheapest way then (in a 100k drain, 15 % of the database's CPU;
+    1M contacts: 370 ms a completion). A few rows read per row sent, whatever the table holds."""
+    with superuser(module_db_url) as c:
+        c.execute("DELETE FROM broadcast_messages WHERE status = 'pending'")   # the other tests'
+        c.execute("ALTER TABLE device_warm_contacts SET (autovacuum_enabled = false)")
+        uid = make_user(c)
+        devices = [make_device(c, uid) for _ in range(10)]
+        c.execute("SELECT register_sender('warm-sender', 'test', 1, 10000)")
+        leased = {r["device_id"] for r in c.execute("SELECT device_id FROM acquire_leases('warm-sender', 10000, '1 hour')")}
+        assert set(devices) <= leased
+        c.execute("SELECT device_timelocked(%s, NULL)", [devices[0]])
+
+        def send(phones):
+            """Queues one message per (device, phone) and sends what the claim takes; returns the ids sent."""
+            c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content)
+                         SELECT %s, p.d, p.phone, 'hi' FROM unnest(%s::bigint[], %s::text[]) AS p(d, phone)""",
+                      [uid, [d for d, _ in phones], [p for _, p in phones]])
+            c.execute("UPDATE device_pacing SET next_send_at = now() - interval '1 second' WHERE device_id = ANY (%s)",
+                      [devices])
+            ids = [r["id"] for r in c.execute("SELECT * FROM claim_messages('warm-sender', 1000, 100)")]
+            c.execute("SELECT complete_messages('warm-sender', %s, %s)", [ids, [f"W{i}" for i in ids]])
+            return ids
+
+        # The session's first sends, while the fleet knows few numbers: plans made and kept.
+        c.execute("VACUUM ANALYZE device_warm_contacts")
+        for k in range(8):
+            assert len(send([(d, str(60190000000 + k * 100 + i)) for i, d in enumerate(devices[1:])])) == 9
+        c.execute("""INSERT INTO device_warm_contacts (device_id, phone)
+                     SELECT (%s::bigint[])[1 + g %% 10], (60170000000 + g)::text FROM generate_series(1, 50000) g""",
+                  [devices])   # no ANALYZE since
+        # Per device: three numbers it knows (warm) and three it does not.
+        phones = [(d, str(base + k * 10 + i)) for i, d in enumerate(devices)
+                  for base, ks in ((60170000000, (1, 2, 3)), (60180000000, (4, 5, 6))) for k in ks]
+        c.execute("LOAD 'auto_explain'")
+        try:
+            with Plans(c, analyze=True) as plans:
+                sent = send(phones)
+            assert len(sent) == 9 * 6 + 3   # the timelocked device: its warm contacts only
+            assert c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE id = ANY (%s) AND status = 'sent'",
+                             [sent]).fetchone()["n"] == len(sent)
+            read = sum((node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * node.get("Actual Loops", 1)
+                       for query, plan in plans.plans for node in _nodes(plan)
+                       if node.get("Relation Name") == "device_warm_contacts")
+            assert read <= 5 * len(sent), f"{read:,.0f} warm contacts read for {len(sent)} sends"
+        finally:
+            c.execute("DELETE FROM device_warm_contacts WHERE device_id = ANY (%s)", [devices])
+            c.execute("ALTER TABLE device_warm_contacts RESET (autovacuum_enabled)")
+            c.execute("DELETE FROM broadcast_messages WHERE user_id = %s", [uid])

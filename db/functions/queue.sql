@@ -240,8 +240,9 @@ LOOP
                                            coalesce(m.max_delay_seconds, r.dev_max) AS hi) bounds
                      WHERE m.device_id = r.device_id AND m.status = 'pending' AND NOT m.held
                        AND m.scheduled_at <= now()
-                       AND (r.cold_ok OR EXISTS (SELECT 1 FROM device_warm_contacts w
-                                                  WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone))
+                       -- a probe per row, never a hash of every warm contact (_record_send_outcomes says why)
+                       AND (r.cold_ok OR (SELECT true FROM device_warm_contacts w
+                                           WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone) IS NOT NULL)
                      ORDER BY m.scheduled_at, m.id
                      LIMIT greatest(0, least(p_per_device, r.hourly_limit - r.hour_base,
                                              r.daily_limit - r.day_base))) b
