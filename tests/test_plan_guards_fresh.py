@@ -197,3 +197,28 @@ def test_sends_probe_the_warm_contacts_however_many_and_whatever_the_statistics_
             c.execute("DELETE FROM device_warm_contacts WHERE device_id = ANY (%s)", [devices])
             c.execute("ALTER TABLE device_warm_contacts RESET (autovacuum_enabled)")
             c.execute("DELETE FROM broadcast_messages WHERE user_id = %s", [uid])
+
+
+def test_a_devices_reply_rate_reads_the_contacts_who_wrote_not_every_number_it_sent_to(module_db_url):
+    """Device health counts the contacts who first wrote in the last 48 hours. Every number a device
+    ever sent to is one of its warm contacts (~150k within half a year at 800 sends a day), and the
+    count read all of them for each device: the owner's device page, 20 such devices, 250 ms."""
+    with superuser(module_db_url) as c:
+        uid = make_user(c)
+        dev = make_device(c, uid)
+        c.execute("""INSERT INTO device_warm_contacts (device_id, phone)
+                     SELECT %s, (60210000000 + g)::text FROM generate_series(1, 20000) g""", [dev])
+        c.execute("""UPDATE device_warm_contacts SET wrote_at = now() - make_interval(hours => h)
+                      FROM (VALUES ('60210000001', 1), ('60210000002', 47), ('60210000003', 72)) AS w(phone, h)
+                     WHERE device_id = %s AND device_warm_contacts.phone = w.phone""", [dev])
+        c.execute("VACUUM ANALYZE device_warm_contacts")
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as plans:
+            assert c.execute("SELECT health_score FROM device_health WHERE device_id = %s", [dev]).fetchone()
+        counted = [node for query, plan in plans.plans for node in _nodes(plan)
+                   if node.get("Relation Name") == "device_warm_contacts"]
+        assert counted and sum(n.get("Actual Rows", 0) * n.get("Actual Loops", 1) for n in counted) == 2   # the 48 h
+        read = sum((n.get("Actual Rows", 0) + n.get("Rows Removed by Filter", 0)) * n.get("Actual Loops", 1)
+                   for n in counted)
+        assert read <= 10, f"{read:,.0f} warm contacts read for one device's reply rate"
+        c.execute("DELETE FROM device_warm_contacts WHERE device_id = %s", [dev])
