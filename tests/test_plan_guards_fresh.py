@@ -222,3 +222,46 @@ def test_a_devices_reply_rate_reads_the_contacts_who_wrote_not_every_number_it_s
                    for n in counted)
         assert read <= 10, f"{read:,.0f} warm contacts read for one device's reply rate"
         c.execute("DELETE FROM device_warm_contacts WHERE device_id = %s", [dev])
+
+
+def test_webhook_pages_and_metrics_read_the_backlog_not_every_delivery_ever_made(module_db_url):
+    """The outbox keeps delivered rows (~3 a message for message.status subscribers). /metrics counted
+    the backlog by a scan of all of them (1M: 72 ms a scrape), the endpoint list counted each
+    endpoint's delivered rows (1M: 185 ms) and an owner's delivery list read every tenant's rows to
+    find theirs (1M: 83 ms). Each now reads the rows it shows and the backlog."""
+    with superuser(module_db_url) as c:
+        busy, quiet = make_user(c), make_user(c)
+        endpoints = {uid: c.execute("SELECT create_webhook_endpoint(%s, 'https://hooks.example.com/wa', %s, "
+                                    "ARRAY['message.status']) AS id", [uid, "s" * 40]).fetchone()["id"]
+                     for uid in (quiet, busy)}
+        deliveries = """INSERT INTO webhook_deliveries (endpoint_id, user_id, event_id, event_type, payload, status,
+                                                        delivered_at, attempts, last_attempt_at, last_status_code)
+                        SELECT %(ep)s, %(uid)s, gen_random_uuid(), 'message.status', '{}', %(status)s,
+                               CASE WHEN %(status)s = 'delivered' THEN now() END, 1, now(), 200
+                          FROM generate_series(1, %(n)s)"""
+        c.execute(deliveries, dict(ep=endpoints[quiet], uid=quiet, status="delivered", n=5))   # the quiet owner's, long ago
+        c.execute(deliveries, dict(ep=endpoints[busy], uid=busy, status="delivered", n=20000))
+        c.execute(deliveries, dict(ep=endpoints[busy], uid=busy, status="dead", n=2))
+        c.execute("""INSERT INTO webhook_deliveries (endpoint_id, user_id, event_id, event_type, payload)
+                     SELECT %s, %s, gen_random_uuid(), 'message.status', '{}' FROM generate_series(1, 3)""",
+                  [endpoints[busy], busy])   # the backlog
+        c.execute("VACUUM ANALYZE webhook_deliveries")
+        # A delivery made counts on its endpoint (the rows inserted above bypassed the deliverer).
+        head = c.execute("SELECT * FROM claim_webhook_deliveries(10, 30)").fetchall()
+        assert [h["endpoint_id"] for h in head] == [endpoints[busy]]
+        assert c.execute("SELECT finish_webhook_delivery(%s, 200, NULL, 10, 86400) AS s",
+                         [head[0]["delivery_id"]]).fetchone()["s"] == "delivered"
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as plans:
+            metrics = c.execute("SELECT * FROM metrics_webhooks").fetchone()
+            listed = c.execute("SELECT * FROM webhook_endpoint_list(%s)", [busy]).fetchall()
+            quiets = c.execute("SELECT * FROM webhook_delivery_list(%s, NULL, NULL, 50)", [quiet]).fetchall()
+            dead = c.execute("SELECT * FROM webhook_delivery_list(%s, NULL, 'dead', 50)", [busy]).fetchall()
+        assert (metrics["pending"], metrics["dead"]) == (2, 2)
+        assert [(e["pending"], e["dead"], e["delivered"]) for e in listed] == [(2, 2, 1)]
+        assert len(quiets) == 5 and len(dead) == 2
+        read = sum((n.get("Actual Rows", 0) + n.get("Rows Removed by Filter", 0)) * n.get("Actual Loops", 1)
+                   for query, plan in plans.plans for n in _nodes(plan)
+                   if n.get("Relation Name") == "webhook_deliveries")
+        assert read <= 100, f"{read:,.0f} webhook deliveries read for a backlog of 2, 2 dead and a page of 5"
+        c.execute("DELETE FROM webhook_endpoints WHERE id = ANY (%s)", [list(endpoints.values())])

@@ -133,9 +133,12 @@ RETURNS TABLE (id bigint, url text, secret text, events text[], description text
                last_status_code integer)
 LANGUAGE sql STABLE AS $$
   SELECT e.id, e.url, e.secret, e.events, e.description, e.enabled, e.created_at,
+         -- the backlog and the dead letters through their partial indexes; delivered rows are counted
+         -- as they are delivered (webhook_endpoints.delivered): counting them read every one ever made
          (SELECT count(*) FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND d.status = 'pending'),
-         (SELECT count(*) FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND d.status = 'dead'),
-         (SELECT count(*) FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND d.status = 'delivered'),
+         (SELECT count(*) FROM webhook_deliveries d
+           WHERE d.user_id = p_user_id AND d.status = 'dead' AND d.endpoint_id = e.id),
+         e.delivered,
          last.last_attempt_at, last.last_status_code
     FROM webhook_endpoints e
     LEFT JOIN LATERAL (SELECT d.last_attempt_at, d.last_status_code FROM webhook_deliveries d
@@ -233,7 +236,9 @@ BEGIN
   IF NOT FOUND THEN
     RETURN NULL;   -- deleted with its endpoint meanwhile
   END IF;
-  UPDATE webhook_endpoints SET leased_until = NULL WHERE id = d.endpoint_id;
+  UPDATE webhook_endpoints
+     SET leased_until = NULL, delivered = delivered + coalesce(p_status_code BETWEEN 200 AND 299, false)::int
+   WHERE id = d.endpoint_id;
   IF p_status_code BETWEEN 200 AND 299 THEN
     UPDATE webhook_deliveries
        SET status = 'delivered', delivered_at = now(), attempts = d.attempts + 1, last_attempt_at = now(),
