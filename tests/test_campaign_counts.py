@@ -22,9 +22,17 @@ SELECT b.device_id, count(*) AS assigned,
 COLUMNS = ["assigned", "should_send", "sent", "failed", "skipped", "pending", "delivered", "read", "moved_away"]
 
 
+TOTALS = ["should_send", "sent", "failed", "skipped", "pending", "delivered", "read"]
+
+
 def reported(db, cid):
-    return {r["device_id"]: {k: r[k] for k in COLUMNS}
-            for r in db.execute("SELECT * FROM campaign_device_report WHERE campaign_id = %s", [cid])}
+    """Per device, as the campaign's device report shows it; the campaign's totals (campaign_report, kept
+    apart in campaign_totals) must be their sums."""
+    per_device = {r["device_id"]: {k: r[k] for k in COLUMNS}
+                  for r in db.execute("SELECT * FROM campaign_device_report WHERE campaign_id = %s", [cid])}
+    totals = db.execute("SELECT * FROM campaign_report WHERE campaign_id = %s", [cid]).fetchone()
+    assert {k: totals[k] for k in TOTALS} == {k: sum(d[k] for d in per_device.values()) for k in TOTALS}
+    return per_device
 
 
 def recounted(db, cid):

@@ -42,10 +42,26 @@ LANGUAGE sql AS $$
          sent = t.sent + excluded.sent, failed = t.failed + excluded.failed, skipped = t.skipped + excluded.skipped,
          pending = t.pending + excluded.pending, delivered = t.delivered + excluded.delivered,
          read = t.read + excluded.read, live_or_sent = t.live_or_sent + excluded.live_or_sent,
-         retries = t.retries + excluded.retries
+         retries = t.retries + excluded.retries;
+  -- and per campaign (campaign_totals: the campaigns page reads a few rows, not one per device)
+  INSERT INTO campaign_totals AS t (campaign_id, shard, current, sent, failed, skipped, pending, delivered, read, retries)
+  SELECT d.campaign_id, pg_backend_pid() % 16, sum(d.current), sum(d.sent), sum(d.failed), sum(d.skipped),
+         sum(d.pending), sum(d.delivered), sum(d.read), sum(d.retries)
+    FROM unnest(p_deltas) d
+   WHERE EXISTS (SELECT 1 FROM campaigns c WHERE c.id = d.campaign_id)
+   GROUP BY d.campaign_id
+  HAVING sum(abs(d.current) + abs(d.sent) + abs(d.failed) + abs(d.skipped) + abs(d.pending) + abs(d.delivered)
+             + abs(d.read) + abs(d.retries)) <> 0
+   ORDER BY d.campaign_id
+  ON CONFLICT (campaign_id, shard) DO UPDATE
+     SET current = t.current + excluded.current, sent = t.sent + excluded.sent, failed = t.failed + excluded.failed,
+         skipped = t.skipped + excluded.skipped, pending = t.pending + excluded.pending,
+         delivered = t.delivered + excluded.delivered, read = t.read + excluded.read,
+         retries = t.retries + excluded.retries;
 $$;
 COMMENT ON FUNCTION _add_campaign_counts(campaign_counts[]) IS
-  'Adds signed counts per campaign and device (rows of campaign_counts'' shape; their shard is ignored) to campaign_counts.';
+  'Adds signed counts per campaign and device (rows of campaign_counts'' shape; their shard is ignored) to '
+  'campaign_counts, and their sums per campaign to campaign_totals.';
 
 -- Aggregated per campaign and device before they cross into the upsert (a fan-out chunk: a few
 -- hundred rows, not one per message).

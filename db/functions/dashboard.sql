@@ -31,10 +31,18 @@ RETURNS void LANGUAGE sql AS $$
    GROUP BY r.user_id, r.bucket
   HAVING sum(r.sent) <> 0 OR sum(r.failed) <> 0
    ORDER BY r.user_id, r.bucket  -- one lock order for every writer
-  ON CONFLICT (user_id, bucket, shard) DO UPDATE SET sent = c.sent + excluded.sent, failed = c.failed + excluded.failed
+  ON CONFLICT (user_id, bucket, shard) DO UPDATE SET sent = c.sent + excluded.sent, failed = c.failed + excluded.failed;
+  -- and fleet-wide (message_outcome_totals: /metrics reads 16 rows, not every owner's quarter hours)
+  INSERT INTO message_outcome_totals AS t (shard, sent, failed)
+  SELECT pg_backend_pid() % 16, sum(r.sent), sum(r.failed)
+    FROM unnest(p_user_ids, p_sent, p_failed) AS r(user_id, sent, failed)
+   WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id)
+  HAVING sum(r.sent) <> 0 OR sum(r.failed) <> 0
+  ON CONFLICT (shard) DO UPDATE SET sent = t.sent + excluded.sent, failed = t.failed + excluded.failed;
 $$;
 COMMENT ON FUNCTION _add_message_outcomes(bigint[], timestamptz[], bigint[], bigint[]) IS
-  'Adds signed sent/failed counts (parallel arrays: owner, quarter hour, sent, failed) to message_outcome_counts.';
+  'Adds signed sent/failed counts (parallel arrays: owner, quarter hour, sent, failed) to message_outcome_counts '
+  'and their sum to message_outcome_totals.';
 
 CREATE OR REPLACE FUNCTION count_message_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE

@@ -32,7 +32,7 @@ SELECT c.id, c.user_id, c.kind, c.title, c.status, c.status_reason, c.scheduled_
     SELECT sum(k.current)::bigint AS should_send, sum(k.sent)::bigint AS sent, sum(k.failed)::bigint AS failed,
            sum(k.skipped)::bigint AS skipped, sum(k.pending)::bigint AS pending,
            sum(k.delivered)::bigint AS delivered, sum(k.read)::bigint AS read, sum(k.retries)::bigint AS retried
-      FROM campaign_counts k WHERE k.campaign_id = c.id
+      FROM campaign_totals k WHERE k.campaign_id = c.id
   ) n ON true;
 COMMENT ON VIEW campaign_report IS
   'Per campaign: should send (each lead''s current attempt), sent, failed, skipped, pending (incl. in flight), '

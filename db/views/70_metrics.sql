@@ -1,17 +1,17 @@
 -- What GET /metrics exports (web/metrics.py), whole-system figures with no user data. Each view is
 -- cheap enough to read on every scrape: live queue rows through their partial indexes, settled
--- messages from the message_outcome_counts rollup.
+-- messages from the message_outcome_totals rollup.
 
 CREATE VIEW metrics_messages (status, messages) AS
 SELECT 'pending', count(*) FROM broadcast_messages WHERE status = 'pending'
 UNION ALL
 SELECT 'queued', count(*) FROM broadcast_messages WHERE status = 'queued'
 UNION ALL
-SELECT 'sent', coalesce(sum(sent), 0)::bigint FROM message_outcome_counts
+SELECT 'sent', coalesce(sum(sent), 0)::bigint FROM message_outcome_totals
 UNION ALL
-SELECT 'failed', coalesce(sum(failed), 0)::bigint FROM message_outcome_counts;
+SELECT 'failed', coalesce(sum(failed), 0)::bigint FROM message_outcome_totals;
 COMMENT ON VIEW metrics_messages IS
-  'Messages by status: pending and queued (in flight) now; sent and failed ever (from message_outcome_counts).';
+  'Messages by status: pending and queued (in flight) now; sent and failed ever (from message_outcome_totals).';
 
 CREATE VIEW metrics_queue (due_now, scheduled_later, oldest_due_age_seconds) AS
 SELECT count(*) FILTER (WHERE scheduled_at <= now()),
