@@ -17,7 +17,8 @@ CHANGED = {"stuck_timeout_seconds": 420, "lease_seconds": 17, "sender_alive_seco
            "default_daily_limit": 555, "message_retention_days": 90,
            "default_window_tolerance_minutes": 25, "warmup_start_per_day": 5, "warmup_days": 3,
            "timelock_default_hours": 5, "self_pause_window_sends": 4, "self_pause_failure_share": 0.25,
-           "cold_share_max": 0.2, "failover_offline_minutes": 3, "lead_import_lanes": 3}
+           "cold_share_max": 0.2, "failover_offline_minutes": 3, "lead_import_lanes": 3,
+           "webhook_retention_days": 2}
 
 
 def change_settings(conn):

@@ -215,6 +215,28 @@ def test_claim_serves_each_endpoint_head_once_then_backs_off_and_dead_letters(db
     assert [(r["status"], r["attempts"]) for r in outbox(db, ep)] == [("pending", 0), ("delivered", 1), ("pending", 0)]
 
 
+
+def test_delivered_rows_leave_the_outbox_after_the_retention_and_their_endpoint_keeps_the_count(db):
+    """Delivered rows go after webhook_retention_days (purge_history, hourly); the backlog and the dead
+    letters stay until handled, and the endpoint's delivered count (the webhooks page) keeps them."""
+    uid = make_user(db)
+    ep = endpoint(db, uid, events=["device.status"])
+    dev = make_device(db, uid)
+    for status in ("offline", "online", "offline", "online"):
+        db.execute("SELECT set_device_status(%s, %s)", [dev, status])
+    delivered = []
+    for code in (200, 204, None):   # two delivered, then a refusal that dead-letters the third
+        head = db.execute("SELECT * FROM claim_webhook_deliveries(10, 30)").fetchall()[0]["delivery_id"]
+        db.execute("SELECT finish_webhook_delivery(%s, %s, 'refused', 10, 0)", [head, code])
+        delivered += [head] if code else []
+    db.execute("UPDATE webhook_deliveries SET delivered_at = now() - interval '8 days' WHERE id = %s", [delivered[0]])
+    db.execute("SELECT purge_history()")
+    assert [(r["id"] in delivered, r["status"]) for r in outbox(db, ep)] == [(True, "delivered"), (False, "dead"),
+                                                                             (False, "pending")]
+    assert outbox(db, ep)[0]["id"] == delivered[1]   # the one delivered 8 days ago went (retention: 7 days)
+    listed = db.execute("SELECT * FROM webhook_endpoint_list(%s)", [uid]).fetchone()
+    assert (listed["pending"], listed["dead"], listed["delivered"]) == (1, 1, 2)
+
 # The deliverer against a real receiver ------------------------------------------------------------
 
 class Receiver:
