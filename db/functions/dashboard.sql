@@ -129,26 +129,37 @@ $$;
 COMMENT ON FUNCTION dashboard_devices_by_health(bigint) IS
   'The owner''s devices counted per status (every status listed, zeros included), healthiest first.';
 
--- One grouped pass over the owner's live rows, not a probe per device: with the queue's statistics
--- saying "empty" (just analyzed, or drained since) each probe became a scan of the queue's pages,
--- 300 devices x a drained queue's dead pages = 56 ms for the overview's figures.
+-- One grouped pass over the owner's live rows per status, not a probe per device: with the queue's
+-- statistics saying "empty" (just analyzed, or drained since) each probe became a scan of the
+-- queue's pages, 300 devices x a drained queue's dead pages = 56 ms for the overview's figures.
+-- Waiting and in-flight rows are counted apart, each by hash (a few thousand devices): as one
+-- grouped pass merged with the devices it sorted every live row by device, spilling to disk past
+-- a few hundred thousand (an owner with 1M waiting: 480 ms for each refresh of the overview, now
+-- 116 ms; with 100k among other owners' 900k: 27 ms, now 12 ms).
 CREATE OR REPLACE FUNCTION monitor_queue_depth(p_user_id bigint)
 RETURNS TABLE (device_id bigint, device_name text, device_status text, due_now bigint,
                scheduled_later bigint, in_flight bigint, oldest_due_at timestamptz)
 LANGUAGE sql STABLE AS $$
+  WITH own AS MATERIALIZED (SELECT _own_device_ids(p_user_id) AS ids),   -- called once, not per row
+  waiting AS (
+    SELECT m.device_id,
+           count(*) FILTER (WHERE m.scheduled_at <= now()) AS due_now,
+           count(*) FILTER (WHERE m.scheduled_at > now()) AS scheduled_later,
+           min(m.scheduled_at) AS oldest_due_at
+      FROM broadcast_messages m
+     WHERE m.status = 'pending' AND NOT m.held AND m.device_id = ANY ((SELECT ids FROM own)::bigint[])
+     GROUP BY m.device_id
+  ), flying AS (
+    SELECT m.device_id, count(*) AS in_flight
+      FROM broadcast_messages m
+     WHERE m.status = 'queued' AND m.device_id = ANY ((SELECT ids FROM own)::bigint[])
+     GROUP BY m.device_id
+  )
   SELECT d.id, d.device_name, d.status, coalesce(w.due_now, 0), coalesce(w.scheduled_later, 0),
-         coalesce(w.in_flight, 0), w.oldest_due_at
+         coalesce(f.in_flight, 0), w.oldest_due_at
     FROM user_devices d
-    LEFT JOIN (
-      SELECT m.device_id,
-             count(*) FILTER (WHERE m.status = 'pending' AND NOT m.held AND m.scheduled_at <= now()) AS due_now,
-             count(*) FILTER (WHERE m.status = 'pending' AND NOT m.held AND m.scheduled_at > now()) AS scheduled_later,
-             count(*) FILTER (WHERE m.status = 'queued') AS in_flight,
-             min(m.scheduled_at) FILTER (WHERE m.status = 'pending' AND NOT m.held) AS oldest_due_at
-        FROM broadcast_messages m
-       WHERE (m.status = 'pending' OR m.status = 'queued')   -- spelled so: message_queue_due OR _inflight
-         AND m.device_id = ANY ((SELECT _own_device_ids(p_user_id))::bigint[])   -- a subquery: called once, not per row
-       GROUP BY m.device_id) w ON w.device_id = d.id
+    LEFT JOIN waiting w ON w.device_id = d.id
+    LEFT JOIN flying f ON f.device_id = d.id
    WHERE d.user_id = p_user_id
    ORDER BY d.id
 $$;
