@@ -401,9 +401,20 @@ DECLARE c campaigns;
         v_moved integer := 0;
 BEGIN
   FOR c IN SELECT * FROM campaigns WHERE kind = 'ai' AND status = 'processing' FOR NO KEY UPDATE SKIP LOCKED LOOP
+    -- The campaign's devices with live messages come from its rollup (0: deleted devices, whose
+    -- messages lost their device); only the dropped ones' rows are read, not every pending row of
+    -- the campaign each minute (1M pending: 335 ms a tick for nothing).
     FOR r IN SELECT coalesce(d.status, 'deleted') AS why, array_agg(m.id) AS ids
-               FROM broadcast_messages m LEFT JOIN user_devices d ON d.id = m.device_id
-              WHERE m.campaign_id = c.id AND m.status = 'pending' AND (d.id IS NULL OR d.status IN ('banned', 'logged_out'))
+               FROM (SELECT k.device_id FROM campaign_counts k WHERE k.campaign_id = c.id
+                      GROUP BY k.device_id HAVING sum(k.pending) > 0) k
+               LEFT JOIN user_devices d ON d.id = k.device_id
+              CROSS JOIN LATERAL (
+                SELECT m.id FROM broadcast_messages m
+                 WHERE m.device_id = k.device_id AND m.campaign_id = c.id AND m.status = 'pending'
+                UNION ALL
+                SELECT m.id FROM broadcast_messages m
+                 WHERE k.device_id = 0 AND m.device_id IS NULL AND m.campaign_id = c.id AND m.status = 'pending') m
+              WHERE d.id IS NULL OR d.status IN ('banned', 'logged_out')
               GROUP BY 1 LOOP
       PERFORM _skip_messages(r.ids, 'campaign_device_dropped', r.why, false);   -- settled below, after the spread
     END LOOP;
