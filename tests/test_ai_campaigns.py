@@ -154,3 +154,27 @@ def test_the_tick_reads_the_dropped_devices_messages_not_every_pending_one_of_th
                    for node in _nodes(plan) if node.get("Relation Name", "").startswith("message_queue"))
         assert read <= 300 + 10, f"{read} queue rows read to find the banned device's 300"
         raise psycopg.Rollback(tx)
+
+
+def test_placing_a_dropped_devices_leads_makes_the_slots_it_fills_not_every_device_room(module_db_url):
+    """The spread hands out slots round-robin (slot k of every device before k+1 of any) and made every
+    slot of every device's room: a device dropped from a campaign of 100,000 a device made 29M slots to
+    place its 6,666 leads (24 s a tick). It makes those down to the depth the leads reach."""
+    with superuser(module_db_url) as su, su.transaction() as tx:
+        uid = make_user(su)
+        devices = [make_device(su, uid) for _ in range(10)]
+        su.execute("""INSERT INTO leads (user_id, name, phone)
+                      SELECT %s, 'Pool ' || g, (60140000000 + g)::text FROM generate_series(1, 3000) g""", [uid])
+        cid = campaign(su, uid, kind="ai", ai_limit=10000)
+        expand_all(su, cid)
+        su.execute("SELECT set_device_status(%s, 'banned', 'test ban')", [devices[0]])
+        su.execute("LOAD 'auto_explain'")
+        with Plans(su, analyze=True) as p:
+            assert su.execute("SELECT _rebalance_ai_campaigns() AS n").fetchone()["n"] == 300
+        slots = sum(node.get("Actual Rows", 0) * node.get("Actual Loops", 1)
+                    for query, plan in p.plans if "slots AS MATERIALIZED" in query
+                    for node in _nodes(plan) if node.get("Function Name") == "generate_series")
+        assert 300 <= slots <= 300 + 9, f"{slots} slots made to place 300 leads on 9 devices"
+        moved = per_device(su, cid)
+        assert sorted(moved[d]["assigned"] for d in devices[1:]) == [333] * 6 + [334] * 3   # round-robin, none past its room
+        raise psycopg.Rollback(tx)

@@ -327,10 +327,29 @@ LANGUAGE sql AS $$
                 JOIN devices d ON d.device_id = wc.device_id
                ORDER BY p.turn, d.score, d.device_id) p) w
      WHERE w.k <= w.room
+  ), free AS MATERIALIZED (   -- each device's room left after its warm leads
+    SELECT d.device_id, d.score, d.room - (SELECT count(*)::int FROM warm WHERE warm.device_id = d.device_id) AS free
+      FROM devices d
+  ), reach AS (
+    -- How deep the slots go. Slot k of every device comes before slot k+1 of any, so the pool's
+    -- leads fill the slots down to the smallest depth n at which the devices' slots (min(free, n)
+    -- each) cover the pool: with the free rooms sorted f1 <= f2 <= ..., the first device i whose
+    -- predecessors' rooms plus (devices left) x f_i cover it gives n. Slots past that depth are
+    -- never used; made anyway, a device dropped from a campaign of 100,000 a device made 29M of
+    -- them to place 6,666 leads (24 s a tick).
+    SELECT coalesce(
+             (SELECT ceil((x.need - x.before) / (x.devices - x.i)::numeric)::int
+                FROM (SELECT f.free, (SELECT count(*) FROM pool) AS need, count(*) OVER () AS devices,
+                             row_number() OVER (ORDER BY f.free, f.device_id) - 1 AS i,
+                             coalesce(sum(f.free) OVER (ORDER BY f.free, f.device_id
+                                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+                        FROM free f WHERE f.free > 0) x
+               WHERE x.before + (x.devices - x.i) * x.free >= x.need
+               ORDER BY x.i LIMIT 1),
+             (SELECT max(f.free) FROM free f)) AS depth
   ), slots AS MATERIALIZED (
-    SELECT d.device_id, row_number() OVER (ORDER BY s.n, d.score, d.device_id) AS slot
-      FROM devices d,
-           generate_series(1, d.room - (SELECT count(*)::int FROM warm WHERE warm.device_id = d.device_id)) AS s(n)
+    SELECT f.device_id, row_number() OVER (ORDER BY s.n, f.score, f.device_id) AS slot
+      FROM free f, reach, generate_series(1, least(f.free, reach.depth)) AS s(n)
   ), candidates AS (
     SELECT p.*, w.device_id AS warm_device_id,
            CASE WHEN w.device_id IS NULL THEN row_number() OVER (PARTITION BY w.device_id IS NULL ORDER BY p.turn) END AS slot
