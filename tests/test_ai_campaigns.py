@@ -103,19 +103,25 @@ def test_ai_campaign_without_online_devices_fails(db):
     assert status(db, cid)["status"] == "failed"
 
 
+def spread_over_ten_devices(su, ai_limit):
+    """An AI campaign of 3,000 pool leads spread over ten devices (300 each); returns its id and the devices."""
+    uid = make_user(su)
+    devices = [make_device(su, uid) for _ in range(10)]
+    su.execute("""INSERT INTO leads (user_id, name, phone)
+                  SELECT %s, 'Pool ' || g, (60120000000 + g)::text FROM generate_series(1, 3000) g""", [uid])
+    cid = campaign(su, uid, kind="ai", ai_limit=ai_limit)
+    expand_all(su, cid)
+    assert len(messages(su, cid)) == 3000
+    return cid, devices
+
+
 def test_a_device_dropped_from_an_ai_campaign_costs_a_read_of_its_rollup_not_its_messages(module_db_url):
     """When a device drops, the tick moves its unsent leads to the others within each one's room (its
     limit less its live or sent messages of the campaign): read from campaign_counts, not by counting
     the campaign's messages once per device (devices x messages, through every week of the history)."""
     with superuser(module_db_url) as su, su.transaction() as tx:
-        uid = make_user(su)
-        devices = [make_device(su, uid) for _ in range(10)]
-        su.execute("""INSERT INTO leads (user_id, name, phone)
-                      SELECT %s, 'Pool ' || g, (60120000000 + g)::text FROM generate_series(1, 3000) g""", [uid])
-        cid = campaign(su, uid, kind="ai", ai_limit=400)
-        expand_all(su, cid)
+        cid, devices = spread_over_ten_devices(su, 400)
         rows = messages(su, cid)
-        assert len(rows) == 3000   # 300 a device
         dropped = devices[0]
         stranded = [r["id"] for r in rows if r["device_id"] == dropped][:10]
         mark(su, [r["id"] for r in rows if r["id"] not in stranded], "sent")
@@ -137,13 +143,7 @@ def test_the_tick_reads_the_dropped_devices_messages_not_every_pending_one_of_th
     """Each minute the tick looks for an AI campaign's messages on dropped devices: it read every pending
     row of the campaign to find them (1M pending: 335 ms a tick, most of them for nothing)."""
     with superuser(module_db_url) as su, su.transaction() as tx:
-        uid = make_user(su)
-        devices = [make_device(su, uid) for _ in range(10)]
-        su.execute("""INSERT INTO leads (user_id, name, phone)
-                      SELECT %s, 'Pool ' || g, (60130000000 + g)::text FROM generate_series(1, 3000) g""", [uid])
-        cid = campaign(su, uid, kind="ai", ai_limit=400)
-        expand_all(su, cid)
-        assert len(messages(su, cid)) == 3000   # 300 a device, all pending
+        cid, devices = spread_over_ten_devices(su, 400)   # all pending
         su.execute("ANALYZE broadcast_messages")
         su.execute("SELECT set_device_status(%s, 'banned', 'test ban')", [devices[0]])
         su.execute("LOAD 'auto_explain'")
@@ -161,12 +161,7 @@ def test_placing_a_dropped_devices_leads_makes_the_slots_it_fills_not_every_devi
     slot of every device's room: a device dropped from a campaign of 100,000 a device made 29M slots to
     place its 6,666 leads (24 s a tick). It makes those down to the depth the leads reach."""
     with superuser(module_db_url) as su, su.transaction() as tx:
-        uid = make_user(su)
-        devices = [make_device(su, uid) for _ in range(10)]
-        su.execute("""INSERT INTO leads (user_id, name, phone)
-                      SELECT %s, 'Pool ' || g, (60140000000 + g)::text FROM generate_series(1, 3000) g""", [uid])
-        cid = campaign(su, uid, kind="ai", ai_limit=10000)
-        expand_all(su, cid)
+        cid, devices = spread_over_ten_devices(su, 10000)
         su.execute("SELECT set_device_status(%s, 'banned', 'test ban')", [devices[0]])
         su.execute("LOAD 'auto_explain'")
         with Plans(su, analyze=True) as p:
