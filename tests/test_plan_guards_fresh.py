@@ -312,7 +312,7 @@ def test_the_hourly_purge_reads_the_hour_it_drops_not_three_days_of_send_minutes
         c.execute("LOAD 'auto_explain'")
         with Plans(c, analyze=True) as plans:
             c.execute("SELECT purge_history()")
-        left = c.execute("SELECT min(minute) > now() - interval '3 days' AS ok, count(*) AS n FROM device_send_minutes "
+        left = c.execute("SELECT min(minute) >= now() - interval '3 days 1 minute' AS ok, count(*) AS n FROM device_send_minutes "
                          "WHERE device_id = ANY (%s)", [devices]).fetchone()
         assert left["ok"] and left["n"] < 5 * 72 * 60
         gone = 5 * (72 * 60 + 1) - left["n"]
