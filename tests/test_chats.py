@@ -167,17 +167,14 @@ def test_inbound_pushes_a_live_event_to_the_owner(connect_committed):
 
 
 # The chat view -------------------------------------------------------------------------------
-def test_chat_list_is_newest_first_with_lead_name_and_opt_out(db, owner):
+def test_chat_list_is_newest_first_with_lead_name(db, owner):
     uid, dev = owner
     add_lead(db, uid, dev, "60166666666", name="Siti")
     inbound(db, dev, "a", "60166666666", "first", at=T0)
     inbound(db, dev, "b", "60177777777", "STOP", at=T0 + timedelta(minutes=1))
-    rows = db.execute("SELECT * FROM _chat_list(%s, %s)", [uid, dev]).fetchall()
-    assert [(r["phone"], r["lead_name"], r["opted_out"]) for r in rows] == [
-        ("60177777777", None, True), ("60166666666", "Siti", False)]
-    older = db.execute("SELECT phone FROM _chat_list(%s, %s, 50, %s)", [uid, dev, rows[0]["last_message_at"]]).fetchall()
-    assert [r["phone"] for r in older] == ["60166666666"]
-    assert db.execute("SELECT count(*) FROM _chat_list(%s, %s)", [make_user(db), dev]).fetchone()["count"] == 0
+    rows = db.execute("SELECT * FROM chat_search(%s, %s, NULL, 365)", [uid, dev]).fetchall()
+    assert [(r["phone"], r["lead_name"]) for r in rows] == [("60177777777", None), ("60166666666", "Siti")]
+    assert db.execute("SELECT count(*) FROM chat_search(%s, %s, NULL, 365)", [make_user(db), dev]).fetchone()["count"] == 0
 
 
 def test_chat_messages_merge_inbound_and_queue_and_page_backwards(db, owner):

@@ -104,7 +104,7 @@ def test_inbound_reply_stops_the_leads_sequence(conn, sim_sender):
     wait_until(lambda: enrollment()["status"] == "stopped", what="the sequence to stop")
     assert enrollment()["stop_reason"] == "reply"
     lead = conn.execute("SELECT replied_at FROM leads WHERE user_id = %s", [uid]).fetchone()
-    chat = conn.execute("SELECT * FROM _chat_list(%s, %s)", [uid, dev]).fetchone()
+    chat = conn.execute("SELECT * FROM chat_search(%s, %s)", [uid, dev]).fetchone()
     assert lead["replied_at"] is not None and chat["last_message_preview"] == "Interested, tell me more"
 
 

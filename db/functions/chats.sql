@@ -207,25 +207,6 @@ $$;
 COMMENT ON FUNCTION _chat_preview(text, text) IS
   'A message as the chat list previews it: its text, or "📷 caption" ("📷 Photo") for an image; 200 characters at most.';
 
-CREATE OR REPLACE FUNCTION _chat_list(p_user_id bigint, p_device_id bigint, p_limit integer DEFAULT 50,
-                                     p_before timestamptz DEFAULT NULL)
-RETURNS TABLE (id bigint, chat_jid text, phone text, name text, last_message_at timestamptz,
-               last_message_preview text, unread_count integer, lead_name text, opted_out boolean)
-LANGUAGE sql STABLE AS $$
-  SELECT c.id, c.chat_jid, c.phone, c.name, c.last_message_at, c.last_message_preview, c.unread_count,
-         (SELECT l.name FROM leads l WHERE l.user_id = c.user_id AND l.phone = c.phone
-           ORDER BY l.device_id = c.device_id DESC NULLS LAST, l.id LIMIT 1),
-         EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = c.phone)
-    FROM chats c
-   WHERE c.user_id = p_user_id AND c.device_id = p_device_id
-     AND (p_before IS NULL OR c.last_message_at < p_before)
-   ORDER BY c.last_message_at DESC NULLS LAST, c.id DESC
-   LIMIT least(greatest(p_limit, 1), 200)
-$$;
-COMMENT ON FUNCTION _chat_list(bigint, bigint, integer, timestamptz) IS
-  'The chat view''s left column: a device''s chats, newest first, with preview, unread count, the lead''s name '
-  'and whether the number opted out. Page with p_before = the last row''s last_message_at.';
-
 CREATE OR REPLACE FUNCTION chat_messages(p_user_id bigint, p_chat_id bigint, p_limit integer DEFAULT 50,
                                          p_before_at timestamptz DEFAULT NULL, p_before_key text DEFAULT NULL)
 RETURNS TABLE (key text, source text, id bigint, from_me boolean, message_type text, content text,
