@@ -82,6 +82,16 @@ def test_sql_and_python_follow_a_changed_setting(db):
     assert db.execute("SELECT array_agg(lane ORDER BY lane) AS lanes FROM lead_import_lanes WHERE import_id = %s",
                       [import_id]).fetchone()["lanes"] == [0, 1, 2]
 
+    endpoint = db.execute("SELECT create_webhook_endpoint(%s, 'https://hooks.example.com/s', %s, "
+                          "ARRAY['device.status']) AS id", [user, "s" * 40]).fetchone()["id"]
+    db.execute("""INSERT INTO webhook_deliveries (endpoint_id, user_id, event_id, event_type, payload, status,
+                                                  delivered_at, attempts)
+                  VALUES (%s, %s, gen_random_uuid(), 'device.status', '{}', 'delivered', now() - interval '3 days', 1)""",
+               [endpoint, user])
+    db.execute("SELECT purge_history()")   # kept 2 days now, 7 by default
+    assert db.execute("SELECT count(*) AS n FROM webhook_deliveries WHERE endpoint_id = %s",
+                      [endpoint]).fetchone()["n"] == 0
+
 
 def test_the_web_forms_and_api_default_to_the_settings(client, committed_db_url):
     with psycopg.connect(committed_db_url, autocommit=True, row_factory=dict_row) as c:
