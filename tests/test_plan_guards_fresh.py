@@ -20,6 +20,11 @@ must not outlive the queue's growth before the statistics catch up (batches comm
 second, before any writer counts them): with sequential scans that suited five rows, a claim of 300
 rows after 30,000 arrived took 5.5 s and read 27M rows; with ties between every way to read a tiny
 table, the soak's claims probed each claimed row by a full scan of the queue for 30 s.
+
+Tables that grow for as long as the fleet runs (warm contacts, the webhook outbox, the rollups' rows
+per device or quarter hour, the send minutes, a campaign's live rows): each read below was found
+reading all of such a table, or all of an owner's or campaign's rows, where it shows or needs a few.
+It must read about what it returns, whatever the table holds.
 """
 from tests.factories import make_device, make_user
 from tests.superuser import superuser
