@@ -5,7 +5,7 @@ import psycopg
 from tests.factories import make_device, make_user
 from tests.superuser import superuser
 from tests.test_campaigns import campaign, expand_all, lead, mark, messages, status
-from tests.test_plan_guards import Plans, _nodes
+from tests.test_plan_guards import Plans, _nodes, rows_read
 
 
 def per_device(db, cid):
@@ -149,9 +149,7 @@ def test_the_tick_reads_the_dropped_devices_messages_not_every_pending_one_of_th
         su.execute("LOAD 'auto_explain'")
         with Plans(su, analyze=True) as p:
             assert su.execute("SELECT _rebalance_ai_campaigns() AS n").fetchone()["n"] == 300
-        read = sum((node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * node.get("Actual Loops", 1)
-                   for query, plan in p.plans if "AS why" in query
-                   for node in _nodes(plan) if node.get("Relation Name", "").startswith("message_queue"))
+        read = rows_read(p, "message_queue", where=lambda query: "AS why" in query)
         assert read <= 300 + 10, f"{read} queue rows read to find the banned device's 300"
         raise psycopg.Rollback(tx)
 

@@ -134,6 +134,26 @@ def _nodes(node):
         yield from _nodes(child)
 
 
+def rows_read(plans, table, where=lambda query: True):
+    """How many rows (or index entries) of `table` (a name or a tuple of name prefixes) the captured
+    plans whose query text passes `where` examined: each scan's rows returned and removed by its
+    filter; for a bitmap scan, its index side's entries (a bitmap cannot stop at the first) and the
+    heap side's rows removed. Writes are not reads."""
+    read = 0
+    for query, plan in plans.plans:
+        if not where(query):
+            continue
+        for node in _nodes(plan):
+            kind, loops = node["Node Type"], node.get("Actual Loops", 1)
+            if kind == "Bitmap Index Scan":
+                read += node.get("Actual Rows", 0) * loops if node.get("Index Name", "").startswith(table) else 0
+            elif kind != "ModifyTable" and node.get("Relation Name", "").startswith(table):
+                returned = 0 if kind == "Bitmap Heap Scan" else node.get("Actual Rows", 0)
+                removed = node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Index Recheck", 0)
+                read += (returned + removed) * loops
+    return read
+
+
 PASS_THROUGH = {"Materialize", "Sort", "Incremental Sort", "Hash", "Memoize", "Limit", "Subquery Scan", "Unique"}
 
 

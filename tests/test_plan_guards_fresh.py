@@ -28,7 +28,7 @@ It must read about what it returns, whatever the table holds.
 """
 from tests.factories import make_device, make_user
 from tests.superuser import superuser
-from tests.test_plan_guards import MESSAGE_TABLES, Plans, _nodes, violations
+from tests.test_plan_guards import MESSAGE_TABLES, Plans, _nodes, rows_read, violations
 
 LEADS = 2000
 
@@ -194,9 +194,7 @@ def test_sends_probe_the_warm_contacts_however_many_and_whatever_the_statistics_
             assert len(sent) == 9 * 6 + 3   # the timelocked device: its warm contacts only
             assert c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE id = ANY (%s) AND status = 'sent'",
                              [sent]).fetchone()["n"] == len(sent)
-            read = sum((node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * node.get("Actual Loops", 1)
-                       for query, plan in plans.plans for node in _nodes(plan)
-                       if node.get("Relation Name") == "device_warm_contacts")
+            read = rows_read(plans, "device_warm_contacts")
             assert read <= 5 * len(sent), f"{read:,.0f} warm contacts read for {len(sent)} sends"
         finally:
             c.execute("DELETE FROM device_warm_contacts WHERE device_id = ANY (%s)", [devices])
@@ -220,11 +218,10 @@ def test_a_devices_reply_rate_reads_the_contacts_who_wrote_not_every_number_it_s
         c.execute("LOAD 'auto_explain'")
         with Plans(c, analyze=True) as plans:
             assert c.execute("SELECT health_score FROM device_health WHERE device_id = %s", [dev]).fetchone()
-        counted = [node for query, plan in plans.plans for node in _nodes(plan)
-                   if node.get("Relation Name") == "device_warm_contacts"]
-        assert counted and sum(n.get("Actual Rows", 0) * n.get("Actual Loops", 1) for n in counted) == 2   # the 48 h
-        read = sum((n.get("Actual Rows", 0) + n.get("Rows Removed by Filter", 0)) * n.get("Actual Loops", 1)
-                   for n in counted)
+        counted = sum(n.get("Actual Rows", 0) * n.get("Actual Loops", 1) for query, plan in plans.plans
+                      for n in _nodes(plan) if n.get("Relation Name") == "device_warm_contacts")
+        assert counted == 2   # those of the last 48 h
+        read = rows_read(plans, "device_warm_contacts")
         assert read <= 10, f"{read:,.0f} warm contacts read for one device's reply rate"
         c.execute("DELETE FROM device_warm_contacts WHERE device_id = %s", [dev])
 
@@ -265,9 +262,7 @@ def test_webhook_pages_and_metrics_read_the_backlog_not_every_delivery_ever_made
         assert (metrics["pending"], metrics["dead"]) == (2, 2)
         assert [(e["pending"], e["dead"], e["delivered"]) for e in listed] == [(2, 2, 1)]
         assert len(quiets) == 5 and len(dead) == 2
-        read = sum((n.get("Actual Rows", 0) + n.get("Rows Removed by Filter", 0)) * n.get("Actual Loops", 1)
-                   for query, plan in plans.plans for n in _nodes(plan)
-                   if n.get("Relation Name") == "webhook_deliveries")
+        read = rows_read(plans, "webhook_deliveries")
         assert read <= 100, f"{read:,.0f} webhook deliveries read for a backlog of 2, 2 dead and a page of 5"
         c.execute("DELETE FROM webhook_endpoints WHERE id = ANY (%s)", [list(endpoints.values())])
 
@@ -296,8 +291,7 @@ def test_the_campaigns_page_and_metrics_read_totals_not_a_row_per_device_or_quar
             metrics = {r["status"]: r["messages"] for r in c.execute("SELECT * FROM metrics_messages")}
         assert (report["should_send"], report["sent"], report["delivered"]) == (2000, 2000, 2000)
         assert metrics["sent"] >= 6000 and metrics["failed"] >= 3000
-        read = {t: sum((n.get("Actual Rows", 0) + n.get("Rows Removed by Filter", 0)) * n.get("Actual Loops", 1)
-                       for query, plan in plans.plans for n in _nodes(plan) if n.get("Relation Name") == t)
+        read = {t: rows_read(plans, t)
                 for t in ("campaign_counts", "campaign_totals", "message_outcome_counts", "message_outcome_totals")}
         assert read["campaign_counts"] == read["message_outcome_counts"] == 0, read
         assert read["campaign_totals"] <= 16 and read["message_outcome_totals"] <= 16, read
@@ -321,9 +315,7 @@ def test_the_hourly_purge_reads_the_hour_it_drops_not_three_days_of_send_minutes
                          "WHERE device_id = ANY (%s)", [devices]).fetchone()
         assert left["ok"] and left["n"] < 5 * 72 * 60
         gone = 5 * (72 * 60 + 1) - left["n"]
-        read = sum((n.get("Actual Rows", 0) + n.get("Rows Removed by Filter", 0)) * n.get("Actual Loops", 1)
-                   for query, plan in plans.plans for n in _nodes(plan)
-                   if n.get("Relation Name") == "device_send_minutes" and n["Node Type"] != "ModifyTable")
+        read = rows_read(plans, "device_send_minutes")
         assert read <= gone + 50, f"{read:,.0f} send minutes read to drop {gone}"
         c.execute("DELETE FROM device_send_minutes WHERE device_id = ANY (%s)", [devices])
 
@@ -360,8 +352,6 @@ def test_settling_a_campaign_stops_at_the_first_live_message(module_db_url):
         c.execute("LOAD 'auto_explain'")
         with Plans(c, analyze=True) as plans:
             assert c.execute("SELECT settle_campaign(%s) AS s", [campaign]).fetchone()["s"] == "processing"
-        read = sum((n.get("Actual Rows", 0) + n.get("Rows Removed by Filter", 0)) * n.get("Actual Loops", 1)
-                   for query, plan in plans.plans for n in _nodes(plan)   # a bitmap's index side names no table
-                   if (n.get("Relation Name") or n.get("Index Name", "")).startswith(MESSAGE_TABLES))
+        read = rows_read(plans, MESSAGE_TABLES)
         assert read <= 10, f"{read:,.0f} message rows read to settle a campaign with 20,000 live"
         c.execute("DELETE FROM campaigns WHERE id = %s", [campaign])
