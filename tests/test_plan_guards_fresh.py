@@ -26,6 +26,8 @@ per device or quarter hour, the send minutes, a campaign's live rows): each read
 reading all of such a table, or all of an owner's or campaign's rows, where it shows or needs a few.
 It must read about what it returns, whatever the table holds.
 """
+import json
+
 from tests.factories import make_device, make_user
 from tests.superuser import superuser
 from tests.test_plan_guards import MESSAGE_TABLES, Plans, _nodes, rows_read, violations
@@ -355,3 +357,43 @@ def test_settling_a_campaign_stops_at_the_first_live_message(module_db_url):
         read = rows_read(plans, MESSAGE_TABLES)
         assert read <= 10, f"{read:,.0f} message rows read to settle a campaign with 20,000 live"
         c.execute("DELETE FROM campaigns WHERE id = %s", [campaign])
+
+
+def test_the_sequence_tick_reads_the_contacts_it_can_move_not_every_step_still_in_the_queue(module_db_url):
+    """Each minute the tick activates due steps and completes contacts past their last step, both
+    only once the contact's step message has left the queue. It found those by probing the queue for
+    every due (or finished) enrollment, so a backlog of step messages waiting behind the caps was
+    re-read every minute (1M: 1.08 s a tick). Each chunk now reads the enrollments it can move."""
+    with superuser(module_db_url) as c:
+        uid = make_user(c)
+        for _ in range(3):
+            make_device(c, uid, hourly_limit=100_000, daily_limit=100_000)
+        steps = lambda n: [{"day_number": d, "content": f"day {d}", "trigger_delay_hours": 0} for d in range(1, n + 1)]
+        for trigger, n in (("twosteps", 2), ("onestep", 1)):
+            sid = c.execute("SELECT save_sequence(%s, NULL, %s::jsonb) AS id", [uid, json.dumps(
+                {"name": trigger, "trigger": trigger, "steps": steps(n)})]).fetchone()["id"]
+            c.execute("SELECT set_sequence_status(%s, %s, 'active')", [uid, sid])
+        # 2,000 contacts each: their first steps are queued and wait there (no sender); the two-step
+        # ones are due for their second step (no delay), the one-step ones past their last.
+        c.execute("""INSERT INTO leads (user_id, name, phone, trigger)
+                     SELECT %s, 'Lead ' || g, (60230000000 + g)::text, CASE WHEN g %% 2 = 0 THEN 'twosteps' ELSE 'onestep' END
+                       FROM generate_series(1, 4000) g""", [uid])
+        assert c.execute("SELECT activate_due_steps(5000) AS n").fetchone()["n"] == 4000
+        c.execute("VACUUM ANALYZE")
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as plans:
+            assert c.execute("SELECT complete_finished_enrollments(5000) AS n").fetchone()["n"] == 0
+            assert c.execute("SELECT activate_due_steps(5000) AS n").fetchone()["n"] == 0
+        read = rows_read(plans, ("sequence_enrollments",) + MESSAGE_TABLES)
+        assert read <= 20, f"{read:,.0f} enrollment and message rows read by a tick with nothing to move"
+
+        # One contact of each kind sees its message sent: the next chunk moves exactly those two.
+        c.execute("""UPDATE broadcast_messages SET status = 'queued', claimed_at = now(), claimed_by = 't'
+                      WHERE id IN (SELECT min(id) FROM broadcast_messages WHERE user_id = %s GROUP BY sequence_id)""", [uid])
+        ids = [r["id"] for r in c.execute("SELECT id FROM broadcast_messages WHERE status = 'queued' AND user_id = %s", [uid])]
+        c.execute("SELECT complete_messages('t', %s, %s)", [ids, [f"w{i}" for i in ids]])
+        with Plans(c, analyze=True) as plans:
+            assert c.execute("SELECT complete_finished_enrollments(5000) AS n").fetchone()["n"] == 1
+            assert c.execute("SELECT activate_due_steps(5000) AS n").fetchone()["n"] == 1
+        read = rows_read(plans, ("sequence_enrollments",) + MESSAGE_TABLES)
+        assert read <= 60, f"{read:,.0f} enrollment and message rows read to move two contacts"

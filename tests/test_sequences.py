@@ -187,6 +187,55 @@ def test_stuck_step_is_failed_and_the_next_waits_until_then(db):
     assert [(m["day_number"], m["status"]) for m in messages(db, sid)] == [(1, "failed"), (2, "pending")]
 
 
+def in_flight(conn, sid, phone):
+    return enrollment(conn, sid, phone)["step_in_flight"]
+
+
+def test_a_contacts_step_is_in_flight_from_its_queueing_until_its_message_and_any_retry_settle(db):
+    """The tick reads only contacts whose step is not in flight; the flag must follow the queue: set
+    with the message, cleared once no message of the contact is pending or queued, never left set
+    without a message that will clear it."""
+    uid = make_user(db)
+    make_device(db, uid)
+    sid = make_sequence(db, uid, delay_hours=0)
+    add_lead(db, uid, "60111111111", "promo")
+    assert not in_flight(db, sid, "60111111111")
+    assert activate(db) == 1 and in_flight(db, sid, "60111111111")
+    assert activate(db) == 0                      # step 2 is due, step 1 still queued
+    first = messages(db, sid)[0]
+    finish(db, [first["id"]], ok=False)
+    # Failed, then retried before the tick saw the failure: the retry keeps the step in flight.
+    assert db.execute("SELECT retry_failed_steps(%s, %s) AS n", [uid, sid]).fetchone()["n"] == 1
+    assert activate(db) == 0 and in_flight(db, sid, "60111111111")
+    retry = [m for m in messages(db, sid) if m["status"] == "pending"][0]
+    finish(db, [retry["id"]])
+    assert activate(db) == 1                      # the retry sent: step 2 goes
+    assert in_flight(db, sid, "60111111111")
+    # An opt-out stops the contact: its waiting step is skipped and the flag clears on the next chunk.
+    db.execute("INSERT INTO opt_outs (user_id, phone) VALUES (%s, '60111111111')", [uid])
+    assert enrollment(db, sid, "60111111111")["status"] == "stopped"
+    assert activate(db) == 0 and not in_flight(db, sid, "60111111111")
+    assert db.execute("SELECT count(*) AS n FROM enrollment_steps_settled").fetchone()["n"] == 0
+
+
+def test_a_completion_never_waits_for_the_contacts_enrollment(connect_committed):
+    """A sender completing a step message records the settled step; it does not write the
+    enrollment, whose row a tick's chunk or a stop may hold for seconds."""
+    c, holder = connect_committed(), connect_committed()
+    uid = make_user(c)
+    make_device(c, uid)
+    sid = make_sequence(c, uid, trigger="nowait", delay_hours=0)
+    add_lead(c, uid, "60177777777", "nowait")
+    assert activate(c) == 1
+    [m] = messages(c, sid)
+    with holder.transaction():
+        holder.execute("SELECT 1 FROM sequence_enrollments WHERE sequence_id = %s FOR UPDATE", [sid])
+        c.execute("SET lock_timeout = '5s'")
+        finish(c, [m["id"]])
+        c.execute("RESET lock_timeout")
+    assert activate(c) == 1 and [x["status"] for x in messages(c, sid)] == ["sent", "pending"]
+
+
 def test_completion_removes_the_trigger_and_chaining_enrolls_the_next_sequence(db):
     uid = make_user(db)
     make_device(db, uid)

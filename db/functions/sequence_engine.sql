@@ -150,6 +150,32 @@ COMMENT ON FUNCTION opt_outs_stop_sequences() IS 'Statement trigger on opt_outs:
 CREATE OR REPLACE TRIGGER opt_outs_sequences AFTER INSERT ON opt_outs
   REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION opt_outs_stop_sequences();
 
+-- Steps in flight ---------------------------------------------------------------------------
+
+-- An enrollment's step_in_flight is set by the writers that queue its step (activate_due_steps,
+-- retry_failed_steps) and cleared here, at the start of each chunk of the tick, for the enrollments
+-- whose step message settled since (the queue's trigger records them: sequence_message_counts).
+-- It is cleared only when no live message of the enrollment is left (a retry queued meanwhile keeps
+-- it), so "in flight" never outlives the message that will clear it; a flag left clear while a
+-- message is live only costs the probe the tick's reads still make. Records another tick is
+-- taking are left to it (SKIP LOCKED): concurrent ticks never wait on each other here.
+CREATE OR REPLACE FUNCTION _mark_settled_steps() RETURNS integer LANGUAGE sql AS $$
+  WITH taken AS (
+    DELETE FROM enrollment_steps_settled
+     WHERE ctid = ANY (array(SELECT ctid FROM enrollment_steps_settled FOR UPDATE SKIP LOCKED))
+    RETURNING enrollment_id),
+  cleared AS (
+    UPDATE sequence_enrollments e SET step_in_flight = false
+     WHERE e.id IN (SELECT enrollment_id FROM taken) AND e.step_in_flight
+       AND NOT EXISTS (SELECT 1 FROM broadcast_messages b
+                        WHERE b.enrollment_id = e.id AND b.status IN ('pending', 'queued'))
+    RETURNING 1)
+  SELECT count(*)::int FROM cleared
+$$;
+COMMENT ON FUNCTION _mark_settled_steps() IS
+  'Takes the recorded settled steps (enrollment_steps_settled) and clears step_in_flight of those enrollments that '
+  'have no pending or queued message left. Returns enrollments cleared.';
+
 -- Activation --------------------------------------------------------------------------------
 
 -- Device choice, among the sequence's devices (all the owner's when it names none) that can send now:
@@ -159,13 +185,14 @@ CREATE OR REPLACE TRIGGER opt_outs_sequences AFTER INSERT ON opt_outs
 -- lowest score first. No device: the step waits.
 CREATE OR REPLACE FUNCTION activate_due_steps(p_limit integer DEFAULT 5000, p_now timestamptz DEFAULT now())
 RETURNS integer LANGUAGE sql AS $$
+  SELECT _mark_settled_steps();
   WITH open_sequences AS (   -- active, inside their window, with something due
     SELECT s.id, s.user_id, s.min_delay_seconds, s.max_delay_seconds, s.device_ids
       FROM sequences s JOIN users u ON u.id = s.user_id
      WHERE s.status = 'active'
        AND _sequence_window_open(s.schedule_time, s.schedule_tolerance_minutes, u.timezone, p_now)
        AND EXISTS (SELECT 1 FROM sequence_enrollments e WHERE e.sequence_id = s.id AND e.status = 'active'
-                      AND e.next_due_at <= p_now)),
+                      AND NOT e.step_in_flight AND e.next_due_at <= p_now)),
   available AS (    -- the devices that can send now, of the owners of those sequences
     SELECT l.* FROM device_load(array(SELECT DISTINCT user_id FROM open_sequences)) l WHERE l.is_available),
   servable AS (     -- a sequence none of whose devices can send keeps its due steps out of the chunk
@@ -180,7 +207,7 @@ RETURNS integer LANGUAGE sql AS $$
         FROM servable s
        CROSS JOIN LATERAL (
          SELECT e.id, e.next_due_at FROM sequence_enrollments e
-          WHERE e.sequence_id = s.id AND e.status = 'active' AND e.next_due_at <= p_now
+          WHERE e.sequence_id = s.id AND e.status = 'active' AND NOT e.step_in_flight AND e.next_due_at <= p_now
             AND e.next_step_id IS NOT NULL
             AND NOT EXISTS (SELECT 1 FROM broadcast_messages b
                              WHERE b.enrollment_id = e.id AND b.status IN ('pending', 'queued'))
@@ -240,7 +267,7 @@ RETURNS integer LANGUAGE sql AS $$
        WHERE p.send_device_id IS NOT NULL)) q),
   advanced AS (
     UPDATE sequence_enrollments e
-       SET next_step_id = st.next_id, steps_done = e.steps_done + 1,
+       SET next_step_id = st.next_id, steps_done = e.steps_done + 1, step_in_flight = true,
            next_due_at = p_now + make_interval(secs => (st.wait_after * 3600)::double precision)
       FROM queued q JOIN steps st ON st.id = q.sequence_stepid
      WHERE e.id = q.enrollment_id
@@ -254,12 +281,13 @@ COMMENT ON FUNCTION activate_due_steps(integer, timestamptz) IS
 
 CREATE OR REPLACE FUNCTION complete_finished_enrollments(p_limit integer DEFAULT 5000)
 RETURNS integer LANGUAGE sql AS $$
+  SELECT _mark_settled_steps();
   -- Past the last step and its message done (sent or failed): completed. The lead loses the
   -- sequence's trigger and, when the last step chains, gains the next sequence's entry trigger;
   -- the leads trigger then enrolls it there.
   WITH finished AS (
     SELECT e.id FROM sequence_enrollments e
-     WHERE e.status = 'active' AND e.next_step_id IS NULL
+     WHERE e.status = 'active' AND e.next_step_id IS NULL AND NOT e.step_in_flight
        AND NOT EXISTS (SELECT 1 FROM broadcast_messages b
                         WHERE b.enrollment_id = e.id AND b.status IN ('pending', 'queued'))
      LIMIT p_limit FOR UPDATE SKIP LOCKED),
@@ -312,21 +340,27 @@ BEGIN
   -- the sequence's least loaded available device. A contact with a step in flight is left for later.
   -- The queue allows one step in flight per contact and one retry per failed message: of a
   -- contact's failed steps the earliest goes now, the next on a later retry.
-  SELECT count(*) INTO v_queued FROM _enqueue_messages(array(
-    SELECT DISTINCT ON (m.enrollment_id) ROW(m.user_id, coalesce(own.device_id, alt.device_id, m.device_id), m.lead_id, m.recipient_phone,
-               m.recipient_name, m.message_type, m.content, m.media_url, m.min_delay_seconds, m.max_delay_seconds,
-               now(), s.status = 'inactive', NULL, m.sequence_id, m.sequence_stepid, m.enrollment_id, m.id)::message_draft
-      FROM broadcast_messages m
-      JOIN sequence_enrollments e ON e.id = m.enrollment_id AND e.status <> 'stopped'
-      LEFT JOIN LATERAL (SELECT l.device_id FROM device_load(ARRAY[p_user_id]) l
-                          WHERE l.device_id = m.device_id AND l.is_available) own ON true
-      LEFT JOIN LATERAL (SELECT l.device_id FROM device_load(ARRAY[p_user_id]) l
-                          WHERE l.is_available AND (s.device_ids IS NULL OR l.device_id = ANY (s.device_ids))
-                          ORDER BY l.messages_hour, l.device_id LIMIT 1) alt ON own.device_id IS NULL
-     WHERE m.sequence_id = s.id AND m.status = 'failed' AND (p_step_id IS NULL OR m.sequence_stepid = p_step_id)
-       AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id)
-       AND NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = m.user_id AND o.phone = m.recipient_phone)
-     ORDER BY m.enrollment_id, m.id));
+  WITH queued AS (
+    SELECT q.enrollment_id FROM _enqueue_messages(array(
+      SELECT DISTINCT ON (m.enrollment_id) ROW(m.user_id, coalesce(own.device_id, alt.device_id, m.device_id), m.lead_id, m.recipient_phone,
+                 m.recipient_name, m.message_type, m.content, m.media_url, m.min_delay_seconds, m.max_delay_seconds,
+                 now(), s.status = 'inactive', NULL, m.sequence_id, m.sequence_stepid, m.enrollment_id, m.id)::message_draft
+        FROM broadcast_messages m
+        JOIN sequence_enrollments e ON e.id = m.enrollment_id AND e.status <> 'stopped'
+        LEFT JOIN LATERAL (SELECT l.device_id FROM device_load(ARRAY[p_user_id]) l
+                            WHERE l.device_id = m.device_id AND l.is_available) own ON true
+        LEFT JOIN LATERAL (SELECT l.device_id FROM device_load(ARRAY[p_user_id]) l
+                            WHERE l.is_available AND (s.device_ids IS NULL OR l.device_id = ANY (s.device_ids))
+                            ORDER BY l.messages_hour, l.device_id LIMIT 1) alt ON own.device_id IS NULL
+       WHERE m.sequence_id = s.id AND m.status = 'failed' AND (p_step_id IS NULL OR m.sequence_stepid = p_step_id)
+         AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id)
+         AND NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = m.user_id AND o.phone = m.recipient_phone)
+       ORDER BY m.enrollment_id, m.id)) q
+  ), in_flight AS (
+    UPDATE sequence_enrollments e SET step_in_flight = true
+     WHERE e.id IN (SELECT enrollment_id FROM queued) AND NOT e.step_in_flight
+    RETURNING 1)
+  SELECT count(*) INTO v_queued FROM queued;
   RETURN v_queued;
 END $$;
 COMMENT ON FUNCTION retry_failed_steps(bigint, bigint, bigint) IS

@@ -42,12 +42,20 @@ BEGIN
   v_old := array(SELECT o::broadcast_messages FROM old_rows o WHERE o.sequence_stepid IS NOT NULL);
   IF v_new <> '{}' OR v_old <> '{}' THEN   -- campaign traffic stops here
     PERFORM _record_message_count_deltas(v_new, v_old);
+    -- A contact's step no longer in flight (an enrollment has one live message at most): the tick
+    -- clears its step_in_flight (_mark_settled_steps). Appended, never the enrollment's row: a
+    -- completion must not wait on a lock the tick or a stop holds.
+    INSERT INTO enrollment_steps_settled (enrollment_id)
+    SELECT o.enrollment_id FROM unnest(v_old) o WHERE o.status IN ('pending', 'queued')
+    EXCEPT
+    SELECT n.enrollment_id FROM unnest(v_new) n WHERE n.status IN ('pending', 'queued');
   END IF;
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION sequence_message_counts() IS
   'Statement trigger on broadcast_messages (UPDATE, DELETE): counts the sequence-step rows changed (campaign rows are '
-  'ignored). New rows are counted by _count_enqueued.';
+  'ignored) and records the enrollments whose step message settled or went (enrollment_steps_settled). New rows '
+  'are counted by _count_enqueued.';
 
 CREATE OR REPLACE FUNCTION _record_enrollment_count_deltas(p_new sequence_enrollments[], p_old sequence_enrollments[])
 RETURNS void LANGUAGE plpgsql AS $$
