@@ -177,6 +177,24 @@ def test_chat_list_is_newest_first_with_lead_name(db, owner):
     assert db.execute("SELECT count(*) FROM chat_search(%s, %s, NULL, 365)", [make_user(db), dev]).fetchone()["count"] == 0
 
 
+def test_received_messages_leave_a_chat_after_the_retention_and_the_chat_stays(db, owner):
+    """The hourly purge drops received messages past message_retention_days by when they were sent,
+    as retention drops the sent ones: a chat keeps one window of both sides, and its row (name,
+    preview, the thread in the list) stays."""
+    uid, dev = owner
+    now = datetime.now(timezone.utc)
+    for wa_id, days in (("old", 181), ("kept", 179)):
+        inbound(db, dev, wa_id, "60177777777", f"{days} days ago", at=now - timedelta(days=days))
+    db.execute("SELECT purge_history()")
+    chat = db.execute("SELECT id, last_message_preview FROM whatsapp_chats WHERE device_id = %s", [dev]).fetchone()
+    assert chat["last_message_preview"] == "179 days ago"
+    assert [m["content"] for m in db.execute("SELECT * FROM chat_messages(%s, %s)", [uid, chat["id"]])] == ["179 days ago"]
+    db.execute("UPDATE settings SET value = 30 WHERE name = 'message_retention_days'")
+    db.execute("SELECT purge_history()")
+    assert db.execute("SELECT count(*) AS n FROM chat_messages(%s, %s)", [uid, chat["id"]]).fetchone()["n"] == 0
+    assert db.execute("SELECT count(*) AS n FROM whatsapp_chats WHERE id = %s", [chat["id"]]).fetchone()["n"] == 1
+
+
 def test_chat_messages_merge_inbound_and_queue_and_page_backwards(db, owner):
     uid, dev = owner
     phone = "60188888888"

@@ -322,6 +322,43 @@ def test_the_hourly_purge_reads_the_hour_it_drops_not_three_days_of_send_minutes
         c.execute("DELETE FROM device_send_minutes WHERE device_id = ANY (%s)", [devices])
 
 
+def test_the_hourly_purge_drops_received_messages_and_device_events_past_their_time_reading_those(module_db_url):
+    """Received chat messages and device events were never dropped (a row per message received,
+    a row per connection change). They now leave after message_retention_days (received messages,
+    by when they were sent) and 90 days (events, bans kept for good: device health counts them),
+    an hour's worth a run, read through an index of their time."""
+    with superuser(module_db_url) as c:
+        uid = make_user(c)
+        dev = make_device(c, uid)
+        chat = c.execute("""INSERT INTO chats (user_id, device_id, chat_jid, phone) VALUES (%s, %s, '60240000000@s.whatsapp.net',
+                            '60240000000') RETURNING id""", [uid, dev]).fetchone()["id"]
+        # a year of messages and events, one every 6 minutes
+        c.execute("""INSERT INTO chat_inbound (user_id, device_id, chat_id, wa_message_id, from_me, content, sent_at)
+                     SELECT %s, %s, %s, 'in' || m, false, 'hi', now() - make_interval(mins => m)
+                       FROM generate_series(0, 365 * 24 * 60, 6) m""", [uid, dev, chat])
+        c.execute("""INSERT INTO device_events (device_id, event, at)
+                     SELECT %s, CASE WHEN m %% 60000 = 0 THEN 'banned' ELSE 'offline' END, now() - make_interval(mins => m)
+                       FROM generate_series(0, 365 * 24 * 60, 6) m""", [dev])
+        bans = c.execute("SELECT bans_total FROM device_health WHERE device_id = %s", [dev]).fetchone()["bans_total"]
+        c.execute("VACUUM ANALYZE chat_inbound, device_events")
+        c.execute("SELECT purge_history()")   # the months kept before: caught up in one run
+        left = c.execute("""SELECT (SELECT min(sent_at) > now() - interval '180 days 1 minute' FROM chat_inbound
+                                     WHERE chat_id = %s) AS chat_ok,
+                                   (SELECT min(at) > now() - interval '90 days 1 minute' FROM device_events
+                                     WHERE device_id = %s AND event <> 'banned') AS events_ok""", [chat, dev]).fetchone()
+        assert left == {"chat_ok": True, "events_ok": True}
+        assert c.execute("SELECT bans_total FROM device_health WHERE device_id = %s", [dev]).fetchone()["bans_total"] == bans == 9
+        # An hour later: the next run reads the hour it drops
+        c.execute("UPDATE chat_inbound SET sent_at = sent_at - interval '1 hour' WHERE chat_id = %s", [chat])
+        c.execute("UPDATE device_events SET at = at - interval '1 hour' WHERE device_id = %s", [dev])
+        c.execute("VACUUM ANALYZE chat_inbound, device_events")
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as plans:
+            c.execute("SELECT purge_history()")
+        read = rows_read(plans, ("chat_inbound", "device_events"))
+        assert read <= 60, f"{read:,.0f} received messages and device events read to drop 10 of each"
+
+
 def test_the_overviews_health_bands_score_each_device_once(module_db_url):
     """The overview counts the owner's devices per health band on every refresh; joined to the four
     bands, each device's score was computed once per band (3,000 devices: 171 ms a refresh)."""

@@ -29,8 +29,21 @@ RETURNS void LANGUAGE sql AS $$
     SELECT d.id FROM webhook_deliveries d
      WHERE d.status = 'delivered' AND d.delivered_at < now() - make_interval(days => setting('webhook_retention_days')::int)
      ORDER BY d.delivered_at LIMIT 1000000);
+  -- Received chat messages go with the sent ones (message_retention_days, by the time they were
+  -- sent: a chat keeps one window of both sides); device events but bans after 90 days (device
+  -- health reads 30 days at most, and bans ever). At most 1M each a run, as above.
+  -- (The ids as an array: probed by key whatever the planner makes of the hour's share of the table.)
+  DELETE FROM chat_inbound WHERE id = ANY (array(
+    SELECT i.id FROM chat_inbound i
+     WHERE i.sent_at < now() - make_interval(days => setting('message_retention_days')::int)
+     ORDER BY i.sent_at LIMIT 1000000));
+  DELETE FROM device_events WHERE id = ANY (array(
+    SELECT e.id FROM device_events e
+     WHERE e.event <> 'banned' AND e.at < now() - interval '90 days'
+     ORDER BY e.at LIMIT 1000000));
 $$;
 COMMENT ON FUNCTION purge_history() IS
   'Drops bookkeeping no cap or chart reads any more (send minutes after 3 days, login attempts and receipts '
-  'that never found their message after 1) and delivered webhook deliveries after webhook_retention_days (at most '
-  '1M a run).';
+  'that never found their message after 1), delivered webhook deliveries after webhook_retention_days, received '
+  'chat messages after message_retention_days and device events other than bans after 90 days (at most 1M of each '
+  'a run).';
