@@ -213,6 +213,18 @@ def test_receipts_that_overtake_the_completion_are_applied_by_it(db, uid):
     assert db.execute("SELECT count(*) AS n FROM early_receipts").fetchone()["n"] == 0
 
 
+def test_a_sender_silent_for_a_day_leaves_the_health_figures_and_registers_again_if_it_wakes(db):
+    """A killed sender never retires itself: its row stayed, and /healthz counted it stale for good."""
+    for sender, silent in (("s-killed", "25 hours"), ("s-lately", "2 hours")):
+        db.execute("SELECT register_sender(%s, 'host', 1, 10)", [sender])
+        db.execute("UPDATE senders SET heartbeat_at = now() - %s::interval WHERE id = %s", [silent, sender])
+    db.execute("SELECT purge_history()")
+    assert [r["id"] for r in db.execute("SELECT id FROM senders WHERE id LIKE 's-%' ORDER BY id")] == ["s-lately"]
+    assert db.execute("SELECT senders_stale FROM system_health()").fetchone()["senders_stale"] == 1
+    with pytest.raises(psycopg.errors.InvalidParameterValue):   # the lease keeper registers again on this
+        db.execute("SELECT * FROM sender_heartbeat('s-killed', 10)")
+
+
 def test_recover_stuck_fails_never_requeues(db, uid):
     dev = make_device(db, uid)
     lease(db, [dev])

@@ -41,9 +41,13 @@ RETURNS void LANGUAGE sql AS $$
     SELECT e.id FROM device_events e
      WHERE e.event <> 'banned' AND e.at < now() - interval '90 days'
      ORDER BY e.at LIMIT 1000000));
+  -- A sender silent for a day was killed or lost its host (a clean exit removes itself): /healthz
+  -- and the monitoring page stop counting it. One that was only hung registers again at its next
+  -- heartbeat (sender/lease_keeper.py).
+  DELETE FROM senders WHERE heartbeat_at < now() - interval '1 day';
 $$;
 COMMENT ON FUNCTION purge_history() IS
   'Drops bookkeeping no cap or chart reads any more (send minutes after 3 days, login attempts and receipts '
   'that never found their message after 1), delivered webhook deliveries after webhook_retention_days, received '
   'chat messages after message_retention_days and device events other than bans after 90 days (at most 1M of each '
-  'a run).';
+  'a run), and senders silent for a day.';
