@@ -434,3 +434,31 @@ def test_the_sequence_tick_reads_the_contacts_it_can_move_not_every_step_still_i
             assert c.execute("SELECT activate_due_steps(5000) AS n").fetchone()["n"] == 1
         read = rows_read(plans, ("sequence_enrollments",) + MESSAGE_TABLES)
         assert read <= 60, f"{read:,.0f} enrollment and message rows read to move two contacts"
+
+
+def test_a_sequences_contacts_page_reads_its_own_passes_not_every_older_one(module_db_url):
+    """The contacts page (its passes, oldest first, with their total) counted the sequence's
+    enrollments and, planned without the sequence's id, read them in the primary key's order past
+    every other sequence's: a new sequence's first page beside 1M older enrollments read them all
+    (80 ms). The total comes from the rollup and the page from an index by sequence."""
+    with superuser(module_db_url) as c:
+        uid = make_user(c)
+        sids = []
+        for name in ("old", "new"):
+            sids.append(c.execute("SELECT save_sequence(%s, NULL, %s::jsonb) AS id", [uid, json.dumps(
+                {"name": name, "trigger": name, "steps": [{"day_number": 1, "content": "hi"}]})]).fetchone()["id"])
+        old, new = sids
+        for sid, n, base in ((old, 20000, 60250000000), (new, 150, 60260000000)):
+            c.execute("""INSERT INTO sequence_enrollments (sequence_id, user_id, contact_phone, status, completed_at, steps_done)
+                         SELECT %s, %s, (%s + g)::text, 'completed', now(), 1 FROM generate_series(1, %s) g""",
+                      [sid, uid, base, n])
+        c.execute("VACUUM ANALYZE sequence_enrollments")
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as plans:
+            page = c.execute("SELECT sequence_contacts_page(%s, %s, 100, 0) AS p", [uid, new]).fetchone()["p"]
+        assert (page["total"], len(page["contacts"])) == (150, 100)
+        assert [p["enrollment_id"] for p in page["contacts"]] == sorted(p["enrollment_id"] for p in page["contacts"])
+        read = rows_read(plans, "sequence_enrollments")
+        assert read <= 150, f"{read:,.0f} enrollments read for a page of 100 of a sequence's 150"
+        page = c.execute("SELECT sequence_contacts_page(%s, %s, 100, 19950) AS p", [uid, old]).fetchone()["p"]
+        assert (page["total"], len(page["contacts"])) == (20000, 50)

@@ -125,6 +125,19 @@ $$;
 COMMENT ON FUNCTION fold_sequence_counters() IS
   'Moves the pending counter deltas into sequence_counters (readers add any deltas not folded yet); returns rows touched.';
 
+CREATE OR REPLACE FUNCTION _sequence_contact_counts(p_sequence_id bigint)
+RETURNS TABLE (contacts bigint, active bigint, completed bigint, stopped bigint)
+LANGUAGE sql STABLE AS $$
+  SELECT sum(x.contacts)::bigint, sum(x.active)::bigint, sum(x.completed)::bigint, sum(x.stopped)::bigint
+    FROM (SELECT c.contacts, c.active, c.completed, c.stopped FROM sequence_counters c
+           WHERE c.sequence_id = p_sequence_id AND c.step_id IS NULL AND c.day IS NULL
+          UNION ALL
+          SELECT d.contacts, d.active, d.completed, d.stopped FROM sequence_counter_deltas d
+           WHERE d.sequence_id = p_sequence_id AND d.step_id IS NULL AND d.day IS NULL) x
+$$;
+COMMENT ON FUNCTION _sequence_contact_counts(bigint) IS
+  'One sequence''s passes (enrollments) in all and by status: active, completed, stopped (folded + unfolded counters).';
+
 CREATE OR REPLACE FUNCTION _sequence_step_live(p_sequence_ids bigint[])
 RETURNS TABLE (sequence_id bigint, step_id bigint, waiting bigint, in_flight bigint, sent bigint, failed bigint)
 LANGUAGE sql STABLE AS $$
@@ -282,7 +295,8 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
   -- failed, skipped, pending, queued; retries counted in attempts), else waiting (the next step, with
   -- when it can go out), upcoming (later steps of an active pass) or null (not reached).
   SELECT to_jsonb(ROW(
-    (SELECT count(*) FROM sequence_enrollments WHERE sequence_id = s.id), p_limit, p_offset,
+    -- the passes counted by the rollup: a count of a sequence's enrollments read them all (700k: 48 ms)
+    (SELECT coalesce(k.contacts, 0) FROM _sequence_contact_counts(s.id) k), p_limit, p_offset,
     ARRAY(
       SELECT ROW(e.id, e.contact_phone, e.contact_name, e.status, e.stop_reason, e.enrolled_at, e.completed_at,
                  e.steps_done, e.next_step_id,
@@ -302,8 +316,12 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
                             ORDER BY b.id DESC LIMIT 1) m ON true
                         WHERE st.sequence_id = s.id
                         ORDER BY st.day_number))::sequence_contact_doc
-        FROM (SELECT * FROM sequence_enrollments WHERE sequence_id = s.id ORDER BY id
-               LIMIT p_limit OFFSET p_offset) e
+        -- Read in sequence_enrollments_sequence's order. Planned without the sequence's id, the pkey's
+        -- order looked as cheap for a sequence of average size, and a new one's first page read every
+        -- older enrollment (1M: 80 ms); written as a range, the sequence stays a sort key the pkey
+        -- cannot give (an equality would drop it from the ORDER BY).
+        FROM (SELECT * FROM sequence_enrollments WHERE sequence_id >= s.id AND sequence_id <= s.id
+               ORDER BY sequence_id, id LIMIT p_limit OFFSET p_offset) e
         LEFT JOIN sequence_steps nx ON nx.id = e.next_step_id
        ORDER BY e.id)
   )::sequence_contacts_page_doc)

@@ -46,14 +46,7 @@ CREATE VIEW sequence_progress_monitor (sequence_id, user_id, name, trigger, stat
          coalesce(f.should_send, 0), coalesce(f.done_send, 0), coalesce(f.failed_send, 0), coalesce(f.remaining_send, 0),
          coalesce(round(100.0 * (f.done_send + f.failed_send) / nullif(f.should_send, 0), 1), 0)
     FROM sequences s
-    LEFT JOIN LATERAL (
-      SELECT sum(x.contacts)::bigint AS contacts, sum(x.active)::bigint AS active,
-             sum(x.completed)::bigint AS completed, sum(x.stopped)::bigint AS stopped
-        FROM (SELECT contacts, active, completed, stopped FROM sequence_counters
-               WHERE sequence_id = s.id AND step_id IS NULL AND day IS NULL
-              UNION ALL
-              SELECT contacts, active, completed, stopped FROM sequence_counter_deltas
-               WHERE sequence_id = s.id AND step_id IS NULL AND day IS NULL) x) c ON true
+    LEFT JOIN LATERAL _sequence_contact_counts(s.id) c ON true
     LEFT JOIN LATERAL (
       SELECT sum(g.should_send)::bigint AS should_send, sum(g.done_send)::bigint AS done_send,
              sum(g.failed_send)::bigint AS failed_send, sum(g.remaining_send)::bigint AS remaining_send
