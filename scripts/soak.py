@@ -2,7 +2,8 @@
 with realistic pacing on a compressed clock, for a bounded time; then the operator's promise is
 counted: duplicates (must be 0), losses (must be 0), the highest rolling-hour count per device
 against its cap, warming devices over their warm-up day's cap (must be 0), cold contacts messaged by
-a timelocked device (must be 0), and sender and database memory at start and end.
+a timelocked device (must be 0), sequence contacts whose step says in flight with nothing left to
+settle it (must be 0), and sender and database memory at start and end.
 
 The compressed clock:
 - pacing: real devices wait 30-60 s between sends; here 1-2 s (30x; delays are whole seconds);
@@ -155,13 +156,21 @@ def verdict(c, store):
             ON m.device_id = l.device_id AND m.claimed_at > l.locked_at AND m.status IN ('sent', 'failed')
            AND NOT EXISTS (SELECT 1 FROM device_warm_contacts w
                             WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone AND w.since <= m.claimed_at)""").fetchone()
+    # A contact whose step says "in flight" with no live message and no settled record left for the
+    # tick would never move on (sequence_engine.sql, _mark_settled_steps): must be 0.
+    stuck = c.execute("""
+        SELECT count(*) AS n FROM sequence_enrollments e
+         WHERE e.step_in_flight
+           AND NOT EXISTS (SELECT 1 FROM broadcast_messages b WHERE b.enrollment_id = e.id AND b.status IN ('pending', 'queued'))
+           AND NOT EXISTS (SELECT 1 FROM enrollment_steps_settled s WHERE s.enrollment_id = e.id)""").fetchone()["n"]
     lifecycle = {r["event"]: r["n"] for r in c.execute("SELECT event, count(*) AS n FROM device_events GROUP BY 1")}
     lifecycle["timelock_refusals"] = sum(1 for r in rows.values()
                                          if (r["error_message"] or "").startswith("reach-out timelock"))
     return {"status": dict(status), "received": len(received), "duplicates": duplicates, "losses": len(lost),
             "worst_hour": cap["worst"], "cap": cap["cap"], "devices_over_cap": cap["over"], "lifecycle": lifecycle,
             "warming": warmup["warming"], "over_warmup_cap": warmup["over"],
-            "timelocked": timelocked["devices"], "cold_after_timelock": timelocked["cold_after"]}
+            "timelocked": timelocked["devices"], "cold_after_timelock": timelocked["cold_after"],
+            "steps_stuck_in_flight": stuck}
 
 
 def main(argv=None):
@@ -224,10 +233,11 @@ def main(argv=None):
           f"worst_rolling_hour={v['worst_hour']} cap={v['cap']} devices_over_cap={v['devices_over_cap']}")
     print(f"warm-up: devices_warming={v['warming']} over_warmup_cap={v['over_warmup_cap']}; timelocks: "
           f"devices_timelocked={v['timelocked']} cold_contacts_after_timelock={v['cold_after_timelock']}")
+    print(f"sequences: steps marked in flight with no message left to settle them: {v['steps_stuck_in_flight']}")
     print(f"memory start: {fmt(start_mem)}")
     print(f"memory end:   {fmt(end_mem)}")
     ok = (v["duplicates"] == 0 and v["losses"] == 0 and v["devices_over_cap"] == 0 and v["over_warmup_cap"] == 0
-          and v["cold_after_timelock"] == 0)
+          and v["cold_after_timelock"] == 0 and v["steps_stuck_in_flight"] == 0)
     print(f"ratio={sent / elapsed / offered:.2f} sent_per_s={sent / elapsed:.0f} offered_per_s={offered:.0f} "
           f"duplicates={v['duplicates']} losses={v['losses']} caps_held={v['devices_over_cap'] == 0} "
           f"warmup_caps_held={v['over_warmup_cap'] == 0} timelocks_held={v['cold_after_timelock'] == 0} ok={ok}")
