@@ -508,3 +508,26 @@ def test_deleting_a_device_reads_its_own_enrollments_not_every_one(module_db_url
                          [sid]).fetchone()["n"] == 20
         read = rows_read(plans, "sequence_enrollments")
         assert read <= 100, f"{read:,.0f} enrollments read to delete a device with 20"
+
+
+def test_failover_reads_no_waiting_message_of_an_owner_without_failover(module_db_url):
+    """Each minute the failover looked at every waiting message of every lost device (banned for a
+    while, offline for minutes) and only then dropped those whose campaign or sequence has failover
+    off (the default): through a temporary ban, the same rows every minute for hours (1M: 142 ms)."""
+    with superuser(module_db_url) as c:
+        uid = make_user(c)
+        banned = make_device(c, uid, status="banned")
+        c.execute("UPDATE user_devices SET banned_until = now() + interval '1 day' WHERE id = %s", [banned])
+        make_device(c, uid)   # somewhere to move them, were failover on
+        campaign = c.execute("""SELECT create_campaign(%s, 'broadcast', 'no failover', '', 'all', 'hi', NULL, NULL, NULL,
+                                                       current_date, '00:00', 0, 0) AS id""", [uid]).fetchone()["id"]
+        c.execute("""INSERT INTO broadcast_messages (user_id, device_id, campaign_id, recipient_phone, content)
+                     SELECT %s, %s, %s, (60280000000 + g)::text, 'm' FROM generate_series(1, 20000) g""",
+                  [uid, banned, campaign])
+        c.execute("VACUUM ANALYZE")
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as plans:
+            assert c.execute("SELECT skip_undeliverable() AS n").fetchone()["n"] == 0
+        read = rows_read(plans, MESSAGE_TABLES)
+        assert read <= 20, f"{read:,.0f} waiting messages read with failover off everywhere"
+        c.execute("DELETE FROM campaigns WHERE id = %s", [campaign])
