@@ -22,9 +22,11 @@ rows after 30,000 arrived took 5.5 s and read 27M rows; with ties between every 
 table, the soak's claims probed each claimed row by a full scan of the queue for 30 s.
 
 Tables that grow for as long as the fleet runs (warm contacts, the webhook outbox, the rollups' rows
-per device or quarter hour, the send minutes, a campaign's live rows): each read below was found
-reading all of such a table, or all of an owner's or campaign's rows, where it shows or needs a few.
-It must read about what it returns, whatever the table holds.
+per device or quarter hour, the send minutes, a campaign's live rows, sequence enrollments, received
+messages, device events) and backlogs that wait for hours (step messages behind the caps, a banned
+device's queue): each read below was found reading all of such a table, or all of an owner's,
+campaign's or chat's rows, where it shows or needs a few. It must read about what it returns,
+whatever the table holds.
 """
 import json
 
