@@ -81,11 +81,20 @@ BEGIN
                                jsonb_build_object('phone', p_phone, 'reason', coalesce(p_reason, '')));
   END IF;
   -- Campaign and sequence messages still waiting are dropped; manual chat messages stay (the
-  -- operator may confirm the opt-out).
+  -- operator may confirm the opt-out). Found by key: the owner's campaigns that can still hold
+  -- waiting messages with this number, and this number's enrollments. No index leads with the
+  -- number (one would cost every fan-out a write), and asked for it alone the queue read all of
+  -- its campaign and step messages: 36 ms a STOP reply with 1M waiting.
   v_skipped := _skip_messages(array(
     SELECT m.id FROM broadcast_messages m
-     WHERE m.user_id = p_user_id AND m.recipient_phone = p_phone AND m.status = 'pending'
-       AND (m.campaign_id IS NOT NULL OR m.sequence_id IS NOT NULL)), 'opted_out');
+     WHERE m.campaign_id = ANY (array(SELECT c.id FROM campaigns c
+                                       WHERE c.user_id = p_user_id AND c.status NOT IN ('finished', 'failed', 'cancelled')))
+       AND m.recipient_phone = p_phone AND m.status = 'pending' AND m.user_id = p_user_id
+    UNION
+    SELECT m.id FROM broadcast_messages m
+     WHERE m.enrollment_id = ANY (array(SELECT e.id FROM sequence_enrollments e
+                                         WHERE e.user_id = p_user_id AND e.contact_phone = p_phone))
+       AND m.recipient_phone = p_phone AND m.status = 'pending' AND m.user_id = p_user_id), 'opted_out');
   PERFORM _stop_sequences_if_possible(p_user_id, p_phone);
   PERFORM notify_user(p_user_id, 'opt_out', jsonb_build_object('phone', p_phone, 'skipped', v_skipped));
   RETURN v_skipped;
