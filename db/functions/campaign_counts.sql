@@ -74,22 +74,25 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.campaign_id IS NOT NULL) THEN
       RETURN NULL;   -- sequence and chat traffic stops here
     END IF;
+    -- Old rows subtracted, new rows added, per campaign and device: what did not change cancels
+    -- out (a claim's pending -> queued counts the same). Summed, never joined: PL/pgSQL plans this
+    -- once per session, for the session's first statement's rows, and a join of the two
+    -- transition tables planned for one row on each side compared every pair of a later batch.
     v_deltas := array(
-      SELECT ROW(x.campaign_id, x.device_id, 0, sum(x.sign), sum(x.sign * k.current), sum(x.sign * k.sent),
-                 sum(x.sign * k.failed), sum(x.sign * k.skipped), sum(x.sign * k.pending), sum(x.sign * k.delivered),
-                 sum(x.sign * k.read), sum(x.sign * k.live_or_sent), 0)::campaign_counts
-        FROM (SELECT c.campaign_id, c.device_id, c.sign, c.status, c.delivered, c.read
-                FROM new_rows n JOIN old_rows o ON o.id = n.id
-               CROSS JOIN LATERAL (VALUES
-                       (n.campaign_id, coalesce(n.device_id, 0), 1, n.status, n.delivered_at IS NOT NULL, n.read_at IS NOT NULL),
-                       (o.campaign_id, coalesce(o.device_id, 0), -1, o.status, o.delivered_at IS NOT NULL, o.read_at IS NOT NULL))
-                     AS c(campaign_id, device_id, sign, status, delivered, read)
-               WHERE n.campaign_id IS NOT NULL    -- a claim or release (pending <-> queued) changes no count
-                 AND ((n.status <> o.status AND NOT (n.status IN ('pending', 'queued') AND o.status IN ('pending', 'queued')))
-                      OR n.device_id IS DISTINCT FROM o.device_id
-                      OR (n.delivered_at IS NULL) <> (o.delivered_at IS NULL) OR (n.read_at IS NULL) <> (o.read_at IS NULL))
-             ) x, _campaign_count_row(x.status, x.delivered, x.read, 1) k
-       GROUP BY x.campaign_id, x.device_id);
+      SELECT ROW(r.campaign_id, r.device_id, 0, sum(r.sign), sum(r.sign * k.current), sum(r.sign * k.sent),
+                 sum(r.sign * k.failed), sum(r.sign * k.skipped), sum(r.sign * k.pending), sum(r.sign * k.delivered),
+                 sum(r.sign * k.read), sum(r.sign * k.live_or_sent), 0)::campaign_counts
+        FROM (SELECT n.campaign_id, coalesce(n.device_id, 0) AS device_id, 1 AS sign, n.status,
+                     n.delivered_at IS NOT NULL AS delivered, n.read_at IS NOT NULL AS read
+                FROM new_rows n WHERE n.campaign_id IS NOT NULL
+              UNION ALL
+              SELECT o.campaign_id, coalesce(o.device_id, 0), -1, o.status, o.delivered_at IS NOT NULL, o.read_at IS NOT NULL
+                FROM old_rows o WHERE o.campaign_id IS NOT NULL) r,
+             _campaign_count_row(r.status, r.delivered, r.read, 1) k
+       GROUP BY r.campaign_id, r.device_id
+      HAVING sum(r.sign) <> 0 OR sum(r.sign * k.sent) <> 0 OR sum(r.sign * k.failed) <> 0
+          OR sum(r.sign * k.skipped) <> 0 OR sum(r.sign * k.pending) <> 0 OR sum(r.sign * k.delivered) <> 0
+          OR sum(r.sign * k.read) <> 0 OR sum(r.sign * k.live_or_sent) <> 0);
   ELSE
     -- A deleted row was current unless a retry superseded it: one deleted with it or one still
     -- stored. Only failed and skipped rows are retried, so only theirs are looked up, by index and

@@ -83,17 +83,19 @@ COMMENT ON FUNCTION settle_campaign(bigint, boolean) IS
 -- broadcast_messages_4_campaign_done (db/functions/triggers_broadcast_messages.sql) calls this after every UPDATE.
 -- Two senders settling a campaign's last two messages at once each still see the other's as live;
 -- then the minute tick (run_campaigns) settles it.
-CREATE OR REPLACE FUNCTION settle_campaigns_done() RETURNS trigger LANGUAGE plpgsql AS $$
+-- One probe per campaign by key, whatever plan a session keeps: as one join of the campaigns, the
+-- transition table and the queue it was planned once per session, for the session's first
+-- statement's rows, and kept re-reading the transition table per campaign and the queue per row.
+CREATE OR REPLACE FUNCTION settle_campaigns_done() RETURNS trigger LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE v_id bigint;
 BEGIN
   FOR v_id IN
-    SELECT c.id FROM campaigns c
-     WHERE c.id IN (SELECT DISTINCT n.campaign_id FROM new_rows n
-                     WHERE n.campaign_id IS NOT NULL AND n.status IN ('sent', 'failed'))
-       AND c.status = 'processing' AND c.expanded_at IS NOT NULL
-       AND NOT EXISTS (SELECT 1 FROM message_queue q WHERE q.campaign_id = c.id)
+    SELECT DISTINCT n.campaign_id FROM new_rows n WHERE n.campaign_id IS NOT NULL AND n.status IN ('sent', 'failed')
   LOOP
-    PERFORM settle_campaign(v_id);
+    IF EXISTS (SELECT 1 FROM campaigns c WHERE c.id = v_id AND c.status = 'processing' AND c.expanded_at IS NOT NULL)
+       AND NOT EXISTS (SELECT 1 FROM message_queue q WHERE q.campaign_id = v_id) THEN
+      PERFORM settle_campaign(v_id);
+    END IF;
   END LOOP;
   RETURN NULL;
 END $$;

@@ -165,10 +165,11 @@ BEGIN
     SELECT array_agg(DISTINCT n.user_id), coalesce(array_agg(DISTINCT n.device_id) FILTER (WHERE n.device_id IS NOT NULL), '{}')
       INTO v_users, v_devices FROM new_rows n;
   ELSE   -- only the leads whose owner or device changed, as a foreign key checks on update
-    SELECT array_agg(DISTINCT n.user_id), coalesce(array_agg(DISTINCT n.device_id) FILTER (WHERE n.device_id IS NOT NULL), '{}')
+    -- (a set difference, not a join of the transition tables: see count_campaign_messages)
+    SELECT array_agg(DISTINCT c.user_id), coalesce(array_agg(DISTINCT c.device_id) FILTER (WHERE c.device_id IS NOT NULL), '{}')
       INTO v_users, v_devices
-      FROM new_rows n JOIN old_rows o ON o.id = n.id
-     WHERE o.user_id <> n.user_id OR o.device_id IS DISTINCT FROM n.device_id;
+      FROM (SELECT n.id, n.user_id, n.device_id FROM new_rows n
+            EXCEPT SELECT o.id, o.user_id, o.device_id FROM old_rows o) c;
   END IF;
   PERFORM FROM users WHERE id = ANY (v_users) FOR KEY SHARE;
   GET DIAGNOSTICS v_found = ROW_COUNT;

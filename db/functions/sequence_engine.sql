@@ -124,12 +124,15 @@ BEGIN
     PERFORM _enroll_leads(array(SELECT id FROM new_rows WHERE trigger_tokens <> '{}'));
     RETURN NULL;
   END IF;
+  -- Changed rows by set difference, never a join of the transition tables: PL/pgSQL keeps one plan
+  -- per session, sized by its first statement's rows (see count_campaign_messages).
   PERFORM _enroll_leads(array(
-    SELECT n.id FROM new_rows n JOIN old_rows o ON o.id = n.id
-     WHERE n.trigger_tokens <> '{}' AND n.trigger_tokens IS DISTINCT FROM o.trigger_tokens));
-  PERFORM stop_sequences_for_reply(n.user_id, n.phone)
-     FROM new_rows n JOIN old_rows o ON o.id = n.id
-    WHERE n.replied_at IS NOT NULL AND n.replied_at IS DISTINCT FROM o.replied_at;
+    SELECT c.id FROM (SELECT n.id, n.trigger_tokens FROM new_rows n WHERE n.trigger_tokens <> '{}'
+                      EXCEPT SELECT o.id, o.trigger_tokens FROM old_rows o) c));
+  PERFORM stop_sequences_for_reply(l.user_id, l.phone)
+     FROM leads l
+    WHERE l.id = ANY (array(SELECT c.id FROM (SELECT n.id, n.replied_at FROM new_rows n WHERE n.replied_at IS NOT NULL
+                                              EXCEPT SELECT o.id, o.replied_at FROM old_rows o) c));
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION leads_sequence_changes() IS

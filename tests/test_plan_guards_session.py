@@ -1,0 +1,103 @@
+"""Plan guards for a long-lived session: a big statement after small ones.
+
+A statement trigger's queries over its transition tables have no parameters, so PL/pgSQL plans
+each once per session and keeps the plan, sized by the rows of the session's first statement. A
+sender, a web worker or an import holds its connection for hours: after one small statement
+(a single receipt, one STOP reply, one lead edited), a join of the transition tables planned
+for one row on each side ran as a nested loop for every later statement — skipping 22,000
+messages of a campaign after a STOP reply compared 440M pairs (49 s), a cancelled 1M-message
+campaign would never have finished. Each case below runs a small statement first, then a big
+one on the same connection, and refuses any plan that re-reads a transition table per row.
+"""
+import json
+
+from tests.factories import make_device, make_user
+from tests.superuser import superuser
+from tests.test_plan_guards import Plans, violations
+from tests.test_plan_guards_fresh import _rows_handled
+
+BIG = 20_000
+
+
+def _campaign(c, uid):
+    return c.execute("""SELECT create_campaign(%s, 'broadcast', 'session', '', 'all', 'hi', NULL, NULL, NULL,
+                                               current_date, '00:00', 0, 0) AS id""", [uid]).fetchone()["id"]
+
+
+def _queue(c, uid, dev, campaign, first_phone, n):
+    return [r["id"] for r in c.execute(
+        """INSERT INTO broadcast_messages (user_id, device_id, campaign_id, recipient_phone, content)
+           SELECT %s, %s, %s, (%s::bigint + g)::text, 'm' FROM generate_series(1, %s) g RETURNING id""",
+        [uid, dev, campaign, first_phone, n])]
+
+
+def _assert_linear(plans, what, rows=BIG):
+    # (A whole-table scan where the statement writes most of a small table is the planner's right
+    # call here; tests/test_plan_guards.py judges scans on a queue of realistic size.)
+    found = [v for v in violations(plans) if "per row" in v]
+    assert found == [], f"{what}:\n" + "\n".join(found)
+    handled = _rows_handled(plans, lambda q: True)   # every node of every nested statement: ~60 a row
+    assert handled <= 150 * rows, f"{handled:,.0f} rows handled by {what} of {rows:,} rows"
+
+
+def test_a_big_skip_after_a_small_one_on_the_same_session_stays_linear(module_db_url):
+    with superuser(module_db_url) as c:
+        uid = make_user(c)
+        dev = make_device(c, uid)
+        campaign = _campaign(c, uid)
+        ids = _queue(c, uid, dev, campaign, 60310000000, BIG + 1)
+        c.execute("VACUUM ANALYZE")
+        assert c.execute("SELECT opt_out_phone(%s, '60310000001') AS n", [uid]).fetchone()["n"] == 1   # the small one
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as plans:
+            assert c.execute("SELECT _skip_messages(%s, 'device_logged_out') AS n", [ids]).fetchone()["n"] == BIG
+        _assert_linear(plans, "a skip")
+        assert c.execute("SELECT sum(skipped) AS n FROM campaign_counts WHERE campaign_id = %s",
+                         [campaign]).fetchone()["n"] == BIG + 1
+
+
+def test_a_campaigns_delete_after_a_small_one_stays_linear(module_db_url):
+    with superuser(module_db_url) as c:
+        uid = make_user(c)
+        dev = make_device(c, uid)
+        campaign = _campaign(c, uid)
+        ids = _queue(c, uid, dev, campaign, 60320000000, BIG // 2 + 1)
+        c.execute("SELECT _skip_messages(%s, 'device_logged_out')", [ids])
+        c.execute("""INSERT INTO broadcast_messages (user_id, device_id, campaign_id, recipient_phone, content, retry_of)
+                     SELECT user_id, device_id, campaign_id, recipient_phone, content, id
+                       FROM broadcast_messages WHERE id = ANY (%s)""", [ids])   # each retried
+        c.execute("VACUUM ANALYZE")
+        c.execute("DELETE FROM broadcast_messages WHERE id = %s OR retry_of = %s", [ids[0], ids[0]])   # the small one
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as plans:
+            c.execute("DELETE FROM campaigns WHERE id = %s", [campaign])
+        _assert_linear(plans, "a campaign's delete")
+
+
+def test_a_big_lead_update_after_a_small_one_on_the_same_session_stays_linear(module_db_url):
+    with superuser(module_db_url) as c:
+        uid = make_user(c)
+        dev, other = make_device(c, uid), make_device(c, uid)
+        sid = c.execute("SELECT save_sequence(%s, NULL, %s::jsonb) AS id", [uid, json.dumps(
+            {"name": "session", "trigger": "session", "steps": [{"day_number": 1, "content": "hi", "trigger_delay_hours": 0}]})]
+        ).fetchone()["id"]
+        c.execute("SELECT set_sequence_status(%s, %s, 'active')", [uid, sid])
+        c.execute("""INSERT INTO leads (user_id, device_id, name, phone)
+                     SELECT %s, %s, 'Lead ' || g, (60330000000 + g)::text FROM generate_series(1, %s) g""",
+                  [uid, dev, BIG + 1])
+        c.execute("VACUUM ANALYZE")
+        c.execute("UPDATE leads SET device_id = %s, trigger = 'session', replied_at = now() WHERE user_id = %s AND phone = '60330000001'",
+                  [other, uid])   # the small one
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as plans:
+            c.execute("UPDATE leads SET device_id = %s, trigger = 'session' WHERE user_id = %s AND phone <> '60330000001'",
+                      [other, uid])
+        _assert_linear(plans, "a leads update")
+        assert c.execute("SELECT count(*) AS n FROM sequence_enrollments WHERE sequence_id = %s AND status = 'active'",
+                         [sid]).fetchone()["n"] == BIG + 1   # the small one's lead too (it replied as it entered)
+        with Plans(c, analyze=True) as plans:   # replies stop sequences one contact at a time: fewer
+            c.execute("UPDATE leads SET replied_at = now() WHERE user_id = %s AND phone::bigint BETWEEN 60330000002 AND 60330003001",
+                      [uid])
+        _assert_linear(plans, "a leads update", rows=3000)
+        assert c.execute("SELECT count(*) AS n FROM sequence_enrollments WHERE sequence_id = %s AND status = 'active'",
+                         [sid]).fetchone()["n"] == BIG + 1 - 3000
