@@ -13,7 +13,7 @@ import json
 
 from tests.factories import make_device, make_user
 from tests.superuser import superuser
-from tests.test_plan_guards import Plans, violations
+from tests.test_plan_guards import Plans, rows_read, violations
 from tests.test_plan_guards_fresh import _rows_handled
 
 BIG = 20_000
@@ -101,3 +101,24 @@ def test_a_big_lead_update_after_a_small_one_on_the_same_session_stays_linear(mo
         _assert_linear(plans, "a leads update", rows=3000)
         assert c.execute("SELECT count(*) AS n FROM sequence_enrollments WHERE sequence_id = %s AND status = 'active'",
                          [sid]).fetchone()["n"] == BIG + 1 - 3000
+
+
+def test_deleting_one_device_after_many_reads_its_own_chats(module_db_url):
+    """The other way round: planned for a first statement deleting many devices, the trigger kept
+    joining every later device's deletion with all chats and warm contacts of every device."""
+    with superuser(module_db_url) as c:
+        uid = make_user(c)
+        devices = [make_device(c, uid) for _ in range(60)]
+        for table in ("chats (user_id, device_id, chat_jid, phone)", "device_warm_contacts (device_id, phone)"):
+            columns = "%s, d, g || '@s.whatsapp.net', g::text" if table.startswith("chats") else "d, g::text"
+            c.execute(f"""INSERT INTO {table}
+                          SELECT {columns} FROM unnest(%s::bigint[]) d, generate_series(60340000001, 60340000400) g""",
+                      ([uid] if table.startswith("chats") else []) + [devices])
+        c.execute("VACUUM ANALYZE")
+        c.execute("DELETE FROM user_devices WHERE id = ANY (%s)", [devices[:50]])   # many first
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as plans:
+            c.execute("DELETE FROM user_devices WHERE id = %s", [devices[50]])
+        read = rows_read(plans, "chats") + rows_read(plans, "device_warm_contacts")
+        assert read <= 2 * 400, f"{read:,.0f} chats and warm contacts read to delete a device with 400 of each"
+        assert c.execute("SELECT count(*) AS n FROM chats WHERE device_id = ANY (%s)", [devices]).fetchone()["n"] == 9 * 400

@@ -312,10 +312,13 @@ COMMENT ON FUNCTION _record_outbound_chats(broadcast_messages[]) IS
 -- In place of the foreign keys of chats and device_warm_contacts (migration 1941: checked row by
 -- row on every send): a deleted device takes its chats (and their inbound log) and warm contacts
 -- with it. Deleting a user deletes its devices, so this covers users too.
+-- The ids as an array probed by index: joined with the transition table, the plan PL/pgSQL keeps
+-- for the session followed its first statement's rows (after deleting 50 devices at once, each
+-- later device's deletion hashed every chat and warm contact of every device).
 CREATE OR REPLACE FUNCTION forget_deleted_device_contacts() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  DELETE FROM chats c USING old_rows o WHERE c.device_id = o.id;
-  DELETE FROM device_warm_contacts w USING old_rows o WHERE w.device_id = o.id;
+  DELETE FROM chats c WHERE c.device_id = ANY (array(SELECT o.id FROM old_rows o));
+  DELETE FROM device_warm_contacts w WHERE w.device_id = ANY (array(SELECT o.id FROM old_rows o));
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION forget_deleted_device_contacts() IS
