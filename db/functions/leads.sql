@@ -165,11 +165,14 @@ BEGIN
     SELECT array_agg(DISTINCT n.user_id), coalesce(array_agg(DISTINCT n.device_id) FILTER (WHERE n.device_id IS NOT NULL), '{}')
       INTO v_users, v_devices FROM new_rows n;
   ELSE   -- only the leads whose owner or device changed, as a foreign key checks on update
-    -- (a set difference, not a join of the transition tables: see count_campaign_messages)
+    -- (values only the new side has, found by grouping, not by a join of the transition tables:
+    -- see leads_sequence_changes)
     SELECT array_agg(DISTINCT c.user_id), coalesce(array_agg(DISTINCT c.device_id) FILTER (WHERE c.device_id IS NOT NULL), '{}')
       INTO v_users, v_devices
-      FROM (SELECT n.id, n.user_id, n.device_id FROM new_rows n
-            EXCEPT SELECT o.id, o.user_id, o.device_id FROM old_rows o) c;
+      FROM (SELECT r.user_id, r.device_id
+              FROM (SELECT n.id, n.user_id, n.device_id, true AS new FROM new_rows n
+                    UNION ALL SELECT o.id, o.user_id, o.device_id, false FROM old_rows o) r
+             GROUP BY r.id, r.user_id, r.device_id HAVING bool_and(r.new)) c;
   END IF;
   PERFORM FROM users WHERE id = ANY (v_users) FOR KEY SHARE;
   GET DIAGNOSTICS v_found = ROW_COUNT;

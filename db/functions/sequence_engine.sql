@@ -124,15 +124,20 @@ BEGIN
     PERFORM _enroll_leads(array(SELECT id FROM new_rows WHERE trigger_tokens <> '{}'));
     RETURN NULL;
   END IF;
-  -- Changed rows by set difference, never a join of the transition tables: PL/pgSQL keeps one plan
-  -- per session, sized by its first statement's rows (see count_campaign_messages).
+  -- A changed value is one only the new side has: found by grouping old and new rows, never by a
+  -- join of the transition tables. PL/pgSQL plans these once per session, sized by its first
+  -- statement's rows: a join planned for one row on each side compared every pair of a later bulk
+  -- update, and a hashed EXCEPT cannot spill to disk; a grouping stays linear and spills.
   PERFORM _enroll_leads(array(
-    SELECT c.id FROM (SELECT n.id, n.trigger_tokens FROM new_rows n WHERE n.trigger_tokens <> '{}'
-                      EXCEPT SELECT o.id, o.trigger_tokens FROM old_rows o) c));
+    SELECT r.id FROM (SELECT n.id, n.trigger_tokens, true AS new FROM new_rows n WHERE n.trigger_tokens <> '{}'
+                      UNION ALL SELECT o.id, o.trigger_tokens, false FROM old_rows o) r
+     GROUP BY r.id, r.trigger_tokens HAVING bool_and(r.new)));
   PERFORM stop_sequences_for_reply(l.user_id, l.phone)
      FROM leads l
-    WHERE l.id = ANY (array(SELECT c.id FROM (SELECT n.id, n.replied_at FROM new_rows n WHERE n.replied_at IS NOT NULL
-                                              EXCEPT SELECT o.id, o.replied_at FROM old_rows o) c));
+    WHERE l.id = ANY (array(
+      SELECT r.id FROM (SELECT n.id, n.replied_at, true AS new FROM new_rows n WHERE n.replied_at IS NOT NULL
+                        UNION ALL SELECT o.id, o.replied_at, false FROM old_rows o) r
+       GROUP BY r.id, r.replied_at HAVING bool_and(r.new)));
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION leads_sequence_changes() IS
