@@ -183,3 +183,30 @@ def test_no_function_reads_a_view(db):
         if found:
             readers[f["f"]] = found
     assert readers == {}
+
+
+def test_no_trigger_joins_its_transition_tables_in_a_plan_kept_for_the_session(db):
+    """PL/pgSQL plans a trigger's statements once per session, sized by the transition tables of
+    the session's first statement (tests/test_plan_guards_session.py shows what a join planned for
+    one row did to later batches). So a transition table is scanned, summed or grouped, or its ids
+    are probed by index as an array — never joined (nor joined to), unless the statement runs
+    through EXECUTE, which plans it for the rows at hand."""
+    import re
+    tt = r"(?:new_rows|old_rows)"
+    joined = re.compile(
+        rf"\bJOIN\s+{tt}\b"                                                      # ... JOIN old_rows
+        rf"|\b{tt}(?:\s+(?:AS\s+)?(?!WHERE|GROUP|ORDER|LIMIT|UNION|EXCEPT|JOIN)\w+)?\s+"
+        rf"(?:(?:LEFT|RIGHT|FULL|INNER|CROSS)\s+(?:OUTER\s+)?)?JOIN\b"            # new_rows n JOIN ...
+        rf"|\bUSING\s+{tt}\b"                                                    # DELETE ... USING old_rows
+        rf"|\bUPDATE\s[^;]*?\bSET\s[^;]*?\bFROM\s+{tt}\b"                       # UPDATE ... SET ... FROM old_rows
+        rf"|\b{tt}(?:\s+(?:AS\s+)?\w+)?\s*,\s*{tt}\b",                           # FROM new_rows n, old_rows o
+        re.IGNORECASE)
+    found = {}
+    for f in db.execute(f"""SELECT p.oid::regprocedure::text AS f, p.prosrc FROM pg_proc p
+                              JOIN pg_namespace n ON n.oid = p.pronamespace
+                             WHERE {OURS} AND p.prorettype = 'trigger'::regtype"""):
+        code = re.sub(r"--[^\n]*|'(?:[^']|'')*'|\$sql\$.*?\$sql\$", "", f["prosrc"], flags=re.S)   # comments, literals, EXECUTE's
+        hits = [" ".join(m.group(0).split()) for m in joined.finditer(code)]
+        if hits:
+            found[f["f"]] = hits
+    assert found == {}

@@ -13,7 +13,7 @@ import json
 
 from tests.factories import make_device, make_user
 from tests.superuser import superuser
-from tests.test_plan_guards import Plans, rows_read, violations
+from tests.test_plan_guards import MESSAGE_TABLES, Plans, rows_read, violations
 from tests.test_plan_guards_fresh import _rows_handled
 
 BIG = 20_000
@@ -62,13 +62,14 @@ def test_a_campaigns_delete_after_a_small_one_stays_linear(module_db_url):
         uid = make_user(c)
         dev = make_device(c, uid)
         campaign = _campaign(c, uid)
-        ids = _queue(c, uid, dev, campaign, 60320000000, BIG // 2 + 1)
+        ids = _queue(c, uid, dev, campaign, 60320000000, BIG // 2 + 6)
         c.execute("SELECT _skip_messages(%s, 'device_logged_out')", [ids])
         c.execute("""INSERT INTO broadcast_messages (user_id, device_id, campaign_id, recipient_phone, content, retry_of)
                      SELECT user_id, device_id, campaign_id, recipient_phone, content, id
                        FROM broadcast_messages WHERE id = ANY (%s)""", [ids])   # each retried
         c.execute("VACUUM ANALYZE")
-        c.execute("DELETE FROM broadcast_messages WHERE id = %s OR retry_of = %s", [ids[0], ids[0]])   # the small one
+        for small in ids[:6]:   # the small ones
+            c.execute("DELETE FROM broadcast_messages WHERE id = %s OR retry_of = %s", [small, small])
         c.execute("LOAD 'auto_explain'")
         with Plans(c, analyze=True) as plans:
             c.execute("DELETE FROM campaigns WHERE id = %s", [campaign])
@@ -125,3 +126,29 @@ def test_deleting_one_device_after_many_reads_its_own_chats(module_db_url):
         read = rows_read(plans, "chats") + rows_read(plans, "device_warm_contacts")
         assert read <= 2 * 400, f"{read:,.0f} chats and warm contacts read to delete a device with 400 of each"
         assert c.execute("SELECT count(*) AS n FROM chats WHERE device_id = ANY (%s)", [devices]).fetchone()["n"] == 9 * 400
+
+
+def test_deleting_one_enrollment_after_many_reads_its_own_messages(module_db_url):
+    """Planned for a first statement deleting half of a sequence's contacts, the trigger standing in
+    for the messages' foreign keys kept hashing every waiting message for each later deletion."""
+    with superuser(module_db_url) as c:
+        uid = make_user(c)
+        dev = make_device(c, uid, hourly_limit=100_000, daily_limit=100_000)
+        sid = c.execute("SELECT save_sequence(%s, NULL, %s::jsonb) AS id", [uid, json.dumps(
+            {"name": "forget", "trigger": "forget", "steps": [{"day_number": 1, "content": "hi", "trigger_delay_hours": 0}]})]
+        ).fetchone()["id"]
+        c.execute("SELECT set_sequence_status(%s, %s, 'active')", [uid, sid])
+        c.execute("""INSERT INTO leads (user_id, device_id, name, phone, trigger)
+                     SELECT %s, %s, 'Lead ' || g, (60350000000 + g)::text, 'forget' FROM generate_series(1, %s) g""",
+                  [uid, dev, BIG])
+        c.execute("SELECT activate_due_steps(%s)", [10 * BIG])   # (and any step the module's other tests left due)
+        assert c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE sequence_id = %s", [sid]).fetchone()["n"] == BIG
+        c.execute("VACUUM ANALYZE")
+        enrollments = [r["id"] for r in c.execute("SELECT id FROM sequence_enrollments WHERE sequence_id = %s ORDER BY id", [sid])]
+        c.execute("DELETE FROM sequence_enrollments WHERE id = ANY (%s)", [enrollments[:BIG // 2]])   # many first
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as plans:
+            c.execute("DELETE FROM sequence_enrollments WHERE id = %s", [enrollments[-1]])
+        read = rows_read(plans, MESSAGE_TABLES)
+        assert read <= 20, f"{read:,.0f} messages read to delete one contact's enrollment"
+        assert c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE sequence_id = %s", [sid]).fetchone()["n"] == BIG // 2 - 1

@@ -104,16 +104,20 @@ BEGIN
       SELECT r.retry_of FROM broadcast_messages r
        WHERE r.retry_of = ANY (array(SELECT o.id FROM old_rows o
                                       WHERE o.campaign_id IS NOT NULL AND o.status IN ('failed', 'skipped'))));
-    v_deltas := array(
-      SELECT ROW(o.campaign_id, coalesce(o.device_id, 0), 0, -count(*), -sum(k.current), -sum(k.sent), -sum(k.failed),
-                 -sum(k.skipped), -sum(k.pending), -sum(k.delivered), -sum(k.read), -sum(k.live_or_sent),
-                 -count(o.retry_of))::campaign_counts
-        FROM old_rows o
-        LEFT JOIN unnest(v_retried) AS superseded(id) ON superseded.id = o.id
-       CROSS JOIN LATERAL _campaign_count_row(o.status, o.delivered_at IS NOT NULL, o.read_at IS NOT NULL,
-                                              (superseded.id IS NULL)::int) k
-       WHERE o.campaign_id IS NOT NULL
-       GROUP BY o.campaign_id, coalesce(o.device_id, 0));
+    -- Planned for this statement (EXECUTE), as deletes are rare: a join with the deleted rows
+    -- planned once per session would keep its first statement's sizes (see the UPDATE branch).
+    EXECUTE $sql$
+      SELECT array(
+        SELECT ROW(o.campaign_id, coalesce(o.device_id, 0), 0, -count(*), -sum(k.current), -sum(k.sent), -sum(k.failed),
+                   -sum(k.skipped), -sum(k.pending), -sum(k.delivered), -sum(k.read), -sum(k.live_or_sent),
+                   -count(o.retry_of))::campaign_counts
+          FROM old_rows o
+          LEFT JOIN unnest($1) AS superseded(id) ON superseded.id = o.id
+         CROSS JOIN LATERAL _campaign_count_row(o.status, o.delivered_at IS NOT NULL, o.read_at IS NOT NULL,
+                                                (superseded.id IS NULL)::int) k
+         WHERE o.campaign_id IS NOT NULL
+         GROUP BY o.campaign_id, coalesce(o.device_id, 0))
+    $sql$ INTO v_deltas USING v_retried;
   END IF;
   IF v_deltas <> '{}' THEN
     PERFORM _add_campaign_counts(v_deltas);

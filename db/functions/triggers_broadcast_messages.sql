@@ -53,21 +53,24 @@ CREATE OR REPLACE TRIGGER broadcast_messages_5_campaign_counts_del AFTER DELETE 
   REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION count_campaign_messages();
 
 -- In place of the foreign keys' ON DELETE (see the header).
+-- The deleted ids as an array probed by index, never a join with the transition table: its plan is
+-- kept for the session, sized by the session's first deletion (see count_campaign_messages).
 CREATE OR REPLACE FUNCTION forget_deleted_message_parents() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE v_ids bigint[] := array(SELECT o.id FROM old_rows o);
 BEGIN
   CASE TG_TABLE_NAME
-    WHEN 'users' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.user_id = o.id;
-    WHEN 'campaigns' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.campaign_id = o.id;
-    WHEN 'sequences' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.sequence_id = o.id;
-    WHEN 'sequence_steps' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.sequence_stepid = o.id;
-    WHEN 'sequence_enrollments' THEN DELETE FROM broadcast_messages m USING old_rows o WHERE m.enrollment_id = o.id;
+    WHEN 'users' THEN DELETE FROM broadcast_messages m WHERE m.user_id = ANY (v_ids);
+    WHEN 'campaigns' THEN DELETE FROM broadcast_messages m WHERE m.campaign_id = ANY (v_ids);
+    WHEN 'sequences' THEN DELETE FROM broadcast_messages m WHERE m.sequence_id = ANY (v_ids);
+    WHEN 'sequence_steps' THEN DELETE FROM broadcast_messages m WHERE m.sequence_stepid = ANY (v_ids);
+    WHEN 'sequence_enrollments' THEN DELETE FROM broadcast_messages m WHERE m.enrollment_id = ANY (v_ids);
     WHEN 'user_devices' THEN
       -- Two statements, each reading its partition's indexes by device (the live rows': _due OR _inflight).
       UPDATE broadcast_messages m SET device_id = NULL
-       WHERE m.device_id = ANY (array(SELECT o.id FROM old_rows o)) AND (m.status = 'pending' OR m.status = 'queued');
+       WHERE m.device_id = ANY (v_ids) AND (m.status = 'pending' OR m.status = 'queued');
       UPDATE broadcast_messages m SET device_id = NULL
-       WHERE m.device_id = ANY (array(SELECT o.id FROM old_rows o)) AND m.status IN ('sent', 'failed', 'skipped');
-    WHEN 'leads' THEN UPDATE broadcast_messages m SET lead_id = NULL FROM old_rows o WHERE m.lead_id = o.id;
+       WHERE m.device_id = ANY (v_ids) AND m.status IN ('sent', 'failed', 'skipped');
+    WHEN 'leads' THEN UPDATE broadcast_messages m SET lead_id = NULL WHERE m.lead_id = ANY (v_ids);
   END CASE;
   RETURN NULL;
 END $$;
