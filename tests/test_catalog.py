@@ -189,8 +189,8 @@ def test_no_trigger_joins_its_transition_tables_in_a_plan_kept_for_the_session(d
     """PL/pgSQL plans a trigger's statements once per session, sized by the transition tables of
     the session's first statement (tests/test_plan_guards_session.py shows what a join planned for
     one row did to later batches). So a transition table is scanned, summed or grouped, or its ids
-    are probed by index as an array — never joined (nor joined to), unless the statement runs
-    through EXECUTE, which plans it for the rows at hand."""
+    are probed by index as an array — never joined, joined to or semi-joined (IN), unless the
+    statement runs through EXECUTE, which plans it for the rows at hand."""
     import re
     tt = r"(?:new_rows|old_rows)"
     joined = re.compile(
@@ -199,6 +199,7 @@ def test_no_trigger_joins_its_transition_tables_in_a_plan_kept_for_the_session(d
         rf"(?:(?:LEFT|RIGHT|FULL|INNER|CROSS)\s+(?:OUTER\s+)?)?JOIN\b"            # new_rows n JOIN ...
         rf"|\bUSING\s+{tt}\b"                                                    # DELETE ... USING old_rows
         rf"|\bUPDATE\s[^;]*?\bSET\s[^;]*?\bFROM\s+{tt}\b"                       # UPDATE ... SET ... FROM old_rows
+        rf"|\bIN\s*\(\s*SELECT\b[^;()]*?\bFROM\s+{tt}\b"                         # ... IN (SELECT ... FROM new_rows)
         rf"|\b{tt}(?:\s+(?:AS\s+)?\w+)?\s*,\s*{tt}\b",                           # FROM new_rows n, old_rows o
         re.IGNORECASE)
     found = {}
