@@ -6,8 +6,10 @@ sender, a web worker or an import holds its connection for hours: after one smal
 (a single receipt, one STOP reply, one lead edited), a join of the transition tables planned
 for one row on each side ran as a nested loop for every later statement — skipping 22,000
 messages of a campaign after a STOP reply compared 440M pairs (49 s), a cancelled 1M-message
-campaign would never have finished. Each case below runs a small statement first, then a big
-one on the same connection, and refuses any plan that re-reads a transition table per row.
+campaign would never have finished. Each case below runs small statements first, then a big
+one, on the same connection, and refuses any plan that re-reads a transition table per row. The
+other way round, a plan kept from a big first deletion hashed whole tables for each later small
+one: the last two cases bound what a small deletion reads after a big one.
 """
 import json
 
