@@ -617,3 +617,33 @@ def test_a_stop_reply_reads_that_numbers_waiting_messages_not_the_whole_queue(mo
                          [uid]).fetchone()["n"] == 20000 + 2000 + 1 - 4
         c.execute("SELECT _skip_messages(array(SELECT id FROM broadcast_messages WHERE user_id = %s AND status = 'pending'), "
                   "'device_logged_out')", [uid])   # out of the way of the module's other tests
+
+
+def test_a_completion_finds_the_receipts_that_overtook_it_without_reading_the_history(module_db_url):
+    """Receipts that arrive before their message's completion wait in early_receipts, and so do
+    receipts of messages typed on the phone, for a day: most completions find some waiting. Each
+    then looked its own just-settled rows up again by id in every week of the history."""
+    with superuser(module_db_url) as c:
+        uid = make_user(c)
+        dev = make_device(c, uid, hourly_limit=100_000, daily_limit=100_000)
+        c.execute("SELECT register_sender('early-sender', 'test', 1, 10000)")
+        c.execute("""INSERT INTO device_leases (device_id, sender_id, acquired_at, expires_at)
+                     VALUES (%s, 'early-sender', now(), now() + interval '1 hour')""", [dev])   # this device only
+        c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content)
+                     SELECT %s, %s, (60360000000 + g)::text, 'm' FROM generate_series(1, 200) g""", [uid, dev])
+        c.execute("UPDATE device_pacing SET next_send_at = now() - interval '1 second' WHERE device_id = %s", [dev])
+        ids = [r["id"] for r in c.execute("SELECT id FROM claim_messages('early-sender', 1000, 1000)")]
+        assert len(ids) == 200
+        c.execute("SELECT record_receipts(%s, %s, 'delivered', now())", [dev, ["wa-early-1", "typed-on-the-phone"]])
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as plans:
+            c.execute("SELECT complete_messages('early-sender', %s, %s)", [ids, [f"wa-early-{i}" for i in range(1, 201)]])
+        lookups = [plan for query, plan in plans.plans if "DELETE FROM early_receipts" in query]
+        assert lookups, "the early receipts were not looked up"
+        scanned = {node["Relation Name"] for plan in lookups for node in _nodes(plan)
+                   if node.get("Relation Name", "").startswith(MESSAGE_TABLES)}
+        assert scanned == set(), f"the settled rows read again from {sorted(scanned)}"
+        assert c.execute("SELECT delivered_at IS NOT NULL AS d FROM broadcast_messages WHERE wa_message_id = 'wa-early-1'"
+                         ).fetchone()["d"]
+        assert [r["wa_message_id"] for r in c.execute("SELECT wa_message_id FROM early_receipts WHERE device_id = %s",
+                                                      [dev])] == ["typed-on-the-phone"]

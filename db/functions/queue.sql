@@ -395,7 +395,7 @@ BEGIN
   PERFORM _record_outbound_chats(v_rows);  -- the recipients' chats show the send (chats family)
   PERFORM _record_send_outcomes(v_rows, false);  -- self-pause and cold share counts (deliverability family)
   IF EXISTS (SELECT 1 FROM early_receipts) THEN   -- receipts that overtook this completion
-    PERFORM _apply_early_receipts(ARRAY(SELECT m.id FROM unnest(v_rows) m));
+    PERFORM _apply_early_receipts(v_rows);
   END IF;
   RETURN cardinality(v_rows);
 END $$;

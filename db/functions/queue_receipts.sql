@@ -38,15 +38,18 @@ COMMENT ON FUNCTION record_receipts(bigint, text[], text, timestamptz) IS
   'and campaign_progress event for the batch. A receipt for an id no message carries yet (it overtook the '
   'completion) is kept in early_receipts for complete_messages. Returns how many messages changed.';
 
-CREATE OR REPLACE FUNCTION _apply_early_receipts(p_ids bigint[])
+-- Keyed by the settled rows themselves (their device and WhatsApp id, as complete_messages has
+-- them): looked up again by id, each row was probed in every week of the history. A receipt of a
+-- message typed on the phone waits here for a day, so most completions find some.
+CREATE OR REPLACE FUNCTION _apply_early_receipts(p_rows broadcast_messages[])
 RETURNS void LANGUAGE sql AS $$
   WITH early AS (
-    DELETE FROM early_receipts r USING broadcast_messages m
-     WHERE m.id = ANY (p_ids) AND r.device_id = m.device_id AND r.wa_message_id = m.wa_message_id
+    DELETE FROM early_receipts r
+     WHERE (r.device_id, r.wa_message_id) IN (SELECT m.device_id, m.wa_message_id FROM unnest(p_rows) m)
     RETURNING r.device_id, r.wa_message_id, r.kind, r.received_at)
   SELECT count(record_receipts(device_id, ids, kind, at)) FROM (
     SELECT device_id, kind, array_agg(wa_message_id) AS ids, max(received_at) AS at
       FROM early GROUP BY device_id, kind) g;
 $$;
-COMMENT ON FUNCTION _apply_early_receipts(bigint[]) IS
-  'Applies (through record_receipts) and removes the early receipts of these just-sent messages.';
+COMMENT ON FUNCTION _apply_early_receipts(broadcast_messages[]) IS
+  'Applies (through record_receipts) and removes the early receipts of these just-sent rows (as settled).';
