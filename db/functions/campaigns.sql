@@ -83,9 +83,10 @@ COMMENT ON FUNCTION settle_campaign(bigint, boolean) IS
 -- broadcast_messages_4_campaign_done (db/functions/triggers_broadcast_messages.sql) calls this after every UPDATE.
 -- Two senders settling a campaign's last two messages at once each still see the other's as live;
 -- then the minute tick (run_campaigns) settles it.
--- One probe per campaign by key, whatever plan a session keeps: as one join of the campaigns, the
--- transition table and the queue it was planned once per session, for the session's first
--- statement's rows, and kept re-reading the transition table per campaign and the queue per row.
+-- One probe per campaign by key (sequential scans off: a probe of the queue stays one whatever its
+-- statistics say), whatever plan a session keeps: as one join of the campaigns, the transition
+-- table and the queue it was planned once per session, for the session's first statement's rows,
+-- and kept re-reading the transition table per campaign and the queue per row.
 CREATE OR REPLACE FUNCTION settle_campaigns_done() RETURNS trigger LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE v_id bigint;
 BEGIN

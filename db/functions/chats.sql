@@ -87,13 +87,10 @@ BEGIN
   -- its campaign and step messages: 36 ms a STOP reply with 1M waiting.
   v_skipped := _skip_messages(array(
     SELECT m.id FROM broadcast_messages m
-     WHERE m.campaign_id = ANY (array(SELECT c.id FROM campaigns c
-                                       WHERE c.user_id = p_user_id AND c.status NOT IN ('finished', 'failed', 'cancelled')))
-       AND m.recipient_phone = p_phone AND m.status = 'pending' AND m.user_id = p_user_id
-    UNION
-    SELECT m.id FROM broadcast_messages m
-     WHERE m.enrollment_id = ANY (array(SELECT e.id FROM sequence_enrollments e
-                                         WHERE e.user_id = p_user_id AND e.contact_phone = p_phone))
+     WHERE (m.campaign_id = ANY (array(SELECT c.id FROM campaigns c
+                                        WHERE c.user_id = p_user_id AND c.status NOT IN ('finished', 'failed', 'cancelled')))
+            OR m.enrollment_id = ANY (array(SELECT e.id FROM sequence_enrollments e
+                                             WHERE e.user_id = p_user_id AND e.contact_phone = p_phone)))
        AND m.recipient_phone = p_phone AND m.status = 'pending' AND m.user_id = p_user_id), 'opted_out');
   PERFORM _stop_sequences_if_possible(p_user_id, p_phone);
   PERFORM notify_user(p_user_id, 'opt_out', jsonb_build_object('phone', p_phone, 'skipped', v_skipped));
@@ -316,9 +313,10 @@ COMMENT ON FUNCTION _record_outbound_chats(broadcast_messages[]) IS
 -- for the session followed its first statement's rows (after deleting 50 devices at once, each
 -- later device's deletion hashed every chat and warm contact of every device).
 CREATE OR REPLACE FUNCTION forget_deleted_device_contacts() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE v_ids bigint[] := array(SELECT o.id FROM old_rows o);
 BEGIN
-  DELETE FROM chats c WHERE c.device_id = ANY (array(SELECT o.id FROM old_rows o));
-  DELETE FROM device_warm_contacts w WHERE w.device_id = ANY (array(SELECT o.id FROM old_rows o));
+  DELETE FROM chats c WHERE c.device_id = ANY (v_ids);
+  DELETE FROM device_warm_contacts w WHERE w.device_id = ANY (v_ids);
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION forget_deleted_device_contacts() IS
