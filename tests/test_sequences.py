@@ -8,6 +8,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.factories import make_device, make_user
+from tests.superuser import superuser
 
 DUPLICATES = """SELECT sequence_id, contact_phone, current_step, count(*) FROM sequence_contacts
                  GROUP BY sequence_id, contact_phone, current_step HAVING count(*) > 1"""
@@ -216,6 +217,32 @@ def test_a_contacts_step_is_in_flight_from_its_queueing_until_its_message_and_an
     assert enrollment(db, sid, "60111111111")["status"] == "stopped"
     assert activate(db) == 0 and not in_flight(db, sid, "60111111111")
     assert db.execute("SELECT count(*) AS n FROM enrollment_steps_settled").fetchone()["n"] == 0
+
+
+def test_a_receipt_calls_none_of_the_counts_it_cannot_change(module_db_url):
+    """A message is claimed, completed, then earns two receipts (delivered, read); only its
+    completion changes a sequence's counts (a claim keeps it in flight) or the sent/failed rollup.
+    The statement triggers see that and stop, rather than copying the rows and calling the writers
+    for nothing."""
+    watched = ["_record_message_count_deltas", "_add_message_outcomes"]
+    query = "SELECT funcname, calls FROM pg_stat_xact_user_functions WHERE funcname = ANY (%s)"
+    with superuser(module_db_url) as su, su.transaction() as tx:
+        su.execute("SET LOCAL track_functions = 'all'")
+        uid = make_user(su)
+        dev = make_device(su, uid)
+        sid = make_sequence(su, uid, delay_hours=0)
+        add_lead(su, uid, "60111111112", "promo")
+        assert activate(su) == 1
+        sent = messages(su, sid)[0]["id"]
+        finish(su, [sent])
+        completed = {r["funcname"]: r["calls"] for r in su.execute(query, [watched])}
+        assert completed == {f: 1 for f in watched}           # the completion is counted; the claim changed no count
+        for kind in ("delivered", "read"):
+            assert su.execute("SELECT record_receipts(%s, %s, %s, now()) AS n", [dev, [f"w{sent}"], kind]).fetchone()["n"] == 1
+        assert {r["funcname"]: r["calls"] for r in su.execute(query, [watched])} == completed
+        row = su.execute("SELECT delivered_at, read_at FROM broadcast_messages WHERE id = %s", [sent]).fetchone()
+        assert row["delivered_at"] is not None and row["read_at"] is not None
+        raise psycopg.Rollback(tx)
 
 
 def test_a_completion_never_waits_for_the_contacts_enrollment(connect_committed):

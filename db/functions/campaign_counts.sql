@@ -24,7 +24,8 @@ COMMENT ON FUNCTION _campaign_count_row(text, boolean, boolean, integer) IS
 
 -- Signed counts (rows of campaign_counts' shape, shard ignored) added to the rollup.
 CREATE OR REPLACE FUNCTION _add_campaign_counts(p_deltas campaign_counts[]) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
   -- The shard follows the connection: two senders' statements never wait on each other's row.
   INSERT INTO campaign_counts AS t (campaign_id, device_id, shard, assigned, current, sent, failed, skipped, pending,
                                     delivered, read, live_or_sent, retries)
@@ -58,7 +59,7 @@ LANGUAGE sql AS $$
          skipped = t.skipped + excluded.skipped, pending = t.pending + excluded.pending,
          delivered = t.delivered + excluded.delivered, read = t.read + excluded.read,
          retries = t.retries + excluded.retries;
-$$;
+END $$;
 COMMENT ON FUNCTION _add_campaign_counts(campaign_counts[]) IS
   'Adds signed counts per campaign and device (rows of campaign_counts'' shape; their shard is ignored) to '
   'campaign_counts, and their sums per campaign to campaign_totals.';

@@ -22,7 +22,8 @@ COMMENT ON FUNCTION _message_outcome_bucket(timestamptz) IS 'The quarter hour me
 
 CREATE OR REPLACE FUNCTION _add_message_outcomes(p_user_ids bigint[], p_buckets timestamptz[], p_sent bigint[],
                                                 p_failed bigint[])
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
   -- The shard follows the connection: two senders' statements never wait on each other's row.
   INSERT INTO message_outcome_counts AS c (user_id, bucket, shard, sent, failed)
   SELECT r.user_id, r.bucket, pg_backend_pid() % 16, sum(r.sent), sum(r.failed)
@@ -39,33 +40,40 @@ RETURNS void LANGUAGE sql AS $$
    WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id)
   HAVING sum(r.sent) <> 0 OR sum(r.failed) <> 0
   ON CONFLICT (shard) DO UPDATE SET sent = t.sent + excluded.sent, failed = t.failed + excluded.failed;
-$$;
+END $$;
 COMMENT ON FUNCTION _add_message_outcomes(bigint[], timestamptz[], bigint[], bigint[]) IS
   'Adds signed sent/failed counts (parallel arrays: owner, quarter hour, sent, failed) to message_outcome_counts '
   'and their sum to message_outcome_totals.';
 
 CREATE OR REPLACE FUNCTION count_message_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-  v_users bigint[] := '{}'::bigint[]; v_buckets timestamptz[] := '{}'::timestamptz[];
-  v_sent bigint[] := '{}'::bigint[]; v_failed bigint[] := '{}'::bigint[];
+  v_users bigint[]; v_buckets timestamptz[]; v_sent bigint[]; v_failed bigint[];
 BEGIN
-  -- Rows are aggregated per owner and quarter hour here; only those few cross into the upsert.
-  -- New rows are pending (their writer, _enqueue_messages, has no INSERT trigger): nothing to count.
+  -- Aggregated per owner and quarter hour here; only the changes cross into the upsert. An update
+  -- adds its new rows and subtracts its old ones (summed, never joined: see count_campaign_messages),
+  -- so a receipt's, which leaves status and time as they were, calls nothing. New rows are pending
+  -- (their writer, _enqueue_messages, has no INSERT trigger): nothing to count.
   IF TG_OP = 'UPDATE' THEN
-    SELECT v_users || array_agg(t.user_id), v_buckets || array_agg(t.bucket), v_sent || array_agg(t.sent),
-           v_failed || array_agg(t.failed)
+    SELECT array_agg(t.user_id), array_agg(t.bucket), array_agg(t.sent), array_agg(t.failed)
       INTO v_users, v_buckets, v_sent, v_failed
-      FROM (SELECT n.user_id, _message_outcome_bucket(coalesce(n.sent_at, n.failed_at)) AS bucket,
-                   count(*) FILTER (WHERE n.status = 'sent') AS sent, count(*) FILTER (WHERE n.status = 'failed') AS failed
-              FROM new_rows n WHERE n.status IN ('sent', 'failed') GROUP BY 1, 2) t;
+      FROM (SELECT r.user_id, _message_outcome_bucket(r.at) AS bucket,
+                   sum(CASE WHEN r.status = 'sent' THEN r.sign ELSE 0 END) AS sent,
+                   sum(CASE WHEN r.status = 'failed' THEN r.sign ELSE 0 END) AS failed
+              FROM (SELECT n.user_id, coalesce(n.sent_at, n.failed_at) AS at, n.status, 1 AS sign
+                      FROM new_rows n WHERE n.status IN ('sent', 'failed')
+                    UNION ALL
+                    SELECT o.user_id, coalesce(o.sent_at, o.failed_at), o.status, -1
+                      FROM old_rows o WHERE o.status IN ('sent', 'failed')) r
+             GROUP BY 1, 2) t
+     WHERE t.sent <> 0 OR t.failed <> 0;
+  ELSE
+    SELECT array_agg(t.user_id), array_agg(t.bucket), array_agg(-t.sent), array_agg(-t.failed)
+      INTO v_users, v_buckets, v_sent, v_failed
+      FROM (SELECT o.user_id, _message_outcome_bucket(coalesce(o.sent_at, o.failed_at)) AS bucket,
+                   count(*) FILTER (WHERE o.status = 'sent') AS sent, count(*) FILTER (WHERE o.status = 'failed') AS failed
+              FROM old_rows o WHERE o.status IN ('sent', 'failed') GROUP BY 1, 2) t;
   END IF;
-  SELECT v_users || array_agg(t.user_id), v_buckets || array_agg(t.bucket), v_sent || array_agg(-t.sent),
-         v_failed || array_agg(-t.failed)
-    INTO v_users, v_buckets, v_sent, v_failed
-    FROM (SELECT o.user_id, _message_outcome_bucket(coalesce(o.sent_at, o.failed_at)) AS bucket,
-                 count(*) FILTER (WHERE o.status = 'sent') AS sent, count(*) FILTER (WHERE o.status = 'failed') AS failed
-            FROM old_rows o WHERE o.status IN ('sent', 'failed') GROUP BY 1, 2) t;
-  IF cardinality(v_users) > 0 THEN
+  IF v_users IS NOT NULL THEN
     PERFORM _add_message_outcomes(v_users, v_buckets, v_sent, v_failed);
   END IF;
   RETURN NULL;

@@ -13,27 +13,28 @@ COMMENT ON FUNCTION notify_user(bigint, text, jsonb) IS
 -- all of them, never one per row.
 CREATE OR REPLACE FUNCTION _notify_queue_changes(p_status text, p_ids bigint[], p_user_ids bigint[],
                                                 p_device_ids bigint[], p_campaign_ids bigint[])
-RETURNS void LANGUAGE sql AS $$
-  WITH changed AS (
-    SELECT * FROM unnest(p_ids, p_user_ids, p_device_ids, p_campaign_ids) AS r(id, user_id, device_id, campaign_id)
-  ), per_user AS (
-    -- Lists are capped (a NOTIFY payload must stay under 8000 bytes); truncated says so.
-    SELECT user_id, count(*) AS n,
-           (array_agg(id ORDER BY id))[1:200] AS ids,
-           (array_agg(DISTINCT device_id) FILTER (WHERE device_id IS NOT NULL))[1:100] AS device_ids,
-           count(DISTINCT device_id) > 100 AS many_devices
-      FROM changed GROUP BY user_id
-  ), per_campaign AS (
-    SELECT user_id,
-           jsonb_agg(jsonb_build_object('id', campaign_id, 'count', n) ORDER BY campaign_id)
-             FILTER (WHERE rank <= 100) AS campaigns,
-           count(*) > 100 AS truncated
-      FROM (SELECT user_id, campaign_id, count(*) AS n,
-                   row_number() OVER (PARTITION BY user_id ORDER BY campaign_id) AS rank
-              FROM changed WHERE campaign_id IS NOT NULL GROUP BY user_id, campaign_id) c
-     GROUP BY user_id
-  )
-  SELECT count(*) FROM (
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM count(*) FROM (
+    WITH changed AS (
+      SELECT * FROM unnest(p_ids, p_user_ids, p_device_ids, p_campaign_ids) AS r(id, user_id, device_id, campaign_id)
+    ), per_user AS (
+      -- Lists are capped (a NOTIFY payload must stay under 8000 bytes); truncated says so.
+      SELECT user_id, count(*) AS n,
+             (array_agg(id ORDER BY id))[1:200] AS ids,
+             (array_agg(DISTINCT device_id) FILTER (WHERE device_id IS NOT NULL))[1:100] AS device_ids,
+             count(DISTINCT device_id) > 100 AS many_devices
+        FROM changed GROUP BY user_id
+    ), per_campaign AS (
+      SELECT user_id,
+             jsonb_agg(jsonb_build_object('id', campaign_id, 'count', n) ORDER BY campaign_id)
+               FILTER (WHERE rank <= 100) AS campaigns,
+             count(*) > 100 AS truncated
+        FROM (SELECT user_id, campaign_id, count(*) AS n,
+                     row_number() OVER (PARTITION BY user_id ORDER BY campaign_id) AS rank
+                FROM changed WHERE campaign_id IS NOT NULL GROUP BY user_id, campaign_id) c
+       GROUP BY user_id
+    )
     SELECT notify_user(u.user_id, 'message_status',
                        jsonb_build_object('status', p_status, 'count', u.n, 'device_ids', u.device_ids,
                                           'ids', u.ids, 'truncated', u.n > 200 OR u.many_devices))
@@ -44,8 +45,8 @@ RETURNS void LANGUAGE sql AS $$
       FROM per_campaign c
     UNION ALL
     SELECT _emit_message_status_webhooks(p_status, p_ids, p_user_ids)
-  ) sent
-$$;
+  ) sent;
+END $$;
 COMMENT ON FUNCTION _notify_queue_changes(text, bigint[], bigint[], bigint[], bigint[]) IS
   'Pushes what one statement did to queued messages (parallel arrays of message id, owner, device, campaign), '
   'one event per owner: message_status {status, count, device_ids (first 100), ids (first 200), truncated} and, '

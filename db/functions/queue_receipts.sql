@@ -42,14 +42,16 @@ COMMENT ON FUNCTION record_receipts(bigint, text[], text, timestamptz) IS
 -- them): looked up again by id, each row was probed in every week of the history. A receipt of a
 -- message typed on the phone waits here for a day, so most completions find some.
 CREATE OR REPLACE FUNCTION _apply_early_receipts(p_rows broadcast_messages[])
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE v_batches integer;
+BEGIN
   WITH early AS (
     DELETE FROM early_receipts r
      WHERE (r.device_id, r.wa_message_id) IN (SELECT m.device_id, m.wa_message_id FROM unnest(p_rows) m)
     RETURNING r.device_id, r.wa_message_id, r.kind, r.received_at)
-  SELECT count(record_receipts(device_id, ids, kind, at)) FROM (
+  SELECT count(record_receipts(device_id, ids, kind, at)) INTO v_batches FROM (
     SELECT device_id, kind, array_agg(wa_message_id) AS ids, max(received_at) AS at
       FROM early GROUP BY device_id, kind) g;
-$$;
+END $$;
 COMMENT ON FUNCTION _apply_early_receipts(broadcast_messages[]) IS
   'Applies (through record_receipts) and removes the early receipts of these just-sent rows (as settled).';

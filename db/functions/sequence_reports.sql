@@ -3,26 +3,33 @@
 
 -- Counters ----------------------------------------------------------------------------------
 
+-- What a sequence's counts see of a message's status.
+CREATE OR REPLACE FUNCTION _sequence_count_class(p_status text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE WHEN p_status IN ('pending', 'queued') THEN 'in_flight' WHEN p_status = 'sent' THEN 'sent' ELSE 'failed' END
+$$;
+COMMENT ON FUNCTION _sequence_count_class(text) IS
+  'How a sequence''s counts class a message status: in_flight (pending, queued), sent, or failed (failed, skipped).';
+
 -- Statement triggers hand their transition rows to these (the same code for insert, update and
 -- delete): a row counts in its (sequence, step) and the delta is new rows minus old rows.
 CREATE OR REPLACE FUNCTION _record_message_count_deltas(p_new broadcast_messages[], p_old broadcast_messages[])
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-  -- A message counts as in flight (pending/queued), sent, or failed (failed/skipped), on the
-  -- all-time row (day NULL) and, once done, on its completion day in the owner's zone.
+  -- A message counts in its class (_sequence_count_class) on the all-time row (day NULL) and, once
+  -- done, on its completion day in the owner's zone.
   INSERT INTO sequence_counter_deltas (sequence_id, step_id, day, in_flight, sent, failed)
   SELECT r.sequence_id, r.sequence_stepid, k.day, sum(r.sign * k.in_flight), sum(r.sign * k.sent), sum(r.sign * k.failed)
-    FROM (SELECT sequence_id, sequence_stepid, user_id, status, coalesce(sent_at, failed_at) AS done_at, 1 AS sign
+    FROM (SELECT sequence_id, sequence_stepid, user_id, _sequence_count_class(status) AS class,
+                 coalesce(sent_at, failed_at) AS done_at, 1 AS sign
             FROM unnest(p_new)
           UNION ALL
-          SELECT sequence_id, sequence_stepid, user_id, status, coalesce(sent_at, failed_at), -1
+          SELECT sequence_id, sequence_stepid, user_id, _sequence_count_class(status), coalesce(sent_at, failed_at), -1
             FROM unnest(p_old)) r
     JOIN users u ON u.id = r.user_id
    CROSS JOIN LATERAL (VALUES
-          (NULL::date, (r.status IN ('pending', 'queued'))::int, (r.status = 'sent')::int,
-           (r.status IN ('failed', 'skipped'))::int),
-          ((r.done_at AT TIME ZONE u.timezone)::date, 0, (r.status = 'sent')::int,
-           (r.status IN ('failed', 'skipped'))::int)) AS k(day, in_flight, sent, failed)
+          (NULL::date, (r.class = 'in_flight')::int, (r.class = 'sent')::int, (r.class = 'failed')::int),
+          ((r.done_at AT TIME ZONE u.timezone)::date, 0, (r.class = 'sent')::int, (r.class = 'failed')::int))
+          AS k(day, in_flight, sent, failed)
    WHERE k.day IS NULL OR r.done_at IS NOT NULL
    GROUP BY 1, 2, 3
   HAVING sum(r.sign * k.in_flight) <> 0 OR sum(r.sign * k.sent) <> 0 OR sum(r.sign * k.failed) <> 0;
@@ -37,6 +44,21 @@ DECLARE
 BEGIN
   -- New rows are counted by their writer (_count_enqueued): UPDATE and DELETE only.
   IF TG_OP = 'UPDATE' THEN
+    -- What is counted (in flight, sent, failed; when it settled) and recorded (a contact's step no
+    -- longer live) unchanged in every row, as after a claim or a receipt: nothing to do. Summed,
+    -- never joined (see count_campaign_messages).
+    IF NOT EXISTS (
+         SELECT FROM (SELECT n.enrollment_id, n.sequence_id, n.sequence_stepid, n.user_id,
+                             _sequence_count_class(n.status) AS class, coalesce(n.sent_at, n.failed_at) AS done_at, 1 AS sign
+                        FROM new_rows n WHERE n.sequence_stepid IS NOT NULL
+                      UNION ALL
+                      SELECT o.enrollment_id, o.sequence_id, o.sequence_stepid, o.user_id,
+                             _sequence_count_class(o.status), coalesce(o.sent_at, o.failed_at), -1
+                        FROM old_rows o WHERE o.sequence_stepid IS NOT NULL) r
+          GROUP BY r.enrollment_id, r.sequence_id, r.sequence_stepid, r.user_id, r.class, r.done_at
+         HAVING sum(r.sign) <> 0) THEN
+      RETURN NULL;
+    END IF;
     v_new := array(SELECT n::broadcast_messages FROM new_rows n WHERE n.sequence_stepid IS NOT NULL);
   END IF;
   v_old := array(SELECT o::broadcast_messages FROM old_rows o WHERE o.sequence_stepid IS NOT NULL);
