@@ -213,17 +213,27 @@ LOOP
                                                p.cold_day, p.cold_count) lim
        WHERE d.status = 'online' AND d.paused_at IS NULL  -- a paused device keeps its connection, sends nothing
          AND p.next_send_at <= now()
+         AND (p.hour_full_until IS NULL OR p.hour_full_until <= now())
        ORDER BY p.next_send_at, p.device_id
     ),
     room AS (
       SELECT dev.*,
              dev.hour_count >= dev.hourly_limit AS recounted,
-             CASE WHEN dev.hour_count < dev.hourly_limit THEN dev.hour_count
-                  ELSE (SELECT coalesce(sum(s.sends), 0)::int FROM device_send_minutes s
-                         WHERE s.device_id = dev.device_id
-                           AND s.minute >= date_trunc('minute', now() - interval '1 hour')) END AS hour_base,
+             CASE WHEN dev.hour_count < dev.hourly_limit THEN dev.hour_count ELSE coalesce(h.sends, 0) END AS hour_base,
+             h.oldest AS hour_oldest,
              CASE WHEN dev.day_start = dev.today THEN dev.day_count ELSE 0 END AS day_base
         FROM dev
+        LEFT JOIN LATERAL (SELECT sum(s.sends)::int AS sends, min(s.minute) AS oldest FROM device_send_minutes s
+                            WHERE dev.hour_count >= dev.hourly_limit AND s.device_id = dev.device_id
+                              AND s.minute >= date_trunc('minute', now() - interval '1 hour')) h ON true
+    ),
+    -- Recounted and still full: no send fits before the oldest of the hour's sends leaves it (its
+    -- minute + 61, the recount's window). Until then claims pass the device by: a sender leasing
+    -- 1,500 devices at their cap recounted every one in every claim (31 ms a claim, 3.4 without).
+    full_hour AS (
+      UPDATE device_pacing p SET hour_full_until = r.hour_oldest + interval '61 minutes'
+        FROM room r
+       WHERE p.device_id = r.device_id AND r.recounted AND r.hour_base >= r.hourly_limit
     ),
     cand AS MATERIALIZED (
       SELECT r.device_id, r.recounted, r.hour_base, r.today, c.id, c.delay
