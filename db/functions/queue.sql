@@ -214,9 +214,10 @@ LOOP
        WHERE d.status = 'online' AND d.paused_at IS NULL  -- a paused device keeps its connection, sends nothing
          AND p.next_send_at <= now()
          AND (p.hour_full_until IS NULL OR p.hour_full_until <= now())
+         AND (lim.cold_ok OR p.warm_none_until IS NULL OR p.warm_none_until <= now())
        ORDER BY p.next_send_at, p.device_id
     ),
-    room AS (
+    counted AS (
       SELECT dev.*,
              dev.hour_count >= dev.hourly_limit AS recounted,
              CASE WHEN dev.hour_count < dev.hourly_limit THEN dev.hour_count ELSE coalesce(h.sends, 0) END AS hour_base,
@@ -227,13 +228,10 @@ LOOP
                             WHERE dev.hour_count >= dev.hourly_limit AND s.device_id = dev.device_id
                               AND s.minute >= date_trunc('minute', now() - interval '1 hour')) h ON true
     ),
-    -- Recounted and still full: no send fits before the oldest of the hour's sends leaves it (its
-    -- minute + 61, the recount's window). Until then claims pass the device by: a sender leasing
-    -- 1,500 devices at their cap recounted every one in every claim (31 ms a claim, 3.4 without).
-    full_hour AS (
-      UPDATE device_pacing p SET hour_full_until = r.hour_oldest + interval '61 minutes'
-        FROM room r
-       WHERE p.device_id = r.device_id AND r.recounted AND r.hour_base >= r.hourly_limit
+    room AS (
+      SELECT c.*, c.recounted AND c.hour_base >= c.hourly_limit AS hour_full,
+             greatest(0, least(p_per_device, c.hourly_limit - c.hour_base, c.daily_limit - c.day_base)) AS allowed
+        FROM counted c
     ),
     cand AS MATERIALIZED (
       SELECT r.device_id, r.recounted, r.hour_base, r.today, c.id, c.delay
@@ -254,12 +252,36 @@ LOOP
                        AND (r.cold_ok OR (SELECT true FROM device_warm_contacts w
                                            WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone) IS NOT NULL)
                      ORDER BY m.scheduled_at, m.id
-                     LIMIT greatest(0, least(p_per_device, r.hourly_limit - r.hour_base,
-                                             r.daily_limit - r.day_base))) b
+                     LIMIT r.allowed) b
           ) w
           WHERE w.before = 0
         ) c
        LIMIT p_limit
+    ),
+    -- Devices the next claims can pass by for a while, rather than walk again each time (a sender
+    -- leasing 1,500 of them: 31 ms a claim for full hours, 88 ms for 100 cold rows each, against
+    -- 3.4 ms when they are paced past now):
+    -- - recounted and still full: no send fits before the oldest of the hour's sends leaves it (its
+    --   minute + 61, the recount's window) -- device_pacing.hour_full_until;
+    -- - unable to reach new contacts, read to its last due row (cand did not stop at p_limit), and
+    --   none of them to a contact it talked with: for 5 minutes, unless a row is queued for it or
+    --   a contact of it writes (they clear it) -- device_pacing.warm_none_until.
+    -- Rows another transaction holds are left unmarked: a claim never waits.
+    passed_by AS (
+      SELECT q.device_id,
+             CASE WHEN r.hour_full THEN r.hour_oldest + interval '61 minutes' END AS full_until,
+             CASE WHEN NOT r.hour_full THEN now() + interval '5 minutes' END AS warm_until
+        FROM room r JOIN device_pacing q ON q.device_id = r.device_id
+       WHERE r.hour_full
+          OR (NOT r.cold_ok AND r.allowed > 0 AND (SELECT count(*) FROM cand) < p_limit
+              AND r.device_id <> ALL (ARRAY(SELECT DISTINCT c.device_id FROM cand c)))
+         FOR UPDATE OF q SKIP LOCKED
+    ),
+    passing AS (
+      UPDATE device_pacing p
+         SET hour_full_until = coalesce(b.full_until, p.hour_full_until),
+             warm_none_until = coalesce(b.warm_until, p.warm_none_until)
+        FROM passed_by b WHERE p.device_id = b.device_id
     ),
     -- Joins between these CTEs always go from one CTE into a table's primary key, never CTE to CTE:
     -- the cached plan cannot know their sizes, and a CTE-to-CTE nested loop is quadratic.
