@@ -28,7 +28,9 @@ BEGIN
   INSERT INTO message_outcome_counts AS c (user_id, bucket, shard, sent, failed)
   SELECT r.user_id, r.bucket, pg_backend_pid() % 16, sum(r.sent), sum(r.failed)
     FROM unnest(p_user_ids, p_buckets, p_sent, p_failed) AS r(user_id, bucket, sent, failed)
-   WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id)  -- an owner being deleted takes its rollup along
+   -- an owner being deleted takes its rollup along; a probe per row (the plan is kept for the session:
+   -- as a semi-join planned while owners were few it re-read the batch per owner)
+   WHERE (SELECT true FROM users u WHERE u.id = r.user_id)
    GROUP BY r.user_id, r.bucket
   HAVING sum(r.sent) <> 0 OR sum(r.failed) <> 0
    ORDER BY r.user_id, r.bucket  -- one lock order for every writer
@@ -37,7 +39,7 @@ BEGIN
   INSERT INTO message_outcome_totals AS t (shard, sent, failed)
   SELECT pg_backend_pid() % 16, sum(r.sent), sum(r.failed)
     FROM unnest(p_user_ids, p_sent, p_failed) AS r(user_id, sent, failed)
-   WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id)
+   WHERE (SELECT true FROM users u WHERE u.id = r.user_id)
   HAVING sum(r.sent) <> 0 OR sum(r.failed) <> 0
   ON CONFLICT (shard) DO UPDATE SET sent = t.sent + excluded.sent, failed = t.failed + excluded.failed;
 END $$;

@@ -41,8 +41,12 @@ COMMENT ON FUNCTION record_receipts(bigint, text[], text, timestamptz) IS
 -- Keyed by the settled rows themselves (their device and WhatsApp id, as complete_messages has
 -- them): looked up again by id, each row was probed in every week of the history. A receipt of a
 -- message typed on the phone waits here for a day, so most completions find some.
+-- Its plan is kept for the session: never a scan of the waiting receipts (a day of them, for
+-- messages typed on the phone), which a plan made while they were few would keep.
 CREATE OR REPLACE FUNCTION _apply_early_receipts(p_rows broadcast_messages[])
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $$
 DECLARE v_batches integer;
 BEGIN
   WITH early AS (
