@@ -160,7 +160,8 @@ def test_a_full_hour_is_recounted_once_until_its_oldest_send_leaves_it(db, uid):
 
 
 def test_a_new_hourly_limit_frees_a_full_hour_at_once(db, uid):
-    """The full hour was full for the old limit: a raised one lets the device send at once."""
+    """The full hour was full for the old limit: a raised one lets the device send at once (a guard
+    of the claim's filter, which compares the recounted hour with the limit of now)."""
     dev = make_device(db, uid, hourly_limit=5)
     lease(db, [dev])
     send_history(db, dev, 10, 5)

@@ -177,7 +177,6 @@ BEGIN
     -- a contact who wrote is warm: a reach-out timelock does not hold messages to it
     INSERT INTO device_warm_contacts AS w (device_id, phone, wrote_at) VALUES (p_device_id, v_phone, p_sent_at)
     ON CONFLICT (device_id, phone) DO UPDATE SET wrote_at = coalesce(w.wrote_at, excluded.wrote_at);
-    PERFORM _forget_warm_none(ARRAY[p_device_id]);
     PERFORM _mark_lead_replied(v_user, v_phone, p_sent_at);
     IF _is_opt_out_text(v_content) THEN
       PERFORM opt_out_phone(v_user, v_phone, 'replied ' || upper(btrim(v_content)));

@@ -165,10 +165,6 @@ BEGIN
          daily_limit       = coalesce(v_daily, d.daily_limit)
    WHERE d.id = ANY (p_device_ids) AND d.user_id = p_user_id;
   GET DIAGNOSTICS v_done = ROW_COUNT;
-  IF v_hourly IS NOT NULL THEN   -- a full hour was full for the old limit (claim_messages)
-    UPDATE device_pacing p SET hour_full_until = NULL
-     WHERE p.device_id = ANY (p_device_ids) AND p.hour_full_until IS NOT NULL;
-  END IF;
   PERFORM notify_user(p_user_id, 'devices_updated', jsonb_build_object(
     'count', v_done, 'device_ids', (SELECT array_agg(DISTINCT x ORDER BY x) FROM unnest(p_device_ids) x)[1:200],
     'truncated', cardinality(p_device_ids) > 200,

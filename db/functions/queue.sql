@@ -213,8 +213,10 @@ LOOP
                                                p.cold_day, p.cold_count) lim
        WHERE d.status = 'online' AND d.paused_at IS NULL  -- a paused device keeps its connection, sends nothing
          AND p.next_send_at <= now()
-         AND (p.hour_full_until IS NULL OR p.hour_full_until <= now())
-         AND (lim.cold_ok OR p.warm_none_until IS NULL OR p.warm_none_until <= now())
+         -- passed by while its hour stays full for its limit, or while it still cannot reach new
+         -- contacts (passed_by below)
+         AND NOT (coalesce(p.hour_full_until > now(), false) AND p.hour_count >= d.hourly_limit)
+         AND NOT (coalesce(p.warm_none_until > now(), false) AND NOT lim.cold_ok)
        ORDER BY p.next_send_at, p.device_id
     ),
     counted AS (
@@ -260,17 +262,20 @@ LOOP
     ),
     -- Devices the next claims can pass by for a while, rather than walk again each time (a sender
     -- leasing 1,500 of them: 31 ms a claim for full hours, 88 ms for 100 cold rows each, against
-    -- 3.4 ms when they are paced past now):
+    -- 3.4 ms when they are paced past now). Both marks hold only while what set them holds (the
+    -- filter in dev), so a raised limit, a lifted timelock or a new day frees the device at once;
+    -- only the claim writes them:
     -- - recounted and still full: no send fits before the oldest of the hour's sends leaves it (its
-    --   minute + 61, the recount's window) -- device_pacing.hour_full_until;
+    --   minute + 61, the recount's window), while the exact count stays at or above the limit --
+    --   device_pacing.hour_full_until, with hour_count set to the recount;
     -- - unable to reach new contacts, read to its last due row (cand did not stop at p_limit), and
-    --   none of them to a contact it talked with: for 5 minutes, unless a row is queued for it or
-    --   a contact of it writes (they clear it) -- device_pacing.warm_none_until.
+    --   none of them to a contact it talked with: for 5 seconds (device_pacing.warm_none_until). Not
+    --   longer: a message to a warm contact, or a contact who writes, waits that much at most (a
+    --   device's own delay between two sends is 30-60 s by default); and not cleared by writers,
+    --   whose rows a claim running meanwhile may not see.
     -- Rows another transaction holds are left unmarked: a claim never waits.
     passed_by AS (
-      SELECT q.device_id,
-             CASE WHEN r.hour_full THEN r.hour_oldest + interval '61 minutes' END AS full_until,
-             CASE WHEN NOT r.hour_full THEN now() + interval '5 minutes' END AS warm_until
+      SELECT q.device_id, r.hour_full, r.hour_base, r.hour_oldest + interval '61 minutes' AS full_until
         FROM room r JOIN device_pacing q ON q.device_id = r.device_id
        WHERE r.hour_full
           OR (NOT r.cold_ok AND r.allowed > 0 AND (SELECT count(*) FROM cand) < p_limit
@@ -279,14 +284,12 @@ LOOP
     ),
     passing AS (
       UPDATE device_pacing p
-         SET hour_full_until = coalesce(b.full_until, p.hour_full_until),
-             warm_none_until = coalesce(b.warm_until, p.warm_none_until)
+         SET hour_full_until = CASE WHEN b.hour_full THEN b.full_until ELSE p.hour_full_until END,
+             hour_count      = CASE WHEN b.hour_full THEN b.hour_base ELSE p.hour_count END,
+             hour_counted_at = CASE WHEN b.hour_full THEN now() ELSE p.hour_counted_at END,
+             warm_none_until = CASE WHEN b.hour_full THEN p.warm_none_until ELSE now() + make_interval(secs => 5) END
         FROM passed_by b WHERE p.device_id = b.device_id
     ),
-    -- Joins between these CTEs always go from one CTE into a table's primary key, never CTE to CTE:
-    -- the cached plan cannot know their sizes, and a CTE-to-CTE nested loop is quadratic.
-    -- Locking the pacing row with each message row (SKIP LOCKED on both) keeps two senders from
-    -- pacing one device twice; the re-check of next_send_at happens on the locked row.
     locked AS (
       SELECT m.id, c.device_id, c.delay, c.recounted, c.hour_base, c.today
         FROM cand c

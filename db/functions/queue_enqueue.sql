@@ -115,23 +115,6 @@ COMMENT ON FUNCTION _count_enqueued(message_enqueued[]) IS
   'Adds the rows _insert_drafts wrote to campaign_counts and sequence_counter_deltas (in flight), and takes '
   'the attempts retried among them out of their current and outcome counts.';
 
--- A device the claims pass by for having no message to a contact it talked with due while it
--- cannot reach new ones (claim_messages, device_pacing.warm_none_until): a message queued for it,
--- or a contact of it writing, may give it one. Rows another transaction holds are left as they
--- are (at worst the mark's 5 minutes): waiting here, beside a completion updating the same
--- devices' pacing, could deadlock.
-CREATE OR REPLACE FUNCTION _forget_warm_none(p_device_ids bigint[]) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-  UPDATE device_pacing p SET warm_none_until = NULL
-   WHERE p.device_id IN (SELECT q.device_id FROM device_pacing q
-                          WHERE q.device_id = ANY (p_device_ids) AND q.warm_none_until IS NOT NULL
-                            FOR UPDATE SKIP LOCKED);
-END $$;
-COMMENT ON FUNCTION _forget_warm_none(bigint[]) IS
-  'Clears device_pacing.warm_none_until of these devices (those not locked by another transaction), so the next '
-  'claim reads their due messages again.';
-
 CREATE OR REPLACE FUNCTION _enqueue_messages(p_drafts message_draft[])
 RETURNS TABLE (id bigint, enrollment_id bigint, sequence_stepid bigint) LANGUAGE plpgsql AS $$
 DECLARE v_rows message_enqueued[];
@@ -148,7 +131,6 @@ BEGIN
     END;
   END LOOP;
   PERFORM _count_enqueued(v_rows);
-  PERFORM _forget_warm_none(array(SELECT DISTINCT r.device_id FROM unnest(v_rows) r WHERE r.device_id IS NOT NULL));
   -- In the caller's transaction, so the statistics commit with the rows (queue.sql, refresh_queue_stats).
   PERFORM refresh_queue_stats(cardinality(v_rows));
   RETURN QUERY SELECT r.id, r.enrollment_id, r.sequence_stepid FROM unnest(v_rows) r;
@@ -158,7 +140,6 @@ COMMENT ON FUNCTION _enqueue_messages(message_draft[]) IS
   'the id, enrollment_id and sequence_stepid of each row written. A draft that would be a second message for a '
   'campaign and phone (live or sent), a second first attempt of a step for an enrollment, or a second retry of a '
   'failed step is left out; the drafts of one call must not repeat such a key (a unique violation is raised). '
-  'The insert wakes the senders (trigger broadcast_messages_3_wake), is counted in the rollups (_count_enqueued) and '
-  'has the claims read its devices again (_forget_warm_none); '
+  'The insert wakes the senders (trigger broadcast_messages_3_wake) and is counted in the rollups (_count_enqueued); '
   'a batch that grows the queue by half '
   're-analyzes it before the caller commits (refresh_queue_stats).';
