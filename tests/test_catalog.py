@@ -214,8 +214,8 @@ def test_no_trigger_joins_its_transition_tables_in_a_plan_kept_for_the_session(d
 
 
 def test_the_senders_per_batch_functions_keep_their_plans_for_the_session(db):
-    """Every claim, completion, failure and receipt batch runs these functions, and the statement
-    triggers its writes fire. PL/pgSQL keeps its plans for the session; a SQL function that is not
+    """Every claim, completion, failure and receipt batch runs these functions (and an idle sender
+    next_dispatch_at), and the statement triggers its writes fire. PL/pgSQL keeps its plans for the session; a SQL function that is not
     inlined into its caller is parsed and planned again on every call: one that writes, holds more
     than one statement, sets options or is strict, a set-returning one that is volatile, and a
     scalar one that is more than an expression (a FROM, a subquery). Four such helpers spent more on
@@ -230,7 +230,7 @@ def test_the_senders_per_batch_functions_keep_their_plans_for_the_session(db):
                p.proisstrict AS strict, coalesce(p.proconfig, '{{}}') AS config
           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang
          WHERE {OURS}""")}
-    roots = ["claim_messages", "complete_messages", "fail_messages", "record_receipts"] + [
+    roots = ["claim_messages", "complete_messages", "fail_messages", "record_receipts", "next_dispatch_at"] + [
         t["f"] for t in db.execute("""SELECT DISTINCT p.proname AS f FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
                                         WHERE t.tgrelid = 'broadcast_messages'::regclass AND NOT t.tgisinternal""")]
     def code(f):
