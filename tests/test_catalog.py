@@ -214,16 +214,16 @@ def test_no_trigger_joins_its_transition_tables_in_a_plan_kept_for_the_session(d
 
 
 def test_the_senders_per_batch_functions_keep_their_plans_for_the_session(db):
-    """Every claim, completion, failure and receipt batch runs these functions (and an idle sender
-    next_dispatch_at), and the statement triggers its writes fire. PL/pgSQL keeps its plans for the session; a SQL function that is not
-    inlined into its caller is parsed and planned again on every call: one that writes, holds more
-    than one statement, sets options or is strict, a set-returning one that is volatile, and a
-    scalar one that is more than an expression (a FROM, a subquery). Four such helpers spent more on
-    planning than on running (_add_message_outcomes: 210 us a call, 62 as PL/pgSQL), 23 % of the
-    database's time in the soak; the completion's own statement was planned per call by choice
-    (plan_cache_mode = force_custom_plan: 0.55 ms of a 20-row completion's 2.5). A statement here
-    is written so that one plan is right at any size (enable_* settings say where a plan cached on a
-    nearly empty queue could go wrong), and kept."""
+    """Every claim, completion, failure and receipt batch runs these functions (an idle sender,
+    next_dispatch_at), and the statement triggers its writes fire. PL/pgSQL keeps its plans for the
+    session; a SQL function that is not inlined into its caller is parsed and planned again on every
+    call: one that writes, holds more than one statement, sets options or is strict, a set-returning
+    one that is volatile, and a scalar one that is more than an expression (a FROM, a subquery).
+    Such helpers spent more on planning than on running (_add_message_outcomes: 210 us a call, 62
+    as PL/pgSQL), 23 % of the database's time in the soak; the completion's own statement was
+    planned per call by choice (plan_cache_mode = force_custom_plan: 0.55 ms of a 20-row
+    completion's 2.5). A statement here is written so that one plan is right at any size (enable_*
+    settings say where a plan cached on a nearly empty queue could go wrong), and kept."""
     import re
     funcs = {f["name"]: f for f in db.execute(f"""
         SELECT p.proname AS name, l.lanname AS lang, p.prosrc AS src, p.proretset AS srf, p.provolatile AS volatility,

@@ -33,8 +33,9 @@ BEGIN
          sum(d.failed), sum(d.skipped), sum(d.pending), sum(d.delivered), sum(d.read), sum(d.live_or_sent),
          sum(d.retries)
     FROM unnest(p_deltas) d
-   -- a campaign being deleted takes its rollup; a probe per row (the plan is kept for the session:
-   -- as a semi-join planned while campaigns were few it read every campaign per row)
+   -- a campaign being deleted takes its rollup; a probe per row (the plan is kept for the session,
+   -- and a semi-join planned while campaigns are few may re-read the batch per campaign, as the
+   -- owners' check of _add_message_outcomes did)
    WHERE (SELECT true FROM campaigns c WHERE c.id = d.campaign_id)
    GROUP BY d.campaign_id, d.device_id
   HAVING sum(abs(d.assigned) + abs(d.current) + abs(d.sent) + abs(d.failed) + abs(d.skipped) + abs(d.pending)
