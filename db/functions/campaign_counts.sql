@@ -24,7 +24,9 @@ COMMENT ON FUNCTION _campaign_count_row(text, boolean, boolean, integer) IS
 
 -- Signed counts (rows of campaign_counts' shape, shard ignored) added to the rollup.
 CREATE OR REPLACE FUNCTION _add_campaign_counts(p_deltas campaign_counts[]) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 BEGIN
   -- The shard follows the connection: two senders' statements never wait on each other's row.
   INSERT INTO campaign_counts AS t (campaign_id, device_id, shard, assigned, current, sent, failed, skipped, pending,
@@ -69,7 +71,9 @@ COMMENT ON FUNCTION _add_campaign_counts(campaign_counts[]) IS
 
 -- Aggregated per campaign and device before they cross into the upsert (a fan-out chunk: a few
 -- hundred rows, not one per message).
-CREATE OR REPLACE FUNCTION count_campaign_messages() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION count_campaign_messages() RETURNS trigger LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
   v_deltas campaign_counts[];
   v_retried bigint[];

@@ -44,7 +44,9 @@ COMMENT ON FUNCTION campaign_status_rule(text, boolean, boolean, boolean, boolea
 -- it marked all of them to answer "any live?" (122 ms a call: every minute for each running
 -- campaign, and after each chunk of its own fan-out).
 CREATE OR REPLACE FUNCTION settle_campaign(p_campaign_id bigint, p_cancel boolean DEFAULT false) RETURNS text
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE c campaigns;
         v_rule record;
 BEGIN
@@ -87,7 +89,9 @@ COMMENT ON FUNCTION settle_campaign(bigint, boolean) IS
 -- statistics say), whatever plan a session keeps: as one join of the campaigns, the transition
 -- table and the queue it was planned once per session, for the session's first statement's rows,
 -- and kept re-reading the transition table per campaign and the queue per row.
-CREATE OR REPLACE FUNCTION settle_campaigns_done() RETURNS trigger LANGUAGE plpgsql SET enable_seqscan = off AS $$
+CREATE OR REPLACE FUNCTION settle_campaigns_done() RETURNS trigger LANGUAGE plpgsql SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE v_id bigint;
 BEGIN
   FOR v_id IN

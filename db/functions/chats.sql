@@ -285,7 +285,9 @@ COMMENT ON FUNCTION mark_chat_read(bigint, bigint) IS
 -- A number the queue wrote to has a chat on that device from the first send, as on a phone: the
 -- chat list shows campaign and sequence recipients, and their replies land in the same thread.
 CREATE OR REPLACE FUNCTION _record_outbound_chats(p_rows broadcast_messages[])
-RETURNS integer LANGUAGE plpgsql AS $$
+RETURNS integer LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE v_done integer;
 BEGIN
   -- In (device, jid) order: concurrent callers lock chat rows in the same order.

@@ -22,7 +22,9 @@ COMMENT ON FUNCTION _message_outcome_bucket(timestamptz) IS 'The quarter hour me
 
 CREATE OR REPLACE FUNCTION _add_message_outcomes(p_user_ids bigint[], p_buckets timestamptz[], p_sent bigint[],
                                                 p_failed bigint[])
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 BEGIN
   -- The shard follows the connection: two senders' statements never wait on each other's row.
   INSERT INTO message_outcome_counts AS c (user_id, bucket, shard, sent, failed)
@@ -47,7 +49,9 @@ COMMENT ON FUNCTION _add_message_outcomes(bigint[], timestamptz[], bigint[], big
   'Adds signed sent/failed counts (parallel arrays: owner, quarter hour, sent, failed) to message_outcome_counts '
   'and their sum to message_outcome_totals.';
 
-CREATE OR REPLACE FUNCTION count_message_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION count_message_outcomes() RETURNS trigger LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
   v_users bigint[]; v_buckets timestamptz[]; v_sent bigint[]; v_failed bigint[];
 BEGIN

@@ -40,6 +40,7 @@ COMMENT ON FUNCTION device_timelocked(bigint, timestamptz, boolean) IS
 CREATE OR REPLACE FUNCTION _record_send_outcomes(p_rows broadcast_messages[], p_failed boolean)
 RETURNS void LANGUAGE plpgsql
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE v_window integer := setting('self_pause_window_sends')::int;
         v_paused integer;

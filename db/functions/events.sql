@@ -13,7 +13,9 @@ COMMENT ON FUNCTION notify_user(bigint, text, jsonb) IS
 -- all of them, never one per row.
 CREATE OR REPLACE FUNCTION _notify_queue_changes(p_status text, p_ids bigint[], p_user_ids bigint[],
                                                 p_device_ids bigint[], p_campaign_ids bigint[])
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 BEGIN
   PERFORM count(*) FROM (
     WITH changed AS (

@@ -70,7 +70,9 @@ COMMENT ON FUNCTION render_message(text, text, text) IS
   'Field values are never read as spintax. Call it in the INSERT that queues the row.';
 
 -- Wake-ups ----------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION notify_dispatch() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION notify_dispatch() RETURNS trigger LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 BEGIN
   PERFORM pg_notify('wa_dispatch', '');
   RETURN NULL;
@@ -98,7 +100,9 @@ COMMENT ON FUNCTION notify_dispatch() IS
 -- Batches committing together still miss each other: the claim, which sees the due rows
 -- themselves, checks too (_analyze_queue_if_grown with the rows it saw).
 CREATE OR REPLACE FUNCTION _analyze_queue_if_grown(p_rows bigint, p_wait boolean)
-RETURNS boolean LANGUAGE plpgsql AS $$
+RETURNS boolean LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE v_known real := (SELECT greatest(c.reltuples, 0) FROM pg_class c WHERE c.oid = 'message_queue'::regclass);
 BEGIN
   IF p_rows < 1000 OR p_rows <= 1.5 * v_known THEN
@@ -362,6 +366,7 @@ SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_sort = off
 SET enable_incremental_sort = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
   RETURN (
@@ -433,7 +438,9 @@ COMMENT ON FUNCTION _settle_claimed(text, bigint[], text, text[]) IS
   'bookkeeping after it never reads them again.';
 
 CREATE OR REPLACE FUNCTION complete_messages(p_sender_id text, p_ids bigint[], p_wa_message_ids text[])
-RETURNS integer LANGUAGE plpgsql AS $$
+RETURNS integer LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE v_rows broadcast_messages[];
 BEGIN
   v_rows := _settle_claimed(p_sender_id, p_ids, 'sent', p_wa_message_ids);
@@ -453,7 +460,9 @@ COMMENT ON FUNCTION complete_messages(text, bigint[], text[]) IS
   '(early_receipts). Returns how many changed.';
 
 CREATE OR REPLACE FUNCTION fail_messages(p_sender_id text, p_ids bigint[], p_errors text[])
-RETURNS integer LANGUAGE plpgsql AS $$
+RETURNS integer LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE v_rows broadcast_messages[];
 BEGIN
   v_rows := _settle_claimed(p_sender_id, p_ids, 'failed', p_errors);

@@ -2,7 +2,9 @@
 -- receipts that overtake their message's completion, kept until it lands).
 
 CREATE OR REPLACE FUNCTION record_receipts(p_device_id bigint, p_wa_message_ids text[], p_kind text, p_at timestamptz)
-RETURNS integer LANGUAGE plpgsql AS $$
+RETURNS integer LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE v_done integer;
         v_ids bigint[]; v_users bigint[]; v_devices bigint[]; v_campaigns bigint[];
 BEGIN
@@ -46,6 +48,7 @@ COMMENT ON FUNCTION record_receipts(bigint, text[], text, timestamptz) IS
 CREATE OR REPLACE FUNCTION _apply_early_receipts(p_rows broadcast_messages[])
 RETURNS void LANGUAGE plpgsql
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE v_batches integer;
 BEGIN

@@ -13,7 +13,9 @@ COMMENT ON FUNCTION _sequence_count_class(text) IS
 -- Statement triggers hand their transition rows to these (the same code for insert, update and
 -- delete): a row counts in its (sequence, step) and the delta is new rows minus old rows.
 CREATE OR REPLACE FUNCTION _record_message_count_deltas(p_new broadcast_messages[], p_old broadcast_messages[])
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 BEGIN
   -- A message counts in its class (_sequence_count_class) on the all-time row (day NULL) and, once
   -- done, on its completion day in the owner's zone.
@@ -37,7 +39,9 @@ END $$;
 COMMENT ON FUNCTION _record_message_count_deltas(broadcast_messages[], broadcast_messages[]) IS
   'Appends to sequence_counter_deltas what the new sequence-step messages count minus what the old ones counted.';
 
-CREATE OR REPLACE FUNCTION sequence_message_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION sequence_message_counts() RETURNS trigger LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
   v_new broadcast_messages[] := '{}'::broadcast_messages[];
   v_old broadcast_messages[];

@@ -13,7 +13,9 @@ COMMENT ON FUNCTION webhook_event_types() IS
 -- The outbox ------------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION _emit_webhook_event(p_user_id bigint, p_type text, p_data jsonb,
                                               p_endpoint_id bigint DEFAULT NULL)
-RETURNS integer LANGUAGE plpgsql AS $$
+RETURNS integer LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE v_event uuid := gen_random_uuid();
         v_rows integer;
 BEGIN
@@ -44,7 +46,9 @@ COMMENT ON FUNCTION _emit_device_status_webhook(user_devices, text) IS
   'A device.status webhook event for the device as it is now: {device_id, status, paused, reason, banned_until}.';
 
 CREATE OR REPLACE FUNCTION _emit_message_status_webhooks(p_status text, p_ids bigint[], p_user_ids bigint[])
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
 BEGIN
   -- The queue's hot path pays one index probe when nobody subscribed.
   IF NOT EXISTS (SELECT 1 FROM webhook_endpoints e
