@@ -647,3 +647,45 @@ def test_a_completion_finds_the_receipts_that_overtook_it_without_reading_the_hi
                          ).fetchone()["d"]
         assert [r["wa_message_id"] for r in c.execute("SELECT wa_message_id FROM early_receipts WHERE device_id = %s",
                                                       [dev])] == ["typed-on-the-phone"]
+
+
+def test_a_receipt_searches_the_weeks_of_its_message_not_the_whole_history(module_db_url):
+    """Receipts come within days of their message, one per linked device of the recipient for a
+    delivery. Each searched every week of the history (26 at the default retention) for its
+    WhatsApp id; now the last seven days' weeks first, the rest only for ids not found there."""
+    with superuser(module_db_url) as c:
+        uid = make_user(c)
+        dev = make_device(c, uid)
+        c.execute("SELECT maintain_message_history(now() - interval '6 weeks', 6)")
+        c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, status,
+                                                     claimed_at, sent_at, wa_message_id)
+                     VALUES (%(u)s, %(d)s, '60370000001', 'm', 'sent', now() - interval '1 hour', now() - interval '1 hour', 'wa-recent'),
+                            (%(u)s, %(d)s, '60370000002', 'm', 'sent', now() - interval '5 weeks', now() - interval '5 weeks', 'wa-old')""",
+                  {"u": uid, "d": dev})
+        old_weeks = {r["name"] for r in c.execute(
+            """SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                WHERE i.inhparent = 'message_history'::regclass AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+                  AND substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([^'']+)''\\)')::timestamptz
+                      < now() - interval '8 days'""")}
+        assert len(old_weeks) >= 5
+
+        def receipt(ids, kind):
+            with Plans(c, analyze=True) as plans:
+                n = c.execute("SELECT record_receipts(%s, %s, %s, now()) AS n", [dev, ids, kind]).fetchone()["n"]
+            return n, {node["Relation Name"] for _, plan in plans.plans for node in _nodes(plan)
+                       if node.get("Relation Name", "").startswith("message_history")}
+
+        c.execute("LOAD 'auto_explain'")
+        for kind, changed in (("delivered", 1), ("delivered", 0), ("read", 1)):   # the second: another linked device's
+            n, read = receipt(["wa-recent"], kind)
+            assert n == changed
+            assert read & old_weeks == set(), f"a {kind} receipt of a recent message read {sorted(read & old_weeks)}"
+        # An old message is still found, and an unknown id still waits for its completion.
+        n, read = receipt(["wa-old", "wa-not-yet"], "read")
+        assert n == 1 and read & old_weeks
+        marks = c.execute("""SELECT wa_message_id, delivered_at IS NOT NULL AS delivered, read_at IS NOT NULL AS read
+                               FROM broadcast_messages WHERE device_id = %s ORDER BY wa_message_id""", [dev]).fetchall()
+        assert marks == [{"wa_message_id": "wa-old", "delivered": True, "read": True},
+                         {"wa_message_id": "wa-recent", "delivered": True, "read": True}]
+        assert [r["wa_message_id"] for r in c.execute("SELECT wa_message_id FROM early_receipts WHERE device_id = %s",
+                                                      [dev])] == ["wa-not-yet"]

@@ -1,38 +1,85 @@
 -- The message lifecycle's writers, part 3: delivery and read receipts on sent messages (and the
 -- receipts that overtake their message's completion, kept until it lands).
 
+-- A receipt comes within days of its message: the weeks of the history settled in the last seven
+-- days are searched first (pruned when the statement starts, the bounds being parameters), the
+-- older weeks only for the ids not found there. Searched in every week at once, each receipt
+-- probed every weekly partition: 0.85-1.0 ms a receipt with the default retention's 26 weeks,
+-- 0.53 ms for a second delivery receipt that changes nothing (one per linked device of the
+-- recipient), against 0.67 and 0.30 ms now, as with a week or two.
+CREATE OR REPLACE FUNCTION _mark_receipts(p_device_id bigint, p_wa_message_ids text[], p_kind text, p_at timestamptz,
+                                          p_settled_from timestamptz, p_settled_to timestamptz)
+RETURNS TABLE (id bigint, user_id bigint, device_id bigint, campaign_id bigint) LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+  -- A read receipt implies delivery (receipts do not always arrive, nor in order).
+  RETURN QUERY
+  UPDATE broadcast_messages m
+     SET delivered_at = coalesce(m.delivered_at, p_at),
+         read_at      = CASE WHEN p_kind = 'read' THEN coalesce(m.read_at, p_at) ELSE m.read_at END
+   WHERE m.wa_message_id = ANY (p_wa_message_ids) AND m.device_id = p_device_id AND m.status = 'sent'
+     AND coalesce(m.sent_at, m.failed_at) >= p_settled_from AND coalesce(m.sent_at, m.failed_at) < p_settled_to
+     AND (m.delivered_at IS NULL OR (p_kind = 'read' AND m.read_at IS NULL))
+  RETURNING m.id, m.user_id, m.device_id, m.campaign_id;
+END $$;
+COMMENT ON FUNCTION _mark_receipts(bigint, text[], text, timestamptz, timestamptz, timestamptz) IS
+  'Sets delivered_at (and read_at for a read receipt) on the device''s sent messages with these WhatsApp ids '
+  'settled in [p_settled_from, p_settled_to), where not set yet; returns the rows changed. For record_receipts.';
+
+CREATE OR REPLACE FUNCTION _settled_wa_ids(p_device_id bigint, p_wa_message_ids text[],
+                                           p_settled_from timestamptz, p_settled_to timestamptz)
+RETURNS text[] LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+  -- a WhatsApp id is set when the message settles
+  RETURN array(SELECT w.id FROM unnest(p_wa_message_ids) AS w(id)
+                WHERE EXISTS (SELECT 1 FROM broadcast_messages m
+                               WHERE m.wa_message_id = w.id AND m.device_id = p_device_id
+                                 AND m.status IN ('sent', 'failed')
+                                 AND coalesce(m.sent_at, m.failed_at) >= p_settled_from
+                                 AND coalesce(m.sent_at, m.failed_at) < p_settled_to));
+END $$;
+COMMENT ON FUNCTION _settled_wa_ids(bigint, text[], timestamptz, timestamptz) IS
+  'Those of the WhatsApp ids a sent or failed message of the device carries, settled in '
+  '[p_settled_from, p_settled_to). For record_receipts.';
+
 CREATE OR REPLACE FUNCTION record_receipts(p_device_id bigint, p_wa_message_ids text[], p_kind text, p_at timestamptz)
 RETURNS integer LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 AS $$
-DECLARE v_done integer;
-        v_ids bigint[]; v_users bigint[]; v_devices bigint[]; v_campaigns bigint[];
+DECLARE v_ids bigint[]; v_users bigint[]; v_devices bigint[]; v_campaigns bigint[];
+        -- settled before now (an hour of slack for a completion committed meanwhile), within a week
+        -- of its receipt, whose time comes from the phone's clock
+        v_from timestamptz := least(p_at, now()) - interval '7 days';
+        v_to timestamptz := now() + interval '1 hour';
+        v_rest text[];
 BEGIN
   IF p_kind NOT IN ('delivered', 'read') THEN
     RAISE EXCEPTION 'unknown receipt kind "%"', p_kind USING ERRCODE = '22023';
   END IF;
-  -- A read receipt implies delivery (receipts do not always arrive, nor in order).
-  WITH marked AS (
-    UPDATE broadcast_messages m
-       SET delivered_at = coalesce(m.delivered_at, p_at),
-           read_at      = CASE WHEN p_kind = 'read' THEN coalesce(m.read_at, p_at) ELSE m.read_at END
-     WHERE m.wa_message_id = ANY (p_wa_message_ids) AND m.device_id = p_device_id AND m.status = 'sent'
-       AND (m.delivered_at IS NULL OR (p_kind = 'read' AND m.read_at IS NULL))
-    RETURNING m.id, m.user_id, m.device_id, m.campaign_id
-  )
-  SELECT count(*), array_agg(marked.id), array_agg(marked.user_id), array_agg(marked.device_id),
-         array_agg(marked.campaign_id)
-    INTO v_done, v_ids, v_users, v_devices, v_campaigns FROM marked;
-  PERFORM _notify_queue_changes(p_kind, v_ids, v_users, v_devices, v_campaigns);
-  -- A receipt can overtake its message's completion: kept until complete_messages applies it.
-  IF v_done < cardinality(p_wa_message_ids) THEN
-    INSERT INTO early_receipts (device_id, wa_message_id, kind, received_at)
-    SELECT p_device_id, w.id, p_kind, p_at FROM unnest(p_wa_message_ids) AS w(id)
-     WHERE NOT EXISTS (SELECT 1 FROM broadcast_messages m   -- a WhatsApp id is set when the message settles
-                        WHERE m.wa_message_id = w.id AND m.device_id = p_device_id AND m.status IN ('sent', 'failed'))
-    ON CONFLICT DO NOTHING;
+  SELECT array_agg(r.id), array_agg(r.user_id), array_agg(r.device_id), array_agg(r.campaign_id)
+    INTO v_ids, v_users, v_devices, v_campaigns
+    FROM _mark_receipts(p_device_id, p_wa_message_ids, p_kind, p_at, v_from, v_to) r;
+  IF coalesce(cardinality(v_ids), 0) < cardinality(p_wa_message_ids) THEN
+    -- Not marked: marked already or failed (in these weeks: nothing to do), settled earlier, or not yet.
+    v_rest := array(SELECT w.id FROM unnest(p_wa_message_ids) AS w(id)
+                    EXCEPT SELECT unnest(_settled_wa_ids(p_device_id, p_wa_message_ids, v_from, v_to)));
+    IF v_rest <> '{}' THEN
+      SELECT v_ids || array_agg(r.id), v_users || array_agg(r.user_id), v_devices || array_agg(r.device_id),
+             v_campaigns || array_agg(r.campaign_id)
+        INTO v_ids, v_users, v_devices, v_campaigns
+        FROM _mark_receipts(p_device_id, v_rest, p_kind, p_at, '-infinity', 'infinity') r;
+      -- A receipt can overtake its message's completion: kept until complete_messages applies it.
+      INSERT INTO early_receipts (device_id, wa_message_id, kind, received_at)
+      SELECT p_device_id, w.id, p_kind, p_at
+        FROM (SELECT unnest(v_rest) EXCEPT SELECT unnest(_settled_wa_ids(p_device_id, v_rest, '-infinity', 'infinity'))) AS w(id)
+      ON CONFLICT DO NOTHING;
+    END IF;
   END IF;
-  RETURN v_done;
+  PERFORM _notify_queue_changes(p_kind, v_ids, v_users, v_devices, v_campaigns);
+  RETURN coalesce(cardinality(v_ids), 0);
 END $$;
 COMMENT ON FUNCTION record_receipts(bigint, text[], text, timestamptz) IS
   'Sets delivered_at (and read_at for read receipts) on the sent messages of one device with these '
