@@ -649,19 +649,27 @@ def test_a_completion_finds_the_receipts_that_overtook_it_without_reading_the_hi
                                                       [dev])] == ["typed-on-the-phone"]
 
 
-def test_a_receipt_searches_the_weeks_of_its_message_not_the_whole_history(module_db_url):
+def test_receipts_and_status_webhooks_search_the_weeks_of_their_messages_not_the_whole_history(module_db_url):
     """Receipts come within days of their message, one per linked device of the recipient for a
-    delivery. Each searched every week of the history (26 at the default retention) for its
-    WhatsApp id; now the last seven days' weeks first, the rest only for ids not found there."""
+    delivery, and a subscriber's message.status events look up the rows a statement just settled or
+    marked. Both searched every week of the history (26 at the default retention) by id; now the last
+    seven days' weeks first, the older ones only for ids not found there."""
     with superuser(module_db_url) as c:
         uid = make_user(c)
         dev = make_device(c, uid)
+        c.execute("SELECT create_webhook_endpoint(%s, 'https://hooks.example.com/wa', 's' || repeat('x', 31), "
+                  "ARRAY['message.status'])", [uid])
         c.execute("SELECT maintain_message_history(now() - interval '6 weeks', 6)")
         c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, status,
                                                      claimed_at, sent_at, wa_message_id)
-                     VALUES (%(u)s, %(d)s, '60370000001', 'm', 'sent', now() - interval '1 hour', now() - interval '1 hour', 'wa-recent'),
-                            (%(u)s, %(d)s, '60370000002', 'm', 'sent', now() - interval '5 weeks', now() - interval '5 weeks', 'wa-old')""",
+                     VALUES (%(u)s, %(d)s, '60370000002', 'm', 'sent', now() - interval '5 weeks', now() - interval '5 weeks', 'wa-old')""",
                   {"u": uid, "d": dev})
+        c.execute("SELECT register_sender('weeks-sender', 'test', 1, 10000)")
+        c.execute("""INSERT INTO device_leases (device_id, sender_id, acquired_at, expires_at)
+                     VALUES (%s, 'weeks-sender', now(), now() + interval '1 hour')""", [dev])
+        c.execute("INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content) VALUES (%s, %s, '60370000001', 'm')",
+                  [uid, dev])
+        c.execute("UPDATE device_pacing SET next_send_at = now() - interval '1 second' WHERE device_id = %s", [dev])
         old_weeks = {r["name"] for r in c.execute(
             """SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
                 WHERE i.inhparent = 'message_history'::regclass AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
@@ -669,19 +677,22 @@ def test_a_receipt_searches_the_weeks_of_its_message_not_the_whole_history(modul
                       < now() - interval '8 days'""")}
         assert len(old_weeks) >= 5
 
-        def receipt(ids, kind):
+        def weeks_read(sql, args):
             with Plans(c, analyze=True) as plans:
-                n = c.execute("SELECT record_receipts(%s, %s, %s, now()) AS n", [dev, ids, kind]).fetchone()["n"]
+                n = c.execute(sql, args).fetchone()["n"]
             return n, {node["Relation Name"] for _, plan in plans.plans for node in _nodes(plan)
                        if node.get("Relation Name", "").startswith("message_history")}
 
         c.execute("LOAD 'auto_explain'")
+        [claimed] = [r["id"] for r in c.execute("SELECT id FROM claim_messages('weeks-sender', 10, 10)")]
+        n, read = weeks_read("SELECT complete_messages('weeks-sender', %s, %s) AS n", [[claimed], ["wa-recent"]])
+        assert n == 1 and read & old_weeks == set(), f"a completion read {sorted(read & old_weeks)}"
         for kind, changed in (("delivered", 1), ("delivered", 0), ("read", 1)):   # the second: another linked device's
-            n, read = receipt(["wa-recent"], kind)
+            n, read = weeks_read("SELECT record_receipts(%s, %s, %s, now()) AS n", [dev, ["wa-recent"], kind])
             assert n == changed
             assert read & old_weeks == set(), f"a {kind} receipt of a recent message read {sorted(read & old_weeks)}"
         # An old message is still found, and an unknown id still waits for its completion.
-        n, read = receipt(["wa-old", "wa-not-yet"], "read")
+        n, read = weeks_read("SELECT record_receipts(%s, %s, 'read', now()) AS n", [dev, ["wa-old", "wa-not-yet"]])
         assert n == 1 and read & old_weeks
         marks = c.execute("""SELECT wa_message_id, delivered_at IS NOT NULL AS delivered, read_at IS NOT NULL AS read
                                FROM broadcast_messages WHERE device_id = %s ORDER BY wa_message_id""", [dev]).fetchall()
@@ -689,3 +700,8 @@ def test_a_receipt_searches_the_weeks_of_its_message_not_the_whole_history(modul
                          {"wa_message_id": "wa-recent", "delivered": True, "read": True}]
         assert [r["wa_message_id"] for r in c.execute("SELECT wa_message_id FROM early_receipts WHERE device_id = %s",
                                                       [dev])] == ["wa-not-yet"]
+        events = [(r["data"]["message_id"], r["data"]["status"]) for r in c.execute(
+            """SELECT d.payload -> 'data' AS data FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+                WHERE e.user_id = %s ORDER BY d.id""", [uid])]
+        old = c.execute("SELECT id FROM broadcast_messages WHERE wa_message_id = 'wa-old'").fetchone()["id"]
+        assert events == [(claimed, "sent"), (claimed, "delivered"), (claimed, "read"), (old, "read")]
