@@ -239,6 +239,37 @@ def test_receipts_that_overtake_the_completion_are_applied_by_it(db, uid):
     assert db.execute("SELECT count(*) AS n FROM early_receipts").fetchone()["n"] == 0
 
 
+def test_a_receipt_recorded_while_its_completion_commits_is_applied_by_the_job(connect_committed):
+    """The senders record receipts on a connection of their own. One recorded while its message's
+    completion was committing saw no settled message and was kept, after the completion had applied
+    what it could see: nothing applied it, and the message stayed undelivered in every report."""
+    setup, completion = connect_committed(), connect_committed()
+    uid = make_user(setup)
+    dev = make_device(setup, uid)
+    try:
+        lease(setup, [dev], sender="race-sender")
+        ids = queue(setup, uid, dev, 1)
+        claim(setup, sender="race-sender")
+        completion.execute("BEGIN")
+        completion.execute("SELECT complete_messages('race-sender', %s, %s)", [ids, ["wa-race"]])   # applied none
+        assert setup.execute("SELECT record_receipts(%s, %s, 'delivered', now()) AS n",
+                             [dev, ["wa-race", "wa-typed-on-the-phone"]]).fetchone()["n"] == 0
+        completion.execute("COMMIT")
+        assert setup.execute("SELECT delivered_at FROM broadcast_messages WHERE id = %s", ids).fetchone()["delivered_at"] is None
+        assert setup.execute("SELECT apply_stranded_receipts() AS n").fetchone()["n"] == 1
+        assert setup.execute("SELECT delivered_at FROM broadcast_messages WHERE id = %s", ids).fetchone()["delivered_at"]
+        assert [r["wa_message_id"] for r in setup.execute("SELECT wa_message_id FROM early_receipts WHERE device_id = %s",
+                                                          [dev])] == ["wa-typed-on-the-phone"]   # waits for the purge
+        assert setup.execute("SELECT apply_stranded_receipts() AS n").fetchone()["n"] == 0
+        assert "SELECT apply_stranded_receipts()" in {r["command"] for r in setup.execute("SELECT command FROM app_jobs()")}
+    finally:   # committed: out of the way of the module's other tests
+        completion.close()   # rolls back what a failed assertion left open
+        setup.execute("DELETE FROM early_receipts WHERE device_id = %s", [dev])
+        setup.execute("DELETE FROM device_leases WHERE sender_id = 'race-sender'")
+        setup.execute("DELETE FROM senders WHERE id = 'race-sender'")
+        setup.execute("DELETE FROM users WHERE id = %s", [uid])
+
+
 def test_a_sender_silent_for_a_day_leaves_the_health_figures_and_registers_again_if_it_wakes(db):
     """A killed sender never retires itself: its row stayed, and /healthz counted it stale for good."""
     for sender, silent in (("s-killed", "25 hours"), ("s-lately", "2 hours")):

@@ -109,3 +109,29 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION _apply_early_receipts(broadcast_messages[]) IS
   'Applies (through record_receipts) and removes the early receipts of these just-sent rows (as settled).';
+
+-- A receipt recorded while its message's completion was committing finds no settled message (not
+-- committed yet) and is kept, after the completion has applied the ones it could see: nothing
+-- would apply it. The senders record receipts on a connection of their own, so this happens
+-- whenever a receipt arrives in the last milliseconds of a completion. Every few minutes, the
+-- waiting receipts whose message has settled since are applied. The messages are searched in the
+-- last two days' weeks: a receipt waits a day at most (purge_history), its message settled when it
+-- was kept.
+CREATE OR REPLACE FUNCTION apply_stranded_receipts() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE v_rows broadcast_messages[];
+BEGIN
+  v_rows := array(
+    SELECT m FROM broadcast_messages m
+     WHERE (m.device_id, m.wa_message_id) IN (SELECT r.device_id, r.wa_message_id FROM early_receipts r)
+       AND m.status IN ('sent', 'failed')
+       AND coalesce(m.sent_at, m.failed_at) >= now() - interval '2 days'
+       AND coalesce(m.sent_at, m.failed_at) < now() + interval '1 hour');
+  IF v_rows <> '{}' THEN
+    PERFORM _apply_early_receipts(v_rows);
+  END IF;
+  RETURN cardinality(v_rows);
+END $$;
+COMMENT ON FUNCTION apply_stranded_receipts() IS
+  'Applies (and removes) the waiting early receipts whose message has settled since they were kept: one recorded '
+  'while its completion was committing. Returns how many messages they named. Run every 5 minutes by app_jobs.';
