@@ -245,6 +245,36 @@ def test_a_receipt_calls_none_of_the_counts_it_cannot_change(module_db_url):
         raise psycopg.Rollback(tx)
 
 
+def test_a_reply_calls_only_what_it_can_change(module_db_url):
+    """A lead's reply sets its replied_at: no trigger changed, so no lead can enter a sequence, and
+    its sequences are stopped once (by the leads trigger), skipping nothing when none was running.
+    Each reply called the enrollment (a SQL function planned per call) for no lead, and stopped the
+    number's sequences twice, each time skipping an empty list: 2.4-2.5 ms a reply, 1.6 ms now."""
+    watched = ["_enroll_leads", "stop_sequences_for_reply", "_skip_messages"]
+    query = "SELECT funcname, calls FROM pg_stat_xact_user_functions WHERE funcname = ANY (%s) ORDER BY 1"
+    with superuser(module_db_url) as su, su.transaction() as tx:
+        su.execute("SET LOCAL track_functions = 'all'")
+        uid = make_user(su)
+        dev = make_device(su, uid)
+        make_sequence(su, uid, delay_hours=0)
+        add_lead(su, uid, "60111111113", "promo")     # enrolled
+        add_lead(su, uid, "60111111114", None)        # in no sequence
+        before = {r["funcname"]: r["calls"] for r in su.execute(query, [watched])}
+
+        def reply(phone):
+            su.execute("SELECT record_inbound_message(%s, %s, %s, %s, %s, 'Ok thanks', now() + interval '1 minute')",
+                       [dev, f"in-{phone}", f"{phone}@s.whatsapp.net", f"{phone}@s.whatsapp.net", phone])
+            calls = {r["funcname"]: r["calls"] for r in su.execute(query, [watched])}
+            return {f: calls.get(f, 0) - before.get(f, 0) for f in watched}
+
+        assert reply("60111111114") == {"_enroll_leads": 0, "stop_sequences_for_reply": 1, "_skip_messages": 0}
+        before = {r["funcname"]: r["calls"] for r in su.execute(query, [watched])}
+        assert reply("60111111113") == {"_enroll_leads": 0, "stop_sequences_for_reply": 1, "_skip_messages": 1}
+        assert [r["status"] for r in su.execute(
+            "SELECT status FROM sequence_enrollments WHERE contact_phone = '60111111113'")] == ["stopped"]
+        raise psycopg.Rollback(tx)
+
+
 def test_a_completion_never_waits_for_the_contacts_enrollment(connect_committed):
     """A sender completing a step message records the settled step; it does not write the
     enrollment, whose row a tick's chunk or a stop may hold for seconds."""

@@ -55,7 +55,11 @@ BEGIN
   UPDATE leads SET replied_at = greatest(replied_at, p_at), updated_at = now()
    WHERE user_id = p_user_id AND phone = p_phone;
   GET DIAGNOSTICS v_leads = ROW_COUNT;
-  PERFORM _stop_sequences_if_possible(p_user_id, p_phone);
+  -- A lead's new replied_at stops its sequences by trigger (leads_sequence_changes); a number that
+  -- is no lead's is stopped here.
+  IF v_leads = 0 THEN
+    PERFORM _stop_sequences_if_possible(p_user_id, p_phone);
+  END IF;
   IF v_leads > 0 THEN
     PERFORM _emit_webhook_event(p_user_id, 'lead.replied', jsonb_build_object('phone', p_phone, 'at', p_at));
   END IF;
