@@ -83,13 +83,16 @@ CREATE OR REPLACE FUNCTION _stop_enrollments(p_enrollment_ids bigint[], p_reason
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_stopped bigint[];
 BEGIN
+  IF p_enrollment_ids = '{}' THEN
+    RETURN 0;   -- most replies have nothing to stop: no statement (its triggers would run for no row)
+  END IF;
   WITH stopped AS (
     UPDATE sequence_enrollments SET status = 'stopped', stop_reason = p_reason, completed_at = now()
      WHERE id = ANY (p_enrollment_ids) AND status = 'active'
     RETURNING id)
   SELECT array_agg(id) INTO v_stopped FROM stopped;
   IF v_stopped IS NULL THEN
-    RETURN 0;   -- most replies stop nothing
+    RETURN 0;
   END IF;
   -- A step not yet claimed is not sent; one already with a sender finishes.
   PERFORM _skip_messages(array(SELECT b.id FROM broadcast_messages b
