@@ -5,8 +5,8 @@
 On a database of its own (created, applied through scripts.apply, dropped at the end):
 1. floor: the same claim-and-mark as a raw SQL loop (claim 100 pending rows with SKIP LOCKED through
    the table's index, then mark them sent: two transactions), in as many processes as the pool has
-   workers, on the floor table (benchlib.create_floor_table: same columns, primary key and one partial index, no
-   triggers); the same loop on broadcast_messages is printed beside it; the floor is measured
+   workers, on the floor table (benchlib.create_floor_table: same columns, primary key and one
+   partial index, no triggers); the same loop on broadcast_messages is printed beside it; the floor is measured
    again after the pool's run (its rows vacuumed first) and the ratio taken against the mean of
    the two; each timed phase starts from a CHECKPOINT;
 2. dispatch: `python -m sender` (SENDER_PROCESSES workers, simulated transport with zero latency,
