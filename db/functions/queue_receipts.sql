@@ -1,14 +1,23 @@
 -- The message lifecycle's writers, part 3: delivery and read receipts on sent messages (and the
 -- receipts that overtake their message's completion, kept until it lands).
 
--- A receipt comes within days of its message: the weeks of the history settled in the last seven
--- days are searched first (pruned when the statement starts, the bounds being parameters), the
+-- A receipt comes within days of its message: the weeks of the history settled in the seven days
+-- before it are searched first (pruned when the statement starts, the bound being a parameter), the
 -- older weeks only for the ids not found there. Searched in every week at once, each receipt
--- probed every weekly partition: 0.85-1.0 ms a receipt with the default retention's 26 weeks,
--- 0.53 ms for a second delivery receipt that changes nothing (one per linked device of the
--- recipient), against 0.67 and 0.30 ms now, as with a week or two.
+-- probed every weekly partition: 0.83-0.92 ms a receipt with the default retention's 26 weeks,
+-- 0.50-0.54 ms for a second delivery receipt that changes nothing (one per linked device of the
+-- recipient); 0.69-0.73 and 0.33-0.35 ms now. The price: an id no message carries yet (typed on
+-- the phone, or ahead of its completion) is searched twice, 0.80 -> 1.0 ms.
+CREATE OR REPLACE FUNCTION _receipt_weeks_from(p_at timestamptz) RETURNS timestamptz
+LANGUAGE sql STABLE AS $$
+  SELECT least(p_at, now()) - interval '7 days'   -- p_at comes from the phone's clock
+$$;
+COMMENT ON FUNCTION _receipt_weeks_from(timestamptz) IS
+  'The earliest settle time searched first for the message of a receipt (or a status change) at p_at: the week '
+  'before it. Lookups of settled messages by id read the history from here, and older weeks only for what they miss.';
+
 CREATE OR REPLACE FUNCTION _mark_receipts(p_device_id bigint, p_wa_message_ids text[], p_kind text, p_at timestamptz,
-                                          p_settled_from timestamptz, p_settled_to timestamptz)
+                                          p_settled_from timestamptz)
 RETURNS TABLE (id bigint, user_id bigint, device_id bigint, campaign_id bigint) LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 AS $$
@@ -19,16 +28,15 @@ BEGIN
      SET delivered_at = coalesce(m.delivered_at, p_at),
          read_at      = CASE WHEN p_kind = 'read' THEN coalesce(m.read_at, p_at) ELSE m.read_at END
    WHERE m.wa_message_id = ANY (p_wa_message_ids) AND m.device_id = p_device_id AND m.status = 'sent'
-     AND coalesce(m.sent_at, m.failed_at) >= p_settled_from AND coalesce(m.sent_at, m.failed_at) < p_settled_to
+     AND coalesce(m.sent_at, m.failed_at) >= p_settled_from
      AND (m.delivered_at IS NULL OR (p_kind = 'read' AND m.read_at IS NULL))
   RETURNING m.id, m.user_id, m.device_id, m.campaign_id;
 END $$;
-COMMENT ON FUNCTION _mark_receipts(bigint, text[], text, timestamptz, timestamptz, timestamptz) IS
+COMMENT ON FUNCTION _mark_receipts(bigint, text[], text, timestamptz, timestamptz) IS
   'Sets delivered_at (and read_at for a read receipt) on the device''s sent messages with these WhatsApp ids '
-  'settled in [p_settled_from, p_settled_to), where not set yet; returns the rows changed. For record_receipts.';
+  'settled since p_settled_from, where not set yet; returns the rows changed. For record_receipts.';
 
-CREATE OR REPLACE FUNCTION _settled_wa_ids(p_device_id bigint, p_wa_message_ids text[],
-                                           p_settled_from timestamptz, p_settled_to timestamptz)
+CREATE OR REPLACE FUNCTION _settled_wa_ids(p_device_id bigint, p_wa_message_ids text[], p_settled_from timestamptz)
 RETURNS text[] LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 AS $$
@@ -38,22 +46,18 @@ BEGIN
                 WHERE EXISTS (SELECT 1 FROM broadcast_messages m
                                WHERE m.wa_message_id = w.id AND m.device_id = p_device_id
                                  AND m.status IN ('sent', 'failed')
-                                 AND coalesce(m.sent_at, m.failed_at) >= p_settled_from
-                                 AND coalesce(m.sent_at, m.failed_at) < p_settled_to));
+                                 AND coalesce(m.sent_at, m.failed_at) >= p_settled_from));
 END $$;
-COMMENT ON FUNCTION _settled_wa_ids(bigint, text[], timestamptz, timestamptz) IS
-  'Those of the WhatsApp ids a sent or failed message of the device carries, settled in '
-  '[p_settled_from, p_settled_to). For record_receipts.';
+COMMENT ON FUNCTION _settled_wa_ids(bigint, text[], timestamptz) IS
+  'Those of the WhatsApp ids a sent or failed message of the device carries, settled since p_settled_from. '
+  'For record_receipts.';
 
 CREATE OR REPLACE FUNCTION record_receipts(p_device_id bigint, p_wa_message_ids text[], p_kind text, p_at timestamptz)
 RETURNS integer LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE v_ids bigint[]; v_users bigint[]; v_devices bigint[]; v_campaigns bigint[];
-        -- settled before now (an hour of slack for a completion committed meanwhile), within a week
-        -- of its receipt, whose time comes from the phone's clock
-        v_from timestamptz := least(p_at, now()) - interval '7 days';
-        v_to timestamptz := now() + interval '1 hour';
+        v_from timestamptz := _receipt_weeks_from(p_at);
         v_rest text[];
 BEGIN
   IF p_kind NOT IN ('delivered', 'read') THEN
@@ -61,20 +65,20 @@ BEGIN
   END IF;
   SELECT array_agg(r.id), array_agg(r.user_id), array_agg(r.device_id), array_agg(r.campaign_id)
     INTO v_ids, v_users, v_devices, v_campaigns
-    FROM _mark_receipts(p_device_id, p_wa_message_ids, p_kind, p_at, v_from, v_to) r;
+    FROM _mark_receipts(p_device_id, p_wa_message_ids, p_kind, p_at, v_from) r;
   IF coalesce(cardinality(v_ids), 0) < cardinality(p_wa_message_ids) THEN
     -- Not marked: marked already or failed (in these weeks: nothing to do), settled earlier, or not yet.
     v_rest := array(SELECT w.id FROM unnest(p_wa_message_ids) AS w(id)
-                    EXCEPT SELECT unnest(_settled_wa_ids(p_device_id, p_wa_message_ids, v_from, v_to)));
+                    EXCEPT SELECT unnest(_settled_wa_ids(p_device_id, p_wa_message_ids, v_from)));
     IF v_rest <> '{}' THEN
       SELECT v_ids || array_agg(r.id), v_users || array_agg(r.user_id), v_devices || array_agg(r.device_id),
              v_campaigns || array_agg(r.campaign_id)
         INTO v_ids, v_users, v_devices, v_campaigns
-        FROM _mark_receipts(p_device_id, v_rest, p_kind, p_at, '-infinity', 'infinity') r;
+        FROM _mark_receipts(p_device_id, v_rest, p_kind, p_at, '-infinity') r;
       -- A receipt can overtake its message's completion: kept until complete_messages applies it.
       INSERT INTO early_receipts (device_id, wa_message_id, kind, received_at)
       SELECT p_device_id, w.id, p_kind, p_at
-        FROM (SELECT unnest(v_rest) EXCEPT SELECT unnest(_settled_wa_ids(p_device_id, v_rest, '-infinity', 'infinity'))) AS w(id)
+        FROM (SELECT unnest(v_rest) EXCEPT SELECT unnest(_settled_wa_ids(p_device_id, v_rest, '-infinity'))) AS w(id)
       ON CONFLICT DO NOTHING;
     END IF;
   END IF;
@@ -115,8 +119,8 @@ COMMENT ON FUNCTION _apply_early_receipts(broadcast_messages[]) IS
 -- would apply it. The senders record receipts on a connection of their own, so this happens
 -- whenever a receipt arrives in the last milliseconds of a completion. Every few minutes, the
 -- waiting receipts whose message has settled since are applied. The messages are searched in the
--- last two days' weeks: a receipt waits a day at most (purge_history), its message settled when it
--- was kept.
+-- weeks of a receipt kept a day ago (purge_history drops older ones; a message settled when its
+-- receipt was kept).
 CREATE OR REPLACE FUNCTION apply_stranded_receipts() RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE v_rows broadcast_messages[];
@@ -125,8 +129,7 @@ BEGIN
     SELECT m FROM broadcast_messages m
      WHERE (m.device_id, m.wa_message_id) IN (SELECT r.device_id, r.wa_message_id FROM early_receipts r)
        AND m.status IN ('sent', 'failed')
-       AND coalesce(m.sent_at, m.failed_at) >= now() - interval '2 days'
-       AND coalesce(m.sent_at, m.failed_at) < now() + interval '1 hour');
+       AND coalesce(m.sent_at, m.failed_at) >= _receipt_weeks_from(now() - interval '1 day'));
   IF v_rows <> '{}' THEN
     PERFORM _apply_early_receipts(v_rows);
   END IF;

@@ -46,15 +46,15 @@ COMMENT ON FUNCTION _emit_device_status_webhook(user_devices, text) IS
   'A device.status webhook event for the device as it is now: {device_id, status, paused, reason, banned_until}.';
 
 -- The rows a statement changed settled just now (sent, failed, skipped) or, for a receipt, almost
--- always within the week: they are looked up in the last seven days' weeks of the history first and
--- in the older weeks only when some are missing. By id in every week at once, each one was probed in
+-- always within the week: they are looked up in the weeks a receipt's message is searched in first
+-- (_receipt_weeks_from) and in the older weeks only when some are missing. By id in every week at once, each one was probed in
 -- every weekly partition (26 at the default retention): 1.46 ms for a 200-row completion's rows,
 -- 0.28 ms now.
 CREATE OR REPLACE FUNCTION _emit_message_status_webhooks(p_status text, p_ids bigint[], p_user_ids bigint[])
 RETURNS void LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 AS $$
-DECLARE v_recent timestamptz := now() - interval '7 days';
+DECLARE v_recent timestamptz := _receipt_weeks_from(now());
         v_rows broadcast_messages[];
 BEGIN
   -- The queue's hot path pays one index probe when nobody subscribed.
@@ -64,8 +64,7 @@ BEGIN
   END IF;
   v_rows := array(SELECT m FROM broadcast_messages m
                    WHERE m.id = ANY (p_ids) AND m.status IN ('sent', 'failed', 'skipped')
-                     AND coalesce(m.sent_at, m.failed_at) >= v_recent
-                     AND coalesce(m.sent_at, m.failed_at) < now() + interval '1 hour');
+                     AND coalesce(m.sent_at, m.failed_at) >= v_recent);
   IF cardinality(v_rows) < cardinality(p_ids) THEN
     v_rows := v_rows || array(SELECT m FROM broadcast_messages m
                                WHERE m.id = ANY (p_ids) AND m.status IN ('sent', 'failed', 'skipped')
