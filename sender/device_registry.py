@@ -9,13 +9,14 @@ read and change goes through a method here.
 - to release: devices the lease keeper must stop and give up (logged out, pairing expired,
   gave up connecting);
 - in flight: claimed messages whose result is not yet written, per device (a device with
-  messages in flight is not shed);
+  messages in flight is not shed), each numbered in claim order, so a receipt can wait for the
+  completions of every message claimed before it arrived (sender/events.py);
 - deleted: devices whose delete this sender ran; never started again (a lease round that read
   the device before the delete must not resume a client whose session rows are gone — whatsmeow
   panics on a nil device and takes the process down).
 """
+import itertools
 import threading
-from collections import Counter
 
 
 class DeviceRegistry:
@@ -25,7 +26,9 @@ class DeviceRegistry:
         self._parked = set()
         self._to_release = set()
         self._deleted = set()
-        self._in_flight = Counter()
+        self._in_flight = {}        # device id -> {message id: claim number}
+        self._claims = itertools.count(1)
+        self._last_claim = 0
 
     # Running ---------------------------------------------------------------------------------
     def claim_start(self, device_id) -> bool:
@@ -79,16 +82,30 @@ class DeviceRegistry:
             return release
 
     # Messages in flight ----------------------------------------------------------------------
-    def claimed(self, device_id, n):
+    def claimed(self, device_id, message_ids):
         with self._lock:
-            self._in_flight[device_id] += n
+            rows = self._in_flight.setdefault(device_id, {})
+            for message_id in message_ids:
+                self._last_claim = rows[message_id] = next(self._claims)
 
-    def settled(self, device_id, n=1):
+    def settled(self, device_id, message_id):
+        """The message's result is written (committed)."""
         with self._lock:
-            self._in_flight[device_id] -= n
-            if self._in_flight[device_id] <= 0:
-                del self._in_flight[device_id]
+            rows = self._in_flight.get(device_id, {})
+            rows.pop(message_id, None)
+            if not rows:
+                self._in_flight.pop(device_id, None)
 
     def in_flight(self, device_id) -> int:
         with self._lock:
-            return self._in_flight.get(device_id, 0)
+            return len(self._in_flight.get(device_id, ()))
+
+    def claim_mark(self) -> int:
+        """The number of the latest claimed message: what has been claimed so far."""
+        with self._lock:
+            return self._last_claim
+
+    def written_through(self, device_id, mark) -> bool:
+        """True when every message of the device claimed up to `mark` has its result written."""
+        with self._lock:
+            return all(n > mark for n in self._in_flight.get(device_id, {}).values())

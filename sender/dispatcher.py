@@ -108,7 +108,7 @@ class Dispatcher:
             by_device[row["device_id"]].append(row)
         self._in_flight += len(rows)
         for device_id, device_rows in by_device.items():
-            self.registry.claimed(device_id, len(device_rows))
+            self.registry.claimed(device_id, [row["id"] for row in device_rows])
             self.pool.submit(self._send_device_rows, device_rows)
 
     def _send_device_rows(self, rows):
@@ -158,5 +158,5 @@ class Dispatcher:
             self._results.extendleft(reversed(results))  # guarded writes: retrying is safe
             raise
         self._in_flight -= len(results)
-        for _, device_id, _, _ in results:
-            self.registry.settled(device_id)
+        for message_id, device_id, _, _ in results:
+            self.registry.settled(device_id, message_id)

@@ -2,6 +2,15 @@
 
 Transports call `EventSink.put` from their own threads; one thread applies the events in order
 on its own connection. Receipts are batched (one record_receipts call per device and kind).
+
+A receipt can overtake its message's completion: WhatsApp's delivery receipt comes within ~100 ms,
+sometimes before the send's acknowledgement reaches us, and the completion is written in a batch a
+moment later. Recorded then, it would miss the message and wait as an early receipt, to be applied
+by the completion — unless it commits while that completion runs, after the completion looked for
+early receipts: then neither sees the other (migration 2120, the early-receipts job). So a receipt
+waits here until every message its device had claimed when it arrived has its result written
+(DeviceRegistry.written_through); the database's early receipts are left to ids this process did
+not send (typed on the phone, sent before a restart).
 To handle another event type, add a function decorated with `@handles(EventType)` here; it gets
 (conn, event). `listeners` are called after the SQL, for the worker's own reactions (stop a
 logged-out device, release its lease).
@@ -10,6 +19,7 @@ import logging
 import queue
 import threading
 from collections import defaultdict
+from dataclasses import dataclass
 
 import psycopg
 
@@ -120,17 +130,34 @@ def record_receipts(conn, receipts):
         conn.execute("SELECT record_receipts(%s, %s, %s, %s)", [device_id, ids, kind, latest[(device_id, kind)]])
 
 
+@dataclass(frozen=True)
+class ArrivedReceipt:
+    """A receipt and what its sender had claimed when it arrived (DeviceRegistry.claim_mark)."""
+    receipt: Receipt
+    claim_mark: int
+
+
 class EventSink:
-    def __init__(self, url, listeners=()):
+    def __init__(self, url, listeners=(), claims=None):
+        """claims: the sender's DeviceRegistry, whose written results receipts wait for (none: they
+        are recorded as they come)."""
         self.url = url
         self.listeners = list(listeners)
+        self.claims = claims
         self._queue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread = None
         self._pending = None       # the batch being applied (kept when the database goes away)
+        self._waiting = []         # ArrivedReceipts whose completions are not written yet
 
     def put(self, event):
+        if isinstance(event, Receipt) and self.claims is not None:
+            event = ArrivedReceipt(event, self.claims.claim_mark())
         self._queue.put(event)
+
+    def receipts_waiting(self) -> int:
+        """Receipts held until their messages' completions are written."""
+        return len(self._waiting)
 
     def start(self):
         self._thread = threading.Thread(target=self._run, name="event-sink", daemon=True)
@@ -143,8 +170,8 @@ class EventSink:
         if self._thread:
             self._thread.join(timeout)
 
-    def _take_batch(self):
-        first = self._queue.get(timeout=0.5)
+    def _take_batch(self, timeout):
+        first = self._queue.get(timeout=timeout)
         batch = [first]
         while len(batch) < 5000:
             try:
@@ -162,13 +189,11 @@ class EventSink:
         working device offline)."""
         while True:
             if self._pending is None:
-                try:
-                    batch = self._take_batch()
+                try:   # while receipts wait, they are looked at again every few milliseconds
+                    batch = self._take_batch(0.01 if self._waiting else 0.5)
                 except queue.Empty:
-                    if self._stop.is_set():
-                        return
-                    continue
-                if not batch:
+                    batch = []
+                if not batch and not self._waiting:
                     if self._stop.is_set() and self._queue.empty():
                         return
                     continue
@@ -176,12 +201,22 @@ class EventSink:
             self.apply(conn, self._pending)
             self._pending = None
 
+    def _written(self, arrived):
+        """Once stopping, the dispatcher has written what it could: nothing more to wait for."""
+        return self._stop.is_set() or self.claims.written_through(arrived.receipt.device_id, arrived.claim_mark)
+
     def apply(self, conn, batch):
-        receipts = [e for e in batch if isinstance(e, Receipt)]
+        receipts, waiting = [e for e in batch if isinstance(e, Receipt)], []
+        for a in self._waiting + [e for e in batch if isinstance(e, ArrivedReceipt)]:
+            if self._written(a):
+                receipts.append(a.receipt)
+            else:
+                waiting.append(a)
         if receipts:
             record_receipts(conn, receipts)
+        self._waiting = waiting
         for event in batch:
-            if isinstance(event, Receipt):
+            if isinstance(event, (Receipt, ArrivedReceipt)):
                 continue
             handler = HANDLERS.get(type(event))
             try:

@@ -6,7 +6,8 @@ through the queue. Its named parts:
 - DeviceRegistry (sender/device_registry.py): which devices run, are parked or to release, and
   their messages in flight; shared by the threads above and the event reactions below.
 - listener thread: LISTEN wa_dispatch (new work) and wa_devices (devices to lease), wakes the two.
-- EventSink (sender/events.py), thread `event-sink`: transport events -> SQL, then `_on_event`.
+- EventSink (sender/events.py), thread `event-sink`: transport events -> SQL, then `_on_event`;
+  receipts wait there for the completions the dispatcher has not written yet.
 - DeviceCommands (sender/device_commands.py): the dashboard's commands for these devices.
 
     python -m sender.worker        (normally started by `python -m sender`, the pool)
@@ -48,7 +49,7 @@ class Worker:
         self.settings = settings or SenderSettings.from_env()
         reconnecting(self.url, "wa-sender-settings", self.settings.resolve, self._stopping)
         self.registry = DeviceRegistry()
-        self.events = EventSink(self.url, listeners=[self._on_event])
+        self.events = EventSink(self.url, listeners=[self._on_event], claims=self.registry)
         self.transport = (transport_factory or self._default_transport)(self.events.put)
         self.dispatcher = Dispatcher(self.sender_id, self.settings, self.transport, self.registry, self._stopping)
         self.leases = LeaseKeeper(self.url, self.sender_id, self.settings, self.transport, self.registry,

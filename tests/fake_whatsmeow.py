@@ -117,6 +117,7 @@ class FakeWhatsApp:
     def __init__(self, db_url: str, socket_path: str, pairing: PairingWindow, latency_s: float = 0.02):
         self.db_url, self.pairing, self.latency_s = db_url, pairing, latency_s
         self.fatal: list[str] = []            # what would have aborted the process
+        self.receipt_after_s = 0.2            # a send's delivery receipt this long after it
         self.received: list[dict] = []
         self.linked: set[str] = set()         # sessions the phones list under Linked Devices
         self.down: set[str] = set()           # jids with no network (dropped, an outage)
@@ -208,6 +209,10 @@ class FakeWhatsApp:
             self.outdated.add(jid)
         self._cut(jid, CLIENT_OUTDATED, ClientOutdated())
 
+    def receipts_overtake_acks(self):
+        """From now on each delivery receipt is pushed before its send returns."""
+        self.receipt_after_s = 0.0
+
     def timelock(self, device_id: int):
         with self._lock:
             self.timelocked.add(self.jid_of[device_id])
@@ -298,7 +303,10 @@ class FakeWhatsApp:
         source = MessageSource(Chat=to, Sender=to, IsFromMe=True, IsGroup=False, SenderAlt=to, RecipientAlt=to,
                                BroadcastListOwner=to)
         receipt = Receipt(MessageSource=source, MessageIDs=[wa_id], Timestamp=int(time.time()), Type=Receipt.DELIVERED)
-        threading.Timer(0.2, session.push, args=(RECEIPT, receipt)).start()   # the phone answers a little later
+        if self.receipt_after_s:   # the phone answers a little later
+            threading.Timer(self.receipt_after_s, session.push, args=(RECEIPT, receipt)).start()
+        else:
+            session.push(RECEIPT, receipt)
         return SendMessageReturnFunction(SendResponse=SendResponse(Timestamp=int(time.time()), ID=wa_id,
                                                                    ServerID=0, DebugTimings=timings))
 

@@ -1,7 +1,8 @@
 """The simulated WhatsApp on its own: deterministic under a seed, its record survives the process,
 and WhatsApp's rules hold at a scaled clock: QR codes rotate on WhatsApp's schedule and expire,
 connections drop and come back, a burst to new contacts earns a reach-out timelock, sustained
-overload a temporary ban; contacts answer some messages, now and then with a photo. (The lifecycle
+overload a temporary ban; receipts come as WhatsApp's do (some at once, some never, some twice);
+contacts answer some messages, now and then with a photo. (The lifecycle
 against a sender is in test_transport_contract.py.)"""
 import io
 import queue
@@ -11,7 +12,8 @@ import pytest
 from PIL import Image
 
 from sender.transport.base import (PAIRING_WINDOW, Connected, DeviceSession, Disconnected, IncomingMessage, NotSent,
-                                   OutgoingMessage, PairingExpired, QRCode, ReachOutTimelock, SendError, TemporaryBan)
+                                   OutgoingMessage, PairingExpired, QRCode, ReachOutTimelock, Receipt, SendError,
+                                   TemporaryBan)
 from sender.transport.sim import SimConfig, SimNetwork, SimTransport
 
 
@@ -33,7 +35,7 @@ def make_sim(tmp_path):
         def emit(event):
             emitted_at[event] = time.monotonic()   # when the sim sent it, however late a loaded test reads it
             events.put(event)
-        sim = SimTransport(emit, SimConfig(store_dir=tmp_path, receipts=False, **config))
+        sim = SimTransport(emit, SimConfig(**{"store_dir": tmp_path, "receipts": False, **config}))
         sim.emitted_at = emitted_at
         made.append(sim)
         return sim, events
@@ -136,6 +138,42 @@ def test_sustained_overload_earns_a_temporary_ban(make_sim):
     ban = next_of(events, TemporaryBan)
     assert ban.code == "SEND_TO_TOO_MANY_PEOPLE"
     next_of(events, Connected)                           # back after the ban
+
+
+def test_receipts_are_as_unreliable_as_whatsapps(make_sim):
+    """Some delivery receipts come before the send returns and many within 100 ms (ahead of the
+    send's completion), others ~1 s later; some never come; a recipient with a linked device sends a
+    second one; a read receipt may come without its delivery receipt."""
+    sim, events = make_sim(seed=7, receipts=True, rules=False, delivered_after_s=0.2, read_after_s=0.1)
+    connected(sim, events)
+    sent_at, returned_at = {}, {}
+    for n in range(500):
+        started = time.monotonic()
+        wa_id = send(sim, n, f"6013{n:08d}").wa_message_id
+        sent_at[wa_id], returned_at[wa_id] = started, time.monotonic()
+    receipts = []
+    while True:   # until the network is quiet for longer than a linked device's receipt can lag (2 s)
+        try:
+            ev = events.get(timeout=2.5)
+        except queue.Empty:
+            break
+        if isinstance(ev, Receipt):
+            receipts.append(ev)
+    delivered, read = {}, set()
+    for r in receipts:
+        (wa_id,) = r.wa_message_ids
+        if r.kind == "delivered":
+            delivered.setdefault(wa_id, []).append(sim.emitted_at[r] - sent_at[wa_id])
+        else:
+            read.add(wa_id)
+    firsts = [min(times) for times in delivered.values()]
+    ahead = [r for r in receipts if sim.emitted_at[r] <= returned_at[r.wa_message_ids[0]]]
+    assert 30 <= len(ahead) <= 80                                # ~10 %: before the send returned
+    assert sum(t < 0.1 for t in firsts) >= 120                   # ~40 % within 100 ms (a busy machine's timers lag)
+    assert sum(t > 0.1 for t in firsts) >= 200                   # the others later
+    assert 3 <= 500 - len(delivered) <= 25                       # ~2 % never delivered-receipted
+    assert 50 <= sum(len(times) == 2 for times in delivered.values()) <= 150   # ~20 % twice
+    assert 150 <= len(read) <= 350 and read - set(delivered)     # read, sometimes without a delivery receipt
 
 
 def test_contacts_answer_some_messages_with_text_or_a_photo(tmp_path):

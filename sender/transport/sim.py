@@ -8,7 +8,10 @@ where the sender can tell (shared/notes/whatsapp-realities.md):
 - a burst to contacts the device never talked with earns a reach-out timelock: sends to new
   contacts fail with error 463 for a day, warm contacts still get theirs;
 - sustained overload (too many sends in a few minutes) earns a temporary ban;
-- an outage makes connects fail (the transport retries, then gives up and releases the device).
+- an outage makes connects fail (the transport retries, then gives up and releases the device);
+- receipts come as WhatsApp's do: some within 100 ms of the send, some even before the send's
+  acknowledgement (ahead of its completion), some never, and a second delivery receipt from
+  a recipient's linked device; a read receipt may come without its delivery receipt.
 
 Those rules are on by default (WA_SIM_RULES=off turns them off, for benchmarks of the queue
 alone); every duration of them is multiplied by WA_SIM_TIME_SCALE, so tests and the soak run
@@ -31,7 +34,7 @@ import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Optional
@@ -68,7 +71,11 @@ class SimConfig:
     latency_ms: float = 0.0          # mean send latency; each send waits latency * U(0.5, 1.5)
     failure_rate: float = 0.0        # share of sends that fail (transient)
     receipts: bool = True
-    delivered_after_s: float = 1.0   # delivered receipt this long after a send (x U(0.5, 1.5))
+    delivered_after_s: float = 1.0   # delivered receipt this long after a send (x U(0.5, 1.5)), unless:
+    fast_receipt_share: float = 0.3  # within 100 ms (a recipient online), or
+    receipt_before_ack_share: float = 0.1   # before the send returns (of all sends)
+    receipt_loss: float = 0.02       # share of receipts that never come (each delivered and read)
+    linked_device_share: float = 0.2   # recipients with a second device: a second delivered receipt
     read_rate: float = 0.5           # share of delivered messages that are read ...
     read_after_s: float = 5.0        # ... this long after delivery
     reply_rate: float = 0.0          # share of messages the recipient answers
@@ -252,8 +259,7 @@ class SimTransport:
                 wait = self.config.latency_ms * rng.uniform(0.5, 1.5) / 1000.0
                 fails = self.config.failure_rate > 0 and rng.random() < self.config.failure_rate
                 n = next(dev.sent)
-                delivered_after = self.config.delivered_after_s * rng.uniform(0.5, 1.5)
-                read = rng.random() < self.config.read_rate
+                receipts = self._receipt_plan(rng)
                 replies = self.config.reply_rate > 0 and rng.random() < self.config.reply_rate
         if refused:
             # As through neonize: the 463 alone; WhatsApp's notification with the lock's end is not passed on.
@@ -274,7 +280,7 @@ class SimTransport:
         if overloaded:
             self.ban(message.device_id, self._scaled(self.config.ban_s), "SEND_TO_TOO_MANY_PEOPLE")
         if self.config.receipts:
-            self._after_send(message, wa_id, delivered_after, read, replies)
+            self._after_send(message, wa_id, receipts, replies)
         return SendResult(wa_id, datetime.fromtimestamp(now, timezone.utc))
 
     def close(self) -> None:
@@ -345,6 +351,11 @@ class SimTransport:
                 self._after(0, dev, self._connect)
         if down and was == "connected":
             self.on_event(Disconnected(device_id, "simulated outage"))
+
+    def receipts_overtake_acks(self):
+        """From now on every send's delivery receipt comes, and before the send returns (as
+        WhatsApp's can: the recipient's phone answers while the acknowledgement is on its way)."""
+        self.config = replace(self.config, receipt_before_ack_share=1.0, receipt_loss=0.0)
 
     def timelock(self, device_id: int):
         """A reach-out timelock now, as a burst to new contacts would earn."""
@@ -535,16 +546,37 @@ class SimTransport:
                 event = QRCode(device_id, code)
         self.on_event(event)
 
-    def _after_send(self, message, wa_id, delivered_after, read, replies):
+    def _receipt_plan(self, rng: random.Random) -> tuple:
+        """When the message reaches the recipient (seconds after the send; 0: before the send
+        returns), and (seconds after the send, kind) of each receipt that will come of it."""
+        c = self.config
+        draw = rng.random()
+        if draw < c.receipt_before_ack_share:
+            delivered = 0.0
+        elif draw < c.receipt_before_ack_share + c.fast_receipt_share:
+            delivered = rng.uniform(0.001, 0.1)
+        else:
+            delivered = c.delivered_after_s * rng.uniform(0.5, 1.5)
+        plan = [(delivered, "delivered")]
+        if rng.random() < c.linked_device_share:
+            plan.append((delivered + rng.uniform(0.05, 2.0), "delivered"))
+        if rng.random() < c.read_rate:
+            plan.append((delivered + c.read_after_s, "read"))
+        return delivered, [r for r in plan if rng.random() >= c.receipt_loss]
+
+    def _after_send(self, message, wa_id, receipts, replies):
         with self._lock:
             dev = self._devices.get(message.device_id)
         if dev is None:
             return
-        self._timers.call_later(delivered_after, self._receipt, dev, wa_id, "delivered")
-        if read:
-            self._timers.call_later(delivered_after + self.config.read_after_s, self._receipt, dev, wa_id, "read")
-        if replies:
-            self._timers.call_later(delivered_after + self.config.reply_after_s, self._reply_to, dev, message)
+        delivered, receipts = receipts
+        for after, kind in receipts:
+            if after == 0.0:
+                self._receipt(dev, wa_id, kind)
+            else:
+                self._timers.call_later(after, self._receipt, dev, wa_id, kind)
+        if replies:   # lost receipt or not, the recipient has the message
+            self._timers.call_later(delivered + self.config.reply_after_s, self._reply_to, dev, message)
 
     def _receipt(self, dev: _Device, wa_id: str, kind: str):
         self.on_event(Receipt(dev.session.device_id, (wa_id,), kind, datetime.now(timezone.utc)))
