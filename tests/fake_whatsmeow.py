@@ -40,6 +40,7 @@ from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
 
 from sender.transport.base import PairingWindow
 from sender.transport.neonize_events import jid_from_string, jid_to_string
+from sender.transport.sim import lid_of
 
 # goneonize's event codes (neonize.events.EVENT_TO_INT)
 DEVICE, PAIR_STATUS, CONNECTED, LOGGED_OUT, STREAM_REPLACED, TEMPORARY_BAN = 0, 2, 3, 6, 7, 8
@@ -217,17 +218,21 @@ class FakeWhatsApp:
         with self._lock:
             self.timelocked.add(self.jid_of[device_id])
 
-    def reply(self, device_id: int, from_phone: str, text: str):
-        """The contact wrote to this number: warm from now on, and its message reaches the client."""
+    def reply(self, device_id: int, from_phone: str, text: str, identity: str = "phone"):
+        """The contact wrote to this number: warm from now on, and its message reaches the client;
+        identity as SimTransport.reply's (from the @lid identity: its number in SenderAlt, or none)."""
         jid = self.jid_of[device_id]
         with self._lock:
             self.warm.setdefault(jid, set()).add(from_phone)
             session = self.sessions.get(jid)
             wa_id = f"FAKEIN{next(self._ids):08X}"
         if session is not None and session.connected:
-            sender = jid_proto(from_phone)
+            number = jid_proto(from_phone)
+            sender = number if identity == "phone" else JID(User=lid_of(from_phone), RawAgent=0, Device=0,
+                                                                Integrator=0, Server="lid", IsEmpty=False)
             # Every field the Go core's proto2 message requires, as whatsmeow fills them.
-            source = MessageSource(Chat=sender, Sender=sender, IsFromMe=False, IsGroup=False, SenderAlt=sender,
+            source = MessageSource(Chat=sender, Sender=sender, IsFromMe=False, IsGroup=False,
+                                   SenderAlt=jid_proto("") if identity == "hidden" else number,
                                    RecipientAlt=jid_proto(""), BroadcastListOwner=jid_proto(""))
             info = MessageInfo(MessageSource=source, ID=wa_id, ServerID=0, Type="text", Pushname="", Timestamp=int(time.time()),
                                Category="", Multicast=False, MediaType="", Edit="")

@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 
 from sender.transport.base import CONNECT_POLICY, PAIRING_WINDOW
 from sender.transport.neonize_transport import NeonizeTransport
-from sender.transport.sim import SimConfig, SimNetwork, SimTransport
+from sender.transport.sim import SimConfig, SimNetwork, SimTransport, lid_of
 from tests.factories import make_user
 from tests.test_sender_support import running_worker
 from tests.fake_whatsmeow import FakeWhatsApp, create_whatsmeow_tables, session_stored
@@ -427,6 +427,27 @@ def test_a_receipt_ahead_of_its_completion_waits_for_it_in_the_sender(side, c, c
                                      sent).fetchone()["delivered_at"], what="the receipt applied")
         assert w.events.receipts_waiting() == 0
         assert c.execute("SELECT count(*) AS n FROM early_receipts").fetchone()["n"] == 0
+
+
+def test_contacts_writing_from_their_lid_identity(side, c, committed_db_url):
+    """Contacts write more and more from their @lid identity. With the number alongside, the reply
+    is filed in the number's chat and marks the number's lead replied; without it, it gets a chat
+    of its own and marks no lead (there is none to tell)."""
+    with online_device(side, c, committed_db_url, "60123400031") as (uid, dev, jid):
+        phones = {"phone": "60199900031", "lid": "60199900032", "hidden": "60199900033"}
+        for identity, phone in phones.items():
+            c.execute("INSERT INTO leads (user_id, device_id, phone) VALUES (%s, %s, %s)", [uid, dev, phone])
+            side.net.reply(dev, phone, f"written by {identity}", identity=identity)
+        wait_until(lambda: c.execute("SELECT count(*) AS n FROM chat_inbound WHERE device_id = %s",
+                                     [dev]).fetchone()["n"] == 3, what="the three messages in")
+        chats = {r["chat_jid"]: (r["phone"], r["last_message_preview"]) for r in c.execute(
+            "SELECT chat_jid, phone, last_message_preview FROM chats WHERE device_id = %s", [dev])}
+        assert chats == {"60199900031@s.whatsapp.net": ("60199900031", "written by phone"),
+                         "60199900032@s.whatsapp.net": ("60199900032", "written by lid"),
+                         f"{lid_of('60199900033')}@lid": (None, "written by hidden")}
+        replied = {r["phone"] for r in c.execute(
+            "SELECT phone FROM leads WHERE user_id = %s AND replied_at IS NOT NULL", [uid])}
+        assert replied == {"60199900031", "60199900032"}
 
 
 def test_receipts_and_a_reach_out_timelock(side, c, committed_db_url):

@@ -11,7 +11,9 @@ where the sender can tell (shared/notes/whatsapp-realities.md):
 - an outage makes connects fail (the transport retries, then gives up and releases the device);
 - receipts come as WhatsApp's do: some within 100 ms of the send, some even before the send's
   acknowledgement (ahead of its completion), some never, and a second delivery receipt from
-  a recipient's linked device; a read receipt may come without its delivery receipt.
+  a recipient's linked device; a read receipt may come without its delivery receipt;
+- contacts write from their @lid identity (WhatsApp's hidden-number id) more and more: some with
+  their number alongside, a few without it (no lead to match the reply to).
 
 Those rules are on by default (WA_SIM_RULES=off turns them off, for benchmarks of the queue
 alone); every duration of them is multiplied by WA_SIM_TIME_SCALE, so tests and the soak run
@@ -26,6 +28,7 @@ it back (`SimNetwork.received`) to count every delivery and prove none was dupli
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -54,6 +57,11 @@ from sender.transport.scheduler import Scheduler
 PHOTO_REPLY_SHARE = 0.25   # of the simulated replies, the share that are photos
 
 
+def lid_of(phone: str) -> str:
+    """A contact's @lid user: a stable 15-digit number unrelated to its phone number, as WhatsApp's."""
+    return str(10**14 + int.from_bytes(hashlib.sha256(phone.encode()).digest()[:8], "big") % (9 * 10**14))
+
+
 def _photo_preview(colour) -> bytes:
     """A small JPEG like the preview WhatsApp sends along with a photo (a plain colour here)."""
     out = io.BytesIO()
@@ -80,6 +88,8 @@ class SimConfig:
     read_after_s: float = 5.0        # ... this long after delivery
     reply_rate: float = 0.0          # share of messages the recipient answers
     reply_after_s: float = 10.0
+    lid_share: float = 0.3           # share of contacts writing from their @lid identity, the number alongside ...
+    hidden_share: float = 0.03       # ... or without it (a property of the contact: lid_identity)
     connect_after_s: float = 0.0     # a stored session connects this long after start
     qr_after_s: float = 0.0          # a new pairing's first QR shows this long after start (WhatsApp: after its handshake)
     store_dir: Path = field(default_factory=lambda: VAR / "simnet")
@@ -392,17 +402,27 @@ class SimTransport:
         """WhatsApp refuses this client version (405)."""
         self._cut_off(device_id, ClientOutdated(device_id))
 
-    def reply(self, device_id: int, from_phone: str, text: str, thumbnail: Optional[bytes] = None):
+    def reply(self, device_id: int, from_phone: str, text: str, thumbnail: Optional[bytes] = None,
+              identity: str = "phone"):
         """An inbound message from a contact (who is warm from then on): text, or a photo (its
-        caption and the JPEG preview WhatsApp sends along with an image)."""
+        caption and the JPEG preview WhatsApp sends along with an image). identity: from its phone
+        number's JID, or from its @lid identity with the number alongside ("lid") or without ("hidden")."""
         with self._lock:
             dev = self._require(device_id)
             n = next(dev.sent)
             dev.contacts.add(from_phone)
+        jid = f"{from_phone}@s.whatsapp.net" if identity == "phone" else f"{lid_of(from_phone)}@lid"
         self.on_event(IncomingMessage(
-            device_id, wa_message_id=f"SIMIN{device_id:X}{n:08X}", chat_jid=f"{from_phone}@s.whatsapp.net",
-            sender_jid=f"{from_phone}@s.whatsapp.net", sender_phone=from_phone, text=text,
+            device_id, wa_message_id=f"SIMIN{device_id:X}{n:08X}", chat_jid=jid, sender_jid=jid,
+            sender_phone=None if identity == "hidden" else from_phone, text=text,
             timestamp=datetime.now(timezone.utc), message_type="image" if thumbnail else "text", thumbnail=thumbnail))
+
+    def identity_of(self, phone: str) -> str:
+        """How this contact writes: "phone", "lid" (its number alongside) or "hidden" (no number);
+        the same for a number under the same seed."""
+        draw = random.Random(f"{self.config.seed}:{phone}").random()
+        return ("hidden" if draw < self.config.hidden_share else
+                "lid" if draw < self.config.hidden_share + self.config.lid_share else "phone")
 
     def state(self, device_id: int) -> str:
         with self._lock:
@@ -587,7 +607,8 @@ class SimTransport:
             text = dev.rng.choice(["Is this the one?", "My receipt", ""] if photo else
                                   ["Ok thanks", "How much?", "Stop", "Interested", "👍"])
             colour = tuple(dev.rng.randrange(40, 220) for _ in range(3))
-        self.reply(dev.session.device_id, message.to_phone, text, thumbnail=_photo_preview(colour) if photo else None)
+        self.reply(dev.session.device_id, message.to_phone, text, thumbnail=_photo_preview(colour) if photo else None,
+                   identity=self.identity_of(message.to_phone))
 
     def _after(self, seconds, dev, fn, *args):
         """Caller holds the lock. Runs fn(dev, *args) later unless the device restarted or stopped."""
