@@ -119,6 +119,7 @@ class FakeWhatsApp:
         self.db_url, self.pairing, self.latency_s = db_url, pairing, latency_s
         self.fatal: list[str] = []            # what would have aborted the process
         self.receipt_after_s = 0.2            # a send's delivery receipt this long after it
+        self.unregistered: set[str] = set()   # numbers not on WhatsApp
         self.received: list[dict] = []
         self.linked: set[str] = set()         # sessions the phones list under Linked Devices
         self.down: set[str] = set()           # jids with no network (dropped, an outage)
@@ -210,6 +211,11 @@ class FakeWhatsApp:
             self.outdated.add(jid)
         self._cut(jid, CLIENT_OUTDATED, ClientOutdated())
 
+    def not_on_whatsapp(self, phone: str):
+        """Sends to this number fail as whatsmeow's do for a number without WhatsApp."""
+        with self._lock:
+            self.unregistered.add(phone)
+
     def receipts_overtake_acks(self):
         """From now on each delivery receipt is pushed before its send returns."""
         self.receipt_after_s = 0.0
@@ -299,6 +305,8 @@ class FakeWhatsApp:
             return SendMessageReturnFunction(Error="websocket not connected")
         text = message.conversation or message.extendedTextMessage.text
         with self._lock:
+            if to.User in self.unregistered:   # whatsmeow looks the number's @lid up first
+                return SendMessageReturnFunction(Error=f"no LID found for {to.User}@s.whatsapp.net from server")
             if session.jid in self.timelocked and to.User not in self.warm.get(session.jid, set()):
                 return SendMessageReturnFunction(Error="server returned error 463")
             wa_id = f"FAKE{next(self._ids):08X}"

@@ -117,6 +117,11 @@ def test_self_pause_after_too_many_failures_and_resume(db, uid):
     db.execute("UPDATE device_pacing SET next_send_at = '-infinity' WHERE device_id = %s", [dev])
     claim(db)
     db.execute("SELECT fail_messages('s1', %s, %s)", [refused, ["reach-out timelock (error 463): refused"] * 5])
+    # The recipient's doing, not the device's: a number not on WhatsApp (sender/transport/base.py Undeliverable).
+    unregistered = queue(db, uid, dev, 5)
+    db.execute("UPDATE device_pacing SET next_send_at = '-infinity' WHERE device_id = %s", [dev])
+    claim(db)
+    db.execute("SELECT fail_messages('s1', %s, %s)", [unregistered, ["undeliverable: no LID found for 6019@s.whatsapp.net"] * 5])
     assert db.execute("SELECT paused_at FROM user_devices WHERE id = %s", [dev]).fetchone()["paused_at"] is None
     db.execute("SELECT fail_messages('s1', %s, %s)", [ids[19:], ["boom"]])   # 10 of the last 20
     row = db.execute("SELECT paused_at, pause_reason FROM user_devices WHERE id = %s", [dev]).fetchone()

@@ -14,7 +14,8 @@ import pytest
 
 from common.db import database_name
 from sender.transport import neonize_transport as nt
-from sender.transport.base import ConnectFailed, ConnectPolicy, DeviceSession, NotConnected, NotSent, ReachOutRefused
+from sender.transport.base import (ConnectFailed, ConnectPolicy, DeviceSession, NotConnected, NotSent, ReachOutRefused,
+                                   Undeliverable)
 from tests.fake_whatsmeow import create_whatsmeow_tables, store_session
 
 FAST = ConnectPolicy(attempts=2, backoff_s=0.05, backoff_max_s=0.1, hold_s=60)
@@ -84,8 +85,8 @@ def test_whatsmeow_errors_map_to_the_send_outcomes():
     timelock = nt.send_error("server returned error 463")
     assert type(timelock) is ReachOutRefused and "reach-out timelock (error 463)" in str(timelock)
     assert not isinstance(timelock, NotSent)             # refused by WhatsApp: failed, never retried
-    assert nt.send_error("no LID found for 60123@s.whatsapp.net from server").permanent
-    assert not nt.send_error("info query timed out").permanent
+    assert isinstance(nt.send_error("no LID found for 60123@s.whatsapp.net from server"), Undeliverable)
+    assert not isinstance(nt.send_error("info query timed out"), Undeliverable)
 
 
 def test_offline_resume_is_retried_then_given_up_with_gos_error(transport_factory, url):

@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 
 from common.config import ROOT
 from sender.settings import SenderSettings
-from sender.transport.sim import SimConfig, SimNetwork, SimTransport
+from sender.transport.sim import SimConfig, SimNetwork, SimTransport, on_whatsapp
 from sender.worker import Worker
 from tests.factories import make_user
 
@@ -56,12 +56,22 @@ def add_devices(c, uid, n, jid=True, min_delay=0, max_delay=0, hourly_limit=1000
     return [r["id"] for r in rows]
 
 
+def reachable_number(n):
+    """A distinct number per n that the simulated network (seed 0) has on WhatsApp: these tests are
+    about the queue, not about numbers without WhatsApp (test_transport_contract.py has those)."""
+    return next(p for p in (f"60{prefix}{n:08d}" for prefix in range(12, 100)) if on_whatsapp(p))
+
+
 def queue(c, uid, device_ids, each, content="hello {name}"):
+    """each messages per device, in round-robin order, to numbers on WhatsApp."""
+    rows = [(d, g) for g in range(1, each + 1) for d in device_ids]
     return [r["id"] for r in c.execute("""
         INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, recipient_name, content)
-        SELECT %s, d, '6012' || lpad((d * 1000 + g)::text, 8, '0'), 'Lead ' || g, render_message(%s, 'Lead ' || g, NULL)
-          FROM unnest(%s::bigint[]) d, generate_series(1, %s) g ORDER BY g, d RETURNING id""",
-                                        [uid, content, device_ids, each]).fetchall()]
+        SELECT %s, r.d, r.phone, 'Lead ' || r.g, render_message(%s, 'Lead ' || r.g, NULL)
+          FROM unnest(%s::bigint[], %s::int[], %s::text[]) WITH ORDINALITY AS r(d, g, phone, k)
+         ORDER BY r.k RETURNING id""",
+        [uid, content, [d for d, _ in rows], [g for _, g in rows],
+         [reachable_number(d * 1000 + g) for d, g in rows]]).fetchall()]
 
 
 def new_owner(c, **kw):

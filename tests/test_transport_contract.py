@@ -429,6 +429,22 @@ def test_a_receipt_ahead_of_its_completion_waits_for_it_in_the_sender(side, c, c
         assert c.execute("SELECT count(*) AS n FROM early_receipts").fetchone()["n"] == 0
 
 
+def test_a_number_not_on_whatsapp_fails_and_says_nothing_about_the_device(side, c, committed_db_url):
+    """A lead list holds numbers without WhatsApp: their messages fail as undeliverable, with
+    whatsmeow's reason, and do not count toward the device's self-pause (its outcomes record none)."""
+    with online_device(side, c, committed_db_url, "60123400041") as (uid, dev, jid):
+        side.net.not_on_whatsapp("60199900041")
+        gone = queue(c, uid, dev, ["to nobody"], to="60199900041")
+        sent = queue(c, uid, dev, ["to somebody"], to="60199900042")
+        wait_until(lambda: statuses(c, gone + sent) == {"failed": 1, "sent": 1}, what="both outcomes")
+        error = c.execute("SELECT error_message FROM broadcast_messages WHERE id = %s", gone).fetchone()["error_message"]
+        assert error.startswith("undeliverable: no LID found for 60199900041@s.whatsapp.net")
+        outcomes = c.execute("SELECT recent_outcomes::text AS bits FROM device_pacing WHERE device_id = %s",
+                             [dev]).fetchone()["bits"]
+        assert outcomes == "0"                                   # the one send, no failure
+        assert "to nobody" not in side.received_texts()
+
+
 def test_contacts_writing_from_their_lid_identity(side, c, committed_db_url):
     """Contacts write more and more from their @lid identity. With the number alongside, the reply
     is filed in the number's chat and marks the number's lead replied; without it, it gets a chat

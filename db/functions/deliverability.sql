@@ -50,8 +50,11 @@ BEGIN
       JOIN user_devices d ON d.id = m.device_id JOIN users u ON u.id = d.user_id
      WHERE m.status IN ('sent', 'failed')
        -- a refusal by a reach-out timelock (sender/transport/base.py ReachOutRefused) is the lock's
-       -- doing, handled by holding cold contacts: it says nothing more about the device
-       AND NOT (p_failed AND m.error_message LIKE 'reach-out timelock (error 463)%')
+       -- doing, handled by holding cold contacts; an undeliverable message (Undeliverable: a number
+       -- not on WhatsApp, refused media) the recipient's or the content's: neither says anything
+       -- more about the device
+       AND NOT (p_failed AND (m.error_message LIKE 'reach-out timelock (error 463)%'
+                              OR m.error_message LIKE 'undeliverable: %'))
   ), n AS (
     SELECT m.device_id, count(*)::int AS k, (now() AT TIME ZONE m.timezone)::date AS today,
            -- a sent message to a contact that never wrote to the device spends its cold share
@@ -93,7 +96,7 @@ BEGIN
     INTO v_paused FROM tripped t;
 END $$;
 COMMENT ON FUNCTION _record_send_outcomes(broadcast_messages[], boolean) IS
-  'Adds the messages p_rows as complete_messages or fail_messages settled them (p_failed: they failed, else sent; reach-out timelock refusals left out) to their '
+  'Adds the messages p_rows as complete_messages or fail_messages settled them (p_failed: they failed, else sent; reach-out timelock refusals and undeliverable messages left out) to their '
   'devices'' recent_outcomes, and the sent '
   'ones to contacts the device never talked with to its cold_count of the owner''s day (the cold share); those '
   'contacts are warm from then on (device_warm_contacts).  A device whose last self_pause_window_sends sends include at least self_pause_failure_share '

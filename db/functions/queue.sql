@@ -472,7 +472,8 @@ END $$;
 COMMENT ON FUNCTION fail_messages(text, bigint[], text[]) IS
   'Marks messages this sender claimed as failed (queued -> failed) with their errors. Guarded like '
   'complete_messages, pushed live the same way; a failed message is never re-sent by the queue. Too many '
-  'failures in a row self-pause the device (_record_send_outcomes). Returns how many changed.';
+  'failures in a row self-pause the device (_record_send_outcomes; errors starting "undeliverable: " or '
+  '"reach-out timelock (error 463)" do not count). Returns how many changed.';
 
 CREATE OR REPLACE FUNCTION release_messages(p_sender_id text, p_ids bigint[], p_retry_after interval DEFAULT '5 seconds')
 RETURNS integer LANGUAGE plpgsql AS $$

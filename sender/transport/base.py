@@ -193,11 +193,17 @@ class SendResult:
 
 class SendError(Exception):
     """A send that did not happen, or may have without an answer: the message is failed with
-    this reason. `permanent` ones (not on WhatsApp, bad media) say nothing about the device."""
+    this reason, which counts against the device's health (self-pause)."""
 
-    def __init__(self, message: str, permanent: bool = False):
-        super().__init__(message)
-        self.permanent = permanent
+
+class Undeliverable(SendError):
+    """The recipient cannot get this message (the number is not on WhatsApp, the media was
+    refused): failed with this reason, which says nothing about the device and will not get better
+    by retrying. Its text starts with "undeliverable: ", which is how the database tells it apart
+    (db/functions/deliverability.sql, _record_send_outcomes)."""
+
+    def __init__(self, detail: str):
+        super().__init__(f"undeliverable: {detail}")
 
 
 class NotSent(SendError):

@@ -59,7 +59,7 @@ from sender.transport.base import (CONNECT_POLICY, PAIRING_WINDOW, ClientOutdate
                                    ConnectFailed, ConnectPolicy, DeviceSession, Disconnected, Event,
                                    LoggedOut, NotConnected, NotSent, OutgoingMessage, PairCode, Paired,
                                    PairingExpired, PairingWindow, QRCode, SendError, SendResult,
-                                   ReachOutRefused, ReachOutTimelock, StreamReplaced)
+                                   ReachOutRefused, ReachOutTimelock, StreamReplaced, Undeliverable)
 from sender.transport.neonize_pairing import BROWSER_PROPS  # noqa: E402
 from sender.transport.neonize_stdio import divert_native_stdout  # noqa: E402
 from sender.transport.scheduler import Scheduled, Scheduler  # noqa: E402
@@ -70,7 +70,7 @@ for _name in ("neonize", "whatsmeow", "Whatsmeow"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 PAIRING_COMMAND = [sys.executable, "-m", "sender.transport.neonize_pairing"]
-# Send errors that will not get better by retrying (classified by Go's error text).
+# Send errors of the recipient or the content, which will not get better by retrying (by Go's error text).
 _PERMANENT = ("not on whatsapp", "invalid jid", "no such user", "not a valid", "no lid found", "upload", "media")
 # whatsmeow's errors for a send that never left: no connection, no session, client already stopped.
 _NEVER_LEFT = ("websocket not connected", "the store doesn't contain a device jid", "client is nil")
@@ -94,7 +94,9 @@ def send_error(text: str) -> SendError:
         return NotSent(f"not sent, no connection: {text}")
     if "server returned error 463" in lowered:
         return ReachOutRefused(text)
-    return SendError(text, permanent=any(p in lowered for p in _PERMANENT))
+    if any(p in lowered for p in _PERMANENT):
+        return Undeliverable(text)
+    return SendError(text)
 
 
 class RunState(Enum):

@@ -9,6 +9,7 @@ where the sender can tell (shared/notes/whatsapp-realities.md):
   contacts fail with error 463 for a day, warm contacts still get theirs;
 - sustained overload (too many sends in a few minutes) earns a temporary ban;
 - an outage makes connects fail (the transport retries, then gives up and releases the device);
+- some numbers are not on WhatsApp: sends to them fail as undeliverable, as whatsmeow's do;
 - receipts come as WhatsApp's do: some within 100 ms of the send, some even before the send's
   acknowledgement (ahead of its completion), some never, and a second delivery receipt from
   a recipient's linked device; a read receipt may come without its delivery receipt;
@@ -49,7 +50,7 @@ from sender.transport.base import (CONNECT_POLICY, PAIRING_WINDOW, ClientOutdate
                                    ConnectPolicy, DeviceSession, Disconnected, Event, IncomingMessage, LoggedOut,
                                    NotConnected, NotSent, OutgoingMessage, PairCode, Paired, PairingExpired,
                                    PairingWindow, QRCode, ReachOutRefused, ReachOutTimelock, Receipt, SendError,
-                                   SendResult, StreamReplaced, TemporaryBan)
+                                   SendResult, StreamReplaced, TemporaryBan, Undeliverable)
 from sender.transport.scheduler import Scheduler
 
 
@@ -106,6 +107,7 @@ class SimConfig:
     burst_limit: int = 120           # sends within burst_window_s ...
     burst_window_s: float = 600.0
     ban_s: float = 3600.0            # ... before a temporary ban this long
+    unregistered_share: float = 0.05   # numbers not on WhatsApp (a property of the number: on_whatsapp)
     # Scripted fault, fired once per store_dir (the process restarted after it behaves):
     # "crash-at-send:N" aborts the process right after the network received its Nth message (as a
     # Go panic would); "hang-connect" leaves every stored-session connect hanging until the
@@ -129,6 +131,12 @@ class SimConfig:
                    time_scale=_env_float("WA_SIM_TIME_SCALE", 1.0),
                    fault=env("WA_SIM_FAULT", ""),
                    hung_after_s=_env_float("WA_SIM_HUNG_AFTER_S", 120.0))
+
+
+def on_whatsapp(phone: str, seed: int = 0, unregistered_share: float = SimConfig.unregistered_share) -> bool:
+    """Whether the simulated network (of this seed) has the number on WhatsApp, unless told otherwise
+    (SimTransport.not_on_whatsapp, a reply from it)."""
+    return random.Random(f"{seed}:registered:{phone}").random() >= unregistered_share
 
 
 class SimNetwork:
@@ -186,7 +194,8 @@ class _Device:
 class SimTransport:
     """The Transport protocol over the simulated network, plus the controls a test needs to
     script every event: scan() (of a code on screen: showing_code()), disconnect(), reconnect(),
-    outage(), ban(), remote_logout(), replace_stream(), client_outdated(), reply(), is_linked()."""
+    outage(), ban(), remote_logout(), replace_stream(), client_outdated(), reply(), not_on_whatsapp(),
+    receipts_overtake_acks(), is_linked()."""
 
     def __init__(self, on_event: Callable[[Event], None], config: Optional[SimConfig] = None):
         self.config = config or SimConfig.from_env()
@@ -198,6 +207,7 @@ class SimTransport:
         self._linked: set[str] = set()          # sessions the phones list under Linked Devices
         self._unlinked: set[str] = set()        # sessions removed: they cannot connect again
         self._down: set[int] = set()             # devices in an outage: no connection possible
+        self._registered_as: dict[str, bool] = {}   # on WhatsApp or not, as told: not_on_whatsapp(), reply()
         self._lock = threading.Lock()
         self._timers = Scheduler("sim-timers")
         self._closed = False
@@ -263,6 +273,10 @@ class SimTransport:
             dev = self._devices.get(message.device_id)
             if dev is None or dev.state != "connected":
                 raise NotSent(f"device {message.device_id} is not connected")
+            if self.config.rules and not self._registered(message.to_phone):
+                # whatsmeow looks the number's @lid up before it sends (shared/notes/neonize.md)
+                raise Undeliverable(f"no LID found for {message.to_phone}@s.whatsapp.net from server "
+                                    "(the number is not on WhatsApp)")
             refused = self.config.rules and self._refuses_reach_out(dev, message.to_phone)
             if not refused:
                 rng = dev.rng
@@ -411,11 +425,22 @@ class SimTransport:
             dev = self._require(device_id)
             n = next(dev.sent)
             dev.contacts.add(from_phone)
+            self._registered_as[from_phone] = True   # whoever writes is on WhatsApp
         jid = f"{from_phone}@s.whatsapp.net" if identity == "phone" else f"{lid_of(from_phone)}@lid"
         self.on_event(IncomingMessage(
             device_id, wa_message_id=f"SIMIN{device_id:X}{n:08X}", chat_jid=jid, sender_jid=jid,
             sender_phone=None if identity == "hidden" else from_phone, text=text,
             timestamp=datetime.now(timezone.utc), message_type="image" if thumbnail else "text", thumbnail=thumbnail))
+
+    def not_on_whatsapp(self, phone: str):
+        """The number is not (or no longer) on WhatsApp: sends to it fail as undeliverable."""
+        with self._lock:
+            self._registered_as[phone] = False
+
+    def on_whatsapp(self, phone: str) -> bool:
+        """Whether the number has WhatsApp: most do; the same answer for a number under the same seed."""
+        with self._lock:
+            return self._registered(phone)
 
     def identity_of(self, phone: str) -> str:
         """How this contact writes: "phone", "lid" (its number alongside) or "hidden" (no number);
@@ -441,6 +466,11 @@ class SimTransport:
             return jid in self._linked
 
     # Internals -------------------------------------------------------------------------------
+    def _registered(self, phone: str) -> bool:
+        """Caller holds the lock."""
+        known = self._registered_as.get(phone)
+        return on_whatsapp(phone, self.config.seed, self.config.unregistered_share) if known is None else known
+
     def _scaled(self, seconds: float) -> float:
         return seconds * self.config.time_scale
 
