@@ -85,7 +85,10 @@ def test_whatsmeow_errors_map_to_the_send_outcomes():
     timelock = nt.send_error("server returned error 463")
     assert type(timelock) is ReachOutRefused and "reach-out timelock (error 463)" in str(timelock)
     assert not isinstance(timelock, NotSent)             # refused by WhatsApp: failed, never retried
-    assert isinstance(nt.send_error("no LID found for 60123@s.whatsapp.net from server"), Undeliverable)
+    gone = nt.send_error("no LID found for 60123@s.whatsapp.net from server")
+    assert isinstance(gone, Undeliverable) and str(gone) == (
+        "undeliverable: no LID found for 60123@s.whatsapp.net from server (the number is not on WhatsApp)")
+    assert isinstance(nt.send_error("failed to upload media: 413"), Undeliverable)
     assert not isinstance(nt.send_error("info query timed out"), Undeliverable)
 
 

@@ -439,6 +439,7 @@ def test_a_number_not_on_whatsapp_fails_and_says_nothing_about_the_device(side, 
         wait_until(lambda: statuses(c, gone + sent) == {"failed": 1, "sent": 1}, what="both outcomes")
         error = c.execute("SELECT error_message FROM broadcast_messages WHERE id = %s", gone).fetchone()["error_message"]
         assert error.startswith("undeliverable: no LID found for 60199900041@s.whatsapp.net")
+        assert error.endswith("(the number is not on WhatsApp)")
         outcomes = c.execute("SELECT recent_outcomes::text AS bits FROM device_pacing WHERE device_id = %s",
                              [dev]).fetchone()["bits"]
         assert outcomes == "0"                                   # the one send, no failure

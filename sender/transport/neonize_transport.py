@@ -70,8 +70,10 @@ for _name in ("neonize", "whatsmeow", "Whatsmeow"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 PAIRING_COMMAND = [sys.executable, "-m", "sender.transport.neonize_pairing"]
-# Send errors of the recipient or the content, which will not get better by retrying (by Go's error text).
-_PERMANENT = ("not on whatsapp", "invalid jid", "no such user", "not a valid", "no lid found", "upload", "media")
+# Send errors of the recipient or the content, which will not get better by retrying (by Go's error text):
+# the number is not on WhatsApp (whatsmeow looks its @lid up before sending), or the address or media is bad.
+_NOT_ON_WHATSAPP = ("not on whatsapp", "no such user", "no lid found")
+_BAD_CONTENT = ("invalid jid", "not a valid", "upload", "media")
 # whatsmeow's errors for a send that never left: no connection, no session, client already stopped.
 _NEVER_LEFT = ("websocket not connected", "the store doesn't contain a device jid", "client is nil")
 
@@ -94,7 +96,9 @@ def send_error(text: str) -> SendError:
         return NotSent(f"not sent, no connection: {text}")
     if "server returned error 463" in lowered:
         return ReachOutRefused(text)
-    if any(p in lowered for p in _PERMANENT):
+    if any(p in lowered for p in _NOT_ON_WHATSAPP):
+        return Undeliverable(text if "not on whatsapp" in lowered else f"{text} (the number is not on WhatsApp)")
+    if any(p in lowered for p in _BAD_CONTENT):
         return Undeliverable(text)
     return SendError(text)
 
