@@ -174,6 +174,7 @@ def verdict(c, store):
     lifecycle = {r["event"]: r["n"] for r in c.execute("SELECT event, count(*) AS n FROM device_events GROUP BY 1")}
     lifecycle["timelock_refusals"] = sum(1 for r in rows.values()
                                          if (r["error_message"] or "").startswith("reach-out timelock"))
+    lifecycle["undeliverable"] = sum(1 for r in rows.values() if (r["error_message"] or "").startswith("undeliverable: "))
     return {"status": dict(status), "received": len(received), "duplicates": duplicates, "losses": len(lost),
             "worst_hour": cap["worst"], "cap": cap["cap"], "devices_over_cap": cap["over"], "lifecycle": lifecycle,
             "warming": warmup["warming"], "over_warmup_cap": warmup["over"],
