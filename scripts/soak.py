@@ -16,7 +16,11 @@ The compressed clock:
 - WhatsApp's rules (the simulator's default) run on the same 30x clock (WA_SIM_TIME_SCALE): each
   connection drops about once a minute and returns within a second, sends meanwhile are not sent;
   a device that messages 30 new contacts within 2 minutes is timelocked for new contacts (463);
-  120 sends within 20 s earn a temporary ban; QR codes expire.
+  120 sends within 20 s earn a temporary ban; QR codes expire;
+- and WhatsApp's realities: 5 % of numbers are not on WhatsApp (undeliverable), 0.5 % of sends fail
+  (half of them after the recipient got the message: failed, received once, never sent again),
+  receipts come fast, late, twice or never (receipts stranded while their message settled must be
+  0), and some contacts reply from their @lid identity.
 
     flock /tmp/bench.lock .venv/bin/python -m scripts.soak [--quick] [--devices 3000]
 
@@ -175,6 +179,8 @@ def verdict(c, store):
     lifecycle["timelock_refusals"] = sum(1 for r in rows.values()
                                          if (r["error_message"] or "").startswith("reach-out timelock"))
     lifecycle["undeliverable"] = sum(1 for r in rows.values() if (r["error_message"] or "").startswith("undeliverable: "))
+    # a send failed by a timeout after the network had it: failed, received once, never sent again
+    lifecycle["failed_yet_received"] = sum(1 for i, r in rows.items() if r["status"] == "failed" and i in counts)
     return {"status": dict(status), "received": len(received), "duplicates": duplicates, "losses": len(lost),
             "worst_hour": cap["worst"], "cap": cap["cap"], "devices_over_cap": cap["over"], "lifecycle": lifecycle,
             "warming": warmup["warming"], "over_warmup_cap": warmup["over"],
@@ -204,7 +210,7 @@ def main(argv=None):
             print(f"loaded {args.devices} devices, {len(owners)} owners, "
                   f"{args.devices * size['leads_per_device']} leads in {time.monotonic() - t:.1f}s", flush=True)
             env = dict(os.environ, DATABASE_URL=url, WA_TRANSPORT="sim", WA_SIM_DIR=str(store), WA_SIM_LATENCY_MS="50",
-                       WA_SIM_REPLY_RATE="0.01", WA_SIM_RULES="on", WA_SIM_TIME_SCALE=str(TIME_SCALE),
+                       WA_SIM_REPLY_RATE="0.01", WA_SIM_FAILURE_RATE="0.005", WA_SIM_RULES="on", WA_SIM_TIME_SCALE=str(TIME_SCALE),
                        SENDER_PROCESSES=str(args.senders), LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
             pool = subprocess.Popen([sys.executable, "-m", "sender"], cwd=ROOT, env=env)
             clock = threading.Thread(target=compressed_clock, args=(url, stop), daemon=True)

@@ -71,7 +71,8 @@ def run_sends(make_sim, seed, n=200):
 def test_same_seed_same_story(make_sim):
     a, b, c = run_sends(make_sim, 42), run_sends(make_sim, 42), run_sends(make_sim, 43)
     assert a == b and a != c
-    assert 0.1 < sum(o == "simulated network failure" for o in a) / len(a) < 0.3
+    failures = [o for o in a if o in ("simulated network failure", "info query timed out: the message may have been delivered")]
+    assert 0.1 < len(failures) / len(a) < 0.3 and len(set(failures)) == 2
 
 
 def test_the_record_is_on_disk_before_send_returns(make_sim, tmp_path):

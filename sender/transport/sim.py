@@ -10,6 +10,7 @@ where the sender can tell (shared/notes/whatsapp-realities.md):
 - sustained overload (too many sends in a few minutes) earns a temporary ban;
 - an outage makes connects fail (the transport retries, then gives up and releases the device);
 - some numbers are not on WhatsApp: sends to them fail as undeliverable, as whatsmeow's do;
+- a failed send (WA_SIM_FAILURE_RATE) may have reached the recipient: its answer was lost;
 - receipts come as WhatsApp's do: some within 100 ms of the send, some even before the send's
   acknowledgement (ahead of its completion), some never, and a second delivery receipt from
   a recipient's linked device; a read receipt may come without its delivery receipt;
@@ -78,7 +79,8 @@ def _env_float(name, default):
 class SimConfig:
     seed: int = 0
     latency_ms: float = 0.0          # mean send latency; each send waits latency * U(0.5, 1.5)
-    failure_rate: float = 0.0        # share of sends that fail (transient)
+    failure_rate: float = 0.0        # share of sends that fail (transient): half before the message leaves,
+                                     # half after the recipient got it, the answer lost (a timeout)
     receipts: bool = True
     delivered_after_s: float = 1.0   # delivered receipt this long after a send (x U(0.5, 1.5)), unless:
     fast_receipt_share: float = 0.3  # within 100 ms (a recipient online), or
@@ -282,6 +284,7 @@ class SimTransport:
                 rng = dev.rng
                 wait = self.config.latency_ms * rng.uniform(0.5, 1.5) / 1000.0
                 fails = self.config.failure_rate > 0 and rng.random() < self.config.failure_rate
+                answer_lost = fails and rng.random() < 0.5
                 n = next(dev.sent)
                 receipts = self._receipt_plan(rng)
                 replies = self.config.reply_rate > 0 and rng.random() < self.config.reply_rate
@@ -291,7 +294,7 @@ class SimTransport:
             raise ReachOutRefused("server returned error 463")
         if wait:
             time.sleep(wait)
-        if fails:
+        if fails and not answer_lost:
             raise SendError("simulated network failure")
         wa_id = f"SIM{message.device_id:X}{n:08X}"
         now = time.time()
@@ -305,6 +308,8 @@ class SimTransport:
             self.ban(message.device_id, self._scaled(self.config.ban_s), "SEND_TO_TOO_MANY_PEOPLE")
         if self.config.receipts:
             self._after_send(message, wa_id, receipts, replies)
+        if answer_lost:   # the recipient has it (and its receipts come), the sender never hears
+            raise SendError("info query timed out: the message may have been delivered")
         return SendResult(wa_id, datetime.fromtimestamp(now, timezone.utc))
 
     def close(self) -> None:
