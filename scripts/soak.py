@@ -158,8 +158,8 @@ def verdict(c, store):
                  WHERE e.event = 'timelocked' GROUP BY 1) l
           LEFT JOIN broadcast_messages m
             ON m.device_id = l.device_id AND m.claimed_at > l.locked_at AND m.status IN ('sent', 'failed')
-           AND NOT EXISTS (SELECT 1 FROM device_warm_contacts w
-                            WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone AND w.since <= m.claimed_at)""").fetchone()
+           AND NOT EXISTS (SELECT 1 FROM chats w
+                            WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone AND w.talked_at <= m.claimed_at)""").fetchone()
     # A contact whose step says "in flight" with no live message and no settled record left for the
     # tick would never move on (sequence_engine.sql, _mark_settled_steps): must be 0.
     stuck = c.execute("""

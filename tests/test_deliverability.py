@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.factories import make_device, make_user
+from tests.factories import make_device, make_user, make_warm_contact
 from tests.test_dispatch_sql import claim, lease, queue
 
 
@@ -209,7 +209,7 @@ def test_sequence_steps_go_from_the_device_the_contact_wrote_to(db, uid):
     own, talked, idle = make_device(db, uid), make_device(db, uid), make_device(db, uid)
     stranger = make_device(db, make_user(db))
     for dev in (talked, stranger):          # another owner's device that talked with it does not count
-        db.execute("INSERT INTO device_warm_contacts (device_id, phone) VALUES (%s, '60111111111')", [dev])
+        make_warm_contact(db, dev, "60111111111")
     sid = make_sequence(db, uid)
     add_lead(db, uid, "60111111111", "promo", device_id=own)      # warm with `talked`: goes from there
     add_lead(db, uid, "60111111112", "promo", device_id=own)      # cold: its own device, as before
@@ -226,8 +226,7 @@ def test_ai_campaign_leads_go_from_the_device_they_wrote_to_within_its_room(db, 
     load(db, busy, 50)                                   # the spread alone would pick idle first
     pool = [lead(db, uid, None, f"6012{i}666666", f"P{i}") for i in range(4)]
     for i in (0, 1, 2):                                  # three wrote to busy; its room is two
-        db.execute("INSERT INTO device_warm_contacts (device_id, phone) SELECT %s, phone FROM leads WHERE id = %s",
-                   [busy, pool[i]])
+        make_warm_contact(db, busy, db.execute("SELECT phone FROM leads WHERE id = %s", [pool[i]]).fetchone()["phone"])
     cid = campaign(db, uid, kind="ai", ai_limit=2, devices=[busy, idle])
     expand_all(db, cid)
     chosen = {r["lead_id"]: r["device_id"] for r in messages(db, cid)}
@@ -237,7 +236,7 @@ def test_ai_campaign_leads_go_from_the_device_they_wrote_to_within_its_room(db, 
 def test_cold_contacts_take_at_most_their_share_of_the_day(db, uid):
     dev = make_device(db, uid, daily_limit=10, hourly_limit=1000)    # cold share 0.5: 5 a day
     lease(db, [dev])
-    db.execute("INSERT INTO device_warm_contacts (device_id, phone) VALUES (%s, '60120000007')", [dev])
+    make_warm_contact(db, dev, "60120000007")
     ids = queue(db, uid, dev, 8)                                      # 60120000001 .. 08, one of them warm
     taken = [r["id"] for r in claim(db)]
     assert len(taken) == 8                                            # under the share nothing is held

@@ -155,14 +155,14 @@ def test_an_idle_senders_next_wake_up_probes_each_device_whatever_the_queue_size
 
 def test_sends_probe_the_warm_contacts_however_many_and_whatever_the_statistics_say(module_db_url):
     """Every completion counts its cold sends (to numbers that never wrote to the device) and a
-    timelocked device's claim takes warm contacts only: both ask device_warm_contacts about each
-    row. The table grows with every first send, far faster than its statistics in a fleet's first
+    timelocked device's claim takes warm contacts only: both ask the device's chats (talked_at) about
+    each row, and the completion opens or lifts each recipient's chat. The table grows with every first send, far faster than its statistics in a fleet's first
     drain, and a sender's session keeps the plans it made when the table was small: hashing all of
     it, once per completion, was the cheapest way then (in a 100k drain, 15 % of the database's CPU;
     1M contacts: 370 ms a completion). A few rows read per row sent, whatever the table holds."""
     with superuser(module_db_url) as c:
         c.execute("DELETE FROM broadcast_messages WHERE status = 'pending'")   # the other tests'
-        c.execute("ALTER TABLE device_warm_contacts SET (autovacuum_enabled = false)")
+        c.execute("ALTER TABLE chats SET (autovacuum_enabled = false)")
         uid = make_user(c)
         devices = [make_device(c, uid) for _ in range(10)]
         c.execute("SELECT register_sender('warm-sender', 'test', 1, 10000)")
@@ -182,12 +182,13 @@ def test_sends_probe_the_warm_contacts_however_many_and_whatever_the_statistics_
             return ids
 
         # The session's first sends, while the fleet knows few numbers: plans made and kept.
-        c.execute("VACUUM ANALYZE device_warm_contacts")
+        c.execute("VACUUM ANALYZE chats")
         for k in range(8):
             assert len(send([(d, str(60190000000 + k * 100 + i)) for i, d in enumerate(devices[1:])])) == 9
-        c.execute("""INSERT INTO device_warm_contacts (device_id, phone)
-                     SELECT (%s::bigint[])[1 + g %% 10], (60170000000 + g)::text FROM generate_series(1, 50000) g""",
-                  [devices])   # no ANALYZE since
+        c.execute("""INSERT INTO chats (user_id, device_id, chat_jid, phone, talked_at)
+                     SELECT %s, (%s::bigint[])[1 + g %% 10], (60170000000 + g) || '@s.whatsapp.net', (60170000000 + g)::text,
+                            now()
+                       FROM generate_series(1, 50000) g""", [uid, devices])   # no ANALYZE since
         # Per device: three numbers it knows (warm) and three it does not.
         phones = [(d, str(base + k * 10 + i)) for i, d in enumerate(devices)
                   for base, ks in ((60170000000, (1, 2, 3)), (60180000000, (4, 5, 6))) for k in ks]
@@ -198,11 +199,11 @@ def test_sends_probe_the_warm_contacts_however_many_and_whatever_the_statistics_
             assert len(sent) == 9 * 6 + 3   # the timelocked device: its warm contacts only
             assert c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE id = ANY (%s) AND status = 'sent'",
                              [sent]).fetchone()["n"] == len(sent)
-            read = rows_read(plans, "device_warm_contacts")
-            assert read <= 5 * len(sent), f"{read:,.0f} warm contacts read for {len(sent)} sends"
+            read = rows_read(plans, "chats")
+            assert read <= 5 * len(sent), f"{read:,.0f} chats read for {len(sent)} sends"
         finally:
-            c.execute("DELETE FROM device_warm_contacts WHERE device_id = ANY (%s)", [devices])
-            c.execute("ALTER TABLE device_warm_contacts RESET (autovacuum_enabled)")
+            c.execute("DELETE FROM chats WHERE device_id = ANY (%s)", [devices])
+            c.execute("ALTER TABLE chats RESET (autovacuum_enabled)")
             c.execute("DELETE FROM broadcast_messages WHERE user_id = %s", [uid])
 
 
@@ -213,21 +214,22 @@ def test_a_devices_reply_rate_reads_the_contacts_who_wrote_not_every_number_it_s
     with superuser(module_db_url) as c:
         uid = make_user(c)
         dev = make_device(c, uid)
-        c.execute("""INSERT INTO device_warm_contacts (device_id, phone)
-                     SELECT %s, (60210000000 + g)::text FROM generate_series(1, 20000) g""", [dev])
-        c.execute("""UPDATE device_warm_contacts SET wrote_at = now() - make_interval(hours => h)
+        c.execute("""INSERT INTO chats (user_id, device_id, chat_jid, phone, talked_at)
+                     SELECT %s, %s, (60210000000 + g) || '@s.whatsapp.net', (60210000000 + g)::text, now()
+                       FROM generate_series(1, 20000) g""", [uid, dev])
+        c.execute("""UPDATE chats SET wrote_at = now() - make_interval(hours => h)
                       FROM (VALUES ('60210000001', 1), ('60210000002', 47), ('60210000003', 72)) AS w(phone, h)
-                     WHERE device_id = %s AND device_warm_contacts.phone = w.phone""", [dev])
-        c.execute("VACUUM ANALYZE device_warm_contacts")
+                     WHERE device_id = %s AND chats.phone = w.phone""", [dev])
+        c.execute("VACUUM ANALYZE chats")
         c.execute("LOAD 'auto_explain'")
         with Plans(c, analyze=True) as plans:
             assert c.execute("SELECT health_score FROM device_health WHERE device_id = %s", [dev]).fetchone()
         counted = sum(n.get("Actual Rows", 0) * n.get("Actual Loops", 1) for query, plan in plans.plans
-                      for n in _nodes(plan) if n.get("Relation Name") == "device_warm_contacts")
+                      for n in _nodes(plan) if n.get("Relation Name") == "chats")
         assert counted == 2   # those of the last 48 h
-        read = rows_read(plans, "device_warm_contacts")
-        assert read <= 10, f"{read:,.0f} warm contacts read for one device's reply rate"
-        c.execute("DELETE FROM device_warm_contacts WHERE device_id = %s", [dev])
+        read = rows_read(plans, "chats")
+        assert read <= 10, f"{read:,.0f} chats read for one device's reply rate"
+        c.execute("DELETE FROM chats WHERE device_id = %s", [dev])
 
 
 def test_webhook_pages_and_metrics_read_the_backlog_not_every_delivery_ever_made(module_db_url):

@@ -416,8 +416,11 @@ def test_a_receipt_ahead_of_its_completion_waits_for_it_in_the_sender(side, c, c
     with worker(side, committed_db_url) as w, psycopg.connect(committed_db_url) as blocker:
         wait_until(status_is(c, dev, "online"), what="online")
         side.net.receipts_overtake_acks()
-        # Holds the completion after it settled the row, before it commits (its warm contact insert waits).
-        blocker.execute("INSERT INTO device_warm_contacts (device_id, phone) VALUES (%s, %s)", [dev, to])
+        # Holds the completion after it settled the row, before it commits: its outcome counts wait
+        # (message_outcome_totals, a row per connection shard).
+        c.execute("INSERT INTO message_outcome_totals (shard, sent, failed) SELECT g, 0, 0 FROM generate_series(0, 15) g "
+                  "ON CONFLICT DO NOTHING")
+        blocker.execute("UPDATE message_outcome_totals SET sent = sent")
         sent = queue(c, uid, dev, ["ahead of its completion"], to=to)
         wait_until(lambda: w.events.receipts_waiting() == 1, what="the receipt waiting for its completion")
         assert c.execute("SELECT count(*) AS n FROM early_receipts").fetchone()["n"] == 0

@@ -301,7 +301,7 @@ COMMENT ON FUNCTION _ai_campaign_devices(campaigns) IS
   '(device_load) and how many more leads each may take under the per-device limit.';
 
 -- Spreads leads over the AI campaign's devices. Warm first: a lead one of them talked with goes
--- from that one (device_warm_contacts), within its room. The others: slot k of every device before
+-- from that one (chats.talked_at), within its room. The others: slot k of every device before
 -- slot k+1 of any, devices by score, so the least loaded get the first leads and none gets more
 -- than its room.
 -- Candidates: pool leads the campaign has not touched (only while first expanding), then leads
@@ -333,7 +333,7 @@ LANGUAGE sql AS $$
     SELECT w.turn, w.device_id FROM (
       SELECT p.turn, p.device_id, p.room, row_number() OVER (PARTITION BY p.device_id ORDER BY p.turn) AS k
         FROM (SELECT DISTINCT ON (p.turn) p.turn, d.device_id, d.room
-                FROM pool p JOIN device_warm_contacts wc ON wc.phone = p.phone
+                FROM pool p JOIN chats wc ON wc.phone = p.phone AND wc.talked_at IS NOT NULL
                 JOIN devices d ON d.device_id = wc.device_id
                ORDER BY p.turn, d.score, d.device_id) p) w
      WHERE w.k <= w.room

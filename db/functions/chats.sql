@@ -164,11 +164,14 @@ BEGIN
     RETURN NULL;  -- delivered twice: already stored, already counted
   END IF;
 
+  -- A contact who wrote is warm from now on: a reach-out timelock does not hold messages to it.
   UPDATE chats
      SET last_message_at = greatest(last_message_at, p_sent_at),
          last_message_preview = CASE WHEN last_message_at IS NULL OR p_sent_at >= last_message_at
                                      THEN _chat_preview(v_type, v_content) ELSE last_message_preview END,
-         unread_count = unread_count + CASE WHEN p_from_me THEN 0 ELSE 1 END
+         unread_count = unread_count + CASE WHEN p_from_me THEN 0 ELSE 1 END,
+         talked_at = coalesce(talked_at, CASE WHEN NOT p_from_me AND v_phone IS NOT NULL THEN now() END),
+         wrote_at = coalesce(wrote_at, CASE WHEN NOT p_from_me AND v_phone IS NOT NULL THEN p_sent_at END)
    WHERE id = v_chat.id
   RETURNING * INTO v_chat;
 
@@ -178,9 +181,6 @@ BEGIN
       'wa_message_id', p_wa_message_id, 'message_type', v_type, 'content', v_content, 'sent_at', p_sent_at));
   END IF;
   IF NOT p_from_me AND v_phone IS NOT NULL THEN
-    -- a contact who wrote is warm: a reach-out timelock does not hold messages to it
-    INSERT INTO device_warm_contacts AS w (device_id, phone, wrote_at) VALUES (p_device_id, v_phone, p_sent_at)
-    ON CONFLICT (device_id, phone) DO UPDATE SET wrote_at = coalesce(w.wrote_at, excluded.wrote_at);
     PERFORM _mark_lead_replied(v_user, v_phone, p_sent_at);
     IF _is_opt_out_text(v_content) THEN
       PERFORM opt_out_phone(v_user, v_phone, 'replied ' || upper(btrim(v_content)));
@@ -196,7 +196,7 @@ END $$;
 COMMENT ON FUNCTION record_inbound_message(bigint, text, text, text, text, text, timestamptz, boolean, text, text, bytea) IS
   'Stores a message the device received (or one its phone sent, p_from_me) in its chat, once per device and '
   'WhatsApp message id (a repeat returns NULL and changes nothing); an image keeps p_thumbnail (JPEG, up to 64 KB) '
-  'and its caption. A received message makes its sender a warm contact of the device (device_warm_contacts); a reply marks the owner''s leads replied and stops their sequences; STOP / UNSUBSCRIBE / '
+  'and its caption. A received message makes its sender a warm contact of the device (chats.talked_at, wrote_at); a reply marks the owner''s leads replied and stops their sequences; STOP / UNSUBSCRIBE / '
   'BERHENTI opts the number out. Pushes a live "message" event and, when received, a message.received webhook event.';
 
 -- The replaced system's chat tables are read-only views (db/views/60_chats.sql) ------------
@@ -294,39 +294,43 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE v_done integer;
 BEGIN
-  -- In (device, jid) order: concurrent callers lock chat rows in the same order.
-  INSERT INTO chats AS c (user_id, device_id, chat_jid, phone, last_message_at, last_message_preview)
+  -- In (device, jid) order: concurrent callers lock chat rows in the same order. A number sent to
+  -- is a warm contact from then on (talked_at; _record_send_outcomes counted the cold ones before).
+  INSERT INTO chats AS c (user_id, device_id, chat_jid, phone, last_message_at, last_message_preview, talked_at)
   SELECT DISTINCT ON (m.device_id, m.recipient_phone)
          m.user_id, m.device_id, m.recipient_phone || '@s.whatsapp.net', m.recipient_phone, m.sent_at,
-         _chat_preview(m.message_type, m.content)
+         _chat_preview(m.message_type, m.content), m.sent_at
     FROM unnest(p_rows) m
    WHERE m.status = 'sent' AND m.device_id IS NOT NULL
    ORDER BY m.device_id, m.recipient_phone, m.sent_at DESC
   ON CONFLICT (device_id, chat_jid) DO UPDATE
-     SET last_message_at = excluded.last_message_at, last_message_preview = excluded.last_message_preview
-   WHERE c.last_message_at IS NULL OR c.last_message_at <= excluded.last_message_at;
+     SET last_message_at = greatest(c.last_message_at, excluded.last_message_at),
+         last_message_preview = CASE WHEN c.last_message_at IS NULL OR c.last_message_at <= excluded.last_message_at
+                                     THEN excluded.last_message_preview ELSE c.last_message_preview END,
+         talked_at = coalesce(c.talked_at, excluded.talked_at)
+   WHERE c.last_message_at IS NULL OR c.last_message_at <= excluded.last_message_at OR c.talked_at IS NULL;
   GET DIAGNOSTICS v_done = ROW_COUNT;
   RETURN v_done;
 END $$;
 COMMENT ON FUNCTION _record_outbound_chats(broadcast_messages[]) IS
   'The sent queue messages p_rows (as complete_messages settled them) open (or lift) the chat with their number '
-  'on their device, previewing what was sent. Returns the chats touched.';
+  'on their device, previewing what was sent, and make the number a warm contact of the device (talked_at). '
+  'Returns the chats touched.';
 
--- In place of the foreign keys of chats and device_warm_contacts (migration 1941: checked row by
--- row on every send): a deleted device takes its chats (and their inbound log) and warm contacts
--- with it. Deleting a user deletes its devices, so this covers users too.
+-- In place of the foreign keys of chats (migration 1941: checked row by row on every send): a
+-- deleted device takes its chats (and their inbound log, and so its warm contacts) with it.
+-- Deleting a user deletes its devices, so this covers users too.
 -- The ids as an array probed by index: joined with the transition table, the plan PL/pgSQL keeps
 -- for the session followed its first statement's rows (after deleting 50 devices at once, each
--- later device's deletion hashed every chat and warm contact of every device).
+-- later device's deletion hashed every chat of every device).
 CREATE OR REPLACE FUNCTION forget_deleted_device_contacts() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE v_ids bigint[] := array(SELECT o.id FROM old_rows o);
 BEGIN
   DELETE FROM chats c WHERE c.device_id = ANY (v_ids);
-  DELETE FROM device_warm_contacts w WHERE w.device_id = ANY (v_ids);
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION forget_deleted_device_contacts() IS
-  'Statement trigger after DELETE on user_devices: deletes the deleted devices'' chats and warm contacts (no foreign keys).';
+  'Statement trigger after DELETE on user_devices: deletes the deleted devices'' chats (no foreign keys).';
 CREATE OR REPLACE TRIGGER user_devices_contacts_forget AFTER DELETE ON user_devices
   REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_device_contacts();
 

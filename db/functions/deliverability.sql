@@ -57,16 +57,15 @@ BEGIN
                               OR m.error_message LIKE 'undeliverable: %'))
   ), n AS (
     SELECT m.device_id, count(*)::int AS k, (now() AT TIME ZONE m.timezone)::date AS today,
-           -- a sent message to a contact that never wrote to the device spends its cold share
+           -- a sent message to a contact the device never talked with spends its cold share (called
+           -- before _record_outbound_chats makes the contact warm). The chat by its key, talked_at read
+           -- from it: as a condition, a plan made while chats was empty scanned the partial index of
+           -- warm numbers (chats_talked_phone) for every row, quadratic as a first drain fills it.
            count(*) FILTER (WHERE NOT p_failed AND (
-             SELECT true FROM device_warm_contacts w WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone) IS NULL
-           )::int AS cold
+             SELECT w.talked_at FROM chats w WHERE w.device_id = m.device_id AND w.chat_jid = m.recipient_phone || '@s.whatsapp.net'
+           ) IS NULL)::int AS cold
       FROM settled m
      GROUP BY m.device_id, m.timezone
-  ), talked AS (   -- a contact sent to is warm from now on (the cold count above saw it before)
-    INSERT INTO device_warm_contacts (device_id, phone)
-    SELECT DISTINCT m.device_id, m.recipient_phone FROM settled m WHERE NOT p_failed
-    ON CONFLICT DO NOTHING
   ), pushed AS (
     -- One bit per settled send, newest last, the window's length kept.
     UPDATE device_pacing p
@@ -98,8 +97,8 @@ END $$;
 COMMENT ON FUNCTION _record_send_outcomes(broadcast_messages[], boolean) IS
   'Adds the messages p_rows as complete_messages or fail_messages settled them (p_failed: they failed, else sent; reach-out timelock refusals and undeliverable messages left out) to their '
   'devices'' recent_outcomes, and the sent '
-  'ones to contacts the device never talked with to its cold_count of the owner''s day (the cold share); those '
-  'contacts are warm from then on (device_warm_contacts).  A device whose last self_pause_window_sends sends include at least self_pause_failure_share '
+  'ones to contacts the device never talked with (chats.talked_at; complete_messages calls it before '
+  '_record_outbound_chats makes them warm) to its cold_count of the owner''s day (the cold share). A device whose last self_pause_window_sends sends include at least self_pause_failure_share '
   'failures pauses itself (pause_reason says why), logged, pushed live as devices_paused with its reason and '
   'sent as a device.status webhook event. '
   'Called by complete_messages and fail_messages.';

@@ -122,7 +122,7 @@ LANGUAGE sql STABLE AS $$
     CROSS JOIN LATERAL (
       SELECT (SELECT coalesce(sum(s.sends), 0)::int FROM device_send_minutes s
                WHERE s.device_id = d.id AND s.minute > now() - interval '48 hours') AS sends_48h,
-             (SELECT count(*)::int FROM device_warm_contacts w
+             (SELECT count(*)::int FROM chats w
                WHERE w.device_id = d.id AND w.wrote_at > now() - interval '48 hours') AS repliers_48h
     ) rep
     -- Bounded reads: the last 24 hours of events (device_events_device), bans through their own

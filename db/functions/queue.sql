@@ -254,9 +254,11 @@ LOOP
                                            coalesce(m.max_delay_seconds, r.dev_max) AS hi) bounds
                      WHERE m.device_id = r.device_id AND m.status = 'pending' AND NOT m.held
                        AND m.scheduled_at <= now()
-                       -- a probe per row, never a hash of every warm contact (_record_send_outcomes says why)
-                       AND (r.cold_ok OR (SELECT true FROM device_warm_contacts w
-                                           WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone) IS NOT NULL)
+                       -- a probe of the chat's key per row, never a hash or index scan of every warm
+                       -- contact (_record_send_outcomes says why)
+                       AND (r.cold_ok OR (SELECT w.talked_at FROM chats w
+                                           WHERE w.device_id = m.device_id
+                                             AND w.chat_jid = m.recipient_phone || '@s.whatsapp.net') IS NOT NULL)
                      ORDER BY m.scheduled_at, m.id
                      LIMIT r.allowed) b
           ) w
@@ -446,8 +448,9 @@ BEGIN
   v_rows := _settle_claimed(p_sender_id, p_ids, 'sent', p_wa_message_ids);
   UPDATE device_pacing p SET last_sent_at = now()
    WHERE p.device_id IN (SELECT DISTINCT m.device_id FROM unnest(v_rows) m);
+  -- self-pause and cold share counts (deliverability family), before the chats make the recipients warm
+  PERFORM _record_send_outcomes(v_rows, false);
   PERFORM _record_outbound_chats(v_rows);  -- the recipients' chats show the send (chats family)
-  PERFORM _record_send_outcomes(v_rows, false);  -- self-pause and cold share counts (deliverability family)
   IF EXISTS (SELECT 1 FROM early_receipts) THEN   -- receipts that overtook this completion
     PERFORM _apply_early_receipts(v_rows);
   END IF;

@@ -202,7 +202,7 @@ COMMENT ON FUNCTION _mark_settled_steps() IS
 -- Activation --------------------------------------------------------------------------------
 
 -- Device choice, among the sequence's devices (all the owner's when it names none) that can send now:
--- one that talked with the contact (warm first: device_warm_contacts), else the lead's own
+-- one that talked with the contact (warm first: chats.talked_at), else the lead's own
 -- device while online, under its caps and under the preferred_device_hourly_sends setting this hour;
 -- otherwise the available ones by device_load's load score, the chunk's contacts spread over them
 -- lowest score first. No device: the step waits.
@@ -264,8 +264,8 @@ RETURNS integer LANGUAGE sql AS $$
       FROM loads l GROUP BY l.sequence_id),
   with_own AS (     -- warm first (the least loaded that talked with the contact), else its own
     SELECT k.*, coalesce(
-             (SELECT w.device_id FROM device_warm_contacts w
-               WHERE w.phone = k.contact_phone AND w.device_id = ANY (ds.by_score)
+             (SELECT w.device_id FROM chats w
+               WHERE w.phone = k.contact_phone AND w.talked_at IS NOT NULL AND w.device_id = ANY (ds.by_score)
                ORDER BY array_position(ds.by_score, w.device_id) LIMIT 1),
              CASE WHEN k.device_id = ANY (ds.own_ok) THEN k.device_id END) AS own_device_id
       FROM locked k
