@@ -6,7 +6,8 @@ the results back in batches. It sleeps on a wake-up event (NOTIFY, results, or t
 allowed send, polling at least every poll_seconds).
 
 Transport outcomes (sender/transport/base.py) map to the queue: a SendResult completes the row,
-NotSent releases it back to the queue (it never left), SendError fails it with its reason.
+NotSent releases it back to the queue (it never left), SendError fails it with its reason
+(Undeliverable ones, a number not on WhatsApp or a missing image, without counting against the device).
 """
 import logging
 import threading
@@ -18,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 
 from sender.media import MediaError, prepare_image
-from sender.transport.base import NotSent, OutgoingMessage, SendError
+from sender.transport.base import NotSent, OutgoingMessage, SendError, Undeliverable
 
 log = logging.getLogger("sender.dispatcher")
 
@@ -118,7 +119,7 @@ class Dispatcher:
                 result = ("sent", self._send_one(row))
             except NotSent as exc:
                 result = ("not_sent", str(exc))
-            except (SendError, MediaError) as exc:
+            except SendError as exc:
                 result = ("failed", str(exc))
             except Exception as exc:  # noqa: BLE001 - a transport bug fails the message, not the worker
                 log.exception("send of message %s crashed", row["id"])
@@ -129,7 +130,10 @@ class Dispatcher:
     def _send_one(self, row):
         if datetime.now(timezone.utc) - row["claimed_at"] > self.stuck_after:
             raise SendError("not sent: claimed too long ago (stuck timeout), it may already be failed")
-        image = prepare_image(row["media_url"]) if row["message_type"] == "image" else None
+        try:
+            image = prepare_image(row["media_url"]) if row["message_type"] == "image" else None
+        except MediaError as exc:   # the campaign's image, not the device: says nothing about its health
+            raise Undeliverable(str(exc)) from exc
         result = self.transport.send(OutgoingMessage(row["id"], row["device_id"], row["recipient_phone"],
                                                      row["content"], image))
         return result.wa_message_id

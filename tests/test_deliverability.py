@@ -121,7 +121,8 @@ def test_self_pause_after_too_many_failures_and_resume(db, uid):
     unregistered = queue(db, uid, dev, 5)
     db.execute("UPDATE device_pacing SET next_send_at = '-infinity' WHERE device_id = %s", [dev])
     claim(db)
-    db.execute("SELECT fail_messages('s1', %s, %s)", [unregistered, ["undeliverable: no LID found for 6019@s.whatsapp.net"] * 5])
+    db.execute("SELECT fail_messages('s1', %s, %s)",
+               [unregistered, ["undeliverable: no LID found for 6019@s.whatsapp.net"] * 5])
     assert db.execute("SELECT paused_at FROM user_devices WHERE id = %s", [dev]).fetchone()["paused_at"] is None
     db.execute("SELECT fail_messages('s1', %s, %s)", [ids[19:], ["boom"]])   # 10 of the last 20
     row = db.execute("SELECT paused_at, pause_reason FROM user_devices WHERE id = %s", [dev]).fetchone()

@@ -141,7 +141,8 @@ def test_send_failures_fail_the_message_once(c, committed_db_url, store):
     assert s["sent"] + s["failed"] == 100 and 10 <= s["failed"] <= 50
     failed = {r["id"]: r["error_message"] for r in c.execute(
         "SELECT id, error_message FROM broadcast_messages WHERE id = ANY(%s) AND status = 'failed'", [ids])}
-    assert set(failed.values()) == {"simulated network failure", "info query timed out: the message may have been delivered"}
+    assert set(failed.values()) == {"simulated network failure",
+                                    "info query timed out: the message may have been delivered"}
     # Received once each: the sent ones, and the failed ones whose answer was lost (never sent again).
     answer_lost = {i for i, error in failed.items() if error.startswith("info query timed out")}
     assert assert_no_duplicates(store) == answer_lost | set(r["id"] for r in c.execute(
@@ -177,8 +178,11 @@ def test_stored_images_are_sent_and_urls_are_never_fetched(c, committed_db_url, 
     rows = {r["id"]: r for r in c.execute("SELECT id, status, error_message FROM broadcast_messages WHERE id = ANY(%s)",
                                           [ids])}
     assert [rows[i]["status"] for i in ids] == ["sent", "failed", "failed"]
-    assert rows[ids[1]]["error_message"].startswith("image was not stored")
-    assert rows[ids[2]]["error_message"] == "stored image 999999 no longer exists"
+    assert rows[ids[1]]["error_message"].startswith("undeliverable: image was not stored")
+    assert rows[ids[2]]["error_message"] == "undeliverable: stored image 999999 no longer exists"
+    # The campaign's image, not the device: its outcomes record the one send, no failure (self-pause).
+    assert c.execute("SELECT recent_outcomes::text AS bits FROM device_pacing WHERE device_id = %s",
+                     [dev]).fetchone()["bits"] == "0"
     (sent,) = received(store)
     assert sent["message_id"] == ids[0] and 0 < sent["image_bytes"] <= 350 * 1024
 

@@ -418,17 +418,18 @@ def test_a_receipt_ahead_of_its_completion_waits_for_it_in_the_sender(side, c, c
         side.net.receipts_overtake_acks()
         # Holds the completion after it settled the row, before it commits: its outcome counts wait
         # (message_outcome_totals, a row per connection shard).
-        c.execute("INSERT INTO message_outcome_totals (shard, sent, failed) SELECT g, 0, 0 FROM generate_series(0, 15) g "
-                  "ON CONFLICT DO NOTHING")
+        c.execute("INSERT INTO message_outcome_totals (shard, sent, failed) "
+                  "SELECT g, 0, 0 FROM generate_series(0, 15) g ON CONFLICT DO NOTHING")
         blocker.execute("UPDATE message_outcome_totals SET sent = sent")
         sent = queue(c, uid, dev, ["ahead of its completion"], to=to)
-        wait_until(lambda: w.events.receipts_waiting() == 1, what="the receipt waiting for its completion")
+        # (a second one may follow: the recipient's linked device, or the read receipt)
+        wait_until(lambda: w.events.receipts_waiting() >= 1, what="the receipt waiting for its completion")
         assert c.execute("SELECT count(*) AS n FROM early_receipts").fetchone()["n"] == 0
         assert c.execute("SELECT status FROM broadcast_messages WHERE id = %s", sent).fetchone()["status"] == "queued"
         blocker.rollback()
         wait_until(lambda: c.execute("SELECT delivered_at FROM broadcast_messages WHERE id = %s",
                                      sent).fetchone()["delivered_at"], what="the receipt applied")
-        assert w.events.receipts_waiting() == 0
+        wait_until(lambda: w.events.receipts_waiting() == 0, what="no receipt waiting")
         assert c.execute("SELECT count(*) AS n FROM early_receipts").fetchone()["n"] == 0
 
 
@@ -440,7 +441,8 @@ def test_a_number_not_on_whatsapp_fails_and_says_nothing_about_the_device(side, 
         gone = queue(c, uid, dev, ["to nobody"], to="60199900041")
         sent = queue(c, uid, dev, ["to somebody"], to="60199900042")
         wait_until(lambda: statuses(c, gone + sent) == {"failed": 1, "sent": 1}, what="both outcomes")
-        error = c.execute("SELECT error_message FROM broadcast_messages WHERE id = %s", gone).fetchone()["error_message"]
+        error = c.execute("SELECT error_message FROM broadcast_messages WHERE id = %s",
+                          gone).fetchone()["error_message"]
         assert error.startswith("undeliverable: no LID found for 60199900041@s.whatsapp.net")
         assert error.endswith("(the number is not on WhatsApp)")
         outcomes = c.execute("SELECT recent_outcomes::text AS bits FROM device_pacing WHERE device_id = %s",

@@ -58,9 +58,8 @@ BEGIN
   ), n AS (
     SELECT m.device_id, count(*)::int AS k, (now() AT TIME ZONE m.timezone)::date AS today,
            -- a sent message to a contact the device never talked with spends its cold share (called
-           -- before _record_outbound_chats makes the contact warm). The chat by its key, talked_at read
-           -- from it: as a condition, a plan made while chats was empty scanned the partial index of
-           -- warm numbers (chats_talked_phone) for every row, quadratic as a first drain fills it.
+           -- before _record_outbound_chats makes the contact warm). The chat by its key alone, the one
+           -- index that serves it (migration 2123 says why), talked_at read from the row found.
            count(*) FILTER (WHERE NOT p_failed AND (
              SELECT w.talked_at FROM chats w WHERE w.device_id = m.device_id AND w.chat_jid = m.recipient_phone || '@s.whatsapp.net'
            ) IS NULL)::int AS cold

@@ -92,7 +92,7 @@ class SimConfig:
     reply_rate: float = 0.0          # share of messages the recipient answers
     reply_after_s: float = 10.0
     lid_share: float = 0.3           # share of contacts writing from their @lid identity, the number alongside ...
-    hidden_share: float = 0.03       # ... or without it (a property of the contact: lid_identity)
+    hidden_share: float = 0.03       # ... or without it (a property of the contact: identity_of)
     connect_after_s: float = 0.0     # a stored session connects this long after start
     qr_after_s: float = 0.0          # a new pairing's first QR shows this long after start (WhatsApp: after its handshake)
     store_dir: Path = field(default_factory=lambda: VAR / "simnet")
