@@ -6,12 +6,15 @@ contacts answer some messages, now and then with a photo, from their number or t
 identity. (The lifecycle against a sender is in test_transport_contract.py.)"""
 import io
 import queue
+import subprocess
+import sys
 import time
 from collections import Counter
 
 import pytest
 from PIL import Image
 
+from common.config import ROOT
 from sender.transport.base import (PAIRING_WINDOW, Connected, DeviceSession, Disconnected, IncomingMessage, NotSent,
                                    OutgoingMessage, PairingExpired, QRCode, ReachOutTimelock, Receipt, SendError,
                                    TemporaryBan)
@@ -74,6 +77,29 @@ def test_same_seed_same_story(make_sim):
     failures = [o for o in a if o in ("simulated network failure",   # before it left, or after: the answer lost
                                       "info query timed out: the message may have been delivered")]
     assert 0.1 < len(failures) / len(a) < 0.3 and len(set(failures)) == 2
+
+
+ONE_SEND = """
+import queue, sys, tempfile
+from sender.transport.base import Connected, DeviceSession, OutgoingMessage
+from sender.transport.sim import SimConfig, SimTransport
+events = queue.SimpleQueue()
+sim = SimTransport(events.put, SimConfig(store_dir=tempfile.mkdtemp(), rules=False, receipts=False))
+sim.start(DeviceSession(1, jid="j1"))
+while not isinstance(events.get(timeout=20), Connected):
+    pass
+print(sim.send(OutgoingMessage(1, 1, "60123456789", "hi")).wa_message_id)
+sim.close()
+"""
+
+
+def test_message_ids_are_unique_across_the_processes_that_run_a_device():
+    """A device moves between sender processes (a lease, a restart) and its seeded story starts
+    again in each: WhatsApp's ids stay unique, or a receipt would mark another process's message
+    and a reply be dropped as a repeat of another."""
+    ids = {subprocess.run([sys.executable, "-c", ONE_SEND], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          check=True).stdout.strip() for _ in range(2)}
+    assert len(ids) == 2 and all(i.startswith("SIM") for i in ids)
 
 
 def test_the_record_is_on_disk_before_send_returns(make_sim, tmp_path):

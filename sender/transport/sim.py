@@ -57,6 +57,9 @@ from sender.transport.scheduler import Scheduler
 
 
 PHOTO_REPLY_SHARE = 0.25   # of the simulated replies, the share that are photos
+# In every message id this process makes: WhatsApp's ids are unique, and a device's counter starts
+# again in each process that runs it (a lease moved, a restart), with the same seeded story.
+_PROCESS = os.urandom(3).hex().upper()
 
 
 def lid_of(phone: str) -> str:
@@ -296,7 +299,7 @@ class SimTransport:
             time.sleep(wait)
         if fails and not answer_lost:
             raise SendError("simulated network failure")
-        wa_id = f"SIM{message.device_id:X}{n:08X}"
+        wa_id = f"SIM{_PROCESS}{message.device_id:X}{n:08X}"
         now = time.time()
         self.network.record(message, wa_id, now)
         if self._crash_at is not None and next(self._sends) >= self._crash_at and self._claim_fault("crash-at-send"):
@@ -433,7 +436,7 @@ class SimTransport:
             self._registered_as[from_phone] = True   # whoever writes is on WhatsApp
         jid = f"{from_phone}@s.whatsapp.net" if identity == "phone" else f"{lid_of(from_phone)}@lid"
         self.on_event(IncomingMessage(
-            device_id, wa_message_id=f"SIMIN{device_id:X}{n:08X}", chat_jid=jid, sender_jid=jid,
+            device_id, wa_message_id=f"SIMIN{_PROCESS}{device_id:X}{n:08X}", chat_jid=jid, sender_jid=jid,
             sender_phone=None if identity == "hidden" else from_phone, text=text,
             timestamp=datetime.now(timezone.utc), message_type="image" if thumbnail else "text", thumbnail=thumbnail))
 
