@@ -66,6 +66,29 @@ def test_claims_only_leased_online_devices_due_rows(db, uid):
     assert [(s["status"], s["claimed_by"], s["count"]) for s in states] == [("pending", None, 4), ("queued", "s1", 3)]
 
 
+def test_a_claim_taken_again_after_a_serialization_failure_returns_each_row_once(db, uid):
+    """A pending row settled by another session while a claim locks its rows makes the claim's
+    statement fail (serialization_failure) and run again. The rows its failed attempt had already
+    produced stayed in the function's result, so the sender got them twice and sent them twice (a
+    full soak: 15 duplicates). The failure is raised here by a trigger at the claim's second row."""
+    dev = make_device(db, uid, hourly_limit=1000)
+    lease(db, [dev])
+    ids = queue(db, uid, dev, 5)
+    db.execute("CREATE TEMP SEQUENCE claimed_rows")
+    db.execute("""CREATE FUNCTION fail_the_second_claimed_row() RETURNS trigger LANGUAGE plpgsql AS $$
+                  BEGIN
+                    IF NEW.status = 'queued' AND nextval('claimed_rows') = 2 THEN
+                      RAISE EXCEPTION 'as a row settled meanwhile by another session' USING ERRCODE = '40001';
+                    END IF;
+                    RETURN NEW;
+                  END $$""")
+    db.execute("""CREATE TRIGGER fail_the_second_claimed_row BEFORE UPDATE ON message_queue
+                  FOR EACH ROW EXECUTE FUNCTION fail_the_second_claimed_row()""")
+    got = [r["id"] for r in claim(db)]
+    assert sorted(got) == sorted(ids)                   # each once: taken again, all five
+    assert db.execute("SELECT nextval('claimed_rows') AS n").fetchone()["n"] > 6   # it did fail once
+
+
 def test_claim_respects_limit_and_per_device(db, uid):
     devices = [make_device(db, uid) for _ in range(3)]
     lease(db, devices)

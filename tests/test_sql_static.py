@@ -150,3 +150,40 @@ def test_one_expression_sql_functions_are_inlined(lint):
             if re.search(rf"(?<![\w]){re.escape(f['proname'])}\(", plan):
                 called.append(f["fn"])
     assert called == []
+
+
+def _returns_inside_a_retried_block(body):
+    """The RETURN QUERY / RETURN NEXT statements of a PL/pgSQL body that sit in a block with an
+    EXCEPTION clause (between its BEGIN and that clause; comments and string literals aside)."""
+    body = re.sub(r"--[^\n]*", " ", body)
+    body = re.sub(r"'(?:[^']|'')*'", "''", body)
+    found, opened = [], []   # the open BEGINs and CASEs (each closed by an END; IF and LOOP by END IF/LOOP)
+    for token in re.finditer(r"\b(?:begin|case)\b|\bexception\s+when\b|\bend\b(?!\s+(?:if|loop)\b)", body, re.I):
+        word = token.group(0).lower()
+        if word in ("begin", "case"):
+            opened.append((word, token.start()))
+        elif word.startswith("exception"):
+            begin = next((start for kind, start in reversed(opened) if kind == "begin"), None)
+            if begin is not None and re.search(r"\breturn\s+(?:query|next)\b", body[begin:token.start()], re.I):
+                found.append(body[begin:token.start()].strip()[:60])
+        elif opened:
+            opened.pop()
+    return found
+
+
+def test_no_rows_are_returned_from_a_block_that_may_be_taken_again(lint):
+    """Rows a RETURN QUERY or RETURN NEXT produced stay in the function's result when its block then
+    fails and the EXCEPTION clause runs it again: claim_messages returned the rows of a claim that
+    failed midway (a serialization failure) as well as the retry's, and its sender sent them twice.
+    Collect the rows inside the block and return them after it."""
+    functions = lint.execute(f"""
+        SELECT p.oid::regprocedure::text AS fn, p.prosrc
+          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang
+         WHERE {OURS} AND l.lanname = 'plpgsql' ORDER BY 1""").fetchall()
+    assert _returns_inside_a_retried_block(
+        "BEGIN LOOP BEGIN RETURN QUERY SELECT 1; EXIT; EXCEPTION WHEN serialization_failure THEN END; END LOOP; END")
+    assert _returns_inside_a_retried_block(
+        "BEGIN LOOP BEGIN RETURN QUERY SELECT CASE WHEN a THEN 1 END; EXCEPTION WHEN others THEN END; END LOOP; END")
+    assert not _returns_inside_a_retried_block(
+        "BEGIN LOOP BEGIN x := 1; EXIT; EXCEPTION WHEN unique_violation THEN END; END LOOP; RETURN QUERY SELECT x; END")
+    assert [(f["fn"], r) for f in functions for r in _returns_inside_a_retried_block(f["prosrc"])] == []

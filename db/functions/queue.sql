@@ -173,6 +173,7 @@ AS $$
 DECLARE
   v_due     bigint[];
   v_devices bigint[];
+  v_claimed claimed_message[];
 BEGIN
   -- Which devices may have due work, found the cheap way for the load at hand (a fixed plan shape
   -- either way, so a plan cached when the queue was empty stays right when it holds a million):
@@ -199,10 +200,11 @@ BEGIN
                         WHERE l.sender_id = p_sender_id AND l.expires_at > now());
   END IF;
 -- A pending row a concurrent cancel or skip just moved to message_history makes the lock fail
--- (serialization_failure) even under SKIP LOCKED: the claim is taken again, without that row.
+-- (serialization_failure) even under SKIP LOCKED: the claim is taken again, without that row. Its
+-- rows are collected and returned once it succeeded: a RETURN QUERY keeps the rows a failed attempt
+-- had already produced, and the sender sent those twice.
 LOOP
   BEGIN
-    RETURN QUERY
     WITH dev AS (
       SELECT p.device_id, p.hour_count, p.day_start, p.day_count,
              d.hourly_limit, lim.daily_cap AS daily_limit, lim.cold_ok,
@@ -338,13 +340,15 @@ LOOP
       SELECT d.device_id, date_trunc('minute', now()), d.k FROM per_dev d
       ON CONFLICT (device_id, minute) DO UPDATE SET sends = s.sends + excluded.sends
     )
-    SELECT claimed.id, claimed.device_id, claimed.user_id, claimed.recipient_phone, claimed.recipient_name,
-           claimed.message_type, claimed.content, claimed.media_url, claimed.claimed_at
-      FROM claimed;
+    SELECT array_agg(ROW(claimed.id, claimed.device_id, claimed.user_id, claimed.recipient_phone,
+                         claimed.recipient_name, claimed.message_type, claimed.content, claimed.media_url,
+                         claimed.claimed_at)::claimed_message)
+      INTO v_claimed FROM claimed;
     EXIT;
   EXCEPTION WHEN serialization_failure THEN
   END;
 END LOOP;
+RETURN QUERY SELECT c.* FROM unnest(v_claimed) c;
 END $$;
 COMMENT ON FUNCTION claim_messages(text, integer, integer) IS
   'Claims up to p_limit due messages (status pending -> queued) for the online, unpaused devices leased by p_sender_id, '
