@@ -33,13 +33,12 @@ def make_device(conn, user_id, name=None, status="online", min_delay=0, max_dela
     return device_id
 
 
-def make_warm_contact(conn, device_id, phone, wrote_at=None):
-    """The device talked with the number (its chat says since when; wrote_at: when it first wrote)."""
-    conn.execute("""INSERT INTO chats AS c (user_id, device_id, chat_jid, phone, talked_at, wrote_at)
-                    SELECT d.user_id, d.id, %s || '@s.whatsapp.net', %s, now(), %s FROM user_devices d WHERE d.id = %s
-                    ON CONFLICT (device_id, chat_jid) DO UPDATE SET talked_at = excluded.talked_at,
-                                                                  wrote_at = excluded.wrote_at""",
-                 [phone, phone, wrote_at, device_id])
+def make_warm_contact(conn, device_id, phone):
+    """The device talked with the number: its chat says since when (chats.talked_at)."""
+    conn.execute("""INSERT INTO chats AS c (user_id, device_id, chat_jid, phone, talked_at)
+                    SELECT d.user_id, d.id, %s || '@s.whatsapp.net', %s, now() FROM user_devices d WHERE d.id = %s
+                    ON CONFLICT (device_id, chat_jid) DO UPDATE SET talked_at = excluded.talked_at""",
+                 [phone, phone, device_id])
 
 
 def drain_notifies(listener, channel="wa_events", deadline=30):
