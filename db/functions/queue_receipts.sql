@@ -116,8 +116,10 @@ COMMENT ON FUNCTION _apply_early_receipts(broadcast_messages[]) IS
 
 -- A receipt recorded while its message's completion was committing finds no settled message (not
 -- committed yet) and is kept, after the completion has applied the ones it could see: nothing
--- would apply it. The senders record receipts on a connection of their own, so this happens
--- whenever a receipt arrives in the last milliseconds of a completion. Every few minutes, the
+-- would apply it. A sender records a receipt only once it has written the completions of what the
+-- receipt's device had claimed (sender/events.py), so this is left to receipts it could not hold:
+-- one arriving at a process the device's lease just moved to, or held when its sender stopped
+-- without writing them. Every few minutes, the
 -- waiting receipts whose message has settled since are applied. The messages are searched in the
 -- weeks of a receipt kept a day ago (purge_history drops older ones; a message settled when its
 -- receipt was kept).
