@@ -212,6 +212,44 @@ def test_daily_cap_in_the_owners_calendar_day(db):
     assert pacing(db, dev)["day_start"] == midnight and pacing(db, dev)["day_count"] == 8
 
 
+def day_full(db, device_id):
+    return tuple(db.execute("SELECT day_full_until, day_full_limit FROM device_pacing WHERE device_id = %s",
+                            [device_id]).fetchone().values())
+
+
+def test_a_full_day_is_passed_by_until_the_owners_next_day_or_a_raised_limit(db):
+    """Every claim of a sender walks its leased devices; one at its daily cap with work due was read
+    again by each until midnight (1,500 such devices: 24 ms a claim). The claim that finds the day
+    full says until when; claims pass the device by until then, or until its limit is raised."""
+    uid = make_user(db, timezone="America/New_York")
+    dev = make_device(db, uid, daily_limit=5, hourly_limit=1000)
+    lease(db, [dev])
+    midnight = db.execute("SELECT date_trunc('day', now() AT TIME ZONE 'America/New_York') "
+                          "AT TIME ZONE 'America/New_York' AS m").fetchone()["m"]
+    db.execute("UPDATE device_pacing SET day_start = %s, day_count = 5 WHERE device_id = %s", [midnight, dev])
+    queue(db, uid, dev, 3)
+    assert claim(db) == []
+    assert day_full(db, dev) == (midnight + timedelta(days=1), 5)
+    # Not read again meanwhile: with the day's count gone (a read would find room), still nothing.
+    db.execute("UPDATE device_pacing SET day_count = 3 WHERE device_id = %s", [dev])
+    assert claim(db) == []
+    # A lower limit is still reached; a raised one frees the device at once.
+    db.execute("""SELECT update_devices(%s, %s, '{"daily_limit": 4}')""", [uid, [dev]])
+    assert claim(db) == []
+    db.execute("""SELECT update_devices(%s, %s, '{"daily_limit": 7}')""", [uid, [dev]])
+    assert len(claim(db)) == 3
+    # The owner's next day frees it too (moved back here, as the clock would).
+    queue(db, uid, dev, 2)
+    db.execute("UPDATE device_pacing SET day_count = 7, next_send_at = '-infinity' WHERE device_id = %s", [dev])
+    assert claim(db) == []
+    assert day_full(db, dev)[1] == 7
+    db.execute("UPDATE device_pacing SET day_full_until = now() - interval '1 second' WHERE device_id = %s", [dev])
+    assert len(claim(db)) == 0    # the same day still: read again, still full
+    db.execute("UPDATE device_pacing SET day_start = %s, day_full_until = now() - interval '1 second' "
+               "WHERE device_id = %s", [midnight - timedelta(days=1), dev])
+    assert len(claim(db)) == 2
+
+
 def test_claim_records_sends_per_minute(db, uid):
     devices = [make_device(db, uid) for _ in range(2)]
     lease(db, devices)
