@@ -155,10 +155,12 @@ class SimNetwork:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def record(self, message: OutgoingMessage, wa_message_id: str, at: float):
-        line = json.dumps({"message_id": message.message_id, "device_id": message.device_id,
-                           "to": message.to_phone, "wa_message_id": wa_message_id, "at": at,
-                           "text": message.text, "image_bytes": len(message.image or b"")},
-                          separators=(",", ":")) + "\n"
+        # The line json.dumps of the dict would write, built around its strings: the network's own
+        # bookkeeping runs in the sender's process, and the dict's encoding took 11 us a message.
+        dumps = json.dumps
+        line = (f'{{"message_id":{message.message_id:d},"device_id":{message.device_id:d},'
+                f'"to":{dumps(message.to_phone)},"wa_message_id":{dumps(wa_message_id)},"at":{at!r},'
+                f'"text":{dumps(message.text)},"image_bytes":{len(message.image or b""):d}}}\n')
         os.write(self._fd, line.encode())
 
     def close(self):
