@@ -316,16 +316,21 @@ LOOP
     locked AS (
       SELECT m.id, c.device_id, c.delay, c.recounted, c.hour_base, c.today
         FROM cand c
-        JOIN broadcast_messages m ON m.id = c.id
+        JOIN message_queue m ON m.id = c.id
         JOIN device_pacing p ON p.device_id = c.device_id
        WHERE m.status = 'pending' AND NOT m.held AND p.next_send_at <= now()
        FOR UPDATE OF m, p SKIP LOCKED
     ),
+    -- The queue partition itself, not broadcast_messages: pending and queued count alike in every
+    -- rollup (campaign_counts' pending, the sequences' in_flight; outcomes count settled rows only),
+    -- so the statement triggers on broadcast_messages would copy each row twice into their
+    -- transition tables and run four times for deltas that cancel out (guarded by
+    -- tests/test_dispatch_sql.py::test_a_claim_changes_nothing_the_rollups_count).
     claimed AS (
-      UPDATE broadcast_messages m
+      UPDATE message_queue m
          SET status = 'queued', claimed_at = now(), claimed_by = p_sender_id
         FROM locked WHERE m.id = locked.id
-         AND m.status = 'pending'   -- the queue partition only: without it every history week is probed per row
+         AND m.status = 'pending'
       RETURNING m.id, m.device_id, m.user_id, m.recipient_phone, m.recipient_name, m.message_type,
                 m.content, m.media_url, m.claimed_at,
                 locked.delay, locked.recounted, locked.hour_base, locked.today
