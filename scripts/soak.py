@@ -2,8 +2,9 @@
 with realistic pacing on a compressed clock, for a bounded time; then the operator's promise is
 counted: duplicates (must be 0), losses (must be 0), the highest rolling-hour count per device
 against its cap, warming devices over their warm-up day's cap (must be 0), cold contacts messaged by
-a timelocked device (must be 0), sequence contacts whose step says in flight with nothing left to
-settle it (must be 0), and sender and database memory at start and end.
+a timelocked device (must be 0), messages claimed for a device banned for spam reports (must be 0),
+sequence contacts whose step says in flight with nothing left to settle it (must be 0), and sender
+and database memory at start and end.
 
 The compressed clock:
 - pacing: real devices wait 30-60 s between sends; here 1-2 s (30x; delays are whole seconds);
@@ -16,7 +17,8 @@ The compressed clock:
 - WhatsApp's rules (the simulator's default) run on the same 30x clock (WA_SIM_TIME_SCALE): each
   connection drops about once a minute and returns within a second, sends meanwhile are not sent;
   a device that messages 30 new contacts within 2 minutes is timelocked for new contacts (463);
-  120 sends within 20 s earn a temporary ban; QR codes expire;
+  120 sends within 20 s earn a temporary ban, and so do 5 spam reports within a day (2 % of the
+  messages to contacts a device never talked with are reported); QR codes expire;
 - and WhatsApp's realities: 5 % of numbers are not on WhatsApp (undeliverable), 0.5 % of sends fail
   (half of them after the recipient got the message: failed, received once, never sent again),
   receipts come fast, late, twice or never (receipts stranded while their message settled must be
@@ -160,6 +162,16 @@ def verdict(c, store):
             ON m.device_id = l.device_id AND m.claimed_at > l.locked_at AND m.status IN ('sent', 'failed')
            AND NOT EXISTS (SELECT 1 FROM chats w
                             WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone AND w.talked_at <= m.claimed_at)""").fetchone()
+    # Bans: a device banned for its new contacts' spam reports (a day: longer than the run) is passed
+    # by: a message claimed for it more than a second after the ban was recorded must be 0.
+    bans = c.execute("""
+        SELECT count(DISTINCT e.device_id) AS devices,
+               count(DISTINCT e.device_id) FILTER (WHERE e.detail LIKE '%%BLOCKED_BY_USERS%%') AS reported,
+               (SELECT count(*) FROM broadcast_messages m
+                  JOIN (SELECT b.device_id, min(b.at) AS at FROM device_events b
+                         WHERE b.event = 'banned' AND b.detail LIKE '%%BLOCKED_BY_USERS%%' GROUP BY 1) r
+                    ON r.device_id = m.device_id AND m.claimed_at > r.at + interval '1 second') AS claimed_after
+          FROM device_events e WHERE e.event = 'banned'""").fetchone()
     # A contact whose step says "in flight" with no live message and no settled record left for the
     # tick would never move on (sequence_engine.sql, _mark_settled_steps): must be 0.
     stuck = c.execute("""
@@ -185,7 +197,7 @@ def verdict(c, store):
             "worst_hour": cap["worst"], "cap": cap["cap"], "devices_over_cap": cap["over"], "lifecycle": lifecycle,
             "warming": warmup["warming"], "over_warmup_cap": warmup["over"],
             "timelocked": timelocked["devices"], "cold_after_timelock": timelocked["cold_after"],
-            "steps_stuck_in_flight": stuck, "receipts": receipts}
+            "steps_stuck_in_flight": stuck, "receipts": receipts, "bans": bans}
 
 
 def main(argv=None):
@@ -248,6 +260,9 @@ def main(argv=None):
           f"worst_rolling_hour={v['worst_hour']} cap={v['cap']} devices_over_cap={v['devices_over_cap']}")
     print(f"warm-up: devices_warming={v['warming']} over_warmup_cap={v['over_warmup_cap']}; timelocks: "
           f"devices_timelocked={v['timelocked']} cold_contacts_after_timelock={v['cold_after_timelock']}")
+    b = v["bans"]
+    print(f"bans: devices_banned={b['devices']} (for spam reports {b['reported']}); "
+          f"claimed_after_a_report_ban={b['claimed_after']}")
     print(f"sequences: steps marked in flight with no message left to settle them: {v['steps_stuck_in_flight']}")
     r = v["receipts"]
     print(f"receipts: {r['delivered']} of {r['sent']} sent messages delivered ({r['delivered'] / max(1, r['sent']):.1%}); "
@@ -255,7 +270,8 @@ def main(argv=None):
     print(f"memory start: {fmt(start_mem)}")
     print(f"memory end:   {fmt(end_mem)}")
     ok = (v["duplicates"] == 0 and v["losses"] == 0 and v["devices_over_cap"] == 0 and v["over_warmup_cap"] == 0
-          and v["cold_after_timelock"] == 0 and v["steps_stuck_in_flight"] == 0 and v["receipts"]["stranded"] == 0)
+          and v["cold_after_timelock"] == 0 and v["steps_stuck_in_flight"] == 0 and v["receipts"]["stranded"] == 0
+          and v["bans"]["claimed_after"] == 0)
     print(f"ratio={sent / elapsed / offered:.2f} sent_per_s={sent / elapsed:.0f} offered_per_s={offered:.0f} "
           f"duplicates={v['duplicates']} losses={v['losses']} caps_held={v['devices_over_cap'] == 0} "
           f"warmup_caps_held={v['over_warmup_cap'] == 0} timelocks_held={v['cold_after_timelock'] == 0} ok={ok}")

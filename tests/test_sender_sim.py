@@ -170,6 +170,43 @@ def test_sustained_overload_earns_a_temporary_ban(make_sim):
     next_of(events, Connected)                           # back after the ban
 
 
+def test_spam_reports_from_new_contacts_earn_a_temporary_ban(make_sim):
+    """Contacts the device never talked with report some of its messages; enough reports within a
+    day ban it ("too many people blocked you"). A contact who wrote first never reports."""
+    sim, events = make_sim(report_rate=1.0, reports_to_ban=3, time_scale=0.0001)   # a one-day ban: 8.6 s
+    connected(sim, events)
+    for n in range(5):
+        sim.reply(1, f"6010{n:08d}", "hi")               # warm: they wrote first
+        send(sim, n, f"6010{n:08d}")
+    cold = [p for p in (f"6011{n:08d}" for n in range(20)) if sim.on_whatsapp(p)][:3]
+    send(sim, 10, cold[0])
+    send(sim, 11, cold[1])
+    assert sim.state(1) == "connected"                   # two reports: not yet
+    send(sim, 12, cold[2])
+    ban = next_of(events, TemporaryBan)
+    assert ban.code == "BLOCKED_BY_USERS" and sim.state(1) == "banned"
+    with pytest.raises(NotSent):
+        send(sim, 13, cold[0])
+
+
+def test_most_new_contacts_do_not_report(make_sim):
+    """At the default rate (2 %) a device writing to 100 new contacts within a day is reported a few
+    times, rarely five: the same seed, the same story."""
+    def reports(seed):   # (banned, reports): no drops, timelocks or overload bans in the way
+        sim, events = make_sim(seed=seed, cold_limit=1000, burst_limit=1000, drop_every_s=1e9)
+        connected(sim, events)
+        for n, phone in enumerate([p for p in (f"6012{n:08d}" for n in range(200)) if sim.on_whatsapp(p)][:100]):
+            try:
+                send(sim, n, phone)
+            except NotSent:
+                return True, 5                           # banned: its fifth report
+        return False, len(sim._devices[1].reports)
+    seen = [reports(seed) for seed in range(10)]
+    assert seen == [reports(seed) for seed in range(10)]
+    assert sum(banned for banned, _ in seen) <= 2
+    assert 5 <= sum(n for _, n in seen) <= 40
+
+
 def test_receipts_are_as_unreliable_as_whatsapps(make_sim):
     """Some delivery receipts come before the send returns and many within 100 ms (ahead of the
     send's completion), others ~1 s later; some never come; a recipient with a linked device sends a

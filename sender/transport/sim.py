@@ -8,6 +8,8 @@ where the sender can tell (shared/notes/whatsapp-realities.md):
 - a burst to contacts the device never talked with earns a reach-out timelock: sends to new
   contacts fail with error 463 for a day, warm contacts still get theirs;
 - sustained overload (too many sends in a few minutes) earns a temporary ban;
+- contacts the device never talked with report some of its messages as spam, and a few reports
+  within a day earn a temporary ban ("too many people blocked you");
 - an outage makes connects fail (the transport retries, then gives up and releases the device);
 - some numbers are not on WhatsApp: sends to them fail as undeliverable, as whatsmeow's do;
 - a failed send (WA_SIM_FAILURE_RATE) may have reached the recipient: its answer was lost;
@@ -112,6 +114,10 @@ class SimConfig:
     burst_limit: int = 120           # sends within burst_window_s ...
     burst_window_s: float = 600.0
     ban_s: float = 3600.0            # ... before a temporary ban this long
+    report_rate: float = 0.02        # a message to a contact the device never talked with reported as spam
+    reports_to_ban: int = 5          # reports within report_window_s ...
+    report_window_s: float = 86400.0
+    report_ban_s: float = 86400.0    # ... before a temporary ban this long (BLOCKED_BY_USERS)
     unregistered_share: float = 0.05   # numbers not on WhatsApp (a property of the number: on_whatsapp)
     # Scripted fault, fired once per store_dir (the process restarted after it behaves):
     # "crash-at-send:N" aborts the process right after the network received its Nth message (as a
@@ -194,6 +200,7 @@ class _Device:
     contacts: set = field(default_factory=set)       # warm: written to, or heard from
     cold_sends: deque = field(default_factory=deque)  # monotonic times of sends to new contacts
     sends: deque = field(default_factory=deque)       # monotonic times of recent sends
+    reports: deque = field(default_factory=deque)     # monotonic times of spam reports against it
     timelocked_until: float = 0.0
     code_shown: bool = False        # a QR or pairing code of this pairing is on screen (a phone can scan it)
 
@@ -293,6 +300,8 @@ class SimTransport:
                 n = next(dev.sent)
                 receipts = self._receipt_plan(rng)
                 replies = self.config.reply_rate > 0 and rng.random() < self.config.reply_rate
+                reported = (self.config.rules and message.to_phone not in dev.contacts
+                            and rng.random() < self.config.report_rate)
         if refused:
             # As through neonize: the 463 alone; WhatsApp's notification with the lock's end is not passed on.
             self.on_event(ReachOutTimelock(message.device_id))
@@ -309,8 +318,11 @@ class SimTransport:
         with self._lock:
             dev.contacts.add(message.to_phone)
             overloaded = self.config.rules and self._overloaded(dev)
+            blocked = reported and not overloaded and self._reported_enough(dev)
         if overloaded:
             self.ban(message.device_id, self._scaled(self.config.ban_s), "SEND_TO_TOO_MANY_PEOPLE")
+        elif blocked:
+            self.ban(message.device_id, self._scaled(self.config.report_ban_s), "BLOCKED_BY_USERS")
         if self.config.receipts:
             self._after_send(message, wa_id, receipts, replies)
         if answer_lost:   # the recipient has it (and its receipts come), the sender never hears
@@ -510,6 +522,18 @@ class SimTransport:
             dev.sends.popleft()
         if len(dev.sends) > self.config.burst_limit and dev.state == "connected":
             dev.sends.clear()
+            return True
+        return False
+
+    def _reported_enough(self, dev: _Device) -> bool:
+        """Caller holds the lock. A spam report now: True when it makes enough within the window for a ban."""
+        now = time.monotonic()
+        window = self._scaled(self.config.report_window_s)
+        dev.reports.append(now)
+        while dev.reports and dev.reports[0] < now - window:
+            dev.reports.popleft()
+        if len(dev.reports) >= self.config.reports_to_ban and dev.state == "connected":
+            dev.reports.clear()          # the ban answers these; the next ones count anew
             return True
         return False
 
