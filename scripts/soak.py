@@ -17,8 +17,8 @@ The compressed clock:
 - WhatsApp's rules (the simulator's default) run on the same 30x clock (WA_SIM_TIME_SCALE): each
   connection drops about once a minute and returns within a second, sends meanwhile are not sent;
   a device that messages 30 new contacts within 2 minutes is timelocked for new contacts (463);
-  120 sends within 20 s earn a temporary ban, and so do 5 spam reports within a day (2 % of the
-  messages to contacts a device never talked with are reported); QR codes expire;
+  120 sends within 20 s earn a temporary ban, and so do 5 spam reports within a day (here 10 % of
+  the messages to contacts a device never talked with are reported); QR codes expire;
 - and WhatsApp's realities: 5 % of numbers are not on WhatsApp (undeliverable), 0.5 % of sends fail
   (half of them after the recipient got the message: failed, received once, never sent again),
   receipts come fast, late, twice or never (receipts stranded while their message settled must be
@@ -56,6 +56,10 @@ DEVICES_PER_OWNER = 100
 TICK_SECONDS = 5
 MIN_DELAY, MAX_DELAY = 1, 2
 TIME_SCALE = 1 / 30         # WhatsApp's durations on the compressed clock
+# A hostile audience: one message in ten to a new contact reported as spam (the simulator's default
+# is 2 %), so that spam-report bans strike hundreds of devices mid-run (~30 new contacts each before
+# their timelock) and the soak sees what happens to their work.
+REPORT_RATE = 0.1
 STEPS = 3                   # sequence steps per lead, next to one campaign message per lead
 
 
@@ -223,7 +227,8 @@ def main(argv=None):
                   f"{args.devices * size['leads_per_device']} leads in {time.monotonic() - t:.1f}s", flush=True)
             env = dict(os.environ, DATABASE_URL=url, WA_TRANSPORT="sim", WA_SIM_DIR=str(store), WA_SIM_LATENCY_MS="50",
                        WA_SIM_REPLY_RATE="0.01", WA_SIM_FAILURE_RATE="0.005", WA_SIM_RULES="on", WA_SIM_TIME_SCALE=str(TIME_SCALE),
-                       SENDER_PROCESSES=str(args.senders), LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
+                       WA_SIM_REPORT_RATE=str(REPORT_RATE), SENDER_PROCESSES=str(args.senders), LOG_LEVEL="WARNING",
+                       PYTHONPATH=str(ROOT))
             pool = subprocess.Popen([sys.executable, "-m", "sender"], cwd=ROOT, env=env)
             clock = threading.Thread(target=compressed_clock, args=(url, stop), daemon=True)
             clock.start()

@@ -195,13 +195,21 @@ def test_upper_bound_below_cap_needs_no_recount(db, uid):
     assert pacing(db, dev)["hour_count"] == 10
 
 
-def test_daily_cap_in_the_owners_calendar_day(db):
+def new_york_device(db, daily_limit, sent_today):
+    """A leased device of an owner in New York that sent `sent_today` since the owner's midnight:
+    (owner, device, that midnight)."""
     uid = make_user(db, timezone="America/New_York")
-    dev = make_device(db, uid, daily_limit=8, hourly_limit=1000)
+    dev = make_device(db, uid, daily_limit=daily_limit, hourly_limit=1000)
     lease(db, [dev])
     midnight = db.execute("SELECT date_trunc('day', now() AT TIME ZONE 'America/New_York') "
                           "AT TIME ZONE 'America/New_York' AS m").fetchone()["m"]
-    db.execute("UPDATE device_pacing SET day_start = %s, day_count = 6 WHERE device_id = %s", [midnight, dev])
+    db.execute("UPDATE device_pacing SET day_start = %s, day_count = %s WHERE device_id = %s",
+               [midnight, sent_today, dev])
+    return uid, dev, midnight
+
+
+def test_daily_cap_in_the_owners_calendar_day(db):
+    uid, dev, midnight = new_york_device(db, daily_limit=8, sent_today=6)
     queue(db, uid, dev, 10)
     assert len(claim(db)) == 2
     assert pacing(db, dev)["day_count"] == 8
@@ -221,12 +229,7 @@ def test_a_full_day_is_passed_by_until_the_owners_next_day_or_a_raised_limit(db)
     """Every claim of a sender walks its leased devices; one at its daily cap with work due was read
     again by each until midnight (1,500 such devices: 24 ms a claim). The claim that finds the day
     full says until when; claims pass the device by until then, or until its limit is raised."""
-    uid = make_user(db, timezone="America/New_York")
-    dev = make_device(db, uid, daily_limit=5, hourly_limit=1000)
-    lease(db, [dev])
-    midnight = db.execute("SELECT date_trunc('day', now() AT TIME ZONE 'America/New_York') "
-                          "AT TIME ZONE 'America/New_York' AS m").fetchone()["m"]
-    db.execute("UPDATE device_pacing SET day_start = %s, day_count = 5 WHERE device_id = %s", [midnight, dev])
+    uid, dev, midnight = new_york_device(db, daily_limit=5, sent_today=5)
     queue(db, uid, dev, 3)
     assert claim(db) == []
     assert day_full(db, dev) == (midnight + timedelta(days=1), 5)

@@ -1,9 +1,9 @@
 """The simulated WhatsApp on its own: deterministic under a seed, its record survives the process,
 and WhatsApp's rules hold at a scaled clock: QR codes rotate on WhatsApp's schedule and expire,
 connections drop and come back, a burst to new contacts earns a reach-out timelock, sustained
-overload a temporary ban; receipts come as WhatsApp's do (some at once, some never, some twice);
-contacts answer some messages, now and then with a photo, from their number or their @lid
-identity. (The lifecycle against a sender is in test_transport_contract.py.)"""
+overload a temporary ban, and so do new contacts' spam reports; receipts come as WhatsApp's do
+(some at once, some never, some twice); contacts answer some messages, now and then with a photo,
+from their number or their @lid identity. (The lifecycle against a sender is in test_transport_contract.py.)"""
 import io
 import queue
 import subprocess

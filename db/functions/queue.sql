@@ -209,8 +209,7 @@ LOOP
       SELECT p.device_id, p.hour_count, p.day_start, p.day_count,
              d.hourly_limit, lim.daily_cap AS daily_limit, d.daily_limit AS limit_set, lim.cold_ok,
              d.min_delay_seconds AS dev_min, d.max_delay_seconds AS dev_max,
-             date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone AS today,
-             (date_trunc('day', now() AT TIME ZONE u.timezone) + interval '1 day') AT TIME ZONE u.timezone AS tomorrow
+             date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone AS today, u.timezone
         FROM unnest(v_devices) AS leased(device_id)   -- this sender's leases, read above
         JOIN user_devices d ON d.id = leased.device_id
         JOIN users u ON u.id = d.user_id
@@ -239,7 +238,8 @@ LOOP
                               AND s.minute >= date_trunc('minute', now() - interval '1 hour')) h ON true
     ),
     room AS (
-      SELECT c.*, c.recounted AND c.hour_base >= c.hourly_limit AS hour_full, c.day_start = c.today AND c.day_base >= c.daily_limit AS day_full,
+      SELECT c.*, c.recounted AND c.hour_base >= c.hourly_limit AS hour_full,
+             c.day_start = c.today AND c.day_base >= c.daily_limit AS day_full,
              greatest(0, least(p_per_device, c.hourly_limit - c.hour_base, c.daily_limit - c.day_base)) AS allowed
         FROM counted c
     ),
@@ -290,7 +290,8 @@ LOOP
     -- Rows another transaction holds are left unmarked: a claim never waits.
     passed_by AS (
       SELECT q.device_id, r.hour_full, r.hour_base, r.hour_oldest + interval '61 minutes' AS full_until,
-             r.day_full, r.tomorrow, r.limit_set
+             r.day_full, r.limit_set,
+             (date_trunc('day', now() AT TIME ZONE r.timezone) + interval '1 day') AT TIME ZONE r.timezone AS tomorrow
         FROM room r JOIN device_pacing q ON q.device_id = r.device_id
        WHERE r.hour_full OR r.day_full
           OR (NOT r.cold_ok AND r.allowed > 0 AND (SELECT count(*) FROM cand) < p_limit

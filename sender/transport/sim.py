@@ -130,7 +130,7 @@ class SimConfig:
     def from_env(cls):
         """WA_SIM_SEED, WA_SIM_LATENCY_MS, WA_SIM_FAILURE_RATE, WA_SIM_RECEIPTS (0/1),
         WA_SIM_REPLY_RATE, WA_SIM_REPLY_AFTER_S, WA_SIM_DIR, WA_SIM_RULES (on/off), WA_SIM_TIME_SCALE,
-        WA_SIM_FAULT, WA_SIM_HUNG_AFTER_S."""
+        WA_SIM_REPORT_RATE, WA_SIM_FAULT, WA_SIM_HUNG_AFTER_S."""
         return cls(seed=int(env("WA_SIM_SEED", "0")),
                    latency_ms=_env_float("WA_SIM_LATENCY_MS", 0.0),
                    failure_rate=_env_float("WA_SIM_FAILURE_RATE", 0.0),
@@ -140,6 +140,7 @@ class SimConfig:
                    store_dir=Path(env("WA_SIM_DIR") or VAR / "simnet"),
                    rules=env_flag("WA_SIM_RULES", True),
                    time_scale=_env_float("WA_SIM_TIME_SCALE", 1.0),
+                   report_rate=_env_float("WA_SIM_REPORT_RATE", SimConfig.report_rate),
                    fault=env("WA_SIM_FAULT", ""),
                    hung_after_s=_env_float("WA_SIM_HUNG_AFTER_S", 120.0))
 
@@ -317,8 +318,11 @@ class SimTransport:
             os.abort()
         with self._lock:
             dev.contacts.add(message.to_phone)
-            overloaded = self.config.rules and self._overloaded(dev)
-            blocked = reported and not overloaded and self._reported_enough(dev)
+            # a ban for too many sends in a few minutes, or for a day's spam reports
+            overloaded = self.config.rules and self._one_too_many(dev, dev.sends, self.config.burst_window_s,
+                                                                  self.config.burst_limit + 1)
+            blocked = reported and not overloaded and self._one_too_many(
+                dev, dev.reports, self.config.report_window_s, self.config.reports_to_ban)
         if overloaded:
             self.ban(message.device_id, self._scaled(self.config.ban_s), "SEND_TO_TOO_MANY_PEOPLE")
         elif blocked:
@@ -513,27 +517,15 @@ class SimTransport:
         dev.cold_sends.append(now)
         return False
 
-    def _overloaded(self, dev: _Device) -> bool:
-        """Caller holds the lock. True when this send makes the device's recent rate a ban."""
+    def _one_too_many(self, dev: _Device, times: deque, window_s: float, limit: int) -> bool:
+        """Caller holds the lock. Counts one more event now in `times` over the trailing window
+        (scaled); True when they reach `limit` while connected, and they count anew (a ban answers them)."""
         now = time.monotonic()
-        window = self._scaled(self.config.burst_window_s)
-        dev.sends.append(now)
-        while dev.sends and dev.sends[0] < now - window:
-            dev.sends.popleft()
-        if len(dev.sends) > self.config.burst_limit and dev.state == "connected":
-            dev.sends.clear()
-            return True
-        return False
-
-    def _reported_enough(self, dev: _Device) -> bool:
-        """Caller holds the lock. A spam report now: True when it makes enough within the window for a ban."""
-        now = time.monotonic()
-        window = self._scaled(self.config.report_window_s)
-        dev.reports.append(now)
-        while dev.reports and dev.reports[0] < now - window:
-            dev.reports.popleft()
-        if len(dev.reports) >= self.config.reports_to_ban and dev.state == "connected":
-            dev.reports.clear()          # the ban answers these; the next ones count anew
+        times.append(now)
+        while times and times[0] < now - self._scaled(window_s):
+            times.popleft()
+        if len(times) >= limit and dev.state == "connected":
+            times.clear()
             return True
         return False
 
