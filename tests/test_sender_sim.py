@@ -211,7 +211,9 @@ def test_receipts_are_as_unreliable_as_whatsapps(make_sim):
     """Some delivery receipts come before the send returns and many within 100 ms (ahead of the
     send's completion), others ~1 s later; some never come; a recipient with a linked device sends a
     second one; a read receipt may come without its delivery receipt."""
-    sim, events = make_sim(seed=7, receipts=True, rules=False, delivered_after_s=0.2, read_after_s=0.1)
+    # the late receipts 0.5-1.5 s after their send: far enough from the fast ones' 100 ms that a busy
+    # machine's timer lag (up to 300 ms here) cannot move one group into the other
+    sim, events = make_sim(seed=7, receipts=True, rules=False, delivered_after_s=1.0, read_after_s=0.1)
     connected(sim, events)
     sent_at, returned_at = {}, {}
     for n in range(500):
@@ -219,9 +221,9 @@ def test_receipts_are_as_unreliable_as_whatsapps(make_sim):
         wa_id = send(sim, n, f"6013{n:08d}").wa_message_id
         sent_at[wa_id], returned_at[wa_id] = started, time.monotonic()
     receipts = []
-    while True:   # until the network is quiet for longer than a linked device's receipt can lag (2 s)
+    while True:   # until the network is quiet for longer than a linked device's receipt can lag (2 s) and more
         try:
-            ev = events.get(timeout=2.5)
+            ev = events.get(timeout=3.5)
         except queue.Empty:
             break
         if isinstance(ev, Receipt):
@@ -236,8 +238,8 @@ def test_receipts_are_as_unreliable_as_whatsapps(make_sim):
     firsts = [min(times) for times in delivered.values()]
     ahead = [r for r in receipts if sim.emitted_at[r] <= returned_at[r.wa_message_ids[0]]]
     assert 30 <= len(ahead) <= 80                                # ~10 %: before the send returned
-    assert sum(t < 0.1 for t in firsts) >= 120                   # ~40 % within 100 ms (a busy machine's timers lag)
-    assert sum(t > 0.1 for t in firsts) >= 200                   # the others later
+    assert sum(t < 0.4 for t in firsts) >= 120                   # ~40 % planned within 100 ms
+    assert sum(t > 0.4 for t in firsts) >= 200                   # the others 0.5-1.5 s later
     assert 3 <= 500 - len(delivered) <= 25                       # ~2 % never delivered-receipted
     assert 50 <= sum(len(times) == 2 for times in delivered.values()) <= 150   # ~20 % twice
     assert 150 <= len(read) <= 350 and read - set(delivered)     # read, sometimes without a delivery receipt
