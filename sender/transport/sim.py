@@ -507,19 +507,16 @@ class SimTransport:
         now = time.monotonic()
         if dev.timelocked_until > now:
             return True
-        window = self._scaled(self.config.cold_window_s)
-        while dev.cold_sends and dev.cold_sends[0] < now - window:
-            dev.cold_sends.popleft()
-        if len(dev.cold_sends) >= self.config.cold_limit:
+        # the send one past the limit meets the lock; the burst after the lock counts anew
+        if self._one_too_many(dev, dev.cold_sends, self.config.cold_window_s, self.config.cold_limit + 1):
             dev.timelocked_until = now + self._scaled(self.config.timelock_s)
-            dev.cold_sends.clear()           # the lock answers this burst; the next one counts anew
             return True
-        dev.cold_sends.append(now)
         return False
 
     def _one_too_many(self, dev: _Device, times: deque, window_s: float, limit: int) -> bool:
         """Caller holds the lock. Counts one more event now in `times` over the trailing window
-        (scaled); True when they reach `limit` while connected, and they count anew (a ban answers them)."""
+        (scaled); True when they reach `limit` while connected, and they count anew (the timelock or
+        ban this earns answers them)."""
         now = time.monotonic()
         times.append(now)
         while times and times[0] < now - self._scaled(window_s):
