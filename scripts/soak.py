@@ -1,8 +1,9 @@
 """Soak (issue 8): thousands of simulated devices sending campaigns and drip sequences together
 with realistic pacing on a compressed clock, for a bounded time; then the operator's promise is
 counted: duplicates (must be 0), losses (must be 0), the highest rolling-hour count per device
-against its cap, warming devices over their warm-up day's cap (must be 0), cold contacts messaged by
-a timelocked device (must be 0), messages claimed for a device banned for spam reports (must be 0),
+against its cap, warming devices over their warm-up day's cap (must be 0), new numbers banned for
+reaching out too fast (must be 0), cold contacts messaged by a timelocked device (must be 0),
+messages claimed for a device banned for spam reports (must be 0),
 sequence contacts whose step says in flight with nothing left to settle it (must be 0), and sender
 and database memory at start and end.
 
@@ -18,7 +19,9 @@ The compressed clock:
   connection drops about once a minute and returns within a second, sends meanwhile are not sent;
   a device that messages 30 new contacts within 2 minutes is timelocked for new contacts (463);
   120 sends within 20 s earn a temporary ban, and so do 5 spam reports within a day (here 10 % of
-  the messages to contacts a device never talked with are reported); QR codes expire;
+  the messages to contacts a device never talked with are reported) and, for the numbers that
+  joined WhatsApp at the start of the run (the warming devices'), more than 20 new contacts within
+  their first day (48 minutes here); QR codes expire;
 - and WhatsApp's realities: 5 % of numbers are not on WhatsApp (undeliverable), 0.5 % of sends fail
   (half of them after the recipient got the message: failed, received once, never sent again),
   receipts come fast, late, twice or never (receipts stranded while their message settled must be
@@ -51,7 +54,8 @@ from sender.transport.sim import SimNetwork
 
 FULL = {"seconds": 600, "hourly_cap": 80, "leads_per_device": 40, "warmup_start": 20}
 QUICK = {"seconds": 60, "hourly_cap": 8, "leads_per_device": 4, "warmup_start": 3}
-WARMING_EVERY = 5           # every 5th device is a newly paired number on its first warm-up day
+WARMING_EVERY = 5           # every 5th device is a newly paired number on its first warm-up day: half of
+                            # them paired now, half a minute before their owner's last midnight
 DEVICES_PER_OWNER = 100
 TICK_SECONDS = 5
 MIN_DELAY, MAX_DELAY = 1, 2
@@ -95,7 +99,10 @@ def load(c, devices, size):
     c.execute("UPDATE campaigns SET scheduled_at = now()")   # due now (created for tomorrow, moved forward)
     # Warm-up's first day caps these below the hourly cap: the warm-up cap is what stops them.
     c.execute("UPDATE settings SET value = %s WHERE name = 'warmup_start_per_day'", [size["warmup_start"]])
-    c.execute("UPDATE user_devices SET warmup_started_at = now() WHERE id %% %s = 0", [WARMING_EVERY])
+    c.execute("""UPDATE user_devices d
+                    SET warmup_started_at = CASE WHEN d.id / %s %% 2 = 0 THEN now()
+                         ELSE date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone - interval '1 minute' END
+                   FROM users u WHERE u.id = d.user_id AND d.id %% %s = 0""", [WARMING_EVERY, WARMING_EVERY])
     c.execute("VACUUM ANALYZE")
     return owners
 
@@ -167,15 +174,19 @@ def verdict(c, store):
            AND NOT EXISTS (SELECT 1 FROM chats w
                             WHERE w.device_id = m.device_id AND w.phone = m.recipient_phone AND w.talked_at <= m.claimed_at)""").fetchone()
     # Bans: a device banned for its new contacts' spam reports (a day: longer than the run) is passed
-    # by: a message claimed for it more than a second after the ban was recorded must be 0.
+    # by: a message claimed for it more than a second after the ban was recorded must be 0. A new
+    # number (the warming devices') banned for messaging too many new contacts must be 0: the
+    # warm-up's first day keeps it under WhatsApp's limit, whenever in the day it was paired.
     bans = c.execute("""
         SELECT count(DISTINCT e.device_id) AS devices,
                count(DISTINCT e.device_id) FILTER (WHERE e.detail LIKE '%%BLOCKED_BY_USERS%%') AS reported,
+               count(DISTINCT e.device_id) FILTER (WHERE e.detail LIKE '%%SEND_TO_TOO_MANY_PEOPLE%%'
+                                                     AND d.warmup_started_at IS NOT NULL) AS new_numbers,
                (SELECT count(*) FROM broadcast_messages m
                   JOIN (SELECT b.device_id, min(b.at) AS at FROM device_events b
                          WHERE b.event = 'banned' AND b.detail LIKE '%%BLOCKED_BY_USERS%%' GROUP BY 1) r
                     ON r.device_id = m.device_id AND m.claimed_at > r.at + interval '1 second') AS claimed_after
-          FROM device_events e WHERE e.event = 'banned'""").fetchone()
+          FROM device_events e JOIN user_devices d ON d.id = e.device_id WHERE e.event = 'banned'""").fetchone()
     # A contact whose step says "in flight" with no live message and no settled record left for the
     # tick would never move on (sequence_engine.sql, _mark_settled_steps): must be 0.
     stuck = c.execute("""
@@ -223,6 +234,8 @@ def main(argv=None):
         with connect(url) as c:
             t = time.monotonic()
             owners = load(c, args.devices, size)
+            SimNetwork.join(store, [r["phone"] for r in c.execute(
+                "SELECT phone FROM user_devices WHERE warmup_started_at IS NOT NULL")])   # new numbers, joined now
             print(f"loaded {args.devices} devices, {len(owners)} owners, "
                   f"{args.devices * size['leads_per_device']} leads in {time.monotonic() - t:.1f}s", flush=True)
             env = dict(os.environ, DATABASE_URL=url, WA_TRANSPORT="sim", WA_SIM_DIR=str(store), WA_SIM_LATENCY_MS="50",
@@ -267,7 +280,7 @@ def main(argv=None):
           f"devices_timelocked={v['timelocked']} cold_contacts_after_timelock={v['cold_after_timelock']}")
     b = v["bans"]
     print(f"bans: devices_banned={b['devices']} (for spam reports {b['reported']}); "
-          f"claimed_after_a_report_ban={b['claimed_after']}")
+          f"claimed_after_a_report_ban={b['claimed_after']} new_numbers_banned={b['new_numbers']}")
     print(f"sequences: steps marked in flight with no message left to settle them: {v['steps_stuck_in_flight']}")
     r = v["receipts"]
     print(f"receipts: {r['delivered']} of {r['sent']} sent messages delivered ({r['delivered'] / max(1, r['sent']):.1%}); "
@@ -276,7 +289,7 @@ def main(argv=None):
     print(f"memory end:   {fmt(end_mem)}")
     ok = (v["duplicates"] == 0 and v["losses"] == 0 and v["devices_over_cap"] == 0 and v["over_warmup_cap"] == 0
           and v["cold_after_timelock"] == 0 and v["steps_stuck_in_flight"] == 0 and v["receipts"]["stranded"] == 0
-          and v["bans"]["claimed_after"] == 0)
+          and v["bans"]["claimed_after"] == 0 and v["bans"]["new_numbers"] == 0)
     print(f"ratio={sent / elapsed / offered:.2f} sent_per_s={sent / elapsed:.0f} offered_per_s={offered:.0f} "
           f"duplicates={v['duplicates']} losses={v['losses']} caps_held={v['devices_over_cap'] == 0} "
           f"warmup_caps_held={v['over_warmup_cap'] == 0} timelocks_held={v['cold_after_timelock'] == 0} ok={ok}")

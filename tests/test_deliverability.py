@@ -26,7 +26,7 @@ def health(db, dev):
 
 def test_a_newly_paired_number_warms_up_in_the_claim(db, uid):
     dev = make_device(db, uid, daily_limit=800, hourly_limit=1000, phone="60111111111")
-    paired(db, dev, "60122222222", days_ago=2)       # day 3 of 14
+    paired(db, dev, "60122222222", days_ago=3)       # day 3 of 14 (the pairing day and the next are day 1)
     lease(db, [dev])
     queue(db, uid, dev, 200)
     cap = 20 + (800 - 20) * 2 // 14
@@ -38,7 +38,7 @@ def test_a_newly_paired_number_warms_up_in_the_claim(db, uid):
 
 def test_warm_up_ends_and_re_pairing_the_same_number_does_not_restart_it(db, uid):
     dev = make_device(db, uid, daily_limit=50, hourly_limit=1000)
-    paired(db, dev, "60122222223", days_ago=14)      # day 15: past the ramp
+    paired(db, dev, "60122222223", days_ago=15)      # day 15: past the ramp
     lease(db, [dev])
     queue(db, uid, dev, 60)
     assert len(claim(db)) == 50
@@ -46,6 +46,23 @@ def test_warm_up_ends_and_re_pairing_the_same_number_does_not_restart_it(db, uid
     assert health(db, dev)["warmup_day"] is None
     paired(db, dev, "60133333333")                    # another number: day 1
     assert (health(db, dev)["warmup_day"], health(db, dev)["daily_cap"]) == (1, 20)
+
+
+def test_a_number_paired_before_midnight_keeps_its_first_days_cap_through_the_next_day(db, uid):
+    # Paired a minute before its owner's last midnight: a minute old by the calendar's day 2, so on
+    # warm-up day 1 still (day 2's cap of 75 would be its first 24 hours at ~5x the first day's).
+    dev = make_device(db, uid, daily_limit=800, hourly_limit=1000, phone="60111111112")
+    paired(db, dev, "60122222224")
+    db.execute("""UPDATE user_devices d SET warmup_started_at =
+                    date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone - interval '1 minute'
+                    FROM users u WHERE u.id = d.user_id AND d.id = %s""", [dev])
+    assert (health(db, dev)["warmup_day"], health(db, dev)["daily_cap"]) == (1, 20)
+    lease(db, [dev])
+    queue(db, uid, dev, 100)
+    assert len(claim(db, per_device=1000)) == 20
+    # the day after the next: day 2, whatever the time of the pairing
+    db.execute("UPDATE user_devices SET warmup_started_at = warmup_started_at - interval '1 day' WHERE id = %s", [dev])
+    assert (health(db, dev)["warmup_day"], health(db, dev)["daily_cap"]) == (2, 20 + (800 - 20) // 14)
 
 
 def test_devices_without_a_pairing_record_are_not_warming_up(db, uid):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from PIL import Image
@@ -188,6 +189,46 @@ def test_spam_reports_from_new_contacts_earn_a_temporary_ban(make_sim):
     assert ban.code == "BLOCKED_BY_USERS" and sim.state(1) == "banned"
     with pytest.raises(NotSent):
         send(sim, 13, cold[0])
+
+
+def test_a_new_number_reaching_out_too_fast_in_its_first_day_is_banned(make_sim):
+    """A number that joined WhatsApp within a day is banned once it messages more new contacts than
+    WhatsApp lets new numbers (20 by default); contacts who wrote first do not count, and a number
+    older than a day may message as many (up to the reach-out timelock)."""
+    sim, events = make_sim(new_number_cold_limit=3, report_rate=0, drop_every_s=1e9)
+    new, old = "60111000001", "60111000002"
+    sim.joined_whatsapp(new)
+    sim.joined_whatsapp(old, at=time.time() - 86400 - 60)
+    for device_id, phone in ((1, new), (2, old)):
+        sim.start(DeviceSession(device_id, jid=f"{phone}.0:1@s.whatsapp.net", phone=phone))
+        next_of(events, Connected)
+    cold = [p for p in (f"6013{n:08d}" for n in range(40)) if sim.on_whatsapp(p)]
+    for n in range(5):
+        sim.reply(1, f"6010{n:08d}", "hi")               # warm: they wrote first
+        send(sim, n, f"6010{n:08d}")
+    for n, phone in enumerate(cold[:3]):
+        send(sim, 10 + n, phone)
+    assert sim.state(1) == "connected"                   # three new contacts: as many as it may
+    send(sim, 13, cold[3])                               # the fourth goes out, and the ban follows
+    ban = next_of(events, TemporaryBan)
+    assert (ban.device_id, ban.code, sim.state(1)) == (1, "SEND_TO_TOO_MANY_PEOPLE", "banned")
+    assert ban.expires_at > datetime.now(timezone.utc) + timedelta(hours=23)
+    with pytest.raises(NotSent):
+        send(sim, 14, cold[4])
+    for n, phone in enumerate(cold[:10]):                # the older number: no ban
+        send(sim, 20 + n, phone, device_id=2)
+    assert sim.state(2) == "connected"
+
+
+def test_the_networks_new_numbers_are_known_to_every_process(tmp_path):
+    """The soak registers its new numbers before it starts the senders: a network opened in another
+    process after that knows when each joined."""
+    SimNetwork.join(tmp_path, ["60111000003"], at=1000.0)
+    net = SimNetwork(tmp_path)
+    try:
+        assert (net.joined("60111000003"), net.joined("60111000004")) == (1000.0, None)
+    finally:
+        net.close()
 
 
 def test_most_new_contacts_do_not_report(make_sim):

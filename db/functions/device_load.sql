@@ -10,9 +10,14 @@
 
 -- What a device may send today, defined once: the claim (claim_messages), device_load, failover and
 -- the devices page read it. A newly paired number warms up: its daily cap ramps linearly from the
--- warmup_start_per_day setting to its own cap over warmup_days calendar days of its owner's zone
--- (day 1 = the pairing day). Contacts the device never talked with (cold) take at most the
--- cold_share_max setting of that cap a day, and none while a reach-out timelock (error 463) lasts.
+-- warmup_start_per_day setting to its own cap over warmup_days calendar days of its owner's zone.
+-- Warm-up day 1 is the pairing day and the calendar day after it: a number paired a minute before
+-- midnight would otherwise meet day 2's cap a minute after pairing (at the defaults and a cap of
+-- 800: 20 + 75 sends, 10 + 38 of them to new contacts, within its first 24 hours, where WhatsApp
+-- bans new numbers that reach out that fast: shared/notes/whatsapp-realities.md); so day k's cap
+-- never applies before the number is k - 1 whole days old. Contacts the device never talked with
+-- (cold) take at most the cold_share_max setting of that cap a day, and none while a reach-out
+-- timelock (error 463) lasts.
 -- Plain SQL over its arguments, so the planner inlines it into the claim.
 CREATE OR REPLACE FUNCTION _device_send_limits(p_daily_limit integer, p_warmup_started_at timestamptz,
                                                p_timelocked_until timestamptz, p_timezone text,
@@ -31,14 +36,17 @@ LANGUAGE sql STABLE AS $$
                     FROM (SELECT (SELECT setting('warmup_start_per_day'))::int AS start,
                                  (SELECT setting('warmup_days'))::int AS days,
                                  (now() AT TIME ZONE p_timezone)::date AS today,
-                                 (now() AT TIME ZONE p_timezone)::date
-                                   - (p_warmup_started_at AT TIME ZONE p_timezone)::date + 1 AS day) v) w) c
+                                 -- NULL without a pairing record (greatest would make it 1)
+                                 CASE WHEN p_warmup_started_at IS NOT NULL
+                                      THEN greatest(1, (now() AT TIME ZONE p_timezone)::date
+                                                       - (p_warmup_started_at AT TIME ZONE p_timezone)::date) END AS day
+                            ) v) w) c
 $$;
 COMMENT ON FUNCTION _device_send_limits(integer, timestamptz, timestamptz, text, date, integer) IS
   'A device''s limits today from its daily_limit, warmup_started_at, timelocked_until, its owner''s time zone and '
   'its cold sends (device_pacing cold_day, cold_count): daily_cap (during warm-up warmup_start_per_day + '
   '(daily_limit - warmup_start_per_day) x (day - 1) / warmup_days, never above daily_limit), warmup_day (1.., '
-  'NULL when not warming up), warmup_days (the setting), timelocked (a reach-out timelock lasts), cold_cap '
+  'the pairing day and the calendar day after it both day 1; NULL when not warming up), warmup_days (the setting), timelocked (a reach-out timelock lasts), cold_cap '
   '(cold_share_max x daily_cap, rounded up) and cold_ok (may send to contacts it never talked with: not '
   'timelocked and under cold_cap today).';
 

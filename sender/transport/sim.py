@@ -119,6 +119,9 @@ class SimConfig:
     report_window_s: float = 86400.0
     report_ban_s: float = 86400.0    # ... before a temporary ban this long (BLOCKED_BY_USERS)
     unregistered_share: float = 0.05   # numbers not on WhatsApp (a property of the number: on_whatsapp)
+    new_number_s: float = 86400.0    # a number that joined WhatsApp this recently (SimNetwork.joined) ...
+    new_number_cold_limit: int = 20  # ... and messages more new contacts than this ...
+    new_number_ban_s: float = 86400.0   # ... is banned this long
     # Scripted fault, fired once per store_dir (the process restarted after it behaves):
     # "crash-at-send:N" aborts the process right after the network received its Nth message (as a
     # Go panic would); "hang-connect" leaves every stored-session connect hanging until the
@@ -160,6 +163,33 @@ class SimNetwork:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         path = self.store_dir / f"received-{os.getpid()}-{os.urandom(3).hex()}.jsonl"
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._joined = self._read_joined(self.store_dir)
+
+    @staticmethod
+    def join(store_dir, phones, at: Optional[float] = None):
+        """These numbers joined WhatsApp at `at` (epoch seconds; now by default): new numbers, which
+        WhatsApp watches closely in their first day. A network in another process learns it when it
+        opens (the soak registers its numbers before it starts the senders)."""
+        at = time.time() if at is None else at
+        Path(store_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(store_dir) / "joined.jsonl", "a", encoding="utf-8") as f:
+            f.writelines(json.dumps({"phone": p, "at": at}) + "\n" for p in phones)
+
+    def joined(self, phone: Optional[str]) -> Optional[float]:
+        """When the number joined WhatsApp (epoch seconds), or None: long before anything here."""
+        return self._joined.get(phone)
+
+    def note_joined(self, phone: str, at: float):
+        self.join(self.store_dir, [phone], at)
+        self._joined[phone] = at
+
+    @staticmethod
+    def _read_joined(store_dir) -> dict:
+        path = Path(store_dir) / "joined.jsonl"
+        if not path.exists():
+            return {}
+        with open(path, encoding="utf-8") as f:
+            return {r["phone"]: r["at"] for r in map(json.loads, f)}
 
     def record(self, message: OutgoingMessage, wa_message_id: str, at: float):
         # The line json.dumps of the dict would write, built around its strings: the network's own
@@ -202,6 +232,7 @@ class _Device:
     cold_sends: deque = field(default_factory=deque)  # monotonic times of sends to new contacts
     sends: deque = field(default_factory=deque)       # monotonic times of recent sends
     reports: deque = field(default_factory=deque)     # monotonic times of spam reports against it
+    new_contacts: int = 0           # new contacts messaged while the number is new (SimConfig.new_number_s)
     timelocked_until: float = 0.0
     code_shown: bool = False        # a QR or pairing code of this pairing is on screen (a phone can scan it)
 
@@ -301,8 +332,8 @@ class SimTransport:
                 n = next(dev.sent)
                 receipts = self._receipt_plan(rng)
                 replies = self.config.reply_rate > 0 and rng.random() < self.config.reply_rate
-                reported = (self.config.rules and message.to_phone not in dev.contacts
-                            and rng.random() < self.config.report_rate)
+                cold = self.config.rules and message.to_phone not in dev.contacts
+                reported = cold and rng.random() < self.config.report_rate
         if refused:
             # As through neonize: the 463 alone; WhatsApp's notification with the lock's end is not passed on.
             self.on_event(ReachOutTimelock(message.device_id))
@@ -318,13 +349,17 @@ class SimTransport:
             os.abort()
         with self._lock:
             dev.contacts.add(message.to_phone)
-            # a ban for too many sends in a few minutes, or for a day's spam reports
+            # a ban for too many sends in a few minutes, for a new number reaching out too fast, or
+            # for a day's spam reports
             overloaded = self.config.rules and self._one_too_many(dev, dev.sends, self.config.burst_window_s,
                                                                   self.config.burst_limit + 1)
-            blocked = reported and not overloaded and self._one_too_many(
+            too_new = cold and not overloaded and self._too_new_to_reach_out(dev, now)
+            blocked = reported and not (overloaded or too_new) and self._one_too_many(
                 dev, dev.reports, self.config.report_window_s, self.config.reports_to_ban)
         if overloaded:
             self.ban(message.device_id, self._scaled(self.config.ban_s), "SEND_TO_TOO_MANY_PEOPLE")
+        elif too_new:
+            self.ban(message.device_id, self._scaled(self.config.new_number_ban_s), "SEND_TO_TOO_MANY_PEOPLE")
         elif blocked:
             self.ban(message.device_id, self._scaled(self.config.report_ban_s), "BLOCKED_BY_USERS")
         if self.config.receipts:
@@ -458,6 +493,12 @@ class SimTransport:
             sender_phone=None if identity == "hidden" else from_phone, text=text,
             timestamp=datetime.now(timezone.utc), message_type="image" if thumbnail else "text", thumbnail=thumbnail))
 
+    def joined_whatsapp(self, phone: str, at: Optional[float] = None):
+        """The number joined WhatsApp at `at` (epoch seconds, now by default): a new number, in its
+        first day (new_number_s) banned once it messages more than new_number_cold_limit new contacts."""
+        with self._lock:
+            self.network.note_joined(phone, time.time() if at is None else at)
+
     def not_on_whatsapp(self, phone: str):
         """The number is not (or no longer) on WhatsApp: sends to it fail as undeliverable."""
         with self._lock:
@@ -512,6 +553,16 @@ class SimTransport:
             dev.timelocked_until = now + self._scaled(self.config.timelock_s)
             return True
         return False
+
+    def _too_new_to_reach_out(self, dev: _Device, now: float) -> bool:
+        """Caller holds the lock; a message to a new contact went out. A number in its first day on
+        WhatsApp that messages more than new_number_cold_limit new contacts is banned (whatsapp-realities:
+        new numbers banned before 20 messages)."""
+        joined = self.network.joined(dev.phone)
+        if joined is None or now - joined >= self._scaled(self.config.new_number_s):
+            return False
+        dev.new_contacts += 1
+        return dev.new_contacts > self.config.new_number_cold_limit
 
     def _one_too_many(self, dev: _Device, times: deque, window_s: float, limit: int) -> bool:
         """Caller holds the lock. Counts one more event now in `times` over the trailing window
