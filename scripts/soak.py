@@ -33,6 +33,7 @@ A dedicated database is created, applied through scripts.apply.apply, and droppe
 The last line is `ratio=<sent per second / offered per second at the caps> ...`."""
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -266,9 +267,7 @@ def main(argv=None):
             pool.kill()
         with connect(base) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
-        for f in store.glob("*"):
-            f.unlink()
-        store.rmdir()
+        shutil.rmtree(store, ignore_errors=True)
     sent = v["status"].get("sent", 0)
     offered = args.devices * min(v["cap"], elapsed / ((MIN_DELAY + MAX_DELAY) / 2)) / elapsed
     print(f"devices={args.devices} seconds={elapsed:.0f} messages={sum(v['status'].values())} "

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from common.config import ROOT
-from sender.transport.base import (PAIRING_WINDOW, Connected, DeviceSession, Disconnected, IncomingMessage, NotSent,
-                                   OutgoingMessage, PairingExpired, QRCode, ReachOutTimelock, Receipt, SendError,
-                                   TemporaryBan)
+from sender.transport.base import (PAIRING_WINDOW, Connected, DeviceSession, Disconnected, IncomingMessage, LoggedOut,
+                                   NotSent, OutgoingMessage, PairingExpired, QRCode, ReachOutRefused, ReachOutTimelock,
+                                   Receipt, SendError, TemporaryBan)
 from sender.transport.sim import SimConfig, SimNetwork, SimTransport, lid_of
 
 
@@ -231,11 +231,55 @@ def test_the_networks_new_numbers_are_known_to_every_process(tmp_path):
         net.close()
 
 
-def test_most_new_contacts_do_not_report(make_sim):
+def test_whatsapp_remembers_a_number_whichever_process_runs_it(make_sim):
+    """A device whose lease moves to another sender process meets what WhatsApp knows of its number:
+    its ban until it ends, its reach-out timelock and warm contacts, its spam reports so far, its
+    sessions removed on the phone."""
+    first, first_events = make_sim(report_rate=1.0, reports_to_ban=3, drop_every_s=1e9)
+    second, second_events = make_sim(report_rate=1.0, reports_to_ban=3, drop_every_s=1e9)
+    cold = [p for p in (f"6014{n:08d}" for n in range(20)) if first.on_whatsapp(p)]
+
+    def runs(sim, events, device_id):
+        sim.start(DeviceSession(device_id, jid=f"6015000000{device_id}.0:1@s.whatsapp.net",
+                                phone=f"6015000000{device_id}"))
+        return next_of(events, (Connected, TemporaryBan, LoggedOut))
+
+    for device_id in (1, 2, 3, 4):
+        assert isinstance(runs(first, first_events, device_id), Connected)
+    first.ban(1, 3600)
+    banned_until = next_of(first_events, TemporaryBan).expires_at
+    first.timelock(2)
+    with pytest.raises(ReachOutRefused):
+        send(first, 1, cold[0], device_id=2)
+    send(first, 2, cold[1], device_id=3)                  # two spam reports of three
+    send(first, 3, cold[2], device_id=3)
+    first.remote_logout(4)
+    for device_id in (1, 2, 3, 4):
+        first.stop(device_id)                            # the leases move
+
+    ban = runs(second, second_events, 1)
+    assert isinstance(ban, TemporaryBan) and abs((ban.expires_at - banned_until).total_seconds()) < 5
+    with pytest.raises(NotSent):
+        send(second, 10, cold[3], device_id=1)
+    assert isinstance(runs(second, second_events, 2), Connected)
+    with pytest.raises(ReachOutRefused):
+        send(second, 11, cold[4], device_id=2)           # still timelocked for new contacts
+    assert isinstance(runs(second, second_events, 3), Connected)
+    send(second, 12, cold[1], device_id=3)               # a contact it wrote to: no report
+    assert second.state(3) == "connected"
+    send(second, 13, cold[5], device_id=3)               # the third report
+    assert next_of(second_events, TemporaryBan).code == "BLOCKED_BY_USERS"
+    assert isinstance(runs(second, second_events, 4), LoggedOut)
+
+
+def test_most_new_contacts_do_not_report(make_sim, tmp_path):
     """At the default rate (2 %) a device writing to 100 new contacts within a day is reported a few
     times, rarely five: the same seed, the same story."""
-    def reports(seed):   # (banned, reports): no drops, timelocks or overload bans in the way
-        sim, events = make_sim(seed=seed, cold_limit=1000, burst_limit=1000, drop_every_s=1e9)
+    networks = iter(range(100))
+
+    def reports(seed):   # (banned, reports): no drops, timelocks or overload bans in the way; a network each
+        sim, events = make_sim(seed=seed, cold_limit=1000, burst_limit=1000, drop_every_s=1e9,
+                               store_dir=tmp_path / f"network{next(networks)}")
         connected(sim, events)
         for n, phone in enumerate([p for p in (f"6012{n:08d}" for n in range(200)) if sim.on_whatsapp(p)][:100]):
             try:

@@ -183,6 +183,20 @@ class SimNetwork:
         self.join(self.store_dir, [phone], at)
         self._joined[phone] = at
 
+    def remember(self, number: str, state: dict):
+        """What WhatsApp keeps about a number, whichever process runs it (SimTransport._remember)."""
+        folder = self.store_dir / "numbers"
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f".{number}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(state), encoding="utf-8")
+        os.replace(tmp, folder / f"{number}.json")
+
+    def recall(self, number: str) -> Optional[dict]:
+        try:
+            return json.loads((self.store_dir / "numbers" / f"{number}.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
     @staticmethod
     def _read_joined(store_dir) -> dict:
         path = Path(store_dir) / "joined.jsonl"
@@ -234,6 +248,9 @@ class _Device:
     reports: deque = field(default_factory=deque)     # monotonic times of spam reports against it
     new_contacts: int = 0           # new contacts messaged while the number is new (SimConfig.new_number_s)
     timelocked_until: float = 0.0
+    banned_until: float = 0.0
+    ban_code: str = ""
+    removed: set = field(default_factory=set)         # its sessions removed on the phone: they cannot connect
     code_shown: bool = False        # a QR or pairing code of this pairing is on screen (a phone can scan it)
 
 
@@ -251,7 +268,6 @@ class SimTransport:
         self._policy = self.config.policy.scaled(self.config.time_scale)
         self._devices: dict[int, _Device] = {}
         self._linked: set[str] = set()          # sessions the phones list under Linked Devices
-        self._unlinked: set[str] = set()        # sessions removed: they cannot connect again
         self._down: set[int] = set()             # devices in an outage: no connection possible
         self._registered_as: dict[str, bool] = {}   # on WhatsApp or not, as told: not_on_whatsapp(), reply()
         self._lock = threading.Lock()
@@ -275,6 +291,7 @@ class SimTransport:
             dev.generation += 1
             dev.failures = 0
             dev.jid, dev.phone = session.jid, session.phone
+            self._recall(dev)
             if dev.jid:
                 dev.state = "connecting"
                 if self._hang:
@@ -292,6 +309,7 @@ class SimTransport:
             if dev:
                 dev.generation += 1
                 dev.state = "stopped"
+                self._remember(dev)
 
     def pair_phone(self, device_id: int, phone: str) -> str:
         if self.state(device_id) != "pairing":
@@ -391,8 +409,9 @@ class SimTransport:
             dev.jid = f"{dev.phone}.0:{dev.rng.randrange(1, 99)}@s.whatsapp.net"
             dev.generation += 1
             dev.state = "connected"
+            self._recall(dev)
             self._linked.add(dev.jid)
-            self._unlinked.discard(dev.jid)
+            dev.removed.discard(dev.jid)
             self._schedule_drop(dev)
             jid, phone = dev.jid, dev.phone
         self.on_event(Paired(device_id, jid, phone))
@@ -447,16 +466,16 @@ class SimTransport:
         with self._lock:
             dev = self._require(device_id)
             dev.timelocked_until = time.monotonic() + self._scaled(self.config.timelock_s)
+            self._remember(dev)
 
     def ban(self, device_id: int, seconds: float, code: str = "SEND_TO_TOO_MANY_PEOPLE"):
         """A temporary ban: the device is cut off and reconnects when it expires."""
         with self._lock:
             dev = self._require(device_id)
-            dev.generation += 1
-            dev.state = "banned"
-            self._after(seconds, dev, self._connect)
-        until = datetime.now(timezone.utc) + timedelta(seconds=seconds)
-        self.on_event(TemporaryBan(device_id, code, until))
+            dev.banned_until, dev.ban_code = time.monotonic() + seconds, code
+            self._remember(dev)
+            event = self._banned(dev)
+        self.on_event(event)
 
     def remote_logout(self, device_id: int, reason: str = "removed from Linked Devices on the phone"):
         with self._lock:
@@ -465,8 +484,9 @@ class SimTransport:
             dev.state = "stopped"
             if dev.jid:
                 self._linked.discard(dev.jid)
-                self._unlinked.add(dev.jid)
+                dev.removed.add(dev.jid)
             dev.jid = None
+            self._remember(dev)
         self.on_event(LoggedOut(device_id, reason))
 
     def replace_stream(self, device_id: int):
@@ -551,6 +571,7 @@ class SimTransport:
         # the send one past the limit meets the lock; the burst after the lock counts anew
         if self._one_too_many(dev, dev.cold_sends, self.config.cold_window_s, self.config.cold_limit + 1):
             dev.timelocked_until = now + self._scaled(self.config.timelock_s)
+            self._remember(dev)
             return True
         return False
 
@@ -617,10 +638,12 @@ class SimTransport:
                 if dev.state == "dropped":
                     return                      # reconnects silently once the outage ends
                 event = self._connect_failed(dev, "failed to dial whatsapp web websocket (simulated outage)")
-            elif dev.jid in self._unlinked:     # removed on the phone while this session was away
+            elif dev.jid in dev.removed:        # removed on the phone while this session was away
                 dev.generation += 1
                 dev.state, dev.jid = "stopped", None
                 event = LoggedOut(device_id, "removed from Linked Devices on the phone (on connect)")
+            elif dev.banned_until > time.monotonic():   # banned while another process ran it
+                event = self._banned(dev)
             else:
                 dev.state, dev.failures = "connected", 0
                 dev.connects += 1
@@ -628,6 +651,42 @@ class SimTransport:
                 self._schedule_drop(dev)
                 event = Connected(device_id)
         self.on_event(event)
+
+    def _banned(self, dev: _Device) -> TemporaryBan:
+        """Caller holds the lock: the device is cut off until its ban ends, then reconnects."""
+        left = dev.banned_until - time.monotonic()
+        dev.generation += 1
+        dev.state = "banned"
+        self._after(left, dev, self._connect)
+        return TemporaryBan(dev.session.device_id, dev.ban_code, datetime.now(timezone.utc) + timedelta(seconds=left))
+
+    # WhatsApp keeps what it knows of a number on its servers; here in the network's store, so a
+    # device whose lease moves to another sender process meets the same bans, timelocks, counts and
+    # contacts (written when a rule fires or a session is removed, and when a process lets the device
+    # go; a process that dies meanwhile loses only its counts since then). Times go out as wall clock.
+    def _remember(self, dev: _Device):
+        """Caller holds the lock."""
+        number = dev.phone or dev.jid
+        if number:
+            shift = time.time() - time.monotonic()
+            self.network.remember(number, {
+                "banned_until": dev.banned_until + shift, "ban_code": dev.ban_code,
+                "timelocked_until": dev.timelocked_until + shift,
+                "cold_sends": [t + shift for t in dev.cold_sends], "sends": [t + shift for t in dev.sends],
+                "reports": [t + shift for t in dev.reports], "new_contacts": dev.new_contacts,
+                "contacts": sorted(dev.contacts), "removed": sorted(dev.removed)})
+
+    def _recall(self, dev: _Device):
+        """Caller holds the lock."""
+        known = self.network.recall(dev.phone or dev.jid) if dev.phone or dev.jid else None
+        if known:
+            shift = time.monotonic() - time.time()
+            dev.banned_until, dev.ban_code = known["banned_until"] + shift, known["ban_code"]
+            dev.timelocked_until = known["timelocked_until"] + shift
+            dev.cold_sends = deque(t + shift for t in known["cold_sends"])
+            dev.sends = deque(t + shift for t in known["sends"])
+            dev.reports = deque(t + shift for t in known["reports"])
+            dev.new_contacts, dev.contacts, dev.removed = known["new_contacts"], set(known["contacts"]), set(known["removed"])
 
     def _connect_failed(self, dev: _Device, reason: str) -> ConnectFailed:
         """Caller holds the lock: retried on the contract's policy, then given up."""
