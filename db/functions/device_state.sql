@@ -5,15 +5,21 @@ CREATE OR REPLACE FUNCTION set_device_status(p_device_id bigint, p_status text, 
                                              p_banned_until timestamptz DEFAULT NULL)
 RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE v_dev user_devices;
+        v_ban_lasts boolean;
 BEGIN
   IF p_status NOT IN ('online', 'offline', 'connecting', 'logged_out', 'banned') THEN
     RAISE EXCEPTION 'unknown device status "%"', p_status USING ERRCODE = '22023';
   END IF;
+  -- WhatsApp reports a temporary ban on every connect while it lasts (whatsmeow's TemporaryBan, in
+  -- the next sender process after a restart too): that is the ban in force, logged as still_banned,
+  -- not another ban for the health score's count of bans.
+  SELECT d.last_ban_until > now() INTO v_ban_lasts FROM user_devices d WHERE d.id = p_device_id FOR NO KEY UPDATE;
   UPDATE user_devices d
      SET status            = p_status,
          status_reason     = p_reason,
          status_changed_at = CASE WHEN d.status = p_status THEN d.status_changed_at ELSE now() END,
          banned_until      = CASE WHEN p_status = 'banned' THEN p_banned_until END,
+         last_ban_until    = CASE WHEN p_status = 'banned' THEN p_banned_until ELSE d.last_ban_until END,
          last_seen         = CASE WHEN p_status = 'online' THEN now() ELSE d.last_seen END,
          -- A logged-out session is gone: the number may be paired again, on this or another device.
          jid               = CASE WHEN p_status = 'logged_out' THEN NULL ELSE d.jid END
@@ -23,7 +29,8 @@ BEGIN
     RETURN false;  -- deleted meanwhile
   END IF;
   INSERT INTO device_events (device_id, event, detail)
-  VALUES (p_device_id, p_status, concat_ws(' ', p_reason, 'until ' || p_banned_until::text));
+  VALUES (p_device_id, CASE WHEN p_status = 'banned' AND v_ban_lasts THEN 'still_banned' ELSE p_status END,
+          concat_ws(' ', p_reason, 'until ' || p_banned_until::text));
   PERFORM notify_user(v_dev.user_id, 'device_status',
                       jsonb_build_object('device_id', p_device_id, 'status', p_status, 'reason', p_reason,
                                          'banned_until', p_banned_until));
@@ -32,7 +39,8 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION set_device_status(bigint, text, text, timestamptz) IS
   'Applies a transport event to a device: online/offline/connecting/logged_out/banned (banned_until for a '
-  'temporary ban; logged_out forgets the session jid). Logs it in device_events, pushes it live and writes a '
+  'temporary ban; logged_out forgets the session jid). Logs it in device_events (a ban reported again before '
+  'the latest one ends, last_ban_until, as still_banned: the same ban), pushes it live and writes a '
   'device.status webhook event. '
   'False when the device no longer exists.';
 

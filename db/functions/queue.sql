@@ -388,9 +388,31 @@ SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_sort = off
 SET enable_incremental_sort = off
+-- probes by key, never a hash or merge of every device's or pacing row
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 SET plan_cache_mode = force_generic_plan
 AS $$
+DECLARE v_devices bigint[]; v_times timestamptz[];
 BEGIN
+  -- Asked by every sender after each claim that found nothing, so on every wake-up of an idle fleet
+  -- (any insert anywhere wakes them all). Few rows waiting: read from them (the time-ordered due
+  -- index), their devices looked up by key. The per-device walk below, for a sender leasing 1,500
+  -- devices: 6.4 ms a call over an empty queue, 3.3 ms with 3 rows waiting (0.5 and 0.4 ms now).
+  SELECT array_agg(w.device_id), array_agg(w.scheduled_at) INTO v_devices, v_times
+    FROM (SELECT m.device_id, m.scheduled_at FROM broadcast_messages m
+           WHERE m.status = 'pending' AND NOT m.held ORDER BY m.scheduled_at LIMIT 5001) w;
+  IF v_devices IS NULL THEN
+    RETURN NULL;
+  ELSIF cardinality(v_devices) <= 5000 THEN
+    RETURN (
+      SELECT min(greatest(p.next_send_at, w.scheduled_at))
+        FROM unnest(v_devices, v_times) AS w(device_id, scheduled_at)
+        JOIN device_leases l ON l.device_id = w.device_id AND l.sender_id = p_sender_id AND l.expires_at > now()
+        JOIN user_devices d ON d.id = w.device_id AND d.status = 'online' AND d.paused_at IS NULL
+        JOIN device_pacing p ON p.device_id = w.device_id);
+  END IF;
+  -- Many waiting: a probe of each leased device's first due row.
   RETURN (
     SELECT min(greatest(p.next_send_at, first_due.scheduled_at))
       FROM device_leases l
@@ -403,7 +425,8 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION next_dispatch_at(text) IS
   'Earliest time a device leased by p_sender_id may send its next pending message (pacing and schedule; '
-  'caps excluded), or NULL when it has none: how long an idle sender may sleep.';
+  'caps excluded), or NULL when it has none: how long an idle sender may sleep. Reads the waiting rows when '
+  'up to 5,000 wait, else each leased device''s first due row.';
 
 -- Complete and fail -------------------------------------------------------------------------
 -- What completion and failure share: queued rows of this sender settle as p_status with, per id,

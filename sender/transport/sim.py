@@ -307,9 +307,7 @@ class SimTransport:
         with self._lock:
             dev = self._devices.get(device_id)
             if dev:
-                dev.generation += 1
-                dev.state = "stopped"
-                self._remember(dev)
+                self._let_go(dev)
 
     def pair_phone(self, device_id: int, phone: str) -> str:
         if self.state(device_id) != "pairing":
@@ -390,8 +388,7 @@ class SimTransport:
         with self._lock:
             self._closed = True
             for dev in self._devices.values():
-                dev.generation += 1
-                dev.state = "stopped"
+                self._let_go(dev)
         self._timers.close()
         self.network.close()
 
@@ -675,6 +672,14 @@ class SimTransport:
                 "cold_sends": [t + shift for t in dev.cold_sends], "sends": [t + shift for t in dev.sends],
                 "reports": [t + shift for t in dev.reports], "new_contacts": dev.new_contacts,
                 "contacts": sorted(dev.contacts), "removed": sorted(dev.removed)})
+
+    def _let_go(self, dev: _Device):
+        """Caller holds the lock: the device stops here, and the network keeps what it knows of its
+        number (not again for a device already stopped: another process may run it now)."""
+        dev.generation += 1
+        if dev.state != "stopped":
+            dev.state = "stopped"
+            self._remember(dev)
 
     def _recall(self, dev: _Device):
         """Caller holds the lock."""
