@@ -270,6 +270,9 @@ def test_whatsapp_remembers_a_number_whichever_process_runs_it(make_sim):
     send(second, 13, cold[5], device_id=3)               # the third report
     assert next_of(second_events, TemporaryBan).code == "BLOCKED_BY_USERS"
     assert isinstance(runs(second, second_events, 4), LoggedOut)
+    first.close()                                        # the process that let them go: no stale word on them
+    third, third_events = make_sim(drop_every_s=1e9)
+    assert runs(third, third_events, 3).code == "BLOCKED_BY_USERS"
 
 
 def test_most_new_contacts_do_not_report(make_sim, tmp_path):

@@ -251,6 +251,7 @@ class _Device:
     banned_until: float = 0.0
     ban_code: str = ""
     removed: set = field(default_factory=set)         # its sessions removed on the phone: they cannot connect
+    away: bool = True               # let go by this process (or never run here): the network knows it better
     code_shown: bool = False        # a QR or pairing code of this pairing is on screen (a phone can scan it)
 
 
@@ -291,7 +292,9 @@ class SimTransport:
             dev.generation += 1
             dev.failures = 0
             dev.jid, dev.phone = session.jid, session.phone
-            self._recall(dev)
+            if dev.away:
+                self._recall(dev)
+                dev.away = False
             if dev.jid:
                 dev.state = "connecting"
                 if self._hang:
@@ -675,10 +678,10 @@ class SimTransport:
 
     def _let_go(self, dev: _Device):
         """Caller holds the lock: the device stops here, and the network keeps what it knows of its
-        number (not again for a device already stopped: another process may run it now)."""
+        number (not again for a device let go before: another process may run it now)."""
         dev.generation += 1
-        if dev.state != "stopped":
-            dev.state = "stopped"
+        if not dev.away:
+            dev.state, dev.away = "stopped", True
             self._remember(dev)
 
     def _recall(self, dev: _Device):
