@@ -46,7 +46,8 @@ COMMENT ON FUNCTION _device_send_limits(integer, timestamptz, timestamptz, text,
   'A device''s limits today from its daily_limit, warmup_started_at, timelocked_until, its owner''s time zone and '
   'its cold sends (device_pacing cold_day, cold_count): daily_cap (during warm-up warmup_start_per_day + '
   '(daily_limit - warmup_start_per_day) x (day - 1) / warmup_days, never above daily_limit), warmup_day (1.., '
-  'the pairing day and the calendar day after it both day 1; NULL when not warming up), warmup_days (the setting), timelocked (a reach-out timelock lasts), cold_cap '
+  'the pairing day and the calendar day after it both day 1; NULL when not warming up), warmup_days (the '
+  'setting), timelocked (a reach-out timelock lasts), cold_cap '
   '(cold_share_max x daily_cap, rounded up) and cold_ok (may send to contacts it never talked with: not '
   'timelocked and under cold_cap today).';
 
