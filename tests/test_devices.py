@@ -161,8 +161,8 @@ def test_health_tick_expires_commands_and_still_deletes(db):
 
 def test_a_ban_reported_again_while_it_lasts_is_the_same_ban(db, owner):
     """WhatsApp reports a temporary ban on every connect while it lasts (in the next sender process
-    after a restart too): one ban for the health score, logged again as still_banned; a ban after the
-    last one ended is another."""
+    after a restart too, and a second early, its time left being whole seconds): one ban for the
+    health score, logged again as still_banned; a ban a minute after the last one ended is another."""
     _, dev = owner
     for status, until in (("banned", "1 hour"), ("offline", None), ("connecting", None), ("banned", "59 minutes")):
         db.execute("SELECT set_device_status(%s, %s, 'SEND_TO_TOO_MANY_PEOPLE', now() + %s::interval)",
@@ -171,7 +171,7 @@ def test_a_ban_reported_again_while_it_lasts_is_the_same_ban(db, owner):
     assert events == ["banned", "offline", "connecting", "still_banned"]
     assert db.execute("SELECT bans_total, banned_until > now() AS banned FROM device_health WHERE device_id = %s",
                       [dev]).fetchone() == {"bans_total": 1, "banned": True}
-    db.execute("UPDATE user_devices SET last_ban_until = now() - interval '1 second' WHERE id = %s", [dev])  # it ended
+    db.execute("UPDATE user_devices SET last_ban_until = now() - interval '61 seconds' WHERE id = %s", [dev])  # it ended
     db.execute("SELECT set_device_status(%s, 'banned', 'BLOCKED_BY_USERS', now() + interval '1 day')", [dev])
     assert db.execute("SELECT bans_total FROM device_health WHERE device_id = %s", [dev]).fetchone()["bans_total"] == 2
 

@@ -354,6 +354,28 @@ def test_restart_resumes_stored_sessions_without_pairing(side, c, committed_db_u
     assert side.received_texts().count("after restart") == 1
 
 
+def test_a_ban_outlasts_a_restart_and_counts_once(side, c, committed_db_url):
+    """WhatsApp keeps a number's temporary ban whichever process connects it: the next sender
+    process meets it again on connect, and the device stays banned until it ends -- one ban, logged
+    again as still_banned -- then connects and sends."""
+    uid = make_user(c)
+    dev = side.stored_device(c, uid, "60123400031")
+    with worker(side, committed_db_url):
+        wait_until(status_is(c, dev, "online"), what="online")
+        side.net.ban(dev, 10)
+        wait_until(status_is(c, dev, "banned"), what="banned")
+    side.new_process()
+    with worker(side, committed_db_url):
+        wait_until(lambda: c.execute("""SELECT event FROM device_events WHERE device_id = %s
+                                         ORDER BY id DESC LIMIT 1""", [dev]).fetchone()["event"] == "still_banned",
+                   what="the ban met again on connect")
+        assert device(c, dev)["status"] == "banned"
+        wait_until(status_is(c, dev, "online"), what="online once the ban ended")
+        ids = queue(c, uid, dev, ["after the ban"])
+        wait_until(lambda: statuses(c, ids) == {"sent": 1}, what="a send after the ban")
+    assert c.execute("SELECT bans_total FROM device_health WHERE device_id = %s", [dev]).fetchone()["bans_total"] == 1
+
+
 # Sessions ended elsewhere --------------------------------------------------------------------
 def test_logout_from_the_phone(side, c, committed_db_url):
     with online_device(side, c, committed_db_url, "60123400005") as (uid, dev, jid):

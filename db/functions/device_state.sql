@@ -12,8 +12,10 @@ BEGIN
   END IF;
   -- WhatsApp reports a temporary ban on every connect while it lasts (whatsmeow's TemporaryBan, in
   -- the next sender process after a restart too): that is the ban in force, logged as still_banned,
-  -- not another ban for the health score's count of bans.
-  SELECT d.last_ban_until > now() INTO v_ban_lasts FROM user_devices d WHERE d.id = p_device_id FOR NO KEY UPDATE;
+  -- not another ban for the health score's count of bans. Its time left comes in whole seconds, so
+  -- a reconnect at the end it announced may meet it still on: a minute's grace.
+  SELECT d.last_ban_until > now() - interval '1 minute' INTO v_ban_lasts
+    FROM user_devices d WHERE d.id = p_device_id FOR NO KEY UPDATE;
   UPDATE user_devices d
      SET status            = p_status,
          status_reason     = p_reason,
@@ -40,7 +42,8 @@ END $$;
 COMMENT ON FUNCTION set_device_status(bigint, text, text, timestamptz) IS
   'Applies a transport event to a device: online/offline/connecting/logged_out/banned (banned_until for a '
   'temporary ban; logged_out forgets the session jid). Logs it in device_events (a ban reported again before '
-  'the latest one ends, last_ban_until, as still_banned: the same ban), pushes it live and writes a '
+  'the latest one ends, last_ban_until, or within a minute after, as still_banned: the same ban), pushes it '
+  'live and writes a '
   'device.status webhook event. '
   'False when the device no longer exists.';
 
