@@ -252,6 +252,11 @@ class _Device:
     ban_code: str = ""
     removed: set = field(default_factory=set)         # its sessions removed on the phone: they cannot connect
     away: bool = True               # let go by this process (or never run here): the network knows it better
+
+    @property
+    def number(self) -> Optional[str]:
+        """What the network knows it by (a test's session may have a jid only)."""
+        return self.phone or self.jid
     code_shown: bool = False        # a QR or pairing code of this pairing is on screen (a phone can scan it)
 
 
@@ -666,10 +671,9 @@ class SimTransport:
     # go; a process that dies meanwhile loses only its counts since then). Times go out as wall clock.
     def _remember(self, dev: _Device):
         """Caller holds the lock."""
-        number = dev.phone or dev.jid
-        if number:
+        if dev.number:
             shift = time.time() - time.monotonic()
-            self.network.remember(number, {
+            self.network.remember(dev.number, {
                 "banned_until": dev.banned_until + shift, "ban_code": dev.ban_code,
                 "timelocked_until": dev.timelocked_until + shift,
                 "cold_sends": [t + shift for t in dev.cold_sends], "sends": [t + shift for t in dev.sends],
@@ -686,7 +690,7 @@ class SimTransport:
 
     def _recall(self, dev: _Device):
         """Caller holds the lock."""
-        known = self.network.recall(dev.phone or dev.jid) if dev.phone or dev.jid else None
+        known = dev.number and self.network.recall(dev.number)
         if known:
             shift = time.monotonic() - time.time()
             dev.banned_until, dev.ban_code = known["banned_until"] + shift, known["ban_code"]
