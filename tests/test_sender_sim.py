@@ -60,8 +60,9 @@ def send(sim, n, to, device_id=1):
     return sim.send(OutgoingMessage(n, device_id, to, f"m{n}"))
 
 
-def run_sends(make_sim, seed, n=200):
-    sim, events = make_sim(seed=seed, failure_rate=0.2)
+def run_sends(make_sim, store_dir, seed, n=200):
+    """The outcomes of n sends on a network of its own (one that saw them before would remember them)."""
+    sim, events = make_sim(seed=seed, failure_rate=0.2, store_dir=store_dir)
     outcomes = []
     for device_id in (1, 2):
         connected(sim, events, device_id)
@@ -73,8 +74,8 @@ def run_sends(make_sim, seed, n=200):
     return outcomes
 
 
-def test_same_seed_same_story(make_sim):
-    a, b, c = run_sends(make_sim, 42), run_sends(make_sim, 42), run_sends(make_sim, 43)
+def test_same_seed_same_story(make_sim, tmp_path):
+    a, b, c = (run_sends(make_sim, tmp_path / f"network{n}", seed) for n, seed in enumerate((42, 42, 43)))
     assert a == b and a != c
     failures = [o for o in a if o in ("simulated network failure",   # before it left, or after: the answer lost
                                       "info query timed out: the message may have been delivered")]
@@ -273,6 +274,33 @@ def test_whatsapp_remembers_a_number_whichever_process_runs_it(make_sim):
     first.close()                                        # the process that let them go: no stale word on them
     third, third_events = make_sim(drop_every_s=1e9)
     assert runs(third, third_events, 3).code == "BLOCKED_BY_USERS"
+
+
+def test_what_whatsapp_knows_of_a_number_outlives_a_process_that_dies(make_sim):
+    """A sender process that dies, rather than letting its devices go, loses nothing WhatsApp keeps:
+    the next process meets the spam reports so far, the contacts written to and those who wrote."""
+    dying, dying_events = make_sim(report_rate=1.0, reports_to_ban=3, drop_every_s=1e9)
+    nxt, nxt_events = make_sim(report_rate=1.0, reports_to_ban=3, drop_every_s=1e9)
+    cold = [p for p in (f"6014{n:08d}" for n in range(20)) if dying.on_whatsapp(p)]
+    sessions = {d: DeviceSession(d, jid=f"6015000000{d}.0:1@s.whatsapp.net", phone=f"6015000000{d}") for d in (1, 2)}
+    for session in sessions.values():
+        dying.start(session)
+        next_of(dying_events, Connected)
+    send(dying, 1, cold[0], device_id=1)                 # two spam reports of three
+    send(dying, 2, cold[1], device_id=1)
+    send(dying, 3, cold[0], device_id=2)                 # one report, a contact written to
+    dying.reply(2, cold[2], "Interested")                # and one who wrote
+    # the process dies here: nothing let go, no rule fired since the devices started
+
+    for device_id in (1, 2):
+        nxt.start(sessions[device_id])
+        next_of(nxt_events, Connected)
+    for n, phone in enumerate((cold[0], cold[2], cold[3])):   # two warm contacts, the second report
+        send(nxt, 10 + n, phone, device_id=2)
+    assert nxt.state(2) == "connected"
+    send(nxt, 20, cold[3], device_id=1)                  # the third report
+    assert next_of(nxt_events, TemporaryBan).code == "BLOCKED_BY_USERS"
+    assert nxt.state(1) == "banned"
 
 
 def test_most_new_contacts_do_not_report(make_sim, tmp_path):

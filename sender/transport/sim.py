@@ -183,19 +183,45 @@ class SimNetwork:
         self.join(self.store_dir, [phone], at)
         self._joined[phone] = at
 
+    # What WhatsApp keeps about a number, whichever process runs it (SimTransport._remember): a
+    # snapshot of its state, and a log of what happened since (one line a send, appended before the
+    # send returns, as the record is), so a process that dies loses none of it.
     def remember(self, number: str, state: dict):
-        """What WhatsApp keeps about a number, whichever process runs it (SimTransport._remember)."""
-        folder = self.store_dir / "numbers"
-        folder.mkdir(exist_ok=True)
+        """A snapshot of the number's state, covering its log so far."""
+        folder = self._numbers()
+        log = folder / f"{number}.log"
+        state = dict(state, log_bytes=log.stat().st_size if log.exists() else 0)
         tmp = folder / f".{number}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(state), encoding="utf-8")
         os.replace(tmp, folder / f"{number}.json")
 
-    def recall(self, number: str) -> Optional[dict]:
+    def note(self, number: str, entry: dict):
+        """One more thing that happened to the number (SimTransport._note)."""
+        fd = os.open(self._numbers() / f"{number}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            return json.loads((self.store_dir / "numbers" / f"{number}.json").read_text(encoding="utf-8"))
+            os.write(fd, (json.dumps(entry) + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def recall(self, number: str) -> tuple[Optional[dict], list[dict]]:
+        """The number's last snapshot (or None) and what its log holds since."""
+        folder = self.store_dir / "numbers"
+        try:
+            state = json.loads((folder / f"{number}.json").read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return None
+            state = None
+        try:
+            with open(folder / f"{number}.log", "rb") as f:
+                f.seek(state["log_bytes"] if state else 0)
+                notes = [json.loads(line) for line in f if line.endswith(b"\n")]
+        except FileNotFoundError:
+            notes = []
+        return state, notes
+
+    def _numbers(self) -> Path:
+        folder = self.store_dir / "numbers"
+        folder.mkdir(exist_ok=True)
+        return folder
 
     @staticmethod
     def _read_joined(store_dir) -> dict:
@@ -378,8 +404,11 @@ class SimTransport:
             overloaded = self.config.rules and self._one_too_many(dev, dev.sends, self.config.burst_window_s,
                                                                   self.config.burst_limit + 1)
             too_new = cold and not overloaded and self._too_new_to_reach_out(dev, now)
-            blocked = reported and not (overloaded or too_new) and self._one_too_many(
-                dev, dev.reports, self.config.report_window_s, self.config.reports_to_ban)
+            counts_report = reported and not (overloaded or too_new)
+            blocked = counts_report and self._one_too_many(dev, dev.reports, self.config.report_window_s,
+                                                           self.config.reports_to_ban)
+            self._note(dev, {"t": now, "to": message.to_phone, "cold": cold, "report": counts_report,
+                             "new_contacts": dev.new_contacts})
         if overloaded:
             self.ban(message.device_id, self._scaled(self.config.ban_s), "SEND_TO_TOO_MANY_PEOPLE")
         elif too_new:
@@ -511,6 +540,7 @@ class SimTransport:
             dev = self._require(device_id)
             n = next(dev.sent)
             dev.contacts.add(from_phone)
+            self._note(dev, {"t": time.time(), "from": from_phone})
             self._registered_as[from_phone] = True   # whoever writes is on WhatsApp
         jid = f"{from_phone}@s.whatsapp.net" if identity == "phone" else f"{lid_of(from_phone)}@lid"
         self.on_event(IncomingMessage(
@@ -666,9 +696,15 @@ class SimTransport:
         return TemporaryBan(dev.session.device_id, dev.ban_code, datetime.now(timezone.utc) + timedelta(seconds=left))
 
     # WhatsApp keeps what it knows of a number on its servers; here in the network's store, so a
-    # device whose lease moves to another sender process meets the same bans, timelocks, counts and
-    # contacts (written when a rule fires or a session is removed, and when a process lets the device
-    # go; a process that dies meanwhile loses only its counts since then). Times go out as wall clock.
+    # device whose lease moves to another sender process, or whose process dies, meets the same bans,
+    # timelocks, counts and contacts: a snapshot when a rule fires or a session is removed and when a
+    # process lets the device go, a note of each send and each contact who wrote in between. Times go
+    # out as wall clock.
+    def _note(self, dev: _Device, entry: dict):
+        """Caller holds the lock. Only WhatsApp's rules read any of it."""
+        if self.config.rules and dev.number:
+            self.network.note(dev.number, entry)
+
     def _remember(self, dev: _Device):
         """Caller holds the lock."""
         if dev.number:
@@ -690,15 +726,29 @@ class SimTransport:
 
     def _recall(self, dev: _Device):
         """Caller holds the lock."""
-        known = dev.number and self.network.recall(dev.number)
+        if not dev.number:
+            return
+        known, notes = self.network.recall(dev.number)
+        shift = time.monotonic() - time.time()
         if known:
-            shift = time.monotonic() - time.time()
             dev.banned_until, dev.ban_code = known["banned_until"] + shift, known["ban_code"]
             dev.timelocked_until = known["timelocked_until"] + shift
             dev.cold_sends = deque(t + shift for t in known["cold_sends"])
             dev.sends = deque(t + shift for t in known["sends"])
             dev.reports = deque(t + shift for t in known["reports"])
             dev.new_contacts, dev.contacts, dev.removed = known["new_contacts"], set(known["contacts"]), set(known["removed"])
+        for n in notes:   # what happened after the snapshot, as send() and reply() counted it
+            if "from" in n:
+                dev.contacts.add(n["from"])
+                continue
+            t = n["t"] + shift
+            dev.contacts.add(n["to"])
+            dev.sends.append(t)
+            if n["cold"]:
+                dev.cold_sends.append(t)
+            if n["report"]:
+                dev.reports.append(t)
+            dev.new_contacts = n["new_contacts"]
 
     def _connect_failed(self, dev: _Device, reason: str) -> ConnectFailed:
         """Caller holds the lock: retried on the contract's policy, then given up."""
