@@ -4,6 +4,7 @@ import re
 from datetime import timedelta
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 from common.config import ROOT, engine_settings
@@ -91,6 +92,22 @@ def test_sql_and_python_follow_a_changed_setting(db):
     db.execute("SELECT purge_history()")   # kept 2 days now, 7 by default
     assert db.execute("SELECT count(*) AS n FROM webhook_deliveries WHERE endpoint_id = %s",
                       [endpoint]).fetchone()["n"] == 0
+
+
+def test_a_value_the_engine_cannot_run_with_is_refused(db):
+    """Each setting's range is defined with it, and an UPDATE outside it fails naming the range: a stuck
+    timeout of 30 s made every sender fail every message it claimed (they stop sending a claimed
+    message 30 s before the timeout), and a share above 1 or a cap of 0 means nothing the engine can do."""
+    for name, value in (("stuck_timeout_seconds", 30), ("lease_seconds", 5), ("sender_alive_seconds", 2),
+                        ("self_pause_failure_share", 0), ("cold_share_max", 1.5), ("default_hourly_limit", 0),
+                        ("lead_import_lanes", 0), ("message_retention_days", 0)):
+        with pytest.raises(psycopg.errors.CheckViolation, match="settings_value_in_range"), db.transaction():
+            db.execute("UPDATE settings SET value = %s WHERE name = %s", [value, name])
+    for r in db.execute("SELECT name, lowest, highest FROM settings").fetchall():   # the bounds themselves are fine
+        with db.transaction(force_rollback=True):
+            for value in (r["lowest"], r["highest"]):
+                if value is not None:
+                    db.execute("UPDATE settings SET value = %s WHERE name = %s", [value, r["name"]])
 
 
 def test_the_web_forms_and_api_default_to_the_settings(client, committed_db_url):
