@@ -2,7 +2,9 @@
 
 It claims within the in-flight cap for the devices this sender leases, hands each device's rows
 to the send pool (one device's rows in order: a phone sends one message at a time), and writes
-the results back in batches. It sleeps on a wake-up event (NOTIFY, results, or the earliest next
+the results back in batches. It hands the pool at most two rounds of its threads at a time, each
+after marking in the database how far it may have begun (sender_may_begin): if this process dies,
+what it claimed and never began goes back to the queue rather than being failed as stuck. It sleeps on a wake-up event (NOTIFY, results, or the earliest next
 allowed send, polling at least every poll_seconds).
 
 Transport outcomes (sender/transport/base.py) map to the queue: a SendResult completes the row,
@@ -38,6 +40,10 @@ class Dispatcher:
         self.stop_requested_at = None
         self._results = deque()               # (message id, device id, outcome, wa id or error)
         self._in_flight = 0                   # claimed, result not yet written (this thread only)
+        self._waiting = deque()               # claimed, not yet begun: ((claimed_at, device id), rows)
+        self._begun = 0                       # device groups handed to the send pool, not yet done
+        self._begun_lock = threading.Lock()
+        self._given_up = False                # the database gave this sender up: it begins nothing more
         self._stopping_marked = False
         self._claims = {"claims": 0, "rows": 0, "seconds": 0.0}   # running totals, for GET /metrics
         self._claims_reported_at = 0.0
@@ -57,6 +63,7 @@ class Dispatcher:
         while True:
             self.wake.clear()
             self._write_results(conn)
+            self._begin_waiting(conn)
             if self.stopping.is_set():
                 if self._in_flight == 0 or self.drain_overdue():
                     return
@@ -68,13 +75,15 @@ class Dispatcher:
             room = s.in_flight - self._in_flight
             want = min(room, s.claim_batch)
             # Claim when a real batch fits (or nothing is in flight): many tiny claims cost more.
-            if want > 0 and (self._in_flight == 0 or want >= s.claim_batch // 4) and self.registry.any_running():
+            if (want > 0 and (self._in_flight == 0 or want >= s.claim_batch // 4) and self.registry.any_running()
+                    and not self._given_up):
                 started = time.monotonic()
                 rows = conn.execute("SELECT * FROM claim_messages(%s, %s, %s)",
                                     [self.sender_id, want, s.per_device]).fetchall()
                 self._count_claim(conn, len(rows), time.monotonic() - started)
                 if rows:
-                    self._send(rows)
+                    self._hold(rows)
+                    self._begin_waiting(conn)
                 if len(rows) == want:
                     continue
                 timeout = self._idle_timeout(conn) if not rows and self._in_flight == 0 else s.poll_seconds
@@ -103,17 +112,62 @@ class Dispatcher:
         # Due already but nothing claimable: caps or a lock hold it; look again at the poll.
         return self.settings.poll_seconds if wait <= 0 else min(wait + 0.001, self.settings.poll_seconds)
 
-    def _send(self, rows):
+    def _hold(self, rows):
+        """A claim's rows, one group per device in device order, to begin in turn (_begin_waiting)."""
         by_device = defaultdict(list)
         for row in rows:
             by_device[row["device_id"]].append(row)
         self._in_flight += len(rows)
-        for device_id, device_rows in by_device.items():
+        for device_id in sorted(by_device):
+            device_rows = by_device[device_id]
             self.registry.claimed(device_id, [row["id"] for row in device_rows])
+            self._waiting.append(((device_rows[0]["claimed_at"], device_id), device_rows))
+
+    def _begin_waiting(self, conn):
+        """Hands waiting groups to the send pool, at most two rounds of its threads ahead, once the
+        database knows this sender may have begun them (sender_may_begin)."""
+        with self._begun_lock:
+            room = 2 * self.settings.send_threads - self._begun
+        if room <= 0 or not self._waiting:
+            return
+        batch = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+        (claimed_at, device_id), _ = batch[-1]
+        try:
+            may = conn.execute("SELECT sender_may_begin(%s, %s, %s) AS ok",
+                               [self.sender_id, claimed_at, device_id]).fetchone()["ok"]
+        except psycopg.OperationalError:
+            self._waiting.extendleft(reversed(batch))
+            raise
+        if not may:
+            self._drop_waiting(batch)
+            return
+        with self._begun_lock:
+            self._begun += len(batch)
+        for _, device_rows in batch:
             self.pool.submit(self._send_device_rows, device_rows)
+
+    def _drop_waiting(self, batch):
+        """Given up (silent past its lease): the queue took back everything not begun; forget it."""
+        dropped = batch + list(self._waiting)
+        log.error("sender %s was given up (silent past its lease): the %s claimed messages it had not begun went "
+                  "back to the queue", self.sender_id, sum(len(rows) for _, rows in dropped))
+        self._given_up = True
+        for _, rows in dropped:
+            self._in_flight -= len(rows)
+            for row in rows:
+                self.registry.settled(row["device_id"], row["id"])
+        self._waiting.clear()
 
     def _send_device_rows(self, rows):
         """One device's rows, in order (a phone sends one message at a time)."""
+        try:
+            self._send_rows(rows)
+        finally:
+            with self._begun_lock:
+                self._begun -= 1
+            self.wake.set()
+
+    def _send_rows(self, rows):
         for row in rows:
             try:
                 result = ("sent", self._send_one(row))

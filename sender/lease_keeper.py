@@ -24,7 +24,7 @@ class LeaseKeeper:
         self.url, self.sender_id, self.settings = url, sender_id, settings
         self.transport, self.registry, self.stopping = transport, registry, stopping
         self.dispatch_wake = dispatch_wake    # set when a device starts: it may have work
-        self.on_orphaned = on_orphaned        # called when the pool that started us is gone
+        self.on_orphaned = on_orphaned        # stops the worker: the pool that started us is gone, or we were given up
         self.wake = threading.Event()         # devices may be available
         self.parent_pid = None                # set when run by the pool
 
@@ -53,10 +53,15 @@ class LeaseKeeper:
             held = conn.execute("SELECT * FROM sender_heartbeat(%s, %s, %s)",
                                 [self.sender_id, s.capacity, ttl]).fetchall()
         except psycopg.errors.InvalidParameterValue:
-            # Our senders row is gone (removed by hand, say) while we still run: register again.
+            # Our senders row is gone (removed by hand, say) while we still run: register again --
+            # unless we were given up, silent past our lease, and the queue took back our claims.
             log.warning("sender %s was not registered; registering again", self.sender_id)
-            conn.execute("SELECT register_sender(%s, %s, %s, %s)",
-                         [self.sender_id, socket.gethostname(), os.getpid(), s.capacity])
+            try:
+                conn.execute("SELECT register_sender(%s, %s, %s, %s)",
+                             [self.sender_id, socket.gethostname(), os.getpid(), s.capacity])
+            except psycopg.errors.ObjectNotInPrerequisiteState as exc:
+                log.error("%s; stopping", first_line(exc))
+                self.on_orphaned()
             return
         held_ids = {r["device_id"] for r in held}
         lost = self.registry.running() - held_ids

@@ -385,6 +385,40 @@ def test_recover_stuck_fails_never_requeues(db, uid):
     assert db.execute("SELECT complete_messages('s1', %s, %s) AS n", [ids, ["a", "b"]]).fetchone()["n"] == 0
 
 
+def test_a_sender_silent_past_its_lease_gives_back_what_it_never_began(db, uid):
+    """A sender that dies leaves its claims: those it may have begun sending (up to its mark) are failed
+    as stuck after the timeout, never re-sent; those it never began go back to the queue at once.
+    Once given up it can neither begin a send nor register again (a process still running learns it
+    at its next mark or heartbeat)."""
+    devices = sorted(make_device(db, uid) for _ in range(3))
+    lease(db, devices)
+    ids = {d: queue(db, uid, d, 2, min_delay=0, max_delay=0) for d in devices}
+    claimed = claim(db)
+    assert len(claimed) == 6
+    assert db.execute("SELECT sender_may_begin('s1', %s, %s) AS ok", [claimed[0]["claimed_at"], devices[0]]).fetchone()["ok"]
+    assert db.execute("SELECT recover_stuck() AS n").fetchone()["n"] == 0      # its heartbeat is fresh: nothing moves
+    assert set(statuses(db, sum(ids.values(), []))) == {"queued"}
+
+    db.execute("UPDATE senders SET heartbeat_at = now() - interval '31 seconds' WHERE id = 's1'")   # its lease lapsed
+    assert db.execute("SELECT recover_stuck() AS n").fetchone()["n"] == 0      # none stuck yet: 5 minutes
+    assert statuses(db, ids[devices[0]]) == {"queued": 2}                     # begun: unknown, kept for recover_stuck
+    assert statuses(db, ids[devices[1]] + ids[devices[2]]) == {"pending": 4}  # never begun: back in the queue
+    assert not db.execute("SELECT sender_may_begin('s1', %s, %s) AS ok", [claimed[0]["claimed_at"], devices[2]]).fetchone()["ok"]
+    with pytest.raises(psycopg.errors.InvalidParameterValue), db.transaction():
+        db.execute("SELECT * FROM sender_heartbeat('s1', 10)")
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="given up"), db.transaction():
+        db.execute("SELECT register_sender('s1', 'host', 1, 10)")
+
+    db.execute("UPDATE broadcast_messages SET claimed_at = now() - interval '6 minutes' WHERE id = ANY(%s)", [ids[devices[0]]])
+    assert db.execute("SELECT recover_stuck() AS n").fetchone()["n"] == 2
+    assert statuses(db, ids[devices[0]]) == {"failed": 2}
+
+
+def statuses(db, ids):
+    return {r["status"]: r["n"] for r in db.execute(
+        "SELECT status, count(*)::int AS n FROM broadcast_messages WHERE id = ANY(%s) GROUP BY 1", [ids])}
+
+
 def test_skip_rules(db, uid):
     def dev(status, changed_ago="0 seconds", banned_until=None):
         d = make_device(db, uid, status=status)

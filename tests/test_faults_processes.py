@@ -49,6 +49,38 @@ def test_kill_9_of_a_sender_mid_sends(c, committed_db_url, store, processes):
     assert counts["failed"] == stuck <= 40          # at most one in-flight row per device was lost
 
 
+def test_what_a_dead_sender_never_began_goes_back_to_the_queue(c, committed_db_url, store, processes):
+    """kill -9 of a sender whose claims wait for its one send thread (slow sends): once it is silent
+    past its lease, only the messages it may have begun (two rounds of its threads) stay for the stuck
+    timeout; the rest go back and the survivor sends them, none twice."""
+    uid = new_owner(c)
+    devices = add_devices(c, uid, 20, **PACED)
+    ids = queue(c, uid, devices, 2)
+    victim = spawn_worker(committed_db_url, store, send_threads=1, WA_SIM_LATENCY_MS=500)
+    processes.append(victim)
+    wait_until(lambda: statuses(c, ids).get("queued", 0) >= 10, timeout=60, what="claims waiting for the thread")
+    assert c.execute("SELECT begun_claimed_at FROM senders WHERE pid = %s", [victim.pid]).fetchone()["begun_claimed_at"]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    (dead,) = [r["id"] for r in c.execute("SELECT id FROM senders WHERE pid = %s", [victim.pid])]
+    claimed = c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE claimed_by = %s AND status = 'queued'",
+                        [dead]).fetchone()["n"]
+
+    def given_up():
+        c.execute("SELECT give_up_silent_senders()")
+        return c.execute("SELECT given_up_at FROM senders WHERE id = %s", [dead]).fetchone()["given_up_at"]
+    wait_until(given_up, timeout=30, what="the dead sender given up once its lease lapsed")
+    begun = [r["id"] for r in c.execute("SELECT id FROM broadcast_messages WHERE claimed_by = %s AND status = 'queued'",
+                                        [dead])]
+    assert claimed >= 10 and len(begun) <= 2      # one thread: the row it was sending and the one next in line
+
+    processes.append(spawn_worker(committed_db_url, store, WA_SIM_LATENCY_MS=5))
+    wait_until(lambda: "pending" not in statuses(c, ids), timeout=60, what="the survivor sending what went back")
+    stuck = recover_dead_claims(c, ids)
+    counts = assert_accounted(c, ids, store)
+    assert stuck == len(begun) and counts == {"sent": len(ids) - len(begun), "failed": len(begun)}
+
+
 def test_transport_crash_is_restarted_by_the_pool(c, committed_db_url, store, processes):
     uid = new_owner(c)
     devices = add_devices(c, uid, 30, **PACED)

@@ -4,13 +4,20 @@
 -- sender's devices are taken over once their leases expire.
 
 CREATE OR REPLACE FUNCTION register_sender(p_sender_id text, p_hostname text, p_pid integer, p_capacity integer)
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
   INSERT INTO senders (id, hostname, pid, capacity) VALUES (p_sender_id, p_hostname, p_pid, p_capacity)
   ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, pid = excluded.pid, capacity = excluded.capacity,
                                  heartbeat_at = now(), stopping = false
-$$;
+   WHERE senders.given_up_at IS NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'sender % was given up when its leases lapsed (the claims it had not begun went back to the '
+                    'queue): it must not send again; start a new sender', p_sender_id USING ERRCODE = '55000';
+  END IF;
+END $$;
 COMMENT ON FUNCTION register_sender(text, text, integer, integer) IS
-  'Records a live sender process (or refreshes it) before it takes leases.';
+  'Records a live sender process (or refreshes it) before it takes leases; raises 55000 for a sender given up '
+  '(give_up_silent_senders).';
 
 CREATE OR REPLACE FUNCTION runnable_device_count()
 RETURNS bigint LANGUAGE sql STABLE AS $$
@@ -77,9 +84,10 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE v_fair integer;
 BEGIN
-  UPDATE senders SET heartbeat_at = now() WHERE id = p_sender_id AND NOT stopping;
+  UPDATE senders SET heartbeat_at = now(), lease_ttl = p_ttl
+   WHERE id = p_sender_id AND NOT stopping AND given_up_at IS NULL;
   IF NOT FOUND THEN
-    RAISE EXCEPTION 'sender % is not registered (or is stopping)', p_sender_id USING ERRCODE = '22023';
+    RAISE EXCEPTION 'sender % is not registered (or is stopping, or was given up)', p_sender_id USING ERRCODE = '22023';
   END IF;
   v_fair := _sender_fair_share(p_sender_id, p_capacity, p_ttl);
   RETURN QUERY
@@ -138,3 +146,47 @@ RETURNS void LANGUAGE sql AS $$
 $$;
 COMMENT ON FUNCTION sender_stopping(text) IS
   'Marks a sender as draining: it takes no new leases and no longer counts for fair shares.';
+
+-- A sender that dies leaves messages it claimed: those it may have begun sending are failed as stuck
+-- after the stuck timeout (whether WhatsApp got them is unknown: at most once), but those it never
+-- began can go back to the queue. It hands claimed messages to its send threads only after marking
+-- how far it may have begun (claims in claimed_at order, each claim's devices in id order), a few
+-- rounds of its threads ahead; the mark and the give-up both update the senders row, so a sender
+-- given up while it still runs finds out before it begins anything the queue took back.
+CREATE OR REPLACE FUNCTION sender_may_begin(p_sender_id text, p_claimed_at timestamptz, p_device_id bigint)
+RETURNS boolean LANGUAGE sql AS $$
+  WITH marked AS (
+    UPDATE senders SET begun_claimed_at = p_claimed_at, begun_device_id = p_device_id
+     WHERE id = p_sender_id AND given_up_at IS NULL
+    RETURNING 1)
+  SELECT EXISTS (SELECT 1 FROM marked)
+$$;
+COMMENT ON FUNCTION sender_may_begin(text, timestamptz, bigint) IS
+  'Written by a sender before it begins sending claimed messages: it may begin every message it claimed up to '
+  'the device p_device_id of its claim at p_claimed_at. False when the sender was given up '
+  '(give_up_silent_senders): the messages past its mark went back to the queue and it must not begin them.';
+
+CREATE OR REPLACE FUNCTION give_up_silent_senders()
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE v_sender record;
+        v_back integer := 0;
+BEGIN
+  FOR v_sender IN
+    UPDATE senders s SET given_up_at = now()
+     WHERE s.given_up_at IS NULL AND s.heartbeat_at + s.lease_ttl < now()
+    RETURNING s.id, s.begun_claimed_at, s.begun_device_id
+  LOOP
+    v_back := v_back + release_messages(v_sender.id, ARRAY(
+      SELECT q.id FROM message_queue q
+       WHERE q.status = 'queued' AND q.claimed_by = v_sender.id
+         AND (v_sender.begun_claimed_at IS NULL
+              OR (q.claimed_at, q.device_id) > (v_sender.begun_claimed_at, v_sender.begun_device_id))),
+      interval '0 seconds');
+  END LOOP;
+  RETURN v_back;
+END $$;
+COMMENT ON FUNCTION give_up_silent_senders() IS
+  'Gives up each sender silent past its own lease (its devices are free for others): the messages it claimed and '
+  'had not begun sending (past its sender_may_begin mark) go back to pending; those it may have begun stay for '
+  'recover_stuck. A sender given up can neither begin a send nor register again. Returns how many went back. '
+  'Run by recover_stuck.';

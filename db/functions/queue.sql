@@ -548,6 +548,7 @@ CREATE OR REPLACE FUNCTION recover_stuck(p_timeout interval DEFAULT make_interva
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_ids bigint[]; v_users bigint[]; v_devices bigint[]; v_campaigns bigint[];
 BEGIN
+  PERFORM give_up_silent_senders();   -- what a dead sender never began goes back first
   -- Rows a sender is completing right now are skipped (settling them would race its move to
   -- message_history); the next sweep takes them if that sender's transaction rolls back.
   WITH stuck AS (
@@ -564,7 +565,8 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION recover_stuck(interval) IS
   'Fails messages claimed more than p_timeout ago and never completed (their sender died mid-send), pushed live '
-  'like any failure. They are never re-queued: whether WhatsApp got them is unknown, and a message is sent at most once.';
+  'like any failure. They are never re-queued: whether WhatsApp got them is unknown, and a message is sent at most once. '
+  'First returns to the queue what senders silent past their lease had claimed and not begun (give_up_silent_senders).';
 
 CREATE OR REPLACE FUNCTION skip_undeliverable(p_offline_grace interval DEFAULT '30 minutes')
 RETURNS integer LANGUAGE plpgsql AS $$
