@@ -78,11 +78,17 @@ class Dispatcher:
             if (want > 0 and (self._in_flight == 0 or want >= s.claim_batch // 4) and self.registry.any_running()
                     and not self._given_up):
                 started = time.monotonic()
-                rows = conn.execute("SELECT * FROM claim_messages(%s, %s, %s)",
-                                    [self.sender_id, want, s.per_device]).fetchall()
+                begin = 0 if self._waiting else max(0, self._room())   # in claim order: none ahead of waiting ones
+                try:
+                    rows = conn.execute("SELECT * FROM claim_messages(%s, %s, %s, %s)",
+                                        [self.sender_id, want, s.per_device, begin]).fetchall()
+                except psycopg.errors.ObjectNotInPrerequisiteState:
+                    self._drop_waiting()
+                    continue
                 self._count_claim(conn, len(rows), time.monotonic() - started)
                 if rows:
                     self._hold(rows)
+                    self._begin(min(begin, len(self._waiting)))   # marked by the claim itself
                     self._begin_waiting(conn)
                 if len(rows) == want:
                     continue
@@ -126,33 +132,36 @@ class Dispatcher:
     def _begin_waiting(self, conn):
         """Hands waiting groups to the send pool, at most two rounds of its threads ahead, once the
         database knows this sender may have begun them (sender_may_begin)."""
-        with self._begun_lock:
-            room = 2 * self.settings.send_threads - self._begun
+        room = self._room()
         if room <= 0 or not self._waiting:
             return
-        batch = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
-        (claimed_at, device_id), _ = batch[-1]
-        try:
-            may = conn.execute("SELECT sender_may_begin(%s, %s, %s) AS ok",
-                               [self.sender_id, claimed_at, device_id]).fetchone()["ok"]
-        except psycopg.OperationalError:
-            self._waiting.extendleft(reversed(batch))
-            raise
+        (claimed_at, device_id), _ = self._waiting[min(room, len(self._waiting)) - 1]
+        may = conn.execute("SELECT sender_may_begin(%s, %s, %s) AS ok",
+                           [self.sender_id, claimed_at, device_id]).fetchone()["ok"]
         if not may:
-            self._drop_waiting(batch)
+            self._drop_waiting()
             return
+        self._begin(min(room, len(self._waiting)))
+
+    def _room(self):
+        """Device groups the send pool may take now: two rounds of its threads, less those it has."""
         with self._begun_lock:
-            self._begun += len(batch)
-        for _, device_rows in batch:
+            return 2 * self.settings.send_threads - self._begun
+
+    def _begin(self, n):
+        """Hands the first n waiting groups, marked as begun, to the send pool."""
+        with self._begun_lock:
+            self._begun += n
+        for _ in range(n):
+            _, device_rows = self._waiting.popleft()
             self.pool.submit(self._send_device_rows, device_rows)
 
-    def _drop_waiting(self, batch):
+    def _drop_waiting(self):
         """Given up (silent past its lease): the queue took back everything not begun; forget it."""
-        dropped = batch + list(self._waiting)
         log.error("sender %s was given up (silent past its lease): the %s claimed messages it had not begun went "
-                  "back to the queue", self.sender_id, sum(len(rows) for _, rows in dropped))
+                  "back to the queue", self.sender_id, sum(len(rows) for _, rows in self._waiting))
         self._given_up = True
-        for _, rows in dropped:
+        for _, rows in self._waiting:
             self._in_flight -= len(rows)
             for row in rows:
                 self.registry.settled(row["device_id"], row["id"])

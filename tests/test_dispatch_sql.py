@@ -386,16 +386,16 @@ def test_recover_stuck_fails_never_requeues(db, uid):
 
 
 def test_a_sender_silent_past_its_lease_gives_back_what_it_never_began(db, uid):
-    """A sender that dies leaves its claims: those it may have begun sending (up to its mark) are failed
-    as stuck after the timeout, never re-sent; those it never began go back to the queue at once.
-    Once given up it can neither begin a send nor register again (a process still running learns it
-    at its next mark or heartbeat)."""
+    """A sender that dies leaves its claims: those it may have begun sending (up to its mark, set by the
+    claim or by sender_may_begin) are failed as stuck after the timeout, never re-sent; those it never
+    began go back to the queue at once. Once given up it can neither claim, begin a send nor register
+    again (a process still running learns it at its next claim, mark or heartbeat)."""
     devices = sorted(make_device(db, uid) for _ in range(3))
     lease(db, devices)
     ids = {d: queue(db, uid, d, 2, min_delay=0, max_delay=0) for d in devices}
-    claimed = claim(db)
+    claimed = db.execute("SELECT * FROM claim_messages('s1', 1000, 100, 1)").fetchall()   # begins its first device
     assert len(claimed) == 6
-    assert db.execute("SELECT sender_may_begin('s1', %s, %s) AS ok", [claimed[0]["claimed_at"], devices[0]]).fetchone()["ok"]
+    assert db.execute("SELECT begun_device_id FROM senders WHERE id = 's1'").fetchone()["begun_device_id"] == devices[0]
     assert db.execute("SELECT recover_stuck() AS n").fetchone()["n"] == 0      # its heartbeat is fresh: nothing moves
     assert set(statuses(db, sum(ids.values(), []))) == {"queued"}
 
@@ -408,6 +408,9 @@ def test_a_sender_silent_past_its_lease_gives_back_what_it_never_began(db, uid):
         db.execute("SELECT * FROM sender_heartbeat('s1', 10)")
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="given up"), db.transaction():
         db.execute("SELECT register_sender('s1', 'host', 1, 10)")
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="given up"), db.transaction():
+        claim(db)                                                             # its leases still say now: undone
+    assert statuses(db, ids[devices[1]] + ids[devices[2]]) == {"pending": 4}
 
     db.execute("UPDATE broadcast_messages SET claimed_at = now() - interval '6 minutes' WHERE id = ANY(%s)", [ids[devices[0]]])
     assert db.execute("SELECT recover_stuck() AS n").fetchone()["n"] == 2

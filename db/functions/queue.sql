@@ -154,7 +154,8 @@ COMMENT ON FUNCTION refresh_queue_stats(bigint) IS
 -- an upper bound of the trailing hour; at the cap it is recounted from device_send_minutes
 -- (buckets from the minute an hour ago: never less than the true rolling hour).
 -- PL/pgSQL so the statement's plan is cached (see plan_cache_mode below).
-CREATE OR REPLACE FUNCTION claim_messages(p_sender_id text, p_limit integer, p_per_device integer DEFAULT 100)
+CREATE OR REPLACE FUNCTION claim_messages(p_sender_id text, p_limit integer, p_per_device integer DEFAULT 100,
+                                          p_begin integer DEFAULT 0)
 RETURNS TABLE (id bigint, device_id bigint, user_id bigint, recipient_phone text, recipient_name text,
                message_type text, content text, media_url text, claimed_at timestamptz)
 LANGUAGE plpgsql VOLATILE
@@ -364,14 +365,32 @@ LOOP
   EXCEPTION WHEN serialization_failure THEN
   END;
 END LOOP;
+-- The sender begins the first p_begin device groups at once (sender_may_begin, marked here rather
+-- than in a round trip of its own before an idle sender's first send). A claim commits only for a
+-- sender not given up: the give-up updates the same row, so it either comes first and the claim is
+-- undone, or waits for the claim and takes back its rows past the mark.
+IF cardinality(v_claimed) > 0 THEN
+  UPDATE senders s
+     SET begun_claimed_at = CASE WHEN p_begin > 0 THEN now() ELSE s.begun_claimed_at END,
+         begun_device_id = CASE WHEN p_begin > 0
+                                THEN (SELECT max(g.device_id)
+                                        FROM (SELECT DISTINCT c.device_id FROM unnest(v_claimed) c ORDER BY 1 LIMIT p_begin) g)
+                                ELSE s.begun_device_id END
+   WHERE s.id = p_sender_id AND s.given_up_at IS NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'sender % was given up when its leases lapsed: it must not send again', p_sender_id
+          USING ERRCODE = '55000';
+  END IF;
+END IF;
 RETURN QUERY SELECT c.* FROM unnest(v_claimed) c;
 END $$;
-COMMENT ON FUNCTION claim_messages(text, integer, integer) IS
+COMMENT ON FUNCTION claim_messages(text, integer, integer, integer) IS
   'Claims up to p_limit due messages (status pending -> queued) for the online, unpaused devices leased by p_sender_id, '
   'at most p_per_device per device and only what pacing (random min..max delay between sends) and the '
   'hourly (rolling 60 min) and daily (owner''s calendar day; lower during warm-up) caps allow now, and while a '
   'reach-out timelock lasts, or once its cold share of the day is sent, only messages to warm contacts. Rows and pacing rows are taken '
-  'with SKIP LOCKED, so concurrent senders never claim a row twice. Returns what to send.';
+  'with SKIP LOCKED, so concurrent senders never claim a row twice. Marks the first p_begin of its devices (in id '
+  'order) as begun, as sender_may_begin does (raises 55000 for a sender given up). Returns what to send.';
 
 -- Planned on a tiny queue, every read of each leased device's first due row costs about the
 -- same: planned so, it became a sequential scan per device, or a walk of the
