@@ -5,7 +5,11 @@ against its cap, warming devices over their warm-up day's cap (must be 0), new n
 reaching out too fast (must be 0), cold contacts messaged by a timelocked device (must be 0),
 messages claimed for a device banned for spam reports (must be 0),
 sequence contacts whose step says in flight with nothing left to settle it (must be 0), and sender
-and database memory at start and end.
+and database memory at start and end. A sixth into the run one sender worker is killed (kill -9,
+mid-sends, no hand-over): the pool starts another, the dead one's devices are taken over when their
+leases expire, what it had claimed and never begun goes back to the queue, what it may have begun
+is failed as stuck (never sent twice); the soak reports how long its devices stayed silent and
+counts its messages with the rest.
 
 The compressed clock:
 - pacing: real devices wait 30-60 s between sends; here 1-2 s (30x; delays are whole seconds);
@@ -14,7 +18,10 @@ The compressed clock:
   load offered per device is several times larger: the cap is what stops each device;
 - sequences: steps 0.01 h (36 s, the column's smallest step) apart instead of days;
 - the clock: the scheduled jobs (app_jobs(): campaigns, sequence ticks, stuck recovery, skip
-  rules) run every 5 s instead of every minute;
+  rules) run every 5 s instead of every minute; a claimed message is stuck after STUCK_SECONDS
+  instead of 5 minutes (leases still run 30 s: the takeover is measured at its real pace), and when
+  the run ends before the dead worker's claims are that old, the stuck recovery runs once more when
+  they are, as the clock would;
 - WhatsApp's rules (the simulator's default) run on the same 30x clock (WA_SIM_TIME_SCALE): each
   connection drops about once a minute and returns within a second, sends meanwhile are not sent;
   a device that messages 30 new contacts within 2 minutes is timelocked for new contacts (463);
@@ -66,6 +73,8 @@ TIME_SCALE = 1 / 30         # WhatsApp's durations on the compressed clock
 # their timelock) and the soak sees what happens to their work.
 REPORT_RATE = 0.1
 STEPS = 3                   # sequence steps per lead, next to one campaign message per lead
+STUCK_SECONDS = 60          # stuck_timeout_seconds on the compressed clock (default 300, lowest 60)
+KILL_AT = 1 / 6             # a sender worker is killed this far into the run
 
 
 def connect(url):
@@ -100,6 +109,7 @@ def load(c, devices, size):
     c.execute("UPDATE campaigns SET scheduled_at = now()")   # due now (created for tomorrow, moved forward)
     # Warm-up's first day caps these below the hourly cap: the warm-up cap is what stops them.
     c.execute("UPDATE settings SET value = %s WHERE name = 'warmup_start_per_day'", [size["warmup_start"]])
+    c.execute("UPDATE settings SET value = %s WHERE name = 'stuck_timeout_seconds'", [STUCK_SECONDS])
     c.execute("""UPDATE user_devices d
                     SET warmup_started_at = CASE WHEN d.id / %s %% 2 = 0 THEN now()
                          ELSE date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone - interval '1 minute' END
@@ -138,6 +148,38 @@ def memory(c, pool_pid, dbname):
     db = sum(pss_kb(p) for p in pids)
     size = c.execute("SELECT pg_database_size(%s) AS b", [dbname]).fetchone()["b"]
     return {"sender_mb": senders / 1024, "db_backends_mb": db / 1024, "db_backends": len(pids), "db_disk_mb": size / 2**20}
+
+
+def kill_a_worker(c, pool_pid):
+    """kill -9 of one sender worker mid-run: its sender id, its devices and when it died."""
+    for pid in children(pool_pid):
+        sender = c.execute("""SELECT s.id, array_agg(l.device_id) AS devices FROM senders s
+                                JOIN device_leases l ON l.sender_id = s.id WHERE s.pid = %s GROUP BY s.id""",
+                           [pid]).fetchone()
+        if sender:
+            os.kill(pid, signal.SIGKILL)
+            at = c.execute("SELECT now() AS at").fetchone()["at"]
+            time.sleep(0.5)   # a statement the dead process had already sent still finishes in its backend
+            claimed = c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE claimed_by = %s AND status = 'queued'",
+                                [sender["id"]]).fetchone()["n"]
+            print(f"  killed sender worker {pid} ({sender['id']}, {len(sender['devices'])} devices, "
+                  f"{claimed} claimed messages not completed)", flush=True)
+            return {"sender": sender["id"], "devices": sender["devices"], "at": at, "claimed": claimed}
+    raise SystemExit("soak: no sender worker with leases to kill")
+
+
+def takeover(c, killed):
+    """What became of the killed worker's devices and claims: how long until they sent again (the
+    first and the median device's first claim after the kill), how many did, and its claims failed
+    as stuck (those it may have begun sending; the others went back to the queue)."""
+    return c.execute("""
+        WITH again AS (SELECT m.device_id, min(m.claimed_at) - %(at)s AS after FROM broadcast_messages m
+                        WHERE m.device_id = ANY (%(devices)s) AND m.claimed_at > %(at)s GROUP BY 1)
+        SELECT (SELECT count(*) FROM again) AS devices_sending_again,
+               (SELECT extract(epoch FROM min(after)) FROM again) AS first_s,
+               (SELECT extract(epoch FROM percentile_disc(0.5) WITHIN GROUP (ORDER BY after)) FROM again) AS median_s,
+               (SELECT count(*) FROM broadcast_messages m
+                 WHERE m.claimed_by = %(sender)s AND m.error_message LIKE 'stuck%%') AS stuck""", killed).fetchone()
 
 
 def verdict(c, store):
@@ -249,8 +291,13 @@ def main(argv=None):
             time.sleep(5)
             start_mem = memory(c, pool.pid, dbname)
             started = time.monotonic()
+            killed = None
             while time.monotonic() - started < size["seconds"]:
-                time.sleep(min(30, size["seconds"] - (time.monotonic() - started)))
+                until = size["seconds"] if killed else size["seconds"] * KILL_AT
+                time.sleep(max(0, min(30, until - (time.monotonic() - started))))
+                if killed is None and time.monotonic() - started >= size["seconds"] * KILL_AT:
+                    killed = kill_a_worker(c, pool.pid)
+                    continue
                 s = Counter({r["status"]: r["n"] for r in c.execute(
                     "SELECT status, count(*) AS n FROM broadcast_messages GROUP BY 1")})
                 print(f"  {time.monotonic() - started:5.0f}s  {dict(s)}", flush=True)
@@ -260,7 +307,11 @@ def main(argv=None):
             pool.wait(120)
             clock.join(30)
             elapsed = time.monotonic() - started
+            c.execute("SELECT pg_sleep(greatest(0, extract(epoch FROM %s + make_interval(secs => %s) - now())))",
+                      [killed["at"], STUCK_SECONDS + 1])
+            c.execute("SELECT recover_stuck()")
             v = verdict(c, store)
+            t = takeover(c, killed)
     finally:
         stop.set()
         if pool and pool.poll() is None:
@@ -281,6 +332,10 @@ def main(argv=None):
     print(f"bans: devices_banned={b['devices']} (for spam reports {b['reported']}); "
           f"claimed_after_a_report_ban={b['claimed_after']} new_numbers_banned={b['new_numbers']}")
     print(f"sequences: steps marked in flight with no message left to settle them: {v['steps_stuck_in_flight']}")
+    print(f"killed worker: {len(killed['devices'])} devices, {t['devices_sending_again']} sending again after it died "
+          f"(the first after {t['first_s'] or 0:.1f} s, the median after {t['median_s'] or 0:.1f} s); "
+          f"of its {killed['claimed']} claimed messages not completed, {killed['claimed'] - t['stuck']} went back to the "
+          f"queue and {t['stuck']} (those it may have begun sending) failed as stuck")
     r = v["receipts"]
     print(f"receipts: {r['delivered']} of {r['sent']} sent messages delivered ({r['delivered'] / max(1, r['sent']):.1%}); "
           f"early receipts left {r['early']}, stranded (their message settled) {r['stranded']}")
@@ -288,7 +343,7 @@ def main(argv=None):
     print(f"memory end:   {fmt(end_mem)}")
     ok = (v["duplicates"] == 0 and v["losses"] == 0 and v["devices_over_cap"] == 0 and v["over_warmup_cap"] == 0
           and v["cold_after_timelock"] == 0 and v["steps_stuck_in_flight"] == 0 and v["receipts"]["stranded"] == 0
-          and v["bans"]["claimed_after"] == 0 and v["bans"]["new_numbers"] == 0)
+          and v["bans"]["claimed_after"] == 0 and v["bans"]["new_numbers"] == 0 and t["devices_sending_again"] > 0)
     print(f"ratio={sent / elapsed / offered:.2f} sent_per_s={sent / elapsed:.0f} offered_per_s={offered:.0f} "
           f"duplicates={v['duplicates']} losses={v['losses']} caps_held={v['devices_over_cap'] == 0} "
           f"warmup_caps_held={v['over_warmup_cap'] == 0} timelocks_held={v['cold_after_timelock'] == 0} ok={ok}")
