@@ -66,6 +66,7 @@ class Dispatcher:
             self._begin_waiting(conn)
             if self.stopping.is_set():
                 if self._in_flight == 0 or self.drain_overdue():
+                    self._release_waiting(conn)
                     return
                 if not self._stopping_marked:
                     conn.execute("SELECT sender_stopping(%s)", [self.sender_id])
@@ -156,11 +157,21 @@ class Dispatcher:
             _, device_rows = self._waiting.popleft()
             self.pool.submit(self._send_device_rows, device_rows)
 
+    def _release_waiting(self, conn):
+        """Stopping before the send threads took everything: what they never began goes back now."""
+        ids = [row["id"] for _, rows in self._waiting for row in rows]
+        if ids:
+            conn.execute("SELECT release_messages(%s, %s, %s)", [self.sender_id, ids, timedelta(0)])
+            self._forget_waiting()
+
     def _drop_waiting(self):
         """Given up (silent past its lease): the queue took back everything not begun; forget it."""
         log.error("sender %s was given up (silent past its lease): the %s claimed messages it had not begun went "
                   "back to the queue", self.sender_id, sum(len(rows) for _, rows in self._waiting))
         self._given_up = True
+        self._forget_waiting()
+
+    def _forget_waiting(self):
         for _, rows in self._waiting:
             self._in_flight -= len(rows)
             for row in rows:

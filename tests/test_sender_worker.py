@@ -39,6 +39,17 @@ def test_sends_every_message_once_with_rendered_content(c, committed_db_url, sto
     assert all(r["wa_message_id"] == got[r["id"]]["wa_message_id"] for r in rows)
 
 
+def test_a_drain_that_runs_out_of_time_gives_back_what_it_never_began(c, committed_db_url, store):
+    """Stopped with claims still waiting for its send threads (one thread, slow sends, a short drain):
+    the sender puts what it never began back in the queue rather than leaving it to fail as stuck."""
+    uid = new_owner(c)
+    devices = add_devices(c, uid, 6)
+    with running_worker(committed_db_url, store, sim=dict(latency_ms=1500), send_threads=1, drain_seconds=0.3):
+        ids = queue(c, uid, devices, 1)
+        wait_until(lambda: statuses(c, ids) == {"queued": 6}, what="all claimed, two begun")
+    assert statuses(c, ids) == {"queued": 2, "pending": 4}      # the two it began stay for the stuck timeout
+
+
 def test_pacing_delays_stay_inside_min_max(c, committed_db_url, store):
     uid = new_owner(c)
     devices = add_devices(c, uid, 3, min_delay=1, max_delay=2)
