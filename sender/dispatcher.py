@@ -3,9 +3,10 @@
 It claims within the in-flight cap for the devices this sender leases, hands each device's rows
 to the send pool (one device's rows in order: a phone sends one message at a time), and writes
 the results back in batches. It hands the pool at most two rounds of its threads at a time, each
-after marking in the database how far it may have begun (sender_may_begin): if this process dies,
-what it claimed and never began goes back to the queue rather than being failed as stuck. It sleeps on a wake-up event (NOTIFY, results, or the earliest next
-allowed send, polling at least every poll_seconds).
+after marking in the database how far it may have begun (the claim itself, or sender_may_begin):
+if this process dies, what it claimed and never began goes back to the queue rather than being
+failed as stuck. It sleeps on a wake-up event (NOTIFY, results, or the earliest next allowed send,
+polling at least every poll_seconds).
 
 Transport outcomes (sender/transport/base.py) map to the queue: a SendResult completes the row,
 NotSent releases it back to the queue (it never left), SendError fails it with its reason
