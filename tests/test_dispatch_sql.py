@@ -358,6 +358,35 @@ def test_a_receipt_recorded_while_its_completion_commits_is_applied_by_the_job(c
         setup.execute("DELETE FROM users WHERE id = %s", [uid])
 
 
+def test_the_minute_jobs_never_wait_on_rows_a_sender_is_changing(connect_committed):
+    """Two deadlocks the soak met: giving up a dead sender released its claims and held their devices'
+    pacing rows while the sender that took the devices over was completing sends on them; the health
+    tick refreshed every online device while a sender was releasing some. Neither job waits now."""
+    setup, busy = connect_committed(), connect_committed()
+    uid = make_user(setup)
+    dead, taken = make_device(setup, uid), make_device(setup, uid)
+    try:
+        lease(setup, [dead], sender="dead-sender")
+        ids = queue(setup, uid, dead, 1)
+        claim(setup, sender="dead-sender")
+        setup.execute("UPDATE senders SET heartbeat_at = now() - interval '1 minute' WHERE id = 'dead-sender'")
+        setup.execute("UPDATE user_devices SET status = 'online' WHERE id = ANY(%s)", [[dead, taken]])
+        lease(setup, [taken], sender="live-sender")
+        setup.execute("SET lock_timeout = '3s'")
+        busy.execute("BEGIN")
+        busy.execute("UPDATE device_pacing SET last_sent_at = now() WHERE device_id = %s", [dead])   # a completion
+        busy.execute("UPDATE user_devices SET status_reason = 'releasing' WHERE id = %s", [taken])  # a release
+        setup.execute("SELECT recover_stuck()")          # gives the dead sender up: its claim back, no wait
+        assert statuses(setup, ids) == {"pending": 1}
+        setup.execute("SELECT device_health_tick()")     # every other running device refreshed, no wait
+        busy.execute("ROLLBACK")
+    finally:
+        busy.close()
+        setup.execute("DELETE FROM device_leases WHERE sender_id IN ('dead-sender', 'live-sender')")
+        setup.execute("DELETE FROM senders WHERE id IN ('dead-sender', 'live-sender')")
+        setup.execute("DELETE FROM users WHERE id = %s", [uid])
+
+
 def test_a_sender_silent_for_a_day_leaves_the_health_figures_and_registers_again_if_it_wakes(db):
     """A killed sender never retires itself: its row stayed, and /healthz counted it stale for good."""
     for sender, silent in (("s-killed", "25 hours"), ("s-lately", "2 hours")):

@@ -483,9 +483,13 @@ DECLARE
   v_silent integer := 0;
   r        record;
 BEGIN
-  -- A device a live sender runs is seen; last_seen is when that was last true.
+  -- A device a live sender runs is seen; last_seen is when that was last true. A row someone is
+  -- changing right now is left to the next tick: waiting on it, the tick held every other device's
+  -- row while a sender releasing some of them waited on it (a deadlock the soak met).
   UPDATE user_devices d SET last_seen = now()
-   WHERE d.status = 'online' AND _device_is_running(d.id);
+   WHERE d.id IN (SELECT x.id FROM user_devices x
+                   WHERE x.status = 'online' AND _device_is_running(x.id)
+                   FOR UPDATE SKIP LOCKED);
 
   -- Online or connecting, yet no live sender for p_silent_after: nobody is running it.
   FOR r IN SELECT d.id FROM user_devices d

@@ -550,17 +550,19 @@ BEGIN
      WHERE m.id = ANY (p_ids) AND m.status = 'queued' AND m.claimed_by = p_sender_id
     RETURNING m.device_id
   ), later AS (
-    -- The device's status may lag its connection by a moment: do not spin on it.
+    -- The device's status may lag its connection by a moment: do not spin on it. Nothing to hold
+    -- for a release without a wait (what a sender never began): its pacing rows are not locked,
+    -- which the completions of the sender that took the devices over are updating.
     UPDATE device_pacing p SET next_send_at = greatest(p.next_send_at, now() + p_retry_after)
-     WHERE p.device_id IN (SELECT back.device_id FROM back)
+     WHERE p_retry_after > interval '0' AND p.device_id IN (SELECT back.device_id FROM back)
   )
   SELECT count(*) INTO v_done FROM back;
   RETURN v_done;
 END $$;
 COMMENT ON FUNCTION release_messages(text, bigint[], interval) IS
-  'Puts messages this sender claimed but certainly did not send (the device was not connected) back to '
-  'pending, and holds their devices for p_retry_after. Only for sends that never left; anything uncertain '
-  'is failed instead (at most once). Returns how many went back.';
+  'Puts messages this sender claimed but certainly did not send (the device was not connected, or it never began '
+  'them) back to pending, and holds their devices for p_retry_after (none for 0). Only for sends that never left; '
+  'anything uncertain is failed instead (at most once). Returns how many went back.';
 
 -- At most once: stuck and undeliverable rows ------------------------------------------------
 CREATE OR REPLACE FUNCTION recover_stuck(p_timeout interval DEFAULT make_interval(secs => setting('stuck_timeout_seconds')))
