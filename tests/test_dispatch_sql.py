@@ -445,6 +445,14 @@ def test_a_sender_silent_past_its_lease_gives_back_what_it_never_began(db, uid):
     assert db.execute("SELECT recover_stuck() AS n").fetchone()["n"] == 2
     assert statuses(db, ids[devices[0]]) == {"failed": 2}
 
+    # A sender whose row is gone (removed by hand: its lease keeper registers it again) was not given up.
+    other = make_device(db, uid)
+    lease(db, [other], sender="s2")
+    other_ids = queue(db, uid, other, 1)
+    db.execute("DELETE FROM senders WHERE id = 's2'")
+    assert [r["id"] for r in db.execute("SELECT * FROM claim_messages('s2', 1000, 100, 1)")] == other_ids
+    assert db.execute("SELECT sender_may_begin('s2', now(), %s) AS ok", [other]).fetchone()["ok"]
+
 
 def statuses(db, ids):
     return {r["status"]: r["n"] for r in db.execute(

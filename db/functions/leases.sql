@@ -159,12 +159,14 @@ RETURNS boolean LANGUAGE sql AS $$
     UPDATE senders SET begun_claimed_at = p_claimed_at, begun_device_id = p_device_id
      WHERE id = p_sender_id AND given_up_at IS NULL
     RETURNING 1)
-  SELECT EXISTS (SELECT 1 FROM marked)
+  -- a sender whose row is gone (removed by hand; it registers again) was not given up
+  SELECT EXISTS (SELECT 1 FROM marked) OR NOT EXISTS (SELECT 1 FROM senders s WHERE s.id = p_sender_id)
 $$;
 COMMENT ON FUNCTION sender_may_begin(text, timestamptz, bigint) IS
   'Written by a sender before it begins sending claimed messages: it may begin every message it claimed up to '
   'the device p_device_id of its claim at p_claimed_at. False when the sender was given up '
-  '(give_up_silent_senders): the messages past its mark went back to the queue and it must not begin them.';
+  '(give_up_silent_senders): the messages past its mark went back to the queue and it must not begin them '
+  '(true, unmarked, for a sender without a row).';
 
 CREATE OR REPLACE FUNCTION give_up_silent_senders()
 RETURNS integer LANGUAGE plpgsql AS $$

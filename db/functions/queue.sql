@@ -377,7 +377,7 @@ IF cardinality(v_claimed) > 0 THEN
                                         FROM (SELECT DISTINCT c.device_id FROM unnest(v_claimed) c ORDER BY 1 LIMIT p_begin) g)
                                 ELSE s.begun_device_id END
    WHERE s.id = p_sender_id AND s.given_up_at IS NULL;
-  IF NOT FOUND THEN
+  IF NOT FOUND AND EXISTS (SELECT 1 FROM senders s WHERE s.id = p_sender_id) THEN   -- (a row gone: not given up)
     RAISE EXCEPTION 'sender % was given up when its leases lapsed: it must not send again', p_sender_id
           USING ERRCODE = '55000';
   END IF;
