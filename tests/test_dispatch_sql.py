@@ -424,7 +424,11 @@ def test_a_sender_silent_past_its_lease_gives_back_what_it_never_began(db, uid):
     ids = {d: queue(db, uid, d, 2, min_delay=0, max_delay=0) for d in devices}
     claimed = db.execute("SELECT * FROM claim_messages('s1', 1000, 100, 1)").fetchall()   # begins its first device
     assert len(claimed) == 6
-    assert db.execute("SELECT begun_device_id FROM senders WHERE id = 's1'").fetchone()["begun_device_id"] == devices[0]
+    mark = db.execute("SELECT begun_claimed_at, begun_device_id FROM senders WHERE id = 's1'").fetchone()
+    assert mark["begun_device_id"] == devices[0]
+    extra = queue(db, uid, devices[0], 1, min_delay=0, max_delay=0)
+    assert [r["id"] for r in db.execute("SELECT * FROM claim_messages('s1', 1000, 100, 0)")] == extra   # begins none
+    assert db.execute("SELECT begun_claimed_at, begun_device_id FROM senders WHERE id = 's1'").fetchone() == mark
     assert db.execute("SELECT recover_stuck() AS n").fetchone()["n"] == 0      # its heartbeat is fresh: nothing moves
     assert set(statuses(db, sum(ids.values(), []))) == {"queued"}
 

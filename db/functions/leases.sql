@@ -154,19 +154,21 @@ COMMENT ON FUNCTION sender_stopping(text) IS
 -- rounds of its threads ahead; the mark and the give-up both update the senders row, so a sender
 -- given up while it still runs finds out before it begins anything the queue took back.
 CREATE OR REPLACE FUNCTION sender_may_begin(p_sender_id text, p_claimed_at timestamptz, p_device_id bigint)
-RETURNS boolean LANGUAGE sql AS $$
-  WITH marked AS (
-    UPDATE senders SET begun_claimed_at = p_claimed_at, begun_device_id = p_device_id
-     WHERE id = p_sender_id AND given_up_at IS NULL
-    RETURNING 1)
+RETURNS boolean LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan   -- run by every claim that takes rows (claim_messages)
+AS $$
+BEGIN
+  UPDATE senders SET begun_claimed_at = coalesce(p_claimed_at, begun_claimed_at),
+                     begun_device_id = coalesce(p_device_id, begun_device_id)
+   WHERE id = p_sender_id AND given_up_at IS NULL;
   -- a sender whose row is gone (removed by hand; it registers again) was not given up
-  SELECT EXISTS (SELECT 1 FROM marked) OR NOT EXISTS (SELECT 1 FROM senders s WHERE s.id = p_sender_id)
-$$;
+  RETURN FOUND OR NOT EXISTS (SELECT 1 FROM senders s WHERE s.id = p_sender_id);
+END $$;
 COMMENT ON FUNCTION sender_may_begin(text, timestamptz, bigint) IS
   'Written by a sender before it begins sending claimed messages: it may begin every message it claimed up to '
   'the device p_device_id of its claim at p_claimed_at. False when the sender was given up '
   '(give_up_silent_senders): the messages past its mark went back to the queue and it must not begin them '
-  '(true, unmarked, for a sender without a row).';
+  '(true, unmarked, for a sender without a row). With NULLs the mark stays: the check alone (claim_messages).';
 
 CREATE OR REPLACE FUNCTION give_up_silent_senders()
 RETURNS integer LANGUAGE plpgsql AS $$

@@ -369,18 +369,12 @@ END LOOP;
 -- than in a round trip of its own before an idle sender's first send). A claim commits only for a
 -- sender not given up: the give-up updates the same row, so it either comes first and the claim is
 -- undone, or waits for the claim and takes back its rows past the mark.
-IF cardinality(v_claimed) > 0 THEN
-  UPDATE senders s
-     SET begun_claimed_at = CASE WHEN p_begin > 0 THEN now() ELSE s.begun_claimed_at END,
-         begun_device_id = CASE WHEN p_begin > 0
-                                THEN (SELECT max(g.device_id)
-                                        FROM (SELECT DISTINCT c.device_id FROM unnest(v_claimed) c ORDER BY 1 LIMIT p_begin) g)
-                                ELSE s.begun_device_id END
-   WHERE s.id = p_sender_id AND s.given_up_at IS NULL;
-  IF NOT FOUND AND EXISTS (SELECT 1 FROM senders s WHERE s.id = p_sender_id) THEN   -- (a row gone: not given up)
-    RAISE EXCEPTION 'sender % was given up when its leases lapsed: it must not send again', p_sender_id
-          USING ERRCODE = '55000';
-  END IF;
+IF cardinality(v_claimed) > 0
+   AND NOT sender_may_begin(p_sender_id, CASE WHEN p_begin > 0 THEN now() END,
+                            (SELECT max(g.device_id)   -- NULL for p_begin 0: the mark stays
+                               FROM (SELECT DISTINCT c.device_id FROM unnest(v_claimed) c ORDER BY 1 LIMIT p_begin) g)) THEN
+  RAISE EXCEPTION 'sender % was given up when its leases lapsed: it must not send again', p_sender_id
+        USING ERRCODE = '55000';
 END IF;
 RETURN QUERY SELECT c.* FROM unnest(v_claimed) c;
 END $$;
