@@ -4,6 +4,7 @@ stopping a sender pool they started."""
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -57,6 +58,32 @@ def checkpoint(url):
             c.execute("CHECKPOINT")
     except psycopg.Error as exc:
         print(f"(no CHECKPOINT before this phase: {str(exc).strip().splitlines()[0]})", file=sys.stderr, flush=True)
+
+
+def campaign_tick(url, chunk=50_000, max_seconds=3600):
+    """Runs the campaign tick as the scheduled jobs do (app_jobs): run_campaigns beside a helper
+    (expand_campaigns) for each fan-out lane past the first, each on its own connection, until all
+    have ended. Returns how many ran side by side."""
+    with connect(url) as c:
+        lanes = int(c.execute("SELECT setting('campaign_fanout_lanes') AS n").fetchone()["n"])
+    commands = ["CALL run_campaigns(%s, %s)"] + ["CALL expand_campaigns(%s, %s)"] * (lanes - 1)
+    errors = []
+
+    def run(command):
+        try:
+            with connect(url) as c:
+                c.execute(command, [max_seconds, chunk])
+        except Exception as exc:  # raised below, in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(command,)) for command in commands]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return len(commands)
 
 
 def log(t0, what):

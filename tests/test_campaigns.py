@@ -132,21 +132,29 @@ def test_one_message_per_phone_even_when_on_two_devices(db):
     assert len(messages(db, cid)) == 1
 
 
-def test_chunks_move_the_cursor_and_status(db):
+def test_chunks_move_each_lanes_cursor_and_the_status(db):
+    """A broadcast is expanded in lanes (campaign_fanout_lanes, 2 by default), a lead in the lane of its
+    phone's last digit; each call takes the lane furthest behind, and the campaign is expanded (and
+    processing) in a call of its own once every lane is done."""
     uid = make_user(db)
     d = make_device(db, uid)
-    for i in range(5):
-        lead(db, uid, d, f"01{i}1111111")
+    for i in range(5):   # last digits 0..4: lane 0 holds 0, 2, 4; lane 1 holds 1, 3
+        lead(db, uid, d, f"011111111{i}")
     cid = campaign(db, uid)
     db.execute("SELECT _trigger_due_campaigns()")
     assert status(db, cid)["status"] == "triggered"
-    assert db.execute("SELECT expand_campaign_chunk(%s, 2) AS n", [cid]).fetchone()["n"] == 2
+    lanes = lambda: [(r["lane"], r["done"]) for r in db.execute(
+        "SELECT lane, done_at IS NOT NULL AS done FROM campaign_fanout_lanes WHERE campaign_id = %s ORDER BY lane",
+        [cid])]
+    assert lanes() == [(0, False), (1, False)]
+    steps = [db.execute("SELECT expand_next_campaign_chunk(2) AS n").fetchone()["n"] for _ in range(4)]
+    assert steps == [2, 2, 1, 0]   # lane 0, lane 1, lane 0 (ends), lane 1 (ends)
+    assert lanes() == [(0, True), (1, True)]
     assert status(db, cid)["status"] == "triggered"
-    assert db.execute("SELECT expand_next_campaign_chunk(2) AS n").fetchone()["n"] == 2
-    assert db.execute("SELECT expand_next_campaign_chunk(2) AS n").fetchone()["n"] == 1
+    assert db.execute("SELECT expand_campaign_chunk(%s, 2) AS n", [cid]).fetchone()["n"] == 0   # the finish
     assert status(db, cid)["status"] == "processing"
     assert db.execute("SELECT expand_next_campaign_chunk(2) AS n").fetchone()["n"] is None
-    assert len(messages(db, cid)) == 5
+    assert sorted(m["recipient_phone"][-1] for m in messages(db, cid)) == ["0", "1", "2", "3", "4"]
 
 
 def test_a_campaign_past_its_time_queues_messages_due_from_now_not_before_the_queue(db):
@@ -382,8 +390,8 @@ def test_two_concurrent_expansions_never_duplicate(committed_db_url, connect_com
                      ON CONFLICT DO NOTHING""", [uid, devices])
     cid = campaign(setup, uid)
     setup.execute("SELECT _trigger_due_campaigns()")
-    # Rewind the cursor half-way through so the second pass overlaps the first: only the unique
-    # index stands between the overlap and duplicates.
+    # Rewind the lanes' cursors half-way through so the second pass overlaps the first: only the
+    # duplicate guards stand between the overlap and duplicates.
     barrier = threading.Barrier(2)
     errors = []
 
@@ -393,7 +401,9 @@ def test_two_concurrent_expansions_never_duplicate(committed_db_url, connect_com
             barrier.wait()
             while True:
                 if rewind:
-                    c.execute("UPDATE campaigns SET expand_cursor = 0 WHERE id = %s AND expanded_at IS NULL", [cid])
+                    c.execute("""UPDATE campaign_fanout_lanes SET lead_cursor = 0, done_at = NULL
+                                  WHERE campaign_id = %s
+                                    AND (SELECT expanded_at IS NULL FROM campaigns WHERE id = %s)""", [cid, cid])
                     rewind = False
                 if c.execute("SELECT expand_campaign_chunk(%s, 150) AS n", [cid]).fetchone()["n"] is None:
                     break
@@ -410,6 +420,94 @@ def test_two_concurrent_expansions_never_duplicate(committed_db_url, connect_com
                                 FROM broadcast_messages WHERE campaign_id = %s""", [cid]).fetchone()
     expected = setup.execute("SELECT count(DISTINCT phone) AS n FROM leads WHERE user_id = %s", [uid]).fetchone()["n"]
     assert counts == {"n": expected, "phones": expected}
+
+
+def _lane_world(conn, n=400):
+    """n leads on two devices, phones ending in every digit, a phone on both devices now and then."""
+    uid = make_user(conn)
+    devices = [make_device(conn, uid) for _ in range(2)]
+    conn.execute("""INSERT INTO leads (user_id, device_id, name, phone)
+                    SELECT %s, (%s::bigint[])[1 + g %% 2], 'Lead ' || g, (60150000000 + g %% (%s - 7))::text
+                      FROM generate_series(1, %s) g ON CONFLICT DO NOTHING""", [uid, devices, n, n])
+    cid = campaign(conn, uid)
+    conn.execute("SELECT _trigger_due_campaigns()")
+    phones = conn.execute("SELECT count(DISTINCT phone) AS n FROM leads WHERE user_id = %s", [uid]).fetchone()["n"]
+    return uid, cid, phones
+
+
+def _waiting(observer, conn):
+    return observer.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted) AS w",
+                            [conn.info.backend_pid]).fetchone()["w"]
+
+
+def test_two_sessions_expand_one_broadcasts_lanes_side_by_side(connect_committed):
+    """A broadcast is queued in lanes (campaign_fanout_lanes, 2) that two sessions expand at once, a
+    core each: while one holds its lane's chunk uncommitted, the other queues the other lane's
+    leads without waiting. With the campaign's row lock around every chunk (the code before), the
+    second session waited for the first's commit: one core for a whole fan-out. Every phone is
+    queued once, whichever lane and device its leads are on."""
+    setup, first, second = connect_committed(), connect_committed(), connect_committed()
+    uid, cid, phones = _lane_world(setup)
+    second.execute("SET lock_timeout = '3s'")
+    with first.transaction():
+        got_first = first.execute("SELECT expand_campaign_chunk(%s, 100000) AS n", [cid]).fetchone()["n"]
+        got_second = second.execute("SELECT expand_campaign_chunk(%s, 100000) AS n", [cid]).fetchone()["n"]
+        assert got_first > 0 and got_second > 0
+        # both lanes are at work or done: nothing left for a third session
+        assert second.execute("SELECT expand_campaign_chunk(%s, 100000) AS n", [cid]).fetchone()["n"] is None
+    while setup.execute("SELECT expand_campaign_chunk(%s, 100000) AS n", [cid]).fetchone()["n"] is not None:
+        pass
+    assert status(setup, cid)["status"] == "processing"
+    counts = setup.execute("""SELECT count(*) AS n, count(DISTINCT recipient_phone) AS phones
+                                FROM broadcast_messages WHERE campaign_id = %s""", [cid]).fetchone()
+    assert counts == {"n": phones, "phones": phones} and got_first + got_second == phones
+
+
+def test_a_pause_waits_for_a_lanes_chunk_and_holds_what_it_queued(connect_committed):
+    """A lane's chunk reads its campaign FOR SHARE: lanes do not wait on each other, but a pause (its
+    owner's state change, FOR NO KEY UPDATE) waits for the chunk at work, then holds its rows; the
+    chunks after it queue held rows. Without the lock the pause would not see the chunk's rows,
+    uncommitted, and they would go out paused."""
+    setup, lane, owner = connect_committed(), connect_committed(), connect_committed()
+    uid, cid, phones = _lane_world(setup)
+    pause = threading.Thread(target=owner.execute, args=("SELECT pause_campaign(%s, %s, true)", [uid, cid]))
+    with lane.transaction():
+        assert lane.execute("SELECT expand_campaign_chunk(%s, 100000) AS n", [cid]).fetchone()["n"] > 0
+        pause.start()
+        deadline = time.monotonic() + 60
+        while not _waiting(setup, owner):
+            assert time.monotonic() < deadline, "the pause never waited for the lane's chunk"
+            time.sleep(0.05)
+    pause.join(60)
+    assert not pause.is_alive()
+    while setup.execute("SELECT expand_campaign_chunk(%s, 100000) AS n", [cid]).fetchone()["n"] is not None:
+        pass
+    held = setup.execute("""SELECT count(*) FILTER (WHERE held) AS held, count(*) AS n
+                              FROM broadcast_messages WHERE campaign_id = %s""", [cid]).fetchone()
+    assert held == {"held": phones, "n": phones}
+
+
+def test_the_tick_and_its_helper_job_queue_a_broadcast_together(connect_committed):
+    """app_jobs runs a helper beside the campaign tick for each lane past the first; run side by side,
+    they take a lane each and the campaign is queued whole, each phone once."""
+    setup = connect_committed()
+    jobs = {j["name"]: j["command"] for j in setup.execute("SELECT name, command FROM app_jobs()")}
+    lanes = int(setup.execute("SELECT setting('campaign_fanout_lanes') AS n").fetchone()["n"])
+    helpers = sorted(n for n in jobs if n.startswith("campaign-fanout-"))
+    assert lanes == 2 and helpers == ["campaign-fanout-2"] and jobs[helpers[0]] == "CALL expand_campaigns()"
+    uid, cid, phones = _lane_world(setup, 3000)
+    runners = [connect_committed() for _ in range(2)]
+    threads = [threading.Thread(target=r.execute, args=(cmd,))
+               for r, cmd in zip(runners, ["CALL run_campaigns(60, 500)", "CALL expand_campaigns(60, 500)"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+    assert status(setup, cid)["status"] == "processing"
+    counts = setup.execute("""SELECT count(*) AS n, count(DISTINCT recipient_phone) AS phones
+                                FROM broadcast_messages WHERE campaign_id = %s""", [cid]).fetchone()
+    assert counts == {"n": phones, "phones": phones}
 
 
 # API ------------------------------------------------------------------------------------------
@@ -492,7 +590,7 @@ def test_a_chunks_queue_statistics_commit_with_its_rows(connect_committed):
     d = make_device(c, uid)
     c.execute("""INSERT INTO leads (user_id, device_id, name, phone, niche, target_status)
                  SELECT %s, %s, 'Lead ' || g, '6013' || lpad(g::text, 8, '0'), '', 'prospect'
-                   FROM generate_series(1, 1500) g""", [uid, d])
+                   FROM generate_series(1, 3000) g""", [uid, d])   # 1,500 a lane
     cid = campaign(c, uid)
     c.execute("ANALYZE message_queue")
     tick = threading.Thread(target=runner.execute, args=("CALL run_campaigns()",))
@@ -508,5 +606,5 @@ def test_a_chunks_queue_statistics_commit_with_its_rows(connect_committed):
         assert c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE campaign_id = %s",
                          [cid]).fetchone()["n"] == 0
     tick.join(60)
-    assert len(messages(c, cid)) == 1500
+    assert len(messages(c, cid)) == 3000
     assert c.execute("SELECT reltuples FROM pg_class WHERE relname = 'message_queue'").fetchone()["reltuples"] >= 1500

@@ -55,7 +55,7 @@ def test_a_first_chunk_on_an_empty_queue_and_the_campaigns_delete_stay_linear(mo
         c.execute("LOAD 'auto_explain'")
         with Plans(c) as plans:
             queued = c.execute("SELECT expand_campaign_chunk(%s, 5000) AS n", [campaign]).fetchone()["n"]
-        assert queued == LEADS
+        assert queued == LEADS // 2   # the first of its two fan-out lanes
         assert violations(plans) == []
 
         # Other work queued meanwhile: the campaign is a tenth of the queue, its failed rows in the history.
@@ -419,7 +419,10 @@ def test_settling_a_campaign_stops_at_the_first_live_message(module_db_url):
         campaign = c.execute("""SELECT create_campaign(%s, 'broadcast', 'live', '', 'all', 'hi', NULL, NULL, NULL,
                                                        current_date - 1, '00:00', 0, 0) AS id""", [uid]).fetchone()["id"]
         c.execute("SELECT _trigger_due_campaigns()")
-        assert c.execute("SELECT expand_campaign_chunk(%s, 50000) AS n", [campaign]).fetchone()["n"] == 20000
+        queued = 0
+        while (n := c.execute("SELECT expand_campaign_chunk(%s, 50000) AS n", [campaign]).fetchone()["n"]) is not None:
+            queued += n
+        assert queued == 20000
         c.execute("VACUUM ANALYZE")
         c.execute("LOAD 'auto_explain'")
         with Plans(c, analyze=True) as plans:

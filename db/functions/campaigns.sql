@@ -62,6 +62,9 @@ BEGIN
     EXISTS (SELECT 1 FROM user_devices d WHERE d.user_id = c.user_id
              AND (c.device_ids IS NULL OR d.id = ANY (c.device_ids))));
   IF v_rule.status IS DISTINCT FROM c.status THEN
+    IF v_rule.status = 'triggered' THEN
+      PERFORM _open_fanout_lanes(c);
+    END IF;
     UPDATE campaigns
        SET status = v_rule.status, status_reason = v_rule.reason,
            triggered_at = CASE WHEN v_rule.status = 'cancelled' THEN triggered_at ELSE coalesce(triggered_at, now()) END,
@@ -244,10 +247,13 @@ COMMENT ON FUNCTION pause_campaign(bigint, bigint, boolean) IS
 -- campaign's past schedule time a chunk's rows, uncommitted while it is written, sorted before
 -- every due row of the queue, and each sender's claim, reading due rows in time order, stepped over
 -- all of them (bench_fanout --quick: 0.21-0.27 with the claim's time-ordered scan, see queue.sql).
--- One chunk of a broadcast: the next p_chunk leads of the audience by id, each on its own device.
-CREATE OR REPLACE FUNCTION _expand_broadcast_chunk(c campaigns, p_chunk integer) RETURNS integer
-LANGUAGE plpgsql AS $$
+-- One chunk of one lane of a broadcast: the lane's next p_chunk leads of the audience by id, each on
+-- its own device. A lead's lane is its phone number's last character (_fanout_lane): every lead of
+-- one phone meets in one lane, so the duplicate guards see every earlier message of the phone.
+CREATE OR REPLACE FUNCTION _expand_broadcast_chunk(c campaigns, p_lane campaign_fanout_lanes, p_chunk integer)
+RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_last bigint; v_seen integer; v_queued integer;
+        v_lanes integer := (SELECT count(*) FROM campaign_fanout_lanes l WHERE l.campaign_id = c.id);
         -- the campaign's constants, once per chunk rather than once per lead
         v_template text := _message_template(c.message);
         v_niche text[] := lead_tokens(c.niche);
@@ -256,7 +262,8 @@ BEGIN
   WITH batch AS MATERIALIZED (
     SELECT l.id, l.device_id, l.name, l.phone
       FROM leads l
-     WHERE l.user_id = c.user_id AND l.id > c.expand_cursor AND l.device_id IS NOT NULL
+     WHERE l.user_id = c.user_id AND l.id > p_lane.lead_cursor AND l.device_id IS NOT NULL
+       AND _fanout_lane(l.phone, v_lanes) = p_lane.lane
        AND (c.device_ids IS NULL OR l.device_id = ANY (c.device_ids))
        AND lead_in_audience(l.niche_tokens, l.target_status, v_niche, c.target_status)
      ORDER BY l.id
@@ -272,15 +279,24 @@ BEGIN
        ORDER BY b.id))
   )
   SELECT max(b.id), count(*), (SELECT count(*) FROM queued) INTO v_last, v_seen, v_queued FROM batch b;
-  UPDATE campaigns
-     SET expand_cursor = coalesce(v_last, expand_cursor),
-         expanded_at = CASE WHEN v_seen < p_chunk THEN now() END
-   WHERE id = c.id;
+  UPDATE campaign_fanout_lanes
+     SET lead_cursor = coalesce(v_last, lead_cursor),
+         done_at = CASE WHEN v_seen < p_chunk THEN now() END
+   WHERE campaign_id = c.id AND lane = p_lane.lane;
   RETURN v_queued;
 END $$;
-COMMENT ON FUNCTION _expand_broadcast_chunk(campaigns, integer) IS
-  'Queues one chunk of a broadcast (next p_chunk audience leads after expand_cursor, on their own devices, '
-  'opted-out numbers left out, one message per phone); marks the fan-out done after the last chunk. Returns rows queued.';
+COMMENT ON FUNCTION _expand_broadcast_chunk(campaigns, campaign_fanout_lanes, integer) IS
+  'Queues one chunk of one lane of a broadcast (the lane''s next p_chunk audience leads after its cursor, on their '
+  'own devices, opted-out numbers left out, one message per phone); marks the lane done after its last chunk. '
+  'Returns rows queued.';
+
+CREATE OR REPLACE FUNCTION _fanout_lane(p_phone text, p_lanes integer) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT ascii(right(p_phone, 1)) % greatest(p_lanes, 1)
+$$;
+COMMENT ON FUNCTION _fanout_lane(text, integer) IS
+  'The fan-out lane (of p_lanes) a lead''s phone number belongs to: its last character''s, so one phone''s leads '
+  'share a lane.';
 
 -- Device score for spreading: lower is less loaded (device_load's load score). A device's live or
 -- sent messages of the campaign come from the rollup: counted from the messages, each device read
@@ -380,29 +396,77 @@ COMMENT ON FUNCTION _spread_ai_campaign(campaigns) IS
   'one of them talked with from that one (warm first), the others by load-balance score; untouched pool leads '
   '(first spread only) and leads stranded on dropped devices.';
 
+-- A lane's chunk reads the campaign FOR SHARE: lanes of one campaign go side by side, while a
+-- pause, cancel or edit (FOR NO KEY UPDATE) waits for the chunk at work, and the chunk after it
+-- sees the change. The campaign is marked expanded under its row lock once every lane is done, in
+-- a call of its own (two lanes ending together would each see the other still open).
 CREATE OR REPLACE FUNCTION expand_campaign_chunk(p_campaign_id bigint, p_chunk integer DEFAULT 50000) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE c campaigns;
+        l campaign_fanout_lanes;
         v_queued integer;
 BEGIN
-  -- The row lock serialises expansions of one campaign; the unique index would stop duplicates anyway.
+  IF NOT EXISTS (SELECT 1 FROM campaign_fanout_lanes x WHERE x.campaign_id = p_campaign_id AND x.done_at IS NULL) THEN
+    RETURN _finish_fanout(p_campaign_id);
+  END IF;
+  -- the campaign before its lane, in the order a delete takes them
+  SELECT * INTO c FROM campaigns WHERE id = p_campaign_id FOR SHARE;
+  IF NOT FOUND OR c.status <> 'triggered' OR c.expanded_at IS NOT NULL THEN
+    RETURN NULL;
+  END IF;
+  SELECT * INTO l FROM campaign_fanout_lanes x
+   WHERE x.campaign_id = c.id AND x.done_at IS NULL
+   ORDER BY x.lead_cursor, x.lane LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED;
+  IF NOT FOUND THEN
+    RETURN NULL;   -- every open lane is at work in another session
+  END IF;
+  IF c.kind = 'ai' THEN   -- one lane: the spread is one statement
+    v_queued := _spread_ai_campaign(c);
+    UPDATE campaign_fanout_lanes SET done_at = now() WHERE campaign_id = c.id AND lane = l.lane;
+  ELSE
+    v_queued := _expand_broadcast_chunk(c, l, p_chunk);
+  END IF;
+  PERFORM notify_user(c.user_id, 'campaign_progress', jsonb_build_object('id', c.id, 'queued', v_queued));
+  RETURN v_queued;
+END $$;
+COMMENT ON FUNCTION expand_campaign_chunk(bigint, integer) IS
+  'One fan-out step of a triggered campaign: a chunk of the broadcast lane furthest behind that no other session is '
+  'expanding (or the whole AI spread), or, once every lane is done, the campaign marked expanded and its status '
+  'settled (0 rows). NULL when there is nothing to expand here. Sessions calling side by side take a lane each.';
+
+CREATE OR REPLACE FUNCTION _finish_fanout(p_campaign_id bigint) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE c campaigns;
+BEGIN
   SELECT * INTO c FROM campaigns WHERE id = p_campaign_id FOR NO KEY UPDATE;
   IF NOT FOUND OR c.status <> 'triggered' OR c.expanded_at IS NOT NULL THEN
     RETURN NULL;
   END IF;
-  IF c.kind = 'ai' THEN
-    v_queued := _spread_ai_campaign(c);
-    UPDATE campaigns SET expanded_at = now() WHERE id = c.id;
-  ELSE
-    v_queued := _expand_broadcast_chunk(c, p_chunk);
+  IF NOT EXISTS (SELECT 1 FROM campaign_fanout_lanes x WHERE x.campaign_id = c.id) THEN
+    PERFORM _open_fanout_lanes(c);   -- triggered without them (by hand): open them now
+    RETURN 0;
   END IF;
-  PERFORM notify_user(c.user_id, 'campaign_progress', jsonb_build_object('id', c.id, 'queued', v_queued));
+  UPDATE campaigns SET expanded_at = now() WHERE id = c.id;
   PERFORM settle_campaign(c.id);
-  RETURN v_queued;
+  RETURN 0;
 END $$;
-COMMENT ON FUNCTION expand_campaign_chunk(bigint, integer) IS
-  'One fan-out step of a triggered campaign (a chunk of a broadcast, or the whole AI spread), then its status '
-  'is settled. NULL when there is nothing to expand. Safe to call concurrently.';
+COMMENT ON FUNCTION _finish_fanout(bigint) IS
+  'Marks a triggered campaign whose fan-out lanes are all done as expanded and settles its status; returns 0, or '
+  'NULL when it is not (or no longer) expanding.';
+
+-- PL/pgSQL with its plan kept: settle_campaign, which calls it, is reached from the senders' triggers.
+CREATE OR REPLACE FUNCTION _open_fanout_lanes(c campaigns) RETURNS void
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+  INSERT INTO campaign_fanout_lanes (campaign_id, lane)
+  SELECT c.id, g
+    FROM generate_series(0, CASE WHEN c.kind = 'ai' THEN 0
+                                 ELSE setting('campaign_fanout_lanes')::integer - 1 END) g
+  ON CONFLICT DO NOTHING;
+END $$;
+COMMENT ON FUNCTION _open_fanout_lanes(campaigns) IS
+  'Opens a campaign''s fan-out lanes (campaign_fanout_lanes setting; one for an AI campaign, whose spread is one '
+  'statement).';
 
 -- The tick --------------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION _trigger_due_campaigns() RETURNS integer
@@ -414,14 +478,21 @@ $$;
 COMMENT ON FUNCTION _trigger_due_campaigns() IS 'Moves pending campaigns whose time has come to triggered. Returns how many.';
 
 CREATE OR REPLACE FUNCTION expand_next_campaign_chunk(p_chunk integer DEFAULT 50000) RETURNS integer
-LANGUAGE sql AS $$
-  SELECT expand_campaign_chunk(id, p_chunk) FROM (
-    SELECT id FROM campaigns WHERE status = 'triggered' AND expanded_at IS NULL
-     ORDER BY scheduled_at, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
-  ) next
-$$;
+LANGUAGE plpgsql AS $$
+DECLARE v_id bigint;
+        v_queued integer;
+BEGIN
+  FOR v_id IN SELECT id FROM campaigns WHERE status = 'triggered' AND expanded_at IS NULL ORDER BY scheduled_at, id LOOP
+    v_queued := expand_campaign_chunk(v_id, p_chunk);
+    IF v_queued IS NOT NULL THEN
+      RETURN v_queued;
+    END IF;
+  END LOOP;
+  RETURN NULL;
+END $$;
 COMMENT ON FUNCTION expand_next_campaign_chunk(integer) IS
-  'Expands one chunk of the oldest triggered campaign no other session is expanding; NULL when none is waiting.';
+  'One fan-out step (expand_campaign_chunk) of the oldest triggered campaign with a lane no other session is '
+  'expanding; NULL when none is waiting.';
 
 CREATE OR REPLACE FUNCTION _rebalance_ai_campaigns() RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -465,7 +536,9 @@ $$;
 COMMENT ON FUNCTION settle_running_campaigns() IS
   'Re-applies the status rule to processing campaigns (their messages move on without them). Returns how many ended.';
 
-CREATE OR REPLACE PROCEDURE run_campaigns(p_max_seconds integer DEFAULT 50, p_chunk integer DEFAULT 50000)
+-- The fan-out's runners: the campaign tick and a helper job per further lane (app_jobs), each
+-- taking a lane per chunk.
+CREATE OR REPLACE PROCEDURE expand_campaigns(p_max_seconds integer DEFAULT 50, p_chunk integer DEFAULT 50000)
 LANGUAGE plpgsql AS $$
 DECLARE
   v_until timestamptz := clock_timestamp() + make_interval(secs => p_max_seconds);
@@ -481,12 +554,21 @@ BEGIN
     COMMIT;
   END LOOP;
   COMMIT;
+END $$;
+COMMENT ON PROCEDURE expand_campaigns(integer, integer) IS
+  'Triggers due campaigns and expands them chunk by chunk (a commit each, a free lane each) for up to p_max_seconds. '
+  'Run by the campaign tick and by its helper jobs side by side.';
+
+CREATE OR REPLACE PROCEDURE run_campaigns(p_max_seconds integer DEFAULT 50, p_chunk integer DEFAULT 50000)
+LANGUAGE plpgsql AS $$
+BEGIN
+  CALL expand_campaigns(p_max_seconds, p_chunk);
   PERFORM _rebalance_ai_campaigns();
   COMMIT;
   PERFORM settle_running_campaigns();
 END $$;
 COMMENT ON PROCEDURE run_campaigns(integer, integer) IS
-  'The campaign tick (every minute): triggers due campaigns, expands them chunk by chunk (a commit each) for '
+  'The campaign tick (every minute): triggers due campaigns, expands them chunk by chunk (expand_campaigns) for '
   'up to p_max_seconds, moves AI-campaign leads off dropped devices, and ends campaigns whose messages are done.';
 
 -- Retry ---------------------------------------------------------------------------------------

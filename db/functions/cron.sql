@@ -3,7 +3,7 @@
 
 CREATE OR REPLACE FUNCTION app_jobs()
 RETURNS TABLE (name text, schedule text, command text)
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
   VALUES
     ('purge-history', '17 * * * *', 'SELECT purge_history()'),
     ('message-history', '41 * * * *', 'SELECT maintain_message_history()'),
@@ -15,9 +15,14 @@ LANGUAGE sql IMMUTABLE AS $$
     ('lead-imports', '* * * * *', 'CALL run_lead_imports()'),
     ('sequence-tick', '* * * * *', 'CALL sequence_tick()'),
     ('sequence-sweep', '*/10 * * * *', 'SELECT sequence_enrollment_sweep()')
+  UNION ALL   -- the fan-out's further lanes, a runner each beside the campaign tick
+  SELECT 'campaign-fanout-' || g, '* * * * *', 'CALL expand_campaigns()'
+    FROM generate_series(2, setting('campaign_fanout_lanes')::integer) g
 $$;
 COMMENT ON FUNCTION app_jobs() IS
-  'The scheduled jobs: name, cron schedule (minute granularity) and the SQL each runs.';
+  'The scheduled jobs: name, cron schedule (minute granularity) and the SQL each runs (a fan-out runner per '
+  'campaign_fanout_lanes beyond the first: a change of that setting reaches pg_cron at the next apply, the clock '
+  'at its next start).';
 
 CREATE OR REPLACE FUNCTION purge_history()
 RETURNS void LANGUAGE sql AS $$
