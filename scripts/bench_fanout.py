@@ -1,21 +1,24 @@
 """Campaign fan-out benchmark: expanding a campaign against the machine's floor (the same rows by one
-INSERT ... SELECT into a plain table), measured in the same run, while senders keep sending.
+INSERT ... SELECT into a plain table), measured in the same run, quiet and while senders keep sending.
 
     flock /tmp/bench.lock .venv/bin/python -m scripts.bench_fanout [--quick]
 
 On a database of its own (created, applied through scripts.apply, dropped at the end):
 1. the campaign owner's LEADS leads on DEVICES devices (logged out, so no sender leases them and the
-   queued rows stay put), and a sender pool (simulated transport, zero latency) draining a backlog
-   on SENDER_DEVICES devices of another owner;
+   queued rows stay put);
 2. floor: one INSERT ... SELECT of the same rows (user, device, campaign, lead, phone, name, content,
    delays, schedule) from leads into the floor table (benchlib.create_floor_table: same columns,
    primary key and one partial index, no triggers);
 3. fan-out: the campaign tick as the scheduled jobs run it (benchlib.campaign_tick: run_campaigns
    beside a helper per further fan-out lane, a connection each): trigger, chunked expansion with a
-   commit per chunk, audience tokens, opt-outs, rendering, the one-message-per-phone guards;
-4. sender throughput before (baseline) and while each of 2 and 3 runs.
+   commit per chunk, audience tokens, opt-outs, rendering, the one-message-per-phone guards; checked
+   (one message per phone, expanded) and deleted;
+4. 2 and 3 again beside a sender pool (simulated transport, zero latency) draining a backlog on
+   SENDER_DEVICES devices of another owner flat out, and the senders' throughput before (baseline)
+   and during each.
 Each timed phase starts from a CHECKPOINT (benchlib.checkpoint).
-Prints its figures and, last, `ratio=<floor_s/fanout_s> ...` (1.0 = as fast as the machine's floor).
+Prints its figures and, last, `ratio=<floor_s/fanout_s> ...` of the quiet phases (1.0 = as fast as
+the machine's floor), then the same beside the senders (ratio_with_senders).
 """
 import argparse
 import shutil
@@ -94,9 +97,45 @@ def floor_insert(c, table, user_id, campaign_id):
           FROM leads l WHERE l.user_id = %s""", [campaign_id, user_id])
 
 
+def time_it(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure_floor(c, url, owner, timer):
+    """The floor's INSERT ... SELECT into a fresh floor table, from a CHECKPOINT; timer(fn) -> (s, extra)."""
+    floor = create_floor_table(c)
+    campaign = make_campaign(c, owner, "floor", 365)   # never due: only a campaign_id for its rows
+    checkpoint(url)
+    result = timer(lambda: floor_insert(c, floor, owner, campaign))
+    c.execute(f"DROP TABLE {floor}")
+    c.execute("DELETE FROM campaigns WHERE id = %s", [campaign])
+    return result
+
+
+def measure_fanout(c, url, owner, expected, timer):
+    """A due campaign over all of the owner's leads through the campaign tick, from a CHECKPOINT; checks
+    that it queued one message per phone and ended expanded, then deletes it (its messages with it)."""
+    campaign = make_campaign(c, owner, "fan-out", -1)
+    checkpoint(url)
+    result = timer(lambda: campaign_tick(url, CHUNK))
+    state = c.execute("SELECT status, expanded_at IS NOT NULL AS expanded FROM campaigns WHERE id = %s",
+                      [campaign]).fetchone()
+    queued = c.execute("""SELECT count(*) AS n, count(DISTINCT recipient_phone) AS phones
+                            FROM broadcast_messages WHERE campaign_id = %s""", [campaign]).fetchone()
+    if queued["n"] != expected or queued["phones"] != expected or not state["expanded"]:
+        raise SystemExit(f"bench: fan-out queued {queued['n']} rows for {queued['phones']} phones, expected {expected}; "
+                         f"status {state['status']}, expanded={state['expanded']}")
+    c.execute("DELETE FROM campaigns WHERE id = %s", [campaign])
+    c.execute("VACUUM ANALYZE message_queue")
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, under 60 s")
+    parser.add_argument("--lanes", type=int, help="campaign_fanout_lanes for this run (default: the setting's)")
     args = parser.parse_args()
     leads, devices, sender_devices, backlog = ((150_000, 300, 50, 300_000) if args.quick
                                                else (1_000_000, 3000, 100, 600_000))
@@ -116,51 +155,50 @@ def main():
             c.execute("VACUUM ANALYZE")
             log(started, f"{leads:,} leads on {devices} devices")
 
+            # Quiet: the fan-out and its floor on a machine doing nothing else (as a fan-out mostly finds
+            # it: real senders wait seconds between sends). The ratio.
+            if args.lanes:
+                c.execute("UPDATE settings SET value = %s WHERE name = 'campaign_fanout_lanes'", [args.lanes])
+            lanes = int(c.execute("SELECT setting('campaign_fanout_lanes') AS n").fetchone()["n"])
+            expected = leads - leads // 100
+            quiet_floor_s = measure_floor(c, url, owner, lambda fn: (time_it(fn), None))[0]
+            log(started, "floor measured, quiet")
+            quiet_s, _ = measure_fanout(c, url, owner, expected, lambda fn: (time_it(fn), None))
+            log(started, "fan-out measured, quiet")
+
+            # Busy: the same beside a sender pool sending flat out (simulated, zero latency) on another
+            # owner's devices, the machine's cores shared: what each costs the senders.
             pool = start_pool(url, store_dir)
             wait_for(lambda: pool_ready(monitor, sender_devices), 120, "the sender pool to lease its devices")
             queue_backlog(c, sender_owner, busy_devices, backlog)
             time.sleep(1)
             _, baseline = timed(monitor, sender_owner, lambda: time.sleep(BASELINE_SECONDS))
             log(started, "senders at speed")
-
             # Enough backlog that the senders cannot run dry during a phase (inserts run >= 15k rows/s).
             per_phase = int(baseline * max(10, leads / 15_000))
+            with_senders = lambda fn: timed(monitor, sender_owner, fn)
             queue_backlog(c, sender_owner, busy_devices, per_phase)
-            floor = create_floor_table(c)
-            floor_campaign = make_campaign(c, owner, "floor", 365)   # never due: only a campaign_id for its rows
-            checkpoint(url)
-            floor_s, floor_rate = timed(monitor, sender_owner, lambda: floor_insert(c, floor, owner, floor_campaign))
-            c.execute(f"DROP TABLE {floor}")
-            log(started, "floor measured")
-
+            floor_s, floor_rate = measure_floor(c, url, owner, with_senders)
+            log(started, "floor measured, senders beside")
             queue_backlog(c, sender_owner, busy_devices, per_phase)
-            campaign = make_campaign(c, owner, "fan-out", -1)
-            lanes = int(c.execute("SELECT setting('campaign_fanout_lanes') AS n").fetchone()["n"])
-            checkpoint(url)
-            fan_s, fan_rate = timed(monitor, sender_owner, lambda: campaign_tick(url, CHUNK))
-            log(started, "fan-out measured")
-            state = c.execute("SELECT status, expanded_at IS NOT NULL AS expanded FROM campaigns WHERE id = %s",
-                              [campaign]).fetchone()
-            queued = c.execute("""SELECT count(*) AS n, count(DISTINCT recipient_phone) AS phones
-                                    FROM broadcast_messages WHERE campaign_id = %s""", [campaign]).fetchone()
-            expected = leads - leads // 100
+            fan_s, fan_rate = measure_fanout(c, url, owner, expected, with_senders)
+            log(started, "fan-out measured, senders beside")
             left = c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE user_id = %s AND status = 'pending'",
                              [sender_owner]).fetchone()["n"]
 
-        print(f"floor (plain table, INSERT ... SELECT): {leads:,} rows in {floor_s:.2f} s ({leads / floor_s:,.0f} rows/s)")
-        print(f"fan-out (the campaign tick and its helpers: {lanes} lanes side by side, chunks of {CHUNK:,}): "
-              f"{queued['n']:,} messages in {fan_s:.2f} s "
-              f"({queued['n'] / fan_s:,.0f} rows/s); status {state['status']}, expanded={state['expanded']}, "
-              f"distinct phones {queued['phones']:,}, expected {expected:,} (1% opted out)")
-        print(f"senders ({sender_devices} devices, simulated, zero latency): baseline {baseline:,.0f} msgs/s; "
-              f"during floor insert {floor_rate:,.0f} msgs/s ({floor_rate / baseline:.0%}); "
-              f"during fan-out {fan_rate:,.0f} msgs/s ({fan_rate / baseline:.0%}); backlog left {left:,}")
+        print(f"quiet: floor (plain table, INSERT ... SELECT) {leads:,} rows in {quiet_floor_s:.2f} s "
+              f"({leads / quiet_floor_s:,.0f} rows/s); fan-out (the campaign tick and its helpers: {lanes} lanes "
+              f"side by side, chunks of {CHUNK:,}) {expected:,} messages in {quiet_s:.2f} s "
+              f"({expected / quiet_s:,.0f} rows/s), one per phone (1% opted out), expanded")
+        print(f"senders beside ({sender_devices} devices, simulated, zero latency): floor {floor_s:.2f} s, "
+              f"fan-out {fan_s:.2f} s ({floor_s / fan_s:.2f}); sender baseline {baseline:,.0f} msgs/s, "
+              f"during the floor's insert {floor_rate:,.0f} ({floor_rate / baseline:.0%}), during the fan-out "
+              f"{fan_rate:,.0f} ({fan_rate / baseline:.0%}); backlog left {left:,}")
         if left == 0:
             print("warning: the sender backlog ran dry; throughput during the runs is understated")
-        if queued["n"] != expected or queued["phones"] != expected:
-            raise SystemExit(f"bench: fan-out queued {queued['n']} rows for {queued['phones']} phones, expected {expected}")
-        print(f"ratio={floor_s / fan_s:.2f} fanout_s={fan_s:.2f} floor_s={floor_s:.2f} rows={queued['n']} "
-              f"devices={devices} lanes={lanes} senders_during_fanout={fan_rate / baseline:.2f} sender_baseline_per_s={baseline:.0f}")
+        print(f"ratio={quiet_floor_s / quiet_s:.2f} fanout_s={quiet_s:.2f} floor_s={quiet_floor_s:.2f} rows={expected} "
+              f"devices={devices} lanes={lanes} ratio_with_senders={floor_s / fan_s:.2f} "
+              f"senders_during_fanout={fan_rate / baseline:.2f} sender_baseline_per_s={baseline:.0f}")
     finally:
         stop_pool(pool)
         shutil.rmtree(store_dir, ignore_errors=True)
