@@ -495,7 +495,7 @@ def test_the_tick_and_its_helper_job_queue_a_broadcast_together(connect_committe
     lanes = int(setup.execute("SELECT setting('campaign_fanout_lanes') AS n").fetchone()["n"])
     helpers = sorted(n for n in jobs if n.startswith("campaign-fanout-"))
     assert lanes == 2 and helpers == ["campaign-fanout-2"] and jobs[helpers[0]] == "CALL expand_campaigns()"
-    uid, cid, phones = _lane_world(setup, 3000)
+    uid, cid, phones = _lane_world(setup, 1200)
     runners = [connect_committed() for _ in range(2)]
     threads = [threading.Thread(target=r.execute, args=(cmd,))
                for r, cmd in zip(runners, ["CALL run_campaigns(60, 500)", "CALL expand_campaigns(60, 500)"])]

@@ -19,7 +19,7 @@ CHANGED = {"stuck_timeout_seconds": 420, "lease_seconds": 17, "sender_alive_seco
            "default_window_tolerance_minutes": 25, "warmup_start_per_day": 5, "warmup_days": 3,
            "timelock_default_hours": 5, "self_pause_window_sends": 4, "self_pause_failure_share": 0.25,
            "cold_share_max": 0.2, "failover_offline_minutes": 3, "lead_import_lanes": 3,
-           "webhook_retention_days": 2}
+           "campaign_fanout_lanes": 3, "webhook_retention_days": 2}
 
 
 def change_settings(conn):
@@ -83,6 +83,14 @@ def test_sql_and_python_follow_a_changed_setting(db):
     assert db.execute("SELECT array_agg(lane ORDER BY lane) AS lanes FROM lead_import_lanes WHERE import_id = %s",
                       [import_id]).fetchone()["lanes"] == [0, 1, 2]
 
+    campaign = db.execute("""SELECT create_campaign(%s, 'broadcast', 'c', '', 'all', 'hi', NULL, NULL, NULL,
+                                                    current_date - 1, '00:00', 0, 0) AS id""", [user]).fetchone()["id"]
+    db.execute("SELECT _trigger_due_campaigns()")
+    assert db.execute("SELECT array_agg(lane ORDER BY lane) AS lanes FROM campaign_fanout_lanes WHERE campaign_id = %s",
+                      [campaign]).fetchone()["lanes"] == [0, 1, 2]
+    assert db.execute("SELECT count(*) AS n FROM app_jobs() WHERE command = 'CALL expand_campaigns()'"
+                      ).fetchone()["n"] == 2   # a runner per lane beside the tick
+
     endpoint = db.execute("SELECT create_webhook_endpoint(%s, 'https://hooks.example.com/s', %s, "
                           "ARRAY['device.status']) AS id", [user, "s" * 40]).fetchone()["id"]
     db.execute("""INSERT INTO webhook_deliveries (endpoint_id, user_id, event_id, event_type, payload, status,
@@ -100,7 +108,7 @@ def test_a_value_the_engine_cannot_run_with_is_refused(db):
     message 30 s before the timeout), and a share above 1 or a cap of 0 means nothing the engine can do."""
     for name, value in (("stuck_timeout_seconds", 30), ("lease_seconds", 5), ("sender_alive_seconds", 2),
                         ("self_pause_failure_share", 0), ("cold_share_max", 1.5), ("default_hourly_limit", 0),
-                        ("lead_import_lanes", 0), ("message_retention_days", 0)):
+                        ("lead_import_lanes", 0), ("campaign_fanout_lanes", 17), ("message_retention_days", 0)):
         with pytest.raises(psycopg.errors.CheckViolation, match="settings_value_in_range"), db.transaction():
             db.execute("UPDATE settings SET value = %s WHERE name = %s", [value, name])
     for r in db.execute("SELECT name, lowest, highest FROM settings").fetchall():   # the bounds themselves are fine
