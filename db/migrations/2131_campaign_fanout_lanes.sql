@@ -29,4 +29,6 @@ SELECT c.id, l.lane, c.expand_cursor
        generate_series(0, CASE WHEN c.kind = 'ai' THEN 0 ELSE setting('campaign_fanout_lanes')::integer - 1 END) AS l(lane)
  WHERE c.status = 'triggered' AND c.expanded_at IS NULL;
 
+-- A chunk is now of one lane (its signature takes the lane).
+DROP FUNCTION IF EXISTS _expand_broadcast_chunk(campaigns, integer);
 ALTER TABLE campaigns DROP COLUMN expand_cursor;
