@@ -510,6 +510,31 @@ def test_the_tick_and_its_helper_job_queue_a_broadcast_together(connect_committe
     assert counts == {"n": phones, "phones": phones}
 
 
+def test_a_chunk_keeps_its_work_in_memory(connect_committed):
+    """A chunk holds its leads, sorts them (one lead per phone, then by id) and unnests its drafts'
+    arrays on the way to the insert, each a tuplestore or sort of the whole chunk: at the default
+    work_mem of 4 MB a chunk of 50k bench leads wrote and read back 11 temporary files, 32 MB. The
+    chunk sets its own work_mem, whatever the server's (here a session at 1 MB)."""
+    c = connect_committed()
+    uid = make_user(c)
+    d = make_device(c, uid)
+    c.execute("""INSERT INTO leads (user_id, device_id, name, phone)
+                 SELECT %s, %s, 'Lead ' || g, (60160000000 + g)::text FROM generate_series(1, 40000) g""",
+              [uid, d])   # 20k a lane
+    cid = campaign(c, uid, message="Hello {name}, our offer is on.")
+    c.execute("SELECT _trigger_due_campaigns()")
+    c.execute("SET work_mem = '1MB'")
+
+    def temp():   # this session's counts flushed (at the end of the statement that asks), then read
+        c.execute("SELECT pg_stat_force_next_flush()")
+        return c.execute("SELECT temp_files FROM pg_stat_database WHERE datname = current_database()"
+                         ).fetchone()["temp_files"]
+    before = temp()
+    assert c.execute("SELECT expand_campaign_chunk(%s, 50000) AS n", [cid]).fetchone()["n"] == 20000
+    assert temp() == before
+    c.execute("DELETE FROM campaigns WHERE id = %s", [cid])   # its messages with it: the module's queue stays small
+
+
 # API ------------------------------------------------------------------------------------------
 
 def test_api_create_edit_act_and_report(client, module_db_url):

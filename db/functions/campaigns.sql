@@ -400,8 +400,11 @@ COMMENT ON FUNCTION _spread_ai_campaign(campaigns) IS
 -- pause, cancel or edit (FOR NO KEY UPDATE) waits for the chunk at work, and the chunk after it
 -- sees the change. The campaign is marked expanded under its row lock once every lane is done, in
 -- a call of its own (two lanes ending together would each see the other still open).
+-- work_mem: a chunk's lead batch, its sorts and every array of its drafts unnested on the way (each
+-- a tuplestore) stay in memory: at the default 4 MB a chunk of 50k wrote and read back 11 temporary
+-- files, 32 MB, and an AI spread holds its whole pool.
 CREATE OR REPLACE FUNCTION expand_campaign_chunk(p_campaign_id bigint, p_chunk integer DEFAULT 50000) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET work_mem = '64MB' AS $$
 DECLARE c campaigns;
         l campaign_fanout_lanes;
         v_queued integer;
