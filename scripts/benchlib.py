@@ -63,7 +63,7 @@ def checkpoint(url):
 def campaign_tick(url, chunk=50_000, max_seconds=3600):
     """Runs the campaign tick as the scheduled jobs do (app_jobs): run_campaigns beside a helper
     (expand_campaigns) for each fan-out lane past the first, each on its own connection, until all
-    have ended. Returns how many ran side by side."""
+    have ended."""
     with connect(url) as c:
         lanes = int(c.execute("SELECT setting('campaign_fanout_lanes') AS n").fetchone()["n"])
     commands = ["CALL run_campaigns(%s, %s)"] + ["CALL expand_campaigns(%s, %s)"] * (lanes - 1)
@@ -83,7 +83,6 @@ def campaign_tick(url, chunk=50_000, max_seconds=3600):
         t.join()
     if errors:
         raise errors[0]
-    return len(commands)
 
 
 def log(t0, what):
