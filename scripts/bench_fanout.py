@@ -161,9 +161,10 @@ def main():
                 c.execute("UPDATE settings SET value = %s WHERE name = 'campaign_fanout_lanes'", [args.lanes])
             lanes = int(c.execute("SELECT setting('campaign_fanout_lanes') AS n").fetchone()["n"])
             expected = leads - leads // 100
-            quiet_floor_s = measure_floor(c, url, owner, lambda fn: (time_it(fn), None))[0]
+            quiet = lambda fn: (time_it(fn), None)
+            quiet_floor_s, _ = measure_floor(c, url, owner, quiet)
             log(started, "floor measured, quiet")
-            quiet_s, _ = measure_fanout(c, url, owner, expected, lambda fn: (time_it(fn), None))
+            quiet_s, _ = measure_fanout(c, url, owner, expected, quiet)
             log(started, "fan-out measured, quiet")
 
             # Busy: the same beside a sender pool sending flat out (simulated, zero latency) on another

@@ -248,7 +248,7 @@ COMMENT ON FUNCTION pause_campaign(bigint, bigint, boolean) IS
 -- every due row of the queue, and each sender's claim, reading due rows in time order, stepped over
 -- all of them (bench_fanout --quick: 0.21-0.27 with the claim's time-ordered scan, see queue.sql).
 -- One chunk of one lane of a broadcast: the lane's next p_chunk leads of the audience by id, each on
--- its own device. A lead's lane is its phone number's last character (_fanout_lane): every lead of
+-- its own device. A lead's lane is its phone number's last character (_phone_lane): every lead of
 -- one phone meets in one lane, so the duplicate guards see every earlier message of the phone.
 CREATE OR REPLACE FUNCTION _expand_broadcast_chunk(c campaigns, p_lane campaign_fanout_lanes, p_chunk integer)
 RETURNS integer LANGUAGE plpgsql AS $$
@@ -263,7 +263,7 @@ BEGIN
     SELECT l.id, l.device_id, l.name, l.phone
       FROM leads l
      WHERE l.user_id = c.user_id AND l.id > p_lane.lead_cursor AND l.device_id IS NOT NULL
-       AND _fanout_lane(l.phone, v_lanes) = p_lane.lane
+       AND _phone_lane(l.phone, v_lanes) = p_lane.lane
        AND (c.device_ids IS NULL OR l.device_id = ANY (c.device_ids))
        AND lead_in_audience(l.niche_tokens, l.target_status, v_niche, c.target_status)
      ORDER BY l.id
@@ -289,14 +289,6 @@ COMMENT ON FUNCTION _expand_broadcast_chunk(campaigns, campaign_fanout_lanes, in
   'Queues one chunk of one lane of a broadcast (the lane''s next p_chunk audience leads after its cursor, on their '
   'own devices, opted-out numbers left out, one message per phone); marks the lane done after its last chunk. '
   'Returns rows queued.';
-
-CREATE OR REPLACE FUNCTION _fanout_lane(p_phone text, p_lanes integer) RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT ascii(right(p_phone, 1)) % greatest(p_lanes, 1)
-$$;
-COMMENT ON FUNCTION _fanout_lane(text, integer) IS
-  'The fan-out lane (of p_lanes) a lead''s phone number belongs to: its last character''s, so one phone''s leads '
-  'share a lane.';
 
 -- Device score for spreading: lower is less loaded (device_load's load score). A device's live or
 -- sent messages of the campaign come from the rollup: counted from the messages, each device read

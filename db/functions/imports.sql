@@ -175,9 +175,9 @@ BEGIN
                       FROM (SELECT l.line_no, _lead_import_fields(l.fields, l.record) AS fields, l.defect
                               FROM lead_import_lines l
                              WHERE l.import_id = p_import_id AND l.line_no > greatest(v_from, 1) AND l.line_no <= v_to
-                               AND ascii(right(_phone_stripped(coalesce(l.fields[v_phone_at],
-                                                                        split_part(l.record, E'\x1f', v_phone_at))), 1))
-                                   % v_lanes = v_lane   -- the lane's lines only, before splitting them
+                               AND _phone_lane(_phone_stripped(coalesce(l.fields[v_phone_at],
+                                                                         split_part(l.record, E'\x1f', v_phone_at))),
+                                               v_lanes) = v_lane   -- the lane's lines only, before splitting them
                              OFFSET 0) s   -- each record split once
                      WHERE s.defect IS NOT NULL OR btrim(array_to_string(s.fields, '')) <> ''   -- blank lines are no rows
                     OFFSET 0) st

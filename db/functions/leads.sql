@@ -13,6 +13,14 @@ CREATE OR REPLACE FUNCTION _phone_stripped(p_raw text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT translate(coalesce(p_raw, ''), E' \t\r\n\u00a0().-', '') $$;
 COMMENT ON FUNCTION _phone_stripped(text) IS 'A raw phone number without spaces, dashes, dots and brackets.';
 
+-- Work split in lanes by phone number (a CSV import's validation, a broadcast's fan-out): a number's
+-- last character, which normalising never rewrites, so every line or lead of one number meets in
+-- one lane.
+CREATE OR REPLACE FUNCTION _phone_lane(p_phone text, p_lanes integer) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT ascii(right(p_phone, 1)) % greatest(p_lanes, 1) $$;
+COMMENT ON FUNCTION _phone_lane(text, integer) IS
+  'The lane (of p_lanes) a phone number belongs to: its last character''s, so one number''s work shares a lane.';
+
 CREATE OR REPLACE FUNCTION _phone_candidate(p_raw text, p_country text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   -- national 0… takes the country code (not 00…, which is international like +…), then + or 00 goes
