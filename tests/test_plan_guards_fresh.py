@@ -739,3 +739,52 @@ def test_receipts_and_status_webhooks_search_the_weeks_of_their_messages_not_the
                 WHERE e.user_id = %s ORDER BY d.id""", [uid])]
         old = c.execute("SELECT id FROM broadcast_messages WHERE wa_message_id = 'wa-old'").fetchone()["id"]
         assert events == [(claimed, "sent"), (claimed, "delivered"), (claimed, "read"), (old, "read")]
+
+
+def test_a_sending_campaigns_later_chunks_read_only_the_weeks_since_it_was_created(module_db_url):
+    """A broadcast bigger than a chunk starts sending while its later chunks are queued, and each of
+    their drafts is checked against the campaign's sent rows (one message per campaign and phone).
+    That check read every week of the history (26 at the default retention, 32 partitions) for each
+    lead: a 1M fan-out ran a quarter slower once its first messages were sent, and slower still as the
+    weeks filled. A campaign's rows settle after it was created, so the check reads the weeks since."""
+    with superuser(module_db_url) as c:
+        uid = make_user(c)
+        first, second = make_device(c, uid), make_device(c, uid)
+        c.execute("SELECT maintain_message_history(now() - interval '6 weeks', 6)")
+        # Even last digits: one fan-out lane of two. The second device's lead of the sent phone comes
+        # in the second chunk.
+        c.execute("""INSERT INTO leads (user_id, device_id, name, phone)
+                     VALUES (%(u)s, %(a)s, 'A', '60380000002'), (%(u)s, %(a)s, 'B', '60380000004'),
+                            (%(u)s, %(b)s, 'A again', '60380000002'), (%(u)s, %(b)s, 'C', '60380000006')""",
+                  {"u": uid, "a": first, "b": second})
+        campaign = c.execute("""SELECT create_campaign(%s, 'broadcast', 'sending', '', 'all', 'hi {name}', NULL,
+                                                       NULL, NULL, current_date - 1, '00:00', 0, 0) AS id""",
+                             [uid]).fetchone()["id"]
+        c.execute("SELECT _trigger_due_campaigns()")
+        assert c.execute("SELECT expand_campaign_chunk(%s, 2) AS n", [campaign]).fetchone()["n"] == 2
+        c.execute("SELECT register_sender('chunk-sender', 'test', 1, 10000)")
+        c.execute("""INSERT INTO device_leases (device_id, sender_id, acquired_at, expires_at)
+                     VALUES (%s, 'chunk-sender', now(), now() + interval '1 hour')""", [first])
+        c.execute("UPDATE device_pacing SET next_send_at = now() - interval '1 second' WHERE device_id = %s", [first])
+        claimed = [r["id"] for r in c.execute("SELECT id FROM claim_messages('chunk-sender', 10, 10)")]
+        c.execute("SELECT complete_messages('chunk-sender', %s, %s)", [claimed, [f"wa-{i}" for i in claimed]])
+        assert c.execute("""SELECT count(*) AS n FROM message_history WHERE campaign_id = %s AND status = 'sent'""",
+                         [campaign]).fetchone()["n"] == 2
+        old_weeks = {r["name"] for r in c.execute(
+            """SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                WHERE i.inhparent = 'message_history'::regclass AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+                  AND substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([^'']+)''\\)')::timestamptz
+                      < now() - interval '8 days'""")}
+        assert len(old_weeks) >= 5
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as plans:   # the other lane's empty chunk, then this one's second
+            queued = sum(c.execute("SELECT expand_campaign_chunk(%s, 2) AS n", [campaign]).fetchone()["n"]
+                         for _ in range(2))
+        read = {node["Relation Name"] for _, plan in plans.plans for node in _nodes(plan)
+                if node.get("Relation Name", "").startswith("message_history") and node.get("Actual Loops")}
+        assert read & old_weeks == set(), f"a chunk of a campaign created today read {sorted(read & old_weeks)}"
+        # ... and the check still holds: the sent phone is left out, the new one queued.
+        assert queued == 1
+        assert [r["recipient_phone"] for r in c.execute(
+            "SELECT recipient_phone FROM broadcast_messages WHERE campaign_id = %s ORDER BY id", [campaign])] \
+            == ["60380000002", "60380000004", "60380000006"]

@@ -13,8 +13,11 @@
 -- row lock, and a unique violation that still happens (a step retry racing the activation of the
 -- same contact, say) is retried (below; its exception block is one subtransaction per call).
 -- Settled rows live in message_history, where a partitioned unique index cannot reach, so:
---  - a campaign's sent rows are checked here, only for campaigns that have any (a first fan-out
---    never does, so its speed does not depend on the history);
+--  - a campaign's sent rows are checked here, only for campaigns that have any (a first chunk
+--    never does) and only in the weeks since the campaign was created: its rows settle after it
+--    exists (sent_at is a completion's now()). A broadcast bigger than a chunk starts sending while
+--    its later chunks are queued; their check read every week of the history (26 at the default
+--    retention) for each lead, a quarter of a fan-out's time with 32 nearly empty weeks;
 --  - a sequence step's retry is checked here (retries are few);
 --  - a step's first attempt is guarded by its enrollment: the activation writes the message and
 --    moves the enrollment past that step in one statement under the enrollment's row lock, so
@@ -37,12 +40,15 @@ AS $$
   WITH d AS (
     SELECT * FROM unnest(p_drafts)
   ), settled_campaigns AS MATERIALIZED (
-    SELECT x.campaign_id
+    SELECT cp.id AS campaign_id, cp.created_at
       FROM (SELECT DISTINCT d.campaign_id FROM d WHERE d.campaign_id IS NOT NULL) x
+      JOIN campaigns cp ON cp.id = x.campaign_id
      -- one probe per campaign, ending at its first sent row: written as EXISTS, the planner may make it
      -- a semi-join that hashes every sent row of the history (one campaign filling the statistics:
      -- 45M rows read per fan-out chunk beside 50M rows of history, 26 s a chunk instead of 1)
-     WHERE (SELECT true FROM message_history h WHERE h.campaign_id = x.campaign_id AND h.status = 'sent' LIMIT 1)
+     WHERE (SELECT true FROM message_history h
+             WHERE h.campaign_id = cp.id AND h.status = 'sent' AND coalesce(h.sent_at, h.failed_at) >= cp.created_at
+             LIMIT 1)
   )
   INSERT INTO broadcast_messages (user_id, device_id, lead_id, recipient_phone, recipient_name, message_type,
                                   content, media_url, min_delay_seconds, max_delay_seconds, scheduled_at, held,
@@ -54,7 +60,9 @@ AS $$
    WHERE NOT (d.campaign_id IN (SELECT s.campaign_id FROM settled_campaigns s)
               AND EXISTS (SELECT 1 FROM message_history h
                            WHERE h.campaign_id = d.campaign_id AND h.recipient_phone = d.recipient_phone
-                             AND h.status = 'sent'))
+                             AND h.status = 'sent'
+                             AND coalesce(h.sent_at, h.failed_at) >= (SELECT min(s.created_at) FROM settled_campaigns s)
+                             AND coalesce(h.sent_at, h.failed_at) < now() + interval '1 hour'))
      AND NOT (d.retry_of IS NOT NULL AND d.sequence_stepid IS NOT NULL
               AND EXISTS (SELECT 1 FROM message_history h WHERE h.retry_of = d.retry_of))
      -- the live rows, each probe shaped like the index it reads (message_queue_campaign_phone,
