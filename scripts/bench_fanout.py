@@ -11,8 +11,10 @@ On a database of its own (created, applied through scripts.apply, dropped at the
    primary key and one partial index, no triggers);
 3. fan-out: the campaign tick as the scheduled jobs run it (benchlib.campaign_tick: run_campaigns
    beside a helper per further fan-out lane, a connection each): trigger, chunked expansion with a
-   commit per chunk, audience tokens, opt-outs, rendering, the one-message-per-phone guards; checked
-   (one message per phone, expanded) and deleted;
+   commit per chunk, audience tokens, opt-outs, rendering, the one-message-per-phone guards; the
+   campaign already sending (start_sending: one of its messages sent before the first chunk, as a
+   broadcast bigger than a chunk is from its second on, so every draft is checked against its sent
+   rows too); checked (one message per phone, expanded) and deleted;
 4. 2 and 3 again beside a sender pool (simulated transport, zero latency) draining a backlog on
    SENDER_DEVICES devices of another owner flat out, and the senders' throughput before (baseline)
    and during each.
@@ -66,6 +68,18 @@ def make_campaign(c, user_id, title, days_ahead):
                      [user_id, title, days_ahead]).fetchone()["id"]
 
 
+def start_sending(c, campaign):
+    """What a broadcast bigger than a chunk meets from its second chunk on: its first messages sent
+    (their devices send while the rest is queued), so every later draft is checked against its sent
+    rows. Here its first lead's message, settled in this week's history before the first chunk."""
+    c.execute("""INSERT INTO broadcast_messages (user_id, device_id, campaign_id, lead_id, recipient_phone, content,
+                                                 status, claimed_at, claimed_by, sent_at, wa_message_id)
+                 SELECT l.user_id, l.device_id, k.id, l.id, l.phone, 'sent first', 'sent', now(), 'bench', now(),
+                        'bench-first-' || k.id
+                   FROM campaigns k JOIN leads l ON l.user_id = k.user_id
+                  WHERE k.id = %s ORDER BY l.id LIMIT 1""", [campaign])
+
+
 def queue_backlog(c, user_id, device_ids, n):
     c.execute("""
         INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content)
@@ -115,9 +129,11 @@ def measure_floor(c, url, owner, timer):
 
 
 def measure_fanout(c, url, owner, expected, timer):
-    """A due campaign over all of the owner's leads through the campaign tick, from a CHECKPOINT; checks
-    that it queued one message per phone and ended expanded, then deletes it (its messages with it)."""
+    """A due campaign over all of the owner's leads through the campaign tick, sending (start_sending), from a
+    CHECKPOINT; checks that it has one message per phone and ended expanded, then deletes it (its messages
+    with it)."""
     campaign = make_campaign(c, owner, "fan-out", -1)
+    start_sending(c, campaign)
     checkpoint(url)
     result = timer(lambda: campaign_tick(url, CHUNK))
     state = c.execute("SELECT status, expanded_at IS NOT NULL AS expanded FROM campaigns WHERE id = %s",
@@ -190,7 +206,8 @@ def main():
         print(f"quiet: floor (plain table, INSERT ... SELECT) {leads:,} rows in {quiet_floor_s:.2f} s "
               f"({leads / quiet_floor_s:,.0f} rows/s); fan-out (the campaign tick and its helpers: {lanes} lanes "
               f"side by side, chunks of {CHUNK:,}) {expected:,} messages in {quiet_s:.2f} s "
-              f"({expected / quiet_s:,.0f} rows/s), one per phone (1% opted out), expanded")
+              f"({expected / quiet_s:,.0f} rows/s), one per phone (1% opted out; one sent before the first chunk, "
+              f"each draft checked against the campaign's sent rows), expanded")
         print(f"senders beside ({sender_devices} devices, simulated, zero latency): floor {floor_s:.2f} s, "
               f"fan-out {fan_s:.2f} s ({floor_s / fan_s:.2f}); sender baseline {baseline:,.0f} msgs/s, "
               f"during the floor's insert {floor_rate:,.0f} ({floor_rate / baseline:.0%}), during the fan-out "

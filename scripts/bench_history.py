@@ -20,7 +20,7 @@ import time
 
 from common.config import require_database_url
 from scripts.bench_dispatch import queue_messages
-from scripts.bench_fanout import make_campaign, make_leads, make_logged_out_devices, make_owner
+from scripts.bench_fanout import make_campaign, make_leads, make_logged_out_devices, make_owner, start_sending
 from scripts.benchlib import (campaign_tick, checkpoint, connect, create_floor_table, create_scratch_database,
                               drop_scratch_database, log)
 
@@ -81,8 +81,10 @@ def floor_loop(c, user_id, device_ids, total):
 
 
 def fan_out(c, url, owner, title):
-    """Seconds to expand a due campaign over the owner's leads; its messages are then removed."""
+    """Seconds to expand a due campaign over the owner's leads, sending from its start (start_sending);
+    its messages are then removed."""
     campaign = make_campaign(c, owner, title, -1)
+    start_sending(c, campaign)   # each draft checked against the campaign's sent rows, as in a real fan-out
     t0 = time.perf_counter()
     campaign_tick(url)   # the campaign tick and its helpers: trigger, then every chunk
     elapsed = time.perf_counter() - t0
