@@ -20,10 +20,12 @@ On a database of its own (created, applied through scripts.apply, dropped at the
    and during each.
 Each timed phase starts from a CHECKPOINT (benchlib.checkpoint).
 Prints its figures and, last, `ratio=<floor_s/fanout_s> ...` of the quiet phases (1.0 = as fast as
-the machine's floor), then the same beside the senders (ratio_with_senders).
+the machine's floor; 2 and 3 alternate QUIET_ROUNDS times there, the ratio of their medians), then the
+same beside the senders (ratio_with_senders).
 """
 import argparse
 import shutil
+import statistics
 import tempfile
 import time
 
@@ -35,6 +37,7 @@ from scripts.bench_dispatch import pool_ready, setup_devices, start_pool, wait_f
 BENCH_DB = "wa_bench_fanout"
 CHUNK = 50_000
 BASELINE_SECONDS = 5
+QUIET_ROUNDS = 3
 
 
 def make_owner(c, email):
@@ -177,11 +180,15 @@ def main():
                 c.execute("UPDATE settings SET value = %s WHERE name = 'campaign_fanout_lanes'", [args.lanes])
             lanes = int(c.execute("SELECT setting('campaign_fanout_lanes') AS n").fetchone()["n"])
             expected = leads - leads // 100
+            # The machine's speed moves between seconds (the floor alone: 0.67-1.15 s for the same rows in
+            # four runs of one hour): floor and fan-out alternate, and the ratio is of their medians.
             quiet = lambda fn: (time_it(fn), None)
-            quiet_floor_s, _ = measure_floor(c, url, owner, quiet)
-            log(started, "floor measured, quiet")
-            quiet_s, _ = measure_fanout(c, url, owner, expected, quiet)
-            log(started, "fan-out measured, quiet")
+            quiet_floors, quiet_fans = [], []
+            for _ in range(QUIET_ROUNDS):
+                quiet_floors.append(measure_floor(c, url, owner, quiet)[0])
+                quiet_fans.append(measure_fanout(c, url, owner, expected, quiet)[0])
+            log(started, f"floor and fan-out measured {QUIET_ROUNDS} times, quiet")
+            quiet_floor_s, quiet_s = statistics.median(quiet_floors), statistics.median(quiet_fans)
 
             # Busy: the same beside a sender pool sending flat out (simulated, zero latency) on another
             # owner's devices, the machine's cores shared: what each costs the senders.
@@ -203,11 +210,13 @@ def main():
             left = c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE user_id = %s AND status = 'pending'",
                              [sender_owner]).fetchone()["n"]
 
-        print(f"quiet: floor (plain table, INSERT ... SELECT) {leads:,} rows in {quiet_floor_s:.2f} s "
-              f"({leads / quiet_floor_s:,.0f} rows/s); fan-out (the campaign tick and its helpers: {lanes} lanes "
-              f"side by side, chunks of {CHUNK:,}) {expected:,} messages in {quiet_s:.2f} s "
+        print(f"quiet, medians of {QUIET_ROUNDS} alternated rounds: floor (plain table, INSERT ... SELECT) {leads:,} "
+              f"rows in {quiet_floor_s:.2f} s ({leads / quiet_floor_s:,.0f} rows/s); fan-out (the campaign tick and its "
+              f"helpers: {lanes} lanes side by side, chunks of {CHUNK:,}) {expected:,} messages in {quiet_s:.2f} s "
               f"({expected / quiet_s:,.0f} rows/s), one per phone (1% opted out; one sent before the first chunk, "
               f"each draft checked against the campaign's sent rows), expanded")
+        print("quiet rounds (floor s / fan-out s = ratio): "
+              + ", ".join(f"{f:.2f} / {x:.2f} = {f / x:.2f}" for f, x in zip(quiet_floors, quiet_fans)))
         print(f"senders beside ({sender_devices} devices, simulated, zero latency): floor {floor_s:.2f} s, "
               f"fan-out {fan_s:.2f} s ({floor_s / fan_s:.2f}); sender baseline {baseline:,.0f} msgs/s, "
               f"during the floor's insert {floor_rate:,.0f} ({floor_rate / baseline:.0%}), during the fan-out "
