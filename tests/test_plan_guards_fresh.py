@@ -683,6 +683,22 @@ def test_a_completion_finds_the_receipts_that_overtook_it_without_reading_the_hi
                                                       [dev])] == ["typed-on-the-phone"]
 
 
+def old_history_weeks(c):
+    """The history's weekly partitions that ended more than eight days ago."""
+    return {r["name"] for r in c.execute(
+        """SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'message_history'::regclass AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+              AND substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([^'']+)''\\)')::timestamptz
+                  < now() - interval '8 days'""")}
+
+
+def history_weeks_executed(plans):
+    """The history partitions a plan captured with analyze=True scanned (not those pruned, at its start
+    or as it ran)."""
+    return {node["Relation Name"] for _, plan in plans.plans for node in _nodes(plan)
+            if node.get("Relation Name", "").startswith("message_history") and node.get("Actual Loops")}
+
+
 def test_receipts_and_status_webhooks_search_the_weeks_of_their_messages_not_the_whole_history(module_db_url):
     """Receipts come within days of their message, one per linked device of the recipient for a
     delivery, and a subscriber's message.status events look up the rows a statement just settled or
@@ -704,18 +720,13 @@ def test_receipts_and_status_webhooks_search_the_weeks_of_their_messages_not_the
         c.execute("INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content) VALUES (%s, %s, '60370000001', 'm')",
                   [uid, dev])
         c.execute("UPDATE device_pacing SET next_send_at = now() - interval '1 second' WHERE device_id = %s", [dev])
-        old_weeks = {r["name"] for r in c.execute(
-            """SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-                WHERE i.inhparent = 'message_history'::regclass AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
-                  AND substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([^'']+)''\\)')::timestamptz
-                      < now() - interval '8 days'""")}
+        old_weeks = old_history_weeks(c)
         assert len(old_weeks) >= 5
 
         def weeks_read(sql, args):
             with Plans(c, analyze=True) as plans:
                 n = c.execute(sql, args).fetchone()["n"]
-            return n, {node["Relation Name"] for _, plan in plans.plans for node in _nodes(plan)
-                       if node.get("Relation Name", "").startswith("message_history")}
+            return n, history_weeks_executed(plans)
 
         c.execute("LOAD 'auto_explain'")
         [claimed] = [r["id"] for r in c.execute("SELECT id FROM claim_messages('weeks-sender', 10, 10)")]
@@ -770,21 +781,44 @@ def test_a_sending_campaigns_later_chunks_read_only_the_weeks_since_it_was_creat
         c.execute("SELECT complete_messages('chunk-sender', %s, %s)", [claimed, [f"wa-{i}" for i in claimed]])
         assert c.execute("""SELECT count(*) AS n FROM message_history WHERE campaign_id = %s AND status = 'sent'""",
                          [campaign]).fetchone()["n"] == 2
-        old_weeks = {r["name"] for r in c.execute(
-            """SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-                WHERE i.inhparent = 'message_history'::regclass AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
-                  AND substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \\(''([^'']+)''\\)')::timestamptz
-                      < now() - interval '8 days'""")}
+        old_weeks = old_history_weeks(c)
         assert len(old_weeks) >= 5
         c.execute("LOAD 'auto_explain'")
         with Plans(c, analyze=True) as plans:   # the other lane's empty chunk, then this one's second
             queued = sum(c.execute("SELECT expand_campaign_chunk(%s, 2) AS n", [campaign]).fetchone()["n"]
                          for _ in range(2))
-        read = {node["Relation Name"] for _, plan in plans.plans for node in _nodes(plan)
-                if node.get("Relation Name", "").startswith("message_history") and node.get("Actual Loops")}
+        read = history_weeks_executed(plans)
         assert read & old_weeks == set(), f"a chunk of a campaign created today read {sorted(read & old_weeks)}"
         # ... and the check still holds: the sent phone is left out, the new one queued.
         assert queued == 1
         assert [r["recipient_phone"] for r in c.execute(
             "SELECT recipient_phone FROM broadcast_messages WHERE campaign_id = %s ORDER BY id", [campaign])] \
             == ["60380000002", "60380000004", "60380000006"]
+
+
+def test_an_ai_campaigns_spread_reads_only_the_weeks_since_it_was_created(module_db_url):
+    """An AI campaign's first spread checks each pool lead against the campaign's messages: it probed
+    every week of the history (26 at the default retention) for each lead, and read each week for its
+    stranded messages. The weeks since the campaign was created hold all of its settled rows."""
+    with superuser(module_db_url) as c:
+        uid = make_user(c)
+        first, second = make_device(c, uid), make_device(c, uid)
+        c.execute("SELECT maintain_message_history(now() - interval '6 weeks', 6)")
+        c.execute("""INSERT INTO leads (user_id, name, phone)
+                     SELECT %s, 'Pool ' || g, (60390000000 + g)::text FROM generate_series(1, 40) g""", [uid])
+        campaign = c.execute("""SELECT create_campaign(%s, 'ai', 'spread', '', 'all', 'hi {name}', NULL, NULL, 100,
+                                                       current_date - 1, '00:00', 0, 0) AS id""", [uid]).fetchone()["id"]
+        old_weeks = old_history_weeks(c)
+        assert len(old_weeks) >= 5
+        c.execute("SELECT _trigger_due_campaigns()")
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as plans:
+            n = c.execute("SELECT expand_campaign_chunk(%s, 1000) AS n", [campaign]).fetchone()["n"]
+        read = history_weeks_executed(plans)
+        assert n == 40 and read & old_weeks == set(), f"the first spread read {sorted(read & old_weeks)}"
+        # ... and still finds them: a dropped device's leads move, none twice.
+        assert c.execute("SELECT expand_campaign_chunk(%s, 1000) AS n", [campaign]).fetchone()["n"] == 0   # expanded
+        c.execute("SELECT set_device_status(%s, 'banned', 'test ban')", [first])
+        assert c.execute("SELECT _rebalance_ai_campaigns() AS n").fetchone()["n"] == 20
+        assert c.execute("""SELECT count(*) AS n FROM message_queue WHERE campaign_id = %s AND device_id = %s""",
+                         [campaign, second]).fetchone()["n"] == 40

@@ -314,14 +314,18 @@ COMMENT ON FUNCTION _ai_campaign_devices(campaigns) IS
 -- than its room.
 -- Candidates: pool leads the campaign has not touched (only while first expanding), then leads
 -- whose message was stranded on a dropped device (moved: a new row with retry_of, history kept).
+-- The campaign's settled rows are read in the weeks since it was created (its rows settle after it
+-- exists, as _insert_drafts reads them): the first spread probed every week of the history for each
+-- pool lead.
 CREATE OR REPLACE FUNCTION _spread_ai_campaign(c campaigns) RETURNS integer
 LANGUAGE sql AS $$
   WITH devices AS MATERIALIZED (
     SELECT d.device_id, d.score, d.room FROM _ai_campaign_devices(c) d WHERE d.room > 0
   ), stranded AS (
     SELECT m.id AS retry_of, m.lead_id, m.recipient_name AS name, m.recipient_phone AS phone, 0 AS pass, m.id AS ord
-      FROM broadcast_messages m LEFT JOIN user_devices d ON d.id = m.device_id
+      FROM message_history m LEFT JOIN user_devices d ON d.id = m.device_id
      WHERE m.campaign_id = c.id AND m.status IN ('failed', 'skipped')
+       AND coalesce(m.sent_at, m.failed_at) >= c.created_at AND coalesce(m.sent_at, m.failed_at) < now() + interval '1 hour'
        AND (d.id IS NULL OR d.status IN ('banned', 'logged_out'))
        AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id)
   ), audience AS MATERIALIZED (   -- the campaign's tokens once, not once per pool lead
@@ -331,7 +335,11 @@ LANGUAGE sql AS $$
       FROM leads l, audience a
      WHERE c.expanded_at IS NULL AND l.user_id = c.user_id AND l.device_id IS NULL
        AND lead_in_audience(l.niche_tokens, l.target_status, a.tokens, c.target_status)
-       AND NOT EXISTS (SELECT 1 FROM broadcast_messages m WHERE m.campaign_id = c.id AND m.recipient_phone = l.phone)
+       AND NOT EXISTS (SELECT 1 FROM message_queue m WHERE m.campaign_id = c.id AND m.recipient_phone = l.phone)
+       AND NOT EXISTS (SELECT 1 FROM message_history m
+                        WHERE m.campaign_id = c.id AND m.recipient_phone = l.phone
+                          AND coalesce(m.sent_at, m.failed_at) >= c.created_at
+                          AND coalesce(m.sent_at, m.failed_at) < now() + interval '1 hour')
   ), pool AS MATERIALIZED (
     SELECT x.*, row_number() OVER (ORDER BY x.pass, x.ord) AS turn
       FROM (SELECT retry_of, lead_id, name, phone, pass, ord FROM stranded
