@@ -17,7 +17,8 @@
 --    never does) and only in the weeks since the campaign was created: its rows settle after it
 --    exists (sent_at is a completion's now()). A broadcast bigger than a chunk starts sending while
 --    its later chunks are queued; their check read every week of the history (26 at the default
---    retention) for each lead, a quarter of a fan-out's time with 32 nearly empty weeks;
+--    retention) for each lead: 3.8-6.2 s of CPU instead of 2.7-4.3 for 118,800 rows of one lane
+--    beside 32 nearly empty weeks;
 --  - a sequence step's retry is checked here (retries are few);
 --  - a step's first attempt is guarded by its enrollment: the activation writes the message and
 --    moves the enrollment past that step in one statement under the enrollment's row lock, so
