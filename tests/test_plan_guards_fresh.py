@@ -756,8 +756,8 @@ def test_a_sending_campaigns_later_chunks_read_only_the_weeks_since_it_was_creat
     """A broadcast bigger than a chunk starts sending while its later chunks are queued, and each of
     their drafts is checked against the campaign's sent rows (one message per campaign and phone).
     That check read every week of the history (26 at the default retention, 32 partitions) for each
-    lead: a 1M fan-out ran a quarter slower once its first messages were sent, and slower still as the
-    weeks filled. A campaign's rows settle after it was created, so the check reads the weeks since."""
+    lead: beside 1.1M rows of history in 26 weeks such a fan-out ran at 0.41-0.77 of the same with
+    none. A campaign's rows settle after it was created, so the check reads the weeks since."""
     with superuser(module_db_url) as c:
         uid = make_user(c)
         first, second = make_device(c, uid), make_device(c, uid)
