@@ -314,9 +314,9 @@ COMMENT ON FUNCTION _ai_campaign_devices(campaigns) IS
 -- than its room.
 -- Candidates: pool leads the campaign has not touched (only while first expanding), then leads
 -- whose message was stranded on a dropped device (moved: a new row with retry_of, history kept).
--- The campaign's settled rows are read in the weeks since it was created (its rows settle after it
--- exists, as _insert_drafts reads them): the first spread probed every week of the history for each
--- pool lead.
+-- The campaign's settled rows are read in the weeks from its creation to an hour past now, as
+-- _insert_drafts reads them (which says why): the first spread probed every week of the history for
+-- each pool lead.
 CREATE OR REPLACE FUNCTION _spread_ai_campaign(c campaigns) RETURNS integer
 LANGUAGE sql AS $$
   WITH devices AS MATERIALIZED (
