@@ -84,7 +84,7 @@ def fan_out(c, url, owner, title):
     """Seconds to expand a due campaign over the owner's leads, sending from its start (start_sending);
     its messages are then removed."""
     campaign = make_campaign(c, owner, title, -1)
-    start_sending(c, campaign)   # each draft checked against the campaign's sent rows, as in a real fan-out
+    start_sending(c, campaign)   # as a real fan-out is from its second chunk on
     t0 = time.perf_counter()
     campaign_tick(url)   # the campaign tick and its helpers: trigger, then every chunk
     elapsed = time.perf_counter() - t0

@@ -401,7 +401,7 @@ def test_two_concurrent_expansions_never_duplicate(committed_db_url, connect_com
             barrier.wait()
             while True:
                 if rewind:
-                    c.execute("""UPDATE campaign_fanout_lanes SET lead_cursor = 0, done_at = NULL
+                    c.execute("""UPDATE campaign_fanout_lanes SET phone_cursor = '', done_at = NULL
                                   WHERE campaign_id = %s
                                     AND (SELECT expanded_at IS NULL FROM campaigns WHERE id = %s)""", [cid, cid])
                     rewind = False

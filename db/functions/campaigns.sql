@@ -247,48 +247,54 @@ COMMENT ON FUNCTION pause_campaign(bigint, bigint, boolean) IS
 -- campaign's past schedule time a chunk's rows, uncommitted while it is written, sorted before
 -- every due row of the queue, and each sender's claim, reading due rows in time order, stepped over
 -- all of them (bench_fanout --quick: 0.21-0.27 with the claim's time-ordered scan, see queue.sql).
--- One chunk of one lane of a broadcast: the lane's next p_chunk leads of the audience by id, each on
--- its own device. A lead's lane is its phone number's last character (_phone_lane): every lead of
--- one phone meets in one lane, so the duplicate guards see every earlier message of the phone.
+-- One chunk of one lane of a broadcast: the lane's next p_chunk leads in phone order after its cursor
+-- (and the rest of the last one's phone), each on its own device. A lead's lane is its phone number's last character (_phone_lane);
+-- a lane reads its leads in phone order and a chunk ends on a whole phone, so every lead of one
+-- phone (on several devices) meets in one chunk, which keeps its first lead. Phones are reached once
+-- per fan-out: the chunk's drafts are fresh (no probe of the queue or the history per draft, see
+-- queue_enqueue.sql), unless the lane restarted after an upgrade (guarded).
+-- The chunk's last phone is found first, by the phone index alone (the lane's leads counted whether in
+-- the audience or not: a narrow audience makes more, smaller chunks, not more reading); the last
+-- chunk ends at the owner's last phone.
 CREATE OR REPLACE FUNCTION _expand_broadcast_chunk(c campaigns, p_lane campaign_fanout_lanes, p_chunk integer)
 RETURNS integer LANGUAGE plpgsql AS $$
-DECLARE v_last bigint; v_seen integer; v_queued integer;
-        v_lanes integer := (SELECT count(*) FROM campaign_fanout_lanes l WHERE l.campaign_id = c.id);
+DECLARE v_lanes integer := (SELECT count(*) FROM campaign_fanout_lanes l WHERE l.campaign_id = c.id);
+        v_last text;    -- the chunk's last phone; NULL: the lane's last chunk
+        v_end text;
+        v_queued integer;
         -- the campaign's constants, once per chunk rather than once per lead
         v_template text := _message_template(c.message);
         v_niche text[] := lead_tokens(c.niche);
         v_media text := media_path(c.media_id, c.image_url);
 BEGIN
-  WITH batch AS MATERIALIZED (
-    SELECT l.id, l.device_id, l.name, l.phone
-      FROM leads l
-     WHERE l.user_id = c.user_id AND l.id > p_lane.lead_cursor AND l.device_id IS NOT NULL
-       AND _phone_lane(l.phone, v_lanes) = p_lane.lane
-       AND (c.device_ids IS NULL OR l.device_id = ANY (c.device_ids))
-       AND lead_in_audience(l.niche_tokens, l.target_status, v_niche, c.target_status)
-     ORDER BY l.id
-     LIMIT p_chunk
-  ), queued AS (
-    SELECT 1 FROM _enqueue_messages(array(
-      SELECT ROW(c.user_id, b.device_id, b.id, b.phone, b.name, CASE WHEN v_media IS NULL THEN 'text' ELSE 'image' END,
-                 coalesce(_fill_fields(v_template, b.name, b.phone), render_message(c.message, b.name, b.phone)), v_media,
-                 c.min_delay_seconds, c.max_delay_seconds, greatest(c.scheduled_at, now()), c.paused_at IS NOT NULL,
-                 c.id, NULL, NULL, NULL, NULL)::message_draft
-        FROM (SELECT DISTINCT ON (b.phone) b.* FROM batch b ORDER BY b.phone, b.id) b   -- a phone on two devices: its first lead
-       WHERE NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = b.phone)
-       ORDER BY b.id))
-  )
-  SELECT max(b.id), count(*), (SELECT count(*) FROM queued) INTO v_last, v_seen, v_queued FROM batch b;
+  v_last := (SELECT l.phone FROM leads l
+              WHERE l.user_id = c.user_id AND l.phone > p_lane.phone_cursor AND _phone_lane(l.phone, v_lanes) = p_lane.lane
+              ORDER BY l.phone OFFSET p_chunk - 1 LIMIT 1);
+  v_end := coalesce(v_last, (SELECT max(l.phone) FROM leads l WHERE l.user_id = c.user_id));
+  SELECT count(*) INTO v_queued FROM _enqueue_messages(array(
+    SELECT ROW(c.user_id, b.device_id, b.id, b.phone, b.name, CASE WHEN v_media IS NULL THEN 'text' ELSE 'image' END,
+               coalesce(_fill_fields(v_template, b.name, b.phone), render_message(c.message, b.name, b.phone)), v_media,
+               c.min_delay_seconds, c.max_delay_seconds, greatest(c.scheduled_at, now()), c.paused_at IS NOT NULL,
+               c.id, NULL, NULL, NULL, NULL)::message_draft
+      FROM (SELECT DISTINCT ON (l.phone) l.id, l.device_id, l.name, l.phone   -- a phone on two devices: its first lead
+              FROM leads l
+             WHERE l.user_id = c.user_id AND l.phone > p_lane.phone_cursor AND l.phone <= v_end
+               AND _phone_lane(l.phone, v_lanes) = p_lane.lane AND l.device_id IS NOT NULL
+               AND (c.device_ids IS NULL OR l.device_id = ANY (c.device_ids))
+               AND lead_in_audience(l.niche_tokens, l.target_status, v_niche, c.target_status)
+             ORDER BY l.phone, l.id) b
+     WHERE NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = b.phone)
+     ORDER BY b.id), NOT p_lane.guarded);
   UPDATE campaign_fanout_lanes
-     SET lead_cursor = coalesce(v_last, lead_cursor),
-         done_at = CASE WHEN v_seen < p_chunk THEN now() END
+     SET phone_cursor = coalesce(v_last, phone_cursor),
+         done_at = CASE WHEN v_last IS NULL THEN now() END
    WHERE campaign_id = c.id AND lane = p_lane.lane;
   RETURN v_queued;
 END $$;
 COMMENT ON FUNCTION _expand_broadcast_chunk(campaigns, campaign_fanout_lanes, integer) IS
-  'Queues one chunk of one lane of a broadcast (the lane''s next p_chunk audience leads after its cursor, on their '
-  'own devices, opted-out numbers left out, one message per phone); marks the lane done after its last chunk. '
-  'Returns rows queued.';
+  'Queues one chunk of one lane of a broadcast (the lane''s next p_chunk leads in phone order, whole phones, on their '
+  'own devices, opted-out numbers left out, one message per phone: its first audience lead); marks the lane done '
+  'after its last chunk. Returns rows queued.';
 
 -- Device score for spreading: lower is less loaded (device_load's load score). A device's live or
 -- sent messages of the campaign come from the rollup: counted from the messages, each device read
@@ -419,7 +425,7 @@ BEGIN
   END IF;
   SELECT * INTO l FROM campaign_fanout_lanes x
    WHERE x.campaign_id = c.id AND x.done_at IS NULL
-   ORDER BY x.lead_cursor, x.lane LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED;
+   ORDER BY x.phone_cursor, x.lane LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED;
   IF NOT FOUND THEN
     RETURN NULL;   -- every open lane is at work in another session
   END IF;
