@@ -835,6 +835,26 @@ def test_a_restarted_lane_of_a_sending_campaign_reads_only_the_weeks_since_it_wa
             == ["60380000002", "60380000004", "60380000006"]
 
 
+def test_settling_a_campaign_reads_only_the_weeks_since_it_was_created(module_db_url):
+    """settle_campaign runs every minute for each running campaign and when one's last message
+    settles; it asks whether the campaign has sent, failed and skipped rows, and a probe with no hit
+    (no failed message, say) went through every week of the history (26 at the default retention).
+    A campaign's rows settle after it was created: the probes read the weeks since."""
+    with superuser(module_db_url) as c:
+        campaign = _sending_broadcast(c)
+        _expand_to_the_end(c, campaign)
+        old_weeks = old_history_weeks(c)
+        assert len(old_weeks) >= 5
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as plans:
+            assert c.execute("SELECT settle_campaign(%s) AS s", [campaign]).fetchone()["s"] == "processing"
+            c.execute("DELETE FROM message_queue WHERE campaign_id = %s", [campaign])   # the rest, gone
+            assert c.execute("SELECT settle_campaign(%s) AS s", [campaign]).fetchone()["s"] == "finished"
+        read = history_weeks_executed(plans)
+        assert read & old_weeks == set(), f"settling a campaign created today read {sorted(read & old_weeks)}"
+        assert read, "settling read none of the campaign's settled rows"
+
+
 def test_an_ai_campaigns_spread_reads_only_the_weeks_since_it_was_created(module_db_url):
     """An AI campaign's first spread checks each pool lead against the campaign's messages: it probed
     every week of the history (26 at the default retention) for each lead, and read each week for its

@@ -38,6 +38,22 @@ COMMENT ON FUNCTION campaign_status_rule(text, boolean, boolean, boolean, boolea
   'pending or in flight, then finished (failed when nothing was queued, or nothing sent and some failed); '
   'cancelled stays cancelled. A retry re-opens an ended campaign (processing again).';
 
+-- A campaign's settled rows ---------------------------------------------------------------------
+-- They lie in the history's weeks from the campaign's creation to an hour past now: each settles
+-- after the campaign exists, at a completion's now() (the start of a transaction that committed
+-- before the reading statement began, or of its own). Read with this bound, the weeks outside are
+-- pruned as the statement runs (an InitPlan or a parameter's value) or at its start; unbounded,
+-- every reader of a campaign's settled rows probed every week (26 at the default retention), a
+-- fan-out for each lead. The hour: a reading statement's now() may trail the clock of a transaction
+-- that settled rows meanwhile by that statement's own duration.
+CREATE OR REPLACE FUNCTION _settled_for_campaign(p_settled_at timestamptz, p_campaign_created_at timestamptz)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+  SELECT p_settled_at >= p_campaign_created_at AND p_settled_at < now() + interval '1 hour'
+$$;
+COMMENT ON FUNCTION _settled_for_campaign(timestamptz, timestamptz) IS
+  'Whether a history row''s settle time (coalesce(sent_at, failed_at), its partition key) lies where a campaign '
+  'created at p_campaign_created_at can have settled rows; inlined, so the history''s other weeks are pruned.';
+
 -- enable_seqscan off: a campaign holding half the table makes the planner expect an early hit from
 -- a sequential scan, and a probe with no hit (no failed message yet) would then read all history.
 -- enable_bitmapscan off: a bitmap cannot stop at the first hit; for a campaign with 1M live messages
@@ -49,16 +65,22 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE c campaigns;
         v_rule record;
+        v_live boolean; v_sent boolean; v_failed boolean;
 BEGIN
   SELECT * INTO c FROM campaigns WHERE id = p_campaign_id FOR NO KEY UPDATE;
   IF NOT FOUND THEN RETURN NULL; END IF;
-  -- Index probes only (broadcast_messages_campaign), so settling a 1M-message campaign stays cheap.
+  -- Index probes only (message_queue_campaign_phone, message_history_campaign), in the campaign's weeks
+  -- (_settled_for_campaign), so settling a 1M-message campaign stays cheap.
+  v_live := EXISTS (SELECT 1 FROM message_queue m WHERE m.campaign_id = c.id);
+  v_sent := EXISTS (SELECT 1 FROM message_history m WHERE m.campaign_id = c.id AND m.status = 'sent'
+                       AND _settled_for_campaign(coalesce(m.sent_at, m.failed_at), c.created_at));
+  v_failed := EXISTS (SELECT 1 FROM message_history m WHERE m.campaign_id = c.id AND m.status = 'failed'
+                         AND _settled_for_campaign(coalesce(m.sent_at, m.failed_at), c.created_at));
   v_rule := campaign_status_rule(
-    c.status, p_cancel, c.scheduled_at <= now(), c.expanded_at IS NOT NULL,
-    EXISTS (SELECT 1 FROM broadcast_messages m WHERE m.campaign_id = c.id AND m.status IN ('pending', 'queued')),
-    EXISTS (SELECT 1 FROM broadcast_messages m WHERE m.campaign_id = c.id AND m.status = 'sent'),
-    EXISTS (SELECT 1 FROM broadcast_messages m WHERE m.campaign_id = c.id AND m.status = 'failed'),
-    EXISTS (SELECT 1 FROM broadcast_messages m WHERE m.campaign_id = c.id),
+    c.status, p_cancel, c.scheduled_at <= now(), c.expanded_at IS NOT NULL, v_live, v_sent, v_failed,
+    v_live OR v_sent OR v_failed
+      OR EXISTS (SELECT 1 FROM message_history m WHERE m.campaign_id = c.id AND m.status = 'skipped'
+                    AND _settled_for_campaign(coalesce(m.sent_at, m.failed_at), c.created_at)),
     EXISTS (SELECT 1 FROM user_devices d WHERE d.user_id = c.user_id
              AND (c.device_ids IS NULL OR d.id = ANY (c.device_ids))));
   IF v_rule.status IS DISTINCT FROM c.status THEN
@@ -320,9 +342,8 @@ COMMENT ON FUNCTION _ai_campaign_devices(campaigns) IS
 -- than its room.
 -- Candidates: pool leads the campaign has not touched (only while first expanding), then leads
 -- whose message was stranded on a dropped device (moved: a new row with retry_of, history kept).
--- The campaign's settled rows are read in the weeks from its creation to an hour past now, as
--- _insert_drafts reads them (which says why): the first spread probed every week of the history for
--- each pool lead.
+-- The campaign's settled rows are read in its weeks (_settled_for_campaign): the first spread probed
+-- every week of the history for each pool lead.
 CREATE OR REPLACE FUNCTION _spread_ai_campaign(c campaigns) RETURNS integer
 LANGUAGE sql AS $$
   WITH devices AS MATERIALIZED (
@@ -331,7 +352,7 @@ LANGUAGE sql AS $$
     SELECT m.id AS retry_of, m.lead_id, m.recipient_name AS name, m.recipient_phone AS phone, 0 AS pass, m.id AS ord
       FROM message_history m LEFT JOIN user_devices d ON d.id = m.device_id
      WHERE m.campaign_id = c.id AND m.status IN ('failed', 'skipped')
-       AND coalesce(m.sent_at, m.failed_at) >= c.created_at AND coalesce(m.sent_at, m.failed_at) < now() + interval '1 hour'
+       AND _settled_for_campaign(coalesce(m.sent_at, m.failed_at), c.created_at)
        AND (d.id IS NULL OR d.status IN ('banned', 'logged_out'))
        AND NOT EXISTS (SELECT 1 FROM broadcast_messages r WHERE r.retry_of = m.id)
   ), audience AS MATERIALIZED (   -- the campaign's tokens once, not once per pool lead
@@ -344,8 +365,7 @@ LANGUAGE sql AS $$
        AND NOT EXISTS (SELECT 1 FROM message_queue m WHERE m.campaign_id = c.id AND m.recipient_phone = l.phone)
        AND NOT EXISTS (SELECT 1 FROM message_history m
                         WHERE m.campaign_id = c.id AND m.recipient_phone = l.phone
-                          AND coalesce(m.sent_at, m.failed_at) >= c.created_at
-                          AND coalesce(m.sent_at, m.failed_at) < now() + interval '1 hour')
+                          AND _settled_for_campaign(coalesce(m.sent_at, m.failed_at), c.created_at))
   ), pool AS MATERIALIZED (
     SELECT x.*, row_number() OVER (ORDER BY x.pass, x.ord) AS turn
       FROM (SELECT retry_of, lead_id, name, phone, pass, ord FROM stranded

@@ -14,12 +14,9 @@
 -- same contact, say) is retried (below; its exception block is one subtransaction per call).
 -- Settled rows live in message_history, where a partitioned unique index cannot reach, so:
 --  - a campaign's sent rows are checked here, only for campaigns that have any (a first chunk
---    never does) and only in the weeks from the campaign's creation to an hour past now: its rows
---    settle after it exists, each at a completion's now(), which is the start of a transaction that
---    committed before this statement began. A broadcast bigger than a chunk starts sending while
---    its later chunks are queued; their check read every week of the history (26 at the default
---    retention) for each lead: 3.8-6.2 s of CPU instead of 2.7-4.3 for 118,800 rows of one lane
---    beside 32 nearly empty weeks;
+--    never does) and only in the campaign's weeks (_settled_for_campaign): a broadcast's check read
+--    every week of the history for each lead, 3.8-6.2 s of CPU instead of 2.7-4.3 for 118,800
+--    rows of one lane beside 32 nearly empty weeks;
 --  - a sequence step's retry is checked here (retries are few);
 --  - a step's first attempt is guarded by its enrollment: the activation writes the message and
 --    moves the enrollment past that step in one statement under the enrollment's row lock, so
@@ -55,8 +52,8 @@ AS $$
      -- 45M rows read per fan-out chunk beside 50M rows of history, 26 s a chunk instead of 1)
      WHERE NOT p_fresh
        AND (SELECT true FROM message_history h
-             WHERE h.campaign_id = cp.id AND h.status = 'sent' AND coalesce(h.sent_at, h.failed_at) >= cp.created_at
-               AND coalesce(h.sent_at, h.failed_at) < now() + interval '1 hour'
+             WHERE h.campaign_id = cp.id AND h.status = 'sent'
+               AND _settled_for_campaign(coalesce(h.sent_at, h.failed_at), cp.created_at)
              LIMIT 1)
   )
   INSERT INTO broadcast_messages (user_id, device_id, lead_id, recipient_phone, recipient_name, message_type,
@@ -70,8 +67,8 @@ AS $$
               AND EXISTS (SELECT 1 FROM message_history h
                            WHERE h.campaign_id = d.campaign_id AND h.recipient_phone = d.recipient_phone
                              AND h.status = 'sent'
-                             AND coalesce(h.sent_at, h.failed_at) >= (SELECT min(s.created_at) FROM settled_campaigns s)
-                             AND coalesce(h.sent_at, h.failed_at) < now() + interval '1 hour'))
+                             AND _settled_for_campaign(coalesce(h.sent_at, h.failed_at),
+                                                       (SELECT min(s.created_at) FROM settled_campaigns s))))
      AND NOT (d.retry_of IS NOT NULL AND d.sequence_stepid IS NOT NULL
               AND EXISTS (SELECT 1 FROM message_history h WHERE h.retry_of = d.retry_of))
      -- the live rows, each probe shaped like the index it reads (message_queue_campaign_phone,
