@@ -753,21 +753,23 @@ def test_receipts_and_status_webhooks_search_the_weeks_of_their_messages_not_the
 
 
 def _sending_broadcast(c):
-    """A broadcast whose first chunk (phones ..02, on two devices, and ..04: one fan-out lane of two,
-    even last digits) is sent, with six weeks of history behind it; ..06 is left for the next chunk."""
+    """A broadcast whose first chunk (phones ..02, on two devices, ..04 and ..06: one fan-out lane of
+    two, even last digits) is partly sent (..02 and ..04, from the one leased device), with six weeks
+    of history behind it; ..08 is left for a later chunk."""
     uid = make_user(c)
     first, second = make_device(c, uid), make_device(c, uid)
     c.execute("SELECT maintain_message_history(now() - interval '6 weeks', 6)")
     c.execute("""INSERT INTO leads (user_id, device_id, name, phone)
                  VALUES (%(u)s, %(a)s, 'A', '60380000002'), (%(u)s, %(a)s, 'B', '60380000004'),
-                        (%(u)s, %(b)s, 'A again', '60380000002'), (%(u)s, %(b)s, 'C', '60380000006')""",
+                        (%(u)s, %(b)s, 'A again', '60380000002'), (%(u)s, %(b)s, 'C', '60380000006'),
+                        (%(u)s, %(a)s, 'D', '60380000008')""",
               {"u": uid, "a": first, "b": second})
     campaign = c.execute("""SELECT create_campaign(%s, 'broadcast', 'sending', '', 'all', 'hi {name}', NULL,
                                                    NULL, NULL, current_date - 1, '00:00', 0, 0) AS id""",
                          [uid]).fetchone()["id"]
     c.execute("SELECT _trigger_due_campaigns()")
-    # three leads in phone order, and the chunk ends on a whole phone: ..02 (both leads) and ..04
-    assert c.execute("SELECT expand_campaign_chunk(%s, 3) AS n", [campaign]).fetchone()["n"] == 2
+    # two leads a lane: the owner's first four leads in phone order, ending on a whole phone (..06)
+    assert c.execute("SELECT expand_campaign_chunk(%s, 2) AS n", [campaign]).fetchone()["n"] == 3
     c.execute("SELECT register_sender('chunk-sender', 'test', 1, 10000)")
     c.execute("""INSERT INTO device_leases (device_id, sender_id, acquired_at, expires_at)
                  VALUES (%s, 'chunk-sender', now(), now() + interval '1 hour')""", [first])
@@ -806,7 +808,7 @@ def test_a_broadcasts_later_chunks_probe_no_earlier_message_of_their_phones(modu
         assert queued == 1
         assert [r["recipient_phone"] for r in c.execute(
             "SELECT recipient_phone FROM broadcast_messages WHERE campaign_id = %s ORDER BY id", [campaign])] \
-            == ["60380000002", "60380000004", "60380000006"]
+            == ["60380000002", "60380000004", "60380000006", "60380000008"]
 
 
 def test_a_restarted_lane_of_a_sending_campaign_reads_only_the_weeks_since_it_was_created(module_db_url):
@@ -832,7 +834,7 @@ def test_a_restarted_lane_of_a_sending_campaign_reads_only_the_weeks_since_it_wa
         assert queued == 1
         assert [r["recipient_phone"] for r in c.execute(
             "SELECT recipient_phone FROM broadcast_messages WHERE campaign_id = %s ORDER BY id", [campaign])] \
-            == ["60380000002", "60380000004", "60380000006"]
+            == ["60380000002", "60380000004", "60380000006", "60380000008"]
 
 
 def test_settling_a_campaign_reads_only_the_weeks_since_it_was_created(module_db_url):

@@ -269,15 +269,17 @@ COMMENT ON FUNCTION pause_campaign(bigint, bigint, boolean) IS
 -- campaign's past schedule time a chunk's rows, uncommitted while it is written, sorted before
 -- every due row of the queue, and each sender's claim, reading due rows in time order, stepped over
 -- all of them (bench_fanout --quick: 0.21-0.27 with the claim's time-ordered scan, see queue.sql).
--- One chunk of one lane of a broadcast: the lane's next p_chunk leads in phone order after its cursor
--- (and the rest of the last one's phone), each on its own device. A lead's lane is its phone number's last character (_phone_lane);
+-- One chunk of one lane of a broadcast: the lane's next leads in phone order after its cursor, whole
+-- phones, each on its own device. A lead's lane is its phone number's last character (_phone_lane);
 -- a lane reads its leads in phone order and a chunk ends on a whole phone, so every lead of one
 -- phone (on several devices) meets in one chunk, which keeps its first lead. Phones are reached once
 -- per fan-out: the chunk's drafts are fresh (no probe of the queue or the history per draft, see
 -- queue_enqueue.sql), unless the lane restarted after an upgrade (guarded).
--- The chunk's last phone is found first, by the phone index alone (the lane's leads counted whether in
--- the audience or not: a narrow audience makes more, smaller chunks, not more reading); the last
--- chunk ends at the owner's last phone.
+-- The chunk's last phone is found first, by the phone index alone: the phone range holding p_chunk
+-- of the owner's leads per lane (about p_chunk of the lane's; leads counted whether in the audience
+-- or not: a narrow audience makes more, smaller chunks, not more reading). Filtered by lane, the
+-- planner could not tell how many leads a lane holds (it guessed 0.5 %) and sorted all of the
+-- owner's leads for each chunk. The last chunk ends at the owner's last phone.
 CREATE OR REPLACE FUNCTION _expand_broadcast_chunk(c campaigns, p_lane campaign_fanout_lanes, p_chunk integer)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_lanes integer := (SELECT count(*) FROM campaign_fanout_lanes l WHERE l.campaign_id = c.id);
@@ -289,9 +291,8 @@ DECLARE v_lanes integer := (SELECT count(*) FROM campaign_fanout_lanes l WHERE l
         v_niche text[] := lead_tokens(c.niche);
         v_media text := media_path(c.media_id, c.image_url);
 BEGIN
-  v_last := (SELECT l.phone FROM leads l
-              WHERE l.user_id = c.user_id AND l.phone > p_lane.phone_cursor AND _phone_lane(l.phone, v_lanes) = p_lane.lane
-              ORDER BY l.phone OFFSET p_chunk - 1 LIMIT 1);
+  v_last := (SELECT l.phone FROM leads l WHERE l.user_id = c.user_id AND l.phone > p_lane.phone_cursor
+              ORDER BY l.phone OFFSET p_chunk * v_lanes - 1 LIMIT 1);
   v_end := coalesce(v_last, (SELECT max(l.phone) FROM leads l WHERE l.user_id = c.user_id));
   SELECT count(*) INTO v_queued FROM _enqueue_messages(array(
     SELECT ROW(c.user_id, b.device_id, b.id, b.phone, b.name, CASE WHEN v_media IS NULL THEN 'text' ELSE 'image' END,
@@ -314,9 +315,9 @@ BEGIN
   RETURN v_queued;
 END $$;
 COMMENT ON FUNCTION _expand_broadcast_chunk(campaigns, campaign_fanout_lanes, integer) IS
-  'Queues one chunk of one lane of a broadcast (the lane''s next p_chunk leads in phone order, whole phones, on their '
-  'own devices, opted-out numbers left out, one message per phone: its first audience lead); marks the lane done '
-  'after its last chunk. Returns rows queued.';
+  'Queues one chunk of one lane of a broadcast (the lane''s next leads in phone order, about p_chunk, whole phones, on '
+  'their own devices, opted-out numbers left out, one message per phone: its first audience lead); marks the lane '
+  'done after its last chunk. Returns rows queued.';
 
 -- Device score for spreading: lower is less loaded (device_load's load score). A device's live or
 -- sent messages of the campaign come from the rollup: counted from the messages, each device read
