@@ -38,6 +38,7 @@ BENCH_DB = "wa_bench_fanout"
 CHUNK = 50_000
 BASELINE_SECONDS = 5
 QUIET_ROUNDS = 3
+PHONE_STRIDE = 7919   # a prime: g * stride mod n visits every number below n once
 
 
 def make_owner(c, email):
@@ -54,13 +55,18 @@ def make_logged_out_devices(c, user_id, n):
 
 
 def make_leads(c, user_id, device_ids, n):
-    """n leads spread over the devices, a niche on every other one, and 1% of them opted out."""
+    """n leads spread over the devices, a niche on every other one, and 1% of them opted out. Their
+    phone numbers follow no order of their ids, as leads imported from many lists do (a permutation of
+    n numbers): numbered in id order, a lane reading its leads by phone read the table in its
+    physical order, which no fleet's table offers."""
+    assert n % PHONE_STRIDE != 0, "n must not be a multiple of the (prime) stride, or phones repeat"
     c.execute("""
         INSERT INTO leads (user_id, device_id, name, phone, niche, target_status)
-        SELECT %s, d.ids[1 + g %% cardinality(d.ids)], 'Lead ' || g, (60120000000 + g)::text,
+        SELECT %s, d.ids[1 + g %% cardinality(d.ids)], 'Lead ' || g,
+               (60120000001 + g::bigint * %s %% %s)::text,
                CASE WHEN g %% 2 = 0 THEN 'fitness, gym' ELSE 'beauty' END,
                CASE WHEN g %% 3 = 0 THEN 'customer' ELSE 'prospect' END
-          FROM generate_series(1, %s) g, (SELECT %s::bigint[] AS ids) d""", [user_id, n, device_ids])
+          FROM generate_series(1, %s) g, (SELECT %s::bigint[] AS ids) d""", [user_id, PHONE_STRIDE, n, n, device_ids])
     c.execute("INSERT INTO opt_outs (user_id, phone) SELECT %s, (60120000000 + g)::text "
               "FROM generate_series(100, %s, 100) g", [user_id, n])
 
