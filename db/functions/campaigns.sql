@@ -307,7 +307,7 @@ BEGIN
                AND lead_in_audience(l.niche_tokens, l.target_status, v_niche, c.target_status)
              ORDER BY l.phone, l.id) b
      WHERE NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.user_id = c.user_id AND o.phone = b.phone)
-     ORDER BY b.phone), NOT p_lane.guarded);   -- in phone order: the lane's writes into the campaign-and-phone index stay together
+     ORDER BY b.phone), NOT p_lane.guarded);   -- phone order: together in the campaign-and-phone index
   UPDATE campaign_fanout_lanes
      SET phone_cursor = coalesce(v_last, phone_cursor),
          done_at = CASE WHEN v_last IS NULL THEN now() END

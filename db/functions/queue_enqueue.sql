@@ -22,8 +22,8 @@
 --    moves the enrollment past that step in one statement under the enrollment's row lock, so
 --    no later activation proposes it again (probing every week of history for each of a million
 --    steps would cost more than the insert);
---  - a broadcast's chunk is guarded by its lane's phone cursor (p_fresh): it drafts the phones after
---    the cursor and moves the cursor past them in one statement under the lane's row lock, so no
+--  - a broadcast's chunk is guarded by its lane's phone cursor (p_fresh): it drafts whole phones after
+--    the cursor and moves the cursor past them in its transaction, under the lane's row lock, so no
 --    later chunk proposes them again; the campaign probes (one or more index descents per draft:
 --    47 % of a sending campaign's insert) are skipped. Should the caller be wrong about a live row,
 --    its unique index still raises, and the batch is written again with the probes.
