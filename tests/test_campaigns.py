@@ -132,6 +132,26 @@ def test_one_message_per_phone_even_when_on_two_devices(db):
     assert len(messages(db, cid)) == 1
 
 
+def test_a_chunk_wrong_about_its_fresh_drafts_is_written_again_with_the_guards(db):
+    """A broadcast's chunk tells the writer its drafts are fresh (its lane's cursor has passed none of
+    their phones), so their duplicate probes are skipped. Were it wrong -- here its lane rewound by
+    hand over phones still queued -- the queue's unique index raises, and the batch is written again
+    with the probes, which leave those phones out."""
+    uid = make_user(db)
+    d = make_device(db, uid)
+    for i in (0, 2, 4):   # all in lane 0 of 2
+        lead(db, uid, d, f"011111111{i}")
+    cid = campaign(db, uid)
+    expand_all(db, cid)
+    assert len(messages(db, cid)) == 3
+    db.execute("UPDATE campaigns SET expanded_at = NULL, status = 'triggered' WHERE id = %s", [cid])
+    db.execute("UPDATE campaign_fanout_lanes SET phone_cursor = '', done_at = NULL WHERE campaign_id = %s AND lane = 0",
+               [cid])
+    lead(db, uid, d, "0111111116")
+    assert db.execute("SELECT expand_campaign_chunk(%s, 50000) AS n", [cid]).fetchone()["n"] == 1
+    assert sorted(m["recipient_phone"][-1] for m in messages(db, cid)) == ["0", "2", "4", "6"]
+
+
 def test_chunks_move_each_lanes_cursor_and_the_status(db):
     """A broadcast is expanded in lanes (campaign_fanout_lanes, 2 by default), a lead in the lane of its
     phone's last digit; each call takes the lane furthest behind, and the campaign is expanded (and
