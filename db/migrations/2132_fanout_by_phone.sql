@@ -15,7 +15,8 @@ COMMENT ON TABLE campaign_fanout_lanes IS
   'The lanes of a campaign''s fan-out (opened when it is triggered): how far each has read the owner''s leads (by '
   'phone number) and when it reached the end. The campaign is expanded (campaigns.expanded_at) once every lane is done.';
 COMMENT ON COLUMN campaign_fanout_lanes.phone_cursor IS
-  'The last phone number the lane has queued (its leads are read in phone order, a phone''s leads in one chunk).';
+  'How far the lane has read: every phone number up to this one is behind it (its leads are read in phone order, '
+  'a phone''s leads in one chunk).';
 COMMENT ON COLUMN campaign_fanout_lanes.guarded IS
   'The lane started again after an upgrade (migration 2132): its drafts go through the duplicate guards.';
 
