@@ -579,6 +579,29 @@ def test_bulk_enqueue_refreshes_the_queue_statistics(db):
     assert db.execute("SELECT refresh_queue_stats(1500) AS r").fetchone()["r"] is False
 
 
+def test_the_queue_is_analyzed_from_a_small_sample(db):
+    """The writer re-analyzes the queue inside every batch that grows it by half (migration 2133):
+    from 3,000 sampled rows, ten histogram buckets (30,000 and a hundred by default), while the
+    history keeps the default for the analysts."""
+    uid = make_user(db)
+    dev = make_device(db, uid)
+    db.execute("ANALYZE message_queue")
+    db.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, scheduled_at)
+                  SELECT %s, %s, '6012' || lpad(g::text, 8, '0'), 'x', now() + make_interval(secs => g)
+                    FROM generate_series(1, 20000) g""", [uid, dev])
+    assert db.execute("SELECT refresh_queue_stats(20000) AS r").fetchone()["r"] is True
+    buckets = lambda table: db.execute("""
+        SELECT cardinality(histogram_bounds::text::text[]) AS n FROM pg_stats
+         WHERE schemaname = 'public' AND tablename = %s AND attname = 'scheduled_at'""", [table]).fetchone()["n"]
+    assert buckets("message_queue") == 11
+    db.execute("UPDATE broadcast_messages SET status = 'failed', failed_at = now(), error_message = 'x' WHERE device_id = %s",
+               [dev])
+    history = db.execute("SELECT tableoid::regclass::text AS t FROM broadcast_messages WHERE device_id = %s LIMIT 1",
+                         [dev]).fetchone()["t"]
+    db.execute(f"ANALYZE {history}")
+    assert buckets(history) == 101
+
+
 def test_many_small_batches_refresh_the_statistics_too(connect_committed):
     """Batches of a few hundred rows never reach 1,000 on their own; the queue they grow does. Each
     writer's rows must be counted for the next one as soon as they commit: a session flushes its
