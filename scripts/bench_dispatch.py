@@ -69,17 +69,17 @@ def running_campaign(c, user_id):
     return campaign
 
 
-def queue_messages(c, user_id, device_ids, total, table="broadcast_messages"):
-    """`total` messages of the owner's running campaign due now, spread evenly over the devices, in one
-    statement (one NOTIFY), the queue's statistics refreshed before the commit as _enqueue_messages
-    does for every batch."""
+def queue_messages(c, user_id, device_ids, total, table="broadcast_messages", first=1):
+    """`total` messages of the owner's running campaign due now, to numbers counted from `first`, spread
+    evenly over the devices, in one statement (one NOTIFY), the queue's statistics refreshed before the
+    commit as _enqueue_messages does for every batch."""
     campaign = running_campaign(c, user_id)
     with c.transaction():
         c.execute(f"""
             INSERT INTO {table} (user_id, device_id, campaign_id, recipient_phone, content)
             SELECT %s, d.ids[1 + g %% cardinality(d.ids)], %s, '6012' || lpad(g::text, 9, '0'), 'Hello lead ' || g
-              FROM generate_series(1, %s) g, (SELECT %s::bigint[] AS ids) d""",
-                  [user_id, campaign, total, device_ids])
+              FROM generate_series(%s, %s) g, (SELECT %s::bigint[] AS ids) d""",
+                  [user_id, campaign, first, first + total - 1, device_ids])
         c.execute("SELECT refresh_queue_stats(%s)", [total])
 
 

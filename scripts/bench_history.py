@@ -2,18 +2,23 @@
 
     flock /tmp/bench.lock .venv/bin/python -m scripts.bench_history [--quick]
 
-On a database of its own (created, applied through scripts.apply, dropped at the end):
-1. empty history: claim-and-complete throughput (claim_messages + complete_messages in a loop,
-   one process, MESSAGES messages on DEVICES devices with no delays) and a campaign fan-out of LEADS
-   leads (the campaign tick's chunks); the same work on the floor table (benchlib) beside it;
-2. HISTORY settled messages (9 in 10 sent, the rest failed) loaded over the last WEEKS weeks, each
-   week in its own partition, with the rollups their completions would have added;
-3. the same claim loop and fan-out again; then the overview and report queries (dashboard_today,
-   dashboard_hourly, campaign report counts and one page of its leads) p50/p99;
+On two databases of its own, side by side on the server (created, applied through scripts.apply,
+dropped at the end), the same owners, devices and leads in each:
+1. one of them takes HISTORY settled messages (9 in 10 sent, the rest failed) over the last WEEKS
+   weeks, each week in its own partition, with the rollups their completions would have added; the
+   other keeps an empty history (but for what its own rounds settle);
+2. in ROUNDS alternated rounds (empty then loaded, loaded then empty, ...), on each database:
+   claim-and-complete throughput (claim_messages + complete_messages in a loop, one process,
+   MESSAGES messages on DEVICES devices with no delays), then a campaign fan-out of LEADS leads
+   (the campaign tick's chunks), each timed phase from a CHECKPOINT (benchlib.checkpoint). The
+   machine's speed drifts over minutes: measured in one phase each, 26 minutes apart, the same
+   code's claim ratio moved 0.77-1.27 between full runs;
+3. the overview and report queries (dashboard_today, dashboard_hourly, campaign report counts and
+   one page of its leads) p50/p99 on the loaded database;
 4. bytes stored per settled message: history heap + indexes + the outcome rollup, divided by rows.
-Each timed phase of 1 and 3 starts from a CHECKPOINT (benchlib.checkpoint).
-Prints its figures and, last, `ratio=<the worse of claim and fan-out, with history / empty> ...`
-(target >= 0.9; report p99 <= 50 ms).
+The floor (the claim-and-mark loop on a plain table, benchlib) is printed beside the empty claim.
+Prints its figures and, last, `ratio=<the worse of claim and fan-out, loaded / empty, medians of the
+rounds> ...` (target >= 0.9; report p99 <= 50 ms).
 """
 import argparse
 import time
@@ -25,6 +30,8 @@ from scripts.benchlib import (campaign_tick, checkpoint, connect, create_floor_t
                               drop_scratch_database, log)
 
 BENCH_DB = "wa_bench_history"
+EMPTY_DB = "wa_bench_history_empty"
+ROUNDS = 3
 SENDER = "bench-history"
 FULL = {"history": 50_000_000, "messages": 200_000, "leads": 200_000, "devices": 300, "weeks": 26, "runs": 200}
 QUICK = {"history": 1_000_000, "messages": 50_000, "leads": 50_000, "devices": 100, "weeks": 26, "runs": 60}
@@ -49,9 +56,10 @@ def online_devices(c, user_id, n):
     return ids
 
 
-def claim_loop(c, user_id, device_ids, total):
-    """Messages per second through claim_messages + complete_messages until the queue is empty."""
-    queue_messages(c, user_id, device_ids, total)
+def claim_loop(c, user_id, device_ids, total, first=1):
+    """Messages per second through claim_messages + complete_messages until the queue is empty (its
+    messages to numbers counted from `first`: a round's sends open chats as a broadcast's do)."""
+    queue_messages(c, user_id, device_ids, total, first=first)
     c.execute("UPDATE device_pacing SET next_send_at = now() - interval '1 second'")
     done, t0 = 0, time.perf_counter()
     while rows := c.execute("SELECT id FROM claim_messages(%s, 1000, 100)", [SENDER]).fetchall():
@@ -89,7 +97,8 @@ def fan_out(c, url, owner, title):
     campaign_tick(url)   # the campaign tick and its helpers: trigger, then every chunk
     elapsed = time.perf_counter() - t0
     c.execute("DELETE FROM broadcast_messages WHERE campaign_id = %s", [campaign])
-    return elapsed, campaign
+    c.execute("VACUUM ANALYZE message_queue")   # the next round's claim meets none of its dead rows
+    return elapsed
 
 
 def load_history(c, user_id, device_ids, campaign, size):
@@ -162,46 +171,73 @@ def history_bytes(c):
                (SELECT count(*) FROM message_history) AS rows""").fetchone()
 
 
+def prepare(url, size):
+    """The owners, devices and leads each database starts from: (claiming owner, its devices, fan-out owner)."""
+    with connect(url) as c:
+        sender_owner = make_owner(c, "history@example.com")
+        devices = online_devices(c, sender_owner, size["devices"])
+        fan_owner = make_owner(c, "fanout@example.com")
+        make_leads(c, fan_owner, make_logged_out_devices(c, fan_owner, size["devices"]), size["leads"])
+        c.execute("VACUUM ANALYZE")
+    return sender_owner, devices, fan_owner
+
+
+def measure_round(url, setup, size, r):
+    """Round r (from 0) on one database: claim-and-complete msgs/s, then the fan-out's seconds."""
+    sender_owner, devices, fan_owner = setup
+    with connect(url) as c:
+        checkpoint(url)
+        rate = claim_loop(c, sender_owner, devices, size["messages"], first=r * size["messages"] + 1)
+        checkpoint(url)
+        seconds = fan_out(c, url, fan_owner, f"round {r + 1}")
+    return rate, seconds
+
+
+def median(values):
+    return sorted(values)[len(values) // 2]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, a few minutes")
     size = QUICK if parser.parse_args().quick else FULL
     started = time.perf_counter()
     base = require_database_url()
-    url = create_scratch_database(base, BENCH_DB)
-    log(started, "database created")
+    urls = {"empty": create_scratch_database(base, EMPTY_DB), "loaded": create_scratch_database(base, BENCH_DB)}
+    log(started, "databases created")
     try:
-        with connect(url) as c:
-            sender_owner = make_owner(c, "history@example.com")
-            devices = online_devices(c, sender_owner, size["devices"])
-            fan_owner = make_owner(c, "fanout@example.com")
-            make_leads(c, fan_owner, make_logged_out_devices(c, fan_owner, size["devices"]), size["leads"])
-            c.execute("VACUUM ANALYZE")
-
-            checkpoint(url)
-            floor_rate = floor_loop(c, sender_owner, devices, size["messages"])
-            checkpoint(url)
-            empty_rate = claim_loop(c, sender_owner, devices, size["messages"])
-            checkpoint(url)
-            empty_fan, _ = fan_out(c, url, fan_owner, "empty history")
-            log(started, "empty history measured")
-
-            old_campaign = make_campaign(c, sender_owner, "history", 365)   # never due: a report to read
+        setups = {name: prepare(url, size) for name, url in urls.items()}
+        with connect(urls["empty"]) as c:
+            checkpoint(urls["empty"])
+            floor_rate = floor_loop(c, *setups["empty"][:2], size["messages"])
+        with connect(urls["loaded"]) as c:
+            old_campaign = make_campaign(c, setups["loaded"][0], "history", 365)   # never due: a report to read
             t = time.perf_counter()
-            load_history(c, sender_owner, devices, old_campaign, size)
+            load_history(c, setups["loaded"][0], setups["loaded"][1], old_campaign, size)
             load_s = time.perf_counter() - t
-            log(started, f"{size['history']:,} history rows loaded")
+        log(started, f"{size['history']:,} history rows loaded")
 
-            checkpoint(url)   # the load's dirty pages written back before, not during, the timed phases
-            hist_rate = claim_loop(c, sender_owner, devices, size["messages"])
-            checkpoint(url)
-            hist_fan, _ = fan_out(c, url, fan_owner, "full history")
-            log(started, "with history measured")
-            q = time_queries(c, sender_owner, old_campaign, size["runs"])
+        claims, fans = {"empty": [], "loaded": []}, {"empty": [], "loaded": []}
+        for r in range(ROUNDS):
+            for name in (("empty", "loaded") if r % 2 == 0 else ("loaded", "empty")):
+                rate, seconds = measure_round(urls[name], setups[name], size, r)
+                claims[name].append(rate)
+                fans[name].append(seconds)
+                print(f"round {r + 1}, {name} history: claim + complete {rate:,.0f} msgs/s, "
+                      f"fan-out of {size['leads']:,} leads {seconds:.2f} s", flush=True)
+            log(started, f"round {r + 1} measured")
+
+        with connect(urls["loaded"]) as c:
+            q = time_queries(c, setups["loaded"][0], old_campaign, size["runs"])
             stored = history_bytes(c)
+        with connect(urls["empty"]) as c:
+            empty_rows = history_bytes(c)["rows"]
 
+        empty_rate, hist_rate = median(claims["empty"]), median(claims["loaded"])
+        empty_fan, hist_fan = median(fans["empty"]), median(fans["loaded"])
         print(f"floor (raw claim-and-mark loop on a plain table, 1 process): {floor_rate:,.0f} msgs/s")
-        print(f"claim + complete, empty history: {empty_rate:,.0f} msgs/s ({empty_rate / floor_rate:.2f} of the floor)")
+        print(f"claim + complete, empty history (median of {ROUNDS} rounds; it holds only what they settled, "
+              f"{empty_rows:,} rows at the end): {empty_rate:,.0f} msgs/s ({empty_rate / floor_rate:.2f} of the floor)")
         print(f"claim + complete, {stored['rows']:,} rows of history: {hist_rate:,.0f} msgs/s "
               f"({hist_rate / empty_rate:.2f} of empty)")
         print(f"fan-out of {size['leads']:,} leads: {empty_fan:.2f} s with empty history, {hist_fan:.2f} s with it "
@@ -218,7 +254,8 @@ def main():
               f"history_rows={stored['rows']} claim_per_s={hist_rate:.0f} floor_per_s={floor_rate:.0f} "
               f"report_p99_ms={worst_p99:.1f} bytes_per_message={per:.0f}")
     finally:
-        drop_scratch_database(base, BENCH_DB)
+        for name in (EMPTY_DB, BENCH_DB):
+            drop_scratch_database(base, name)
 
 
 if __name__ == "__main__":
