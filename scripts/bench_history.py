@@ -31,7 +31,7 @@ from scripts.benchlib import (campaign_tick, checkpoint, connect, create_floor_t
 
 BENCH_DB = "wa_bench_history"
 EMPTY_DB = "wa_bench_history_empty"
-ROUNDS = 3
+ROUNDS = 5
 SENDER = "bench-history"
 FULL = {"history": 50_000_000, "messages": 200_000, "leads": 200_000, "devices": 300, "weeks": 26, "runs": 200}
 QUICK = {"history": 1_000_000, "messages": 50_000, "leads": 50_000, "devices": 100, "weeks": 26, "runs": 60}
