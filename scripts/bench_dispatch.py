@@ -78,7 +78,7 @@ def queue_messages(c, user_id, device_ids, total, table="broadcast_messages", fi
         c.execute(f"""
             INSERT INTO {table} (user_id, device_id, campaign_id, recipient_phone, content)
             SELECT %s, d.ids[1 + g %% cardinality(d.ids)], %s, '6012' || lpad(g::text, 9, '0'), 'Hello lead ' || g
-              FROM generate_series(%s, %s) g, (SELECT %s::bigint[] AS ids) d""",
+              FROM generate_series(%s::int, %s::int) g, (SELECT %s::bigint[] AS ids) d""",
                   [user_id, campaign, first, first + total - 1, device_ids])
         c.execute("SELECT refresh_queue_stats(%s)", [total])
 
