@@ -21,6 +21,7 @@ Prints its figures and, last, `ratio=<the worse of claim and fan-out, loaded / e
 rounds> ...` (target >= 0.9; report p99 <= 50 ms).
 """
 import argparse
+import statistics
 import time
 
 from common.config import require_database_url
@@ -201,10 +202,6 @@ def measure_round(url, setup, size, r):
     return rate, seconds
 
 
-def median(values):
-    return sorted(values)[len(values) // 2]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, a few minutes")
@@ -241,8 +238,8 @@ def main():
         with connect(urls["empty"]) as c:
             empty_rows = history_bytes(c)["rows"]
 
-        empty_rate, hist_rate = median(claims["empty"]), median(claims["loaded"])
-        empty_fan, hist_fan = median(fans["empty"]), median(fans["loaded"])
+        empty_rate, hist_rate = statistics.median(claims["empty"]), statistics.median(claims["loaded"])
+        empty_fan, hist_fan = statistics.median(fans["empty"]), statistics.median(fans["loaded"])
         print(f"floor (raw claim-and-mark loop on a plain table, 1 process): {floor_rate:,.0f} msgs/s")
         print(f"claim + complete, empty history (median of {ROUNDS} rounds; it holds only what they settled, "
               f"{empty_rows:,} rows at the end): {empty_rate:,.0f} msgs/s ({empty_rate / floor_rate:.2f} of the floor)")
