@@ -387,6 +387,42 @@ def test_the_minute_jobs_never_wait_on_rows_a_sender_is_changing(connect_committ
         setup.execute("DELETE FROM users WHERE id = %s", [uid])
 
 
+def test_a_claim_never_waits_for_its_senders_heartbeat(connect_committed):
+    """The heartbeat renews every lease of its sender (1,550 at full scale: 10-20 ms), and every claim
+    updates the sender's row (its mark, sender_may_begin). Taking that row first, the heartbeat held
+    each claim of its sender for as long as the renewal lasted: the idle wake-up's worst sends came
+    every 5 s. A renewal still under way (a lease row it waits for) must leave the claim free."""
+    c, heart, holder, watcher = connect_committed(), connect_committed(), connect_committed(), connect_committed()
+    uid = make_user(c)
+    dev = make_device(c, uid)
+    try:
+        lease(c, [dev], sender="beating")
+        ids = queue(c, uid, dev, 1)
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1 FROM device_leases WHERE device_id = %s FOR UPDATE", [dev])
+        beat = []
+        renewal = threading.Thread(target=lambda: beat.extend(heart.execute(
+            "SELECT * FROM sender_heartbeat('beating', 10)").fetchall()))
+        renewal.start()
+        holder_pid = holder.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+        deadline = time.monotonic() + 30
+        while not watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY (pg_blocking_pids(pid))) AS w",
+                                  [holder_pid]).fetchone()["w"]:
+            assert renewal.is_alive() and time.monotonic() < deadline, f"the heartbeat did not wait: {beat}"
+            time.sleep(0.05)
+        c.execute("SET lock_timeout = '3s'")   # waiting fails the test rather than hang it
+        assert [r["id"] for r in c.execute("SELECT * FROM claim_messages('beating', 10, 10, 1)")] == ids
+        holder.execute("ROLLBACK")
+        renewal.join(30)
+        assert [r["device_id"] for r in beat] == [dev]
+    finally:
+        holder.execute("ROLLBACK")
+        c.execute("RESET lock_timeout")
+        c.execute("DELETE FROM device_leases WHERE sender_id = 'beating'")
+        c.execute("DELETE FROM senders WHERE id = 'beating'")
+        c.execute("DELETE FROM users WHERE id = %s", [uid])
+
+
 def test_a_sender_silent_for_a_day_leaves_the_health_figures_and_registers_again_if_it_wakes(db):
     """A killed sender never retires itself: its row stayed, and /healthz counted it stale for good."""
     for sender, silent in (("s-killed", "25 hours"), ("s-lately", "2 hours")):

@@ -84,11 +84,6 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE v_fair integer;
 BEGIN
-  UPDATE senders SET heartbeat_at = now(), lease_ttl = p_ttl
-   WHERE id = p_sender_id AND NOT stopping AND given_up_at IS NULL;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'sender % is not registered (or is stopping, or was given up)', p_sender_id USING ERRCODE = '22023';
-  END IF;
   v_fair := _sender_fair_share(p_sender_id, p_capacity, p_ttl);
   RETURN QUERY
   WITH renewed AS (
@@ -98,6 +93,15 @@ BEGIN
   )
   SELECT r.device_id, d.jid, d.phone, row_number() OVER (ORDER BY r.device_id) > v_fair
     FROM renewed r JOIN user_devices d ON d.id = r.device_id;
+  -- The sender's own row last, just before the commit: every claim of this sender updates it too
+  -- (sender_may_begin), and while the leases are renewed (1,550 of them: 10-20 ms) it waited --
+  -- the idle wake-up's worst sends, every 5 s. A sender not registered (or given up) raises here,
+  -- which undoes the renewal.
+  UPDATE senders SET heartbeat_at = now(), lease_ttl = p_ttl
+   WHERE id = p_sender_id AND NOT stopping AND given_up_at IS NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'sender % is not registered (or is stopping, or was given up)', p_sender_id USING ERRCODE = '22023';
+  END IF;
 END $$;
 COMMENT ON FUNCTION sender_heartbeat(text, integer, interval) IS
   'A sender''s heartbeat: renews it and all its leases for p_ttl; returns the devices it holds (with their '
