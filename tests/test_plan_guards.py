@@ -6,6 +6,8 @@ activation run as they do in production while auto_explain hands every plan they
 statements of the functions included) back to this connection. A plan fails the guard when it:
 - scans a partition of broadcast_messages sequentially (the queue's cost would grow with the queue
   and the history's with the history), or
+- reads an index by a condition that leaves its first column free: a walk of the whole index for
+  every probe (a device looked up by the id at the end of its (user_id, name, id) index), or
 - joins two CTEs by a nested loop (the planner cannot know their sizes: quadratic at scale), or
 - filters a nested loop's join by re-reading, for every outer row, a function's rows (an unnested
   id array) or a scan of a message table instead of probing it by the join key: quadratic, or
@@ -16,6 +18,7 @@ statements of the functions included) back to this connection. A plan fails the 
 The last two are also checked on a module of their own (tests/test_plan_guards_fresh.py).
 """
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -190,13 +193,31 @@ def _leaf_cte(node):
     return node.get("CTE Name") if node["Node Type"] == "CTE Scan" else None
 
 
+def _first_key(c, index):
+    """The first key of an index (a column's name, or an expression's text)."""
+    return c.execute("SELECT pg_get_indexdef(oid, 1, true) AS k FROM pg_class WHERE relname = %s AND relkind = 'i'",
+                     [index]).fetchone()["k"]
+
+
+def _walks_whole_index(c, node, first_keys):
+    """An index scan whose condition does not name the index's first key: it reads every entry."""
+    if node["Node Type"] not in ("Index Scan", "Index Only Scan") or "Index Cond" not in node:
+        return False
+    index = node["Index Name"]
+    if index not in first_keys:
+        first_keys[index] = _first_key(c, index)
+    return re.search(rf"(?<![\w.]){re.escape(first_keys[index])}(?!\w)", node["Index Cond"]) is None
+
+
 def violations(plans):
-    found, big = [], plans.big_message_tables()
+    found, big, first_keys = [], plans.big_message_tables(), {}
     for query, plan in plans.plans:
         where = " ".join(query.split())[:400]
         for node in _nodes(plan):
             if node["Node Type"] == "Seq Scan" and node.get("Relation Name", "") in big:
                 found.append(f"sequential scan of {node['Relation Name']} in: {where}")
+            if _walks_whole_index(plans.c, node, first_keys):
+                found.append(f"{node['Index Name']} walked whole by ({node['Index Cond']}) in: {where}")
             if node["Node Type"] == "Nested Loop":
                 ctes = [_leaf_cte(child) for child in node.get("Plans", [])]
                 if len(ctes) == 2 and all(ctes):

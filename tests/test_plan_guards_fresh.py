@@ -22,6 +22,10 @@ second, before any writer counts them): with sequential scans that suited five r
 rows after 30,000 arrived took 5.5 s and read 27M rows; with ties between every way to read a tiny
 table, the soak's claims probed each claimed row by a full scan of the queue for 30 s.
 
+A completion looks up each settled row's device: the table is small, and once vacuumed all visible,
+so the cached plan read it by the id at the end of an index keyed by owner first -- the whole index
+for every row.
+
 Tables that grow for as long as the fleet runs (warm contacts, the webhook outbox, the rollups' rows
 per device or quarter hour, the send minutes, a campaign's live rows, sequence enrollments, received
 messages, device events) and backlogs that wait for hours (step messages behind the caps, a banned
@@ -69,6 +73,34 @@ def test_a_first_chunk_on_an_empty_queue_and_the_campaigns_delete_stay_linear(mo
             c.execute("DELETE FROM campaigns WHERE id = %s", [campaign])
         assert c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE campaign_id = %s", [campaign]).fetchone()["n"] == 0
         assert violations(plans) == []
+
+
+def test_a_completion_reads_each_device_by_its_key(module_db_url):
+    """A fleet's device table is small and, vacuumed, all visible: the completion's cached plan then
+    read each row's device by the id at the end of the (user_id, name, id) index, a walk of the whole
+    index per row (300 devices: 9 ms of a 1,000-row completion)."""
+    with superuser(module_db_url) as c:
+        uid = make_user(c)
+        devices = [make_device(c, uid) for _ in range(100)]
+        c.execute("SELECT register_sender('by-key', 'test', 1, 10000)")
+        c.execute("""INSERT INTO device_leases (device_id, sender_id, acquired_at, expires_at)
+                     SELECT d, 'by-key', now(), now() + interval '1 hour' FROM unnest(%s::bigint[]) d""", [devices])
+        c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content)
+                     SELECT %s, d, (60180000000 + g * 1000 + k)::text, 'by key'
+                       FROM unnest(%s::bigint[]) WITH ORDINALITY AS x(d, k), generate_series(1, 10) g""",
+                  [uid, devices])
+        c.execute("VACUUM ANALYZE")   # as autovacuum leaves the device table between status changes
+        ids = [r["id"] for r in c.execute("SELECT * FROM claim_messages('by-key', 1000, 100)")]
+        assert len(ids) == 1000
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c) as plans:
+            for batch in (ids[:500], ids[500:]):   # past the first call, as a sender's session goes on
+                c.execute("SELECT complete_messages('by-key', %s, %s)", [batch, [f"K{i}" for i in batch]])
+        assert c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE id = ANY(%s) AND status = 'sent'",
+                         [ids]).fetchone()["n"] == 1000
+        assert violations(plans) == []
+        c.execute("DELETE FROM senders WHERE id = 'by-key'")
+        c.execute("DELETE FROM users WHERE id = %s", [uid])   # its devices, leases and messages with it
 
 
 def test_an_idle_claim_reads_the_queue_once_whatever_the_devices_leased(module_db_url):

@@ -46,9 +46,8 @@ DECLARE v_window integer := setting('self_pause_window_sends')::int;
         v_paused integer;
 BEGIN
   WITH settled AS (
-    SELECT m.device_id, m.recipient_phone, u.timezone FROM unnest(p_rows) m
-      JOIN user_devices d ON d.id = m.device_id JOIN users u ON u.id = d.user_id
-     WHERE m.status IN ('sent', 'failed')
+    SELECT m.device_id, m.user_id, m.recipient_phone FROM unnest(p_rows) m
+     WHERE m.status IN ('sent', 'failed') AND m.device_id IS NOT NULL
        -- a refusal by a reach-out timelock (sender/transport/base.py ReachOutRefused) is the lock's
        -- doing, handled by holding cold contacts; an undeliverable message (Undeliverable: a number
        -- not on WhatsApp, refused media) the recipient's or the content's: neither says anything
@@ -56,7 +55,12 @@ BEGIN
        AND NOT (p_failed AND (m.error_message LIKE 'reach-out timelock (error 463)%'
                               OR m.error_message LIKE 'undeliverable: %'))
   ), n AS (
-    SELECT m.device_id, count(*)::int AS k, (now() AT TIME ZONE m.timezone)::date AS today,
+    -- The owner's day once per device, by the rows' own owner. Joined per row through user_devices,
+    -- the cached plan read each device by the id at the end of its (user_id, name, id) index -- a
+    -- walk of that whole index per row wherever the fleet has few enough devices for it to look
+    -- cheaper than the primary key (300 devices: 9 ms of a 1,000-row completion).
+    SELECT m.device_id, count(*)::int AS k,
+           (now() AT TIME ZONE (SELECT u.timezone FROM users u WHERE u.id = m.user_id))::date AS today,
            -- a sent message to a contact the device never talked with spends its cold share (called
            -- before _record_outbound_chats makes the contact warm). The chat by its key alone, the one
            -- index that serves it (migration 2123 says why), talked_at read from the row found.
@@ -64,7 +68,7 @@ BEGIN
              SELECT w.talked_at FROM chats w WHERE w.device_id = m.device_id AND w.chat_jid = m.recipient_phone || '@s.whatsapp.net'
            ) IS NULL)::int AS cold
       FROM settled m
-     GROUP BY m.device_id, m.timezone
+     GROUP BY m.device_id, m.user_id
   ), pushed AS (
     -- One bit per settled send, newest last, the window's length kept.
     UPDATE device_pacing p
