@@ -476,7 +476,12 @@ BEGIN
                failed_at = CASE WHEN p_status = 'failed' THEN now() END,
                error_message = CASE WHEN p_status = 'failed'
                                     THEN coalesce(nullif(v_values ->> m.id::text, ''), 'send failed') END
-         WHERE m.id = ANY (p_ids) AND m.status = 'queued' AND m.claimed_by = p_sender_id
+         -- Queued, written as "live and claimed" (the same rows: broadcast_messages_pending_is_unclaimed):
+         -- with status = 'queued' the planner may read the in-flight index whole instead, its predicate
+         -- met and its statistics taken while nothing was in flight -- every queued row of every sender
+         -- fetched and compared with every id, per completion (a pool with 8,000 in flight).
+         WHERE m.id = ANY (p_ids) AND m.status IN ('pending', 'queued') AND m.claimed_at IS NOT NULL
+           AND m.claimed_by = p_sender_id
         RETURNING m.*)
       SELECT array_agg(s::broadcast_messages), array_agg(s.id), array_agg(s.user_id), array_agg(s.device_id),
              array_agg(s.campaign_id)
