@@ -22,8 +22,8 @@ second, before any writer counts them): with sequential scans that suited five r
 rows after 30,000 arrived took 5.5 s and read 27M rows; with ties between every way to read a tiny
 table, the soak's claims probed each claimed row by a full scan of the queue for 30 s.
 
-A completion settles a few of the many rows its sender has in flight, planned with statistics taken
-while nothing was: it read every row in flight to find its own. It looks up each settled row's
+A completion (or a release) takes a few of the many rows its sender has in flight, planned with
+statistics taken while nothing was: it read every row in flight to find its own. It looks up each settled row's
 device: the table is small, and once vacuumed all visible, so the cached plan read it by the id at
 the end of an index keyed by owner first -- the whole index for every row.
 
@@ -76,12 +76,12 @@ def test_a_first_chunk_on_an_empty_queue_and_the_campaigns_delete_stay_linear(mo
         assert violations(plans) == []
 
 
-def test_a_completion_reads_its_rows_and_their_devices_by_key(module_db_url):
-    """A sender completes a few of the many rows it has in flight, planned with statistics taken while
-    nothing was: the settle read the in-flight index whole (every queued row, of every sender, fetched
-    and compared with every id) rather than its own rows by key. And a fleet's device table is small
+def test_completions_and_releases_read_their_rows_and_devices_by_key(module_db_url):
+    """A sender completes (or releases) a few of the many rows it has in flight, planned with
+    statistics taken while nothing was: each read the in-flight index whole (every queued row, of
+    every sender, fetched and compared with every id) rather than its own rows by key. And a fleet's device table is small
     and, vacuumed, all visible: the completion's cached plan read each row's device by the id at the
-    end of the (user_id, name, id) index, a walk of the whole index per row (300 devices: 9 ms of a
+    end of the (user_id, name, id) index, a walk of the whole index per row (200 devices: 9 ms of a
     1,000-row completion)."""
     with superuser(module_db_url) as c:
         uid = make_user(c)
@@ -103,9 +103,12 @@ def test_a_completion_reads_its_rows_and_their_devices_by_key(module_db_url):
         settle = lambda query: "UPDATE broadcast_messages m" in query
         assert rows_read(plans, "message_queue", settle) == 200   # its own rows, not the 1,000 and 900 in flight
         assert violations(plans) == []
-        c.execute("SELECT complete_messages('by-key', %s, %s)", [ids[200:], [f"K{i}" for i in ids[200:]]])
+        with Plans(c, analyze=True) as plans:   # a device dropped: what it never sent goes back
+            c.execute("SELECT release_messages('by-key', %s)", [ids[200:300]])
+        assert rows_read(plans, "message_queue", settle) == 100
+        c.execute("SELECT complete_messages('by-key', %s, %s)", [ids[300:], [f"K{i}" for i in ids[300:]]])
         assert c.execute("SELECT count(*) AS n FROM broadcast_messages WHERE id = ANY(%s) AND status = 'sent'",
-                         [ids]).fetchone()["n"] == 1000
+                         [ids]).fetchone()["n"] == 900
         c.execute("DELETE FROM senders WHERE id = 'by-key'")
         c.execute("DELETE FROM users WHERE id = %s", [uid])   # its devices, leases and messages with it
 

@@ -58,7 +58,7 @@ BEGIN
     -- The owner's day once per device, by the rows' own owner. Joined per row through user_devices,
     -- the cached plan read each device by the id at the end of its (user_id, name, id) index -- a
     -- walk of that whole index per row wherever the fleet has few enough devices for it to look
-    -- cheaper than the primary key (300 devices: 9 ms of a 1,000-row completion).
+    -- cheaper than the primary key (200 devices: 9 ms of a 1,000-row completion).
     SELECT m.device_id, count(*)::int AS k,
            (now() AT TIME ZONE (SELECT u.timezone FROM users u WHERE u.id = m.user_id))::date AS today,
            -- a sent message to a contact the device never talked with spends its cold share (called

@@ -479,7 +479,7 @@ BEGIN
          -- Queued, written as "live and claimed" (the same rows: broadcast_messages_pending_is_unclaimed):
          -- with status = 'queued' the planner may read the in-flight index whole instead, its predicate
          -- met and its statistics taken while nothing was in flight -- every queued row of every sender
-         -- fetched and compared with every id, per completion (a pool with 8,000 in flight).
+         -- fetched and compared with every id, per call (a pool has up to 8,000 in flight).
          WHERE m.id = ANY (p_ids) AND m.status IN ('pending', 'queued') AND m.claimed_at IS NOT NULL
            AND m.claimed_by = p_sender_id
         RETURNING m.*)
@@ -546,7 +546,9 @@ BEGIN
   WITH back AS (
     UPDATE broadcast_messages m
        SET status = 'pending', claimed_at = NULL, claimed_by = NULL
-     WHERE m.id = ANY (p_ids) AND m.status = 'queued' AND m.claimed_by = p_sender_id
+     -- queued, written as _settle_claimed writes it (which says why)
+     WHERE m.id = ANY (p_ids) AND m.status IN ('pending', 'queued') AND m.claimed_at IS NOT NULL
+       AND m.claimed_by = p_sender_id
     RETURNING m.device_id
   ), later AS (
     -- The device's status may lag its connection by a moment: do not spin on it. Nothing to hold
