@@ -93,6 +93,9 @@ def test_completions_and_releases_read_their_rows_and_devices_by_key(module_db_u
                      SELECT %s, d, (60180000000 + g * 1000 + k)::text, 'by key'
                        FROM unnest(%s::bigint[]) WITH ORDINALITY AS x(d, k), generate_series(1, 10) g""",
                   [uid, devices])
+        c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, scheduled_at)
+                     SELECT %s, %s, (60190000000 + g)::text, 'tomorrow', now() + interval '1 day'
+                       FROM generate_series(1, 20000) g""", [uid, devices[0]])   # a queue, not a handful
         c.execute("VACUUM ANALYZE")   # nothing in flight; the device table as autovacuum leaves it
         ids = [r["id"] for r in c.execute("SELECT * FROM claim_messages('by-key', 1000, 100)")]
         assert len(ids) == 1000
