@@ -44,6 +44,17 @@ def send_history(db, device_id, minutes_ago, sends):
                [device_id, minutes_ago, sends])
 
 
+def wait_until_blocked(watcher, holder, thread, who, result):
+    """Until a session waits for a lock `holder` holds: `thread`'s statement, still running (else it
+    did not wait, and `result` says what it returned)."""
+    holder_pid = holder.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+    deadline = time.monotonic() + 30
+    while not watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY (pg_blocking_pids(pid))) AS w",
+                              [holder_pid]).fetchone()["w"]:
+        assert thread.is_alive() and time.monotonic() < deadline, f"{who} did not wait: {result}"
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def uid(db):
     return make_user(db)
@@ -404,12 +415,7 @@ def test_a_claim_never_waits_for_its_senders_heartbeat(connect_committed):
         renewal = threading.Thread(target=lambda: beat.extend(heart.execute(
             "SELECT * FROM sender_heartbeat('beating', 10)").fetchall()))
         renewal.start()
-        holder_pid = holder.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
-        deadline = time.monotonic() + 30
-        while not watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY (pg_blocking_pids(pid))) AS w",
-                                  [holder_pid]).fetchone()["w"]:
-            assert renewal.is_alive() and time.monotonic() < deadline, f"the heartbeat did not wait: {beat}"
-            time.sleep(0.05)
+        wait_until_blocked(watcher, holder, renewal, "the heartbeat", beat)
         c.execute("SET lock_timeout = '3s'")   # waiting fails the test rather than hang it
         assert [r["id"] for r in c.execute("SELECT * FROM claim_messages('beating', 10, 10, 1)")] == ids
         holder.execute("ROLLBACK")
@@ -723,12 +729,7 @@ def test_the_writers_refresh_waits_behind_a_vacuum_only_while_the_queue_is_nearl
             written = []
             writer = threading.Thread(target=lambda: written.append(enqueue(12_000, 0)))
             writer.start()
-            holder_pid = holder.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
-            deadline = time.monotonic() + 30
-            while not watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY (pg_blocking_pids(pid))) AS w",
-                                      [holder_pid]).fetchone()["w"]:
-                assert writer.is_alive() and time.monotonic() < deadline, f"the writer did not wait: {written}"
-                time.sleep(0.05)
+            wait_until_blocked(watcher, holder, writer, "the writer", written)
         writer.join(30)
         assert written == [12_000]
         assert reltuples() >= 12_000
