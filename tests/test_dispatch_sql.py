@@ -399,7 +399,7 @@ def test_the_minute_jobs_never_wait_on_rows_a_sender_is_changing(connect_committ
 
 
 def test_a_claim_never_waits_for_its_senders_heartbeat(connect_committed):
-    """The heartbeat renews every lease of its sender (1,550 at full scale: 10-20 ms), and every claim
+    """The heartbeat renews every lease of its sender (1,550 at full scale: 12-24 ms), and every claim
     updates the sender's row (its mark, sender_may_begin). Taking that row first, the heartbeat held
     each claim of its sender for as long as the renewal lasted: the idle wake-up's worst sends came
     every 5 s. A renewal still under way (a lease row it waits for) must leave the claim free."""

@@ -23,9 +23,9 @@ rows after 30,000 arrived took 5.5 s and read 27M rows; with ties between every 
 table, the soak's claims probed each claimed row by a full scan of the queue for 30 s.
 
 A completion (or a release) takes a few of the many rows its sender has in flight, planned with
-statistics taken while nothing was: it read every row in flight to find its own. It looks up each settled row's
-device: the table is small, and once vacuumed all visible, so the cached plan read it by the id at
-the end of an index keyed by owner first -- the whole index for every row.
+statistics taken while nothing was: it read every row in flight to find its own. A completion looks
+up each settled row's device: the table is small, and once vacuumed all visible, so the cached plan
+read it by the id at the end of an index keyed by owner first -- the whole index for every row.
 
 Tables that grow for as long as the fleet runs (warm contacts, the webhook outbox, the rollups' rows
 per device or quarter hour, the send minutes, a campaign's live rows, sequence enrollments, received

@@ -94,7 +94,7 @@ BEGIN
   SELECT r.device_id, d.jid, d.phone, row_number() OVER (ORDER BY r.device_id) > v_fair
     FROM renewed r JOIN user_devices d ON d.id = r.device_id;
   -- The sender's own row last, just before the commit: every claim of this sender updates it too
-  -- (sender_may_begin), and while the leases are renewed (1,550 of them: ~24 ms) it waited --
+  -- (sender_may_begin), and while the leases are renewed (1,550 of them: 12-24 ms) it waited --
   -- the idle wake-up's worst sends, every 5 s. A sender not registered (or given up) raises here,
   -- which undoes the renewal.
   UPDATE senders SET heartbeat_at = now(), lease_ttl = p_ttl
