@@ -374,6 +374,50 @@ def test_a_report_page_reads_its_campaigns_rows_not_the_weeks(module_db_url):
         raise psycopg.Rollback(tx)
 
 
+REPORT_PLANS = """SELECT ident FROM pg_backend_memory_contexts
+                   WHERE name = 'CachedPlan' AND ident LIKE 'SELECT * FROM _campaign_report_rows(%'"""
+
+
+def test_preparing_a_session_plans_the_report_pages_once_for_it(module_db_url):
+    """The settled page's generic plan spans every week of the history (35-70 ms to make with 26
+    weeks): prepare_web_session makes it, and the live page's, and a report page then plans nothing."""
+    with superuser(module_db_url) as su:
+        assert su.execute(REPORT_PLANS).fetchall() == []
+        su.execute("SELECT prepare_web_session()")
+        plans = len(su.execute(REPORT_PLANS).fetchall())
+        assert plans == 2                    # the settled page's and the live page's
+        uid = make_user(su)
+        for bucket in ("failed", "should_send", "pending"):
+            su.execute("SELECT * FROM campaign_report_leads(%s, %s, NULL, %s)", [uid, campaign(su, uid), bucket])
+        assert len(su.execute(REPORT_PLANS).fetchall()) == plans
+
+
+def test_the_webs_pool_prepares_each_connection_before_it_serves(module_db_url):
+    """A connection the web's pool opens has run prepare_web_session before any request gets it, so
+    a user's first report page on it does not make its plans."""
+    from web import create_app
+
+    calls = "SELECT coalesce(sum(calls), 0) AS n FROM pg_stat_user_functions WHERE funcname = 'prepare_web_session'"
+    name = module_db_url.rsplit("/", 1)[1].split("?")[0]
+    with superuser(module_db_url) as su:
+        su.execute(f'ALTER DATABASE "{name}" SET track_functions = \'pl\'')   # for the connections opened from here
+        try:
+            before = su.execute(calls).fetchone()["n"]
+            app = create_app(module_db_url, testing=True)
+            try:
+                with app.extensions["db_pool"].connection() as conn:
+                    assert conn.execute("SHOW track_functions").fetchone()["track_functions"] == "pl"
+                    conn.execute("SELECT pg_stat_force_next_flush()")   # its counts, as of before this request
+                deadline = time.monotonic() + 30
+                while su.execute(calls).fetchone()["n"] == before:
+                    assert time.monotonic() < deadline, "the pool's connection never ran prepare_web_session"
+                    time.sleep(0.1)
+            finally:
+                app.extensions["db_pool"].close()
+        finally:
+            su.execute(f'ALTER DATABASE "{name}" RESET track_functions')
+
+
 def test_a_new_campaigns_fan_out_reads_none_of_the_history(module_db_url):
     """A campaign that has sent nothing needs no probe of the history for its sent rows, and makes
     none. Asked as a semi-join, the planner hashed every sent row of the history instead when one

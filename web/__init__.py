@@ -1,5 +1,6 @@
 """The dashboard: Flask app factory. Pages render what SQL views compute; JSON lives under /api/."""
 import datetime
+import logging
 import re
 import secrets
 
@@ -16,6 +17,7 @@ from werkzeug.routing import IntegerConverter
 from common.config import VAR, ConfigError, require_database_url, secret_key, web_db_pool, web_proxies, write_private
 
 csrf = CSRFProtect()
+log = logging.getLogger("web")
 
 # Each area is one blueprint module in web/ exposing `bp`.
 BLUEPRINTS = ["health", "metrics", "auth", "pages", "live", "chat", "openapi", "sequences", "devices", "leads", "webhooks", "campaigns", "media", "quotas"]
@@ -50,6 +52,15 @@ def _secret_key():
     return path.read_text().strip()
 
 
+def prepare_connection(conn):
+    """A new pooled connection plans the campaign report's pages before it serves a request (see
+    prepare_web_session). Only a head start: a failure leaves the connection as it was."""
+    try:
+        conn.execute("SELECT prepare_web_session()")
+    except psycopg.Error as exc:
+        log.warning("could not prepare a new database connection (%s); its first report page plans itself", exc)
+
+
 def create_app(database_url=None, testing=False):
     app = Flask(__name__)
     app.json = IsoJSONProvider(app)
@@ -66,6 +77,7 @@ def create_app(database_url=None, testing=False):
     app.extensions["db_pool"] = ConnectionPool(
         url, min_size=1, max_size=web_db_pool(), open=True,
         check=ConnectionPool.check_connection,  # after a database restart, no request gets a dead connection
+        configure=prepare_connection,
         kwargs={"autocommit": True, "row_factory": dict_row, "application_name": "wa-web"})
     csrf.init_app(app)
     app.url_map.converters["int"] = BigintConverter

@@ -753,6 +753,19 @@ COMMENT ON FUNCTION campaign_report_leads(bigint, bigint, bigint, text, integer,
   'The leads behind one number of a campaign report (should_send, sent, failed, skipped, pending, delivered, '
   'read), optionally for one device; only for the owner''s campaigns.';
 
+-- The report's settled page keeps one generic plan per session, and making it plans over every
+-- weekly partition of the history and its indexes: 35-70 ms with 26 weeks, on the first page a
+-- user opens on each new connection (and the web's pool replaces each of its connections hourly).
+-- A new web connection makes it before it serves anyone, on ids that match no row.
+CREATE OR REPLACE FUNCTION prepare_web_session() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM 1 FROM campaign_report_leads(0, 0, NULL, 'should_send', 1, 0);   -- the live and the settled pages
+END $$;
+COMMENT ON FUNCTION prepare_web_session() IS
+  'Run by the web''s pool on each new connection: plans the campaign report''s pages (a generic plan over '
+  'every week of the history, kept for the session) before a request needs them. Reads no row.';
+
 CREATE OR REPLACE FUNCTION get_campaign(p_user_id bigint, p_campaign_id bigint)
 RETURNS TABLE (id bigint, kind text, title text, niche text, target_status text, message text, image_url text,
                media_id bigint, device_ids bigint[], ai_limit_per_device integer, campaign_date text, time_schedule text,
