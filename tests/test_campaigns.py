@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from common.db import database_name
 from tests.factories import make_device, make_user
 from tests.superuser import superuser
 from tests.test_plan_guards import Plans, _nodes
@@ -380,8 +381,8 @@ REPORT_PLANS = """SELECT ident FROM pg_backend_memory_contexts
 
 def test_preparing_a_session_plans_the_report_pages_once_for_it(module_db_url):
     """The settled page's generic plan spans every week of the history (35-70 ms to make with 26
-    weeks): prepare_web_session makes it, and the live page's, and a report page then plans nothing."""
-    with superuser(module_db_url) as su:
+    weeks): prepare_web_session makes it, and the live page's, and the pages then run on those two."""
+    with superuser(module_db_url) as su, su.transaction() as tx:
         assert su.execute(REPORT_PLANS).fetchall() == []
         su.execute("SELECT prepare_web_session()")
         plans = len(su.execute(REPORT_PLANS).fetchall())
@@ -390,6 +391,7 @@ def test_preparing_a_session_plans_the_report_pages_once_for_it(module_db_url):
         for bucket in ("failed", "should_send", "pending"):
             su.execute("SELECT * FROM campaign_report_leads(%s, %s, NULL, %s)", [uid, campaign(su, uid), bucket])
         assert len(su.execute(REPORT_PLANS).fetchall()) == plans
+        raise psycopg.Rollback(tx)
 
 
 def test_the_webs_pool_prepares_each_connection_before_it_serves(module_db_url):
@@ -398,7 +400,7 @@ def test_the_webs_pool_prepares_each_connection_before_it_serves(module_db_url):
     from web import create_app
 
     calls = "SELECT coalesce(sum(calls), 0) AS n FROM pg_stat_user_functions WHERE funcname = 'prepare_web_session'"
-    name = module_db_url.rsplit("/", 1)[1].split("?")[0]
+    name = database_name(module_db_url)
     with superuser(module_db_url) as su:
         su.execute(f'ALTER DATABASE "{name}" SET track_functions = \'pl\'')   # for the connections opened from here
         try:
