@@ -8,7 +8,8 @@ On a database of its own (created, applied through scripts.apply, dropped at the
    workers, on the floor table (benchlib.create_floor_table: same columns, primary key and one
    partial index, no triggers); the same loop on broadcast_messages is printed beside it; the floor is measured
    again after the pool's run (its rows vacuumed first) and the ratio taken against the mean of
-   the two; each timed phase starts from a CHECKPOINT;
+   the two; each timed phase starts from a CHECKPOINT; with MESSAGES waiting on broadcast_messages
+   (before its loop), the overview's and the monitoring page's queue figures are timed (p50, p99);
 2. dispatch: `python -m sender` (SENDER_PROCESSES workers, simulated transport with zero latency,
    no receipts) on DEVICES devices with caps that do not bind, MESSAGES messages of a running campaign
    (running_campaign) due now;
@@ -107,13 +108,16 @@ def raw_worker(url, done, table):
             done.value += len(ids)
 
 
-def measure_raw(url, user_id, device_ids, total, floor=False):
-    """Rows per second of the raw loop, on the floor table or (floor=False) on broadcast_messages."""
+def measure_raw(url, user_id, device_ids, total, floor=False, probe=None):
+    """Rows per second of the raw loop, on the floor table or (floor=False) on broadcast_messages;
+    probe(c), if given, runs once the rows wait, before the loop."""
     checkpoint(url)
     with connect(url) as c:
         table = create_floor_table(c) if floor else "broadcast_messages"
         queue_messages(c, user_id, device_ids, total, table)
         c.execute(f"VACUUM ANALYZE {table}")
+        if probe:
+            probe(c)
     done = multiprocessing.Value("q", 0, lock=False)
     procs = [multiprocessing.Process(target=raw_worker, args=(url, done, table)) for _ in range(WORKERS)]
     t0 = time.perf_counter()
@@ -128,6 +132,21 @@ def measure_raw(url, user_id, device_ids, total, floor=False):
         c.execute("TRUNCATE device_send_minutes")
     assert sent == total, f"raw loop sent {sent} of {total}"
     return total / elapsed
+
+
+def print_queue_figures_ms(c, user_id, waiting, runs=20):
+    """The overview's and the monitoring page's queue figures for an owner with `waiting` messages
+    waiting (each page refetches them on a campaign's events, every 1.5 and 2 s): p50 and p99 ms."""
+    for name, sql in (("overview (dashboard_today)", "SELECT * FROM dashboard_today(%s)"),
+                      ("monitoring, per device (monitor_queue_depth)", "SELECT * FROM monitor_queue_depth(%s)")):
+        ms = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            c.execute(sql, [user_id]).fetchall()
+            ms.append((time.perf_counter() - t) * 1000)
+        ms.sort()
+        print(f"  queue figures with {waiting:,} waiting, {name}: p50 {ms[runs // 2]:.1f} ms, "
+              f"p99 {ms[min(runs - 1, int(runs * 0.99))]:.1f} ms ({runs} calls)")
 
 
 def start_pool(url, store_dir):
@@ -269,7 +288,8 @@ def main():
         raw = measure_raw(url, user_id, device_ids, messages, floor=True)
         print(f"floor (raw SQL loop on a plain table): {raw:,.0f} rows/s ({WORKERS} processes, batch 100, "
               f"two transactions, {messages:,} rows)")
-        ours = measure_raw(url, user_id, device_ids, messages)
+        ours = measure_raw(url, user_id, device_ids, messages,
+                           probe=lambda c: print_queue_figures_ms(c, user_id, messages))
         print(f"  (the same loop on broadcast_messages: {ours:,.0f} rows/s, {ours / raw:.2f} of the floor)")
         log(started, "floor measured")
 

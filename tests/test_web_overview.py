@@ -9,14 +9,14 @@ from tests.webutil import signed_in_user
 
 
 def add_message(c, user_id, device_id, status, at_sql="now()", **kw):
-    """A broadcast_messages row in `status`, its state timestamps at `at_sql`: queued pending, then moved
-    (new rows enter pending; the rollups count the move)."""
+    """A broadcast_messages row in `status`, its state timestamps at `at_sql`: queued pending by the one
+    writer of new rows, then moved (new rows enter pending; the rollups count the move)."""
     sets = {"pending": "", "queued": f"claimed_at = {at_sql}, claimed_by = 's1'",
             "sent": f"claimed_at = {at_sql}, claimed_by = 's1', sent_at = {at_sql}",
             "failed": f"claimed_at = {at_sql}, claimed_by = 's1', failed_at = {at_sql}, error_message = 'boom'"}[status]
-    mid = c.execute(f"""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, scheduled_at, held)
-                        VALUES (%s, %s, '60123456789', 'hi', {kw.get('scheduled', 'now()')}, {kw.get('held', 'false')})
-                        RETURNING id""", [user_id, device_id]).fetchone()["id"]
+    mid = c.execute(f"""SELECT id FROM _enqueue_messages(ARRAY[ROW(%s, %s, NULL, '60123456789', NULL, 'text', 'hi',
+                          NULL, NULL, NULL, {kw.get('scheduled', 'now()')}, {kw.get('held', 'false')},
+                          NULL, NULL, NULL, NULL, NULL)::message_draft])""", [user_id, device_id]).fetchone()["id"]
     if sets:
         c.execute(f"UPDATE broadcast_messages SET status = %s, {sets} WHERE id = %s", [status, mid])
 

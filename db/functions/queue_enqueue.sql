@@ -83,7 +83,7 @@ AS $$
               AND EXISTS (SELECT 1 FROM message_queue q
                            WHERE q.retry_of = d.retry_of AND q.sequence_stepid IS NOT NULL))
   -- what the callers and the rollups read: no copy of each rendered row
-  RETURNING id, enrollment_id, sequence_stepid, campaign_id, device_id, sequence_id, retry_of
+  RETURNING id, enrollment_id, sequence_stepid, campaign_id, device_id, sequence_id, retry_of, user_id, held
 $$;
 COMMENT ON FUNCTION _insert_drafts(message_draft[], boolean) IS
   'The insert of _enqueue_messages (which see): the drafts as pending rows, less those the guards leave out (p_fresh: '
@@ -92,7 +92,8 @@ COMMENT ON FUNCTION _insert_drafts(message_draft[], boolean) IS
 -- The rollups of new rows, kept here rather than by AFTER INSERT triggers, whose transition table
 -- copied every queued row whole to count it (migration 2102). A new row is pending: it counts in
 -- flight for its step (sequence_counter_deltas) and assigned, current and pending for its campaign
--- and device (campaign_counts), nothing in the sent/failed outcomes. A retry takes the place of
+-- and device (campaign_counts), on a device and not held its owner's queue (owner_queue_count_deltas),
+-- nothing in the sent/failed outcomes. A retry takes the place of
 -- the attempt it retries (failed or skipped, in the history) in both.
 CREATE OR REPLACE FUNCTION _count_enqueued(p_rows message_enqueued[])
 RETURNS void LANGUAGE plpgsql AS $$
@@ -111,6 +112,10 @@ BEGIN
   SELECT r.sequence_id, r.sequence_stepid, NULL, count(*)
     FROM unnest(p_rows) r WHERE r.sequence_stepid IS NOT NULL
    GROUP BY r.sequence_id, r.sequence_stepid;
+  INSERT INTO owner_queue_count_deltas (user_id, live)   -- what count_owner_queue counts (dashboard.sql)
+  SELECT r.user_id, count(*)
+    FROM unnest(p_rows) r WHERE NOT r.held AND r.device_id IS NOT NULL
+   GROUP BY r.user_id;
   IF v_retried <> '{}' THEN   -- by id, in the history only (planning every week of it costs: retries only)
     v_superseded := array(SELECT o FROM broadcast_messages o
                            WHERE o.id = ANY (v_retried) AND o.status IN ('failed', 'skipped'));
@@ -126,7 +131,8 @@ BEGIN
   END IF;
 END $$;
 COMMENT ON FUNCTION _count_enqueued(message_enqueued[]) IS
-  'Adds the rows _insert_drafts wrote to campaign_counts and sequence_counter_deltas (in flight), and takes '
+  'Adds the rows _insert_drafts wrote to campaign_counts, sequence_counter_deltas (in flight) and '
+  'owner_queue_count_deltas (waiting: those on a device, not held), and takes '
   'the attempts retried among them out of their current and outcome counts.';
 
 CREATE OR REPLACE FUNCTION _enqueue_messages(p_drafts message_draft[], p_fresh boolean DEFAULT false)

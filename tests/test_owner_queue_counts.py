@@ -1,0 +1,97 @@
+"""The overview's queue figures (dashboard_today's pending and in flight, from owner_queue_counts) always
+equal counting the queue: through enqueues, holds, claims, completions, failures, releases, skips,
+stuck recovery, a moved or deleted device, deletes and a deleted owner, folded or not. And they cost
+the same however many messages wait."""
+from tests.factories import make_device, make_user
+from tests.test_dispatch_sql import claim, lease
+from tests.superuser import superuser
+from tests.test_plan_guards import MESSAGE_TABLES, Plans, rows_read
+
+
+def enqueue(db, user_id, device_id, n, held=False, first=1):
+    """n messages through the one writer of new rows, as every enqueuer writes them."""
+    return [r["id"] for r in db.execute(
+        """SELECT id FROM _enqueue_messages(array(
+             SELECT ROW(%s, %s, NULL, '6013' || lpad(g::text, 7, '0'), NULL, 'text', 'hi ' || g, NULL, NULL, NULL,
+                        NULL, %s, NULL, NULL, NULL, NULL, NULL)::message_draft
+               FROM generate_series(%s::int, %s::int) g))""",
+        [user_id, device_id, held, first, first + n - 1])]
+
+
+def queue_figures(db, user_id):
+    today = db.execute("SELECT pending, in_flight FROM dashboard_today(%s)", [user_id]).fetchone()
+    return today["pending"], today["in_flight"]
+
+
+def counted(db, user_id):
+    """The same figures counted from the rows, and from the monitoring page's per-device counts."""
+    row = db.execute("""SELECT count(*) FILTER (WHERE status = 'pending' AND NOT held) AS pending,
+                               count(*) FILTER (WHERE status = 'queued') AS in_flight
+                          FROM message_queue WHERE user_id = %s AND device_id IS NOT NULL""", [user_id]).fetchone()
+    per_device = db.execute("""SELECT coalesce(sum(due_now + scheduled_later), 0) AS pending,
+                                      coalesce(sum(in_flight), 0) AS in_flight
+                                 FROM monitor_queue_depth(%s)""", [user_id]).fetchone()
+    assert (per_device["pending"], per_device["in_flight"]) == (row["pending"], row["in_flight"])
+    return row["pending"], row["in_flight"]
+
+
+def assert_figures_match(db, *users):
+    for u in users:
+        assert queue_figures(db, u) == counted(db, u)
+
+
+def test_queue_figures_follow_every_path(db):
+    a, b = make_user(db), make_user(db)
+    a1, a2, b1 = make_device(db, a), make_device(db, a), make_device(db, b)
+    lease(db, [a1, a2, b1])
+    enqueue(db, a, a1, 6)
+    held = enqueue(db, a, a2, 4, held=True, first=7)
+    enqueue(db, a, None, 2, first=11)                         # no device yet: no device's queue
+    enqueue(db, b, b1, 5)
+    assert queue_figures(db, a) == (6, 0) and queue_figures(db, b) == (5, 0)
+    db.execute("SELECT _hold_messages(%s, false)", [held[:3]])      # resumed
+    assert_figures_match(db, a, b)
+
+    ids = [r["id"] for r in claim(db, per_device=4)]
+    assert queue_figures(db, a) == (2, 7)                     # a claim moves rows from waiting to in flight
+    assert_figures_match(db, a, b)
+    db.execute("SELECT complete_messages('s1', %s, %s)", [ids[:3], ["w1", "w2", "w3"]])
+    db.execute("SELECT fail_messages('s1', %s, %s)", [ids[3:5], ["x", "y"]])
+    db.execute("SELECT release_messages('s1', %s, '0 seconds')", [ids[5:7]])
+    assert_figures_match(db, a, b)
+    db.execute("SELECT fold_owner_queue_counts()")            # folding changes no figure
+    assert_figures_match(db, a, b)
+
+    db.execute("UPDATE broadcast_messages SET claimed_at = now() - interval '1 hour' WHERE status = 'queued'")
+    db.execute("SELECT recover_stuck()")
+    db.execute("SELECT _hold_messages(%s, true)", [held[3:]])       # still held: no change
+    pending_a = [r["id"] for r in db.execute(
+        "SELECT id FROM message_queue WHERE user_id = %s AND status = 'pending' ORDER BY id", [a])]
+    db.execute("SELECT _skip_messages(%s, 'opted_out')", [pending_a[:1]])
+    db.execute("UPDATE broadcast_messages SET device_id = %s WHERE user_id = %s AND device_id IS NULL", [a2, a])
+    assert_figures_match(db, a, b)
+    db.execute("DELETE FROM user_devices WHERE id = %s", [a1])      # its waiting rows lose their device
+    db.execute("DELETE FROM broadcast_messages WHERE id = %s", [pending_a[-1]])
+    db.execute("SELECT fold_owner_queue_counts()")
+    assert_figures_match(db, a, b)
+    db.execute("DELETE FROM users WHERE id = %s", [b])
+    db.execute("SELECT fold_owner_queue_counts()")
+    assert_figures_match(db, a)
+    assert db.execute("SELECT count(*) AS n FROM owner_queue_counts WHERE user_id = %s", [b]).fetchone()["n"] == 0
+
+
+def test_queue_figures_read_no_waiting_row(module_db_url):
+    """Counted on each refresh, the overview read every waiting row of the owner (1M: 148 ms, every
+    1.5 s of an open overview while a campaign sends); now only what is in flight."""
+    with superuser(module_db_url) as c, c.transaction(force_rollback=True):   # auto_explain: superuser
+        uid = make_user(c)
+        devices = [make_device(c, uid) for _ in range(5)]
+        lease(c, devices)
+        for k, d in enumerate(devices):
+            enqueue(c, uid, d, 1000, first=k * 1000 + 1)
+        claimed = len(claim(c, per_device=10))
+        c.execute("ANALYZE message_queue")
+        c.execute("LOAD 'auto_explain'")
+        with Plans(c, analyze=True) as p:
+            assert queue_figures(c, uid) == (5000 - claimed, claimed)
+        assert p.plans and rows_read(p, MESSAGE_TABLES) <= claimed
