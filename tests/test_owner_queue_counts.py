@@ -2,6 +2,9 @@
 equal counting the queue: through enqueues, holds, claims, completions, failures, releases, skips,
 stuck recovery, a moved or deleted device, deletes and a deleted owner, folded or not. And they cost
 the same however many messages wait."""
+import psycopg
+from psycopg.rows import dict_row
+
 from tests.factories import make_device, make_user
 from tests.test_dispatch_sql import claim, lease
 from tests.superuser import superuser
@@ -95,3 +98,20 @@ def test_queue_figures_read_no_waiting_row(module_db_url):
         with Plans(c, analyze=True) as p:
             assert queue_figures(c, uid) == (5000 - claimed, claimed)
         assert p.plans and rows_read(p, MESSAGE_TABLES) <= claimed
+
+
+def test_every_apply_counts_what_ran_before_the_rollups_writers(committed_db_url):
+    """Writes that ran the code before this rollup's writers were in place (a migration's first
+    apply, a release's old processes meanwhile) are counted from the queue when the apply puts them
+    in place: a row written around the one writer is seen, and the apply warns that it was off."""
+    from scripts.apply import apply
+    with psycopg.connect(committed_db_url, autocommit=True, row_factory=dict_row) as c:
+        uid = make_user(c)
+        device = make_device(c, uid)
+        enqueue(c, uid, device, 3)
+        c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content)
+                     VALUES (%s, %s, '60139999999', 'written around _enqueue_messages')""", [uid, device])
+        assert queue_figures(c, uid) == (3, 0) and counted(c, uid) == (4, 0)
+        apply(committed_db_url)
+        assert queue_figures(c, uid) == (4, 0)
+        assert c.execute("SELECT recount_owner_queue() AS off").fetchone()["off"] == 0

@@ -135,6 +135,39 @@ COMMENT ON FUNCTION fold_owner_queue_counts() IS
   'Moves the deltas of owner_queue_count_deltas into owner_queue_counts (a job, every minute); returns the owners '
   'touched.';
 
+-- Run by every apply, right after it (re)creates this rollup's triggers (triggers_broadcast_messages.sql):
+-- the functions and triggers that keep it take effect when that apply commits, so writes that ran
+-- the code before them (a migration's first apply; a release's old processes meanwhile) are not in
+-- it. Under the lock no writer runs until the apply commits, and after it every writer counts.
+CREATE OR REPLACE FUNCTION recount_owner_queue() RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE v_off integer;
+BEGIN
+  -- the lock CREATE TRIGGER takes: no writes from the count to the commit, reads go on
+  LOCK TABLE broadcast_messages IN SHARE ROW EXCLUSIVE MODE;
+  PERFORM fold_owner_queue_counts();
+  WITH counted AS (
+    SELECT m.user_id, count(*) AS live FROM message_queue m
+     WHERE NOT m.held AND m.device_id IS NOT NULL AND EXISTS (SELECT 1 FROM users u WHERE u.id = m.user_id)
+     GROUP BY m.user_id
+  ), off AS (
+    SELECT coalesce(k.user_id, c.user_id) AS user_id, coalesce(k.live, 0) AS live
+      FROM counted k FULL JOIN owner_queue_counts c ON c.user_id = k.user_id
+     WHERE coalesce(k.live, 0) <> coalesce(c.live, 0)
+  ), fixed AS (
+    INSERT INTO owner_queue_counts AS c (user_id, live) SELECT o.user_id, o.live FROM off o
+    ON CONFLICT (user_id) DO UPDATE SET live = excluded.live
+    RETURNING 1
+  )
+  SELECT count(*) INTO v_off FROM fixed;
+  IF v_off > 0 THEN
+    RAISE WARNING 'owner_queue_counts was off for % owner(s): recounted from the queue', v_off;
+  END IF;
+  RETURN v_off;
+END $$;
+COMMENT ON FUNCTION recount_owner_queue() IS
+  'Sets owner_queue_counts to the queue as counted, writes held off meanwhile (run by every apply); returns the '
+  'owners that were off (and warns when any was).';
+
 CREATE OR REPLACE FUNCTION _owner_queue_live(p_user_id bigint) RETURNS bigint LANGUAGE sql STABLE AS $$
   SELECT coalesce((SELECT c.live FROM owner_queue_counts c WHERE c.user_id = p_user_id), 0)
        + coalesce((SELECT sum(d.live) FROM owner_queue_count_deltas d WHERE d.user_id = p_user_id), 0)::bigint

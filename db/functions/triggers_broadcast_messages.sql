@@ -58,6 +58,9 @@ CREATE OR REPLACE TRIGGER broadcast_messages_6_owner_queue_upd AFTER UPDATE ON b
   REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_owner_queue();
 CREATE OR REPLACE TRIGGER broadcast_messages_6_owner_queue_del AFTER DELETE ON broadcast_messages
   REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION count_owner_queue();
+-- What writes ran before these triggers and _count_enqueued were in place is counted now
+-- (recount_owner_queue says why).
+SELECT recount_owner_queue();
 
 -- In place of the foreign keys' ON DELETE (see the header).
 -- The deleted ids as an array probed by index, never a join with the transition table: its plan is

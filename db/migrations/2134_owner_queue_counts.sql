@@ -6,9 +6,8 @@
 -- Deltas are appended, never upserted: a fan-out's chunk and a completion of the same owner never
 -- wait on each other's row lock. fold_owner_queue_counts (a job, every minute) moves them into
 -- owner_queue_counts; readers add what is not folded yet.
--- Written from now by _count_enqueued (inserts) and the broadcast_messages_6_owner_queue_* triggers
--- (updates, deletes), both applied right after this migration; the count below is one statement,
--- so one snapshot of the queue.
+-- Written by _count_enqueued (inserts) and the broadcast_messages_6_owner_queue_* triggers (updates,
+-- deletes); counted from the queue by the same apply once they are in place (recount_owner_queue).
 -- depends: 2133_queue_statistics_sample
 
 CREATE TABLE owner_queue_counts (
@@ -29,9 +28,3 @@ COMMENT ON TABLE owner_queue_count_deltas IS
   '(_count_enqueued, count_owner_queue); fold_owner_queue_counts moves them.';
 
 ALTER TYPE message_enqueued ADD ATTRIBUTE user_id bigint, ADD ATTRIBUTE held boolean;
-
-INSERT INTO owner_queue_counts (user_id, live)
-SELECT m.user_id, count(*) FROM message_queue m
- WHERE NOT m.held AND m.device_id IS NOT NULL
-   AND EXISTS (SELECT 1 FROM users u WHERE u.id = m.user_id)
- GROUP BY m.user_id;
