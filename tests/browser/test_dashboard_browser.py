@@ -5,6 +5,7 @@ with the real sender pool), and the phone layout."""
 import io
 import random
 import re
+import time
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -14,7 +15,7 @@ from PIL import Image
 from psycopg.rows import dict_row
 from playwright.sync_api import expect
 
-from tests.browser.conftest import sign_in, wait_for_js
+from tests.browser.conftest import sign_in, wait_for_js, wait_live
 from tests.factories import make_device
 from tests.test_sender_support import add_devices
 
@@ -45,6 +46,50 @@ def test_overview_updates_live_when_a_device_comes_online(page_for, user, commit
                   [user["id"], device])
     expect(page.locator('[data-status="online"]')).to_have_text("1")
     expect(page.locator('[data-status="offline"]')).to_have_text("0")
+
+
+def test_a_slow_refresh_is_never_overlapped_and_rests_the_page(page_for, user, committed_db_url):
+    """The monitoring page refetches itself on live events, at most every 2 s. A refetch the server
+    is slow to answer (a large backlog counted, a loaded machine) is never overlapped by the next,
+    which asked every 2 s before; and the next waits four times as long as it took: open pages never
+    pile their requests up on a slow server."""
+    page = page_for()
+    sign_in(page, user["email"])
+    page.goto("/monitoring")
+    wait_live(page)
+    held = []   # (route, when it reached us): the page's refetches, left unanswered
+
+    def hold(route):
+        if route.request.resource_type == "fetch":
+            held.append((route, time.monotonic()))
+        else:
+            route.continue_()
+
+    def event():
+        with db(committed_db_url) as c:
+            c.execute("SELECT notify_user(%s, 'device_status', jsonb_build_object('device_id', 0, 'status', 'online'))",
+                      [user["id"]])
+
+    def wait_held(n, seconds):
+        deadline = time.monotonic() + seconds
+        while len(held) < n:
+            assert time.monotonic() < deadline, f"{len(held)} refetches, waiting for {n}"
+            page.wait_for_timeout(50)
+
+    page.route("**/monitoring", hold)
+    event()
+    wait_held(1, 30)
+    for _ in range(2):   # events go on while it hangs
+        event()
+        page.wait_for_timeout(1500)
+    assert len(held) == 1
+    route, asked = held[0]
+    route.continue_()
+    answered = time.monotonic()
+    took = answered - asked
+    wait_held(2, 4 * took + 60)   # the events meanwhile: one refetch more, after the rest
+    assert held[1][1] - answered >= 4 * took
+    held[1][0].continue_()
 
 
 # Holds every page socket until window.__releaseSockets() is called: the page's script runs and

@@ -260,7 +260,7 @@
     badge.className = "badge badge-" + status;
   }
   live.on("device_status", forThisDevice(function (d) { statusEvents += 1; showStatus(d.status); }));
-  live.refreshOn([], function () { loadChats(); refreshLatest(); });   // after a reconnect or resync
+  live.refreshOn([], function () { return Promise.all([loadChats(), refreshLatest()]); });   // after a reconnect or resync
   // What changed between this page's render and its socket's first open was sent to nobody.
   let firstOpen = true;
   live.on("live.open", function () { if (firstOpen) { firstOpen = false; loadChats(); } });

@@ -5,7 +5,8 @@
 //   live.refreshOn(types, fn, opts)  the one way a page refetches on events: fn() runs once per burst
 //                       of those events (opts.wait ms after the first, default 0; opts.when(data, type)
 //                       may ignore one), and after a reconnect or resync (events may have been missed).
-//                       Returns the trigger, to ask for a refresh by hand.
+//                       fn returns its fetch's promise: refreshes never overlap, and a slow one spaces
+//                       the next (SLOW_REST). Returns the trigger, to ask for a refresh by hand.
 // The event types are listed once, in web/live.py (EVENTS); a test checks the pages against it.
 // Events the client raises itself: "live.open", "live.closed", "live.reconnected" (refetch what
 // may have been missed), and the server's "live.resync" (events were dropped: refetch).
@@ -64,11 +65,34 @@
 
   function on(type, fn) { (handlers[type] = handlers[type] || []).push(fn); return fn; }
 
+  // A refresh that returns a promise (its fetch) is never overlapped by the next, and a slow one
+  // spaces the next: it starts no sooner than SLOW_REST times the last one's duration after it
+  // ended. However slow the server (a large backlog counted, a loaded machine), an open page then
+  // keeps at most a fifth of its time, and never piles its requests up on it. A refresh that hangs
+  // holds the next back, and a slow one rests the page, LONGEST_MS at most.
+  const SLOW_REST = 4;
+  const LONGEST_MS = 30000;
   function refreshOn(types, fn, opts) {
     opts = opts || {};
-    let timer = null;
+    let timer = null, running = false, again = false, notBefore = 0;
+    function run() {
+      timer = null;
+      if (running) { again = true; return; }   // events during a refresh: one more after it
+      if (Date.now() < notBefore) {            // asked for before the last one ended: after its rest
+        timer = setTimeout(run, notBefore - Date.now());
+        return;
+      }
+      running = true;
+      const started = Date.now();
+      const hung = new Promise(function (resolve) { setTimeout(resolve, LONGEST_MS); });
+      Promise.race([Promise.resolve().then(fn), hung]).catch(function (err) { console.warn("refresh failed", err); }).then(function () {
+        running = false;
+        notBefore = Date.now() + Math.min(LONGEST_MS, SLOW_REST * (Date.now() - started));
+        if (again) { again = false; soon(); }
+      });
+    }
     function soon() {
-      if (timer === null) timer = setTimeout(function () { timer = null; fn(); }, opts.wait || 0);
+      if (timer === null) timer = setTimeout(run, Math.max(opts.wait || 0, notBefore - Date.now()));
     }
     types.forEach(function (type) {
       on(type, function (data) { if (!opts.when || opts.when(data, type)) soon(); });

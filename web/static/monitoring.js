@@ -1,7 +1,7 @@
 // Monitoring: the tables are server-rendered; re-render the page's main on events, at most every 2 s.
 (function () {
   function load() {
-    fetch(location.pathname).then(function (r) { return r.text(); }).then(function (html) {
+    return fetch(location.pathname).then(function (r) { return r.text(); }).then(function (html) {
       const fresh = new DOMParser().parseFromString(html, "text/html").querySelector("main");
       if (fresh) document.querySelector("main").replaceWith(fresh);
     });

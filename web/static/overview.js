@@ -37,7 +37,7 @@
   }
 
   function load() {
-    api("GET", "/api/overview").then(render).catch(function (err) { console.warn("overview refresh failed", err); });
+    return api("GET", "/api/overview").then(render).catch(function (err) { console.warn("overview refresh failed", err); });
   }
 
   render(JSON.parse(document.getElementById("overview-data").textContent));
