@@ -84,8 +84,10 @@
       }
       running = true;
       const started = Date.now();
-      const hung = new Promise(function (resolve) { setTimeout(resolve, LONGEST_MS); });
+      let giveUp;
+      const hung = new Promise(function (resolve) { giveUp = setTimeout(resolve, LONGEST_MS); });
       Promise.race([Promise.resolve().then(fn), hung]).catch(function (err) { console.warn("refresh failed", err); }).then(function () {
+        clearTimeout(giveUp);
         running = false;
         notBefore = Date.now() + Math.min(LONGEST_MS, SLOW_REST * (Date.now() - started));
         if (again) { again = false; soon(); }
