@@ -1,8 +1,10 @@
 """The overview's queue figures (dashboard_today's pending and in flight, from owner_queue_counts) always
 equal counting the queue: through enqueues, holds, claims, completions, failures, releases, skips,
-stuck recovery, a moved or deleted device, deletes and a deleted owner, folded or not. And they cost
-the same however many messages wait."""
+stuck recovery, a moved or deleted device, deletes and a deleted owner, folded or not; every apply
+counts what ran before the rollup's writers, holding no claim meanwhile. And they cost the same however
+many messages wait."""
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 from tests.factories import make_device, make_user
@@ -115,3 +117,24 @@ def test_every_apply_counts_what_ran_before_the_rollups_writers(committed_db_url
         apply(committed_db_url)
         assert queue_figures(c, uid) == (4, 0)
         assert c.execute("SELECT recount_owner_queue() AS off").fetchone()["off"] == 0
+
+
+def test_the_recount_holds_writes_through_the_table_but_no_claim(committed_db_url):
+    """While an apply recounts (until it commits), writes through broadcast_messages wait: none may
+    change a count between the count and the commit. The claim, which writes the queue partition
+    itself and changes no count here, goes on: sends do not stop for a deploy."""
+    with psycopg.connect(committed_db_url, autocommit=True, row_factory=dict_row) as c:
+        uid = make_user(c)
+        device = make_device(c, uid)
+        lease(c, [device])
+        enqueue(c, uid, device, 4)
+        with psycopg.connect(committed_db_url, row_factory=dict_row) as apply_tx:
+            apply_tx.execute("SELECT recount_owner_queue()")         # its transaction left open
+            c.execute("SET lock_timeout = '5s'")
+            assert len(claim(c, per_device=2)) == 2
+            c.execute("SET lock_timeout = '200ms'")
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                c.execute("SELECT _hold_messages(array(SELECT id FROM message_queue WHERE user_id = %s), true)", [uid])
+            apply_tx.rollback()
+        c.execute("RESET lock_timeout")
+        assert queue_figures(c, uid) == counted(c, uid) == (2, 2)

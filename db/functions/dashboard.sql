@@ -142,8 +142,10 @@ COMMENT ON FUNCTION fold_owner_queue_counts() IS
 CREATE OR REPLACE FUNCTION recount_owner_queue() RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_off integer;
 BEGIN
-  -- the lock CREATE TRIGGER takes: no writes from the count to the commit, reads go on
-  LOCK TABLE broadcast_messages IN SHARE ROW EXCLUSIVE MODE;
+  -- The lock CREATE TRIGGER takes: no writes through broadcast_messages from the count to the
+  -- commit, reads go on. Not its partitions: the claim, which writes message_queue itself, changes
+  -- no count here and goes on too.
+  LOCK TABLE ONLY broadcast_messages IN SHARE ROW EXCLUSIVE MODE;
   PERFORM fold_owner_queue_counts();
   WITH counted AS (
     SELECT m.user_id, count(*) AS live FROM message_queue m
