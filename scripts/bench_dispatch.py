@@ -136,7 +136,9 @@ def measure_raw(url, user_id, device_ids, total, floor=False, probe=None):
 
 def print_queue_figures_ms(c, user_id, waiting, runs=20):
     """The overview's and the monitoring page's queue figures for an owner with `waiting` messages
-    waiting (each page refetches them on a campaign's events, every 1.5 and 2 s): p50 and p99 ms."""
+    waiting (each page refetches them on a campaign's events, every 1.5 and 2 s): p50 and p99 ms.
+    The rows are written straight in (queue_messages), so the overview's rollup does not count them:
+    what it reads is the same few rows whatever it holds."""
     for name, sql in (("overview (dashboard_today)", "SELECT * FROM dashboard_today(%s)"),
                       ("monitoring, per device (monitor_queue_depth)", "SELECT * FROM monitor_queue_depth(%s)")):
         ms = []
