@@ -94,6 +94,13 @@ COMMENT ON FUNCTION count_message_outcomes() IS
 -- on a device. Counting them on each refresh read one index entry per waiting row (1M waiting:
 -- 148 ms a refresh, every 1.5 s of an open overview while a campaign sends). The claim changes
 -- nothing here (pending to queued: both live); new rows are counted by _count_enqueued.
+CREATE OR REPLACE FUNCTION _in_owner_queue(p_status text, p_held boolean, p_device_id bigint) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT p_status IN ('pending', 'queued') AND NOT p_held AND p_device_id IS NOT NULL
+$$;
+COMMENT ON FUNCTION _in_owner_queue(text, boolean, bigint) IS
+  'Whether a message counts in its owner''s queue (owner_queue_counts): pending and not held, or in flight, on a device.';
+
 CREATE OR REPLACE FUNCTION count_owner_queue() RETURNS trigger LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 AS $$
@@ -101,17 +108,14 @@ BEGIN
   IF TG_OP = 'UPDATE' THEN
     INSERT INTO owner_queue_count_deltas (user_id, live)
     SELECT r.user_id, sum(r.sign)
-      FROM (SELECT n.user_id, 1 AS sign FROM new_rows n
-             WHERE n.status IN ('pending', 'queued') AND NOT n.held AND n.device_id IS NOT NULL
+      FROM (SELECT n.user_id, 1 AS sign FROM new_rows n WHERE _in_owner_queue(n.status, n.held, n.device_id)
             UNION ALL
-            SELECT o.user_id, -1 FROM old_rows o
-             WHERE o.status IN ('pending', 'queued') AND NOT o.held AND o.device_id IS NOT NULL) r
+            SELECT o.user_id, -1 FROM old_rows o WHERE _in_owner_queue(o.status, o.held, o.device_id)) r
      GROUP BY r.user_id
     HAVING sum(r.sign) <> 0;
   ELSE
     INSERT INTO owner_queue_count_deltas (user_id, live)
-    SELECT o.user_id, -count(*) FROM old_rows o
-     WHERE o.status IN ('pending', 'queued') AND NOT o.held AND o.device_id IS NOT NULL
+    SELECT o.user_id, -count(*) FROM old_rows o WHERE _in_owner_queue(o.status, o.held, o.device_id)
      GROUP BY o.user_id;
   END IF;
   RETURN NULL;
@@ -149,7 +153,7 @@ BEGIN
   PERFORM fold_owner_queue_counts();
   WITH counted AS (
     SELECT m.user_id, count(*) AS live FROM message_queue m
-     WHERE NOT m.held AND m.device_id IS NOT NULL AND EXISTS (SELECT 1 FROM users u WHERE u.id = m.user_id)
+     WHERE _in_owner_queue(m.status, m.held, m.device_id) AND EXISTS (SELECT 1 FROM users u WHERE u.id = m.user_id)
      GROUP BY m.user_id
   ), off AS (
     SELECT coalesce(k.user_id, c.user_id) AS user_id, coalesce(k.live, 0) AS live

@@ -112,9 +112,9 @@ BEGIN
   SELECT r.sequence_id, r.sequence_stepid, NULL, count(*)
     FROM unnest(p_rows) r WHERE r.sequence_stepid IS NOT NULL
    GROUP BY r.sequence_id, r.sequence_stepid;
-  INSERT INTO owner_queue_count_deltas (user_id, live)   -- what count_owner_queue counts (dashboard.sql)
+  INSERT INTO owner_queue_count_deltas (user_id, live)
   SELECT r.user_id, count(*)
-    FROM unnest(p_rows) r WHERE NOT r.held AND r.device_id IS NOT NULL
+    FROM unnest(p_rows) r WHERE _in_owner_queue('pending', r.held, r.device_id)
    GROUP BY r.user_id;
   IF v_retried <> '{}' THEN   -- by id, in the history only (planning every week of it costs: retries only)
     v_superseded := array(SELECT o FROM broadcast_messages o
