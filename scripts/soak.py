@@ -5,7 +5,8 @@ against its cap, warming devices over their warm-up day's cap (must be 0), new n
 reaching out too fast (must be 0), cold contacts messaged by a timelocked device (must be 0),
 messages claimed for a device banned for spam reports (must be 0),
 sequence contacts whose step says in flight with nothing left to settle it (must be 0), owners whose
-overview queue figures (a rollup) differ from counting the queue (must be 0), and sender
+overview queue figures and devices whose monitoring figures (a rollup) differ from counting the queue
+(must be 0), and sender
 and database memory at start and end. A sixth into the run one sender worker is killed (kill -9,
 mid-sends, no hand-over): the pool starts another, the dead one's devices are taken over when their
 leases expire, what it had claimed and never begun goes back to the queue, what it may have begun
@@ -243,14 +244,24 @@ def verdict(c, store):
          WHERE e.step_in_flight
            AND NOT EXISTS (SELECT 1 FROM broadcast_messages b WHERE b.enrollment_id = e.id AND b.status IN ('pending', 'queued'))
            AND NOT EXISTS (SELECT 1 FROM enrollment_steps_settled s WHERE s.enrollment_id = e.id)""").fetchone()["n"]
-    # The overview's queue figures come from a rollup (owner_queue_counts): after all of the run's
-    # paths (fan-outs, sequences, kills, takeovers, bans, skips) they must still equal the queue.
+    # The overview's and the monitoring page's queue figures come from a rollup (device_queue_counts):
+    # after all of the run's paths (fan-outs, sequences, kills, takeovers, bans, skips, failovers)
+    # they must still equal the queue.
     overview_off = c.execute("""
         SELECT count(*) AS n FROM users u CROSS JOIN LATERAL dashboard_today(u.id) t
          CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE m.status = 'pending' AND NOT m.held) AS pending,
                                     count(*) FILTER (WHERE m.status = 'queued') AS in_flight
                                FROM message_queue m WHERE m.user_id = u.id AND m.device_id IS NOT NULL) q
          WHERE (t.pending, t.in_flight) IS DISTINCT FROM (q.pending, q.in_flight)""").fetchone()["n"]
+    monitoring_off = c.execute("""
+        SELECT count(*) AS n FROM users u CROSS JOIN LATERAL monitor_queue_depth(u.id) t
+         CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE m.status = 'pending' AND NOT m.held
+                                                       AND m.scheduled_at <= now()) AS due_now,
+                                    count(*) FILTER (WHERE m.status = 'pending' AND NOT m.held
+                                                       AND m.scheduled_at > now()) AS later,
+                                    count(*) FILTER (WHERE m.status = 'queued') AS in_flight
+                               FROM message_queue m WHERE m.device_id = t.device_id) q
+         WHERE (t.due_now, t.scheduled_later, t.in_flight) IS DISTINCT FROM (q.due_now, q.later, q.in_flight)""").fetchone()["n"]
     # Receipts: the network loses ~2 % and sends some before the send returns; one kept as early
     # while its message has settled was missed by that message's completion (sender/events.py).
     receipts = c.execute("""
@@ -270,7 +281,8 @@ def verdict(c, store):
             "warming": warmup["warming"], "over_warmup_cap": warmup["over"],
             "timelocked": timelocked["devices"], "cold_after_timelock": timelocked["cold_after"],
             "cold_racing_timelock": timelocked["cold_racing"],
-            "steps_stuck_in_flight": stuck, "receipts": receipts, "bans": bans, "overview_off": overview_off}
+            "steps_stuck_in_flight": stuck, "receipts": receipts, "bans": bans, "overview_off": overview_off,
+            "monitoring_off": monitoring_off}
 
 
 def main(argv=None):
@@ -348,7 +360,8 @@ def main(argv=None):
     print(f"bans: devices_banned={b['devices']} (for spam reports {b['reported']}); "
           f"claimed_after_a_report_ban={b['claimed_after']} new_numbers_banned={b['new_numbers']}")
     print(f"sequences: steps marked in flight with no message left to settle them: {v['steps_stuck_in_flight']}")
-    print(f"overview: owners whose queue figures differ from counting the queue: {v['overview_off']}")
+    print(f"overview: owners whose queue figures differ from counting the queue: {v['overview_off']}; "
+          f"monitoring: devices whose figures differ: {v['monitoring_off']}")
     print(f"killed worker: {len(killed['devices'])} devices, {t['devices_sending_again']} sending again after it died "
           f"(the first after {t['first_s'] or 0:.1f} s, the median after {t['median_s'] or 0:.1f} s); "
           f"of its {killed['claimed']} claimed messages not completed, {killed['claimed'] - t['stuck']} went back to the "
@@ -361,7 +374,7 @@ def main(argv=None):
     ok = (v["duplicates"] == 0 and v["losses"] == 0 and v["devices_over_cap"] == 0 and v["over_warmup_cap"] == 0
           and v["cold_after_timelock"] == 0 and v["steps_stuck_in_flight"] == 0 and v["receipts"]["stranded"] == 0
           and v["bans"]["claimed_after"] == 0 and v["bans"]["new_numbers"] == 0 and t["devices_sending_again"] > 0
-          and v["overview_off"] == 0)
+          and v["overview_off"] == 0 and v["monitoring_off"] == 0)
     print(f"ratio={sent / elapsed / offered:.2f} sent_per_s={sent / elapsed:.0f} offered_per_s={offered:.0f} "
           f"duplicates={v['duplicates']} losses={v['losses']} caps_held={v['devices_over_cap'] == 0} "
           f"warmup_caps_held={v['over_warmup_cap'] == 0} timelocks_held={v['cold_after_timelock'] == 0} ok={ok}")

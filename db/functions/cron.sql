@@ -9,7 +9,7 @@ LANGUAGE sql STABLE AS $$
     ('message-history', '41 * * * *', 'SELECT maintain_message_history()'),
     ('dispatch-stuck', '* * * * *', 'SELECT recover_stuck()'),
     ('dispatch-skip', '* * * * *', 'SELECT skip_undeliverable()'),
-    ('queue-counts', '* * * * *', 'SELECT fold_owner_queue_counts()'),
+    ('queue-counts', '* * * * *', 'SELECT fold_device_queue_counts()'),
     ('early-receipts', '*/5 * * * *', 'SELECT apply_stranded_receipts()'),
     ('device-health', '* * * * *', 'SELECT device_health_tick()'),
     ('campaigns', '* * * * *', 'CALL run_campaigns()'),

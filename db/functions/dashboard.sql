@@ -90,96 +90,141 @@ COMMENT ON FUNCTION count_message_outcomes() IS
 
 -- Its triggers are in db/functions/triggers_broadcast_messages.sql.
 
--- The owner's queue for the overview (migration 2134): messages pending and not held, or in flight,
--- on a device. Counting them on each refresh read one index entry per waiting row (1M waiting:
--- 148 ms a refresh, every 1.5 s of an open overview while a campaign sends). The claim changes
--- nothing here (pending to queued: both live); new rows are counted by _count_enqueued.
-CREATE OR REPLACE FUNCTION _in_owner_queue(p_status text, p_held boolean, p_device_id bigint) RETURNS boolean
+-- The queue per device, for the overview and the monitoring page (migrations 2134, 2135): messages
+-- pending and not held, or in flight, on a device. Counting them on each refresh read one index
+-- entry per waiting row (1M waiting: 148 ms a refresh of the overview, 167-300 ms of the monitoring
+-- page, every 1.5-2 s of an open page while a campaign sends). The claim changes nothing here
+-- (pending to queued: both live, on the same device); new rows are counted by _count_enqueued.
+CREATE OR REPLACE FUNCTION _in_device_queue(p_status text, p_held boolean, p_device_id bigint) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT p_status IN ('pending', 'queued') AND NOT p_held AND p_device_id IS NOT NULL
 $$;
-COMMENT ON FUNCTION _in_owner_queue(text, boolean, bigint) IS
-  'Whether a message counts in its owner''s queue (owner_queue_counts): pending and not held, or in flight, on a device.';
+COMMENT ON FUNCTION _in_device_queue(text, boolean, bigint) IS
+  'Whether a message counts in its device''s queue (device_queue_counts): pending and not held, or in flight, on a device.';
 
-CREATE OR REPLACE FUNCTION count_owner_queue() RETURNS trigger LANGUAGE plpgsql
+-- One row per owner, however many devices the statement touched.
+CREATE OR REPLACE FUNCTION _append_device_queue_deltas(p_users bigint[], p_devices bigint[], p_lives bigint[])
+RETURNS void LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan   -- on the send path: planned once per session
+AS $$
+BEGIN
+  INSERT INTO device_queue_count_deltas (user_id, device_ids, lives, live)
+  SELECT c.user_id, array_agg(c.device_id), array_agg(c.live), sum(c.live)
+    FROM unnest(p_users, p_devices, p_lives) AS c(user_id, device_id, live)
+   WHERE c.live <> 0
+   GROUP BY c.user_id;
+END $$;
+COMMENT ON FUNCTION _append_device_queue_deltas(bigint[], bigint[], bigint[]) IS
+  'Appends to device_queue_count_deltas the change p_lives[i] of device p_devices[i] of owner p_users[i] (one per '
+  'device), one row per owner; changes of zero are left out.';
+
+CREATE OR REPLACE FUNCTION count_device_queue() RETURNS trigger LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
   IF TG_OP = 'UPDATE' THEN
-    INSERT INTO owner_queue_count_deltas (user_id, live)
-    SELECT r.user_id, sum(r.sign)
-      FROM (SELECT n.user_id, 1 AS sign FROM new_rows n WHERE _in_owner_queue(n.status, n.held, n.device_id)
-            UNION ALL
-            SELECT o.user_id, -1 FROM old_rows o WHERE _in_owner_queue(o.status, o.held, o.device_id)) r
-     GROUP BY r.user_id
-    HAVING sum(r.sign) <> 0;
+    PERFORM _append_device_queue_deltas(array_agg(c.user_id), array_agg(c.device_id), array_agg(c.live))
+       FROM (SELECT r.user_id, r.device_id, sum(r.sign)::bigint AS live
+               FROM (SELECT n.user_id, n.device_id, 1 AS sign FROM new_rows n
+                      WHERE _in_device_queue(n.status, n.held, n.device_id)
+                     UNION ALL
+                     SELECT o.user_id, o.device_id, -1 FROM old_rows o
+                      WHERE _in_device_queue(o.status, o.held, o.device_id)) r
+              GROUP BY r.user_id, r.device_id) c;
   ELSE
-    INSERT INTO owner_queue_count_deltas (user_id, live)
-    SELECT o.user_id, -count(*) FROM old_rows o WHERE _in_owner_queue(o.status, o.held, o.device_id)
-     GROUP BY o.user_id;
+    PERFORM _append_device_queue_deltas(array_agg(c.user_id), array_agg(c.device_id), array_agg(c.live))
+       FROM (SELECT o.user_id, o.device_id, -count(*) AS live FROM old_rows o
+              WHERE _in_device_queue(o.status, o.held, o.device_id)
+              GROUP BY o.user_id, o.device_id) c;
   END IF;
   RETURN NULL;
 END $$;
-COMMENT ON FUNCTION count_owner_queue() IS
-  'Statement trigger on broadcast_messages (UPDATE, DELETE): appends to owner_queue_count_deltas the change in each '
-  'owner''s messages pending (not held) or in flight on a device (new rows are counted by _count_enqueued).';
+COMMENT ON FUNCTION count_device_queue() IS
+  'Statement trigger on broadcast_messages (UPDATE, DELETE): appends to device_queue_count_deltas the change in each '
+  'device''s messages pending (not held) or in flight (new rows are counted by _count_enqueued).';
 
-CREATE OR REPLACE FUNCTION fold_owner_queue_counts() RETURNS integer LANGUAGE sql AS $$
-  WITH moved AS (DELETE FROM owner_queue_count_deltas RETURNING *),
-  folded AS (
-    INSERT INTO owner_queue_counts AS c (user_id, live)
-    SELECT m.user_id, sum(m.live) FROM moved m
+CREATE OR REPLACE FUNCTION fold_device_queue_counts() RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE v_devices integer;
+BEGIN
+  WITH moved AS (DELETE FROM device_queue_count_deltas RETURNING user_id, device_ids, lives),
+  summed AS (
+    SELECT c.device_id, min(m.user_id) AS user_id, sum(c.live)::bigint AS live
+      FROM moved m, unnest(m.device_ids, m.lives) AS c(device_id, live)
      WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = m.user_id)   -- deleted since: dropped
-     GROUP BY m.user_id
-    ON CONFLICT (user_id) DO UPDATE SET live = c.live + excluded.live
+     GROUP BY c.device_id),
+  folded AS (
+    INSERT INTO device_queue_counts AS q (device_id, user_id, live)
+    SELECT s.device_id, s.user_id, s.live FROM summed s
+     ORDER BY s.device_id   -- two folds at once lock the rows in one order
+    ON CONFLICT (device_id) DO UPDATE SET live = q.live + excluded.live
     RETURNING 1)
-  SELECT count(*)::int FROM folded
-$$;
-COMMENT ON FUNCTION fold_owner_queue_counts() IS
-  'Moves the deltas of owner_queue_count_deltas into owner_queue_counts (a job, every minute); returns the owners '
-  'touched.';
+  SELECT count(*) INTO v_devices FROM folded;
+  -- A deleted device's row, once the deltas of its rows leaving it brought it to zero.
+  DELETE FROM device_queue_counts q
+   WHERE q.live = 0 AND NOT EXISTS (SELECT 1 FROM user_devices d WHERE d.id = q.device_id);
+  RETURN v_devices;
+END $$;
+COMMENT ON FUNCTION fold_device_queue_counts() IS
+  'Moves the deltas of device_queue_count_deltas into device_queue_counts (a job, every minute) and drops the rows '
+  'of deleted devices once at zero; returns the devices touched.';
 
 -- Run by every apply, right after it (re)creates this rollup's triggers (triggers_broadcast_messages.sql):
 -- the functions and triggers that keep it take effect when that apply commits, so writes that ran
 -- the code before them (a migration's first apply; a release's old processes meanwhile) are not in
 -- it. Under the lock no writer runs until the apply commits, and after it every writer counts.
-CREATE OR REPLACE FUNCTION recount_owner_queue() RETURNS integer LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION recount_device_queue() RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE v_off integer;
 BEGIN
   -- The lock CREATE TRIGGER takes: no writes through broadcast_messages from the count to the
   -- commit, reads go on. Not its partitions: the claim, which writes message_queue itself, changes
   -- no count here and goes on too.
   LOCK TABLE ONLY broadcast_messages IN SHARE ROW EXCLUSIVE MODE;
-  PERFORM fold_owner_queue_counts();
+  PERFORM fold_device_queue_counts();
   WITH counted AS (
-    SELECT m.user_id, count(*) AS live FROM message_queue m
-     WHERE _in_owner_queue(m.status, m.held, m.device_id) AND EXISTS (SELECT 1 FROM users u WHERE u.id = m.user_id)
-     GROUP BY m.user_id
+    SELECT m.device_id, min(m.user_id) AS user_id, count(*) AS live FROM message_queue m
+     WHERE _in_device_queue(m.status, m.held, m.device_id) AND EXISTS (SELECT 1 FROM users u WHERE u.id = m.user_id)
+     GROUP BY m.device_id
   ), off AS (
-    SELECT coalesce(k.user_id, c.user_id) AS user_id, coalesce(k.live, 0) AS live
-      FROM counted k FULL JOIN owner_queue_counts c ON c.user_id = k.user_id
+    SELECT coalesce(k.device_id, c.device_id) AS device_id, coalesce(k.user_id, c.user_id) AS user_id,
+           coalesce(k.live, 0) AS live
+      FROM counted k FULL JOIN device_queue_counts c ON c.device_id = k.device_id
      WHERE coalesce(k.live, 0) <> coalesce(c.live, 0)
   ), fixed AS (
-    INSERT INTO owner_queue_counts AS c (user_id, live) SELECT o.user_id, o.live FROM off o
-    ON CONFLICT (user_id) DO UPDATE SET live = excluded.live
+    INSERT INTO device_queue_counts AS c (device_id, user_id, live) SELECT o.device_id, o.user_id, o.live FROM off o
+    ON CONFLICT (device_id) DO UPDATE SET live = excluded.live
     RETURNING 1
   )
   SELECT count(*) INTO v_off FROM fixed;
   IF v_off > 0 THEN
-    RAISE WARNING 'owner_queue_counts was off for % owner(s): recounted from the queue', v_off;
+    RAISE WARNING 'device_queue_counts was off for % device(s): recounted from the queue', v_off;
   END IF;
   RETURN v_off;
 END $$;
-COMMENT ON FUNCTION recount_owner_queue() IS
-  'Sets owner_queue_counts to the queue as counted, writes held off meanwhile (run by every apply); returns the '
-  'owners that were off (and warns when any was).';
+COMMENT ON FUNCTION recount_device_queue() IS
+  'Sets device_queue_counts to the queue as counted, writes held off meanwhile (run by every apply); returns the '
+  'devices that were off (and warns when any was).';
+
+CREATE OR REPLACE FUNCTION _device_queue_live(p_user_id bigint)
+RETURNS TABLE (device_id bigint, live bigint) LANGUAGE sql STABLE AS $$
+  SELECT x.device_id, sum(x.live)::bigint
+    FROM (SELECT c.device_id, c.live FROM device_queue_counts c WHERE c.user_id = p_user_id
+          UNION ALL
+          SELECT u.device_id, u.live
+            FROM device_queue_count_deltas d, unnest(d.device_ids, d.lives) AS u(device_id, live)
+           WHERE d.user_id = p_user_id) x
+   GROUP BY x.device_id
+$$;
+COMMENT ON FUNCTION _device_queue_live(bigint) IS
+  'Per device of the owner: its messages pending (not held) or in flight, device_queue_counts plus the deltas not '
+  'folded.';
 
 CREATE OR REPLACE FUNCTION _owner_queue_live(p_user_id bigint) RETURNS bigint LANGUAGE sql STABLE AS $$
-  SELECT coalesce((SELECT c.live FROM owner_queue_counts c WHERE c.user_id = p_user_id), 0)
-       + coalesce((SELECT sum(d.live) FROM owner_queue_count_deltas d WHERE d.user_id = p_user_id), 0)::bigint
+  SELECT (coalesce((SELECT sum(c.live) FROM device_queue_counts c WHERE c.user_id = p_user_id), 0)
+          + coalesce((SELECT sum(d.live) FROM device_queue_count_deltas d WHERE d.user_id = p_user_id), 0))::bigint
 $$;
 COMMENT ON FUNCTION _owner_queue_live(bigint) IS
-  'The owner''s messages pending (not held) or in flight on a device: owner_queue_counts plus the deltas not folded.';
+  'The owner''s messages pending (not held) or in flight on a device: its devices'' device_queue_counts plus the '
+  'deltas not folded.';
 
 -- Overview ------------------------------------------------------------------------------------
 -- In flight counted by the in-flight index (a sender holds a few thousand at most); waiting is
@@ -198,7 +243,7 @@ $$;
 COMMENT ON FUNCTION dashboard_today(bigint) IS
   'Overview figures for the owner''s calendar day: messages sent and failed since local midnight (from '
   'message_outcome_counts), and the queue now: pending (waiting for a device, held ones excluded; from '
-  'owner_queue_counts) and in flight (claimed by a sender).';
+  'device_queue_counts) and in flight (claimed by a sender).';
 
 CREATE OR REPLACE FUNCTION dashboard_hourly(p_user_id bigint, p_hours integer DEFAULT 24)
 RETURNS TABLE (hour_start timestamptz, sent bigint, failed bigint)
@@ -235,27 +280,22 @@ $$;
 COMMENT ON FUNCTION dashboard_devices_by_health(bigint) IS
   'The owner''s devices counted per status (every status listed, zeros included), healthiest first.';
 
--- One grouped pass over the owner's live rows per status, not a probe per device: with the queue's
--- statistics saying "empty" (just analyzed, or drained since) each probe became a scan of the
--- queue's pages, 300 devices x a drained queue's dead pages = 56 ms for the overview's figures.
--- Waiting and in-flight rows are counted apart, each by hash (a few thousand devices): as one
--- grouped pass merged with the devices it sorted every live row by device, spilling to disk past
--- a few hundred thousand (an owner with 1M waiting: 480 ms for each refresh of the overview, now
--- 116 ms; with 100k among other owners' 900k: 27 ms, now 12 ms). The overview reads its totals
--- from owner_queue_counts since (2.2 ms with 1M waiting); this page still counts every waiting row
--- to split them into due now and later per device (167-206 ms at 1M on 3,000 devices).
+-- What each device holds from the rollup (_device_queue_live); read from the rows only what is in
+-- flight (a sender holds a few thousand at most), what waits for a later time (retries, send windows:
+-- a time the rollup cannot split by) and each device's first waiting row, one probe of its due index.
+-- Counting every waiting row here cost 167-300 ms a refresh with 1M waiting on 3,000 devices, every 2 s
+-- of an open page while a campaign sends.
 CREATE OR REPLACE FUNCTION monitor_queue_depth(p_user_id bigint)
 RETURNS TABLE (device_id bigint, device_name text, device_status text, due_now bigint,
                scheduled_later bigint, in_flight bigint, oldest_due_at timestamptz)
 LANGUAGE sql STABLE AS $$
   WITH own AS MATERIALIZED (SELECT _own_device_ids(p_user_id) AS ids),   -- called once, not per row
-  waiting AS (
-    SELECT m.device_id,
-           count(*) FILTER (WHERE m.scheduled_at <= now()) AS due_now,
-           count(*) FILTER (WHERE m.scheduled_at > now()) AS scheduled_later,
-           min(m.scheduled_at) AS oldest_due_at
+  live AS (SELECT l.device_id, l.live FROM _device_queue_live(p_user_id) l),
+  later AS (
+    SELECT m.device_id, count(*) AS scheduled_later
       FROM broadcast_messages m
-     WHERE m.status = 'pending' AND NOT m.held AND m.device_id = ANY ((SELECT ids FROM own)::bigint[])
+     WHERE m.status = 'pending' AND NOT m.held AND m.scheduled_at > now()
+       AND m.device_id = ANY ((SELECT ids FROM own)::bigint[])
      GROUP BY m.device_id
   ), flying AS (
     SELECT m.device_id, count(*) AS in_flight
@@ -263,11 +303,19 @@ LANGUAGE sql STABLE AS $$
      WHERE m.status = 'queued' AND m.device_id = ANY ((SELECT ids FROM own)::bigint[])
      GROUP BY m.device_id
   )
-  SELECT d.id, d.device_name, d.status, coalesce(w.due_now, 0), coalesce(w.scheduled_later, 0),
-         coalesce(f.in_flight, 0), w.oldest_due_at
+  SELECT d.id, d.device_name, d.status,
+         coalesce(l.live, 0) - coalesce(f.in_flight, 0) - coalesce(s.scheduled_later, 0),
+         coalesce(s.scheduled_later, 0), coalesce(f.in_flight, 0), first_waiting.scheduled_at
     FROM user_devices d
-    LEFT JOIN waiting w ON w.device_id = d.id
+    LEFT JOIN live l ON l.device_id = d.id
+    LEFT JOIN later s ON s.device_id = d.id
     LEFT JOIN flying f ON f.device_id = d.id
+    -- In the device's due index order (held is false throughout), which no other path gives without
+    -- a sort: ordered by time alone, the plan walked the time-ordered index of every device's rows to
+    -- find this device's first (tests/test_plan_guards.py).
+    LEFT JOIN LATERAL (SELECT m.scheduled_at FROM broadcast_messages m
+                        WHERE m.device_id = d.id AND m.status = 'pending' AND NOT m.held
+                        ORDER BY m.held, m.scheduled_at, m.id LIMIT 1) first_waiting ON true
    WHERE d.user_id = p_user_id
    ORDER BY d.id
 $$;

@@ -92,7 +92,7 @@ COMMENT ON FUNCTION _insert_drafts(message_draft[], boolean) IS
 -- The rollups of new rows, kept here rather than by AFTER INSERT triggers, whose transition table
 -- copied every queued row whole to count it (migration 2102). A new row is pending: it counts in
 -- flight for its step (sequence_counter_deltas) and assigned, current and pending for its campaign
--- and device (campaign_counts), on a device and not held its owner's queue (owner_queue_count_deltas),
+-- and device (campaign_counts), on a device and not held its device's queue (device_queue_count_deltas),
 -- nothing in the sent/failed outcomes. A retry takes the place of
 -- the attempt it retries (failed or skipped, in the history) in both.
 CREATE OR REPLACE FUNCTION _count_enqueued(p_rows message_enqueued[])
@@ -112,10 +112,10 @@ BEGIN
   SELECT r.sequence_id, r.sequence_stepid, NULL, count(*)
     FROM unnest(p_rows) r WHERE r.sequence_stepid IS NOT NULL
    GROUP BY r.sequence_id, r.sequence_stepid;
-  INSERT INTO owner_queue_count_deltas (user_id, live)
-  SELECT r.user_id, count(*)
-    FROM unnest(p_rows) r WHERE _in_owner_queue('pending', r.held, r.device_id)
-   GROUP BY r.user_id;
+  PERFORM _append_device_queue_deltas(array_agg(c.user_id), array_agg(c.device_id), array_agg(c.live))
+     FROM (SELECT r.user_id, r.device_id, count(*) AS live
+             FROM unnest(p_rows) r WHERE _in_device_queue('pending', r.held, r.device_id)
+            GROUP BY r.user_id, r.device_id) c;
   IF v_retried <> '{}' THEN   -- by id, in the history only (planning every week of it costs: retries only)
     v_superseded := array(SELECT o FROM broadcast_messages o
                            WHERE o.id = ANY (v_retried) AND o.status IN ('failed', 'skipped'));
@@ -132,7 +132,7 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION _count_enqueued(message_enqueued[]) IS
   'Adds the rows _insert_drafts wrote to campaign_counts, sequence_counter_deltas (in flight) and '
-  'owner_queue_count_deltas (waiting: those on a device, not held), and takes '
+  'device_queue_count_deltas (waiting: those on a device, not held), and takes '
   'the attempts retried among them out of their current and outcome counts.';
 
 CREATE OR REPLACE FUNCTION _enqueue_messages(p_drafts message_draft[], p_fresh boolean DEFAULT false)

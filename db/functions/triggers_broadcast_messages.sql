@@ -13,11 +13,11 @@
 --           4_campaign_done settle_campaigns_done campaigns.status (+ the campaign live event) when a
 --                                                running campaign's last message settled
 --           5_campaign_counts count_campaign_messages  campaign_counts (new minus old of the changed rows)
---           6_owner_queue count_owner_queue      owner_queue_count_deltas (new minus old)
+--           6_device_queue count_device_queue    device_queue_count_deltas (new minus old)
 --   DELETE  1_outcomes  count_message_outcomes   message_outcome_counts (minus old)
 --           2_sequence  sequence_message_counts  sequence_counter_deltas (minus old)
 --           5_campaign_counts count_campaign_messages  campaign_counts (minus old)
---           6_owner_queue count_owner_queue      owner_queue_count_deltas (minus old)
+--           6_device_queue count_device_queue    device_queue_count_deltas (minus old)
 --
 -- In place of foreign keys (checked row by row on every enqueue), statement triggers on the
 -- parent tables do what ON DELETE did, once per statement:
@@ -54,13 +54,13 @@ CREATE OR REPLACE TRIGGER broadcast_messages_5_campaign_counts_upd AFTER UPDATE 
 CREATE OR REPLACE TRIGGER broadcast_messages_5_campaign_counts_del AFTER DELETE ON broadcast_messages
   REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION count_campaign_messages();
 
-CREATE OR REPLACE TRIGGER broadcast_messages_6_owner_queue_upd AFTER UPDATE ON broadcast_messages
-  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_owner_queue();
-CREATE OR REPLACE TRIGGER broadcast_messages_6_owner_queue_del AFTER DELETE ON broadcast_messages
-  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION count_owner_queue();
+CREATE OR REPLACE TRIGGER broadcast_messages_6_device_queue_upd AFTER UPDATE ON broadcast_messages
+  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_device_queue();
+CREATE OR REPLACE TRIGGER broadcast_messages_6_device_queue_del AFTER DELETE ON broadcast_messages
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION count_device_queue();
 -- What writes ran before these triggers and _count_enqueued were in place is counted now
--- (recount_owner_queue says why).
-SELECT recount_owner_queue();
+-- (recount_device_queue says why).
+SELECT recount_device_queue();
 
 -- In place of the foreign keys' ON DELETE (see the header).
 -- The deleted ids as an array probed by index, never a join with the transition table: its plan is
