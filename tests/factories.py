@@ -41,6 +41,17 @@ def make_warm_contact(conn, device_id, phone):
                  [phone, phone, device_id])
 
 
+def record_sends(conn, device_id, sends, minutes_ago=0):
+    """Sends claimed `minutes_ago` (0: this minute), recorded as the claim records them: in the device's
+    minute and hour buckets (device_send_minutes, device_send_hours)."""
+    at = "now() - make_interval(mins => %s)"
+    for table, unit in (("device_send_minutes", "minute"), ("device_send_hours", "hour")):
+        conn.execute(f"""INSERT INTO {table} AS s (device_id, {unit}, sends)
+                         VALUES (%s, date_trunc('{unit}', {at}), %s)
+                         ON CONFLICT (device_id, {unit}) DO UPDATE SET sends = s.sends + excluded.sends""",
+                     [device_id, minutes_ago, sends])
+
+
 def drain_notifies(listener, channel="wa_events", deadline=30):
     """Every notification on `channel` committed before this call, in commit order. The listener
     (autocommit, LISTENing) notifies itself a marker that PostgreSQL delivers after all of them, so

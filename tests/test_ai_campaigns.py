@@ -2,7 +2,7 @@
 device; a device banned mid-run is dropped and its unsent leads move to the others; per-device report."""
 import psycopg
 
-from tests.factories import make_device, make_user
+from tests.factories import make_device, make_user, record_sends
 from tests.superuser import superuser
 from tests.test_campaigns import campaign, expand_all, lead, mark, messages, status
 from tests.test_plan_guards import Plans, _nodes, rows_read
@@ -13,8 +13,7 @@ def per_device(db, cid):
 
 
 def load(db, device_id, sends):
-    db.execute("INSERT INTO device_send_minutes (device_id, minute, sends) VALUES (%s, date_trunc('minute', now()), %s)",
-               [device_id, sends])
+    record_sends(db, device_id, sends)
 
 
 def test_pool_spread_at_most_n_per_device_least_loaded_first(db):

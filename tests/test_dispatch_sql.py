@@ -8,7 +8,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from tests.factories import drain_notifies, make_device, make_user
+from tests.factories import drain_notifies, make_device, make_user, record_sends
 
 
 def lease(db, device_ids, sender="s1", ttl="30 seconds"):
@@ -39,9 +39,7 @@ def pacing(db, device_id):
 
 
 def send_history(db, device_id, minutes_ago, sends):
-    db.execute("""INSERT INTO device_send_minutes (device_id, minute, sends)
-                  VALUES (%s, date_trunc('minute', now() - make_interval(mins => %s)), %s)""",
-               [device_id, minutes_ago, sends])
+    record_sends(db, device_id, sends, minutes_ago)
 
 
 def wait_until_blocked(watcher, holder, thread, who, result):

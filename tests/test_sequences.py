@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.factories import make_device, make_user
+from tests.factories import make_device, make_user, record_sends
 from tests.superuser import superuser
 
 DUPLICATES = """SELECT sequence_id, contact_phone, current_step, count(*) FROM sequence_contacts
@@ -373,8 +373,8 @@ def test_device_choice_own_device_then_lowest_score_spread(db):
     idle = make_device(db, uid)
     idle2 = make_device(db, uid)
     offline = make_device(db, uid, status="offline")
-    db.execute("INSERT INTO device_send_minutes (device_id, minute, sends) VALUES (%s, date_trunc('minute', now()), 60), "
-               "(%s, date_trunc('minute', now()), 70)", [own, busy])
+    record_sends(db, own, 60)
+    record_sends(db, busy, 70)
     sid = make_sequence(db, uid)
     add_lead(db, uid, "60111111111", "promo", device_id=idle)      # own device online, idle: used
     add_lead(db, uid, "60111111112", "promo", device_id=own)       # own device over 50 this hour

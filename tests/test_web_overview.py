@@ -4,7 +4,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.factories import make_device, make_user
+from tests.factories import make_device, make_user, record_sends
 from tests.webutil import signed_in_user
 
 
@@ -36,7 +36,7 @@ def owner(client, committed_db_url):
         add_message(c, uid, online, "pending", scheduled="now() + interval '1 day'")
         add_message(c, uid, online, "pending", held="true")                  # paused: not counted
         add_message(c, uid, banned, "queued")
-        c.execute("INSERT INTO device_send_minutes VALUES (%s, date_trunc('minute', now()), 5)", [online])
+        record_sends(c, online, 5)
         # Another user's traffic never shows.
         other = make_user(c)
         add_message(c, other, make_device(c, other), "sent")

@@ -3,10 +3,37 @@
 -- (device_load_balance, device_performance_monitor, db/views/10_dispatch.sql) all read device_load.
 -- Views only show what these functions compute; no function reads a view.
 --
--- Counts come from device_send_minutes (every claimed send, per device and minute): the trailing
--- hour counts whole minute buckets from the minute an hour ago, exactly what the hourly cap checks;
--- the day starts at the owner's local midnight. Plain SQL functions, so the planner inlines them
--- and a filter on the caller's side (a device, an owner) reaches the tables.
+-- Counts come from the send record the claim writes (device_send_minutes and device_send_hours, read
+-- by _device_sends): the trailing hour counts whole minute buckets from the minute an hour ago,
+-- exactly what the hourly cap checks; the day starts at the owner's local midnight. Plain SQL
+-- functions, so the planner inlines them and a filter on the caller's side (a device, an owner)
+-- reaches the tables.
+
+-- A device's sends from p_from to now, exactly as its minutes count them: whole hours from
+-- device_send_hours (the one under way holds every send of it so far) and, for the hour p_from falls
+-- in, its minutes on the shorter side of p_from: after it (p_from late in its hour), or that hour's
+-- total less its minutes before p_from (early). At most 30 minute rows and 49 hour rows for two days,
+-- where the minutes alone were up to 2,880: 3,000 devices that sent every minute for two days made the
+-- health bands 7.5-13 s and the owner's day 1.8-2.0 s (migration 2136). A set-returning SQL function,
+-- so its callers inline it; one aggregate, so a caller that uses the figure twice reads the rows once
+-- (as a scalar expression the planner copied its subqueries into each use).
+CREATE OR REPLACE FUNCTION _device_sends(p_device_id bigint, p_from timestamptz)
+RETURNS TABLE (sends integer) LANGUAGE sql STABLE AS $$
+  SELECT coalesce(sum(x.sends), 0)::int
+    FROM (SELECT CASE WHEN p_from - date_trunc('hour', p_from) < interval '30 minutes' THEN date_trunc('hour', p_from)
+                      ELSE date_trunc('hour', p_from) + interval '1 hour' END AS whole_from) b,
+         LATERAL (SELECT h.sends FROM device_send_hours h
+                   WHERE h.device_id = p_device_id AND h.hour >= b.whole_from
+                  UNION ALL   -- late in its hour: the minutes from p_from to the next
+                  SELECT s.sends FROM device_send_minutes s
+                   WHERE s.device_id = p_device_id AND s.minute >= p_from AND s.minute < b.whole_from
+                  UNION ALL   -- early: its hour's minutes before p_from taken off
+                  SELECT -s.sends FROM device_send_minutes s
+                   WHERE s.device_id = p_device_id AND s.minute >= b.whole_from AND s.minute < p_from) x
+$$;
+COMMENT ON FUNCTION _device_sends(bigint, timestamptz) IS
+  'A device''s send attempts from p_from to now: device_send_hours for whole hours, device_send_minutes for the '
+  'part of p_from''s hour (added after p_from, or taken off before it, whichever is shorter).';
 
 -- What a device may send today, defined once: the claim (claim_messages), device_load, failover and
 -- the devices page read it. A newly paired number warms up: its daily cap ramps linearly from the
@@ -72,11 +99,10 @@ LANGUAGE sql STABLE AS $$
              date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone AS day_from
     ) w
     CROSS JOIN LATERAL (
-      SELECT coalesce(sum(s.sends) FILTER (WHERE s.minute >= w.hour_from), 0)::int AS messages_hour,
-             coalesce(sum(s.sends) FILTER (WHERE s.minute >= w.day_from), 0)::int AS messages_today,
-             max(s.minute) AS last_minute
-        FROM device_send_minutes s
-       WHERE s.device_id = d.id AND s.minute >= least(w.hour_from, w.day_from)
+      SELECT hour_sends.sends AS messages_hour, day_sends.sends AS messages_today,
+             (SELECT max(s.minute) FROM device_send_minutes s
+               WHERE s.device_id = d.id AND s.minute >= least(w.hour_from, w.day_from)) AS last_minute
+        FROM _device_sends(d.id, w.hour_from) hour_sends, _device_sends(d.id, w.day_from) day_sends
     ) counts
     CROSS JOIN LATERAL (
       SELECT count(*)::int AS processing_now FROM broadcast_messages m WHERE m.device_id = d.id AND m.status = 'queued'
@@ -129,8 +155,7 @@ LANGUAGE sql STABLE AS $$
     CROSS JOIN LATERAL (SELECT _device_is_running(d.id) AS running) run
     -- reply rate: contacts who first wrote in 48 h against sends in 48 h (both bounded by the device)
     CROSS JOIN LATERAL (
-      SELECT (SELECT coalesce(sum(s.sends), 0)::int FROM device_send_minutes s
-               WHERE s.device_id = d.id AND s.minute > now() - interval '48 hours') AS sends_48h,
+      SELECT (SELECT t.sends FROM _device_sends(d.id, now() - interval '48 hours') t) AS sends_48h,
              (SELECT count(*)::int FROM chats w
                WHERE w.device_id = d.id AND w.wrote_at > now() - interval '48 hours') AS repliers_48h
     ) rep
