@@ -85,10 +85,14 @@ def load(url, size):
                        FROM generate_series(1, %s) g
                        JOIN chats ch ON ch.id = (SELECT min(id) FROM chats) + g %% %s""",
                   [owner, size["chat_messages"], size["chats"]])
-        # The claims behind the owner's last day of sends, one bucket every 2 minutes (~720 a day).
+        # The claims behind the owner's last day of sends, one bucket every 2 minutes (~720 a day),
+        # and the same by the hour, as the claim records them.
         c.execute("""INSERT INTO device_send_minutes (device_id, minute, sends)
                      SELECT d, date_trunc('minute', now()) - m * interval '1 minute', 1
                        FROM unnest(%s::bigint[]) d, generate_series(0, 1439, 2) m""", [devices])
+        c.execute("""INSERT INTO device_send_hours (device_id, hour, sends)
+                     SELECT device_id, date_trunc('hour', minute), sum(sends) FROM device_send_minutes
+                      WHERE device_id = ANY (%s) GROUP BY 1, 2""", [devices])
         load_fleet(c)
         c.execute("VACUUM ANALYZE")
         total = c.execute("SELECT count(*) AS n FROM broadcast_messages").fetchone()["n"]
