@@ -91,7 +91,7 @@ def load(url, size):
                      SELECT d, date_trunc('minute', now()) - m * interval '1 minute', 1
                        FROM unnest(%s::bigint[]) d, generate_series(0, 1439, 2) m""", [devices])
         c.execute("""INSERT INTO device_send_hours (device_id, hour, sends)
-                     SELECT device_id, date_trunc('hour', minute), sum(sends) FROM device_send_minutes
+                     SELECT device_id, date_trunc('hour', minute, 'UTC'), sum(sends) FROM device_send_minutes
                       WHERE device_id = ANY (%s) GROUP BY 1, 2""", [devices])
         load_fleet(c)
         c.execute("VACUUM ANALYZE")

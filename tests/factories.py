@@ -47,7 +47,7 @@ def record_sends(conn, device_id, sends, minutes_ago=0):
     at = "now() - make_interval(mins => %s)"
     for table, unit in (("device_send_minutes", "minute"), ("device_send_hours", "hour")):
         conn.execute(f"""INSERT INTO {table} AS s (device_id, {unit}, sends)
-                         VALUES (%s, date_trunc('{unit}', {at}), %s)
+                         VALUES (%s, date_trunc('{unit}', {at}, 'UTC'), %s)
                          ON CONFLICT (device_id, {unit}) DO UPDATE SET sends = s.sends + excluded.sends""",
                      [device_id, minutes_ago, sends])
 

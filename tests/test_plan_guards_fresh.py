@@ -392,7 +392,7 @@ def test_the_hourly_purge_reads_the_hour_it_drops_not_three_days_of_send_minutes
                      SELECT d, date_trunc('minute', now() - interval '73 hours') + make_interval(mins => m), 1
                        FROM unnest(%s::bigint[]) d, generate_series(0, 72 * 60) m""", [devices])
         c.execute("""INSERT INTO device_send_hours (device_id, hour, sends)
-                     SELECT device_id, date_trunc('hour', minute), sum(sends) FROM device_send_minutes
+                     SELECT device_id, date_trunc('hour', minute, 'UTC'), sum(sends) FROM device_send_minutes
                       WHERE device_id = ANY (%s) GROUP BY 1, 2""", [devices])
         c.execute("VACUUM ANALYZE device_send_minutes")
         c.execute("VACUUM ANALYZE device_send_hours")

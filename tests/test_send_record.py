@@ -13,6 +13,7 @@ from tests.test_plan_guards import Plans, rows_read
 
 
 def test_the_claim_counts_each_send_by_the_minute_and_by_the_hour(db):
+    db.execute("SET TimeZone = 'Asia/Kolkata'")      # hours are UTC's whatever the session's zone
     uid = make_user(db)
     a, b = make_device(db, uid), make_device(db, uid)
     lease(db, [a, b])
@@ -20,13 +21,15 @@ def test_the_claim_counts_each_send_by_the_minute_and_by_the_hour(db):
     queue(db, uid, b, 3)
     assert len(claim(db, per_device=4)) == 7
     assert len(claim(db, per_device=4)) == 1
-    by_minute = db.execute("""SELECT device_id, date_trunc('hour', minute) AS hour, sum(sends) AS sends
+    by_minute = db.execute("""SELECT device_id, date_trunc('hour', minute, 'UTC') AS hour, sum(sends) AS sends
                                 FROM device_send_minutes GROUP BY 1, 2 ORDER BY 1, 2""").fetchall()
     by_hour = db.execute("SELECT device_id, hour, sends FROM device_send_hours ORDER BY 1, 2").fetchall()
     assert by_hour == by_minute and [r["sends"] for r in by_hour] == [5, 3]
+    db.execute("RESET TimeZone")
 
 
-def test_any_window_counts_what_its_minutes_count(db):
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata"])   # the session's: hours of its own begin at :30 UTC
+def test_any_window_counts_what_its_minutes_count(db, zone):
     uid = make_user(db)
     dev = make_device(db, uid)
     for minutes_ago in range(0, 73 * 60, 7):                    # three days, a bucket every 7 minutes
@@ -38,14 +41,16 @@ def test_any_window_counts_what_its_minutes_count(db):
               "date_trunc('hour', now()) - interval '5 hours' + interval '29 minutes'",
               "date_trunc('hour', now()) - interval '5 hours' + interval '30 minutes'",
               "now() - interval '48 hours'", "now() - interval '47 hours 59 minutes 30 seconds'"]
-    starts += [f"date_trunc('day', now() AT TIME ZONE '{zone}') AT TIME ZONE '{zone}'"   # owners' midnights
-               for zone in ("UTC", "Asia/Kuala_Lumpur", "Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns")]
+    starts += [f"date_trunc('day', now() AT TIME ZONE '{owner}') AT TIME ZONE '{owner}'"   # owners' midnights
+               for owner in ("UTC", "Asia/Kuala_Lumpur", "Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns")]
+    db.execute(f"SET TimeZone = '{zone}'")
     for start in starts:
         row = db.execute(f"""SELECT (SELECT t.sends FROM _device_sends(%s, {start}) t) AS counted,
                                     (SELECT coalesce(sum(s.sends), 0)::int FROM device_send_minutes s
                                       WHERE s.device_id = %s AND s.minute >= {start}) AS minutes""",
                          [dev, dev]).fetchone()
         assert row["counted"] == row["minutes"], start
+    db.execute("RESET TimeZone")
 
 
 def test_a_day_or_two_of_sends_is_read_in_a_bounded_number_of_rows(module_db_url):
@@ -57,7 +62,7 @@ def test_a_day_or_two_of_sends_is_read_in_a_bounded_number_of_rows(module_db_url
                      SELECT d, date_trunc('minute', now()) - make_interval(mins => m), 1
                        FROM unnest(%s::bigint[]) d, generate_series(0, 49 * 60) m""", [devices])
         c.execute("""INSERT INTO device_send_hours (device_id, hour, sends)
-                     SELECT device_id, date_trunc('hour', minute), sum(sends) FROM device_send_minutes
+                     SELECT device_id, date_trunc('hour', minute, 'UTC'), sum(sends) FROM device_send_minutes
                       WHERE device_id = ANY (%s) GROUP BY 1, 2""", [devices])
         c.execute("ANALYZE device_send_minutes; ANALYZE device_send_hours")
         c.execute("LOAD 'auto_explain'")

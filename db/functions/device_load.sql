@@ -16,12 +16,14 @@
 -- where the minutes alone were up to 2,880: 3,000 devices that sent every minute for two days made the
 -- health bands 7.5-13 s and the owner's day 1.8-2.0 s (migration 2136). A set-returning SQL function,
 -- so its callers inline it; one aggregate, so a caller that uses the figure twice reads the rows once
--- (as a scalar expression the planner copied its subqueries into each use).
+-- (as a scalar expression the planner copied its subqueries into each use). Hours are UTC's, as the
+-- claim writes them, whatever the session's zone (in one at +5:30 its hours begin at half past).
 CREATE OR REPLACE FUNCTION _device_sends(p_device_id bigint, p_from timestamptz)
 RETURNS TABLE (sends integer) LANGUAGE sql STABLE AS $$
   SELECT coalesce(sum(x.sends), 0)::int
-    FROM (SELECT CASE WHEN p_from - date_trunc('hour', p_from) < interval '30 minutes' THEN date_trunc('hour', p_from)
-                      ELSE date_trunc('hour', p_from) + interval '1 hour' END AS whole_from) b,
+    FROM (SELECT CASE WHEN p_from - date_trunc('hour', p_from, 'UTC') < interval '30 minutes'
+                      THEN date_trunc('hour', p_from, 'UTC')
+                      ELSE date_trunc('hour', p_from, 'UTC') + interval '1 hour' END AS whole_from) b,
          LATERAL (SELECT h.sends FROM device_send_hours h
                    WHERE h.device_id = p_device_id AND h.hour >= b.whole_from
                   UNION ALL   -- late in its hour: the minutes from p_from to the next

@@ -359,7 +359,7 @@ LOOP
     ),
     hours AS (   -- the same sends by the hour: a day's or two days' reads (_device_sends)
       INSERT INTO device_send_hours AS s (device_id, hour, sends)
-      SELECT d.device_id, date_trunc('hour', now()), d.k FROM per_dev d
+      SELECT d.device_id, date_trunc('hour', now(), 'UTC'), d.k FROM per_dev d
       ON CONFLICT (device_id, hour) DO UPDATE SET sends = s.sends + excluded.sends
     )
     SELECT array_agg(ROW(claimed.id, claimed.device_id, claimed.user_id, claimed.recipient_phone,

@@ -16,7 +16,7 @@ DROP INDEX device_send_minutes_minute;
 
 CREATE TABLE device_send_hours (
   device_id bigint NOT NULL REFERENCES user_devices ON DELETE CASCADE,
-  hour      timestamptz NOT NULL,
+  hour      timestamptz NOT NULL,   -- the start of a UTC hour
   sends     integer NOT NULL CHECK (sends > 0),
   PRIMARY KEY (device_id, hour)
 );
@@ -25,4 +25,4 @@ COMMENT ON TABLE device_send_hours IS
   'the whole hours of a device''s sends over a day or two (_device_sends).';
 
 INSERT INTO device_send_hours (device_id, hour, sends)
-SELECT device_id, date_trunc('hour', minute), sum(sends) FROM device_send_minutes GROUP BY 1, 2;
+SELECT device_id, date_trunc('hour', minute, 'UTC'), sum(sends) FROM device_send_minutes GROUP BY 1, 2;
