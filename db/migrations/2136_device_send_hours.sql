@@ -2,8 +2,9 @@
 -- summed minute buckets: 3,000 devices that sent every minute for two days hold 8.6M of them, and the
 -- overview's health bands (48 h of sends per device, for its reply rate) took 7.5-13 s a refresh, the
 -- monitoring page's load (the owner's day) 1.8 s, device_load for the sequence tick, the failover and
--- AI campaigns 2.0 s. Now whole hours come from here (48 rows at most), the minutes only for the
--- hour's edges (_device_sends). The claim writes both, in the statement that counts the send.
+-- AI campaigns 2.0 s. Now whole hours come from here (49 rows at most for two days), the minutes only
+-- for part of the first hour (30 at most; _device_sends). The claim writes both, in the statement
+-- that counts the send.
 -- Backfilled from the minutes; sends claimed by the code before this one while the apply runs (the
 -- seconds between this migration's commit and the functions') are in the minutes only.
 -- The minutes' index by minute (migration 2113, for the hourly purge) goes: with it the plan of a
