@@ -52,6 +52,17 @@ def record_sends(conn, device_id, sends, minutes_ago=0):
                      [device_id, minutes_ago, sends])
 
 
+def record_minutely_sends(conn, device_ids, first_minute, minutes):
+    """A send every minute on each device for `minutes` minutes from `first_minute` (SQL), recorded as
+    the claim records them: their minute buckets and the hours those make."""
+    conn.execute(f"""INSERT INTO device_send_minutes (device_id, minute, sends)
+                     SELECT d, date_trunc('minute', {first_minute}) + make_interval(mins => m), 1
+                       FROM unnest(%s::bigint[]) d, generate_series(0, %s) m""", [device_ids, minutes])
+    conn.execute("""INSERT INTO device_send_hours (device_id, hour, sends)
+                    SELECT device_id, date_trunc('hour', minute, 'UTC'), sum(sends) FROM device_send_minutes
+                     WHERE device_id = ANY (%s) GROUP BY 1, 2""", [device_ids])
+
+
 def drain_notifies(listener, channel="wa_events", deadline=30):
     """Every notification on `channel` committed before this call, in commit order. The listener
     (autocommit, LISTENing) notifies itself a marker that PostgreSQL delivers after all of them, so

@@ -37,7 +37,7 @@ whatever the table holds.
 import json
 from datetime import timedelta
 
-from tests.factories import make_device, make_user
+from tests.factories import make_device, make_user, record_minutely_sends
 from tests.superuser import superuser
 from tests.test_plan_guards import MESSAGE_TABLES, Plans, _nodes, rows_read, violations
 
@@ -388,12 +388,7 @@ def test_the_hourly_purge_reads_the_hour_it_drops_not_three_days_of_send_minutes
     with superuser(module_db_url) as c:
         uid = make_user(c)
         devices = [make_device(c, uid) for _ in range(5)]
-        c.execute("""INSERT INTO device_send_minutes (device_id, minute, sends)
-                     SELECT d, date_trunc('minute', now() - interval '73 hours') + make_interval(mins => m), 1
-                       FROM unnest(%s::bigint[]) d, generate_series(0, 72 * 60) m""", [devices])
-        c.execute("""INSERT INTO device_send_hours (device_id, hour, sends)
-                     SELECT device_id, date_trunc('hour', minute, 'UTC'), sum(sends) FROM device_send_minutes
-                      WHERE device_id = ANY (%s) GROUP BY 1, 2""", [devices])
+        record_minutely_sends(c, devices, "now() - interval '73 hours'", 72 * 60)
         c.execute("VACUUM ANALYZE device_send_minutes")
         c.execute("VACUUM ANALYZE device_send_hours")
         all_devices = c.execute("SELECT count(*) AS n FROM user_devices").fetchone()["n"]

@@ -6,7 +6,7 @@ minutes alone were up to 2,880 (3,000 devices that sent every minute for two day
 7.5-13 s a refresh, the owner's device load 1.8-2.0 s)."""
 import pytest
 
-from tests.factories import make_device, make_user, record_sends
+from tests.factories import make_device, make_user, record_minutely_sends, record_sends
 from tests.superuser import superuser
 from tests.test_dispatch_sql import claim, lease, queue
 from tests.test_plan_guards import Plans, rows_read
@@ -58,12 +58,7 @@ def test_a_day_or_two_of_sends_is_read_in_a_bounded_number_of_rows(module_db_url
     with superuser(module_db_url) as c, c.transaction(force_rollback=True):   # auto_explain: superuser
         uid = make_user(c, timezone="Asia/Kathmandu")           # a midnight at a quarter past the hour
         devices = [make_device(c, uid) for _ in range(devices_n)]
-        c.execute("""INSERT INTO device_send_minutes (device_id, minute, sends)
-                     SELECT d, date_trunc('minute', now()) - make_interval(mins => m), 1
-                       FROM unnest(%s::bigint[]) d, generate_series(0, 49 * 60) m""", [devices])
-        c.execute("""INSERT INTO device_send_hours (device_id, hour, sends)
-                     SELECT device_id, date_trunc('hour', minute, 'UTC'), sum(sends) FROM device_send_minutes
-                      WHERE device_id = ANY (%s) GROUP BY 1, 2""", [devices])
+        record_minutely_sends(c, devices, "now() - interval '49 hours'", 49 * 60)
         c.execute("ANALYZE device_send_minutes; ANALYZE device_send_hours")
         c.execute("LOAD 'auto_explain'")
         with Plans(c, analyze=True) as plans:
