@@ -735,6 +735,12 @@ def test_a_completion_finds_the_receipts_that_overtook_it_without_reading_the_hi
                                                       [dev])] == ["typed-on-the-phone"]
 
 
+def make_history_weeks(c):
+    """The history's weeks from seven weeks back: at least five that ended more than eight days ago
+    whatever the day (from six weeks back a Monday had four: the tests below failed every Monday)."""
+    c.execute("SELECT maintain_message_history(now() - interval '7 weeks', 7)")
+
+
 def old_history_weeks(c):
     """The history's weekly partitions that ended more than eight days ago."""
     return {r["name"] for r in c.execute(
@@ -766,7 +772,7 @@ def test_receipts_and_status_webhooks_search_the_weeks_of_their_messages_not_the
         dev = make_device(c, uid)
         c.execute("SELECT create_webhook_endpoint(%s, 'https://hooks.example.com/wa', 's' || repeat('x', 31), "
                   "ARRAY['message.status'])", [uid])
-        c.execute("SELECT maintain_message_history(now() - interval '6 weeks', 6)")
+        make_history_weeks(c)
         c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content, status,
                                                      claimed_at, sent_at, wa_message_id)
                      VALUES (%(u)s, %(d)s, '60370000002', 'm', 'sent', now() - interval '5 weeks', now() - interval '5 weeks', 'wa-old')""",
@@ -815,7 +821,7 @@ def _sending_broadcast(c):
     of history behind it; ..08 is left for a later chunk."""
     uid = make_user(c)
     first, second = make_device(c, uid), make_device(c, uid)
-    c.execute("SELECT maintain_message_history(now() - interval '6 weeks', 6)")
+    make_history_weeks(c)
     c.execute("""INSERT INTO leads (user_id, device_id, name, phone)
                  VALUES (%(u)s, %(a)s, 'A', '60380000002'), (%(u)s, %(a)s, 'B', '60380000004'),
                         (%(u)s, %(b)s, 'A again', '60380000002'), (%(u)s, %(b)s, 'C', '60380000006'),
@@ -920,7 +926,7 @@ def test_an_ai_campaigns_spread_reads_only_the_weeks_since_it_was_created(module
     with superuser(module_db_url) as c:
         uid = make_user(c)
         first, second = make_device(c, uid), make_device(c, uid)
-        c.execute("SELECT maintain_message_history(now() - interval '6 weeks', 6)")
+        make_history_weeks(c)
         c.execute("""INSERT INTO leads (user_id, name, phone)
                      SELECT %s, 'Pool ' || g, (60390000000 + g)::text FROM generate_series(1, 40) g""", [uid])
         campaign = c.execute("""SELECT create_campaign(%s, 'ai', 'spread', '', 'all', 'hi {name}', NULL, NULL, 100,
