@@ -403,6 +403,7 @@ def test_the_hourly_purge_reads_the_hour_it_drops_not_three_days_of_send_minutes
                                               [devices]).fetchone()["n"]
         read = rows_read(plans, "device_send_minutes")
         assert read <= gone + all_devices, f"{read:,.0f} send minutes read to drop {gone}"
+        assert violations(plans) == []        # nor a walk of the whole key by the minute alone
         c.execute("DELETE FROM device_send_minutes WHERE device_id = ANY (%s)", [devices])
         c.execute("DELETE FROM device_send_hours WHERE device_id = ANY (%s)", [devices])
 

@@ -9,7 +9,7 @@ import pytest
 from tests.factories import make_device, make_user, record_minutely_sends, record_sends
 from tests.superuser import superuser
 from tests.test_dispatch_sql import claim, lease, queue
-from tests.test_plan_guards import Plans, rows_read
+from tests.test_plan_guards import Plans, rows_read, violations
 
 
 def test_the_claim_counts_each_send_by_the_minute_and_by_the_hour(db):
@@ -73,3 +73,4 @@ def test_a_day_or_two_of_sends_is_read_in_a_bounded_number_of_rows(module_db_url
         # minute (1), two days (<= 30 + 49); 2,880 + 1,440 + 61 from the minutes alone
         read = rows_read(plans, ("device_send_minutes", "device_send_hours"))
         assert read <= devices_n * 170, f"{read:,.0f} rows of the send record read for {devices_n} devices"
+        assert violations(plans) == []        # each read a range of its device's key

@@ -28,7 +28,8 @@ COMMENT ON FUNCTION app_jobs() IS
 -- Each device's send record older than p_before, read at the front of its key (device, minute or
 -- hour): what is dropped and one probe more a device, where a scan of the whole record by time read
 -- 3,000 devices x 3 days of minutes (~13M rows) to drop an hour of them. A statement per device,
--- each of one plan whatever the statistics say.
+-- each of one plan whatever the statistics say: one statement for all devices, even held to nested
+-- loops, walked the hours' whole key by the hour when they were few (tests/test_plan_guards_fresh.py).
 CREATE OR REPLACE FUNCTION _purge_send_record(p_before timestamptz) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE v_device bigint;
 BEGIN
