@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
+from common.db import array_literal
 from sender.media import MediaError, prepare_image
 from sender.transport.base import NotSent, OutgoingMessage, SendError, Undeliverable
 
@@ -162,7 +163,8 @@ class Dispatcher:
         """Stopping before the send threads took everything: what they never began goes back now."""
         ids = [row["id"] for _, rows in self._waiting for row in rows]
         if ids:
-            conn.execute("SELECT release_messages(%s, %s, %s)", [self.sender_id, ids, timedelta(0)])
+            conn.execute("SELECT release_messages(%s, %s::bigint[], %s)",
+                         [self.sender_id, array_literal(ids), timedelta(0)])
             self._forget_waiting()
 
     def _drop_waiting(self):
@@ -225,14 +227,17 @@ class Dispatcher:
         try:
             if by_outcome["sent"]:
                 ids, wa_ids = zip(*by_outcome["sent"])
-                conn.execute("SELECT complete_messages(%s, %s, %s)", [self.sender_id, list(ids), list(wa_ids)])
+                conn.execute("SELECT complete_messages(%s, %s::bigint[], %s::text[])",
+                             [self.sender_id, array_literal(ids), array_literal(wa_ids)])
             if by_outcome["failed"]:
                 ids, errors = zip(*by_outcome["failed"])
-                conn.execute("SELECT fail_messages(%s, %s, %s)", [self.sender_id, list(ids), list(errors)])
+                conn.execute("SELECT fail_messages(%s, %s::bigint[], %s::text[])",
+                             [self.sender_id, array_literal(ids), array_literal(errors)])
             if by_outcome["not_sent"]:
                 ids, _ = zip(*by_outcome["not_sent"])
-                conn.execute("SELECT release_messages(%s, %s, %s)",
-                             [self.sender_id, list(ids), timedelta(seconds=self.settings.not_sent_hold_seconds)])
+                conn.execute("SELECT release_messages(%s, %s::bigint[], %s)",
+                             [self.sender_id, array_literal(ids),
+                              timedelta(seconds=self.settings.not_sent_hold_seconds)])
         except psycopg.OperationalError:
             self._results.extendleft(reversed(results))  # guarded writes: retrying is safe
             raise

@@ -8,6 +8,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
+from common.db import array_literal
 from tests.factories import drain_notifies, make_device, make_user, record_sends
 
 
@@ -312,6 +313,19 @@ def test_complete_and_fail_are_guarded(db, uid):
     assert pacing(db, dev)["last_sent_at"] is not None
     with pytest.raises(psycopg.errors.InvalidParameterValue):
         db.execute("SELECT complete_messages('s1', %s, %s)", [ids[3:], []])
+
+
+def test_the_senders_arrays_arrive_as_they_were_sent(db):
+    """The sender writes its results' arrays as one literal each (common.db.array_literal): every
+    value arrives as it was, whatever it holds."""
+    texts = ['say "hi"', "back\\slash \\\"", "a, b", "{braces}", " padded ", "", "NULL", "ü 漢 😀", None]
+    numbers = [1, -2, 9_007_199_254_740_993, None]
+    row = db.execute("SELECT %s::text[] AS texts, %s::bigint[] AS numbers",
+                     [array_literal(texts), array_literal(numbers)]).fetchone()
+    assert row == {"texts": texts, "numbers": numbers}
+    assert db.execute("SELECT %s::bigint[] AS a", [array_literal([])]).fetchone()["a"] == []
+    with pytest.raises(TypeError):
+        array_literal([1.5])
 
 
 def test_receipts_that_overtake_the_completion_are_applied_by_it(db, uid):

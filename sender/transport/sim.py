@@ -380,7 +380,7 @@ class SimTransport:
                 fails = self.config.failure_rate > 0 and rng.random() < self.config.failure_rate
                 answer_lost = fails and rng.random() < 0.5
                 n = next(dev.sent)
-                receipts = self._receipt_plan(rng)
+                receipts = self._receipt_plan(rng) if self.config.receipts else None
                 replies = self.config.reply_rate > 0 and rng.random() < self.config.reply_rate
                 cold = self.config.rules and message.to_phone not in dev.contacts
                 reported = cold and rng.random() < self.config.report_rate
@@ -407,8 +407,9 @@ class SimTransport:
             counts_report = reported and not (overloaded or too_new)
             blocked = counts_report and self._one_too_many(dev, dev.reports, self.config.report_window_s,
                                                            self.config.reports_to_ban)
-            self._note(dev, {"t": now, "to": message.to_phone, "cold": cold, "report": counts_report,
-                             "new_contacts": dev.new_contacts})
+            if self.config.rules:   # the note is built only for the rules that read it
+                self._note(dev, {"t": now, "to": message.to_phone, "cold": cold, "report": counts_report,
+                                 "new_contacts": dev.new_contacts})
         if overloaded:
             self.ban(message.device_id, self._scaled(self.config.ban_s), "SEND_TO_TOO_MANY_PEOPLE")
         elif too_new:
