@@ -499,13 +499,30 @@ COMMENT ON FUNCTION _open_fanout_lanes(campaigns) IS
   'statement).';
 
 -- The tick --------------------------------------------------------------------------------------
+-- The tick and its helpers start together, and each triggers what is due first. The one that
+-- triggers a campaign commits and at once holds it FOR SHARE through its first chunk: a runner that
+-- had found it pending and waited on its row lock followed the row to that chunk and waited for it
+-- too, one lane idle for a chunk (bench_fanout --quick: one round in five 3.5 s instead of 2.1).
+-- Runners wait for each other's trigger of a campaign by a lock of the trigger's own, then read the
+-- campaign again: triggered meanwhile, they leave it without touching its row; still pending, they
+-- settle it (behind an owner's edit at work, if any: a chunk never holds a pending campaign).
 CREATE OR REPLACE FUNCTION _trigger_due_campaigns() RETURNS integer
-LANGUAGE sql AS $$
-  SELECT count(*)::int FROM (
-    SELECT settle_campaign(id) FROM campaigns WHERE status = 'pending' AND scheduled_at <= now()
-  ) s
-$$;
-COMMENT ON FUNCTION _trigger_due_campaigns() IS 'Moves pending campaigns whose time has come to triggered. Returns how many.';
+LANGUAGE plpgsql AS $$
+DECLARE v_id bigint;
+        v_triggered integer := 0;
+BEGIN
+  FOR v_id IN SELECT c.id FROM campaigns c WHERE c.status = 'pending' AND c.scheduled_at <= now() ORDER BY c.id LOOP
+    PERFORM pg_advisory_xact_lock(hashtextextended('campaign trigger', v_id));
+    IF EXISTS (SELECT 1 FROM campaigns c WHERE c.id = v_id AND c.status = 'pending') THEN   -- a new snapshot
+      PERFORM settle_campaign(v_id);
+      v_triggered := v_triggered + 1;
+    END IF;
+  END LOOP;
+  RETURN v_triggered;
+END $$;
+COMMENT ON FUNCTION _trigger_due_campaigns() IS
+  'Moves pending campaigns whose time has come to triggered (settle_campaign); one another session is triggering '
+  'is left to it once it commits, without waiting for its first chunk. Returns how many it settled.';
 
 CREATE OR REPLACE FUNCTION expand_next_campaign_chunk(p_chunk integer DEFAULT 50000) RETURNS integer
 LANGUAGE plpgsql AS $$
