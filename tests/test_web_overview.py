@@ -52,6 +52,14 @@ def test_overview_counts_the_owners_day(client, owner):
     assert data["hourly"][-1]["sent"] >= 3 and data["hourly"][-1]["failed"] == 1
 
 
+def test_the_overviews_message_figures_come_alone(client, owner):
+    """What every message moves, as /api/overview has it, without the devices by status and health band
+    (the page refetches these on device events only: a health score reads each device's last two days)."""
+    whole, figures = client.get("/api/overview").get_json(), client.get("/api/overview/figures").get_json()
+    assert figures == {k: whole[k] for k in ("today", "day_start", "hourly")}
+    assert figures["today"] == {"sent": 4, "failed": 1, "pending": 2, "in_flight": 1}
+
+
 def test_overview_page_renders_figures_and_chart(client, owner):
     html = client.get("/dashboard").get_data(as_text=True)
     assert 'data-stat="failed">1<' in html
