@@ -7,6 +7,7 @@
   connections: they use the module's clone, so clean-up is dropping the clone.
 """
 import os
+import time
 import uuid
 
 import psycopg
@@ -58,8 +59,17 @@ def clone_database(base_url, template_url, label):
     return name, with_database(base_url, name)
 
 
-def drop_database(base_url, name):
+def drop_database(base_url, name, timeout=60):
     with _admin(base_url) as c:
+        # A superuser's session (tests/superuser.py) its test closed may still be ending, and the
+        # application role may not end it for FORCE ("must be a superuser to terminate superuser
+        # process", seen with both cores busy): wait for it to go first.
+        deadline = time.monotonic() + timeout
+        while c.execute("""SELECT EXISTS (SELECT 1 FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid
+                                           WHERE a.datname = %s AND r.rolsuper)""", [name]).fetchone()[0]:
+            if time.monotonic() > deadline:
+                break   # the DROP below then says what still holds the database
+            time.sleep(0.1)
         c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
