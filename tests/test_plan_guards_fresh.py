@@ -177,8 +177,8 @@ def test_a_claim_over_a_backlog_looks_at_the_devices_whose_send_is_due_not_at_ev
     """A paced fleet: a sender leases up to 1,500 devices, most of them waiting out their delays, and
     claims on nearly every result (soak --quick: 403 claims a minute, 12 rows and 8.4 ms each). Over
     more than 5,000 due rows the claim probed every leased device's pacing to find the few ready
-    (2.6 ms a claim), by the plan its session made when the fleet started with every device ready.
-    It reads the ready ones off the pacing by time; with more ready than that read takes (nothing
+    (2.6 ms a claim). It reads the ready ones off the pacing by time, whatever plan its session made
+    when the fleet started with every device ready; with more ready than that read takes (nothing
     paced yet), every leased device, as before."""
     with superuser(module_db_url) as c:
         c.execute("DELETE FROM broadcast_messages WHERE status = 'pending'")   # the other tests'
