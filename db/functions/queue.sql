@@ -198,8 +198,8 @@ BEGIN
   -- a sender's wait out their delays (1,500 leased, ~20 ready: 2.6 ms of a claim's ~8 went to
   -- probing every one's pacing, on nearly every result), so up to 250 ready ones (every
   -- sender's) are read off the pacing's time index (migration 2137). More than that (nothing
-  -- paced: zero delays, a fleet's first claims): every leased device, as the statement below
-  -- checks each one's pacing anyway.
+  -- paced: zero delays, a fleet's first claims; or many idle devices, which stay ready): every
+  -- leased device, as the statement below checks each one's pacing anyway.
   IF cardinality(v_due) <= 5000 THEN
     v_devices := ARRAY(SELECT DISTINCT x FROM unnest(v_due) x);
   ELSE
