@@ -6,8 +6,8 @@ reaching out too fast (must be 0), cold contacts messaged by a timelocked device
 messages claimed for a device banned for spam reports (must be 0),
 sequence contacts whose step says in flight with nothing left to settle it (must be 0), owners whose
 overview queue figures and devices whose monitoring figures (a rollup) differ from counting the queue
-(must be 0), and sender
-and database memory at start and end. A sixth into the run one sender worker is killed (kill -9,
+(must be 0), the senders' claims (how many a minute, rows and milliseconds each: what a paced
+fleet's claims cost), and sender and database memory at start and end. A sixth into the run one sender worker is killed (kill -9,
 mid-sends, no hand-over): the pool starts another, the dead one's devices are taken over when their
 leases expire, what it had claimed and never begun goes back to the queue, what it may have begun
 is failed as stuck (never sent twice); the soak reports how long its devices stayed silent and
@@ -184,6 +184,13 @@ def takeover(c, killed):
                  WHERE m.claimed_by = %(sender)s AND m.error_message LIKE 'stuck%%') AS stuck""", killed).fetchone()
 
 
+def keep_claim_totals(c, claims):
+    """Each sender's running claim totals (claims, rows, seconds), as it last wrote them (every
+    heartbeat): a killed or retired sender's row goes, its last report stays here."""
+    for r in c.execute("SELECT id, claims, claim_rows, claim_seconds FROM senders"):
+        claims[r["id"]] = (r["claims"], r["claim_rows"], float(r["claim_seconds"]))
+
+
 def verdict(c, store):
     rows = {r["id"]: r for r in c.execute("SELECT id, status, error_message FROM broadcast_messages")}
     received = [r["message_id"] for r in SimNetwork.received(store)]
@@ -318,7 +325,7 @@ def main(argv=None):
             time.sleep(5)
             start_mem = memory(c, pool.pid, dbname)
             started = time.monotonic()
-            killed = None
+            killed, claims = None, {}
             while time.monotonic() - started < size["seconds"]:
                 until = size["seconds"] if killed else size["seconds"] * KILL_AT
                 time.sleep(max(0, min(30, until - (time.monotonic() - started))))
@@ -328,6 +335,8 @@ def main(argv=None):
                 s = Counter({r["status"]: r["n"] for r in c.execute(
                     "SELECT status, count(*) AS n FROM broadcast_messages GROUP BY 1")})
                 print(f"  {time.monotonic() - started:5.0f}s  {dict(s)}", flush=True)
+                keep_claim_totals(c, claims)
+            keep_claim_totals(c, claims)
             end_mem = memory(c, pool.pid, dbname)
             stop.set()
             pool.send_signal(signal.SIGTERM)
@@ -369,6 +378,9 @@ def main(argv=None):
     r = v["receipts"]
     print(f"receipts: {r['delivered']} of {r['sent']} sent messages delivered ({r['delivered'] / max(1, r['sent']):.1%}); "
           f"early receipts left {r['early']}, stranded (their message settled) {r['stranded']}")
+    n, rows, seconds = (sum(totals[i] for totals in claims.values()) for i in range(3))
+    print(f"claims: {n} in {elapsed:.0f} s ({n / elapsed * 60:.0f} a minute), {rows / max(1, n):.1f} rows and "
+          f"{seconds / max(1, n) * 1000:.1f} ms each (the senders' totals as each last reported them)")
     print(f"memory start: {fmt(start_mem)}")
     print(f"memory end:   {fmt(end_mem)}")
     ok = (v["duplicates"] == 0 and v["losses"] == 0 and v["devices_over_cap"] == 0 and v["over_warmup_cap"] == 0
