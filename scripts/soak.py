@@ -7,8 +7,8 @@ messages claimed for a device banned for spam reports (must be 0),
 sequence contacts whose step says in flight with nothing left to settle it (must be 0), owners whose
 overview queue figures and devices whose monitoring figures (a rollup) differ from counting the queue
 (must be 0), the senders' claims (how many a minute, rows and milliseconds each: what a paced
-fleet's claims cost), and sender and database memory at start and end. A sixth into the run one sender worker is killed (kill -9,
-mid-sends, no hand-over): the pool starts another, the dead one's devices are taken over when their
+fleet's claims cost), and sender and database memory at start and end. A sixth into the run one
+sender worker is killed (kill -9, mid-sends, no hand-over): the pool starts another, the dead one's devices are taken over when their
 leases expire, what it had claimed and never begun goes back to the queue, what it may have begun
 is failed as stuck (never sent twice); the soak reports how long its devices stayed silent and
 counts its messages with the rest.
