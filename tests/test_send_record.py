@@ -1,9 +1,14 @@
 """A device's send record: the claim counts each send by the minute and by the hour
-(device_send_minutes, device_send_hours); _device_sends counts any window from them exactly as the
-minutes alone would; and what reads a day or two of it (device_load for the engine and the
-monitoring page, the overview's health bands) reads a bounded number of rows a device, where the
-minutes alone were up to 2,880 (3,000 devices that sent every minute for two days: health bands
-7.5-13 s a refresh, the owner's device load 1.8-2.0 s)."""
+(device_send_minutes, device_send_hours), and on its pacing row (its minute ring, its day's count);
+_device_sends counts any window from the buckets exactly as the minutes alone would, and the ring any
+window of the last hour; device_load (the engine's device choices, the monitoring page every 2 s)
+reads no bucket at all, and the overview's health bands (two days) a bounded number a device, where
+the minutes alone were up to 2,880 (3,000 devices that sent every minute for two days: health bands
+7.5-13 s a refresh, the owner's device load 1.8-2.0 s; with the buckets by the hour, the monitoring
+page's device table still 245 ms)."""
+import random
+from pathlib import Path
+
 import pytest
 
 from tests.factories import make_device, make_user, record_minutely_sends, record_sends
@@ -53,6 +58,57 @@ def test_any_window_counts_what_its_minutes_count(db, zone):
     db.execute("RESET TimeZone")
 
 
+def test_the_minute_ring_counts_any_window_of_the_last_hour_as_the_minutes_do(db):
+    uid = make_user(db)
+    dev = make_device(db, uid)
+    rng = random.Random(7)
+    # sends in no order of time: repeats of a minute, gaps longer than the ring, past the ring's start
+    for minutes_ago in [0, 3, 3, 70, 200, 1, 59, 60, 61, 2, 45, 0, 130] + [rng.randrange(0, 90) for _ in range(40)]:
+        record_sends(db, dev, rng.randrange(1, 6), minutes_ago)
+    for offset in range(-60, 2):
+        for seconds in (0, 30):
+            start = f"date_trunc('minute', now()) + make_interval(mins => {offset}, secs => {seconds})"
+            row = db.execute(f"""SELECT _send_ring_since(p.sends_total, p.sends_before, p.sends_minute, {start}) AS ring,
+                                        (SELECT coalesce(sum(s.sends), 0)::int FROM device_send_minutes s
+                                          WHERE s.device_id = p.device_id AND s.minute >= {start}) AS minutes
+                                   FROM device_pacing p WHERE p.device_id = %s""", [dev]).fetchone()
+            assert row["ring"] == row["minutes"], (offset, seconds)
+
+
+def test_the_claim_moves_the_minute_ring_with_the_sends_it_counts(db):
+    uid = make_user(db)
+    dev = make_device(db, uid, hourly_limit=1000)
+    lease(db, [dev])
+    record_sends(db, dev, 4, 30)
+    record_sends(db, dev, 2, 61)                    # a minute before the trailing hour
+    queue(db, uid, dev, 7)
+    assert len(claim(db, per_device=5)) == 5
+    assert len(claim(db, per_device=5)) == 2
+    row = db.execute("""SELECT l.messages_hour, p.sends_total FROM device_load(ARRAY[%s]::bigint[]) l
+                          JOIN device_pacing p USING (device_id)""", [uid]).fetchone()
+    assert (row["messages_hour"], row["sends_total"]) == (4 + 7, 2 + 4 + 7)
+
+
+def test_the_upgrade_fills_the_ring_from_the_minutes(db):
+    """Migration 2138's backfill (its last statement, run again here) makes the ring the claim would have."""
+    uid = make_user(db)
+    devices = [make_device(db, uid) for _ in range(3)]
+    for minutes_ago, sends in [(0, 2), (5, 1), (59, 3), (60, 4), (75, 9)]:
+        record_sends(db, devices[0], sends, minutes_ago)
+    record_sends(db, devices[1], 5, 20)
+    windows = f"""SELECT p.device_id, p.sends_minute, array_agg(_send_ring_since(p.sends_total, p.sends_before, p.sends_minute,
+                                                      date_trunc('minute', now()) - make_interval(mins => k)) ORDER BY k) AS sends
+                     FROM device_pacing p, generate_series(0, 60) k WHERE p.device_id = ANY (%s) GROUP BY 1, 2 ORDER BY 1"""
+    want = db.execute(windows, [devices]).fetchall()
+    db.execute("UPDATE device_pacing SET sends_total = 0, sends_minute = NULL, sends_before = '{}' WHERE device_id = ANY (%s)",
+               [devices])
+    migration = (Path(__file__).parents[1] / "db/migrations/2138_device_send_ring.sql").read_text()
+    db.execute(migration[migration.rindex("UPDATE device_pacing"):])
+    assert db.execute(windows, [devices]).fetchall() == want
+    hour = "SELECT messages_hour FROM device_load(ARRAY[%s]::bigint[]) ORDER BY device_id"
+    assert [r["messages_hour"] for r in db.execute(hour, [uid]).fetchall()] == [2 + 1 + 3 + 4, 5, 0]
+
+
 def test_a_day_or_two_of_sends_is_read_in_a_bounded_number_of_rows(module_db_url):
     devices_n = 20
     with superuser(module_db_url) as c, c.transaction(force_rollback=True):   # auto_explain: superuser
@@ -61,16 +117,19 @@ def test_a_day_or_two_of_sends_is_read_in_a_bounded_number_of_rows(module_db_url
         record_minutely_sends(c, devices, "now() - interval '49 hours'", 49 * 60)
         c.execute("ANALYZE device_send_minutes; ANALYZE device_send_hours")
         c.execute("LOAD 'auto_explain'")
-        with Plans(c, analyze=True) as plans:
+        with Plans(c, analyze=True) as load_plans:
             load = c.execute("SELECT * FROM device_load(ARRAY[%s]::bigint[])", [uid]).fetchall()
+        with Plans(c, analyze=True) as band_plans:
             bands = c.execute("SELECT * FROM device_health_distribution(%s)", [uid]).fetchall()
         assert len(load) == devices_n and sum(b["devices"] for b in bands) == devices_n
         today = c.execute("""SELECT count(*) AS n FROM device_send_minutes WHERE device_id = %s
                                 AND minute >= date_trunc('day', now() AT TIME ZONE 'Asia/Kathmandu')
                                               AT TIME ZONE 'Asia/Kathmandu'""", [devices[0]]).fetchone()["n"]
         assert {(r["messages_hour"], r["messages_today"]) for r in load} == {(61, today)}
-        # per device: the trailing hour (<= 30 minutes + 2 hours), the day (<= 30 + 25), the last
-        # minute (1), two days (<= 30 + 49); 2,880 + 1,440 + 61 from the minutes alone
-        read = rows_read(plans, ("device_send_minutes", "device_send_hours"))
-        assert read <= devices_n * 170, f"{read:,.0f} rows of the send record read for {devices_n} devices"
-        assert violations(plans) == []        # each read a range of its device's key
+        # device_load: the hour and the day from each device's pacing row, no bucket read
+        read = rows_read(load_plans, ("device_send_minutes", "device_send_hours"))
+        assert read == 0, f"device_load read {read:,.0f} rows of the send record for {devices_n} devices"
+        # the bands' two days: <= 30 minutes + 49 hours a device (2,880 from the minutes alone)
+        read = rows_read(band_plans, ("device_send_minutes", "device_send_hours"))
+        assert read <= devices_n * 80, f"{read:,.0f} rows of the send record read for {devices_n} devices"
+        assert violations(load_plans) == [] and violations(band_plans) == []   # each read a range of its device's key

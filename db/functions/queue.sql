@@ -363,7 +363,11 @@ LOOP
              hour_count      = CASE WHEN d.recounted THEN d.hour_base ELSE p.hour_count END + d.k,
              hour_counted_at = CASE WHEN d.recounted THEN now() ELSE p.hour_counted_at END,
              day_count       = CASE WHEN p.day_start = d.today THEN p.day_count ELSE 0 END + d.k,
-             day_start       = d.today
+             day_start       = d.today,
+             -- the trailing hour's count for device_load, as the minutes below count it
+             sends_before    = _send_ring_add(p.sends_before, p.sends_minute, p.sends_total, now(), d.k),
+             sends_total     = p.sends_total + d.k,
+             sends_minute    = greatest(p.sends_minute, date_trunc('minute', now()))
         FROM per_dev d WHERE p.device_id = d.device_id
     ),
     minutes AS (

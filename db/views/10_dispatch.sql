@@ -5,10 +5,10 @@ CREATE VIEW device_load_balance (device_id, messages_hour, messages_today, is_av
 SELECT l.device_id, l.messages_hour, l.messages_today, l.is_available, l.updated_at
   FROM device_load() l;
 COMMENT ON VIEW device_load_balance IS
-  'Read-only. Per device: sends in the trailing hour (minute buckets, as the hourly cap counts them) and in '
-  'the owner''s calendar day, whether it can take more now (online, not paused and under both caps), and when either '
-  'last changed. Computed from the send record (every claimed send) by device_load, so it is always true; it is '
-  'written only by claim_messages.';
+  'Read-only. Per device: sends in the trailing hour (whole minutes, as the hourly cap counts them) and in '
+  'the owner''s calendar day (as the daily cap counts them), whether it can take more now (online, not paused and '
+  'under both caps), and when either last changed. Computed by device_load from the counts the claim keeps with '
+  'every send it claims (the device''s pacing row), so it is always true; it is written only by claim_messages.';
 
 CREATE VIEW device_performance_monitor (device_id, user_id, device_name, device_status, messages_hour,
                                         messages_today, hourly_limit, daily_limit, processing_now,

@@ -1,0 +1,130 @@
+"""Monitoring benchmark: an owner's per-device figures at fleet scale against a plain table's read.
+
+    flock /tmp/bench.lock .venv/bin/python -m scripts.bench_monitor [--quick]
+
+On a database of its own (created through scripts.apply, dropped at the end): one owner with DEVICES
+online devices (3,000 either way: the pages' cost follows the devices) that each sent a message
+every minute for HOURS hours (48; quick: 2), recorded as the claim records them (minute and hour
+buckets; each pacing row's minute ring filled from the minutes by migration 2138's own statement, its
+day's count from the minutes since the owner's midnight), and a few messages of each device in
+flight (claimed, not completed). Then, RUNS calls each (p50, p99; the first call counted):
+- the monitoring page's device table (monitor_device_load) and its queue figures
+  (monitor_queue_depth), each refetched every 2 s of an open page while a campaign sends;
+- device_load for all of them (the sequence tick's and AI campaigns' device choices);
+- the overview's health bands (device_health_distribution: two days of sends a device).
+The floor: the device table's rows, already computed, read from a plain table with its columns and a
+primary key. Prints, last, `ratio=<floor p50 / monitor_device_load p50> ...`.
+"""
+import argparse
+import time
+
+from common.config import ROOT, require_database_url
+from scripts.bench_dispatch import setup_devices
+from scripts.benchlib import connect, create_scratch_database, drop_scratch_database, log
+
+BENCH_DB = "wa_bench_monitor"
+DEVICES = 3000
+IN_FLIGHT = 2   # per device
+
+
+def record_sends(c, user_id, hours):
+    """A send a minute on every device of the owner for `hours` hours up to the last minute, as the
+    claim records them; the pacing rows as those claims would have left them."""
+    c.execute("""INSERT INTO device_send_minutes (device_id, minute, sends)
+                 SELECT d.id, date_trunc('minute', now()) - make_interval(mins => m), 1
+                   FROM user_devices d, generate_series(1, %s) m WHERE d.user_id = %s""", [hours * 60, user_id])
+    c.execute("""INSERT INTO device_send_hours (device_id, hour, sends)
+                 SELECT device_id, date_trunc('hour', minute, 'UTC'), sum(sends) FROM device_send_minutes GROUP BY 1, 2""")
+    migration = (ROOT / "db/migrations/2138_device_send_ring.sql").read_text()
+    c.execute(migration[migration.rindex("UPDATE device_pacing"):])   # the ring, from the minutes
+    c.execute("""UPDATE device_pacing p SET day_start = t.midnight,
+                        day_count = (SELECT coalesce(sum(s.sends), 0) FROM device_send_minutes s
+                                      WHERE s.device_id = p.device_id AND s.minute >= t.midnight)
+                   FROM (SELECT d.id, date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone AS midnight
+                           FROM user_devices d JOIN users u ON u.id = d.user_id WHERE d.user_id = %s) t
+                  WHERE p.device_id = t.id""", [user_id])
+    c.execute("VACUUM ANALYZE device_send_minutes")
+    c.execute("VACUUM ANALYZE device_send_hours")
+    c.execute("VACUUM ANALYZE device_pacing")
+
+
+def put_in_flight(c, user_id, device_ids):
+    """IN_FLIGHT messages of each device claimed by one sender and not completed."""
+    c.execute("SELECT register_sender('bench', 'bench', 1, %s)", [len(device_ids)])
+    c.execute("""INSERT INTO device_leases (device_id, sender_id, acquired_at, expires_at)
+                 SELECT d, 'bench', now(), now() + interval '1 day' FROM unnest(%s::bigint[]) d""", [device_ids])
+    c.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content)
+                 SELECT %s, d, '6013' || lpad((d * 10 + g)::text, 9, '0'), 'hello'
+                   FROM unnest(%s::bigint[]) d, generate_series(1, %s) g""", [user_id, device_ids, IN_FLIGHT])
+    claimed = 0
+    while True:
+        n = len(c.execute("SELECT id FROM claim_messages('bench', 5000, 1)").fetchall())
+        if n == 0:
+            return claimed
+        claimed += n
+
+
+def timed(c, sql, args, runs):
+    ms = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        c.execute(sql, args).fetchall()
+        ms.append((time.perf_counter() - t) * 1000)
+    first = ms[0]
+    ms.sort()
+    return ms[runs // 2], ms[min(runs - 1, int(runs * 0.99))], first
+
+
+def floor_table(c, user_id):
+    """The device table's rows, computed once, in a plain table with its columns and a primary key."""
+    c.execute("DROP TABLE IF EXISTS bench_monitor_floor")
+    c.execute("CREATE TABLE bench_monitor_floor AS SELECT * FROM monitor_device_load(%s)", [user_id])
+    c.execute("ALTER TABLE bench_monitor_floor ADD PRIMARY KEY (device_id)")
+    c.execute("VACUUM ANALYZE bench_monitor_floor")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two hours of sends, under 60 s")
+    args = parser.parse_args()
+    hours, runs = (2, 40) if args.quick else (48, 100)
+    started = time.perf_counter()
+    base = require_database_url()
+    url = create_scratch_database(base, BENCH_DB)
+    log(started, "database created")
+    try:
+        with connect(url) as c:
+            user_id = c.execute("SELECT create_user('bench@example.com', 'Bench', %s) AS id",
+                                ["$argon2id$v=19$m=65536,t=3,p=4$bench$bench"]).fetchone()["id"]
+            device_ids = setup_devices(c, user_id, DEVICES, "fleet")
+            c.execute("UPDATE user_devices SET status = 'online' WHERE user_id = %s", [user_id])
+            record_sends(c, user_id, hours)
+            log(started, f"{DEVICES:,} devices with {hours} h of a send a minute recorded")
+            in_flight = put_in_flight(c, user_id, device_ids)
+            log(started, f"{in_flight:,} messages in flight")
+            floor_table(c, user_id)
+            figures = {}
+            for name, sql in (("monitor_device_load", "SELECT * FROM monitor_device_load(%s)"),
+                              ("monitor_queue_depth", "SELECT * FROM monitor_queue_depth(%s)"),
+                              ("device_load", "SELECT * FROM device_load(ARRAY[%s]::bigint[])"),
+                              ("device_health_distribution", "SELECT * FROM device_health_distribution(%s)"),
+                              ("floor", "SELECT * FROM bench_monitor_floor WHERE %s > 0 ORDER BY device_id")):
+                figures[name] = timed(c, sql, [user_id], runs)
+                p50, p99, first = figures[name]
+                print(f"  {name}: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({runs} calls, the first {first:.1f} ms)")
+            sample = c.execute("""SELECT min(messages_hour) AS lo, max(messages_hour) AS hi, max(messages_today) AS today,
+                                         sum(processing_now) AS flying FROM device_load(ARRAY[%s]::bigint[])""",
+                               [user_id]).fetchone()
+            print(f"  (each device: {sample['lo']}-{sample['hi']} sends in the trailing hour, up to {sample['today']} "
+                  f"today, {sample['flying']:,} in flight in all)")
+        page = figures["monitor_device_load"]
+        print(f"ratio={figures['floor'][0] / page[0]:.2f} monitor_device_load_p50_ms={page[0]:.1f} "
+              f"monitor_device_load_p99_ms={page[1]:.1f} device_load_p99_ms={figures['device_load'][1]:.1f} "
+              f"health_bands_p99_ms={figures['device_health_distribution'][1]:.1f} "
+              f"floor_p50_ms={figures['floor'][0]:.2f} devices={DEVICES} hours={hours}")
+    finally:
+        drop_scratch_database(base, BENCH_DB)
+
+
+if __name__ == "__main__":
+    main()
