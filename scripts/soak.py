@@ -6,7 +6,8 @@ reaching out too fast (must be 0), cold contacts messaged by a timelocked device
 messages claimed for a device banned for spam reports (must be 0),
 sequence contacts whose step says in flight with nothing left to settle it (must be 0), owners whose
 overview queue figures and devices whose monitoring figures (a rollup) differ from counting the queue
-(must be 0), the senders' claims (how many a minute, rows and milliseconds each: what a paced
+(must be 0), devices whose load (device_load's hour and day, kept on the pacing row) differs from their
+send record (must be 0), the senders' claims (how many a minute, rows and milliseconds each: what a paced
 fleet's claims cost), and sender and database memory at start and end. A sixth into the run one
 sender worker is killed (kill -9, mid-sends, no hand-over): the pool starts another, the dead one's devices are taken over when their
 leases expire, what it had claimed and never begun goes back to the queue, what it may have begun
@@ -269,6 +270,17 @@ def verdict(c, store):
                                     count(*) FILTER (WHERE m.status = 'queued') AS in_flight
                                FROM message_queue m WHERE m.device_id = t.device_id) q
          WHERE (t.due_now, t.scheduled_later, t.in_flight) IS DISTINCT FROM (q.due_now, q.later, q.in_flight)""").fetchone()["n"]
+    # Each device's load (device_load: the page's device table, the engine's device choices) comes from
+    # the counts the claim keeps on its pacing row: they must equal its send record.
+    load_off = c.execute("""
+        SELECT count(*) AS n FROM device_load() l
+          JOIN user_devices d ON d.id = l.device_id JOIN users u ON u.id = d.user_id
+         CROSS JOIN LATERAL (
+           SELECT coalesce(sum(s.sends) FILTER (WHERE s.minute >= date_trunc('minute', now() - interval '1 hour')), 0) AS hour,
+                  coalesce(sum(s.sends) FILTER (WHERE s.minute >= date_trunc('day', now() AT TIME ZONE u.timezone)
+                                                                   AT TIME ZONE u.timezone), 0) AS today
+             FROM device_send_minutes s WHERE s.device_id = l.device_id) b
+         WHERE (l.messages_hour, l.messages_today) IS DISTINCT FROM (b.hour, b.today)""").fetchone()["n"]
     # Receipts: the network loses ~2 % and sends some before the send returns; one kept as early
     # while its message has settled was missed by that message's completion (sender/events.py).
     receipts = c.execute("""
@@ -289,7 +301,7 @@ def verdict(c, store):
             "timelocked": timelocked["devices"], "cold_after_timelock": timelocked["cold_after"],
             "cold_racing_timelock": timelocked["cold_racing"],
             "steps_stuck_in_flight": stuck, "receipts": receipts, "bans": bans, "overview_off": overview_off,
-            "monitoring_off": monitoring_off}
+            "monitoring_off": monitoring_off, "load_off": load_off}
 
 
 def main(argv=None):
@@ -370,7 +382,8 @@ def main(argv=None):
           f"claimed_after_a_report_ban={b['claimed_after']} new_numbers_banned={b['new_numbers']}")
     print(f"sequences: steps marked in flight with no message left to settle them: {v['steps_stuck_in_flight']}")
     print(f"overview: owners whose queue figures differ from counting the queue: {v['overview_off']}; "
-          f"monitoring: devices whose figures differ: {v['monitoring_off']}")
+          f"monitoring: devices whose figures differ: {v['monitoring_off']}, whose load (hour, today) differs from "
+          f"their send record: {v['load_off']}")
     print(f"killed worker: {len(killed['devices'])} devices, {t['devices_sending_again']} sending again after it died "
           f"(the first after {t['first_s'] or 0:.1f} s, the median after {t['median_s'] or 0:.1f} s); "
           f"of its {killed['claimed']} claimed messages not completed, {killed['claimed'] - t['stuck']} went back to the "
@@ -386,7 +399,7 @@ def main(argv=None):
     ok = (v["duplicates"] == 0 and v["losses"] == 0 and v["devices_over_cap"] == 0 and v["over_warmup_cap"] == 0
           and v["cold_after_timelock"] == 0 and v["steps_stuck_in_flight"] == 0 and v["receipts"]["stranded"] == 0
           and v["bans"]["claimed_after"] == 0 and v["bans"]["new_numbers"] == 0 and t["devices_sending_again"] > 0
-          and v["overview_off"] == 0 and v["monitoring_off"] == 0)
+          and v["overview_off"] == 0 and v["monitoring_off"] == 0 and v["load_off"] == 0)
     print(f"ratio={sent / elapsed / offered:.2f} sent_per_s={sent / elapsed:.0f} offered_per_s={offered:.0f} "
           f"duplicates={v['duplicates']} losses={v['losses']} caps_held={v['devices_over_cap'] == 0} "
           f"warmup_caps_held={v['over_warmup_cap'] == 0} timelocks_held={v['cold_after_timelock'] == 0} ok={ok}")
