@@ -157,7 +157,7 @@ LANGUAGE sql STABLE AS $$
          greatest(d.status_changed_at, p.sends_minute)
     FROM user_devices d
     JOIN users u ON u.id = d.user_id
-    JOIN device_pacing p ON p.device_id = d.id
+    LEFT JOIN device_pacing p ON p.device_id = d.id   -- every device has one (device_pacing_row); none counts nothing
     CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone) lim
     CROSS JOIN LATERAL (
       SELECT _send_ring_since(p.sends_total, p.sends_before, p.sends_minute,
