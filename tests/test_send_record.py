@@ -75,6 +75,17 @@ def test_the_minute_ring_counts_any_window_of_the_last_hour_as_the_minutes_do(db
             assert row["ring"] == row["minutes"], (offset, seconds)
 
 
+def test_the_ring_is_an_expression_its_callers_inline(db):
+    """The claim writes the ring for every device it claims from, device_load reads it for every device:
+    as function calls (declared immutable over a stable body, the planner keeps the call) each cost
+    a call a row."""
+    plan = "\n".join(r["QUERY PLAN"] for r in db.execute("""
+        EXPLAIN VERBOSE SELECT _send_ring_add(p.sends_before, p.sends_minute, p.sends_total, now(), 1),
+                               _send_ring_since(p.sends_total, p.sends_before, p.sends_minute, now())
+                          FROM device_pacing p""").fetchall())
+    assert "_send_ring_add(" not in plan and "_send_ring_since(" not in plan, plan
+
+
 def test_the_claim_moves_the_minute_ring_with_the_sends_it_counts(db):
     uid = make_user(db)
     dev = make_device(db, uid, hourly_limit=1000)
