@@ -20,7 +20,7 @@ import time
 
 from common.config import ROOT, require_database_url
 from scripts.bench_dispatch import setup_devices
-from scripts.benchlib import connect, create_scratch_database, drop_scratch_database, log
+from scripts.benchlib import connect, create_scratch_database, drop_scratch_database, log, rings_from_minutes
 
 BENCH_DB = "wa_bench_monitor"
 DEVICES = 3000
@@ -33,10 +33,7 @@ def record_sends(c, user_id, hours):
     c.execute("""INSERT INTO device_send_minutes (device_id, minute, sends)
                  SELECT d.id, date_trunc('minute', now()) - make_interval(mins => m), 1
                    FROM user_devices d, generate_series(1, %s) m WHERE d.user_id = %s""", [hours * 60, user_id])
-    c.execute("""INSERT INTO device_send_hours (device_id, hour, sends)
-                 SELECT device_id, date_trunc('hour', minute, 'UTC'), sum(sends) FROM device_send_minutes GROUP BY 1, 2""")
-    migration = (ROOT / "db/migrations/2138_device_send_ring.sql").read_text()
-    c.execute(migration[migration.rindex("UPDATE device_pacing"):])   # the ring, from the minutes
+    rings_from_minutes(c)
     c.execute("""UPDATE device_pacing p SET day_start = t.midnight,
                         day_count = (SELECT coalesce(sum(s.sends), 0) FROM device_send_minutes s
                                       WHERE s.device_id = p.device_id AND s.minute >= t.midnight)
@@ -44,7 +41,6 @@ def record_sends(c, user_id, hours):
                            FROM user_devices d JOIN users u ON u.id = d.user_id WHERE d.user_id = %s) t
                   WHERE p.device_id = t.id""", [user_id])
     c.execute("VACUUM ANALYZE device_send_minutes")
-    c.execute("VACUUM ANALYZE device_send_hours")
     c.execute("VACUUM ANALYZE device_pacing")
 
 

@@ -16,7 +16,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from common.config import require_database_url
-from scripts.benchlib import create_scratch_database, drop_scratch_database
+from scripts.benchlib import create_scratch_database, drop_scratch_database, rings_from_minutes
 
 # History consistent with the caps (800 sends per device per day): OWNERS owners with DEVICES
 # devices each. The measured owner's devices send at their daily cap for DAYS days and have a
@@ -86,13 +86,11 @@ def load(url, size):
                        JOIN chats ch ON ch.id = (SELECT min(id) FROM chats) + g %% %s""",
                   [owner, size["chat_messages"], size["chats"]])
         # The claims behind the owner's last day of sends, one bucket every 2 minutes (~720 a day),
-        # and the same by the hour, as the claim records them.
+        # and each device's rings as those claims left them.
         c.execute("""INSERT INTO device_send_minutes (device_id, minute, sends)
                      SELECT d, date_trunc('minute', now()) - m * interval '1 minute', 1
                        FROM unnest(%s::bigint[]) d, generate_series(0, 1439, 2) m""", [devices])
-        c.execute("""INSERT INTO device_send_hours (device_id, hour, sends)
-                     SELECT device_id, date_trunc('hour', minute, 'UTC'), sum(sends) FROM device_send_minutes
-                      WHERE device_id = ANY (%s) GROUP BY 1, 2""", [devices])
+        rings_from_minutes(c)
         load_fleet(c)
         c.execute("VACUUM ANALYZE")
         total = c.execute("SELECT count(*) AS n FROM broadcast_messages").fetchone()["n"]

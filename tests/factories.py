@@ -43,18 +43,20 @@ def make_warm_contact(conn, device_id, phone):
 
 def record_sends(conn, device_id, sends, minutes_ago=0):
     """Sends claimed `minutes_ago` (0: this minute), recorded as the claim records them: in the device's
-    minute and hour buckets (device_send_minutes, device_send_hours) and on its pacing row (its minute
-    ring, and its day's count while the send falls on its owner's day so far)."""
-    at = "now() - make_interval(mins => %s)"
-    for table, unit in (("device_send_minutes", "minute"), ("device_send_hours", "hour")):
-        conn.execute(f"""INSERT INTO {table} AS s (device_id, {unit}, sends)
-                         VALUES (%s, date_trunc('{unit}', {at}, 'UTC'), %s)
-                         ON CONFLICT (device_id, {unit}) DO UPDATE SET sends = s.sends + excluded.sends""",
-                     [device_id, minutes_ago, sends])
+    minute bucket (device_send_minutes) and on its pacing row (its minute and hour rings, and its day's
+    count while the send falls on its owner's day so far)."""
+    conn.execute("""INSERT INTO device_send_minutes AS s (device_id, minute, sends)
+                    VALUES (%s, date_trunc('minute', now() - make_interval(mins => %s)), %s)
+                    ON CONFLICT (device_id, minute) DO UPDATE SET sends = s.sends + excluded.sends""",
+                 [device_id, minutes_ago, sends])
     conn.execute("""UPDATE device_pacing p
-                        SET sends_before = _send_ring_add(p.sends_before, p.sends_minute, p.sends_total, t.at, %(k)s),
+                        SET sends_before = _send_ring_add(p.sends_before, p.sends_minute, p.sends_total, t.at, %(k)s,
+                                                          interval '1 minute', 61),
+                            sends_before_hours = _send_ring_add(p.sends_before_hours, p.sends_hour, p.sends_total,
+                                                                t.at, %(k)s, interval '1 hour', 49),
                             sends_total = p.sends_total + %(k)s,
                             sends_minute = greatest(p.sends_minute, date_trunc('minute', t.at)),
+                            sends_hour = greatest(p.sends_hour, date_trunc('hour', t.at, 'UTC')),
                             day_count = CASE WHEN t.day = p.day_start THEN p.day_count + %(k)s
                                              WHEN t.day > p.day_start THEN %(k)s ELSE p.day_count END,
                             day_start = greatest(p.day_start, t.day)
@@ -67,29 +69,37 @@ def record_sends(conn, device_id, sends, minutes_ago=0):
 
 def record_minutely_sends(conn, device_ids, first_minute, minutes):
     """A send every minute on each device for `minutes` minutes from `first_minute` (SQL), recorded as
-    the claim records them: their minute buckets, the hours those make, and each device's pacing row
-    (its minute ring and its day's count; devices that counted no sends in the hour before)."""
+    the claim records them: their minute buckets and each device's pacing row (its minute and hour
+    rings and its day's count; devices that counted no sends in the two days before)."""
     conn.execute(f"""INSERT INTO device_send_minutes (device_id, minute, sends)
                      SELECT d, date_trunc('minute', {first_minute}) + make_interval(mins => m), 1
                        FROM unnest(%s::bigint[]) d, generate_series(0, %s) m""", [device_ids, minutes])
-    conn.execute("""INSERT INTO device_send_hours (device_id, hour, sends)
-                    SELECT device_id, date_trunc('hour', minute, 'UTC'), sum(sends) FROM device_send_minutes
-                     WHERE device_id = ANY (%s) GROUP BY 1, 2""", [device_ids])
-    # n sends, one a minute to the last: the running total before the i-th last minute is n - i more
+    # n sends, one a minute to the last: the running total before the i-th last minute is n - i more,
+    # before the i-th last hour n less those sent since it began
     conn.execute(f"""UPDATE device_pacing p
                         SET sends_before = ARRAY(SELECT p.sends_total + %(n)s - i
                                                    FROM generate_series(1, least(61, %(n)s)) i ORDER BY i),
-                            sends_total = p.sends_total + %(n)s, sends_minute = t.last,
+                            sends_before_hours = ARRAY(
+                              SELECT p.sends_total + %(n)s
+                                     - least(%(n)s, floor(extract(epoch FROM x.last - x.hour) / 60)::int
+                                                    + 1 + (i - 1) * 60)
+                                FROM generate_series(1, least(49, floor(extract(epoch FROM x.hour - x.first_hour)
+                                                                        / 3600)::int + 1)) i ORDER BY i),
+                            sends_total = p.sends_total + %(n)s, sends_minute = x.last, sends_hour = x.hour,
                             day_count = CASE WHEN t.day = p.day_start THEN p.day_count ELSE 0 END + t.today,
                             day_start = t.day
-                       FROM (SELECT d.id, x.last, y.day,
+                       FROM (SELECT d.id, y.day,
                                     greatest(0, least(%(n)s, floor(extract(epoch FROM x.last - y.day) / 60)::int + 1)) AS today
                                FROM user_devices d JOIN users u ON u.id = d.user_id,
                                     LATERAL (SELECT date_trunc('minute', {first_minute})
                                                     + make_interval(mins => %(n)s - 1) AS last) x,
                                     LATERAL (SELECT date_trunc('day', x.last AT TIME ZONE u.timezone)
                                                     AT TIME ZONE u.timezone AS day) y
-                              WHERE d.id = ANY (%(devices)s)) t
+                              WHERE d.id = ANY (%(devices)s)) t,
+                            LATERAL (SELECT date_trunc('minute', {first_minute}) + make_interval(mins => %(n)s - 1) AS last,
+                                            date_trunc('hour', date_trunc('minute', {first_minute})
+                                                               + make_interval(mins => %(n)s - 1), 'UTC') AS hour,
+                                            date_trunc('hour', {first_minute}, 'UTC') AS first_hour) x
                       WHERE p.device_id = t.id""", {"n": minutes + 1, "devices": device_ids})
 
 

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.factories import make_device, make_user, make_warm_contact
+from tests.factories import make_device, make_user, make_warm_contact, record_sends
 from tests.test_dispatch_sql import claim, lease, queue
 
 
@@ -163,6 +163,16 @@ def test_health_score_falls_with_failures_bans_and_timelocks(db, uid):
     assert bands == {"0-24": 0, "25-49": 1, "50-74": 0, "75-100": 1}
 
 
+def test_the_reply_rate_weighs_two_days_of_sends(db, uid):
+    """Few replies cost up to 10 points from 20 sends in 48 h on (the hour ring: whole UTC hours from
+    the one that begins nearest 48 h ago)."""
+    recent, older = make_device(db, uid), make_device(db, uid)
+    record_sends(db, recent, 25, 47 * 60)
+    record_sends(db, older, 25, 49 * 60)
+    assert health(db, recent)["health_score"] == 100 - 10     # nobody wrote back
+    assert health(db, older)["health_score"] == 100
+
+
 def failover_campaign(db, uid, failover=True):
     return db.execute("SELECT create_campaign(%s, 'broadcast', 'f', '', 'all', 'hi', NULL, NULL, NULL, '2020-01-01', "
                       "'09:00', 0, 0, NULL, %s) AS id", [uid, failover]).fetchone()["id"]
@@ -261,7 +271,7 @@ def test_cold_contacts_take_at_most_their_share_of_the_day(db, uid):
     db.execute("SELECT complete_messages('s1', %s, %s)", [taken, [f"wa{i}" for i in taken]])
     row = db.execute("SELECT cold_count, cold_day FROM device_pacing WHERE device_id = %s", [dev]).fetchone()
     assert row["cold_count"] == 7 and row["cold_day"] is not None
-    db.execute("DELETE FROM device_send_minutes; DELETE FROM device_send_hours; "
+    db.execute("DELETE FROM device_send_minutes; "
                "UPDATE device_pacing SET day_count = 0, next_send_at = '-infinity'")
     # Those 8 are warm now (sent to); new numbers wait, the one who wrote still goes.
     db.execute("""INSERT INTO broadcast_messages (user_id, device_id, recipient_phone, content)

@@ -382,7 +382,7 @@ def test_the_campaigns_page_and_metrics_read_totals_not_a_row_per_device_or_quar
 
 
 def test_the_hourly_purge_reads_the_hour_it_drops_not_three_days_of_send_minutes(module_db_url):
-    """purge_history drops the send record (per minute and per hour) past 3 days; by a scan of time it
+    """purge_history drops the send minutes past 3 days; by a scan of time it
     read all of it (3,000 devices sending every minute: ~13M minute rows; 5.4M: 551 ms a run). It reads
     each device's rows it drops at the front of the device's key, and one more a device."""
     with superuser(module_db_url) as c:
@@ -390,22 +390,19 @@ def test_the_hourly_purge_reads_the_hour_it_drops_not_three_days_of_send_minutes
         devices = [make_device(c, uid) for _ in range(5)]
         record_minutely_sends(c, devices, "now() - interval '73 hours'", 72 * 60)
         c.execute("VACUUM ANALYZE device_send_minutes")
-        c.execute("VACUUM ANALYZE device_send_hours")
         all_devices = c.execute("SELECT count(*) AS n FROM user_devices").fetchone()["n"]
         c.execute("LOAD 'auto_explain'")
         with Plans(c, analyze=True) as plans:
             c.execute("SELECT purge_history()")
-        for table, unit, kept in (("device_send_minutes", "minute", 5 * 72 * 60), ("device_send_hours", "hour", 5 * 73)):
-            left = c.execute(f"SELECT min({unit}) >= now() - interval '3 days' AS ok, count(*) AS n FROM {table} "
-                             "WHERE device_id = ANY (%s)", [devices]).fetchone()
-            assert left["ok"] and left["n"] <= kept, table
+        left = c.execute("SELECT min(minute) >= now() - interval '3 days' AS ok, count(*) AS n FROM device_send_minutes "
+                         "WHERE device_id = ANY (%s)", [devices]).fetchone()
+        assert left["ok"] and left["n"] <= 5 * 72 * 60
         gone = 5 * (72 * 60 + 1) - c.execute("SELECT count(*) AS n FROM device_send_minutes WHERE device_id = ANY (%s)",
                                               [devices]).fetchone()["n"]
         read = rows_read(plans, "device_send_minutes")
         assert read <= gone + all_devices, f"{read:,.0f} send minutes read to drop {gone}"
         assert violations(plans) == []        # nor a walk of the whole key by the minute alone
         c.execute("DELETE FROM device_send_minutes WHERE device_id = ANY (%s)", [devices])
-        c.execute("DELETE FROM device_send_hours WHERE device_id = ANY (%s)", [devices])
 
 
 def test_the_hourly_purge_drops_received_messages_and_device_events_past_their_time_reading_those(module_db_url):

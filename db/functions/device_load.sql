@@ -6,98 +6,78 @@
 -- Counts come from what the claim writes with each send it counts: device_load's from the device's
 -- pacing row (the trailing hour from its minute ring, whole minutes from the minute an hour ago,
 -- exactly what the hourly cap checks; the day from day_count, the count the daily cap is enforced
--- by, from the owner's local midnight), longer windows from the send record (device_send_minutes
--- and device_send_hours, read by _device_sends). Plain SQL functions, so the planner inlines them and
--- a filter on the caller's side (a device, an owner) reaches the tables.
+-- by, from the owner's local midnight), the two days of the health score's reply rate from its hour
+-- ring. Plain SQL functions, so the planner inlines them and a filter on the caller's side (a
+-- device, an owner) reaches the tables.
 
--- A device's sends from p_from to now, exactly as its minutes count them: whole hours from
--- device_send_hours (the one under way holds every send of it so far) and, for the hour p_from falls
--- in, its minutes on the shorter side of p_from: after it (p_from late in its hour), or that hour's
--- total less its minutes before p_from (early). At most 30 minute rows and 49 hour rows for two days,
--- where the minutes alone were up to 2,880: 3,000 devices that sent every minute for two days made the
--- health bands 7.5-13 s and the owner's day 1.8-2.0 s (migration 2136). A set-returning SQL function,
--- so its callers inline it; one aggregate, so a caller that uses the figure twice reads the rows once
--- (as a scalar expression the planner copied its subqueries into each use). Hours are UTC's, as the
--- claim writes them, whatever the session's zone (in one at +5:30 its hours begin at half past).
-CREATE OR REPLACE FUNCTION _device_sends(p_device_id bigint, p_from timestamptz)
-RETURNS TABLE (sends integer) LANGUAGE sql STABLE AS $$
-  SELECT coalesce(sum(x.sends), 0)::int
-    FROM (SELECT CASE WHEN p_from - date_trunc('hour', p_from, 'UTC') < interval '30 minutes'
-                      THEN date_trunc('hour', p_from, 'UTC')
-                      ELSE date_trunc('hour', p_from, 'UTC') + interval '1 hour' END AS whole_from) b,
-         LATERAL (SELECT h.sends FROM device_send_hours h
-                   WHERE h.device_id = p_device_id AND h.hour >= b.whole_from
-                  UNION ALL   -- late in its hour: the minutes from p_from to the next
-                  SELECT s.sends FROM device_send_minutes s
-                   WHERE s.device_id = p_device_id AND s.minute >= p_from AND s.minute < b.whole_from
-                  UNION ALL   -- early: its hour's minutes before p_from taken off
-                  SELECT -s.sends FROM device_send_minutes s
-                   WHERE s.device_id = p_device_id AND s.minute >= b.whole_from AND s.minute < p_from) x
-$$;
-COMMENT ON FUNCTION _device_sends(bigint, timestamptz) IS
-  'A device''s send attempts from p_from to now: device_send_hours for whole hours, device_send_minutes for the '
-  'part of p_from''s hour (added after p_from, or taken off before it, whichever is shorter).';
-
--- A device's minute ring (device_pacing sends_total, sends_minute, sends_before; migration 2138 says
--- why): the claim moves it with the sends it counts; the sends since a minute of the last hour are
--- then one subtraction, where the minute buckets cost a read of up to 31 rows a device (3,000
--- devices: ~60 ms of each refresh of the monitoring page).
--- The snapshots after p_sends sends at p_at, the ring standing at p_minute with p_total sends
--- counted; the caller adds p_sends to sends_total and moves sends_minute to the later minute. An
--- expression, so the claim inlines it (stable, not immutable: a timestamptz's minute is the session
--- zone's, and an immutable body that is not would not be inlined): ~1.6 us a device a claim, ~3.4
--- as a PL/pgSQL call (claims of one row a device on 1,000 devices). The claim counts at the current
--- minute; an earlier one (tests record past sends in any order) is _send_ring_add_earlier's.
-CREATE OR REPLACE FUNCTION _send_ring_add(p_before bigint[], p_minute timestamptz, p_total bigint,
-                                          p_at timestamptz, p_sends integer)
+-- A device's rings (device_pacing sends_total; sends_minute and sends_before, migration 2138;
+-- sends_hour and sends_before_hours, migration 2139, which say why): the claim moves them with the
+-- sends it counts; the sends since a minute of the last hour, or an hour of the last two days, are
+-- then one subtraction, where the send record's buckets cost a read of up to 31 minute rows a
+-- device (3,000 devices: ~60 ms of each refresh of the monitoring page) and 49 hour rows (~180 ms
+-- of the overview's health bands).
+-- The snapshots after p_sends sends at p_at, the ring of steps p_step (its instants whole steps
+-- since the epoch: UTC's minutes and hours) and at most p_len snapshots standing at p_head with
+-- p_total sends counted; the caller adds p_sends to sends_total and moves the head to the later
+-- step. An expression, so the claim inlines it (stable, not immutable: an interval added to a
+-- timestamptz is, and an immutable body that is not would not be inlined): ~1.6 us a device a claim,
+-- ~3.4 as a PL/pgSQL call (claims of one row a device on 1,000 devices). The claim counts at the
+-- current step; an earlier one (tests record past sends in any order) is _send_ring_add_earlier's.
+CREATE OR REPLACE FUNCTION _send_ring_add(p_before bigint[], p_head timestamptz, p_total bigint,
+                                          p_at timestamptz, p_sends integer, p_step interval, p_len integer)
 RETURNS bigint[] LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT CASE
-    -- none of the ring's minutes is within the hour before p_at's
-    WHEN p_minute IS NULL OR cardinality(p_before) = 0 OR date_trunc('minute', p_at) >= p_minute + interval '61 minutes'
+    -- none of the ring's steps is within the p_len before p_at's
+    WHEN p_head IS NULL OR cardinality(p_before) = 0
+         OR date_bin(p_step, p_at, timestamptz 'epoch') >= p_head + p_step * p_len
       THEN ARRAY[p_total]
-    -- a later minute: the minutes since p_minute saw no sends, p_total at the start of each
-    WHEN date_trunc('minute', p_at) > p_minute
-      THEN (array_fill(p_total, ARRAY[floor(extract(epoch FROM date_trunc('minute', p_at) - p_minute) / 60)::int])
-            || p_before)[1:61]
-    WHEN date_trunc('minute', p_at) = p_minute THEN p_before
-    ELSE _send_ring_add_earlier(p_before, p_minute, p_at, p_sends) END
+    -- a later step: the steps since p_head saw no sends, p_total at the start of each
+    WHEN date_bin(p_step, p_at, timestamptz 'epoch') > p_head
+      THEN (array_fill(p_total, ARRAY[floor(extract(epoch FROM date_bin(p_step, p_at, timestamptz 'epoch') - p_head)
+                                            / extract(epoch FROM p_step))::int])
+            || p_before)[1:p_len]
+    WHEN date_bin(p_step, p_at, timestamptz 'epoch') = p_head THEN p_before
+    ELSE _send_ring_add_earlier(p_before, p_head, p_at, p_sends, p_step, p_len) END
 $$;
-COMMENT ON FUNCTION _send_ring_add(bigint[], timestamptz, bigint, timestamptz, integer) IS
-  'A device''s minute ring after p_sends sends at p_at (device_pacing.sends_before, from the ring at p_minute with '
-  'p_total sends counted): the running total at the start of each of the 61 minutes up to the later of p_minute '
-  'and p_at''s minute, newest first.';
+COMMENT ON FUNCTION _send_ring_add(bigint[], timestamptz, bigint, timestamptz, integer, interval, integer) IS
+  'A device''s ring of steps p_step after p_sends sends at p_at (device_pacing.sends_before for minutes, '
+  'sends_before_hours for hours, from the ring at p_head with p_total sends counted): the running total at the '
+  'start of each of the p_len steps up to the later of p_head and p_at''s step, newest first.';
 
-CREATE OR REPLACE FUNCTION _send_ring_add_earlier(p_before bigint[], p_minute timestamptz, p_at timestamptz,
-                                                  p_sends integer)
+CREATE OR REPLACE FUNCTION _send_ring_add_earlier(p_before bigint[], p_head timestamptz, p_at timestamptz,
+                                                  p_sends integer, p_step interval, p_len integer)
 RETURNS bigint[] LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET plan_cache_mode = force_generic_plan   -- reached from the claim (tests/test_catalog.py says why)
 AS $$
 DECLARE
   v_len integer := cardinality(p_before);
-  v_idx integer := 1 + floor(extract(epoch FROM p_minute - date_trunc('minute', p_at)) / 60)::int;  -- maybe past the ring
+  v_idx integer := 1 + floor(extract(epoch FROM p_head - date_bin(p_step, p_at, timestamptz 'epoch'))
+                             / extract(epoch FROM p_step))::int;  -- maybe past the ring
 BEGIN
-  IF v_idx <= 61 AND v_idx > v_len THEN   -- the minutes back to p_at's saw no sends before these
+  IF v_idx <= p_len AND v_idx > v_len THEN   -- the steps back to p_at's saw no sends before these
     p_before := p_before || array_fill(p_before[v_len], ARRAY[v_idx - v_len]);
   END IF;
   RETURN ARRAY(SELECT b + CASE WHEN i < v_idx THEN p_sends ELSE 0 END
                  FROM unnest(p_before) WITH ORDINALITY AS u(b, i) ORDER BY i);
 END $$;
-COMMENT ON FUNCTION _send_ring_add_earlier(bigint[], timestamptz, timestamptz, integer) IS
-  '_send_ring_add for p_sends sends at a minute before the ring''s p_minute: counted in the snapshots of the '
-  'minutes after it.';
+COMMENT ON FUNCTION _send_ring_add_earlier(bigint[], timestamptz, timestamptz, integer, interval, integer) IS
+  '_send_ring_add for p_sends sends at a step before the ring''s p_head: counted in the snapshots of the '
+  'steps after it.';
 
--- Sends since p_from (whole minutes from the first one at or after it; p_from within the hour before
--- p_minute): an expression, so callers inline it.
-CREATE OR REPLACE FUNCTION _send_ring_since(p_total bigint, p_before bigint[], p_minute timestamptz,
-                                            p_from timestamptz)
+-- Sends since p_from (whole steps from the first one at or after it; p_from within the ring's reach
+-- before p_head): an expression, so callers inline it.
+CREATE OR REPLACE FUNCTION _send_ring_since(p_total bigint, p_before bigint[], p_head timestamptz,
+                                            p_from timestamptz, p_step interval)
 RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE WHEN p_minute IS NULL OR p_minute < p_from THEN 0
+  SELECT CASE WHEN p_head IS NULL OR p_head < p_from THEN 0
               ELSE (p_total - p_before[least(cardinality(p_before),
-                                             1 + floor(extract(epoch FROM p_minute - p_from) / 60)::int)])::int END
+                                             1 + floor(extract(epoch FROM p_head - p_from)
+                                                       / extract(epoch FROM p_step))::int)])::int END
 $$;
-COMMENT ON FUNCTION _send_ring_since(bigint, bigint[], timestamptz, timestamptz) IS
-  'A device''s sends counted in the minutes at or after p_from, from its minute ring (device_pacing sends_total, '
-  'sends_before, sends_minute); p_from within the hour before p_minute.';
+COMMENT ON FUNCTION _send_ring_since(bigint, bigint[], timestamptz, timestamptz, interval) IS
+  'A device''s sends counted in the steps p_step at or after p_from, from one of its rings (device_pacing '
+  'sends_total with sends_before and sends_minute, or sends_before_hours and sends_hour); p_from within the '
+  'ring''s reach before its head.';
 
 -- What a device may send today, defined once: the claim (claim_messages), device_load, failover and
 -- the devices page read it. A newly paired number warms up: its daily cap ramps linearly from the
@@ -161,7 +141,7 @@ LANGUAGE sql STABLE AS $$
     CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone) lim
     CROSS JOIN LATERAL (
       SELECT _send_ring_since(p.sends_total, p.sends_before, p.sends_minute,
-                              date_trunc('minute', now() - interval '1 hour')) AS messages_hour,
+                              date_trunc('minute', now() - interval '1 hour'), interval '1 minute') AS messages_hour,
              -- as the claim counts the day (its daily cap): from the owner's midnight
              CASE WHEN p.day_start = date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone
                   THEN p.day_count ELSE 0 END AS messages_today
@@ -216,9 +196,12 @@ LANGUAGE sql STABLE AS $$
     CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone,
                                            p.cold_day, p.cold_count) lim
     CROSS JOIN LATERAL (SELECT _device_is_running(d.id) AS running) run
-    -- reply rate: contacts who first wrote in 48 h against sends in 48 h (both bounded by the device)
+    -- reply rate: contacts who first wrote in 48 h against sends in 48 h (whole UTC hours from the one
+    -- that begins nearest 48 h ago: the hour ring) -- both bounded by the device
     CROSS JOIN LATERAL (
-      SELECT (SELECT t.sends FROM _device_sends(d.id, now() - interval '48 hours') t) AS sends_48h,
+      SELECT _send_ring_since(p.sends_total, p.sends_before_hours, p.sends_hour,
+                              date_bin(interval '1 hour', now() - interval '47 hours 30 minutes', timestamptz 'epoch'),
+                              interval '1 hour') AS sends_48h,
              (SELECT count(*)::int FROM chats w
                WHERE w.device_id = d.id AND w.wrote_at > now() - interval '48 hours') AS repliers_48h
     ) rep

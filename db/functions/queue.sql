@@ -364,21 +364,21 @@ LOOP
              hour_counted_at = CASE WHEN d.recounted THEN now() ELSE p.hour_counted_at END,
              day_count       = CASE WHEN p.day_start = d.today THEN p.day_count ELSE 0 END + d.k,
              day_start       = d.today,
-             -- the trailing hour's count for device_load, as the minutes below count it
-             sends_before    = _send_ring_add(p.sends_before, p.sends_minute, p.sends_total, now(), d.k),
+             -- the rings: the trailing hour's count for device_load, as the minutes below count it,
+             -- and two days' for the health score (device_load.sql)
+             sends_before    = _send_ring_add(p.sends_before, p.sends_minute, p.sends_total, now(), d.k,
+                                              interval '1 minute', 61),
+             sends_before_hours = _send_ring_add(p.sends_before_hours, p.sends_hour, p.sends_total, now(), d.k,
+                                                 interval '1 hour', 49),
              sends_total     = p.sends_total + d.k,
-             sends_minute    = greatest(p.sends_minute, date_trunc('minute', now()))
+             sends_minute    = greatest(p.sends_minute, date_trunc('minute', now())),
+             sends_hour      = greatest(p.sends_hour, date_trunc('hour', now(), 'UTC'))
         FROM per_dev d WHERE p.device_id = d.device_id
     ),
     minutes AS (
       INSERT INTO device_send_minutes AS s (device_id, minute, sends)
       SELECT d.device_id, date_trunc('minute', now()), d.k FROM per_dev d
       ON CONFLICT (device_id, minute) DO UPDATE SET sends = s.sends + excluded.sends
-    ),
-    hours AS (   -- the same sends by the hour: a day's or two days' reads (_device_sends)
-      INSERT INTO device_send_hours AS s (device_id, hour, sends)
-      SELECT d.device_id, date_trunc('hour', now(), 'UTC'), d.k FROM per_dev d
-      ON CONFLICT (device_id, hour) DO UPDATE SET sends = s.sends + excluded.sends
     )
     SELECT array_agg(ROW(claimed.id, claimed.device_id, claimed.user_id, claimed.recipient_phone,
                          claimed.recipient_name, claimed.message_type, claimed.content, claimed.media_url,
