@@ -37,6 +37,7 @@ import psycopg
 from common.config import ROOT, require_database_url
 from scripts.benchlib import checkpoint, connect, create_floor_table, create_scratch_database, drop_scratch_database, log, stop_pool
 from sender.transport.sim import SimNetwork
+from tests.factories import record_sends
 
 BENCH_DB = "wa_bench_dispatch"
 WORKERS = 2
@@ -130,7 +131,6 @@ def measure_raw(url, user_id, device_ids, total, floor=False, probe=None):
         sent = c.execute(f"SELECT count(*) AS n FROM {table} WHERE status = 'sent'").fetchone()["n"]
         c.execute(f"DROP TABLE {table}" if floor else "TRUNCATE broadcast_messages CASCADE")
         c.execute("SELECT recount_device_queue()")   # the truncated rows out of it
-        c.execute("TRUNCATE device_send_minutes")
     assert sent == total, f"raw loop sent {sent} of {total}"
     return total / elapsed
 
@@ -222,10 +222,8 @@ def measure_caps(c, user_id, device_ids, per_device):
         SELECT %s, past.d, '6013' || lpad((past.d * 100 + g)::text, 9, '0'), 'earlier', 'sent', past.at,
                'earlier', past.at, past.at
           FROM past, generate_series(1, %s) g""", [device_ids, user_id, earlier])
-    c.execute("""INSERT INTO device_send_minutes (device_id, minute, sends)
-                 SELECT d, date_trunc('minute', now() - interval '30 minutes'), %s FROM unnest(%s::bigint[]) d""",
-              [earlier, device_ids])
-    c.execute("UPDATE device_pacing SET hour_count = %s WHERE device_id = ANY(%s)", [earlier, device_ids])
+    for device in device_ids:
+        record_sends(c, device, earlier, 30)
     queue_messages(c, user_id, device_ids, per_device * len(device_ids))
     expected = len(device_ids) * 5
     sent_now = lambda: c.execute("""SELECT count(*) AS n FROM broadcast_messages

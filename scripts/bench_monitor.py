@@ -4,10 +4,9 @@
 
 On a database of its own (created through scripts.apply, dropped at the end): one owner with DEVICES
 online devices (3,000 either way: the pages' cost follows the devices) that each sent a message
-every minute for HOURS hours (48; quick: 2), recorded as the claim records them (minute and hour
-buckets; each pacing row's minute ring filled from the minutes by migration 2138's own statement, its
-day's count from the minutes since the owner's midnight), and a few messages of each device in
-flight (claimed, not completed). Then, RUNS calls each (p50, p99; the first call counted):
+every minute for HOURS hours (48; quick: 2), recorded as the claim records them (on each pacing
+row: its minute and hour rings, its day's count since the owner's midnight), and a few messages of
+each device in flight (claimed, not completed). Then, RUNS calls each (p50, p99; the first call counted):
 - the monitoring page's device table (monitor_device_load) and its queue figures
   (monitor_queue_depth), each refetched every 2 s of an open page while a campaign sends;
 - device_load for all of them (the sequence tick's and AI campaigns' device choices);
@@ -18,9 +17,10 @@ primary key. Prints, last, `ratio=<floor p50 / monitor_device_load p50> ...`.
 import argparse
 import time
 
-from common.config import ROOT, require_database_url
+from common.config import require_database_url
 from scripts.bench_dispatch import setup_devices
-from scripts.benchlib import connect, create_scratch_database, drop_scratch_database, log, rings_from_minutes
+from scripts.benchlib import connect, create_scratch_database, drop_scratch_database, log
+from tests.factories import record_minutely_sends
 
 BENCH_DB = "wa_bench_monitor"
 DEVICES = 3000
@@ -28,19 +28,10 @@ IN_FLIGHT = 2   # per device
 
 
 def record_sends(c, user_id, hours):
-    """A send a minute on every device of the owner for `hours` hours up to the last minute, as the
-    claim records them; the pacing rows as those claims would have left them."""
-    c.execute("""INSERT INTO device_send_minutes (device_id, minute, sends)
-                 SELECT d.id, date_trunc('minute', now()) - make_interval(mins => m), 1
-                   FROM user_devices d, generate_series(1, %s) m WHERE d.user_id = %s""", [hours * 60, user_id])
-    rings_from_minutes(c)
-    c.execute("""UPDATE device_pacing p SET day_start = t.midnight,
-                        day_count = (SELECT coalesce(sum(s.sends), 0) FROM device_send_minutes s
-                                      WHERE s.device_id = p.device_id AND s.minute >= t.midnight)
-                   FROM (SELECT d.id, date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone AS midnight
-                           FROM user_devices d JOIN users u ON u.id = d.user_id WHERE d.user_id = %s) t
-                  WHERE p.device_id = t.id""", [user_id])
-    c.execute("VACUUM ANALYZE device_send_minutes")
+    """A send a minute on every device of the owner for `hours` hours up to the last minute, recorded
+    on the pacing rows as those claims would have left them."""
+    devices = [r["id"] for r in c.execute("SELECT id FROM user_devices WHERE user_id = %s", [user_id])]
+    record_minutely_sends(c, devices, f"now() - interval '{hours} hours'", hours * 60 - 1)
     c.execute("VACUUM ANALYZE device_pacing")
 
 

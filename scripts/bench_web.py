@@ -16,7 +16,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from common.config import require_database_url
-from scripts.benchlib import create_scratch_database, drop_scratch_database, rings_from_minutes
+from scripts.benchlib import create_scratch_database, drop_scratch_database
+from tests.factories import record_minutely_sends
 
 # History consistent with the caps (800 sends per device per day): OWNERS owners with DEVICES
 # devices each. The measured owner's devices send at their daily cap for DAYS days and have a
@@ -85,12 +86,8 @@ def load(url, size):
                        FROM generate_series(1, %s) g
                        JOIN chats ch ON ch.id = (SELECT min(id) FROM chats) + g %% %s""",
                   [owner, size["chat_messages"], size["chats"]])
-        # The claims behind the owner's last day of sends, one bucket every 2 minutes (~720 a day),
-        # and each device's rings as those claims left them.
-        c.execute("""INSERT INTO device_send_minutes (device_id, minute, sends)
-                     SELECT d, date_trunc('minute', now()) - m * interval '1 minute', 1
-                       FROM unnest(%s::bigint[]) d, generate_series(0, 1439, 2) m""", [devices])
-        rings_from_minutes(c)
+        # The claims behind the owner's last day of sends, a send a minute, on each device's pacing row.
+        record_minutely_sends(c, devices, "now() - interval '1 day'", 1439)
         load_fleet(c)
         c.execute("VACUUM ANALYZE")
         total = c.execute("SELECT count(*) AS n FROM broadcast_messages").fetchone()["n"]

@@ -48,24 +48,6 @@ def create_floor_table(c):
     return FLOOR
 
 
-def rings_from_minutes(c):
-    """Each device's minute and hour rings (device_pacing) as the claims behind its send minutes would
-    have left them, by the upgrades' own backfills (migrations 2138 and 2139, the hours summed from the
-    minutes as the claim counted them), for a send record a benchmark wrote directly."""
-    migrations = apply.DB / "migrations"
-    c.execute(_last_statement(migrations / "2138_device_send_ring.sql", "UPDATE device_pacing"))
-    with c.transaction():
-        c.execute("""CREATE TEMP TABLE device_send_hours ON COMMIT DROP AS
-                     SELECT device_id, date_trunc('hour', minute, 'UTC') AS hour, sum(sends)::int AS sends
-                       FROM device_send_minutes GROUP BY 1, 2""")
-        c.execute(_last_statement(migrations / "2139_device_send_hour_ring.sql", "UPDATE device_pacing", "DROP TABLE"))
-
-
-def _last_statement(path, begins, ends=None):
-    text = path.read_text()
-    return text[text.rindex(begins):text.rindex(ends) if ends else None]
-
-
 def checkpoint(url):
     """Writes back what the phases before left dirty, so a timed phase does not pay for the one
     before it, and phases compared with each other start from the same state. CHECKPOINT needs the

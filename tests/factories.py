@@ -42,13 +42,9 @@ def make_warm_contact(conn, device_id, phone):
 
 
 def record_sends(conn, device_id, sends, minutes_ago=0):
-    """Sends claimed `minutes_ago` (0: this minute), recorded as the claim records them: in the device's
-    minute bucket (device_send_minutes) and on its pacing row (its minute and hour rings, and its day's
-    count while the send falls on its owner's day so far)."""
-    conn.execute("""INSERT INTO device_send_minutes AS s (device_id, minute, sends)
-                    VALUES (%s, date_trunc('minute', now() - make_interval(mins => %s)), %s)
-                    ON CONFLICT (device_id, minute) DO UPDATE SET sends = s.sends + excluded.sends""",
-                 [device_id, minutes_ago, sends])
+    """Sends claimed `minutes_ago` (0: this minute), recorded on the device's pacing row as the claim
+    records them: its minute and hour rings, and its day's count while the send falls on its owner's
+    day so far."""
     conn.execute("""UPDATE device_pacing p
                         SET sends_before = _send_ring_add(p.sends_before, p.sends_minute, p.sends_total, t.at, %(k)s,
                                                           interval '1 minute', 61),
@@ -68,12 +64,9 @@ def record_sends(conn, device_id, sends, minutes_ago=0):
 
 
 def record_minutely_sends(conn, device_ids, first_minute, minutes):
-    """A send every minute on each device for `minutes` minutes from `first_minute` (SQL), recorded as
-    the claim records them: their minute buckets and each device's pacing row (its minute and hour
-    rings and its day's count; devices that counted no sends in the two days before)."""
-    conn.execute(f"""INSERT INTO device_send_minutes (device_id, minute, sends)
-                     SELECT d, date_trunc('minute', {first_minute}) + make_interval(mins => m), 1
-                       FROM unnest(%s::bigint[]) d, generate_series(0, %s) m""", [device_ids, minutes])
+    """A send every minute on each device from `first_minute` (SQL) for `minutes` minutes more,
+    recorded on each device's pacing row as the claims would have: its minute and hour rings and its
+    day's count (devices that counted no sends in the two days before)."""
     # n sends, one a minute to the last: the running total before the i-th last minute is n - i more,
     # before the i-th last hour n less those sent since it began
     conn.execute(f"""UPDATE device_pacing p

@@ -33,7 +33,7 @@ def claim(db, sender="s1", limit=1000, per_device=100):
 
 
 def pacing(db, device_id):
-    return db.execute("""SELECT next_send_at - now() AS wait, hour_count, day_count, last_sent_at,
+    return db.execute("""SELECT next_send_at - now() AS wait, day_count, last_sent_at,
                                 CASE WHEN isfinite(day_start) THEN day_start END AS day_start
                            FROM device_pacing WHERE device_id = %s""",
                       [device_id]).fetchone()
@@ -149,23 +149,20 @@ def test_hourly_cap_counts_any_rolling_hour(db, uid):
     lease(db, [dev])
     send_history(db, dev, 59, 7)      # inside the trailing hour
     send_history(db, dev, 75, 50)     # outside it
-    db.execute("UPDATE device_pacing SET hour_count = 10 WHERE device_id = %s", [dev])  # stale upper bound
     queue(db, uid, dev, 20)
     rows = claim(db)
-    assert len(rows) == 3             # recounted: 7 in the hour, room for 3
-    p = pacing(db, dev)
-    assert p["hour_count"] == 10
+    assert len(rows) == 3             # 7 in the hour, room for 3
     assert db.execute("SELECT messages_hour FROM device_load_balance WHERE device_id = %s",
                       [dev]).fetchone()["messages_hour"] == 10
+    assert claim(db) == []
 
 
 def test_hourly_cap_full_claims_nothing_until_the_limit_is_raised(db, uid):
-    """A raised limit lets a full device send at once, though the claim marked its hour full (the
-    claim's filter compares the recounted hour with the limit of now)."""
+    """A raised limit lets a full device send at once (the claim compares its trailing hour with the
+    limit of now)."""
     dev = make_device(db, uid, hourly_limit=5)
     lease(db, [dev])
     send_history(db, dev, 30, 5)
-    db.execute("UPDATE device_pacing SET hour_count = 5 WHERE device_id = %s", [dev])
     queue(db, uid, dev, 3)
     assert claim(db) == []
     assert not db.execute("SELECT is_available FROM device_load_balance WHERE device_id = %s",
@@ -174,35 +171,19 @@ def test_hourly_cap_full_claims_nothing_until_the_limit_is_raised(db, uid):
     assert len(claim(db)) == 2
 
 
-def test_a_full_hour_is_recounted_once_until_its_oldest_send_leaves_it(db, uid):
-    """Every claim of a sender walks its leased devices; one at its hourly cap was recounted from
-    its send minutes by each (1,500 such devices: 31 ms a claim instead of 3.4). The recount that
-    finds the hour full says when it frees up, and claims pass the device by until then."""
+def test_a_full_hour_frees_up_the_minute_its_oldest_send_leaves_it(db, uid):
+    """The claim reads each device's trailing hour off its minute ring (no read of a send record):
+    a device at its cap is passed by, and takes the room its oldest sends leave when they leave."""
     dev = make_device(db, uid, hourly_limit=5)
     lease(db, [dev])
-    send_history(db, dev, 50, 2)
+    send_history(db, dev, 60, 2)      # the minute an hour ago: still in the hour
     send_history(db, dev, 20, 3)
-    db.execute("UPDATE device_pacing SET hour_count = 5 WHERE device_id = %s", [dev])
     queue(db, uid, dev, 3)
     assert claim(db) == []
-    free_at = db.execute("SELECT hour_full_until - date_trunc('minute', now() - interval '50 minutes') AS d "
-                         "FROM device_pacing WHERE device_id = %s", [dev]).fetchone()["d"]
-    assert free_at == timedelta(minutes=61)        # the 50-minute-old sends leave the recount's window
-    # Not recounted meanwhile: with the sends gone from the minutes (a recount would find room), still nothing.
-    db.execute("DELETE FROM device_send_minutes WHERE device_id = %s", [dev])
-    assert claim(db) == []
-    # Its time come (moved back here, as the clock would), the recount finds room.
-    db.execute("UPDATE device_pacing SET hour_full_until = now() - interval '1 second' WHERE device_id = %s", [dev])
-    assert len(claim(db)) == 3
-
-
-def test_upper_bound_below_cap_needs_no_recount(db, uid):
-    dev = make_device(db, uid, hourly_limit=10)
-    lease(db, [dev])
-    db.execute("UPDATE device_pacing SET hour_count = 4 WHERE device_id = %s", [dev])
-    queue(db, uid, dev, 20)
-    assert len(claim(db)) == 6        # the bound is trusted: never more than the cap
-    assert pacing(db, dev)["hour_count"] == 10
+    # A minute later (the ring moved back a minute here, as the clock would move on) those 2 are out.
+    db.execute("""UPDATE device_pacing SET sends_minute = sends_minute - interval '1 minute',
+                                           next_send_at = '-infinity' WHERE device_id = %s""", [dev])
+    assert len(claim(db)) == 2
 
 
 def new_york_device(db, daily_limit, sent_today):
@@ -287,14 +268,15 @@ def test_a_claim_changes_nothing_the_rollups_count(db, uid):
     assert db.execute("SELECT count(*) AS n FROM claim_statements").fetchone()["n"] == 1   # the move into the history
 
 
-def test_claim_records_sends_per_minute(db, uid):
+def test_claim_records_its_sends_on_the_pacing_row(db, uid):
     devices = [make_device(db, uid) for _ in range(2)]
     lease(db, devices)
     queue(db, uid, devices[0], 4)
     queue(db, uid, devices[1], 2)
     claim(db)
-    rows = db.execute("SELECT device_id, sends FROM device_send_minutes ORDER BY device_id").fetchall()
-    assert [(r["device_id"], r["sends"]) for r in rows] == [(devices[0], 4), (devices[1], 2)]
+    rows = db.execute("SELECT device_id, sends_total, day_count FROM device_pacing WHERE device_id = ANY (%s) ORDER BY 1",
+                      [devices]).fetchall()
+    assert [tuple(r.values()) for r in rows] == [(devices[0], 4, 4), (devices[1], 2, 2)]
 
 
 def test_complete_and_fail_are_guarded(db, uid):

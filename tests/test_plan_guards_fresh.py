@@ -37,7 +37,7 @@ whatever the table holds.
 import json
 from datetime import timedelta
 
-from tests.factories import make_device, make_user, record_minutely_sends
+from tests.factories import make_device, make_user
 from tests.superuser import superuser
 from tests.test_plan_guards import MESSAGE_TABLES, Plans, _nodes, rows_read, violations
 
@@ -379,30 +379,6 @@ def test_the_campaigns_page_and_metrics_read_totals_not_a_row_per_device_or_quar
         assert read["campaign_counts"] == read["message_outcome_counts"] == 0, read
         assert read["campaign_totals"] <= 16 and read["message_outcome_totals"] <= 16, read
         c.execute("DELETE FROM campaigns WHERE id = %s", [cid])
-
-
-def test_the_hourly_purge_reads_the_hour_it_drops_not_three_days_of_send_minutes(module_db_url):
-    """purge_history drops the send minutes past 3 days; by a scan of time it
-    read all of it (3,000 devices sending every minute: ~13M minute rows; 5.4M: 551 ms a run). It reads
-    each device's rows it drops at the front of the device's key, and one more a device."""
-    with superuser(module_db_url) as c:
-        uid = make_user(c)
-        devices = [make_device(c, uid) for _ in range(5)]
-        record_minutely_sends(c, devices, "now() - interval '73 hours'", 72 * 60)
-        c.execute("VACUUM ANALYZE device_send_minutes")
-        all_devices = c.execute("SELECT count(*) AS n FROM user_devices").fetchone()["n"]
-        c.execute("LOAD 'auto_explain'")
-        with Plans(c, analyze=True) as plans:
-            c.execute("SELECT purge_history()")
-        left = c.execute("SELECT min(minute) >= now() - interval '3 days' AS ok, count(*) AS n FROM device_send_minutes "
-                         "WHERE device_id = ANY (%s)", [devices]).fetchone()
-        assert left["ok"] and left["n"] <= 5 * 72 * 60
-        gone = 5 * (72 * 60 + 1) - c.execute("SELECT count(*) AS n FROM device_send_minutes WHERE device_id = ANY (%s)",
-                                              [devices]).fetchone()["n"]
-        read = rows_read(plans, "device_send_minutes")
-        assert read <= gone + all_devices, f"{read:,.0f} send minutes read to drop {gone}"
-        assert violations(plans) == []        # nor a walk of the whole key by the minute alone
-        c.execute("DELETE FROM device_send_minutes WHERE device_id = ANY (%s)", [devices])
 
 
 def test_the_hourly_purge_drops_received_messages_and_device_events_past_their_time_reading_those(module_db_url):

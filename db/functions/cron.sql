@@ -25,24 +25,8 @@ COMMENT ON FUNCTION app_jobs() IS
   'campaign_fanout_lanes beyond the first: a change of that setting reaches pg_cron at the next apply, the clock '
   'at its next start).';
 
--- Each device's send minutes older than p_before, read at the front of its key (device, minute):
--- what is dropped and one probe more a device, where a scan of the whole record by time read
--- 3,000 devices x 3 days of minutes (~13M rows) to drop an hour of them. A statement per device,
--- each of one plan whatever the statistics say: one statement for all devices, even held to nested
--- loops, walked a whole key by time when its rows were few (tests/test_plan_guards_fresh.py).
-CREATE OR REPLACE FUNCTION _purge_send_record(p_before timestamptz) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE v_device bigint;
-BEGIN
-  FOR v_device IN SELECT d.id FROM user_devices d LOOP
-    DELETE FROM device_send_minutes s WHERE s.device_id = v_device AND s.minute < p_before;
-  END LOOP;
-END $$;
-COMMENT ON FUNCTION _purge_send_record(timestamptz) IS
-  'Drops every device''s send minutes before p_before (purge_history).';
-
 CREATE OR REPLACE FUNCTION purge_history()
 RETURNS void LANGUAGE sql AS $$
-  SELECT _purge_send_record(now() - interval '3 days');
   DELETE FROM login_attempts WHERE attempted_at < now() - interval '1 day';
   DELETE FROM early_receipts WHERE received_at < now() - interval '1 day';
   -- At most 1M a run (the full fleet delivers ~300k an hour): an outbox kept for months before this
@@ -69,7 +53,7 @@ RETURNS void LANGUAGE sql AS $$
   DELETE FROM senders WHERE heartbeat_at < now() - interval '1 day';
 $$;
 COMMENT ON FUNCTION purge_history() IS
-  'Drops bookkeeping no cap or chart reads any more (send minutes after 3 days, login attempts and receipts '
+  'Drops bookkeeping no cap or chart reads any more (login attempts and receipts '
   'that never found their message after 1), delivered webhook deliveries after webhook_retention_days, received '
   'chat messages after message_retention_days and device events other than bans after 90 days (at most 1M of each '
   'a run), and senders silent for a day.';

@@ -150,9 +150,9 @@ COMMENT ON FUNCTION refresh_queue_stats(bigint) IS
 -- One statement: for each device this sender leases (online, pacing due, with due work), in
 -- order of its next allowed send time (a round robin under zero delays), take the rows pacing
 -- and caps allow now. Row 1 goes at now(); a later row only if the random delays before it
--- sum to zero, so with real delays that is one row per device per claim. Caps: hour_count is
--- an upper bound of the trailing hour; at the cap it is recounted from device_send_minutes
--- (buckets from the minute an hour ago: never less than the true rolling hour).
+-- sum to zero, so with real delays that is one row per device per claim. Caps: the trailing hour
+-- from the device's minute ring (whole minutes from the minute an hour ago: never less than the
+-- true rolling hour), the day from day_count (both on its pacing row, moved by the claim itself).
 -- PL/pgSQL so the statement's plan is cached (see plan_cache_mode below).
 CREATE OR REPLACE FUNCTION claim_messages(p_sender_id text, p_limit integer, p_per_device integer DEFAULT 100,
                                           p_begin integer DEFAULT 0)
@@ -221,7 +221,7 @@ BEGIN
 LOOP
   BEGIN
     WITH dev AS (
-      SELECT p.device_id, p.hour_count, p.day_start, p.day_count,
+      SELECT p.device_id, last_hour.sent AS hour_base, p.day_start, p.day_count,
              d.hourly_limit, lim.daily_cap AS daily_limit, d.daily_limit AS limit_set, lim.cold_ok,
              d.min_delay_seconds AS dev_min, d.max_delay_seconds AS dev_max,
              date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone AS today, u.timezone
@@ -232,34 +232,29 @@ LOOP
         -- warm-up's daily cap, the reach-out timelock and the cold share (db/functions/device_load.sql)
         CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone,
                                                p.cold_day, p.cold_count) lim
+        -- its trailing hour, exactly as the cap counts it (an expression: no read)
+        CROSS JOIN LATERAL (SELECT _send_ring_since(p.sends_total, p.sends_before, p.sends_minute,
+                                                    date_trunc('minute', now() - interval '1 hour'),
+                                                    interval '1 minute') AS sent) last_hour
        WHERE d.status = 'online' AND d.paused_at IS NULL  -- a paused device keeps its connection, sends nothing
          AND p.next_send_at <= now()
-         -- passed by while its hour or its day stays full for its limit, or while it still cannot
-         -- reach new contacts (passed_by below)
-         AND NOT (coalesce(p.hour_full_until > now(), false) AND p.hour_count >= d.hourly_limit)
+         AND last_hour.sent < d.hourly_limit   -- its hour full: passed by until a send of it leaves the hour
+         -- passed by while its day stays full for its limit, or while it still cannot reach new
+         -- contacts (passed_by below)
          AND NOT (coalesce(p.day_full_until > now(), false) AND p.day_full_limit >= d.daily_limit)
          AND NOT (coalesce(p.warm_none_until > now(), false) AND NOT lim.cold_ok)
        ORDER BY p.next_send_at, p.device_id
     ),
     counted AS (
-      SELECT dev.*,
-             dev.hour_count >= dev.hourly_limit AS recounted,
-             CASE WHEN dev.hour_count < dev.hourly_limit THEN dev.hour_count ELSE coalesce(h.sends, 0) END AS hour_base,
-             h.oldest AS hour_oldest,
-             CASE WHEN dev.day_start = dev.today THEN dev.day_count ELSE 0 END AS day_base
-        FROM dev
-        LEFT JOIN LATERAL (SELECT sum(s.sends)::int AS sends, min(s.minute) AS oldest FROM device_send_minutes s
-                            WHERE dev.hour_count >= dev.hourly_limit AND s.device_id = dev.device_id
-                              AND s.minute >= date_trunc('minute', now() - interval '1 hour')) h ON true
+      SELECT dev.*, CASE WHEN dev.day_start = dev.today THEN dev.day_count ELSE 0 END AS day_base FROM dev
     ),
     room AS (
-      SELECT c.*, c.recounted AND c.hour_base >= c.hourly_limit AS hour_full,
-             c.day_start = c.today AND c.day_base >= c.daily_limit AS day_full,
+      SELECT c.*, c.day_start = c.today AND c.day_base >= c.daily_limit AS day_full,
              greatest(0, least(p_per_device, c.hourly_limit - c.hour_base, c.daily_limit - c.day_base)) AS allowed
         FROM counted c
     ),
     cand AS MATERIALIZED (
-      SELECT r.device_id, r.recounted, r.hour_base, r.today, c.id, c.delay
+      SELECT r.device_id, r.today, c.id, c.delay
         FROM room r
         CROSS JOIN LATERAL (
           SELECT w.id, w.delay FROM (
@@ -286,14 +281,11 @@ LOOP
        LIMIT p_limit
     ),
     -- Devices the next claims can pass by for a while, rather than walk again each time (a sender
-    -- leasing 1,500 of them: 31 ms a claim for full hours, 88 ms for 100 cold rows each, against
-    -- 3.4 ms when they are paced past now; full days with 30k rows due: 24 ms, 12 ms passed by,
-    -- 7.5 ms paced past now). The marks hold only while what set them holds (the
-    -- filter in dev), so a raised limit, a lifted timelock or a new day frees the device at once;
-    -- only the claim writes them:
-    -- - recounted and still full: no send fits before the oldest of the hour's sends leaves it (its
-    --   minute + 61, the recount's window), while the exact count stays at or above the limit --
-    --   device_pacing.hour_full_until, with hour_count set to the recount;
+    -- leasing 1,500 of them: 88 ms a claim for 100 cold rows each, against 3.4 ms when they are
+    -- paced past now; full days with 30k rows due: 24 ms, 12 ms passed by, 7.5 ms paced past now;
+    -- a full hour needs no mark: dev reads it off the ring). The marks hold only while what set
+    -- them holds (the filter in dev), so a raised limit, a lifted timelock or a new day frees the
+    -- device at once; only the claim writes them:
     -- - its day full (at the daily cap of today, warm-up's included): until the owner's next midnight
     --   (device_pacing.day_full_until), while its daily_limit is no higher (day_full_limit); a raised
     --   warm-up setting, or a new zone of the owner, counts from that midnight;
@@ -304,24 +296,19 @@ LOOP
     --   whose rows a claim running meanwhile may not see.
     -- Rows another transaction holds are left unmarked: a claim never waits.
     passed_by AS (
-      SELECT q.device_id, r.hour_full, r.hour_base, r.hour_oldest + interval '61 minutes' AS full_until,
-             r.day_full, r.limit_set,
+      SELECT q.device_id, r.day_full, r.limit_set,
              (date_trunc('day', now() AT TIME ZONE r.timezone) + interval '1 day') AT TIME ZONE r.timezone AS tomorrow
         FROM room r JOIN device_pacing q ON q.device_id = r.device_id
-       WHERE r.hour_full OR r.day_full
+       WHERE r.day_full
           OR (NOT r.cold_ok AND r.allowed > 0 AND (SELECT count(*) FROM cand) < p_limit
               AND r.device_id <> ALL (ARRAY(SELECT DISTINCT c.device_id FROM cand c)))
          FOR UPDATE OF q SKIP LOCKED
     ),
     passing AS (
       UPDATE device_pacing p
-         SET hour_full_until = CASE WHEN b.hour_full THEN b.full_until ELSE p.hour_full_until END,
-             hour_count      = CASE WHEN b.hour_full THEN b.hour_base ELSE p.hour_count END,
-             hour_counted_at = CASE WHEN b.hour_full THEN now() ELSE p.hour_counted_at END,
-             day_full_until  = CASE WHEN b.day_full THEN b.tomorrow ELSE p.day_full_until END,
+         SET day_full_until  = CASE WHEN b.day_full THEN b.tomorrow ELSE p.day_full_until END,
              day_full_limit  = CASE WHEN b.day_full THEN b.limit_set ELSE p.day_full_limit END,
-             warm_none_until = CASE WHEN b.hour_full OR b.day_full THEN p.warm_none_until
-                                    ELSE now() + make_interval(secs => 5) END
+             warm_none_until = CASE WHEN b.day_full THEN p.warm_none_until ELSE now() + make_interval(secs => 5) END
         FROM passed_by b WHERE p.device_id = b.device_id
     ),
     -- Joins between these CTEs always go from one CTE into a table's primary key, never CTE to CTE:
@@ -330,7 +317,7 @@ LOOP
     -- Locking the pacing row with each message row (SKIP LOCKED on both) keeps two senders from
     -- pacing one device twice; the re-check of next_send_at happens on the locked row.
     locked AS (
-      SELECT m.id, c.device_id, c.delay, c.recounted, c.hour_base, c.today
+      SELECT m.id, c.device_id, c.delay, c.today
         FROM cand c
         JOIN message_queue m ON m.id = c.id
         JOIN device_pacing p ON p.device_id = c.device_id
@@ -349,23 +336,20 @@ LOOP
          AND m.status = 'pending'   -- re-checked on the row's latest version: never a row claimed twice
       RETURNING m.id, m.device_id, m.user_id, m.recipient_phone, m.recipient_name, m.message_type,
                 m.content, m.media_url, m.claimed_at,
-                locked.delay, locked.recounted, locked.hour_base, locked.today
+                locked.delay, locked.today
     ),
     per_dev AS (
-      SELECT c.device_id, count(*)::int AS k, sum(c.delay) AS total_delay,
-             bool_or(c.recounted) AS recounted, max(c.hour_base) AS hour_base, max(c.today) AS today
+      SELECT c.device_id, count(*)::int AS k, sum(c.delay) AS total_delay, max(c.today) AS today
         FROM claimed c
        GROUP BY c.device_id
     ),
     paced AS (
       UPDATE device_pacing p
          SET next_send_at    = now() + make_interval(secs => d.total_delay),
-             hour_count      = CASE WHEN d.recounted THEN d.hour_base ELSE p.hour_count END + d.k,
-             hour_counted_at = CASE WHEN d.recounted THEN now() ELSE p.hour_counted_at END,
              day_count       = CASE WHEN p.day_start = d.today THEN p.day_count ELSE 0 END + d.k,
              day_start       = d.today,
-             -- the rings: the trailing hour's count for device_load, as the minutes below count it,
-             -- and two days' for the health score (device_load.sql)
+             -- the rings (device_load.sql): the trailing hour's sends for the hourly cap and
+             -- device_load, two days' for the health score
              sends_before    = _send_ring_add(p.sends_before, p.sends_minute, p.sends_total, now(), d.k,
                                               interval '1 minute', 61),
              sends_before_hours = _send_ring_add(p.sends_before_hours, p.sends_hour, p.sends_total, now(), d.k,
@@ -374,11 +358,6 @@ LOOP
              sends_minute    = greatest(p.sends_minute, date_trunc('minute', now())),
              sends_hour      = greatest(p.sends_hour, date_trunc('hour', now(), 'UTC'))
         FROM per_dev d WHERE p.device_id = d.device_id
-    ),
-    minutes AS (
-      INSERT INTO device_send_minutes AS s (device_id, minute, sends)
-      SELECT d.device_id, date_trunc('minute', now()), d.k FROM per_dev d
-      ON CONFLICT (device_id, minute) DO UPDATE SET sends = s.sends + excluded.sends
     )
     SELECT array_agg(ROW(claimed.id, claimed.device_id, claimed.user_id, claimed.recipient_phone,
                          claimed.recipient_name, claimed.message_type, claimed.content, claimed.media_url,
