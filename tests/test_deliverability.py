@@ -173,6 +173,15 @@ def test_the_reply_rate_weighs_two_days_of_sends(db, uid):
     assert health(db, older)["health_score"] == 100
 
 
+def test_the_health_score_is_an_expression_its_readers_inline(db):
+    """The overview's health bands score every device of the owner on each refresh: as a call a device
+    (an argument used more than once too costly for the planner to copy: the warm-up day with its
+    settings, the hour ring's expression), 3,000 devices took 44-78 ms, inlined 21-33."""
+    plan = "\n".join(r["QUERY PLAN"] for r in db.execute(
+        "EXPLAIN VERBOSE SELECT * FROM device_health_distribution(1)").fetchall())
+    assert "_health_score(" not in plan, plan
+
+
 def failover_campaign(db, uid, failover=True):
     return db.execute("SELECT create_campaign(%s, 'broadcast', 'f', '', 'all', 'hi', NULL, NULL, NULL, '2020-01-01', "
                       "'09:00', 0, 0, NULL, %s) AS id", [uid, failover]).fetchone()["id"]

@@ -193,8 +193,12 @@ LANGUAGE sql STABLE AS $$
     FROM user_devices d
     JOIN users u ON u.id = d.user_id
     LEFT JOIN device_pacing p ON p.device_id = d.id
-    CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone,
-                                           p.cold_day, p.cold_count) lim
+    -- OFFSET 0 here and in rep keeps the subquery whole, so its columns reach _health_score as plain
+    -- values and the planner inlines the score: it copies an argument used more than once only when
+    -- it is cheap, and the warm-up day (with its settings) and the hour ring's expression are not. As
+    -- a call a device, 3,000 devices' health bands took 44-78 ms, 21-33 with it inlined.
+    CROSS JOIN LATERAL (SELECT * FROM _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until,
+                                                          u.timezone, p.cold_day, p.cold_count) OFFSET 0) lim
     CROSS JOIN LATERAL (SELECT _device_is_running(d.id) AS running) run
     -- reply rate: contacts who first wrote in 48 h against sends in 48 h (whole UTC hours from the one
     -- that begins nearest 48 h ago: the hour ring) -- both bounded by the device
@@ -204,6 +208,7 @@ LANGUAGE sql STABLE AS $$
                               interval '1 hour') AS sends_48h,
              (SELECT count(*)::int FROM chats w
                WHERE w.device_id = d.id AND w.wrote_at > now() - interval '48 hours') AS repliers_48h
+      OFFSET 0
     ) rep
     -- Bounded reads: the last 24 hours of events (device_events_device), bans through their own
     -- partial index, so a device with years of history costs the same.
