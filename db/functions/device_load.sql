@@ -23,6 +23,8 @@
 -- timestamptz is, and an immutable body that is not would not be inlined): ~1.6 us a device a claim,
 -- ~3.4 as a PL/pgSQL call (claims of one row a device on 1,000 devices). The claim counts at the
 -- current step; an earlier one (tests record past sends in any order) is _send_ring_add_earlier's.
+-- Seconds by date_part, a float: extract gives a numeric (the trailing hour's subtraction: 0.85
+-- against 0.62 us an evaluation).
 CREATE OR REPLACE FUNCTION _send_ring_add(p_before bigint[], p_head timestamptz, p_total bigint,
                                           p_at timestamptz, p_sends integer, p_step interval, p_len integer)
 RETURNS bigint[] LANGUAGE sql STABLE PARALLEL SAFE AS $$
@@ -33,8 +35,8 @@ RETURNS bigint[] LANGUAGE sql STABLE PARALLEL SAFE AS $$
       THEN ARRAY[p_total]
     -- a later step: the steps since p_head saw no sends, p_total at the start of each
     WHEN date_bin(p_step, p_at, timestamptz 'epoch') > p_head
-      THEN (array_fill(p_total, ARRAY[floor(extract(epoch FROM date_bin(p_step, p_at, timestamptz 'epoch') - p_head)
-                                            / extract(epoch FROM p_step))::int])
+      THEN (array_fill(p_total, ARRAY[floor(date_part('epoch', date_bin(p_step, p_at, timestamptz 'epoch') - p_head)
+                                            / date_part('epoch', p_step))::int])
             || p_before)[1:p_len]
     WHEN date_bin(p_step, p_at, timestamptz 'epoch') = p_head THEN p_before
     ELSE _send_ring_add_earlier(p_before, p_head, p_at, p_sends, p_step, p_len) END
@@ -51,8 +53,8 @@ SET plan_cache_mode = force_generic_plan   -- reached from the claim (tests/test
 AS $$
 DECLARE
   v_len integer := cardinality(p_before);
-  v_idx integer := 1 + floor(extract(epoch FROM p_head - date_bin(p_step, p_at, timestamptz 'epoch'))
-                             / extract(epoch FROM p_step))::int;  -- maybe past the ring
+  v_idx integer := 1 + floor(date_part('epoch', p_head - date_bin(p_step, p_at, timestamptz 'epoch'))
+                             / date_part('epoch', p_step))::int;  -- maybe past the ring
 BEGIN
   IF v_idx <= p_len AND v_idx > v_len THEN   -- the steps back to p_at's saw no sends before these
     p_before := p_before || array_fill(p_before[v_len], ARRAY[v_idx - v_len]);
@@ -71,8 +73,8 @@ CREATE OR REPLACE FUNCTION _send_ring_since(p_total bigint, p_before bigint[], p
 RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE WHEN p_head IS NULL OR p_head < p_from THEN 0
               ELSE (p_total - p_before[least(cardinality(p_before),
-                                             1 + floor(extract(epoch FROM p_head - p_from)
-                                                       / extract(epoch FROM p_step))::int)])::int END
+                                             1 + floor(date_part('epoch', p_head - p_from)
+                                                       / date_part('epoch', p_step))::int)])::int END
 $$;
 COMMENT ON FUNCTION _send_ring_since(bigint, bigint[], timestamptz, timestamptz, interval) IS
   'A device''s sends counted in the steps p_step at or after p_from, from one of its rings (device_pacing '
