@@ -74,25 +74,23 @@ def record_minutely_sends(conn, device_ids, first_minute, minutes):
                                                    FROM generate_series(1, least(61, %(n)s)) i ORDER BY i),
                             sends_before_hours = ARRAY(
                               SELECT p.sends_total + %(n)s
-                                     - least(%(n)s, floor(extract(epoch FROM x.last - x.hour) / 60)::int
+                                     - least(%(n)s, floor(extract(epoch FROM t.last - t.hour) / 60)::int
                                                     + 1 + (i - 1) * 60)
-                                FROM generate_series(1, least(49, floor(extract(epoch FROM x.hour - x.first_hour)
+                                FROM generate_series(1, least(49, floor(extract(epoch FROM t.hour - t.first_hour)
                                                                         / 3600)::int + 1)) i ORDER BY i),
-                            sends_total = p.sends_total + %(n)s, sends_minute = x.last, sends_hour = x.hour,
+                            sends_total = p.sends_total + %(n)s, sends_minute = t.last, sends_hour = t.hour,
                             day_count = CASE WHEN t.day = p.day_start THEN p.day_count ELSE 0 END + t.today,
                             day_start = t.day
-                       FROM (SELECT d.id, y.day,
+                       FROM (SELECT d.id, x.last, x.hour, x.first_hour, y.day,
                                     greatest(0, least(%(n)s, floor(extract(epoch FROM x.last - y.day) / 60)::int + 1)) AS today
                                FROM user_devices d JOIN users u ON u.id = d.user_id,
-                                    LATERAL (SELECT date_trunc('minute', {first_minute})
-                                                    + make_interval(mins => %(n)s - 1) AS last) x,
+                                    LATERAL (SELECT m.last, date_trunc('hour', m.last, 'UTC') AS hour,
+                                                    date_trunc('hour', {first_minute}, 'UTC') AS first_hour
+                                               FROM (SELECT date_trunc('minute', {first_minute})
+                                                            + make_interval(mins => %(n)s - 1) AS last) m) x,
                                     LATERAL (SELECT date_trunc('day', x.last AT TIME ZONE u.timezone)
                                                     AT TIME ZONE u.timezone AS day) y
-                              WHERE d.id = ANY (%(devices)s)) t,
-                            LATERAL (SELECT date_trunc('minute', {first_minute}) + make_interval(mins => %(n)s - 1) AS last,
-                                            date_trunc('hour', date_trunc('minute', {first_minute})
-                                                               + make_interval(mins => %(n)s - 1), 'UTC') AS hour,
-                                            date_trunc('hour', {first_minute}, 'UTC') AS first_hour) x
+                              WHERE d.id = ANY (%(devices)s)) t
                       WHERE p.device_id = t.id""", {"n": minutes + 1, "devices": device_ids})
 
 
