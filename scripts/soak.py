@@ -6,8 +6,8 @@ reaching out too fast (must be 0), cold contacts messaged by a timelocked device
 messages claimed for a device banned for spam reports (must be 0),
 sequence contacts whose step says in flight with nothing left to settle it (must be 0), owners whose
 overview queue figures and devices whose monitoring figures (a rollup) differ from counting the queue
-(must be 0), devices whose load (device_load's hour and day, kept on the pacing row) differs from their
-send record (must be 0), the senders' claims (how many a minute, rows and milliseconds each: what a paced
+(must be 0), devices whose load (device_load's hour and day, kept on the pacing row) counts fewer sends
+than their messages claimed in them (must be 0), the senders' claims (how many a minute, rows and milliseconds each: what a paced
 fleet's claims cost), and sender and database memory at start and end. A sixth into the run one
 sender worker is killed (kill -9, mid-sends, no hand-over): the pool starts another, the dead one's devices are taken over when their
 leases expire, what it had claimed and never begun goes back to the queue, what it may have begun

@@ -46,7 +46,7 @@ def test_the_claim_counts_each_send_in_both_rings(db):
     rows = db.execute(f"""
         SELECT p.sends_total, p.sends_hour = date_trunc('hour', p.sends_minute, 'UTC') AS utc_hour,
                _send_ring_since({HOURS}, p.sends_hour, interval '1 hour') AS this_hour,
-               _send_ring_since({MINUTES}, date_trunc('minute', now() - interval '1 hour'), interval '1 minute') AS last_hour
+               _sends_last_hour({MINUTES}) AS last_hour
           FROM device_pacing p WHERE p.device_id = ANY (%s) ORDER BY p.device_id""", [[a, b]]).fetchall()
     assert [tuple(r.values()) for r in rows] == [(5, True, 5, 5), (3, True, 3, 3)]
     db.execute("RESET TimeZone")
@@ -94,9 +94,10 @@ def test_the_rings_are_expressions_their_callers_inline(db):
                                _send_ring_add(p.sends_before_hours, p.sends_hour, p.sends_total, now(), 1,
                                               interval '1 hour', 49),
                                _send_ring_since({MINUTES}, now(), interval '1 minute'),
-                               _send_ring_since({HOURS}, now(), interval '1 hour')
+                               _send_ring_since({HOURS}, now(), interval '1 hour'),
+                               _sends_last_hour({MINUTES})
                           FROM device_pacing p""").fetchall())
-    assert "_send_ring_add(" not in plan and "_send_ring_since(" not in plan, plan
+    assert not any(f"{f}(" in plan for f in ("_send_ring_add", "_send_ring_since", "_sends_last_hour")), plan
 
 
 def test_the_claim_moves_both_rings_with_the_sends_it_counts(db):

@@ -81,6 +81,17 @@ COMMENT ON FUNCTION _send_ring_since(bigint, bigint[], timestamptz, timestamptz,
   'sends_total with sends_before and sends_minute, or sends_before_hours and sends_hour); p_from within the '
   'ring''s reach before its head.';
 
+-- A device's sends in the trailing hour as its hourly cap counts them (whole minutes from the minute
+-- an hour ago), defined once: the claim enforces the cap by it, device_load shows it.
+CREATE OR REPLACE FUNCTION _sends_last_hour(p_total bigint, p_before bigint[], p_minute timestamptz)
+RETURNS integer LANGUAGE sql STABLE PARALLEL SAFE AS $$
+  SELECT _send_ring_since(p_total, p_before, p_minute, date_trunc('minute', now() - interval '1 hour'),
+                          interval '1 minute')
+$$;
+COMMENT ON FUNCTION _sends_last_hour(bigint, bigint[], timestamptz) IS
+  'A device''s sends in the trailing hour, whole minutes from the minute an hour ago (the hourly cap''s window), '
+  'from its minute ring (device_pacing sends_total, sends_before, sends_minute).';
+
 -- What a device may send today, defined once: the claim (claim_messages), device_load, failover and
 -- the devices page read it. A newly paired number warms up: its daily cap ramps linearly from the
 -- warmup_start_per_day setting to its own cap over warmup_days calendar days of its owner's zone.
@@ -142,8 +153,7 @@ LANGUAGE sql STABLE AS $$
     LEFT JOIN device_pacing p ON p.device_id = d.id   -- every device has one (device_pacing_row); none counts nothing
     CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone) lim
     CROSS JOIN LATERAL (
-      SELECT _send_ring_since(p.sends_total, p.sends_before, p.sends_minute,
-                              date_trunc('minute', now() - interval '1 hour'), interval '1 minute') AS messages_hour,
+      SELECT _sends_last_hour(p.sends_total, p.sends_before, p.sends_minute) AS messages_hour,
              -- as the claim counts the day (its daily cap): from the owner's midnight
              CASE WHEN p.day_start = date_trunc('day', now() AT TIME ZONE u.timezone) AT TIME ZONE u.timezone
                   THEN p.day_count ELSE 0 END AS messages_today

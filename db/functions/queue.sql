@@ -233,9 +233,7 @@ LOOP
         CROSS JOIN LATERAL _device_send_limits(d.daily_limit, d.warmup_started_at, d.timelocked_until, u.timezone,
                                                p.cold_day, p.cold_count) lim
         -- its trailing hour, exactly as the cap counts it (an expression: no read)
-        CROSS JOIN LATERAL (SELECT _send_ring_since(p.sends_total, p.sends_before, p.sends_minute,
-                                                    date_trunc('minute', now() - interval '1 hour'),
-                                                    interval '1 minute') AS sent) last_hour
+        CROSS JOIN LATERAL (SELECT _sends_last_hour(p.sends_total, p.sends_before, p.sends_minute) AS sent) last_hour
        WHERE d.status = 'online' AND d.paused_at IS NULL  -- a paused device keeps its connection, sends nothing
          AND p.next_send_at <= now()
          AND last_hour.sent < d.hourly_limit   -- its hour full: passed by until a send of it leaves the hour
