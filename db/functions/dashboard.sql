@@ -359,11 +359,19 @@ RETURNS TABLE (device_id bigint, device_name text, device_status text, messages_
                hourly_limit integer, messages_today integer, daily_limit integer, processing_now integer,
                last_sent_at timestamptz, sender_id text, lease_expires_at timestamptz)
 LANGUAGE sql STABLE AS $$
+  -- Each sender's label once, not once per device: an md5 costs ~1.5 us, 4.5 ms of the ~20 a refresh
+  -- of 3,000 devices took (every 2 s of an open page). A lease whose sender row is gone (pruned a day
+  -- after its last heartbeat) is labelled where it is read.
+  WITH labels AS MATERIALIZED (
+    SELECT s.id, _sender_label(s.id, (SELECT u.is_admin FROM users u WHERE u.id = p_user_id)) AS label
+      FROM senders s)
   SELECT p.device_id, p.device_name, p.device_status, p.messages_hour, p.hourly_limit, p.messages_today,
          p.daily_limit, p.processing_now, p.last_sent_at,
-         _sender_label(l.sender_id, (SELECT u.is_admin FROM users u WHERE u.id = p_user_id)), l.expires_at
+         coalesce(lab.label, _sender_label(l.sender_id, (SELECT u.is_admin FROM users u WHERE u.id = p_user_id))),
+         l.expires_at
     FROM device_load(ARRAY[p_user_id]) p
     LEFT JOIN device_leases l ON l.device_id = p.device_id
+    LEFT JOIN labels lab ON lab.id = l.sender_id
    ORDER BY p.device_id
 $$;
 COMMENT ON FUNCTION monitor_device_load(bigint) IS
