@@ -12,7 +12,8 @@ each device in flight (claimed, not completed). Then, RUNS calls each (p50, p99;
 - device_load for all of them (the sequence tick's and AI campaigns' device choices);
 - the overview's health bands (device_health_distribution: two days of sends a device).
 The floor: the device table's rows, already computed, read from a plain table with its columns and a
-primary key. Prints, last, `ratio=<floor p50 / monitor_device_load p50> ...`.
+primary key. The five take turns call by call, so each is measured in the same moments as the floor.
+Prints, last, `ratio=<floor p50 / monitor_device_load p50> ...`.
 """
 import argparse
 import time
@@ -51,15 +52,22 @@ def put_in_flight(c, user_id, device_ids):
         claimed += n
 
 
-def timed(c, sql, args, runs):
-    ms = []
+def timed_together(c, queries, args, runs):
+    """Each query called `runs` times, the queries taking turns call by call (the machine's speed moves
+    between seconds: the floor and the pages measured in the same moments); per query (p50, p99, first
+    call) in ms."""
+    ms = {name: [] for name in queries}
     for _ in range(runs):
-        t = time.perf_counter()
-        c.execute(sql, args).fetchall()
-        ms.append((time.perf_counter() - t) * 1000)
-    first = ms[0]
-    ms.sort()
-    return ms[runs // 2], ms[min(runs - 1, int(runs * 0.99))], first
+        for name, sql in queries.items():
+            t = time.perf_counter()
+            c.execute(sql, args).fetchall()
+            ms[name].append((time.perf_counter() - t) * 1000)
+    figures = {}
+    for name, calls in ms.items():
+        first = calls[0]
+        calls.sort()
+        figures[name] = calls[runs // 2], calls[min(runs - 1, int(runs * 0.99))], first
+    return figures
 
 
 def floor_table(c, user_id):
@@ -90,14 +98,13 @@ def main():
             in_flight = put_in_flight(c, user_id, device_ids)
             log(started, f"{in_flight:,} messages in flight")
             floor_table(c, user_id)
-            figures = {}
-            for name, sql in (("monitor_device_load", "SELECT * FROM monitor_device_load(%s)"),
-                              ("monitor_queue_depth", "SELECT * FROM monitor_queue_depth(%s)"),
-                              ("device_load", "SELECT * FROM device_load(ARRAY[%s]::bigint[])"),
-                              ("device_health_distribution", "SELECT * FROM device_health_distribution(%s)"),
-                              ("floor", "SELECT * FROM bench_monitor_floor WHERE %s > 0 ORDER BY device_id")):
-                figures[name] = timed(c, sql, [user_id], runs)
-                p50, p99, first = figures[name]
+            figures = timed_together(c, {
+                "monitor_device_load": "SELECT * FROM monitor_device_load(%s)",
+                "monitor_queue_depth": "SELECT * FROM monitor_queue_depth(%s)",
+                "device_load": "SELECT * FROM device_load(ARRAY[%s]::bigint[])",
+                "device_health_distribution": "SELECT * FROM device_health_distribution(%s)",
+                "floor": "SELECT * FROM bench_monitor_floor WHERE %s > 0 ORDER BY device_id"}, [user_id], runs)
+            for name, (p50, p99, first) in figures.items():
                 print(f"  {name}: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({runs} calls, the first {first:.1f} ms)")
             sample = c.execute("""SELECT min(messages_hour) AS lo, max(messages_hour) AS hi, max(messages_today) AS today,
                                          sum(processing_now) AS flying FROM device_load(ARRAY[%s]::bigint[])""",
