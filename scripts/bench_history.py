@@ -28,8 +28,8 @@ import time
 from common.config import require_database_url
 from scripts.bench_dispatch import queue_messages
 from scripts.bench_fanout import make_campaign, make_leads, make_logged_out_devices, make_owner, start_sending
-from scripts.benchlib import (campaign_tick, checkpoint, connect, create_floor_table, create_scratch_database,
-                              drop_scratch_database, log)
+from scripts.benchlib import (campaign_tick, checkpoint, connect, count_settled_rows, create_floor_table,
+                              create_scratch_database, drop_scratch_database, log)
 from web import prepare_connection
 
 BENCH_DB = "wa_bench_history"
@@ -112,40 +112,21 @@ def load_history(c, user_id, device_ids, campaign, size):
     left, n = size["history"], 0
     while left > 0:
         batch = min(BATCH, left)
-        # Settled rows go straight into their weeks; the rollups a completion keeps (outcomes per
-        # quarter hour, the campaign's counts: db/functions/dashboard.sql, campaign_counts.sql) are
-        # added from the rows written, as the triggers would.
+        # Settled rows go straight into their weeks, then into the rollups a completion keeps.
+        before = c.execute("SELECT coalesce(max(id), 0) AS id FROM message_history").fetchone()["id"]
         c.execute("""
-            WITH ins AS (
-              INSERT INTO broadcast_messages (user_id, device_id, campaign_id, recipient_phone, content, status,
-                                              claimed_at, claimed_by, sent_at, failed_at, error_message, wa_message_id)
-              SELECT %(u)s, d.ids[1 + g %% cardinality(d.ids)], %(c)s, (60130000000 + g)::text, 'Old news ' || g,
-                     CASE WHEN g %% 10 = 0 THEN 'failed' ELSE 'sent' END, t.at, 'old',
-                     CASE WHEN g %% 10 <> 0 THEN t.at END, CASE WHEN g %% 10 = 0 THEN t.at END,
-                     CASE WHEN g %% 10 = 0 THEN 'old failure' END, CASE WHEN g %% 10 <> 0 THEN 'old' || g END
-                FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g, (SELECT %(ids)s::bigint[] AS ids) d,
-                     LATERAL (SELECT now() - (g::float8 / %(total)s) * make_interval(weeks => %(weeks)s)
-                                     - interval '1 hour' AS at) t
-              RETURNING user_id, campaign_id, device_id, status, coalesce(sent_at, failed_at) AS at
-            ), outcomes AS (   -- per owner and quarter hour, the bucket _message_outcome_bucket files them under
-              INSERT INTO message_outcome_counts AS o (user_id, bucket, shard, sent, failed)
-              SELECT user_id, date_bin('15 minutes', at, timestamptz '2000-01-01 00:00+00'), 0,
-                     count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status = 'failed')
-                FROM ins GROUP BY 1, 2
-              ON CONFLICT (user_id, bucket, shard) DO UPDATE SET sent = o.sent + excluded.sent,
-                                                                failed = o.failed + excluded.failed
-            )
-            INSERT INTO campaign_counts AS k (campaign_id, device_id, shard, assigned, current, sent, failed,
-                                              live_or_sent)
-            SELECT campaign_id, device_id, 0, count(*), count(*), count(*) FILTER (WHERE status = 'sent'),
-                   count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'sent')
-              FROM ins GROUP BY 1, 2
-            ON CONFLICT (campaign_id, device_id, shard) DO UPDATE
-               SET assigned = k.assigned + excluded.assigned, current = k.current + excluded.current,
-                   sent = k.sent + excluded.sent, failed = k.failed + excluded.failed,
-                   live_or_sent = k.live_or_sent + excluded.live_or_sent""",
+            INSERT INTO broadcast_messages (user_id, device_id, campaign_id, recipient_phone, content, status,
+                                            claimed_at, claimed_by, sent_at, failed_at, error_message, wa_message_id)
+            SELECT %(u)s, d.ids[1 + g %% cardinality(d.ids)], %(c)s, (60130000000 + g)::text, 'Old news ' || g,
+                   CASE WHEN g %% 10 = 0 THEN 'failed' ELSE 'sent' END, t.at, 'old',
+                   CASE WHEN g %% 10 <> 0 THEN t.at END, CASE WHEN g %% 10 = 0 THEN t.at END,
+                   CASE WHEN g %% 10 = 0 THEN 'old failure' END, CASE WHEN g %% 10 <> 0 THEN 'old' || g END
+              FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g, (SELECT %(ids)s::bigint[] AS ids) d,
+                   LATERAL (SELECT now() - (g::float8 / %(total)s) * make_interval(weeks => %(weeks)s)
+                                   - interval '1 hour' AS at) t""",
                   {"u": user_id, "c": campaign, "ids": device_ids, "lo": n + 1, "hi": n + batch,
                    "total": size["history"], "weeks": weeks})
+        count_settled_rows(c, before)
         left, n = left - batch, n + batch
     c.execute("VACUUM ANALYZE")
 
