@@ -30,12 +30,14 @@ QUICK = {"leads": 50_000, "messages": 300_000, "owners": 6, "devices": 20, "days
 PAGE_TARGET_MS, LIVE_TARGET_MS = 200, 500
 DAILY_CAP = 800
 FLEET = 3000   # devices of the fleet account (fleet@example.com), whatever the size
-# The fleet account's devices page (search, filter, sort, deep pages) and picker, as the browser asks.
+# The fleet account's devices page (search, filter, sort, deep pages), picker and monitoring page, as the
+# browser asks.
 FLEET_URLS = ["/devices", "/devices?q=sales+12&fragment=list", "/devices?status=offline&sort=last_seen&dir=desc&page=9",
               "/devices?sort=status&page=60&fragment=list", "/api/devices?per_page=500&page=6",
               "/api/devices/choices", "/api/devices/choices?q=sales+25&offset=100",
               "/api/devices/choices?status=online", "/api/devices/ids?status=online", "/api/devices/ids?q=sales",
-              "/campaigns", "/sequences/new"]
+              "/campaigns", "/sequences/new", "/monitoring", "/api/monitoring", "/monitoring?sort=status&page=30",
+              "/api/monitoring?q=sales+2&per_page=500"]
 
 
 def _messages(c, devices, count, days, pending):

@@ -1,5 +1,7 @@
 """Overview and monitoring: figures computed in SQL for the owner's day and zone, nothing of
 another user's, and the pages render them."""
+import re
+
 import psycopg
 import pytest
 from psycopg.rows import dict_row
@@ -92,6 +94,70 @@ def test_monitoring_shows_queue_load_and_senders(client, owner, committed_db_url
              s["devices_leased"]) for s in data["senders"]] == [(label, True, 1, None, None, None, None)]
     html = client.get("/monitoring").get_data(as_text=True)
     assert "host-a" not in html and "host-b" not in html and ">s1<" not in html and "5 / 80" in html
+
+
+@pytest.fixture
+def fleet(client, committed_db_url):
+    """A signed-in owner with five devices, Sales 1..5 (Sales 3 offline), a message waiting on Sales 2
+    and one in flight on Sales 4; and another owner's Sales 9, busy too."""
+    uid, _ = signed_in_user(client, committed_db_url)
+    with psycopg.connect(committed_db_url, autocommit=True, row_factory=dict_row) as c:
+        ids = [make_device(c, uid, name=f"Sales {n}", status="offline" if n == 3 else "online") for n in range(1, 6)]
+        add_message(c, uid, ids[1], "pending")
+        add_message(c, uid, ids[3], "queued")
+        other = make_user(c)
+        theirs = make_device(c, other, name="Sales 9")
+        add_message(c, other, theirs, "pending")
+    return {"id": uid, "ids": ids, "theirs": theirs}
+
+
+def test_monitoring_shows_a_page_of_the_fleet_in_the_devices_query(client, fleet):
+    """A fleet is thousands of devices and the page refetches itself every 2 s while a campaign sends:
+    it shows one page of them, in the devices page's search, filter and order, both tables the same
+    devices in the same order, and the owner's whole queue above them."""
+    ids = fleet["ids"]
+    data = client.get("/api/monitoring?per_page=2&sort=name&dir=desc").get_json()
+    assert (data["total"], data["page"], data["pages"], data["per_page"]) == (5, 1, 3, 2)
+    assert [d["device_id"] for d in data["queue"]] == [d["device_id"] for d in data["devices"]] == [ids[4], ids[3]]
+    assert (data["waiting"], data["in_flight"]) == (1, 1)   # every device of the owner's, not this page's
+    assert data["queue"][1]["in_flight"] == data["devices"][1]["processing_now"] == 1
+    last = client.get("/api/monitoring?per_page=2&sort=name&dir=desc&page=3").get_json()
+    assert [d["device_id"] for d in last["queue"]] == [d["device_id"] for d in last["devices"]] == [ids[0]]
+    past = client.get("/api/monitoring?per_page=2&page=9").get_json()    # devices deleted meanwhile
+    assert past["page"] == 3 and [d["device_id"] for d in past["devices"]] == [ids[4]]
+    found = client.get("/api/monitoring?q=sales+2").get_json()
+    assert [(q["device_id"], q["due_now"]) for q in found["queue"]] == [(ids[1], 1)] and found["total"] == 1
+    offline = client.get("/api/monitoring?status=offline").get_json()
+    assert [d["device_id"] for d in offline["devices"]] == [ids[2]]
+    assert fleet["theirs"] not in [d["device_id"] for d in client.get("/api/monitoring?per_page=500").get_json()["queue"]]
+    assert client.get("/api/monitoring?status=gone").status_code == 400
+    assert client.get("/api/monitoring?page=x").status_code == 400
+    html = client.get("/monitoring?per_page=2&page=2").get_data(as_text=True)
+    assert "3–4 of 5" in html and "page 2 of 3" in html and 'id="monitor-filter"' in html
+    assert ">Sales 3<" in html and ">Sales 1<" not in html and "Sales 9" not in html
+    assert "No devices match." in client.get("/monitoring?q=nothing+like+it").get_data(as_text=True)
+
+
+def test_the_monitoring_figures_are_the_page_devices_of_the_owner_alone(db):
+    """monitor_queue_depth and monitor_device_load give the owner's devices among those asked for (a
+    page), never another owner's; and their probes follow the page, not the fleet."""
+    uid, other = make_user(db), make_user(db)
+    mine = [make_device(db, uid) for _ in range(12)]
+    theirs = make_device(db, other)
+    for device in (*mine, theirs):
+        add_message(db, uid if device != theirs else other, device, "pending")
+    db.execute("SELECT fold_device_queue_counts()")   # as the minute's job leaves them: a row a device
+    page = [mine[3], mine[7], theirs]
+    assert [q["due_now"] for q in db.execute("SELECT * FROM monitor_queue_depth(%s, %s::bigint[])", [uid, page])] == [1, 1]
+    for fn in ("monitor_queue_depth", "monitor_device_load"):
+        got = [r["device_id"] for r in db.execute(f"SELECT * FROM {fn}(%s, %s::bigint[])", [uid, page])]
+        assert got == [mine[3], mine[7]], fn
+        assert len(db.execute(f"SELECT * FROM {fn}(%s)", [uid]).fetchall()) == 12, fn
+        plan = "\n".join(r["QUERY PLAN"] for r in db.execute(
+            f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) SELECT * FROM {fn}(%s, %s::bigint[])", [uid, page]))
+        # each probe a device (the first waiting row, the messages in flight) runs for the page's two
+        loops = [int(n) for n in re.findall(r"on message_queue \w+ \(actual rows=\d+ loops=(\d+)\)", plan)]
+        assert loops and max(loops) <= 2, plan
 
 
 def test_admin_sees_every_sender(client, committed_db_url):

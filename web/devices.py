@@ -33,8 +33,10 @@ def _filters(args):
     return text(args, "q") or None, text(args, "status") or None
 
 
-def _listing(args):
-    """The devices page's query (q, status, sort, dir, page, per_page) and one page of device_page."""
+def device_listing(args, fetch):
+    """One page of the owner's devices in the devices page's query (q, status, sort, dir, page, per_page):
+    fetch(query, status, sort, descending, limit, offset) returns the page's rows, each with the total that
+    match; past the end (devices were deleted meanwhile) the last page. Shared with the monitoring page."""
     query, status = _filters(args)
     sort = text(args, "sort") or "name"
     descending = args.get("dir") == "desc"
@@ -42,11 +44,10 @@ def _listing(args):
     page = max(1, optional_int(args.get("page"), "page") or 1)
 
     def rows_of(n):
-        return all_rows("SELECT * FROM device_page(%s, %s, %s, %s, %s, %s, %s)",
-                        [g.user["id"], query, status, sort, descending, per_page, (n - 1) * per_page])
+        return fetch(query, status, sort, descending, per_page, (n - 1) * per_page)
 
     rows = rows_of(page)
-    if not rows and page > 1:  # past the end (devices were deleted meanwhile): the last page
+    if not rows and page > 1:
         first = one("SELECT total FROM device_search(%s, %s, %s, 'name', false, 1, 0)", [g.user["id"], query, status])
         page = max(1, math.ceil((first["total"] if first else 0) / per_page))
         rows = rows_of(page)
@@ -54,6 +55,12 @@ def _listing(args):
     return {"devices": rows, "total": total, "page": page, "per_page": per_page,
             "pages": max(1, math.ceil(total / per_page)), "q": query or "", "status": status or "", "sort": sort,
             "dir": "desc" if descending else "asc"}
+
+
+def _listing(args):
+    """The devices page's query and one page of device_page."""
+    return device_listing(args, lambda *query: all_rows("SELECT * FROM device_page(%s, %s, %s, %s, %s, %s, %s)",
+                                                        [g.user["id"], *query]))
 
 
 DEVICE = row("_device_health")  # what the device_health view shows

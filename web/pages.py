@@ -2,11 +2,12 @@
 user's zone) and the browser libraries installed by npm."""
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, abort, g, jsonify, redirect, render_template, send_file, url_for
+from flask import Blueprint, abort, g, jsonify, redirect, render_template, request, send_file, url_for
 
 from common.config import ROOT, default_timezone
 from web.auth import login_required
 from web.db import all_rows, one
+from web.devices import SORTS, STATUSES, device_listing
 from web.schema import DATE_TIME, INTEGER, STRING, array, obj, returns, rows
 
 bp = Blueprint("pages", __name__)
@@ -91,25 +92,47 @@ def api_overview_figures():
     return jsonify(overview_figures(g.user["id"]))
 
 
-def monitoring_data():
+def monitoring_data(args):
+    """A page of the owner's devices (the devices page's query: a fleet is thousands of devices, and the
+    page refetches itself every 2 s while a campaign sends) with each one's queue and load, the owner's
+    whole queue (the overview's figures) and the senders running the owner's devices."""
     uid = g.user["id"]
+    listing = device_listing(args, lambda *query: all_rows(
+        "SELECT device_id, total FROM device_search(%s, %s, %s, %s, %s, %s, %s)", [uid, *query]))
+    ids = [d["device_id"] for d in listing.pop("devices")]
+    position = {device_id: i for i, device_id in enumerate(ids)}
+
+    def in_page_order(sql):
+        return sorted(all_rows(sql, [uid, ids]), key=lambda r: position[r["device_id"]])
+
+    today = one("SELECT pending, in_flight FROM dashboard_today(%s)", [uid])
     return {
-        "queue": all_rows("SELECT * FROM monitor_queue_depth(%s)", [uid]),
+        "queue": in_page_order("SELECT * FROM monitor_queue_depth(%s, %s::bigint[])"),
         "senders": all_rows("SELECT * FROM monitor_senders(%s)", [uid]),
-        "devices": all_rows("SELECT * FROM monitor_device_load(%s)", [uid]),
+        "devices": in_page_order("SELECT * FROM monitor_device_load(%s, %s::bigint[])"),
+        "waiting": today["pending"], "in_flight": today["in_flight"],
+        **listing,
     }
 
 
 @bp.route("/monitoring")
 @login_required
 def monitoring():
-    return render_template("monitoring.html", data=monitoring_data())
+    data = monitoring_data(request.args)
+    return render_template("monitoring.html", data=data, sorts=SORTS, statuses=STATUSES,
+                           **{k: data[k] for k in ("total", "page", "per_page", "pages", "q", "status", "sort", "dir")})
 
 
 @bp.route("/api/monitoring")
 @login_required
-@returns(obj(queue=rows("monitor_queue_depth"), senders=rows("monitor_senders"), devices=rows("monitor_device_load")))
+@returns(obj(queue=rows("monitor_queue_depth"), senders=rows("monitor_senders"), devices=rows("monitor_device_load"),
+             waiting=INTEGER, in_flight=INTEGER, total=INTEGER, page=INTEGER, per_page=INTEGER, pages=INTEGER,
+             q=STRING, status=STRING, sort=STRING, dir=STRING))
 def api_monitoring():
-    """Queue depth per device, the senders running the owner's devices with their heartbeats,
-    and each device's load against its hourly and daily caps."""
-    return jsonify(monitoring_data())
+    """One page of the owner's devices with each one's queue depth and load against its hourly and daily
+    caps, the owner's whole queue (`waiting`, `in_flight`: every device), and the senders running the
+    owner's devices with their heartbeats.
+
+    Query as `GET /api/devices`: `q`, `status`, `sort`, `dir`, `page` (from 1), `per_page` (at most 500,
+    default 50). The answer has `total` (devices that match), `page`, `pages`."""
+    return jsonify(monitoring_data(request.args))

@@ -204,19 +204,18 @@ COMMENT ON FUNCTION recount_device_queue() IS
   'Sets device_queue_counts to the queue as counted, writes held off meanwhile (run by every apply); returns the '
   'devices that were off (and warns when any was).';
 
-CREATE OR REPLACE FUNCTION _device_queue_live(p_user_id bigint)
-RETURNS TABLE (device_id bigint, live bigint) LANGUAGE sql STABLE AS $$
-  SELECT x.device_id, sum(x.live)::bigint
-    FROM (SELECT c.device_id, c.live FROM device_queue_counts c WHERE c.user_id = p_user_id
-          UNION ALL
-          SELECT u.device_id, u.live
-            FROM device_queue_count_deltas d, unnest(d.device_ids, d.lives) AS u(device_id, live)
-           WHERE d.user_id = p_user_id) x
-   GROUP BY x.device_id
+-- The monitoring page shows a page of devices (device_search) at a time: its figures are read for
+-- those, probed by id, so its cost follows the page, not the fleet; as an array computed once, so a
+-- plan kept for a prepared statement probes by it too (an "ids IS NULL OR id = ANY (ids)" filter
+-- compared every device of the owner with every id of the page there).
+CREATE OR REPLACE FUNCTION _monitored_devices(p_user_id bigint, p_device_ids bigint[])
+RETURNS bigint[] LANGUAGE sql STABLE AS $$
+  SELECT CASE WHEN p_device_ids IS NULL THEN _own_device_ids(p_user_id)
+              ELSE array(SELECT d.id FROM user_devices d WHERE d.id = ANY (p_device_ids) AND d.user_id = p_user_id
+                          ORDER BY d.id) END
 $$;
-COMMENT ON FUNCTION _device_queue_live(bigint) IS
-  'Per device of the owner: its messages pending (not held) or in flight, device_queue_counts plus the deltas not '
-  'folded.';
+COMMENT ON FUNCTION _monitored_devices(bigint, bigint[]) IS
+  'The owner''s devices among p_device_ids (NULL: every one of them), in id order.';
 
 CREATE OR REPLACE FUNCTION _owner_queue_live(p_user_id bigint) RETURNS bigint LANGUAGE sql STABLE AS $$
   SELECT (coalesce((SELECT sum(c.live) FROM device_queue_counts c WHERE c.user_id = p_user_id), 0)
@@ -280,18 +279,22 @@ $$;
 COMMENT ON FUNCTION dashboard_devices_by_health(bigint) IS
   'The owner''s devices counted per status (every status listed, zeros included), healthiest first.';
 
--- What each device holds from the rollup (_device_queue_live); read from the rows only what is in
--- flight (a sender holds a few thousand at most), what waits for a later time (retries, send windows:
--- a time the rollup cannot split by) and each device's first waiting row, one probe of its due index.
--- Counting every waiting row here cost 167-300 ms a refresh with 1M waiting on 3,000 devices, every 2 s
--- of an open page while a campaign sends.
-CREATE OR REPLACE FUNCTION monitor_queue_depth(p_user_id bigint)
+-- What each device holds from the rollup (device_queue_counts and the deltas not folded yet); read
+-- from the rows only what is in flight (a sender holds a few thousand at most), what waits for a
+-- later time (retries, send windows: a time the rollup cannot split by) and each device's first
+-- waiting row, one probe of its due index. Counting every waiting row here cost 167-300 ms a refresh
+-- with 1M waiting on 3,000 devices, every 2 s of an open page while a campaign sends.
+CREATE OR REPLACE FUNCTION monitor_queue_depth(p_user_id bigint, p_device_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (device_id bigint, device_name text, device_status text, due_now bigint,
                scheduled_later bigint, in_flight bigint, oldest_due_at timestamptz)
 LANGUAGE sql STABLE AS $$
-  WITH own AS MATERIALIZED (SELECT _own_device_ids(p_user_id) AS ids),   -- called once, not per row
-  live AS (SELECT l.device_id, l.live FROM _device_queue_live(p_user_id) l),
-  later AS (
+  WITH own AS MATERIALIZED (SELECT _monitored_devices(p_user_id, p_device_ids) AS ids),   -- once, not per row
+  unfolded AS (   -- a few rows: the minute's job folds them into device_queue_counts
+    SELECT u.device_id, sum(u.live) AS live
+      FROM device_queue_count_deltas q, unnest(q.device_ids, q.lives) AS u(device_id, live)
+     WHERE q.user_id = p_user_id
+     GROUP BY u.device_id
+  ), later AS (
     SELECT m.device_id, count(*) AS scheduled_later
       FROM broadcast_messages m
      WHERE m.status = 'pending' AND NOT m.held AND m.scheduled_at > now()
@@ -304,10 +307,11 @@ LANGUAGE sql STABLE AS $$
      GROUP BY m.device_id
   )
   SELECT d.id, d.device_name, d.status,
-         coalesce(l.live, 0) - coalesce(f.in_flight, 0) - coalesce(s.scheduled_later, 0),
+         coalesce(c.live, 0) + coalesce(u.live, 0) - coalesce(f.in_flight, 0) - coalesce(s.scheduled_later, 0),
          coalesce(s.scheduled_later, 0), coalesce(f.in_flight, 0), first_waiting.scheduled_at
     FROM user_devices d
-    LEFT JOIN live l ON l.device_id = d.id
+    LEFT JOIN device_queue_counts c ON c.device_id = d.id
+    LEFT JOIN unfolded u ON u.device_id = d.id
     LEFT JOIN later s ON s.device_id = d.id
     LEFT JOIN flying f ON f.device_id = d.id
     -- In the device's due index order (held is false throughout), which no other path gives without
@@ -316,12 +320,13 @@ LANGUAGE sql STABLE AS $$
     LEFT JOIN LATERAL (SELECT m.scheduled_at FROM broadcast_messages m
                         WHERE m.device_id = d.id AND m.status = 'pending' AND NOT m.held
                         ORDER BY m.held, m.scheduled_at, m.id LIMIT 1) first_waiting ON true
-   WHERE d.user_id = p_user_id
+   WHERE d.id = ANY ((SELECT ids FROM own)::bigint[]) AND d.user_id = p_user_id
    ORDER BY d.id
 $$;
-COMMENT ON FUNCTION monitor_queue_depth(bigint) IS
-  'Per device of the owner: pending messages due now and scheduled later (held ones excluded), messages in '
-  'flight (claimed by a sender), and the oldest pending due time (how far behind the device is).';
+COMMENT ON FUNCTION monitor_queue_depth(bigint, bigint[]) IS
+  'Per device of the owner (those of p_device_ids; NULL: all): pending messages due now and scheduled later (held '
+  'ones excluded), messages in flight (claimed by a sender), and the oldest pending due time (how far behind the '
+  'device is).';
 
 -- Sender processes are shared by every tenant: an owner sees that a sender runs their devices and
 -- is alive, under a label; its host, pid, capacity and other tenants' device counts are for
@@ -354,7 +359,7 @@ COMMENT ON FUNCTION monitor_senders(bigint) IS
   'Sender processes with their heartbeats: those running the owner''s devices (labelled, without host, pid, '
   'capacity or other tenants'' counts), or every one in full for an admin.';
 
-CREATE OR REPLACE FUNCTION monitor_device_load(p_user_id bigint)
+CREATE OR REPLACE FUNCTION monitor_device_load(p_user_id bigint, p_device_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (device_id bigint, device_name text, device_status text, messages_hour integer,
                hourly_limit integer, messages_today integer, daily_limit integer, processing_now integer,
                last_sent_at timestamptz, sender_id text, lease_expires_at timestamptz)
@@ -372,8 +377,9 @@ LANGUAGE sql STABLE AS $$
     FROM device_load(ARRAY[p_user_id]) p
     LEFT JOIN device_leases l ON l.device_id = p.device_id
     LEFT JOIN labels lab ON lab.id = l.sender_id
+   WHERE p.device_id = ANY ((SELECT _monitored_devices(p_user_id, p_device_ids))::bigint[])
    ORDER BY p.device_id
 $$;
-COMMENT ON FUNCTION monitor_device_load(bigint) IS
-  'Per device of the owner: sends in the trailing hour and today against its caps, in flight now, last send, '
-  'and which sender holds it (lease).';
+COMMENT ON FUNCTION monitor_device_load(bigint, bigint[]) IS
+  'Per device of the owner (those of p_device_ids; NULL: all): sends in the trailing hour and today against its '
+  'caps, in flight now, last send, and which sender holds it (lease).';

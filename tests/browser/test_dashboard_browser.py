@@ -79,6 +79,36 @@ def test_the_overview_refetches_its_message_figures_on_messages_and_the_devices_
     wait_for("/api/overview")
 
 
+def test_the_monitoring_page_keeps_its_page_and_filter_through_live_refreshes(page_for, user, committed_db_url):
+    """The monitoring page shows a page of a fleet in the devices page's query: changing the filter loads
+    that query, and a live refresh re-renders the page the user is on, not the first."""
+    with db(committed_db_url) as c:
+        for n in range(1, 6):
+            make_device(c, user["id"], name=f"Desk {n}", status="offline" if n == 5 else "online")
+    page = page_for()
+    sign_in(page, user["email"])
+    page.goto("/monitoring?per_page=2&page=2")
+    wait_live(page)
+    expect(page.locator("#device-count")).to_have_text("3–4 of 5")
+    expect(page.locator("#load tbody tr")).to_have_count(2)
+    fetched = []
+    page.on("request", lambda r: fetched.append(r.url) if r.resource_type == "fetch" else None)
+    with db(committed_db_url) as c:
+        c.execute("SELECT notify_user(%s, 'device_status', jsonb_build_object('device_id', 0, 'status', 'online'))",
+                  [user["id"]])
+    deadline = time.monotonic() + 30
+    while not any("/monitoring?per_page=2&page=2" in u for u in fetched):
+        assert time.monotonic() < deadline, f"no refresh of the page shown: {fetched}"
+        page.wait_for_timeout(50)
+    page.wait_for_timeout(500)   # the refetched page swapped in
+    expect(page.locator("#device-count")).to_have_text("3–4 of 5")
+    expect(page.locator("#load tbody")).to_contain_text("Desk 3")
+    page.select_option("#monitor-filter select[name=status]", "offline")
+    expect(page).to_have_url(re.compile(r"status=offline"))
+    expect(page.locator("#device-count")).to_have_text("1–1 of 1")
+    expect(page.locator("#queue tbody")).to_contain_text("Desk 5")
+
+
 def test_a_slow_refresh_is_never_overlapped_and_rests_the_page(page_for, user, committed_db_url):
     """The monitoring page refetches itself on live events, at most every 2 s. A refetch the server
     is slow to answer (a large backlog counted, a loaded machine) is never overlapped by the next,
