@@ -63,14 +63,14 @@ def put_in_flight(c, user_id, device_ids):
 
 
 def timed_together(c, queries, runs):
-    """Each query (name: (sql, args)) called `runs` times, the queries taking turns call by call (the
-    machine's speed moves between seconds: the floor and the pages measured in the same moments); per
-    query (p50, p99, first call) in ms."""
+    """Each query (name: (sql, args, prepare), prepare as psycopg takes it) called `runs` times, the queries
+    taking turns call by call (the machine's speed moves between seconds: the floor and the pages measured
+    in the same moments); per query (p50, p99, first call) in ms."""
     ms = {name: [] for name in queries}
     for _ in range(runs):
-        for name, (sql, args) in queries.items():
+        for name, (sql, args, prepare) in queries.items():
             t = time.perf_counter()
-            c.execute(sql, args).fetchall()
+            c.execute(sql, args, prepare=prepare).fetchall()
             ms[name].append((time.perf_counter() - t) * 1000)
     figures = {}
     for name, calls in ms.items():
@@ -111,15 +111,16 @@ def main():
             page = [r["device_id"] for r in c.execute(
                 "SELECT device_id FROM device_search(%s, NULL, NULL, 'name', false, %s, 0)", [user_id, PAGE])]
             mine, on_page = [user_id], [user_id, page]
-            figures = timed_together(c, {
-                "page: device_search": (f"SELECT device_id, total FROM device_search(%s, NULL, NULL, 'name', false, {PAGE}, 0)", mine),
-                "page: monitor_queue_depth": ("SELECT * FROM monitor_queue_depth(%s, %s::bigint[])", on_page),
-                "page: monitor_device_load": ("SELECT * FROM monitor_device_load(%s, %s::bigint[])", on_page),
-                "monitor_device_load": ("SELECT * FROM monitor_device_load(%s)", mine),
-                "monitor_queue_depth": ("SELECT * FROM monitor_queue_depth(%s)", mine),
-                "device_load": ("SELECT * FROM device_load(ARRAY[%s]::bigint[])", mine),
-                "device_health_distribution": ("SELECT * FROM device_health_distribution(%s)", mine),
-                "floor": ("SELECT * FROM bench_monitor_floor WHERE %s > 0 ORDER BY device_id", mine)}, runs)
+            figures = timed_together(c, {   # the page's two as web.pages runs them: planned for the page
+                "page: device_search": (f"SELECT device_id, total FROM device_search(%s, NULL, NULL, 'name', false, {PAGE}, 0)",
+                                        mine, None),
+                "page: monitor_queue_depth": ("SELECT * FROM monitor_queue_depth(%s, %s::bigint[])", on_page, False),
+                "page: monitor_device_load": ("SELECT * FROM monitor_device_load(%s, %s::bigint[])", on_page, False),
+                "monitor_device_load": ("SELECT * FROM monitor_device_load(%s)", mine, None),
+                "monitor_queue_depth": ("SELECT * FROM monitor_queue_depth(%s)", mine, None),
+                "device_load": ("SELECT * FROM device_load(ARRAY[%s]::bigint[])", mine, None),
+                "device_health_distribution": ("SELECT * FROM device_health_distribution(%s)", mine, None),
+                "floor": ("SELECT * FROM bench_monitor_floor WHERE %s > 0 ORDER BY device_id", mine, None)}, runs)
             for name, (p50, p99, first) in figures.items():
                 print(f"  {name}: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({runs} calls, the first {first:.1f} ms)")
             sample = c.execute("""SELECT min(messages_hour) AS lo, max(messages_hour) AS hi, max(messages_today) AS today,

@@ -41,9 +41,10 @@ def one(sql, params=()):
         return c.execute(sql, params).fetchone()
 
 
-def all_rows(sql, params=()):
+def all_rows(sql, params=(), prepare=None):
+    """prepare=False: planned for each call's values, never a plan kept for the statement."""
     with conn() as c:
-        return c.execute(sql, params).fetchall()
+        return c.execute(sql, params, prepare=prepare).fetchall()
 
 
 def setting(name):

@@ -103,7 +103,9 @@ def monitoring_data(args):
     position = {device_id: i for i, device_id in enumerate(ids)}
 
     def in_page_order(sql):
-        return sorted(all_rows(sql, [uid, ids]), key=lambda r: position[r["device_id"]])
+        # Planned for the page's devices each time: a plan kept for the statement would compare every
+        # device of the owner with the page's list (3,000 devices: 10-16 ms against ~2).
+        return sorted(all_rows(sql, [uid, ids], prepare=False), key=lambda r: position[r["device_id"]])
 
     today = one("SELECT pending, in_flight FROM dashboard_today(%s)", [uid])
     return {
