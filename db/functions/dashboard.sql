@@ -282,7 +282,7 @@ LANGUAGE sql STABLE AS $$
   WITH own AS MATERIALIZED (   -- once, not per row
     SELECT array(SELECT d.id FROM user_devices d
                   WHERE d.user_id = p_user_id AND (p_device_ids IS NULL OR d.id = ANY (p_device_ids))) AS ids),
-  unfolded AS (   -- a few rows: the minute's job folds them into device_queue_counts
+  unfolded AS (   -- the changes since the minute's job last folded them into device_queue_counts
     SELECT u.device_id, sum(u.live) AS live
       FROM device_queue_count_deltas q, unnest(q.device_ids, q.lives) AS u(device_id, live)
      WHERE q.user_id = p_user_id
