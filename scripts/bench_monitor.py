@@ -8,7 +8,7 @@ message every minute for HOURS hours (48; quick: 2), recorded as the claim recor
 row: its minute and hour rings, its day's count since the owner's midnight), and a few messages of
 each device in flight (claimed, not completed). Then, RUNS calls each (p50, p99; the first call counted):
 - the monitoring page's queries, refetched every 2 s of an open page while a campaign sends: its page
-  of PAGE devices (device_search), their queue figures (monitor_queue_depth) and their device table
+  of devices (device_search, as many as the page shows), their queue figures (monitor_queue_depth) and their device table
   (monitor_device_load);
 - the same two for the whole fleet (an API client asking for every device, 500 a page, asks a sixth);
 - device_load for all of them (the sequence tick's and AI campaigns' device choices);
@@ -24,11 +24,11 @@ from common.config import require_database_url
 from scripts.bench_dispatch import setup_devices
 from scripts.benchlib import connect, create_scratch_database, drop_scratch_database, log
 from tests.factories import record_minutely_sends
+from web.devices import PER_PAGE as PAGE   # the devices a page of the monitoring page shows
 
 BENCH_DB = "wa_bench_monitor"
 DEVICES = 3000
 IN_FLIGHT = 2   # per device
-PAGE = 50       # devices a page of the monitoring page shows (web.devices.PER_PAGE)
 
 
 def record_sends(c, user_id, hours):
